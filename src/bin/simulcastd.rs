@@ -1,0 +1,278 @@
+//! simulcastd: the coordinator daemon. `demo` relays the embedded grand
+//! final to local stand-in ingests with a live table; `run` relays a config.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use simulcast::config::{self, Config};
+use simulcast::relay::{Relay, RelayStatus};
+use simulcast::standin::StandIns;
+use simulcast::table::{self, Table};
+
+#[derive(Parser)]
+#[command(
+    name = "simulcastd",
+    version,
+    about = "simulcast daemon: relay one live feed to every partner ingest"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text (stderr).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Relay the embedded "Silk Way Star" grand final (or --config) to local
+    /// stand-in ingests, with a live per-leg table. Ctrl-C stops it and prints
+    /// a summary.
+    Demo {
+        /// Configuration file; default: the embedded grand final.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Stop by itself after this long (e.g. 30s); default: until Ctrl-C.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Print one JSON status object per second instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
+    Run {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log a status line per leg this often.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        status_every: Duration,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::uri::parse_duration(s)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let result = match cli.command {
+        Cmd::Demo {
+            config,
+            duration,
+            json,
+        } => demo(config, duration, json).await,
+        Cmd::Run {
+            config,
+            status_every,
+        } => run(config, status_every).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("simulcastd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => config::load(&p)?,
+        None => config::default_config(),
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+async fn demo(path: Option<PathBuf>, duration: Option<Duration>, json: bool) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let standins = StandIns::start(&config).context("starting the stand-in ingests")?;
+    for note in &standins.notes {
+        eprintln!("note: {note}");
+    }
+    // Let the stand-ins bind before the legs call them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let relay = Relay::start(&config).await.context("starting the relay")?;
+    let tty = std::io::stdout().is_terminal() && !json;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = &mut deadline => break,
+            _ = tick.tick() => {
+                n += 1;
+                let status = relay.status();
+                let mut out = std::io::stdout().lock();
+                if json {
+                    let _ = writeln!(out, "{}", serde_json::to_string(&status)?);
+                } else if tty || n % 5 == 1 {
+                    if tty {
+                        let _ = write!(out, "\x1b[H\x1b[2J");
+                    }
+                    let _ = write!(out, "{}", board(&config, &status, &standins));
+                    if tty {
+                        let _ = writeln!(out, "Ctrl-C stops every leg cleanly and prints a summary.");
+                    }
+                }
+                let _ = out.flush();
+            }
+        }
+    }
+    let status = relay.shutdown().await;
+    standins.stop();
+    if !json {
+        println!(
+            "\nSummary after {:.0} s:\n{}",
+            status.uptime_s,
+            summary(&config, &status)
+        );
+    }
+    Ok(())
+}
+
+/// The live table: one row per leg.
+fn board(config: &Config, s: &RelayStatus, standins: &StandIns) -> String {
+    let now = chrono::Utc::now();
+    let mut t = Table::new(&[
+        "CHANNEL",
+        "CC",
+        "PROTO",
+        "STATE",
+        "BITRATE",
+        "SENT",
+        "RECEIVED",
+        "RECONN",
+        "DROPS",
+        "LOCAL TIME",
+        "LAST ERROR",
+    ]);
+    for (ch, leg) in config.enabled_channels().zip(&s.legs) {
+        let local = now
+            .with_timezone(&ch.timezone)
+            .format("%a %H:%M:%S %Z")
+            .to_string();
+        t.row(vec![
+            leg.channel_id.clone(),
+            ch.country.clone(),
+            leg.protocol.to_owned(),
+            leg.state.to_string(),
+            table::bitrate(leg.bitrate_bps),
+            table::bytes(leg.bytes_sent),
+            standins
+                .received(&leg.channel_id)
+                .map_or("-".into(), table::bytes),
+            leg.reconnects.to_string(),
+            leg.dropped_buffers.to_string(),
+            local,
+            leg.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    format!(
+        "simulcast demo: {}  |  UTC {}  |  source {} ({:?}, {} in)\n{}{}",
+        config.event.title,
+        now.format("%H:%M:%S"),
+        s.source.describe,
+        s.source.state,
+        table::bytes(s.source.bytes_in),
+        s.source
+            .last_error
+            .as_deref()
+            .map(|e| format!("source: {e}\n"))
+            .unwrap_or_default(),
+        t.render()
+    )
+}
+
+fn summary(config: &Config, s: &RelayStatus) -> String {
+    let mut t = Table::new(&[
+        "CHANNEL",
+        "PROTO",
+        "FINAL",
+        "SENT",
+        "AVG BITRATE",
+        "RECONN",
+        "DROPS",
+        "LAST ERROR",
+    ]);
+    for (_, leg) in config.enabled_channels().zip(&s.legs) {
+        let avg = (leg.bytes_sent as f64 * 8.0 / s.uptime_s.max(1.0)) as u64;
+        t.row(vec![
+            leg.channel_id.clone(),
+            leg.protocol.to_owned(),
+            leg.state.to_string(),
+            table::bytes(leg.bytes_sent),
+            table::bitrate(avg),
+            leg.reconnects.to_string(),
+            leg.dropped_buffers.to_string(),
+            leg.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    t.render()
+}
+
+async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
+    let config = config::load(&path)?;
+    let relay = Relay::start(&config).await.context("starting the relay")?;
+    let mut tick = tokio::time::interval(every);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                let s = relay.status();
+                tracing::info!(state = ?s.source.state, bytes_in = s.source.bytes_in, error = ?s.source.last_error, "Source.");
+                for l in &s.legs {
+                    tracing::info!(leg = %l.channel_id, state = %l.state, bytes = l.bytes_sent, bps = l.bitrate_bps,
+                        reconnects = l.reconnects, dropped = l.dropped_buffers, error = ?l.last_error, "Leg.");
+                }
+            }
+        }
+    }
+    relay.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Configuration: the TOML file an operator writes, validated into typed
+//! domain values ([`Config`]). Validation is pure and reports every problem
+//! in one pass, each with its key (`channels[3].ingest.uri: ...`).
+
+mod types;
+pub mod uri;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use types::*;
+
+/// The embedded default: the "Silk Way Star" grand final to 12 partner
+/// channels, every ingest on loopback (what `simulcastd demo` runs).
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// One problem in a configuration, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted key, with indices: `channels[3].ingest.uri`.
+    pub key: String,
+    /// What is wrong, and what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML.
+    #[error("not valid TOML: {0}")]
+    Syntax(String),
+    /// The TOML is valid but its values are not.
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), list(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Parses and validates configuration text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+    validate::validate(&doc).map_err(ConfigError::Invalid)
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// The embedded default configuration.
+pub fn default_config() -> Config {
+    // The embedded text is checked by a unit test; failing here is a build defect.
+    parse(DEFAULT_CONFIG).expect("embedded default configuration is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_the_grand_final_to_twelve_countries() {
+        let c = parse(DEFAULT_CONFIG).unwrap();
+        assert!(c.event.title.contains("Silk Way Star"));
+        let zones: Vec<&str> = c.channels.iter().map(|c| c.timezone.name()).collect();
+        for z in [
+            "Asia/Baku",
+            "Asia/Yerevan",
+            "Asia/Tbilisi",
+            "Asia/Kolkata",
+            "Asia/Almaty",
+            "Asia/Shanghai",
+            "Asia/Bishkek",
+            "Asia/Ulaanbaatar",
+            "Asia/Dushanbe",
+            "Asia/Ashgabat",
+            "Asia/Tashkent",
+            "Asia/Seoul",
+        ] {
+            assert!(zones.contains(&z), "{z} missing");
+        }
+        let countries: std::collections::HashSet<_> =
+            c.channels.iter().map(|c| c.country.as_str()).collect();
+        assert_eq!(countries.len(), 12);
+        for ch in &c.channels {
+            let target = ch.ingest.target();
+            assert!(
+                target.contains("127.0.0.1"),
+                "{} not on loopback: {target}",
+                ch.id
+            );
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            [event]
+            title = "T"
+            [[channels]]
+            id = "Bad Id"
+            name = "x"
+            country = "KZ"
+            timezone = "Asia/Almaty"
+            ingest = { type = "udp", uri = "udp://127.0.0.1:5000" }
+            [[channels]]
+            id = "ok"
+            name = "y"
+            country = "KZ"
+            timezone = "Mars/Olympus"
+            ingest = { type = "srt", uri = "srt://127.0.0.1" }
+        "#;
+        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "channels[0].id",
+                "channels[1].timezone",
+                "channels[1].ingest.uri"
+            ],
+            "{errs:?}"
+        );
+        assert!(errs[1].message.contains("Mars/Olympus"));
+        assert!(errs[2].message.contains("no port"));
+    }
+
+    #[test]
+    fn colliding_udp_ports_are_refused_naming_the_other_channel() {
+        let text = r#"
+            [event]
+            title = "T"
+            [[channels]]
+            id = "rist-leg"
+            name = "x"
+            country = "UZ"
+            timezone = "Asia/Tashkent"
+            ingest = { type = "rist", uri = "rist://127.0.0.1:5000" }
+            [[channels]]
+            id = "srt-leg"
+            name = "y"
+            country = "KR"
+            timezone = "Asia/Seoul"
+            ingest = { type = "srt", uri = "srt://127.0.0.1:5001" }
+        "#;
+        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "channels[1].ingest.uri");
+        assert!(errs[0].message.contains("rist-leg"), "{}", errs[0].message);
+    }
+
+    #[test]
+    fn wrong_passphrase_is_refused_without_echoing_it() {
+        let text = r#"
+            [event]
+            title = "T"
+            [[channels]]
+            id = "a"
+            name = "x"
+            country = "AZ"
+            timezone = "Asia/Baku"
+            ingest = { type = "srt", uri = "srt://127.0.0.1:9000", passphrase = "short-pw" }
+        "#;
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("channels[0].ingest.passphrase"), "{err}");
+        assert!(!err.contains("short-pw"), "secret echoed: {err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let text = r#"
+            [event]
+            title = "T"
+            [[channels]]
+            id = "a"
+            name = "x"
+            country = "AZ"
+            timezone = "Asia/Baku"
+            ingest = { type = "rtmp", url = "rtmp://127.0.0.1/live", stream_key = "sk-very-secret" }
+        "#;
+        let c = parse(text).unwrap();
+        let dump = format!("{c:?} {}", c.channels[0].ingest.target());
+        assert!(!dump.contains("sk-very-secret"), "{dump}");
+    }
+}

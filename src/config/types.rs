@@ -1,0 +1,419 @@
+//! Validated domain types. Nothing here depends on serde's raw shapes or on
+//! proto types: a value of these types has already passed validation.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+
+/// Default bound of each leg's input buffer, in media time.
+pub const DEFAULT_LEG_BUFFER: Duration = Duration::from_millis(500);
+/// Default first reconnect delay of a leg.
+pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(250);
+/// Default cap of a leg's reconnect delay: a partner whose ingest comes back
+/// is flowing again within this (plus connection set-up).
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Default time without a byte delivered after which a leg that was on air
+/// is torn down and rebuilt (a watchdog outside GStreamer, since some sink
+/// hangs in 1.22 never post an error).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time a leg may spend connecting before it is rebuilt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default SRT latency.
+pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);
+
+/// A channel's identifier: a slug `[a-z0-9-]{1,63}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(String);
+
+impl ChannelId {
+    /// Validates `s` as a channel id.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "`{s}` is not a channel id: use 1 to 63 of a-z, 0-9 and -"
+            ))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A write-only value (SRT passphrase, RTMP stream key). Its `Debug` and
+/// `Display` never show the value; only [`Secret::expose`] does, and only the
+/// code that hands it to a GStreamer element calls that.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The value itself, for the element property that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Host part of an ingest or source address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A literal IPv4 or IPv6 address.
+    Ip(IpAddr),
+    /// A DNS name (checked for valid characters only).
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(a)) => write!(f, "[{a}]"),
+            Host::Ip(a) => write!(f, "{a}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl Host {
+    /// The host as GStreamer's network elements want it (no brackets).
+    pub fn bare(&self) -> String {
+        match self {
+            Host::Ip(a) => a.to_string(),
+            Host::Name(n) => n.clone(),
+        }
+    }
+
+    /// Whether the host is a multicast address.
+    pub fn is_multicast(&self) -> bool {
+        matches!(self, Host::Ip(a) if a.is_multicast())
+    }
+}
+
+/// SRT connection mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtMode {
+    /// We connect to the peer.
+    Caller,
+    /// We wait for the peer to connect.
+    Listener,
+}
+
+impl SrtMode {
+    /// The name GStreamer's srt elements use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrtMode::Caller => "caller",
+            SrtMode::Listener => "listener",
+        }
+    }
+}
+
+/// SRT endpoint settings, shared by SRT legs and SRT sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtEndpoint {
+    /// Peer (caller) or local bind address (listener).
+    pub host: Host,
+    /// UDP port.
+    pub port: u16,
+    /// Caller or listener.
+    pub mode: SrtMode,
+    /// SRT latency.
+    pub latency: Duration,
+    /// Encryption passphrase (10 to 79 characters), write-only.
+    pub passphrase: Option<Secret>,
+    /// SRT stream id, for the peer's access control.
+    pub stream_id: Option<String>,
+}
+
+impl SrtEndpoint {
+    /// `srt://host:port`, without options or secrets: safe to log.
+    pub fn uri(&self) -> String {
+        format!("srt://{}:{}", self.host, self.port)
+    }
+
+    /// The `uri` property for GStreamer's srt elements. A listener's host
+    /// goes in `localaddress` instead ([`SrtEndpoint::local_address`]):
+    /// srtsrc/srtsink 1.22 in listener mode with a host in the URI refuse
+    /// every caller ("Connection does not exist"), checked by hand.
+    pub fn element_uri(&self) -> String {
+        match self.mode {
+            SrtMode::Caller => self.uri(),
+            SrtMode::Listener => format!("srt://:{}", self.port),
+        }
+    }
+
+    /// The `localaddress` property, for listeners.
+    pub fn local_address(&self) -> Option<String> {
+        (self.mode == SrtMode::Listener).then(|| self.host.bare())
+    }
+}
+
+/// RTMP or RTMPS ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpIngest {
+    /// `rtmp://host[:port]/app` (or `rtmps://`), without the stream key.
+    pub url: String,
+    /// Stream key, write-only; appended to the URL only inside the element.
+    pub stream_key: Option<Secret>,
+}
+
+/// UDP MPEG-TS ingest, unicast or multicast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpEndpoint {
+    /// Destination (leg) or bind/group address (source).
+    pub host: Host,
+    /// UDP port.
+    pub port: u16,
+    /// Multicast TTL (legs only; default 1: the local network).
+    pub ttl: u8,
+    /// Multicast interface name, if any.
+    pub interface: Option<String>,
+}
+
+impl UdpEndpoint {
+    /// `udp://host:port`.
+    pub fn uri(&self) -> String {
+        format!("udp://{}:{}", self.host, self.port)
+    }
+}
+
+/// RIST (simple profile) ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RistIngest {
+    /// Receiver address.
+    pub host: Host,
+    /// RTP port (even; RTCP is port + 1).
+    pub port: u16,
+}
+
+/// A partner channel's ingest: where its leg sends the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingest {
+    /// SRT caller or listener.
+    Srt(SrtEndpoint),
+    /// RTMP or RTMPS push (MPEG-TS remuxed to FLV).
+    Rtmp(RtmpIngest),
+    /// UDP MPEG-TS.
+    Udp(UdpEndpoint),
+    /// RIST simple profile.
+    Rist(RistIngest),
+    /// A file on local disk (MPEG-TS).
+    File(PathBuf),
+}
+
+impl Ingest {
+    /// Short protocol name for tables and logs.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Ingest::Srt(_) => "srt",
+            Ingest::Rtmp(r) if r.url.starts_with("rtmps://") => "rtmps",
+            Ingest::Rtmp(_) => "rtmp",
+            Ingest::Udp(_) => "udp",
+            Ingest::Rist(_) => "rist",
+            Ingest::File(_) => "file",
+        }
+    }
+
+    /// Where the leg goes, without any secret: safe to log and display.
+    pub fn target(&self) -> String {
+        match self {
+            Ingest::Srt(s) => format!("{} ({})", s.uri(), s.mode.as_str()),
+            Ingest::Rtmp(r) => r.url.clone(),
+            Ingest::Udp(u) => u.uri(),
+            Ingest::Rist(r) => format!("rist://{}:{}", r.host, r.port),
+            Ingest::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// When a channel airs the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AirPolicy {
+    /// At the same instant as everyone else.
+    Live,
+    /// From a delayed copy, starting at this wall-clock time in the channel's zone.
+    LocalTime(NaiveTime),
+}
+
+/// A partner channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    /// Unique id.
+    pub id: ChannelId,
+    /// Display name.
+    pub name: String,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    pub country: String,
+    /// IANA time zone.
+    pub timezone: Tz,
+    /// Where the leg sends.
+    pub ingest: Ingest,
+    /// Live or delayed to a local time.
+    pub air_policy: AirPolicy,
+    /// Disabled channels get no leg.
+    pub enabled: bool,
+}
+
+/// Picture and sound of the built-in test source (and, later, the slate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestSource {
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub framerate: u32,
+    /// H.264 bitrate in kbit/s.
+    pub video_kbps: u32,
+    /// AAC bitrate in kbit/s.
+    pub audio_kbps: u32,
+    /// Tone frequency in Hz.
+    pub tone_hz: u32,
+    /// Keyframe interval in frames.
+    pub gop: u32,
+}
+
+impl Default for TestSource {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            framerate: 25,
+            video_kbps: 4000,
+            audio_kbps: 128,
+            tone_hz: 1000,
+            gop: 25,
+        }
+    }
+}
+
+/// The contribution feed: where the program comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Built-in colour bars, title, UTC clock and 1 kHz tone.
+    Test(TestSource),
+    /// SRT listener or caller carrying MPEG-TS.
+    Srt(SrtEndpoint),
+    /// UDP MPEG-TS, unicast or multicast.
+    Udp(UdpEndpoint),
+    /// An MPEG-TS file, looped and paced in real time.
+    File(PathBuf),
+}
+
+impl Source {
+    /// Where the feed comes from, safe to log.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Test(t) => format!(
+                "test {}x{}@{} {} kbit/s",
+                t.width, t.height, t.framerate, t.video_kbps
+            ),
+            Source::Srt(s) => format!("{} ({})", s.uri(), s.mode.as_str()),
+            Source::Udp(u) => u.uri(),
+            Source::File(p) => format!("file {}", p.display()),
+        }
+    }
+}
+
+/// Relay tuning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Bound of each leg's input buffer, in media time.
+    pub leg_buffer: Duration,
+    /// First reconnect delay.
+    pub reconnect_initial: Duration,
+    /// Reconnect delay cap.
+    pub reconnect_max: Duration,
+    /// No bytes delivered for this long on an on-air leg: rebuild it.
+    pub stall_timeout: Duration,
+    /// Connecting for this long without a byte delivered: rebuild.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            leg_buffer: DEFAULT_LEG_BUFFER,
+            reconnect_initial: DEFAULT_RECONNECT_INITIAL,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// The event being relayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPlan {
+    /// Title, burnt into the test source.
+    pub title: String,
+    /// Reference zone for display (the organiser's zone).
+    pub timezone: Tz,
+    /// Planned programme length.
+    pub duration: Duration,
+}
+
+/// A whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The event.
+    pub event: EventPlan,
+    /// The contribution feed.
+    pub source: Source,
+    /// Relay tuning.
+    pub relay: RelaySettings,
+    /// Partner channels, in file order.
+    pub channels: Vec<Channel>,
+}
+
+impl Config {
+    /// The channels that get a leg.
+    pub fn enabled_channels(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.iter().filter(|c| c.enabled)
+    }
+}
+
+impl Ingest {
+    /// The leg template this ingest uses (`legs/<kind>`).
+    pub fn template(&self) -> &'static str {
+        match self {
+            Ingest::Srt(_) => "legs/srt",
+            Ingest::Rtmp(_) => "legs/rtmp",
+            Ingest::Udp(_) => "legs/udp",
+            Ingest::Rist(_) => "legs/rist",
+            Ingest::File(_) => "legs/file",
+        }
+    }
+}

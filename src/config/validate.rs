@@ -1,0 +1,627 @@
+//! Raw TOML to validated [`Config`], in one pass that collects every problem
+//! with the key it concerns, so an operator fixes a file once. Pure: no I/O,
+//! no clock.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use toml::{Table, Value};
+
+use super::FieldError;
+use super::types::*;
+use super::uri::{parse_duration, parse_uri};
+
+/// Collects problems while walking the table.
+struct Walk {
+    errors: Vec<FieldError>,
+}
+
+impl Walk {
+    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Reports keys of `t` that are not in `known`.
+    fn unknown(&mut self, t: &Table, at: &str, known: &[&str]) {
+        for k in t.keys() {
+            if !known.contains(&k.as_str()) {
+                self.err(
+                    join(at, k),
+                    format!("unknown key; expected one of: {}", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn table<'a>(
+        &mut self,
+        t: &'a Table,
+        at: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<&'a Table> {
+        match t.get(key) {
+            Some(Value::Table(v)) => Some(v),
+            Some(other) => {
+                self.err(
+                    join(at, key),
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+            None if required => {
+                self.err(join(at, key), "missing");
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn string(&mut self, t: &Table, at: &str, key: &str, required: bool) -> Option<String> {
+        match t.get(key) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.err(
+                    join(at, key),
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+            None if required => {
+                self.err(join(at, key), "missing");
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn int(&mut self, t: &Table, at: &str, key: &str, range: (i64, i64)) -> Option<i64> {
+        match t.get(key) {
+            Some(Value::Integer(n)) if (range.0..=range.1).contains(n) => Some(*n),
+            Some(Value::Integer(n)) => {
+                self.err(
+                    join(at, key),
+                    format!("{n} is out of range {}..={}", range.0, range.1),
+                );
+                None
+            }
+            Some(other) => {
+                self.err(
+                    join(at, key),
+                    format!("expected an integer, found {}", other.type_str()),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn boolean(&mut self, t: &Table, at: &str, key: &str) -> Option<bool> {
+        match t.get(key) {
+            Some(Value::Boolean(b)) => Some(*b),
+            Some(other) => {
+                self.err(
+                    join(at, key),
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A positive duration; `default` when absent.
+    fn duration(&mut self, t: &Table, at: &str, key: &str, default: Duration) -> Duration {
+        match self.string(t, at, key, false) {
+            None => default,
+            Some(s) => match parse_duration(&s) {
+                Ok(d) if d > Duration::ZERO => d,
+                Ok(_) => {
+                    self.err(join(at, key), "must be greater than zero");
+                    default
+                }
+                Err(e) => {
+                    self.err(join(at, key), e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn timezone(&mut self, t: &Table, at: &str, key: &str, required: bool) -> Option<Tz> {
+        let s = self.string(t, at, key, required)?;
+        match Tz::from_str(&s) {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                self.err(
+                    join(at, key),
+                    format!("`{s}` is not an IANA time zone (for example Asia/Almaty)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A table's `type` tag, checked against `kinds`.
+    fn kind<'k>(&mut self, t: &Table, at: &str, kinds: &[&'k str]) -> Option<&'k str> {
+        let s = self.string(t, at, "type", true)?;
+        match kinds.iter().find(|k| **k == s) {
+            Some(k) => Some(k),
+            None => {
+                self.err(
+                    join(at, "type"),
+                    format!("`{s}` is not one of: {}", kinds.join(", ")),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+/// Validates a parsed TOML document.
+pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
+    let mut w = Walk { errors: Vec::new() };
+    w.unknown(doc, "", &["event", "source", "relay", "channels"]);
+
+    let event = w.table(doc, "", "event", true).map(|t| event(&mut w, t));
+    let source = match w.table(doc, "", "source", false) {
+        Some(t) => source(&mut w, t, "source"),
+        None => Some(Source::Test(TestSource::default())),
+    };
+    let relay = match w.table(doc, "", "relay", false) {
+        Some(t) => relay(&mut w, t),
+        None => RelaySettings::default(),
+    };
+
+    let mut channels = Vec::new();
+    match doc.get("channels") {
+        None => {}
+        Some(Value::Array(items)) => {
+            let mut seen = HashSet::new();
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("channels[{i}]");
+                let Value::Table(t) = item else {
+                    w.err(&at, format!("expected a table, found {}", item.type_str()));
+                    continue;
+                };
+                if let Some(c) = channel(&mut w, t, &at) {
+                    if !seen.insert(c.id.clone()) {
+                        w.err(
+                            join(&at, "id"),
+                            format!("`{}` is used by an earlier channel", c.id),
+                        );
+                    }
+                    channels.push(c);
+                }
+            }
+        }
+        Some(other) => w.err(
+            "channels",
+            format!("expected an array of tables, found {}", other.type_str()),
+        ),
+    }
+
+    udp_port_collisions(&mut w, &channels);
+
+    match (event, source, w.errors.is_empty()) {
+        (Some(Some(event)), Some(source), true) => Ok(Config {
+            event,
+            source,
+            relay,
+            channels,
+        }),
+        _ => Err(w.errors),
+    }
+}
+
+fn event(w: &mut Walk, t: &Table) -> Option<EventPlan> {
+    w.unknown(t, "event", &["title", "timezone", "duration"]);
+    let title = w.string(t, "event", "title", true);
+    if matches!(&title, Some(s) if s.trim().is_empty()) {
+        w.err("event.title", "must not be empty");
+    }
+    let timezone = match t.get("timezone") {
+        None => Some(Tz::UTC),
+        Some(_) => w.timezone(t, "event", "timezone", false),
+    };
+    let duration = w.duration(t, "event", "duration", Duration::from_secs(3 * 3600));
+    Some(EventPlan {
+        title: title?,
+        timezone: timezone?,
+        duration,
+    })
+}
+
+fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
+    const AT: &str = "relay";
+    w.unknown(
+        t,
+        AT,
+        &[
+            "leg_buffer",
+            "reconnect_initial",
+            "reconnect_max",
+            "stall_timeout",
+            "connect_timeout",
+        ],
+    );
+    let d = RelaySettings::default();
+    let r = RelaySettings {
+        leg_buffer: w.duration(t, AT, "leg_buffer", d.leg_buffer),
+        reconnect_initial: w.duration(t, AT, "reconnect_initial", d.reconnect_initial),
+        reconnect_max: w.duration(t, AT, "reconnect_max", d.reconnect_max),
+        stall_timeout: w.duration(t, AT, "stall_timeout", d.stall_timeout),
+        connect_timeout: w.duration(t, AT, "connect_timeout", d.connect_timeout),
+    };
+    if r.reconnect_initial > r.reconnect_max {
+        w.err(
+            "relay.reconnect_initial",
+            "must not exceed relay.reconnect_max",
+        );
+    }
+    r
+}
+
+fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
+    match w.kind(t, at, &["test", "srt", "udp", "file"])? {
+        "test" => {
+            w.unknown(
+                t,
+                at,
+                &[
+                    "type",
+                    "width",
+                    "height",
+                    "framerate",
+                    "video_kbps",
+                    "audio_kbps",
+                    "tone_hz",
+                    "gop",
+                ],
+            );
+            let d = TestSource::default();
+            let get = |w: &mut Walk, key, range, default: u32| {
+                w.int(t, at, key, range).map_or(default, |v| v as u32)
+            };
+            let src = TestSource {
+                width: get(w, "width", (64, 3840), d.width),
+                height: get(w, "height", (64, 2160), d.height),
+                framerate: get(w, "framerate", (1, 60), d.framerate),
+                video_kbps: get(w, "video_kbps", (100, 50_000), d.video_kbps),
+                audio_kbps: get(w, "audio_kbps", (32, 320), d.audio_kbps),
+                tone_hz: get(w, "tone_hz", (20, 20_000), d.tone_hz),
+                gop: get(w, "gop", (1, 600), d.gop),
+            };
+            if src.width % 2 != 0 || src.height % 2 != 0 {
+                w.err(
+                    join(at, "width"),
+                    "width and height must be even for H.264 4:2:0",
+                );
+            }
+            Some(Source::Test(src))
+        }
+        "srt" => {
+            w.unknown(
+                t,
+                at,
+                &["type", "uri", "mode", "latency", "passphrase", "stream_id"],
+            );
+            srt_endpoint(w, t, at, SrtMode::Listener).map(Source::Srt)
+        }
+        "udp" => {
+            w.unknown(t, at, &["type", "uri", "interface"]);
+            udp_endpoint(w, t, at).map(Source::Udp)
+        }
+        "file" => {
+            w.unknown(t, at, &["type", "path"]);
+            file_path(w, t, at).map(Source::File)
+        }
+        _ => unreachable!("kind() only returns listed kinds"),
+    }
+}
+
+fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {
+    w.unknown(
+        t,
+        at,
+        &[
+            "id",
+            "name",
+            "country",
+            "timezone",
+            "enabled",
+            "air_policy",
+            "ingest",
+        ],
+    );
+    let id = w
+        .string(t, at, "id", true)
+        .and_then(|s| match ChannelId::parse(&s) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                w.err(join(at, "id"), e);
+                None
+            }
+        });
+    let name = w.string(t, at, "name", true);
+    if matches!(&name, Some(s) if s.trim().is_empty()) {
+        w.err(join(at, "name"), "must not be empty");
+    }
+    let country = w.string(t, at, "country", true).and_then(|s| {
+        if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
+            Some(s.to_ascii_uppercase())
+        } else {
+            w.err(
+                join(at, "country"),
+                format!("`{s}` is not an ISO 3166-1 alpha-2 code (two letters, e.g. KZ)"),
+            );
+            None
+        }
+    });
+    let timezone = w.timezone(t, at, "timezone", true);
+    let enabled = w.boolean(t, at, "enabled").unwrap_or(true);
+    let air_at = join(at, "air_policy");
+    let air_policy = match w.table(t, at, "air_policy", false) {
+        None => Some(AirPolicy::Live),
+        Some(p) => air_policy(w, p, &air_at),
+    };
+    let ingest_at = join(at, "ingest");
+    let ingest = w
+        .table(t, at, "ingest", true)
+        .and_then(|i| ingest(w, i, &ingest_at));
+    Some(Channel {
+        id: id?,
+        name: name?,
+        country: country?,
+        timezone: timezone?,
+        ingest: ingest?,
+        air_policy: air_policy?,
+        enabled,
+    })
+}
+
+fn air_policy(w: &mut Walk, t: &Table, at: &str) -> Option<AirPolicy> {
+    match w.kind(t, at, &["live", "local_time"])? {
+        "live" => {
+            w.unknown(t, at, &["type"]);
+            Some(AirPolicy::Live)
+        }
+        _ => {
+            w.unknown(t, at, &["type", "at"]);
+            let s = w.string(t, at, "at", true)?;
+            match NaiveTime::parse_from_str(&s, "%H:%M") {
+                Ok(time) => Some(AirPolicy::LocalTime(time)),
+                Err(_) => {
+                    w.err(
+                        join(at, "at"),
+                        format!("`{s}` is not a time of day as HH:MM"),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn ingest(w: &mut Walk, t: &Table, at: &str) -> Option<Ingest> {
+    match w.kind(t, at, &["srt", "rtmp", "udp", "rist", "file"])? {
+        "srt" => {
+            w.unknown(
+                t,
+                at,
+                &["type", "uri", "mode", "latency", "passphrase", "stream_id"],
+            );
+            srt_endpoint(w, t, at, SrtMode::Caller).map(Ingest::Srt)
+        }
+        "rtmp" => {
+            w.unknown(t, at, &["type", "url", "stream_key"]);
+            rtmp(w, t, at).map(Ingest::Rtmp)
+        }
+        "udp" => {
+            w.unknown(t, at, &["type", "uri", "ttl", "interface"]);
+            let mut u = udp_endpoint(w, t, at)?;
+            u.ttl = w.int(t, at, "ttl", (1, 255)).map_or(1, |v| v as u8);
+            Some(Ingest::Udp(u))
+        }
+        "rist" => {
+            w.unknown(t, at, &["type", "uri"]);
+            let (host, port) = host_port(w, t, at, "uri", &["rist"])?;
+            if port % 2 != 0 {
+                w.err(
+                    join(at, "uri"),
+                    format!("RIST port {port} must be even (RTCP uses port + 1)"),
+                );
+                return None;
+            }
+            Some(Ingest::Rist(RistIngest { host, port }))
+        }
+        "file" => {
+            w.unknown(t, at, &["type", "path"]);
+            file_path(w, t, at).map(Ingest::File)
+        }
+        _ => unreachable!("kind() only returns listed kinds"),
+    }
+}
+
+/// `uri` of the given schemes, with a required port and nothing else.
+fn host_port(
+    w: &mut Walk,
+    t: &Table,
+    at: &str,
+    key: &str,
+    schemes: &[&str],
+) -> Option<(Host, u16)> {
+    let s = w.string(t, at, key, true)?;
+    let key = join(at, key);
+    match parse_uri(&s, schemes) {
+        Err(e) => w.err(key, e),
+        Ok((_, u)) if u.port.is_none() => w.err(key, format!("`{s}` has no port")),
+        Ok((_, u)) if u.has_query || !u.path.is_empty() => w.err(
+            key,
+            format!("`{s}`: options go in their own keys, not in the URI"),
+        ),
+        Ok((_, u)) => return Some((u.host, u.port.unwrap_or_default())),
+    }
+    None
+}
+
+fn srt_endpoint(w: &mut Walk, t: &Table, at: &str, default_mode: SrtMode) -> Option<SrtEndpoint> {
+    let hp = host_port(w, t, at, "uri", &["srt"]);
+    let mode = match w.string(t, at, "mode", false).as_deref() {
+        None => Some(default_mode),
+        Some("caller") => Some(SrtMode::Caller),
+        Some("listener") => Some(SrtMode::Listener),
+        Some(other) => {
+            w.err(
+                join(at, "mode"),
+                format!("`{other}` is not caller or listener"),
+            );
+            None
+        }
+    };
+    let latency = w.duration(t, at, "latency", DEFAULT_SRT_LATENCY);
+    let passphrase = w.string(t, at, "passphrase", false).and_then(|p| {
+        if (10..=79).contains(&p.chars().count()) {
+            Some(Secret::new(p))
+        } else {
+            // Never echo the value: it is a secret even when it is wrong.
+            w.err(join(at, "passphrase"), "must be 10 to 79 characters long");
+            None
+        }
+    });
+    let stream_id = w.string(t, at, "stream_id", false).and_then(|s| {
+        if s.len() <= 512 && !s.chars().any(char::is_control) {
+            Some(s)
+        } else {
+            w.err(
+                join(at, "stream_id"),
+                "must be at most 512 printable characters",
+            );
+            None
+        }
+    });
+    let (host, port) = hp?;
+    Some(SrtEndpoint {
+        host,
+        port,
+        mode: mode?,
+        latency,
+        passphrase,
+        stream_id,
+    })
+}
+
+fn udp_endpoint(w: &mut Walk, t: &Table, at: &str) -> Option<UdpEndpoint> {
+    let hp = host_port(w, t, at, "uri", &["udp"]);
+    let interface = w.string(t, at, "interface", false).and_then(|i| {
+        if !i.is_empty()
+            && i.len() <= 15
+            && i.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+        {
+            Some(i)
+        } else {
+            w.err(
+                join(at, "interface"),
+                format!("`{i}` is not a network interface name"),
+            );
+            None
+        }
+    });
+    let (host, port) = hp?;
+    Some(UdpEndpoint {
+        host,
+        port,
+        ttl: 1,
+        interface,
+    })
+}
+
+fn rtmp(w: &mut Walk, t: &Table, at: &str) -> Option<RtmpIngest> {
+    let url = w.string(t, at, "url", true);
+    let key_at = join(at, "url");
+    let url = url.and_then(|s| match parse_uri(&s, &["rtmp", "rtmps"]) {
+        Err(e) => {
+            w.err(&key_at, e);
+            None
+        }
+        Ok((_, u)) if u.path.is_empty() || u.has_query => {
+            w.err(
+                &key_at,
+                format!("`{s}` needs an application path (rtmp://host/app) and no query"),
+            );
+            None
+        }
+        Ok(_) => Some(s.trim_end_matches('/').to_owned()),
+    });
+    let stream_key = w.string(t, at, "stream_key", false).and_then(|k| {
+        if !k.is_empty()
+            && k.len() <= 256
+            && !k.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            Some(Secret::new(k))
+        } else {
+            w.err(
+                join(at, "stream_key"),
+                "must be 1 to 256 characters without spaces",
+            );
+            None
+        }
+    });
+    Some(RtmpIngest {
+        url: url?,
+        stream_key,
+    })
+}
+
+fn file_path(w: &mut Walk, t: &Table, at: &str) -> Option<PathBuf> {
+    let p = w.string(t, at, "path", true)?;
+    if p.is_empty() || p.contains('\0') {
+        w.err(join(at, "path"), "must be a non-empty path");
+        return None;
+    }
+    Some(PathBuf::from(p))
+}
+
+/// Two legs that would bind or send to the same UDP port on one host (SRT,
+/// UDP, and RIST's port and port + 1) are a typing error, not a plan.
+fn udp_port_collisions(w: &mut Walk, channels: &[Channel]) {
+    let mut used: Vec<(String, u16, usize)> = Vec::new();
+    for (i, c) in channels.iter().enumerate() {
+        let ports: Vec<(String, u16)> = match &c.ingest {
+            Ingest::Srt(s) => vec![(s.host.bare(), s.port)],
+            Ingest::Udp(u) => vec![(u.host.bare(), u.port)],
+            Ingest::Rist(r) => vec![
+                (r.host.bare(), r.port),
+                (r.host.bare(), r.port.saturating_add(1)),
+            ],
+            _ => vec![],
+        };
+        for (host, port) in ports {
+            if let Some((_, _, j)) = used.iter().find(|(h, p, _)| *h == host && *p == port) {
+                let other = &channels[*j];
+                w.err(
+                    format!("channels[{i}].ingest.uri"),
+                    format!("{host}:{port} is already used by channel `{}` (RIST uses its port and the next one)", other.id),
+                );
+            } else {
+                used.push((host, port, i));
+            }
+        }
+    }
+}

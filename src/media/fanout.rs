@@ -1,0 +1,358 @@
+//! Fan-out: the program's MPEG-TS, batched, handed to every leg's appsrc.
+//!
+//! The program pipeline's appsink hands each buffer to one fan-out thread
+//! over a bounded channel (the streaming thread never waits on a leg). That
+//! thread checks the data is MPEG-TS, cuts it into 7-packet chunks, gathers
+//! chunks into a [`gst::BufferList`] of up to [`BATCH_BYTES`] or
+//! [`BATCH_MAX_WAIT`], stamps the list once with the absolute clock time and
+//! offers the same list to every leg. Per-push overhead dominates fan-out
+//! cost (gstreamer-notes.md), so a push carries several milliseconds of
+//! program, never one packet.
+//!
+//! Each leg's input is bounded by time: a leg whose appsrc already holds
+//! `leg_buffer` of program does not get the batch, and the drop is counted.
+//! Each leg gets its own list object; the buffers in it are shared.
+//! A leg that blocks, errors or reconnects therefore never slows the others.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::ts;
+
+/// Largest batch handed to the legs at once.
+pub const BATCH_BYTES: usize = 12 * ts::CHUNK;
+/// Longest a chunk waits for company before its batch goes out: the most the
+/// fan-out adds to latency.
+pub const BATCH_MAX_WAIT: Duration = Duration::from_millis(5);
+/// Buffers queued between the program pipeline and the fan-out thread.
+pub const CHANNEL_DEPTH: usize = 4096;
+/// How long after the last garbage the source is still reported in error.
+pub const GARBAGE_HOLD: Duration = Duration::from_secs(2);
+
+/// What the fan-out has seen of the contribution feed.
+#[derive(Debug, Default)]
+pub struct InputCounters {
+    /// Valid MPEG-TS bytes relayed.
+    pub bytes: AtomicU64,
+    /// Bytes refused as not MPEG-TS.
+    pub garbage_bytes: AtomicU64,
+    /// Buffers lost because the fan-out thread fell behind (should stay 0).
+    pub overflow_buffers: AtomicU64,
+    /// Clock time (ns) of the last valid buffer; 0 if none yet.
+    pub last_valid_ns: AtomicU64,
+    /// Clock time (ns) of the last garbage buffer; 0 if none yet.
+    pub last_garbage_ns: AtomicU64,
+}
+
+/// One leg's entrance: the appsrc of its current pipeline, if it has one,
+/// and the timestamps of the batches it holds.
+///
+/// The bound is kept here rather than by appsrc's `max-time`: appsrc 1.22's
+/// own time level was seen to refuse whole batches on every leg at once
+/// while nothing was backed up. Here the level is exact: the newest batch
+/// offered minus the oldest one still inside appsrc (retired by a probe on
+/// appsrc's src pad, see [`LegInput::retire`]).
+#[derive(Debug)]
+pub struct LegInput {
+    inner: Mutex<Inner>,
+    max_time: u64,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    appsrc: Option<gst_app::AppSrc>,
+    /// PTS (ns) of batches pushed into appsrc and not yet out of it.
+    queued: VecDeque<u64>,
+}
+
+impl LegInput {
+    /// An input bounded to `max_time` of queued program.
+    pub fn new(max_time: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            max_time: max_time.as_nanos() as u64,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts feeding `src` (a new pipeline of the leg).
+    pub fn attach(&self, src: gst_app::AppSrc) {
+        let mut inner = lock(&self.inner);
+        inner.appsrc = Some(src);
+        inner.queued.clear();
+    }
+
+    /// Stops feeding (the leg's pipeline is going away).
+    pub fn detach(&self) {
+        let mut inner = lock(&self.inner);
+        inner.appsrc = None;
+        inner.queued.clear();
+    }
+
+    /// A batch stamped `pts` has left appsrc: it no longer counts.
+    pub fn retire(&self, pts: u64) {
+        let mut inner = lock(&self.inner);
+        while inner.queued.front().is_some_and(|&front| front <= pts) {
+            inner.queued.pop_front();
+        }
+    }
+
+    /// Buffers this leg did not get because its input was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// How much program waits inside the leg's appsrc.
+    pub fn queued_time(&self) -> Duration {
+        let inner = lock(&self.inner);
+        match (inner.queued.front(), inner.queued.back()) {
+            (Some(first), Some(last)) => Duration::from_nanos(last - first),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether anything waits inside the leg's appsrc.
+    pub fn is_backed_up(&self) -> bool {
+        !lock(&self.inner).queued.is_empty()
+    }
+
+    fn offer(&self, list: &gst::BufferList, pts: u64) {
+        let mut inner = lock(&self.inner);
+        let Some(src) = inner.appsrc.clone() else {
+            return;
+        };
+        if inner
+            .queued
+            .front()
+            .is_some_and(|&oldest| pts.saturating_sub(oldest) >= self.max_time)
+        {
+            self.dropped.fetch_add(list.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        // A list of its own per leg (the buffers inside are shared, not
+        // copied): one GstBufferList pushed into several appsrcs made 1.22
+        // stall legs and then abort on `GST_IS_BUFFER_LIST`, seen here.
+        if src.push_buffer_list(list.copy()).is_ok() {
+            inner.queued.push_back(pts);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere must not take the relay down with a poisoned lock.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The set of legs fed from the program.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    legs: RwLock<Vec<Arc<LegInput>>>,
+    counters: InputCounters,
+}
+
+impl Fanout {
+    /// An empty fan-out.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Adds a leg.
+    pub fn add(&self, leg: Arc<LegInput>) {
+        self.legs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(leg);
+    }
+
+    /// Removes a leg.
+    pub fn remove(&self, leg: &Arc<LegInput>) {
+        self.legs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|l| !Arc::ptr_eq(l, leg));
+    }
+
+    /// What has come in.
+    pub fn counters(&self) -> &InputCounters {
+        &self.counters
+    }
+
+    /// Starts the fan-out thread; returns the sender the program's appsink
+    /// callback uses. The thread ends when every sender is dropped.
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<FanoutSender> {
+        let (tx, rx) = mpsc::sync_channel::<gst::Buffer>(CHANNEL_DEPTH);
+        let me = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("fanout".into())
+            .spawn(move || me.run(rx))?;
+        Ok(FanoutSender {
+            tx,
+            fanout: Arc::clone(self),
+        })
+    }
+
+    fn run(&self, rx: mpsc::Receiver<gst::Buffer>) {
+        let clock = super::clock();
+        let mut batch = Batch::default();
+        loop {
+            let Ok(first) = rx.recv() else { return };
+            self.take(&mut batch, first, &clock);
+            let deadline = Instant::now() + BATCH_MAX_WAIT;
+            while batch.bytes < BATCH_BYTES {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
+                    Ok(b) => self.take(&mut batch, b, &clock),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.flush(&mut batch, &clock);
+                        return;
+                    }
+                }
+            }
+            self.flush(&mut batch, &clock);
+        }
+    }
+
+    /// Checks a buffer and adds its 7-packet chunks to the batch.
+    fn take(&self, batch: &mut Batch, buffer: gst::Buffer, clock: &gst::Clock) {
+        let now = clock.time().nseconds();
+        let valid = buffer
+            .map_readable()
+            .map(|m| ts::is_aligned_ts(&m))
+            .unwrap_or(false);
+        if !valid {
+            self.counters
+                .garbage_bytes
+                .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+            self.counters.last_garbage_ns.store(now, Ordering::Relaxed);
+            return;
+        }
+        self.counters
+            .bytes
+            .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+        self.counters.last_valid_ns.store(now, Ordering::Relaxed);
+        let size = buffer.size();
+        if size <= ts::CHUNK {
+            batch.push(buffer);
+            return;
+        }
+        let mut offset = 0;
+        while offset < size {
+            let len = ts::CHUNK.min(size - offset);
+            // Shares the memory: no copy of the payload.
+            if let Ok(chunk) =
+                buffer.copy_region(gst::BufferCopyFlags::MEMORY, offset..offset + len)
+            {
+                batch.push(chunk);
+            }
+            offset += len;
+        }
+    }
+
+    fn flush(&self, batch: &mut Batch, clock: &gst::Clock) {
+        let Some(mut list) = batch.list.take() else {
+            return;
+        };
+        batch.bytes = 0;
+        // Every leg pipeline runs on the same clock with base time 0, so one
+        // absolute timestamp means the same instant in all of them.
+        let pts = clock.time();
+        if let Some(first) = list.get_mut().and_then(|l| l.get_mut(0)) {
+            first.set_pts(pts);
+        }
+        let legs = self.legs.read().unwrap_or_else(|e| e.into_inner());
+        for leg in legs.iter() {
+            leg.offer(&list, pts.nseconds());
+        }
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    list: Option<gst::BufferList>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, mut buffer: gst::Buffer) {
+        self.bytes += buffer.size();
+        // Timestamps are set per list; clear the program pipeline's own.
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(gst::ClockTime::NONE);
+            b.set_dts(gst::ClockTime::NONE);
+        }
+        let list = self
+            .list
+            .get_or_insert_with(|| gst::BufferList::new_sized(16));
+        if let Some(l) = list.get_mut() {
+            l.add(buffer);
+        }
+    }
+}
+
+/// The program side's handle on the fan-out thread.
+#[derive(Debug, Clone)]
+pub struct FanoutSender {
+    tx: SyncSender<gst::Buffer>,
+    fanout: Arc<Fanout>,
+}
+
+impl FanoutSender {
+    /// Hands a buffer to the fan-out thread without ever blocking.
+    pub fn send(&self, buffer: gst::Buffer) {
+        match self.tx.try_send(buffer) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.fanout
+                    .counters
+                    .overflow_buffers
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts_buffer(packets: usize) -> gst::Buffer {
+        let mut data = vec![0u8; packets * ts::PACKET];
+        for p in data.chunks_exact_mut(ts::PACKET) {
+            p[0] = ts::SYNC;
+        }
+        gst::Buffer::from_mut_slice(data)
+    }
+
+    #[test]
+    fn large_buffers_are_cut_into_udp_sized_chunks_and_garbage_is_refused() {
+        crate::media::init().unwrap();
+        let fanout = Fanout::new();
+        let clock = crate::media::clock();
+        let mut batch = Batch::default();
+        fanout.take(&mut batch, ts_buffer(20), &clock);
+        let list = batch.list.as_ref().unwrap();
+        let sizes: Vec<usize> = list.iter().map(|b| b.size()).collect();
+        assert_eq!(sizes, [ts::CHUNK, ts::CHUNK, 6 * ts::PACKET]);
+        fanout.take(
+            &mut batch,
+            gst::Buffer::from_slice(b"GET / HTTP/1.1\r\n"),
+            &clock,
+        );
+        assert_eq!(batch.list.as_ref().unwrap().len(), 3);
+        assert_eq!(fanout.counters().garbage_bytes.load(Ordering::Relaxed), 16);
+        assert_eq!(
+            fanout.counters().bytes.load(Ordering::Relaxed),
+            20 * ts::PACKET as u64
+        );
+    }
+}

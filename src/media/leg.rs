@@ -1,0 +1,612 @@
+//! One leg: the pipeline that carries the program to one partner's ingest,
+//! and the supervisor task that builds it, watches it and rebuilds it.
+//!
+//! Each leg owns its pipeline, bus and state. A bus error, an end of stream,
+//! a stall (input waiting, nothing delivered) or a connection that does not
+//! come up in time ends that pipeline only; the supervisor rebuilds it after a
+//! capped, jittered exponential backoff. No other leg and not the program
+//! pipeline can notice: the fan-out only ever offers to a leg's appsrc.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::fanout::LegInput;
+use super::{MediaError, template};
+use crate::config::{Channel, ChannelId, Ingest, RelaySettings};
+
+/// How often the supervisor looks at its leg.
+pub const TICK: Duration = Duration::from_millis(250);
+/// A leg that stayed on air this long starts its next backoff from the bottom.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// What a leg is doing (api.md's `LegState`; `SLATE` arrives with the T0 work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LegState {
+    /// Not started.
+    Idle,
+    /// First connection under way.
+    Connecting,
+    /// Delivering the program.
+    OnAir,
+    /// Lost its ingest; waiting or trying again.
+    Reconnecting,
+    /// Cannot work at all (missing plugin, broken template); will not retry.
+    Failed,
+    /// Stopped on purpose.
+    Stopped,
+}
+
+impl fmt::Display for LegState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LegState::Idle => "IDLE",
+            LegState::Connecting => "CONNECTING",
+            LegState::OnAir => "ON_AIR",
+            LegState::Reconnecting => "RECONNECTING",
+            LegState::Failed => "FAILED",
+            LegState::Stopped => "STOPPED",
+        })
+    }
+}
+
+/// SRT figures from srtsink's `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct SrtFigures {
+    /// Round-trip time.
+    pub rtt_ms: f64,
+    /// Packets reported lost by the receiver.
+    pub packets_lost: u64,
+    /// Packets sent again.
+    pub packets_retransmitted: u64,
+    /// Packets sent.
+    pub packets_sent: u64,
+}
+
+/// A snapshot of one leg, for tables, the API and tests.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LegStatus {
+    /// The channel.
+    pub channel_id: String,
+    /// `srt`, `rtmp`, ...
+    pub protocol: &'static str,
+    /// Where it sends, without secrets.
+    pub target: String,
+    /// Current state.
+    pub state: LegState,
+    /// Bytes handed to the protocol sink since start.
+    pub bytes_sent: u64,
+    /// Over the last second.
+    pub bitrate_bps: u64,
+    /// Pipeline rebuilds after an error.
+    pub reconnects: u32,
+    /// Buffers not delivered because the leg's input was full.
+    pub dropped_buffers: u64,
+    /// The most recent error, if any.
+    pub last_error: Option<String>,
+    /// SRT legs only.
+    pub srt: Option<SrtFigures>,
+}
+
+/// Counters shared between the supervisor, the sink probe and readers.
+#[derive(Debug)]
+struct Shared {
+    bytes: AtomicU64,
+    /// Clock time (ns) of the last buffer that reached the sink.
+    last_delivered_ns: AtomicU64,
+    reconnects: AtomicU32,
+    bitrate: AtomicU64,
+    mutable: Mutex<Mutable>,
+}
+
+#[derive(Debug)]
+struct Mutable {
+    state: LegState,
+    last_error: Option<String>,
+    srt: Option<SrtFigures>,
+}
+
+/// A running leg: its supervisor task and what it reports.
+#[derive(Debug)]
+pub struct Leg {
+    id: ChannelId,
+    protocol: &'static str,
+    target: String,
+    input: Arc<LegInput>,
+    shared: Arc<Shared>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Leg {
+    /// Starts a leg's supervisor; it connects in the background. The leg
+    /// begins receiving program once its pipeline is up.
+    pub fn start(channel: &Channel, settings: &RelaySettings, stop: watch::Receiver<bool>) -> Self {
+        let input = Arc::new(LegInput::new(settings.leg_buffer));
+        let shared = Arc::new(Shared {
+            bytes: AtomicU64::new(0),
+            last_delivered_ns: AtomicU64::new(0),
+            reconnects: AtomicU32::new(0),
+            bitrate: AtomicU64::new(0),
+            mutable: Mutex::new(Mutable {
+                state: LegState::Idle,
+                last_error: None,
+                srt: None,
+            }),
+        });
+        let sup = Supervisor {
+            channel: channel.clone(),
+            settings: settings.clone(),
+            input: Arc::clone(&input),
+            shared: Arc::clone(&shared),
+            stop,
+        };
+        let task = tokio::spawn(sup.run());
+        Self {
+            id: channel.id.clone(),
+            protocol: channel.ingest.protocol(),
+            target: channel.ingest.target(),
+            input,
+            shared,
+            task: Some(task),
+        }
+    }
+
+    /// The leg's fan-out entrance.
+    pub fn input(&self) -> &Arc<LegInput> {
+        &self.input
+    }
+
+    /// The channel this leg serves.
+    pub fn id(&self) -> &ChannelId {
+        &self.id
+    }
+
+    /// A snapshot of the leg.
+    pub fn status(&self) -> LegStatus {
+        let m = lock(&self.shared.mutable);
+        LegStatus {
+            channel_id: self.id.to_string(),
+            protocol: self.protocol,
+            target: self.target.clone(),
+            state: m.state,
+            bytes_sent: self.shared.bytes.load(Ordering::Relaxed),
+            bitrate_bps: self.shared.bitrate.load(Ordering::Relaxed),
+            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
+            dropped_buffers: self.input.dropped(),
+            last_error: m.last_error.clone(),
+            srt: m.srt,
+        }
+    }
+
+    /// Waits for the supervisor to finish (after the stop signal).
+    pub async fn join(&mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The delay before reconnect attempt `attempt` (0-based): doubling from
+/// `initial`, capped at `max`, then shortened by up to 25 % (`jitter` in
+/// 0..1) so that legs that failed together do not retry in lockstep.
+pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
+    let doubled = initial.saturating_mul(1u32 << attempt.min(20));
+    doubled
+        .min(max)
+        .mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+}
+
+/// Why one run of a leg's pipeline ended.
+enum Ended {
+    Stopped,
+    Error(String),
+}
+
+struct Supervisor {
+    channel: Channel,
+    settings: RelaySettings,
+    input: Arc<LegInput>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+}
+
+/// A built leg pipeline.
+struct Built {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    sink: gst::Element,
+    bus_rx: mpsc::UnboundedReceiver<gst::Message>,
+}
+
+impl Supervisor {
+    fn set_state(&self, state: LegState) {
+        lock(&self.shared.mutable).state = state;
+    }
+
+    fn set_error(&self, error: &str) {
+        lock(&self.shared.mutable).last_error = Some(error.to_owned());
+    }
+
+    async fn run(mut self) {
+        let leg = self.channel.id.clone();
+        let mut attempt: u32 = 0;
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            let first = self.shared.reconnects.load(Ordering::Relaxed) == 0;
+            self.set_state(if first {
+                LegState::Connecting
+            } else {
+                LegState::Reconnecting
+            });
+            let started = Instant::now();
+            let ended = match build(&self.channel, &self.shared, &self.input) {
+                Err(e) if e.is_permanent() => {
+                    tracing::error!(leg = %leg, error = %e, "Leg cannot be built; it will not carry the program.");
+                    self.set_error(&e.to_string());
+                    self.set_state(LegState::Failed);
+                    return;
+                }
+                Err(e) => Ended::Error(e.to_string()),
+                Ok(built) => self.run_once(built).await,
+            };
+            match ended {
+                Ended::Stopped => break,
+                Ended::Error(e) => {
+                    warn!(leg = %leg, error = %e, "Leg lost its ingest.");
+                    self.set_error(&e);
+                }
+            }
+            if started.elapsed() >= BACKOFF_RESET_AFTER {
+                attempt = 0;
+            }
+            let delay = backoff_delay(
+                attempt,
+                self.settings.reconnect_initial,
+                self.settings.reconnect_max,
+                fastrand::f64(),
+            );
+            attempt = attempt.saturating_add(1);
+            self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.shared.bitrate.store(0, Ordering::Relaxed);
+            self.set_state(LegState::Reconnecting);
+            info!(leg = %leg, attempt, delay_ms = delay.as_millis() as u64, "Reconnecting.");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.wait_for(|s| *s) => break,
+            }
+        }
+        self.shared.bitrate.store(0, Ordering::Relaxed);
+        self.set_state(LegState::Stopped);
+    }
+
+    /// Runs one pipeline until it fails or the leg is stopped; always leaves
+    /// the pipeline in `Null`.
+    async fn run_once(&mut self, built: Built) -> Ended {
+        let Built {
+            pipeline,
+            appsrc,
+            sink,
+            mut bus_rx,
+        } = built;
+        let ended = self.watch(&pipeline, appsrc, &sink, &mut bus_rx).await;
+        self.input.detach();
+        // Going to Null unblocks a sink stuck in a send; do it off the runtime.
+        let p = pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || p.set_state(gst::State::Null)).await;
+        ended
+    }
+
+    async fn watch(
+        &mut self,
+        pipeline: &gst::Pipeline,
+        appsrc: gst_app::AppSrc,
+        sink: &gst::Element,
+        bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>,
+    ) -> Ended {
+        let p = pipeline.clone();
+        let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
+        if !matches!(started, Ok(Ok(_))) {
+            let detail =
+                first_error(bus_rx).unwrap_or_else(|| "the pipeline refused to start".into());
+            return Ended::Error(format!("cannot start: {detail}"));
+        }
+        self.input.attach(appsrc.clone());
+        let clock = super::clock();
+        let connected_at = clock.time().nseconds();
+        let mut window = Window::new(self.shared.bytes.load(Ordering::Relaxed));
+        let mut tick = tokio::time::interval(TICK);
+        let mut on_air = false;
+        let mut dropped_before = self.input.dropped();
+        let mut stop = self.stop.clone();
+        let is_srt = matches!(self.channel.ingest, Ingest::Srt(_));
+        loop {
+            tokio::select! {
+                msg = bus_rx.recv() => match msg {
+                    None => return Ended::Error("the pipeline's bus closed".into()),
+                    Some(m) => match m.view() {
+                        gst::MessageView::Error(e) => return Ended::Error(describe_error(&e)),
+                        gst::MessageView::Eos(_) => return Ended::Error("the ingest ended the stream".into()),
+                        _ => {}
+                    },
+                },
+                _ = stop.wait_for(|s| *s) => return Ended::Stopped,
+                _ = tick.tick() => {
+                    let now = clock.time().nseconds();
+                    let bytes = self.shared.bytes.load(Ordering::Relaxed);
+                    self.shared.bitrate.store(window.push(bytes), Ordering::Relaxed);
+                    let last = self.shared.last_delivered_ns.load(Ordering::Relaxed);
+                    // srtsink takes (and drops) data while still connecting:
+                    // an SRT leg is on air once SRT itself has sent packets.
+                    let srt = if is_srt { srt_figures(sink) } else { None };
+                    let delivered = last > connected_at && (!is_srt || srt.is_some_and(|f| f.packets_sent > 0));
+                    if is_srt {
+                        lock(&self.shared.mutable).srt = srt;
+                    }
+                    if !on_air && delivered {
+                        on_air = true;
+                        self.set_state(LegState::OnAir);
+                        info!(leg = %self.channel.id, target = %self.channel.ingest.target(), "On air.");
+                    }
+                    // Input is waiting (queued or being dropped) yet nothing
+                    // reaches the sink: the ingest is not taking data.
+                    let dropped = self.input.dropped();
+                    let backed_up = self.input.is_backed_up() || dropped > dropped_before;
+                    dropped_before = dropped;
+                    let since = Duration::from_nanos(now.saturating_sub(last.max(connected_at)));
+                    if backed_up && !on_air && since > self.settings.connect_timeout {
+                        return Ended::Error(format!(
+                            "no answer from {} within {} s", self.channel.ingest.target(), since.as_secs()
+                        ));
+                    }
+                    if backed_up && on_air && since > self.settings.stall_timeout {
+                        return Ended::Error(format!(
+                            "stalled: nothing delivered to {} for {} s", self.channel.ingest.target(), since.as_secs()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One second of byte counts, for the bitrate.
+struct Window {
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl Window {
+    fn new(bytes: u64) -> Self {
+        Self {
+            samples: [(Instant::now(), bytes)].into(),
+        }
+    }
+
+    fn push(&mut self, bytes: u64) -> u64 {
+        let now = Instant::now();
+        self.samples.push_back((now, bytes));
+        while self.samples.len() > 2
+            && now.duration_since(self.samples[1].0) >= Duration::from_secs(1)
+        {
+            self.samples.pop_front();
+        }
+        let (t0, b0) = self.samples[0];
+        let dt = now.duration_since(t0).as_secs_f64();
+        if dt <= 0.0 {
+            0
+        } else {
+            ((bytes - b0) as f64 * 8.0 / dt) as u64
+        }
+    }
+}
+
+fn describe_error(e: &gst::message::Error) -> String {
+    let from = e
+        .src()
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| "pipeline".into());
+    format!("{from}: {}", e.error())
+}
+
+fn first_error(bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>) -> Option<String> {
+    while let Ok(m) = bus_rx.try_recv() {
+        if let gst::MessageView::Error(e) = m.view() {
+            return Some(describe_error(&e));
+        }
+    }
+    None
+}
+
+/// Builds the leg's pipeline: a bounded live appsrc, then the protocol tail
+/// from its template, properties set from typed config.
+fn build(
+    channel: &Channel,
+    shared: &Arc<Shared>,
+    input: &Arc<LegInput>,
+) -> Result<Built, MediaError> {
+    let name = channel.ingest.template();
+    let tail = template::get(name)?.instantiate(&[])?;
+    let sink = tail.by_name("sink").ok_or_else(|| MediaError::Template {
+        template: name.into(),
+        message: "has no element named `sink`".into(),
+    })?;
+    configure_sink(&sink, &channel.ingest)?;
+
+    let caps = gst::Caps::builder("video/mpegts")
+        .field("systemstream", true)
+        .field("packetsize", 188i32)
+        .build();
+    let appsrc = gst_app::AppSrc::builder()
+        .name("src")
+        .caps(&caps)
+        .is_live(true)
+        .format(gst::Format::Time)
+        .do_timestamp(false)
+        .max_bytes(0)
+        .max_buffers(0)
+        // Unbounded here on purpose: LegInput keeps the time bound itself.
+        .max_time(gst::ClockTime::ZERO)
+        .block(false)
+        .build();
+
+    let pipeline = gst::Pipeline::with_name(&format!("leg-{}", channel.id));
+    // One time base for every pipeline: the fan-out's absolute timestamps
+    // are this leg's running time.
+    pipeline.use_clock(Some(&super::clock()));
+    pipeline.set_start_time(gst::ClockTime::NONE);
+    pipeline.set_base_time(gst::ClockTime::ZERO);
+    pipeline
+        .add_many([appsrc.upcast_ref::<gst::Element>(), tail.upcast_ref()])
+        .map_err(|e| MediaError::Pipeline(format!("leg {}: {e}", channel.id)))?;
+    appsrc.link(&tail).map_err(|e| {
+        MediaError::Pipeline(format!(
+            "leg {}: cannot link appsrc to the {name} tail: {e}",
+            channel.id
+        ))
+    })?;
+
+    // Retire batches from the leg's time bound as they leave appsrc.
+    let src_pad = appsrc.static_pad("src").ok_or_else(|| {
+        MediaError::Pipeline(format!("leg {}: appsrc has no src pad", channel.id))
+    })?;
+    let retire = Arc::clone(input);
+    src_pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            let pts = match &info.data {
+                Some(gst::PadProbeData::BufferList(l)) => l.get(0).and_then(|b| b.pts()),
+                Some(gst::PadProbeData::Buffer(b)) => b.pts(),
+                _ => None,
+            };
+            if let Some(pts) = pts {
+                retire.retire(pts.nseconds());
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+
+    // Count what reaches the protocol sink: that is what the partner is sent.
+    let pad = sink
+        .static_pad("sink")
+        .ok_or_else(|| MediaError::Pipeline(format!("leg {}: sink has no sink pad", channel.id)))?;
+    let counters = Arc::clone(shared);
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            let size = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => b.size(),
+                Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
+                _ => 0,
+            };
+            counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+            counters
+                .last_delivered_ns
+                .store(super::clock().time().nseconds(), Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        },
+    );
+
+    let (tx, bus_rx) = mpsc::unbounded_channel();
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
+    bus.set_sync_handler(move |_, msg| {
+        if matches!(
+            msg.view(),
+            gst::MessageView::Error(_) | gst::MessageView::Eos(_)
+        ) {
+            let _ = tx.send(msg.clone());
+        }
+        gst::BusSyncReply::Drop
+    });
+    Ok(Built {
+        pipeline,
+        appsrc,
+        sink,
+        bus_rx,
+    })
+}
+
+/// Sets the sink's properties from the typed ingest. The only place a secret
+/// leaves its wrapper is here, into the element.
+fn configure_sink(sink: &gst::Element, ingest: &Ingest) -> Result<(), MediaError> {
+    match ingest {
+        Ingest::Srt(s) => super::configure_srt(sink, s),
+        Ingest::Rtmp(r) => {
+            let location = match &r.stream_key {
+                Some(key) => format!("{}/{}", r.url, key.expose()),
+                None => r.url.clone(),
+            };
+            sink.set_property("location", location);
+        }
+        Ingest::Udp(u) => {
+            sink.set_property("host", u.host.bare());
+            sink.set_property("port", i32::from(u.port));
+            sink.set_property("ttl-mc", i32::from(u.ttl));
+            if let Some(iface) = &u.interface {
+                sink.set_property("multicast-iface", iface);
+            }
+        }
+        Ingest::Rist(r) => {
+            sink.set_property("address", r.host.bare());
+            sink.set_property("port", u32::from(r.port));
+        }
+        Ingest::File(path) => {
+            sink.set_property("location", path.display().to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Reads RTT, loss and retransmits from srtsink's `stats` (a caller's own
+/// figures, or the first caller's when we listen).
+fn srt_figures(sink: &gst::Element) -> Option<SrtFigures> {
+    let stats = sink.property::<Option<gst::Structure>>("stats")?;
+    let s = match stats.get::<gst::Array>("callers") {
+        Ok(callers) => callers.first()?.get::<gst::Structure>().ok()?,
+        Err(_) => stats,
+    };
+    let num = |field: &str| {
+        s.value(field)
+            .ok()
+            .and_then(|v| v.transform::<f64>().ok())
+            .and_then(|v| v.get::<f64>().ok())
+    };
+    Some(SrtFigures {
+        rtt_ms: num("rtt-ms").unwrap_or(0.0),
+        packets_lost: num("packets-sent-lost").unwrap_or(0.0) as u64,
+        packets_retransmitted: num("packets-retransmitted").unwrap_or(0.0) as u64,
+        packets_sent: num("packets-sent").unwrap_or(0.0) as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped_with_jitter_below_the_cap() {
+        let (i, m) = (Duration::from_millis(250), Duration::from_secs(2));
+        assert_eq!(backoff_delay(0, i, m, 0.0), Duration::from_millis(250));
+        assert_eq!(backoff_delay(2, i, m, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(3, i, m, 0.0), m);
+        assert_eq!(backoff_delay(40, i, m, 0.0), m);
+        assert_eq!(backoff_delay(40, i, m, 1.0), Duration::from_millis(1500));
+        for j in [0.0, 0.3, 0.99] {
+            assert!(backoff_delay(10, i, m, j) <= m);
+        }
+    }
+}

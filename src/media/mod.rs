@@ -1,0 +1,111 @@
+//! GStreamer media: the program pipeline (contribution source), the fan-out
+//! that hands every batch of MPEG-TS to each leg, and one pipeline per leg
+//! with its own bus, state and supervisor.
+
+pub mod fanout;
+pub mod leg;
+pub mod source;
+pub mod template;
+pub mod ts;
+
+use std::sync::OnceLock;
+
+pub use gstreamer as gst;
+
+/// Why a media operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MediaError {
+    /// GStreamer itself could not start.
+    #[error("GStreamer could not be initialised: {0}")]
+    Init(String),
+    /// A pipeline template needs elements that are not installed.
+    #[error("pipeline template {template} needs GStreamer element(s) not installed here: {}{}", .elements.join(", "), install_hint(.elements))]
+    MissingElements {
+        /// Template name, e.g. `legs/rtmp`.
+        template: String,
+        /// Element factory names.
+        elements: Vec<String>,
+    },
+    /// A template could not be rendered or parsed.
+    #[error("pipeline template {template}: {message}")]
+    Template {
+        /// Template name.
+        template: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A pipeline could not be assembled or started.
+    #[error("{0}")]
+    Pipeline(String),
+}
+
+impl MediaError {
+    /// Whether retrying cannot help (a missing plugin, a broken template).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            MediaError::MissingElements { .. } | MediaError::Template { .. } | MediaError::Init(_)
+        )
+    }
+}
+
+fn install_hint(elements: &[String]) -> String {
+    let pkgs: Vec<&str> = elements
+        .iter()
+        .filter_map(|e| match e.as_str() {
+            "srtsink" | "srtsrc" | "rtmp2sink" | "ristsink" | "ristsrc" | "mpegtsmux"
+            | "tsparse" | "tsdemux" => Some("gstreamer1.0-plugins-bad"),
+            "x264enc" => Some("gstreamer1.0-plugins-ugly"),
+            "avenc_aac" => Some("gstreamer1.0-libav"),
+            "textoverlay" | "clockoverlay" => Some("gstreamer1.0-x"),
+            "flvmux" | "udpsink" | "udpsrc" | "rtpmp2tpay" => Some("gstreamer1.0-plugins-good"),
+            _ => None,
+        })
+        .collect();
+    if pkgs.is_empty() {
+        String::new()
+    } else {
+        format!(" (Debian: apt-get install {})", dedup(pkgs).join(" "))
+    }
+}
+
+fn dedup(mut v: Vec<&str>) -> Vec<&str> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Initialises GStreamer once for the process.
+pub fn init() -> Result<(), MediaError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(MediaError::Init)
+}
+
+/// The process-wide system clock, monotonic: every pipeline runs on it so
+/// that buffer times mean the same thing in the program and in every leg.
+pub fn clock() -> gst::Clock {
+    gst::SystemClock::obtain()
+}
+
+/// Sets an srtsrc/srtsink from a typed endpoint. Secrets leave their
+/// wrapper only here, into the element.
+pub fn configure_srt(element: &gst::Element, s: &crate::config::SrtEndpoint) {
+    use gst::prelude::*;
+    element.set_property("uri", s.element_uri());
+    if let Some(local) = s.local_address() {
+        element.set_property("localaddress", local);
+    }
+    element.set_property_from_str("mode", s.mode.as_str());
+    element.set_property(
+        "latency",
+        s.latency.as_millis().min(i32::MAX as u128) as i32,
+    );
+    if let Some(p) = &s.passphrase {
+        element.set_property("passphrase", p.expose());
+    }
+    if let Some(id) = &s.stream_id {
+        element.set_property("streamid", id);
+    }
+}
