@@ -58,12 +58,7 @@ impl Relay {
             fanout.add(Arc::clone(leg.input()));
             legs.push(leg);
         }
-        let program = match Program::start(
-            &config.source,
-            &config.event.title,
-            Arc::clone(&fanout),
-            stop_rx,
-        ) {
+        let program = match Program::start(&config.source, &config.event.title, Arc::clone(&fanout), stop_rx) {
             Ok(p) => p,
             Err(e) => {
                 let _ = stop.send(true);
@@ -74,13 +69,7 @@ impl Relay {
             }
         };
         info!(legs = legs.len(), source = %config.source.describe(), "Relay started.");
-        Ok(Self {
-            program,
-            fanout,
-            legs,
-            stop,
-            started: Instant::now(),
-        })
+        Ok(Self { program, fanout, legs, stop, started: Instant::now() })
     }
 
     /// A snapshot of the feed and every leg.
@@ -89,11 +78,7 @@ impl Relay {
             uptime_s: self.started.elapsed().as_secs_f64(),
             source: self.program.status(),
             legs: self.legs.iter().map(Leg::status).collect(),
-            fanout_overflow: self
-                .fanout
-                .counters()
-                .overflow_buffers
-                .load(std::sync::atomic::Ordering::Relaxed),
+            fanout_overflow: self.fanout.counters().overflow_buffers.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -41,12 +41,7 @@ impl StandIns {
         media::init()?;
         let dir = std::env::temp_dir().join(format!("simulcast-demo-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
-        let mut me = Self {
-            receivers: BTreeMap::new(),
-            nginx: Vec::new(),
-            dir,
-            notes: Vec::new(),
-        };
+        let mut me = Self { receivers: BTreeMap::new(), nginx: Vec::new(), dir, notes: Vec::new() };
         let mut rtmp_ports: BTreeMap<u16, Vec<String>> = BTreeMap::new();
         for ch in config.enabled_channels() {
             let desc = match &ch.ingest {
@@ -82,8 +77,7 @@ impl StandIns {
                 _ => continue,
             };
             let Some(src) = desc else {
-                me.notes
-                    .push(format!("{}: cannot create its stand-in receiver", ch.id));
+                me.notes.push(format!("{}: cannot create its stand-in receiver", ch.id));
                 continue;
             };
             match receiver(src) {
@@ -104,26 +98,19 @@ impl StandIns {
     /// Bytes a stand-in has received for `channel_id` (None: no stand-in,
     /// or an RTMP one, which does not count).
     pub fn received(&self, channel_id: &str) -> Option<u64> {
-        self.receivers
-            .get(channel_id)
-            .map(|r| r.bytes.load(Ordering::Relaxed))
+        self.receivers.get(channel_id).map(|r| r.bytes.load(Ordering::Relaxed))
     }
 
     fn start_nginx(&mut self, port: u16, apps: &[String]) -> Result<(), String> {
         if !Path::new(NGINX_RTMP_MODULE).exists() {
-            return Err(format!(
-                "{NGINX_RTMP_MODULE} is missing (apt-get install nginx libnginx-mod-rtmp)"
-            ));
+            return Err(format!("{NGINX_RTMP_MODULE} is missing (apt-get install nginx libnginx-mod-rtmp)"));
         }
         let dir = self.dir.join(format!("nginx-{port}"));
         std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
         let mut unique: Vec<&String> = apps.iter().collect();
         unique.sort();
         unique.dedup();
-        let apps: String = unique
-            .iter()
-            .map(|a| format!("    application {a} {{ live on; }}\n"))
-            .collect();
+        let apps: String = unique.iter().map(|a| format!("    application {a} {{ live on; }}\n")).collect();
         let conf = format!(
             "load_module {NGINX_RTMP_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
              error_log {d}/logs/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 256; }}\n\
@@ -141,9 +128,7 @@ impl StandIns {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| {
-                format!("cannot run nginx: {e} (apt-get install nginx libnginx-mod-rtmp)")
-            })?;
+            .map_err(|e| format!("cannot run nginx: {e} (apt-get install nginx libnginx-mod-rtmp)"))?;
         self.nginx.push(child);
         Ok(())
     }
@@ -171,12 +156,7 @@ fn is_local(host: &Host) -> bool {
 /// `rtmp://127.0.0.1:1935/live` → (1935, "live") when on loopback.
 fn local_rtmp(url: &str) -> Option<(u16, String)> {
     let (_, u) = crate::config::uri::parse_uri(url, &["rtmp"]).ok()?;
-    is_local(&u.host).then(|| {
-        (
-            u.port.unwrap_or(1935),
-            u.path.split('/').next().unwrap_or("live").to_owned(),
-        )
-    })
+    is_local(&u.host).then(|| (u.port.unwrap_or(1935), u.path.split('/').next().unwrap_or("live").to_owned()))
 }
 
 fn receiver(src: gst::Element) -> Result<Receiver, String> {
@@ -186,34 +166,24 @@ fn receiver(src: gst::Element) -> Result<Receiver, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let pipeline = gst::Pipeline::new();
-    pipeline
-        .add_many([&src, &sink])
-        .map_err(|e| e.to_string())?;
+    pipeline.add_many([&src, &sink]).map_err(|e| e.to_string())?;
     src.link(&sink).map_err(|e| e.to_string())?;
     let bytes = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&bytes);
     if let Some(pad) = sink.static_pad("sink") {
-        pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, info| {
-                let n = match &info.data {
-                    Some(gst::PadProbeData::Buffer(b)) => b.size(),
-                    Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
-                    _ => 0,
-                };
-                counter.fetch_add(n as u64, Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            },
-        );
+        pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+            let n = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => b.size(),
+                Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
+                _ => 0,
+            };
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
     }
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| e.to_string())?;
+    pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
     if let Some(bus) = pipeline.bus() {
-        if let Some(msg) = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(200),
-            &[gst::MessageType::Error],
-        ) {
+        if let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(200), &[gst::MessageType::Error]) {
             if let gst::MessageView::Error(e) = msg.view() {
                 let _ = pipeline.set_state(gst::State::Null);
                 return Err(e.error().to_string());

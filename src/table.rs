@@ -10,10 +10,7 @@ pub struct Table {
 impl Table {
     /// A table with these column headers.
     pub fn new(headers: &[&str]) -> Self {
-        Self {
-            headers: headers.iter().map(|h| h.to_string()).collect(),
-            rows: Vec::new(),
-        }
+        Self { headers: headers.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
     }
 
     /// Adds a row (missing cells are blank).
@@ -68,11 +65,7 @@ pub fn bytes(n: u64) -> String {
 /// `4.21 Mbit/s`, `96 kbit/s`.
 pub fn bitrate(bps: u64) -> String {
     let b = bps as f64;
-    if b >= 1e6 {
-        format!("{:.2} Mbit/s", b / 1e6)
-    } else {
-        format!("{:.0} kbit/s", b / 1e3)
-    }
+    if b >= 1e6 { format!("{:.2} Mbit/s", b / 1e6) } else { format!("{:.0} kbit/s", b / 1e3) }
 }
 
 #[cfg(test)]

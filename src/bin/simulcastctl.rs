@@ -49,16 +49,11 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
         Err(e) => vec![e.to_string()],
     };
     let templates: Vec<(&str, Result<(), String>)> = match media::init() {
-        Ok(()) => template::check_all()
-            .into_iter()
-            .map(|(n, r)| (n, r.map_err(|e| e.to_string())))
-            .collect(),
+        Ok(()) => template::check_all().into_iter().map(|(n, r)| (n, r.map_err(|e| e.to_string()))).collect(),
         Err(e) => vec![("gstreamer", Err(e.to_string()))],
     };
     let ok = config_problems.is_empty() && templates.iter().all(|(_, r)| r.is_ok());
-    let source = path
-        .as_ref()
-        .map_or("embedded default".to_owned(), |p| p.display().to_string());
+    let source = path.as_ref().map_or("embedded default".to_owned(), |p| p.display().to_string());
 
     if json {
         let channels: Vec<serde_json::Value> = loaded.as_ref().map_or(vec![], |c| {
@@ -86,14 +81,8 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
     } else {
         match &loaded {
             Ok(c) => {
-                println!(
-                    "Configuration {source}: valid, event \"{}\", source {}",
-                    c.event.title,
-                    c.source.describe()
-                );
-                let mut t = Table::new(&[
-                    "CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "AIR", "ENABLED",
-                ]);
+                println!("Configuration {source}: valid, event \"{}\", source {}", c.event.title, c.source.describe());
+                let mut t = Table::new(&["CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "AIR", "ENABLED"]);
                 for ch in &c.channels {
                     let air = match ch.air_policy {
                         AirPolicy::Live => "live".to_owned(),
@@ -112,10 +101,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                 print!("{}", t.render());
             }
             Err(_) => {
-                println!(
-                    "Configuration {source}: {} problem(s)",
-                    config_problems.len()
-                );
+                println!("Configuration {source}: {} problem(s)", config_problems.len());
                 for p in &config_problems {
                     println!("  {p}");
                 }
@@ -129,9 +115,5 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -13,11 +13,7 @@ use simulcast::standin::StandIns;
 use simulcast::table::{self, Table};
 
 #[derive(Parser)]
-#[command(
-    name = "simulcastd",
-    version,
-    about = "simulcast daemon: relay one live feed to every partner ingest"
-)]
+#[command(name = "simulcastd", version, about = "simulcast daemon: relay one live feed to every partner ingest")]
 struct Cli {
     /// Log as JSON lines instead of text (stderr).
     #[arg(long, global = true)]
@@ -60,31 +56,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Cmd::Demo { .. }) {
-        "warn"
-    } else {
-        "info"
-    };
+    let default_level = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
     } else {
         builder.init();
     }
     let result = match cli.command {
-        Cmd::Demo {
-            config,
-            duration,
-            json,
-        } => demo(config, duration, json).await,
-        Cmd::Run {
-            config,
-            status_every,
-        } => run(config, status_every).await,
+        Cmd::Demo { config, duration, json } => demo(config, duration, json).await,
+        Cmd::Run { config, status_every } => run(config, status_every).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -165,11 +148,7 @@ async fn demo(path: Option<PathBuf>, duration: Option<Duration>, json: bool) -> 
     let status = relay.shutdown().await;
     standins.stop();
     if !json {
-        println!(
-            "\nSummary after {:.0} s:\n{}",
-            status.uptime_s,
-            summary(&config, &status)
-        );
+        println!("\nSummary after {:.0} s:\n{}", status.uptime_s, summary(&config, &status));
     }
     Ok(())
 }
@@ -191,10 +170,7 @@ fn board(config: &Config, s: &RelayStatus, standins: &StandIns) -> String {
         "LAST ERROR",
     ]);
     for (ch, leg) in config.enabled_channels().zip(&s.legs) {
-        let local = now
-            .with_timezone(&ch.timezone)
-            .format("%a %H:%M:%S %Z")
-            .to_string();
+        let local = now.with_timezone(&ch.timezone).format("%a %H:%M:%S %Z").to_string();
         t.row(vec![
             leg.channel_id.clone(),
             ch.country.clone(),
@@ -202,9 +178,7 @@ fn board(config: &Config, s: &RelayStatus, standins: &StandIns) -> String {
             leg.state.to_string(),
             table::bitrate(leg.bitrate_bps),
             table::bytes(leg.bytes_sent),
-            standins
-                .received(&leg.channel_id)
-                .map_or("-".into(), table::bytes),
+            standins.received(&leg.channel_id).map_or("-".into(), table::bytes),
             leg.reconnects.to_string(),
             leg.dropped_buffers.to_string(),
             local,
@@ -218,26 +192,13 @@ fn board(config: &Config, s: &RelayStatus, standins: &StandIns) -> String {
         s.source.describe,
         s.source.state,
         table::bytes(s.source.bytes_in),
-        s.source
-            .last_error
-            .as_deref()
-            .map(|e| format!("source: {e}\n"))
-            .unwrap_or_default(),
+        s.source.last_error.as_deref().map(|e| format!("source: {e}\n")).unwrap_or_default(),
         t.render()
     )
 }
 
 fn summary(config: &Config, s: &RelayStatus) -> String {
-    let mut t = Table::new(&[
-        "CHANNEL",
-        "PROTO",
-        "FINAL",
-        "SENT",
-        "AVG BITRATE",
-        "RECONN",
-        "DROPS",
-        "LAST ERROR",
-    ]);
+    let mut t = Table::new(&["CHANNEL", "PROTO", "FINAL", "SENT", "AVG BITRATE", "RECONN", "DROPS", "LAST ERROR"]);
     for (_, leg) in config.enabled_channels().zip(&s.legs) {
         let avg = (leg.bytes_sent as f64 * 8.0 / s.uptime_s.max(1.0)) as u64;
         t.row(vec![

@@ -50,27 +50,19 @@ pub enum ConfigError {
 }
 
 fn list(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("  {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Parses and validates configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
     validate::validate(&doc).map_err(ConfigError::Invalid)
 }
 
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
     parse(&text)
 }
 
@@ -105,16 +97,11 @@ mod tests {
         ] {
             assert!(zones.contains(&z), "{z} missing");
         }
-        let countries: std::collections::HashSet<_> =
-            c.channels.iter().map(|c| c.country.as_str()).collect();
+        let countries: std::collections::HashSet<_> = c.channels.iter().map(|c| c.country.as_str()).collect();
         assert_eq!(countries.len(), 12);
         for ch in &c.channels {
             let target = ch.ingest.target();
-            assert!(
-                target.contains("127.0.0.1"),
-                "{} not on loopback: {target}",
-                ch.id
-            );
+            assert!(target.contains("127.0.0.1"), "{} not on loopback: {target}", ch.id);
         }
     }
 
@@ -136,19 +123,9 @@ mod tests {
             timezone = "Mars/Olympus"
             ingest = { type = "srt", uri = "srt://127.0.0.1" }
         "#;
-        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else {
-            panic!("expected Invalid")
-        };
+        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else { panic!("expected Invalid") };
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "channels[0].id",
-                "channels[1].timezone",
-                "channels[1].ingest.uri"
-            ],
-            "{errs:?}"
-        );
+        assert_eq!(keys, ["channels[0].id", "channels[1].timezone", "channels[1].ingest.uri"], "{errs:?}");
         assert!(errs[1].message.contains("Mars/Olympus"));
         assert!(errs[2].message.contains("no port"));
     }
@@ -171,9 +148,7 @@ mod tests {
             timezone = "Asia/Seoul"
             ingest = { type = "srt", uri = "srt://127.0.0.1:5001" }
         "#;
-        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else {
-            panic!("expected Invalid")
-        };
+        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else { panic!("expected Invalid") };
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].key, "channels[1].ingest.uri");
         assert!(errs[0].message.contains("rist-leg"), "{}", errs[0].message);

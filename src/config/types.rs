@@ -34,14 +34,11 @@ impl ChannelId {
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok = !s.is_empty()
             && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!(
-                "`{s}` is not a channel id: use 1 to 63 of a-z, 0-9 and -"
-            ))
+            Err(format!("`{s}` is not a channel id: use 1 to 63 of a-z, 0-9 and -"))
         }
     }
 
@@ -307,15 +304,7 @@ pub struct TestSource {
 
 impl Default for TestSource {
     fn default() -> Self {
-        Self {
-            width: 1280,
-            height: 720,
-            framerate: 25,
-            video_kbps: 4000,
-            audio_kbps: 128,
-            tone_hz: 1000,
-            gop: 25,
-        }
+        Self { width: 1280, height: 720, framerate: 25, video_kbps: 4000, audio_kbps: 128, tone_hz: 1000, gop: 25 }
     }
 }
 
@@ -336,10 +325,7 @@ impl Source {
     /// Where the feed comes from, safe to log.
     pub fn describe(&self) -> String {
         match self {
-            Source::Test(t) => format!(
-                "test {}x{}@{} {} kbit/s",
-                t.width, t.height, t.framerate, t.video_kbps
-            ),
+            Source::Test(t) => format!("test {}x{}@{} {} kbit/s", t.width, t.height, t.framerate, t.video_kbps),
             Source::Srt(s) => format!("{} ({})", s.uri(), s.mode.as_str()),
             Source::Udp(u) => u.uri(),
             Source::File(p) => format!("file {}", p.display()),

@@ -23,31 +23,21 @@ pub struct ParsedUri {
 
 /// Parses `text` as a URI with one of `schemes`; returns the scheme found.
 pub fn parse_uri<'a>(text: &str, schemes: &[&'a str]) -> Result<(&'a str, ParsedUri), String> {
-    let (scheme, rest) = text
-        .split_once("://")
-        .ok_or_else(|| format!("`{text}` is not a URI: expected {}://host:port", schemes[0]))?;
+    let (scheme, rest) =
+        text.split_once("://").ok_or_else(|| format!("`{text}` is not a URI: expected {}://host:port", schemes[0]))?;
     let scheme = schemes
         .iter()
         .find(|s| s.eq_ignore_ascii_case(scheme))
-        .ok_or_else(|| {
-            format!(
-                "scheme `{scheme}` is not accepted here: use {}",
-                schemes.join(" or ")
-            )
-        })?;
+        .ok_or_else(|| format!("scheme `{scheme}` is not accepted here: use {}", schemes.join(" or ")))?;
     let (authority, tail) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
     if authority.contains('@') {
-        return Err(
-            "credentials in the URI are refused: use the passphrase or stream_key field".into(),
-        );
+        return Err("credentials in the URI are refused: use the passphrase or stream_key field".into());
     }
     let (host_text, port_text) = if let Some(stripped) = authority.strip_prefix('[') {
-        let (h, after) = stripped
-            .split_once(']')
-            .ok_or("unclosed `[` in the IPv6 address")?;
+        let (h, after) = stripped.split_once(']').ok_or("unclosed `[` in the IPv6 address")?;
         let port = match after {
             "" => None,
             p => Some(p.strip_prefix(':').ok_or("expected `:port` after `]`")?),
@@ -68,15 +58,7 @@ pub fn parse_uri<'a>(text: &str, schemes: &[&'a str]) -> Result<(&'a str, Parsed
         Some((p, q)) => (p, Some(q)),
         None => (tail, None),
     };
-    Ok((
-        scheme,
-        ParsedUri {
-            host,
-            port,
-            path: path.trim_start_matches('/').to_owned(),
-            has_query: query.is_some(),
-        },
-    ))
+    Ok((scheme, ParsedUri { host, port, path: path.trim_start_matches('/').to_owned(), has_query: query.is_some() }))
 }
 
 fn parse_host(text: &str) -> Result<Host, String> {
@@ -93,10 +75,7 @@ fn parse_host(text: &str) -> Result<Host, String> {
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
-    if text.len() <= 253
-        && text.split('.').all(valid_label)
-        && !text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-    {
+    if text.len() <= 253 && text.split('.').all(valid_label) && !text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         Ok(Host::Name(text.to_ascii_lowercase()))
     } else {
         Err(format!("`{text}` is neither an IP address nor a host name"))
@@ -121,13 +100,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(format!(
-                "`{text}` is not a duration: use forms like 500ms, 2s, 1h30m"
-            ));
+            return Err(format!("`{text}` is not a duration: use forms like 500ms, 2s, 1h30m"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}`: number too large"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{text}`: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
@@ -185,36 +160,12 @@ mod tests {
 
     #[test]
     fn refuses_bad_uris_with_reasons() {
-        assert!(
-            parse_uri("127.0.0.1:9000", &["srt"])
-                .unwrap_err()
-                .contains("not a URI")
-        );
-        assert!(
-            parse_uri("http://h:1", &["srt"])
-                .unwrap_err()
-                .contains("scheme `http`")
-        );
-        assert!(
-            parse_uri("srt://h:99999", &["srt"])
-                .unwrap_err()
-                .contains("65535")
-        );
-        assert!(
-            parse_uri("srt://:9000", &["srt"])
-                .unwrap_err()
-                .contains("host is missing")
-        );
-        assert!(
-            parse_uri("srt://bad_host!:9000", &["srt"])
-                .unwrap_err()
-                .contains("neither")
-        );
-        assert!(
-            parse_uri("rtmp://user:pw@h/app", &["rtmp"])
-                .unwrap_err()
-                .contains("credentials")
-        );
+        assert!(parse_uri("127.0.0.1:9000", &["srt"]).unwrap_err().contains("not a URI"));
+        assert!(parse_uri("http://h:1", &["srt"]).unwrap_err().contains("scheme `http`"));
+        assert!(parse_uri("srt://h:99999", &["srt"]).unwrap_err().contains("65535"));
+        assert!(parse_uri("srt://:9000", &["srt"]).unwrap_err().contains("host is missing"));
+        assert!(parse_uri("srt://bad_host!:9000", &["srt"]).unwrap_err().contains("neither"));
+        assert!(parse_uri("rtmp://user:pw@h/app", &["rtmp"]).unwrap_err().contains("credentials"));
         assert!(parse_uri("srt://999.1.1.1:9000", &["srt"]).is_err());
     }
 

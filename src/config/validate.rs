@@ -22,38 +22,23 @@ struct Walk {
 
 impl Walk {
     fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError {
-            key: key.into(),
-            message: message.into(),
-        });
+        self.errors.push(FieldError { key: key.into(), message: message.into() });
     }
 
     /// Reports keys of `t` that are not in `known`.
     fn unknown(&mut self, t: &Table, at: &str, known: &[&str]) {
         for k in t.keys() {
             if !known.contains(&k.as_str()) {
-                self.err(
-                    join(at, k),
-                    format!("unknown key; expected one of: {}", known.join(", ")),
-                );
+                self.err(join(at, k), format!("unknown key; expected one of: {}", known.join(", ")));
             }
         }
     }
 
-    fn table<'a>(
-        &mut self,
-        t: &'a Table,
-        at: &str,
-        key: &str,
-        required: bool,
-    ) -> Option<&'a Table> {
+    fn table<'a>(&mut self, t: &'a Table, at: &str, key: &str, required: bool) -> Option<&'a Table> {
         match t.get(key) {
             Some(Value::Table(v)) => Some(v),
             Some(other) => {
-                self.err(
-                    join(at, key),
-                    format!("expected a table, found {}", other.type_str()),
-                );
+                self.err(join(at, key), format!("expected a table, found {}", other.type_str()));
                 None
             }
             None if required => {
@@ -68,10 +53,7 @@ impl Walk {
         match t.get(key) {
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => {
-                self.err(
-                    join(at, key),
-                    format!("expected a string, found {}", other.type_str()),
-                );
+                self.err(join(at, key), format!("expected a string, found {}", other.type_str()));
                 None
             }
             None if required => {
@@ -86,17 +68,11 @@ impl Walk {
         match t.get(key) {
             Some(Value::Integer(n)) if (range.0..=range.1).contains(n) => Some(*n),
             Some(Value::Integer(n)) => {
-                self.err(
-                    join(at, key),
-                    format!("{n} is out of range {}..={}", range.0, range.1),
-                );
+                self.err(join(at, key), format!("{n} is out of range {}..={}", range.0, range.1));
                 None
             }
             Some(other) => {
-                self.err(
-                    join(at, key),
-                    format!("expected an integer, found {}", other.type_str()),
-                );
+                self.err(join(at, key), format!("expected an integer, found {}", other.type_str()));
                 None
             }
             None => None,
@@ -107,10 +83,7 @@ impl Walk {
         match t.get(key) {
             Some(Value::Boolean(b)) => Some(*b),
             Some(other) => {
-                self.err(
-                    join(at, key),
-                    format!("expected true or false, found {}", other.type_str()),
-                );
+                self.err(join(at, key), format!("expected true or false, found {}", other.type_str()));
                 None
             }
             None => None,
@@ -140,10 +113,7 @@ impl Walk {
         match Tz::from_str(&s) {
             Ok(tz) => Some(tz),
             Err(_) => {
-                self.err(
-                    join(at, key),
-                    format!("`{s}` is not an IANA time zone (for example Asia/Almaty)"),
-                );
+                self.err(join(at, key), format!("`{s}` is not an IANA time zone (for example Asia/Almaty)"));
                 None
             }
         }
@@ -155,10 +125,7 @@ impl Walk {
         match kinds.iter().find(|k| **k == s) {
             Some(k) => Some(k),
             None => {
-                self.err(
-                    join(at, "type"),
-                    format!("`{s}` is not one of: {}", kinds.join(", ")),
-                );
+                self.err(join(at, "type"), format!("`{s}` is not one of: {}", kinds.join(", ")));
                 None
             }
         }
@@ -166,11 +133,7 @@ impl Walk {
 }
 
 fn join(at: &str, key: &str) -> String {
-    if at.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{at}.{key}")
-    }
+    if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") }
 }
 
 /// Validates a parsed TOML document.
@@ -201,30 +164,19 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
                 };
                 if let Some(c) = channel(&mut w, t, &at) {
                     if !seen.insert(c.id.clone()) {
-                        w.err(
-                            join(&at, "id"),
-                            format!("`{}` is used by an earlier channel", c.id),
-                        );
+                        w.err(join(&at, "id"), format!("`{}` is used by an earlier channel", c.id));
                     }
                     channels.push(c);
                 }
             }
         }
-        Some(other) => w.err(
-            "channels",
-            format!("expected an array of tables, found {}", other.type_str()),
-        ),
+        Some(other) => w.err("channels", format!("expected an array of tables, found {}", other.type_str())),
     }
 
     udp_port_collisions(&mut w, &channels);
 
     match (event, source, w.errors.is_empty()) {
-        (Some(Some(event)), Some(source), true) => Ok(Config {
-            event,
-            source,
-            relay,
-            channels,
-        }),
+        (Some(Some(event)), Some(source), true) => Ok(Config { event, source, relay, channels }),
         _ => Err(w.errors),
     }
 }
@@ -240,26 +192,12 @@ fn event(w: &mut Walk, t: &Table) -> Option<EventPlan> {
         Some(_) => w.timezone(t, "event", "timezone", false),
     };
     let duration = w.duration(t, "event", "duration", Duration::from_secs(3 * 3600));
-    Some(EventPlan {
-        title: title?,
-        timezone: timezone?,
-        duration,
-    })
+    Some(EventPlan { title: title?, timezone: timezone?, duration })
 }
 
 fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
     const AT: &str = "relay";
-    w.unknown(
-        t,
-        AT,
-        &[
-            "leg_buffer",
-            "reconnect_initial",
-            "reconnect_max",
-            "stall_timeout",
-            "connect_timeout",
-        ],
-    );
+    w.unknown(t, AT, &["leg_buffer", "reconnect_initial", "reconnect_max", "stall_timeout", "connect_timeout"]);
     let d = RelaySettings::default();
     let r = RelaySettings {
         leg_buffer: w.duration(t, AT, "leg_buffer", d.leg_buffer),
@@ -269,10 +207,7 @@ fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
         connect_timeout: w.duration(t, AT, "connect_timeout", d.connect_timeout),
     };
     if r.reconnect_initial > r.reconnect_max {
-        w.err(
-            "relay.reconnect_initial",
-            "must not exceed relay.reconnect_max",
-        );
+        w.err("relay.reconnect_initial", "must not exceed relay.reconnect_max");
     }
     r
 }
@@ -280,24 +215,9 @@ fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
 fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
     match w.kind(t, at, &["test", "srt", "udp", "file"])? {
         "test" => {
-            w.unknown(
-                t,
-                at,
-                &[
-                    "type",
-                    "width",
-                    "height",
-                    "framerate",
-                    "video_kbps",
-                    "audio_kbps",
-                    "tone_hz",
-                    "gop",
-                ],
-            );
+            w.unknown(t, at, &["type", "width", "height", "framerate", "video_kbps", "audio_kbps", "tone_hz", "gop"]);
             let d = TestSource::default();
-            let get = |w: &mut Walk, key, range, default: u32| {
-                w.int(t, at, key, range).map_or(default, |v| v as u32)
-            };
+            let get = |w: &mut Walk, key, range, default: u32| w.int(t, at, key, range).map_or(default, |v| v as u32);
             let src = TestSource {
                 width: get(w, "width", (64, 3840), d.width),
                 height: get(w, "height", (64, 2160), d.height),
@@ -308,19 +228,12 @@ fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
                 gop: get(w, "gop", (1, 600), d.gop),
             };
             if src.width % 2 != 0 || src.height % 2 != 0 {
-                w.err(
-                    join(at, "width"),
-                    "width and height must be even for H.264 4:2:0",
-                );
+                w.err(join(at, "width"), "width and height must be even for H.264 4:2:0");
             }
             Some(Source::Test(src))
         }
         "srt" => {
-            w.unknown(
-                t,
-                at,
-                &["type", "uri", "mode", "latency", "passphrase", "stream_id"],
-            );
+            w.unknown(t, at, &["type", "uri", "mode", "latency", "passphrase", "stream_id"]);
             srt_endpoint(w, t, at, SrtMode::Listener).map(Source::Srt)
         }
         "udp" => {
@@ -336,28 +249,14 @@ fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
 }
 
 fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {
-    w.unknown(
-        t,
-        at,
-        &[
-            "id",
-            "name",
-            "country",
-            "timezone",
-            "enabled",
-            "air_policy",
-            "ingest",
-        ],
-    );
-    let id = w
-        .string(t, at, "id", true)
-        .and_then(|s| match ChannelId::parse(&s) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                w.err(join(at, "id"), e);
-                None
-            }
-        });
+    w.unknown(t, at, &["id", "name", "country", "timezone", "enabled", "air_policy", "ingest"]);
+    let id = w.string(t, at, "id", true).and_then(|s| match ChannelId::parse(&s) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            w.err(join(at, "id"), e);
+            None
+        }
+    });
     let name = w.string(t, at, "name", true);
     if matches!(&name, Some(s) if s.trim().is_empty()) {
         w.err(join(at, "name"), "must not be empty");
@@ -366,10 +265,7 @@ fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {
         if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
             Some(s.to_ascii_uppercase())
         } else {
-            w.err(
-                join(at, "country"),
-                format!("`{s}` is not an ISO 3166-1 alpha-2 code (two letters, e.g. KZ)"),
-            );
+            w.err(join(at, "country"), format!("`{s}` is not an ISO 3166-1 alpha-2 code (two letters, e.g. KZ)"));
             None
         }
     });
@@ -381,9 +277,7 @@ fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {
         Some(p) => air_policy(w, p, &air_at),
     };
     let ingest_at = join(at, "ingest");
-    let ingest = w
-        .table(t, at, "ingest", true)
-        .and_then(|i| ingest(w, i, &ingest_at));
+    let ingest = w.table(t, at, "ingest", true).and_then(|i| ingest(w, i, &ingest_at));
     Some(Channel {
         id: id?,
         name: name?,
@@ -407,10 +301,7 @@ fn air_policy(w: &mut Walk, t: &Table, at: &str) -> Option<AirPolicy> {
             match NaiveTime::parse_from_str(&s, "%H:%M") {
                 Ok(time) => Some(AirPolicy::LocalTime(time)),
                 Err(_) => {
-                    w.err(
-                        join(at, "at"),
-                        format!("`{s}` is not a time of day as HH:MM"),
-                    );
+                    w.err(join(at, "at"), format!("`{s}` is not a time of day as HH:MM"));
                     None
                 }
             }
@@ -421,11 +312,7 @@ fn air_policy(w: &mut Walk, t: &Table, at: &str) -> Option<AirPolicy> {
 fn ingest(w: &mut Walk, t: &Table, at: &str) -> Option<Ingest> {
     match w.kind(t, at, &["srt", "rtmp", "udp", "rist", "file"])? {
         "srt" => {
-            w.unknown(
-                t,
-                at,
-                &["type", "uri", "mode", "latency", "passphrase", "stream_id"],
-            );
+            w.unknown(t, at, &["type", "uri", "mode", "latency", "passphrase", "stream_id"]);
             srt_endpoint(w, t, at, SrtMode::Caller).map(Ingest::Srt)
         }
         "rtmp" => {
@@ -442,10 +329,7 @@ fn ingest(w: &mut Walk, t: &Table, at: &str) -> Option<Ingest> {
             w.unknown(t, at, &["type", "uri"]);
             let (host, port) = host_port(w, t, at, "uri", &["rist"])?;
             if port % 2 != 0 {
-                w.err(
-                    join(at, "uri"),
-                    format!("RIST port {port} must be even (RTCP uses port + 1)"),
-                );
+                w.err(join(at, "uri"), format!("RIST port {port} must be even (RTCP uses port + 1)"));
                 return None;
             }
             Some(Ingest::Rist(RistIngest { host, port }))
@@ -459,22 +343,15 @@ fn ingest(w: &mut Walk, t: &Table, at: &str) -> Option<Ingest> {
 }
 
 /// `uri` of the given schemes, with a required port and nothing else.
-fn host_port(
-    w: &mut Walk,
-    t: &Table,
-    at: &str,
-    key: &str,
-    schemes: &[&str],
-) -> Option<(Host, u16)> {
+fn host_port(w: &mut Walk, t: &Table, at: &str, key: &str, schemes: &[&str]) -> Option<(Host, u16)> {
     let s = w.string(t, at, key, true)?;
     let key = join(at, key);
     match parse_uri(&s, schemes) {
         Err(e) => w.err(key, e),
         Ok((_, u)) if u.port.is_none() => w.err(key, format!("`{s}` has no port")),
-        Ok((_, u)) if u.has_query || !u.path.is_empty() => w.err(
-            key,
-            format!("`{s}`: options go in their own keys, not in the URI"),
-        ),
+        Ok((_, u)) if u.has_query || !u.path.is_empty() => {
+            w.err(key, format!("`{s}`: options go in their own keys, not in the URI"))
+        }
         Ok((_, u)) => return Some((u.host, u.port.unwrap_or_default())),
     }
     None
@@ -487,10 +364,7 @@ fn srt_endpoint(w: &mut Walk, t: &Table, at: &str, default_mode: SrtMode) -> Opt
         Some("caller") => Some(SrtMode::Caller),
         Some("listener") => Some(SrtMode::Listener),
         Some(other) => {
-            w.err(
-                join(at, "mode"),
-                format!("`{other}` is not caller or listener"),
-            );
+            w.err(join(at, "mode"), format!("`{other}` is not caller or listener"));
             None
         }
     };
@@ -508,48 +382,26 @@ fn srt_endpoint(w: &mut Walk, t: &Table, at: &str, default_mode: SrtMode) -> Opt
         if s.len() <= 512 && !s.chars().any(char::is_control) {
             Some(s)
         } else {
-            w.err(
-                join(at, "stream_id"),
-                "must be at most 512 printable characters",
-            );
+            w.err(join(at, "stream_id"), "must be at most 512 printable characters");
             None
         }
     });
     let (host, port) = hp?;
-    Some(SrtEndpoint {
-        host,
-        port,
-        mode: mode?,
-        latency,
-        passphrase,
-        stream_id,
-    })
+    Some(SrtEndpoint { host, port, mode: mode?, latency, passphrase, stream_id })
 }
 
 fn udp_endpoint(w: &mut Walk, t: &Table, at: &str) -> Option<UdpEndpoint> {
     let hp = host_port(w, t, at, "uri", &["udp"]);
     let interface = w.string(t, at, "interface", false).and_then(|i| {
-        if !i.is_empty()
-            && i.len() <= 15
-            && i.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-        {
+        if !i.is_empty() && i.len() <= 15 && i.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
             Some(i)
         } else {
-            w.err(
-                join(at, "interface"),
-                format!("`{i}` is not a network interface name"),
-            );
+            w.err(join(at, "interface"), format!("`{i}` is not a network interface name"));
             None
         }
     });
     let (host, port) = hp?;
-    Some(UdpEndpoint {
-        host,
-        port,
-        ttl: 1,
-        interface,
-    })
+    Some(UdpEndpoint { host, port, ttl: 1, interface })
 }
 
 fn rtmp(w: &mut Walk, t: &Table, at: &str) -> Option<RtmpIngest> {
@@ -561,32 +413,20 @@ fn rtmp(w: &mut Walk, t: &Table, at: &str) -> Option<RtmpIngest> {
             None
         }
         Ok((_, u)) if u.path.is_empty() || u.has_query => {
-            w.err(
-                &key_at,
-                format!("`{s}` needs an application path (rtmp://host/app) and no query"),
-            );
+            w.err(&key_at, format!("`{s}` needs an application path (rtmp://host/app) and no query"));
             None
         }
         Ok(_) => Some(s.trim_end_matches('/').to_owned()),
     });
     let stream_key = w.string(t, at, "stream_key", false).and_then(|k| {
-        if !k.is_empty()
-            && k.len() <= 256
-            && !k.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if !k.is_empty() && k.len() <= 256 && !k.chars().any(|c| c.is_whitespace() || c.is_control()) {
             Some(Secret::new(k))
         } else {
-            w.err(
-                join(at, "stream_key"),
-                "must be 1 to 256 characters without spaces",
-            );
+            w.err(join(at, "stream_key"), "must be 1 to 256 characters without spaces");
             None
         }
     });
-    Some(RtmpIngest {
-        url: url?,
-        stream_key,
-    })
+    Some(RtmpIngest { url: url?, stream_key })
 }
 
 fn file_path(w: &mut Walk, t: &Table, at: &str) -> Option<PathBuf> {
@@ -606,10 +446,7 @@ fn udp_port_collisions(w: &mut Walk, channels: &[Channel]) {
         let ports: Vec<(String, u16)> = match &c.ingest {
             Ingest::Srt(s) => vec![(s.host.bare(), s.port)],
             Ingest::Udp(u) => vec![(u.host.bare(), u.port)],
-            Ingest::Rist(r) => vec![
-                (r.host.bare(), r.port),
-                (r.host.bare(), r.port.saturating_add(1)),
-            ],
+            Ingest::Rist(r) => vec![(r.host.bare(), r.port), (r.host.bare(), r.port.saturating_add(1))],
             _ => vec![],
         };
         for (host, port) in ports {
@@ -617,7 +454,10 @@ fn udp_port_collisions(w: &mut Walk, channels: &[Channel]) {
                 let other = &channels[*j];
                 w.err(
                     format!("channels[{i}].ingest.uri"),
-                    format!("{host}:{port} is already used by channel `{}` (RIST uses its port and the next one)", other.id),
+                    format!(
+                        "{host}:{port} is already used by channel `{}` (RIST uses its port and the next one)",
+                        other.id
+                    ),
                 );
             } else {
                 used.push((host, port, i));

@@ -76,11 +76,7 @@ struct Inner {
 impl LegInput {
     /// An input bounded to `max_time` of queued program.
     pub fn new(max_time: Duration) -> Self {
-        Self {
-            inner: Mutex::new(Inner::default()),
-            max_time: max_time.as_nanos() as u64,
-            dropped: AtomicU64::new(0),
-        }
+        Self { inner: Mutex::new(Inner::default()), max_time: max_time.as_nanos() as u64, dropped: AtomicU64::new(0) }
     }
 
     /// Starts feeding `src` (a new pipeline of the leg).
@@ -129,11 +125,7 @@ impl LegInput {
         let Some(src) = inner.appsrc.clone() else {
             return;
         };
-        if inner
-            .queued
-            .front()
-            .is_some_and(|&oldest| pts.saturating_sub(oldest) >= self.max_time)
-        {
+        if inner.queued.front().is_some_and(|&oldest| pts.saturating_sub(oldest) >= self.max_time) {
             self.dropped.fetch_add(list.len() as u64, Ordering::Relaxed);
             return;
         }
@@ -166,18 +158,12 @@ impl Fanout {
 
     /// Adds a leg.
     pub fn add(&self, leg: Arc<LegInput>) {
-        self.legs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(leg);
+        self.legs.write().unwrap_or_else(|e| e.into_inner()).push(leg);
     }
 
     /// Removes a leg.
     pub fn remove(&self, leg: &Arc<LegInput>) {
-        self.legs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|l| !Arc::ptr_eq(l, leg));
+        self.legs.write().unwrap_or_else(|e| e.into_inner()).retain(|l| !Arc::ptr_eq(l, leg));
     }
 
     /// What has come in.
@@ -190,13 +176,8 @@ impl Fanout {
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<FanoutSender> {
         let (tx, rx) = mpsc::sync_channel::<gst::Buffer>(CHANNEL_DEPTH);
         let me = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("fanout".into())
-            .spawn(move || me.run(rx))?;
-        Ok(FanoutSender {
-            tx,
-            fanout: Arc::clone(self),
-        })
+        std::thread::Builder::new().name("fanout".into()).spawn(move || me.run(rx))?;
+        Ok(FanoutSender { tx, fanout: Arc::clone(self) })
     }
 
     fn run(&self, rx: mpsc::Receiver<gst::Buffer>) {
@@ -224,20 +205,13 @@ impl Fanout {
     /// Checks a buffer and adds its 7-packet chunks to the batch.
     fn take(&self, batch: &mut Batch, buffer: gst::Buffer, clock: &gst::Clock) {
         let now = clock.time().nseconds();
-        let valid = buffer
-            .map_readable()
-            .map(|m| ts::is_aligned_ts(&m))
-            .unwrap_or(false);
+        let valid = buffer.map_readable().map(|m| ts::is_aligned_ts(&m)).unwrap_or(false);
         if !valid {
-            self.counters
-                .garbage_bytes
-                .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+            self.counters.garbage_bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
             self.counters.last_garbage_ns.store(now, Ordering::Relaxed);
             return;
         }
-        self.counters
-            .bytes
-            .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
         self.counters.last_valid_ns.store(now, Ordering::Relaxed);
         let size = buffer.size();
         if size <= ts::CHUNK {
@@ -248,9 +222,7 @@ impl Fanout {
         while offset < size {
             let len = ts::CHUNK.min(size - offset);
             // Shares the memory: no copy of the payload.
-            if let Ok(chunk) =
-                buffer.copy_region(gst::BufferCopyFlags::MEMORY, offset..offset + len)
-            {
+            if let Ok(chunk) = buffer.copy_region(gst::BufferCopyFlags::MEMORY, offset..offset + len) {
                 batch.push(chunk);
             }
             offset += len;
@@ -289,9 +261,7 @@ impl Batch {
             b.set_pts(gst::ClockTime::NONE);
             b.set_dts(gst::ClockTime::NONE);
         }
-        let list = self
-            .list
-            .get_or_insert_with(|| gst::BufferList::new_sized(16));
+        let list = self.list.get_or_insert_with(|| gst::BufferList::new_sized(16));
         if let Some(l) = list.get_mut() {
             l.add(buffer);
         }
@@ -311,10 +281,7 @@ impl FanoutSender {
         match self.tx.try_send(buffer) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.fanout
-                    .counters
-                    .overflow_buffers
-                    .fetch_add(1, Ordering::Relaxed);
+                self.fanout.counters.overflow_buffers.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
@@ -343,16 +310,9 @@ mod tests {
         let list = batch.list.as_ref().unwrap();
         let sizes: Vec<usize> = list.iter().map(|b| b.size()).collect();
         assert_eq!(sizes, [ts::CHUNK, ts::CHUNK, 6 * ts::PACKET]);
-        fanout.take(
-            &mut batch,
-            gst::Buffer::from_slice(b"GET / HTTP/1.1\r\n"),
-            &clock,
-        );
+        fanout.take(&mut batch, gst::Buffer::from_slice(b"GET / HTTP/1.1\r\n"), &clock);
         assert_eq!(batch.list.as_ref().unwrap().len(), 3);
         assert_eq!(fanout.counters().garbage_bytes.load(Ordering::Relaxed), 16);
-        assert_eq!(
-            fanout.counters().bytes.load(Ordering::Relaxed),
-            20 * ts::PACKET as u64
-        );
+        assert_eq!(fanout.counters().bytes.load(Ordering::Relaxed), 20 * ts::PACKET as u64);
     }
 }

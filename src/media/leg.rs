@@ -100,6 +100,8 @@ pub struct LegStatus {
 #[derive(Debug)]
 struct Shared {
     bytes: AtomicU64,
+    /// Buffers (or lists) that reached the sink pad.
+    hits: AtomicU64,
     /// Clock time (ns) of the last buffer that reached the sink.
     last_delivered_ns: AtomicU64,
     reconnects: AtomicU32,
@@ -132,14 +134,11 @@ impl Leg {
         let input = Arc::new(LegInput::new(settings.leg_buffer));
         let shared = Arc::new(Shared {
             bytes: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
             last_delivered_ns: AtomicU64::new(0),
             reconnects: AtomicU32::new(0),
             bitrate: AtomicU64::new(0),
-            mutable: Mutex::new(Mutable {
-                state: LegState::Idle,
-                last_error: None,
-                srt: None,
-            }),
+            mutable: Mutex::new(Mutable { state: LegState::Idle, last_error: None, srt: None }),
         });
         let sup = Supervisor {
             channel: channel.clone(),
@@ -203,9 +202,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// 0..1) so that legs that failed together do not retry in lockstep.
 pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
     let doubled = initial.saturating_mul(1u32 << attempt.min(20));
-    doubled
-        .min(max)
-        .mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+    doubled.min(max).mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
 }
 
 /// Why one run of a leg's pipeline ended.
@@ -247,11 +244,7 @@ impl Supervisor {
                 break;
             }
             let first = self.shared.reconnects.load(Ordering::Relaxed) == 0;
-            self.set_state(if first {
-                LegState::Connecting
-            } else {
-                LegState::Reconnecting
-            });
+            self.set_state(if first { LegState::Connecting } else { LegState::Reconnecting });
             let started = Instant::now();
             let ended = match build(&self.channel, &self.shared, &self.input) {
                 Err(e) if e.is_permanent() => {
@@ -273,12 +266,8 @@ impl Supervisor {
             if started.elapsed() >= BACKOFF_RESET_AFTER {
                 attempt = 0;
             }
-            let delay = backoff_delay(
-                attempt,
-                self.settings.reconnect_initial,
-                self.settings.reconnect_max,
-                fastrand::f64(),
-            );
+            let delay =
+                backoff_delay(attempt, self.settings.reconnect_initial, self.settings.reconnect_max, fastrand::f64());
             attempt = attempt.saturating_add(1);
             self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
             self.shared.bitrate.store(0, Ordering::Relaxed);
@@ -296,12 +285,7 @@ impl Supervisor {
     /// Runs one pipeline until it fails or the leg is stopped; always leaves
     /// the pipeline in `Null`.
     async fn run_once(&mut self, built: Built) -> Ended {
-        let Built {
-            pipeline,
-            appsrc,
-            sink,
-            mut bus_rx,
-        } = built;
+        let Built { pipeline, appsrc, sink, mut bus_rx } = built;
         let ended = self.watch(&pipeline, appsrc, &sink, &mut bus_rx).await;
         self.input.detach();
         // Going to Null unblocks a sink stuck in a send; do it off the runtime.
@@ -320,13 +304,13 @@ impl Supervisor {
         let p = pipeline.clone();
         let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
         if !matches!(started, Ok(Ok(_))) {
-            let detail =
-                first_error(bus_rx).unwrap_or_else(|| "the pipeline refused to start".into());
-            return Ended::Error(format!("cannot start: {detail}"));
+            let detail = first_error(bus_rx).unwrap_or_else(|| "the pipeline refused to start".into());
+            return Ended::Error(format!("{}: cannot start: {detail}", self.channel.ingest.target()));
         }
         self.input.attach(appsrc.clone());
         let clock = super::clock();
         let connected_at = clock.time().nseconds();
+        let hits_at_start = self.shared.hits.load(Ordering::Relaxed);
         let mut window = Window::new(self.shared.bytes.load(Ordering::Relaxed));
         let mut tick = tokio::time::interval(TICK);
         let mut on_air = false;
@@ -338,8 +322,12 @@ impl Supervisor {
                 msg = bus_rx.recv() => match msg {
                     None => return Ended::Error("the pipeline's bus closed".into()),
                     Some(m) => match m.view() {
-                        gst::MessageView::Error(e) => return Ended::Error(describe_error(&e)),
-                        gst::MessageView::Eos(_) => return Ended::Error("the ingest ended the stream".into()),
+                        gst::MessageView::Error(e) => {
+                            return Ended::Error(format!("{}: {}", self.channel.ingest.target(), describe_error(&e)));
+                        }
+                        gst::MessageView::Eos(_) => {
+                            return Ended::Error(format!("{}: the ingest ended the stream", self.channel.ingest.target()));
+                        }
                         _ => {}
                     },
                 },
@@ -349,10 +337,19 @@ impl Supervisor {
                     let bytes = self.shared.bytes.load(Ordering::Relaxed);
                     self.shared.bitrate.store(window.push(bytes), Ordering::Relaxed);
                     let last = self.shared.last_delivered_ns.load(Ordering::Relaxed);
-                    // srtsink takes (and drops) data while still connecting:
-                    // an SRT leg is on air once SRT itself has sent packets.
+                    // The sink-pad probe runs before render(): a second buffer
+                    // there proves the first one was taken. Sinks that take
+                    // data while still connecting need their own word: srtsink
+                    // drops it (on air once SRT reports packets sent), and
+                    // rtmp2sink queues it (on air once the server has answered).
                     let srt = if is_srt { srt_figures(sink) } else { None };
-                    let delivered = last > connected_at && (!is_srt || srt.is_some_and(|f| f.packets_sent > 0));
+                    let rendered = self.shared.hits.load(Ordering::Relaxed) >= hits_at_start + 2;
+                    let confirmed = match &self.channel.ingest {
+                        Ingest::Srt(_) => srt.is_some_and(|f| f.packets_sent > 0),
+                        Ingest::Rtmp(_) => stat(sink, "in-bytes-total").is_some_and(|b| b > 0.0),
+                        _ => true,
+                    };
+                    let delivered = rendered && confirmed;
                     if is_srt {
                         lock(&self.shared.mutable).srt = srt;
                     }
@@ -390,34 +387,23 @@ struct Window {
 
 impl Window {
     fn new(bytes: u64) -> Self {
-        Self {
-            samples: [(Instant::now(), bytes)].into(),
-        }
+        Self { samples: [(Instant::now(), bytes)].into() }
     }
 
     fn push(&mut self, bytes: u64) -> u64 {
         let now = Instant::now();
         self.samples.push_back((now, bytes));
-        while self.samples.len() > 2
-            && now.duration_since(self.samples[1].0) >= Duration::from_secs(1)
-        {
+        while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= Duration::from_secs(1) {
             self.samples.pop_front();
         }
         let (t0, b0) = self.samples[0];
         let dt = now.duration_since(t0).as_secs_f64();
-        if dt <= 0.0 {
-            0
-        } else {
-            ((bytes - b0) as f64 * 8.0 / dt) as u64
-        }
+        if dt <= 0.0 { 0 } else { ((bytes - b0) as f64 * 8.0 / dt) as u64 }
     }
 }
 
 fn describe_error(e: &gst::message::Error) -> String {
-    let from = e
-        .src()
-        .map(|s| s.name().to_string())
-        .unwrap_or_else(|| "pipeline".into());
+    let from = e.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
     format!("{from}: {}", e.error())
 }
 
@@ -432,23 +418,15 @@ fn first_error(bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>) -> Option<Str
 
 /// Builds the leg's pipeline: a bounded live appsrc, then the protocol tail
 /// from its template, properties set from typed config.
-fn build(
-    channel: &Channel,
-    shared: &Arc<Shared>,
-    input: &Arc<LegInput>,
-) -> Result<Built, MediaError> {
+fn build(channel: &Channel, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Result<Built, MediaError> {
     let name = channel.ingest.template();
     let tail = template::get(name)?.instantiate(&[])?;
-    let sink = tail.by_name("sink").ok_or_else(|| MediaError::Template {
-        template: name.into(),
-        message: "has no element named `sink`".into(),
-    })?;
+    let sink = tail
+        .by_name("sink")
+        .ok_or_else(|| MediaError::Template { template: name.into(), message: "has no element named `sink`".into() })?;
     configure_sink(&sink, &channel.ingest)?;
 
-    let caps = gst::Caps::builder("video/mpegts")
-        .field("systemstream", true)
-        .field("packetsize", 188i32)
-        .build();
+    let caps = gst::Caps::builder("video/mpegts").field("systemstream", true).field("packetsize", 188i32).build();
     let appsrc = gst_app::AppSrc::builder()
         .name("src")
         .caps(&caps)
@@ -471,73 +449,53 @@ fn build(
     pipeline
         .add_many([appsrc.upcast_ref::<gst::Element>(), tail.upcast_ref()])
         .map_err(|e| MediaError::Pipeline(format!("leg {}: {e}", channel.id)))?;
-    appsrc.link(&tail).map_err(|e| {
-        MediaError::Pipeline(format!(
-            "leg {}: cannot link appsrc to the {name} tail: {e}",
-            channel.id
-        ))
-    })?;
+    appsrc
+        .link(&tail)
+        .map_err(|e| MediaError::Pipeline(format!("leg {}: cannot link appsrc to the {name} tail: {e}", channel.id)))?;
 
     // Retire batches from the leg's time bound as they leave appsrc.
-    let src_pad = appsrc.static_pad("src").ok_or_else(|| {
-        MediaError::Pipeline(format!("leg {}: appsrc has no src pad", channel.id))
-    })?;
+    let src_pad = appsrc
+        .static_pad("src")
+        .ok_or_else(|| MediaError::Pipeline(format!("leg {}: appsrc has no src pad", channel.id)))?;
     let retire = Arc::clone(input);
-    src_pad.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        move |_, info| {
-            let pts = match &info.data {
-                Some(gst::PadProbeData::BufferList(l)) => l.get(0).and_then(|b| b.pts()),
-                Some(gst::PadProbeData::Buffer(b)) => b.pts(),
-                _ => None,
-            };
-            if let Some(pts) = pts {
-                retire.retire(pts.nseconds());
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
+    src_pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        let pts = match &info.data {
+            Some(gst::PadProbeData::BufferList(l)) => l.get(0).and_then(|b| b.pts()),
+            Some(gst::PadProbeData::Buffer(b)) => b.pts(),
+            _ => None,
+        };
+        if let Some(pts) = pts {
+            retire.retire(pts.nseconds());
+        }
+        gst::PadProbeReturn::Ok
+    });
 
     // Count what reaches the protocol sink: that is what the partner is sent.
     let pad = sink
         .static_pad("sink")
         .ok_or_else(|| MediaError::Pipeline(format!("leg {}: sink has no sink pad", channel.id)))?;
     let counters = Arc::clone(shared);
-    pad.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        move |_, info| {
-            let size = match &info.data {
-                Some(gst::PadProbeData::Buffer(b)) => b.size(),
-                Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
-                _ => 0,
-            };
-            counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
-            counters
-                .last_delivered_ns
-                .store(super::clock().time().nseconds(), Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        },
-    );
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        let size = match &info.data {
+            Some(gst::PadProbeData::Buffer(b)) => b.size(),
+            Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
+            _ => 0,
+        };
+        counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        counters.hits.fetch_add(1, Ordering::Relaxed);
+        counters.last_delivered_ns.store(super::clock().time().nseconds(), Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
 
     let (tx, bus_rx) = mpsc::unbounded_channel();
-    let bus = pipeline
-        .bus()
-        .ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
+    let bus = pipeline.bus().ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
     bus.set_sync_handler(move |_, msg| {
-        if matches!(
-            msg.view(),
-            gst::MessageView::Error(_) | gst::MessageView::Eos(_)
-        ) {
+        if matches!(msg.view(), gst::MessageView::Error(_) | gst::MessageView::Eos(_)) {
             let _ = tx.send(msg.clone());
         }
         gst::BusSyncReply::Drop
     });
-    Ok(Built {
-        pipeline,
-        appsrc,
-        sink,
-        bus_rx,
-    })
+    Ok(Built { pipeline, appsrc, sink, bus_rx })
 }
 
 /// Sets the sink's properties from the typed ingest. The only place a secret
@@ -571,6 +529,16 @@ fn configure_sink(sink: &gst::Element, ingest: &Ingest) -> Result<(), MediaError
     Ok(())
 }
 
+/// One numeric field of a sink's `stats` structure.
+fn stat(sink: &gst::Element, field: &str) -> Option<f64> {
+    let stats = sink.property::<Option<gst::Structure>>("stats")?;
+    number(&stats, field)
+}
+
+fn number(s: &gst::StructureRef, field: &str) -> Option<f64> {
+    s.value(field).ok().and_then(|v| v.transform::<f64>().ok()).and_then(|v| v.get::<f64>().ok())
+}
+
 /// Reads RTT, loss and retransmits from srtsink's `stats` (a caller's own
 /// figures, or the first caller's when we listen).
 fn srt_figures(sink: &gst::Element) -> Option<SrtFigures> {
@@ -579,12 +547,7 @@ fn srt_figures(sink: &gst::Element) -> Option<SrtFigures> {
         Ok(callers) => callers.first()?.get::<gst::Structure>().ok()?,
         Err(_) => stats,
     };
-    let num = |field: &str| {
-        s.value(field)
-            .ok()
-            .and_then(|v| v.transform::<f64>().ok())
-            .and_then(|v| v.get::<f64>().ok())
-    };
+    let num = |field: &str| number(&s, field);
     Some(SrtFigures {
         rtt_ms: num("rtt-ms").unwrap_or(0.0),
         packets_lost: num("packets-sent-lost").unwrap_or(0.0) as u64,

@@ -42,10 +42,7 @@ pub enum MediaError {
 impl MediaError {
     /// Whether retrying cannot help (a missing plugin, a broken template).
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            MediaError::MissingElements { .. } | MediaError::Template { .. } | MediaError::Init(_)
-        )
+        matches!(self, MediaError::MissingElements { .. } | MediaError::Template { .. } | MediaError::Init(_))
     }
 }
 
@@ -53,8 +50,9 @@ fn install_hint(elements: &[String]) -> String {
     let pkgs: Vec<&str> = elements
         .iter()
         .filter_map(|e| match e.as_str() {
-            "srtsink" | "srtsrc" | "rtmp2sink" | "ristsink" | "ristsrc" | "mpegtsmux"
-            | "tsparse" | "tsdemux" => Some("gstreamer1.0-plugins-bad"),
+            "srtsink" | "srtsrc" | "rtmp2sink" | "ristsink" | "ristsrc" | "mpegtsmux" | "tsparse" | "tsdemux" => {
+                Some("gstreamer1.0-plugins-bad")
+            }
             "x264enc" => Some("gstreamer1.0-plugins-ugly"),
             "avenc_aac" => Some("gstreamer1.0-libav"),
             "textoverlay" | "clockoverlay" => Some("gstreamer1.0-x"),
@@ -62,11 +60,7 @@ fn install_hint(elements: &[String]) -> String {
             _ => None,
         })
         .collect();
-    if pkgs.is_empty() {
-        String::new()
-    } else {
-        format!(" (Debian: apt-get install {})", dedup(pkgs).join(" "))
-    }
+    if pkgs.is_empty() { String::new() } else { format!(" (Debian: apt-get install {})", dedup(pkgs).join(" ")) }
 }
 
 fn dedup(mut v: Vec<&str>) -> Vec<&str> {
@@ -78,9 +72,7 @@ fn dedup(mut v: Vec<&str>) -> Vec<&str> {
 /// Initialises GStreamer once for the process.
 pub fn init() -> Result<(), MediaError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(MediaError::Init)
+    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string())).clone().map_err(MediaError::Init)
 }
 
 /// The process-wide system clock, monotonic: every pipeline runs on it so
@@ -98,14 +90,23 @@ pub fn configure_srt(element: &gst::Element, s: &crate::config::SrtEndpoint) {
         element.set_property("localaddress", local);
     }
     element.set_property_from_str("mode", s.mode.as_str());
-    element.set_property(
-        "latency",
-        s.latency.as_millis().min(i32::MAX as u128) as i32,
-    );
+    element.set_property("latency", s.latency.as_millis().min(i32::MAX as u128) as i32);
     if let Some(p) = &s.passphrase {
         element.set_property("passphrase", p.expose());
     }
     if let Some(id) = &s.stream_id {
         element.set_property("streamid", id);
+    }
+}
+
+/// Sets its pipeline to `Null` when dropped: every pipeline goes to `Null`
+/// before it is released, even when its task is aborted or panics.
+#[derive(Debug)]
+pub struct NullOnDrop(pub gst::Pipeline);
+
+impl Drop for NullOnDrop {
+    fn drop(&mut self) {
+        use gst::prelude::*;
+        let _ = self.0.set_state(gst::State::Null);
     }
 }

@@ -84,28 +84,14 @@ impl Program {
         fanout: Arc<Fanout>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, MediaError> {
-        let sender = fanout
-            .spawn()
-            .map_err(|e| MediaError::Pipeline(format!("cannot start the fan-out thread: {e}")))?;
+        let sender =
+            fanout.spawn().map_err(|e| MediaError::Pipeline(format!("cannot start the fan-out thread: {e}")))?;
         let first = build(source, title, sender.clone())?;
-        let shared = Arc::new(Shared {
-            restarts: AtomicU32::new(0),
-            mutable: Mutex::new((None, false, false)),
-        });
-        let sup = Supervisor {
-            source: source.clone(),
-            title: title.to_owned(),
-            sender,
-            shared: Arc::clone(&shared),
-            stop,
-        };
+        let shared = Arc::new(Shared { restarts: AtomicU32::new(0), mutable: Mutex::new((None, false, false)) });
+        let sup =
+            Supervisor { source: source.clone(), title: title.to_owned(), sender, shared: Arc::clone(&shared), stop };
         let task = tokio::spawn(sup.run(first));
-        Ok(Self {
-            describe: source.describe(),
-            fanout,
-            shared,
-            task: Some(task),
-        })
+        Ok(Self { describe: source.describe(), fanout, shared, task: Some(task) })
     }
 
     /// A snapshot of the feed.
@@ -115,10 +101,8 @@ impl Program {
         let since = |ns: u64| (ns > 0).then(|| Duration::from_nanos(now.saturating_sub(ns)));
         let garbage = c.garbage_bytes.load(Ordering::Relaxed);
         let (pipeline_error, failing, stopped) = lock(&self.shared.mutable).clone();
-        let recent_garbage =
-            since(c.last_garbage_ns.load(Ordering::Relaxed)).is_some_and(|d| d < GARBAGE_HOLD);
-        let receiving =
-            since(c.last_valid_ns.load(Ordering::Relaxed)).is_some_and(|d| d < SOURCE_IDLE_AFTER);
+        let recent_garbage = since(c.last_garbage_ns.load(Ordering::Relaxed)).is_some_and(|d| d < GARBAGE_HOLD);
+        let receiving = since(c.last_valid_ns.load(Ordering::Relaxed)).is_some_and(|d| d < SOURCE_IDLE_AFTER);
         let (state, last_error) = if stopped {
             (SourceState::Stopped, pipeline_error)
         } else if recent_garbage {
@@ -186,12 +170,7 @@ impl Supervisor {
             let Some(error) = ended else { break };
             warn!(source = %self.source.describe(), %error, "Contribution feed failed; restarting it.");
             *lock(&self.shared.mutable) = (Some(error), true, false);
-            let delay = backoff_delay(
-                attempt,
-                SOURCE_RESTART_INITIAL,
-                SOURCE_RESTART_MAX,
-                fastrand::f64(),
-            );
+            let delay = backoff_delay(attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
             attempt = attempt.saturating_add(1);
             self.shared.restarts.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
@@ -204,10 +183,8 @@ impl Supervisor {
 
     /// Runs the pipeline; `None` when stopped, the error otherwise.
     async fn run_once(&mut self, built: Built) -> Option<String> {
-        let Built {
-            pipeline,
-            mut bus_rx,
-        } = built;
+        let Built { pipeline, mut bus_rx } = built;
+        let guard = super::NullOnDrop(pipeline.clone());
         let p = pipeline.clone();
         let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
         let result = if matches!(started, Ok(Ok(_))) {
@@ -215,13 +192,9 @@ impl Supervisor {
             info!(source = %self.source.describe(), "Contribution feed pipeline running.");
             self.watch(&pipeline, &mut bus_rx).await
         } else {
-            Some(
-                drain_error(&mut bus_rx)
-                    .unwrap_or_else(|| "the source pipeline refused to start".into()),
-            )
+            Some(drain_error(&mut bus_rx).unwrap_or_else(|| "the source pipeline refused to start".into()))
         };
-        let p = pipeline.clone();
-        let _ = tokio::task::spawn_blocking(move || p.set_state(gst::State::Null)).await;
+        let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
         result
     }
 
@@ -253,15 +226,8 @@ impl Supervisor {
 }
 
 fn describe(source: &Source, e: &gst::message::Error) -> String {
-    let from = e
-        .src()
-        .map(|s| s.name().to_string())
-        .unwrap_or_else(|| "pipeline".into());
-    format!(
-        "contribution feed {}: {from}: {}",
-        source.describe(),
-        e.error()
-    )
+    let from = e.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
+    format!("contribution feed {}: {from}: {}", source.describe(), e.error())
 }
 
 fn drain_error(bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>) -> Option<String> {
@@ -310,9 +276,7 @@ fn build(source: &Source, title: &str, sender: FanoutSender) -> Result<Built, Me
                 .ok_or_else(|| MediaError::Pipeline("textoverlay without video_sink pad".into()))?;
             let overlay = clock.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                let now = chrono::Utc::now()
-                    .format("%Y-%m-%d %H:%M:%S%.3f UTC")
-                    .to_string();
+                let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
                 overlay.set_property("text", now);
                 gst::PadProbeReturn::Ok
             });
@@ -355,21 +319,13 @@ fn build(source: &Source, title: &str, sender: FanoutSender) -> Result<Built, Me
     pipeline
         .add_many([bin.upcast_ref::<gst::Element>(), appsink.upcast_ref()])
         .map_err(|e| MediaError::Pipeline(format!("program pipeline: {e}")))?;
-    bin.link(&appsink).map_err(|e| {
-        MediaError::Pipeline(format!(
-            "program pipeline: cannot link {name} to the fan-out: {e}"
-        ))
-    })?;
+    bin.link(&appsink)
+        .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link {name} to the fan-out: {e}")))?;
 
     let (tx, bus_rx) = mpsc::unbounded_channel();
-    let bus = pipeline
-        .bus()
-        .ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
+    let bus = pipeline.bus().ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
     bus.set_sync_handler(move |_, msg| {
-        if matches!(
-            msg.view(),
-            gst::MessageView::Error(_) | gst::MessageView::Eos(_)
-        ) {
+        if matches!(msg.view(), gst::MessageView::Error(_) | gst::MessageView::Eos(_)) {
             let _ = tx.send(msg.clone());
         }
         gst::BusSyncReply::Drop

@@ -20,10 +20,7 @@ pub struct Template {
 
 macro_rules! template {
     ($name:literal) => {
-        Template {
-            name: $name,
-            text: include_str!(concat!("../../pipelines/", $name, ".gst")),
-        }
+        Template { name: $name, text: include_str!(concat!("../../pipelines/", $name, ".gst")) }
     };
 }
 
@@ -45,22 +42,15 @@ pub fn get(name: &str) -> Result<Template, MediaError> {
     ALL.iter()
         .copied()
         .find(|t| t.name == name)
-        .ok_or_else(|| MediaError::Template {
-            template: name.to_owned(),
-            message: "no such template".into(),
-        })
+        .ok_or_else(|| MediaError::Template { template: name.to_owned(), message: "no such template".into() })
 }
 
 impl Template {
     /// The description with comments dropped and placeholders filled.
     /// Every `{name}` must be given, and every value given must be used.
     pub fn render(&self, params: &[(&str, u64)]) -> Result<String, MediaError> {
-        let mut out: String = self
-            .text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let mut out: String =
+            self.text.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
         for (key, value) in params {
             let needle = format!("{{{key}}}");
             if !out.contains(&needle) {
@@ -84,12 +74,7 @@ impl Template {
     pub fn instantiate(&self, params: &[(&str, u64)]) -> Result<gst::Bin, MediaError> {
         let desc = self.render(params)?;
         let mut ctx = gst::ParseContext::new();
-        let parsed = gst::parse::bin_from_description_full(
-            &desc,
-            false,
-            Some(&mut ctx),
-            gst::ParseFlags::FATAL_ERRORS,
-        );
+        let parsed = gst::parse::bin_from_description_full(&desc, false, Some(&mut ctx), gst::ParseFlags::FATAL_ERRORS);
         let missing = ctx.missing_elements();
         if !missing.is_empty() {
             return Err(MediaError::MissingElements {
@@ -98,27 +83,18 @@ impl Template {
             });
         }
         let element = parsed.map_err(|e| self.error(e.to_string()))?;
-        let bin = element
-            .downcast::<gst::Bin>()
-            .map_err(|_| self.error("did not produce a bin".into()))?;
-        let (names, pad) = if self.name.starts_with("legs/") {
-            (["in", "sink"], "sink")
-        } else {
-            (["out", "src"], "src")
-        };
-        let end = names.iter().find_map(|n| bin.by_name(n)).ok_or_else(|| {
-            self.error(format!(
-                "has no element named `{}` or `{}`",
-                names[0], names[1]
-            ))
-        })?;
-        let target = end.static_pad(pad).ok_or_else(|| {
-            self.error(format!("element `{}` has no static {pad} pad", end.name()))
-        })?;
-        let ghost = gst::GhostPad::builder_with_target(&target)
-            .map_err(|e| self.error(e.to_string()))?
-            .name(pad)
-            .build();
+        let bin = element.downcast::<gst::Bin>().map_err(|_| self.error("did not produce a bin".into()))?;
+        let (names, pad) =
+            if self.name.starts_with("legs/") { (["in", "sink"], "sink") } else { (["out", "src"], "src") };
+        let end = names
+            .iter()
+            .find_map(|n| bin.by_name(n))
+            .ok_or_else(|| self.error(format!("has no element named `{}` or `{}`", names[0], names[1])))?;
+        let target = end
+            .static_pad(pad)
+            .ok_or_else(|| self.error(format!("element `{}` has no static {pad} pad", end.name())))?;
+        let ghost =
+            gst::GhostPad::builder_with_target(&target).map_err(|e| self.error(e.to_string()))?.name(pad).build();
         bin.add_pad(&ghost).map_err(|e| self.error(e.to_string()))?;
         Ok(bin)
     }
@@ -134,10 +110,7 @@ impl Template {
     }
 
     fn error(&self, message: String) -> MediaError {
-        MediaError::Template {
-            template: self.name.to_owned(),
-            message,
-        }
+        MediaError::Template { template: self.name.to_owned(), message }
     }
 }
 
@@ -170,14 +143,7 @@ pub fn required_element(name: &str) -> &'static str {
 
 /// Parses every template; returns one result per template.
 pub fn check_all() -> Vec<(&'static str, Result<(), MediaError>)> {
-    ALL.iter()
-        .map(|t| {
-            (
-                t.name,
-                t.check(&sample_params(t.name), required_element(t.name)),
-            )
-        })
-        .collect()
+    ALL.iter().map(|t| (t.name, t.check(&sample_params(t.name), required_element(t.name)))).collect()
 }
 
 #[cfg(test)]
@@ -191,11 +157,7 @@ mod tests {
         assert!(full.contains("width=640") && !full.contains('{'), "{full}");
         let err = t.render(&[("width", 1)]).unwrap_err().to_string();
         assert!(err.contains("was not filled"), "{err}");
-        let err = get("legs/udp")
-            .unwrap()
-            .render(&[("nope", 1)])
-            .unwrap_err()
-            .to_string();
+        let err = get("legs/udp").unwrap().render(&[("nope", 1)]).unwrap_err().to_string();
         assert!(err.contains("no placeholder {nope}"), "{err}");
     }
 
@@ -210,10 +172,7 @@ mod tests {
     #[test]
     fn a_missing_element_is_named() {
         crate::media::init().unwrap();
-        let t = Template {
-            name: "legs/bogus",
-            text: "queue ! no-such-sink-element name=sink",
-        };
+        let t = Template { name: "legs/bogus", text: "queue ! no-such-sink-element name=sink" };
         let err = t.instantiate(&[]).unwrap_err();
         assert!(
             matches!(&err, MediaError::MissingElements { elements, .. } if elements == &["no-such-sink-element"]),

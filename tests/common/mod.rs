@@ -1,0 +1,368 @@
+//! Shared fixtures for the integration tests: free ports, real receivers
+//! nobody here wrote (srt-live-transmit, nginx with libnginx-mod-rtmp, a
+//! plain UDP socket), ffprobe, and an MPEG-TS continuity check.
+//!
+//! A missing peer is a hard failure with the package to install, never a
+//! silent skip: `scripts/test.sh` installs them.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use simulcast::config::{self, Config};
+use simulcast::relay::{Relay, RelayStatus};
+
+/// A free UDP port on loopback (the socket is closed before returning).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind UDP").port()
+}
+
+/// A free even UDP port whose successor is free too (RIST: RTP + RTCP).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind TCP").port()
+}
+
+/// Fails the test with the package to install when `tool` is missing.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(found, "{tool} is not installed: apt-get install {package} (scripts/test.sh does this)");
+}
+
+/// A config with a small test source (cheap to encode on a 2-core machine
+/// while several tests run at once) and the given `[[channels]]` tables.
+pub fn config_with(channels: &[String]) -> Config {
+    let mut text = String::from(
+        "[event]\ntitle = \"Silk Way Star test\"\n\
+         [source]\ntype = \"test\"\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 1000\ngop = 25\n",
+    );
+    for c in channels {
+        text += c;
+    }
+    config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+}
+
+/// One `[[channels]]` table.
+pub fn channel(id: &str, ingest: &str) -> String {
+    format!(
+        "[[channels]]\nid = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\ningest = {ingest}\n"
+    )
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+/// Waits until every named leg is on air; panics with the status if not.
+pub async fn wait_on_air(relay: &Relay, ids: &[&str], timeout: Duration) {
+    let ok = wait_for(timeout, || {
+        let s = relay.status();
+        ids.iter().all(|id| s.leg(id).is_some_and(|l| l.state.to_string() == "ON_AIR"))
+    })
+    .await;
+    assert!(ok, "legs {ids:?} not on air within {timeout:?}: {:#?}", relay.status());
+}
+
+/// Sends SIGTERM (a receiver going away the way an operator stops it).
+pub fn terminate(child: &Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = tempfile::Builder::new().prefix(&format!("simulcast-{tag}-")).tempdir().expect("tempdir").keep();
+    dir
+}
+
+/// `srt-live-transmit` listening on a port, writing what it receives to a file.
+pub struct SrtReceiver {
+    pub port: u16,
+    pub path: PathBuf,
+    child: Option<Child>,
+}
+
+impl SrtReceiver {
+    pub fn start(port: u16) -> Self {
+        let path = temp_dir("srt").join("capture.ts");
+        Self::start_to(port, path)
+    }
+
+    /// Starts (again) on `port`, appending to `path`.
+    pub fn start_to(port: u16, path: PathBuf) -> Self {
+        require("srt-live-transmit", "srt-tools");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("capture file");
+        let child = Command::new("srt-live-transmit")
+            .arg("-q")
+            .arg(format!("srt://127.0.0.1:{port}?mode=listener"))
+            .arg("file://con")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn srt-live-transmit");
+        Self { port, path, child: Some(child) }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Stops it (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&c);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for SrtReceiver {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// nginx with libnginx-mod-rtmp on a port, recording every stream as FLV.
+pub struct NginxRtmp {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+impl NginxRtmp {
+    pub fn start(port: u16) -> Self {
+        Self::start_in(port, temp_dir("nginx"))
+    }
+
+    /// Starts (again) on `port` with its files in `dir`.
+    pub fn start_in(port: u16, dir: PathBuf) -> Self {
+        require("nginx", "nginx");
+        assert!(Path::new(RTMP_MODULE).exists(), "{RTMP_MODULE} missing: apt-get install libnginx-mod-rtmp");
+        std::fs::create_dir_all(dir.join("rec")).expect("rec dir");
+        std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
+        let conf = format!(
+            "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+             error_log {d}/logs/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; \
+             record_path {d}/rec; record_unique on; }} }} }}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let me = Self { port, dir, child: Some(child) };
+        // nginx binds within milliseconds; wait so the leg's first connect
+        // does not race it.
+        let end = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "nginx did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        me
+    }
+
+    /// Every recording of stream `key`, oldest first (one per publish).
+    pub fn recordings(&self, key: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("rec"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(key) && n.ends_with(".flv")));
+        v.sort();
+        v
+    }
+
+    pub fn recorded_bytes(&self, key: &str) -> u64 {
+        self.recordings(key).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&c);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NginxRtmp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A plain UDP socket receiving datagrams on a background thread.
+pub struct UdpCapture {
+    pub port: u16,
+    data: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpCapture {
+    pub fn start() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind capture");
+        let port = socket.local_addr().expect("addr").port();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        let data = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, s) = (Arc::clone(&data), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    d.lock().unwrap().push(buf[..n].to_vec());
+                }
+            }
+        });
+        Self { port, data, stop, thread: Some(thread) }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.data.lock().unwrap().iter().map(|d| d.len() as u64).sum()
+    }
+
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.data.lock().unwrap().clone()
+    }
+
+    /// Stops and writes everything received to a file.
+    pub fn finish(mut self) -> (PathBuf, Vec<Vec<u8>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let grams = self.datagrams();
+        let path = temp_dir("udp").join("capture.ts");
+        std::fs::write(&path, grams.concat()).expect("write capture");
+        (path, grams)
+    }
+}
+
+/// What ffprobe says of a capture.
+#[derive(Debug)]
+pub struct Probe {
+    pub codecs: Vec<String>,
+    pub duration: f64,
+}
+
+pub fn ffprobe(path: &Path) -> Probe {
+    require("ffprobe", "ffmpeg");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name:format=duration", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ffprobe on {}: {e}: {}", path.display(), String::from_utf8_lossy(&out.stderr)));
+    let codecs = v["streams"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let duration = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    Probe { codecs, duration }
+}
+
+/// Asserts H.264 and AAC are present and the duration is within 10 % of `sent`.
+pub fn assert_decodable(path: &Path, sent: Duration, what: &str) {
+    let p = ffprobe(path);
+    assert!(p.codecs.iter().any(|c| c == "h264"), "{what}: no H.264 in {}: {p:?}", path.display());
+    assert!(p.codecs.iter().any(|c| c == "aac"), "{what}: no AAC in {}: {p:?}", path.display());
+    let sent = sent.as_secs_f64();
+    eprintln!("{what}: {:?}, {:.2} s captured of {sent:.2} s sent", p.codecs, p.duration);
+    assert!(
+        (p.duration - sent).abs() <= 0.10 * sent,
+        "{what}: captured {:.2} s but {sent:.2} s was sent ({})",
+        p.duration,
+        path.display()
+    );
+}
+
+/// MPEG-TS continuity: per PID, the continuity counter of every packet
+/// carrying payload must follow its predecessor (one repeat allowed, and a
+/// packet flagged discontinuous starts afresh).
+#[derive(Debug, Default)]
+pub struct TsReport {
+    pub packets: usize,
+    pub not_sync: usize,
+    pub cc_errors: usize,
+    pub pids: usize,
+}
+
+pub fn check_ts(data: &[u8]) -> TsReport {
+    let mut r = TsReport::default();
+    let mut last: HashMap<u16, u8> = HashMap::new();
+    for p in data.chunks_exact(188) {
+        r.packets += 1;
+        if p[0] != 0x47 {
+            r.not_sync += 1;
+            continue;
+        }
+        let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+        if pid == 0x1fff {
+            continue;
+        }
+        let afc = (p[3] >> 4) & 0x3;
+        let cc = p[3] & 0xf;
+        let discontinuity = afc & 0x2 != 0 && p[4] > 0 && p[5] & 0x80 != 0;
+        if afc & 0x1 == 0 {
+            continue; // no payload: the counter does not advance
+        }
+        if let Some(prev) = last.get(&pid) {
+            if !discontinuity && cc != (prev + 1) & 0xf && cc != *prev {
+                r.cc_errors += 1;
+            }
+        }
+        last.insert(pid, cc);
+    }
+    r.pids = last.len();
+    r
+}
+
+/// A relay plus the time each leg first went on air, for duration checks.
+pub struct Run {
+    pub relay: Relay,
+    pub started: Instant,
+}
+
+impl Run {
+    pub async fn start(config: &Config) -> Self {
+        let relay = Relay::start(config).await.expect("relay starts");
+        Self { relay, started: Instant::now() }
+    }
+
+    pub fn status(&self) -> RelayStatus {
+        self.relay.status()
+    }
+}
