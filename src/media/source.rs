@@ -165,9 +165,13 @@ impl Supervisor {
             };
             let ended = match built {
                 Ok(b) => self.run_once(b).await,
-                Err(e) => Some(e.to_string()),
+                Err(e) => Ended::Failed(e.to_string()),
             };
-            let Some(error) = ended else { break };
+            let error = match ended {
+                Ended::Stopped => break,
+                Ended::Looped => continue,
+                Ended::Failed(e) => e,
+            };
             warn!(source = %self.source.describe(), %error, "Contribution feed failed; restarting it.");
             *lock(&self.shared.mutable) = (Some(error), true, false);
             let delay = backoff_delay(attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
@@ -182,7 +186,7 @@ impl Supervisor {
     }
 
     /// Runs the pipeline; `None` when stopped, the error otherwise.
-    async fn run_once(&mut self, built: Built) -> Option<String> {
+    async fn run_once(&mut self, built: Built) -> Ended {
         let Built { pipeline, mut bus_rx } = built;
         let guard = super::NullOnDrop(pipeline.clone());
         let p = pipeline.clone();
@@ -190,39 +194,43 @@ impl Supervisor {
         let result = if matches!(started, Ok(Ok(_))) {
             lock(&self.shared.mutable).1 = false;
             info!(source = %self.source.describe(), "Contribution feed pipeline running.");
-            self.watch(&pipeline, &mut bus_rx).await
+            self.watch(&mut bus_rx).await
         } else {
-            Some(drain_error(&mut bus_rx).unwrap_or_else(|| "the source pipeline refused to start".into()))
+            Ended::Failed(drain_error(&mut bus_rx).unwrap_or_else(|| "the source pipeline refused to start".into()))
         };
         let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
         result
     }
 
-    async fn watch(
-        &mut self,
-        pipeline: &gst::Pipeline,
-        bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>,
-    ) -> Option<String> {
+    async fn watch(&mut self, bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>) -> Ended {
         loop {
             tokio::select! {
-                _ = self.stop.wait_for(|s| *s) => return None,
+                _ = self.stop.wait_for(|s| *s) => return Ended::Stopped,
                 msg = bus_rx.recv() => {
-                    let msg = msg?;
+                    let Some(msg) = msg else { return Ended::Failed("the source pipeline's bus closed".into()) };
                     match msg.view() {
-                        gst::MessageView::Error(e) => return Some(describe(&self.source, &e)),
-                        gst::MessageView::Eos(_) if matches!(self.source, Source::File(_)) => {
-                            // Loop the file: back to its start.
-                            if let Err(e) = pipeline.seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::ZERO) {
-                                return Some(format!("cannot loop {}: {e}", self.source.describe()));
-                            }
+                        gst::MessageView::Error(e) => return Ended::Failed(describe(&self.source, &e)),
+                        // A file is looped by starting it again: tsparse fed
+                        // by filesrc refuses seeks (checked by a test), and a
+                        // fresh pipeline also restarts the real-time pacing.
+                        // Partners see a timestamp jump at the loop point.
+                        gst::MessageView::Eos(_) if matches!(self.source, Source::File(_)) => return Ended::Looped,
+                        gst::MessageView::Eos(_) => {
+                            return Ended::Failed(format!("{} ended the stream", self.source.describe()));
                         }
-                        gst::MessageView::Eos(_) => return Some(format!("{} ended the stream", self.source.describe())),
                         _ => {}
                     }
                 }
             }
         }
     }
+}
+
+/// How one run of the source pipeline ended.
+enum Ended {
+    Stopped,
+    Looped,
+    Failed(String),
 }
 
 fn describe(source: &Source, e: &gst::message::Error) -> String {

@@ -1,0 +1,174 @@
+//! The contribution feed: garbage on its port is refused and reported, and
+//! the legs stay up.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use simulcast::media::source::SourceState;
+
+/// An encoder nobody here wrote, sending MPEG-TS (H.264 + AAC) to `port`.
+fn contribution_encoder(port: u16) -> Child {
+    require("gst-launch-1.0", "gstreamer1.0-tools");
+    Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            "is-live=true",
+            "pattern=ball",
+            "!",
+            "video/x-raw,width=320,height=180,framerate=25/1",
+        ])
+        .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600"])
+        .args(["!", "h264parse", "!", "mpegtsmux", "name=m", "alignment=7"])
+        .args(["!", "udpsink", "host=127.0.0.1", &format!("port={port}"), "sync=false"])
+        .args(["audiotestsrc", "is-live=true", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gst-launch-1.0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_contribution_port_is_refused_reported_and_the_legs_stay_up() {
+    let source_port = free_udp_port();
+    let mut encoder = contribution_encoder(source_port);
+    let mut srt_rx = SrtReceiver::start(free_udp_port());
+    let udp_rx = UdpCapture::start();
+    let mut config = config_with(&[
+        channel("a-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt_rx.port)),
+        channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp_rx.port)),
+    ]);
+    config.source = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n"
+    ))
+    .expect("source config")
+    .source;
+    let run = Run::start(&config).await;
+    wait_on_air(&run.relay, &["a-srt", "b-udp"], Duration::from_secs(15)).await;
+    assert_eq!(run.status().source.state, SourceState::Receiving, "{:#?}", run.status().source);
+
+    // An HTTP request, random bytes and a misaligned TS fragment, for 2 s.
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let target = ("127.0.0.1", source_port);
+    let mut reported = None;
+    for i in 0..80 {
+        let junk: Vec<u8> = match i % 3 {
+            0 => b"GET / HTTP/1.1\r\nHost: contribution\r\n\r\n".to_vec(),
+            1 => (0..1316).map(|_| fastrand::u8(..0x47)).collect(),
+            _ => [&[0x47u8][..], &[0u8; 100][..]].concat(),
+        };
+        sender.send_to(&junk, target).expect("send garbage");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let s = run.status().source;
+        if s.state == SourceState::Error && reported.is_none() {
+            reported = s.last_error.clone();
+        }
+    }
+    let message = reported.expect("the source never reported the garbage");
+    assert!(message.contains("not MPEG-TS"), "{message}");
+    assert!(message.contains(&format!("udp://127.0.0.1:{source_port}")), "message does not name the feed: {message}");
+
+    // Garbage over: the feed recovers, and no leg ever reconnected.
+    let recovered = wait_for(Duration::from_secs(5), || run.status().source.state == SourceState::Receiving).await;
+    assert!(recovered, "source did not recover: {:#?}", run.status().source);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = run.relay.shutdown().await;
+    let _ = encoder.kill();
+    let _ = encoder.wait();
+    srt_rx.stop();
+    let (_, grams) = udp_rx.finish();
+
+    assert!(status.source.garbage_bytes > 30_000, "{:?}", status.source);
+    for leg in &status.legs {
+        assert_eq!(leg.reconnects, 0, "{leg:?}");
+        assert!(leg.bytes_sent > 100_000, "{leg:?}");
+    }
+    // Nothing that was not MPEG-TS reached a partner.
+    assert!(grams.iter().all(|g| g.len() % 188 == 0), "a datagram that is not whole TS packets was relayed");
+    let report = check_ts(&grams.concat());
+    assert_eq!(report.not_sync, 0, "{report:?}");
+    assert!(report.packets > 1000, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srt_contribution_in_listener_mode_is_relayed() {
+    require("gst-launch-1.0", "gstreamer1.0-tools");
+    let source_port = free_udp_port();
+    let udp_rx = UdpCapture::start();
+    let mut config =
+        config_with(&[channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp_rx.port))]);
+    config.source = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"srt\"\nuri = \"srt://127.0.0.1:{source_port}\"\nmode = \"listener\"\n\
+         passphrase = \"contribution-secret\"\n"
+    ))
+    .expect("source config")
+    .source;
+    let run = Run::start(&config).await;
+    // The contribution encoder calls in, with the passphrase.
+    let mut encoder = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "is-live=true", "!", "video/x-raw,width=320,height=180,framerate=25/1"])
+        .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600"])
+        .args(["!", "h264parse", "!", "mpegtsmux", "name=m", "alignment=7", "!", "srtsink"])
+        .arg(format!("uri=srt://127.0.0.1:{source_port}"))
+        .args(["passphrase=contribution-secret", "sync=false"])
+        .args(["audiotestsrc", "is-live=true", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn encoder");
+    wait_on_air(&run.relay, &["b-udp"], Duration::from_secs(15)).await;
+    let received = wait_for(Duration::from_secs(5), || udp_rx.bytes() > 200_000).await;
+    let status = run.relay.shutdown().await;
+    let _ = encoder.kill();
+    let _ = encoder.wait();
+    let (path, _) = udp_rx.finish();
+    assert!(received, "too little relayed from the SRT contribution: {status:#?}");
+    let p = ffprobe(&path);
+    assert!(p.codecs.contains(&"h264".to_string()) && p.codecs.contains(&"aac".to_string()), "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_contribution_is_paced_in_real_time_and_looped() {
+    require("gst-launch-1.0", "gstreamer1.0-tools");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("three-seconds.ts");
+    let made = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=75", "!", "video/x-raw,width=320,height=180,framerate=25/1"])
+        .args(["!", "x264enc", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600", "!", "h264parse"])
+        .args(["!", "mpegtsmux", "name=m", "!", "filesink"])
+        .arg(format!("location={}", file.display()))
+        .args(["audiotestsrc", "num-buffers=140", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
+        .status()
+        .expect("make a TS file");
+    assert!(made.success());
+    let file_bytes = std::fs::metadata(&file).expect("file").len();
+
+    let udp_rx = UdpCapture::start();
+    let mut config =
+        config_with(&[channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp_rx.port))]);
+    config.source = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"file\"\npath = \"{}\"\n",
+        file.display()
+    ))
+    .expect("source config")
+    .source;
+    let run = Run::start(&config).await;
+    wait_on_air(&run.relay, &["b-udp"], Duration::from_secs(10)).await;
+    // Paced: after 1 s, well under the whole 3 s file has gone out.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_one_second = udp_rx.bytes();
+    assert!(after_one_second < file_bytes * 2 / 3, "not paced: {after_one_second} of {file_bytes} bytes after 1 s");
+    // Looped: after 7 s, more than the file has gone out, and it still flows.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = run.relay.shutdown().await;
+    let (_, grams) = udp_rx.finish();
+    let total: u64 = grams.iter().map(|g| g.len() as u64).sum();
+    assert!(total > file_bytes * 3 / 2, "not looped: {total} bytes relayed from a {file_bytes}-byte file");
+    assert_eq!(status.source.restarts, 0, "{:?}", status.source);
+}
