@@ -58,7 +58,13 @@ impl Relay {
             fanout.add(Arc::clone(leg.input()));
             legs.push(leg);
         }
-        let program = match Program::start(&config.source, &config.event.title, Arc::clone(&fanout), stop_rx) {
+        let program = match Program::start(
+            &config.source,
+            &config.event.title,
+            config.relay.batch_wait,
+            Arc::clone(&fanout),
+            stop_rx,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 let _ = stop.send(true);

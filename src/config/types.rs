@@ -22,6 +22,9 @@ pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(2);
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time a leg may spend connecting before it is rebuilt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default longest time the fan-out holds a chunk to batch it with the
+/// next ones: the most it adds to latency.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(2);
 /// Default SRT latency.
 pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);
 
@@ -346,6 +349,8 @@ pub struct RelaySettings {
     pub stall_timeout: Duration,
     /// Connecting for this long without a byte delivered: rebuild.
     pub connect_timeout: Duration,
+    /// Longest the fan-out holds a chunk to batch it with the next ones.
+    pub batch_wait: Duration,
 }
 
 impl Default for RelaySettings {
@@ -356,6 +361,7 @@ impl Default for RelaySettings {
             reconnect_max: DEFAULT_RECONNECT_MAX,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            batch_wait: DEFAULT_BATCH_WAIT,
         }
     }
 }

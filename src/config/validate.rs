@@ -197,7 +197,11 @@ fn event(w: &mut Walk, t: &Table) -> Option<EventPlan> {
 
 fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
     const AT: &str = "relay";
-    w.unknown(t, AT, &["leg_buffer", "reconnect_initial", "reconnect_max", "stall_timeout", "connect_timeout"]);
+    w.unknown(
+        t,
+        AT,
+        &["leg_buffer", "reconnect_initial", "reconnect_max", "stall_timeout", "connect_timeout", "batch_wait"],
+    );
     let d = RelaySettings::default();
     let r = RelaySettings {
         leg_buffer: w.duration(t, AT, "leg_buffer", d.leg_buffer),
@@ -205,6 +209,20 @@ fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
         reconnect_max: w.duration(t, AT, "reconnect_max", d.reconnect_max),
         stall_timeout: w.duration(t, AT, "stall_timeout", d.stall_timeout),
         connect_timeout: w.duration(t, AT, "connect_timeout", d.connect_timeout),
+        batch_wait: match w.string(t, AT, "batch_wait", false) {
+            None => d.batch_wait,
+            Some(s) => match parse_duration(&s) {
+                Ok(v) if v <= Duration::from_millis(50) => v,
+                Ok(_) => {
+                    w.err("relay.batch_wait", "must be at most 50ms: it adds to every leg's latency");
+                    d.batch_wait
+                }
+                Err(e) => {
+                    w.err("relay.batch_wait", e);
+                    d.batch_wait
+                }
+            },
+        },
     };
     if r.reconnect_initial > r.reconnect_max {
         w.err("relay.reconnect_initial", "must not exceed relay.reconnect_max");

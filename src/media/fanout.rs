@@ -3,8 +3,8 @@
 //! The program pipeline's appsink hands each buffer to one fan-out thread
 //! over a bounded channel (the streaming thread never waits on a leg). That
 //! thread checks the data is MPEG-TS, cuts it into 7-packet chunks, gathers
-//! chunks into a [`gst::BufferList`] of up to [`BATCH_BYTES`] or
-//! [`BATCH_MAX_WAIT`], stamps the list once with the absolute clock time and
+//! chunks into a [`gst::BufferList`] of up to [`BATCH_BYTES`] or `batch_wait`
+//! ([`DEFAULT_BATCH_WAIT`]), stamps the list once with the absolute clock time and
 //! offers the same list to every leg. Per-push overhead dominates fan-out
 //! cost (gstreamer-notes.md), so a push carries several milliseconds of
 //! program, never one packet.
@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,9 +28,7 @@ use super::ts;
 
 /// Largest batch handed to the legs at once.
 pub const BATCH_BYTES: usize = 12 * ts::CHUNK;
-/// Longest a chunk waits for company before its batch goes out: the most the
-/// fan-out adds to latency.
-pub const BATCH_MAX_WAIT: Duration = Duration::from_millis(5);
+pub use crate::config::DEFAULT_BATCH_WAIT;
 /// Buffers queued between the program pipeline and the fan-out thread.
 pub const CHANNEL_DEPTH: usize = 4096;
 /// How long after the last garbage the source is still reported in error.
@@ -173,23 +171,36 @@ impl Fanout {
 
     /// Starts the fan-out thread; returns the sender the program's appsink
     /// callback uses. The thread ends when every sender is dropped.
-    pub fn spawn(self: &Arc<Self>) -> std::io::Result<FanoutSender> {
+    /// `batch_wait` is the longest a chunk waits for company (zero: send
+    /// whatever is queued, never wait).
+    pub fn spawn(self: &Arc<Self>, batch_wait: Duration) -> std::io::Result<FanoutSender> {
         let (tx, rx) = mpsc::sync_channel::<gst::Buffer>(CHANNEL_DEPTH);
         let me = Arc::clone(self);
-        std::thread::Builder::new().name("fanout".into()).spawn(move || me.run(rx))?;
+        std::thread::Builder::new().name("fanout".into()).spawn(move || me.run(rx, batch_wait))?;
         Ok(FanoutSender { tx, fanout: Arc::clone(self) })
     }
 
-    fn run(&self, rx: mpsc::Receiver<gst::Buffer>) {
+    fn run(&self, rx: mpsc::Receiver<gst::Buffer>, batch_wait: Duration) {
         let clock = super::clock();
         let mut batch = Batch::default();
         loop {
             let Ok(first) = rx.recv() else { return };
             self.take(&mut batch, first, &clock);
-            let deadline = Instant::now() + BATCH_MAX_WAIT;
+            let deadline = Instant::now() + batch_wait;
             while batch.bytes < BATCH_BYTES {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(wait) {
+                // What is already queued joins the batch at no cost in latency.
+                let next = match rx.try_recv() {
+                    Ok(b) => Ok(b),
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                    Err(TryRecvError::Empty) => {
+                        let wait = deadline.saturating_duration_since(Instant::now());
+                        if wait.is_zero() {
+                            break;
+                        }
+                        rx.recv_timeout(wait)
+                    }
+                };
+                match next {
                     Ok(b) => self.take(&mut batch, b, &clock),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {

@@ -433,6 +433,7 @@ fn build(channel: &Channel, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Resu
         .is_live(true)
         .format(gst::Format::Time)
         .do_timestamp(false)
+        .property("emit-signals", false)
         .max_bytes(0)
         .max_buffers(0)
         // Unbounded here on purpose: LegInput keeps the time bound itself.
@@ -475,6 +476,7 @@ fn build(channel: &Channel, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Resu
         .static_pad("sink")
         .ok_or_else(|| MediaError::Pipeline(format!("leg {}: sink has no sink pad", channel.id)))?;
     let counters = Arc::clone(shared);
+    let clock = super::clock();
     pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
         let size = match &info.data {
             Some(gst::PadProbeData::Buffer(b)) => b.size(),
@@ -483,7 +485,7 @@ fn build(channel: &Channel, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Resu
         };
         counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
         counters.hits.fetch_add(1, Ordering::Relaxed);
-        counters.last_delivered_ns.store(super::clock().time().nseconds(), Ordering::Relaxed);
+        counters.last_delivered_ns.store(clock.time().nseconds(), Ordering::Relaxed);
         gst::PadProbeReturn::Ok
     });
 

@@ -81,11 +81,13 @@ impl Program {
     pub fn start(
         source: &Source,
         title: &str,
+        batch_wait: Duration,
         fanout: Arc<Fanout>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, MediaError> {
-        let sender =
-            fanout.spawn().map_err(|e| MediaError::Pipeline(format!("cannot start the fan-out thread: {e}")))?;
+        let sender = fanout
+            .spawn(batch_wait)
+            .map_err(|e| MediaError::Pipeline(format!("cannot start the fan-out thread: {e}")))?;
         let first = build(source, title, sender.clone())?;
         let shared = Arc::new(Shared { restarts: AtomicU32::new(0), mutable: Mutex::new((None, false, false)) });
         let sup =
