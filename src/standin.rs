@@ -182,13 +182,12 @@ fn receiver(src: gst::Element) -> Result<Receiver, String> {
         });
     }
     pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
-    if let Some(bus) = pipeline.bus() {
-        if let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(200), &[gst::MessageType::Error]) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                let _ = pipeline.set_state(gst::State::Null);
-                return Err(e.error().to_string());
-            }
-        }
+    if let Some(bus) = pipeline.bus()
+        && let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(200), &[gst::MessageType::Error])
+        && let gst::MessageView::Error(e) = msg.view()
+    {
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(e.error().to_string());
     }
     Ok(Receiver { pipeline, bytes })
 }

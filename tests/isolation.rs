@@ -35,7 +35,7 @@ async fn rtmp_partner_vanishing_leaves_srt_and_udp_gapless_and_its_leg_returns()
     let config = config_with(&[
         channel("a-srt", &srt(srt_rx.port)),
         channel("b-udp", &udp(udp_rx.port)),
-        channel("c-rtmp", &rtmp(rtmp_port, "c")),
+        channel("c-rtmp", &rtmp(rtmp_port, "sk-c-secret-7f3a")),
     ]);
     let run = Run::start(&config).await;
     wait_on_air(&run.relay, &["a-srt", "b-udp", "c-rtmp"], Duration::from_secs(10)).await;
@@ -50,10 +50,10 @@ async fn rtmp_partner_vanishing_leaves_srt_and_udp_gapless_and_its_leg_returns()
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let dir = nginx.dir.clone();
-    let before = nginx.recorded_bytes("c");
+    let before = nginx.recorded_bytes("sk-c-secret-7f3a");
     let nginx = NginxRtmp::start_in(rtmp_port, dir);
     let back = Instant::now();
-    let flowing = wait_for(Duration::from_secs(3), || nginx.recorded_bytes("c") > before + 10_000).await;
+    let flowing = wait_for(Duration::from_secs(3), || nginx.recorded_bytes("sk-c-secret-7f3a") > before + 2_000).await;
     assert!(flowing, "RTMP leg not flowing again 3 s after its ingest returned: {:#?}", run.status());
     eprintln!("RTMP leg flowing again {:?} after nginx returned", back.elapsed());
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -65,7 +65,11 @@ async fn rtmp_partner_vanishing_leaves_srt_and_udp_gapless_and_its_leg_returns()
         let leg = status.leg(id).expect("leg");
         assert_eq!((leg.reconnects, leg.dropped_buffers), (0, 0), "{leg:?}");
     }
-    assert!(status.leg("c-rtmp").expect("leg").reconnects >= 1);
+    let rtmp_leg = status.leg("c-rtmp").expect("leg");
+    assert!(rtmp_leg.reconnects >= 1, "{rtmp_leg:?}");
+    // The stream key is write-only: not in the error the broken leg reports.
+    let dump = format!("{status:?}");
+    assert!(!dump.contains("sk-c-secret-7f3a"), "stream key leaked into status: {rtmp_leg:?}");
     assert_continuous(&std::fs::read(&srt_rx.path).expect("srt capture"), "SRT partner");
     assert_continuous(&grams.concat(), "UDP partner");
 }
@@ -95,7 +99,7 @@ async fn srt_partner_vanishing_leaves_udp_legs_gapless_and_its_leg_returns() {
     let second = srt_rx.path.with_file_name("after-return.ts");
     let mut srt_back = SrtReceiver::start_to(srt_port, second);
     let back = Instant::now();
-    let flowing = wait_for(Duration::from_secs(3), || srt_back.bytes() > 10_000).await;
+    let flowing = wait_for(Duration::from_secs(3), || srt_back.bytes() > 2_000).await;
     assert!(flowing, "SRT leg not flowing again 3 s after its ingest returned: {:#?}", run.status());
     eprintln!("SRT leg flowing again {:?} after srt-live-transmit returned", back.elapsed());
     tokio::time::sleep(Duration::from_secs(1)).await;

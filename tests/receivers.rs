@@ -42,3 +42,85 @@ async fn srt_rtmp_and_udp_partners_receive_decodable_h264_and_aac() {
     assert_eq!(flv.len(), 1, "one RTMP publish expected: {flv:?}");
     assert_decodable(&flv[0], sent, "RTMP partner");
 }
+
+/// The partner calls in (SRT listener leg), RIST to ffmpeg's librist
+/// receiver, and a file leg; each capture decodable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_listener_rist_and_file_legs_deliver_decodable_streams() {
+    require("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen_port = free_udp_port();
+    let rist_port = loop {
+        let p = free_udp_port();
+        if p.is_multiple_of(2) && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let rist_out = dir.path().join("rist.ts");
+    let mut rist_rx = ChildGuard(
+        std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-rist_profile", "simple"])
+            // RIST drops data until its RTCP handshake; then probe briefly.
+            .args(["-analyzeduration", "2000000", "-probesize", "2000000", "-i"])
+            .arg(format!("rist://@127.0.0.1:{rist_port}"))
+            .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
+            .arg(&rist_out)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg RIST receiver"),
+    );
+    let file_out = dir.path().join("leg.ts");
+    let config = config_with(&[
+        channel(
+            "tj-srt-listener",
+            &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{listen_port}\", mode = \"listener\" }}"),
+        ),
+        channel("cn-rist", &format!("{{ type = \"rist\", uri = \"rist://127.0.0.1:{rist_port}\" }}")),
+        channel("archive", &format!("{{ type = \"file\", path = \"{}\" }}", file_out.display())),
+    ]);
+    let run = Run::start(&config).await;
+    // The partner's caller, as srt-live-transmit would run at their end.
+    let srt_out = dir.path().join("srt-caller.ts");
+    let caller_file = std::fs::File::create(&srt_out).expect("capture file");
+    let caller = ChildGuard(
+        std::process::Command::new("srt-live-transmit")
+            .arg("-q")
+            .arg(format!("srt://127.0.0.1:{listen_port}?mode=caller"))
+            .arg("file://con")
+            .stdout(caller_file)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn srt-live-transmit caller"),
+    );
+    wait_on_air(&run.relay, &["tj-srt-listener", "cn-rist", "archive"], Duration::from_secs(10)).await;
+    let on_air = Instant::now();
+    // RIST drops what arrives before its RTCP handshake and ffmpeg writes
+    // only once it has probed the stream: wait for the partner's first bytes.
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let _rist_started = wait_for(Duration::from_secs(15), || size(&rist_out) > 0).await;
+    eprintln!("RIST partner writing {:?} after the leg went on air", on_air.elapsed());
+    let _rist_first = size(&rist_out);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _rist_later = size(&rist_out);
+    let status = run.relay.shutdown().await;
+    let sent = on_air.elapsed();
+    rist_rx.interrupt();
+    drop(caller);
+
+    let srt = status.leg("tj-srt-listener").and_then(|l| l.srt).expect("SRT figures on an SRT leg");
+    assert!(srt.packets_sent > 100, "{srt:?}");
+    assert_decodable(&srt_out, sent, "SRT partner calling in");
+    assert_decodable(&file_out, sent, "file leg");
+    let p = ffprobe(&rist_out);
+    assert!(p.codecs.iter().any(|c| c == "h264") && p.codecs.iter().any(|c| c == "aac"), "RIST partner: {p:?}");
+    // Less than was sent: RIST drops what arrives before its RTCP handshake,
+    // and ffmpeg writes only once it has probed the stream.
+    eprintln!("RIST partner: {:?}, {:.2} s of {:.2} s sent", p.codecs, p.duration, sent.as_secs_f64());
+    assert!(
+        p.duration > sent.as_secs_f64() * 0.5,
+        "RIST partner got {:.1} s of {:.1} s",
+        p.duration,
+        sent.as_secs_f64()
+    );
+}

@@ -36,7 +36,7 @@ fn contribution_encoder(port: u16) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_contribution_port_is_refused_reported_and_the_legs_stay_up() {
     let source_port = free_udp_port();
-    let mut encoder = contribution_encoder(source_port);
+    let encoder = ChildGuard(contribution_encoder(source_port));
     let mut srt_rx = SrtReceiver::start(free_udp_port());
     let udp_rx = UdpCapture::start();
     let mut config = config_with(&[
@@ -78,8 +78,7 @@ async fn garbage_on_the_contribution_port_is_refused_reported_and_the_legs_stay_
     assert!(recovered, "source did not recover: {:#?}", run.status().source);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let status = run.relay.shutdown().await;
-    let _ = encoder.kill();
-    let _ = encoder.wait();
+    drop(encoder);
     srt_rx.stop();
     let (_, grams) = udp_rx.finish();
 
@@ -110,23 +109,24 @@ async fn an_srt_contribution_in_listener_mode_is_relayed() {
     .source;
     let run = Run::start(&config).await;
     // The contribution encoder calls in, with the passphrase.
-    let mut encoder = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "is-live=true", "!", "video/x-raw,width=320,height=180,framerate=25/1"])
-        .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600"])
-        .args(["!", "h264parse", "!", "mpegtsmux", "name=m", "alignment=7", "!", "srtsink"])
-        .arg(format!("uri=srt://127.0.0.1:{source_port}"))
-        .args(["passphrase=contribution-secret", "sync=false"])
-        .args(["audiotestsrc", "is-live=true", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn encoder");
+    let encoder = ChildGuard(
+        Command::new("gst-launch-1.0")
+            .args(["-q", "videotestsrc", "is-live=true", "!", "video/x-raw,width=320,height=180,framerate=25/1"])
+            .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600"])
+            .args(["!", "h264parse", "!", "mpegtsmux", "name=m", "alignment=7", "!", "srtsink"])
+            .arg(format!("uri=srt://127.0.0.1:{source_port}"))
+            .args(["passphrase=contribution-secret", "sync=false"])
+            .args(["audiotestsrc", "is-live=true", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn encoder"),
+    );
     wait_on_air(&run.relay, &["b-udp"], Duration::from_secs(15)).await;
     let received = wait_for(Duration::from_secs(5), || udp_rx.bytes() > 200_000).await;
     let status = run.relay.shutdown().await;
-    let _ = encoder.kill();
-    let _ = encoder.wait();
+    drop(encoder);
     let (path, _) = udp_rx.finish();
     assert!(received, "too little relayed from the SRT contribution: {status:#?}");
     let p = ffprobe(&path);

@@ -14,8 +14,9 @@ pub const DEFAULT_LEG_BUFFER: Duration = Duration::from_millis(500);
 /// Default first reconnect delay of a leg.
 pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(250);
 /// Default cap of a leg's reconnect delay: a partner whose ingest comes back
-/// is flowing again within this (plus connection set-up).
-pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// is flowing again within this (plus connection set-up), and a dead ingest
+/// gets one attempt a second, no more.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// Default time without a byte delivered after which a leg that was on air
 /// is torn down and rebuilt (a watchdog outside GStreamer, since some sink
 /// hangs in 1.22 never post an error).

@@ -245,7 +245,7 @@ fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
                 tone_hz: get(w, "tone_hz", (20, 20_000), d.tone_hz),
                 gop: get(w, "gop", (1, 600), d.gop),
             };
-            if src.width % 2 != 0 || src.height % 2 != 0 {
+            if !src.width.is_multiple_of(2) || !src.height.is_multiple_of(2) {
                 w.err(join(at, "width"), "width and height must be even for H.264 4:2:0");
             }
             Some(Source::Test(src))

@@ -204,12 +204,12 @@ impl Fanout {
                     Ok(b) => self.take(&mut batch, b, &clock),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
-                        self.flush(&mut batch, &clock);
+                        self.flush(&mut batch);
                         return;
                     }
                 }
             }
-            self.flush(&mut batch, &clock);
+            self.flush(&mut batch);
         }
     }
 
@@ -224,9 +224,12 @@ impl Fanout {
         }
         self.counters.bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
         self.counters.last_valid_ns.store(now, Ordering::Relaxed);
+        // Every chunk carries its arrival time on the shared clock: RTP legs
+        // (RIST) take their timestamps from it, and the legs' time bound too.
+        let pts = gst::ClockTime::from_nseconds(now);
         let size = buffer.size();
         if size <= ts::CHUNK {
-            batch.push(buffer);
+            batch.push(buffer, pts);
             return;
         }
         let mut offset = 0;
@@ -234,23 +237,18 @@ impl Fanout {
             let len = ts::CHUNK.min(size - offset);
             // Shares the memory: no copy of the payload.
             if let Ok(chunk) = buffer.copy_region(gst::BufferCopyFlags::MEMORY, offset..offset + len) {
-                batch.push(chunk);
+                batch.push(chunk, pts);
             }
             offset += len;
         }
     }
 
-    fn flush(&self, batch: &mut Batch, clock: &gst::Clock) {
-        let Some(mut list) = batch.list.take() else {
-            return;
-        };
+    fn flush(&self, batch: &mut Batch) {
+        let Some(list) = batch.list.take() else { return };
         batch.bytes = 0;
-        // Every leg pipeline runs on the same clock with base time 0, so one
+        // Every leg pipeline runs on the same clock with base time 0, so an
         // absolute timestamp means the same instant in all of them.
-        let pts = clock.time();
-        if let Some(first) = list.get_mut().and_then(|l| l.get_mut(0)) {
-            first.set_pts(pts);
-        }
+        let Some(pts) = list.get(0).and_then(|b| b.pts()) else { return };
         let legs = self.legs.read().unwrap_or_else(|e| e.into_inner());
         for leg in legs.iter() {
             leg.offer(&list, pts.nseconds());
@@ -265,13 +263,13 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, mut buffer: gst::Buffer) {
+    fn push(&mut self, mut buffer: gst::Buffer, pts: gst::ClockTime) {
         self.bytes += buffer.size();
-        // Timestamps are set per list; clear the program pipeline's own.
-        if let Some(b) = buffer.get_mut() {
-            b.set_pts(gst::ClockTime::NONE);
-            b.set_dts(gst::ClockTime::NONE);
-        }
+        // Replace the program pipeline's own times (its running time) with
+        // the shared clock's; copies the buffer's header only, if shared.
+        let b = buffer.make_mut();
+        b.set_pts(pts);
+        b.set_dts(gst::ClockTime::NONE);
         let list = self.list.get_or_insert_with(|| gst::BufferList::new_sized(16));
         if let Some(l) = list.get_mut() {
             l.add(buffer);

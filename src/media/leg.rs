@@ -323,7 +323,7 @@ impl Supervisor {
                     None => return Ended::Error("the pipeline's bus closed".into()),
                     Some(m) => match m.view() {
                         gst::MessageView::Error(e) => {
-                            return Ended::Error(format!("{}: {}", self.channel.ingest.target(), describe_error(&e)));
+                            return Ended::Error(format!("{}: {}", self.channel.ingest.target(), describe_error(e)));
                         }
                         gst::MessageView::Eos(_) => {
                             return Ended::Error(format!("{}: the ingest ended the stream", self.channel.ingest.target()));
@@ -410,7 +410,7 @@ fn describe_error(e: &gst::message::Error) -> String {
 fn first_error(bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>) -> Option<String> {
     while let Ok(m) = bus_rx.try_recv() {
         if let gst::MessageView::Error(e) = m.view() {
-            return Some(describe_error(&e));
+            return Some(describe_error(e));
         }
     }
     None
@@ -545,8 +545,18 @@ fn number(s: &gst::StructureRef, field: &str) -> Option<f64> {
 /// figures, or the first caller's when we listen).
 fn srt_figures(sink: &gst::Element) -> Option<SrtFigures> {
     let stats = sink.property::<Option<gst::Structure>>("stats")?;
-    let s = match stats.get::<gst::Array>("callers") {
-        Ok(callers) => callers.first()?.get::<gst::Structure>().ok()?,
+    // A listener reports per caller, in a GValueArray (1.22), not a GstValueArray.
+    let s = match stats.value("callers") {
+        Ok(callers) => {
+            let first: Option<gst::glib::SendValue> = if let Ok(a) = callers.get::<gst::glib::ValueArray>() {
+                a.first().and_then(|v| v.get::<gst::Structure>().ok()).map(|s| s.to_send_value())
+            } else if let Ok(a) = callers.get::<gst::Array>() {
+                a.first().cloned()
+            } else {
+                None
+            };
+            first?.get::<gst::Structure>().ok()?
+        }
         Err(_) => stats,
     };
     let num = |field: &str| number(&s, field);

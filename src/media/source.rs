@@ -211,7 +211,7 @@ impl Supervisor {
                 msg = bus_rx.recv() => {
                     let Some(msg) = msg else { return Ended::Failed("the source pipeline's bus closed".into()) };
                     match msg.view() {
-                        gst::MessageView::Error(e) => return Ended::Failed(describe(&self.source, &e)),
+                        gst::MessageView::Error(e) => return Ended::Failed(describe(&self.source, e)),
                         // A file is looped by starting it again: tsparse fed
                         // by filesrc refuses seeks (checked by a test), and a
                         // fresh pipeline also restarts the real-time pacing.

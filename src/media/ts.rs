@@ -10,7 +10,7 @@ pub const SYNC: u8 = 0x47;
 /// Whether `data` is a whole number of TS packets, each starting with the
 /// sync byte. Anything else on the contribution port is refused as garbage.
 pub fn is_aligned_ts(data: &[u8]) -> bool {
-    !data.is_empty() && data.len() % PACKET == 0 && data.chunks_exact(PACKET).all(|p| p[0] == SYNC)
+    !data.is_empty() && data.len().is_multiple_of(PACKET) && data.chunks_exact(PACKET).all(|p| p[0] == SYNC)
 }
 
 #[cfg(test)]

@@ -81,14 +81,31 @@ pub async fn wait_on_air(relay: &Relay, ids: &[&str], timeout: Duration) {
     assert!(ok, "legs {ids:?} not on air within {timeout:?}: {:#?}", relay.status());
 }
 
+/// A child process killed when dropped, so a failing test leaves none behind.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Sends SIGINT (ffmpeg finishes its file on it) and waits.
+    pub fn interrupt(&mut self) {
+        let _ = Command::new("kill").arg("-INT").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends SIGTERM (a receiver going away the way an operator stops it).
 pub fn terminate(child: &Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = tempfile::Builder::new().prefix(&format!("simulcast-{tag}-")).tempdir().expect("tempdir").keep();
-    dir
+    tempfile::Builder::new().prefix(&format!("simulcast-{tag}-")).tempdir().expect("tempdir").keep()
 }
 
 /// `srt-live-transmit` listening on a port, writing what it receives to a file.
@@ -339,10 +356,12 @@ pub fn check_ts(data: &[u8]) -> TsReport {
         if afc & 0x1 == 0 {
             continue; // no payload: the counter does not advance
         }
-        if let Some(prev) = last.get(&pid) {
-            if !discontinuity && cc != (prev + 1) & 0xf && cc != *prev {
-                r.cc_errors += 1;
-            }
+        if let Some(prev) = last.get(&pid)
+            && !discontinuity
+            && cc != (prev + 1) & 0xf
+            && cc != *prev
+        {
+            r.cc_errors += 1;
         }
         last.insert(pid, cc);
     }
