@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-command -v /usr/bin/time >/dev/null 2>&1 || { [ -x /usr/bin/time ] || apt-get install -y -qq time >/dev/null; }
+[ -x /usr/bin/time ] || apt-get install -y -qq --no-install-recommends time >/dev/null   # GNU time: CPU and peak RSS
 cargo build --release --locked --bin simulcastd >&2
 
 D=${DURATION:-20}
