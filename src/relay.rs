@@ -3,7 +3,7 @@
 //! end it with [`Relay::shutdown`] (every pipeline goes to `Null`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 use tracing::info;
@@ -86,11 +86,6 @@ impl Relay {
             legs: self.legs.iter().map(Leg::status).collect(),
             fanout_overflow: self.fanout.counters().overflow_buffers.load(std::sync::atomic::Ordering::Relaxed),
         }
-    }
-
-    /// How long the relay has run.
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// Stops every pipeline and waits for them; returns the final status.

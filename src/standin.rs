@@ -171,14 +171,8 @@ fn receiver(src: gst::Element) -> Result<Receiver, String> {
     let bytes = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&bytes);
     if let Some(pad) = sink.static_pad("sink") {
-        pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
-            let n = match &info.data {
-                Some(gst::PadProbeData::Buffer(b)) => b.size(),
-                Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
-                _ => 0,
-            };
+        media::count_bytes(&pad, move |n| {
             counter.fetch_add(n as u64, Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
         });
     }
     pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;

@@ -154,36 +154,26 @@ mod tests {
         assert!(errs[0].message.contains("rist-leg"), "{}", errs[0].message);
     }
 
+    /// An event with one channel whose ingest is `ingest`.
+    fn one_channel(ingest: &str) -> String {
+        format!(
+            "[event]\ntitle = \"T\"\n[[channels]]\nid = \"a\"\nname = \"x\"\ncountry = \"AZ\"\n\
+             timezone = \"Asia/Baku\"\ningest = {ingest}\n"
+        )
+    }
+
     #[test]
     fn wrong_passphrase_is_refused_without_echoing_it() {
-        let text = r#"
-            [event]
-            title = "T"
-            [[channels]]
-            id = "a"
-            name = "x"
-            country = "AZ"
-            timezone = "Asia/Baku"
-            ingest = { type = "srt", uri = "srt://127.0.0.1:9000", passphrase = "short-pw" }
-        "#;
-        let err = parse(text).unwrap_err().to_string();
+        let text = one_channel(r#"{ type = "srt", uri = "srt://127.0.0.1:9000", passphrase = "short-pw" }"#);
+        let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("channels[0].ingest.passphrase"), "{err}");
         assert!(!err.contains("short-pw"), "secret echoed: {err}");
     }
 
     #[test]
     fn secrets_never_show_in_debug_output() {
-        let text = r#"
-            [event]
-            title = "T"
-            [[channels]]
-            id = "a"
-            name = "x"
-            country = "AZ"
-            timezone = "Asia/Baku"
-            ingest = { type = "rtmp", url = "rtmp://127.0.0.1/live", stream_key = "sk-very-secret" }
-        "#;
-        let c = parse(text).unwrap();
+        let text = one_channel(r#"{ type = "rtmp", url = "rtmp://127.0.0.1/live", stream_key = "sk-very-secret" }"#);
+        let c = parse(&text).unwrap();
         let dump = format!("{c:?} {}", c.channels[0].ingest.target());
         assert!(!dump.contains("sk-very-secret"), "{dump}");
     }

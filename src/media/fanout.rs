@@ -24,7 +24,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::ts;
+use super::{lock, ts};
 
 /// Largest batch handed to the legs at once.
 pub const BATCH_BYTES: usize = 12 * ts::CHUNK;
@@ -104,15 +104,6 @@ impl LegInput {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// How much program waits inside the leg's appsrc.
-    pub fn queued_time(&self) -> Duration {
-        let inner = lock(&self.inner);
-        match (inner.queued.front(), inner.queued.back()) {
-            (Some(first), Some(last)) => Duration::from_nanos(last - first),
-            _ => Duration::ZERO,
-        }
-    }
-
     /// Whether anything waits inside the leg's appsrc.
     pub fn is_backed_up(&self) -> bool {
         !lock(&self.inner).queued.is_empty()
@@ -134,11 +125,6 @@ impl LegInput {
             inner.queued.push_back(pts);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere must not take the relay down with a poisoned lock.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The set of legs fed from the program.

@@ -10,12 +10,14 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::fanout::LegInput;
@@ -193,10 +195,6 @@ impl Leg {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The delay before reconnect attempt `attempt` (0-based): doubling from
 /// `initial`, capped at `max`, then shortened by up to 25 % (`jitter` in
 /// 0..1) so that legs that failed together do not retry in lockstep.
@@ -224,7 +222,7 @@ struct Built {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
     sink: gst::Element,
-    bus_rx: mpsc::UnboundedReceiver<gst::Message>,
+    bus_rx: super::BusRx,
 }
 
 impl Supervisor {
@@ -299,12 +297,12 @@ impl Supervisor {
         pipeline: &gst::Pipeline,
         appsrc: gst_app::AppSrc,
         sink: &gst::Element,
-        bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>,
+        bus_rx: &mut super::BusRx,
     ) -> Ended {
         let p = pipeline.clone();
         let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
         if !matches!(started, Ok(Ok(_))) {
-            let detail = first_error(bus_rx).unwrap_or_else(|| "the pipeline refused to start".into());
+            let detail = super::first_error(bus_rx).unwrap_or_else(|| "the pipeline refused to start".into());
             return Ended::Error(format!("{}: cannot start: {detail}", self.channel.ingest.target()));
         }
         self.input.attach(appsrc.clone());
@@ -323,7 +321,7 @@ impl Supervisor {
                     None => return Ended::Error("the pipeline's bus closed".into()),
                     Some(m) => match m.view() {
                         gst::MessageView::Error(e) => {
-                            return Ended::Error(format!("{}: {}", self.channel.ingest.target(), describe_error(e)));
+                            return Ended::Error(format!("{}: {}", self.channel.ingest.target(), super::describe_error(e)));
                         }
                         gst::MessageView::Eos(_) => {
                             return Ended::Error(format!("{}: the ingest ended the stream", self.channel.ingest.target()));
@@ -402,20 +400,6 @@ impl Window {
     }
 }
 
-fn describe_error(e: &gst::message::Error) -> String {
-    let from = e.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
-    format!("{from}: {}", e.error())
-}
-
-fn first_error(bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>) -> Option<String> {
-    while let Ok(m) = bus_rx.try_recv() {
-        if let gst::MessageView::Error(e) = m.view() {
-            return Some(describe_error(e));
-        }
-    }
-    None
-}
-
 /// Builds the leg's pipeline: a bounded live appsrc, then the protocol tail
 /// from its template, properties set from typed config.
 fn build(channel: &Channel, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Result<Built, MediaError> {
@@ -477,26 +461,13 @@ fn build(channel: &Channel, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Resu
         .ok_or_else(|| MediaError::Pipeline(format!("leg {}: sink has no sink pad", channel.id)))?;
     let counters = Arc::clone(shared);
     let clock = super::clock();
-    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
-        let size = match &info.data {
-            Some(gst::PadProbeData::Buffer(b)) => b.size(),
-            Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
-            _ => 0,
-        };
+    super::count_bytes(&pad, move |size| {
         counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
         counters.hits.fetch_add(1, Ordering::Relaxed);
         counters.last_delivered_ns.store(clock.time().nseconds(), Ordering::Relaxed);
-        gst::PadProbeReturn::Ok
     });
 
-    let (tx, bus_rx) = mpsc::unbounded_channel();
-    let bus = pipeline.bus().ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
-    bus.set_sync_handler(move |_, msg| {
-        if matches!(msg.view(), gst::MessageView::Error(_) | gst::MessageView::Eos(_)) {
-            let _ = tx.send(msg.clone());
-        }
-        gst::BusSyncReply::Drop
-    });
+    let bus_rx = super::forward_bus(&pipeline)?;
     Ok(Built { pipeline, appsrc, sink, bus_rx })
 }
 

@@ -8,9 +8,11 @@ pub mod source;
 pub mod template;
 pub mod ts;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use gstreamer as gst;
+use gstreamer::prelude::*;
+use tokio::sync::mpsc;
 
 /// Why a media operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -109,4 +111,55 @@ impl Drop for NullOnDrop {
         use gst::prelude::*;
         let _ = self.0.set_state(gst::State::Null);
     }
+}
+
+/// Locks a mutex; a panic elsewhere must not take the relay down with a
+/// poisoned lock.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A pipeline's errors and end of stream, as its supervisor reads them.
+pub(crate) type BusRx = mpsc::UnboundedReceiver<gst::Message>;
+
+/// Forwards `pipeline`'s error and end-of-stream messages to its supervisor
+/// (from the posting thread: no GLib main loop needed); drops the rest.
+pub(crate) fn forward_bus(pipeline: &gst::Pipeline) -> Result<BusRx, MediaError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let bus = pipeline.bus().ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
+    bus.set_sync_handler(move |_, msg| {
+        if matches!(msg.view(), gst::MessageView::Error(_) | gst::MessageView::Eos(_)) {
+            let _ = tx.send(msg.clone());
+        }
+        gst::BusSyncReply::Drop
+    });
+    Ok(rx)
+}
+
+/// `element: message` of an error message.
+pub(crate) fn describe_error(e: &gst::message::Error) -> String {
+    let from = e.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
+    format!("{from}: {}", e.error())
+}
+
+/// The first error already on the bus, if any.
+pub(crate) fn first_error(rx: &mut BusRx) -> Option<String> {
+    while let Ok(m) = rx.try_recv() {
+        if let gst::MessageView::Error(e) = m.view() {
+            return Some(describe_error(e));
+        }
+    }
+    None
+}
+
+/// Calls `count` with the size of every buffer or buffer list crossing `pad`.
+pub(crate) fn count_bytes(pad: &gst::Pad, count: impl Fn(usize) + Send + Sync + 'static) {
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        match &info.data {
+            Some(gst::PadProbeData::Buffer(b)) => count(b.size()),
+            Some(gst::PadProbeData::BufferList(l)) => count(l.calculate_size()),
+            _ => {}
+        }
+        gst::PadProbeReturn::Ok
+    });
 }

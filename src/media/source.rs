@@ -9,12 +9,14 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::fanout::{Fanout, FanoutSender, GARBAGE_HOLD};
@@ -63,7 +65,17 @@ pub struct SourceStatus {
 #[derive(Debug)]
 struct Shared {
     restarts: AtomicU32,
-    mutable: Mutex<(Option<String>, bool, bool)>, // (last pipeline error, failing now, stopped)
+    flags: Mutex<Flags>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Flags {
+    /// The last pipeline error.
+    last_error: Option<String>,
+    /// The pipeline is down, waiting to be restarted.
+    failing: bool,
+    /// Stopped on purpose.
+    stopped: bool,
 }
 
 /// The running program pipeline.
@@ -89,7 +101,7 @@ impl Program {
             .spawn(batch_wait)
             .map_err(|e| MediaError::Pipeline(format!("cannot start the fan-out thread: {e}")))?;
         let first = build(source, title, sender.clone())?;
-        let shared = Arc::new(Shared { restarts: AtomicU32::new(0), mutable: Mutex::new((None, false, false)) });
+        let shared = Arc::new(Shared { restarts: AtomicU32::new(0), flags: Mutex::new(Flags::default()) });
         let sup =
             Supervisor { source: source.clone(), title: title.to_owned(), sender, shared: Arc::clone(&shared), stop };
         let task = tokio::spawn(sup.run(first));
@@ -102,7 +114,7 @@ impl Program {
         let now = super::clock().time().nseconds();
         let since = |ns: u64| (ns > 0).then(|| Duration::from_nanos(now.saturating_sub(ns)));
         let garbage = c.garbage_bytes.load(Ordering::Relaxed);
-        let (pipeline_error, failing, stopped) = lock(&self.shared.mutable).clone();
+        let Flags { last_error: pipeline_error, failing, stopped } = lock(&self.shared.flags).clone();
         let recent_garbage = since(c.last_garbage_ns.load(Ordering::Relaxed)).is_some_and(|d| d < GARBAGE_HOLD);
         let receiving = since(c.last_valid_ns.load(Ordering::Relaxed)).is_some_and(|d| d < SOURCE_IDLE_AFTER);
         let (state, last_error) = if stopped {
@@ -139,13 +151,9 @@ impl Program {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 struct Built {
     pipeline: gst::Pipeline,
-    bus_rx: mpsc::UnboundedReceiver<gst::Message>,
+    bus_rx: super::BusRx,
 }
 
 struct Supervisor {
@@ -175,7 +183,7 @@ impl Supervisor {
                 Ended::Failed(e) => e,
             };
             warn!(source = %self.source.describe(), %error, "Contribution feed failed; restarting it.");
-            *lock(&self.shared.mutable) = (Some(error), true, false);
+            *lock(&self.shared.flags) = Flags { last_error: Some(error), failing: true, stopped: false };
             let delay = backoff_delay(attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
             attempt = attempt.saturating_add(1);
             self.shared.restarts.fetch_add(1, Ordering::Relaxed);
@@ -184,7 +192,7 @@ impl Supervisor {
                 _ = self.stop.wait_for(|s| *s) => break,
             }
         }
-        lock(&self.shared.mutable).2 = true;
+        lock(&self.shared.flags).stopped = true;
     }
 
     /// Runs the pipeline; `None` when stopped, the error otherwise.
@@ -194,17 +202,19 @@ impl Supervisor {
         let p = pipeline.clone();
         let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
         let result = if matches!(started, Ok(Ok(_))) {
-            lock(&self.shared.mutable).1 = false;
+            lock(&self.shared.flags).failing = false;
             info!(source = %self.source.describe(), "Contribution feed pipeline running.");
             self.watch(&mut bus_rx).await
         } else {
-            Ended::Failed(drain_error(&mut bus_rx).unwrap_or_else(|| "the source pipeline refused to start".into()))
+            Ended::Failed(
+                super::first_error(&mut bus_rx).unwrap_or_else(|| "the source pipeline refused to start".into()),
+            )
         };
         let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
         result
     }
 
-    async fn watch(&mut self, bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>) -> Ended {
+    async fn watch(&mut self, bus_rx: &mut super::BusRx) -> Ended {
         loop {
             tokio::select! {
                 _ = self.stop.wait_for(|s| *s) => return Ended::Stopped,
@@ -236,18 +246,7 @@ enum Ended {
 }
 
 fn describe(source: &Source, e: &gst::message::Error) -> String {
-    let from = e.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
-    format!("contribution feed {}: {from}: {}", source.describe(), e.error())
-}
-
-fn drain_error(bus_rx: &mut mpsc::UnboundedReceiver<gst::Message>) -> Option<String> {
-    while let Ok(m) = bus_rx.try_recv() {
-        if let gst::MessageView::Error(e) = m.view() {
-            let from = e.src().map(|s| s.name().to_string()).unwrap_or_default();
-            return Some(format!("{from}: {}", e.error()));
-        }
-    }
-    None
+    format!("contribution feed {}: {}", source.describe(), super::describe_error(e))
 }
 
 fn test_params(t: &TestSource) -> Vec<(&'static str, u64)> {
@@ -332,13 +331,6 @@ fn build(source: &Source, title: &str, sender: FanoutSender) -> Result<Built, Me
     bin.link(&appsink)
         .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link {name} to the fan-out: {e}")))?;
 
-    let (tx, bus_rx) = mpsc::unbounded_channel();
-    let bus = pipeline.bus().ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
-    bus.set_sync_handler(move |_, msg| {
-        if matches!(msg.view(), gst::MessageView::Error(_) | gst::MessageView::Eos(_)) {
-            let _ = tx.send(msg.clone());
-        }
-        gst::BusSyncReply::Drop
-    });
+    let bus_rx = super::forward_bus(&pipeline)?;
     Ok(Built { pipeline, bus_rx })
 }
