@@ -9,6 +9,7 @@ pub mod config;
 pub mod media;
 pub mod relay;
 pub mod standin;
+pub mod store;
 pub mod table;
 
 /// Generated gRPC types for `simulcast.v1` (the control API of api.md).

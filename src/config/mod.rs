@@ -66,6 +66,90 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text)
 }
 
+/// Validates one channel given as a TOML table (the `[[channels]]` form).
+pub fn parse_channel(text: &str) -> Result<Channel, Vec<FieldError>> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| vec![FieldError { key: "channel".into(), message: e.to_string() }])?;
+    validate::validate_channel(&table, "")
+}
+
+/// Validates one channel table, reporting keys under `at` (`channel`).
+pub fn validate_channel_table(table: &toml::Table, at: &str) -> Result<Channel, Vec<FieldError>> {
+    validate::validate_channel(table, at)
+}
+
+/// A channel as a `[[channels]]` TOML table, secrets included: for the
+/// store and for requests, never for display.
+pub fn channel_table(ch: &Channel) -> toml::Table {
+    use toml::Value;
+    let mut t = toml::Table::new();
+    t.insert("id".into(), ch.id.as_str().into());
+    t.insert("name".into(), ch.name.as_str().into());
+    t.insert("country".into(), ch.country.as_str().into());
+    t.insert("timezone".into(), ch.timezone.name().into());
+    t.insert("enabled".into(), ch.enabled.into());
+    let mut air = toml::Table::new();
+    match ch.air_policy {
+        AirPolicy::Live => {
+            air.insert("type".into(), "live".into());
+        }
+        AirPolicy::LocalTime(at) => {
+            air.insert("type".into(), "local_time".into());
+            air.insert("at".into(), at.format("%H:%M").to_string().into());
+        }
+    }
+    t.insert("air_policy".into(), Value::Table(air));
+    let mut i = toml::Table::new();
+    let mut put = |k: &str, v: Value| {
+        i.insert(k.into(), v);
+    };
+    match &ch.ingest {
+        Ingest::Srt(s) => {
+            put("type", "srt".into());
+            put("uri", s.uri().into());
+            put("mode", s.mode.as_str().into());
+            put("latency", uri::format_duration(s.latency).into());
+            if let Some(p) = &s.passphrase {
+                put("passphrase", p.expose().into());
+            }
+            if let Some(id) = &s.stream_id {
+                put("stream_id", id.as_str().into());
+            }
+        }
+        Ingest::Rtmp(r) => {
+            put("type", "rtmp".into());
+            put("url", r.url.as_str().into());
+            if let Some(k) = &r.stream_key {
+                put("stream_key", k.expose().into());
+            }
+        }
+        Ingest::Udp(u) => {
+            put("type", "udp".into());
+            put("uri", u.uri().into());
+            put("ttl", i64::from(u.ttl).into());
+            if let Some(iface) = &u.interface {
+                put("interface", iface.as_str().into());
+            }
+        }
+        Ingest::Rist(r) => {
+            put("type", "rist".into());
+            put("uri", format!("rist://{}:{}", r.host, r.port).into());
+        }
+        Ingest::File(p) => {
+            put("type", "file".into());
+            put("path", p.display().to_string().into());
+        }
+    }
+    t.insert("ingest".into(), Value::Table(i));
+    t
+}
+
+/// [`channel_table`] as text.
+pub fn channel_to_toml(ch: &Channel) -> String {
+    toml::to_string(&channel_table(ch)).unwrap_or_default()
+}
+
 /// The embedded default configuration.
 pub fn default_config() -> Config {
     // The embedded text is checked by a unit test; failing here is a build defect.
@@ -128,6 +212,14 @@ mod tests {
         assert_eq!(keys, ["channels[0].id", "channels[1].timezone", "channels[1].ingest.uri"], "{errs:?}");
         assert!(errs[1].message.contains("Mars/Olympus"));
         assert!(errs[2].message.contains("no port"));
+    }
+
+    #[test]
+    fn every_default_channel_survives_a_round_trip_through_its_table() {
+        for ch in default_config().channels {
+            let text = channel_to_toml(&ch);
+            assert_eq!(parse_channel(&text).as_ref(), Ok(&ch), "{text}");
+        }
     }
 
     #[test]

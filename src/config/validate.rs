@@ -181,6 +181,20 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
     }
 }
 
+/// Validates one channel table (a `[[channels]]` entry, a stored channel, or
+/// an API request converted to the same form); keys are reported under `at`.
+pub fn validate_channel(t: &Table, at: &str) -> Result<Channel, Vec<FieldError>> {
+    let mut w = Walk { errors: Vec::new() };
+    let c = channel(&mut w, t, at);
+    if let Some(c) = &c {
+        udp_port_collisions(&mut w, std::slice::from_ref(c));
+    }
+    match c {
+        Some(c) if w.errors.is_empty() => Ok(c),
+        _ => Err(w.errors),
+    }
+}
+
 fn event(w: &mut Walk, t: &Table) -> Option<EventPlan> {
     w.unknown(t, "event", &["title", "timezone", "duration"]);
     let title = w.string(t, "event", "title", true);

@@ -1,0 +1,285 @@
+//! The embedded store: SQLite compiled in (no server to install), holding
+//! partner channels, access-token hashes and the as-run log. Schema changes
+//! are numbered migrations applied in order at open; the version reached is
+//! kept in `PRAGMA user_version`.
+//!
+//! Channels are stored in their configuration-file form (a TOML table,
+//! secrets included: the legs need them) and validated again when read, so
+//! one parser serves the file, the API and the store.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::config::{self, Channel, ChannelId};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row no longer validates (edited by hand, or a newer schema).
+    #[error("store: stored channel {id} is invalid: {reason}")]
+    Corrupt {
+        /// The row.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Migrations, in order; index + 1 is the schema version each one reaches.
+const MIGRATIONS: &[&str] = &[
+    // 1: channels, tokens, as-run log.
+    "CREATE TABLE channels (
+         id TEXT PRIMARY KEY,
+         doc TEXT NOT NULL,
+         position INTEGER NOT NULL
+     );
+     CREATE TABLE tokens (
+         name TEXT PRIMARY KEY,
+         role TEXT NOT NULL,
+         sha256 TEXT NOT NULL UNIQUE,
+         created_utc TEXT NOT NULL
+     );
+     CREATE TABLE asrun (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         event_id TEXT NOT NULL,
+         utc TEXT NOT NULL,
+         channel_id TEXT NOT NULL,
+         local_time TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         detail TEXT NOT NULL,
+         actor TEXT NOT NULL
+     );
+     CREATE INDEX asrun_event ON asrun (event_id, seq);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// A stored access token: its name, role and SHA-256 (hex) of its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Who it was made for (`night-shift`).
+    pub name: String,
+    /// `observer`, `operator` or `admin`.
+    pub role: String,
+    /// Hex SHA-256 of the token; the token itself is never stored.
+    pub sha256: String,
+}
+
+/// One as-run entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AsRunEntry {
+    /// The event (or `-` for entries about the daemon itself).
+    pub event_id: String,
+    /// RFC 3339 UTC.
+    pub utc: String,
+    /// The leg, empty for event-wide entries.
+    pub channel_id: String,
+    /// ISO 8601 with offset, in the leg's zone (UTC for event-wide entries).
+    pub local_time: String,
+    /// What happened (`channel-created`, `leg-error`, ...).
+    pub kind: String,
+    /// Details, never a secret.
+    pub detail: String,
+    /// The caller's token name, or `simulcastd`.
+    pub actor: String,
+}
+
+/// The store. One connection, used by the coordinator (the one owner of
+/// state); the mutex only makes it shareable with read-only helpers.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        // WAL survives a SIGKILL with every committed row; NORMAL sync is
+        // durable against process death (not power loss), enough here.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Self::migrate(conn)
+    }
+
+    /// A store in memory (tests, checks).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::migrate(Connection::open_in_memory()?)
+    }
+
+    fn migrate(mut conn: Connection) -> Result<Self, StoreError> {
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        let tx = conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The schema version of the open store.
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        Ok(self.conn().pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize)
+    }
+
+    /// Inserts a channel; `false` if the id exists already.
+    pub fn insert_channel(&self, ch: &Channel) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO channels (id, doc, position)
+             VALUES (?1, ?2, (SELECT IFNULL(MAX(position), 0) + 1 FROM channels))",
+            params![ch.id.as_str(), config::channel_to_toml(ch)],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Replaces a channel; `false` if there is none with that id.
+    pub fn update_channel(&self, ch: &Channel) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE channels SET doc = ?2 WHERE id = ?1",
+            params![ch.id.as_str(), config::channel_to_toml(ch)],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Deletes a channel; `false` if there was none.
+    pub fn delete_channel(&self, id: &ChannelId) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM channels WHERE id = ?1", params![id.as_str()])? == 1)
+    }
+
+    /// One channel.
+    pub fn channel(&self, id: &ChannelId) -> Result<Option<Channel>, StoreError> {
+        let doc: Option<String> = self
+            .conn()
+            .query_row("SELECT doc FROM channels WHERE id = ?1", params![id.as_str()], |r| r.get(0))
+            .optional()?;
+        doc.map(|d| decode(id.as_str(), &d)).transpose()
+    }
+
+    /// Every channel, in the order they were added.
+    pub fn channels(&self) -> Result<Vec<Channel>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, doc FROM channels ORDER BY position")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, doc) = row?;
+            out.push(decode(&id, &doc)?);
+        }
+        Ok(out)
+    }
+
+    /// Adds a token record; `false` if the name is taken.
+    pub fn insert_token(&self, t: &TokenRecord, created_utc: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO tokens (name, role, sha256, created_utc) VALUES (?1, ?2, ?3, ?4)",
+            params![t.name, t.role, t.sha256, created_utc],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Every token record.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, role, sha256 FROM tokens ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok(TokenRecord { name: r.get(0)?, role: r.get(1)?, sha256: r.get(2)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Appends an as-run entry (committed before this returns).
+    pub fn append_asrun(&self, e: &AsRunEntry) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO asrun (event_id, utc, channel_id, local_time, kind, detail, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![e.event_id, e.utc, e.channel_id, e.local_time, e.kind, e.detail, e.actor],
+        )?;
+        Ok(())
+    }
+
+    /// The as-run entries of `event_id`, oldest first.
+    pub fn asrun(&self, event_id: &str) -> Result<Vec<AsRunEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT event_id, utc, channel_id, local_time, kind, detail, actor FROM asrun
+             WHERE event_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![event_id], |r| {
+            Ok(AsRunEntry {
+                event_id: r.get(0)?,
+                utc: r.get(1)?,
+                channel_id: r.get(2)?,
+                local_time: r.get(3)?,
+                kind: r.get(4)?,
+                detail: r.get(5)?,
+                actor: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn decode(id: &str, doc: &str) -> Result<Channel, StoreError> {
+    config::parse_channel(doc).map_err(|errs| StoreError::Corrupt {
+        id: id.to_owned(),
+        reason: errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Channel {
+        config::default_config().channels.into_iter().find(|c| c.id.as_str() == "kz-jibek-joly").unwrap()
+    }
+
+    #[test]
+    fn channels_round_trip_with_their_secrets_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let ch = sample();
+        {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+            assert!(s.insert_channel(&ch).unwrap());
+            assert!(!s.insert_channel(&ch).unwrap(), "duplicate id accepted");
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.channel(&ch.id).unwrap().as_ref(), Some(&ch));
+        assert_eq!(s.channels().unwrap(), vec![ch.clone()]);
+        assert!(s.delete_channel(&ch.id).unwrap());
+        assert!(s.channel(&ch.id).unwrap().is_none());
+    }
+
+    #[test]
+    fn asrun_is_kept_in_order() {
+        let s = Store::open_in_memory().unwrap();
+        for kind in ["a", "b", "c"] {
+            let e = AsRunEntry {
+                event_id: "ev".into(),
+                utc: "2026-11-22T15:00:00Z".into(),
+                channel_id: String::new(),
+                local_time: "2026-11-22T20:00:00+05:00".into(),
+                kind: kind.into(),
+                detail: String::new(),
+                actor: "t".into(),
+            };
+            s.append_asrun(&e).unwrap();
+        }
+        let kinds: Vec<String> = s.asrun("ev").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["a", "b", "c"]);
+        assert!(s.asrun("other").unwrap().is_empty());
+    }
+}
