@@ -5,7 +5,9 @@
 //! Start with [`config`] (what an operator writes), then [`relay::Relay`]
 //! (what runs it) and [`media`] (the pipelines).
 
+pub mod api;
 pub mod config;
+pub mod coordinator;
 pub mod media;
 pub mod relay;
 pub mod standin;

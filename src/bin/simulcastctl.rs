@@ -1,17 +1,34 @@
 //! simulcastctl: the operator's client. `check` validates a configuration
-//! and parses every pipeline template, before anything goes on air.
+//! offline; `channels` talks to simulcastd's control plane; `token create`
+//! makes an access token.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use simulcast::api::auth::{Role, hash_token, new_token};
+use simulcast::api::convert::channel_to_proto_with_secrets;
 use simulcast::config::{self, AirPolicy, ConfigError};
 use simulcast::media::{self, template};
+use simulcast::proto;
+use simulcast::proto::channel_service_client::ChannelServiceClient;
+use simulcast::store::{Store, TokenRecord};
 use simulcast::table::Table;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel as Transport;
 
 #[derive(Parser)]
 #[command(name = "simulcastctl", version, about = "simulcast operator client")]
 struct Cli {
+    /// simulcastd's control plane.
+    #[arg(long, global = true, env = "SIMULCAST_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Access token (`sct_...`).
+    #[arg(long, global = true, env = "SIMULCAST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// JSON instead of tables, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -20,22 +37,281 @@ struct Cli {
 enum Cmd {
     /// Validate a configuration (every problem, each with its key) and parse
     /// every pipeline template (a missing GStreamer element is named).
-    /// Exit code 0 when all is well, 1 otherwise.
+    /// Exit code 0 when all is well, 1 otherwise. Needs no daemon.
     Check {
         /// Configuration file; default: the embedded grand final.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
+    },
+    /// Partner channels (list, get, create, update, delete).
+    #[command(subcommand)]
+    Channels(ChannelsCmd),
+    /// Access tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum ChannelsCmd {
+    /// Every channel (secrets are never shown).
+    List,
+    /// One channel.
+    Get {
+        /// Channel id.
+        id: String,
+    },
+    /// Add a channel from a TOML file holding one `[[channels]]` entry's keys.
+    Create {
+        /// The file.
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Replace a channel from such a file; a secret left out keeps the stored one.
+    Update {
+        /// The file.
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Delete a channel.
+    Delete {
+        /// Channel id.
+        id: String,
     },
 }
 
-fn main() -> ExitCode {
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a token and print it once. With --db it is added to simulcastd's
+    /// store (restart simulcastd to use it); without, the line to add is printed.
+    /// Only its SHA-256 is ever stored.
+    Create {
+        /// observer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Who it is for; recorded as the actor of every change made with it.
+        #[arg(long)]
+        name: String,
+        /// simulcastd's store.
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Cmd::Check { config, json } => check(config, json),
+    let result = match cli.command {
+        Cmd::Check { ref config } => return check(config.clone(), cli.json),
+        Cmd::Token(TokenCmd::Create { ref role, ref name, ref db }) => {
+            token_create(role, name, db.as_deref(), cli.json)
+        }
+        Cmd::Channels(ref c) => channels(&cli, c).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("simulcastctl: {e}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// A status as one line: its code and the server's message.
+fn status_line(s: &tonic::Status) -> String {
+    use tonic::Code::*;
+    let code = match s.code() {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    };
+    format!("{code}: {}", s.message())
+}
+
+type Client = ChannelServiceClient<InterceptedService<Transport, Auth>>;
+
+#[derive(Clone)]
+struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+async fn client(cli: &Cli) -> Result<Client, String> {
+    let endpoint = Transport::from_shared(cli.addr.clone()).map_err(|e| format!("bad --addr `{}`: {e}", cli.addr))?;
+    let transport =
+        endpoint.connect().await.map_err(|e| format!("cannot reach simulcastd at {}: {}", cli.addr, root_cause(&e)))?;
+    let auth = match &cli.token {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| "the token holds characters a header cannot carry".to_string())?,
+        ),
+        None => None,
+    };
+    Ok(ChannelServiceClient::with_interceptor(transport, Auth(auth)))
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn channel_file(path: &PathBuf) -> Result<proto::Channel, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let ch = config::parse_channel(&text).map_err(|errs| {
+        format!("{}: {}", path.display(), errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    })?;
+    Ok(channel_to_proto_with_secrets(&ch))
+}
+
+async fn channels(cli: &Cli, cmd: &ChannelsCmd) -> Result<(), String> {
+    let mut c = client(cli).await?;
+    let shown: Vec<proto::Channel> = match cmd {
+        ChannelsCmd::List => {
+            c.list_channels(proto::ListChannelsRequest {}).await.map_err(|s| status_line(&s))?.into_inner().channels
+        }
+        ChannelsCmd::Get { id } => {
+            vec![
+                c.get_channel(proto::GetChannelRequest { id: id.clone() })
+                    .await
+                    .map_err(|s| status_line(&s))?
+                    .into_inner(),
+            ]
+        }
+        ChannelsCmd::Create { file } => {
+            let channel = Some(channel_file(file)?);
+            vec![
+                c.create_channel(proto::CreateChannelRequest { channel })
+                    .await
+                    .map_err(|s| status_line(&s))?
+                    .into_inner(),
+            ]
+        }
+        ChannelsCmd::Update { file } => {
+            let channel = Some(channel_file(file)?);
+            vec![
+                c.update_channel(proto::UpdateChannelRequest { channel })
+                    .await
+                    .map_err(|s| status_line(&s))?
+                    .into_inner(),
+            ]
+        }
+        ChannelsCmd::Delete { id } => {
+            c.delete_channel(proto::DeleteChannelRequest { id: id.clone() }).await.map_err(|s| status_line(&s))?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "deleted": id }));
+            } else {
+                println!("Deleted channel {id}.");
+            }
+            return Ok(());
+        }
+    };
+    print_channels(&shown, cli.json);
+    Ok(())
+}
+
+fn ingest_summary(ch: &proto::Channel) -> (String, String, bool) {
+    use proto::ingest::Kind;
+    match ch.ingest.as_ref().and_then(|i| i.kind.as_ref()) {
+        Some(Kind::Srt(s)) => ("srt".into(), s.uri.clone(), s.has_passphrase),
+        Some(Kind::Rtmp(r)) => ("rtmp".into(), r.url.clone(), r.has_stream_key),
+        Some(Kind::Udp(u)) => ("udp".into(), u.uri.clone(), false),
+        Some(Kind::Rist(r)) => ("rist".into(), r.uri.clone(), false),
+        Some(Kind::File(f)) => ("file".into(), f.path.clone(), false),
+        None => ("-".into(), String::new(), false),
+    }
+}
+
+fn air(ch: &proto::Channel) -> String {
+    match ch.air_policy.as_ref().and_then(|a| a.policy.as_ref()) {
+        Some(proto::air_policy::Policy::LocalTime(t)) => format!("local {t}"),
+        _ => "live".into(),
+    }
+}
+
+fn print_channels(list: &[proto::Channel], json: bool) {
+    if json {
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|c| {
+                let (protocol, target, secret) = ingest_summary(c);
+                serde_json::json!({
+                    "id": c.id, "name": c.name, "country": c.country, "timezone": c.timezone,
+                    "protocol": protocol, "target": target, "has_secret": secret,
+                    "air_policy": air(c), "enabled": c.enabled.unwrap_or(true),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    let mut t = Table::new(&["ID", "NAME", "CC", "TIMEZONE", "PROTO", "TARGET", "SECRET", "AIR", "ENABLED"]);
+    for c in list {
+        let (protocol, target, secret) = ingest_summary(c);
+        t.row(vec![
+            c.id.clone(),
+            c.name.clone(),
+            c.country.clone(),
+            c.timezone.clone(),
+            protocol,
+            target,
+            if secret { "set" } else { "-" }.into(),
+            air(c),
+            if c.enabled.unwrap_or(true) { "yes" } else { "no" }.into(),
+        ]);
+    }
+    print!("{}", t.render());
+}
+
+fn token_create(role: &str, name: &str, db: Option<&std::path::Path>, json: bool) -> Result<(), String> {
+    let role = Role::parse(role).ok_or_else(|| format!("--role `{role}`: use observer, operator or admin"))?;
+    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("--name: 1 to 64 characters, no spaces".into());
+    }
+    let token = new_token().map_err(|e| format!("no randomness from the OS: {e}"))?;
+    let record = TokenRecord { name: name.into(), role: role.as_str().into(), sha256: hash_token(&token) };
+    if let Some(db) = db {
+        let store = Store::open(db).map_err(|e| e.to_string())?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if !store.insert_token(&record, &now).map_err(|e| e.to_string())? {
+            return Err(format!("a token named `{name}` exists already in {}", db.display()));
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "name": name, "role": role.as_str(), "token": token, "sha256": record.sha256 })
+        );
+    } else {
+        println!("Token for `{name}` ({role}), shown only this once:\n\n  {token}\n");
+        match db {
+            Some(db) => println!("Added to {} (as its SHA-256 only); restart simulcastd to use it.", db.display()),
+            None => println!("Not stored anywhere: add it with --db, its SHA-256 is {}", record.sha256),
+        }
+    }
+    Ok(())
 }
 
 fn check(path: Option<PathBuf>, json: bool) -> ExitCode {

@@ -38,6 +38,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the gRPC control plane (ChannelService, health, reflection) on
+    /// loopback, with the embedded store. Needs at least one access token
+    /// (`simulcastctl token create --db FILE ...`).
+    Serve {
+        /// The store (SQLite file; created if missing).
+        #[arg(long, default_value = "simulcast.db")]
+        db: PathBuf,
+        /// Address to listen on. Only loopback: TLS is not built yet.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: std::net::SocketAddr,
+        /// Channels to import when the store has none.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
     Run {
         /// Configuration file.
@@ -68,6 +82,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Demo { config, duration, json } => demo(config, duration, json).await,
         Cmd::Run { config, status_every } => run(config, status_every).await,
+        Cmd::Serve { db, listen, config } => serve(db, listen, config).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -235,5 +250,44 @@ async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
         }
     }
     relay.shutdown().await;
+    Ok(())
+}
+
+async fn serve(db: PathBuf, listen: std::net::SocketAddr, import: Option<PathBuf>) -> anyhow::Result<()> {
+    use simulcast::api::auth::{Caller, Role, Tokens};
+    if !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {listen}: without TLS (not built yet) the control plane stays on loopback"
+        );
+    }
+    let store = simulcast::store::Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
+    let tokens = Tokens::default();
+    for t in store.tokens()? {
+        match Role::parse(&t.role) {
+            Some(role) => tokens.insert(&t.sha256, Caller { name: t.name.clone(), role }),
+            None => tracing::warn!(token = %t.name, role = %t.role, "Token with an unknown role ignored."),
+        }
+    }
+    if tokens.is_empty() {
+        anyhow::bail!(
+            "no access token in {}: create one with `simulcastctl token create --role admin --name NAME --db {}`",
+            db.display(),
+            db.display()
+        );
+    }
+    if let Some(path) = import {
+        let config = config::load(&path)?;
+        if store.channels()?.is_empty() {
+            for ch in &config.channels {
+                store.insert_channel(ch)?;
+            }
+            tracing::info!(channels = config.channels.len(), from = %path.display(), "Channels imported.");
+        }
+    }
+    let (coordinator, _task) = simulcast::coordinator::Coordinator::start(store);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, db = %db.display(), "Control plane listening.");
+    simulcast::api::serve(listener, coordinator, tokens, shutdown_signal()).await.map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!("Control plane stopped.");
     Ok(())
 }

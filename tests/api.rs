@@ -1,0 +1,305 @@
+//! The control plane against a real tonic server on loopback, with a real
+//! store on disk: every ChannelService RPC and its error codes, the role
+//! matrix, reflection, health, secrets, and a restart.
+
+use std::path::{Path, PathBuf};
+
+use simulcast::api::auth::{Caller, Role, Tokens, hash_token, new_token};
+use simulcast::api::convert::channel_to_proto_with_secrets;
+use simulcast::config;
+use simulcast::coordinator::{Coordinator, SYSTEM_EVENT};
+use simulcast::proto::channel_service_client::ChannelServiceClient;
+use simulcast::proto::{self, ingest::Kind};
+use simulcast::store::{Store, TokenRecord};
+use tonic::transport::Channel as Transport;
+use tonic::{Code, Request};
+
+const PASSPHRASE: &str = "pp-secret-4e9b-almaty";
+const STREAM_KEY: &str = "sk-secret-77c1-bishkek";
+
+struct Server {
+    addr: String,
+    db: PathBuf,
+    tokens: Vec<(Role, String)>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// A server over the store at `db`; tokens for each role are made on
+    /// first start and kept in the store.
+    async fn start(db: &Path) -> Server {
+        let store = Store::open(db).expect("store");
+        let mut tokens = Vec::new();
+        let known = Tokens::default();
+        if store.tokens().expect("tokens").is_empty() {
+            for role in [Role::Observer, Role::Operator, Role::Admin] {
+                let t = new_token().expect("token");
+                let rec =
+                    TokenRecord { name: format!("{role}-tester"), role: role.as_str().into(), sha256: hash_token(&t) };
+                store.insert_token(&rec, "2026-11-26T00:00:00Z").expect("insert token");
+                tokens.push((role, t));
+            }
+            std::fs::write(db.with_extension("tokens"), serde_json::to_string(&tokens_json(&tokens)).unwrap()).unwrap();
+        } else {
+            let v: Vec<(String, String)> =
+                serde_json::from_str(&std::fs::read_to_string(db.with_extension("tokens")).unwrap()).unwrap();
+            tokens = v.into_iter().map(|(r, t)| (Role::parse(&r).unwrap(), t)).collect();
+        }
+        for rec in store.tokens().expect("tokens") {
+            known.insert(&rec.sha256, Caller { name: rec.name.clone(), role: Role::parse(&rec.role).unwrap() });
+        }
+        let (coordinator, _) = Coordinator::start(store);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            simulcast::api::serve(listener, coordinator, known, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Server { addr, db: db.to_owned(), tokens, stop: Some(stop), task }
+    }
+
+    async fn stop(mut self) -> PathBuf {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+        self.db.clone()
+    }
+
+    fn token(&self, role: Role) -> &str {
+        &self.tokens.iter().find(|(r, _)| *r == role).expect("token").1
+    }
+
+    async fn client(&self) -> ChannelServiceClient<Transport> {
+        ChannelServiceClient::connect(self.addr.clone()).await.expect("connect")
+    }
+}
+
+fn tokens_json(t: &[(Role, String)]) -> Vec<(String, String)> {
+    t.iter().map(|(r, t)| (r.as_str().to_owned(), t.clone())).collect()
+}
+
+fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// Kazakhstan's channel from the default, with a passphrase of our own.
+fn kz() -> proto::Channel {
+    let mut ch = config::default_config().channels.into_iter().find(|c| c.id.as_str() == "kz-jibek-joly").unwrap();
+    if let config::Ingest::Srt(s) = &mut ch.ingest {
+        s.passphrase = Some(config::Secret::new(PASSPHRASE));
+    }
+    channel_to_proto_with_secrets(&ch)
+}
+
+/// Kyrgyzstan's RTMP channel, with a stream key of our own.
+fn kg() -> proto::Channel {
+    let mut ch = config::default_config().channels.into_iter().find(|c| c.id.as_str() == "kg-ktrk").unwrap();
+    if let config::Ingest::Rtmp(r) = &mut ch.ingest {
+        r.stream_key = Some(config::Secret::new(STREAM_KEY));
+    }
+    channel_to_proto_with_secrets(&ch)
+}
+
+fn create(ch: proto::Channel, token: &str) -> Request<proto::CreateChannelRequest> {
+    authed(proto::CreateChannelRequest { channel: Some(ch) }, token)
+}
+
+async fn ids(c: &mut ChannelServiceClient<Transport>, token: &str) -> Vec<String> {
+    let list = c.list_channels(authed(proto::ListChannelsRequest {}, token)).await.expect("list").into_inner();
+    list.channels.into_iter().map(|c| c.id).collect()
+}
+
+#[tokio::test]
+async fn every_channel_rpc_and_its_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db")).await;
+    let admin = server.token(Role::Admin).to_owned();
+    let mut c = server.client().await;
+    let mut seen = Vec::new();
+
+    let created = c.create_channel(create(kz(), &admin)).await.expect("create").into_inner();
+    assert_eq!(created.id, "kz-jibek-joly");
+    seen.push(format!("{created:?}"));
+    let e = c.create_channel(create(kz(), &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    let mut bad = kg();
+    bad.timezone = "Asia/Almati".into();
+    let e = c.create_channel(create(bad, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("channel.timezone") && e.message().contains("Asia/Almati"), "{}", e.message());
+    let mut bad = kg();
+    if let Some(Kind::Rtmp(r)) = bad.ingest.as_mut().and_then(|i| i.kind.as_mut()) {
+        r.url = "rtmp//127.0.0.1/live".into();
+    }
+    let e = c.create_channel(create(bad, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("channel.ingest.url"), "{}", e.message());
+    let e = c.create_channel(authed(proto::CreateChannelRequest { channel: None }, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let got = c.get_channel(authed(proto::GetChannelRequest { id: "kz-jibek-joly".into() }, &admin)).await.unwrap();
+    seen.push(format!("{:?}", got.get_ref()));
+    let Some(Kind::Srt(srt)) = got.get_ref().ingest.as_ref().and_then(|i| i.kind.clone()) else { panic!("srt") };
+    assert!(srt.has_passphrase && srt.passphrase.is_empty(), "{srt:?}");
+    let e = c.get_channel(authed(proto::GetChannelRequest { id: "kr-kbs".into() }, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c.get_channel(authed(proto::GetChannelRequest { id: "Not An Id".into() }, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Update without the passphrase (a client never saw it): it is kept.
+    let mut update = got.into_inner();
+    update.name = "Jibek Joly HD".into();
+    let updated = c
+        .update_channel(authed(proto::UpdateChannelRequest { channel: Some(update.clone()) }, &admin))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.name, "Jibek Joly HD");
+    seen.push(format!("{updated:?}"));
+    let Some(Kind::Srt(srt)) = updated.ingest.and_then(|i| i.kind) else { panic!("srt") };
+    assert!(srt.has_passphrase, "passphrase lost on update");
+    update.id = "kr-kbs".into();
+    let e = c.update_channel(authed(proto::UpdateChannelRequest { channel: Some(update) }, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    let list = c.list_channels(authed(proto::ListChannelsRequest {}, &admin)).await.unwrap().into_inner();
+    seen.push(format!("{list:?}"));
+    c.delete_channel(authed(proto::DeleteChannelRequest { id: "kz-jibek-joly".into() }, &admin)).await.expect("delete");
+    let e =
+        c.delete_channel(authed(proto::DeleteChannelRequest { id: "kz-jibek-joly".into() }, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Identity.
+    let e = c.list_channels(Request::new(proto::ListChannelsRequest {})).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = c.list_channels(authed(proto::ListChannelsRequest {}, "sct_0000")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // Oversized: refused cleanly, and the server still answers.
+    let mut huge = kg();
+    huge.name = "x".repeat(2 * simulcast::api::MAX_MESSAGE_BYTES);
+    let e = c.create_channel(create(huge, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert!(e.message().contains("too large"), "{}", e.message());
+    assert!(ids(&mut c, &admin).await.is_empty());
+
+    for s in &seen {
+        assert!(!s.contains(PASSPHRASE) && !s.contains(STREAM_KEY), "secret in a response: {s}");
+    }
+    let db = server.stop().await;
+    // Every change is in the as-run log with its actor; no secret there.
+    let log = Store::open(&db).unwrap().asrun(SYSTEM_EVENT).unwrap();
+    let kinds: Vec<&str> = log.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["channel-created", "channel-updated", "channel-deleted"]);
+    assert!(log.iter().all(|e| e.actor == "admin-tester" && e.channel_id == "kz-jibek-joly"), "{log:?}");
+    let dump = format!("{log:?}");
+    assert!(!dump.contains(PASSPHRASE) && !dump.contains(STREAM_KEY), "{dump}");
+}
+
+#[tokio::test]
+async fn the_role_matrix_and_denied_calls_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db")).await;
+    let admin = server.token(Role::Admin).to_owned();
+    let mut c = server.client().await;
+    c.create_channel(create(kg(), &admin)).await.expect("seed");
+
+    for role in [Role::Observer, Role::Operator, Role::Admin] {
+        let t = server.token(role).to_owned();
+        let may_write = role == Role::Admin;
+        let before = ids(&mut c, &admin).await;
+
+        let r = c.list_channels(authed(proto::ListChannelsRequest {}, &t)).await;
+        assert!(r.is_ok(), "{role} cannot list");
+        let r = c.get_channel(authed(proto::GetChannelRequest { id: "kg-ktrk".into() }, &t)).await;
+        assert!(r.is_ok(), "{role} cannot get");
+
+        let r = c.create_channel(create(kz(), &t)).await;
+        let mut upd = kg();
+        upd.name = format!("renamed by {role}");
+        let u = c.update_channel(authed(proto::UpdateChannelRequest { channel: Some(upd) }, &t)).await;
+        let d = c.delete_channel(authed(proto::DeleteChannelRequest { id: "kg-ktrk".into() }, &t)).await;
+        if may_write {
+            assert!(r.is_ok() && u.is_ok() && d.is_ok(), "admin refused: {r:?} {u:?} {d:?}");
+        } else {
+            for (what, res) in [("create", r.err()), ("update", u.err()), ("delete", d.err())] {
+                let e = res.unwrap_or_else(|| panic!("{role} was allowed to {what}"));
+                assert_eq!(e.code(), Code::PermissionDenied, "{role} {what}: {e:?}");
+            }
+            assert_eq!(ids(&mut c, &admin).await, before, "a denied call by {role} changed the channels");
+            let name = c
+                .get_channel(authed(proto::GetChannelRequest { id: "kg-ktrk".into() }, &admin))
+                .await
+                .unwrap()
+                .into_inner()
+                .name;
+            assert_eq!(name, "KTRK", "a denied update by {role} changed the channel");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service_and_health_is_serving() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db")).await;
+    let transport = Transport::from_shared(server.addr.clone()).unwrap().connect().await.unwrap();
+    let mut r = ServerReflectionClient::new(transport.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = r.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let resp = stream.message().await.unwrap().expect("a reflection answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for s in [
+        "simulcast.v1.ChannelService",
+        "simulcast.v1.EventService",
+        "simulcast.v1.MonitorService",
+        "simulcast.v1.RehearsalService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == s), "{s} not listed: {names:?}");
+    }
+
+    let mut h = HealthClient::new(transport);
+    let status =
+        h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn channels_and_their_log_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("s.db")).await;
+    let admin = server.token(Role::Admin).to_owned();
+    let mut c = server.client().await;
+    c.create_channel(create(kz(), &admin)).await.expect("create kz");
+    c.create_channel(create(kg(), &admin)).await.expect("create kg");
+    drop(c);
+    let db = server.stop().await;
+
+    let server = Server::start(&db).await;
+    let mut c = server.client().await;
+    assert_eq!(ids(&mut c, server.token(Role::Observer)).await, ["kz-jibek-joly", "kg-ktrk"]);
+    let db = server.stop().await;
+    let log = Store::open(&db).unwrap().asrun(SYSTEM_EVENT).unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+}
