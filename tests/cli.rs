@@ -81,3 +81,116 @@ fn version_is_printed() {
     assert_eq!(code, 0);
     assert!(out.starts_with("simulcastctl "), "{out}");
 }
+
+fn ctl_env(args: &[&str], addr: &str, token: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_simulcastctl"));
+    cmd.args(args).env("SIMULCAST_ADDR", addr).env_remove("SIMULCAST_TOKEN");
+    if let Some(t) = token {
+        cmd.env("SIMULCAST_TOKEN", t);
+    }
+    let out = cmd.output().expect("run simulcastctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Kills the daemon when the test ends, passed or not.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn operators_manage_channels_through_the_real_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("simulcast.db");
+    let db_arg = db.to_str().expect("utf-8");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("http://127.0.0.1:{port}");
+
+    // No token yet: the daemon refuses to start, and says how to make one.
+    let out = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .args(["serve", "--db", db_arg, "--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("simulcastctl token create"));
+    // Nor will it listen beyond loopback without TLS.
+    let out = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .args(["serve", "--db", db_arg, "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+
+    let token_of = |role: &str, name: &str| {
+        let (code, out, err) =
+            ctl_env(&["--json", "token", "create", "--role", role, "--name", name, "--db", db_arg], &addr, None);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["token"].as_str().expect("token").to_owned()
+    };
+    let admin = token_of("admin", "night-admin");
+    let observer = token_of("observer", "noc");
+    let stored = std::fs::read(&db).unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains(&admin), "a token was stored in clear");
+
+    let config = dir.path().join("final.toml");
+    std::fs::write(&config, simulcast::config::DEFAULT_CONFIG).unwrap();
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+            .args(["serve", "--db", db_arg, "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(&config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start simulcastd"),
+    );
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "simulcastd did not listen");
+
+    // The imported grand final, as a table and as JSON.
+    let (code, out, err) = ctl_env(&["channels", "list"], &addr, Some(&observer));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ID ") && out.contains("kz-jibek-joly") && out.contains("Asia/Almaty"), "{out}");
+    let (_, out, _) = ctl_env(&["--json", "channels", "list"], &addr, Some(&observer));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(12));
+    assert!(!out.contains("demo-passphrase-kz") && !out.contains("am-1tv-demo"), "secret printed: {out}");
+
+    let file = dir.path().join("imedi.toml");
+    std::fs::write(
+        &file,
+        "id = \"ge-imedi\"\nname = \"Imedi\"\ncountry = \"GE\"\ntimezone = \"Asia/Tbilisi\"\n\
+         ingest = { type = \"rtmp\", url = \"rtmp://127.0.0.1:21935/live\", stream_key = \"imedi-key-5512\" }\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    // Clear one-line errors: the code and the server's message.
+    let (code, _, err) = ctl_env(&["channels", "create", "-f", f], &addr, Some(&observer));
+    assert_eq!((code, err.trim()), (1, "simulcastctl: PERMISSION_DENIED: `noc` has role observer; this needs admin"));
+    let (code, _, err) = ctl_env(&["channels", "create", "-f", f], &addr, None);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("simulcastctl: UNAUTHENTICATED: "), "{err}");
+    let (code, out, err) = ctl_env(&["channels", "create", "-f", f], &addr, Some(&admin));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ge-imedi") && out.contains("set") && !out.contains("imedi-key-5512"), "{out}");
+    let (code, _, err) = ctl_env(&["channels", "get", "nope"], &addr, Some(&admin));
+    assert_eq!((code, err.trim()), (1, "simulcastctl: NOT_FOUND: no channel `nope`"));
+    let (code, out, _) = ctl_env(&["channels", "delete", "ge-imedi"], &addr, Some(&admin));
+    assert_eq!((code, out.trim()), (0, "Deleted channel ge-imedi."));
+
+    // A daemon that is not there: one line, no debug dump.
+    let (code, _, err) = ctl_env(&["channels", "list"], "http://127.0.0.1:1", Some(&admin));
+    assert_eq!(code, 1);
+    assert!(err.starts_with("simulcastctl: cannot reach simulcastd at http://127.0.0.1:1"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
