@@ -10,8 +10,6 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-use super::lock;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -21,7 +19,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::fanout::LegInput;
-use super::{MediaError, template};
+use super::{MediaError, lock, template};
 use crate::config::{Channel, ChannelId, Ingest, RelaySettings};
 
 /// How often the supervisor looks at its leg.
@@ -292,6 +290,23 @@ impl Supervisor {
         ended
     }
 
+    /// Whether the ingest has really taken data since this pipeline started
+    /// (asked only until the leg is on air). The sink-pad probe runs before
+    /// render(): a second buffer there proves the first one was taken. Sinks
+    /// that take data while still connecting need their own word: srtsink
+    /// drops it (on air once SRT reports packets sent), and rtmp2sink queues
+    /// it (on air once the server has answered).
+    fn delivered(&self, sink: &gst::Element, srt: Option<SrtFigures>, hits_at_start: u64) -> bool {
+        if self.shared.hits.load(Ordering::Relaxed) < hits_at_start + 2 {
+            return false;
+        }
+        match &self.channel.ingest {
+            Ingest::Srt(_) => srt.is_some_and(|f| f.packets_sent > 0),
+            Ingest::Rtmp(_) => stat(sink, "in-bytes-total").is_some_and(|b| b > 0.0),
+            _ => true,
+        }
+    }
+
     async fn watch(
         &mut self,
         pipeline: &gst::Pipeline,
@@ -335,23 +350,11 @@ impl Supervisor {
                     let bytes = self.shared.bytes.load(Ordering::Relaxed);
                     self.shared.bitrate.store(window.push(bytes), Ordering::Relaxed);
                     let last = self.shared.last_delivered_ns.load(Ordering::Relaxed);
-                    // The sink-pad probe runs before render(): a second buffer
-                    // there proves the first one was taken. Sinks that take
-                    // data while still connecting need their own word: srtsink
-                    // drops it (on air once SRT reports packets sent), and
-                    // rtmp2sink queues it (on air once the server has answered).
                     let srt = if is_srt { srt_figures(sink) } else { None };
-                    let rendered = self.shared.hits.load(Ordering::Relaxed) >= hits_at_start + 2;
-                    let confirmed = match &self.channel.ingest {
-                        Ingest::Srt(_) => srt.is_some_and(|f| f.packets_sent > 0),
-                        Ingest::Rtmp(_) => stat(sink, "in-bytes-total").is_some_and(|b| b > 0.0),
-                        _ => true,
-                    };
-                    let delivered = rendered && confirmed;
                     if is_srt {
                         lock(&self.shared.mutable).srt = srt;
                     }
-                    if !on_air && delivered {
+                    if !on_air && self.delivered(sink, srt, hits_at_start) {
                         on_air = true;
                         self.set_state(LegState::OnAir);
                         info!(leg = %self.channel.id, target = %self.channel.ingest.target(), "On air.");

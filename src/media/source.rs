@@ -9,8 +9,6 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-
-use super::lock;
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -21,7 +19,7 @@ use tracing::{info, warn};
 
 use super::fanout::{Fanout, FanoutSender, GARBAGE_HOLD};
 use super::leg::backoff_delay;
-use super::{MediaError, template};
+use super::{MediaError, lock, template};
 use crate::config::{Source, TestSource};
 
 /// First restart delay of the source pipeline.
