@@ -2,92 +2,24 @@
 //! store on disk: every ChannelService RPC and its error codes, the role
 //! matrix, reflection, health, secrets, and a restart.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use simulcast::api::auth::{Caller, Role, Tokens, hash_token, new_token};
+use common::server::{ApiServer, authed};
+use simulcast::api::auth::Role;
 use simulcast::api::convert::channel_to_proto_with_secrets;
 use simulcast::config;
-use simulcast::coordinator::{Coordinator, SYSTEM_EVENT};
+use simulcast::coordinator::SYSTEM_EVENT;
 use simulcast::proto::channel_service_client::ChannelServiceClient;
 use simulcast::proto::{self, ingest::Kind};
-use simulcast::store::{Store, TokenRecord};
+use simulcast::store::Store;
 use tonic::transport::Channel as Transport;
 use tonic::{Code, Request};
 
 const PASSPHRASE: &str = "pp-secret-4e9b-almaty";
 const STREAM_KEY: &str = "sk-secret-77c1-bishkek";
 
-struct Server {
-    addr: String,
-    db: PathBuf,
-    tokens: Vec<(Role, String)>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    /// A server over the store at `db`; tokens for each role are made on
-    /// first start and kept in the store.
-    async fn start(db: &Path) -> Server {
-        let store = Store::open(db).expect("store");
-        let mut tokens = Vec::new();
-        let known = Tokens::default();
-        if store.tokens().expect("tokens").is_empty() {
-            for role in [Role::Observer, Role::Operator, Role::Admin] {
-                let t = new_token().expect("token");
-                let rec =
-                    TokenRecord { name: format!("{role}-tester"), role: role.as_str().into(), sha256: hash_token(&t) };
-                store.insert_token(&rec, "2026-11-26T00:00:00Z").expect("insert token");
-                tokens.push((role, t));
-            }
-            std::fs::write(db.with_extension("tokens"), serde_json::to_string(&tokens_json(&tokens)).unwrap()).unwrap();
-        } else {
-            let v: Vec<(String, String)> =
-                serde_json::from_str(&std::fs::read_to_string(db.with_extension("tokens")).unwrap()).unwrap();
-            tokens = v.into_iter().map(|(r, t)| (Role::parse(&r).unwrap(), t)).collect();
-        }
-        for rec in store.tokens().expect("tokens") {
-            known.insert(&rec.sha256, Caller { name: rec.name.clone(), role: Role::parse(&rec.role).unwrap() });
-        }
-        let (coordinator, _) = Coordinator::start(store);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            simulcast::api::serve(listener, coordinator, known, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        });
-        Server { addr, db: db.to_owned(), tokens, stop: Some(stop), task }
-    }
-
-    async fn stop(mut self) -> PathBuf {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = self.task.await;
-        self.db.clone()
-    }
-
-    fn token(&self, role: Role) -> &str {
-        &self.tokens.iter().find(|(r, _)| *r == role).expect("token").1
-    }
-
-    async fn client(&self) -> ChannelServiceClient<Transport> {
-        ChannelServiceClient::connect(self.addr.clone()).await.expect("connect")
-    }
-}
-
-fn tokens_json(t: &[(Role, String)]) -> Vec<(String, String)> {
-    t.iter().map(|(r, t)| (r.as_str().to_owned(), t.clone())).collect()
-}
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
+async fn client(server: &ApiServer) -> ChannelServiceClient<Transport> {
+    ChannelServiceClient::new(server.transport().await)
 }
 
 /// Kazakhstan's channel from the default, with a passphrase of our own.
@@ -120,9 +52,9 @@ async fn ids(c: &mut ChannelServiceClient<Transport>, token: &str) -> Vec<String
 #[tokio::test]
 async fn every_channel_rpc_and_its_error_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("s.db")).await;
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
     let admin = server.token(Role::Admin).to_owned();
-    let mut c = server.client().await;
+    let mut c = client(&server).await;
     let mut seen = Vec::new();
 
     let created = c.create_channel(create(kz(), &admin)).await.expect("create").into_inner();
@@ -208,9 +140,9 @@ async fn every_channel_rpc_and_its_error_codes() {
 #[tokio::test]
 async fn the_role_matrix_and_denied_calls_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("s.db")).await;
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
     let admin = server.token(Role::Admin).to_owned();
-    let mut c = server.client().await;
+    let mut c = client(&server).await;
     c.create_channel(create(kg(), &admin)).await.expect("seed");
 
     for role in [Role::Observer, Role::Operator, Role::Admin] {
@@ -257,7 +189,7 @@ async fn reflection_lists_every_service_and_health_is_serving() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("s.db")).await;
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
     let transport = Transport::from_shared(server.addr.clone()).unwrap().connect().await.unwrap();
     let mut r = ServerReflectionClient::new(transport.clone());
     let req = ServerReflectionRequest {
@@ -278,26 +210,35 @@ async fn reflection_lists_every_service_and_health_is_serving() {
         assert!(names.iter().any(|n| n == s), "{s} not listed: {names:?}");
     }
 
+    // SERVING once the coordinator has published (it starts NOT_SERVING).
     let mut h = HealthClient::new(transport);
-    let status =
-        h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
-    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let mut status = 0;
+    for _ in 0..50 {
+        let req = tonic_health::pb::HealthCheckRequest { service: "simulcast.v1.EventService".into() };
+        status = h.check(req).await.unwrap().into_inner().status;
+        if status == serving {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, serving);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn channels_and_their_log_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("s.db")).await;
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
     let admin = server.token(Role::Admin).to_owned();
-    let mut c = server.client().await;
+    let mut c = client(&server).await;
     c.create_channel(create(kz(), &admin)).await.expect("create kz");
     c.create_channel(create(kg(), &admin)).await.expect("create kg");
     drop(c);
     let db = server.stop().await;
 
-    let server = Server::start(&db).await;
-    let mut c = server.client().await;
+    let server = ApiServer::start(&db).await;
+    let mut c = client(&server).await;
     assert_eq!(ids(&mut c, server.token(Role::Observer)).await, ["kz-jibek-joly", "kg-ktrk"]);
     let db = server.stop().await;
     let log = Store::open(&db).unwrap().asrun(SYSTEM_EVENT).unwrap();

@@ -3,10 +3,15 @@
 //! the file accept and refuse exactly the same things (keys under `channel.`).
 //! Responses never carry a secret: only `has_passphrase` / `has_stream_key`.
 
+use chrono::{DateTime, Utc};
 use toml::{Table, Value};
 
 use crate::config::{self, AirPolicy, Channel, FieldError, Ingest, SrtMode};
+use crate::coordinator::{NewEvent, Snapshot, SourceChoice};
+use crate::media::leg::LegState;
 use crate::proto;
+use crate::schedule::{AirTime, Event, EventId, EventState, Fold, resolve_local};
+use crate::store::AsRunEntry;
 
 fn put(t: &mut Table, key: &str, v: impl Into<Value>) {
     t.insert(key.into(), v.into());
@@ -22,7 +27,7 @@ fn duration_text(d: &prost_types::Duration) -> String {
     format!("{}ms", i128::from(d.seconds) * 1000 + i128::from(d.nanos) / 1_000_000)
 }
 
-/// A request's channel, validated.
+/// A request's channel, validated (keys under `channel.`).
 pub fn channel_from_proto(p: &proto::Channel) -> Result<Channel, Vec<FieldError>> {
     let mut t = Table::new();
     put(&mut t, "id", p.id.as_str());
@@ -146,6 +151,217 @@ fn to_proto(ch: &Channel, secrets: bool) -> proto::Channel {
         ingest: Some(proto::Ingest { kind: Some(kind) }),
         air_policy: Some(proto::AirPolicy { policy: Some(policy) }),
         enabled: Some(ch.enabled),
+    }
+}
+
+/// A UTC instant on the wire.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+/// A wire instant, checked; errors name `key`.
+pub fn from_timestamp(t: &prost_types::Timestamp, key: &str) -> Result<DateTime<Utc>, FieldError> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|n| DateTime::from_timestamp(t.seconds, n))
+        .ok_or_else(|| FieldError { key: key.into(), message: "not a valid timestamp".into() })
+}
+
+/// A wire duration, checked (sign and nanos consistent); errors name `key`.
+pub fn from_duration(d: &prost_types::Duration, key: &str) -> Result<chrono::Duration, FieldError> {
+    let bad = || FieldError { key: key.into(), message: "not a valid duration".into() };
+    if d.nanos.abs() >= 1_000_000_000 || (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+        return Err(bad());
+    }
+    chrono::Duration::try_seconds(d.seconds)
+        .and_then(|s| s.checked_add(&chrono::Duration::nanoseconds(i64::from(d.nanos))))
+        .ok_or_else(bad)
+}
+
+/// An event for a response.
+pub fn event_to_proto(e: &Event) -> proto::Event {
+    proto::Event {
+        id: e.id.to_string(),
+        title: e.title.clone(),
+        on_air_utc: Some(timestamp(e.on_air)),
+        duration: Some(duration(e.duration)),
+        preroll: Some(duration(e.preroll)),
+        postroll: Some(duration(e.postroll)),
+        channel_ids: e.channel_ids.iter().map(ToString::to_string).collect(),
+        state: event_state(e.state) as i32,
+        end_utc: Some(timestamp(e.end())),
+        created_utc: Some(timestamp(e.created)),
+    }
+}
+
+/// The wire form of an event state.
+pub fn event_state(s: EventState) -> proto::EventState {
+    match s {
+        EventState::Scheduled => proto::EventState::Scheduled,
+        EventState::Armed => proto::EventState::Armed,
+        EventState::Held => proto::EventState::Held,
+        EventState::OnAir => proto::EventState::OnAir,
+        EventState::PostRoll => proto::EventState::PostRoll,
+        EventState::Completed => proto::EventState::Completed,
+        EventState::Aborted => proto::EventState::Aborted,
+        EventState::Cancelled => proto::EventState::Cancelled,
+    }
+}
+
+/// A schedule request, with a local T0 resolved in its zone. Every problem
+/// is reported, each naming its field.
+pub fn new_event_from_proto(r: &proto::ScheduleEventRequest) -> Result<NewEvent, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let on_air = match &r.on_air {
+        Some(proto::schedule_event_request::OnAir::OnAirUtc(t)) => {
+            from_timestamp(t, "on_air_utc").map_err(|e| errs.push(e)).ok()
+        }
+        Some(proto::schedule_event_request::OnAir::OnAirLocal(l)) => {
+            let fold = match proto::Fold::try_from(l.fold) {
+                Ok(proto::Fold::Earlier) => Fold::Earlier,
+                Ok(proto::Fold::Later) => Fold::Later,
+                _ => Fold::Unspecified,
+            };
+            resolve_local(&l.local, &l.timezone, fold, "on_air_local").map_err(|e| errs.push(e)).ok()
+        }
+        None => {
+            errs.push(FieldError { key: "on_air".into(), message: "missing: give on_air_utc or on_air_local".into() });
+            None
+        }
+    };
+    let duration = match &r.duration {
+        Some(d) => from_duration(d, "duration").map_err(|e| errs.push(e)).ok(),
+        None => {
+            errs.push(FieldError { key: "duration".into(), message: "missing: how long the programme lasts".into() });
+            None
+        }
+    };
+    let mut optional = |d: &Option<prost_types::Duration>, key: &str| {
+        d.as_ref().and_then(|d| from_duration(d, key).map_err(|e| errs.push(e)).ok())
+    };
+    let preroll = optional(&r.preroll, "preroll");
+    let postroll = optional(&r.postroll, "postroll");
+    match (on_air, duration) {
+        (Some(on_air), Some(duration)) if errs.is_empty() => Ok(NewEvent {
+            title: r.title.clone(),
+            on_air,
+            duration,
+            preroll,
+            postroll,
+            channel_ids: r.channel_ids.clone(),
+        }),
+        _ => Err(errs),
+    }
+}
+
+/// A leg's air time for a response.
+pub fn air_time_to_proto(a: &AirTime) -> proto::AirTime {
+    proto::AirTime {
+        channel_id: a.channel_id.to_string(),
+        timezone: a.timezone.name().to_owned(),
+        local_on_air: a.local_on_air.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        utc_offset_seconds: a.utc_offset_seconds,
+        zone_abbreviation: a.abbreviation.clone(),
+        delay: Some(duration(a.delay)),
+    }
+}
+
+/// The wire form of a source choice.
+pub fn source_choice(c: SourceChoice) -> proto::SourceSelection {
+    match c {
+        SourceChoice::Auto => proto::SourceSelection::Auto,
+        SourceChoice::Primary => proto::SourceSelection::Primary,
+        SourceChoice::Backup => proto::SourceSelection::Backup,
+        SourceChoice::Slate => proto::SourceSelection::Slate,
+    }
+}
+
+/// The wire form of a leg state.
+pub fn leg_state(s: LegState) -> proto::LegState {
+    match s {
+        LegState::Idle => proto::LegState::Idle,
+        LegState::Connecting => proto::LegState::Connecting,
+        LegState::OnAir => proto::LegState::OnAir,
+        LegState::Reconnecting => proto::LegState::Reconnecting,
+        LegState::Failed => proto::LegState::Failed,
+        LegState::Stopped => proto::LegState::Stopped,
+    }
+}
+
+/// One watcher's update from a snapshot: the event it watches (or the
+/// running one), with legs while that event's relay runs.
+pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) -> proto::StatusUpdate {
+    let event = snap.event(watched);
+    let live = snap.live.as_ref().filter(|l| event.is_some_and(|e| e.id == l.event_id));
+    let now = snap.at;
+    let legs = match (live, event) {
+        (Some(l), _) => l
+            .legs
+            .iter()
+            .map(|v| {
+                let s = &v.status;
+                proto::LegStatus {
+                    channel_id: s.channel_id.clone(),
+                    state: leg_state(s.state) as i32,
+                    bytes_sent: s.bytes_sent,
+                    bitrate_bps: s.bitrate_bps,
+                    reconnects: s.reconnects,
+                    dropped_buffers: s.dropped_buffers,
+                    last_error: s.last_error.clone().unwrap_or_default(),
+                    srt: s.srt.map(|f| proto::SrtStats {
+                        rtt_ms: f.rtt_ms,
+                        packets_lost: f.packets_lost,
+                        packets_retransmitted: f.packets_retransmitted,
+                    }),
+                    protocol: s.protocol.to_owned(),
+                    timezone: v.timezone.name().to_owned(),
+                    local_time: now.with_timezone(&v.timezone).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                }
+            })
+            .collect(),
+        // Not running: its legs are idle (or stopped, once it is over).
+        (None, Some(e)) => e
+            .channel_ids
+            .iter()
+            .map(|id| proto::LegStatus {
+                channel_id: id.to_string(),
+                state: if e.state.is_final() { proto::LegState::Stopped } else { proto::LegState::Idle } as i32,
+                ..Default::default()
+            })
+            .collect(),
+        (None, None) => vec![],
+    };
+    proto::StatusUpdate {
+        event_id: event.map(|e| e.id.to_string()).unwrap_or_default(),
+        event_state: event.map_or(proto::EventState::Unspecified, |e| event_state(e.state)) as i32,
+        source_in_use: live.map_or(proto::SourceSelection::Unspecified, |l| source_choice(l.source_in_use)) as i32,
+        legs,
+        at: Some(timestamp(now)),
+        lagged,
+        title: event.map(|e| e.title.clone()).unwrap_or_default(),
+        on_air_utc: event.map(|e| timestamp(e.on_air)),
+        end_utc: event.map(|e| timestamp(e.end())),
+        source: live.map(|l| proto::SourceHealth {
+            describe: l.source.describe.clone(),
+            state: l.source.state.as_str().to_owned(),
+            bytes_in: l.source.bytes_in,
+            garbage_bytes: l.source.garbage_bytes,
+            restarts: l.source.restarts,
+            last_error: l.source.last_error.clone().unwrap_or_default(),
+        }),
+        seq: snap.seq,
+    }
+}
+
+/// An as-run entry for a response.
+pub fn asrun_to_proto(e: &AsRunEntry) -> proto::AsRunEntry {
+    proto::AsRunEntry {
+        utc: DateTime::parse_from_rfc3339(&e.utc).ok().map(|t| timestamp(t.with_timezone(&Utc))),
+        channel_id: e.channel_id.clone(),
+        local_time: e.local_time.clone(),
+        kind: e.kind.clone(),
+        detail: e.detail.clone(),
+        actor: e.actor.clone(),
     }
 }
 

@@ -2,22 +2,28 @@
 //! coordinator, the bearer-token interceptor, proto <-> domain conversion,
 //! and the mapping of errors to status codes (here, in one place).
 //!
-//! Served so far: ChannelService, `grpc.health.v1.Health` and server
-//! reflection. EventService, MonitorService and RehearsalService are in the
-//! proto and not yet served.
+//! Served: ChannelService, EventService, MonitorService,
+//! `grpc.health.v1.Health` (SERVING only while the relay is healthy) and
+//! server reflection. RehearsalService is in the proto and not yet served.
 
 pub mod auth;
 pub mod channels;
 pub mod convert;
+pub mod events;
+pub mod monitor;
 
 use std::future::Future;
 
 use tokio::net::TcpListener;
 use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
+use tonic_health::ServingStatus;
 
 use crate::config::FieldError;
 use crate::coordinator::{CoordError, Coordinator};
 use crate::proto::channel_service_server::ChannelServiceServer;
+use crate::proto::event_service_server::EventServiceServer;
+use crate::proto::monitor_service_server::MonitorServiceServer;
 
 /// Largest request or response message, either way.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -25,6 +31,10 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// The encoded descriptor set of `simulcast.v1` (imports included), served
 /// by reflection.
 pub const DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("simulcast_descriptor");
+
+/// The services whose health is reported (besides the overall `""`).
+pub const SERVICES: [&str; 3] =
+    ["simulcast.v1.ChannelService", "simulcast.v1.EventService", "simulcast.v1.MonitorService"];
 
 /// `INVALID_ARGUMENT` naming every offending field.
 pub fn invalid(errors: Vec<FieldError>) -> Status {
@@ -38,6 +48,8 @@ impl From<CoordError> for Status {
             CoordError::NotFound(m) => Status::not_found(m),
             CoordError::AlreadyExists(m) => Status::already_exists(m),
             CoordError::FailedPrecondition(m) => Status::failed_precondition(m),
+            CoordError::Unimplemented(m) => Status::unimplemented(m),
+            CoordError::Relay(m) => Status::internal(m),
             CoordError::Stopped => Status::unavailable("the daemon is shutting down"),
             CoordError::Store(e) => {
                 tracing::error!(error = %e, "Store failed.");
@@ -47,32 +59,90 @@ impl From<CoordError> for Status {
     }
 }
 
+/// A certificate chain and key, PEM, for TLS on the gRPC port.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// Private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsFiles { .. }")
+    }
+}
+
 /// Serves the control plane on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     coordinator: Coordinator,
     tokens: auth::Tokens,
+    tls: Option<TlsFiles>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let channels = ChannelServiceServer::new(channels::ChannelApi { coordinator })
+    let interceptor = tokens.interceptor();
+    let channels = ChannelServiceServer::new(channels::ChannelApi { coordinator: coordinator.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    health.set_serving::<ChannelServiceServer<channels::ChannelApi>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let events = EventServiceServer::new(events::EventApi { coordinator: coordinator.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let monitor = MonitorServiceServer::new(monitor::MonitorApi { coordinator: coordinator.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    // Health follows the coordinator's snapshots: SERVING while the relay
+    // is healthy, NOT_SERVING when it is not or the daemon is stopping.
+    let (stop_health, mut stop_health_rx) = tokio::sync::watch::channel(false);
+    let mut snaps = coordinator.subscribe();
+    let reporter = health.clone();
+    let health_task = tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let healthy = snaps.borrow_and_update().healthy && !*stop_health_rx.borrow();
+            if last != Some(healthy) {
+                let status = if healthy { ServingStatus::Serving } else { ServingStatus::NotServing };
+                for name in std::iter::once("").chain(SERVICES) {
+                    reporter.set_service_status(name, status).await;
+                }
+                tracing::info!(healthy, "Health changed.");
+                last = Some(healthy);
+            }
+            tokio::select! {
+                r = snaps.changed() => if r.is_err() { break },
+                r = stop_health_rx.changed() => if r.is_err() { break },
+            }
+        }
+        for name in std::iter::once("").chain(SERVICES) {
+            reporter.set_service_status(name, ServingStatus::NotServing).await;
+        }
+    });
+
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        let identity = tonic::transport::Identity::from_pem(t.cert_pem, t.key_pem);
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let result = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(tonic::service::interceptor::InterceptedService::new(channels, tokens.interceptor()))
+        .add_service(InterceptedService::new(channels, interceptor.clone()))
+        .add_service(InterceptedService::new(events, interceptor.clone()))
+        .add_service(InterceptedService::new(monitor, interceptor))
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
-            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            let _ = stop_health.send(true);
         })
-        .await?;
+        .await;
+    health_task.abort();
+    result?;
     Ok(())
 }

@@ -38,19 +38,33 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the gRPC control plane (ChannelService, health, reflection) on
-    /// loopback, with the embedded store. Needs at least one access token
-    /// (`simulcastctl token create --db FILE ...`).
+    /// Serve the gRPC control plane (channels, events and master control,
+    /// status streams and the as-run log, health, reflection) with the
+    /// embedded store, and run the scheduled events. Needs at least one
+    /// access token (`simulcastctl token create --db FILE ...`).
     Serve {
         /// The store (SQLite file; created if missing).
         #[arg(long, default_value = "simulcast.db")]
         db: PathBuf,
-        /// Address to listen on. Only loopback: TLS is not built yet.
+        /// Address to listen on. A non-loopback address needs --tls-cert and
+        /// --tls-key, or --allow-insecure-remote.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: std::net::SocketAddr,
-        /// Channels to import when the store has none.
+        /// Configuration: its channels are imported when the store has none,
+        /// and its [source] and [relay] are used for every event. Default:
+        /// the embedded grand final's (the built-in test source).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// TLS certificate chain (PEM) for the gRPC port.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Listen on a non-loopback address without TLS (tokens then cross
+        /// the network in clear).
+        #[arg(long)]
+        allow_insecure_remote: bool,
     },
     /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
     Run {
@@ -82,7 +96,10 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Demo { config, duration, json } => demo(config, duration, json).await,
         Cmd::Run { config, status_every } => run(config, status_every).await,
-        Cmd::Serve { db, listen, config } => serve(db, listen, config).await,
+        Cmd::Serve { db, listen, config, tls_cert, tls_key, allow_insecure_remote } => {
+            let tls = tls_cert.zip(tls_key);
+            serve(db, listen, config, tls, allow_insecure_remote).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -253,13 +270,27 @@ async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(db: PathBuf, listen: std::net::SocketAddr, import: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    db: PathBuf,
+    listen: std::net::SocketAddr,
+    import: Option<PathBuf>,
+    tls: Option<(PathBuf, PathBuf)>,
+    allow_insecure_remote: bool,
+) -> anyhow::Result<()> {
     use simulcast::api::auth::{Caller, Role, Tokens};
-    if !listen.ip().is_loopback() {
+    if !listen.ip().is_loopback() && tls.is_none() && !allow_insecure_remote {
         anyhow::bail!(
-            "refusing to listen on {listen}: without TLS (not built yet) the control plane stays on loopback"
+            "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key, \
+             or --allow-insecure-remote to send tokens in clear"
         );
     }
+    let tls = match tls {
+        Some((cert, key)) => Some(simulcast::api::TlsFiles {
+            cert_pem: std::fs::read(&cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?,
+            key_pem: std::fs::read(&key).with_context(|| format!("reading --tls-key {}", key.display()))?,
+        }),
+        None => None,
+    };
     let store = simulcast::store::Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
     let tokens = Tokens::default();
     for t in store.tokens()? {
@@ -275,19 +306,40 @@ async fn serve(db: PathBuf, listen: std::net::SocketAddr, import: Option<PathBuf
             db.display()
         );
     }
-    if let Some(path) = import {
-        let config = config::load(&path)?;
-        if store.channels()?.is_empty() {
-            for ch in &config.channels {
-                store.insert_channel(ch)?;
-            }
-            tracing::info!(channels = config.channels.len(), from = %path.display(), "Channels imported.");
+    let config = load(import.clone())?;
+    if let Some(path) = &import
+        && store.channels()?.is_empty()
+    {
+        for ch in &config.channels {
+            store.insert_channel(ch)?;
         }
+        tracing::info!(channels = config.channels.len(), from = %path.display(), "Channels imported.");
     }
-    let (coordinator, _task) = simulcast::coordinator::Coordinator::start(store);
+    let mut options = simulcast::coordinator::Options::from_config(&config);
+    options.media_problem = media_problem();
+    if let Some(p) = &options.media_problem {
+        tracing::error!(problem = %p, "The relay cannot run; health reports NOT_SERVING.");
+    }
+    let (coordinator, task) = simulcast::coordinator::Coordinator::start(store, options);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, db = %db.display(), "Control plane listening.");
-    simulcast::api::serve(listener, coordinator, tokens, shutdown_signal()).await.map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(addr = %listener.local_addr()?, db = %db.display(), tls = tls.is_some(), "Control plane listening.");
+    let served = simulcast::api::serve(listener, coordinator.clone(), tokens, tls, shutdown_signal()).await;
+    // Every pipeline goes to Null; events keep their state for the next start.
+    coordinator.shutdown().await;
+    let _ = task.await;
+    served.map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!("Control plane stopped.");
     Ok(())
+}
+
+/// Why the relay could not run here at all, if so.
+fn media_problem() -> Option<String> {
+    if let Err(e) = simulcast::media::init() {
+        return Some(e.to_string());
+    }
+    let broken: Vec<String> = simulcast::media::template::check_all()
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if broken.is_empty() { None } else { Some(broken.join("; ")) }
 }

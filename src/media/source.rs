@@ -43,6 +43,18 @@ pub enum SourceState {
     Stopped,
 }
 
+impl SourceState {
+    /// The displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Waiting => "WAITING",
+            SourceState::Receiving => "RECEIVING",
+            SourceState::Error => "ERROR",
+            SourceState::Stopped => "STOPPED",
+        }
+    }
+}
+
 /// A snapshot of the contribution feed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SourceStatus {

@@ -53,6 +53,11 @@ impl EventState {
         }
     }
 
+    /// Whether its life is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, EventState::Completed | EventState::Aborted | EventState::Cancelled)
+    }
+
     /// Whether legs run in this state.
     pub fn is_live(self) -> bool {
         matches!(self, EventState::Armed | EventState::Held | EventState::OnAir | EventState::PostRoll)
@@ -101,6 +106,8 @@ pub enum Action {
     Abort,
     /// Drop a scheduled event.
     Cancel,
+    /// The clock: post-roll is over.
+    Finish,
 }
 
 impl Action {
@@ -114,6 +121,7 @@ impl Action {
             Action::End => "EndEvent",
             Action::Abort => "Abort",
             Action::Cancel => "CancelEvent",
+            Action::Finish => "Finish",
         }
     }
 }
@@ -127,7 +135,8 @@ pub fn transition(state: EventState, action: Action) -> Result<EventState, Strin
         (Armed | Held, Take) => OnAir,
         (Armed, Hold) => Held,
         (Scheduled | Armed | Held | OnAir, Extend) => state,
-        (Armed | Held | OnAir, End) => Completed,
+        (Armed | Held | OnAir, End) => PostRoll,
+        (PostRoll, Finish) => Completed,
         (Armed | Held | OnAir | PostRoll, Abort) => Aborted,
         (Scheduled, Cancel) => Cancelled,
         _ => return Err(format!("{} is not allowed while the event is {state}", action.as_str())),
@@ -164,6 +173,109 @@ pub struct Event {
     pub channel_ids: Vec<ChannelId>,
     /// Where it is in its life.
     pub state: EventState,
+    /// When it went to post-roll early (EndEvent) or was aborted; `None`
+    /// while the planned end holds.
+    pub ended: Option<DateTime<Utc>>,
+    /// When it was scheduled.
+    pub created: DateTime<Utc>,
+}
+
+impl Event {
+    /// The end of the programme: when EndEvent or Abort came, else T0 +
+    /// duration (Extend moves it).
+    pub fn end(&self) -> DateTime<Utc> {
+        self.ended.unwrap_or_else(|| self.on_air + chrono_duration(self.duration))
+    }
+
+    /// When the legs connect by themselves: T0 - preroll.
+    pub fn arm_at(&self) -> DateTime<Utc> {
+        self.on_air - chrono_duration(self.preroll)
+    }
+
+    /// When post-roll is over.
+    pub fn finish_at(&self) -> DateTime<Utc> {
+        self.end() + chrono_duration(self.postroll)
+    }
+
+    /// What the clock does to this event at `now`, if anything: Arm at
+    /// T0 - preroll, Take at T0 (not from Held: a hold lasts until Take),
+    /// End at the end, Finish after post-roll. A daemon restarted late
+    /// applies these one after another until the event is where the clock
+    /// says it should be.
+    pub fn due(&self, now: DateTime<Utc>) -> Option<Action> {
+        match self.state {
+            EventState::Scheduled if now >= self.arm_at() => Some(Action::Arm),
+            EventState::Armed if now >= self.end() => Some(Action::End),
+            EventState::Armed if now >= self.on_air => Some(Action::Take),
+            EventState::OnAir if now >= self.end() => Some(Action::End),
+            EventState::PostRoll if now >= self.finish_at() => Some(Action::Finish),
+            _ => None,
+        }
+    }
+}
+
+/// A std duration as a chrono one (saturating; our durations are hours).
+pub fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// When a leg airs, in its channel's zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AirTime {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// Its zone.
+    pub timezone: Tz,
+    /// Its first program frame, local.
+    pub local_on_air: DateTime<Tz>,
+    /// The zone's offset from UTC at that instant.
+    pub utc_offset_seconds: i32,
+    /// `+05`, `IST`, `KST`, ...
+    pub abbreviation: String,
+    /// How long after T0 it airs (0 for live legs).
+    pub delay: Duration,
+}
+
+/// The air time of `channel` for an event at `on_air`. A live leg airs at
+/// T0; a leg with a local air time airs at that wall-clock time on T0's
+/// local date in its zone, which must not be before T0 (the error says why).
+pub fn air_time(on_air: DateTime<Utc>, channel: &crate::config::Channel) -> Result<AirTime, String> {
+    use chrono::Offset;
+    let tz = channel.timezone;
+    let live_local = on_air.with_timezone(&tz);
+    let local = match channel.air_policy {
+        crate::config::AirPolicy::Live => live_local,
+        crate::config::AirPolicy::LocalTime(t) => {
+            let naive = live_local.date_naive().and_time(t);
+            // In a DST gap the wall clock skips `t`: air at the gap's end.
+            let at = tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .or_else(|| {
+                    (1..=180).find_map(|m| tz.from_local_datetime(&(naive + chrono::Duration::minutes(m))).earliest())
+                })
+                .ok_or_else(|| format!("{} does not exist in {}", naive, tz.name()))?;
+            if at < live_local {
+                return Err(format!(
+                    "channel `{}` airs at {} {} local, before the live T0 ({} there)",
+                    channel.id,
+                    t.format("%H:%M"),
+                    tz.name(),
+                    live_local.format("%H:%M")
+                ));
+            }
+            at
+        }
+    };
+    let delay = (local.with_timezone(&Utc) - on_air).to_std().unwrap_or_default();
+    Ok(AirTime {
+        channel_id: channel.id.clone(),
+        timezone: tz,
+        utc_offset_seconds: local.offset().fix().local_minus_utc(),
+        abbreviation: local.format("%Z").to_string(),
+        local_on_air: local,
+        delay,
+    })
 }
 
 /// Which instant a local time that occurs twice (DST fold) means.
@@ -235,7 +347,7 @@ mod tests {
         use Action::*;
         use EventState::*;
         let states = [Scheduled, Armed, Held, OnAir, PostRoll, Completed, Aborted, Cancelled];
-        let actions = [Arm, Take, Hold, Extend, End, Abort, Cancel];
+        let actions = [Arm, Take, Hold, Extend, End, Abort, Cancel, Finish];
         let allowed = [
             (Scheduled, Arm, Armed),
             (Armed, Take, OnAir),
@@ -245,9 +357,10 @@ mod tests {
             (Armed, Extend, Armed),
             (Held, Extend, Held),
             (OnAir, Extend, OnAir),
-            (Armed, End, Completed),
-            (Held, End, Completed),
-            (OnAir, End, Completed),
+            (Armed, End, PostRoll),
+            (Held, End, PostRoll),
+            (OnAir, End, PostRoll),
+            (PostRoll, Finish, Completed),
             (Armed, Abort, Aborted),
             (Held, Abort, Aborted),
             (OnAir, Abort, Aborted),
@@ -264,6 +377,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn event(state: EventState) -> Event {
+        let on_air = DateTime::parse_from_rfc3339("2026-11-22T15:00:00Z").unwrap().with_timezone(&Utc);
+        Event {
+            id: EventId("ev-1".into()),
+            title: "t".into(),
+            on_air,
+            duration: Duration::from_secs(3600),
+            preroll: Duration::from_secs(60),
+            postroll: Duration::from_secs(30),
+            channel_ids: vec![],
+            state,
+            ended: None,
+            created: on_air - chrono::Duration::days(1),
+        }
+    }
+
+    #[test]
+    fn the_clock_moves_an_event_at_its_instants() {
+        use EventState::*;
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let cases = [
+            (Scheduled, "2026-11-22T14:58:59Z", None),
+            (Scheduled, "2026-11-22T14:59:00Z", Some(Action::Arm)),
+            (Armed, "2026-11-22T14:59:59.999Z", None),
+            (Armed, "2026-11-22T15:00:00Z", Some(Action::Take)),
+            (Held, "2026-11-22T15:30:00Z", None),
+            (Held, "2026-11-22T18:00:00Z", None),
+            (OnAir, "2026-11-22T15:59:59Z", None),
+            (OnAir, "2026-11-22T16:00:00Z", Some(Action::End)),
+            (Armed, "2026-11-22T16:00:00Z", Some(Action::End)),
+            (PostRoll, "2026-11-22T16:00:29Z", None),
+            (PostRoll, "2026-11-22T16:00:30Z", Some(Action::Finish)),
+            (Completed, "2026-11-23T00:00:00Z", None),
+            (Cancelled, "2026-11-22T15:00:00Z", None),
+        ];
+        for (state, now, want) in cases {
+            assert_eq!(event(state).due(at(now)), want, "{state} at {now}");
+        }
+        // EndEvent at 15:10 moves the end and so the finish.
+        let mut e = event(PostRoll);
+        e.ended = Some(at("2026-11-22T15:10:00Z"));
+        assert_eq!(e.due(at("2026-11-22T15:10:29Z")), None);
+        assert_eq!(e.due(at("2026-11-22T15:10:30Z")), Some(Action::Finish));
     }
 
     #[test]

@@ -10,9 +10,13 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::{self, Channel, ChannelId};
+use crate::schedule::{Event, EventId, EventState};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +25,7 @@ pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// A stored row no longer validates (edited by hand, or a newer schema).
-    #[error("store: stored channel {id} is invalid: {reason}")]
+    #[error("store: stored row {id} is invalid: {reason}")]
     Corrupt {
         /// The row.
         id: String,
@@ -55,6 +59,19 @@ const MIGRATIONS: &[&str] = &[
          actor TEXT NOT NULL
      );
      CREATE INDEX asrun_event ON asrun (event_id, seq);",
+    // 2: events. Instants are RFC 3339 UTC text, durations milliseconds.
+    "CREATE TABLE events (
+         id TEXT PRIMARY KEY,
+         title TEXT NOT NULL,
+         on_air_utc TEXT NOT NULL,
+         duration_ms INTEGER NOT NULL,
+         preroll_ms INTEGER NOT NULL,
+         postroll_ms INTEGER NOT NULL,
+         channel_ids TEXT NOT NULL,
+         state TEXT NOT NULL,
+         ended_utc TEXT,
+         created_utc TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
@@ -198,14 +215,52 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Adds an event; `false` if the id exists already.
+    pub fn insert_event(&self, e: &Event) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            &format!("INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            params![
+                e.id.0,
+                e.title,
+                utc_text(e.on_air),
+                ms(e.duration),
+                ms(e.preroll),
+                ms(e.postroll),
+                e.channel_ids.iter().map(ChannelId::as_str).collect::<Vec<_>>().join(","),
+                e.state.as_str(),
+                e.ended.map(utc_text),
+                utc_text(e.created),
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Writes an event's changeable parts (state, duration, end) and the
+    /// as-run entry that says why, in one transaction: the log never
+    /// disagrees with the state.
+    pub fn update_event(&self, e: &Event, entry: &AsRunEntry) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE events SET state = ?2, duration_ms = ?3, ended_utc = ?4 WHERE id = ?1",
+            params![e.id.0, e.state.as_str(), ms(e.duration), e.ended.map(utc_text)],
+        )?;
+        insert_asrun(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every event, oldest T0 first.
+    pub fn events(&self) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY on_air_utc, id"))?;
+        let rows = stmt.query_map([], event_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(decode_event).collect()
+    }
+
     /// Appends an as-run entry (committed before this returns).
     pub fn append_asrun(&self, e: &AsRunEntry) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO asrun (event_id, utc, channel_id, local_time, kind, detail, actor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![e.event_id, e.utc, e.channel_id, e.local_time, e.kind, e.detail, e.actor],
-        )?;
-        Ok(())
+        insert_asrun(&self.conn(), e)
     }
 
     /// The as-run entries of `event_id`, oldest first.
@@ -228,6 +283,57 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+const EVENT_COLUMNS: &str =
+    "id, title, on_air_utc, duration_ms, preroll_ms, postroll_ms, channel_ids, state, ended_utc, created_utc";
+
+fn utc_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+type EventRow = (String, String, String, i64, i64, i64, String, String, Option<String>, String);
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+}
+
+fn decode_event(row: EventRow) -> Result<Event, StoreError> {
+    let (id, title, on_air, duration, preroll, postroll, channels, state, ended, created) = row;
+    let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
+    let instant = |s: &str| {
+        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| corrupt(format!("`{s}`: {e}")))
+    };
+    let dur = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+    let mut channel_ids = Vec::new();
+    for c in channels.split(',').filter(|c| !c.is_empty()) {
+        channel_ids.push(ChannelId::parse(c).map_err(&corrupt)?);
+    }
+    Ok(Event {
+        title,
+        on_air: instant(&on_air)?,
+        duration: dur(duration),
+        preroll: dur(preroll),
+        postroll: dur(postroll),
+        channel_ids,
+        state: state.parse::<EventState>().map_err(&corrupt)?,
+        ended: ended.as_deref().map(instant).transpose()?,
+        created: instant(&created)?,
+        id: EventId(id.clone()),
+    })
+}
+
+fn insert_asrun(conn: &Connection, e: &AsRunEntry) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO asrun (event_id, utc, channel_id, local_time, kind, detail, actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![e.event_id, e.utc, e.channel_id, e.local_time, e.kind, e.detail, e.actor],
+    )?;
+    Ok(())
 }
 
 fn decode(id: &str, doc: &str) -> Result<Channel, StoreError> {

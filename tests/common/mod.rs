@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::collections::HashMap;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,132 @@
+//! EventService: the schedule (admin to schedule and cancel, observer to
+//! read) and master control (operator: arm, take, hold, extend, end, abort,
+//! switch source).
+
+use tonic::{Request, Response, Status};
+
+use super::auth::{Role, require};
+use super::convert::{air_time_to_proto, event_to_proto, from_duration, new_event_from_proto};
+use super::invalid;
+use crate::coordinator::{Coordinator, SourceChoice};
+use crate::proto::{self, event_service_server::EventService};
+use crate::schedule::{Action, EventId};
+
+/// The service, a thin translation onto the coordinator.
+#[derive(Debug, Clone)]
+pub struct EventApi {
+    /// The one owner of state.
+    pub coordinator: Coordinator,
+}
+
+/// An event id from a request: `ev-` and 12 hex digits.
+pub fn event_id(id: &str) -> Result<EventId, Status> {
+    let ok = id.len() == 15 && id.starts_with("ev-") && id[3..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(EventId(id.to_owned()))
+    } else if id.is_empty() {
+        Err(Status::invalid_argument("event_id: missing"))
+    } else {
+        Err(Status::invalid_argument(format!(
+            "event_id: `{}` is not an event id (ev- and 12 hex digits)",
+            id.escape_debug()
+        )))
+    }
+}
+
+impl EventApi {
+    async fn act(&self, req: Request<proto::EventRef>, action: Action) -> Result<Response<proto::Event>, Status> {
+        let caller = require(&req, Role::Operator)?;
+        let id = event_id(&req.get_ref().event_id)?;
+        let e = self.coordinator.act(id, action, None, &caller.name).await?;
+        Ok(Response::new(event_to_proto(&e)))
+    }
+}
+
+#[tonic::async_trait]
+impl EventService for EventApi {
+    async fn schedule_event(
+        &self,
+        req: Request<proto::ScheduleEventRequest>,
+    ) -> Result<Response<proto::Event>, Status> {
+        let caller = require(&req, Role::Admin)?;
+        let new = new_event_from_proto(req.get_ref()).map_err(invalid)?;
+        let e = self.coordinator.schedule(new, &caller.name).await?;
+        Ok(Response::new(event_to_proto(&e)))
+    }
+
+    async fn get_event(&self, req: Request<proto::EventRef>) -> Result<Response<proto::Event>, Status> {
+        require(&req, Role::Observer)?;
+        let id = event_id(&req.get_ref().event_id)?;
+        Ok(Response::new(event_to_proto(&self.coordinator.event(id).await?)))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<proto::ListEventsRequest>,
+    ) -> Result<Response<proto::ListEventsResponse>, Status> {
+        require(&req, Role::Observer)?;
+        let events = self.coordinator.events().iter().map(event_to_proto).collect();
+        Ok(Response::new(proto::ListEventsResponse { events }))
+    }
+
+    async fn cancel_event(&self, req: Request<proto::EventRef>) -> Result<Response<proto::Event>, Status> {
+        let caller = require(&req, Role::Admin)?;
+        let id = event_id(&req.get_ref().event_id)?;
+        let e = self.coordinator.act(id, Action::Cancel, None, &caller.name).await?;
+        Ok(Response::new(event_to_proto(&e)))
+    }
+
+    async fn get_air_times(
+        &self,
+        req: Request<proto::EventRef>,
+    ) -> Result<Response<proto::GetAirTimesResponse>, Status> {
+        require(&req, Role::Observer)?;
+        let id = event_id(&req.get_ref().event_id)?;
+        let air_times = self.coordinator.air_times(id).await?.iter().map(air_time_to_proto).collect();
+        Ok(Response::new(proto::GetAirTimesResponse { air_times }))
+    }
+
+    async fn arm(&self, req: Request<proto::EventRef>) -> Result<Response<proto::Event>, Status> {
+        self.act(req, Action::Arm).await
+    }
+
+    async fn take(&self, req: Request<proto::EventRef>) -> Result<Response<proto::Event>, Status> {
+        self.act(req, Action::Take).await
+    }
+
+    async fn hold(&self, req: Request<proto::EventRef>) -> Result<Response<proto::Event>, Status> {
+        self.act(req, Action::Hold).await
+    }
+
+    async fn extend(&self, req: Request<proto::ExtendRequest>) -> Result<Response<proto::Event>, Status> {
+        let caller = require(&req, Role::Operator)?;
+        let r = req.get_ref();
+        let id = event_id(&r.event_id)?;
+        let by = r.by.as_ref().map(|d| from_duration(d, "by")).transpose().map_err(|e| invalid(vec![e]))?;
+        let e = self.coordinator.act(id, Action::Extend, by, &caller.name).await?;
+        Ok(Response::new(event_to_proto(&e)))
+    }
+
+    async fn end_event(&self, req: Request<proto::EventRef>) -> Result<Response<proto::Event>, Status> {
+        self.act(req, Action::End).await
+    }
+
+    async fn abort(&self, req: Request<proto::EventRef>) -> Result<Response<proto::Event>, Status> {
+        self.act(req, Action::Abort).await
+    }
+
+    async fn switch_source(&self, req: Request<proto::SwitchSourceRequest>) -> Result<Response<proto::Event>, Status> {
+        let caller = require(&req, Role::Operator)?;
+        let r = req.get_ref();
+        let id = event_id(&r.event_id)?;
+        let choice = match proto::SourceSelection::try_from(r.source) {
+            Ok(proto::SourceSelection::Auto) => SourceChoice::Auto,
+            Ok(proto::SourceSelection::Primary) => SourceChoice::Primary,
+            Ok(proto::SourceSelection::Backup) => SourceChoice::Backup,
+            Ok(proto::SourceSelection::Slate) => SourceChoice::Slate,
+            _ => return Err(Status::invalid_argument("source: one of AUTO, PRIMARY, BACKUP, SLATE")),
+        };
+        let e = self.coordinator.switch_source(id, choice, &caller.name).await?;
+        Ok(Response::new(event_to_proto(&e)))
+    }
+}

@@ -1,0 +1,80 @@
+//! MonitorService: status streams and the as-run log (observer and up).
+//!
+//! Each `WatchStatus` stream has its own task reading the coordinator's
+//! `watch` channel. The coordinator never waits for it; when the client
+//! reads slowly, the task's send waits (HTTP/2 flow control), and the next
+//! update it sends is the latest snapshot, with `lagged` counting the ones
+//! skipped. So a stalled client costs one task and a few buffered messages,
+//! and slows nobody else.
+
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::auth::{Role, require};
+use super::convert::{asrun_to_proto, status_update};
+use super::events::event_id;
+use crate::coordinator::{Coordinator, SYSTEM_EVENT};
+use crate::proto::{self, monitor_service_server::MonitorService};
+
+/// Updates buffered per stream before the skipping starts.
+pub const WATCH_BUFFER: usize = 2;
+
+/// The service, a thin translation onto the coordinator.
+#[derive(Debug, Clone)]
+pub struct MonitorApi {
+    /// The one owner of state.
+    pub coordinator: Coordinator,
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<proto::StatusUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MonitorService for MonitorApi {
+    type WatchStatusStream = UpdateStream;
+
+    async fn watch_status(&self, req: Request<proto::EventRef>) -> Result<Response<UpdateStream>, Status> {
+        require(&req, Role::Observer)?;
+        let raw = &req.get_ref().event_id;
+        let watched = if raw.is_empty() {
+            None
+        } else {
+            let id = event_id(raw)?;
+            self.coordinator.event(id.clone()).await?;
+            Some(id)
+        };
+        let mut rx = self.coordinator.subscribe();
+        let (tx, out) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            let mut last_seq: Option<u64> = None;
+            loop {
+                let snap = rx.borrow_and_update().clone();
+                let lagged = last_seq.map_or(0, |l| snap.seq.saturating_sub(l + 1));
+                last_seq = Some(snap.seq);
+                if tx.send(Ok(status_update(&snap, watched.as_ref(), lagged))).await.is_err() {
+                    break; // The client went away.
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    _ = tx.closed() => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn get_as_run_log(
+        &self,
+        req: Request<proto::EventRef>,
+    ) -> Result<Response<proto::GetAsRunLogResponse>, Status> {
+        require(&req, Role::Observer)?;
+        let raw = &req.get_ref().event_id;
+        // `-` is the daemon's own log (channel changes).
+        let id = if raw == SYSTEM_EVENT { SYSTEM_EVENT.to_owned() } else { event_id(raw)?.0 };
+        let entries = self.coordinator.asrun(&id).await?.iter().map(asrun_to_proto).collect();
+        Ok(Response::new(proto::GetAsRunLogResponse { entries }))
+    }
+}

@@ -1,0 +1,887 @@
+//! The coordinator: the one owner of mutable state. API services send it
+//! commands over a channel and await the answer; it applies the rules, writes
+//! the store and the as-run log, runs the clock (arm at T0 - preroll, air at
+//! T0, post-roll at the end), starts and stops the relay of the event that
+//! runs, and publishes snapshots for watchers. Nothing else changes state.
+
+mod status;
+
+pub use status::{LegChange, LegObserver, LegView, Live, Snapshot, SourceChoice};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
+use crate::relay::Relay;
+use crate::schedule::{self, Action, Event, EventId, EventState};
+use crate::store::{AsRunEntry, Store, StoreError};
+
+/// As-run entries about the daemon and its channels, not one event, use this
+/// event id.
+pub const SYSTEM_EVENT: &str = "-";
+/// The actor of what the clock does.
+pub const SCHEDULER: &str = "scheduler";
+/// The actor of what the daemon does by itself (restart, leg changes).
+pub const DAEMON: &str = "simulcastd";
+/// How often the coordinator looks at the clock and the legs.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
+/// How often it publishes a snapshot when nothing changed.
+pub const DEFAULT_STATUS_EVERY: Duration = Duration::from_millis(500);
+
+/// Why a command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// The request's values are wrong; each names its field.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    /// No such thing.
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Not allowed in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Not built yet.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The relay could not start.
+    #[error("{0}")]
+    Relay(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The coordinator is gone (shutting down).
+    #[error("the coordinator has stopped")]
+    Stopped,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> CoordError {
+    CoordError::Invalid(vec![FieldError { key: key.into(), message: message.into() }])
+}
+
+/// What the relay of an event is built from, besides its channels.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The contribution feed.
+    pub source: Source,
+    /// Relay tuning.
+    pub relay: RelaySettings,
+    /// Clock and leg look interval ([`DEFAULT_TICK`]).
+    pub tick: Duration,
+    /// Snapshot interval when nothing changes ([`DEFAULT_STATUS_EVERY`]).
+    pub status_every: Duration,
+    /// Why the media side cannot work at all (GStreamer or a template
+    /// missing), found at start; the daemon then reports NOT_SERVING.
+    pub media_problem: Option<String>,
+}
+
+impl Options {
+    /// The embedded default's source and relay settings.
+    pub fn from_config(config: &config::Config) -> Self {
+        Self {
+            source: config.source.clone(),
+            relay: config.relay.clone(),
+            tick: DEFAULT_TICK,
+            status_every: DEFAULT_STATUS_EVERY,
+            media_problem: None,
+        }
+    }
+}
+
+/// A request to schedule an event; T0 already in UTC.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Title.
+    pub title: String,
+    /// T0.
+    pub on_air: DateTime<Utc>,
+    /// Programme length (must be positive).
+    pub duration: chrono::Duration,
+    /// Default [`schedule::DEFAULT_PREROLL`].
+    pub preroll: Option<chrono::Duration>,
+    /// Default [`schedule::DEFAULT_POSTROLL`].
+    pub postroll: Option<chrono::Duration>,
+    /// Empty: every enabled channel.
+    pub channel_ids: Vec<String>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, CoordError>>;
+
+enum Command {
+    CreateChannel { channel: Channel, actor: String, reply: Reply<Channel> },
+    GetChannel { id: ChannelId, reply: Reply<Channel> },
+    ListChannels { reply: Reply<Vec<Channel>> },
+    UpdateChannel { channel: Channel, actor: String, reply: Reply<Channel> },
+    DeleteChannel { id: ChannelId, actor: String, reply: Reply<()> },
+    Schedule { new: NewEvent, actor: String, reply: Reply<Event> },
+    GetEvent { id: EventId, reply: Reply<Event> },
+    Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: String, reply: Reply<Event> },
+    SwitchSource { id: EventId, choice: SourceChoice, actor: String, reply: Reply<Event> },
+    AsRun { event_id: String, reply: Reply<Vec<AsRunEntry>> },
+    AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// A handle on the coordinator; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    tx: mpsc::Sender<Command>,
+    status: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Coordinator {
+    /// Starts the coordinator task over `store`. An event the store holds in
+    /// a live state (the daemon was killed mid-event) is resumed: moved to
+    /// where the clock says it should be, its legs rebuilt, and the restart
+    /// written to its as-run log.
+    pub fn start(store: Store, options: Options) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(256);
+        let (status_tx, status) = watch::channel(Arc::new(Snapshot::initial()));
+        let state = State {
+            store,
+            options,
+            events: BTreeMap::new(),
+            events_arc: Arc::default(),
+            running: None,
+            status: status_tx,
+            seq: 0,
+            arm_failure: None,
+        };
+        let task = tokio::spawn(state.run(rx));
+        (Self { tx, status }, task)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, CoordError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| CoordError::Stopped)?;
+        rx.await.map_err(|_| CoordError::Stopped)?
+    }
+
+    /// Watch the published snapshots.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.status.clone()
+    }
+
+    /// Adds a channel.
+    pub async fn create_channel(&self, channel: Channel, actor: &str) -> Result<Channel, CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::CreateChannel { channel, actor, reply }).await
+    }
+
+    /// One channel.
+    pub async fn channel(&self, id: ChannelId) -> Result<Channel, CoordError> {
+        self.ask(|reply| Command::GetChannel { id, reply }).await
+    }
+
+    /// Every channel.
+    pub async fn channels(&self) -> Result<Vec<Channel>, CoordError> {
+        self.ask(|reply| Command::ListChannels { reply }).await
+    }
+
+    /// Replaces a channel. A secret left empty keeps the stored one: secrets
+    /// are write-only, so a client cannot send back what it never saw.
+    pub async fn update_channel(&self, channel: Channel, actor: &str) -> Result<Channel, CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::UpdateChannel { channel, actor, reply }).await
+    }
+
+    /// Deletes a channel.
+    pub async fn delete_channel(&self, id: ChannelId, actor: &str) -> Result<(), CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::DeleteChannel { id, actor, reply }).await
+    }
+
+    /// Schedules an event.
+    pub async fn schedule(&self, new: NewEvent, actor: &str) -> Result<Event, CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::Schedule { new, actor, reply }).await
+    }
+
+    /// One event.
+    pub async fn event(&self, id: EventId) -> Result<Event, CoordError> {
+        self.ask(|reply| Command::GetEvent { id, reply }).await
+    }
+
+    /// Every event, by T0 (from the latest snapshot: no round trip).
+    pub fn events(&self) -> Vec<Event> {
+        self.status.borrow().events.as_ref().clone()
+    }
+
+    /// Master control: `action` on event `id` (`by` for Extend).
+    pub async fn act(
+        &self,
+        id: EventId,
+        action: Action,
+        by: Option<chrono::Duration>,
+        actor: &str,
+    ) -> Result<Event, CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::Act { id, action, by, actor, reply }).await
+    }
+
+    /// Chooses the program's source by hand (or back to automatic).
+    pub async fn switch_source(&self, id: EventId, choice: SourceChoice, actor: &str) -> Result<Event, CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::SwitchSource { id, choice, actor, reply }).await
+    }
+
+    /// The as-run log of an event ([`SYSTEM_EVENT`] for channel changes).
+    pub async fn asrun(&self, event_id: &str) -> Result<Vec<AsRunEntry>, CoordError> {
+        let event_id = event_id.to_owned();
+        self.ask(|reply| Command::AsRun { event_id, reply }).await
+    }
+
+    /// Each leg's air time in its own zone.
+    pub async fn air_times(&self, id: EventId) -> Result<Vec<schedule::AirTime>, CoordError> {
+        self.ask(|reply| Command::AirTimes { id, reply }).await
+    }
+
+    /// Stops the relay (every pipeline to `Null`) and the coordinator. Events
+    /// keep their state in the store: a daemon started again resumes them.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The event whose relay runs.
+struct Running {
+    event_id: EventId,
+    relay: Relay,
+    zones: Vec<(String, Tz)>,
+    observer: LegObserver,
+    choice: SourceChoice,
+}
+
+struct State {
+    store: Store,
+    options: Options,
+    events: BTreeMap<String, Event>,
+    events_arc: Arc<Vec<Event>>,
+    running: Option<Running>,
+    status: watch::Sender<Arc<Snapshot>>,
+    seq: u64,
+    /// The last reason the clock could not arm an event, logged once.
+    arm_failure: Option<String>,
+}
+
+fn utc_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn entry(event_id: &str, channel: &str, tz: Option<Tz>, kind: &str, detail: String, actor: &str) -> AsRunEntry {
+    let now = Utc::now();
+    let local = match tz {
+        Some(tz) => now.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Millis, false),
+        None => now.to_rfc3339_opts(SecondsFormat::Millis, false),
+    };
+    AsRunEntry {
+        event_id: event_id.into(),
+        utc: utc_text(now),
+        channel_id: channel.into(),
+        local_time: local,
+        kind: kind.into(),
+        detail,
+        actor: actor.into(),
+    }
+}
+
+/// The as-run kind for entering `state`.
+fn kind_of(state: EventState) -> &'static str {
+    match state {
+        EventState::Scheduled => "scheduled",
+        EventState::Armed => "armed",
+        EventState::Held => "held",
+        EventState::OnAir => "on-air",
+        EventState::PostRoll => "post-roll",
+        EventState::Completed => "completed",
+        EventState::Aborted => "aborted",
+        EventState::Cancelled => "cancelled",
+    }
+}
+
+impl State {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        if let Err(e) = self.resume().await {
+            error!(error = %e, "Cannot read events from the store; the schedule is empty until it can.");
+        }
+        self.publish();
+        let mut tick = tokio::time::interval(self.options.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_publish = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => {
+                        self.stop_relay("daemon-stopped", "simulcastd stopped; legs closed").await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(cmd) => {
+                        if self.handle(cmd).await {
+                            self.publish();
+                            last_publish = tokio::time::Instant::now();
+                        }
+                    }
+                    None => {
+                        self.stop_relay("daemon-stopped", "simulcastd stopped; legs closed").await;
+                        break;
+                    }
+                },
+                _ = tick.tick() => {
+                    let changed = self.on_tick().await;
+                    if changed || last_publish.elapsed() >= self.options.status_every {
+                        self.publish();
+                        last_publish = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads events; an event found live means the daemon died mid-event.
+    async fn resume(&mut self) -> Result<(), CoordError> {
+        for e in self.store.events()? {
+            self.events.insert(e.id.0.clone(), e);
+        }
+        self.refresh_events();
+        let live: Vec<Event> = self.events.values().filter(|e| e.state.is_live()).cloned().collect();
+        for e in live {
+            let detail = format!("simulcastd started again while the event was {}; resuming", e.state);
+            warn!(event = %e.id, state = %e.state, "Resuming an event after a restart.");
+            self.store.append_asrun(&entry(&e.id.0, "", None, "daemon-restarted", detail, DAEMON))?;
+        }
+        self.step_clock().await;
+        // The clock may have ended the event; if not, its legs come back.
+        if let Some(e) = self.events.values().find(|e| e.state.is_live()).cloned() {
+            match self.start_relay(&e).await {
+                Ok(()) => {
+                    let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
+                    self.store.append_asrun(&entry(&e.id.0, "", None, "legs-rebuilt", detail, DAEMON))?;
+                }
+                Err(err) => {
+                    error!(event = %e.id, error = %err, "Cannot rebuild the legs of a resumed event.");
+                    self.store.append_asrun(&entry(&e.id.0, "", None, "relay-failed", err.to_string(), DAEMON))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn refresh_events(&mut self) {
+        let mut v: Vec<Event> = self.events.values().cloned().collect();
+        v.sort_by(|a, b| a.on_air.cmp(&b.on_air).then_with(|| a.id.0.cmp(&b.id.0)));
+        self.events_arc = Arc::new(v);
+    }
+
+    fn publish(&mut self) {
+        self.seq += 1;
+        let live = self.running.as_ref().map(|r| {
+            let s = r.relay.status();
+            Live {
+                event_id: r.event_id.clone(),
+                source_in_use: r.choice,
+                source: s.source,
+                legs: s
+                    .legs
+                    .into_iter()
+                    .map(|status| {
+                        let timezone =
+                            r.zones.iter().find(|(id, _)| *id == status.channel_id).map_or(Tz::UTC, |(_, tz)| *tz);
+                        LegView { status, timezone }
+                    })
+                    .collect(),
+            }
+        });
+        let healthy = self.options.media_problem.is_none()
+            && live.as_ref().is_none_or(|l| l.source.state != crate::media::source::SourceState::Error)
+            && self.arm_failure.is_none();
+        self.status.send_replace(Arc::new(Snapshot {
+            seq: self.seq,
+            at: Utc::now(),
+            events: Arc::clone(&self.events_arc),
+            live,
+            healthy,
+        }));
+    }
+
+    /// Returns whether anything changed (so a snapshot goes out now).
+    async fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::CreateChannel { channel, actor, reply } => {
+                let r = self.create_channel(channel, &actor);
+                let _ = reply.send(r);
+                false
+            }
+            Command::GetChannel { id, reply } => {
+                let r = self.store.channel(&id).map_err(CoordError::from).and_then(|c| c.ok_or_else(|| not_found(&id)));
+                let _ = reply.send(r);
+                false
+            }
+            Command::ListChannels { reply } => {
+                let _ = reply.send(self.store.channels().map_err(CoordError::from));
+                false
+            }
+            Command::UpdateChannel { channel, actor, reply } => {
+                let r = self.update_channel(channel, &actor);
+                let _ = reply.send(r);
+                false
+            }
+            Command::DeleteChannel { id, actor, reply } => {
+                let r = self.delete_channel(&id, &actor);
+                let _ = reply.send(r);
+                false
+            }
+            Command::Schedule { new, actor, reply } => {
+                let r = self.schedule(new, &actor);
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                ok
+            }
+            Command::GetEvent { id, reply } => {
+                let _ = reply.send(self.events.get(&id.0).cloned().ok_or_else(|| event_not_found(&id)));
+                false
+            }
+            Command::Act { id, action, by, actor, reply } => {
+                let r = match action {
+                    Action::Extend => self.extend(&id, by, &actor),
+                    _ => self.apply(&id, action, &actor, String::new()).await,
+                };
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                ok
+            }
+            Command::SwitchSource { id, choice, actor, reply } => {
+                let r = self.switch_source(&id, choice, &actor);
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                ok
+            }
+            Command::AsRun { event_id, reply } => {
+                let r = if event_id != SYSTEM_EVENT && !self.events.contains_key(&event_id) {
+                    Err(event_not_found(&EventId(event_id)))
+                } else {
+                    self.store.asrun(&event_id).map_err(CoordError::from)
+                };
+                let _ = reply.send(r);
+                false
+            }
+            Command::AirTimes { id, reply } => {
+                let _ = reply.send(self.air_times(&id));
+                false
+            }
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+                false
+            }
+        }
+    }
+
+    fn live_event_with(&self, id: &ChannelId) -> Option<&Event> {
+        self.events.values().find(|e| e.state.is_live() && e.channel_ids.contains(id))
+    }
+
+    fn create_channel(&self, channel: Channel, actor: &str) -> Result<Channel, CoordError> {
+        if !self.store.insert_channel(&channel)? {
+            return Err(CoordError::AlreadyExists(format!("channel `{}` exists already", channel.id)));
+        }
+        self.record_channel(&channel, "channel-created", describe(&channel), actor)?;
+        Ok(channel)
+    }
+
+    fn update_channel(&self, mut channel: Channel, actor: &str) -> Result<Channel, CoordError> {
+        let old = self.store.channel(&channel.id)?.ok_or_else(|| not_found(&channel.id))?;
+        if let Some(e) = self.live_event_with(&channel.id) {
+            return Err(CoordError::FailedPrecondition(format!(
+                "channel `{}` is on air in event {} ({}); change it after the event",
+                channel.id, e.id, e.state
+            )));
+        }
+        keep_secrets(&old, &mut channel);
+        self.store.update_channel(&channel)?;
+        self.record_channel(&channel, "channel-updated", describe(&channel), actor)?;
+        Ok(channel)
+    }
+
+    fn delete_channel(&self, id: &ChannelId, actor: &str) -> Result<(), CoordError> {
+        let ch = self.store.channel(id)?.ok_or_else(|| not_found(id))?;
+        if let Some(e) = self.live_event_with(id) {
+            return Err(CoordError::FailedPrecondition(format!(
+                "channel `{id}` is on air in event {} ({}); delete it after the event",
+                e.id, e.state
+            )));
+        }
+        self.store.delete_channel(id)?;
+        self.record_channel(&ch, "channel-deleted", String::new(), actor)
+    }
+
+    /// Writes an as-run entry about a channel; the entry is committed before
+    /// the caller hears "done".
+    fn record_channel(&self, ch: &Channel, kind: &str, detail: String, actor: &str) -> Result<(), CoordError> {
+        self.store.append_asrun(&entry(SYSTEM_EVENT, ch.id.as_str(), Some(ch.timezone), kind, detail, actor))?;
+        Ok(())
+    }
+
+    fn schedule(&mut self, new: NewEvent, actor: &str) -> Result<Event, CoordError> {
+        let now = Utc::now();
+        let mut errs = Vec::new();
+        let mut bad = |key: &str, message: String| errs.push(FieldError { key: key.into(), message });
+        let title = new.title.trim().to_owned();
+        if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
+            bad("title", "1 to 200 characters, no control characters".into());
+        }
+        if new.on_air <= now {
+            bad("on_air", format!("{} is in the past (now {})", utc_text(new.on_air), utc_text(now)));
+        }
+        let positive = |d: chrono::Duration, key: &str, errs: &mut Vec<FieldError>, allow_zero: bool| {
+            let ok = if allow_zero { d >= chrono::Duration::zero() } else { d > chrono::Duration::zero() };
+            if !ok || d > chrono::Duration::days(7) {
+                let what = if allow_zero { "zero or more" } else { "more than zero" };
+                errs.push(FieldError { key: key.into(), message: format!("must be {what} and at most 7 days") });
+            }
+            d.to_std().unwrap_or_default()
+        };
+        let duration = positive(new.duration, "duration", &mut errs, false);
+        let preroll = new.preroll.map_or(schedule::DEFAULT_PREROLL, |d| positive(d, "preroll", &mut errs, true));
+        let postroll = new.postroll.map_or(schedule::DEFAULT_POSTROLL, |d| positive(d, "postroll", &mut errs, true));
+        let channels = self.store.channels()?;
+        let mut channel_ids = Vec::new();
+        if new.channel_ids.is_empty() {
+            channel_ids.extend(channels.iter().filter(|c| c.enabled).map(|c| c.id.clone()));
+            if channel_ids.is_empty() {
+                errs.push(FieldError { key: "channel_ids".into(), message: "there is no enabled channel".into() });
+            }
+        }
+        for (i, raw) in new.channel_ids.iter().enumerate() {
+            let key = format!("channel_ids[{i}]");
+            match channels.iter().find(|c| c.id.as_str() == raw) {
+                None => errs.push(FieldError { key, message: format!("no channel `{raw}`") }),
+                Some(c) if !c.enabled => errs.push(FieldError { key, message: format!("channel `{raw}` is disabled") }),
+                Some(c) if channel_ids.contains(&c.id) => {
+                    errs.push(FieldError { key, message: format!("`{raw}` is listed twice") })
+                }
+                Some(c) => channel_ids.push(c.id.clone()),
+            }
+        }
+        for (i, id) in channel_ids.iter().enumerate() {
+            if let Some(c) = channels.iter().find(|c| &c.id == id)
+                && let Err(why) = schedule::air_time(new.on_air, c)
+            {
+                let key =
+                    if new.channel_ids.is_empty() { "channel_ids".to_owned() } else { format!("channel_ids[{i}]") };
+                errs.push(FieldError { key, message: why });
+            }
+        }
+        if !errs.is_empty() {
+            return Err(CoordError::Invalid(errs));
+        }
+        let event = Event {
+            id: new_event_id(),
+            title,
+            on_air: new.on_air,
+            duration,
+            preroll,
+            postroll,
+            channel_ids,
+            state: EventState::Scheduled,
+            ended: None,
+            created: now,
+        };
+        if !self.store.insert_event(&event)? {
+            return Err(CoordError::AlreadyExists(format!("event {} exists already", event.id)));
+        }
+        let detail = format!(
+            "\"{}\" at {} for {}, {} leg(s), preroll {}, postroll {}",
+            event.title,
+            utc_text(event.on_air),
+            config::uri::format_duration(event.duration),
+            event.channel_ids.len(),
+            config::uri::format_duration(event.preroll),
+            config::uri::format_duration(event.postroll),
+        );
+        self.store.append_asrun(&entry(&event.id.0, "", None, "scheduled", detail, actor))?;
+        info!(event = %event.id, on_air = %utc_text(event.on_air), legs = event.channel_ids.len(), "Event scheduled.");
+        self.events.insert(event.id.0.clone(), event.clone());
+        self.refresh_events();
+        Ok(event)
+    }
+
+    fn air_times(&self, id: &EventId) -> Result<Vec<schedule::AirTime>, CoordError> {
+        let event = self.get(id)?;
+        let mut out = Vec::new();
+        for cid in &event.channel_ids {
+            // A channel deleted since has no zone any more: it is left out.
+            if let Some(ch) = self.store.channel(cid)? {
+                out.push(schedule::air_time(event.on_air, &ch).map_err(CoordError::FailedPrecondition)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn get(&self, id: &EventId) -> Result<Event, CoordError> {
+        self.events.get(&id.0).cloned().ok_or_else(|| event_not_found(id))
+    }
+
+    /// Persists `event` with the entry explaining it, then updates memory.
+    fn save(&mut self, event: Event, e: AsRunEntry) -> Result<Event, CoordError> {
+        self.store.update_event(&event, &e)?;
+        self.events.insert(event.id.0.clone(), event.clone());
+        self.refresh_events();
+        Ok(event)
+    }
+
+    /// Applies `action`; starts the relay on entering a live state and stops
+    /// it on leaving one.
+    async fn apply(&mut self, id: &EventId, action: Action, actor: &str, why: String) -> Result<Event, CoordError> {
+        let mut event = self.get(id)?;
+        let next = schedule::transition(event.state, action)
+            .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
+        if next.is_live() && !event.state.is_live() {
+            if let Some(other) = self.events.values().find(|e| e.state.is_live() && e.id != *id) {
+                return Err(CoordError::FailedPrecondition(format!(
+                    "event {} (\"{}\") is {}: one event runs at a time",
+                    other.id, other.title, other.state
+                )));
+            }
+            self.start_relay(&event).await?;
+        }
+        let started_here = !event.state.is_live() && next.is_live();
+        let now = Utc::now();
+        match action {
+            Action::End if actor != SCHEDULER && now < event.end() => event.ended = Some(now),
+            Action::Abort => event.ended = Some(now),
+            _ => {}
+        }
+        let from = event.state;
+        event.state = next;
+        let mut detail = format!("{from} -> {next}");
+        if !why.is_empty() {
+            detail = format!("{detail}: {why}");
+        }
+        let event = match self.save(event, entry(&id.0, "", None, kind_of(next), detail, actor)) {
+            Ok(e) => e,
+            Err(e) => {
+                if started_here {
+                    self.stop_relay("legs-closed", "the store failed; the event did not change").await;
+                }
+                return Err(e);
+            }
+        };
+        info!(event = %id, from = %from, to = %next, actor, "Event state changed.");
+        if !next.is_live() {
+            let kind = if next == EventState::Aborted { "legs-aborted" } else { "legs-closed" };
+            self.stop_relay(kind, &format!("event {next}")).await;
+        }
+        Ok(event)
+    }
+
+    fn extend(&mut self, id: &EventId, by: Option<chrono::Duration>, actor: &str) -> Result<Event, CoordError> {
+        let mut event = self.get(id)?;
+        schedule::transition(event.state, Action::Extend)
+            .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
+        let by = by.ok_or_else(|| invalid("by", "missing: how far to move the end"))?;
+        if by.is_zero() {
+            return Err(invalid("by", "zero moves nothing"));
+        }
+        let new_duration = schedule::chrono_duration(event.duration) + by;
+        let new_end = event.on_air + new_duration;
+        if new_duration <= chrono::Duration::zero() || new_end <= Utc::now() {
+            return Err(invalid(
+                "by",
+                format!("the end would move to {}, which is past or before T0", utc_text(new_end)),
+            ));
+        }
+        if new_duration > chrono::Duration::days(7) {
+            return Err(invalid("by", "the event would last more than 7 days"));
+        }
+        let old_end = event.end();
+        event.duration = new_duration.to_std().unwrap_or_default();
+        let detail = format!("end moved from {} to {}", utc_text(old_end), utc_text(event.end()));
+        self.save(event, entry(&id.0, "", None, "extended", detail, actor))
+    }
+
+    fn switch_source(&mut self, id: &EventId, choice: SourceChoice, actor: &str) -> Result<Event, CoordError> {
+        let event = self.get(id)?;
+        let Some(running) = self.running.as_mut().filter(|r| r.event_id == *id) else {
+            return Err(CoordError::FailedPrecondition(format!(
+                "event {id} is {}: the source can be switched only while its legs run",
+                event.state
+            )));
+        };
+        match choice {
+            SourceChoice::Backup => {
+                return Err(CoordError::FailedPrecondition("no backup source is configured for this daemon".into()));
+            }
+            SourceChoice::Slate => {
+                return Err(CoordError::Unimplemented("switching to slate is not built yet".into()));
+            }
+            SourceChoice::Auto | SourceChoice::Primary => {}
+        }
+        let from = running.choice;
+        running.choice = choice;
+        let detail = format!("source {} -> {} (by hand)", from.as_str(), choice.as_str());
+        self.store.append_asrun(&entry(&id.0, "", None, "source-switched", detail, actor))?;
+        Ok(event)
+    }
+
+    /// Moves every event the clock has made due; returns whether any moved.
+    async fn step_clock(&mut self) -> bool {
+        let mut changed = false;
+        // A daemon started late may apply several steps to one event.
+        for _ in 0..8 {
+            let now = Utc::now();
+            let due: Vec<(EventId, Action)> =
+                self.events.values().filter_map(|e| e.due(now).map(|a| (e.id.clone(), a))).collect();
+            if due.is_empty() {
+                break;
+            }
+            let mut moved = false;
+            for (id, action) in due {
+                if action == Action::Arm && self.events.values().any(|e| e.state.is_live() && e.id != id) {
+                    continue; // Another event runs; this one waits for an operator.
+                }
+                let why = match action {
+                    Action::Arm => "T0 - preroll reached",
+                    Action::Take => "T0 reached",
+                    Action::End => "end reached",
+                    _ => "post-roll over",
+                };
+                match self.apply(&id, action, SCHEDULER, why.into()).await {
+                    Ok(_) => {
+                        moved = true;
+                        self.arm_failure = None;
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        if self.arm_failure.as_deref() != Some(&text) {
+                            error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
+                            let _ =
+                                self.store.append_asrun(&entry(&id.0, "", None, "arm-failed", text.clone(), SCHEDULER));
+                            self.arm_failure = Some(text);
+                        }
+                    }
+                }
+            }
+            changed |= moved;
+            if !moved {
+                break;
+            }
+        }
+        changed
+    }
+
+    async fn on_tick(&mut self) -> bool {
+        let changed = self.step_clock().await;
+        if let Some(r) = &mut self.running {
+            let status = r.relay.status();
+            for c in r.observer.observe(&status) {
+                let tz = r.zones.iter().find(|(id, _)| *id == c.channel_id).map(|(_, tz)| *tz);
+                match c.kind {
+                    "leg-on-air" => info!(leg = %c.channel_id, detail = %c.detail, "Leg on air."),
+                    _ => warn!(leg = %c.channel_id, kind = c.kind, detail = %c.detail, "Leg trouble."),
+                }
+                let e = entry(&r.event_id.0, &c.channel_id, tz, c.kind, c.detail, DAEMON);
+                if let Err(err) = self.store.append_asrun(&e) {
+                    error!(error = %err, "As-run entry lost: the store failed.");
+                }
+            }
+        }
+        changed
+    }
+
+    async fn start_relay(&mut self, event: &Event) -> Result<(), CoordError> {
+        if self.running.as_ref().is_some_and(|r| r.event_id == event.id) {
+            return Ok(());
+        }
+        if let Some(problem) = &self.options.media_problem {
+            return Err(CoordError::Relay(format!("the relay cannot run: {problem}")));
+        }
+        let mut channels = Vec::new();
+        for id in &event.channel_ids {
+            match self.store.channel(id)? {
+                Some(c) if c.enabled => channels.push(c),
+                Some(_) => {
+                    let e = entry(&event.id.0, id.as_str(), None, "leg-skipped", "channel disabled".into(), DAEMON);
+                    self.store.append_asrun(&e)?;
+                }
+                None => {
+                    let e = entry(&event.id.0, id.as_str(), None, "leg-skipped", "channel deleted".into(), DAEMON);
+                    self.store.append_asrun(&e)?;
+                }
+            }
+        }
+        let cfg = config::Config {
+            event: config::EventPlan { title: event.title.clone(), timezone: Tz::UTC, duration: event.duration },
+            source: self.options.source.clone(),
+            relay: self.options.relay.clone(),
+            channels: channels.clone(),
+        };
+        let relay =
+            Relay::start(&cfg).await.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?;
+        let zones = channels.iter().map(|c| (c.id.to_string(), c.timezone)).collect();
+        self.running = Some(Running {
+            event_id: event.id.clone(),
+            relay,
+            zones,
+            observer: LegObserver::default(),
+            choice: SourceChoice::Auto,
+        });
+        Ok(())
+    }
+
+    /// Stops the running relay, logging each leg's totals.
+    async fn stop_relay(&mut self, kind: &str, why: &str) {
+        let Some(r) = self.running.take() else { return };
+        let status = r.relay.shutdown().await;
+        for leg in &status.legs {
+            let tz = r.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
+            let detail = format!(
+                "{why}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
+                leg.bytes_sent, leg.reconnects, leg.dropped_buffers
+            );
+            if let Err(e) = self.store.append_asrun(&entry(&r.event_id.0, &leg.channel_id, tz, kind, detail, DAEMON)) {
+                error!(error = %e, "As-run entry lost: the store failed.");
+            }
+        }
+    }
+}
+
+fn new_event_id() -> EventId {
+    let mut b = [0u8; 6];
+    if getrandom::fill(&mut b).is_err() {
+        // Only uniqueness matters here, not secrecy.
+        b = fastrand::u64(..).to_le_bytes()[..6].try_into().unwrap_or_default();
+    }
+    EventId(format!("ev-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+}
+
+fn not_found(id: &ChannelId) -> CoordError {
+    CoordError::NotFound(format!("no channel `{id}`"))
+}
+
+fn event_not_found(id: &EventId) -> CoordError {
+    CoordError::NotFound(format!("no event `{id}`"))
+}
+
+/// A channel for the as-run log: never a secret.
+fn describe(ch: &Channel) -> String {
+    format!("{} ({}, {}): {} {}", ch.name, ch.country, ch.timezone.name(), ch.ingest.protocol(), ch.ingest.target())
+}
+
+fn keep_secrets(old: &Channel, new: &mut Channel) {
+    match (&old.ingest, &mut new.ingest) {
+        (Ingest::Srt(o), Ingest::Srt(n)) if n.passphrase.is_none() => n.passphrase = o.passphrase.clone(),
+        (Ingest::Rtmp(o), Ingest::Rtmp(n)) if n.stream_key.is_none() => n.stream_key = o.stream_key.clone(),
+        _ => {}
+    }
+}

@@ -1,0 +1,220 @@
+//! What the coordinator publishes for watchers: a snapshot of the events and,
+//! while an event runs, its source and legs. Published on a `watch` channel:
+//! the coordinator never waits for a reader, and a slow reader simply sees
+//! the latest snapshot next, learning from `seq` how many it skipped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::media::leg::{LegState, LegStatus};
+use crate::media::source::SourceStatus;
+use crate::relay::RelayStatus;
+use crate::schedule::{Event, EventId};
+
+/// Which source the program carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SourceChoice {
+    /// Automatic (today: the primary, the only source there is).
+    Auto,
+    /// The primary contribution feed, held by hand.
+    Primary,
+    /// The backup feed.
+    Backup,
+    /// The slate.
+    Slate,
+}
+
+impl SourceChoice {
+    /// The displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceChoice::Auto => "AUTO",
+            SourceChoice::Primary => "PRIMARY",
+            SourceChoice::Backup => "BACKUP",
+            SourceChoice::Slate => "SLATE",
+        }
+    }
+}
+
+/// One leg as watchers see it.
+#[derive(Debug, Clone)]
+pub struct LegView {
+    /// The relay's figures (never a secret).
+    pub status: LegStatus,
+    /// The channel's zone, for its local time.
+    pub timezone: Tz,
+}
+
+/// The running event's media.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// Which event.
+    pub event_id: EventId,
+    /// The source in use.
+    pub source_in_use: SourceChoice,
+    /// The contribution feed.
+    pub source: SourceStatus,
+    /// Every leg.
+    pub legs: Vec<LegView>,
+}
+
+/// One published state of the daemon.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Counts every publication; a watcher that sees a jump skipped some.
+    pub seq: u64,
+    /// When it was taken.
+    pub at: DateTime<Utc>,
+    /// Every event, shared between snapshots until one changes.
+    pub events: Arc<Vec<Event>>,
+    /// The running event's media, if one runs.
+    pub live: Option<Live>,
+    /// Whether the relay is healthy (see [`Health`]).
+    pub healthy: bool,
+}
+
+impl Snapshot {
+    /// The empty state before the coordinator's first publication.
+    pub fn initial() -> Self {
+        Self { seq: 0, at: Utc::now(), events: Arc::default(), live: None, healthy: false }
+    }
+
+    /// The event a watcher asked for; with `None`, the running event, else
+    /// the next one to start.
+    pub fn event(&self, id: Option<&EventId>) -> Option<&Event> {
+        match id {
+            Some(id) => self.events.iter().find(|e| &e.id == id),
+            None => self
+                .live
+                .as_ref()
+                .and_then(|l| self.events.iter().find(|e| e.id == l.event_id))
+                .or_else(|| self.events.iter().filter(|e| !e.state.is_final()).min_by_key(|e| e.on_air)),
+        }
+    }
+}
+
+/// What happened to a leg between two looks, for the as-run log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegChange {
+    /// The leg.
+    pub channel_id: String,
+    /// `leg-on-air`, `leg-lost`, `leg-error`, `leg-failed`.
+    pub kind: &'static str,
+    /// Why, in words (never a secret: leg errors are built without them).
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    state: Option<LegState>,
+    reconnects_at_loss: u32,
+    error: Option<String>,
+}
+
+/// Compares each look at the legs with the last one and reports what an
+/// operator would want in the log: on air, lost, a new error, failed. The
+/// same error repeated by every retry is reported once.
+#[derive(Debug, Default)]
+pub struct LegObserver {
+    seen: HashMap<String, Seen>,
+}
+
+impl LegObserver {
+    /// The changes since the last call.
+    pub fn observe(&mut self, status: &RelayStatus) -> Vec<LegChange> {
+        let mut out = Vec::new();
+        for leg in &status.legs {
+            let seen = self.seen.entry(leg.channel_id.clone()).or_default();
+            let change = |kind, detail| LegChange { channel_id: leg.channel_id.clone(), kind, detail };
+            if seen.state != Some(leg.state) {
+                match leg.state {
+                    LegState::OnAir => {
+                        let n = leg.reconnects.saturating_sub(seen.reconnects_at_loss);
+                        let detail = if seen.state.is_none() || seen.state == Some(LegState::Connecting) && n == 0 {
+                            format!("{} accepts the stream", leg.target)
+                        } else {
+                            format!("{} accepts the stream again, after {n} reconnect(s)", leg.target)
+                        };
+                        out.push(change("leg-on-air", detail));
+                        seen.error = None;
+                    }
+                    LegState::Reconnecting if seen.state == Some(LegState::OnAir) => {
+                        seen.reconnects_at_loss = leg.reconnects;
+                        let why = leg.last_error.clone().unwrap_or_else(|| "no reason given".into());
+                        out.push(change("leg-lost", why));
+                        seen.error = leg.last_error.clone();
+                    }
+                    LegState::Failed => {
+                        out.push(change("leg-failed", leg.last_error.clone().unwrap_or_default()));
+                        seen.error = leg.last_error.clone();
+                    }
+                    _ => {}
+                }
+                seen.state = Some(leg.state);
+            }
+            if leg.state != LegState::OnAir && leg.last_error.is_some() && leg.last_error != seen.error {
+                out.push(change("leg-error", leg.last_error.clone().unwrap_or_default()));
+                seen.error = leg.last_error.clone();
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::source::SourceState;
+
+    fn relay(legs: Vec<(LegState, u32, Option<&str>)>) -> RelayStatus {
+        RelayStatus {
+            uptime_s: 1.0,
+            source: SourceStatus {
+                describe: "test".into(),
+                state: SourceState::Receiving,
+                bytes_in: 0,
+                garbage_bytes: 0,
+                restarts: 0,
+                last_error: None,
+            },
+            legs: legs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (state, reconnects, err))| LegStatus {
+                    channel_id: format!("leg-{i}"),
+                    protocol: "srt",
+                    target: format!("srt://127.0.0.1:{}", 9000 + i),
+                    state,
+                    bytes_sent: 0,
+                    bitrate_bps: 0,
+                    reconnects,
+                    dropped_buffers: 0,
+                    last_error: err.map(Into::into),
+                    srt: None,
+                })
+                .collect(),
+            fanout_overflow: 0,
+        }
+    }
+
+    #[test]
+    fn a_leg_story_is_told_once_per_change() {
+        let mut o = LegObserver::default();
+        let kinds = |v: Vec<LegChange>| v.into_iter().map(|c| c.kind).collect::<Vec<_>>();
+        assert!(o.observe(&relay(vec![(LegState::Connecting, 0, None)])).is_empty());
+        let c = o.observe(&relay(vec![(LegState::OnAir, 0, None)]));
+        assert_eq!(c[0].detail, "srt://127.0.0.1:9000 accepts the stream");
+        assert!(o.observe(&relay(vec![(LegState::OnAir, 0, None)])).is_empty(), "nothing new, nothing logged");
+        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Reconnecting, 1, Some("refused"))]))), ["leg-lost"]);
+        // The same error on every retry is not news.
+        assert!(o.observe(&relay(vec![(LegState::Reconnecting, 2, Some("refused"))])).is_empty());
+        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Reconnecting, 3, Some("timed out"))]))), ["leg-error"]);
+        let c = o.observe(&relay(vec![(LegState::OnAir, 4, Some("timed out"))]));
+        assert_eq!(c[0].detail, "srt://127.0.0.1:9000 accepts the stream again, after 3 reconnect(s)");
+        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Failed, 4, Some("no srtsink"))]))), ["leg-failed"]);
+    }
+}

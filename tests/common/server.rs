@@ -1,0 +1,97 @@
+//! A real control plane on loopback (tonic server, coordinator, SQLite store
+//! on disk) with one token per role, started and stopped inside a test.
+
+use std::path::{Path, PathBuf};
+
+use simulcast::api::auth::{Caller, Role, Tokens, hash_token, new_token};
+use simulcast::coordinator::{Coordinator, Options};
+use simulcast::store::{Store, TokenRecord};
+use tonic::Request;
+use tonic::transport::Channel as Transport;
+
+/// A running server.
+pub struct ApiServer {
+    pub addr: String,
+    pub db: PathBuf,
+    pub tokens: Vec<(Role, String)>,
+    pub coordinator: Coordinator,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The embedded default's source and settings, relay checks skipped.
+pub fn default_options() -> Options {
+    Options::from_config(&simulcast::config::default_config())
+}
+
+impl ApiServer {
+    /// A server over the store at `db` with the default options.
+    pub async fn start(db: &Path) -> ApiServer {
+        Self::start_with(db, default_options()).await
+    }
+
+    /// A server over the store at `db`; tokens for each role are made on
+    /// first start and kept (their text beside the store, for the test).
+    pub async fn start_with(db: &Path, options: Options) -> ApiServer {
+        let store = Store::open(db).expect("store");
+        let mut tokens = Vec::new();
+        let known = Tokens::default();
+        let saved = db.with_extension("tokens");
+        if store.tokens().expect("tokens").is_empty() {
+            for role in [Role::Observer, Role::Operator, Role::Admin] {
+                let t = new_token().expect("token");
+                let rec =
+                    TokenRecord { name: format!("{role}-tester"), role: role.as_str().into(), sha256: hash_token(&t) };
+                store.insert_token(&rec, "2026-11-26T00:00:00Z").expect("insert token");
+                tokens.push((role, t));
+            }
+            let v: Vec<(String, String)> = tokens.iter().map(|(r, t)| (r.as_str().to_owned(), t.clone())).collect();
+            std::fs::write(&saved, serde_json::to_string(&v).unwrap()).unwrap();
+        } else {
+            let v: Vec<(String, String)> = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+            tokens = v.into_iter().map(|(r, t)| (Role::parse(&r).unwrap(), t)).collect();
+        }
+        for rec in store.tokens().expect("tokens") {
+            known.insert(&rec.sha256, Caller { name: rec.name.clone(), role: Role::parse(&rec.role).unwrap() });
+        }
+        let (coordinator, coord_task) = Coordinator::start(store, options);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let c = coordinator.clone();
+        let task = tokio::spawn(async move {
+            simulcast::api::serve(listener, c.clone(), known, None, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+            c.shutdown().await;
+            let _ = coord_task.await;
+        });
+        ApiServer { addr, db: db.to_owned(), tokens, coordinator, stop: Some(stop), task }
+    }
+
+    /// Stops it (relay included) and returns the store's path.
+    pub async fn stop(mut self) -> PathBuf {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+        self.db.clone()
+    }
+
+    pub fn token(&self, role: Role) -> &str {
+        &self.tokens.iter().find(|(r, _)| *r == role).expect("token").1
+    }
+
+    pub async fn transport(&self) -> Transport {
+        Transport::from_shared(self.addr.clone()).unwrap().connect().await.expect("connect")
+    }
+}
+
+/// `msg` with `authorization: Bearer token`.
+pub fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
