@@ -1,6 +1,9 @@
 //! simulcastctl: the operator's client. `check` validates a configuration
-//! offline; `channels` talks to simulcastd's control plane; `token create`
-//! makes an access token.
+//! offline; `channels`, `events`, `airtimes`, `source`, `asrun` and `watch`
+//! talk to simulcastd's control plane; `token create` makes an access token.
+
+mod events;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,16 +22,20 @@ use tonic::transport::Channel as Transport;
 
 #[derive(Parser)]
 #[command(name = "simulcastctl", version, about = "simulcast operator client")]
-struct Cli {
+pub struct Cli {
     /// simulcastd's control plane.
     #[arg(long, global = true, env = "SIMULCAST_ADDR", default_value = "http://127.0.0.1:50051")]
-    addr: String,
+    pub addr: String,
     /// Access token (`sct_...`).
     #[arg(long, global = true, env = "SIMULCAST_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub token: Option<String>,
+    /// CA certificate (PEM) that signed simulcastd's TLS certificate, for an
+    /// https:// address.
+    #[arg(long, global = true, env = "SIMULCAST_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// JSON instead of tables, for scripts.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -46,6 +53,34 @@ enum Cmd {
     /// Partner channels (list, get, create, update, delete).
     #[command(subcommand)]
     Channels(ChannelsCmd),
+    /// Events: schedule, list, get, cancel, and master control (arm, take,
+    /// hold, extend, end, abort).
+    #[command(subcommand)]
+    Events(events::EventsCmd),
+    /// Each leg's air time in its own zone: local date and time, weekday,
+    /// UTC offset, zone abbreviation and delay.
+    Airtimes {
+        /// Event id.
+        event: String,
+    },
+    /// The program's source.
+    #[command(subcommand)]
+    Source(events::SourceCmd),
+    /// An event's as-run log, oldest first (`-` for channel changes).
+    Asrun {
+        /// Event id, or `-`.
+        event: String,
+    },
+    /// Live status board: the event's state and countdown to T0, then per
+    /// leg its channel, local time, state, bitrate, reconnects, drops and
+    /// last error. Default: the running event, else the next one.
+    Watch {
+        /// Event id.
+        event: Option<String>,
+        /// Print one update and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Access tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -106,6 +141,11 @@ async fn main() -> ExitCode {
             token_create(role, name, db.as_deref(), cli.json)
         }
         Cmd::Channels(ref c) => channels(&cli, c).await,
+        Cmd::Events(ref c) => events::run(&cli, c).await,
+        Cmd::Airtimes { ref event } => events::airtimes(&cli, event).await,
+        Cmd::Source(ref c) => events::source(&cli, c).await,
+        Cmd::Asrun { ref event } => events::asrun(&cli, event).await,
+        Cmd::Watch { ref event, once } => watch::run(&cli, event.as_deref(), once).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,7 +157,7 @@ async fn main() -> ExitCode {
 }
 
 /// A status as one line: its code and the server's message.
-fn status_line(s: &tonic::Status) -> String {
+pub fn status_line(s: &tonic::Status) -> String {
     use tonic::Code::*;
     let code = match s.code() {
         Ok => "OK",
@@ -141,10 +181,11 @@ fn status_line(s: &tonic::Status) -> String {
     format!("{code}: {}", s.message())
 }
 
-type Client = ChannelServiceClient<InterceptedService<Transport, Auth>>;
+/// An authenticated connection to simulcastd.
+pub type Conn = InterceptedService<Transport, Auth>;
 
 #[derive(Clone)]
-struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -155,8 +196,21 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-async fn client(cli: &Cli) -> Result<Client, String> {
-    let endpoint = Transport::from_shared(cli.addr.clone()).map_err(|e| format!("bad --addr `{}`: {e}", cli.addr))?;
+/// Connects to `--addr` (TLS for https://, checked against `--ca-cert`).
+pub async fn connect(cli: &Cli) -> Result<Conn, String> {
+    let mut endpoint =
+        Transport::from_shared(cli.addr.clone()).map_err(|e| format!("bad --addr `{}`: {e}", cli.addr))?;
+    if cli.addr.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        match &cli.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            None => return Err("an https:// address needs --ca-cert (or SIMULCAST_CA_CERT)".into()),
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {}", root_cause(&e)))?;
+    }
     let transport =
         endpoint.connect().await.map_err(|e| format!("cannot reach simulcastd at {}: {}", cli.addr, root_cause(&e)))?;
     let auth = match &cli.token {
@@ -167,7 +221,7 @@ async fn client(cli: &Cli) -> Result<Client, String> {
         ),
         None => None,
     };
-    Ok(ChannelServiceClient::with_interceptor(transport, Auth(auth)))
+    Ok(InterceptedService::new(transport, Auth(auth)))
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {
@@ -187,7 +241,7 @@ fn channel_file(path: &PathBuf) -> Result<proto::Channel, String> {
 }
 
 async fn channels(cli: &Cli, cmd: &ChannelsCmd) -> Result<(), String> {
-    let mut c = client(cli).await?;
+    let mut c = ChannelServiceClient::new(connect(cli).await?);
     let shown: Vec<proto::Channel> = match cmd {
         ChannelsCmd::List => {
             c.list_channels(proto::ListChannelsRequest {}).await.map_err(|s| status_line(&s))?.into_inner().channels

@@ -1,0 +1,347 @@
+//! `events`, `airtimes`, `source` and `asrun`: the schedule, master control
+//! and the as-run log, as tables or `--json`.
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use simulcast::config::uri::{format_duration, parse_duration};
+use simulcast::proto::{self, event_service_client::EventServiceClient, monitor_service_client::MonitorServiceClient};
+use simulcast::table::Table;
+
+use super::{Cli, connect, status_line};
+
+#[derive(Subcommand)]
+pub enum EventsCmd {
+    /// Schedule an event: T0 as --at (UTC) or --local with --tz.
+    Schedule {
+        /// Title.
+        #[arg(long)]
+        title: String,
+        /// T0 in UTC, RFC 3339 (2026-11-22T15:00:00Z).
+        #[arg(long, conflicts_with_all = ["local", "tz"], required_unless_present = "local")]
+        at: Option<String>,
+        /// T0 as a local wall-clock time, YYYY-MM-DDTHH:MM[:SS], with --tz.
+        #[arg(long, requires = "tz")]
+        local: Option<String>,
+        /// The IANA zone of --local (Asia/Almaty).
+        #[arg(long, requires = "local")]
+        tz: Option<String>,
+        /// Where --local happens twice (clocks go back): earlier or later.
+        #[arg(long, requires = "local")]
+        fold: Option<String>,
+        /// Programme length (2h, 90m).
+        #[arg(long, value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Legs connect this long before T0 (default 60s).
+        #[arg(long, value_parser = parse_duration)]
+        preroll: Option<std::time::Duration>,
+        /// Legs stay up this long after the end (default 30s).
+        #[arg(long, value_parser = parse_duration)]
+        postroll: Option<std::time::Duration>,
+        /// A channel to air on (repeat); default: every enabled channel.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
+    /// Every event, by T0.
+    List,
+    /// One event.
+    Get {
+        /// Event id.
+        event: String,
+    },
+    /// Cancel a scheduled event.
+    Cancel {
+        /// Event id.
+        event: String,
+    },
+    /// Connect the legs now (before T0 - preroll).
+    Arm {
+        /// Event id.
+        event: String,
+    },
+    /// Program now (early start, or the end of a hold).
+    Take {
+        /// Event id.
+        event: String,
+    },
+    /// Stay off program past T0 until take.
+    Hold {
+        /// Event id.
+        event: String,
+    },
+    /// Move the end: --by 10m later, --by=-5m earlier.
+    Extend {
+        /// Event id.
+        event: String,
+        /// How far.
+        #[arg(long, allow_hyphen_values = true)]
+        by: String,
+    },
+    /// Go to post-roll now.
+    End {
+        /// Event id.
+        event: String,
+    },
+    /// Emergency: stop every leg now and end the event.
+    Abort {
+        /// Event id.
+        event: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SourceCmd {
+    /// Choose the program's source by hand: primary, backup or slate; auto
+    /// returns to automatic failover. A manual choice holds until auto.
+    Switch {
+        /// Event id.
+        event: String,
+        /// primary, backup, slate or auto.
+        source: String,
+    },
+}
+
+fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    t.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+}
+
+fn ts_text(t: &Option<prost_types::Timestamp>) -> String {
+    ts(t).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+fn dur(d: &Option<prost_types::Duration>) -> String {
+    match d {
+        Some(d) if d.seconds >= 0 && d.nanos >= 0 => {
+            format_duration(std::time::Duration::new(d.seconds as u64, d.nanos as u32))
+        }
+        Some(d) => {
+            format!("-{}", format_duration(std::time::Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs())))
+        }
+        None => "-".into(),
+    }
+}
+
+fn proto_dur(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// `EVENT_STATE_ON_AIR` -> `ON_AIR`.
+pub fn state_name(s: i32) -> String {
+    proto::EventState::try_from(s)
+        .map(|s| s.as_str_name().trim_start_matches("EVENT_STATE_").to_owned())
+        .unwrap_or_else(|_| s.to_string())
+}
+
+fn event_json(e: &proto::Event) -> serde_json::Value {
+    let iso =
+        |t: &Option<prost_types::Timestamp>| ts(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    serde_json::json!({
+        "id": e.id, "title": e.title, "state": state_name(e.state),
+        "on_air_utc": iso(&e.on_air_utc), "end_utc": iso(&e.end_utc),
+        "duration": dur(&e.duration), "preroll": dur(&e.preroll), "postroll": dur(&e.postroll),
+        "channel_ids": e.channel_ids, "created_utc": iso(&e.created_utc),
+    })
+}
+
+fn print_events(list: &[proto::Event], json: bool) {
+    if json {
+        let v: Vec<_> = list.iter().map(event_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    let mut t = Table::new(&["ID", "TITLE", "STATE", "T0 (UTC)", "END (UTC)", "DURATION", "PREROLL", "LEGS"]);
+    for e in list {
+        t.row(vec![
+            e.id.clone(),
+            e.title.clone(),
+            state_name(e.state),
+            ts_text(&e.on_air_utc),
+            ts_text(&e.end_utc),
+            dur(&e.duration),
+            dur(&e.preroll),
+            e.channel_ids.len().to_string(),
+        ]);
+    }
+    print!("{}", t.render());
+}
+
+fn event_ref(id: &str) -> proto::EventRef {
+    proto::EventRef { event_id: id.to_owned() }
+}
+
+pub async fn run(cli: &Cli, cmd: &EventsCmd) -> Result<(), String> {
+    let mut c = EventServiceClient::new(connect(cli).await?);
+    let st = |s: tonic::Status| status_line(&s);
+    let shown = match cmd {
+        EventsCmd::Schedule { title, at, local, tz, fold, duration, preroll, postroll, channels } => {
+            let on_air = match (at, local, tz) {
+                (Some(at), _, _) => {
+                    let t = DateTime::parse_from_rfc3339(at).map_err(|e| {
+                        format!("--at `{at}`: not an RFC 3339 instant ({e}), e.g. 2026-11-22T15:00:00Z")
+                    })?;
+                    proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
+                        seconds: t.timestamp(),
+                        nanos: t.timestamp_subsec_nanos() as i32,
+                    })
+                }
+                (None, Some(local), Some(tz)) => {
+                    let fold = match fold.as_deref() {
+                        None => proto::Fold::Unspecified,
+                        Some("earlier") => proto::Fold::Earlier,
+                        Some("later") => proto::Fold::Later,
+                        Some(f) => return Err(format!("--fold `{f}`: use earlier or later")),
+                    };
+                    proto::schedule_event_request::OnAir::OnAirLocal(proto::LocalTime {
+                        local: local.clone(),
+                        timezone: tz.clone(),
+                        fold: fold as i32,
+                    })
+                }
+                _ => return Err("give --at, or --local with --tz".into()),
+            };
+            let req = proto::ScheduleEventRequest {
+                title: title.clone(),
+                on_air: Some(on_air),
+                duration: Some(proto_dur(*duration)),
+                preroll: preroll.map(proto_dur),
+                postroll: postroll.map(proto_dur),
+                channel_ids: channels.clone(),
+            };
+            vec![c.schedule_event(req).await.map_err(st)?.into_inner()]
+        }
+        EventsCmd::List => c.list_events(proto::ListEventsRequest {}).await.map_err(st)?.into_inner().events,
+        EventsCmd::Get { event } => vec![c.get_event(event_ref(event)).await.map_err(st)?.into_inner()],
+        EventsCmd::Cancel { event } => vec![c.cancel_event(event_ref(event)).await.map_err(st)?.into_inner()],
+        EventsCmd::Arm { event } => vec![c.arm(event_ref(event)).await.map_err(st)?.into_inner()],
+        EventsCmd::Take { event } => vec![c.take(event_ref(event)).await.map_err(st)?.into_inner()],
+        EventsCmd::Hold { event } => vec![c.hold(event_ref(event)).await.map_err(st)?.into_inner()],
+        EventsCmd::End { event } => vec![c.end_event(event_ref(event)).await.map_err(st)?.into_inner()],
+        EventsCmd::Abort { event } => vec![c.abort(event_ref(event)).await.map_err(st)?.into_inner()],
+        EventsCmd::Extend { event, by } => {
+            let (neg, text) = match by.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, by.as_str()),
+            };
+            let d = parse_duration(text).map_err(|e| format!("--by: {e}"))?;
+            let mut p = proto_dur(d);
+            if neg {
+                p = prost_types::Duration { seconds: -p.seconds, nanos: -p.nanos };
+            }
+            let req = proto::ExtendRequest { event_id: event.clone(), by: Some(p) };
+            vec![c.extend(req).await.map_err(st)?.into_inner()]
+        }
+    };
+    print_events(&shown, cli.json);
+    Ok(())
+}
+
+pub async fn source(cli: &Cli, cmd: &SourceCmd) -> Result<(), String> {
+    let SourceCmd::Switch { event, source } = cmd;
+    let selection = match source.to_ascii_lowercase().as_str() {
+        "primary" => proto::SourceSelection::Primary,
+        "backup" => proto::SourceSelection::Backup,
+        "slate" => proto::SourceSelection::Slate,
+        "auto" => proto::SourceSelection::Auto,
+        other => return Err(format!("source `{other}`: use primary, backup, slate or auto")),
+    };
+    let mut c = EventServiceClient::new(connect(cli).await?);
+    let req = proto::SwitchSourceRequest { event_id: event.clone(), source: selection as i32 };
+    let e = c.switch_source(req).await.map_err(|s| status_line(&s))?.into_inner();
+    if cli.json {
+        println!("{}", serde_json::json!({ "event": event_json(&e), "source": source.to_ascii_uppercase() }));
+    } else {
+        println!("Event {} ({}): source set to {}.", e.id, state_name(e.state), source.to_ascii_uppercase());
+    }
+    Ok(())
+}
+
+pub async fn airtimes(cli: &Cli, event: &str) -> Result<(), String> {
+    let conn = connect(cli).await?;
+    let mut c = EventServiceClient::new(conn);
+    let ev = c.get_event(event_ref(event)).await.map_err(|s| status_line(&s))?.into_inner();
+    let list = c.get_air_times(event_ref(event)).await.map_err(|s| status_line(&s))?.into_inner().air_times;
+    let t0 = ts(&ev.on_air_utc);
+    let rows: Vec<(proto::AirTime, Option<DateTime<chrono::FixedOffset>>)> = list
+        .into_iter()
+        .map(|a| {
+            let l = DateTime::parse_from_rfc3339(&a.local_on_air).ok();
+            (a, l)
+        })
+        .collect();
+    if cli.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(a, l)| {
+                serde_json::json!({
+                    "channel_id": a.channel_id, "timezone": a.timezone, "local_on_air": a.local_on_air,
+                    "weekday": l.map(|l| l.format("%A").to_string()),
+                    "utc_offset_seconds": a.utc_offset_seconds, "zone_abbreviation": a.zone_abbreviation,
+                    "delay": dur(&a.delay),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    // The reference date: T0's UTC date. A leg on another local date is marked.
+    let ref_date = t0.map(|t| t.date_naive());
+    println!("Event {} \"{}\": T0 {} UTC", ev.id, ev.title, ts_text(&ev.on_air_utc));
+    let mut t = Table::new(&["CHANNEL", "TIMEZONE", "LOCAL DATE", "DAY", "LOCAL TIME", "UTC OFFSET", "ZONE", "DELAY"]);
+    for (a, l) in &rows {
+        let (date, day, time, offset) = match l {
+            Some(l) => {
+                let mark = if Some(l.date_naive()) != ref_date { " *" } else { "" };
+                let off = a.utc_offset_seconds;
+                let sign = if off < 0 { '-' } else { '+' };
+                (
+                    format!("{}{mark}", l.format("%Y-%m-%d")),
+                    l.format("%a").to_string(),
+                    l.format("%H:%M:%S").to_string(),
+                    format!("UTC{sign}{:02}:{:02}", off.abs() / 3600, (off.abs() % 3600) / 60),
+                )
+            }
+            None => ("?".into(), "?".into(), a.local_on_air.clone(), "?".into()),
+        };
+        t.row(vec![
+            a.channel_id.clone(),
+            a.timezone.clone(),
+            date,
+            day,
+            time,
+            offset,
+            a.zone_abbreviation.clone(),
+            dur(&a.delay),
+        ]);
+    }
+    print!("{}", t.render());
+    if rows.iter().any(|(_, l)| l.is_some_and(|l| Some(l.date_naive()) != ref_date)) {
+        println!("* local date differs from T0's UTC date");
+    }
+    Ok(())
+}
+
+pub async fn asrun(cli: &Cli, event: &str) -> Result<(), String> {
+    let mut c = MonitorServiceClient::new(connect(cli).await?);
+    let entries = c.get_as_run_log(event_ref(event)).await.map_err(|s| status_line(&s))?.into_inner().entries;
+    if cli.json {
+        let v: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "utc": ts(&e.utc).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    "channel_id": e.channel_id, "local_time": e.local_time, "kind": e.kind,
+                    "detail": e.detail, "actor": e.actor,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let mut t = Table::new(&["UTC", "LEG", "LOCAL TIME", "KIND", "ACTOR", "DETAIL"]);
+    for e in &entries {
+        let utc = ts(&e.utc).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
+        let leg = if e.channel_id.is_empty() { "(event)".to_owned() } else { e.channel_id.clone() };
+        t.row(vec![utc, leg, e.local_time.clone(), e.kind.clone(), e.actor.clone(), e.detail.clone()]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}

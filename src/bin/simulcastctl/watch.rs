@@ -1,0 +1,147 @@
+//! `watch`: the live status board, redrawn on every update on a terminal,
+//! one board (or one JSON line with --json) per update otherwise.
+
+use std::io::{IsTerminal, Write};
+
+use chrono::{DateTime, Utc};
+use simulcast::proto::{self, monitor_service_client::MonitorServiceClient};
+use simulcast::table::{self, Table};
+
+use super::events::state_name;
+use super::{Cli, connect, status_line};
+
+fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    t.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+}
+
+/// `T-01:02:03` before T0, `T+00:00:12` after.
+pub fn countdown(now: DateTime<Utc>, t0: DateTime<Utc>) -> String {
+    let d = (t0 - now).num_seconds();
+    let (sign, s) = if d > 0 { ('-', d) } else { ('+', -d) };
+    format!("T{sign}{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+fn leg_state(s: i32) -> String {
+    proto::LegState::try_from(s)
+        .map(|s| s.as_str_name().trim_start_matches("LEG_STATE_").to_owned())
+        .unwrap_or_else(|_| s.to_string())
+}
+
+fn board(u: &proto::StatusUpdate) -> String {
+    let now = ts(&u.at).unwrap_or_else(Utc::now);
+    if u.event_id.is_empty() {
+        return format!("simulcast  UTC {}  |  no event scheduled\n", now.format("%H:%M:%S"));
+    }
+    let t0 = ts(&u.on_air_utc);
+    let mut out = format!(
+        "{} \"{}\"  {}  |  T0 {} UTC  {}  |  UTC now {}\n",
+        u.event_id,
+        u.title,
+        state_name(u.event_state),
+        t0.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+        t0.map_or(String::new(), |t| countdown(now, t)),
+        now.format("%H:%M:%S"),
+    );
+    if let Some(s) = &u.source {
+        let src = proto::SourceSelection::try_from(u.source_in_use)
+            .map(|s| s.as_str_name().trim_start_matches("SOURCE_SELECTION_").to_owned())
+            .unwrap_or_default();
+        out += &format!("source {src}: {} {} ({} in)", s.describe, s.state, table::bytes(s.bytes_in));
+        if !s.last_error.is_empty() {
+            out += &format!("  last error: {}", s.last_error);
+        }
+        out.push('\n');
+    }
+    if u.lagged > 0 {
+        out += &format!("(this board fell behind: {} update(s) skipped)\n", u.lagged);
+    }
+    let mut t = Table::new(&[
+        "CHANNEL",
+        "PROTO",
+        "LOCAL TIME",
+        "STATE",
+        "BITRATE",
+        "SENT",
+        "RECONN",
+        "DROPS",
+        "SRT RTT/LOSS",
+        "LAST ERROR",
+    ]);
+    for l in &u.legs {
+        let local = DateTime::parse_from_rfc3339(&l.local_time)
+            .map(|t| t.format("%a %H:%M:%S %:z").to_string())
+            .unwrap_or_else(|_| "-".into());
+        let srt = l.srt.as_ref().map_or("-".into(), |s| format!("{:.1} ms / {}", s.rtt_ms, s.packets_lost));
+        t.row(vec![
+            l.channel_id.clone(),
+            if l.protocol.is_empty() { "-".into() } else { l.protocol.clone() },
+            local,
+            leg_state(l.state),
+            table::bitrate(l.bitrate_bps),
+            table::bytes(l.bytes_sent),
+            l.reconnects.to_string(),
+            l.dropped_buffers.to_string(),
+            srt,
+            l.last_error.clone(),
+        ]);
+    }
+    out + &t.render()
+}
+
+fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
+    let iso =
+        |t: &Option<prost_types::Timestamp>| ts(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    serde_json::json!({
+        "seq": u.seq, "at": iso(&u.at), "lagged": u.lagged,
+        "event_id": u.event_id, "title": u.title, "event_state": state_name(u.event_state),
+        "on_air_utc": iso(&u.on_air_utc), "end_utc": iso(&u.end_utc),
+        "source_in_use": proto::SourceSelection::try_from(u.source_in_use).map(|s| s.as_str_name().trim_start_matches("SOURCE_SELECTION_").to_owned()).unwrap_or_default(),
+        "source": u.source.as_ref().map(|s| serde_json::json!({
+            "describe": s.describe, "state": s.state, "bytes_in": s.bytes_in,
+            "garbage_bytes": s.garbage_bytes, "restarts": s.restarts, "last_error": s.last_error,
+        })),
+        "legs": u.legs.iter().map(|l| serde_json::json!({
+            "channel_id": l.channel_id, "protocol": l.protocol, "state": leg_state(l.state),
+            "timezone": l.timezone, "local_time": l.local_time,
+            "bytes_sent": l.bytes_sent, "bitrate_bps": l.bitrate_bps, "reconnects": l.reconnects,
+            "dropped_buffers": l.dropped_buffers, "last_error": l.last_error,
+            "srt": l.srt.as_ref().map(|s| serde_json::json!({
+                "rtt_ms": s.rtt_ms, "packets_lost": s.packets_lost, "packets_retransmitted": s.packets_retransmitted,
+            })),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn run(cli: &Cli, event: Option<&str>, once: bool) -> Result<(), String> {
+    let mut c = MonitorServiceClient::new(connect(cli).await?);
+    let req = proto::EventRef { event_id: event.unwrap_or_default().to_owned() };
+    let mut stream = c.watch_status(req).await.map_err(|s| status_line(&s))?.into_inner();
+    let tty = std::io::stdout().is_terminal() && !cli.json;
+    loop {
+        let update = tokio::select! {
+            m = stream.message() => m.map_err(|s| status_line(&s))?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let Some(u) = update else {
+            return Err("simulcastd closed the status stream".into());
+        };
+        let mut out = std::io::stdout().lock();
+        if cli.json {
+            let _ = writeln!(out, "{}", update_json(&u));
+        } else {
+            if tty {
+                let _ = write!(out, "\x1b[H\x1b[2J");
+            }
+            let _ = write!(out, "{}", board(&u));
+            if tty {
+                let _ = writeln!(out, "Ctrl-C to leave the board (the event is not affected).");
+            } else {
+                let _ = writeln!(out);
+            }
+        }
+        let _ = out.flush();
+        if once {
+            return Ok(());
+        }
+    }
+}
