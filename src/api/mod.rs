@@ -90,7 +90,8 @@ pub async fn serve(
     let events = EventServiceServer::new(events::EventApi { coordinator: coordinator.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let monitor = MonitorServiceServer::new(monitor::MonitorApi { coordinator: coordinator.clone() })
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let monitor = MonitorServiceServer::new(monitor::MonitorApi { coordinator: coordinator.clone(), closing: closing_rx })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -140,6 +141,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
             let _ = stop_health.send(true);
+            let _ = closing.send(true);
         })
         .await;
     health_task.abort();

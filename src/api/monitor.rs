@@ -28,6 +28,9 @@ pub const WATCH_BUFFER: usize = 2;
 pub struct MonitorApi {
     /// The one owner of state.
     pub coordinator: Coordinator,
+    /// Becomes true when the server stops: every stream then ends, so that
+    /// the graceful shutdown does not wait for watchers forever.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<proto::StatusUpdate, Status>> + Send>>;
@@ -48,18 +51,25 @@ impl MonitorService for MonitorApi {
         };
         let mut rx = self.coordinator.subscribe();
         let (tx, out) = mpsc::channel(WATCH_BUFFER);
+        let mut closing = self.closing.clone();
         tokio::spawn(async move {
             let mut last_seq: Option<u64> = None;
             loop {
                 let snap = rx.borrow_and_update().clone();
                 let lagged = last_seq.map_or(0, |l| snap.seq.saturating_sub(l + 1));
                 last_seq = Some(snap.seq);
-                if tx.send(Ok(status_update(&snap, watched.as_ref(), lagged))).await.is_err() {
-                    break; // The client went away.
+                tokio::select! {
+                    sent = tx.send(Ok(status_update(&snap, watched.as_ref(), lagged))) => {
+                        if sent.is_err() {
+                            break; // The client went away.
+                        }
+                    }
+                    _ = closing.wait_for(|c| *c) => break,
                 }
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { break },
                     _ = tx.closed() => break,
+                    _ = closing.wait_for(|c| *c) => break,
                 }
             }
         });

@@ -1,0 +1,487 @@
+//! EventService and MonitorService against a real tonic server on loopback,
+//! with the relay really running to UDP sockets: every RPC and its error
+//! codes, the role matrix, the status stream (lag skipping, a stalled
+//! watcher blocking nobody), and health following the relay.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::server::{ApiServer, authed, default_options};
+use common::{UdpCapture, channel, config_with, wait_for};
+use simulcast::api::auth::Role;
+use simulcast::api::convert::{channel_to_proto_with_secrets, timestamp};
+use simulcast::config;
+use simulcast::coordinator::Options;
+use simulcast::proto::channel_service_client::ChannelServiceClient;
+use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::monitor_service_client::MonitorServiceClient;
+use simulcast::proto::{self, EventState, LegState};
+use tonic::Code;
+use tonic::transport::Channel as Transport;
+
+/// The small test source (cheap to encode), the default relay settings.
+fn options() -> Options {
+    let cfg = config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]);
+    let mut o = Options::from_config(&cfg);
+    o.status_every = Duration::from_millis(200);
+    o
+}
+
+/// Two UDP channels sending to `captures`, created through the API.
+async fn seed_channels(server: &ApiServer, captures: &[&UdpCapture]) -> Vec<String> {
+    let mut c = ChannelServiceClient::new(server.transport().await);
+    let zones = ["Asia/Almaty", "Asia/Seoul", "Asia/Kolkata"];
+    let mut ids = Vec::new();
+    for (i, cap) in captures.iter().enumerate() {
+        let id = format!("leg-{i}");
+        let text = format!(
+            "id = \"{id}\"\nname = \"Leg {i}\"\ncountry = \"KZ\"\ntimezone = \"{}\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
+            zones[i % zones.len()],
+            cap.port
+        );
+        let ch = config::parse_channel(&text).expect("channel");
+        let req = proto::CreateChannelRequest { channel: Some(channel_to_proto_with_secrets(&ch)) };
+        c.create_channel(authed(req, server.token(Role::Admin))).await.expect("create channel");
+        ids.push(id);
+    }
+    ids
+}
+
+fn dur(s: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds: s, nanos: 0 })
+}
+
+fn schedule_in(secs: i64, title: &str) -> proto::ScheduleEventRequest {
+    proto::ScheduleEventRequest {
+        title: title.into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(
+            Utc::now() + chrono::Duration::seconds(secs),
+        ))),
+        duration: dur(3600),
+        preroll: dur(60),
+        postroll: dur(1),
+        channel_ids: vec![],
+    }
+}
+
+fn r(id: &str) -> proto::EventRef {
+    proto::EventRef { event_id: id.into() }
+}
+
+fn state(e: &proto::Event) -> EventState {
+    EventState::try_from(e.state).unwrap()
+}
+
+async fn asrun_kinds(m: &mut MonitorServiceClient<Transport>, id: &str, token: &str) -> Vec<(String, String, String)> {
+    let log = m.get_as_run_log(authed(r(id), token)).await.expect("asrun").into_inner().entries;
+    log.into_iter().map(|e| (e.kind, e.channel_id, e.actor)).collect()
+}
+
+/// The first update of a watch stream that satisfies `cond`.
+async fn watch_until(
+    m: &mut MonitorServiceClient<Transport>,
+    id: &str,
+    token: &str,
+    timeout: Duration,
+    cond: impl Fn(&proto::StatusUpdate) -> bool,
+) -> proto::StatusUpdate {
+    let mut s = m.watch_status(authed(r(id), token)).await.expect("watch").into_inner();
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Ok(Ok(Some(u))) = tokio::time::timeout_at(deadline, s.message()).await {
+        if cond(&u) {
+            return u;
+        }
+        last = Some(u);
+    }
+    panic!("no matching status update in {timeout:?}; last: {last:#?}");
+}
+
+#[tokio::test]
+async fn every_event_rpc_and_its_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
+    let (a, b) = (UdpCapture::start(), UdpCapture::start());
+    let legs = seed_channels(&server, &[&a, &b]).await;
+    let (admin, op, obs) =
+        (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned(), server.token(Role::Observer).to_owned());
+    let mut e = EventServiceClient::new(server.transport().await);
+    let mut m = MonitorServiceClient::new(server.transport().await);
+    let mut ch = ChannelServiceClient::new(server.transport().await);
+
+    // ScheduleEvent: each bad field named.
+    let bad = |f: &dyn Fn(&mut proto::ScheduleEventRequest)| {
+        let mut req = schedule_in(3600, "Silk Way Star");
+        f(&mut req);
+        req
+    };
+    let cases: Vec<(proto::ScheduleEventRequest, &str, &str)> = vec![
+        (bad(&|r| r.on_air = None), "on_air", "missing"),
+        (bad(&|r| r.title = String::new()), "title", "characters"),
+        (
+            bad(&|r| {
+                r.on_air = Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(
+                    Utc::now() - chrono::Duration::minutes(5),
+                )))
+            }),
+            "on_air",
+            "in the past",
+        ),
+        (bad(&|r| r.duration = dur(0)), "duration", "more than zero"),
+        (bad(&|r| r.duration = dur(-60)), "duration", "more than zero"),
+        (bad(&|r| r.duration = None), "duration", "missing"),
+        (bad(&|r| r.channel_ids = vec!["leg-9".into()]), "channel_ids[0]", "no channel `leg-9`"),
+        (
+            bad(&|r| {
+                r.on_air = Some(proto::schedule_event_request::OnAir::OnAirLocal(proto::LocalTime {
+                    local: "2030-11-22T20:00".into(),
+                    timezone: "Asia/Almati".into(),
+                    fold: 0,
+                }))
+            }),
+            "on_air_local.timezone",
+            "Asia/Almati",
+        ),
+        (
+            bad(&|r| {
+                r.on_air = Some(proto::schedule_event_request::OnAir::OnAirLocal(proto::LocalTime {
+                    local: "2030-03-31T01:30".into(),
+                    timezone: "Europe/London".into(),
+                    fold: 0,
+                }))
+            }),
+            "on_air_local.local",
+            "daylight-saving gap",
+        ),
+    ];
+    for (req, field, why) in cases {
+        let err = e.schedule_event(authed(req, &admin)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(&format!("{field}: ")) && err.message().contains(why), "{field}: {}", err.message());
+    }
+
+    // A local T0 is stored in UTC: 20:00 in Almaty (UTC+5) is 15:00Z.
+    let mut local = schedule_in(0, "Silk Way Star: grand final");
+    local.on_air = Some(proto::schedule_event_request::OnAir::OnAirLocal(proto::LocalTime {
+        local: "2030-11-22T20:00".into(),
+        timezone: "Asia/Almaty".into(),
+        fold: 0,
+    }));
+    let fin = e.schedule_event(authed(local, &admin)).await.expect("schedule local").into_inner();
+    assert_eq!(fin.on_air_utc.as_ref().unwrap().seconds, 1_921_590_000, "2030-11-22T15:00:00Z");
+    assert_eq!(fin.channel_ids, legs, "empty channel_ids means every enabled channel");
+    assert_eq!(state(&fin), EventState::Scheduled);
+    let air = e.get_air_times(authed(r(&fin.id), &obs)).await.expect("air times").into_inner().air_times;
+    let seoul = air.iter().find(|a| a.channel_id == "leg-1").unwrap();
+    assert_eq!(seoul.local_on_air, "2030-11-23T00:00:00+09:00");
+    assert_eq!((seoul.utc_offset_seconds, seoul.zone_abbreviation.as_str()), (9 * 3600, "KST"));
+
+    // Get, List; NOT_FOUND and a malformed id.
+    let got = e.get_event(authed(r(&fin.id), &obs)).await.expect("get").into_inner();
+    assert_eq!(got, fin);
+    let err = e.get_event(authed(r("ev-000000000000"), &obs)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = e.get_event(authed(r("final"), &obs)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("event_id: "), "{}", err.message());
+    let err = m.get_as_run_log(authed(r("ev-000000000000"), &obs)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Cancel, and the transitions a cancelled event refuses.
+    let c = e.cancel_event(authed(r(&fin.id), &admin)).await.expect("cancel").into_inner();
+    assert_eq!(state(&c), EventState::Cancelled);
+    let err = e.cancel_event(authed(r(&fin.id), &admin)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = e.arm(authed(r(&fin.id), &op)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("CANCELLED"), "{}", err.message());
+
+    // Master control on a live event.
+    let ev = e.schedule_event(authed(schedule_in(3600, "Semi-final"), &admin)).await.unwrap().into_inner();
+    let other = e.schedule_event(authed(schedule_in(7200, "Gala"), &admin)).await.unwrap().into_inner();
+    assert_eq!(e.list_events(authed(proto::ListEventsRequest {}, &obs)).await.unwrap().into_inner().events.len(), 3);
+    let err = e.take(authed(r(&ev.id), &op)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "Take on a scheduled event");
+    let err = e.switch_source(authed(proto::SwitchSourceRequest { event_id: ev.id.clone(), source: 2 }, &op)).await;
+    assert_eq!(err.unwrap_err().code(), Code::FailedPrecondition, "switching before the legs run");
+
+    let armed = e.arm(authed(r(&ev.id), &op)).await.expect("arm").into_inner();
+    assert_eq!(state(&armed), EventState::Armed);
+    let u = watch_until(&mut m, &ev.id, &obs, Duration::from_secs(20), |u| {
+        u.legs.len() == 2 && u.legs.iter().all(|l| l.state == LegState::OnAir as i32 && l.bytes_sent > 0)
+    })
+    .await;
+    assert_eq!(u.event_state, EventState::Armed as i32);
+    assert_eq!(u.source_in_use, proto::SourceSelection::Auto as i32);
+    assert!(u.source.as_ref().is_some_and(|s| s.state == "RECEIVING"), "{:?}", u.source);
+    assert!(wait_for(Duration::from_secs(10), || a.bytes() > 100_000 && b.bytes() > 100_000).await, "receivers got nothing");
+    let err = e.arm(authed(r(&other.id), &op)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains(&ev.id) && err.message().contains("one event runs at a time"), "{}", err.message());
+    let err = ch.delete_channel(authed(proto::DeleteChannelRequest { id: "leg-0".into() }, &admin)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "a channel on air cannot be deleted");
+
+    let held = e.hold(authed(r(&ev.id), &op)).await.expect("hold").into_inner();
+    assert_eq!(state(&held), EventState::Held);
+    assert_eq!(e.hold(authed(r(&ev.id), &op)).await.unwrap_err().code(), Code::FailedPrecondition);
+    let ext = e
+        .extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: dur(600) }, &op))
+        .await
+        .expect("extend")
+        .into_inner();
+    assert_eq!(ext.end_utc.unwrap().seconds - ev.end_utc.as_ref().unwrap().seconds, 600);
+    let err = e.extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: None }, &op)).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().starts_with("by: "), "{err:?}");
+    let err = e.extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: dur(-9000) }, &op)).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("past or before T0"), "{err:?}");
+    let on = e.take(authed(r(&ev.id), &op)).await.expect("take").into_inner();
+    assert_eq!(state(&on), EventState::OnAir);
+    let sw = |s: proto::SourceSelection| proto::SwitchSourceRequest { event_id: ev.id.clone(), source: s as i32 };
+    e.switch_source(authed(sw(proto::SourceSelection::Primary), &op)).await.expect("switch to primary");
+    let err = e.switch_source(authed(sw(proto::SourceSelection::Backup), &op)).await.unwrap_err();
+    assert!(err.code() == Code::FailedPrecondition && err.message().contains("no backup"), "{err:?}");
+    assert_eq!(e.switch_source(authed(sw(proto::SourceSelection::Slate), &op)).await.unwrap_err().code(), Code::Unimplemented);
+    let err = e.switch_source(authed(sw(proto::SourceSelection::Unspecified), &op)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    e.switch_source(authed(sw(proto::SourceSelection::Auto), &op)).await.expect("back to auto");
+
+    // EndEvent: post-roll now, then the clock completes it after 1 s and the legs stop.
+    let ended = e.end_event(authed(r(&ev.id), &op)).await.expect("end").into_inner();
+    assert_eq!(state(&ended), EventState::PostRoll);
+    assert!((ended.end_utc.unwrap().seconds - Utc::now().timestamp()).abs() <= 2, "end moved to now");
+    let u = watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), |u| u.event_state == EventState::Completed as i32).await;
+    assert!(u.legs.iter().all(|l| l.state == LegState::Stopped as i32), "{:?}", u.legs);
+    let frozen = (a.bytes(), b.bytes());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!((a.bytes(), b.bytes()), frozen, "legs still sending after the event completed");
+
+    let log = asrun_kinds(&mut m, &ev.id, &obs).await;
+    let event_kinds: Vec<&str> = log.iter().filter(|(_, c, _)| c.is_empty()).map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        event_kinds,
+        ["scheduled", "armed", "held", "extended", "on-air", "source-switched", "source-switched", "post-roll", "completed"]
+    );
+    let actor = |kind: &str| log.iter().find(|(k, _, _)| k == kind).map(|(_, _, a)| a.as_str()).unwrap();
+    assert_eq!(actor("scheduled"), "admin-tester");
+    assert_eq!(actor("armed"), "operator-tester");
+    assert_eq!(actor("completed"), "scheduler");
+    for leg in &legs {
+        for kind in ["leg-on-air", "legs-closed"] {
+            assert!(log.iter().any(|(k, c, _)| k == kind && c == leg), "no {kind} for {leg}: {log:?}");
+        }
+    }
+
+    // Abort: from armed, at once.
+    e.arm(authed(r(&other.id), &op)).await.expect("arm the other");
+    let ab = e.abort(authed(r(&other.id), &op)).await.expect("abort").into_inner();
+    assert_eq!(state(&ab), EventState::Aborted);
+    let log = asrun_kinds(&mut m, &other.id, &obs).await;
+    assert_eq!(log.iter().filter(|(k, _, _)| k == "legs-aborted").count(), 2, "{log:?}");
+    assert_eq!(e.abort(authed(r(&other.id), &op)).await.unwrap_err().code(), Code::FailedPrecondition);
+
+    // The daemon's own log holds the channel changes.
+    let sys = asrun_kinds(&mut m, "-", &obs).await;
+    assert_eq!(sys.iter().filter(|(k, _, _)| k == "channel-created").count(), 2);
+    server.stop().await;
+}
+
+/// Which mutating RPCs each role may call.
+#[tokio::test]
+async fn the_role_matrix_for_events_and_monitoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
+    let cap = UdpCapture::start();
+    seed_channels(&server, &[&cap]).await;
+    let admin = server.token(Role::Admin).to_owned();
+    let mut e = EventServiceClient::new(server.transport().await);
+    let mut m = MonitorServiceClient::new(server.transport().await);
+
+    for role in [Role::Observer, Role::Operator, Role::Admin] {
+        let t = server.token(role).to_owned();
+        let ev = e.schedule_event(authed(schedule_in(3600, "Matrix"), &admin)).await.unwrap().into_inner();
+        let spare = e.schedule_event(authed(schedule_in(7200, "Spare"), &admin)).await.unwrap().into_inner();
+        let log_before = asrun_kinds(&mut m, &ev.id, &admin).await.len();
+
+        // Reads: everyone.
+        assert!(e.get_event(authed(r(&ev.id), &t)).await.is_ok(), "{role} get");
+        assert!(e.list_events(authed(proto::ListEventsRequest {}, &t)).await.is_ok(), "{role} list");
+        assert!(e.get_air_times(authed(r(&ev.id), &t)).await.is_ok(), "{role} air times");
+        assert!(m.get_as_run_log(authed(r(&ev.id), &t)).await.is_ok(), "{role} as-run");
+        let mut w = m.watch_status(authed(r(&ev.id), &t)).await.expect("watch").into_inner();
+        assert!(w.message().await.unwrap().is_some(), "{role} watch");
+
+        // Master control, in an order each call allows: operator and admin.
+        let mc = role != Role::Observer;
+        let results = vec![
+            ("Arm", e.arm(authed(r(&ev.id), &t)).await.err()),
+            ("Hold", e.hold(authed(r(&ev.id), &t)).await.err()),
+            ("Extend", e.extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: dur(60) }, &t)).await.err()),
+            ("Take", e.take(authed(r(&ev.id), &t)).await.err()),
+            (
+                "SwitchSource",
+                e.switch_source(authed(proto::SwitchSourceRequest { event_id: ev.id.clone(), source: 2 }, &t)).await.err(),
+            ),
+            ("EndEvent", e.end_event(authed(r(&ev.id), &t)).await.err()),
+            ("Abort", e.abort(authed(r(&ev.id), &t)).await.err()),
+        ];
+        for (rpc, err) in results {
+            match (mc, err) {
+                (true, None) => {}
+                (false, Some(err)) => assert_eq!(err.code(), Code::PermissionDenied, "{role} {rpc}: {err:?}"),
+                (true, Some(err)) => panic!("{role} refused {rpc}: {err:?}"),
+                (false, None) => panic!("{role} was allowed {rpc}"),
+            }
+        }
+        // Schedule and cancel: admin only.
+        let s = e.schedule_event(authed(schedule_in(9000, "By role"), &t)).await;
+        let c = e.cancel_event(authed(r(&spare.id), &t)).await;
+        if role == Role::Admin {
+            assert!(s.is_ok() && c.is_ok(), "admin refused: {s:?} {c:?}");
+            e.cancel_event(authed(r(&s.unwrap().into_inner().id), &admin)).await.unwrap();
+        } else {
+            assert_eq!(s.unwrap_err().code(), Code::PermissionDenied, "{role} schedule");
+            assert_eq!(c.unwrap_err().code(), Code::PermissionDenied, "{role} cancel");
+            e.cancel_event(authed(r(&spare.id), &admin)).await.unwrap();
+        }
+
+        // Denied calls changed nothing.
+        let now = e.get_event(authed(r(&ev.id), &admin)).await.unwrap().into_inner();
+        if mc {
+            assert_eq!(state(&now), EventState::Aborted, "{role}");
+        } else {
+            assert_eq!(now, ev, "a denied call by {role} changed the event");
+            assert_eq!(asrun_kinds(&mut m, &ev.id, &admin).await.len(), log_before, "{role} left as-run entries");
+            e.cancel_event(authed(r(&ev.id), &admin)).await.unwrap();
+        }
+    }
+
+    // No token, or an unknown one: UNAUTHENTICATED everywhere.
+    let ev = e.list_events(authed(proto::ListEventsRequest {}, &admin)).await.unwrap().into_inner().events[0].id.clone();
+    for token in [None, Some("sct_00")] {
+        let req = |x: proto::EventRef| match token {
+            Some(t) => authed(x, t),
+            None => tonic::Request::new(x),
+        };
+        let codes = [
+            e.arm(req(r(&ev))).await.unwrap_err().code(),
+            e.get_event(req(r(&ev))).await.unwrap_err().code(),
+            m.get_as_run_log(req(r(&ev))).await.unwrap_err().code(),
+            m.watch_status(req(r(&ev))).await.map(|_| ()).unwrap_err().code(),
+        ];
+        assert!(codes.iter().all(|c| *c == Code::Unauthenticated), "{token:?}: {codes:?}");
+    }
+    server.stop().await;
+}
+
+/// A watcher that stops reading skips to the latest state and is told how
+/// much it missed; meanwhile another watcher and master control go on.
+#[tokio::test]
+async fn a_stalled_watcher_skips_ahead_and_blocks_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options();
+    o.status_every = Duration::from_millis(10);
+    o.tick = Duration::from_millis(10);
+    let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
+    let cap = UdpCapture::start();
+    seed_channels(&server, &[&cap]).await;
+    let (admin, op, obs) =
+        (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned(), server.token(Role::Observer).to_owned());
+    let mut e = EventServiceClient::new(server.transport().await);
+    let ev = e.schedule_event(authed(schedule_in(3600, "Lag"), &admin)).await.unwrap().into_inner();
+
+    // The stalled watcher's connection has a tiny HTTP/2 window, so the
+    // server must hold back after a few updates.
+    let slow_transport = Transport::from_shared(server.addr.clone())
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = MonitorServiceClient::new(slow_transport);
+    let mut stalled = slow.watch_status(authed(r(&ev.id), &obs)).await.unwrap().into_inner();
+    let first = stalled.message().await.unwrap().unwrap();
+
+    let mut fast = MonitorServiceClient::new(server.transport().await).watch_status(authed(r(&ev.id), &obs)).await.unwrap().into_inner();
+    let started = tokio::time::Instant::now();
+    let mut fast_updates = 0u32;
+    let mut extends = 0u32;
+    while started.elapsed() < Duration::from_secs(3) {
+        let u = tokio::time::timeout(Duration::from_secs(2), fast.message()).await.expect("the fast watcher starved");
+        assert!(u.unwrap().is_some());
+        fast_updates += 1;
+        if fast_updates % 20 == 0 {
+            e.extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: dur(1) }, &op)).await.expect("extend");
+            extends += 1;
+        }
+    }
+    assert!(fast_updates >= 60, "the fast watcher got only {fast_updates} updates in 3 s");
+    assert!(extends >= 3);
+
+    // Now read the stalled stream: it catches up by skipping.
+    let mut skipped = 0u64;
+    let mut last = first.clone();
+    for _ in 0..200 {
+        let u = tokio::time::timeout(Duration::from_secs(2), stalled.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!(u.seq, last.seq + 1 + u.lagged, "seq and lagged disagree");
+        skipped += u.lagged;
+        last = u;
+        if last.lagged > 0 && last.end_utc.as_ref().unwrap().seconds == ev.end_utc.as_ref().unwrap().seconds + i64::from(extends) {
+            break;
+        }
+    }
+    assert!(skipped > 0, "the stalled watcher never skipped");
+    assert_eq!(last.end_utc.unwrap().seconds, ev.end_utc.unwrap().seconds + i64::from(extends), "it did not reach the latest state");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_serving_only_while_the_relay_can_run() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = default_options();
+    o.media_problem = Some("legs/rist: no element \"ristsink\"".into());
+    let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
+    let cap = UdpCapture::start();
+    seed_channels(&server, &[&cap]).await;
+    let mut h = HealthClient::new(server.transport().await);
+    let status = |h: &mut HealthClient<Transport>, svc: &str| {
+        let mut h = h.clone();
+        let svc = svc.to_owned();
+        async move { h.check(HealthCheckRequest { service: svc }).await.unwrap().into_inner().status }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for svc in ["", "simulcast.v1.EventService"] {
+        assert_eq!(status(&mut h, svc).await, ServingStatus::NotServing as i32, "{svc}");
+    }
+    // Arm says why.
+    let mut e = EventServiceClient::new(server.transport().await);
+    let ev = e.schedule_event(authed(schedule_in(3600, "No relay"), server.token(Role::Admin))).await.unwrap().into_inner();
+    let err = e.arm(authed(r(&ev.id), server.token(Role::Operator))).await.unwrap_err();
+    assert!(err.code() == Code::Internal && err.message().contains("ristsink"), "{err:?}");
+    let still = e.get_event(authed(r(&ev.id), server.token(Role::Observer))).await.unwrap().into_inner();
+    assert_eq!(state(&still), EventState::Scheduled, "a failed Arm changed the state");
+    server.stop().await;
+
+    // The same store with a working relay: SERVING, before and during an event.
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
+    let mut h = HealthClient::new(server.transport().await);
+    let mut serving = false;
+    for _ in 0..50 {
+        if status(&mut h, "").await == ServingStatus::Serving as i32 {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serving, "a healthy daemon is not SERVING");
+    let mut e = EventServiceClient::new(server.transport().await);
+    e.arm(authed(r(&ev.id), server.token(Role::Operator))).await.expect("arm");
+    assert_eq!(status(&mut h, "simulcast.v1.MonitorService").await, ServingStatus::Serving as i32);
+    server.stop().await;
+}
