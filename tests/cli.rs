@@ -127,7 +127,8 @@ fn operators_manage_channels_through_the_real_daemon() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("without TLS") && err.contains("--tls-cert"), "{err}");
 
     let token_of = |role: &str, name: &str| {
         let (code, out, err) =

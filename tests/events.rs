@@ -106,8 +106,11 @@ async fn every_event_rpc_and_its_error_codes() {
     let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
     let (a, b) = (UdpCapture::start(), UdpCapture::start());
     let legs = seed_channels(&server, &[&a, &b]).await;
-    let (admin, op, obs) =
-        (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned(), server.token(Role::Observer).to_owned());
+    let (admin, op, obs) = (
+        server.token(Role::Admin).to_owned(),
+        server.token(Role::Operator).to_owned(),
+        server.token(Role::Observer).to_owned(),
+    );
     let mut e = EventServiceClient::new(server.transport().await);
     let mut m = MonitorServiceClient::new(server.transport().await);
     let mut ch = ChannelServiceClient::new(server.transport().await);
@@ -160,7 +163,11 @@ async fn every_event_rpc_and_its_error_codes() {
     for (req, field, why) in cases {
         let err = e.schedule_event(authed(req, &admin)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-        assert!(err.message().contains(&format!("{field}: ")) && err.message().contains(why), "{field}: {}", err.message());
+        assert!(
+            err.message().contains(&format!("{field}: ")) && err.message().contains(why),
+            "{field}: {}",
+            err.message()
+        );
     }
 
     // A local T0 is stored in UTC: 20:00 in Almaty (UTC+5) is 15:00Z.
@@ -217,7 +224,10 @@ async fn every_event_rpc_and_its_error_codes() {
     assert_eq!(u.event_state, EventState::Armed as i32);
     assert_eq!(u.source_in_use, proto::SourceSelection::Auto as i32);
     assert!(u.source.as_ref().is_some_and(|s| s.state == "RECEIVING"), "{:?}", u.source);
-    assert!(wait_for(Duration::from_secs(10), || a.bytes() > 100_000 && b.bytes() > 100_000).await, "receivers got nothing");
+    assert!(
+        wait_for(Duration::from_secs(10), || a.bytes() > 100_000 && b.bytes() > 100_000).await,
+        "receivers got nothing"
+    );
     let err = e.arm(authed(r(&other.id), &op)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains(&ev.id) && err.message().contains("one event runs at a time"), "{}", err.message());
@@ -235,7 +245,8 @@ async fn every_event_rpc_and_its_error_codes() {
     assert_eq!(ext.end_utc.unwrap().seconds - ev.end_utc.as_ref().unwrap().seconds, 600);
     let err = e.extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: None }, &op)).await.unwrap_err();
     assert!(err.code() == Code::InvalidArgument && err.message().starts_with("by: "), "{err:?}");
-    let err = e.extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: dur(-9000) }, &op)).await.unwrap_err();
+    let err =
+        e.extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: dur(-9000) }, &op)).await.unwrap_err();
     assert!(err.code() == Code::InvalidArgument && err.message().contains("past or before T0"), "{err:?}");
     let on = e.take(authed(r(&ev.id), &op)).await.expect("take").into_inner();
     assert_eq!(state(&on), EventState::OnAir);
@@ -243,7 +254,10 @@ async fn every_event_rpc_and_its_error_codes() {
     e.switch_source(authed(sw(proto::SourceSelection::Primary), &op)).await.expect("switch to primary");
     let err = e.switch_source(authed(sw(proto::SourceSelection::Backup), &op)).await.unwrap_err();
     assert!(err.code() == Code::FailedPrecondition && err.message().contains("no backup"), "{err:?}");
-    assert_eq!(e.switch_source(authed(sw(proto::SourceSelection::Slate), &op)).await.unwrap_err().code(), Code::Unimplemented);
+    assert_eq!(
+        e.switch_source(authed(sw(proto::SourceSelection::Slate), &op)).await.unwrap_err().code(),
+        Code::Unimplemented
+    );
     let err = e.switch_source(authed(sw(proto::SourceSelection::Unspecified), &op)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     e.switch_source(authed(sw(proto::SourceSelection::Auto), &op)).await.expect("back to auto");
@@ -252,7 +266,9 @@ async fn every_event_rpc_and_its_error_codes() {
     let ended = e.end_event(authed(r(&ev.id), &op)).await.expect("end").into_inner();
     assert_eq!(state(&ended), EventState::PostRoll);
     assert!((ended.end_utc.unwrap().seconds - Utc::now().timestamp()).abs() <= 2, "end moved to now");
-    let u = watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), |u| u.event_state == EventState::Completed as i32).await;
+    let u =
+        watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), |u| u.event_state == EventState::Completed as i32)
+            .await;
     assert!(u.legs.iter().all(|l| l.state == LegState::Stopped as i32), "{:?}", u.legs);
     let frozen = (a.bytes(), b.bytes());
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -262,7 +278,17 @@ async fn every_event_rpc_and_its_error_codes() {
     let event_kinds: Vec<&str> = log.iter().filter(|(_, c, _)| c.is_empty()).map(|(k, _, _)| k.as_str()).collect();
     assert_eq!(
         event_kinds,
-        ["scheduled", "armed", "held", "extended", "on-air", "source-switched", "source-switched", "post-roll", "completed"]
+        [
+            "scheduled",
+            "armed",
+            "held",
+            "extended",
+            "on-air",
+            "source-switched",
+            "source-switched",
+            "post-roll",
+            "completed"
+        ]
     );
     let actor = |kind: &str| log.iter().find(|(k, _, _)| k == kind).map(|(_, _, a)| a.as_str()).unwrap();
     assert_eq!(actor("scheduled"), "admin-tester");
@@ -322,7 +348,9 @@ async fn the_role_matrix_for_events_and_monitoring() {
             ("Take", e.take(authed(r(&ev.id), &t)).await.err()),
             (
                 "SwitchSource",
-                e.switch_source(authed(proto::SwitchSourceRequest { event_id: ev.id.clone(), source: 2 }, &t)).await.err(),
+                e.switch_source(authed(proto::SwitchSourceRequest { event_id: ev.id.clone(), source: 2 }, &t))
+                    .await
+                    .err(),
             ),
             ("EndEvent", e.end_event(authed(r(&ev.id), &t)).await.err()),
             ("Abort", e.abort(authed(r(&ev.id), &t)).await.err()),
@@ -359,7 +387,8 @@ async fn the_role_matrix_for_events_and_monitoring() {
     }
 
     // No token, or an unknown one: UNAUTHENTICATED everywhere.
-    let ev = e.list_events(authed(proto::ListEventsRequest {}, &admin)).await.unwrap().into_inner().events[0].id.clone();
+    let ev =
+        e.list_events(authed(proto::ListEventsRequest {}, &admin)).await.unwrap().into_inner().events[0].id.clone();
     for token in [None, Some("sct_00")] {
         let req = |x: proto::EventRef| match token {
             Some(t) => authed(x, t),
@@ -387,8 +416,11 @@ async fn a_stalled_watcher_skips_ahead_and_blocks_nobody() {
     let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
     let cap = UdpCapture::start();
     seed_channels(&server, &[&cap]).await;
-    let (admin, op, obs) =
-        (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned(), server.token(Role::Observer).to_owned());
+    let (admin, op, obs) = (
+        server.token(Role::Admin).to_owned(),
+        server.token(Role::Operator).to_owned(),
+        server.token(Role::Observer).to_owned(),
+    );
     let mut e = EventServiceClient::new(server.transport().await);
     let ev = e.schedule_event(authed(schedule_in(3600, "Lag"), &admin)).await.unwrap().into_inner();
 
@@ -405,7 +437,11 @@ async fn a_stalled_watcher_skips_ahead_and_blocks_nobody() {
     let mut stalled = slow.watch_status(authed(r(&ev.id), &obs)).await.unwrap().into_inner();
     let first = stalled.message().await.unwrap().unwrap();
 
-    let mut fast = MonitorServiceClient::new(server.transport().await).watch_status(authed(r(&ev.id), &obs)).await.unwrap().into_inner();
+    let mut fast = MonitorServiceClient::new(server.transport().await)
+        .watch_status(authed(r(&ev.id), &obs))
+        .await
+        .unwrap()
+        .into_inner();
     let started = tokio::time::Instant::now();
     let mut fast_updates = 0u32;
     let mut extends = 0u32;
@@ -429,12 +465,18 @@ async fn a_stalled_watcher_skips_ahead_and_blocks_nobody() {
         assert_eq!(u.seq, last.seq + 1 + u.lagged, "seq and lagged disagree");
         skipped += u.lagged;
         last = u;
-        if last.lagged > 0 && last.end_utc.as_ref().unwrap().seconds == ev.end_utc.as_ref().unwrap().seconds + i64::from(extends) {
+        if last.lagged > 0
+            && last.end_utc.as_ref().unwrap().seconds == ev.end_utc.as_ref().unwrap().seconds + i64::from(extends)
+        {
             break;
         }
     }
     assert!(skipped > 0, "the stalled watcher never skipped");
-    assert_eq!(last.end_utc.unwrap().seconds, ev.end_utc.unwrap().seconds + i64::from(extends), "it did not reach the latest state");
+    assert_eq!(
+        last.end_utc.unwrap().seconds,
+        ev.end_utc.unwrap().seconds + i64::from(extends),
+        "it did not reach the latest state"
+    );
     server.stop().await;
 }
 
@@ -461,7 +503,8 @@ async fn health_is_serving_only_while_the_relay_can_run() {
     }
     // Arm says why.
     let mut e = EventServiceClient::new(server.transport().await);
-    let ev = e.schedule_event(authed(schedule_in(3600, "No relay"), server.token(Role::Admin))).await.unwrap().into_inner();
+    let ev =
+        e.schedule_event(authed(schedule_in(3600, "No relay"), server.token(Role::Admin))).await.unwrap().into_inner();
     let err = e.arm(authed(r(&ev.id), server.token(Role::Operator))).await.unwrap_err();
     assert!(err.code() == Code::Internal && err.message().contains("ristsink"), "{err:?}");
     let still = e.get_event(authed(r(&ev.id), server.token(Role::Observer))).await.unwrap().into_inner();

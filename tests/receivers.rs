@@ -98,13 +98,16 @@ async fn srt_listener_rist_and_file_legs_deliver_decodable_streams() {
     // RIST drops what arrives before its RTCP handshake and ffmpeg writes
     // only once it has probed the stream: wait for the partner's first bytes.
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let _rist_started = wait_for(Duration::from_secs(15), || size(&rist_out) > 0).await;
+    let rist_started = wait_for(Duration::from_secs(15), || size(&rist_out) > 0).await;
+    assert!(rist_started, "the RIST partner wrote nothing in 15 s");
+    let rist_writing = Instant::now();
     eprintln!("RIST partner writing {:?} after the leg went on air", on_air.elapsed());
-    let _rist_first = size(&rist_out);
+    let rist_first = size(&rist_out);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let _rist_later = size(&rist_out);
+    assert!(size(&rist_out) > rist_first, "the RIST partner stopped writing");
     let status = run.relay.shutdown().await;
     let sent = on_air.elapsed();
+    let rist_sent = rist_writing.elapsed();
     rist_rx.interrupt();
     drop(caller);
 
@@ -114,13 +117,19 @@ async fn srt_listener_rist_and_file_legs_deliver_decodable_streams() {
     assert_decodable(&file_out, sent, "file leg");
     let p = ffprobe(&rist_out);
     assert!(p.codecs.iter().any(|c| c == "h264") && p.codecs.iter().any(|c| c == "aac"), "RIST partner: {p:?}");
-    // Less than was sent: RIST drops what arrives before its RTCP handshake,
-    // and ffmpeg writes only once it has probed the stream.
-    eprintln!("RIST partner: {:?}, {:.2} s of {:.2} s sent", p.codecs, p.duration, sent.as_secs_f64());
-    assert!(
-        p.duration > sent.as_secs_f64() * 0.5,
-        "RIST partner got {:.1} s of {:.1} s",
+    // Measured from the partner's first bytes: RIST drops what arrives
+    // before its RTCP handshake, and ffmpeg writes only once it has probed
+    // the stream, which takes longer on a loaded machine.
+    eprintln!(
+        "RIST partner: {:?}, {:.2} s of {:.2} s since it started writing",
+        p.codecs,
         p.duration,
-        sent.as_secs_f64()
+        rist_sent.as_secs_f64()
+    );
+    assert!(
+        p.duration > rist_sent.as_secs_f64() * 0.8,
+        "RIST partner got {:.1} s in the {:.1} s since it started writing",
+        p.duration,
+        rist_sent.as_secs_f64()
     );
 }

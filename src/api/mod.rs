@@ -91,9 +91,10 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
-    let monitor = MonitorServiceServer::new(monitor::MonitorApi { coordinator: coordinator.clone(), closing: closing_rx })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let monitor =
+        MonitorServiceServer::new(monitor::MonitorApi { coordinator: coordinator.clone(), closing: closing_rx })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     // Health follows the coordinator's snapshots: SERVING while the relay
     // is healthy, NOT_SERVING when it is not or the daemon is stopping.

@@ -125,11 +125,21 @@ impl SrtReceiver {
 
     /// Starts (again) on `port`, appending to `path`.
     pub fn start_to(port: u16, path: PathBuf) -> Self {
+        Self::start_full(port, path, None)
+    }
+
+    /// Starts on `port`, accepting only callers with `passphrase`.
+    pub fn start_with_passphrase(port: u16, passphrase: &str) -> Self {
+        Self::start_full(port, temp_dir("srt").join("capture.ts"), Some(passphrase))
+    }
+
+    fn start_full(port: u16, path: PathBuf, passphrase: Option<&str>) -> Self {
         require("srt-live-transmit", "srt-tools");
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("capture file");
+        let secret = passphrase.map(|p| format!("&passphrase={p}")).unwrap_or_default();
         let child = Command::new("srt-live-transmit")
             .arg("-q")
-            .arg(format!("srt://127.0.0.1:{port}?mode=listener"))
+            .arg(format!("srt://127.0.0.1:{port}?mode=listener{secret}"))
             .arg("file://con")
             .stdin(Stdio::null())
             .stdout(out)
