@@ -16,6 +16,7 @@ packages=(
   srt-tools                           # srt-live-transmit: the SRT partner in tests
   nginx libnginx-mod-rtmp             # the RTMP partner in tests and the demo
   ffmpeg                              # ffprobe in tests, ffmpeg's tee in the benchmark
+  openssl                             # a throwaway TLS certificate in the TLS test
 )
 
 missing=()

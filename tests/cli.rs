@@ -195,3 +195,70 @@ fn operators_manage_channels_through_the_real_daemon() {
     assert!(err.starts_with("simulcastctl: cannot reach simulcastd at http://127.0.0.1:1"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// TLS on the control port: a client that trusts the certificate works, one
+/// that does not is refused in one line, and plain HTTP/2 gets nowhere.
+#[test]
+fn the_control_port_speaks_tls_when_given_a_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=simulcastd-test", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is not installed: apt-get install openssl (scripts/test.sh does this)");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let db = dir.path().join("simulcast.db");
+    let db_arg = db.to_str().unwrap();
+    let (code, out, err) = ctl_env(&["--json", "token", "create", "--role", "observer", "--name", "noc", "--db", db_arg], "", None);
+    assert_eq!(code, 0, "{err}");
+    let token = serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"].as_str().unwrap().to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+            .args(["serve", "--db", db_arg, "--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start simulcastd"),
+    );
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "simulcastd did not listen");
+    let https = format!("https://127.0.0.1:{port}");
+    let ca = cert.to_str().unwrap();
+    let (code, out, err) = ctl_env(&["--ca-cert", ca, "events", "list"], &https, Some(&token));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    // Without the CA: refused, one line.
+    let (code, _, err) = ctl_env(&["events", "list"], &https, Some(&token));
+    assert_eq!((code, err.trim()), (1, "simulcastctl: an https:// address needs --ca-cert (or SIMULCAST_CA_CERT)"));
+    // Trusting another certificate: the handshake fails, one line.
+    let (other_cert, other_key) = (dir.path().join("other.pem"), dir.path().join("other-key.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=somebody-else", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&other_key)
+        .arg("-out")
+        .arg(&other_cert)
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let (code, _, err) = ctl_env(&["--ca-cert", other_cert.to_str().unwrap(), "events", "list"], &https, Some(&token));
+    assert_eq!(code, 1);
+    assert!(err.starts_with("simulcastctl: ") && err.lines().count() == 1, "{err}");
+    // Plain HTTP/2 to a TLS port gets no answer.
+    let (code, _, err) = ctl_env(&["events", "list"], &format!("http://127.0.0.1:{port}"), Some(&token));
+    assert_eq!(code, 1, "{err}");
+}
