@@ -1,0 +1,212 @@
+//! Master-control round trips under watch load: with W concurrent
+//! `WatchStatus` streams open (each on its own connection, each reading),
+//! the time for `Hold`, `Take` and `Extend` calls on loopback against the
+//! real `simulcastd serve`, p50/p99/max; the same loop with no watcher in
+//! the same run, for the ratio; and the daemon's resident memory per
+//! watcher (VmRSS after opening the streams minus before, over W).
+//!
+//! `cargo bench --bench control` (`WATCHERS`, default 200; `ROUNDS`,
+//! default 40: each round schedules an event, arms it (untimed: the relay
+//! starts), then times Hold, 5 x Extend and Take, and aborts it).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use simulcast::api::auth::{hash_token, new_token};
+use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::monitor_service_client::MonitorServiceClient;
+use simulcast::proto::{self, schedule_event_request::OnAir};
+use simulcast::store::{Store, TokenRecord};
+use tonic::transport::Channel;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    r
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[derive(Default)]
+struct Samples {
+    hold: Vec<Duration>,
+    take: Vec<Duration>,
+    extend: Vec<Duration>,
+}
+
+async fn rounds(e: &mut EventServiceClient<Channel>, token: &str, n: usize) -> Samples {
+    let mut s = Samples::default();
+    for _ in 0..n {
+        let at = chrono::Utc::now() + chrono::Duration::hours(1);
+        let req = proto::ScheduleEventRequest {
+            title: "bench".into(),
+            on_air: Some(OnAir::OnAirUtc(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 })),
+            duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+            ..Default::default()
+        };
+        let id = e.schedule_event(authed(req, token)).await.expect("schedule").into_inner().id;
+        let r = || proto::EventRef { event_id: id.clone() };
+        e.arm(authed(r(), token)).await.expect("arm");
+        let t = Instant::now();
+        e.hold(authed(r(), token)).await.expect("hold");
+        s.hold.push(t.elapsed());
+        for _ in 0..5 {
+            let t = Instant::now();
+            let req = proto::ExtendRequest { event_id: id.clone(), by: Some(prost_types::Duration { seconds: 1, nanos: 0 }) };
+            e.extend(authed(req, token)).await.expect("extend");
+            s.extend.push(t.elapsed());
+        }
+        let t = Instant::now();
+        e.take(authed(r(), token)).await.expect("take");
+        s.take.push(t.elapsed());
+        e.abort(authed(r(), token)).await.expect("abort");
+    }
+    s
+}
+
+fn report(label: &str, s: &mut Samples) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, v) in [("hold", &mut s.hold), ("take", &mut s.take), ("extend", &mut s.extend)] {
+        v.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{label:<18} {name:<7} n={:<4} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+            v.len(),
+            ms(pct(v, 0.5)),
+            ms(pct(v, 0.99)),
+            ms(*v.last().unwrap_or(&Duration::ZERO))
+        );
+        out.insert(
+            name.into(),
+            serde_json::json!({ "n": v.len(), "p50_ms": ms(pct(v, 0.5)), "p99_ms": ms(pct(v, 0.99)), "max_ms": ms(*v.last().unwrap_or(&Duration::ZERO)) }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
+#[tokio::main]
+async fn main() {
+    let watchers = env_num("WATCHERS", 200);
+    let n = env_num("ROUNDS", 40);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bench.db");
+    let token = new_token().expect("token");
+    let store = Store::open(&db).expect("store");
+    let rec = TokenRecord { name: "bench".into(), role: "admin".into(), sha256: hash_token(&token) };
+    store.insert_token(&rec, "2026-11-26T00:00:00Z").expect("token");
+    drop(store);
+    // One UDP leg into a socket that drains it; the small test source.
+    let drain = std::net::UdpSocket::bind("127.0.0.1:0").expect("drain");
+    let drain_port = drain.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 65536];
+        while drain.recv(&mut b).is_ok() {}
+    });
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[event]\ntitle = \"bench\"\n[source]\ntype = \"test\"\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 800\n\
+             [[channels]]\nid = \"drain\"\nname = \"drain\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{drain_port}\" }}\n"
+        ),
+    )
+    .expect("config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulcastd");
+    let addr = format!("http://127.0.0.1:{port}");
+    let connect = || async { Channel::from_shared(addr.clone()).expect("addr").connect().await };
+    let mut transport = None;
+    for _ in 0..100 {
+        if let Ok(t) = connect().await {
+            transport = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut e = EventServiceClient::new(transport.expect("simulcastd did not listen"));
+    let pid = daemon.id();
+
+    // Warm up, then the baseline without watchers.
+    rounds(&mut e, &token, 2).await;
+    let mut base = rounds(&mut e, &token, n).await;
+    let rss_before = rss_kib(pid);
+
+    let received = Arc::new(AtomicU64::new(0));
+    let lagged = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..watchers {
+        let t = connect().await.expect("watcher connect");
+        let mut m = MonitorServiceClient::new(t);
+        let mut stream = m.watch_status(authed(proto::EventRef::default(), &token)).await.expect("watch").into_inner();
+        let (received, lagged) = (Arc::clone(&received), Arc::clone(&lagged));
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(u)) = stream.message().await {
+                received.fetch_add(1, Ordering::Relaxed);
+                lagged.fetch_add(u.lagged, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss_kib(pid);
+    let got_before = received.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut loaded = rounds(&mut e, &token, n).await;
+    let secs = started.elapsed().as_secs_f64();
+    let updates = received.load(Ordering::Relaxed) - got_before;
+
+    println!("simulcastd serve, loopback, {} round(s); {watchers} WatchStatus streams, each on its own connection", n);
+    let b = report("no watchers", &mut base);
+    let l = report(&format!("{watchers} watchers"), &mut loaded);
+    let per = (rss_after.saturating_sub(rss_before)) as f64 / watchers.max(1) as f64;
+    println!(
+        "memory: daemon VmRSS {rss_before} KiB before the streams, {rss_after} KiB with them: {per:.1} KiB per watcher"
+    );
+    println!(
+        "watchers received {updates} updates in {secs:.1} s ({:.1} per watcher per second), {} skipped as lagged",
+        updates as f64 / secs / watchers.max(1) as f64,
+        lagged.load(Ordering::Relaxed)
+    );
+    let ratio = |k: &str| l[k]["p99_ms"].as_f64().unwrap_or(0.0) / b[k]["p99_ms"].as_f64().unwrap_or(1.0).max(1e-9);
+    println!("p99 ratio loaded/unloaded: hold {:.2}, take {:.2}, extend {:.2}", ratio("hold"), ratio("take"), ratio("extend"));
+    println!(
+        "{}",
+        serde_json::json!({
+            "watchers": watchers, "rounds": n, "unloaded": b, "loaded": l,
+            "rss_kib_before": rss_before, "rss_kib_after": rss_after, "kib_per_watcher": per,
+            "updates": updates, "lagged": lagged.load(Ordering::Relaxed),
+        })
+    );
+    for t in tasks {
+        t.abort();
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
