@@ -71,7 +71,8 @@ async fn rounds(e: &mut EventServiceClient<Channel>, token: &str, n: usize) -> S
         s.hold.push(t.elapsed());
         for _ in 0..5 {
             let t = Instant::now();
-            let req = proto::ExtendRequest { event_id: id.clone(), by: Some(prost_types::Duration { seconds: 1, nanos: 0 }) };
+            let req =
+                proto::ExtendRequest { event_id: id.clone(), by: Some(prost_types::Duration { seconds: 1, nanos: 0 }) };
             e.extend(authed(req, token)).await.expect("extend");
             s.extend.push(t.elapsed());
         }
@@ -195,7 +196,12 @@ async fn main() {
         lagged.load(Ordering::Relaxed)
     );
     let ratio = |k: &str| l[k]["p99_ms"].as_f64().unwrap_or(0.0) / b[k]["p99_ms"].as_f64().unwrap_or(1.0).max(1e-9);
-    println!("p99 ratio loaded/unloaded: hold {:.2}, take {:.2}, extend {:.2}", ratio("hold"), ratio("take"), ratio("extend"));
+    println!(
+        "p99 ratio loaded/unloaded: hold {:.2}, take {:.2}, extend {:.2}",
+        ratio("hold"),
+        ratio("take"),
+        ratio("extend")
+    );
     println!(
         "{}",
         serde_json::json!({

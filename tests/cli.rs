@@ -1,6 +1,12 @@
 //! The operator's command line, run as the real binaries.
 
-use std::process::Command;
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::Daemon;
 
 fn ctl(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl")).args(args).output().expect("run simulcastctl");
@@ -96,16 +102,6 @@ fn ctl_env(args: &[&str], addr: &str, token: Option<&str>) -> (i32, String, Stri
     )
 }
 
-/// Kills the daemon when the test ends, passed or not.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn operators_manage_channels_through_the_real_daemon() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -144,19 +140,11 @@ fn operators_manage_channels_through_the_real_daemon() {
 
     let config = dir.path().join("final.toml");
     std::fs::write(&config, simulcast::config::DEFAULT_CONFIG).unwrap();
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-            .args(["serve", "--db", db_arg, "--listen", &format!("127.0.0.1:{port}"), "--config"])
-            .arg(&config)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start simulcastd"),
+    let _daemon = Daemon::serve(
+        port,
+        &[OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()],
+        Stdio::null(),
     );
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "simulcastd did not listen");
 
     // The imported grand final, as a table and as JSON.
     let (code, out, err) = ctl_env(&["channels", "list"], &addr, Some(&observer));
@@ -196,44 +184,46 @@ fn operators_manage_channels_through_the_real_daemon() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// A throwaway self-signed certificate for 127.0.0.1 (not a CA: rustls
+/// refuses a CA certificate used as the server's own).
+fn self_signed(cert: &Path, key: &Path, name: &str) {
+    common::require("openssl", "openssl");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// TLS on the control port: a client that trusts the certificate works, one
 /// that does not is refused in one line, and plain HTTP/2 gets nowhere.
 #[test]
 fn the_control_port_speaks_tls_when_given_a_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=simulcastd-test", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is not installed: apt-get install openssl (scripts/test.sh does this)");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    self_signed(&cert, &key, "simulcastd-test");
     let db = dir.path().join("simulcast.db");
     let db_arg = db.to_str().unwrap();
-    let (code, out, err) = ctl_env(&["--json", "token", "create", "--role", "observer", "--name", "noc", "--db", db_arg], "", None);
+    let (code, out, err) =
+        ctl_env(&["--json", "token", "create", "--role", "observer", "--name", "noc", "--db", db_arg], "", None);
     assert_eq!(code, 0, "{err}");
     let token = serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"].as_str().unwrap().to_owned();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-            .args(["serve", "--db", db_arg, "--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start simulcastd"),
-    );
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "simulcastd did not listen");
+    let args = [
+        OsStr::new("--db"),
+        db.as_os_str(),
+        OsStr::new("--tls-cert"),
+        cert.as_os_str(),
+        OsStr::new("--tls-key"),
+        key.as_os_str(),
+    ];
+    let _daemon = Daemon::serve(port, &args, Stdio::null());
     let https = format!("https://127.0.0.1:{port}");
     let ca = cert.to_str().unwrap();
     let (code, out, err) = ctl_env(&["--ca-cert", ca, "events", "list"], &https, Some(&token));
@@ -244,17 +234,7 @@ fn the_control_port_speaks_tls_when_given_a_certificate() {
     assert_eq!((code, err.trim()), (1, "simulcastctl: an https:// address needs --ca-cert (or SIMULCAST_CA_CERT)"));
     // Trusting another certificate: the handshake fails, one line.
     let (other_cert, other_key) = (dir.path().join("other.pem"), dir.path().join("other-key.pem"));
-    let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=somebody-else", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&other_key)
-        .arg("-out")
-        .arg(&other_cert)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
+    self_signed(&other_cert, &other_key, "somebody-else");
     let (code, _, err) = ctl_env(&["--ca-cert", other_cert.to_str().unwrap(), "events", "list"], &https, Some(&token));
     assert_eq!(code, 1);
     assert!(err.starts_with("simulcastctl: ") && err.lines().count() == 1, "{err}");

@@ -449,7 +449,7 @@ async fn a_stalled_watcher_skips_ahead_and_blocks_nobody() {
         let u = tokio::time::timeout(Duration::from_secs(2), fast.message()).await.expect("the fast watcher starved");
         assert!(u.unwrap().is_some());
         fast_updates += 1;
-        if fast_updates % 20 == 0 {
+        if fast_updates.is_multiple_of(20) {
             e.extend(authed(proto::ExtendRequest { event_id: ev.id.clone(), by: dur(1) }, &op)).await.expect("extend");
             extends += 1;
         }

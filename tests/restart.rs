@@ -7,42 +7,21 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{NginxRtmp, SrtReceiver, UdpCapture, free_tcp_port, free_udp_port};
+use common::{Daemon, NginxRtmp, SrtReceiver, UdpCapture, free_tcp_port, free_udp_port};
 
 const PASSPHRASE: &str = "restart-pp-9d1c-tashkent";
 const STREAM_KEY: &str = "restart-sk-5b7e-ulaanbaatar";
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// The daemon, its log (info level, the default) appended to `log`.
 fn start_daemon(db: &Path, config: &Path, port: u16, log: &Path) -> Daemon {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
-        .arg(db)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start simulcastd");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "simulcastd did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon(child)
+    let args = [OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()];
+    Daemon::serve(port, &args, Stdio::from(log))
 }
 
 /// Runs simulcastctl; every output is kept for the secret search.

@@ -20,6 +20,36 @@ use std::time::{Duration, Instant};
 use simulcast::config::{self, Config};
 use simulcast::relay::{Relay, RelayStatus};
 
+/// `simulcastd serve --listen 127.0.0.1:PORT ARGS...`, killed when dropped
+/// (passed or not); returns once it listens.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    pub fn serve(port: u16, args: &[&std::ffi::OsStr], stderr: Stdio) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start simulcastd");
+        let daemon = Daemon(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "simulcastd did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A free UDP port on loopback (the socket is closed before returning).
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind UDP").port()

@@ -242,38 +242,22 @@ fn channel_file(path: &PathBuf) -> Result<proto::Channel, String> {
 
 async fn channels(cli: &Cli, cmd: &ChannelsCmd) -> Result<(), String> {
     let mut c = ChannelServiceClient::new(connect(cli).await?);
+    let st = |s: tonic::Status| status_line(&s);
     let shown: Vec<proto::Channel> = match cmd {
-        ChannelsCmd::List => {
-            c.list_channels(proto::ListChannelsRequest {}).await.map_err(|s| status_line(&s))?.into_inner().channels
-        }
+        ChannelsCmd::List => c.list_channels(proto::ListChannelsRequest {}).await.map_err(st)?.into_inner().channels,
         ChannelsCmd::Get { id } => {
-            vec![
-                c.get_channel(proto::GetChannelRequest { id: id.clone() })
-                    .await
-                    .map_err(|s| status_line(&s))?
-                    .into_inner(),
-            ]
+            vec![c.get_channel(proto::GetChannelRequest { id: id.clone() }).await.map_err(st)?.into_inner()]
         }
         ChannelsCmd::Create { file } => {
             let channel = Some(channel_file(file)?);
-            vec![
-                c.create_channel(proto::CreateChannelRequest { channel })
-                    .await
-                    .map_err(|s| status_line(&s))?
-                    .into_inner(),
-            ]
+            vec![c.create_channel(proto::CreateChannelRequest { channel }).await.map_err(st)?.into_inner()]
         }
         ChannelsCmd::Update { file } => {
             let channel = Some(channel_file(file)?);
-            vec![
-                c.update_channel(proto::UpdateChannelRequest { channel })
-                    .await
-                    .map_err(|s| status_line(&s))?
-                    .into_inner(),
-            ]
+            vec![c.update_channel(proto::UpdateChannelRequest { channel }).await.map_err(st)?.into_inner()]
         }
         ChannelsCmd::Delete { id } => {
-            c.delete_channel(proto::DeleteChannelRequest { id: id.clone() }).await.map_err(|s| status_line(&s))?;
+            c.delete_channel(proto::DeleteChannelRequest { id: id.clone() }).await.map_err(st)?;
             if cli.json {
                 println!("{}", serde_json::json!({ "deleted": id }));
             } else {
