@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
 use crate::relay::Relay;
-use crate::schedule::{self, Action, Event, EventId, EventState};
+use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
 
 /// As-run entries about the daemon and its channels, not one event, use this
@@ -81,6 +81,11 @@ pub struct Options {
     /// Why the media side cannot work at all (GStreamer or a template
     /// missing), found at start; the daemon then reports NOT_SERVING.
     pub media_problem: Option<String>,
+    /// Where "now" comes from ([`Clock::System`]).
+    pub clock: Clock,
+    /// `false`: events go through their life without pipelines (scheduler
+    /// tests on paused time, where GStreamer's own clock does not pause).
+    pub relay_enabled: bool,
 }
 
 impl Options {
@@ -92,6 +97,8 @@ impl Options {
             tick: DEFAULT_TICK,
             status_every: DEFAULT_STATUS_EVERY,
             media_problem: None,
+            clock: Clock::System,
+            relay_enabled: true,
         }
     }
 }
@@ -257,7 +264,8 @@ impl Coordinator {
 /// The event whose relay runs.
 struct Running {
     event_id: EventId,
-    relay: Relay,
+    /// `None` when the options say events run without pipelines.
+    relay: Option<Relay>,
     zones: Vec<(String, Tz)>,
     observer: LegObserver,
     choice: SourceChoice,
@@ -279,8 +287,15 @@ fn utc_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn entry(event_id: &str, channel: &str, tz: Option<Tz>, kind: &str, detail: String, actor: &str) -> AsRunEntry {
-    let now = Utc::now();
+fn entry(
+    now: DateTime<Utc>,
+    event_id: &str,
+    channel: &str,
+    tz: Option<Tz>,
+    kind: &str,
+    detail: String,
+    actor: &str,
+) -> AsRunEntry {
     let local = match tz {
         Some(tz) => now.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Millis, false),
         None => now.to_rfc3339_opts(SecondsFormat::Millis, false),
@@ -359,7 +374,15 @@ impl State {
         for e in live {
             let detail = format!("simulcastd started again while the event was {}; resuming", e.state);
             warn!(event = %e.id, state = %e.state, "Resuming an event after a restart.");
-            self.store.append_asrun(&entry(&e.id.0, "", None, "daemon-restarted", detail, DAEMON))?;
+            self.store.append_asrun(&entry(
+                self.options.clock.now(),
+                &e.id.0,
+                "",
+                None,
+                "daemon-restarted",
+                detail,
+                DAEMON,
+            ))?;
         }
         self.step_clock().await;
         // The clock may have ended the event; if not, its legs come back.
@@ -367,11 +390,27 @@ impl State {
             match self.start_relay(&e).await {
                 Ok(()) => {
                     let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
-                    self.store.append_asrun(&entry(&e.id.0, "", None, "legs-rebuilt", detail, DAEMON))?;
+                    self.store.append_asrun(&entry(
+                        self.options.clock.now(),
+                        &e.id.0,
+                        "",
+                        None,
+                        "legs-rebuilt",
+                        detail,
+                        DAEMON,
+                    ))?;
                 }
                 Err(err) => {
                     error!(event = %e.id, error = %err, "Cannot rebuild the legs of a resumed event.");
-                    self.store.append_asrun(&entry(&e.id.0, "", None, "relay-failed", err.to_string(), DAEMON))?;
+                    self.store.append_asrun(&entry(
+                        self.options.clock.now(),
+                        &e.id.0,
+                        "",
+                        None,
+                        "relay-failed",
+                        err.to_string(),
+                        DAEMON,
+                    ))?;
                 }
             }
         }
@@ -386,8 +425,8 @@ impl State {
 
     fn publish(&mut self) {
         self.seq += 1;
-        let live = self.running.as_ref().map(|r| {
-            let s = r.relay.status();
+        let live = self.running.as_ref().and_then(|r| r.relay.as_ref().map(|relay| (r, relay))).map(|(r, relay)| {
+            let s = relay.status();
             Live {
                 event_id: r.event_id.clone(),
                 source_in_use: r.choice,
@@ -408,7 +447,7 @@ impl State {
             && self.arm_failure.is_none();
         self.status.send_replace(Arc::new(Snapshot {
             seq: self.seq,
-            at: Utc::now(),
+            at: self.options.clock.now(),
             events: Arc::clone(&self.events_arc),
             live,
             healthy,
@@ -528,12 +567,20 @@ impl State {
     /// Writes an as-run entry about a channel; the entry is committed before
     /// the caller hears "done".
     fn record_channel(&self, ch: &Channel, kind: &str, detail: String, actor: &str) -> Result<(), CoordError> {
-        self.store.append_asrun(&entry(SYSTEM_EVENT, ch.id.as_str(), Some(ch.timezone), kind, detail, actor))?;
+        self.store.append_asrun(&entry(
+            self.options.clock.now(),
+            SYSTEM_EVENT,
+            ch.id.as_str(),
+            Some(ch.timezone),
+            kind,
+            detail,
+            actor,
+        ))?;
         Ok(())
     }
 
     fn schedule(&mut self, new: NewEvent, actor: &str) -> Result<Event, CoordError> {
-        let now = Utc::now();
+        let now = self.options.clock.now();
         let mut errs = Vec::new();
         let mut bad = |key: &str, message: String| errs.push(FieldError { key: key.into(), message });
         let title = new.title.trim().to_owned();
@@ -609,7 +656,7 @@ impl State {
             config::uri::format_duration(event.preroll),
             config::uri::format_duration(event.postroll),
         );
-        self.store.append_asrun(&entry(&event.id.0, "", None, "scheduled", detail, actor))?;
+        self.store.append_asrun(&entry(self.options.clock.now(), &event.id.0, "", None, "scheduled", detail, actor))?;
         info!(event = %event.id, on_air = %utc_text(event.on_air), legs = event.channel_ids.len(), "Event scheduled.");
         self.events.insert(event.id.0.clone(), event.clone());
         self.refresh_events();
@@ -656,7 +703,7 @@ impl State {
             self.start_relay(&event).await?;
         }
         let started_here = !event.state.is_live() && next.is_live();
-        let now = Utc::now();
+        let now = self.options.clock.now();
         match action {
             Action::End if actor != SCHEDULER && now < event.end() => event.ended = Some(now),
             Action::Abort => event.ended = Some(now),
@@ -668,15 +715,16 @@ impl State {
         if !why.is_empty() {
             detail = format!("{detail}: {why}");
         }
-        let event = match self.save(event, entry(&id.0, "", None, kind_of(next), detail, actor)) {
-            Ok(e) => e,
-            Err(e) => {
-                if started_here {
-                    self.stop_relay("legs-closed", "the store failed; the event did not change").await;
+        let event =
+            match self.save(event, entry(self.options.clock.now(), &id.0, "", None, kind_of(next), detail, actor)) {
+                Ok(e) => e,
+                Err(e) => {
+                    if started_here {
+                        self.stop_relay("legs-closed", "the store failed; the event did not change").await;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
+            };
         info!(event = %id, from = %from, to = %next, actor, "Event state changed.");
         if !next.is_live() {
             let kind = if next == EventState::Aborted { "legs-aborted" } else { "legs-closed" };
@@ -695,7 +743,7 @@ impl State {
         }
         let new_duration = schedule::chrono_duration(event.duration) + by;
         let new_end = event.on_air + new_duration;
-        if new_duration <= chrono::Duration::zero() || new_end <= Utc::now() {
+        if new_duration <= chrono::Duration::zero() || new_end <= self.options.clock.now() {
             return Err(invalid(
                 "by",
                 format!("the end would move to {}, which is past or before T0", utc_text(new_end)),
@@ -707,7 +755,7 @@ impl State {
         let old_end = event.end();
         event.duration = new_duration.to_std().unwrap_or_default();
         let detail = format!("end moved from {} to {}", utc_text(old_end), utc_text(event.end()));
-        self.save(event, entry(&id.0, "", None, "extended", detail, actor))
+        self.save(event, entry(self.options.clock.now(), &id.0, "", None, "extended", detail, actor))
     }
 
     fn switch_source(&mut self, id: &EventId, choice: SourceChoice, actor: &str) -> Result<Event, CoordError> {
@@ -730,7 +778,7 @@ impl State {
         let from = running.choice;
         running.choice = choice;
         let detail = format!("source {} -> {} (by hand)", from.as_str(), choice.as_str());
-        self.store.append_asrun(&entry(&id.0, "", None, "source-switched", detail, actor))?;
+        self.store.append_asrun(&entry(self.options.clock.now(), &id.0, "", None, "source-switched", detail, actor))?;
         Ok(event)
     }
 
@@ -739,7 +787,7 @@ impl State {
         let mut changed = false;
         // A daemon started late may apply several steps to one event.
         for _ in 0..8 {
-            let now = Utc::now();
+            let now = self.options.clock.now();
             let due: Vec<(EventId, Action)> =
                 self.events.values().filter_map(|e| e.due(now).map(|a| (e.id.clone(), a))).collect();
             if due.is_empty() {
@@ -765,8 +813,15 @@ impl State {
                         let text = e.to_string();
                         if self.arm_failure.as_deref() != Some(&text) {
                             error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
-                            let _ =
-                                self.store.append_asrun(&entry(&id.0, "", None, "arm-failed", text.clone(), SCHEDULER));
+                            let _ = self.store.append_asrun(&entry(
+                                self.options.clock.now(),
+                                &id.0,
+                                "",
+                                None,
+                                "arm-failed",
+                                text.clone(),
+                                SCHEDULER,
+                            ));
                             self.arm_failure = Some(text);
                         }
                     }
@@ -782,15 +837,17 @@ impl State {
 
     async fn on_tick(&mut self) -> bool {
         let changed = self.step_clock().await;
-        if let Some(r) = &mut self.running {
-            let status = r.relay.status();
+        if let Some(r) = &mut self.running
+            && let Some(relay) = &r.relay
+        {
+            let status = relay.status();
             for c in r.observer.observe(&status) {
                 let tz = r.zones.iter().find(|(id, _)| *id == c.channel_id).map(|(_, tz)| *tz);
                 match c.kind {
                     "leg-on-air" => info!(leg = %c.channel_id, detail = %c.detail, "Leg on air."),
                     _ => warn!(leg = %c.channel_id, kind = c.kind, detail = %c.detail, "Leg trouble."),
                 }
-                let e = entry(&r.event_id.0, &c.channel_id, tz, c.kind, c.detail, DAEMON);
+                let e = entry(self.options.clock.now(), &r.event_id.0, &c.channel_id, tz, c.kind, c.detail, DAEMON);
                 if let Err(err) = self.store.append_asrun(&e) {
                     error!(error = %err, "As-run entry lost: the store failed.");
                 }
@@ -811,11 +868,27 @@ impl State {
             match self.store.channel(id)? {
                 Some(c) if c.enabled => channels.push(c),
                 Some(_) => {
-                    let e = entry(&event.id.0, id.as_str(), None, "leg-skipped", "channel disabled".into(), DAEMON);
+                    let e = entry(
+                        self.options.clock.now(),
+                        &event.id.0,
+                        id.as_str(),
+                        None,
+                        "leg-skipped",
+                        "channel disabled".into(),
+                        DAEMON,
+                    );
                     self.store.append_asrun(&e)?;
                 }
                 None => {
-                    let e = entry(&event.id.0, id.as_str(), None, "leg-skipped", "channel deleted".into(), DAEMON);
+                    let e = entry(
+                        self.options.clock.now(),
+                        &event.id.0,
+                        id.as_str(),
+                        None,
+                        "leg-skipped",
+                        "channel deleted".into(),
+                        DAEMON,
+                    );
                     self.store.append_asrun(&e)?;
                 }
             }
@@ -826,8 +899,11 @@ impl State {
             relay: self.options.relay.clone(),
             channels: channels.clone(),
         };
-        let relay =
-            Relay::start(&cfg).await.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?;
+        let relay = if self.options.relay_enabled {
+            Some(Relay::start(&cfg).await.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?)
+        } else {
+            None
+        };
         let zones = channels.iter().map(|c| (c.id.to_string(), c.timezone)).collect();
         self.running = Some(Running {
             event_id: event.id.clone(),
@@ -842,14 +918,23 @@ impl State {
     /// Stops the running relay, logging each leg's totals.
     async fn stop_relay(&mut self, kind: &str, why: &str) {
         let Some(r) = self.running.take() else { return };
-        let status = r.relay.shutdown().await;
+        let Some(relay) = r.relay else { return };
+        let status = relay.shutdown().await;
         for leg in &status.legs {
             let tz = r.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
             let detail = format!(
                 "{why}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
                 leg.bytes_sent, leg.reconnects, leg.dropped_buffers
             );
-            if let Err(e) = self.store.append_asrun(&entry(&r.event_id.0, &leg.channel_id, tz, kind, detail, DAEMON)) {
+            if let Err(e) = self.store.append_asrun(&entry(
+                self.options.clock.now(),
+                &r.event_id.0,
+                &leg.channel_id,
+                tz,
+                kind,
+                detail,
+                DAEMON,
+            )) {
                 error!(error = %e, "As-run entry lost: the store failed.");
             }
         }

@@ -2,6 +2,10 @@
 //! operator's local wall-clock time becomes a UTC instant. Everything inside
 //! is UTC; zones exist only here and in displays.
 
+pub mod clock;
+
+pub use clock::Clock;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
