@@ -374,15 +374,7 @@ impl State {
         for e in live {
             let detail = format!("simulcastd started again while the event was {}; resuming", e.state);
             warn!(event = %e.id, state = %e.state, "Resuming an event after a restart.");
-            self.store.append_asrun(&entry(
-                self.options.clock.now(),
-                &e.id.0,
-                "",
-                None,
-                "daemon-restarted",
-                detail,
-                DAEMON,
-            ))?;
+            self.log(&e.id.0, "daemon-restarted", detail, DAEMON)?;
         }
         self.step_clock().await;
         // The clock may have ended the event; if not, its legs come back.
@@ -390,30 +382,21 @@ impl State {
             match self.start_relay(&e).await {
                 Ok(()) => {
                     let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
-                    self.store.append_asrun(&entry(
-                        self.options.clock.now(),
-                        &e.id.0,
-                        "",
-                        None,
-                        "legs-rebuilt",
-                        detail,
-                        DAEMON,
-                    ))?;
+                    self.log(&e.id.0, "legs-rebuilt", detail, DAEMON)?;
                 }
                 Err(err) => {
                     error!(event = %e.id, error = %err, "Cannot rebuild the legs of a resumed event.");
-                    self.store.append_asrun(&entry(
-                        self.options.clock.now(),
-                        &e.id.0,
-                        "",
-                        None,
-                        "relay-failed",
-                        err.to_string(),
-                        DAEMON,
-                    ))?;
+                    self.log(&e.id.0, "relay-failed", err.to_string(), DAEMON)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Appends an event-wide as-run entry (committed before this returns).
+    fn log(&self, event_id: &str, kind: &str, detail: String, actor: &str) -> Result<(), CoordError> {
+        let now = self.options.clock.now();
+        self.store.append_asrun(&entry(now, event_id, "", None, kind, detail, actor))?;
         Ok(())
     }
 
@@ -656,7 +639,7 @@ impl State {
             config::uri::format_duration(event.preroll),
             config::uri::format_duration(event.postroll),
         );
-        self.store.append_asrun(&entry(self.options.clock.now(), &event.id.0, "", None, "scheduled", detail, actor))?;
+        self.log(&event.id.0, "scheduled", detail, actor)?;
         info!(event = %event.id, on_air = %utc_text(event.on_air), legs = event.channel_ids.len(), "Event scheduled.");
         self.events.insert(event.id.0.clone(), event.clone());
         self.refresh_events();
@@ -778,7 +761,7 @@ impl State {
         let from = running.choice;
         running.choice = choice;
         let detail = format!("source {} -> {} (by hand)", from.as_str(), choice.as_str());
-        self.store.append_asrun(&entry(self.options.clock.now(), &id.0, "", None, "source-switched", detail, actor))?;
+        self.log(&id.0, "source-switched", detail, actor)?;
         Ok(event)
     }
 
@@ -813,15 +796,7 @@ impl State {
                         let text = e.to_string();
                         if self.arm_failure.as_deref() != Some(&text) {
                             error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
-                            let _ = self.store.append_asrun(&entry(
-                                self.options.clock.now(),
-                                &id.0,
-                                "",
-                                None,
-                                "arm-failed",
-                                text.clone(),
-                                SCHEDULER,
-                            ));
+                            let _ = self.log(&id.0, "arm-failed", text.clone(), SCHEDULER);
                             self.arm_failure = Some(text);
                         }
                     }
