@@ -8,11 +8,36 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::config::Config;
+use std::time::Duration;
+
+use crate::config::{Channel, Config, RelaySettings};
 use crate::media::fanout::Fanout;
-use crate::media::leg::{Leg, LegStatus};
+use crate::media::leg::{Leg, LegState, LegStatus};
+use crate::media::recording::{DelayedFeed, Recorder, RecordingPlan, UtcClock};
 use crate::media::source::{Program, SourceStatus};
 use crate::media::{self, MediaError};
+
+/// A delayed leg's pipeline starts this long before its first chunk is due,
+/// so that it is connected when the chunk comes.
+pub const DELAYED_LEAD: Duration = Duration::from_secs(1);
+
+/// Legs that air later than the live T0, from a recording of the program.
+#[derive(Debug, Clone)]
+pub struct DelayPlan {
+    /// Where the program is recorded.
+    pub recording: RecordingPlan,
+    /// The live T0 (UTC): delayed legs air the programme from here.
+    pub t0_utc: chrono::DateTime<chrono::Utc>,
+    /// Each delayed channel's delay after T0.
+    pub delays: Vec<(String, Duration)>,
+}
+
+/// A delayed leg waiting for its air time.
+#[derive(Debug)]
+struct Pending {
+    channel: Channel,
+    delay: Duration,
+}
 
 /// A snapshot of the whole relay.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,6 +67,13 @@ pub struct Relay {
     legs: Vec<Leg>,
     stop: watch::Sender<bool>,
     started: Instant,
+    /// Channel ids in config order, for status.
+    order: Vec<String>,
+    settings: RelaySettings,
+    delay: Option<DelayPlan>,
+    utc: UtcClock,
+    pending: Vec<Pending>,
+    feeds: Vec<DelayedFeed>,
 }
 
 impl Relay {
@@ -49,14 +81,34 @@ impl Relay {
     /// only if the program itself cannot be built; a leg that cannot reach
     /// its ingest keeps trying without holding up the others.
     pub async fn start(config: &Config) -> Result<Self, MediaError> {
+        Self::start_with(config, None).await
+    }
+
+    /// As [`Relay::start`]; channels listed in `delay` air later, each from
+    /// the recording, its pipeline started when its air time comes near
+    /// (see [`Relay::poll`]).
+    pub async fn start_with(config: &Config, delay: Option<DelayPlan>) -> Result<Self, MediaError> {
         media::init()?;
+        let utc = UtcClock::new(&media::clock());
         let (stop, stop_rx) = watch::channel(false);
         let fanout = Fanout::new();
         let mut legs = Vec::new();
+        let mut pending = Vec::new();
+        let delayed = |id: &str| delay.as_ref().and_then(|d| d.delays.iter().find(|(c, _)| c == id).map(|(_, d)| *d));
         for channel in config.enabled_channels() {
+            if let Some(d) = delayed(channel.id.as_str()).filter(|d| !d.is_zero()) {
+                pending.push(Pending { channel: channel.clone(), delay: d });
+                continue;
+            }
             let leg = Leg::start(channel, &config.relay, stop_rx.clone());
             fanout.add(Arc::clone(leg.input()));
             legs.push(leg);
+        }
+        if let Some(plan) = delay.as_ref().filter(|_| !pending.is_empty()) {
+            let recorder = Recorder::start(plan.recording.clone(), utc).map_err(|e| {
+                MediaError::Pipeline(format!("cannot record the program to {}: {e}", plan.recording.dir.display()))
+            })?;
+            fanout.set_recorder(recorder);
         }
         let program = match Program::start(
             &config.source,
@@ -74,8 +126,48 @@ impl Relay {
                 return Err(e);
             }
         };
-        info!(legs = legs.len(), source = %config.source.describe(), "Relay started.");
-        Ok(Self { program, fanout, legs, stop, started: Instant::now() })
+        info!(legs = legs.len(), delayed = pending.len(), source = %config.source.describe(), "Relay started.");
+        Ok(Self {
+            program,
+            fanout,
+            legs,
+            stop,
+            started: Instant::now(),
+            order: config.enabled_channels().map(|c| c.id.to_string()).collect(),
+            settings: config.relay.clone(),
+            delay,
+            utc,
+            pending,
+            feeds: Vec::new(),
+        })
+    }
+
+    /// Starts the delayed legs whose air time is near. Call it often (the
+    /// coordinator does, every tick); returns the ids started.
+    pub fn poll(&mut self) -> Vec<String> {
+        let Some(plan) = &self.delay else { return vec![] };
+        let now = self.utc.now();
+        let t0 = plan.t0_utc.timestamp_nanos_opt().unwrap_or(0).max(0) as u64;
+        let mut started = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let start_at = (t0 + p.delay.as_nanos() as u64).saturating_sub(DELAYED_LEAD.as_nanos() as u64);
+            if now < start_at {
+                i += 1;
+                continue;
+            }
+            let p = self.pending.remove(i);
+            let leg = Leg::start(&p.channel, &self.settings, self.stop.subscribe());
+            match DelayedFeed::start(plan.recording.dir.clone(), t0, p.delay, Arc::clone(leg.input()), self.utc) {
+                Ok(feed) => self.feeds.push(feed),
+                Err(e) => tracing::error!(leg = %p.channel.id, error = %e, "Cannot start the delayed feed."),
+            }
+            info!(leg = %p.channel.id, delay_s = p.delay.as_secs_f64(), "Delayed leg started.");
+            started.push(p.channel.id.to_string());
+            self.legs.push(leg);
+        }
+        started
     }
 
     /// A snapshot of the feed and every leg.
@@ -83,13 +175,32 @@ impl Relay {
         RelayStatus {
             uptime_s: self.started.elapsed().as_secs_f64(),
             source: self.program.status(),
-            legs: self.legs.iter().map(Leg::status).collect(),
+            legs: self.leg_statuses(),
             fanout_overflow: self.fanout.counters().overflow_buffers.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
+    fn leg_statuses(&self) -> Vec<LegStatus> {
+        let mut all: Vec<LegStatus> = self.legs.iter().map(Leg::status).collect();
+        all.extend(self.pending.iter().map(|p| LegStatus {
+            channel_id: p.channel.id.to_string(),
+            protocol: p.channel.ingest.protocol(),
+            target: p.channel.ingest.target(),
+            state: LegState::Idle,
+            bytes_sent: 0,
+            bitrate_bps: 0,
+            reconnects: 0,
+            dropped_buffers: 0,
+            last_error: None,
+            srt: None,
+        }));
+        all.sort_by_key(|l| self.order.iter().position(|id| *id == l.channel_id));
+        all
+    }
+
     /// Stops every pipeline and waits for them; returns the final status.
     pub async fn shutdown(mut self) -> RelayStatus {
+        self.feeds.clear();
         let _ = self.stop.send(true);
         self.program.join().await;
         for leg in &mut self.legs {

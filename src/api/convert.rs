@@ -141,7 +141,7 @@ fn to_proto(ch: &Channel, secrets: bool) -> proto::Channel {
     };
     let policy = match ch.air_policy {
         AirPolicy::Live => proto::air_policy::Policy::Live(proto::air_policy::Live {}),
-        AirPolicy::LocalTime(t) => proto::air_policy::Policy::LocalTime(t.format("%H:%M").to_string()),
+        AirPolicy::LocalTime(t) => proto::air_policy::Policy::LocalTime(config::format_time_of_day(t)),
     };
     proto::Channel {
         id: ch.id.to_string(),

@@ -65,6 +65,13 @@ enum Cmd {
         /// the network in clear).
         #[arg(long)]
         allow_insecure_remote: bool,
+        /// Where events with delayed (`local_time`) legs record the program;
+        /// default: beside the store (`simulcast.recordings` for `simulcast.db`).
+        #[arg(long)]
+        recordings: Option<PathBuf>,
+        /// How long a recording is kept, so the longest delay a leg may have.
+        #[arg(long, default_value = "6h", value_parser = parse_duration)]
+        retention: Duration,
     },
     /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
     Run {
@@ -99,9 +106,10 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Demo { config, duration, json } => demo(config, duration, json).await,
         Cmd::Run { config, status_every } => run(config, status_every).await,
-        Cmd::Serve { db, listen, config, tls_cert, tls_key, allow_insecure_remote } => {
+        Cmd::Serve { db, listen, config, tls_cert, tls_key, allow_insecure_remote, recordings, retention } => {
             let tls = tls_cert.zip(tls_key);
-            serve(db, listen, config, tls, allow_insecure_remote).await
+            let recordings = recordings.unwrap_or_else(|| db.with_extension("recordings"));
+            serve(db, listen, config, tls, allow_insecure_remote, (recordings, retention)).await
         }
     };
     match result {
@@ -279,6 +287,7 @@ async fn serve(
     import: Option<PathBuf>,
     tls: Option<(PathBuf, PathBuf)>,
     allow_insecure_remote: bool,
+    (recordings, retention): (PathBuf, Duration),
 ) -> anyhow::Result<()> {
     use simulcast::api::auth::{Caller, Role, Tokens};
     if !listen.ip().is_loopback() && tls.is_none() && !allow_insecure_remote {
@@ -320,6 +329,8 @@ async fn serve(
     }
     let mut options = simulcast::coordinator::Options::from_config(&config);
     options.media_problem = media_problem();
+    options.recordings = recordings;
+    options.retention = retention;
     if let Some(p) = &options.media_problem {
         tracing::error!(problem = %p, "The relay cannot run; health reports NOT_SERVING.");
     }

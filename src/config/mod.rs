@@ -96,7 +96,7 @@ pub fn channel_table(ch: &Channel) -> toml::Table {
         }
         AirPolicy::LocalTime(at) => {
             air.insert("type".into(), "local_time".into());
-            air.insert("at".into(), at.format("%H:%M").to_string().into());
+            air.insert("at".into(), format_time_of_day(at).into());
         }
     }
     t.insert("air_policy".into(), Value::Table(air));

@@ -268,6 +268,12 @@ pub enum AirPolicy {
     LocalTime(NaiveTime),
 }
 
+/// A local air time as written: `HH:MM`, or `HH:MM:SS` when it has seconds.
+pub fn format_time_of_day(t: NaiveTime) -> String {
+    use chrono::Timelike;
+    if t.second() == 0 { t.format("%H:%M").to_string() } else { t.format("%H:%M:%S").to_string() }
+}
+
 /// A partner channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Channel {

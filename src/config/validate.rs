@@ -330,10 +330,10 @@ fn air_policy(w: &mut Walk, t: &Table, at: &str) -> Option<AirPolicy> {
         _ => {
             w.unknown(t, at, &["type", "at"]);
             let s = w.string(t, at, "at", true)?;
-            match NaiveTime::parse_from_str(&s, "%H:%M") {
+            match NaiveTime::parse_from_str(&s, "%H:%M").or_else(|_| NaiveTime::parse_from_str(&s, "%H:%M:%S")) {
                 Ok(time) => Some(AirPolicy::LocalTime(time)),
                 Err(_) => {
-                    w.err(join(at, "at"), format!("`{s}` is not a time of day as HH:MM"));
+                    w.err(join(at, "at"), format!("`{s}` is not a time of day as HH:MM (or HH:MM:SS)"));
                     None
                 }
             }

@@ -9,6 +9,7 @@ mod status;
 pub use status::{LegChange, LegObserver, LegView, Live, Snapshot, SourceChoice};
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
-use crate::relay::Relay;
+use crate::media::recording::RecordingPlan;
+use crate::relay::{DelayPlan, Relay};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
 
@@ -86,7 +88,20 @@ pub struct Options {
     /// `false`: events go through their life without pipelines (scheduler
     /// tests on paused time, where GStreamer's own clock does not pause).
     pub relay_enabled: bool,
+    /// Where events with delayed legs record the program (one directory
+    /// per event, removed when the event is over).
+    pub recordings: PathBuf,
+    /// How long a recording is kept: the longest delay a leg may have
+    /// ([`DEFAULT_RETENTION`]).
+    pub retention: Duration,
+    /// The most disk one event's recording may use ([`DEFAULT_RECORDING_MAX_BYTES`]).
+    pub recording_max_bytes: u64,
 }
+
+/// Default longest delay of a leg airing at its own local time.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(6 * 3600);
+/// Default disk bound of one event's recording: 6 h at about 7 Mbit/s.
+pub const DEFAULT_RECORDING_MAX_BYTES: u64 = 20 << 30;
 
 impl Options {
     /// The embedded default's source and relay settings.
@@ -99,6 +114,9 @@ impl Options {
             media_problem: None,
             clock: Clock::System,
             relay_enabled: true,
+            recordings: std::env::temp_dir().join("simulcast-recordings"),
+            retention: DEFAULT_RETENTION,
+            recording_max_bytes: DEFAULT_RECORDING_MAX_BYTES,
         }
     }
 }
@@ -603,13 +621,22 @@ impl State {
                 Some(c) => channel_ids.push(c.id.clone()),
             }
         }
+        let mut max_delay = Duration::ZERO;
         for (i, id) in channel_ids.iter().enumerate() {
-            if let Some(c) = channels.iter().find(|c| &c.id == id)
-                && let Err(why) = schedule::air_time(new.on_air, c)
-            {
-                let key =
-                    if new.channel_ids.is_empty() { "channel_ids".to_owned() } else { format!("channel_ids[{i}]") };
-                errs.push(FieldError { key, message: why });
+            let Some(c) = channels.iter().find(|c| &c.id == id) else { continue };
+            let key = if new.channel_ids.is_empty() { "channel_ids".to_owned() } else { format!("channel_ids[{i}]") };
+            match schedule::air_time(new.on_air, c) {
+                Err(why) => errs.push(FieldError { key, message: why }),
+                Ok(a) if a.delay > self.options.retention => errs.push(FieldError {
+                    key,
+                    message: format!(
+                        "channel `{id}` airs at {} local, {} after T0: longer than the recording is kept ({})",
+                        a.local_on_air.format("%H:%M:%S %Z"),
+                        config::uri::format_duration(a.delay),
+                        config::uri::format_duration(self.options.retention)
+                    ),
+                }),
+                Ok(a) => max_delay = max_delay.max(a.delay),
             }
         }
         if !errs.is_empty() {
@@ -626,6 +653,7 @@ impl State {
             state: EventState::Scheduled,
             ended: None,
             created: now,
+            max_delay,
         };
         if !self.store.insert_event(&event)? {
             return Err(CoordError::AlreadyExists(format!("event {} exists already", event.id)));
@@ -712,6 +740,13 @@ impl State {
         if !next.is_live() {
             let kind = if next == EventState::Aborted { "legs-aborted" } else { "legs-closed" };
             self.stop_relay(kind, &format!("event {next}")).await;
+            let dir = self.recording_dir(id);
+            if next.is_final()
+                && dir.exists()
+                && let Err(e) = std::fs::remove_dir_all(&dir)
+            {
+                warn!(dir = %dir.display(), error = %e, "Cannot remove the event's recording.");
+            }
         }
         Ok(event)
     }
@@ -813,8 +848,16 @@ impl State {
     async fn on_tick(&mut self) -> bool {
         let changed = self.step_clock().await;
         if let Some(r) = &mut self.running
-            && let Some(relay) = &r.relay
+            && let Some(relay) = &mut r.relay
         {
+            for id in relay.poll() {
+                let tz = r.zones.iter().find(|(z, _)| *z == id).map(|(_, tz)| *tz);
+                let detail = "airs from the recording at its own local time".to_owned();
+                let e = entry(self.options.clock.now(), &r.event_id.0, &id, tz, "leg-delayed-start", detail, DAEMON);
+                if let Err(err) = self.store.append_asrun(&e) {
+                    error!(error = %err, "As-run entry lost: the store failed.");
+                }
+            }
             let status = relay.status();
             for c in r.observer.observe(&status) {
                 let tz = r.zones.iter().find(|(id, _)| *id == c.channel_id).map(|(_, tz)| *tz);
@@ -874,8 +917,23 @@ impl State {
             relay: self.options.relay.clone(),
             channels: channels.clone(),
         };
+        let delays: Vec<(String, Duration)> = channels
+            .iter()
+            .filter_map(|c| schedule::air_time(event.on_air, c).ok().map(|a| (c.id.to_string(), a.delay)))
+            .filter(|(_, d)| !d.is_zero())
+            .collect();
+        let plan = (!delays.is_empty()).then(|| DelayPlan {
+            recording: RecordingPlan {
+                dir: self.recording_dir(&event.id),
+                retention: self.options.retention,
+                max_bytes: self.options.recording_max_bytes,
+            },
+            t0_utc: event.on_air,
+            delays,
+        });
         let relay = if self.options.relay_enabled {
-            Some(Relay::start(&cfg).await.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?)
+            let r = Relay::start_with(&cfg, plan).await;
+            Some(r.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?)
         } else {
             None
         };
@@ -888,6 +946,10 @@ impl State {
             choice: SourceChoice::Auto,
         });
         Ok(())
+    }
+
+    fn recording_dir(&self, id: &EventId) -> PathBuf {
+        self.options.recordings.join(&id.0)
     }
 
     /// Stops the running relay, logging each leg's totals.

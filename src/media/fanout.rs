@@ -109,7 +109,9 @@ impl LegInput {
         !lock(&self.inner).queued.is_empty()
     }
 
-    fn offer(&self, list: &gst::BufferList, pts: u64) {
+    /// Offers a batch stamped `pts` (clock ns); dropped and counted if the
+    /// leg already holds `max_time` of program.
+    pub fn offer(&self, list: &gst::BufferList, pts: u64) {
         let mut inner = lock(&self.inner);
         let Some(src) = inner.appsrc.clone() else {
             return;
@@ -131,6 +133,7 @@ impl LegInput {
 #[derive(Debug, Default)]
 pub struct Fanout {
     legs: RwLock<Vec<Arc<LegInput>>>,
+    recorder: RwLock<Option<Arc<super::recording::Recorder>>>,
     counters: InputCounters,
 }
 
@@ -148,6 +151,11 @@ impl Fanout {
     /// Removes a leg.
     pub fn remove(&self, leg: &Arc<LegInput>) {
         self.legs.write().unwrap_or_else(|e| e.into_inner()).retain(|l| !Arc::ptr_eq(l, leg));
+    }
+
+    /// Also hands every batch to `recorder` (delayed legs read it back).
+    pub fn set_recorder(&self, recorder: Arc<super::recording::Recorder>) {
+        *self.recorder.write().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
     }
 
     /// What has come in.
@@ -238,6 +246,9 @@ impl Fanout {
         let legs = self.legs.read().unwrap_or_else(|e| e.into_inner());
         for leg in legs.iter() {
             leg.offer(&list, pts.nseconds());
+        }
+        if let Some(r) = self.recorder.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            r.record(&list);
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod fanout;
 pub mod leg;
+pub mod recording;
 pub mod source;
 pub mod template;
 pub mod ts;

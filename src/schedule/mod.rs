@@ -182,6 +182,9 @@ pub struct Event {
     pub ended: Option<DateTime<Utc>>,
     /// When it was scheduled.
     pub created: DateTime<Utc>,
+    /// The longest delay of a leg airing at its own local time (0 if all
+    /// legs are live): the event lasts that much longer for them.
+    pub max_delay: Duration,
 }
 
 impl Event {
@@ -196,9 +199,9 @@ impl Event {
         self.on_air - chrono_duration(self.preroll)
     }
 
-    /// When post-roll is over.
+    /// When post-roll is over, for the last delayed leg too.
     pub fn finish_at(&self) -> DateTime<Utc> {
-        self.end() + chrono_duration(self.postroll)
+        self.end() + chrono_duration(self.max_delay) + chrono_duration(self.postroll)
     }
 
     /// What the clock does to this event at `now`, if anything: Arm at
@@ -263,7 +266,7 @@ pub fn air_time(on_air: DateTime<Utc>, channel: &crate::config::Channel) -> Resu
                 return Err(format!(
                     "channel `{}` airs at {} {} local, before the live T0 ({} there)",
                     channel.id,
-                    t.format("%H:%M"),
+                    crate::config::format_time_of_day(t),
                     tz.name(),
                     live_local.format("%H:%M")
                 ));
@@ -396,6 +399,7 @@ mod tests {
             state,
             ended: None,
             created: on_air - chrono::Duration::days(1),
+            max_delay: Duration::ZERO,
         }
     }
 

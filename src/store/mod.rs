@@ -72,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
          ended_utc TEXT,
          created_utc TEXT NOT NULL
      );",
+    // 3: delayed legs make an event last longer for them.
+    "ALTER TABLE events ADD COLUMN max_delay_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.
@@ -218,7 +220,9 @@ impl Store {
     /// Adds an event; `false` if the id exists already.
     pub fn insert_event(&self, e: &Event) -> Result<bool, StoreError> {
         let n = self.conn().execute(
-            &format!("INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!(
+                "INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ),
             params![
                 e.id.0,
                 e.title,
@@ -230,6 +234,7 @@ impl Store {
                 e.state.as_str(),
                 e.ended.map(utc_text),
                 utc_text(e.created),
+                ms(e.max_delay),
             ],
         )?;
         Ok(n == 1)
@@ -285,8 +290,7 @@ impl Store {
     }
 }
 
-const EVENT_COLUMNS: &str =
-    "id, title, on_air_utc, duration_ms, preroll_ms, postroll_ms, channel_ids, state, ended_utc, created_utc";
+const EVENT_COLUMNS: &str = "id, title, on_air_utc, duration_ms, preroll_ms, postroll_ms, channel_ids, state, ended_utc, created_utc, max_delay_ms";
 
 fn utc_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -296,14 +300,26 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-type EventRow = (String, String, String, i64, i64, i64, String, String, Option<String>, String);
+type EventRow = (String, String, String, i64, i64, i64, String, String, Option<String>, String, i64);
 
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
 }
 
 fn decode_event(row: EventRow) -> Result<Event, StoreError> {
-    let (id, title, on_air, duration, preroll, postroll, channels, state, ended, created) = row;
+    let (id, title, on_air, duration, preroll, postroll, channels, state, ended, created, max_delay) = row;
     let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
     let instant = |s: &str| {
         DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| corrupt(format!("`{s}`: {e}")))
@@ -323,6 +339,7 @@ fn decode_event(row: EventRow) -> Result<Event, StoreError> {
         state: state.parse::<EventState>().map_err(&corrupt)?,
         ended: ended.as_deref().map(instant).transpose()?,
         created: instant(&created)?,
+        max_delay: dur(max_delay),
         id: EventId(id.clone()),
     })
 }

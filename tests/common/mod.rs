@@ -281,10 +281,14 @@ impl Drop for NginxRtmp {
     }
 }
 
-/// A plain UDP socket receiving datagrams on a background thread.
+/// Datagrams with their arrival times.
+type Timed = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
+/// A plain UDP socket receiving datagrams on a background thread, each
+/// kept with its arrival time.
 pub struct UdpCapture {
     pub port: u16,
-    data: Arc<Mutex<Vec<Vec<u8>>>>,
+    data: Timed,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -301,7 +305,7 @@ impl UdpCapture {
             let mut buf = vec![0u8; 65536];
             while !s.load(Ordering::Relaxed) {
                 if let Ok(n) = socket.recv(&mut buf) {
-                    d.lock().unwrap().push(buf[..n].to_vec());
+                    d.lock().unwrap().push((Instant::now(), buf[..n].to_vec()));
                 }
             }
         });
@@ -309,10 +313,15 @@ impl UdpCapture {
     }
 
     pub fn bytes(&self) -> u64 {
-        self.data.lock().unwrap().iter().map(|d| d.len() as u64).sum()
+        self.data.lock().unwrap().iter().map(|(_, d)| d.len() as u64).sum()
     }
 
     pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.data.lock().unwrap().iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    /// Every datagram with its arrival time.
+    pub fn timed(&self) -> Vec<(Instant, Vec<u8>)> {
         self.data.lock().unwrap().clone()
     }
 

@@ -400,7 +400,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                 for ch in &c.channels {
                     let air = match ch.air_policy {
                         AirPolicy::Live => "live".to_owned(),
-                        AirPolicy::LocalTime(t) => format!("local {}", t.format("%H:%M")),
+                        AirPolicy::LocalTime(t) => format!("local {}", config::format_time_of_day(t)),
                     };
                     t.row(vec![
                         ch.id.to_string(),

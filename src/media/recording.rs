@@ -1,0 +1,371 @@
+//! The program recorded to disk, for legs that air later (a partner with a
+//! local air time), and the paced read-back that feeds such a leg.
+//!
+//! The recording is a directory of segments, each named by the UTC instant
+//! (ns, zero-padded) of its first record, each a run of records
+//! `[u64 LE UTC ns][u32 LE length][TS chunk]`. UTC rather than the
+//! pipeline clock so that a recording made before a daemon restart (or a
+//! reboot) still says when each chunk went out live. A writer thread of its
+//! own keeps disk trouble away from the fan-out; segments older than the
+//! retention, or past the size bound, are deleted oldest first.
+//!
+//! A [`DelayedFeed`] reads the segments from T0 on and hands each chunk to a
+//! leg's input at its live time plus the delay, paced on the monotonic
+//! clock: a wall-clock step moves neither the recording nor the playout.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use tracing::{debug, error, warn};
+
+use super::fanout::{BATCH_BYTES, LegInput};
+
+/// Default length of one segment file.
+pub const DEFAULT_SEGMENT: Duration = Duration::from_secs(2);
+/// Lists queued for the writer before new ones are dropped (and counted).
+const WRITER_DEPTH: usize = 1024;
+const HEADER: usize = 12;
+
+/// Where and how long the program is kept.
+#[derive(Debug, Clone)]
+pub struct RecordingPlan {
+    /// The directory (created if missing; an existing one is continued).
+    pub dir: PathBuf,
+    /// Segments older than this are deleted.
+    pub retention: Duration,
+    /// The directory never holds more than this many bytes.
+    pub max_bytes: u64,
+}
+
+/// UTC now in ns, counted on the GStreamer clock from one reading of the
+/// wall clock, so that it moves only with the monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub struct UtcClock {
+    /// UTC ns minus clock ns, read once.
+    offset: i128,
+}
+
+impl UtcClock {
+    /// Reads the wall clock once against `clock`.
+    pub fn new(clock: &gst::Clock) -> Self {
+        let utc = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128;
+        Self { offset: utc - clock.time().nseconds() as i128 }
+    }
+
+    /// UTC ns now, on the monotonic clock.
+    pub fn now(&self) -> u64 {
+        self.utc_of(super::clock().time().nseconds())
+    }
+
+    /// The UTC ns of clock time `clock_ns`.
+    pub fn utc_of(&self, clock_ns: u64) -> u64 {
+        (clock_ns as i128 + self.offset).max(0) as u64
+    }
+
+    /// The clock time of UTC ns `utc_ns` (0 if before the clock's start).
+    pub fn clock_of(&self, utc_ns: u64) -> u64 {
+        (utc_ns as i128 - self.offset).max(0) as u64
+    }
+}
+
+/// The recorder: the fan-out hands it every batch.
+#[derive(Debug)]
+pub struct Recorder {
+    tx: SyncSender<gst::BufferList>,
+    /// Chunks written.
+    pub chunks: Arc<AtomicU64>,
+    /// Batches lost because the writer fell behind or the disk failed.
+    pub lost: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    /// Starts the writer thread.
+    pub fn start(plan: RecordingPlan, utc: UtcClock) -> std::io::Result<Arc<Self>> {
+        fs::create_dir_all(&plan.dir)?;
+        let (tx, rx) = mpsc::sync_channel(WRITER_DEPTH);
+        let chunks = Arc::new(AtomicU64::new(0));
+        let lost = Arc::new(AtomicU64::new(0));
+        let (c, l) = (Arc::clone(&chunks), Arc::clone(&lost));
+        std::thread::Builder::new().name("recorder".into()).spawn(move || write_loop(plan, utc, rx, c, l))?;
+        Ok(Arc::new(Self { tx, chunks, lost }))
+    }
+
+    /// Queues a batch; never waits.
+    pub fn record(&self, list: &gst::BufferList) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(list.copy()) {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn segment_start(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.strip_suffix(".seg")?.parse().ok()
+}
+
+/// Segments in `dir`, oldest first.
+pub fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter_map(|p| segment_start(&p).map(|s| (s, p))).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn write_loop(
+    plan: RecordingPlan,
+    utc: UtcClock,
+    rx: mpsc::Receiver<gst::BufferList>,
+    chunks: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+) {
+    let mut current: Option<(u64, BufWriter<File>)> = None;
+    let mut last_sweep = 0u64;
+    loop {
+        let list = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => Some(l),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(list) = list {
+            let mut failed = false;
+            for buffer in list.iter() {
+                let Some(pts) = buffer.pts() else { continue };
+                let at = utc.utc_of(pts.nseconds());
+                if current.as_ref().is_none_or(|(start, _)| at >= start + DEFAULT_SEGMENT.as_nanos() as u64) {
+                    if let Some((_, mut w)) = current.take() {
+                        let _ = w.flush();
+                    }
+                    let path = plan.dir.join(format!("{at:020}.seg"));
+                    match File::create(&path) {
+                        Ok(f) => current = Some((at, BufWriter::new(f))),
+                        Err(e) => {
+                            error!(path = %path.display(), error = %e, "Cannot create a recording segment; the delayed legs lose this part.");
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                let (Some((_, w)), Ok(map)) = (current.as_mut(), buffer.map_readable()) else { continue };
+                let ok = w.write_all(&at.to_le_bytes()).is_ok()
+                    && w.write_all(&(map.len() as u32).to_le_bytes()).is_ok()
+                    && w.write_all(&map).is_ok();
+                if !ok {
+                    failed = true;
+                    break;
+                }
+                chunks.fetch_add(1, Ordering::Relaxed);
+            }
+            // Whole records only reach the file: the reader may be right behind.
+            if let Some((_, w)) = current.as_mut()
+                && w.flush().is_err()
+            {
+                failed = true;
+            }
+            if failed {
+                lost.fetch_add(1, Ordering::Relaxed);
+                current = None;
+            }
+        }
+        let now = utc.now();
+        if now.saturating_sub(last_sweep) >= 1_000_000_000 {
+            last_sweep = now;
+            sweep(&plan, now, current.as_ref().map(|(s, _)| *s));
+        }
+    }
+    if let Some((_, mut w)) = current {
+        let _ = w.flush();
+    }
+}
+
+/// Deletes segments past the retention, then the oldest while over the size
+/// bound; never the one being written.
+fn sweep(plan: &RecordingPlan, now_utc: u64, writing: Option<u64>) {
+    let keep_from = now_utc.saturating_sub(plan.retention.as_nanos() as u64);
+    let mut segs = segments(&plan.dir);
+    let mut total: u64 = segs.iter().filter_map(|(_, p)| fs::metadata(p).ok()).map(|m| m.len()).sum();
+    segs.retain(|(s, _)| Some(*s) != writing);
+    for (i, (start, path)) in segs.iter().enumerate() {
+        // A segment ends where the next one starts.
+        let end = segs.get(i + 1).map_or(*start, |(s, _)| *s);
+        if end < keep_from || total > plan.max_bytes {
+            let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            match fs::remove_file(path) {
+                Ok(()) => {
+                    total = total.saturating_sub(len);
+                    debug!(path = %path.display(), "Recording segment deleted.");
+                }
+                Err(e) => warn!(path = %path.display(), error = %e, "Cannot delete a recording segment."),
+            }
+        }
+    }
+}
+
+/// Feeds a leg from the recording, `delay` after each chunk went out live,
+/// from UTC `from` on (T0: the programme's start).
+#[derive(Debug)]
+pub struct DelayedFeed {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DelayedFeed {
+    /// Starts the reader thread.
+    pub fn start(
+        dir: PathBuf,
+        from_utc: u64,
+        delay: Duration,
+        input: Arc<LegInput>,
+        utc: UtcClock,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("delayed-feed".into())
+            .spawn(move || feed_loop(&dir, from_utc, delay.as_nanos() as u64, &input, utc, &s))?;
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for DelayedFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A cursor over the segments: the file being read and where.
+struct Cursor {
+    dir: PathBuf,
+    file: Option<(u64, File)>,
+}
+
+impl Cursor {
+    /// The next whole record, or `None` if none is there yet.
+    fn next(&mut self) -> Option<(u64, Vec<u8>)> {
+        loop {
+            if self.file.is_none() {
+                let (start, path) = segments(&self.dir).into_iter().next()?;
+                self.file = Some((start, File::open(path).ok()?));
+            }
+            let (start, file) = self.file.as_mut()?;
+            let pos = file.stream_position().ok()?;
+            let mut header = [0u8; HEADER];
+            if file.read_exact(&mut header).is_ok() {
+                let at = u64::from_le_bytes(header[..8].try_into().ok()?);
+                let len = u32::from_le_bytes(header[8..].try_into().ok()?) as usize;
+                let mut data = vec![0u8; len];
+                if file.read_exact(&mut data).is_ok() {
+                    return Some((at, data));
+                }
+            }
+            // End of what is written: a later segment means this one is done.
+            let _ = file.seek(SeekFrom::Start(pos));
+            let start = *start;
+            let later = segments(&self.dir).into_iter().find(|(s, _)| *s > start)?;
+            self.file = Some((later.0, File::open(later.1).ok()?));
+        }
+    }
+
+    /// Positions at the last segment starting at or before `utc` (the
+    /// record wanted is in it or after it).
+    fn seek_to(&mut self, utc: u64) {
+        let segs = segments(&self.dir);
+        let pick = segs.iter().rev().find(|(s, _)| *s <= utc).or_else(|| segs.first());
+        self.file = pick.and_then(|(s, p)| File::open(p).ok().map(|f| (*s, f)));
+    }
+}
+
+fn feed_loop(dir: &Path, from_utc: u64, delay: u64, input: &LegInput, utc: UtcClock, stop: &AtomicBool) {
+    let clock = super::clock();
+    let now = || utc.now();
+    let mut cursor = Cursor { dir: dir.to_owned(), file: None };
+    // After a restart, resume where the delayed air is now, not at T0.
+    cursor.seek_to(from_utc.max(now().saturating_sub(delay)));
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    let flush = |batch: &mut Vec<Vec<u8>>, bytes: &mut usize| {
+        if batch.is_empty() {
+            return;
+        }
+        let pts = clock.time();
+        let mut list = gst::BufferList::new_sized(batch.len());
+        if let Some(l) = list.get_mut() {
+            for data in batch.drain(..) {
+                let mut b = gst::Buffer::from_mut_slice(data);
+                if let Some(bm) = b.get_mut() {
+                    bm.set_pts(pts);
+                }
+                l.add(b);
+            }
+        }
+        input.offer(&list, pts.nseconds());
+        *bytes = 0;
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Some((at, data)) = cursor.next() else {
+            flush(&mut batch, &mut bytes);
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        // Before T0, or aired already (the daemon was down): not for air now.
+        if at < from_utc || at + delay + 1_000_000_000 < now() {
+            continue;
+        }
+        let due = at + delay;
+        loop {
+            let n = now();
+            if n >= due || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            flush(&mut batch, &mut bytes);
+            std::thread::sleep(Duration::from_nanos((due - n).min(5_000_000)));
+        }
+        bytes += data.len();
+        batch.push(data);
+        if bytes >= BATCH_BYTES {
+            flush(&mut batch, &mut bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_and_clock_times_convert_both_ways() {
+        crate::media::init().unwrap();
+        let u = UtcClock::new(&crate::media::clock());
+        let c = crate::media::clock().time().nseconds();
+        assert_eq!(u.clock_of(u.utc_of(c)), c);
+        let wall = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64;
+        assert!(u.utc_of(c).abs_diff(wall) < 50_000_000, "UTC of now is off by more than 50 ms");
+    }
+
+    #[test]
+    fn the_sweep_keeps_the_retention_and_the_size_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = 1_000_000_000u64;
+        for i in 0..10u64 {
+            fs::write(dir.path().join(format!("{:020}.seg", i * 2 * s)), vec![0u8; 1000]).unwrap();
+        }
+        let plan = RecordingPlan { dir: dir.path().to_owned(), retention: Duration::from_secs(6), max_bytes: 1 << 20 };
+        // Now = 20 s: keep what ends after 14 s (segments from 12 s on).
+        sweep(&plan, 20 * s, Some(18 * s));
+        let left: Vec<u64> = segments(dir.path()).into_iter().map(|(t, _)| t / s).collect();
+        assert_eq!(left, [12, 14, 16, 18]);
+        let plan = RecordingPlan { max_bytes: 2500, ..plan };
+        sweep(&plan, 20 * s, Some(18 * s));
+        let left: Vec<u64> = segments(dir.path()).into_iter().map(|(t, _)| t / s).collect();
+        assert_eq!(left, [16, 18], "over the size bound: oldest deleted first");
+    }
+}

@@ -1,0 +1,145 @@
+//! A leg airing at its own local time, from the recording: two live legs
+//! and one delayed by a few seconds, all to UDP sockets. The delayed
+//! partner gets the very same MPEG-TS the live partners got from T0 on,
+//! its delay later; a delay beyond the recording's retention is refused.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::server::{ApiServer, authed};
+use common::{UdpCapture, channel, config_with, wait_for};
+use simulcast::api::auth::Role;
+use simulcast::api::convert::{channel_to_proto_with_secrets, timestamp};
+use simulcast::config;
+use simulcast::coordinator::Options;
+use simulcast::proto::channel_service_client::ChannelServiceClient;
+use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::monitor_service_client::MonitorServiceClient;
+use simulcast::proto::{self, EventState};
+use tonic::Code;
+
+const DELAY_S: i64 = 4;
+
+fn options(recordings: &std::path::Path) -> Options {
+    let cfg = config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]);
+    let mut o = Options::from_config(&cfg);
+    o.recordings = recordings.to_owned();
+    o
+}
+
+async fn create(server: &ApiServer, id: &str, port: u16, air: &str) {
+    let text = format!(
+        "id = \"{id}\"\nname = \"{id}\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n{air}\
+         ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}\n"
+    );
+    let ch = config::parse_channel(&text).expect("channel");
+    let req = proto::CreateChannelRequest { channel: Some(channel_to_proto_with_secrets(&ch)) };
+    ChannelServiceClient::new(server.transport().await)
+        .create_channel(authed(req, server.token(Role::Admin)))
+        .await
+        .expect("create channel");
+}
+
+fn schedule(t0: chrono::DateTime<Utc>) -> proto::ScheduleEventRequest {
+    proto::ScheduleEventRequest {
+        title: "Silk Way Star: grand final".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+        channel_ids: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_delayed_leg_airs_the_live_program_its_delay_later() {
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options(rec.path())).await;
+    let (live_a, live_b, late) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
+    // T0 three to four seconds ahead; the delayed partner airs DELAY_S later in Seoul.
+    let (now_instant, now_utc) = (Instant::now(), Utc::now());
+    // A whole second (the local air time has seconds, not fractions).
+    let t0 = chrono::DateTime::from_timestamp(now_utc.timestamp() + 4, 0).unwrap();
+    let t0_instant = now_instant + (t0 - now_utc).to_std().unwrap();
+    let local = (t0 + chrono::Duration::seconds(DELAY_S)).with_timezone(&chrono_tz::Asia::Seoul);
+    create(&server, "kr-live-a", live_a.port, "").await;
+    create(&server, "kr-live-b", live_b.port, "").await;
+    let air = format!("air_policy = {{ type = \"local_time\", at = \"{}\" }}\n", local.format("%H:%M:%S"));
+    create(&server, "kr-late", late.port, &air).await;
+
+    let mut e = EventServiceClient::new(server.transport().await);
+    let admin = server.token(Role::Admin).to_owned();
+    let ev = e.schedule_event(authed(schedule(t0), &admin)).await.expect("schedule").into_inner();
+    let airs = e.get_air_times(authed(proto::EventRef { event_id: ev.id.clone() }, &admin)).await.unwrap().into_inner();
+    let late_air = airs.air_times.iter().find(|a| a.channel_id == "kr-late").unwrap();
+    assert_eq!(late_air.delay.as_ref().map(|d| d.seconds), Some(DELAY_S), "{late_air:?}");
+
+    // The scheduler arms at once (T0 - preroll is past) and airs at T0; the
+    // delayed leg is idle until its time, then gets the recording.
+    assert!(wait_for(Duration::from_secs(10), || live_a.bytes() > 0).await, "the live legs never started");
+    assert_eq!(late.bytes(), 0, "the delayed leg sent before its time");
+    assert!(
+        wait_for(Duration::from_secs(20), || late.bytes() > 500_000).await,
+        "the delayed leg got {} bytes",
+        late.bytes()
+    );
+    let ev_now = e.get_event(authed(proto::EventRef { event_id: ev.id.clone() }, &admin)).await.unwrap().into_inner();
+    assert_eq!(ev_now.state, EventState::OnAir as i32);
+
+    let live = live_a.timed();
+    let delayed = late.timed();
+    // Its first datagram is one the live partner got at T0 (or just after).
+    let i0 =
+        live.iter().position(|(_, d)| *d == delayed[0].1).expect("the delayed leg's first chunk never went out live");
+    let live_at = live[i0].0.saturating_duration_since(t0_instant).as_secs_f64()
+        - t0_instant.saturating_duration_since(live[i0].0).as_secs_f64();
+    assert!((-0.05..0.5).contains(&live_at), "its first chunk went out live {live_at:.3} s from T0");
+    let lag = delayed[0].0.duration_since(live[i0].0).as_secs_f64();
+    assert!((lag - DELAY_S as f64).abs() < 0.3, "delayed by {lag:.3} s, wanted {DELAY_S} s");
+    // And then the same stream, chunk for chunk.
+    let n = 200.min(delayed.len());
+    for k in 0..n {
+        assert_eq!(delayed[k].1, live[i0 + k].1, "chunk {k} differs from the live one");
+    }
+    assert!(live_b.bytes() > 0);
+    let log = MonitorServiceClient::new(server.transport().await)
+        .get_as_run_log(authed(proto::EventRef { event_id: ev.id.clone() }, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(log.iter().any(|x| x.kind == "leg-delayed-start" && x.channel_id == "kr-late"), "{log:?}");
+    assert!(std::fs::read_dir(rec.path().join(&ev.id)).unwrap().count() > 0, "no recording on disk");
+
+    // Abort: every leg stops, the recording goes.
+    e.abort(authed(proto::EventRef { event_id: ev.id.clone() }, server.token(Role::Operator))).await.unwrap();
+    assert!(!rec.path().join(&ev.id).exists(), "the recording outlived the event");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_delay_longer_than_the_retention_is_refused() {
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(rec.path());
+    o.retention = Duration::from_secs(3600);
+    let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
+    let t0 = Utc::now() + chrono::Duration::hours(1);
+    let local = (t0 + chrono::Duration::hours(2)).with_timezone(&chrono_tz::Asia::Seoul);
+    create(&server, "kr-live", 9, "").await;
+    let air = format!("air_policy = {{ type = \"local_time\", at = \"{}\" }}\n", local.format("%H:%M"));
+    create(&server, "kr-late", 9, &air).await;
+    let mut e = EventServiceClient::new(server.transport().await);
+    let err = e.schedule_event(authed(schedule(t0), server.token(Role::Admin))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("channel_ids: channel `kr-late`")
+            && err.message().contains("longer than the recording is kept (1h)"),
+        "{}",
+        err.message()
+    );
+    server.stop().await;
+}
