@@ -143,3 +143,54 @@ async fn a_delay_longer_than_the_retention_is_refused() {
     );
     server.stop().await;
 }
+
+/// The daemon stops between T0 and the delayed leg's air time: started
+/// again, it airs that leg from what the first run recorded.
+#[tokio::test]
+async fn the_recording_survives_a_restart() {
+    const DELAY: i64 = 6;
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let server = ApiServer::start_with(&db, options(rec.path())).await;
+    let (live, late) = (UdpCapture::start(), UdpCapture::start());
+    let (now_instant, now_utc) = (Instant::now(), Utc::now());
+    let t0 = chrono::DateTime::from_timestamp(now_utc.timestamp() + 4, 0).unwrap();
+    let t0_instant = now_instant + (t0 - now_utc).to_std().unwrap();
+    let local = (t0 + chrono::Duration::seconds(DELAY)).with_timezone(&chrono_tz::Asia::Seoul);
+    create(&server, "kr-live", live.port, "").await;
+    let air = format!("air_policy = {{ type = \"local_time\", at = \"{}\" }}\n", local.format("%H:%M:%S"));
+    create(&server, "kr-late", late.port, &air).await;
+    let mut e = EventServiceClient::new(server.transport().await);
+    let ev = e.schedule_event(authed(schedule(t0), server.token(Role::Admin))).await.expect("schedule").into_inner();
+
+    // Stop 2 s after T0: the first run recorded [T0, T0 + 2 s].
+    tokio::time::sleep_until((t0_instant + Duration::from_secs(2)).into()).await;
+    let db = server.stop().await;
+    let before = live.timed();
+    assert!(!before.is_empty(), "nothing went out live before the stop");
+    assert_eq!(late.bytes(), 0);
+
+    let server = ApiServer::start_with(&db, options(rec.path())).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || late.bytes() > 300_000).await,
+        "the delayed leg got {} bytes after the restart",
+        late.bytes()
+    );
+    let delayed = late.timed();
+    let i0 = before
+        .iter()
+        .position(|(_, d)| *d == delayed[0].1)
+        .expect("the delayed leg did not start from the first run's recording");
+    let lag = delayed[0].0.duration_since(before[i0].0).as_secs_f64();
+    assert!((lag - DELAY as f64).abs() < 0.3, "delayed by {lag:.3} s across the restart, wanted {DELAY} s");
+    let same = delayed.iter().zip(&before[i0..]).take_while(|(d, l)| d.1 == l.1).count();
+    assert!(same > 100, "only {same} chunks match the first run's");
+    let e2 = EventServiceClient::new(server.transport().await)
+        .get_event(authed(proto::EventRef { event_id: ev.id.clone() }, server.token(Role::Observer)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(e2.state, EventState::OnAir as i32);
+    server.stop().await;
+}
