@@ -148,6 +148,7 @@ enum Command {
     DeleteChannel { id: ChannelId, actor: String, reply: Reply<()> },
     Schedule { new: NewEvent, actor: String, reply: Reply<Event> },
     GetEvent { id: EventId, reply: Reply<Event> },
+    ListEvents { reply: Reply<Vec<Event>> },
     Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: String, reply: Reply<Event> },
     SwitchSource { id: EventId, choice: SourceChoice, actor: String, reply: Reply<Event> },
     AsRun { event_id: String, reply: Reply<Vec<AsRunEntry>> },
@@ -235,9 +236,9 @@ impl Coordinator {
         self.ask(|reply| Command::GetEvent { id, reply }).await
     }
 
-    /// Every event, by T0 (from the latest snapshot: no round trip).
-    pub fn events(&self) -> Vec<Event> {
-        self.status.borrow().events.as_ref().clone()
+    /// Every event, by T0.
+    pub async fn events(&self) -> Result<Vec<Event>, CoordError> {
+        self.ask(|reply| Command::ListEvents { reply }).await
     }
 
     /// Master control: `action` on event `id` (`by` for Extend).
@@ -360,12 +361,7 @@ impl State {
                         let _ = reply.send(());
                         break;
                     }
-                    Some(cmd) => {
-                        if self.handle(cmd).await {
-                            self.publish();
-                            last_publish = tokio::time::Instant::now();
-                        }
-                    }
+                    Some(cmd) => self.handle(cmd).await,
                     None => {
                         self.stop_relay("daemon-stopped", "simulcastd stopped; legs closed").await;
                         break;
@@ -455,57 +451,48 @@ impl State {
         }));
     }
 
-    /// Returns whether anything changed (so a snapshot goes out now).
-    async fn handle(&mut self, cmd: Command) -> bool {
+    /// Answers one command; a change is published before the answer goes.
+    async fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::CreateChannel { channel, actor, reply } => {
                 let r = self.create_channel(channel, &actor);
                 let _ = reply.send(r);
-                false
             }
             Command::GetChannel { id, reply } => {
                 let r = self.store.channel(&id).map_err(CoordError::from).and_then(|c| c.ok_or_else(|| not_found(&id)));
                 let _ = reply.send(r);
-                false
             }
             Command::ListChannels { reply } => {
                 let _ = reply.send(self.store.channels().map_err(CoordError::from));
-                false
             }
             Command::UpdateChannel { channel, actor, reply } => {
                 let r = self.update_channel(channel, &actor);
                 let _ = reply.send(r);
-                false
             }
             Command::DeleteChannel { id, actor, reply } => {
                 let r = self.delete_channel(&id, &actor);
                 let _ = reply.send(r);
-                false
             }
             Command::Schedule { new, actor, reply } => {
                 let r = self.schedule(new, &actor);
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                ok
+                self.answer_change(reply, r);
             }
             Command::GetEvent { id, reply } => {
                 let _ = reply.send(self.events.get(&id.0).cloned().ok_or_else(|| event_not_found(&id)));
-                false
+            }
+            Command::ListEvents { reply } => {
+                let _ = reply.send(Ok(self.events_arc.as_ref().clone()));
             }
             Command::Act { id, action, by, actor, reply } => {
                 let r = match action {
                     Action::Extend => self.extend(&id, by, &actor),
                     _ => self.apply(&id, action, &actor, String::new()).await,
                 };
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                ok
+                self.answer_change(reply, r);
             }
             Command::SwitchSource { id, choice, actor, reply } => {
                 let r = self.switch_source(&id, choice, &actor);
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                ok
+                self.answer_change(reply, r);
             }
             Command::AsRun { event_id, reply } => {
                 let r = if event_id != SYSTEM_EVENT && !self.events.contains_key(&event_id) {
@@ -514,17 +501,24 @@ impl State {
                     self.store.asrun(&event_id).map_err(CoordError::from)
                 };
                 let _ = reply.send(r);
-                false
             }
             Command::AirTimes { id, reply } => {
                 let _ = reply.send(self.air_times(&id));
-                false
             }
+            // run() answers Shutdown itself, after stopping the relay.
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
-                false
             }
         }
+    }
+
+    /// Answers a command that may have changed state: watchers see the
+    /// change before the caller hears of it.
+    fn answer_change<T>(&mut self, reply: Reply<T>, r: Result<T, CoordError>) {
+        if r.is_ok() {
+            self.publish();
+        }
+        let _ = reply.send(r);
     }
 
     fn live_event_with(&self, id: &ChannelId) -> Option<&Event> {
