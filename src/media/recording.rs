@@ -249,8 +249,10 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// The next whole record, or `None` if none is there yet.
-    fn next(&mut self) -> Option<(u64, Vec<u8>)> {
+    /// The next whole record, or `None` if none is there yet (`now_utc`
+    /// spares a directory listing at the live edge: the writer starts a new
+    /// segment only once the current one is a segment long).
+    fn next(&mut self, now_utc: u64) -> Option<(u64, Vec<u8>)> {
         loop {
             if self.file.is_none() {
                 let (start, path) = segments(&self.dir).into_iter().next()?;
@@ -270,6 +272,9 @@ impl Cursor {
             // End of what is written: a later segment means this one is done.
             let _ = file.seek(SeekFrom::Start(pos));
             let start = *start;
+            if now_utc < start + DEFAULT_SEGMENT.as_nanos() as u64 {
+                return None;
+            }
             let later = segments(&self.dir).into_iter().find(|(s, _)| *s > start)?;
             self.file = Some((later.0, File::open(later.1).ok()?));
         }
@@ -311,7 +316,7 @@ fn feed_loop(dir: &Path, from_utc: u64, delay: u64, input: &LegInput, utc: UtcCl
         *bytes = 0;
     };
     while !stop.load(Ordering::Relaxed) {
-        let Some((at, data)) = cursor.next() else {
+        let Some((at, data)) = cursor.next(now()) else {
             flush(&mut batch, &mut bytes);
             std::thread::sleep(Duration::from_millis(5));
             continue;

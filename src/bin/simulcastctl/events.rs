@@ -100,7 +100,7 @@ pub enum SourceCmd {
     },
 }
 
-fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+pub fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     t.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
 }
 
@@ -122,6 +122,13 @@ fn dur(d: &Option<prost_types::Duration>) -> String {
 
 fn proto_dur(d: std::time::Duration) -> prost_types::Duration {
     prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// `SOURCE_SELECTION_PRIMARY` -> `PRIMARY` (empty if unknown).
+pub fn source_name(s: i32) -> String {
+    proto::SourceSelection::try_from(s)
+        .map(|s| s.as_str_name().trim_start_matches("SOURCE_SELECTION_").to_owned())
+        .unwrap_or_default()
 }
 
 /// `EVENT_STATE_ON_AIR` -> `ON_AIR`.

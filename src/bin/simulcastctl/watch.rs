@@ -7,12 +7,8 @@ use chrono::{DateTime, Utc};
 use simulcast::proto::{self, monitor_service_client::MonitorServiceClient};
 use simulcast::table::{self, Table};
 
-use super::events::state_name;
+use super::events::{source_name, state_name, ts};
 use super::{Cli, connect, status_line};
-
-fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-}
 
 /// `T-01:02:03` before T0, `T+00:00:12` after.
 pub fn countdown(now: DateTime<Utc>, t0: DateTime<Utc>) -> String {
@@ -43,9 +39,7 @@ fn board(u: &proto::StatusUpdate) -> String {
         now.format("%H:%M:%S"),
     );
     if let Some(s) = &u.source {
-        let src = proto::SourceSelection::try_from(u.source_in_use)
-            .map(|s| s.as_str_name().trim_start_matches("SOURCE_SELECTION_").to_owned())
-            .unwrap_or_default();
+        let src = source_name(u.source_in_use);
         out += &format!("source {src}: {} {} ({} in)", s.describe, s.state, table::bytes(s.bytes_in));
         if !s.last_error.is_empty() {
             out += &format!("  last error: {}", s.last_error);
@@ -95,7 +89,7 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
         "seq": u.seq, "at": iso(&u.at), "lagged": u.lagged,
         "event_id": u.event_id, "title": u.title, "event_state": state_name(u.event_state),
         "on_air_utc": iso(&u.on_air_utc), "end_utc": iso(&u.end_utc),
-        "source_in_use": proto::SourceSelection::try_from(u.source_in_use).map(|s| s.as_str_name().trim_start_matches("SOURCE_SELECTION_").to_owned()).unwrap_or_default(),
+        "source_in_use": source_name(u.source_in_use),
         "source": u.source.as_ref().map(|s| serde_json::json!({
             "describe": s.describe, "state": s.state, "bytes_in": s.bytes_in,
             "garbage_bytes": s.garbage_bytes, "restarts": s.restarts, "last_error": s.last_error,
