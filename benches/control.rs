@@ -126,7 +126,7 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[event]\ntitle = \"bench\"\n[source]\ntype = \"test\"\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 800\n\
+            "[event]\ntitle = \"bench\"\n[source]\ntype = \"test\"\n[program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 800\n\
              [[channels]]\nid = \"drain\"\nname = \"drain\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
              ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{drain_port}\" }}\n"
         ),

@@ -14,12 +14,15 @@ use crate::config::{Channel, Config, RelaySettings};
 use crate::media::fanout::Fanout;
 use crate::media::leg::{Leg, LegState, LegStatus};
 use crate::media::recording::{DelayedFeed, Recorder, RecordingPlan, UtcClock};
-use crate::media::source::{Program, SourceStatus};
+use crate::media::program::{Content, Cue, Program, ProgramPlan};
+use crate::media::source::SourceStatus;
 use crate::media::{self, MediaError};
 
 /// A delayed leg's pipeline starts this long before its first chunk is due,
 /// so that it is connected when the chunk comes.
 pub const DELAYED_LEAD: Duration = Duration::from_secs(1);
+/// A delayed leg carries this much of the recorded slate before its T0.
+pub const DELAYED_SLATE: Duration = Duration::from_millis(500);
 
 /// Legs that air later than the live T0, from a recording of the program.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ pub struct RelayStatus {
     pub legs: Vec<LegStatus>,
     /// Buffers lost between the program and the fan-out thread (should be 0).
     pub fanout_overflow: u64,
+    /// What the program pipeline's picture carries now.
+    pub content: Content,
 }
 
 impl RelayStatus {
@@ -81,13 +86,15 @@ impl Relay {
     /// only if the program itself cannot be built; a leg that cannot reach
     /// its ingest keeps trying without holding up the others.
     pub async fn start(config: &Config) -> Result<Self, MediaError> {
-        Self::start_with(config, None).await
+        let always = Cue { program_from: Some(chrono::DateTime::UNIX_EPOCH), program_until: None, force_slate: false };
+        Self::start_with(config, always, None).await
     }
 
-    /// As [`Relay::start`]; channels listed in `delay` air later, each from
-    /// the recording, its pipeline started when its air time comes near
-    /// (see [`Relay::poll`]).
-    pub async fn start_with(config: &Config, delay: Option<DelayPlan>) -> Result<Self, MediaError> {
+    /// As [`Relay::start`] (which airs the program at once), with the legs
+    /// on slate until `cue` says program; channels listed in `delay` air
+    /// later, each from the recording, its pipeline started when its air
+    /// time comes near (see [`Relay::poll`]).
+    pub async fn start_with(config: &Config, cue: Cue, delay: Option<DelayPlan>) -> Result<Self, MediaError> {
         media::init()?;
         let utc = UtcClock::new(&media::clock());
         let (stop, stop_rx) = watch::channel(false);
@@ -110,13 +117,14 @@ impl Relay {
             })?;
             fanout.set_recorder(recorder);
         }
-        let program = match Program::start(
-            &config.source,
-            &config.event.title,
-            config.relay.batch_wait,
-            Arc::clone(&fanout),
-            stop_rx,
-        ) {
+        let plan = ProgramPlan {
+            source: config.source.clone(),
+            format: config.program.clone(),
+            slate: config.slate.clone(),
+            title: config.event.title.clone(),
+            batch_wait: config.relay.batch_wait,
+        };
+        let program = match Program::start(&plan, cue, utc, Arc::clone(&fanout), stop_rx) {
             Ok(p) => p,
             Err(e) => {
                 let _ = stop.send(true);
@@ -159,7 +167,11 @@ impl Relay {
             }
             let p = self.pending.remove(i);
             let leg = Leg::start(&p.channel, &self.settings, self.stop.subscribe());
-            match DelayedFeed::start(plan.recording.dir.clone(), t0, p.delay, Arc::clone(leg.input()), self.utc) {
+            let fanout = Arc::clone(&self.fanout);
+            let starts = Arc::new(move || fanout.program_starts());
+            // From just before T0: the leg carries a moment of slate first.
+            let from = t0.saturating_sub(DELAYED_SLATE.as_nanos() as u64);
+            match DelayedFeed::start(plan.recording.dir.clone(), from, p.delay, Arc::clone(leg.input()), self.utc, starts) {
                 Ok(feed) => self.feeds.push(feed),
                 Err(e) => tracing::error!(leg = %p.channel.id, error = %e, "Cannot start the delayed feed."),
             }
@@ -177,11 +189,30 @@ impl Relay {
             source: self.program.status(),
             legs: self.leg_statuses(),
             fanout_overflow: self.fanout.counters().overflow_buffers.load(std::sync::atomic::Ordering::Relaxed),
+            content: self.program.content(),
         }
     }
 
+    /// Replaces the cue (what the legs carry when); the switch happens on
+    /// the first output frame the new cue changes.
+    pub fn set_cue(&self, cue: Cue) {
+        self.program.set_cue(cue);
+    }
+
+    /// The cue in force.
+    pub fn cue(&self) -> Cue {
+        self.program.cue()
+    }
+
     fn leg_statuses(&self) -> Vec<LegStatus> {
-        let mut all: Vec<LegStatus> = self.legs.iter().map(Leg::status).collect();
+        let mut all: Vec<LegStatus> = self
+            .legs
+            .iter()
+            .map(|leg| LegStatus {
+                program_since_utc_ns: leg.input().program_out_ns().map(|c| self.utc.utc_of(c)),
+                ..leg.status()
+            })
+            .collect();
         all.extend(self.pending.iter().map(|p| LegStatus {
             channel_id: p.channel.id.to_string(),
             protocol: p.channel.ingest.protocol(),
@@ -193,6 +224,7 @@ impl Relay {
             dropped_buffers: 0,
             last_error: None,
             srt: None,
+            program_since_utc_ns: None,
         }));
         all.sort_by_key(|l| self.order.iter().position(|id| *id == l.channel_id));
         all

@@ -90,7 +90,7 @@ fn a_daemon_killed_mid_event_resumes_it_and_its_legs_flow_again() {
         &config,
         format!(
             "[event]\ntitle = \"Silk Way Star: grand final\"\n\
-             [source]\ntype = \"test\"\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 800\ngop = 25\n\
+             [source]\ntype = \"test\"\n[program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 800\ngop = 25\n\
              [[channels]]\nid = \"uz-mtrk\"\nname = \"MTRK\"\ncountry = \"UZ\"\ntimezone = \"Asia/Tashkent\"\n\
              ingest = {{ type = \"srt\", uri = \"srt://127.0.0.1:{srt_port}\", passphrase = \"{PASSPHRASE}\" }}\n\
              [[channels]]\nid = \"mn-mnb\"\nname = \"MNB\"\ncountry = \"MN\"\ntimezone = \"Asia/Ulaanbaatar\"\n\

@@ -160,15 +160,26 @@ async fn a_file_contribution_is_paced_in_real_time_and_looped() {
     .source;
     let run = Run::start(&config).await;
     wait_on_air(&run.relay, &["b-udp"], Duration::from_secs(10)).await;
-    // Paced: after 1 s, well under the whole 3 s file has gone out.
+    // The file is read at its own pace: after 1 s, well under the whole
+    // 3 s file has come in. (The legs carry the program encoded at its own
+    // bitrate, so the pace shows on the feed's side.)
+    assert!(wait_for(Duration::from_secs(5), || run.status().source.bytes_in > 0).await, "the file is not read");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after_one_second = udp_rx.bytes();
+    let after_one_second = run.status().source.bytes_in;
     assert!(after_one_second < file_bytes * 2 / 3, "not paced: {after_one_second} of {file_bytes} bytes after 1 s");
-    // Looped: after 7 s, more than the file has gone out, and it still flows.
+    // Looped: after 7 s, more than the file has come in, pictures still
+    // decode from it, and the partner still gets the program.
     tokio::time::sleep(Duration::from_secs(6)).await;
+    let frames_before = run.status().source.frames;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = run.status().source;
     let status = run.relay.shutdown().await;
-    let (_, grams) = udp_rx.finish();
-    let total: u64 = grams.iter().map(|g| g.len() as u64).sum();
-    assert!(total > file_bytes * 3 / 2, "not looped: {total} bytes relayed from a {file_bytes}-byte file");
+    let (path, grams) = udp_rx.finish();
+    assert!(source.bytes_in > file_bytes * 3 / 2, "not looped: {} bytes read from a {file_bytes}-byte file", source.bytes_in);
+    assert!(source.frames > frames_before, "no pictures decoded after the loop: {source:?}");
     assert_eq!(status.source.restarts, 0, "{:?}", status.source);
+    let total: u64 = grams.iter().map(|g| g.len() as u64).sum();
+    assert!(total > 100_000, "the partner got {total} bytes");
+    let p = ffprobe(&path);
+    assert!(p.codecs.contains(&"h264".to_string()) && p.codecs.contains(&"aac".to_string()), "{p:?}");
 }

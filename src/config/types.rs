@@ -293,9 +293,22 @@ pub struct Channel {
     pub enabled: bool,
 }
 
-/// Picture and sound of the built-in test source (and, later, the slate).
+/// The built-in test source's sound (its picture is the program's size).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestSource {
+    /// Tone frequency in Hz.
+    pub tone_hz: u32,
+}
+
+impl Default for TestSource {
+    fn default() -> Self {
+        Self { tone_hz: 1000 }
+    }
+}
+
+/// The program's format: what every leg carries, slate and program alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramFormat {
     /// Frame width in pixels.
     pub width: u32,
     /// Frame height in pixels.
@@ -304,18 +317,40 @@ pub struct TestSource {
     pub framerate: u32,
     /// H.264 bitrate in kbit/s.
     pub video_kbps: u32,
-    /// AAC bitrate in kbit/s.
+    /// AAC bitrate in kbit/s (48 kHz stereo).
     pub audio_kbps: u32,
-    /// Tone frequency in Hz.
-    pub tone_hz: u32,
     /// Keyframe interval in frames.
     pub gop: u32,
 }
 
-impl Default for TestSource {
+impl Default for ProgramFormat {
     fn default() -> Self {
-        Self { width: 1280, height: 720, framerate: 25, video_kbps: 4000, audio_kbps: 128, tone_hz: 1000, gop: 25 }
+        Self { width: 1280, height: 720, framerate: 25, video_kbps: 4000, audio_kbps: 128, gop: 25 }
     }
+}
+
+impl ProgramFormat {
+    /// One frame's duration.
+    pub fn frame(&self) -> Duration {
+        Duration::from_nanos(1_000_000_000 / u64::from(self.framerate.max(1)))
+    }
+
+    /// One GOP's duration.
+    pub fn gop_duration(&self) -> Duration {
+        self.frame() * self.gop
+    }
+}
+
+/// What partners see and hear when the program is not on: before T0,
+/// during a hold, after the end, and when every source is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SlateSettings {
+    /// A PNG still; `None`: a generated card with the event title.
+    pub image: Option<PathBuf>,
+    /// A line under the title on the generated card.
+    pub text: Option<String>,
+    /// A tone in Hz; `None`: silence.
+    pub tone_hz: Option<u32>,
 }
 
 /// The contribution feed: where the program comes from.
@@ -335,7 +370,7 @@ impl Source {
     /// Where the feed comes from, safe to log.
     pub fn describe(&self) -> String {
         match self {
-            Source::Test(t) => format!("test {}x{}@{} {} kbit/s", t.width, t.height, t.framerate, t.video_kbps),
+            Source::Test(t) => format!("test bars, {} Hz tone", t.tone_hz),
             Source::Srt(s) => format!("{} ({})", s.uri(), s.mode.as_str()),
             Source::Udp(u) => u.uri(),
             Source::File(p) => format!("file {}", p.display()),
@@ -391,6 +426,10 @@ pub struct Config {
     pub event: EventPlan,
     /// The contribution feed.
     pub source: Source,
+    /// What every leg carries.
+    pub program: ProgramFormat,
+    /// The slate.
+    pub slate: SlateSettings,
     /// Relay tuning.
     pub relay: RelaySettings,
     /// Partner channels, in file order.

@@ -139,7 +139,7 @@ fn join(at: &str, key: &str) -> String {
 /// Validates a parsed TOML document.
 pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
     let mut w = Walk { errors: Vec::new() };
-    w.unknown(doc, "", &["event", "source", "relay", "channels"]);
+    w.unknown(doc, "", &["event", "source", "program", "slate", "relay", "channels"]);
 
     let event = w.table(doc, "", "event", true).map(|t| event(&mut w, t));
     let source = match w.table(doc, "", "source", false) {
@@ -149,6 +149,14 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
     let relay = match w.table(doc, "", "relay", false) {
         Some(t) => relay(&mut w, t),
         None => RelaySettings::default(),
+    };
+    let program = match w.table(doc, "", "program", false) {
+        Some(t) => program(&mut w, t),
+        None => ProgramFormat::default(),
+    };
+    let slate = match w.table(doc, "", "slate", false) {
+        Some(t) => slate(&mut w, t),
+        None => SlateSettings::default(),
     };
 
     let mut channels = Vec::new();
@@ -176,7 +184,7 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
     udp_port_collisions(&mut w, &channels);
 
     match (event, source, w.errors.is_empty()) {
-        (Some(Some(event)), Some(source), true) => Ok(Config { event, source, relay, channels }),
+        (Some(Some(event)), Some(source), true) => Ok(Config { event, source, program, slate, relay, channels }),
         _ => Err(w.errors),
     }
 }
@@ -247,22 +255,16 @@ fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
 fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
     match w.kind(t, at, &["test", "srt", "udp", "file"])? {
         "test" => {
-            w.unknown(t, at, &["type", "width", "height", "framerate", "video_kbps", "audio_kbps", "tone_hz", "gop"]);
-            let d = TestSource::default();
-            let get = |w: &mut Walk, key, range, default: u32| w.int(t, at, key, range).map_or(default, |v| v as u32);
-            let src = TestSource {
-                width: get(w, "width", (64, 3840), d.width),
-                height: get(w, "height", (64, 2160), d.height),
-                framerate: get(w, "framerate", (1, 60), d.framerate),
-                video_kbps: get(w, "video_kbps", (100, 50_000), d.video_kbps),
-                audio_kbps: get(w, "audio_kbps", (32, 320), d.audio_kbps),
-                tone_hz: get(w, "tone_hz", (20, 20_000), d.tone_hz),
-                gop: get(w, "gop", (1, 600), d.gop),
-            };
-            if !src.width.is_multiple_of(2) || !src.height.is_multiple_of(2) {
-                w.err(join(at, "width"), "width and height must be even for H.264 4:2:0");
+            if let Some(k) = ["width", "height", "framerate", "video_kbps", "audio_kbps", "gop"]
+                .iter()
+                .find(|k| t.contains_key(**k))
+            {
+                w.err(join(at, k), "the picture and bitrates moved to the [program] section (they apply to every source)");
             }
-            Some(Source::Test(src))
+            w.unknown(t, at, &["type", "tone_hz", "width", "height", "framerate", "video_kbps", "audio_kbps", "gop"]);
+            let d = TestSource::default();
+            let tone_hz = w.int(t, at, "tone_hz", (20, 20_000)).map_or(d.tone_hz, |v| v as u32);
+            Some(Source::Test(TestSource { tone_hz }))
         }
         "srt" => {
             w.unknown(t, at, &["type", "uri", "mode", "latency", "passphrase", "stream_id"]);
@@ -278,6 +280,47 @@ fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
         }
         _ => unreachable!("kind() only returns listed kinds"),
     }
+}
+
+fn program(w: &mut Walk, t: &Table) -> ProgramFormat {
+    const AT: &str = "program";
+    w.unknown(t, AT, &["width", "height", "framerate", "video_kbps", "audio_kbps", "gop"]);
+    let d = ProgramFormat::default();
+    let get = |w: &mut Walk, key, range, default: u32| w.int(t, AT, key, range).map_or(default, |v| v as u32);
+    let p = ProgramFormat {
+        width: get(w, "width", (64, 3840), d.width),
+        height: get(w, "height", (64, 2160), d.height),
+        framerate: get(w, "framerate", (1, 60), d.framerate),
+        video_kbps: get(w, "video_kbps", (100, 50_000), d.video_kbps),
+        audio_kbps: get(w, "audio_kbps", (32, 320), d.audio_kbps),
+        gop: get(w, "gop", (1, 600), d.gop),
+    };
+    if !p.width.is_multiple_of(2) || !p.height.is_multiple_of(2) {
+        w.err("program.width", "width and height must be even for H.264 4:2:0");
+    }
+    p
+}
+
+fn slate(w: &mut Walk, t: &Table) -> SlateSettings {
+    const AT: &str = "slate";
+    w.unknown(t, AT, &["image", "text", "tone_hz"]);
+    let image = w.string(t, AT, "image", false).and_then(|s| {
+        let path = PathBuf::from(&s);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && s.to_ascii_lowercase().ends_with(".png") => Some(path),
+            Ok(_) => {
+                w.err("slate.image", format!("`{s}` is not a PNG file"));
+                None
+            }
+            Err(e) => {
+                w.err("slate.image", format!("cannot read `{s}`: {e}"));
+                None
+            }
+        }
+    });
+    let text = w.string(t, AT, "text", false);
+    let tone_hz = w.int(t, AT, "tone_hz", (0, 20_000)).and_then(|v| (v > 0).then_some(v as u32));
+    SlateSettings { image, text, tone_hz }
 }
 
 fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
 use crate::media::recording::RecordingPlan;
+use crate::media::program::Cue;
 use crate::relay::{DelayPlan, Relay};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
@@ -74,6 +75,10 @@ fn invalid(key: &str, message: impl Into<String>) -> CoordError {
 pub struct Options {
     /// The contribution feed.
     pub source: Source,
+    /// What every leg carries.
+    pub program: config::ProgramFormat,
+    /// The slate.
+    pub slate: config::SlateSettings,
     /// Relay tuning.
     pub relay: RelaySettings,
     /// Clock and leg look interval ([`DEFAULT_TICK`]).
@@ -108,6 +113,8 @@ impl Options {
     pub fn from_config(config: &config::Config) -> Self {
         Self {
             source: config.source.clone(),
+            program: config.program.clone(),
+            slate: config.slate.clone(),
             relay: config.relay.clone(),
             tick: DEFAULT_TICK,
             status_every: DEFAULT_STATUS_EVERY,
@@ -288,6 +295,10 @@ struct Running {
     zones: Vec<(String, Tz)>,
     observer: LegObserver,
     choice: SourceChoice,
+    /// Each delayed leg's delay.
+    delays: Vec<(String, Duration)>,
+    /// The program start last logged per leg (UTC ns).
+    program_logged: BTreeMap<String, u64>,
 }
 
 struct State {
@@ -395,6 +406,7 @@ impl State {
         if let Some(e) = self.events.values().find(|e| e.state.is_live()).cloned() {
             match self.start_relay(&e).await {
                 Ok(()) => {
+                    self.update_cue(&e);
                     let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
                     self.log(&e.id.0, "legs-rebuilt", detail, DAEMON)?;
                 }
@@ -731,6 +743,14 @@ impl State {
                 }
             };
         info!(event = %id, from = %from, to = %next, actor, "Event state changed.");
+        self.update_cue(&event);
+        if next == EventState::Aborted
+            && let Some(relay) = self.running.as_ref().and_then(|r| r.relay.as_ref())
+        {
+            // The emergency slate goes out on every leg before they close.
+            relay.set_cue(Cue { force_slate: true, ..relay.cue() });
+            tokio::time::sleep(ABORT_SLATE).await;
+        }
         if !next.is_live() {
             let kind = if next == EventState::Aborted { "legs-aborted" } else { "legs-closed" };
             self.stop_relay(kind, &format!("event {next}")).await;
@@ -767,7 +787,9 @@ impl State {
         let old_end = event.end();
         event.duration = new_duration.to_std().unwrap_or_default();
         let detail = format!("end moved from {} to {}", utc_text(old_end), utc_text(event.end()));
-        self.save(event, entry(self.options.clock.now(), &id.0, "", None, "extended", detail, actor))
+        let event = self.save(event, entry(self.options.clock.now(), &id.0, "", None, "extended", detail, actor))?;
+        self.update_cue(&event);
+        Ok(event)
     }
 
     fn switch_source(&mut self, id: &EventId, choice: SourceChoice, actor: &str) -> Result<Event, CoordError> {
@@ -782,15 +804,13 @@ impl State {
             SourceChoice::Backup => {
                 return Err(CoordError::FailedPrecondition("no backup source is configured for this daemon".into()));
             }
-            SourceChoice::Slate => {
-                return Err(CoordError::Unimplemented("switching to slate is not built yet".into()));
-            }
-            SourceChoice::Auto | SourceChoice::Primary => {}
+            SourceChoice::Slate | SourceChoice::Auto | SourceChoice::Primary => {}
         }
         let from = running.choice;
         running.choice = choice;
         let detail = format!("source {} -> {} (by hand)", from.as_str(), choice.as_str());
         self.log(&id.0, "source-switched", detail, actor)?;
+        self.update_cue(&event);
         Ok(event)
     }
 
@@ -853,6 +873,30 @@ impl State {
                 }
             }
             let status = relay.status();
+            let from = relay.cue().program_from;
+            for leg in &status.legs {
+                let Some(at_ns) = leg.program_since_utc_ns else { continue };
+                if r.program_logged.get(&leg.channel_id) == Some(&at_ns) {
+                    continue;
+                }
+                r.program_logged.insert(leg.channel_id.clone(), at_ns);
+                let at = DateTime::<Utc>::from_timestamp_nanos(at_ns.min(i64::MAX as u64) as i64);
+                let delay = r.delays.iter().find(|(c, _)| *c == leg.channel_id).map(|(_, d)| *d).unwrap_or_default();
+                let detail = match from {
+                    Some(f) => {
+                        let due = f + schedule::chrono_duration(delay);
+                        let ms = (at - due).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                        format!("first program picture went out at {}, {ms:+.1} ms from its air time {}", utc_text(at), utc_text(due))
+                    }
+                    None => format!("first program picture went out at {}", utc_text(at)),
+                };
+                info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program.");
+                let tz = r.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
+                let e = entry(at, &r.event_id.0, &leg.channel_id, tz, "leg-program", detail, DAEMON);
+                if let Err(err) = self.store.append_asrun(&e) {
+                    error!(error = %err, "As-run entry lost: the store failed.");
+                }
+            }
             for c in r.observer.observe(&status) {
                 let tz = r.zones.iter().find(|(id, _)| *id == c.channel_id).map(|(_, tz)| *tz);
                 match c.kind {
@@ -908,6 +952,8 @@ impl State {
         let cfg = config::Config {
             event: config::EventPlan { title: event.title.clone(), timezone: Tz::UTC, duration: event.duration },
             source: self.options.source.clone(),
+            program: self.options.program.clone(),
+            slate: self.options.slate.clone(),
             relay: self.options.relay.clone(),
             channels: channels.clone(),
         };
@@ -923,10 +969,11 @@ impl State {
                 max_bytes: self.options.recording_max_bytes,
             },
             t0_utc: event.on_air,
-            delays,
+            delays: delays.clone(),
         });
         let relay = if self.options.relay_enabled {
-            let r = Relay::start_with(&cfg, plan).await;
+            // Slate until the state the event enters sets the cue.
+            let r = Relay::start_with(&cfg, Cue::default(), plan).await;
             Some(r.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?)
         } else {
             None
@@ -938,8 +985,23 @@ impl State {
             zones,
             observer: LegObserver::default(),
             choice: SourceChoice::Auto,
+            delays,
+            program_logged: BTreeMap::new(),
         });
         Ok(())
+    }
+
+    /// Sets the relay's cue from the event's state: slate before T0, on
+    /// hold and from the end; program from T0 (or from a Take) until the end.
+    fn update_cue(&mut self, event: &Event) {
+        let now = self.options.clock.now();
+        let Some(r) = self.running.as_mut().filter(|r| r.event_id == event.id) else { return };
+        let Some(relay) = &r.relay else { return };
+        let cue = cue_for(event, now, relay.cue(), r.choice == SourceChoice::Slate);
+        if cue != relay.cue() {
+            info!(event = %event.id, ?cue, "Cue set.");
+            relay.set_cue(cue);
+        }
     }
 
     fn recording_dir(&self, id: &EventId) -> PathBuf {
@@ -970,6 +1032,20 @@ impl State {
             }
         }
     }
+}
+
+/// How long the emergency slate goes out after an abort, before the legs close.
+pub const ABORT_SLATE: Duration = Duration::from_secs(1);
+
+/// The cue for `event` in its current state (see [`State::update_cue`]).
+/// `prev` keeps a program start already passed (T0, or an earlier Take).
+fn cue_for(event: &Event, now: DateTime<Utc>, prev: Cue, slate_by_hand: bool) -> Cue {
+    let program_from = match event.state {
+        EventState::Scheduled | EventState::Armed => Some(event.on_air),
+        EventState::OnAir | EventState::PostRoll => Some(prev.program_from.filter(|t| *t <= now).unwrap_or(now)),
+        _ => None,
+    };
+    Cue { program_from, program_until: Some(event.end()), force_slate: slate_by_hand || event.state.is_final() }
 }
 
 fn new_event_id() -> EventId {

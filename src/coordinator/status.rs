@@ -178,6 +178,7 @@ mod tests {
                 state: SourceState::Receiving,
                 bytes_in: 0,
                 garbage_bytes: 0,
+                frames: 0,
                 restarts: 0,
                 last_error: None,
             },
@@ -195,9 +196,11 @@ mod tests {
                     dropped_buffers: 0,
                     last_error: err.map(Into::into),
                     srt: None,
+                    program_since_utc_ns: None,
                 })
                 .collect(),
             fanout_overflow: 0,
+            content: crate::media::program::Content::Program,
         }
     }
 

@@ -31,8 +31,8 @@ pub const BATCH_BYTES: usize = 12 * ts::CHUNK;
 pub use crate::config::DEFAULT_BATCH_WAIT;
 /// Buffers queued between the program pipeline and the fan-out thread.
 pub const CHANNEL_DEPTH: usize = 4096;
-/// How long after the last garbage the source is still reported in error.
-pub const GARBAGE_HOLD: Duration = Duration::from_secs(2);
+/// No program start seen (see [`LegInput::mark_program`]).
+const NONE: u64 = u64::MAX;
 
 /// What the fan-out has seen of the contribution feed.
 #[derive(Debug, Default)]
@@ -62,6 +62,10 @@ pub struct LegInput {
     inner: Mutex<Inner>,
     max_time: u64,
     dropped: AtomicU64,
+    /// Stamp of the batch that starts the program; [`NONE`] if none pending.
+    program_from: AtomicU64,
+    /// Clock time (ns) the program's first batch left appsrc; 0: not yet.
+    program_out_ns: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -74,7 +78,24 @@ struct Inner {
 impl LegInput {
     /// An input bounded to `max_time` of queued program.
     pub fn new(max_time: Duration) -> Self {
-        Self { inner: Mutex::new(Inner::default()), max_time: max_time.as_nanos() as u64, dropped: AtomicU64::new(0) }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            max_time: max_time.as_nanos() as u64,
+            dropped: AtomicU64::new(0),
+            program_from: AtomicU64::new(NONE),
+            program_out_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The batch stamped `pts` starts the program (its first keyframe):
+    /// when it leaves appsrc, its time is kept for the as-run log.
+    pub fn mark_program(&self, pts: u64) {
+        self.program_from.store(pts, Ordering::Relaxed);
+    }
+
+    /// Clock time (ns) the latest program start left this leg's input.
+    pub fn program_out_ns(&self) -> Option<u64> {
+        Some(self.program_out_ns.load(Ordering::Relaxed)).filter(|&n| n > 0)
     }
 
     /// Starts feeding `src` (a new pipeline of the leg).
@@ -93,6 +114,11 @@ impl LegInput {
 
     /// A batch stamped `pts` has left appsrc: it no longer counts.
     pub fn retire(&self, pts: u64) {
+        let from = self.program_from.load(Ordering::Relaxed);
+        if from != NONE && pts >= from {
+            self.program_from.store(NONE, Ordering::Relaxed);
+            self.program_out_ns.store(super::clock().time().nseconds(), Ordering::Relaxed);
+        }
         let mut inner = lock(&self.inner);
         while inner.queued.front().is_some_and(|&front| front <= pts) {
             inner.queued.pop_front();
@@ -135,6 +161,9 @@ pub struct Fanout {
     legs: RwLock<Vec<Arc<LegInput>>>,
     recorder: RwLock<Option<Arc<super::recording::Recorder>>>,
     counters: InputCounters,
+    /// Stamps (clock ns) of the batches that started the program, oldest
+    /// first: delayed legs mark the same instants in the recording.
+    program_starts: Mutex<Vec<u64>>,
 }
 
 impl Fanout {
@@ -163,22 +192,36 @@ impl Fanout {
         &self.counters
     }
 
+    /// Stamps (clock ns) of the batches that started the program.
+    pub fn program_starts(&self) -> Vec<u64> {
+        lock(&self.program_starts).clone()
+    }
+
     /// Starts the fan-out thread; returns the sender the program's appsink
     /// callback uses. The thread ends when every sender is dropped.
     /// `batch_wait` is the longest a chunk waits for company (zero: send
     /// whatever is queued, never wait).
     pub fn spawn(self: &Arc<Self>, batch_wait: Duration) -> std::io::Result<FanoutSender> {
-        let (tx, rx) = mpsc::sync_channel::<gst::Buffer>(CHANNEL_DEPTH);
+        let (tx, rx) = mpsc::sync_channel::<Item>(CHANNEL_DEPTH);
         let me = Arc::clone(self);
         std::thread::Builder::new().name("fanout".into()).spawn(move || me.run(rx, batch_wait))?;
         Ok(FanoutSender { tx, fanout: Arc::clone(self) })
     }
 
-    fn run(&self, rx: mpsc::Receiver<gst::Buffer>, batch_wait: Duration) {
+    fn run(&self, rx: mpsc::Receiver<Item>, batch_wait: Duration) {
         let clock = super::clock();
         let mut batch = Batch::default();
         loop {
-            let Ok(first) = rx.recv() else { return };
+            let first = match rx.recv() {
+                Ok(Item::Buffer(b)) => b,
+                Ok(Item::ProgramStart) => {
+                    // The program starts a batch of its own.
+                    self.flush(&mut batch);
+                    batch.program_start = true;
+                    continue;
+                }
+                Err(_) => return,
+            };
             self.take(&mut batch, first, &clock);
             let deadline = Instant::now() + batch_wait;
             while batch.bytes < BATCH_BYTES {
@@ -195,7 +238,12 @@ impl Fanout {
                     }
                 };
                 match next {
-                    Ok(b) => self.take(&mut batch, b, &clock),
+                    Ok(Item::Buffer(b)) => self.take(&mut batch, b, &clock),
+                    Ok(Item::ProgramStart) => {
+                        self.flush(&mut batch);
+                        batch.program_start = true;
+                        continue;
+                    }
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
                         self.flush(&mut batch);
@@ -243,9 +291,20 @@ impl Fanout {
         // Every leg pipeline runs on the same clock with base time 0, so an
         // absolute timestamp means the same instant in all of them.
         let Some(pts) = list.get(0).and_then(|b| b.pts()) else { return };
+        let pts = pts.nseconds();
+        let start = std::mem::take(&mut batch.program_start);
+        if start {
+            let mut starts = lock(&self.program_starts);
+            starts.push(pts);
+            let excess = starts.len().saturating_sub(64);
+            starts.drain(..excess);
+        }
         let legs = self.legs.read().unwrap_or_else(|e| e.into_inner());
         for leg in legs.iter() {
-            leg.offer(&list, pts.nseconds());
+            if start {
+                leg.mark_program(pts);
+            }
+            leg.offer(&list, pts);
         }
         if let Some(r) = self.recorder.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             r.record(&list);
@@ -257,6 +316,8 @@ impl Fanout {
 struct Batch {
     list: Option<gst::BufferList>,
     bytes: usize,
+    /// The next batch flushed starts the program.
+    program_start: bool,
 }
 
 impl Batch {
@@ -277,20 +338,34 @@ impl Batch {
 /// The program side's handle on the fan-out thread.
 #[derive(Debug, Clone)]
 pub struct FanoutSender {
-    tx: SyncSender<gst::Buffer>,
+    tx: SyncSender<Item>,
     fanout: Arc<Fanout>,
+}
+
+/// What the program pipeline hands the fan-out thread.
+#[derive(Debug)]
+enum Item {
+    /// Multiplexed program.
+    Buffer(gst::Buffer),
+    /// The next buffer carries the first program keyframe.
+    ProgramStart,
 }
 
 impl FanoutSender {
     /// Hands a buffer to the fan-out thread without ever blocking.
     pub fn send(&self, buffer: gst::Buffer) {
-        match self.tx.try_send(buffer) {
+        match self.tx.try_send(Item::Buffer(buffer)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.fanout.counters.overflow_buffers.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// The next buffer sent carries the program's first keyframe.
+    pub fn mark_program_start(&self) {
+        let _ = self.tx.try_send(Item::ProgramStart);
     }
 }
 

@@ -94,6 +94,9 @@ pub struct LegStatus {
     pub last_error: Option<String>,
     /// SRT legs only.
     pub srt: Option<SrtFigures>,
+    /// UTC (ns) the latest program start went out on this leg (its first
+    /// program keyframe); `None` if the program has not started here.
+    pub program_since_utc_ns: Option<u64>,
 }
 
 /// Counters shared between the supervisor, the sink probe and readers.
@@ -182,6 +185,7 @@ impl Leg {
             dropped_buffers: self.input.dropped(),
             last_error: m.last_error.clone(),
             srt: m.srt,
+            program_since_utc_ns: None,
         }
     }
 

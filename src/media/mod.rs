@@ -4,6 +4,7 @@
 
 pub mod fanout;
 pub mod leg;
+pub mod program;
 pub mod recording;
 pub mod source;
 pub mod template;
@@ -59,6 +60,10 @@ fn install_hint(elements: &[String]) -> String {
             "x264enc" => Some("gstreamer1.0-plugins-ugly"),
             "avenc_aac" => Some("gstreamer1.0-libav"),
             "textoverlay" | "clockoverlay" => Some("gstreamer1.0-x"),
+            "compositor" | "audiomixer" | "videoconvert" | "videoscale" | "audioconvert" | "audioresample"
+            | "videotestsrc" | "audiotestsrc" | "appsrc" | "appsink" => Some("gstreamer1.0-plugins-base"),
+            "avdec_h264" | "avdec_aac" => Some("gstreamer1.0-libav"),
+            "pngdec" | "imagefreeze" => Some("gstreamer1.0-plugins-good"),
             "flvmux" | "udpsink" | "udpsrc" | "rtpmp2tpay" => Some("gstreamer1.0-plugins-good"),
             _ => None,
         })

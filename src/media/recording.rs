@@ -223,12 +223,14 @@ impl DelayedFeed {
         delay: Duration,
         input: Arc<LegInput>,
         utc: UtcClock,
+        program_starts: Arc<dyn Fn() -> Vec<u64> + Send + Sync>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("delayed-feed".into())
-            .spawn(move || feed_loop(&dir, from_utc, delay.as_nanos() as u64, &input, utc, &s))?;
+        let thread = std::thread::Builder::new().name("delayed-feed".into()).spawn(move || {
+            let feed = Feed { from_utc, delay: delay.as_nanos() as u64, input: &input, utc, program_starts };
+            feed.run(&dir, &s)
+        })?;
         Ok(Self { stop, thread: Some(thread) })
     }
 }
@@ -289,55 +291,82 @@ impl Cursor {
     }
 }
 
-fn feed_loop(dir: &Path, from_utc: u64, delay: u64, input: &LegInput, utc: UtcClock, stop: &AtomicBool) {
-    let clock = super::clock();
-    let now = || utc.now();
-    let mut cursor = Cursor { dir: dir.to_owned(), file: None };
-    // After a restart, resume where the delayed air is now, not at T0.
-    cursor.seek_to(from_utc.max(now().saturating_sub(delay)));
-    let mut batch: Vec<Vec<u8>> = Vec::new();
-    let mut bytes = 0;
-    let flush = |batch: &mut Vec<Vec<u8>>, bytes: &mut usize| {
-        if batch.is_empty() {
-            return;
-        }
-        let pts = clock.time();
-        let mut list = gst::BufferList::new_sized(batch.len());
-        if let Some(l) = list.get_mut() {
-            for data in batch.drain(..) {
-                let mut b = gst::Buffer::from_mut_slice(data);
-                if let Some(bm) = b.get_mut() {
-                    bm.set_pts(pts);
+/// A delayed leg's reader.
+struct Feed<'a> {
+    from_utc: u64,
+    delay: u64,
+    input: &'a LegInput,
+    utc: UtcClock,
+    /// The live program's starts (clock ns), from the fan-out.
+    program_starts: Arc<dyn Fn() -> Vec<u64> + Send + Sync>,
+}
+
+impl Feed<'_> {
+    fn run(&self, dir: &Path, stop: &AtomicBool) {
+        let (from_utc, delay, input, utc) = (self.from_utc, self.delay, self.input, self.utc);
+        let clock = super::clock();
+        let now = || utc.now();
+        let mut cursor = Cursor { dir: dir.to_owned(), file: None };
+        // After a restart, resume where the delayed air is now, not at T0.
+        cursor.seek_to(from_utc.max(now().saturating_sub(delay)));
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0;
+        // The next program start (UTC ns) to mark on this leg, and the last marked.
+        let mut marked = 0u64;
+        let mut mark_next = false;
+        let flush = |batch: &mut Vec<Vec<u8>>, bytes: &mut usize, mark: &mut bool| {
+            if batch.is_empty() {
+                return;
+            }
+            let pts = clock.time();
+            let mut list = gst::BufferList::new_sized(batch.len());
+            if let Some(l) = list.get_mut() {
+                for data in batch.drain(..) {
+                    let mut b = gst::Buffer::from_mut_slice(data);
+                    if let Some(bm) = b.get_mut() {
+                        bm.set_pts(pts);
+                    }
+                    l.add(b);
                 }
-                l.add(b);
             }
-        }
-        input.offer(&list, pts.nseconds());
-        *bytes = 0;
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let Some((at, data)) = cursor.next(now()) else {
-            flush(&mut batch, &mut bytes);
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
+            if std::mem::take(mark) {
+                input.mark_program(pts.nseconds());
+            }
+            input.offer(&list, pts.nseconds());
+            *bytes = 0;
         };
-        // Before T0, or aired already (the daemon was down): not for air now.
-        if at < from_utc || at + delay + 1_000_000_000 < now() {
-            continue;
-        }
-        let due = at + delay;
-        loop {
-            let n = now();
-            if n >= due || stop.load(Ordering::Relaxed) {
-                break;
+        while !stop.load(Ordering::Relaxed) {
+            let Some((at, data)) = cursor.next(now()) else {
+                flush(&mut batch, &mut bytes, &mut mark_next);
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            // Before T0, or aired already (the daemon was down): not for air now.
+            if at < from_utc || at + delay + 1_000_000_000 < now() {
+                continue;
             }
-            flush(&mut batch, &mut bytes);
-            std::thread::sleep(Duration::from_nanos((due - n).min(5_000_000)));
-        }
-        bytes += data.len();
-        batch.push(data);
-        if bytes >= BATCH_BYTES {
-            flush(&mut batch, &mut bytes);
+            // The chunk that started the live program starts it here too.
+            if let Some(start) = (self.program_starts)().into_iter().map(|c| utc.utc_of(c)).find(|&s| s > marked)
+                && at >= start
+            {
+                marked = start;
+                flush(&mut batch, &mut bytes, &mut mark_next);
+                mark_next = true;
+            }
+            let due = at + delay;
+            loop {
+                let n = now();
+                if n >= due || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                flush(&mut batch, &mut bytes, &mut mark_next);
+                std::thread::sleep(Duration::from_nanos((due - n).min(5_000_000)));
+            }
+            bytes += data.len();
+            batch.push(data);
+            if bytes >= BATCH_BYTES {
+                flush(&mut batch, &mut bytes, &mut mark_next);
+            }
         }
     }
 }

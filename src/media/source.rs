@@ -1,13 +1,15 @@
-//! The program pipeline: the contribution feed (test source, SRT, UDP or a
-//! looped file) ending in an appsink that hands every buffer to the fan-out.
+//! The contribution feed: a pipeline that receives the contribution (test
+//! source, SRT, UDP or a looped file), decodes it and hands raw pictures and
+//! sound to the program pipeline ([`super::program`]), which switches them
+//! with the slate and encodes once for every leg.
 //!
 //! The feed is supervised like a leg: an error (a caller that cannot reach
-//! the contribution encoder, a socket error) restarts the source pipeline
-//! after a backoff, and the legs stay connected meanwhile. Bytes that are not
-//! MPEG-TS are refused in the fan-out and reported here as an error state
-//! with a message that names the feed.
+//! the contribution encoder, a socket error) restarts the feed's pipeline
+//! after a backoff while the program pipeline, and so every leg, keeps
+//! running on the slate. Bytes that are not MPEG-TS are dropped before the
+//! demuxer, counted, and reported as an error state naming the feed.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,25 +19,26 @@ use gstreamer_app as gst_app;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::fanout::{Fanout, FanoutSender, GARBAGE_HOLD};
 use super::leg::backoff_delay;
-use super::{MediaError, lock, template};
-use crate::config::{Source, TestSource};
+use super::{MediaError, lock, template, ts};
+use crate::config::{ProgramFormat, Source};
 
 /// First restart delay of the source pipeline.
 pub const SOURCE_RESTART_INITIAL: Duration = Duration::from_millis(500);
 /// Cap of the source restart delay.
 pub const SOURCE_RESTART_MAX: Duration = Duration::from_secs(5);
-/// No valid data for this long: the feed is reported as waiting.
+/// No picture for this long: the feed is reported as waiting.
 pub const SOURCE_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How long after the last garbage the source is still reported in error.
+pub const GARBAGE_HOLD: Duration = Duration::from_secs(2);
 
 /// What the contribution feed is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SourceState {
-    /// Pipeline up, no valid MPEG-TS arriving.
+    /// Pipeline up, no pictures arriving.
     Waiting,
-    /// Valid MPEG-TS arriving.
+    /// Pictures arriving.
     Receiving,
     /// Garbage arriving, or the pipeline failed (see `last_error`).
     Error,
@@ -62,20 +65,103 @@ pub struct SourceStatus {
     pub describe: String,
     /// State.
     pub state: SourceState,
-    /// Valid MPEG-TS bytes relayed.
+    /// Valid MPEG-TS bytes received (raw bytes for the test source).
     pub bytes_in: u64,
     /// Bytes refused as not MPEG-TS.
     pub garbage_bytes: u64,
+    /// Pictures decoded.
+    pub frames: u64,
     /// Pipeline restarts after errors.
     pub restarts: u32,
     /// The most recent problem, if any.
     pub last_error: Option<String>,
 }
 
+/// What the feed has delivered, updated from its streaming threads.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Valid MPEG-TS bytes (raw bytes for the test source).
+    pub bytes: AtomicU64,
+    /// Bytes refused as not MPEG-TS.
+    pub garbage_bytes: AtomicU64,
+    /// Pictures decoded.
+    pub frames: AtomicU64,
+    /// Clock time (ns) of the last picture; 0 if none yet.
+    pub last_frame_ns: AtomicU64,
+    /// Clock time (ns) of the last valid TS; 0 if none yet.
+    pub last_valid_ns: AtomicU64,
+    /// Clock time (ns) of the last garbage; 0 if none yet.
+    pub last_garbage_ns: AtomicU64,
+}
+
+/// Where a feed's raw pictures and sound go: the program pipeline's two
+/// appsrcs, re-stamped from the feed's running time to the program's (both
+/// pipelines run on the one system clock, so the instant is kept).
+#[derive(Debug, Default)]
+pub struct RawSink {
+    target: Mutex<Option<RawTarget>>,
+}
+
+#[derive(Debug, Clone)]
+struct RawTarget {
+    video: gst_app::AppSrc,
+    audio: gst_app::AppSrc,
+}
+
+/// Which of a feed's two outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// Raw pictures.
+    Video,
+    /// Raw sound.
+    Audio,
+}
+
+impl RawSink {
+    /// A sink with no target yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Starts handing to these appsrcs (a new program pipeline).
+    pub fn attach(&self, video: gst_app::AppSrc, audio: gst_app::AppSrc) {
+        *lock(&self.target) = Some(RawTarget { video, audio });
+    }
+
+    /// Stops handing anything (the program pipeline is going away).
+    pub fn detach(&self) {
+        *lock(&self.target) = None;
+    }
+
+    /// Hands over one raw buffer whose clock time is `clock_ns`.
+    fn push(&self, track: Track, mut buffer: gst::Buffer, caps: Option<gst::Caps>, clock_ns: u64) {
+        let Some(t) = lock(&self.target).clone() else { return };
+        let src = match track {
+            Track::Video => t.video,
+            Track::Audio => t.audio,
+        };
+        let Some(base) = src.base_time() else { return };
+        let Some(pts) = clock_ns.checked_sub(base.nseconds()) else { return };
+        {
+            let b = buffer.make_mut();
+            b.set_pts(gst::ClockTime::from_nseconds(pts));
+            b.set_dts(gst::ClockTime::NONE);
+        }
+        let mut sample = gst::Sample::builder().buffer(&buffer);
+        if let Some(caps) = &caps {
+            sample = sample.caps(caps);
+        }
+        let _ = src.push_sample(&sample.build());
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
+    /// The feed is MPEG-TS (bytes are counted before the demuxer).
+    ts_input: bool,
     restarts: AtomicU32,
     flags: Mutex<Flags>,
+    counters: SourceCounters,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -88,45 +174,58 @@ struct Flags {
     stopped: bool,
 }
 
-/// The running program pipeline.
+/// A running contribution feed.
 #[derive(Debug)]
-pub struct Program {
+pub struct Contribution {
     describe: String,
-    fanout: Arc<Fanout>,
     shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Program {
-    /// Builds the program pipeline once (so a missing plugin or a broken
+impl Contribution {
+    /// Builds the feed's pipeline once (so a missing plugin or a broken
     /// template is an error here, at start-up) and starts its supervisor.
     pub fn start(
         source: &Source,
+        format: &ProgramFormat,
         title: &str,
-        batch_wait: Duration,
-        fanout: Arc<Fanout>,
+        out: Arc<RawSink>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, MediaError> {
-        let sender = fanout
-            .spawn(batch_wait)
-            .map_err(|e| MediaError::Pipeline(format!("cannot start the fan-out thread: {e}")))?;
-        let first = build(source, title, sender.clone())?;
-        let shared = Arc::new(Shared { restarts: AtomicU32::new(0), flags: Mutex::new(Flags::default()) });
-        let sup =
-            Supervisor { source: source.clone(), title: title.to_owned(), sender, shared: Arc::clone(&shared), stop };
+        let shared = Arc::new(Shared {
+            ts_input: !matches!(source, Source::Test(_)),
+            restarts: AtomicU32::new(0),
+            flags: Mutex::new(Flags::default()),
+            counters: SourceCounters::default(),
+        });
+        let first = build(source, format, title, &out, &shared)?;
+        let sup = Supervisor {
+            source: source.clone(),
+            format: format.clone(),
+            title: title.to_owned(),
+            out,
+            shared: Arc::clone(&shared),
+            stop,
+        };
         let task = tokio::spawn(sup.run(first));
-        Ok(Self { describe: source.describe(), fanout, shared, task: Some(task) })
+        Ok(Self { describe: source.describe(), shared, task: Some(task) })
+    }
+
+    /// What the feed has delivered.
+    pub fn counters(&self) -> &SourceCounters {
+        &self.shared.counters
     }
 
     /// A snapshot of the feed.
     pub fn status(&self) -> SourceStatus {
-        let c = self.fanout.counters();
+        let c = &self.shared.counters;
         let now = super::clock().time().nseconds();
         let since = |ns: u64| (ns > 0).then(|| Duration::from_nanos(now.saturating_sub(ns)));
         let garbage = c.garbage_bytes.load(Ordering::Relaxed);
         let Flags { last_error: pipeline_error, failing, stopped } = lock(&self.shared.flags).clone();
         let recent_garbage = since(c.last_garbage_ns.load(Ordering::Relaxed)).is_some_and(|d| d < GARBAGE_HOLD);
-        let receiving = since(c.last_valid_ns.load(Ordering::Relaxed)).is_some_and(|d| d < SOURCE_IDLE_AFTER);
+        let pictures = since(c.last_frame_ns.load(Ordering::Relaxed)).is_some_and(|d| d < SOURCE_IDLE_AFTER);
+        let ts_only = since(c.last_valid_ns.load(Ordering::Relaxed)).is_some_and(|d| d < SOURCE_IDLE_AFTER);
         let (state, last_error) = if stopped {
             (SourceState::Stopped, pipeline_error)
         } else if recent_garbage {
@@ -138,8 +237,11 @@ impl Program {
             (SourceState::Error, Some(msg))
         } else if failing {
             (SourceState::Error, pipeline_error)
-        } else if receiving {
+        } else if pictures {
             (SourceState::Receiving, pipeline_error)
+        } else if ts_only {
+            let msg = format!("contribution feed {} carries MPEG-TS but no picture decodes from it", self.describe);
+            (SourceState::Waiting, Some(msg))
         } else {
             (SourceState::Waiting, pipeline_error)
         };
@@ -148,6 +250,7 @@ impl Program {
             state,
             bytes_in: c.bytes.load(Ordering::Relaxed),
             garbage_bytes: garbage,
+            frames: c.frames.load(Ordering::Relaxed),
             restarts: self.shared.restarts.load(Ordering::Relaxed),
             last_error,
         }
@@ -168,8 +271,9 @@ struct Built {
 
 struct Supervisor {
     source: Source,
+    format: ProgramFormat,
     title: String,
-    sender: FanoutSender,
+    out: Arc<RawSink>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 }
@@ -181,7 +285,7 @@ impl Supervisor {
         loop {
             let built = match next.take() {
                 Some(b) => Ok(b),
-                None => build(&self.source, &self.title, self.sender.clone()),
+                None => build(&self.source, &self.format, &self.title, &self.out, &self.shared),
             };
             let ended = match built {
                 Ok(b) => self.run_once(b).await,
@@ -259,25 +363,29 @@ fn describe(source: &Source, e: &gst::message::Error) -> String {
     format!("contribution feed {}: {}", source.describe(), super::describe_error(e))
 }
 
-fn test_params(t: &TestSource) -> Vec<(&'static str, u64)> {
-    vec![
-        ("width", u64::from(t.width)),
-        ("height", u64::from(t.height)),
-        ("framerate", u64::from(t.framerate)),
-        ("video_kbps", u64::from(t.video_kbps)),
-        ("audio_bps", u64::from(t.audio_kbps) * 1000),
-        ("tone_hz", u64::from(t.tone_hz)),
-        ("gop", u64::from(t.gop)),
-    ]
-}
-
-/// Builds the program pipeline for `source`, ending in the fan-out.
-fn build(source: &Source, title: &str, sender: FanoutSender) -> Result<Built, MediaError> {
-    let (name, params) = match source {
-        Source::Test(t) => ("ingest/test", test_params(t)),
-        Source::Srt(_) => ("ingest/srt", vec![]),
-        Source::Udp(_) => ("ingest/udp", vec![]),
-        Source::File(_) => ("ingest/file", vec![]),
+/// Builds the feed's pipeline for `source`: raw pictures and sound to two
+/// appsinks that hand them to `out`.
+fn build(
+    source: &Source,
+    format: &ProgramFormat,
+    title: &str,
+    out: &Arc<RawSink>,
+    shared: &Arc<Shared>,
+) -> Result<Built, MediaError> {
+    let name = match source {
+        Source::Test(_) => "ingest/test",
+        Source::Srt(_) => "ingest/srt",
+        Source::Udp(_) => "ingest/udp",
+        Source::File(_) => "ingest/file",
+    };
+    let params: Vec<(&str, u64)> = match source {
+        Source::Test(t) => vec![
+            ("width", u64::from(format.width)),
+            ("height", u64::from(format.height)),
+            ("framerate", u64::from(format.framerate)),
+            ("tone_hz", u64::from(t.tone_hz)),
+        ],
+        _ => vec![],
     };
     let bin = template::get(name)?.instantiate(&params)?;
     let named = |n: &str| {
@@ -314,33 +422,86 @@ fn build(source: &Source, title: &str, sender: FanoutSender) -> Result<Built, Me
         }
     }
 
-    let appsink = gst_app::AppSink::builder()
-        .name("program")
+    let pipeline = gst::Pipeline::with_name("contribution");
+    pipeline.use_clock(Some(&super::clock()));
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("contribution pipeline: {e}"));
+    pipeline.add(&bin).map_err(err)?;
+    // The element whose `video` and `audio` pads carry raw media.
+    let raw: gst::Element = if matches!(source, Source::Test(_)) {
+        bin.clone().upcast()
+    } else {
+        let decode = template::get("program/decode")?.instantiate(&[])?;
+        pipeline.add(&decode).map_err(err)?;
+        let ts_pad = bin.static_pad("src").ok_or_else(|| MediaError::Pipeline(format!("{name} has no src pad")))?;
+        refuse_garbage(&ts_pad, shared);
+        bin.link(&decode).map_err(|e| MediaError::Pipeline(format!("cannot link {name} to the decoder: {e}")))?;
+        decode.upcast()
+    };
+    for track in [Track::Video, Track::Audio] {
+        let sink = raw_sink(track, out, shared);
+        pipeline.add(&sink).map_err(err)?;
+        let pad_name = if track == Track::Video { "video" } else { "audio" };
+        raw.link_pads(Some(pad_name), &sink, None)
+            .map_err(|e| MediaError::Pipeline(format!("contribution pipeline: cannot link {pad_name}: {e}")))?;
+    }
+    let bus_rx = super::forward_bus(&pipeline)?;
+    Ok(Built { pipeline, bus_rx })
+}
+
+/// Drops (and counts) what is not whole MPEG-TS packets before the demuxer.
+fn refuse_garbage(pad: &gst::Pad, shared: &Arc<Shared>) {
+    let shared = Arc::clone(shared);
+    let clock = super::clock();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(b)) = &info.data else { return gst::PadProbeReturn::Ok };
+        let now = clock.time().nseconds();
+        let c = &shared.counters;
+        if b.map_readable().map(|m| ts::is_aligned_ts(&m)).unwrap_or(false) {
+            c.bytes.fetch_add(b.size() as u64, Ordering::Relaxed);
+            c.last_valid_ns.store(now, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        } else {
+            c.garbage_bytes.fetch_add(b.size() as u64, Ordering::Relaxed);
+            c.last_garbage_ns.store(now, Ordering::Relaxed);
+            gst::PadProbeReturn::Drop
+        }
+    });
+}
+
+/// An appsink handing each raw buffer to `out` at its clock time.
+fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>) -> gst::Element {
+    let out = Arc::clone(out);
+    let shared = Arc::clone(shared);
+    let clock = super::clock();
+    gst_app::AppSink::builder()
+        .name(if track == Track::Video { "raw_video" } else { "raw_audio" })
         .sync(false)
-        .max_buffers(1024)
+        .max_buffers(64)
         .drop(true)
         .enable_last_sample(false)
         .callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if let Some(buffer) = sample.buffer_owned() {
-                        sender.send(buffer);
+                    let (Some(buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let segment = segment.downcast_ref::<gst::ClockTime>();
+                    let rt = segment.and_then(|s| s.to_running_time(buffer.pts()));
+                    let (Some(rt), Some(base)) = (rt, sink.base_time()) else { return Ok(gst::FlowSuccess::Ok) };
+                    if !shared.ts_input {
+                        shared.counters.bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
                     }
+                    if track == Track::Video {
+                        let c = &shared.counters;
+                        c.frames.fetch_add(1, Ordering::Relaxed);
+                        c.last_frame_ns.store(clock.time().nseconds(), Ordering::Relaxed);
+                    }
+                    out.push(track, buffer, sample.caps_owned(), (rt + base).nseconds());
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
         )
-        .build();
-
-    let pipeline = gst::Pipeline::with_name("program");
-    pipeline.use_clock(Some(&super::clock()));
-    pipeline
-        .add_many([bin.upcast_ref::<gst::Element>(), appsink.upcast_ref()])
-        .map_err(|e| MediaError::Pipeline(format!("program pipeline: {e}")))?;
-    bin.link(&appsink)
-        .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link {name} to the fan-out: {e}")))?;
-
-    let bus_rx = super::forward_bus(&pipeline)?;
-    Ok(Built { pipeline, bus_rx })
+        .build()
+        .upcast()
 }

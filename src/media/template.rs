@@ -30,6 +30,10 @@ pub const ALL: &[Template] = &[
     template!("ingest/srt"),
     template!("ingest/udp"),
     template!("ingest/file"),
+    template!("program/decode"),
+    template!("program/playout"),
+    template!("program/slate-card"),
+    template!("program/slate-image"),
     template!("legs/srt"),
     template!("legs/rtmp"),
     template!("legs/udp"),
@@ -65,12 +69,26 @@ impl Template {
         Ok(out)
     }
 
-    /// Parses the rendered description into a bin with one ghost pad: a
-    /// leg's `sink` pad on the element named `in` (else `sink`), an ingest's
-    /// `src` pad on the element named `out` (else `src`). Explicit on
-    /// purpose: ghosting every unlinked pad would also ghost pads such as
-    /// textoverlay's `text_sink`, which then waits for text forever. A
-    /// missing element is reported by name.
+    /// The ghost pads a template's bin gets: `(element, pad, ghost name)`.
+    /// A leg has a `sink` pad on the element named `in` (else `sink`); a
+    /// TS ingest and the playout a `src` pad on `out` (else `src`); the test
+    /// ingest, the decoder and slates raw `video` and `audio` pads on the
+    /// elements of those names, the decoder also a `sink` on `in`. Explicit
+    /// on purpose: ghosting every unlinked pad would also ghost pads such as
+    /// textoverlay's `text_sink`, which then waits for text forever.
+    fn pads(&self) -> &'static [(&'static [&'static str], &'static str, &'static str)] {
+        match self.name {
+            n if n.starts_with("legs/") => &[(&["in", "sink"], "sink", "sink")],
+            "ingest/test" => &[(&["video"], "src", "video"), (&["audio"], "src", "audio")],
+            "program/decode" => &[(&["in"], "sink", "sink"), (&["video"], "src", "video"), (&["audio"], "src", "audio")],
+            "program/slate-card" | "program/slate-image" => &[(&["video"], "src", "video")],
+            _ => &[(&["out", "src"], "src", "src")],
+        }
+    }
+
+    /// Parses the rendered description into a bin with the ghost pads of
+    /// its family (see [`Template::pads`]). A missing element is reported
+    /// by name.
     pub fn instantiate(&self, params: &[(&str, u64)]) -> Result<gst::Bin, MediaError> {
         let desc = self.render(params)?;
         let mut ctx = gst::ParseContext::new();
@@ -84,18 +102,19 @@ impl Template {
         }
         let element = parsed.map_err(|e| self.error(e.to_string()))?;
         let bin = element.downcast::<gst::Bin>().map_err(|_| self.error("did not produce a bin".into()))?;
-        let (names, pad) =
-            if self.name.starts_with("legs/") { (["in", "sink"], "sink") } else { (["out", "src"], "src") };
-        let end = names
-            .iter()
-            .find_map(|n| bin.by_name(n))
-            .ok_or_else(|| self.error(format!("has no element named `{}` or `{}`", names[0], names[1])))?;
-        let target = end
-            .static_pad(pad)
-            .ok_or_else(|| self.error(format!("element `{}` has no static {pad} pad", end.name())))?;
-        let ghost =
-            gst::GhostPad::builder_with_target(&target).map_err(|e| self.error(e.to_string()))?.name(pad).build();
-        bin.add_pad(&ghost).map_err(|e| self.error(e.to_string()))?;
+        for (names, pad, ghost_name) in self.pads() {
+            let end = names.iter().find_map(|n| bin.by_name(n)).ok_or_else(|| {
+                self.error(format!("has no element named {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")))
+            })?;
+            let target = end
+                .static_pad(pad)
+                .ok_or_else(|| self.error(format!("element `{}` has no static {pad} pad", end.name())))?;
+            let ghost = gst::GhostPad::builder_with_target(&target)
+                .map_err(|e| self.error(e.to_string()))?
+                .name(*ghost_name)
+                .build();
+            bin.add_pad(&ghost).map_err(|e| self.error(e.to_string()))?;
+        }
         Ok(bin)
     }
 
@@ -117,15 +136,17 @@ impl Template {
 /// Sample parameters for checking templates without a config.
 pub fn sample_params(name: &str) -> Vec<(&'static str, u64)> {
     match name {
-        "ingest/test" => vec![
+        "ingest/test" => vec![("width", 640), ("height", 360), ("framerate", 25), ("tone_hz", 1000)],
+        "program/playout" => vec![
             ("width", 640),
             ("height", 360),
             ("framerate", 25),
             ("video_kbps", 1000),
             ("audio_bps", 128_000),
-            ("tone_hz", 1000),
             ("gop", 25),
+            ("latency_ns", 100_000_000),
         ],
+        "program/slate-card" | "program/slate-image" => vec![("width", 640), ("height", 360), ("framerate", 25)],
         _ => vec![],
     }
 }
@@ -135,7 +156,13 @@ pub fn required_element(name: &str) -> &'static str {
     if name.starts_with("legs/") {
         "sink"
     } else if name == "ingest/test" {
-        "out"
+        "title"
+    } else if name == "program/decode" {
+        "in"
+    } else if name == "program/playout" {
+        "venc"
+    } else if name == "program/slate-card" {
+        "text"
     } else {
         "src"
     }

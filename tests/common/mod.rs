@@ -76,7 +76,7 @@ pub fn require(tool: &str, package: &str) {
 pub fn config_with(channels: &[String]) -> Config {
     let mut text = String::from(
         "[event]\ntitle = \"Silk Way Star test\"\n\
-         [source]\ntype = \"test\"\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 1000\ngop = 25\n",
+         [source]\ntype = \"test\"\n[program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 1000\ngop = 25\n",
     );
     for c in channels {
         text += c;

@@ -1,0 +1,495 @@
+//! The program pipeline: the slate and the contribution's raw pictures and
+//! sound, switched and encoded once for every leg, ending in the fan-out.
+//!
+//! Why re-encode rather than splice the contribution's own MPEG-TS: the
+//! slate and the contribution come from different encoders, so a splice
+//! would change SPS/PPS, PIDs, continuity counters and PCR at every switch,
+//! and could only cut at the contribution's keyframes (up to a GOP late).
+//! Switching raw pictures before one encoder and one multiplexer keeps one
+//! format, one set of PIDs and one PCR by construction, and lets the switch
+//! land on the first frame at or after T0 with a keyframe forced there.
+//!
+//! The switch is decided on output timestamps: the compositor and the audio
+//! mixer emit `samples-selected` for every output buffer before mixing it,
+//! with its running time; that time, on the pipeline's monotonic clock,
+//! mapped to UTC once at start ([`UtcClock`]), is looked up in the [`Cue`].
+//! A step of the wall clock after start changes nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::fanout::{Fanout, FanoutSender};
+use super::leg::backoff_delay;
+use super::recording::UtcClock;
+use super::source::{Contribution, RawSink, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, SourceStatus};
+use super::{MediaError, lock, template, ts};
+use crate::config::{ProgramFormat, SlateSettings, Source};
+
+/// Extra time the compositor and mixer wait for late input: the feed's
+/// pictures arrive a few milliseconds after their capture time.
+pub const MIX_LATENCY: Duration = Duration::from_millis(100);
+
+/// What the legs carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Content {
+    /// The slate.
+    Slate,
+    /// The contribution.
+    Program,
+}
+
+impl Content {
+    /// The displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Content::Slate => "SLATE",
+            Content::Program => "PROGRAM",
+        }
+    }
+}
+
+/// When the program is on: from `program_from` (inclusive) until
+/// `program_until` (exclusive), unless `force_slate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cue {
+    /// Program from this instant; `None`: slate (not taken yet, or held).
+    pub program_from: Option<DateTime<Utc>>,
+    /// Slate again from this instant (the end); `None`: no end set.
+    pub program_until: Option<DateTime<Utc>>,
+    /// Slate whatever the times say (an operator's choice, an abort).
+    pub force_slate: bool,
+}
+
+impl Cue {
+    /// What goes out at UTC `at_ns`.
+    pub fn content_at(&self, at_ns: u64) -> Content {
+        let ns = |t: DateTime<Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX).max(0) as u64;
+        let on = !self.force_slate
+            && self.program_from.is_some_and(|f| ns(f) <= at_ns)
+            && self.program_until.is_none_or(|u| at_ns < ns(u));
+        if on { Content::Program } else { Content::Slate }
+    }
+}
+
+/// The switch's state, shared by the mixers' callbacks, the encoder probe
+/// and the appsink.
+#[derive(Debug)]
+struct Switch {
+    cue: Mutex<Cue>,
+    utc: UtcClock,
+    /// What the video output carries now (`true`: program).
+    video_program: AtomicBool,
+    /// What the audio output carries now.
+    audio_program: AtomicBool,
+    /// Running time of the first program picture not yet seen leaving the
+    /// encoder; `u64::MAX`: none pending.
+    switch_rt: AtomicU64,
+    /// Keyframes out of the encoder, counted.
+    keyframes_encoded: AtomicU64,
+    /// The count of the keyframe that starts the program; 0: none.
+    program_keyframe: AtomicU64,
+    /// Keyframe PES starts seen in the multiplexer's output, counted.
+    keyframes_muxed: AtomicU64,
+}
+
+impl Switch {
+    fn content_at_rt(&self, rt: u64, base: u64) -> Content {
+        lock(&self.cue).content_at(self.utc.utc_of(rt + base))
+    }
+}
+
+/// The running program: the contribution feed and the program pipeline.
+#[derive(Debug)]
+pub struct Program {
+    contribution: Contribution,
+    switch: Arc<Switch>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Everything the program pipeline is built from.
+#[derive(Debug, Clone)]
+pub struct ProgramPlan {
+    /// The contribution.
+    pub source: Source,
+    /// The output format.
+    pub format: ProgramFormat,
+    /// The slate.
+    pub slate: SlateSettings,
+    /// The event title (slate card, test source).
+    pub title: String,
+    /// The fan-out's batching wait.
+    pub batch_wait: Duration,
+}
+
+impl Program {
+    /// Builds both pipelines once (a missing plugin or a broken template is
+    /// an error here) and starts their supervisors. The legs carry the slate
+    /// until the cue says otherwise.
+    pub fn start(
+        plan: &ProgramPlan,
+        cue: Cue,
+        utc: UtcClock,
+        fanout: Arc<Fanout>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, MediaError> {
+        let sender = fanout
+            .spawn(plan.batch_wait)
+            .map_err(|e| MediaError::Pipeline(format!("cannot start the fan-out thread: {e}")))?;
+        let switch = Arc::new(Switch {
+            cue: Mutex::new(cue),
+            utc,
+            video_program: AtomicBool::new(false),
+            audio_program: AtomicBool::new(false),
+            switch_rt: AtomicU64::new(u64::MAX),
+            keyframes_encoded: AtomicU64::new(0),
+            program_keyframe: AtomicU64::new(0),
+            keyframes_muxed: AtomicU64::new(0),
+        });
+        let raw = RawSink::new();
+        let first = build(plan, &switch, sender.clone())?;
+        let contribution = Contribution::start(&plan.source, &plan.format, &plan.title, Arc::clone(&raw), stop.clone())?;
+        let sup = Supervisor { plan: plan.clone(), switch: Arc::clone(&switch), raw, sender, stop };
+        let task = tokio::spawn(sup.run(first));
+        Ok(Self { contribution, switch, task: Some(task) })
+    }
+
+    /// Replaces the cue; takes effect on the next output frame.
+    pub fn set_cue(&self, cue: Cue) {
+        *lock(&self.switch.cue) = cue;
+    }
+
+    /// The cue in force.
+    pub fn cue(&self) -> Cue {
+        *lock(&self.switch.cue)
+    }
+
+    /// What the picture carries now.
+    pub fn content(&self) -> Content {
+        if self.switch.video_program.load(Ordering::Relaxed) { Content::Program } else { Content::Slate }
+    }
+
+    /// A snapshot of the contribution feed.
+    pub fn status(&self) -> SourceStatus {
+        self.contribution.status()
+    }
+
+    /// Waits for both supervisors to finish (after the stop signal).
+    pub async fn join(&mut self) {
+        self.contribution.join().await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Built {
+    pipeline: gst::Pipeline,
+    bus_rx: super::BusRx,
+    video: gst_app::AppSrc,
+    audio: gst_app::AppSrc,
+}
+
+struct Supervisor {
+    plan: ProgramPlan,
+    switch: Arc<Switch>,
+    raw: Arc<RawSink>,
+    sender: FanoutSender,
+    stop: watch::Receiver<bool>,
+}
+
+impl Supervisor {
+    /// Runs the program pipeline; rebuilds it after an error (it has no
+    /// network part, so this is for the unexpected), with a backoff.
+    async fn run(mut self, first: Built) {
+        let mut next = Some(first);
+        let mut attempt = 0u32;
+        loop {
+            let built = match next.take() {
+                Some(b) => Ok(b),
+                None => build(&self.plan, &self.switch, self.sender.clone()),
+            };
+            let error = match built {
+                Ok(b) => match self.run_once(b).await {
+                    None => break,
+                    Some(e) => e,
+                },
+                Err(e) => e.to_string(),
+            };
+            warn!(%error, "Program pipeline failed; restarting it (the legs stay connected).");
+            let delay = backoff_delay(attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.wait_for(|s| *s) => break,
+            }
+        }
+    }
+
+    async fn run_once(&mut self, built: Built) -> Option<String> {
+        let Built { pipeline, mut bus_rx, video, audio } = built;
+        let guard = super::NullOnDrop(pipeline.clone());
+        let p = pipeline.clone();
+        let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
+        let result = if matches!(started, Ok(Ok(_))) {
+            self.raw.attach(video, audio);
+            info!("Program pipeline running.");
+            loop {
+                tokio::select! {
+                    _ = self.stop.wait_for(|s| *s) => break None,
+                    msg = bus_rx.recv() => {
+                        let Some(msg) = msg else { break Some("the program pipeline's bus closed".into()) };
+                        match msg.view() {
+                            gst::MessageView::Error(e) => break Some(format!("program pipeline: {}", super::describe_error(e))),
+                            gst::MessageView::Eos(_) => break Some("the program pipeline ended".into()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        } else {
+            Some(super::first_error(&mut bus_rx).unwrap_or_else(|| "the program pipeline refused to start".into()))
+        };
+        self.raw.detach();
+        let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
+        result
+    }
+}
+
+fn format_params(f: &ProgramFormat) -> Vec<(&'static str, u64)> {
+    vec![("width", u64::from(f.width)), ("height", u64::from(f.height)), ("framerate", u64::from(f.framerate))]
+}
+
+/// Builds the program pipeline: slate and contribution into the compositor
+/// and the mixer, one encoder each, one multiplexer, the fan-out's appsink.
+fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Result<Built, MediaError> {
+    let f = &plan.format;
+    let mut params = format_params(f);
+    params.extend([
+        ("video_kbps", u64::from(f.video_kbps)),
+        ("audio_bps", u64::from(f.audio_kbps) * 1000),
+        ("gop", u64::from(f.gop)),
+        ("latency_ns", MIX_LATENCY.as_nanos() as u64),
+    ]);
+    let name = "program/playout";
+    let bin = template::get(name)?.instantiate(&params)?;
+    let named = |n: &str| {
+        bin.by_name(n).ok_or_else(|| MediaError::Template {
+            template: name.into(),
+            message: format!("has no element named `{n}`"),
+        })
+    };
+    let app = |n: &str| {
+        named(n)?.downcast::<gst_app::AppSrc>().map_err(|_| MediaError::Template {
+            template: name.into(),
+            message: format!("`{n}` is not an appsrc"),
+        })
+    };
+    let (video, audio) = (app("program_video")?, app("program_audio")?);
+    let (vmix, amix, venc) = (named("vmix")?, named("amix")?, named("venc")?);
+    let tone = named("slate_tone")?;
+    match plan.slate.tone_hz {
+        Some(hz) => {
+            tone.set_property_from_str("wave", "sine");
+            tone.set_property("freq", f64::from(hz));
+        }
+        None => tone.set_property_from_str("wave", "silence"),
+    }
+
+    // The slate's picture, into the compositor's bottom pad.
+    let slate_name = if plan.slate.image.is_some() { "program/slate-image" } else { "program/slate-card" };
+    let slate = template::get(slate_name)?.instantiate(&format_params(f))?;
+    match &plan.slate.image {
+        Some(path) => {
+            if let Some(src) = slate.by_name("src") {
+                src.set_property("location", path.display().to_string());
+            }
+        }
+        None => {
+            if let Some(text) = slate.by_name("text") {
+                let line = plan.slate.text.as_deref().unwrap_or("We will be on air shortly");
+                text.set_property("text", format!("{}\n\n{line}", plan.title));
+            }
+        }
+    }
+
+    let pipeline = gst::Pipeline::with_name("program");
+    pipeline.use_clock(Some(&super::clock()));
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("program pipeline: {e}"));
+    let appsink = fanout_sink(switch, sender);
+    pipeline.add_many([bin.upcast_ref::<gst::Element>(), slate.upcast_ref(), &appsink]).map_err(err)?;
+    bin.link(&appsink).map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link to the fan-out: {e}")))?;
+
+    let vpad = |n: &str| {
+        vmix.static_pad(n)
+            .or_else(|| vmix.request_pad_simple(n))
+            .ok_or_else(|| MediaError::Pipeline(format!("compositor has no pad {n}")))
+    };
+    let apad = |n: &str| {
+        amix.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("audio mixer has no pad {n}")))
+    };
+    // The slate's pad is requested outside the template's bin: ghost it in.
+    let slate_target = vpad("sink_0")?;
+    let ghost = gst::GhostPad::builder_with_target(&slate_target).map_err(err)?.name("slate").build();
+    bin.add_pad(&ghost).map_err(err)?;
+    slate.link_pads(Some("video"), &bin, Some("slate")).map_err(|e| {
+        MediaError::Pipeline(format!("program pipeline: cannot link the slate to the compositor: {e}"))
+    })?;
+    let (slate_v, program_v) = (slate_target, vpad("sink_1")?);
+    let (slate_a, program_a) = (apad("sink_0")?, apad("sink_1")?);
+    slate_v.set_property("zorder", 0u32);
+    program_v.set_property("zorder", 1u32);
+    program_v.set_property("width", f.width as i32);
+    program_v.set_property("height", f.height as i32);
+    program_v.set_property("alpha", 0.0f64);
+    program_a.set_property("mute", true);
+    slate_a.set_property("mute", false);
+    switch.video_program.store(false, Ordering::Relaxed);
+    switch.audio_program.store(false, Ordering::Relaxed);
+
+    vmix.set_property("emit-signals", true);
+    amix.set_property("emit-signals", true);
+    {
+        let switch = Arc::clone(switch);
+        let venc_src = venc.static_pad("src").ok_or_else(|| MediaError::Pipeline("x264enc has no src pad".into()))?;
+        vmix.connect("samples-selected", false, move |args| {
+            let agg = args[0].get::<gst::Element>().ok()?;
+            let rt = args[2].get::<Option<gst::ClockTime>>().ok().flatten()?;
+            let base = agg.base_time()?;
+            let content = switch.content_at_rt(rt.nseconds(), base.nseconds());
+            let program = content == Content::Program;
+            if switch.video_program.swap(program, Ordering::Relaxed) != program {
+                program_v.set_property("alpha", if program { 1.0f64 } else { 0.0 });
+                if program {
+                    // A keyframe on the first program picture: a partner's
+                    // decoder can start on it, and the as-run log can name it.
+                    switch.switch_rt.store(rt.nseconds(), Ordering::Relaxed);
+                    let fku = gst::Structure::builder("GstForceKeyUnit")
+                        .field("running-time", rt.nseconds())
+                        .field("all-headers", true)
+                        .field("count", 0u32)
+                        .build();
+                    venc_src.send_event(gst::event::CustomUpstream::new(fku));
+                }
+                info!(content = content.as_str(), utc = %utc_text(switch.utc.utc_of(rt.nseconds() + base.nseconds())), "Program switched.");
+            }
+            None
+        });
+    }
+    {
+        let switch = Arc::clone(switch);
+        amix.connect("samples-selected", false, move |args| {
+            let agg = args[0].get::<gst::Element>().ok()?;
+            let rt = args[2].get::<Option<gst::ClockTime>>().ok().flatten()?;
+            let base = agg.base_time()?;
+            let program = switch.content_at_rt(rt.nseconds(), base.nseconds()) == Content::Program;
+            if switch.audio_program.swap(program, Ordering::Relaxed) != program {
+                program_a.set_property("mute", !program);
+                slate_a.set_property("mute", program);
+            }
+            None
+        });
+    }
+    // Count keyframes leaving the encoder; note which one starts the program.
+    {
+        let switch = Arc::clone(switch);
+        let pad = venc.static_pad("src").ok_or_else(|| MediaError::Pipeline("x264enc has no src pad".into()))?;
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                && !b.flags().contains(gst::BufferFlags::DELTA_UNIT)
+            {
+                let n = switch.keyframes_encoded.fetch_add(1, Ordering::Relaxed) + 1;
+                let pending = switch.switch_rt.load(Ordering::Relaxed);
+                if pending != u64::MAX && b.pts().is_some_and(|p| p.nseconds() >= pending) {
+                    switch.switch_rt.store(u64::MAX, Ordering::Relaxed);
+                    switch.program_keyframe.store(n, Ordering::Relaxed);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    let bus_rx = super::forward_bus(&pipeline)?;
+    Ok(Built { pipeline, bus_rx, video, audio })
+}
+
+/// The appsink handing the multiplexed program to the fan-out; it marks the
+/// buffer carrying the first program keyframe, so each leg can tell when
+/// its first program picture went out.
+fn fanout_sink(switch: &Arc<Switch>, sender: FanoutSender) -> gst::Element {
+    let switch = Arc::clone(switch);
+    gst_app::AppSink::builder()
+        .name("program")
+        .sync(false)
+        .max_buffers(1024)
+        .drop(true)
+        .enable_last_sample(false)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let Some(buffer) = sample.buffer_owned() else { return Ok(gst::FlowSuccess::Ok) };
+                    let keyframes = buffer
+                        .map_readable()
+                        .map(|m| ts::pes_starts(&m).filter(|p| p.is_video() && p.keyframe).count() as u64)
+                        .unwrap_or(0);
+                    if keyframes > 0 {
+                        let before = switch.keyframes_muxed.fetch_add(keyframes, Ordering::Relaxed);
+                        let wanted = switch.program_keyframe.load(Ordering::Relaxed);
+                        if wanted > before && wanted <= before + keyframes {
+                            switch.program_keyframe.store(0, Ordering::Relaxed);
+                            sender.mark_program_start();
+                        }
+                    }
+                    sender.send(buffer);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build()
+        .upcast()
+}
+
+fn utc_text(ns: u64) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(ns.min(i64::MAX as u64) as i64).format("%H:%M:%S%.3fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn ns(s: &str) -> u64 {
+        at(s).timestamp_nanos_opt().unwrap() as u64
+    }
+
+    #[test]
+    fn the_cue_puts_the_program_on_from_t0_until_the_end() {
+        let cue = Cue {
+            program_from: Some(at("2026-11-22T15:00:00Z")),
+            program_until: Some(at("2026-11-22T18:00:00Z")),
+            force_slate: false,
+        };
+        assert_eq!(cue.content_at(ns("2026-11-22T14:59:59.999999999Z")), Content::Slate);
+        assert_eq!(cue.content_at(ns("2026-11-22T15:00:00Z")), Content::Program);
+        assert_eq!(cue.content_at(ns("2026-11-22T17:59:59.96Z")), Content::Program);
+        assert_eq!(cue.content_at(ns("2026-11-22T18:00:00Z")), Content::Slate);
+        let held = Cue { program_from: None, ..cue };
+        assert_eq!(held.content_at(ns("2026-11-22T16:00:00Z")), Content::Slate);
+        let forced = Cue { force_slate: true, ..cue };
+        assert_eq!(forced.content_at(ns("2026-11-22T16:00:00Z")), Content::Slate);
+        let open = Cue { program_until: None, ..cue };
+        assert_eq!(open.content_at(ns("2026-11-23T16:00:00Z")), Content::Program);
+    }
+}
