@@ -13,16 +13,18 @@ use std::time::Duration;
 use crate::config::{Channel, Config, RelaySettings};
 use crate::media::fanout::Fanout;
 use crate::media::leg::{Leg, LegState, LegStatus};
-use crate::media::recording::{DelayedFeed, Recorder, RecordingPlan, UtcClock};
 use crate::media::program::{Content, Cue, Program, ProgramPlan};
+use crate::media::recording::{DelayedFeed, Recorder, RecordingPlan, UtcClock};
 use crate::media::source::SourceStatus;
 use crate::media::{self, MediaError};
 
 /// A delayed leg's pipeline starts this long before its first chunk is due,
 /// so that it is connected when the chunk comes.
-pub const DELAYED_LEAD: Duration = Duration::from_secs(1);
-/// A delayed leg carries this much of the recorded slate before its T0.
-pub const DELAYED_SLATE: Duration = Duration::from_millis(500);
+pub const DELAYED_LEAD: Duration = Duration::from_secs(3);
+/// A delayed leg carries this much of the recorded slate before its air
+/// time: more than a GOP, so that the partner decodes slate before the
+/// programme (a GOP of up to 2 s).
+pub const DELAYED_SLATE: Duration = Duration::from_secs(2);
 
 /// Legs that air later than the live T0, from a recording of the program.
 #[derive(Debug, Clone)]
@@ -171,7 +173,14 @@ impl Relay {
             let starts = Arc::new(move || fanout.program_starts());
             // From just before T0: the leg carries a moment of slate first.
             let from = t0.saturating_sub(DELAYED_SLATE.as_nanos() as u64);
-            match DelayedFeed::start(plan.recording.dir.clone(), from, p.delay, Arc::clone(leg.input()), self.utc, starts) {
+            match DelayedFeed::start(
+                plan.recording.dir.clone(),
+                from,
+                p.delay,
+                Arc::clone(leg.input()),
+                self.utc,
+                starts,
+            ) {
                 Ok(feed) => self.feeds.push(feed),
                 Err(e) => tracing::error!(leg = %p.channel.id, error = %e, "Cannot start the delayed feed."),
             }
@@ -205,12 +214,25 @@ impl Relay {
     }
 
     fn leg_statuses(&self) -> Vec<LegStatus> {
+        let cue = self.program.cue();
+        let now = self.utc.now();
+        let delay_of = |id: &str| {
+            let d = self.delay.as_ref().and_then(|p| p.delays.iter().find(|(c, _)| c == id).map(|(_, d)| *d));
+            d.unwrap_or_default().as_nanos() as u64
+        };
         let mut all: Vec<LegStatus> = self
             .legs
             .iter()
-            .map(|leg| LegStatus {
-                program_since_utc_ns: leg.input().program_out_ns().map(|c| self.utc.utc_of(c)),
-                ..leg.status()
+            .map(|leg| {
+                let status = leg.status();
+                let since = leg.input().program_out_ns().map(|c| self.utc.utc_of(c));
+                let on = since.is_some()
+                    && cue.content_at(now.saturating_sub(delay_of(&status.channel_id))) == Content::Program;
+                LegStatus {
+                    program_since_utc_ns: since,
+                    carries: if on { Content::Program } else { Content::Slate },
+                    ..status
+                }
             })
             .collect();
         all.extend(self.pending.iter().map(|p| LegStatus {
@@ -225,6 +247,7 @@ impl Relay {
             last_error: None,
             srt: None,
             program_since_utc_ns: None,
+            carries: Content::Slate,
         }));
         all.sort_by_key(|l| self.order.iter().position(|id| *id == l.channel_id));
         all

@@ -217,8 +217,9 @@ async fn every_event_rpc_and_its_error_codes() {
 
     let armed = e.arm(authed(r(&ev.id), &op)).await.expect("arm").into_inner();
     assert_eq!(state(&armed), EventState::Armed);
+    // Armed: the legs connect and carry the slate.
     let u = watch_until(&mut m, &ev.id, &obs, Duration::from_secs(20), |u| {
-        u.legs.len() == 2 && u.legs.iter().all(|l| l.state == LegState::OnAir as i32 && l.bytes_sent > 0)
+        u.legs.len() == 2 && u.legs.iter().all(|l| l.state == LegState::Slate as i32 && l.bytes_sent > 0)
     })
     .await;
     assert_eq!(u.event_state, EventState::Armed as i32);
@@ -250,17 +251,20 @@ async fn every_event_rpc_and_its_error_codes() {
     assert!(err.code() == Code::InvalidArgument && err.message().contains("past or before T0"), "{err:?}");
     let on = e.take(authed(r(&ev.id), &op)).await.expect("take").into_inner();
     assert_eq!(state(&on), EventState::OnAir);
+    let all = |want: LegState| move |u: &proto::StatusUpdate| u.legs.iter().all(|l| l.state == want as i32);
+    watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), all(LegState::OnAir)).await;
     let sw = |s: proto::SourceSelection| proto::SwitchSourceRequest { event_id: ev.id.clone(), source: s as i32 };
     e.switch_source(authed(sw(proto::SourceSelection::Primary), &op)).await.expect("switch to primary");
     let err = e.switch_source(authed(sw(proto::SourceSelection::Backup), &op)).await.unwrap_err();
     assert!(err.code() == Code::FailedPrecondition && err.message().contains("no backup"), "{err:?}");
-    assert_eq!(
-        e.switch_source(authed(sw(proto::SourceSelection::Slate), &op)).await.unwrap_err().code(),
-        Code::Unimplemented
-    );
+    // Slate by hand holds until AUTO.
+    e.switch_source(authed(sw(proto::SourceSelection::Slate), &op)).await.expect("switch to slate");
+    let u = watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), all(LegState::Slate)).await;
+    assert_eq!(u.source_in_use, proto::SourceSelection::Slate as i32);
     let err = e.switch_source(authed(sw(proto::SourceSelection::Unspecified), &op)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     e.switch_source(authed(sw(proto::SourceSelection::Auto), &op)).await.expect("back to auto");
+    watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), all(LegState::OnAir)).await;
 
     // EndEvent: post-roll now, then the clock completes it after 1 s and the legs stop.
     let ended = e.end_event(authed(r(&ev.id), &op)).await.expect("end").into_inner();
@@ -286,6 +290,7 @@ async fn every_event_rpc_and_its_error_codes() {
             "on-air",
             "source-switched",
             "source-switched",
+            "source-switched",
             "post-roll",
             "completed"
         ]
@@ -295,7 +300,7 @@ async fn every_event_rpc_and_its_error_codes() {
     assert_eq!(actor("armed"), "operator-tester");
     assert_eq!(actor("completed"), "scheduler");
     for leg in &legs {
-        for kind in ["leg-on-air", "legs-closed"] {
+        for kind in ["leg-on-air", "leg-program", "legs-closed"] {
             assert!(log.iter().any(|(k, c, _)| k == kind && c == leg), "no {kind} for {leg}: {log:?}");
         }
     }

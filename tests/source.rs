@@ -175,7 +175,11 @@ async fn a_file_contribution_is_paced_in_real_time_and_looped() {
     let source = run.status().source;
     let status = run.relay.shutdown().await;
     let (path, grams) = udp_rx.finish();
-    assert!(source.bytes_in > file_bytes * 3 / 2, "not looped: {} bytes read from a {file_bytes}-byte file", source.bytes_in);
+    assert!(
+        source.bytes_in > file_bytes * 3 / 2,
+        "not looped: {} bytes read from a {file_bytes}-byte file",
+        source.bytes_in
+    );
     assert!(source.frames > frames_before, "no pictures decoded after the loop: {source:?}");
     assert_eq!(status.source.restarts, 0, "{:?}", status.source);
     let total: u64 = grams.iter().map(|g| g.len() as u64).sum();

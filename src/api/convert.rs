@@ -302,7 +302,10 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
                 let s = &v.status;
                 proto::LegStatus {
                     channel_id: s.channel_id.clone(),
-                    state: leg_state(s.state) as i32,
+                    state: match (s.state, s.carries) {
+                        (LegState::OnAir, crate::media::program::Content::Slate) => proto::LegState::Slate,
+                        (state, _) => leg_state(state),
+                    } as i32,
                     bytes_sent: s.bytes_sent,
                     bitrate_bps: s.bitrate_bps,
                     reconnects: s.reconnects,

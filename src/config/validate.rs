@@ -255,11 +255,13 @@ fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
 fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
     match w.kind(t, at, &["test", "srt", "udp", "file"])? {
         "test" => {
-            if let Some(k) = ["width", "height", "framerate", "video_kbps", "audio_kbps", "gop"]
-                .iter()
-                .find(|k| t.contains_key(**k))
+            if let Some(k) =
+                ["width", "height", "framerate", "video_kbps", "audio_kbps", "gop"].iter().find(|k| t.contains_key(**k))
             {
-                w.err(join(at, k), "the picture and bitrates moved to the [program] section (they apply to every source)");
+                w.err(
+                    join(at, k),
+                    "the picture and bitrates moved to the [program] section (they apply to every source)",
+                );
             }
             w.unknown(t, at, &["type", "tone_hz", "width", "height", "framerate", "video_kbps", "audio_kbps", "gop"]);
             let d = TestSource::default();

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
-use crate::media::recording::RecordingPlan;
 use crate::media::program::Cue;
+use crate::media::recording::RecordingPlan;
 use crate::relay::{DelayPlan, Relay};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
@@ -886,7 +886,11 @@ impl State {
                     Some(f) => {
                         let due = f + schedule::chrono_duration(delay);
                         let ms = (at - due).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-                        format!("first program picture went out at {}, {ms:+.1} ms from its air time {}", utc_text(at), utc_text(due))
+                        format!(
+                            "first program picture went out at {}, {ms:+.1} ms from its air time {}",
+                            utc_text(at),
+                            utc_text(due)
+                        )
                     }
                     None => format!("first program picture went out at {}", utc_text(at)),
                 };
@@ -1075,5 +1079,57 @@ fn keep_secrets(old: &Channel, new: &mut Channel) {
         (Ingest::Srt(o), Ingest::Srt(n)) if n.passphrase.is_none() => n.passphrase = o.passphrase.clone(),
         (Ingest::Rtmp(o), Ingest::Rtmp(n)) if n.stream_key.is_none() => n.stream_key = o.stream_key.clone(),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn event(state: EventState) -> Event {
+        Event {
+            id: EventId("ev-000000000001".into()),
+            title: "t".into(),
+            on_air: at("2026-11-22T15:00:00Z"),
+            duration: Duration::from_secs(3 * 3600),
+            preroll: Duration::from_secs(600),
+            postroll: Duration::from_secs(60),
+            channel_ids: vec![],
+            state,
+            ended: None,
+            created: at("2026-11-01T00:00:00Z"),
+            max_delay: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_cue_follows_the_event() {
+        let t0 = at("2026-11-22T15:00:00Z");
+        let end = at("2026-11-22T18:00:00Z");
+        let none = Cue::default();
+        // Armed: programme from T0 to the end.
+        let armed = cue_for(&event(EventState::Armed), at("2026-11-22T14:55:00Z"), none, false);
+        assert_eq!(armed, Cue { program_from: Some(t0), program_until: Some(end), force_slate: false });
+        // The clock's Take at T0 (a tick late) keeps T0; an early Take is now.
+        let on = cue_for(&event(EventState::OnAir), at("2026-11-22T15:00:00.2Z"), armed, false);
+        assert_eq!(on.program_from, Some(t0));
+        let early = at("2026-11-22T14:58:00Z");
+        assert_eq!(cue_for(&event(EventState::OnAir), early, armed, false).program_from, Some(early));
+        // Held: slate; Take after the hold: programme from then.
+        let held = cue_for(&event(EventState::Held), at("2026-11-22T15:01:00Z"), armed, false);
+        assert_eq!(held.program_from, None);
+        let taken = at("2026-11-22T15:03:00Z");
+        assert_eq!(cue_for(&event(EventState::OnAir), taken, held, false).program_from, Some(taken));
+        // Ended early: slate from the new end; slate by hand; aborted.
+        let mut ended = event(EventState::PostRoll);
+        ended.ended = Some(at("2026-11-22T16:00:00Z"));
+        let post = cue_for(&ended, at("2026-11-22T16:00:00Z"), on, false);
+        assert_eq!((post.program_from, post.program_until), (Some(t0), ended.ended));
+        assert!(cue_for(&event(EventState::OnAir), taken, on, true).force_slate);
+        assert!(cue_for(&event(EventState::Aborted), taken, on, false).force_slate);
     }
 }

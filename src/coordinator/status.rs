@@ -197,6 +197,7 @@ mod tests {
                     last_error: err.map(Into::into),
                     srt: None,
                     program_since_utc_ns: None,
+                    carries: crate::media::program::Content::Program,
                 })
                 .collect(),
             fanout_overflow: 0,

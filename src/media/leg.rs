@@ -97,6 +97,9 @@ pub struct LegStatus {
     /// UTC (ns) the latest program start went out on this leg (its first
     /// program keyframe); `None` if the program has not started here.
     pub program_since_utc_ns: Option<u64>,
+    /// What the leg carries: the programme once its first programme
+    /// picture went out and while the cue has it on, else the slate.
+    pub carries: super::program::Content,
 }
 
 /// Counters shared between the supervisor, the sink probe and readers.
@@ -186,6 +189,7 @@ impl Leg {
             last_error: m.last_error.clone(),
             srt: m.srt,
             program_since_utc_ns: None,
+            carries: super::program::Content::Slate,
         }
     }
 

@@ -156,7 +156,8 @@ impl Program {
         });
         let raw = RawSink::new();
         let first = build(plan, &switch, sender.clone())?;
-        let contribution = Contribution::start(&plan.source, &plan.format, &plan.title, Arc::clone(&raw), stop.clone())?;
+        let contribution =
+            Contribution::start(&plan.source, &plan.format, &plan.title, Arc::clone(&raw), stop.clone())?;
         let sup = Supervisor { plan: plan.clone(), switch: Arc::clone(&switch), raw, sender, stop };
         let task = tokio::spawn(sup.run(first));
         Ok(Self { contribution, switch, task: Some(task) })
@@ -288,10 +289,9 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
         })
     };
     let app = |n: &str| {
-        named(n)?.downcast::<gst_app::AppSrc>().map_err(|_| MediaError::Template {
-            template: name.into(),
-            message: format!("`{n}` is not an appsrc"),
-        })
+        named(n)?
+            .downcast::<gst_app::AppSrc>()
+            .map_err(|_| MediaError::Template { template: name.into(), message: format!("`{n}` is not an appsrc") })
     };
     let (video, audio) = (app("program_video")?, app("program_audio")?);
     let (vmix, amix, venc) = (named("vmix")?, named("amix")?, named("venc")?);
@@ -326,23 +326,22 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
     let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("program pipeline: {e}"));
     let appsink = fanout_sink(switch, sender);
     pipeline.add_many([bin.upcast_ref::<gst::Element>(), slate.upcast_ref(), &appsink]).map_err(err)?;
-    bin.link(&appsink).map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link to the fan-out: {e}")))?;
+    bin.link(&appsink)
+        .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link to the fan-out: {e}")))?;
 
     let vpad = |n: &str| {
         vmix.static_pad(n)
             .or_else(|| vmix.request_pad_simple(n))
             .ok_or_else(|| MediaError::Pipeline(format!("compositor has no pad {n}")))
     };
-    let apad = |n: &str| {
-        amix.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("audio mixer has no pad {n}")))
-    };
+    let apad = |n: &str| amix.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("audio mixer has no pad {n}")));
     // The slate's pad is requested outside the template's bin: ghost it in.
     let slate_target = vpad("sink_0")?;
     let ghost = gst::GhostPad::builder_with_target(&slate_target).map_err(err)?.name("slate").build();
     bin.add_pad(&ghost).map_err(err)?;
-    slate.link_pads(Some("video"), &bin, Some("slate")).map_err(|e| {
-        MediaError::Pipeline(format!("program pipeline: cannot link the slate to the compositor: {e}"))
-    })?;
+    slate
+        .link_pads(Some("video"), &bin, Some("slate"))
+        .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link the slate to the compositor: {e}")))?;
     let (slate_v, program_v) = (slate_target, vpad("sink_1")?);
     let (slate_a, program_a) = (apad("sink_0")?, apad("sink_1")?);
     slate_v.set_property("zorder", 0u32);

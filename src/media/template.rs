@@ -80,7 +80,9 @@ impl Template {
         match self.name {
             n if n.starts_with("legs/") => &[(&["in", "sink"], "sink", "sink")],
             "ingest/test" => &[(&["video"], "src", "video"), (&["audio"], "src", "audio")],
-            "program/decode" => &[(&["in"], "sink", "sink"), (&["video"], "src", "video"), (&["audio"], "src", "audio")],
+            "program/decode" => {
+                &[(&["in"], "sink", "sink"), (&["video"], "src", "video"), (&["audio"], "src", "audio")]
+            }
             "program/slate-card" | "program/slate-image" => &[(&["video"], "src", "video")],
             _ => &[(&["out", "src"], "src", "src")],
         }
@@ -104,7 +106,10 @@ impl Template {
         let bin = element.downcast::<gst::Bin>().map_err(|_| self.error("did not produce a bin".into()))?;
         for (names, pad, ghost_name) in self.pads() {
             let end = names.iter().find_map(|n| bin.by_name(n)).ok_or_else(|| {
-                self.error(format!("has no element named {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")))
+                self.error(format!(
+                    "has no element named {}",
+                    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")
+                ))
             })?;
             let target = end
                 .static_pad(pad)

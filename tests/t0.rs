@@ -1,0 +1,153 @@
+//! The T0 switch, end to end: an event a few seconds ahead, two live legs
+//! (UDP, and SRT through srt-live-transmit) and one leg airing at its own
+//! local time four seconds later. What each partner decodes (ffmpeg) is
+//! told apart by picture: the slate card is dark, the programme's colour
+//! bars bright. Each picture is timed by the arrival of its first packet.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::server::{ApiServer, authed};
+use common::{Picture, SrtReceiver, UdpCapture, channel, config_with, free_udp_port, pictures, wait_for};
+use simulcast::api::auth::Role;
+use simulcast::api::convert::{channel_to_proto_with_secrets, timestamp};
+use simulcast::config;
+use simulcast::coordinator::Options;
+use simulcast::proto::channel_service_client::ChannelServiceClient;
+use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::monitor_service_client::MonitorServiceClient;
+use simulcast::proto::{self, EventState};
+
+const DELAY_S: i64 = 4;
+const DURATION_S: i64 = 5;
+/// Luma between the dark slate card and the bright colour bars.
+const PROGRAM_LUMA: f64 = 80.0;
+/// One GOP of the test program (25 frames at 25 fps).
+const GOP: f64 = 1.0;
+/// Generous transport latency on a loaded 2-core machine: the mixers'
+/// wait, the encoder, SRT's 120 ms, and the scheduler's noise.
+const LATENCY: f64 = 0.7;
+
+async fn create(server: &ApiServer, id: &str, ingest: &str, air: &str) {
+    let text = format!(
+        "id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n{air}ingest = {ingest}\n"
+    );
+    let ch = config::parse_channel(&text).expect("channel");
+    let req = proto::CreateChannelRequest { channel: Some(channel_to_proto_with_secrets(&ch)) };
+    ChannelServiceClient::new(server.transport().await)
+        .create_channel(authed(req, server.token(Role::Admin)))
+        .await
+        .expect("create channel");
+}
+
+/// Seconds from `instant` (mapped to UTC) to `t`.
+fn since(t: DateTime<Utc>, base: (Instant, DateTime<Utc>), instant: Instant) -> f64 {
+    let at = base.1 + chrono::Duration::from_std(instant.saturating_duration_since(base.0)).unwrap()
+        - chrono::Duration::from_std(base.0.saturating_duration_since(instant)).unwrap();
+    (at - t).num_microseconds().unwrap() as f64 / 1e6
+}
+
+/// The first programme picture, after slate pictures.
+fn first_program(pics: &[Picture], leg: &str) -> (usize, Picture) {
+    let i = pics.iter().position(|p| p.luma > PROGRAM_LUMA).unwrap_or_else(|| panic!("{leg}: no programme picture"));
+    (i, pics[i])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_leg_switches_from_slate_to_programme_at_its_air_time() {
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]);
+    let mut o = Options::from_config(&cfg);
+    o.recordings = rec.path().to_owned();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
+
+    let (udp, late, via_srt) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
+    let srt_port = free_udp_port();
+    let mut srt = SrtReceiver::start_to_udp(srt_port, via_srt.port);
+    let base = (Instant::now(), Utc::now());
+    let t0 = DateTime::from_timestamp(base.1.timestamp() + 6, 0).unwrap();
+    let local = (t0 + chrono::Duration::seconds(DELAY_S)).with_timezone(&chrono_tz::Asia::Almaty);
+    create(&server, "kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port), "").await;
+    create(&server, "kz-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{srt_port}\" }}"), "").await;
+    let air = format!("air_policy = {{ type = \"local_time\", at = \"{}\" }}\n", local.format("%H:%M:%S"));
+    create(&server, "kz-late", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", late.port), &air).await;
+
+    let mut e = EventServiceClient::new(server.transport().await);
+    let admin = server.token(Role::Admin).to_owned();
+    let req = proto::ScheduleEventRequest {
+        title: "Silk Way Star: grand final".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
+        duration: Some(prost_types::Duration { seconds: DURATION_S, nanos: 0 }),
+        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        postroll: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+        channel_ids: vec![],
+    };
+    let ev = e.schedule_event(authed(req, &admin)).await.expect("schedule").into_inner();
+    let end = t0 + chrono::Duration::seconds(DURATION_S);
+
+    // Armed at once (T0 - preroll is past): slate; T0: programme; the end:
+    // slate; the delayed leg the same, DELAY_S later. Wait past it all.
+    let done = wait_for(Duration::from_secs(40), || {
+        Utc::now() > end + chrono::Duration::seconds(DELAY_S) + chrono::Duration::milliseconds(1500)
+    })
+    .await;
+    assert!(done);
+    let state = e.get_event(authed(proto::EventRef { event_id: ev.id.clone() }, &admin)).await.unwrap().into_inner();
+    assert_eq!(state.state, EventState::PostRoll as i32, "{state:?}");
+    let log = MonitorServiceClient::new(server.transport().await)
+        .get_as_run_log(authed(proto::EventRef { event_id: ev.id.clone() }, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    server.stop().await;
+    srt.stop();
+
+    let t_late = t0 + chrono::Duration::seconds(DELAY_S);
+    let end_late = end + chrono::Duration::seconds(DELAY_S);
+    for (leg, capture, air, off) in
+        [("kz-udp", &udp, t0, end), ("kz-srt", &via_srt, t0, end), ("kz-late", &late, t_late, end_late)]
+    {
+        let pics = pictures(&capture.timed());
+        assert!(pics.len() > 50, "{leg}: only {} pictures decoded", pics.len());
+        let (i, first) = first_program(&pics, leg);
+        // Slate before: pictures that decoded, all dark, for a while.
+        assert!(i >= 10, "{leg}: only {i} slate pictures before the programme");
+        assert!(pics[..i].iter().all(|p| p.luma < PROGRAM_LUMA));
+        // The switch lands on a keyframe: the partner's decoder needs nothing earlier.
+        assert!(first.keyframe, "{leg}: the first programme picture is not a keyframe");
+        let after = since(air, base, first.arrived);
+        assert!(
+            (-0.02..GOP + LATENCY).contains(&after),
+            "{leg}: first programme picture arrived {after:+.3} s from its air time"
+        );
+        // The programme runs until the end, then slate again.
+        let back = pics[i..].iter().position(|p| p.luma < PROGRAM_LUMA).map(|k| pics[i + k]);
+        let back = back.unwrap_or_else(|| panic!("{leg}: no slate after the end"));
+        let at_end = since(off, base, back.arrived);
+        assert!((-0.02..GOP + LATENCY).contains(&at_end), "{leg}: slate came back {at_end:+.3} s from the end");
+        let program_s = (back.pts - first.pts) as f64 / 90_000.0;
+        assert!((program_s - DURATION_S as f64).abs() < 0.25, "{leg}: {program_s:.3} s of programme");
+
+        // The as-run log has the instant the first programme picture went
+        // out on this leg: after its air time, before the partner got it.
+        let entry = log
+            .iter()
+            .find(|x| x.kind == "leg-program" && x.channel_id == leg)
+            .unwrap_or_else(|| panic!("{leg}: no leg-program entry in {log:?}"));
+        let went_out: DateTime<Utc> =
+            entry.utc.as_ref().map(|t| DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()).unwrap();
+        let out_after = (went_out - air).num_milliseconds();
+        assert!((0..(1000.0 * (GOP + LATENCY)) as i64).contains(&out_after), "{leg}: {entry:?}");
+        assert!(entry.local_time.ends_with("+05:00"), "{leg}: local time not in Almaty: {entry:?}");
+        let got = since(went_out, base, first.arrived);
+        assert!(got > -0.005, "{leg}: the partner got the picture {got:.3} s before it went out: {entry:?}");
+        eprintln!(
+            "{leg}: first programme picture at the partner {after:+.3} s from air time; slate back {at_end:+.3} s from the end; {}",
+            entry.detail
+        );
+    }
+}
