@@ -1,0 +1,212 @@
+//! T0 accuracy: when each partner gets its first programme picture, against
+//! T0, over repeated runs with 12 UDP legs; and, measured by the same
+//! harness in the same run, what a control room does without a media-clock
+//! switch: a timer starts `gst-launch-1.0 ... ! tee` to the 12 partners at T0.
+//!
+//! Each run: the relay starts 3 s before T0 with the legs on slate (a dark
+//! card), the cue puts the test source's colour bars on at T0; 12 sockets
+//! time every datagram. ffmpeg decodes each capture (mean luma per picture)
+//! and the first bright picture is the first programme picture; its arrival
+//! is the arrival of its first packet. Spread = latest - earliest first
+//! programme picture across the 12 legs of one run.
+//!
+//! `cargo bench --bench t0` (`T0_RUNS`, default 10).
+
+#[allow(dead_code)]
+#[path = "../tests/common/pictures.rs"]
+mod pictures;
+
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use simulcast::config;
+use simulcast::media::program::Cue;
+use simulcast::relay::Relay;
+
+const LEGS: usize = 12;
+const PROGRAM_LUMA: f64 = 80.0;
+const FRAME_MS: f64 = 40.0;
+
+type Timed = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
+struct Captures {
+    ports: Vec<u16>,
+    data: Vec<Timed>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn captures(n: usize) -> Captures {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut ports, mut data, mut threads) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        ports.push(socket.local_addr().expect("addr").port());
+        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let d: Timed = Arc::default();
+        let (dd, s) = (Arc::clone(&d), Arc::clone(&stop));
+        threads.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(len) = socket.recv(&mut buf) {
+                    dd.lock().unwrap().push((Instant::now(), buf[..len].to_vec()));
+                }
+            }
+        }));
+        data.push(d);
+    }
+    Captures { ports, data, stop, threads }
+}
+
+impl Captures {
+    fn finish(self) -> Vec<Vec<(Instant, Vec<u8>)>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.data.iter().map(|d| std::mem::take(&mut *d.lock().unwrap())).collect()
+    }
+}
+
+/// Milliseconds from T0 to `at` (an instant, mapped with `base`).
+fn ms_after(t0: DateTime<Utc>, base: (Instant, DateTime<Utc>), at: Instant) -> f64 {
+    let utc = base.1 + chrono::Duration::from_std(at.saturating_duration_since(base.0)).unwrap();
+    (utc - t0).num_microseconds().unwrap() as f64 / 1000.0
+}
+
+/// One run of simulcast: per leg, ms from T0 to the first programme
+/// picture at the partner, and ms from T0 to when it left the relay.
+async fn run_simulcast() -> Vec<(f64, f64)> {
+    let c = captures(LEGS);
+    let mut text = String::from(
+        "[event]\ntitle = \"T0 bench\"\n[source]\ntype = \"test\"\n\
+         [program]\nwidth = 640\nheight = 360\nframerate = 25\nvideo_kbps = 1500\ngop = 25\n",
+    );
+    for (i, port) in c.ports.iter().enumerate() {
+        text.push_str(&format!(
+            "[[channels]]\nid = \"leg-{i:02}\"\nname = \"leg {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}\n"
+        ));
+    }
+    let cfg = config::parse(&text).expect("config");
+    let base = (Instant::now(), Utc::now());
+    let t0 = base.1 + chrono::Duration::seconds(3);
+    let cue = Cue { program_from: Some(t0), program_until: None, force_slate: false };
+    let relay = Relay::start_with(&cfg, cue, None).await.expect("relay");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = relay.shutdown().await;
+    let grams = c.finish();
+    let mut out = Vec::new();
+    for (i, g) in grams.iter().enumerate() {
+        let pics = pictures::pictures(g);
+        let Some(first) = pics.iter().find(|p| p.luma > PROGRAM_LUMA) else {
+            eprintln!("leg {i}: no programme picture ({} pictures decoded)", pics.len());
+            continue;
+        };
+        let sent = status.legs[i].program_since_utc_ns.map_or(f64::NAN, |ns| {
+            (DateTime::<Utc>::from_timestamp_nanos(ns as i64) - t0).num_microseconds().unwrap() as f64 / 1000.0
+        });
+        out.push((ms_after(t0, base, first.arrived), sent));
+    }
+    out
+}
+
+/// One run of the timer-started peer: per leg, ms from T0 to the first
+/// picture at the partner.
+async fn run_gst_timer() -> Option<Vec<f64>> {
+    let c = captures(LEGS);
+    let mut args: Vec<String> =
+        "-q videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=360,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=1500 key-int-max=25 bframes=0 ! h264parse \
+         ! mpegtsmux alignment=7 ! tee name=t"
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+    for port in &c.ports {
+        args.extend(
+            format!("t. ! queue ! udpsink host=127.0.0.1 port={port} sync=false").split_whitespace().map(String::from),
+        );
+    }
+    let base = (Instant::now(), Utc::now());
+    let t0 = base.1 + chrono::Duration::seconds(2);
+    tokio::time::sleep((t0 - Utc::now()).to_std().unwrap_or_default()).await;
+    let mut child =
+        Command::new("gst-launch-1.0").args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let grams = c.finish();
+    let mut out = Vec::new();
+    for g in &grams {
+        if let Some(first) = pictures::pictures(g).first() {
+            out.push(ms_after(t0, base, first.arrived));
+        }
+    }
+    Some(out)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn spread(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::MIN, f64::max) - v.iter().copied().fold(f64::MAX, f64::min)
+}
+
+#[tokio::main]
+async fn main() {
+    simulcast::media::init().expect("GStreamer");
+    let runs: usize = std::env::var("T0_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let (mut at_partner, mut left_relay, mut spreads) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut peer, mut peer_spreads) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let legs = run_simulcast().await;
+        let arrivals: Vec<f64> = legs.iter().map(|l| l.0).collect();
+        eprintln!(
+            "run {run}: simulcast {} legs, first programme picture {:.1}..{:.1} ms after T0",
+            legs.len(),
+            arrivals.iter().copied().fold(f64::MAX, f64::min),
+            arrivals.iter().copied().fold(f64::MIN, f64::max)
+        );
+        spreads.push(spread(&arrivals));
+        at_partner.extend(arrivals);
+        left_relay.extend(legs.iter().map(|l| l.1));
+        if let Some(p) = run_gst_timer().await {
+            eprintln!("run {run}: gst-launch timer {} legs", p.len());
+            peer_spreads.push(spread(&p));
+            peer.extend(p);
+        }
+    }
+    println!("\nT0 accuracy, {runs} runs x {LEGS} UDP legs, 640x360@25 (one frame = {FRAME_MS} ms, GOP 1 s)\n");
+    println!("| | legs measured | p50 ms | p99 ms | max ms | spread p50 ms | spread max ms |");
+    println!("|---|---|---|---|---|---|---|");
+    let row = |name: &str, v: &mut Vec<f64>, s: &mut Vec<f64>| {
+        let n = v.len();
+        let (p50, p99, max) = (pct(v, 0.5), pct(v, 0.99), pct(v, 1.0));
+        let (s50, smax) = (pct(s, 0.5), pct(s, 1.0));
+        println!("| {name} | {n} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {smax:.1} |");
+        (p50, s50)
+    };
+    let (ours, our_spread) =
+        row("simulcast: first programme picture at the partner - T0", &mut at_partner, &mut spreads);
+    let mut none = Vec::new();
+    row("simulcast: first programme picture out of the relay - T0", &mut left_relay, &mut none);
+    if peer.is_empty() {
+        println!("| gst-launch started by a timer at T0 | gst-launch-1.0 not found | | | | | |");
+    } else {
+        let (theirs, their_spread) = row("gst-launch tee started by a timer at T0", &mut peer, &mut peer_spreads);
+        println!(
+            "\nRatio (gst-launch timer / simulcast), p50 of T0 error: {:.1}x; of spread: {:.1}x",
+            theirs / ours,
+            their_spread / our_spread.max(0.001)
+        );
+    }
+}

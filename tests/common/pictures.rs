@@ -1,0 +1,58 @@
+//! What a partner got, picture by picture: decoded by ffmpeg, timed by the
+//! arrival of each picture's first packet. Shared by tests and benchmarks.
+
+use std::process::Command;
+use std::time::Instant;
+
+/// One decoded picture of a capture: its PTS (90 kHz), mean luma, and when
+/// the datagram carrying the start of its PES arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Picture {
+    pub pts: u64,
+    pub luma: f64,
+    pub arrived: Instant,
+    /// Its PES starts with an SPS or IDR: a decoder can start on it.
+    pub keyframe: bool,
+}
+
+/// Decodes a timed UDP capture with ffmpeg (signalstats: mean luma per
+/// picture) and times each picture by the arrival of its PES start. The
+/// slate card is dark, the test source's colour bars bright.
+pub fn pictures(timed: &[(Instant, Vec<u8>)]) -> Vec<Picture> {
+    let mut arrivals = std::collections::HashMap::new();
+    for (at, gram) in timed {
+        for pes in simulcast::media::ts::pes_starts(gram) {
+            if let (true, Some(pts)) = (pes.is_video(), pes.pts) {
+                arrivals.entry(pts).or_insert((*at, pes.keyframe));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("capture.ts");
+    let data: Vec<u8> = timed.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+    std::fs::write(&path, data).expect("write capture");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-copyts", "-i"])
+        .arg(&path)
+        .args(["-an", "-vf", "signalstats,metadata=mode=print:key=lavfi.signalstats.YAVG:file=-", "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg (Debian: apt-get install ffmpeg)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut pics = Vec::new();
+    let mut pts_time = None;
+    for line in text.lines() {
+        if let Some(rest) = line.split("pts_time:").nth(1) {
+            pts_time = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok());
+        } else if let Some(v) = line.strip_prefix("lavfi.signalstats.YAVG=")
+            && let (Some(t), Ok(luma)) = (pts_time.take(), v.trim().parse::<f64>())
+        {
+            let pts = (t * 90_000.0).round() as u64;
+            // ffmpeg's copyts keeps the stream's PTS; match within a tick.
+            let arrived = (pts.saturating_sub(1)..=pts + 1).find_map(|p| arrivals.get(&p).copied());
+            if let Some((arrived, keyframe)) = arrived {
+                pics.push(Picture { pts, luma, arrived, keyframe });
+            }
+        }
+    }
+    pics
+}
