@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Fan-out cost: CPU seconds and peak memory of simulcast relaying an ~8 Mbit/s
-# MPEG-TS to N UDP legs on loopback, beside ffmpeg's tee muxer
-# (-c copy -f tee) and gst-launch's tee ! queue ! udpsink, measured in the
-# same run on the same input, as ratios. Only the relay process is measured.
+# Relay cost: CPU seconds and peak memory of simulcast taking an ~8 Mbit/s
+# MPEG-TS contribution to N UDP legs on loopback, beside ffmpeg's tee muxer
+# and gst-launch's tee ! queue ! udpsink, measured in the same run on the
+# same input, as ratios. Only the relay process is measured.
+#
+# simulcast decodes the contribution and encodes the program once (slate and
+# programme share one encoder: see src/media/program.rs), so the peers do the
+# same work: decode, x264 ultrafast/zerolatency at the input's size and
+# bitrate, AAC, one MPEG-TS multiplex, then their tee. (Until the slate came,
+# simulcast relayed the bytes as they came; that cost is in the history of
+# docs/benchmarks.md.)
 #
 # INPUT=udp (default): a live contribution, as a relay gets on air: ffmpeg
 #   sends the file paced in real time (-re) to the relay's UDP input port.
@@ -63,7 +70,7 @@ for n in $NS; do
     ff_in=(-re -i "$work/in.ts")
     gst_in=(filesrc location="$work/in.ts" ! tsparse set-timestamps=true alignment=7 ! clocksync)
   fi
-  printf "[event]\ntitle = \"bench\"\n[source]\n$src_toml\n[relay]\nbatch_wait = \"%s\"\n" "$BATCH_WAIT" > "$cfg"
+  printf "[event]\ntitle = \"bench\"\n[source]\n$src_toml\n[program]\nwidth = 960\nheight = 540\nframerate = 25\nvideo_kbps = 7700\ngop = 50\n[relay]\nbatch_wait = \"%s\"\n" "$BATCH_WAIT" > "$cfg"
   tee_args=()
   gst_args=()
   for i in $(seq 1 "$n"); do
@@ -74,8 +81,13 @@ for n in $NS; do
   done
   tee_spec=$(IFS='|'; echo "${tee_args[*]}")
   read -r s_cpu s_rss < <(measure simulcast "$n" ./target/release/simulcastd run --config "$cfg" --status-every 1h)
-  read -r f_cpu f_rss < <(measure ffmpeg "$n" ffmpeg -hide_banner -loglevel error "${ff_in[@]}" -map 0 -c copy -f tee "$tee_spec")
-  read -r g_cpu g_rss < <(measure gst "$n" gst-launch-1.0 -q "${gst_in[@]}" ! tee name=t "${gst_args[@]}")
+  read -r f_cpu f_rss < <(measure ffmpeg "$n" ffmpeg -hide_banner -loglevel error "${ff_in[@]}" -map 0 \
+    -c:v libx264 -preset ultrafast -tune zerolatency -b:v 7700k -g 50 -bf 0 -c:a aac -b:a 128k -f tee "$tee_spec")
+  read -r g_cpu g_rss < <(measure gst "$n" gst-launch-1.0 -q "${gst_in[@]}" ! tsdemux name=d \
+    d. ! queue ! h264parse ! avdec_h264 ! videoconvert \
+    ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=7700 key-int-max=50 bframes=0 ! h264parse \
+    ! mpegtsmux name=m alignment=7 ! tee name=t "${gst_args[@]}" \
+    d. ! queue ! aacparse ! avdec_aac ! audioconvert ! avenc_aac ! aacparse ! m.)
   row() {  # name cpu rss
     awk -v n="$n" -v name="$1" -v c="$2" -v r="$3" -v d="$D" -v fc="$f_cpu" -v gc="$g_cpu" -v fr="$f_rss" \
       'BEGIN { printf "| %d | %s | %.2f | %.1f | %.0f | %.2f | %.2f | %.2f |\n", n, name, c, 100*c/d, r/1024, (fc>0?c/fc:0), (gc>0?c/gc:0), (fr>0?r/fr:0) }'

@@ -79,8 +79,9 @@ fn ms_after(t0: DateTime<Utc>, base: (Instant, DateTime<Utc>), at: Instant) -> f
 }
 
 /// One run of simulcast: per leg, ms from T0 to the first programme
-/// picture at the partner, and ms from T0 to when it left the relay.
-async fn run_simulcast() -> Vec<(f64, f64)> {
+/// picture at the partner, and ms from T0 to when it left the relay; and
+/// ms from T0 to that picture's own timestamp.
+async fn run_simulcast() -> (Vec<(f64, f64)>, f64) {
     let c = captures(LEGS);
     let mut text = String::from(
         "[event]\ntitle = \"T0 bench\"\n[source]\ntype = \"test\"\n\
@@ -99,6 +100,9 @@ async fn run_simulcast() -> Vec<(f64, f64)> {
     let relay = Relay::start_with(&cfg, cue, None).await.expect("relay");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let status = relay.shutdown().await;
+    let ms =
+        |ns: u64| (DateTime::<Utc>::from_timestamp_nanos(ns as i64) - t0).num_microseconds().unwrap() as f64 / 1000.0;
+    let stamped = status.switched_utc_ns.map_or(f64::NAN, ms);
     let grams = c.finish();
     let mut out = Vec::new();
     for (i, g) in grams.iter().enumerate() {
@@ -107,12 +111,10 @@ async fn run_simulcast() -> Vec<(f64, f64)> {
             eprintln!("leg {i}: no programme picture ({} pictures decoded)", pics.len());
             continue;
         };
-        let sent = status.legs[i].program_since_utc_ns.map_or(f64::NAN, |ns| {
-            (DateTime::<Utc>::from_timestamp_nanos(ns as i64) - t0).num_microseconds().unwrap() as f64 / 1000.0
-        });
+        let sent = status.legs[i].program_since_utc_ns.map_or(f64::NAN, ms);
         out.push((ms_after(t0, base, first.arrived), sent));
     }
-    out
+    (out, stamped)
 }
 
 /// One run of the timer-started peer: per leg, ms from T0 to the first
@@ -166,9 +168,11 @@ async fn main() {
     simulcast::media::init().expect("GStreamer");
     let runs: usize = std::env::var("T0_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let (mut at_partner, mut left_relay, mut spreads) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stamps = Vec::new();
     let (mut peer, mut peer_spreads) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        let legs = run_simulcast().await;
+        let (legs, stamped) = run_simulcast().await;
+        stamps.push(stamped);
         let arrivals: Vec<f64> = legs.iter().map(|l| l.0).collect();
         eprintln!(
             "run {run}: simulcast {} legs, first programme picture {:.1}..{:.1} ms after T0",
@@ -192,13 +196,15 @@ async fn main() {
         let n = v.len();
         let (p50, p99, max) = (pct(v, 0.5), pct(v, 0.99), pct(v, 1.0));
         let (s50, smax) = (pct(s, 0.5), pct(s, 1.0));
-        println!("| {name} | {n} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {smax:.1} |");
+        let show = |x: f64| if s.is_empty() { "-".to_owned() } else { format!("{x:.1}") };
+        println!("| {name} | {n} | {p50:.1} | {p99:.1} | {max:.1} | {} | {} |", show(s50), show(smax));
         (p50, s50)
     };
     let (ours, our_spread) =
         row("simulcast: first programme picture at the partner - T0", &mut at_partner, &mut spreads);
     let mut none = Vec::new();
     row("simulcast: first programme picture out of the relay - T0", &mut left_relay, &mut none);
+    row("simulcast: the first programme picture's own timestamp - T0", &mut stamps, &mut Vec::new());
     if peer.is_empty() {
         println!("| gst-launch started by a timer at T0 | gst-launch-1.0 not found | | | | | |");
     } else {

@@ -57,6 +57,8 @@ pub struct RelayStatus {
     pub fanout_overflow: u64,
     /// What the program pipeline's picture carries now.
     pub content: Content,
+    /// UTC (ns) of the timestamp of the latest first programme picture.
+    pub switched_utc_ns: Option<u64>,
 }
 
 impl RelayStatus {
@@ -199,6 +201,7 @@ impl Relay {
             legs: self.leg_statuses(),
             fanout_overflow: self.fanout.counters().overflow_buffers.load(std::sync::atomic::Ordering::Relaxed),
             content: self.program.content(),
+            switched_utc_ns: self.program.switched_utc_ns(),
         }
     }
 

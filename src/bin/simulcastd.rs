@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use simulcast::config::{self, Config};
+use simulcast::media::leg::LegState;
+use simulcast::media::program::{Content, Cue};
 use simulcast::relay::{Relay, RelayStatus};
 use simulcast::standin::StandIns;
 use simulcast::table::{self, Table};
@@ -144,6 +146,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// The demo's T0, this many seconds after it starts.
+const DEMO_T0_IN_S: i64 = 10;
+
 async fn demo(path: Option<PathBuf>, duration: Option<Duration>, json: bool) -> anyhow::Result<()> {
     let config = load(path)?;
     let standins = StandIns::start(&config).context("starting the stand-in ingests")?;
@@ -152,7 +157,12 @@ async fn demo(path: Option<PathBuf>, duration: Option<Duration>, json: bool) -> 
     }
     // Let the stand-ins bind before the legs call them.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let relay = Relay::start(&config).await.context("starting the relay")?;
+    // The legs connect on the slate; the programme goes on at T0, 10 s on,
+    // switched on the media clock.
+    let t0 = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + DEMO_T0_IN_S, 0).unwrap_or_default();
+    let until = t0 + chrono::Duration::from_std(config.event.duration).unwrap_or(chrono::Duration::MAX);
+    let cue = Cue { program_from: Some(t0), program_until: Some(until), force_slate: false };
+    let relay = Relay::start_with(&config, cue, None).await.context("starting the relay")?;
     let tty = std::io::stdout().is_terminal() && !json;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let stop = shutdown_signal();
@@ -179,7 +189,7 @@ async fn demo(path: Option<PathBuf>, duration: Option<Duration>, json: bool) -> 
                     if tty {
                         let _ = write!(out, "\x1b[H\x1b[2J");
                     }
-                    let _ = write!(out, "{}", board(&config, &status, &standins));
+                    let _ = write!(out, "{}", board(&config, &status, &standins, t0));
                     if tty {
                         let _ = writeln!(out, "Ctrl-C stops every leg cleanly and prints a summary.");
                     }
@@ -197,7 +207,7 @@ async fn demo(path: Option<PathBuf>, duration: Option<Duration>, json: bool) -> 
 }
 
 /// The live table: one row per leg.
-fn board(config: &Config, s: &RelayStatus, standins: &StandIns) -> String {
+fn board(config: &Config, s: &RelayStatus, standins: &StandIns, t0: chrono::DateTime<chrono::Utc>) -> String {
     let now = chrono::Utc::now();
     let mut t = Table::new(&[
         "CHANNEL",
@@ -218,7 +228,10 @@ fn board(config: &Config, s: &RelayStatus, standins: &StandIns) -> String {
             leg.channel_id.clone(),
             ch.country.clone(),
             leg.protocol.to_owned(),
-            leg.state.to_string(),
+            match (leg.state, leg.carries) {
+                (LegState::OnAir, Content::Slate) => "SLATE".to_owned(),
+                (state, _) => state.to_string(),
+            },
             table::bitrate(leg.bitrate_bps),
             table::bytes(leg.bytes_sent),
             standins.received(&leg.channel_id).map_or("-".into(), table::bytes),
@@ -228,8 +241,14 @@ fn board(config: &Config, s: &RelayStatus, standins: &StandIns) -> String {
             leg.last_error.clone().unwrap_or_default(),
         ]);
     }
+    let to_t0 = (t0 - now).num_seconds();
+    let air = if to_t0 > 0 {
+        format!("T0 {} UTC in {to_t0} s (slate)", t0.format("%H:%M:%S"))
+    } else {
+        format!("on air since {} UTC", t0.format("%H:%M:%S"))
+    };
     format!(
-        "simulcast demo: {}  |  UTC {}  |  source {} ({:?}, {} in)\n{}{}",
+        "simulcast demo: {}  |  UTC {}  |  {air}  |  source {} ({:?}, {} in)\n{}{}",
         config.event.title,
         now.format("%H:%M:%S"),
         s.source.describe,

@@ -202,6 +202,7 @@ mod tests {
                 .collect(),
             fanout_overflow: 0,
             content: crate::media::program::Content::Program,
+            switched_utc_ns: None,
         }
     }
 

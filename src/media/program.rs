@@ -99,6 +99,8 @@ struct Switch {
     program_keyframe: AtomicU64,
     /// Keyframe PES starts seen in the multiplexer's output, counted.
     keyframes_muxed: AtomicU64,
+    /// UTC (ns) of the timestamp of the latest first programme picture.
+    switched_utc: AtomicU64,
 }
 
 impl Switch {
@@ -153,6 +155,7 @@ impl Program {
             keyframes_encoded: AtomicU64::new(0),
             program_keyframe: AtomicU64::new(0),
             keyframes_muxed: AtomicU64::new(0),
+            switched_utc: AtomicU64::new(0),
         });
         let raw = RawSink::new();
         let first = build(plan, &switch, sender.clone())?;
@@ -176,6 +179,12 @@ impl Program {
     /// What the picture carries now.
     pub fn content(&self) -> Content {
         if self.switch.video_program.load(Ordering::Relaxed) { Content::Program } else { Content::Slate }
+    }
+
+    /// UTC (ns) of the timestamp of the latest first programme picture:
+    /// the picture the switch landed on, by its own timestamp.
+    pub fn switched_utc_ns(&self) -> Option<u64> {
+        Some(self.switch.switched_utc.load(Ordering::Relaxed)).filter(|&n| n > 0)
     }
 
     /// A snapshot of the contribution feed.
@@ -368,6 +377,8 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
             if switch.video_program.swap(program, Ordering::Relaxed) != program {
                 program_v.set_property("alpha", if program { 1.0f64 } else { 0.0 });
                 if program {
+                    let utc = switch.utc.utc_of(rt.nseconds() + base.nseconds());
+                    switch.switched_utc.store(utc, Ordering::Relaxed);
                     // A keyframe on the first program picture: a partner's
                     // decoder can start on it, and the as-run log can name it.
                     switch.switch_rt.store(rt.nseconds(), Ordering::Relaxed);

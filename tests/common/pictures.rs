@@ -39,19 +39,17 @@ pub fn pictures(timed: &[(Instant, Vec<u8>)]) -> Vec<Picture> {
         .expect("run ffmpeg (Debian: apt-get install ffmpeg)");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut pics = Vec::new();
-    let mut pts_time = None;
+    // "frame:N pts:P pts_time:T" then the value; with -copyts, P is the
+    // stream's own 90 kHz PTS (pts_time is rounded, so not used).
+    let mut pts = None;
     for line in text.lines() {
-        if let Some(rest) = line.split("pts_time:").nth(1) {
-            pts_time = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok());
+        if let Some(rest) = line.split(" pts:").nth(1) {
+            pts = rest.split_whitespace().next().and_then(|v| v.parse::<u64>().ok());
         } else if let Some(v) = line.strip_prefix("lavfi.signalstats.YAVG=")
-            && let (Some(t), Ok(luma)) = (pts_time.take(), v.trim().parse::<f64>())
+            && let (Some(pts), Ok(luma)) = (pts.take(), v.trim().parse::<f64>())
+            && let Some(&(arrived, keyframe)) = arrivals.get(&pts)
         {
-            let pts = (t * 90_000.0).round() as u64;
-            // ffmpeg's copyts keeps the stream's PTS; match within a tick.
-            let arrived = (pts.saturating_sub(1)..=pts + 1).find_map(|p| arrivals.get(&p).copied());
-            if let Some((arrived, keyframe)) = arrived {
-                pics.push(Picture { pts, luma, arrived, keyframe });
-            }
+            pics.push(Picture { pts, luma, arrived, keyframe });
         }
     }
     pics
