@@ -313,6 +313,8 @@ impl Feed<'_> {
         let mut bytes = 0;
         // The next program start (UTC ns) to mark on this leg, and the last marked.
         let mut marked = 0u64;
+        let mut next_start: Option<u64> = None;
+        let mut looked = 0u64;
         let mut mark_next = false;
         let flush = |batch: &mut Vec<Vec<u8>>, bytes: &mut usize, mark: &mut bool| {
             if batch.is_empty() {
@@ -345,10 +347,16 @@ impl Feed<'_> {
             if at < from_utc || at + delay + 1_000_000_000 < now() {
                 continue;
             }
-            // The chunk that started the live program starts it here too.
-            if let Some(start) = (self.program_starts)().into_iter().map(|c| utc.utc_of(c)).find(|&s| s > marked)
+            // The chunk that started the live program starts it here too
+            // (the fan-out's list is looked at every 100 ms of programme).
+            if next_start.is_none() && at >= looked + 100_000_000 {
+                looked = at;
+                next_start = (self.program_starts)().into_iter().map(|c| utc.utc_of(c)).find(|&s| s > marked);
+            }
+            if let Some(start) = next_start
                 && at >= start
             {
+                next_start = None;
                 marked = start;
                 flush(&mut batch, &mut bytes, &mut mark_next);
                 mark_next = true;
