@@ -27,9 +27,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::fanout::{Fanout, FanoutSender};
-use super::leg::backoff_delay;
 use super::recording::UtcClock;
-use super::source::{Contribution, RawSink, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, SourceStatus};
+use super::source::{Contribution, RawSink, SourceStatus, restart_backoff};
 use super::{MediaError, lock, template, ts};
 use crate::config::{ProgramFormat, SlateSettings, Source};
 
@@ -235,11 +234,8 @@ impl Supervisor {
                 Err(e) => e.to_string(),
             };
             warn!(%error, "Program pipeline failed; restarting it (the legs stay connected).");
-            let delay = backoff_delay(attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.wait_for(|s| *s) => break,
+            if !restart_backoff(&mut attempt, &mut self.stop).await {
+                break;
             }
         }
     }

@@ -19,7 +19,6 @@ use gstreamer_app as gst_app;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::leg::backoff_delay;
 use super::{MediaError, lock, template, ts};
 use crate::config::{ProgramFormat, Source};
 
@@ -92,6 +91,17 @@ pub struct SourceCounters {
     pub last_valid_ns: AtomicU64,
     /// Clock time (ns) of the last garbage; 0 if none yet.
     pub last_garbage_ns: AtomicU64,
+}
+
+/// Waits out the backoff before restart `attempt` of a source or program
+/// pipeline (and counts it); `false` if told to stop meanwhile.
+pub(crate) async fn restart_backoff(attempt: &mut u32, stop: &mut watch::Receiver<bool>) -> bool {
+    let delay = super::leg::backoff_delay(*attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
+    *attempt = attempt.saturating_add(1);
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.wait_for(|s| *s) => false,
+    }
 }
 
 /// Where a feed's raw pictures and sound go: the program pipeline's two
@@ -298,12 +308,9 @@ impl Supervisor {
             };
             warn!(source = %self.source.describe(), %error, "Contribution feed failed; restarting it.");
             *lock(&self.shared.flags) = Flags { last_error: Some(error), failing: true, stopped: false };
-            let delay = backoff_delay(attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
-            attempt = attempt.saturating_add(1);
             self.shared.restarts.fetch_add(1, Ordering::Relaxed);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.wait_for(|s| *s) => break,
+            if !restart_backoff(&mut attempt, &mut self.stop).await {
+                break;
             }
         }
         lock(&self.shared.flags).stopped = true;
