@@ -9,13 +9,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::server::{ApiServer, authed};
+use common::server::{ApiServer, authed, create_channel};
 use common::{Picture, SrtReceiver, UdpCapture, channel, config_with, free_udp_port, pictures, wait_for};
 use simulcast::api::auth::Role;
-use simulcast::api::convert::{channel_to_proto_with_secrets, timestamp};
-use simulcast::config;
+use simulcast::api::convert::timestamp;
 use simulcast::coordinator::Options;
-use simulcast::proto::channel_service_client::ChannelServiceClient;
 use simulcast::proto::event_service_client::EventServiceClient;
 use simulcast::proto::monitor_service_client::MonitorServiceClient;
 use simulcast::proto::{self, EventState};
@@ -34,12 +32,7 @@ async fn create(server: &ApiServer, id: &str, ingest: &str, air: &str) {
     let text = format!(
         "id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n{air}ingest = {ingest}\n"
     );
-    let ch = config::parse_channel(&text).expect("channel");
-    let req = proto::CreateChannelRequest { channel: Some(channel_to_proto_with_secrets(&ch)) };
-    ChannelServiceClient::new(server.transport().await)
-        .create_channel(authed(req, server.token(Role::Admin)))
-        .await
-        .expect("create channel");
+    create_channel(server, &text).await;
 }
 
 /// Seconds from `instant` (mapped to UTC) to `t`.

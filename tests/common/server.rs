@@ -95,3 +95,15 @@ pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
 }
+
+/// Creates a channel, as admin, from its TOML (a `[[channels]]` entry's keys).
+pub async fn create_channel(server: &ApiServer, toml: &str) {
+    let ch = simulcast::config::parse_channel(toml).expect("channel");
+    let req = simulcast::proto::CreateChannelRequest {
+        channel: Some(simulcast::api::convert::channel_to_proto_with_secrets(&ch)),
+    };
+    simulcast::proto::channel_service_client::ChannelServiceClient::new(server.transport().await)
+        .create_channel(authed(req, server.token(Role::Admin)))
+        .await
+        .expect("create channel");
+}
