@@ -11,6 +11,7 @@ use tracing::info;
 use std::time::Duration;
 
 use crate::config::{Channel, Config, RelaySettings};
+use crate::media::failover::{Feed, SourceMode, SourceSwitch};
 use crate::media::fanout::Fanout;
 use crate::media::leg::{Leg, LegState, LegStatus};
 use crate::media::program::{Content, Cue, Program, ProgramPlan};
@@ -49,8 +50,16 @@ struct Pending {
 pub struct RelayStatus {
     /// Seconds since start.
     pub uptime_s: f64,
-    /// The contribution feed.
+    /// The primary contribution feed.
     pub source: SourceStatus,
+    /// The backup feed, if one is configured.
+    pub backup: Option<SourceStatus>,
+    /// What the legs carry: the slate, the primary or the backup.
+    pub source_in_use: Feed,
+    /// Automatic failover, or a feed held by hand.
+    pub source_mode: SourceMode,
+    /// The latest switch between feeds, and why.
+    pub last_switch: Option<SourceSwitch>,
     /// Every leg, in config order.
     pub legs: Vec<LegStatus>,
     /// Buffers lost between the program and the fan-out thread (should be 0).
@@ -123,6 +132,8 @@ impl Relay {
         }
         let plan = ProgramPlan {
             source: config.source.clone(),
+            backup: config.backup.clone(),
+            failover: config.failover,
             format: config.program.clone(),
             slate: config.slate.clone(),
             title: config.event.title.clone(),
@@ -198,6 +209,10 @@ impl Relay {
         RelayStatus {
             uptime_s: self.started.elapsed().as_secs_f64(),
             source: self.program.status(),
+            backup: self.program.backup_status(),
+            source_in_use: self.program.shown(),
+            source_mode: self.program.source_mode(),
+            last_switch: self.program.last_switch(),
             legs: self.leg_statuses(),
             fanout_overflow: self.fanout.counters().overflow_buffers.load(std::sync::atomic::Ordering::Relaxed),
             content: self.program.content(),
@@ -214,6 +229,18 @@ impl Relay {
     /// The cue in force.
     pub fn cue(&self) -> Cue {
         self.program.cue()
+    }
+
+    /// Automatic failover, or a feed held by hand (see
+    /// [`crate::media::failover`]); takes effect on the next picture.
+    pub fn set_source_mode(&self, mode: SourceMode) {
+        self.program.set_source_mode(mode);
+    }
+
+    /// The switches between feeds since the last call, oldest first, for
+    /// the as-run log.
+    pub fn take_source_switches(&self) -> Vec<SourceSwitch> {
+        self.program.take_switches()
     }
 
     fn leg_statuses(&self) -> Vec<LegStatus> {

@@ -223,8 +223,11 @@ async fn every_event_rpc_and_its_error_codes() {
     })
     .await;
     assert_eq!(u.event_state, EventState::Armed as i32);
-    assert_eq!(u.source_in_use, proto::SourceSelection::Auto as i32);
-    assert!(u.source.as_ref().is_some_and(|s| s.state == "RECEIVING"), "{:?}", u.source);
+    // Before T0 the legs carry the slate, whatever the feed does.
+    assert_eq!(u.source_in_use, proto::SourceSelection::Slate as i32);
+    assert_eq!(u.source_mode, proto::SourceSelection::Auto as i32);
+    assert!(u.source.as_ref().is_some_and(|s| s.state == "RECEIVING" && s.healthy), "{:?}", u.source);
+    assert!(u.backup.is_none(), "no backup configured: {:?}", u.backup);
     assert!(
         wait_for(Duration::from_secs(10), || a.bytes() > 100_000 && b.bytes() > 100_000).await,
         "receivers got nothing"
@@ -252,15 +255,24 @@ async fn every_event_rpc_and_its_error_codes() {
     let on = e.take(authed(r(&ev.id), &op)).await.expect("take").into_inner();
     assert_eq!(state(&on), EventState::OnAir);
     let all = |want: LegState| move |u: &proto::StatusUpdate| u.legs.iter().all(|l| l.state == want as i32);
-    watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), all(LegState::OnAir)).await;
+    watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), |u| {
+        all(LegState::OnAir)(u) && u.source_in_use == proto::SourceSelection::Primary as i32
+    })
+    .await;
     let sw = |s: proto::SourceSelection| proto::SwitchSourceRequest { event_id: ev.id.clone(), source: s as i32 };
     e.switch_source(authed(sw(proto::SourceSelection::Primary), &op)).await.expect("switch to primary");
     let err = e.switch_source(authed(sw(proto::SourceSelection::Backup), &op)).await.unwrap_err();
     assert!(err.code() == Code::FailedPrecondition && err.message().contains("no backup"), "{err:?}");
     // Slate by hand holds until AUTO.
     e.switch_source(authed(sw(proto::SourceSelection::Slate), &op)).await.expect("switch to slate");
-    let u = watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), all(LegState::Slate)).await;
-    assert_eq!(u.source_in_use, proto::SourceSelection::Slate as i32);
+    // The legs' state follows the cue at once; the source in use, the
+    // picture, a frame or a few later.
+    let in_use = |want: proto::SourceSelection| move |u: &proto::StatusUpdate| u.source_in_use == want as i32;
+    let u = watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), |u| {
+        all(LegState::Slate)(u) && in_use(proto::SourceSelection::Slate)(u)
+    })
+    .await;
+    assert_eq!(u.source_mode, proto::SourceSelection::Slate as i32);
     let err = e.switch_source(authed(sw(proto::SourceSelection::Unspecified), &op)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     e.switch_source(authed(sw(proto::SourceSelection::Auto), &op)).await.expect("back to auto");
@@ -279,7 +291,13 @@ async fn every_event_rpc_and_its_error_codes() {
     assert_eq!((a.bytes(), b.bytes()), frozen, "legs still sending after the event completed");
 
     let log = asrun_kinds(&mut m, &ev.id, &obs).await;
-    let event_kinds: Vec<&str> = log.iter().filter(|(_, c, _)| c.is_empty()).map(|(k, _, _)| k.as_str()).collect();
+    // The feed's own switches (`source-switched`) are timed by the picture
+    // they landed on; the requests and state changes by when they were made.
+    let event_kinds: Vec<&str> = log
+        .iter()
+        .filter(|(k, c, _)| c.is_empty() && k != "source-switched")
+        .map(|(k, _, _)| k.as_str())
+        .collect();
     assert_eq!(
         event_kinds,
         [
@@ -288,13 +306,16 @@ async fn every_event_rpc_and_its_error_codes() {
             "held",
             "extended",
             "on-air",
-            "source-switched",
-            "source-switched",
-            "source-switched",
+            "source-selected",
+            "source-selected",
+            "source-selected",
             "post-roll",
             "completed"
         ]
     );
+    let switched: Vec<&str> =
+        log.iter().filter(|(k, _, _)| k == "source-switched").map(|(_, _, a)| a.as_str()).collect();
+    assert_eq!(switched, ["simulcastd"], "the primary's start, logged by the daemon: {log:?}");
     let actor = |kind: &str| log.iter().find(|(k, _, _)| k == kind).map(|(_, _, a)| a.as_str()).unwrap();
     assert_eq!(actor("scheduled"), "admin-tester");
     assert_eq!(actor("armed"), "operator-tester");

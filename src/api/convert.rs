@@ -8,7 +8,9 @@ use toml::{Table, Value};
 
 use crate::config::{self, AirPolicy, Channel, FieldError, Ingest, SrtMode};
 use crate::coordinator::{NewEvent, Snapshot, SourceChoice};
+use crate::media::failover::Feed;
 use crate::media::leg::LegState;
+use crate::media::source::SourceStatus;
 use crate::proto;
 use crate::schedule::{AirTime, Event, EventId, EventState, Fold, resolve_local};
 use crate::store::AsRunEntry;
@@ -344,15 +346,38 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
         title: event.map(|e| e.title.clone()).unwrap_or_default(),
         on_air_utc: event.map(|e| timestamp(e.on_air)),
         end_utc: event.map(|e| timestamp(e.end())),
-        source: live.map(|l| proto::SourceHealth {
-            describe: l.source.describe.clone(),
-            state: l.source.state.as_str().to_owned(),
-            bytes_in: l.source.bytes_in,
-            garbage_bytes: l.source.garbage_bytes,
-            restarts: l.source.restarts,
-            last_error: l.source.last_error.clone().unwrap_or_default(),
-        }),
+        source: live.map(|l| source_health(&l.source)),
         seq: snap.seq,
+        source_mode: live.map_or(proto::SourceSelection::Unspecified, |l| source_choice(l.source_mode)) as i32,
+        backup: live.and_then(|l| l.backup.as_ref().map(source_health)),
+        last_switch: live.and_then(|l| l.last_switch.as_ref()).map(|sw| proto::SourceSwitch {
+            at: Some(timestamp(DateTime::<Utc>::from_timestamp_nanos(sw.at_utc_ns.min(i64::MAX as u64) as i64))),
+            from: feed(sw.from) as i32,
+            to: feed(sw.to) as i32,
+            reason: sw.reason.clone(),
+        }),
+    }
+}
+
+fn source_health(s: &SourceStatus) -> proto::SourceHealth {
+    proto::SourceHealth {
+        describe: s.describe.clone(),
+        state: s.state.as_str().to_owned(),
+        bytes_in: s.bytes_in,
+        garbage_bytes: s.garbage_bytes,
+        restarts: s.restarts,
+        last_error: s.last_error.clone().unwrap_or_default(),
+        healthy: s.healthy,
+        loss: s.loss.clone().unwrap_or_default(),
+        frames: s.frames,
+    }
+}
+
+fn feed(f: Feed) -> proto::SourceSelection {
+    match f {
+        Feed::Primary => proto::SourceSelection::Primary,
+        Feed::Backup => proto::SourceSelection::Backup,
+        Feed::Slate => proto::SourceSelection::Slate,
     }
 }
 

@@ -248,9 +248,10 @@ fn board(config: &Config, s: &RelayStatus, standins: &StandIns, t0: chrono::Date
         format!("on air since {} UTC", t0.format("%H:%M:%S"))
     };
     format!(
-        "simulcast demo: {}  |  UTC {}  |  {air}  |  source {} ({:?}, {} in)\n{}{}",
+        "simulcast demo: {}  |  UTC {}  |  {air}  |  on air {}: source {} ({:?}, {} in)\n{}{}",
         config.event.title,
         now.format("%H:%M:%S"),
+        s.source_in_use.as_str(),
         s.source.describe,
         s.source.state,
         table::bytes(s.source.bytes_in),

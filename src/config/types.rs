@@ -353,6 +353,23 @@ pub struct SlateSettings {
     pub tone_hz: Option<u32>,
 }
 
+/// Automatic failover between the primary, the backup and the slate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverSettings {
+    /// A source that delivers no picture (or delivers data that is not
+    /// MPEG-TS) for this long is lost.
+    pub detect_after: Duration,
+    /// The primary, back after a loss, goes on air again once it has been
+    /// healthy this long (the backup stays on meanwhile).
+    pub return_after: Duration,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        Self { detect_after: Duration::from_millis(500), return_after: Duration::from_secs(5) }
+    }
+}
+
 /// The contribution feed: where the program comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
@@ -426,6 +443,10 @@ pub struct Config {
     pub event: EventPlan,
     /// The contribution feed.
     pub source: Source,
+    /// The backup contribution, if any: on air while the primary is lost.
+    pub backup: Option<Source>,
+    /// When the program leaves a lost source and comes back to the primary.
+    pub failover: FailoverSettings,
     /// What every leg carries.
     pub program: ProgramFormat,
     /// The slate.

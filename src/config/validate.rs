@@ -139,13 +139,23 @@ fn join(at: &str, key: &str) -> String {
 /// Validates a parsed TOML document.
 pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
     let mut w = Walk { errors: Vec::new() };
-    w.unknown(doc, "", &["event", "source", "program", "slate", "relay", "channels"]);
+    w.unknown(doc, "", &["event", "source", "backup", "failover", "program", "slate", "relay", "channels"]);
 
     let event = w.table(doc, "", "event", true).map(|t| event(&mut w, t));
+    let backup = w.table(doc, "", "backup", false).map(|t| source(&mut w, t, "backup"));
     let source = match w.table(doc, "", "source", false) {
         Some(t) => source(&mut w, t, "source"),
         None => Some(Source::Test(TestSource::default())),
     };
+    let failover = match w.table(doc, "", "failover", false) {
+        Some(t) => failover(&mut w, t),
+        None => FailoverSettings::default(),
+    };
+    if let (Some(primary), Some(Some(backup))) = (&source, &backup)
+        && let Some(why) = same_input(primary, backup)
+    {
+        w.err("backup", why);
+    }
     let relay = match w.table(doc, "", "relay", false) {
         Some(t) => relay(&mut w, t),
         None => RelaySettings::default(),
@@ -183,8 +193,18 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
 
     udp_port_collisions(&mut w, &channels);
 
+    // A [backup] that did not validate left its errors in `w.errors`.
     match (event, source, w.errors.is_empty()) {
-        (Some(Some(event)), Some(source), true) => Ok(Config { event, source, program, slate, relay, channels }),
+        (Some(Some(event)), Some(source), true) => Ok(Config {
+            event,
+            source,
+            backup: backup.flatten(),
+            failover,
+            program,
+            slate,
+            relay,
+            channels,
+        }),
         _ => Err(w.errors),
     }
 }
@@ -282,6 +302,35 @@ fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
         }
         _ => unreachable!("kind() only returns listed kinds"),
     }
+}
+
+fn failover(w: &mut Walk, t: &Table) -> FailoverSettings {
+    const AT: &str = "failover";
+    w.unknown(t, AT, &["detect_after", "return_after"]);
+    let d = FailoverSettings::default();
+    let f = FailoverSettings {
+        detect_after: w.duration(t, AT, "detect_after", d.detect_after),
+        return_after: w.duration(t, AT, "return_after", d.return_after),
+    };
+    if f.detect_after < Duration::from_millis(100) {
+        w.err("failover.detect_after", "must be at least 100ms: a live feed's pictures arrive up to a frame or two late");
+    }
+    f
+}
+
+/// Why the backup would listen where the primary does, if it would.
+fn same_input(primary: &Source, backup: &Source) -> Option<String> {
+    // The UDP port a source listens on (SRT runs over UDP too).
+    let listens = |s: &Source| match s {
+        Source::Udp(u) => Some(u.port),
+        Source::Srt(s) if s.mode == SrtMode::Listener => Some(s.port),
+        _ => None,
+    };
+    let clash = match (primary, backup) {
+        (Source::File(a), Source::File(b)) => a == b,
+        (a, b) => listens(a).is_some() && listens(a) == listens(b),
+    };
+    clash.then(|| "the backup is the same input as [source]: a backup must arrive another way".to_owned())
 }
 
 fn program(w: &mut Walk, t: &Table) -> ProgramFormat {

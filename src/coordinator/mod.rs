@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
+use crate::media::failover::{Feed, SourceMode};
 use crate::media::program::Cue;
 use crate::media::recording::RecordingPlan;
 use crate::relay::{DelayPlan, Relay};
@@ -75,6 +76,10 @@ fn invalid(key: &str, message: impl Into<String>) -> CoordError {
 pub struct Options {
     /// The contribution feed.
     pub source: Source,
+    /// The backup contribution, if any.
+    pub backup: Option<Source>,
+    /// When the program fails over and comes back.
+    pub failover: config::FailoverSettings,
     /// What every leg carries.
     pub program: config::ProgramFormat,
     /// The slate.
@@ -113,6 +118,8 @@ impl Options {
     pub fn from_config(config: &config::Config) -> Self {
         Self {
             source: config.source.clone(),
+            backup: config.backup.clone(),
+            failover: config.failover,
             program: config.program.clone(),
             slate: config.slate.clone(),
             relay: config.relay.clone(),
@@ -438,8 +445,15 @@ impl State {
             let s = relay.status();
             Live {
                 event_id: r.event_id.clone(),
-                source_in_use: r.choice,
+                source_in_use: match s.source_in_use {
+                    Feed::Primary => SourceChoice::Primary,
+                    Feed::Backup => SourceChoice::Backup,
+                    Feed::Slate => SourceChoice::Slate,
+                },
+                source_mode: r.choice,
                 source: s.source,
+                backup: s.backup,
+                last_switch: s.last_switch,
                 legs: s
                     .legs
                     .into_iter()
@@ -800,16 +814,24 @@ impl State {
                 event.state
             )));
         };
-        match choice {
-            SourceChoice::Backup => {
-                return Err(CoordError::FailedPrecondition("no backup source is configured for this daemon".into()));
-            }
-            SourceChoice::Slate | SourceChoice::Auto | SourceChoice::Primary => {}
+        if choice == SourceChoice::Backup && self.options.backup.is_none() {
+            return Err(CoordError::FailedPrecondition(
+                "no backup source is configured for this daemon ([backup] in its config)".into(),
+            ));
         }
         let from = running.choice;
         running.choice = choice;
+        if let Some(relay) = &running.relay {
+            relay.set_source_mode(match choice {
+                SourceChoice::Primary => SourceMode::Primary,
+                SourceChoice::Backup => SourceMode::Backup,
+                SourceChoice::Auto | SourceChoice::Slate => SourceMode::Auto,
+            });
+        }
+        // The request; the switch itself is logged as `source-switched`
+        // when the program's picture changes.
         let detail = format!("source {} -> {} (by hand)", from.as_str(), choice.as_str());
-        self.log(&id.0, "source-switched", detail, actor)?;
+        self.log(&id.0, "source-selected", detail, actor)?;
         self.update_cue(&event);
         Ok(event)
     }
@@ -868,6 +890,19 @@ impl State {
                 let tz = r.zones.iter().find(|(z, _)| *z == id).map(|(_, tz)| *tz);
                 let detail = "airs from the recording at its own local time".to_owned();
                 let e = entry(self.options.clock.now(), &r.event_id.0, &id, tz, "leg-delayed-start", detail, DAEMON);
+                if let Err(err) = self.store.append_asrun(&e) {
+                    error!(error = %err, "As-run entry lost: the store failed.");
+                }
+            }
+            for sw in relay.take_source_switches() {
+                let at = DateTime::<Utc>::from_timestamp_nanos(sw.at_utc_ns.min(i64::MAX as u64) as i64);
+                let detail = format!("{} -> {}: {}", sw.from.as_str(), sw.to.as_str(), sw.reason);
+                if sw.to == Feed::Slate || sw.from == Feed::Primary {
+                    warn!(event = %r.event_id, detail = %detail, "Source switched.");
+                } else {
+                    info!(event = %r.event_id, detail = %detail, "Source switched.");
+                }
+                let e = entry(at, &r.event_id.0, "", None, "source-switched", detail, DAEMON);
                 if let Err(err) = self.store.append_asrun(&e) {
                     error!(error = %err, "As-run entry lost: the store failed.");
                 }
@@ -956,6 +991,8 @@ impl State {
         let cfg = config::Config {
             event: config::EventPlan { title: event.title.clone(), timezone: Tz::UTC, duration: event.duration },
             source: self.options.source.clone(),
+            backup: self.options.backup.clone(),
+            failover: self.options.failover,
             program: self.options.program.clone(),
             slate: self.options.slate.clone(),
             relay: self.options.relay.clone(),

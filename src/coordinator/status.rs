@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::media::leg::{LegState, LegStatus};
+use crate::media::failover::SourceSwitch;
 use crate::media::source::SourceStatus;
 use crate::relay::RelayStatus;
 use crate::schedule::{Event, EventId};
@@ -18,7 +19,8 @@ use crate::schedule::{Event, EventId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SourceChoice {
-    /// Automatic (today: the primary, the only source there is).
+    /// Automatic failover: the primary, the backup while the primary is
+    /// lost, the slate when both are.
     Auto,
     /// The primary contribution feed, held by hand.
     Primary,
@@ -54,10 +56,16 @@ pub struct LegView {
 pub struct Live {
     /// Which event.
     pub event_id: EventId,
-    /// The source in use.
+    /// What the legs carry now: the primary, the backup or the slate.
     pub source_in_use: SourceChoice,
-    /// The contribution feed.
+    /// The operator's choice: `AUTO`, or a source held by hand.
+    pub source_mode: SourceChoice,
+    /// The primary contribution feed.
     pub source: SourceStatus,
+    /// The backup feed, if one is configured.
+    pub backup: Option<SourceStatus>,
+    /// The latest switch between feeds, and why.
+    pub last_switch: Option<SourceSwitch>,
     /// Every leg.
     pub legs: Vec<LegView>,
 }
@@ -179,9 +187,15 @@ mod tests {
                 bytes_in: 0,
                 garbage_bytes: 0,
                 frames: 0,
+                healthy: true,
+                loss: None,
                 restarts: 0,
                 last_error: None,
             },
+            backup: None,
+            source_in_use: crate::media::failover::Feed::Primary,
+            source_mode: crate::media::failover::SourceMode::Auto,
+            last_switch: None,
             legs: legs
                 .into_iter()
                 .enumerate()

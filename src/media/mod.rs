@@ -2,6 +2,7 @@
 //! that hands every batch of MPEG-TS to each leg, and one pipeline per leg
 //! with its own bus, state and supervisor.
 
+pub mod failover;
 pub mod fanout;
 pub mod leg;
 pub mod program;

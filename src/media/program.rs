@@ -14,7 +14,19 @@
 //! with its running time; that time, on the pipeline's monotonic clock,
 //! mapped to UTC once at start ([`UtcClock`]), is looked up in the [`Cue`].
 //! A step of the wall clock after start changes nothing.
+//!
+//! Failover ([`super::failover`]) goes through the same place: the
+//! compositor has the slate, the primary and the backup on three pads, and
+//! for every output picture the selector looks at each feed's health and
+//! picks one; the chosen pad is made opaque, the others transparent, and the
+//! encoder is asked for a keyframe on the first picture of the new feed.
+//! Because the output is re-encoded, the first picture after a switch is
+//! decodable whatever the incoming feed's GOP, and PIDs, continuity
+//! counters and PCR run on unbroken. Each feed's sound and pictures keep the
+//! capture times they had in their own pipeline, so they stay in sync; the
+//! audio mixer follows the video's decisions by timestamp.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,9 +40,10 @@ use tracing::{info, warn};
 
 use super::fanout::{Fanout, FanoutSender};
 use super::recording::UtcClock;
-use super::source::{Contribution, RawSink, SourceStatus, restart_backoff};
+use super::failover::{Feed, Selector, SourceMode, SourceSwitch, health};
+use super::source::{Contribution, RawSink, SourceCounters, SourceStatus, restart_backoff};
 use super::{MediaError, lock, template, ts};
-use crate::config::{ProgramFormat, SlateSettings, Source};
+use crate::config::{FailoverSettings, ProgramFormat, SlateSettings, Source};
 
 /// Extra time the compositor and mixer wait for late input: the feed's
 /// pictures arrive a few milliseconds after their capture time.
@@ -87,8 +100,6 @@ struct Switch {
     utc: UtcClock,
     /// What the video output carries now (`true`: program).
     video_program: AtomicBool,
-    /// What the audio output carries now.
-    audio_program: AtomicBool,
     /// Running time of the first program picture not yet seen leaving the
     /// encoder; `u64::MAX`: none pending.
     switch_rt: AtomicU64,
@@ -100,18 +111,62 @@ struct Switch {
     keyframes_muxed: AtomicU64,
     /// UTC (ns) of the timestamp of the latest first programme picture.
     switched_utc: AtomicU64,
+    /// What each feed has delivered: the primary, then the backup if any.
+    feeds: Vec<Arc<SourceCounters>>,
+    failover: FailoverSettings,
+    selector: Mutex<Selector>,
+    /// What the picture shows now, and from which running time each
+    /// recent change holds (the audio mixer follows it).
+    shown: Mutex<Shown>,
+    /// Switches between feeds not yet taken by [`Program::take_switches`].
+    switches: Mutex<Vec<SourceSwitch>>,
+    /// The latest switch between feeds.
+    last_switch: Mutex<Option<SourceSwitch>>,
+}
+
+/// What the program pipeline's picture shows, and since when.
+#[derive(Debug, Default)]
+struct Shown {
+    now: Option<Feed>,
+    /// (running time, feed) of recent changes, oldest first.
+    changes: VecDeque<(u64, Feed)>,
+}
+
+impl Shown {
+    /// The feed shown at running time `rt` (the slate before any change).
+    fn at(&self, rt: u64) -> Feed {
+        self.changes.iter().rev().find(|(t, _)| *t <= rt).map_or(Feed::Slate, |(_, f)| *f)
+    }
 }
 
 impl Switch {
     fn content_at_rt(&self, rt: u64, base: u64) -> Content {
         lock(&self.cue).content_at(self.utc.utc_of(rt + base))
     }
+
+    /// Looks at the feeds' health at clock time `now` and returns the feed
+    /// the program should carry; a change is recorded with its reason.
+    fn select(&self, now: u64, at_utc: u64) -> Feed {
+        let d = self.failover.detect_after;
+        let primary = health(now, self.feeds[0].seen(), d);
+        let backup = self.feeds.get(1).map(|c| health(now, c.seen(), d));
+        let mut sel = lock(&self.selector);
+        let from = sel.on();
+        if let Some((to, reason)) = sel.decide(now, primary, backup) {
+            let sw = SourceSwitch { at_utc_ns: at_utc, from, to, reason };
+            info!(from = from.as_str(), to = to.as_str(), reason = %sw.reason, utc = %utc_text(at_utc), "Source switched.");
+            lock(&self.switches).push(sw.clone());
+            *lock(&self.last_switch) = Some(sw);
+        }
+        sel.on()
+    }
 }
 
-/// The running program: the contribution feed and the program pipeline.
+/// The running program: the contribution feeds and the program pipeline.
 #[derive(Debug)]
 pub struct Program {
-    contribution: Contribution,
+    primary: Contribution,
+    backup: Option<Contribution>,
     switch: Arc<Switch>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -121,6 +176,10 @@ pub struct Program {
 pub struct ProgramPlan {
     /// The contribution.
     pub source: Source,
+    /// The backup contribution, if any.
+    pub backup: Option<Source>,
+    /// When to fail over and come back.
+    pub failover: FailoverSettings,
     /// The output format.
     pub format: ProgramFormat,
     /// The slate.
@@ -149,20 +208,56 @@ impl Program {
             cue: Mutex::new(cue),
             utc,
             video_program: AtomicBool::new(false),
-            audio_program: AtomicBool::new(false),
             switch_rt: AtomicU64::new(u64::MAX),
             keyframes_encoded: AtomicU64::new(0),
             program_keyframe: AtomicU64::new(0),
             keyframes_muxed: AtomicU64::new(0),
             switched_utc: AtomicU64::new(0),
+            feeds: std::iter::repeat_with(Arc::default).take(1 + usize::from(plan.backup.is_some())).collect(),
+            failover: plan.failover,
+            selector: Mutex::new(Selector::new(plan.failover, plan.backup.is_some())),
+            shown: Mutex::default(),
+            switches: Mutex::default(),
+            last_switch: Mutex::default(),
         });
-        let raw = RawSink::new();
+        let raws = [RawSink::new(), RawSink::new()];
         let first = build(plan, &switch, sender.clone())?;
-        let contribution =
-            Contribution::start(&plan.source, &plan.format, &plan.title, Arc::clone(&raw), stop.clone())?;
-        let sup = Supervisor { plan: plan.clone(), switch: Arc::clone(&switch), raw, sender, stop };
+        let feed = |source: &Source, i: usize| {
+            let counters = Arc::clone(&switch.feeds[i]);
+            let (f, d) = (&plan.format, plan.failover.detect_after);
+            Contribution::start(source, f, &plan.title, Arc::clone(&raws[i]), counters, d, stop.clone())
+        };
+        let primary = feed(&plan.source, 0)?;
+        let backup = plan.backup.as_ref().map(|b| feed(b, 1)).transpose()?;
+        let sup = Supervisor { plan: plan.clone(), switch: Arc::clone(&switch), raws, sender, stop };
         let task = tokio::spawn(sup.run(first));
-        Ok(Self { contribution, switch, task: Some(task) })
+        Ok(Self { primary, backup, switch, task: Some(task) })
+    }
+
+    /// Automatic failover, or a feed held by hand; takes effect on the next
+    /// output picture.
+    pub fn set_source_mode(&self, mode: SourceMode) {
+        lock(&self.switch.selector).set_mode(mode);
+    }
+
+    /// The failover's mode.
+    pub fn source_mode(&self) -> SourceMode {
+        lock(&self.switch.selector).mode()
+    }
+
+    /// What the picture shows now: the slate, or the feed on air.
+    pub fn shown(&self) -> Feed {
+        lock(&self.switch.shown).now.unwrap_or(Feed::Slate)
+    }
+
+    /// The latest switch between feeds.
+    pub fn last_switch(&self) -> Option<SourceSwitch> {
+        lock(&self.switch.last_switch).clone()
+    }
+
+    /// The switches between feeds since the last call, oldest first.
+    pub fn take_switches(&self) -> Vec<SourceSwitch> {
+        std::mem::take(&mut *lock(&self.switch.switches))
     }
 
     /// Replaces the cue; takes effect on the next output frame.
@@ -186,14 +281,22 @@ impl Program {
         Some(self.switch.switched_utc.load(Ordering::Relaxed)).filter(|&n| n > 0)
     }
 
-    /// A snapshot of the contribution feed.
+    /// A snapshot of the primary feed.
     pub fn status(&self) -> SourceStatus {
-        self.contribution.status()
+        self.primary.status()
     }
 
-    /// Waits for both supervisors to finish (after the stop signal).
+    /// A snapshot of the backup feed, if there is one.
+    pub fn backup_status(&self) -> Option<SourceStatus> {
+        self.backup.as_ref().map(Contribution::status)
+    }
+
+    /// Waits for every supervisor to finish (after the stop signal).
     pub async fn join(&mut self) {
-        self.contribution.join().await;
+        self.primary.join().await;
+        if let Some(b) = &mut self.backup {
+            b.join().await;
+        }
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -203,14 +306,14 @@ impl Program {
 struct Built {
     pipeline: gst::Pipeline,
     bus_rx: super::BusRx,
-    video: gst_app::AppSrc,
-    audio: gst_app::AppSrc,
+    /// (video, audio) appsrcs of the primary, then of the backup.
+    inputs: [(gst_app::AppSrc, gst_app::AppSrc); 2],
 }
 
 struct Supervisor {
     plan: ProgramPlan,
     switch: Arc<Switch>,
-    raw: Arc<RawSink>,
+    raws: [Arc<RawSink>; 2],
     sender: FanoutSender,
     stop: watch::Receiver<bool>,
 }
@@ -241,12 +344,14 @@ impl Supervisor {
     }
 
     async fn run_once(&mut self, built: Built) -> Option<String> {
-        let Built { pipeline, mut bus_rx, video, audio } = built;
+        let Built { pipeline, mut bus_rx, inputs } = built;
         let guard = super::NullOnDrop(pipeline.clone());
         let p = pipeline.clone();
         let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
         let result = if matches!(started, Ok(Ok(_))) {
-            self.raw.attach(video, audio);
+            for (raw, (video, audio)) in self.raws.iter().zip(inputs) {
+                raw.attach(video, audio);
+            }
             info!("Program pipeline running.");
             loop {
                 tokio::select! {
@@ -264,7 +369,9 @@ impl Supervisor {
         } else {
             Some(super::first_error(&mut bus_rx).unwrap_or_else(|| "the program pipeline refused to start".into()))
         };
-        self.raw.detach();
+        for raw in &self.raws {
+            raw.detach();
+        }
         let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
         result
     }
@@ -298,7 +405,7 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
             .downcast::<gst_app::AppSrc>()
             .map_err(|_| MediaError::Template { template: name.into(), message: format!("`{n}` is not an appsrc") })
     };
-    let (video, audio) = (app("program_video")?, app("program_audio")?);
+    let inputs = [(app("program_video")?, app("program_audio")?), (app("backup_video")?, app("backup_audio")?)];
     let (vmix, amix, venc) = (named("vmix")?, named("amix")?, named("venc")?);
     let tone = named("slate_tone")?;
     match plan.slate.tone_hz {
@@ -347,59 +454,78 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
     slate
         .link_pads(Some("video"), &bin, Some("slate"))
         .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link the slate to the compositor: {e}")))?;
-    let (slate_v, program_v) = (slate_target, vpad("sink_1")?);
-    let (slate_a, program_a) = (apad("sink_0")?, apad("sink_1")?);
-    slate_v.set_property("zorder", 0u32);
-    program_v.set_property("zorder", 1u32);
-    program_v.set_property("width", f.width as i32);
-    program_v.set_property("height", f.height as i32);
-    program_v.set_property("alpha", 0.0f64);
-    program_a.set_property("mute", true);
-    slate_a.set_property("mute", false);
+    // Pads by feed: slate, primary, backup.
+    let video_pads = [slate_target, vpad("sink_1")?, vpad("sink_2")?];
+    let audio_pads = [apad("sink_0")?, apad("sink_1")?, apad("sink_2")?];
+    for (i, pad) in video_pads.iter().enumerate() {
+        pad.set_property("zorder", i as u32);
+        if i > 0 {
+            pad.set_property("width", f.width as i32);
+            pad.set_property("height", f.height as i32);
+        }
+    }
+    show_video(&video_pads, Feed::Slate);
+    show_audio(&audio_pads, Feed::Slate);
     switch.video_program.store(false, Ordering::Relaxed);
-    switch.audio_program.store(false, Ordering::Relaxed);
+    *lock(&switch.shown) = Shown::default();
 
     vmix.set_property("emit-signals", true);
     amix.set_property("emit-signals", true);
     {
         let switch = Arc::clone(switch);
         let venc_src = venc.static_pad("src").ok_or_else(|| MediaError::Pipeline("x264enc has no src pad".into()))?;
+        let clock = super::clock();
         vmix.connect("samples-selected", false, move |args| {
             let agg = args[0].get::<gst::Element>().ok()?;
-            let rt = args[2].get::<Option<gst::ClockTime>>().ok().flatten()?;
-            let base = agg.base_time()?;
-            let content = switch.content_at_rt(rt.nseconds(), base.nseconds());
+            let rt = args[2].get::<Option<gst::ClockTime>>().ok().flatten()?.nseconds();
+            let base = agg.base_time()?.nseconds();
+            let utc = switch.utc.utc_of(rt + base);
+            let feed = switch.select(clock.time().nseconds(), utc);
+            let content = switch.content_at_rt(rt, base);
             let program = content == Content::Program;
-            if switch.video_program.swap(program, Ordering::Relaxed) != program {
-                program_v.set_property("alpha", if program { 1.0f64 } else { 0.0 });
-                if program {
-                    let utc = switch.utc.utc_of(rt.nseconds() + base.nseconds());
-                    switch.switched_utc.store(utc, Ordering::Relaxed);
-                    // A keyframe on the first program picture: a partner's
-                    // decoder can start on it, and the as-run log can name it.
-                    switch.switch_rt.store(rt.nseconds(), Ordering::Relaxed);
-                    let fku = gst::Structure::builder("GstForceKeyUnit")
-                        .field("running-time", rt.nseconds())
-                        .field("all-headers", true)
-                        .field("count", 0u32)
-                        .build();
-                    venc_src.send_event(gst::event::CustomUpstream::new(fku));
+            let show = if program { feed } else { Feed::Slate };
+            let changed = {
+                let mut shown = lock(&switch.shown);
+                let changed = shown.now != Some(show);
+                if changed {
+                    shown.now = Some(show);
+                    shown.changes.push_back((rt, show));
+                    if shown.changes.len() > 32 {
+                        shown.changes.pop_front();
+                    }
                 }
-                info!(content = content.as_str(), utc = %utc_text(switch.utc.utc_of(rt.nseconds() + base.nseconds())), "Program switched.");
+                changed
+            };
+            if changed {
+                show_video(&video_pads, show);
+                // A keyframe on the first picture of what is now shown: a
+                // partner's decoder can start on it, and the as-run log can
+                // name the programme's first one.
+                let fku = gst::Structure::builder("GstForceKeyUnit")
+                    .field("running-time", rt)
+                    .field("all-headers", true)
+                    .field("count", 0u32)
+                    .build();
+                venc_src.send_event(gst::event::CustomUpstream::new(fku));
+            }
+            if switch.video_program.swap(program, Ordering::Relaxed) != program {
+                if program {
+                    switch.switched_utc.store(utc, Ordering::Relaxed);
+                    switch.switch_rt.store(rt, Ordering::Relaxed);
+                }
+                info!(content = content.as_str(), utc = %utc_text(utc), "Program switched.");
             }
             None
         });
     }
     {
         let switch = Arc::clone(switch);
+        let heard = std::sync::atomic::AtomicUsize::new(pad_index(Feed::Slate));
         amix.connect("samples-selected", false, move |args| {
-            let agg = args[0].get::<gst::Element>().ok()?;
-            let rt = args[2].get::<Option<gst::ClockTime>>().ok().flatten()?;
-            let base = agg.base_time()?;
-            let program = switch.content_at_rt(rt.nseconds(), base.nseconds()) == Content::Program;
-            if switch.audio_program.swap(program, Ordering::Relaxed) != program {
-                program_a.set_property("mute", !program);
-                slate_a.set_property("mute", program);
+            let rt = args[2].get::<Option<gst::ClockTime>>().ok().flatten()?.nseconds();
+            let show = lock(&switch.shown).at(rt);
+            if heard.swap(pad_index(show), Ordering::Relaxed) != pad_index(show) {
+                show_audio(&audio_pads, show);
             }
             None
         });
@@ -424,7 +550,31 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
     }
 
     let bus_rx = super::forward_bus(&pipeline)?;
-    Ok(Built { pipeline, bus_rx, video, audio })
+    Ok(Built { pipeline, bus_rx, inputs })
+}
+
+/// The index of `feed`'s pads: slate, primary, backup.
+fn pad_index(feed: Feed) -> usize {
+    match feed {
+        Feed::Slate => 0,
+        Feed::Primary => 1,
+        Feed::Backup => 2,
+    }
+}
+
+/// Makes `feed`'s picture the one shown: its pad opaque, the feeds' other
+/// pads transparent (the slate, at the bottom, stays opaque underneath).
+fn show_video(pads: &[gst::Pad; 3], feed: Feed) {
+    for (i, pad) in pads.iter().enumerate().skip(1) {
+        pad.set_property("alpha", if i == pad_index(feed) { 1.0f64 } else { 0.0 });
+    }
+}
+
+/// Makes `feed`'s sound the one heard; every other pad muted.
+fn show_audio(pads: &[gst::Pad; 3], feed: Feed) {
+    for (i, pad) in pads.iter().enumerate() {
+        pad.set_property("mute", i != pad_index(feed));
+    }
 }
 
 /// The appsink handing the multiplexed program to the fan-out; it marks the

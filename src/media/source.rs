@@ -19,6 +19,7 @@ use gstreamer_app as gst_app;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::failover::{Seen, health};
 use super::{MediaError, lock, template, ts};
 use crate::config::{ProgramFormat, Source};
 
@@ -70,6 +71,11 @@ pub struct SourceStatus {
     pub garbage_bytes: u64,
     /// Pictures decoded.
     pub frames: u64,
+    /// Pictures decoded within the failover's detection time, and no
+    /// garbage within it: the program can carry this feed.
+    pub healthy: bool,
+    /// Why it is not healthy, if it is not.
+    pub loss: Option<String>,
     /// Pipeline restarts after errors.
     pub restarts: u32,
     /// The most recent problem, if any.
@@ -91,6 +97,17 @@ pub struct SourceCounters {
     pub last_valid_ns: AtomicU64,
     /// Clock time (ns) of the last garbage; 0 if none yet.
     pub last_garbage_ns: AtomicU64,
+}
+
+impl SourceCounters {
+    /// The instants the failover's health is judged on.
+    pub fn seen(&self) -> Seen {
+        Seen {
+            last_frame_ns: self.last_frame_ns.load(Ordering::Relaxed),
+            last_valid_ns: self.last_valid_ns.load(Ordering::Relaxed),
+            last_garbage_ns: self.last_garbage_ns.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Waits out the backoff before restart `attempt` of a source or program
@@ -171,7 +188,9 @@ struct Shared {
     ts_input: bool,
     restarts: AtomicU32,
     flags: Mutex<Flags>,
-    counters: SourceCounters,
+    counters: Arc<SourceCounters>,
+    /// The failover's detection time, for the health in the status.
+    detect_after: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,18 +214,22 @@ pub struct Contribution {
 impl Contribution {
     /// Builds the feed's pipeline once (so a missing plugin or a broken
     /// template is an error here, at start-up) and starts its supervisor.
+    /// What it delivers is counted in `counters` (the failover reads them).
     pub fn start(
         source: &Source,
         format: &ProgramFormat,
         title: &str,
         out: Arc<RawSink>,
+        counters: Arc<SourceCounters>,
+        detect_after: Duration,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, MediaError> {
         let shared = Arc::new(Shared {
             ts_input: !matches!(source, Source::Test(_)),
             restarts: AtomicU32::new(0),
             flags: Mutex::new(Flags::default()),
-            counters: SourceCounters::default(),
+            counters,
+            detect_after,
         });
         let first = build(source, format, title, &out, &shared)?;
         let sup = Supervisor {
@@ -255,12 +278,15 @@ impl Contribution {
         } else {
             (SourceState::Waiting, pipeline_error)
         };
+        let loss = health(now, c.seen(), self.shared.detect_after).err();
         SourceStatus {
             describe: self.describe.clone(),
             state,
             bytes_in: c.bytes.load(Ordering::Relaxed),
             garbage_bytes: garbage,
             frames: c.frames.load(Ordering::Relaxed),
+            healthy: loss.is_none() && !stopped,
+            loss,
             restarts: self.shared.restarts.load(Ordering::Relaxed),
             last_error,
         }

@@ -38,13 +38,30 @@ fn board(u: &proto::StatusUpdate) -> String {
         t0.map_or(String::new(), |t| countdown(now, t)),
         now.format("%H:%M:%S"),
     );
-    if let Some(s) = &u.source {
-        let src = source_name(u.source_in_use);
-        out += &format!("source {src}: {} {} ({} in)", s.describe, s.state, table::bytes(s.bytes_in));
+    if u.source.is_some() {
+        out += &format!(
+            "on air: {}  (mode {})\n",
+            source_name(u.source_in_use),
+            source_name(u.source_mode)
+        );
+    }
+    for (role, s) in [("primary", &u.source), ("backup", &u.backup)] {
+        let Some(s) = s else { continue };
+        let health = if s.healthy { "healthy".to_owned() } else { format!("LOST: {}", s.loss) };
+        out += &format!("  {role:<8} {}  {}  {health}  ({} in)", s.describe, s.state, table::bytes(s.bytes_in));
         if !s.last_error.is_empty() {
             out += &format!("  last error: {}", s.last_error);
         }
         out.push('\n');
+    }
+    if let Some(sw) = &u.last_switch {
+        out += &format!(
+            "  last switch {} UTC: {} -> {}: {}\n",
+            ts(&sw.at).map_or("-".into(), |t| t.format("%H:%M:%S%.3f").to_string()),
+            source_name(sw.from),
+            source_name(sw.to),
+            sw.reason
+        );
     }
     if u.lagged > 0 {
         out += &format!("(this board fell behind: {} update(s) skipped)\n", u.lagged);
@@ -90,9 +107,11 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
         "event_id": u.event_id, "title": u.title, "event_state": state_name(u.event_state),
         "on_air_utc": iso(&u.on_air_utc), "end_utc": iso(&u.end_utc),
         "source_in_use": source_name(u.source_in_use),
-        "source": u.source.as_ref().map(|s| serde_json::json!({
-            "describe": s.describe, "state": s.state, "bytes_in": s.bytes_in,
-            "garbage_bytes": s.garbage_bytes, "restarts": s.restarts, "last_error": s.last_error,
+        "source_mode": source_name(u.source_mode),
+        "source": u.source.as_ref().map(health_json),
+        "backup": u.backup.as_ref().map(health_json),
+        "last_switch": u.last_switch.as_ref().map(|sw| serde_json::json!({
+            "at": iso(&sw.at), "from": source_name(sw.from), "to": source_name(sw.to), "reason": sw.reason,
         })),
         "legs": u.legs.iter().map(|l| serde_json::json!({
             "channel_id": l.channel_id, "protocol": l.protocol, "state": leg_state(l.state),
@@ -103,6 +122,14 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
                 "rtt_ms": s.rtt_ms, "packets_lost": s.packets_lost, "packets_retransmitted": s.packets_retransmitted,
             })),
         })).collect::<Vec<_>>(),
+    })
+}
+
+fn health_json(s: &proto::SourceHealth) -> serde_json::Value {
+    serde_json::json!({
+        "describe": s.describe, "state": s.state, "healthy": s.healthy, "loss": s.loss,
+        "bytes_in": s.bytes_in, "frames": s.frames, "garbage_bytes": s.garbage_bytes,
+        "restarts": s.restarts, "last_error": s.last_error,
     })
 }
 

@@ -1,0 +1,315 @@
+//! Which contribution the program carries: the primary, the backup, or the
+//! slate when both are lost. Pure logic, fed by the program pipeline once
+//! per output picture with each feed's health (see [`health`]); the switch
+//! itself happens in [`super::program`] on the same picture.
+//!
+//! Automatic rules:
+//! - on the primary: lost for `detect_after` → the backup if healthy, else
+//!   the slate;
+//! - on the backup: the primary back and healthy for `return_after` → the
+//!   primary; the backup lost → the primary if healthy, else the slate;
+//! - on the slate: the first healthy feed, the primary first. At start the
+//!   backup is taken only once the primary has had `detect_after` to
+//!   deliver, so a primary that is merely slower to start is not skipped.
+//!
+//! By hand, `PRIMARY` or `BACKUP` holds whatever their health until `AUTO`.
+
+use std::time::Duration;
+
+use crate::config::FailoverSettings;
+
+/// A source the program can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Feed {
+    /// The primary contribution.
+    Primary,
+    /// The backup contribution.
+    Backup,
+    /// The slate (no source to carry).
+    Slate,
+}
+
+impl Feed {
+    /// The displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feed::Primary => "PRIMARY",
+            Feed::Backup => "BACKUP",
+            Feed::Slate => "SLATE",
+        }
+    }
+}
+
+/// Automatic failover, or a feed held by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SourceMode {
+    /// The rules above.
+    #[default]
+    Auto,
+    /// The primary, whatever its health.
+    Primary,
+    /// The backup, whatever its health.
+    Backup,
+}
+
+impl SourceMode {
+    /// The displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceMode::Auto => "AUTO",
+            SourceMode::Primary => "PRIMARY",
+            SourceMode::Backup => "BACKUP",
+        }
+    }
+}
+
+/// One switch between feeds, for the status and the as-run log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceSwitch {
+    /// UTC (ns) of the first picture of the new feed, by its timestamp.
+    pub at_utc_ns: u64,
+    /// The feed before.
+    pub from: Feed,
+    /// The feed after.
+    pub to: Feed,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// What a feed's counters say, at one instant (clock ns; 0: never).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The last decoded picture.
+    pub last_frame_ns: u64,
+    /// The last valid MPEG-TS.
+    pub last_valid_ns: u64,
+    /// The last data refused as not MPEG-TS.
+    pub last_garbage_ns: u64,
+}
+
+/// A feed is healthy when a picture decoded within `detect_after` and no
+/// garbage arrived within it: garbage mixed into a feed counts as loss even
+/// if some pictures still decode.
+pub fn health(now_ns: u64, seen: Seen, detect_after: Duration) -> Result<(), String> {
+    let d = detect_after.as_nanos() as u64;
+    let recent = |t: u64| t > 0 && now_ns.saturating_sub(t) < d;
+    let ms = detect_after.as_millis();
+    if recent(seen.last_garbage_ns) {
+        Err(format!("carries data that is not MPEG-TS (within the last {ms} ms)"))
+    } else if recent(seen.last_frame_ns) {
+        Ok(())
+    } else if recent(seen.last_valid_ns) {
+        Err(format!("carries MPEG-TS but no picture decoded for {ms} ms"))
+    } else if seen.last_frame_ns == 0 && seen.last_valid_ns == 0 {
+        Err("no picture yet".into())
+    } else {
+        Err(format!("no data for {ms} ms"))
+    }
+}
+
+/// The automatic failover's state.
+#[derive(Debug)]
+pub struct Selector {
+    settings: FailoverSettings,
+    has_backup: bool,
+    mode: SourceMode,
+    on: Feed,
+    started_ns: Option<u64>,
+    /// Since when each feed (primary, backup) has been healthy (clock ns).
+    healthy_since: [Option<u64>; 2],
+}
+
+impl Selector {
+    /// Starts on the slate, waiting for a feed.
+    pub fn new(settings: FailoverSettings, has_backup: bool) -> Self {
+        Self { settings, has_backup, mode: SourceMode::Auto, on: Feed::Slate, started_ns: None, healthy_since: [None; 2] }
+    }
+
+    /// The feed carried now.
+    pub fn on(&self) -> Feed {
+        self.on
+    }
+
+    /// The mode in force.
+    pub fn mode(&self) -> SourceMode {
+        self.mode
+    }
+
+    /// Sets the mode; takes effect at the next [`Selector::decide`].
+    pub fn set_mode(&mut self, mode: SourceMode) {
+        self.mode = mode;
+    }
+
+    /// Looks at both feeds at clock time `now_ns`; returns the new feed and
+    /// why, when it changes.
+    pub fn decide(
+        &mut self,
+        now_ns: u64,
+        primary: Result<(), String>,
+        backup: Option<Result<(), String>>,
+    ) -> Option<(Feed, String)> {
+        let started = *self.started_ns.get_or_insert(now_ns);
+        let backup = if self.has_backup { backup.unwrap_or_else(|| Err("not running".into())) } else { Err(String::new()) };
+        for (i, ok) in [primary.is_ok(), backup.is_ok()].into_iter().enumerate() {
+            self.healthy_since[i] = if ok { Some(self.healthy_since[i].unwrap_or(now_ns)) } else { None };
+        }
+        let p_for = self.healthy_since[0].map(|s| Duration::from_nanos(now_ns.saturating_sub(s)));
+        let (p_ok, b_ok) = (primary.is_ok(), backup.is_ok());
+        let why_p = primary.err().unwrap_or_default();
+        let why_b = backup.err().unwrap_or_default();
+        let lost_both = || {
+            if self.has_backup {
+                format!("primary lost ({why_p}) and backup lost ({why_b})")
+            } else {
+                format!("primary lost ({why_p}), no backup configured")
+            }
+        };
+        let (to, reason) = match (self.mode, self.on) {
+            (SourceMode::Primary, on) if on != Feed::Primary => (Feed::Primary, "held by hand: PRIMARY".to_owned()),
+            (SourceMode::Backup, on) if on != Feed::Backup => (Feed::Backup, "held by hand: BACKUP".to_owned()),
+            (SourceMode::Primary | SourceMode::Backup, _) => return None,
+            (SourceMode::Auto, Feed::Primary) if p_ok => return None,
+            (SourceMode::Auto, Feed::Primary) if b_ok => (Feed::Backup, format!("primary lost: {why_p}")),
+            (SourceMode::Auto, Feed::Primary) => (Feed::Slate, lost_both()),
+            (SourceMode::Auto, Feed::Backup) if p_for.is_some_and(|d| d >= self.settings.return_after) => {
+                (Feed::Primary, format!("primary healthy again for {:.1} s", self.settings.return_after.as_secs_f64()))
+            }
+            (SourceMode::Auto, Feed::Backup) if b_ok => return None,
+            (SourceMode::Auto, Feed::Backup) if p_ok => {
+                (Feed::Primary, format!("backup lost ({why_b}); primary healthy"))
+            }
+            (SourceMode::Auto, Feed::Backup) => (Feed::Slate, lost_both()),
+            (SourceMode::Auto, Feed::Slate) if p_ok => (Feed::Primary, "primary delivering".to_owned()),
+            (SourceMode::Auto, Feed::Slate)
+                if b_ok && Duration::from_nanos(now_ns.saturating_sub(started)) >= self.settings.detect_after =>
+            {
+                (Feed::Backup, format!("backup delivering; primary lost ({why_p})"))
+            }
+            (SourceMode::Auto, Feed::Slate) => return None,
+        };
+        self.on = to;
+        Some((to, reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn settings() -> FailoverSettings {
+        FailoverSettings { detect_after: Duration::from_millis(500), return_after: Duration::from_secs(5) }
+    }
+
+    fn ok() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn lost() -> Result<(), String> {
+        Err("no data for 500 ms".into())
+    }
+
+    #[test]
+    fn health_names_the_kind_of_loss() {
+        let d = Duration::from_millis(500);
+        let now = 10_000 * MS;
+        let fresh = Seen { last_frame_ns: now - 40 * MS, last_valid_ns: now - 10 * MS, last_garbage_ns: 0 };
+        assert_eq!(health(now, fresh, d), Ok(()));
+        assert_eq!(health(now, Seen::default(), d), Err("no picture yet".into()));
+        let stale = Seen { last_frame_ns: now - 500 * MS, last_valid_ns: now - 600 * MS, last_garbage_ns: 0 };
+        assert_eq!(health(now, stale, d), Err("no data for 500 ms".into()));
+        let no_video = Seen { last_frame_ns: now - 900 * MS, last_valid_ns: now - 5 * MS, last_garbage_ns: 0 };
+        assert!(health(now, no_video, d).unwrap_err().contains("no picture decoded"));
+        // Garbage mixed in: lost even though pictures still decode.
+        let mixed = Seen { last_garbage_ns: now - 100 * MS, ..fresh };
+        assert!(health(now, mixed, d).unwrap_err().contains("not MPEG-TS"));
+        let old_garbage = Seen { last_garbage_ns: now - 501 * MS, ..fresh };
+        assert_eq!(health(now, old_garbage, d), Ok(()));
+    }
+
+    #[test]
+    fn starts_on_the_primary_and_fails_over_to_the_backup_then_the_slate() {
+        let mut s = Selector::new(settings(), true);
+        assert_eq!(s.decide(0, lost(), Some(lost())), None);
+        assert_eq!(s.decide(100 * MS, ok(), Some(ok())).map(|c| c.0), Some(Feed::Primary));
+        assert_eq!(s.decide(200 * MS, ok(), Some(ok())), None);
+        let (to, why) = s.decide(900 * MS, lost(), Some(ok())).unwrap();
+        assert_eq!((to, why.as_str()), (Feed::Backup, "primary lost: no data for 500 ms"));
+        let (to, why) = s.decide(2000 * MS, lost(), Some(lost())).unwrap();
+        assert_eq!(to, Feed::Slate);
+        assert!(why.contains("primary lost") && why.contains("backup lost"), "{why}");
+        assert_eq!(s.decide(2040 * MS, lost(), Some(lost())), None);
+    }
+
+    #[test]
+    fn the_primary_returns_only_after_the_stability_window() {
+        let mut s = Selector::new(settings(), true);
+        s.decide(0, ok(), Some(ok()));
+        assert_eq!(s.decide(1000 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+        // Back at 2 s; a blip at 4 s restarts the window.
+        assert_eq!(s.decide(2000 * MS, ok(), Some(ok())), None);
+        assert_eq!(s.decide(4000 * MS, lost(), Some(ok())), None);
+        assert_eq!(s.decide(4040 * MS, ok(), Some(ok())), None);
+        assert_eq!(s.decide(9000 * MS, ok(), Some(ok())), None);
+        let (to, why) = s.decide(9040 * MS, ok(), Some(ok())).unwrap();
+        assert_eq!(to, Feed::Primary);
+        assert!(why.contains("5.0 s"), "{why}");
+    }
+
+    #[test]
+    fn a_lost_backup_hands_back_to_a_healthy_primary_at_once() {
+        let mut s = Selector::new(settings(), true);
+        s.decide(0, ok(), Some(ok()));
+        s.decide(1000 * MS, lost(), Some(ok()));
+        assert_eq!(s.decide(1500 * MS, ok(), Some(ok())), None);
+        assert_eq!(s.decide(1600 * MS, ok(), Some(lost())).map(|c| c.0), Some(Feed::Primary));
+    }
+
+    #[test]
+    fn from_the_slate_the_first_healthy_feed_goes_on() {
+        let mut s = Selector::new(settings(), true);
+        s.decide(0, ok(), Some(ok()));
+        s.decide(1000 * MS, lost(), Some(lost()));
+        assert_eq!(s.on(), Feed::Slate);
+        assert_eq!(s.decide(3000 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+        let mut s = Selector::new(settings(), true);
+        s.decide(0, ok(), Some(ok()));
+        s.decide(1000 * MS, lost(), Some(lost()));
+        assert_eq!(s.decide(3000 * MS, ok(), Some(lost())).map(|c| c.0), Some(Feed::Primary));
+    }
+
+    #[test]
+    fn at_start_the_primary_gets_the_detection_time_before_the_backup() {
+        let mut s = Selector::new(settings(), true);
+        assert_eq!(s.decide(0, lost(), Some(ok())), None);
+        assert_eq!(s.decide(400 * MS, lost(), Some(ok())), None);
+        assert_eq!(s.decide(500 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+    }
+
+    #[test]
+    fn without_a_backup_a_lost_primary_means_slate() {
+        let mut s = Selector::new(settings(), false);
+        s.decide(0, ok(), None);
+        let (to, why) = s.decide(1000 * MS, lost(), None).unwrap();
+        assert_eq!(to, Feed::Slate);
+        assert!(why.contains("no backup configured"), "{why}");
+        assert_eq!(s.decide(1040 * MS, ok(), None).map(|c| c.0), Some(Feed::Primary));
+    }
+
+    #[test]
+    fn a_feed_held_by_hand_stays_until_auto() {
+        let mut s = Selector::new(settings(), true);
+        s.decide(0, ok(), Some(ok()));
+        s.set_mode(SourceMode::Backup);
+        assert_eq!(s.decide(40 * MS, ok(), Some(ok())), Some((Feed::Backup, "held by hand: BACKUP".into())));
+        assert_eq!(s.decide(80 * MS, ok(), Some(lost())), None, "held even when lost");
+        s.set_mode(SourceMode::Primary);
+        assert_eq!(s.decide(120 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Primary));
+        assert_eq!(s.decide(900 * MS, lost(), Some(ok())), None);
+        s.set_mode(SourceMode::Auto);
+        assert_eq!(s.decide(940 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+    }
+}
