@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::server::{ApiServer, authed, default_options};
+use common::server::{ApiServer, authed, default_options, watch_until};
 use common::{UdpCapture, channel, config_with, wait_for};
 use simulcast::api::auth::Role;
 use simulcast::api::convert::{channel_to_proto_with_secrets, timestamp};
@@ -78,26 +78,6 @@ fn state(e: &proto::Event) -> EventState {
 async fn asrun_kinds(m: &mut MonitorServiceClient<Transport>, id: &str, token: &str) -> Vec<(String, String, String)> {
     let log = m.get_as_run_log(authed(r(id), token)).await.expect("asrun").into_inner().entries;
     log.into_iter().map(|e| (e.kind, e.channel_id, e.actor)).collect()
-}
-
-/// The first update of a watch stream that satisfies `cond`.
-async fn watch_until(
-    m: &mut MonitorServiceClient<Transport>,
-    id: &str,
-    token: &str,
-    timeout: Duration,
-    cond: impl Fn(&proto::StatusUpdate) -> bool,
-) -> proto::StatusUpdate {
-    let mut s = m.watch_status(authed(r(id), token)).await.expect("watch").into_inner();
-    let mut last = None;
-    let deadline = tokio::time::Instant::now() + timeout;
-    while let Ok(Ok(Some(u))) = tokio::time::timeout_at(deadline, s.message()).await {
-        if cond(&u) {
-            return u;
-        }
-        last = Some(u);
-    }
-    panic!("no matching status update in {timeout:?}; last: {last:#?}");
 }
 
 #[tokio::test]

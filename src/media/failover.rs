@@ -89,6 +89,18 @@ pub struct Seen {
     pub last_garbage_ns: u64,
 }
 
+/// One look at a feed, for [`Selector::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look {
+    /// See [`health`].
+    pub health: Result<(), String>,
+    /// Clock time (ns) of the timestamp of the feed's first picture since
+    /// it last started delivering: the program can show it from then on
+    /// (a feed's pictures are stamped ahead of their arrival by its own
+    /// buffering).
+    pub shows_from_ns: u64,
+}
+
 /// A feed is healthy when a picture decoded within `detect_after` and no
 /// garbage arrived within it: garbage mixed into a feed counts as loss even
 /// if some pictures still decode.
@@ -142,21 +154,33 @@ impl Selector {
         self.mode = mode;
     }
 
-    /// Looks at both feeds at clock time `now_ns`; returns the new feed and
-    /// why, when it changes.
+    /// Looks at both feeds at clock time `now_ns`, for the output picture
+    /// of clock time `picture_ns` (a little earlier: the mixers wait for
+    /// late input); returns the new feed and why, when it changes. A feed
+    /// goes on only once it was healthy at the picture's time, so the
+    /// picture that switches carries it.
     pub fn decide(
         &mut self,
         now_ns: u64,
-        primary: Result<(), String>,
-        backup: Option<Result<(), String>>,
+        picture_ns: u64,
+        primary: Look,
+        backup: Option<Look>,
     ) -> Option<(Feed, String)> {
         let started = *self.started_ns.get_or_insert(now_ns);
-        let backup = if self.has_backup { backup.unwrap_or_else(|| Err("not running".into())) } else { Err(String::new()) };
-        for (i, ok) in [primary.is_ok(), backup.is_ok()].into_iter().enumerate() {
-            self.healthy_since[i] = if ok { Some(self.healthy_since[i].unwrap_or(now_ns)) } else { None };
+        let none = || Look { health: Err("not running".into()), shows_from_ns: 0 };
+        let backup = if self.has_backup { backup.unwrap_or_else(none) } else { none() };
+        for (i, look) in [&primary, &backup].into_iter().enumerate() {
+            // Healthy from when its pictures can be shown, not before.
+            let from = now_ns.max(look.shows_from_ns);
+            self.healthy_since[i] =
+                if look.health.is_ok() { Some(self.healthy_since[i].unwrap_or(from)) } else { None };
         }
+        let (primary, backup) = (primary.health, backup.health);
         let p_for = self.healthy_since[0].map(|s| Duration::from_nanos(now_ns.saturating_sub(s)));
-        let (p_ok, b_ok) = (primary.is_ok(), backup.is_ok());
+        // On only once it could be shown at the picture's time, so the
+        // picture that switches carries it.
+        let usable = |i: usize| self.healthy_since[i].is_some_and(|s| s <= picture_ns);
+        let (p_ok, b_ok) = (usable(0), usable(1));
         let why_p = primary.err().unwrap_or_default();
         let why_b = backup.err().unwrap_or_default();
         let lost_both = || {
@@ -204,12 +228,12 @@ mod tests {
         FailoverSettings { detect_after: Duration::from_millis(500), return_after: Duration::from_secs(5) }
     }
 
-    fn ok() -> Result<(), String> {
-        Ok(())
+    fn ok() -> Look {
+        Look { health: Ok(()), shows_from_ns: 0 }
     }
 
-    fn lost() -> Result<(), String> {
-        Err("no data for 500 ms".into())
+    fn lost() -> Look {
+        Look { health: Err("no data for 500 ms".into()), shows_from_ns: 0 }
     }
 
     #[test]
@@ -233,28 +257,28 @@ mod tests {
     #[test]
     fn starts_on_the_primary_and_fails_over_to_the_backup_then_the_slate() {
         let mut s = Selector::new(settings(), true);
-        assert_eq!(s.decide(0, lost(), Some(lost())), None);
-        assert_eq!(s.decide(100 * MS, ok(), Some(ok())).map(|c| c.0), Some(Feed::Primary));
-        assert_eq!(s.decide(200 * MS, ok(), Some(ok())), None);
-        let (to, why) = s.decide(900 * MS, lost(), Some(ok())).unwrap();
+        assert_eq!(s.decide(0, 0, lost(), Some(lost())), None);
+        assert_eq!(s.decide(100 * MS, 100 * MS, ok(), Some(ok())).map(|c| c.0), Some(Feed::Primary));
+        assert_eq!(s.decide(200 * MS, 200 * MS, ok(), Some(ok())), None);
+        let (to, why) = s.decide(900 * MS, 900 * MS, lost(), Some(ok())).unwrap();
         assert_eq!((to, why.as_str()), (Feed::Backup, "primary lost: no data for 500 ms"));
-        let (to, why) = s.decide(2000 * MS, lost(), Some(lost())).unwrap();
+        let (to, why) = s.decide(2000 * MS, 2000 * MS, lost(), Some(lost())).unwrap();
         assert_eq!(to, Feed::Slate);
         assert!(why.contains("primary lost") && why.contains("backup lost"), "{why}");
-        assert_eq!(s.decide(2040 * MS, lost(), Some(lost())), None);
+        assert_eq!(s.decide(2040 * MS, 2040 * MS, lost(), Some(lost())), None);
     }
 
     #[test]
     fn the_primary_returns_only_after_the_stability_window() {
         let mut s = Selector::new(settings(), true);
-        s.decide(0, ok(), Some(ok()));
-        assert_eq!(s.decide(1000 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+        s.decide(0, 0, ok(), Some(ok()));
+        assert_eq!(s.decide(1000 * MS, 1000 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
         // Back at 2 s; a blip at 4 s restarts the window.
-        assert_eq!(s.decide(2000 * MS, ok(), Some(ok())), None);
-        assert_eq!(s.decide(4000 * MS, lost(), Some(ok())), None);
-        assert_eq!(s.decide(4040 * MS, ok(), Some(ok())), None);
-        assert_eq!(s.decide(9000 * MS, ok(), Some(ok())), None);
-        let (to, why) = s.decide(9040 * MS, ok(), Some(ok())).unwrap();
+        assert_eq!(s.decide(2000 * MS, 2000 * MS, ok(), Some(ok())), None);
+        assert_eq!(s.decide(4000 * MS, 4000 * MS, lost(), Some(ok())), None);
+        assert_eq!(s.decide(4040 * MS, 4040 * MS, ok(), Some(ok())), None);
+        assert_eq!(s.decide(9000 * MS, 9000 * MS, ok(), Some(ok())), None);
+        let (to, why) = s.decide(9040 * MS, 9040 * MS, ok(), Some(ok())).unwrap();
         assert_eq!(to, Feed::Primary);
         assert!(why.contains("5.0 s"), "{why}");
     }
@@ -262,54 +286,72 @@ mod tests {
     #[test]
     fn a_lost_backup_hands_back_to_a_healthy_primary_at_once() {
         let mut s = Selector::new(settings(), true);
-        s.decide(0, ok(), Some(ok()));
-        s.decide(1000 * MS, lost(), Some(ok()));
-        assert_eq!(s.decide(1500 * MS, ok(), Some(ok())), None);
-        assert_eq!(s.decide(1600 * MS, ok(), Some(lost())).map(|c| c.0), Some(Feed::Primary));
+        s.decide(0, 0, ok(), Some(ok()));
+        s.decide(1000 * MS, 1000 * MS, lost(), Some(ok()));
+        assert_eq!(s.decide(1500 * MS, 1500 * MS, ok(), Some(ok())), None);
+        assert_eq!(s.decide(1600 * MS, 1600 * MS, ok(), Some(lost())).map(|c| c.0), Some(Feed::Primary));
     }
 
     #[test]
     fn from_the_slate_the_first_healthy_feed_goes_on() {
         let mut s = Selector::new(settings(), true);
-        s.decide(0, ok(), Some(ok()));
-        s.decide(1000 * MS, lost(), Some(lost()));
+        s.decide(0, 0, ok(), Some(ok()));
+        s.decide(1000 * MS, 1000 * MS, lost(), Some(lost()));
         assert_eq!(s.on(), Feed::Slate);
-        assert_eq!(s.decide(3000 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+        assert_eq!(s.decide(3000 * MS, 3000 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
         let mut s = Selector::new(settings(), true);
-        s.decide(0, ok(), Some(ok()));
-        s.decide(1000 * MS, lost(), Some(lost()));
-        assert_eq!(s.decide(3000 * MS, ok(), Some(lost())).map(|c| c.0), Some(Feed::Primary));
+        s.decide(0, 0, ok(), Some(ok()));
+        s.decide(1000 * MS, 1000 * MS, lost(), Some(lost()));
+        assert_eq!(s.decide(3000 * MS, 3000 * MS, ok(), Some(lost())).map(|c| c.0), Some(Feed::Primary));
     }
 
     #[test]
     fn at_start_the_primary_gets_the_detection_time_before_the_backup() {
         let mut s = Selector::new(settings(), true);
-        assert_eq!(s.decide(0, lost(), Some(ok())), None);
-        assert_eq!(s.decide(400 * MS, lost(), Some(ok())), None);
-        assert_eq!(s.decide(500 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+        assert_eq!(s.decide(0, 0, lost(), Some(ok())), None);
+        assert_eq!(s.decide(400 * MS, 400 * MS, lost(), Some(ok())), None);
+        assert_eq!(s.decide(500 * MS, 500 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+    }
+
+    #[test]
+    fn a_feed_goes_on_only_once_it_was_healthy_at_the_pictures_time() {
+        let mut s = Selector::new(settings(), true);
+        // First pictures seen at 1000 ms while the mixer outputs 900 ms.
+        assert_eq!(s.decide(1000 * MS, 900 * MS, ok(), Some(lost())), None);
+        assert_eq!(s.decide(1040 * MS, 940 * MS, ok(), Some(lost())), None);
+        assert_eq!(s.decide(1100 * MS, 1000 * MS, ok(), Some(lost())).map(|c| c.0), Some(Feed::Primary));
+    }
+
+    #[test]
+    fn a_feed_stamped_ahead_goes_on_when_its_first_picture_is_due() {
+        let mut s = Selector::new(settings(), false);
+        let ahead = Look { health: Ok(()), shows_from_ns: 1700 * MS };
+        assert_eq!(s.decide(1000 * MS, 900 * MS, ahead.clone(), None), None);
+        assert_eq!(s.decide(1800 * MS, 1660 * MS, ahead.clone(), None), None);
+        assert_eq!(s.decide(1840 * MS, 1700 * MS, ahead, None).map(|c| c.0), Some(Feed::Primary));
     }
 
     #[test]
     fn without_a_backup_a_lost_primary_means_slate() {
         let mut s = Selector::new(settings(), false);
-        s.decide(0, ok(), None);
-        let (to, why) = s.decide(1000 * MS, lost(), None).unwrap();
+        s.decide(0, 0, ok(), None);
+        let (to, why) = s.decide(1000 * MS, 1000 * MS, lost(), None).unwrap();
         assert_eq!(to, Feed::Slate);
         assert!(why.contains("no backup configured"), "{why}");
-        assert_eq!(s.decide(1040 * MS, ok(), None).map(|c| c.0), Some(Feed::Primary));
+        assert_eq!(s.decide(1040 * MS, 1040 * MS, ok(), None).map(|c| c.0), Some(Feed::Primary));
     }
 
     #[test]
     fn a_feed_held_by_hand_stays_until_auto() {
         let mut s = Selector::new(settings(), true);
-        s.decide(0, ok(), Some(ok()));
+        s.decide(0, 0, ok(), Some(ok()));
         s.set_mode(SourceMode::Backup);
-        assert_eq!(s.decide(40 * MS, ok(), Some(ok())), Some((Feed::Backup, "held by hand: BACKUP".into())));
-        assert_eq!(s.decide(80 * MS, ok(), Some(lost())), None, "held even when lost");
+        assert_eq!(s.decide(40 * MS, 40 * MS, ok(), Some(ok())), Some((Feed::Backup, "held by hand: BACKUP".into())));
+        assert_eq!(s.decide(80 * MS, 80 * MS, ok(), Some(lost())), None, "held even when lost");
         s.set_mode(SourceMode::Primary);
-        assert_eq!(s.decide(120 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Primary));
-        assert_eq!(s.decide(900 * MS, lost(), Some(ok())), None);
+        assert_eq!(s.decide(120 * MS, 120 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Primary));
+        assert_eq!(s.decide(900 * MS, 900 * MS, lost(), Some(ok())), None);
         s.set_mode(SourceMode::Auto);
-        assert_eq!(s.decide(940 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+        assert_eq!(s.decide(940 * MS, 940 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
     }
 }

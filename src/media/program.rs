@@ -40,7 +40,7 @@ use tracing::{info, warn};
 
 use super::fanout::{Fanout, FanoutSender};
 use super::recording::UtcClock;
-use super::failover::{Feed, Selector, SourceMode, SourceSwitch, health};
+use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::source::{Contribution, RawSink, SourceCounters, SourceStatus, restart_backoff};
 use super::{MediaError, lock, template, ts};
 use crate::config::{FailoverSettings, ProgramFormat, SlateSettings, Source};
@@ -145,14 +145,16 @@ impl Switch {
     }
 
     /// Looks at the feeds' health at clock time `now` and returns the feed
-    /// the program should carry; a change is recorded with its reason.
-    fn select(&self, now: u64, at_utc: u64) -> Feed {
+    /// the output picture of clock time `picture` should carry; a change is
+    /// recorded with its reason.
+    fn select(&self, now: u64, picture: u64, at_utc: u64) -> Feed {
         let d = self.failover.detect_after;
-        let primary = health(now, self.feeds[0].seen(), d);
-        let backup = self.feeds.get(1).map(|c| health(now, c.seen(), d));
+        let look = |c: &SourceCounters| Look { health: health(now, c.seen(), d), shows_from_ns: c.shows_from() };
+        let primary = look(&self.feeds[0]);
+        let backup = self.feeds.get(1).map(|c| look(c));
         let mut sel = lock(&self.selector);
         let from = sel.on();
-        if let Some((to, reason)) = sel.decide(now, primary, backup) {
+        if let Some((to, reason)) = sel.decide(now, picture, primary, backup) {
             let sw = SourceSwitch { at_utc_ns: at_utc, from, to, reason };
             info!(from = from.as_str(), to = to.as_str(), reason = %sw.reason, utc = %utc_text(at_utc), "Source switched.");
             lock(&self.switches).push(sw.clone());
@@ -480,12 +482,13 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
             let rt = args[2].get::<Option<gst::ClockTime>>().ok().flatten()?.nseconds();
             let base = agg.base_time()?.nseconds();
             let utc = switch.utc.utc_of(rt + base);
-            let feed = switch.select(clock.time().nseconds(), utc);
+            let feed = switch.select(clock.time().nseconds(), rt + base, utc);
             let content = switch.content_at_rt(rt, base);
             let program = content == Content::Program;
             let show = if program { feed } else { Feed::Slate };
-            let changed = {
+            let (changed, first) = {
                 let mut shown = lock(&switch.shown);
+                let first = shown.now.is_none();
                 let changed = shown.now != Some(show);
                 if changed {
                     shown.now = Some(show);
@@ -494,15 +497,23 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
                         shown.changes.pop_front();
                     }
                 }
-                changed
+                (changed, first)
             };
             if changed {
                 show_video(&video_pads, show);
+            }
+            // The very first picture is a keyframe anyway.
+            if changed && !first {
                 // A keyframe on the first picture of what is now shown: a
                 // partner's decoder can start on it, and the as-run log can
-                // name the programme's first one.
+                // name the programme's first one. "As soon as possible"
+                // rather than at `rt`: the encoder is the next element, so
+                // the next picture it gets is this one; and x264enc shifts
+                // its running times by 1000 h (room for negative DTS), so a
+                // request at `rt` would count as already served after the
+                // first one.
                 let fku = gst::Structure::builder("GstForceKeyUnit")
-                    .field("running-time", rt)
+                    .field("running-time", u64::MAX)
                     .field("all-headers", true)
                     .field("count", 0u32)
                     .build();

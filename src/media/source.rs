@@ -29,6 +29,12 @@ pub const SOURCE_RESTART_INITIAL: Duration = Duration::from_millis(500);
 pub const SOURCE_RESTART_MAX: Duration = Duration::from_secs(5);
 /// No picture for this long: the feed is reported as waiting.
 pub const SOURCE_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// A feed whose pictures stop this long starts a new run when they return
+/// (less than the least failover detection time).
+const RUN_GAP: Duration = Duration::from_millis(100);
+/// The program shows a feed's very first picture only after this (the
+/// feed's branch of the program pipeline negotiates on it).
+const FIRST_PICTURE_SETTLE: Duration = Duration::from_millis(200);
 /// How long after the last garbage the source is still reported in error.
 pub const GARBAGE_HOLD: Duration = Duration::from_secs(2);
 
@@ -97,9 +103,17 @@ pub struct SourceCounters {
     pub last_valid_ns: AtomicU64,
     /// Clock time (ns) of the last garbage; 0 if none yet.
     pub last_garbage_ns: AtomicU64,
+    /// Clock time (ns) of the timestamp of the first picture since the
+    /// feed last started delivering (after a gap of [`RUN_GAP`] or more).
+    pub run_start_pts_ns: AtomicU64,
 }
 
 impl SourceCounters {
+    /// When the latest run of pictures can first be shown.
+    pub fn shows_from(&self) -> u64 {
+        self.run_start_pts_ns.load(Ordering::Relaxed)
+    }
+
     /// The instants the failover's health is judged on.
     pub fn seen(&self) -> Seen {
         Seen {
@@ -527,8 +541,16 @@ fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>) -> gst::Elem
                     }
                     if track == Track::Video {
                         let c = &shared.counters;
+                        let now = clock.time().nseconds();
                         c.frames.fetch_add(1, Ordering::Relaxed);
-                        c.last_frame_ns.store(clock.time().nseconds(), Ordering::Relaxed);
+                        let prev = c.last_frame_ns.swap(now, Ordering::Relaxed);
+                        if prev == 0 || now.saturating_sub(prev) >= RUN_GAP.as_nanos() as u64 {
+                            // The program pipeline's branch for this feed
+                            // negotiates on its very first picture and shows
+                            // a few later: not before then.
+                            let settle = if prev == 0 { FIRST_PICTURE_SETTLE.as_nanos() as u64 } else { 0 };
+                            c.run_start_pts_ns.store((rt + base).nseconds() + settle, Ordering::Relaxed);
+                        }
                     }
                     out.push(track, buffer, sample.caps_owned(), (rt + base).nseconds());
                     Ok(gst::FlowSuccess::Ok)

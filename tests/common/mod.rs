@@ -393,20 +393,63 @@ pub fn assert_decodable(path: &Path, sent: Duration, what: &str) {
     );
 }
 
-/// MPEG-TS continuity: per PID, the continuity counter of every packet
-/// carrying payload must follow its predecessor (one repeat allowed, and a
-/// packet flagged discontinuous starts afresh).
+/// An MPEG-TS check written here, independent of the code under test:
+/// - continuity: per PID, the continuity counter of every packet carrying
+///   payload follows its predecessor (one repeat allowed; a packet flagged
+///   discontinuous starts afresh);
+/// - PCR: per PID, never goes backwards;
+/// - PTS: per elementary stream, never goes backwards (no B-frames here);
+/// - PAT and PMT: the same tables throughout (one distinct section each).
 #[derive(Debug, Default)]
 pub struct TsReport {
     pub packets: usize,
     pub not_sync: usize,
     pub cc_errors: usize,
     pub pids: usize,
+    pub pcrs: usize,
+    pub pcr_backwards: usize,
+    pub pts_backwards: usize,
+    /// Distinct PAT sections seen.
+    pub pats: usize,
+    /// Distinct PMT sections seen.
+    pub pmts: usize,
+}
+
+impl TsReport {
+    /// Everything a partner's decoder and multiplexer would want.
+    pub fn assert_clean(&self, what: &str) {
+        assert!(self.packets > 200, "{what}: too little captured: {self:?}");
+        assert_eq!(self.not_sync, 0, "{what}: packets without sync byte: {self:?}");
+        assert_eq!(self.cc_errors, 0, "{what}: continuity counter errors: {self:?}");
+        assert!(self.pcrs > 10, "{what}: no PCR: {self:?}");
+        assert_eq!(self.pcr_backwards, 0, "{what}: PCR went backwards: {self:?}");
+        assert_eq!(self.pts_backwards, 0, "{what}: PTS went backwards: {self:?}");
+        assert_eq!((self.pats, self.pmts), (1, 1), "{what}: PAT/PMT changed: {self:?}");
+    }
+}
+
+/// The section a PSI packet starts (after the pointer field), if it does.
+fn psi_section(p: &[u8]) -> Option<&[u8]> {
+    if p[1] & 0x40 == 0 {
+        return None;
+    }
+    let mut at = 4;
+    if p[3] & 0x20 != 0 {
+        at += 1 + usize::from(p[4]);
+    }
+    let at = at + 1 + usize::from(*p.get(at)?);
+    let len = (usize::from(*p.get(at + 1)? & 0x0f) << 8) | usize::from(*p.get(at + 2)?);
+    p.get(at..at + 3 + len)
 }
 
 pub fn check_ts(data: &[u8]) -> TsReport {
     let mut r = TsReport::default();
     let mut last: HashMap<u16, u8> = HashMap::new();
+    let mut pcr: HashMap<u16, u64> = HashMap::new();
+    let mut pts: HashMap<u16, u64> = HashMap::new();
+    let mut pats = std::collections::HashSet::new();
+    let mut pmts = std::collections::HashSet::new();
+    let mut pmt_pids = std::collections::HashSet::new();
     for p in data.chunks_exact(188) {
         r.packets += 1;
         if p[0] != 0x47 {
@@ -419,7 +462,43 @@ pub fn check_ts(data: &[u8]) -> TsReport {
         }
         let afc = (p[3] >> 4) & 0x3;
         let cc = p[3] & 0xf;
-        let discontinuity = afc & 0x2 != 0 && p[4] > 0 && p[5] & 0x80 != 0;
+        let has_af = afc & 0x2 != 0 && p[4] > 0;
+        let discontinuity = has_af && p[5] & 0x80 != 0;
+        if has_af && p[5] & 0x10 != 0 && p[4] >= 7 {
+            let b = &p[6..12];
+            let base = (u64::from(b[0]) << 25)
+                | (u64::from(b[1]) << 17)
+                | (u64::from(b[2]) << 9)
+                | (u64::from(b[3]) << 1)
+                | (u64::from(b[4]) >> 7);
+            let ext = (u64::from(b[4] & 1) << 8) | u64::from(b[5]);
+            let v = base * 300 + ext;
+            r.pcrs += 1;
+            if pcr.insert(pid, v).is_some_and(|prev| v < prev) {
+                r.pcr_backwards += 1;
+            }
+        }
+        if pid == 0 {
+            if let Some(sec) = psi_section(p) {
+                // Program map PIDs: 4-byte entries after the 8-byte header, CRC last.
+                for e in sec.get(8..sec.len().saturating_sub(4)).unwrap_or_default().chunks_exact(4) {
+                    let number = (u16::from(e[0]) << 8) | u16::from(e[1]);
+                    if number != 0 {
+                        pmt_pids.insert((u16::from(e[2] & 0x1f) << 8) | u16::from(e[3]));
+                    }
+                }
+                pats.insert(sec.to_vec());
+            }
+        } else if pmt_pids.contains(&pid) {
+            if let Some(sec) = psi_section(p) {
+                pmts.insert(sec.to_vec());
+            }
+        } else if let Some(pes) = simulcast::media::ts::pes_start(p)
+            && let Some(v) = pes.pts
+            && pts.insert(pid, v).is_some_and(|prev| v < prev)
+        {
+            r.pts_backwards += 1;
+        }
         if afc & 0x1 == 0 {
             continue; // no payload: the counter does not advance
         }
@@ -433,6 +512,8 @@ pub fn check_ts(data: &[u8]) -> TsReport {
         last.insert(pid, cc);
     }
     r.pids = last.len();
+    r.pats = pats.len();
+    r.pmts = pmts.len();
     r
 }
 
@@ -453,6 +534,7 @@ impl Run {
     }
 }
 
+pub mod feeds;
 mod pictures;
 #[allow(unused_imports)]
 pub use pictures::{Picture, pictures};

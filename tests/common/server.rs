@@ -107,3 +107,24 @@ pub async fn create_channel(server: &ApiServer, toml: &str) {
         .await
         .expect("create channel");
 }
+
+/// The first update of a watch stream on event `id` that satisfies `cond`.
+pub async fn watch_until(
+    m: &mut simulcast::proto::monitor_service_client::MonitorServiceClient<Transport>,
+    id: &str,
+    token: &str,
+    timeout: std::time::Duration,
+    cond: impl Fn(&simulcast::proto::StatusUpdate) -> bool,
+) -> simulcast::proto::StatusUpdate {
+    let req = simulcast::proto::EventRef { event_id: id.to_owned() };
+    let mut s = m.watch_status(authed(req, token)).await.expect("watch").into_inner();
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Ok(Ok(Some(u))) = tokio::time::timeout_at(deadline, s.message()).await {
+        if cond(&u) {
+            return u;
+        }
+        last = Some(u);
+    }
+    panic!("no matching status update in {timeout:?}; last: {last:#?}");
+}
