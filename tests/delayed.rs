@@ -122,7 +122,10 @@ async fn a_delay_longer_than_the_retention_is_refused() {
     let mut o = options(rec.path());
     o.retention = Duration::from_secs(3600);
     let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
-    let t0 = Utc::now() + chrono::Duration::hours(1);
+    // 10:00 in Seoul tomorrow, so that two hours later is the same local date
+    // whatever the hour the test runs at.
+    let tomorrow = (Utc::now() + chrono::Duration::days(1)).date_naive();
+    let t0 = tomorrow.and_hms_opt(1, 0, 0).unwrap().and_utc();
     let local = (t0 + chrono::Duration::hours(2)).with_timezone(&chrono_tz::Asia::Seoul);
     create(&server, "kr-live", 9, "").await;
     let air = format!("air_policy = {{ type = \"local_time\", at = \"{}\" }}\n", local.format("%H:%M"));

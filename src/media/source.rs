@@ -27,8 +27,6 @@ use crate::config::{ProgramFormat, Source};
 pub const SOURCE_RESTART_INITIAL: Duration = Duration::from_millis(500);
 /// Cap of the source restart delay.
 pub const SOURCE_RESTART_MAX: Duration = Duration::from_secs(5);
-/// No picture for this long: the feed is reported as waiting.
-pub const SOURCE_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// A feed whose pictures stop this long starts a new run when they return
 /// (less than the least failover detection time).
 const RUN_GAP: Duration = Duration::from_millis(100);
@@ -271,8 +269,11 @@ impl Contribution {
         let garbage = c.garbage_bytes.load(Ordering::Relaxed);
         let Flags { last_error: pipeline_error, failing, stopped } = lock(&self.shared.flags).clone();
         let recent_garbage = since(c.last_garbage_ns.load(Ordering::Relaxed)).is_some_and(|d| d < GARBAGE_HOLD);
-        let pictures = since(c.last_frame_ns.load(Ordering::Relaxed)).is_some_and(|d| d < SOURCE_IDLE_AFTER);
-        let ts_only = since(c.last_valid_ns.load(Ordering::Relaxed)).is_some_and(|d| d < SOURCE_IDLE_AFTER);
+        // No picture for the failover's detection time: waiting, as the
+        // failover sees it.
+        let idle_after = self.shared.detect_after;
+        let pictures = since(c.last_frame_ns.load(Ordering::Relaxed)).is_some_and(|d| d < idle_after);
+        let ts_only = since(c.last_valid_ns.load(Ordering::Relaxed)).is_some_and(|d| d < idle_after);
         let (state, last_error) = if stopped {
             (SourceState::Stopped, pipeline_error)
         } else if recent_garbage {
