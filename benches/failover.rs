@@ -47,9 +47,13 @@ impl Drop for ChildGuard {
 }
 
 pub fn require(tool: &str, package: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    let found =
+        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
     assert!(found, "{tool} is not installed: apt-get install {package}");
 }
+
+/// Datagrams with their arrival times.
+type Timed = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
 
 fn class(luma: f64) -> Feed {
     if luma > 185.0 {
@@ -100,7 +104,7 @@ async fn main() {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let leg_port = socket.local_addr().expect("addr").port();
     socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-    let timed: Arc<Mutex<Vec<(Instant, Vec<u8>)>>> = Arc::default();
+    let timed: Timed = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let capture = {
         let (d, s) = (Arc::clone(&timed), Arc::clone(&stop));

@@ -273,11 +273,8 @@ async fn every_event_rpc_and_its_error_codes() {
     let log = asrun_kinds(&mut m, &ev.id, &obs).await;
     // The feed's own switches (`source-switched`) are timed by the picture
     // they landed on; the requests and state changes by when they were made.
-    let event_kinds: Vec<&str> = log
-        .iter()
-        .filter(|(k, c, _)| c.is_empty() && k != "source-switched")
-        .map(|(k, _, _)| k.as_str())
-        .collect();
+    let event_kinds: Vec<&str> =
+        log.iter().filter(|(k, c, _)| c.is_empty() && k != "source-switched").map(|(k, _, _)| k.as_str()).collect();
     assert_eq!(
         event_kinds,
         [

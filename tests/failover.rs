@@ -15,9 +15,9 @@ use simulcast::api::auth::Role;
 use simulcast::config;
 use simulcast::coordinator::Options;
 use simulcast::media::failover::Feed;
+use simulcast::proto;
 use simulcast::proto::event_service_client::EventServiceClient;
 use simulcast::proto::monitor_service_client::MonitorServiceClient;
-use simulcast::proto;
 use simulcast::relay::Relay;
 
 /// Generous bounds on a loaded 2-core machine for "lost for 500 ms, then
@@ -155,9 +155,8 @@ async fn primary_lost_backup_then_slate_and_back_with_every_leg_connected() {
         let r = runs(&pics);
         let seq: Vec<Feed> = r.iter().map(|(f, _, _)| *f).skip_while(|f| *f == S).collect();
         assert_eq!(seq, [P, B, P, S], "{what}: pictures by feed: {:?}", runs_text(&r));
-        let first = |feed: Feed, nth: usize| {
-            r.iter().filter(|(f, _, _)| *f == feed).nth(nth).map(|(_, p, _)| *p).expect("run")
-        };
+        let first =
+            |feed: Feed, nth: usize| r.iter().filter(|(f, _, _)| *f == feed).nth(nth).map(|(_, p, _)| *p).expect("run");
         let to_backup = secs(cut_primary, first(B, 0).arrived);
         let to_primary = secs(back, first(P, 1).arrived);
         let to_slate = secs(cut_both, r.last().unwrap().1.arrived);
@@ -204,8 +203,7 @@ async fn garbage_or_no_picture_on_the_primary_counts_as_loss() {
     let mut primary = ffmpeg_feed(gate_p.port, "white", true);
     let _backup = ffmpeg_feed(gate_b.port, "0x808080", true);
     let udp = UdpCapture::start();
-    let channels =
-        common::channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port));
+    let channels = common::channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port));
     let cfg = config::parse(&config_text(p_port, b_port, &channels)).expect("config");
     let relay = Relay::start(&cfg).await.expect("relay starts");
     wait_in_use(&relay, Feed::Primary, Duration::from_secs(10), "at start").await;
@@ -301,8 +299,11 @@ async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_sw
     watch_until(&mut m, &ev.id, obs, t, |u| u.event_state == proto::EventState::Completed as i32).await;
 
     let log = m.get_as_run_log(authed(r(), obs)).await.expect("asrun").into_inner().entries;
-    let lines: Vec<(String, String, String)> =
-        log.iter().filter(|e| e.kind.starts_with("source-")).map(|e| (e.kind.clone(), e.detail.clone(), e.actor.clone())).collect();
+    let lines: Vec<(String, String, String)> = log
+        .iter()
+        .filter(|e| e.kind.starts_with("source-"))
+        .map(|e| (e.kind.clone(), e.detail.clone(), e.actor.clone()))
+        .collect();
     let find = |kind: &str, detail: &str| lines.iter().find(|(k, d, _)| k == kind && d.contains(detail));
     let sel = find("source-selected", "AUTO -> BACKUP").unwrap_or_else(|| panic!("{lines:#?}"));
     assert_eq!(sel.2, "operator-tester");

@@ -269,4 +269,35 @@ mod tests {
         let dump = format!("{c:?} {}", c.channels[0].ingest.target());
         assert!(!dump.contains("sk-very-secret"), "{dump}");
     }
+
+    #[test]
+    fn a_backup_and_the_failover_times_are_read_and_checked() {
+        let base = "[event]\ntitle = \"T\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n";
+        let c = parse(base).unwrap();
+        assert_eq!((c.backup, c.failover), (None, FailoverSettings::default()));
+        assert_eq!(c.failover.detect_after, std::time::Duration::from_millis(500));
+        assert_eq!(c.failover.return_after, std::time::Duration::from_secs(5));
+
+        let text = format!(
+            "{base}[backup]\ntype = \"srt\"\nuri = \"srt://127.0.0.1:5002\"\n\
+             [failover]\ndetect_after = \"300ms\"\nreturn_after = \"10s\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert!(matches!(&c.backup, Some(Source::Srt(s)) if s.port == 5002), "{:?}", c.backup);
+        assert_eq!(c.failover.detect_after, std::time::Duration::from_millis(300));
+        assert_eq!(c.failover.return_after, std::time::Duration::from_secs(10));
+
+        // SRT runs over UDP: a backup listening on the primary's port is refused.
+        let text = format!(
+            "{base}[backup]\ntype = \"srt\"\nuri = \"srt://127.0.0.1:5000\"\n[failover]\ndetect_after = \"20ms\"\n"
+        );
+        let ConfigError::Invalid(errs) = parse(&text).unwrap_err() else { panic!("expected Invalid") };
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["failover.detect_after", "backup"], "{errs:?}");
+        assert!(errs[1].message.contains("same input"), "{errs:?}");
+
+        let text = format!("{base}[backup]\ntype = \"ftp\"\n");
+        let ConfigError::Invalid(errs) = parse(&text).unwrap_err() else { panic!("expected Invalid") };
+        assert_eq!(errs[0].key, "backup.type", "{errs:?}");
+    }
 }

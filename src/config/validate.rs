@@ -195,16 +195,9 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
 
     // A [backup] that did not validate left its errors in `w.errors`.
     match (event, source, w.errors.is_empty()) {
-        (Some(Some(event)), Some(source), true) => Ok(Config {
-            event,
-            source,
-            backup: backup.flatten(),
-            failover,
-            program,
-            slate,
-            relay,
-            channels,
-        }),
+        (Some(Some(event)), Some(source), true) => {
+            Ok(Config { event, source, backup: backup.flatten(), failover, program, slate, relay, channels })
+        }
         _ => Err(w.errors),
     }
 }
@@ -313,7 +306,10 @@ fn failover(w: &mut Walk, t: &Table) -> FailoverSettings {
         return_after: w.duration(t, AT, "return_after", d.return_after),
     };
     if f.detect_after < Duration::from_millis(100) {
-        w.err("failover.detect_after", "must be at least 100ms: a live feed's pictures arrive up to a frame or two late");
+        w.err(
+            "failover.detect_after",
+            "must be at least 100ms: a live feed's pictures arrive up to a frame or two late",
+        );
     }
     f
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::media::leg::{LegState, LegStatus};
 use crate::media::failover::SourceSwitch;
+use crate::media::leg::{LegState, LegStatus};
 use crate::media::source::SourceStatus;
 use crate::relay::RelayStatus;
 use crate::schedule::{Event, EventId};

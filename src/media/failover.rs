@@ -136,7 +136,14 @@ pub struct Selector {
 impl Selector {
     /// Starts on the slate, waiting for a feed.
     pub fn new(settings: FailoverSettings, has_backup: bool) -> Self {
-        Self { settings, has_backup, mode: SourceMode::Auto, on: Feed::Slate, started_ns: None, healthy_since: [None; 2] }
+        Self {
+            settings,
+            has_backup,
+            mode: SourceMode::Auto,
+            on: Feed::Slate,
+            started_ns: None,
+            healthy_since: [None; 2],
+        }
     }
 
     /// The feed carried now.

@@ -38,9 +38,9 @@ use gstreamer_app as gst_app;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
 use super::recording::UtcClock;
-use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::source::{Contribution, RawSink, SourceCounters, SourceStatus, restart_backoff};
 use super::{MediaError, lock, template, ts};
 use crate::config::{FailoverSettings, ProgramFormat, SlateSettings, Source};

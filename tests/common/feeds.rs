@@ -23,7 +23,18 @@ pub fn ffmpeg_feed(port: u16, colour: &str, video: bool) -> ChildGuard {
     }
     cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
     if video {
-        cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-pix_fmt", "yuv420p"]);
+        cmd.args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+        ]);
     }
     cmd.args(["-c:a", "aac", "-b:a", "64k", "-f", "mpegts"])
         .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))

@@ -382,9 +382,11 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                 })
                 .collect()
         });
+        let backup = loaded.as_ref().ok().and_then(|c| c.backup.as_ref().map(|b| b.describe()));
         let out = serde_json::json!({
             "ok": ok,
             "config": source,
+            "backup": backup,
             "config_problems": config_problems,
             "templates": templates.iter().map(|(n, r)| serde_json::json!({
                 "name": n, "ok": r.is_ok(), "error": r.as_ref().err(),
@@ -396,6 +398,14 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
         match &loaded {
             Ok(c) => {
                 println!("Configuration {source}: valid, event \"{}\", source {}", c.event.title, c.source.describe());
+                if let Some(b) = &c.backup {
+                    println!(
+                        "Backup {}: on air after the primary is lost for {} ms, back to the primary after {:.1} s healthy",
+                        b.describe(),
+                        c.failover.detect_after.as_millis(),
+                        c.failover.return_after.as_secs_f64()
+                    );
+                }
                 let mut t = Table::new(&["CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "AIR", "ENABLED"]);
                 for ch in &c.channels {
                     let air = match ch.air_policy {

@@ -39,11 +39,7 @@ fn board(u: &proto::StatusUpdate) -> String {
         now.format("%H:%M:%S"),
     );
     if u.source.is_some() {
-        out += &format!(
-            "on air: {}  (mode {})\n",
-            source_name(u.source_in_use),
-            source_name(u.source_mode)
-        );
+        out += &format!("on air: {}  (mode {})\n", source_name(u.source_in_use), source_name(u.source_mode));
     }
     for (role, s) in [("primary", &u.source), ("backup", &u.backup)] {
         let Some(s) = s else { continue };
