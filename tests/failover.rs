@@ -241,7 +241,7 @@ async fn garbage_or_no_picture_on_the_primary_counts_as_loss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_switch() {
+async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_switch_and_exports_to_csv() {
     let dir = tempfile::tempdir().unwrap();
     let rec = tempfile::tempdir().unwrap();
     let cfg = config::parse(
@@ -252,13 +252,14 @@ async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_sw
     let mut o = Options::from_config(&cfg);
     o.recordings = rec.path().to_owned();
     let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
-    let udp = UdpCapture::start();
-    let text = format!(
-        "id = \"kz\"\nname = \"kz\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
-         ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
-        udp.port
-    );
-    common::server::create_channel(&server, &text).await;
+    let (udp, udp_kr) = (UdpCapture::start(), UdpCapture::start());
+    for (id, zone, port) in [("kz", "Asia/Almaty", udp.port), ("kr", "Asia/Seoul", udp_kr.port)] {
+        let text = format!(
+            "id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"{zone}\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}\n"
+        );
+        common::server::create_channel(&server, &text).await;
+    }
     let mut e = EventServiceClient::new(server.transport().await);
     let mut m = MonitorServiceClient::new(server.transport().await);
     let (admin, op, obs) =
@@ -311,5 +312,36 @@ async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_sw
     assert_eq!(held.2, "simulcastd");
     find("source-selected", "BACKUP -> AUTO").unwrap_or_else(|| panic!("{lines:#?}"));
     find("source-switched", "BACKUP -> PRIMARY: primary healthy again").unwrap_or_else(|| panic!("{lines:#?}"));
+
+    // The export for a spreadsheet: read back with a standard CSV reader.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        .args(["asrun", &ev.id, "--format", "csv"])
+        .env("SIMULCAST_ADDR", &server.addr)
+        .env("SIMULCAST_TOKEN", obs)
+        .output()
+        .expect("run simulcastctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let header: Vec<String> = reader.headers().expect("header").iter().map(String::from).collect();
+    assert_eq!(header, ["utc", "channel_id", "local_time", "timezone", "kind", "detail", "actor"]);
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("CSV parses");
+    assert_eq!(rows.len(), log.len(), "one row per as-run entry");
+    for (row, entry) in rows.iter().zip(&log) {
+        assert_eq!(
+            (&row[1], &row[4], &row[5], &row[6]),
+            (&*entry.channel_id, &*entry.kind, &*entry.detail, &*entry.actor)
+        );
+        let utc = chrono::DateTime::parse_from_rfc3339(&row[0]).expect("UTC time");
+        let local = chrono::DateTime::parse_from_rfc3339(&row[2]).expect("local time");
+        assert_eq!(utc, local, "the same instant: {row:?}");
+        let (zone, offset) = match &row[1] {
+            "kz" => ("Asia/Almaty", 5 * 3600),
+            "kr" => ("Asia/Seoul", 9 * 3600),
+            _ => ("UTC", 0),
+        };
+        assert_eq!((&row[3], local.offset().local_minus_utc()), (zone, offset), "{row:?}");
+    }
+    assert!(rows.iter().any(|r| &r[1] == "kr") && rows.iter().any(|r| &r[1] == "kz"), "{rows:?}");
+    assert!(rows.iter().any(|r| r[5].contains(',')), "a detail with a comma, quoted: {rows:?}");
     server.stop().await;
 }

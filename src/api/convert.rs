@@ -390,6 +390,7 @@ pub fn asrun_to_proto(e: &AsRunEntry) -> proto::AsRunEntry {
         kind: e.kind.clone(),
         detail: e.detail.clone(),
         actor: e.actor.clone(),
+        timezone: e.timezone.clone(),
     }
 }
 

@@ -342,6 +342,7 @@ fn entry(
         utc: utc_text(now),
         channel_id: channel.into(),
         local_time: local,
+        timezone: tz.map_or("UTC", |tz| tz.name()).into(),
         kind: kind.into(),
         detail,
         actor: actor.into(),

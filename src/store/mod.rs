@@ -74,6 +74,8 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 3: delayed legs make an event last longer for them.
     "ALTER TABLE events ADD COLUMN max_delay_ms INTEGER NOT NULL DEFAULT 0;",
+    // 4: the zone of each entry's local time (older entries: empty).
+    "ALTER TABLE asrun ADD COLUMN timezone TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this build writes.
@@ -101,6 +103,8 @@ pub struct AsRunEntry {
     pub channel_id: String,
     /// ISO 8601 with offset, in the leg's zone (UTC for event-wide entries).
     pub local_time: String,
+    /// The IANA zone of `local_time` (`UTC` for event-wide entries).
+    pub timezone: String,
     /// What happened (`channel-created`, `leg-error`, ...).
     pub kind: String,
     /// Details, never a secret.
@@ -272,7 +276,7 @@ impl Store {
     pub fn asrun(&self, event_id: &str) -> Result<Vec<AsRunEntry>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT event_id, utc, channel_id, local_time, kind, detail, actor FROM asrun
+            "SELECT event_id, utc, channel_id, local_time, kind, detail, actor, timezone FROM asrun
              WHERE event_id = ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![event_id], |r| {
@@ -284,6 +288,7 @@ impl Store {
                 kind: r.get(4)?,
                 detail: r.get(5)?,
                 actor: r.get(6)?,
+                timezone: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -346,9 +351,9 @@ fn decode_event(row: EventRow) -> Result<Event, StoreError> {
 
 fn insert_asrun(conn: &Connection, e: &AsRunEntry) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO asrun (event_id, utc, channel_id, local_time, kind, detail, actor)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![e.event_id, e.utc, e.channel_id, e.local_time, e.kind, e.detail, e.actor],
+        "INSERT INTO asrun (event_id, utc, channel_id, local_time, kind, detail, actor, timezone)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![e.event_id, e.utc, e.channel_id, e.local_time, e.kind, e.detail, e.actor, e.timezone],
     )?;
     Ok(())
 }
@@ -395,14 +400,17 @@ mod tests {
                 utc: "2026-11-22T15:00:00Z".into(),
                 channel_id: String::new(),
                 local_time: "2026-11-22T20:00:00+05:00".into(),
+                timezone: "Asia/Almaty".into(),
                 kind: kind.into(),
                 detail: String::new(),
                 actor: "t".into(),
             };
             s.append_asrun(&e).unwrap();
         }
-        let kinds: Vec<String> = s.asrun("ev").unwrap().into_iter().map(|e| e.kind).collect();
+        let all = s.asrun("ev").unwrap();
+        let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["a", "b", "c"]);
+        assert!(all.iter().all(|e| e.timezone == "Asia/Almaty"), "{all:?}");
         assert!(s.asrun("other").unwrap().is_empty());
     }
 }

@@ -326,29 +326,48 @@ pub async fn airtimes(cli: &Cli, event: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn asrun(cli: &Cli, event: &str) -> Result<(), String> {
+pub async fn asrun(cli: &Cli, event: &str, format: &str) -> Result<(), String> {
+    let format = if cli.json { "json" } else { format };
+    if !["table", "csv", "json"].contains(&format) {
+        return Err(format!("--format `{format}`: use table, csv or json"));
+    }
     let mut c = MonitorServiceClient::new(connect(cli).await?);
     let entries = c.get_as_run_log(event_ref(event)).await.map_err(|s| status_line(&s))?.into_inner().entries;
-    if cli.json {
-        let v: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "utc": ts(&e.utc).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                    "channel_id": e.channel_id, "local_time": e.local_time, "kind": e.kind,
-                    "detail": e.detail, "actor": e.actor,
+    let utc = |e: &proto::AsRunEntry| ts(&e.utc).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    match format {
+        "json" => {
+            let v: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "utc": utc(e), "channel_id": e.channel_id, "local_time": e.local_time,
+                        "timezone": e.timezone, "kind": e.kind, "detail": e.detail, "actor": e.actor,
+                    })
                 })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        "csv" => {
+            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            let err = |e: csv::Error| format!("cannot write CSV: {e}");
+            w.write_record(["utc", "channel_id", "local_time", "timezone", "kind", "detail", "actor"]).map_err(err)?;
+            for e in &entries {
+                let u = utc(e).unwrap_or_default();
+                w.write_record([&u, &e.channel_id, &e.local_time, &e.timezone, &e.kind, &e.detail, &e.actor])
+                    .map_err(err)?;
+            }
+            w.flush().map_err(|e| format!("cannot write CSV: {e}"))?;
+        }
+        _ => {
+            let mut t = Table::new(&["UTC", "LEG", "LOCAL TIME", "ZONE", "KIND", "ACTOR", "DETAIL"]);
+            for e in &entries {
+                let utc = ts(&e.utc).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
+                let leg = if e.channel_id.is_empty() { "(event)".to_owned() } else { e.channel_id.clone() };
+                let zone = if e.timezone.is_empty() { "-".to_owned() } else { e.timezone.clone() };
+                t.row(vec![utc, leg, e.local_time.clone(), zone, e.kind.clone(), e.actor.clone(), e.detail.clone()]);
+            }
+            print!("{}", t.render());
+        }
     }
-    let mut t = Table::new(&["UTC", "LEG", "LOCAL TIME", "KIND", "ACTOR", "DETAIL"]);
-    for e in &entries {
-        let utc = ts(&e.utc).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
-        let leg = if e.channel_id.is_empty() { "(event)".to_owned() } else { e.channel_id.clone() };
-        t.row(vec![utc, leg, e.local_time.clone(), e.kind.clone(), e.actor.clone(), e.detail.clone()]);
-    }
-    print!("{}", t.render());
     Ok(())
 }

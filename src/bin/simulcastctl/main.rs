@@ -66,10 +66,15 @@ enum Cmd {
     /// The program's source.
     #[command(subcommand)]
     Source(events::SourceCmd),
-    /// An event's as-run log, oldest first (`-` for channel changes).
+    /// An event's as-run log, oldest first (`-` for channel changes): UTC,
+    /// leg, the leg's local time and zone, kind, actor, detail.
     Asrun {
         /// Event id, or `-`.
         event: String,
+        /// table, csv (RFC 4180, a header row, for spreadsheets) or json
+        /// (`--json` is the same as `--format json`).
+        #[arg(long, default_value = "table")]
+        format: String,
     },
     /// Live status board: the event's state and countdown to T0, then per
     /// leg its channel, local time, state, bitrate, reconnects, drops and
@@ -144,7 +149,7 @@ async fn main() -> ExitCode {
         Cmd::Events(ref c) => events::run(&cli, c).await,
         Cmd::Airtimes { ref event } => events::airtimes(&cli, event).await,
         Cmd::Source(ref c) => events::source(&cli, c).await,
-        Cmd::Asrun { ref event } => events::asrun(&cli, event).await,
+        Cmd::Asrun { ref event, ref format } => events::asrun(&cli, event, format).await,
         Cmd::Watch { ref event, once } => watch::run(&cli, event.as_deref(), once).await,
     };
     match result {
