@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use feeds::{Gate, GateMode, ffmpeg_feed};
+use feeds::{Gate, GateMode, feed_of, ffmpeg_feed};
 use simulcast::config;
 use simulcast::media::failover::Feed;
 use simulcast::relay::Relay;
@@ -54,16 +54,6 @@ pub fn require(tool: &str, package: &str) {
 
 /// Datagrams with their arrival times.
 type Timed = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
-
-fn class(luma: f64) -> Feed {
-    if luma > 185.0 {
-        Feed::Primary
-    } else if luma > 85.0 {
-        Feed::Backup
-    } else {
-        Feed::Slate
-    }
-}
 
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free port")
@@ -176,8 +166,8 @@ async fn main() {
     // The first picture of `want` arriving after `cut`, after a primary picture.
     let first_after = |cut: Instant, want: Feed| {
         let i = pics.iter().position(|p| p.arrived > cut).expect("pictures after the cut");
-        let j = i + pics[i..].iter().position(|p| class(p.luma) == want).expect("the switch in the capture");
-        assert!(pics[i..j].iter().all(|p| class(p.luma) == Feed::Primary), "other pictures between cut and switch");
+        let j = i + pics[i..].iter().position(|p| feed_of(p.luma) == want).expect("the switch in the capture");
+        assert!(pics[i..j].iter().all(|p| feed_of(p.luma) == Feed::Primary), "other pictures between cut and switch");
         (pics[j].arrived - cut).as_secs_f64() * 1000.0
     };
     let b: Vec<f64> = to_backup.iter().map(|c| first_after(*c, Feed::Backup)).collect();

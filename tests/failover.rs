@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::feeds::{Gate, GateMode, ffmpeg_feed};
+use common::feeds::{Gate, GateMode, feed_of, ffmpeg_feed};
 use common::server::{ApiServer, authed, watch_until};
 use common::{Picture, SrtReceiver, UdpCapture, check_ts, free_udp_port, pictures, require, wait_for};
 use simulcast::api::auth::Role;
@@ -26,23 +26,13 @@ const SWITCH_MIN: f64 = 0.4;
 const SWITCH_MAX: f64 = 2.5;
 const RETURN_AFTER: f64 = 2.0;
 
-fn class(luma: f64) -> Feed {
-    if luma > 185.0 {
-        Feed::Primary
-    } else if luma > 85.0 {
-        Feed::Backup
-    } else {
-        Feed::Slate
-    }
-}
-
 /// Consecutive pictures of one feed: (feed, first picture, count).
 fn runs(pics: &[Picture]) -> Vec<(Feed, Picture, usize)> {
     let mut out: Vec<(Feed, Picture, usize)> = Vec::new();
     for p in pics {
         match out.last_mut() {
-            Some((f, _, n)) if *f == class(p.luma) => *n += 1,
-            _ => out.push((class(p.luma), *p, 1)),
+            Some((f, _, n)) if *f == feed_of(p.luma) => *n += 1,
+            _ => out.push((feed_of(p.luma), *p, 1)),
         }
     }
     out
@@ -171,7 +161,7 @@ async fn primary_lost_backup_then_slate_and_back_with_every_leg_connected() {
         );
         assert!((SWITCH_MIN..SWITCH_MAX).contains(&to_slate), "{what}: slate after {to_slate:.3} s");
         for (i, p) in pics.iter().enumerate() {
-            if i > 0 && class(p.luma) != class(pics[i - 1].luma) {
+            if i > 0 && feed_of(p.luma) != feed_of(pics[i - 1].luma) {
                 let around: Vec<String> = pics[i.saturating_sub(3)..(i + 3).min(pics.len())]
                     .iter()
                     .map(|p| format!("{:.0}{}", p.luma, if p.keyframe { "K" } else { "" }))

@@ -9,7 +9,21 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use simulcast::media::failover::Feed;
+
 use super::{ChildGuard, require};
+
+/// Which feed a decoded picture came from, by its mean luma: the primary
+/// is white, the backup grey, the slate card dark.
+pub fn feed_of(luma: f64) -> Feed {
+    if luma > 185.0 {
+        Feed::Primary
+    } else if luma > 85.0 {
+        Feed::Backup
+    } else {
+        Feed::Slate
+    }
+}
 
 /// `ffmpeg` sending `colour` (an ffmpeg colour name or 0xRRGGBB) and a
 /// tone as H.264 + AAC in MPEG-TS to 127.0.0.1:`port`, in real time.
