@@ -8,13 +8,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::server::{ApiServer, authed, create_channel};
+use common::server::{ApiServer, asrun, authed, create_channel};
 use common::{UdpCapture, channel, config_with, wait_for};
 use simulcast::api::auth::Role;
 use simulcast::api::convert::timestamp;
 use simulcast::coordinator::Options;
 use simulcast::proto::event_service_client::EventServiceClient;
-use simulcast::proto::monitor_service_client::MonitorServiceClient;
 use simulcast::proto::{self, EventState};
 use tonic::Code;
 
@@ -100,12 +99,7 @@ async fn a_delayed_leg_airs_the_live_program_its_delay_later() {
         assert_eq!(delayed[k].1, live[i0 + k].1, "chunk {k} differs from the live one");
     }
     assert!(live_b.bytes() > 0);
-    let log = MonitorServiceClient::new(server.transport().await)
-        .get_as_run_log(authed(proto::EventRef { event_id: ev.id.clone() }, &admin))
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let log = asrun(&server, &ev.id, &admin).await;
     assert!(log.iter().any(|x| x.kind == "leg-delayed-start" && x.channel_id == "kr-late"), "{log:?}");
     assert!(std::fs::read_dir(rec.path().join(&ev.id)).unwrap().count() > 0, "no recording on disk");
 

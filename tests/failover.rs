@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::feeds::{Gate, GateMode, feed_of, ffmpeg_feed};
-use common::server::{ApiServer, authed, watch_until};
+use common::server::{ApiServer, asrun, authed, watch_until};
 use common::{Picture, SrtReceiver, UdpCapture, check_ts, free_udp_port, pictures, require, wait_for};
 use simulcast::api::auth::Role;
 use simulcast::config;
@@ -289,7 +289,7 @@ async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_sw
     e.end_event(authed(r(), &op)).await.expect("end");
     watch_until(&mut m, &ev.id, obs, t, |u| u.event_state == proto::EventState::Completed as i32).await;
 
-    let log = m.get_as_run_log(authed(r(), obs)).await.expect("asrun").into_inner().entries;
+    let log = asrun(&server, &ev.id, obs).await;
     let lines: Vec<(String, String, String)> = log
         .iter()
         .filter(|e| e.kind.starts_with("source-"))

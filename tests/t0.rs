@@ -9,13 +9,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::server::{ApiServer, authed, create_channel};
+use common::server::{ApiServer, asrun, authed, create_channel};
 use common::{Picture, SrtReceiver, UdpCapture, channel, config_with, free_udp_port, pictures, wait_for};
 use simulcast::api::auth::Role;
 use simulcast::api::convert::timestamp;
 use simulcast::coordinator::Options;
 use simulcast::proto::event_service_client::EventServiceClient;
-use simulcast::proto::monitor_service_client::MonitorServiceClient;
 use simulcast::proto::{self, EventState};
 
 const DELAY_S: i64 = 4;
@@ -90,12 +89,7 @@ async fn every_leg_switches_from_slate_to_programme_at_its_air_time() {
     assert!(done);
     let state = e.get_event(authed(proto::EventRef { event_id: ev.id.clone() }, &admin)).await.unwrap().into_inner();
     assert_eq!(state.state, EventState::PostRoll as i32, "{state:?}");
-    let log = MonitorServiceClient::new(server.transport().await)
-        .get_as_run_log(authed(proto::EventRef { event_id: ev.id.clone() }, &admin))
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let log = asrun(&server, &ev.id, &admin).await;
     server.stop().await;
     srt.stop();
 

@@ -128,3 +128,14 @@ pub async fn watch_until(
     }
     panic!("no matching status update in {timeout:?}; last: {last:#?}");
 }
+
+/// The as-run log of event `id`, oldest first, read through MonitorService.
+pub async fn asrun(server: &ApiServer, id: &str, token: &str) -> Vec<simulcast::proto::AsRunEntry> {
+    let req = simulcast::proto::EventRef { event_id: id.to_owned() };
+    simulcast::proto::monitor_service_client::MonitorServiceClient::new(server.transport().await)
+        .get_as_run_log(authed(req, token))
+        .await
+        .expect("as-run log")
+        .into_inner()
+        .entries
+}
