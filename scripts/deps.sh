@@ -17,6 +17,7 @@ packages=(
   nginx libnginx-mod-rtmp             # the RTMP partner in tests and the demo
   ffmpeg                              # ffprobe in tests, ffmpeg's tee in the benchmark
   openssl                             # a throwaway TLS certificate in the TLS test
+  prometheus                          # promtool: checks the /metrics exposition in tests
 )
 
 missing=()

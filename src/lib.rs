@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod coordinator;
 pub mod media;
+pub mod observe;
 pub mod relay;
 pub mod schedule;
 pub mod standin;

@@ -243,6 +243,11 @@ impl Relay {
         self.program.take_switches()
     }
 
+    /// Live readers of every running leg's counters, by channel id.
+    pub fn meters(&self) -> Vec<(String, crate::media::leg::LegMeter)> {
+        self.legs.iter().map(|l| (l.id().to_string(), l.meter())).collect()
+    }
+
     fn leg_statuses(&self) -> Vec<LegStatus> {
         let cue = self.program.cue();
         let now = self.utc.now();

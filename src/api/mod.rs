@@ -5,6 +5,8 @@
 //! Served: ChannelService, EventService, MonitorService,
 //! `grpc.health.v1.Health` (SERVING only while the relay is healthy) and
 //! server reflection. RehearsalService is in the proto and not yet served.
+//! Every RPC is counted by [`GrpcMetricsLayer`]; with a second listener,
+//! `/metrics` and `/healthz` are served there (see [`crate::observe`]).
 
 pub mod auth;
 pub mod channels;
@@ -13,6 +15,7 @@ pub mod events;
 pub mod monitor;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::Status;
@@ -21,6 +24,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::FieldError;
 use crate::coordinator::{CoordError, Coordinator};
+use crate::observe::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::channel_service_server::ChannelServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::monitor_service_server::MonitorServiceServer;
@@ -74,14 +78,17 @@ impl std::fmt::Debug for TlsFiles {
     }
 }
 
-/// Serves the control plane on `listener` until `shutdown` resolves.
+/// Serves the control plane on `listener` until `shutdown` resolves, and,
+/// with `http`, `/metrics` and `/healthz` on that second port.
 pub async fn serve(
     listener: TcpListener,
     coordinator: Coordinator,
     tokens: auth::Tokens,
     tls: Option<TlsFiles>,
+    http: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let metrics = Metrics::new(coordinator.subscribe());
     let (health, health_service) = tonic_health::server::health_reporter();
     let interceptor = tokens.interceptor();
     let channels = ChannelServiceServer::new(channels::ChannelApi { coordinator: coordinator.clone() })
@@ -98,7 +105,9 @@ pub async fn serve(
 
     // Health follows the coordinator's snapshots: SERVING while the relay
     // is healthy, NOT_SERVING when it is not or the daemon is stopping.
+    // `/healthz` reads `serving`, set in the same step as the gRPC status.
     let (stop_health, mut stop_health_rx) = tokio::sync::watch::channel(false);
+    let (serving_tx, serving) = tokio::sync::watch::channel(false);
     let mut snaps = coordinator.subscribe();
     let reporter = health.clone();
     let health_task = tokio::spawn(async move {
@@ -110,6 +119,7 @@ pub async fn serve(
                 for name in std::iter::once("").chain(SERVICES) {
                     reporter.set_service_status(name, status).await;
                 }
+                serving_tx.send_replace(healthy);
                 tracing::info!(healthy, "Health changed.");
                 last = Some(healthy);
             }
@@ -118,9 +128,24 @@ pub async fn serve(
                 r = stop_health_rx.changed() => if r.is_err() { break },
             }
         }
+        serving_tx.send_replace(false);
         for name in std::iter::once("").chain(SERVICES) {
             reporter.set_service_status(name, ServingStatus::NotServing).await;
         }
+    });
+
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = http.map(|l| {
+        let (m, serving) = (Arc::clone(&metrics), serving.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::observe::http::serve(l, m, serving, async {
+                let _ = http_stopped.await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "The metrics port failed.");
+            }
+        })
     });
 
     let reflection = tonic_reflection::server::Builder::configure()
@@ -134,6 +159,7 @@ pub async fn serve(
         builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     let result = builder
+        .layer(GrpcMetricsLayer(Arc::clone(&metrics)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(channels, interceptor.clone()))
@@ -146,6 +172,10 @@ pub async fn serve(
         })
         .await;
     health_task.abort();
+    let _ = http_stop.send(());
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
     result?;
     Ok(())
 }

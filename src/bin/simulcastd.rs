@@ -74,6 +74,10 @@ enum Cmd {
         /// How long a recording is kept, so the longest delay a leg may have.
         #[arg(long, default_value = "6h", value_parser = parse_duration)]
         retention: Duration,
+        /// Address of the HTTP port serving `/metrics` (Prometheus) and
+        /// `/healthz`; `off` for none.
+        #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_listen)]
+        metrics_listen: Listen,
     },
     /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
     Run {
@@ -90,28 +94,43 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     config::uri::parse_duration(s)
 }
 
+/// An address to listen on, or none.
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<std::net::SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen(None));
+    }
+    s.parse().map(|a| Listen(Some(a))).map_err(|e| format!("`{s}` is not an address (IP:PORT) or `off`: {e}"))
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if cli.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
+    simulcast::observe::logs::init(cli.log_json, default_level);
+    if simulcast::media::init().is_ok() {
+        simulcast::observe::logs::route_gstreamer();
     }
     let result = match cli.command {
         Cmd::Demo { config, duration, json } => demo(config, duration, json).await,
         Cmd::Run { config, status_every } => run(config, status_every).await,
-        Cmd::Serve { db, listen, config, tls_cert, tls_key, allow_insecure_remote, recordings, retention } => {
+        Cmd::Serve {
+            db,
+            listen,
+            config,
+            tls_cert,
+            tls_key,
+            allow_insecure_remote,
+            recordings,
+            retention,
+            metrics_listen,
+        } => {
             let tls = tls_cert.zip(tls_key);
             let recordings = recordings.unwrap_or_else(|| db.with_extension("recordings"));
-            serve(db, listen, config, tls, allow_insecure_remote, (recordings, retention)).await
+            let net = Net { listen, metrics: metrics_listen.0, tls, allow_insecure_remote };
+            serve(db, net, config, (recordings, retention)).await
         }
     };
     match result {
@@ -301,15 +320,22 @@ async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(
-    db: PathBuf,
+/// Where `serve` listens.
+struct Net {
     listen: std::net::SocketAddr,
-    import: Option<PathBuf>,
+    metrics: Option<std::net::SocketAddr>,
     tls: Option<(PathBuf, PathBuf)>,
     allow_insecure_remote: bool,
+}
+
+async fn serve(
+    db: PathBuf,
+    net: Net,
+    import: Option<PathBuf>,
     (recordings, retention): (PathBuf, Duration),
 ) -> anyhow::Result<()> {
     use simulcast::api::auth::{Caller, Role, Tokens};
+    let Net { listen, metrics, tls, allow_insecure_remote } = net;
     if !listen.ip().is_loopback() && tls.is_none() && !allow_insecure_remote {
         anyhow::bail!(
             "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key, \
@@ -356,8 +382,19 @@ async fn serve(
     }
     let (coordinator, task) = simulcast::coordinator::Coordinator::start(store, options);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let http = match metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics port {addr} (--metrics-listen; `off` for none)"))?,
+        ),
+        None => None,
+    };
+    if let Some(h) = &http {
+        tracing::info!(addr = %h.local_addr()?, "Metrics and health on http://{}/metrics and /healthz.", h.local_addr()?);
+    }
     tracing::info!(addr = %listener.local_addr()?, db = %db.display(), tls = tls.is_some(), "Control plane listening.");
-    let served = simulcast::api::serve(listener, coordinator.clone(), tokens, tls, shutdown_signal()).await;
+    let served = simulcast::api::serve(listener, coordinator.clone(), tokens, tls, http, shutdown_signal()).await;
     // Every pipeline goes to Null; events keep their state for the next start.
     coordinator.shutdown().await;
     let _ = task.await;

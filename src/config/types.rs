@@ -66,8 +66,12 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.
+    /// Wraps a secret value; from now on log lines never show it (see
+    /// [`crate::observe::redact`]).
     pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
+        let s = s.into();
+        crate::observe::redact::remember(&s);
+        Self(s)
     }
 
     /// The value itself, for the element property that needs it.

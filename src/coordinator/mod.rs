@@ -306,6 +306,8 @@ struct Running {
     delays: Vec<(String, Duration)>,
     /// The program start last logged per leg (UTC ns).
     program_logged: BTreeMap<String, u64>,
+    /// Each leg's latest programme start minus its air time, in seconds.
+    t0_errors: BTreeMap<String, f64>,
 }
 
 struct State {
@@ -445,6 +447,7 @@ impl State {
         let live = self.running.as_ref().and_then(|r| r.relay.as_ref().map(|relay| (r, relay))).map(|(r, relay)| {
             let s = relay.status();
             Live {
+                meters: Arc::new(relay.meters()),
                 event_id: r.event_id.clone(),
                 source_in_use: match s.source_in_use {
                     Feed::Primary => SourceChoice::Primary,
@@ -461,7 +464,8 @@ impl State {
                     .map(|status| {
                         let timezone =
                             r.zones.iter().find(|(id, _)| *id == status.channel_id).map_or(Tz::UTC, |(_, tz)| *tz);
-                        LegView { status, timezone }
+                        let t0_error_s = r.t0_errors.get(&status.channel_id).copied();
+                        LegView { status, timezone, t0_error_s }
                     })
                     .collect(),
             }
@@ -922,6 +926,7 @@ impl State {
                     Some(f) => {
                         let due = f + schedule::chrono_duration(delay);
                         let ms = (at - due).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                        r.t0_errors.insert(leg.channel_id.clone(), ms / 1000.0);
                         format!(
                             "first program picture went out at {}, {ms:+.1} ms from its air time {}",
                             utc_text(at),
@@ -1029,6 +1034,7 @@ impl State {
             choice: SourceChoice::Auto,
             delays,
             program_logged: BTreeMap::new(),
+            t0_errors: BTreeMap::new(),
         });
         Ok(())
     }

@@ -49,6 +49,9 @@ pub struct LegView {
     pub status: LegStatus,
     /// The channel's zone, for its local time.
     pub timezone: Tz,
+    /// When its first programme picture went out minus its air time (T0
+    /// plus its delay), in seconds; `None` before it went out.
+    pub t0_error_s: Option<f64>,
 }
 
 /// The running event's media.
@@ -68,6 +71,10 @@ pub struct Live {
     pub last_switch: Option<SourceSwitch>,
     /// Every leg.
     pub legs: Vec<LegView>,
+    /// Live readers of the running legs' counters: a metrics scrape reads
+    /// bytes, reconnects and drops as they are at that instant rather than
+    /// as of the last snapshot (up to 500 ms old).
+    pub meters: Arc<Vec<(String, crate::media::leg::LegMeter)>>,
 }
 
 /// One published state of the daemon.

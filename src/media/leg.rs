@@ -102,6 +102,31 @@ pub struct LegStatus {
     pub carries: super::program::Content,
 }
 
+/// Reads a leg's counters as they are now (cheap to clone; outlives the
+/// leg harmlessly, reading its last values).
+#[derive(Debug, Clone)]
+pub struct LegMeter {
+    shared: Arc<Shared>,
+    input: Arc<LegInput>,
+}
+
+impl LegMeter {
+    /// Bytes handed to the protocol sink.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Pipeline rebuilds.
+    pub fn reconnects(&self) -> u32 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Buffers dropped at the leg's input.
+    pub fn dropped_buffers(&self) -> u64 {
+        self.input.dropped()
+    }
+}
+
 /// Counters shared between the supervisor, the sink probe and readers.
 #[derive(Debug)]
 struct Shared {
@@ -172,6 +197,11 @@ impl Leg {
     /// The channel this leg serves.
     pub fn id(&self) -> &ChannelId {
         &self.id
+    }
+
+    /// A live reader of the leg's counters, for scrapes between snapshots.
+    pub fn meter(&self) -> LegMeter {
+        LegMeter { shared: Arc::clone(&self.shared), input: Arc::clone(&self.input) }
     }
 
     /// A snapshot of the leg.

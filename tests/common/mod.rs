@@ -21,18 +21,18 @@ use simulcast::config::{self, Config};
 use simulcast::relay::{Relay, RelayStatus};
 
 /// `simulcastd serve --listen 127.0.0.1:PORT ARGS...`, killed when dropped
-/// (passed or not); returns once it listens.
+/// (passed or not); returns once it listens. Its metrics port is any free
+/// one unless ARGS give `--metrics-listen`.
 pub struct Daemon(pub Child);
 
 impl Daemon {
     pub fn serve(port: u16, args: &[&std::ffi::OsStr], stderr: Stdio) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start simulcastd");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_simulcastd"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        if !args.iter().any(|a| *a == "--metrics-listen") {
+            cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+        }
+        let child = cmd.args(args).stdout(Stdio::null()).stderr(stderr).spawn().expect("start simulcastd");
         let daemon = Daemon(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -12,6 +12,8 @@ use tonic::transport::Channel as Transport;
 /// A running server.
 pub struct ApiServer {
     pub addr: String,
+    /// `http://127.0.0.1:PORT` of `/metrics` and `/healthz`.
+    pub http_addr: String,
     pub db: PathBuf,
     pub tokens: Vec<(Role, String)>,
     pub coordinator: Coordinator,
@@ -57,10 +59,13 @@ impl ApiServer {
         let (coordinator, coord_task) = Coordinator::start(store, options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = format!("http://{}", listener.local_addr().unwrap());
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let http_addr = format!("http://{}", http.local_addr().unwrap());
+        let http = Some(http);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let c = coordinator.clone();
         let task = tokio::spawn(async move {
-            simulcast::api::serve(listener, c.clone(), known, None, async {
+            simulcast::api::serve(listener, c.clone(), known, None, http, async {
                 let _ = stopped.await;
             })
             .await
@@ -68,7 +73,7 @@ impl ApiServer {
             c.shutdown().await;
             let _ = coord_task.await;
         });
-        ApiServer { addr, db: db.to_owned(), tokens, coordinator, stop: Some(stop), task }
+        ApiServer { addr, http_addr, db: db.to_owned(), tokens, coordinator, stop: Some(stop), task }
     }
 
     /// Stops it (relay included) and returns the store's path.
@@ -138,4 +143,29 @@ pub async fn asrun(server: &ApiServer, id: &str, token: &str) -> Vec<simulcast::
         .expect("as-run log")
         .into_inner()
         .entries
+}
+
+/// `GET base+path` over plain HTTP/1.1 (the metrics port): status and body.
+pub async fn http_get(base: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect to the metrics port");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    // axum answers small bodies with Content-Length, not chunked.
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    (status, body.to_owned())
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page, where
+/// `labels` is the exact label text (`channel="kz"`), or "" for none.
+pub fn sample(page: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() { name.to_owned() } else { format!("{name}{{{labels}}}") };
+    page.lines()
+        .find_map(|l| l.strip_prefix(&key).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }

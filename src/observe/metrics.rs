@@ -1,0 +1,441 @@
+//! Prometheus metrics (text exposition format, `prometheus-client`).
+//!
+//! Two kinds: the gRPC request counters and latency histograms, updated by
+//! a tower layer around every RPC ([`GrpcMetricsLayer`]); and everything
+//! about the daemon's state (events, legs, sources, rehearsals), read at
+//! scrape time from the coordinator's latest snapshot, so a scrape always
+//! sees one consistent state and nothing is counted twice. Labels are
+//! channel, event and feed names and codes, never a secret.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::coordinator::{Snapshot, SourceChoice};
+use crate::media::leg::LegState;
+use crate::media::source::SourceStatus;
+use crate::schedule::EventState;
+
+/// The `Content-Type` of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Latency buckets of RPCs, in seconds (0.5 ms to about 16 s).
+fn rpc_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16))
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    rpc: String,
+    code: String,
+}
+
+/// The daemon's metrics: the registry and the families updated in place.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RpcLabels, Counter>,
+    latency: Family<RpcLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    /// Metrics over the coordinator's snapshots.
+    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("simulcast");
+        let requests = Family::<RpcLabels, Counter>::default();
+        let latency = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(rpc_buckets);
+        registry.register("grpc_requests", "gRPC requests answered, by RPC and status code.", requests.clone());
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time from a gRPC request to its response headers, by RPC and status code.",
+            latency.clone(),
+        );
+        registry.register_collector(Box::new(StateCollector { snapshots }));
+        Arc::new(Self { registry, requests, latency })
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail; a collector error would be ours.
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "Metrics could not be encoded.");
+        }
+        out
+    }
+
+    /// Counts one answered RPC.
+    pub fn observe_rpc(&self, rpc: &str, code: &str, seconds: f64) {
+        let labels = RpcLabels { rpc: rpc.to_owned(), code: code.to_owned() };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(seconds);
+    }
+}
+
+/// The state part: one look at the latest snapshot per scrape.
+#[derive(Debug)]
+struct StateCollector {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// One family written by the collector.
+struct Fam<'a, 'b> {
+    enc: &'b mut DescriptorEncoder<'a>,
+}
+
+impl Fam<'_, '_> {
+    fn gauge<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        rows: impl IntoIterator<Item = (L, f64)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut m = self.enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, v) in rows {
+            ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn counter<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        rows: impl IntoIterator<Item = (L, u64)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut m = self.enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, v) in rows {
+            ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+type L1 = [(&'static str, String); 1];
+type L2 = [(&'static str, String); 2];
+
+const EVENT_STATES: [EventState; 8] = [
+    EventState::Scheduled,
+    EventState::Armed,
+    EventState::Held,
+    EventState::OnAir,
+    EventState::PostRoll,
+    EventState::Completed,
+    EventState::Aborted,
+    EventState::Cancelled,
+];
+
+const LEG_STATES: [LegState; 6] = [
+    LegState::Idle,
+    LegState::Connecting,
+    LegState::OnAir,
+    LegState::Reconnecting,
+    LegState::Failed,
+    LegState::Stopped,
+];
+
+fn b(x: bool) -> f64 {
+    if x { 1.0 } else { 0.0 }
+}
+
+impl prometheus_client::collector::Collector for StateCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = Arc::clone(&self.snapshots.borrow());
+        let mut f = Fam { enc: &mut enc };
+        let now = chrono::Utc::now();
+
+        f.gauge(
+            "healthy",
+            "1 while the daemon can relay (what gRPC health and /healthz report), else 0.",
+            [([("daemon", "simulcastd".to_owned())] as L1, b(snap.healthy))],
+        )?;
+
+        // Events not over yet, and the one whose relay runs.
+        let live_id = snap.live.as_ref().map(|l| l.event_id.0.clone());
+        let current: Vec<_> =
+            snap.events.iter().filter(|e| !e.state.is_final() || Some(&e.id.0) == live_id.as_ref()).collect();
+        f.gauge(
+            "event_state",
+            "1 for the state each event not yet over is in, 0 for the others.",
+            current.iter().flat_map(|e| {
+                EVENT_STATES
+                    .iter()
+                    .map(move |s| ([("event", e.id.0.clone()), ("state", s.to_string())] as L2, b(*s == e.state)))
+            }),
+        )?;
+        f.gauge(
+            "event_seconds_to_t0",
+            "Seconds from now to each event's T0 (negative once past).",
+            current
+                .iter()
+                .map(|e| ([("event", e.id.0.clone())] as L1, (e.on_air - now).num_milliseconds() as f64 / 1000.0)),
+        )?;
+
+        // The running event's sources and legs.
+        let live = snap.live.as_ref();
+        let feeds: Vec<(&str, &SourceStatus)> = live
+            .map(|l| std::iter::once(("primary", &l.source)).chain(l.backup.as_ref().map(|s| ("backup", s))).collect())
+            .unwrap_or_default();
+        let fl = |name: &str| [("feed", name.to_owned())] as L1;
+        f.gauge(
+            "source_healthy",
+            "1 while a contribution feed decodes pictures and carries no garbage.",
+            feeds.iter().map(|(n, s)| (fl(n), b(s.healthy))),
+        )?;
+        f.counter(
+            "source_bytes_received",
+            "Bytes received from a contribution feed.",
+            feeds.iter().map(|(n, s)| (fl(n), s.bytes_in)),
+        )?;
+        f.counter(
+            "source_garbage_bytes",
+            "Bytes received from a feed that were not MPEG-TS.",
+            feeds.iter().map(|(n, s)| (fl(n), s.garbage_bytes)),
+        )?;
+        f.counter(
+            "source_frames_decoded",
+            "Pictures decoded from a feed.",
+            feeds.iter().map(|(n, s)| (fl(n), s.frames)),
+        )?;
+        f.counter(
+            "source_restarts",
+            "Restarts of a feed's pipeline after errors.",
+            feeds.iter().map(|(n, s)| (fl(n), u64::from(s.restarts))),
+        )?;
+        f.gauge(
+            "source_in_use",
+            "1 for what the legs carry now (primary, backup or slate), 0 for the others.",
+            live.into_iter().flat_map(|l| {
+                [SourceChoice::Primary, SourceChoice::Backup, SourceChoice::Slate]
+                    .map(|c| ([("source", c.as_str().to_ascii_lowercase())] as L1, b(l.source_in_use == c)))
+            }),
+        )?;
+
+        let legs: Vec<_> = live.map(|l| l.legs.iter().collect()).unwrap_or_default();
+        let cl = |id: &str| [("channel", id.to_owned())] as L1;
+        f.gauge(
+            "leg_info",
+            "One series per leg of the running event: its protocol and zone.",
+            legs.iter().map(|v| {
+                let s = &v.status;
+                (
+                    [
+                        ("channel", s.channel_id.clone()),
+                        ("protocol", s.protocol.to_owned()),
+                        ("timezone", v.timezone.name().to_owned()),
+                    ],
+                    1.0,
+                )
+            }),
+        )?;
+        f.gauge(
+            "leg_state",
+            "1 for the state each leg is in, 0 for the others.",
+            legs.iter().flat_map(|v| {
+                LEG_STATES.iter().map(move |st| {
+                    (
+                        [("channel", v.status.channel_id.clone()), ("state", st.to_string())] as L2,
+                        b(*st == v.status.state),
+                    )
+                })
+            }),
+        )?;
+        // Counters read live where the leg runs (see `Live::meters`).
+        let meter = |id: &str| live.and_then(|l| l.meters.iter().find(|(c, _)| c == id).map(|(_, m)| m));
+        f.counter(
+            "leg_bytes_sent",
+            "Bytes handed to a leg's protocol sink.",
+            legs.iter().map(|v| {
+                let id = &v.status.channel_id;
+                (cl(id), meter(id).map_or(v.status.bytes_sent, |m| m.bytes_sent()))
+            }),
+        )?;
+        f.gauge(
+            "leg_bitrate_bytes_per_second",
+            "A leg's output over the last second, in bytes (bits / 8).",
+            legs.iter().map(|v| (cl(&v.status.channel_id), v.status.bitrate_bps as f64 / 8.0)),
+        )?;
+        f.counter(
+            "leg_reconnects",
+            "Pipeline rebuilds of a leg after its ingest failed.",
+            legs.iter().map(|v| {
+                let id = &v.status.channel_id;
+                (cl(id), u64::from(meter(id).map_or(v.status.reconnects, |m| m.reconnects())))
+            }),
+        )?;
+        f.counter(
+            "leg_dropped_buffers",
+            "Buffers a leg did not deliver because its input queue was full.",
+            legs.iter().map(|v| {
+                let id = &v.status.channel_id;
+                (cl(id), meter(id).map_or(v.status.dropped_buffers, |m| m.dropped_buffers()))
+            }),
+        )?;
+        f.gauge(
+            "leg_carrying_program",
+            "1 while a leg carries the programme, 0 while it carries the slate.",
+            legs.iter()
+                .map(|v| (cl(&v.status.channel_id), b(v.status.carries == crate::media::program::Content::Program))),
+        )?;
+        f.gauge(
+            "leg_t0_error_seconds",
+            "When a leg's first programme picture went out, minus its air time (T0 plus its delay).",
+            legs.iter().filter_map(|v| v.t0_error_s.map(|e| (cl(&v.status.channel_id), e))),
+        )?;
+        let srt: Vec<_> =
+            legs.iter().filter_map(|v| v.status.srt.as_ref().map(|s| (v.status.channel_id.as_str(), s))).collect();
+        f.gauge(
+            "leg_srt_rtt_seconds",
+            "Round-trip time of an SRT leg.",
+            srt.iter().map(|(id, s)| (cl(id), s.rtt_ms / 1000.0)),
+        )?;
+        f.counter(
+            "leg_srt_packets_sent",
+            "Packets an SRT leg sent.",
+            srt.iter().map(|(id, s)| (cl(id), s.packets_sent)),
+        )?;
+        f.counter(
+            "leg_srt_packets_lost",
+            "Packets an SRT leg's receiver reported lost.",
+            srt.iter().map(|(id, s)| (cl(id), s.packets_lost)),
+        )?;
+        f.counter(
+            "leg_srt_packets_retransmitted",
+            "Packets an SRT leg sent again.",
+            srt.iter().map(|(id, s)| (cl(id), s.packets_retransmitted)),
+        )?;
+        Ok(())
+    }
+}
+
+/// The gRPC status name of a numeric code (`grpc-status`).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The `rpc` label of a request path: `simulcast.v1.EventService/Arm`, or
+/// `other` for a service not served here (so that callers cannot grow the
+/// label set at will).
+fn rpc_label(path: &str) -> String {
+    let p = path.trim_start_matches('/');
+    let known = ["simulcast.v1.", "grpc.health.v1.", "grpc.reflection.v1"];
+    if known.iter().any(|k| p.starts_with(k)) && p.len() <= 96 && p.matches('/').count() == 1 {
+        p.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+/// A tower layer counting every RPC by path and status code. The code is
+/// the `grpc-status` header of the response (tonic's trailers-only errors)
+/// or `OK` when the answer starts normally; the time is to the headers.
+#[derive(Debug, Clone)]
+pub struct GrpcMetricsLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetricsService { inner, metrics: Arc::clone(&self.0) }
+    }
+}
+
+/// See [`GrpcMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcMetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let rpc = rpc_label(req.uri().path());
+        let start = Instant::now();
+        let metrics = Arc::clone(&self.metrics);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            let code = match &r {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or("OK", |n| code_name(tonic::Code::from_i32(n))),
+                Err(_) => "UNAVAILABLE",
+            };
+            metrics.observe_rpc(&rpc, code, start.elapsed().as_secs_f64());
+            r
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_labels_are_bounded_to_served_services() {
+        assert_eq!(rpc_label("/simulcast.v1.EventService/Arm"), "simulcast.v1.EventService/Arm");
+        assert_eq!(rpc_label("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
+        assert_eq!(rpc_label("/evil.Service/x"), "other");
+        assert_eq!(rpc_label("/simulcast.v1.EventService/a/b"), "other");
+    }
+
+    #[test]
+    fn an_idle_daemon_exposes_its_health_and_rpc_counts() {
+        let (_tx, rx) = watch::channel(Arc::new(Snapshot::initial()));
+        let m = Metrics::new(rx);
+        m.observe_rpc("simulcast.v1.EventService/Arm", "FAILED_PRECONDITION", 0.002);
+        let text = m.render();
+        assert!(text.contains("simulcast_healthy{daemon=\"simulcastd\"} 0"), "{text}");
+        assert!(
+            text.contains(
+                "simulcast_grpc_requests_total{rpc=\"simulcast.v1.EventService/Arm\",code=\"FAILED_PRECONDITION\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("simulcast_grpc_request_duration_seconds_count{"), "{text}");
+    }
+}
