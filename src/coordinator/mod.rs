@@ -4,8 +4,10 @@
 //! T0, post-roll at the end), starts and stops the relay of the event that
 //! runs, and publishes snapshots for watchers. Nothing else changes state.
 
+mod rehearsals;
 mod status;
 
+pub use rehearsals::NewRecurring;
 pub use status::{LegChange, LegObserver, LegView, Live, Snapshot, SourceChoice};
 
 use std::collections::BTreeMap;
@@ -22,6 +24,8 @@ use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings,
 use crate::media::failover::{Feed, SourceMode};
 use crate::media::program::Cue;
 use crate::media::recording::RecordingPlan;
+use crate::rehearsal::recurring::Recurring;
+use crate::rehearsal::{Plan, Report};
 use crate::relay::{DelayPlan, Relay};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
@@ -167,6 +171,12 @@ enum Command {
     SwitchSource { id: EventId, choice: SourceChoice, actor: String, reply: Reply<Event> },
     AsRun { event_id: String, reply: Reply<Vec<AsRunEntry>> },
     AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
+    StartRehearsal { id: EventId, plan: Plan, actor: String, reply: Reply<Report> },
+    GetRehearsal { id: String, reply: Reply<Report> },
+    ListRehearsals { event_id: Option<String>, reply: Reply<Vec<Report>> },
+    ScheduleRehearsal { new: NewRecurring, actor: String, reply: Reply<Recurring> },
+    ListSchedules { event_id: Option<String>, reply: Reply<Vec<Recurring>> },
+    DeleteSchedule { id: String, actor: String, reply: Reply<()> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -194,6 +204,9 @@ impl Coordinator {
             status: status_tx,
             seq: 0,
             arm_failure: None,
+            rehearsal: None,
+            verdicts: Arc::default(),
+            schedules: Vec::new(),
         };
         let task = tokio::spawn(state.run(rx));
         (Self { tx, status }, task)
@@ -286,6 +299,39 @@ impl Coordinator {
 
     /// Stops the relay (every pipeline to `Null`) and the coordinator. Events
     /// keep their state in the store: a daemon started again resumes them.
+    /// Starts a rehearsal of an event now (see [`crate::rehearsal`]).
+    pub async fn start_rehearsal(&self, id: EventId, plan: Plan, actor: &str) -> Result<Report, CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::StartRehearsal { id, plan, actor, reply }).await
+    }
+
+    /// One rehearsal's report, current while it runs.
+    pub async fn rehearsal(&self, id: String) -> Result<Report, CoordError> {
+        self.ask(|reply| Command::GetRehearsal { id, reply }).await
+    }
+
+    /// Rehearsal reports of one event (or all), oldest first.
+    pub async fn rehearsals(&self, event_id: Option<String>) -> Result<Vec<Report>, CoordError> {
+        self.ask(|reply| Command::ListRehearsals { event_id, reply }).await
+    }
+
+    /// Sets a recurring rehearsal.
+    pub async fn schedule_rehearsal(&self, new: NewRecurring, actor: &str) -> Result<Recurring, CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::ScheduleRehearsal { new, actor, reply }).await
+    }
+
+    /// Recurring rehearsals of one event (or all).
+    pub async fn rehearsal_schedules(&self, event_id: Option<String>) -> Result<Vec<Recurring>, CoordError> {
+        self.ask(|reply| Command::ListSchedules { event_id, reply }).await
+    }
+
+    /// Deletes a recurring rehearsal.
+    pub async fn delete_rehearsal_schedule(&self, id: String, actor: &str) -> Result<(), CoordError> {
+        let actor = actor.to_owned();
+        self.ask(|reply| Command::DeleteSchedule { id, actor, reply }).await
+    }
+
     pub async fn shutdown(&self) {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Command::Shutdown { reply }).await.is_ok() {
@@ -320,6 +366,12 @@ struct State {
     seq: u64,
     /// The last reason the clock could not arm an event, logged once.
     arm_failure: Option<String>,
+    /// The rehearsal that runs, if one does.
+    rehearsal: Option<rehearsals::Active>,
+    /// The latest finished rehearsal of each event.
+    verdicts: Arc<Vec<Report>>,
+    /// Recurring rehearsals.
+    schedules: Vec<Recurring>,
 }
 
 fn utc_text(t: DateTime<Utc>) -> String {
@@ -378,12 +430,14 @@ impl State {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
+                        self.stop_rehearsal("the daemon stopped").await;
                         self.stop_relay("daemon-stopped", "simulcastd stopped; legs closed").await;
                         let _ = reply.send(());
                         break;
                     }
                     Some(cmd) => self.handle(cmd).await,
                     None => {
+                        self.stop_rehearsal("the daemon stopped").await;
                         self.stop_relay("daemon-stopped", "simulcastd stopped; legs closed").await;
                         break;
                     }
@@ -404,6 +458,14 @@ impl State {
         for e in self.store.events()? {
             self.events.insert(e.id.0.clone(), e);
         }
+        self.schedules = self.store.schedules()?;
+        // A rehearsal the store holds unfinished died with the daemon.
+        for mut r in self.store.rehearsals(None)?.into_iter().filter(|r| r.phase != crate::rehearsal::Phase::Finished) {
+            crate::rehearsal::conclude(&mut r, Some("the daemon stopped during it"), self.options.clock.now());
+            self.store.save_rehearsal(&r)?;
+            self.log(&r.event_id, "rehearsal-finished", format!("{}: {}", r.id, r.summary), DAEMON)?;
+        }
+        self.refresh_verdicts();
         self.refresh_events();
         let live: Vec<Event> = self.events.values().filter(|e| e.state.is_live()).cloned().collect();
         for e in live {
@@ -479,6 +541,8 @@ impl State {
             events: Arc::clone(&self.events_arc),
             live,
             healthy,
+            rehearsal: self.active_rehearsal(),
+            verdicts: Arc::clone(&self.verdicts),
         }));
     }
 
@@ -535,6 +599,27 @@ impl State {
             }
             Command::AirTimes { id, reply } => {
                 let _ = reply.send(self.air_times(&id));
+            }
+            Command::StartRehearsal { id, plan, actor, reply } => {
+                let r = self.start_rehearsal(&id, plan, &actor);
+                self.answer_change(reply, r);
+            }
+            Command::GetRehearsal { id, reply } => {
+                let _ = reply.send(self.rehearsal_report(&id));
+            }
+            Command::ListRehearsals { event_id, reply } => {
+                let _ = reply.send(self.rehearsal_reports(event_id.as_deref()));
+            }
+            Command::ScheduleRehearsal { new, actor, reply } => {
+                let r = self.schedule_rehearsal(new, &actor);
+                let _ = reply.send(r);
+            }
+            Command::ListSchedules { event_id, reply } => {
+                let v = self.schedules.iter().filter(|s| event_id.as_ref().is_none_or(|e| *e == s.event_id)).cloned();
+                let _ = reply.send(Ok(v.collect()));
+            }
+            Command::DeleteSchedule { id, actor, reply } => {
+                let _ = reply.send(self.delete_schedule(&id, &actor));
             }
             // run() answers Shutdown itself, after stopping the relay.
             Command::Shutdown { reply } => {
@@ -887,7 +972,9 @@ impl State {
     }
 
     async fn on_tick(&mut self) -> bool {
-        let changed = self.step_clock().await;
+        let mut changed = self.step_clock().await;
+        changed |= self.collect_rehearsal().await;
+        changed |= self.fire_schedules();
         if let Some(r) = &mut self.running
             && let Some(relay) = &mut r.relay
         {
@@ -964,6 +1051,8 @@ impl State {
         if let Some(problem) = &self.options.media_problem {
             return Err(CoordError::Relay(format!("the relay cannot run: {problem}")));
         }
+        // The event's legs go to the same ingests: the event wins.
+        self.stop_rehearsal(&format!("event {} went live", event.id)).await;
         let mut channels = Vec::new();
         for id in &event.channel_ids {
             match self.store.channel(id)? {
@@ -994,16 +1083,8 @@ impl State {
                 }
             }
         }
-        let cfg = config::Config {
-            event: config::EventPlan { title: event.title.clone(), timezone: Tz::UTC, duration: event.duration },
-            source: self.options.source.clone(),
-            backup: self.options.backup.clone(),
-            failover: self.options.failover,
-            program: self.options.program.clone(),
-            slate: self.options.slate.clone(),
-            relay: self.options.relay.clone(),
-            channels: channels.clone(),
-        };
+        let mut cfg = self.base_config(&event.title, channels.clone());
+        cfg.event.duration = event.duration;
         let delays: Vec<(String, Duration)> = channels
             .iter()
             .filter_map(|c| schedule::air_time(event.on_air, c).ok().map(|a| (c.id.to_string(), a.delay)))
@@ -1049,6 +1130,20 @@ impl State {
         if cue != relay.cue() {
             info!(event = %event.id, ?cue, "Cue set.");
             relay.set_cue(cue);
+        }
+    }
+
+    /// A relay configuration from the daemon's options for `channels`.
+    fn base_config(&self, title: &str, channels: Vec<Channel>) -> config::Config {
+        config::Config {
+            event: config::EventPlan { title: title.to_owned(), timezone: Tz::UTC, duration: Duration::from_secs(3600) },
+            source: self.options.source.clone(),
+            backup: self.options.backup.clone(),
+            failover: self.options.failover,
+            program: self.options.program.clone(),
+            slate: self.options.slate.clone(),
+            relay: self.options.relay.clone(),
+            channels,
         }
     }
 

@@ -90,12 +90,24 @@ pub struct Snapshot {
     pub live: Option<Live>,
     /// Whether the relay is healthy (see [`Health`]).
     pub healthy: bool,
+    /// The rehearsal that runs, if any.
+    pub rehearsal: Option<crate::rehearsal::Report>,
+    /// The latest finished rehearsal of each event.
+    pub verdicts: Arc<Vec<crate::rehearsal::Report>>,
 }
 
 impl Snapshot {
     /// The empty state before the coordinator's first publication.
     pub fn initial() -> Self {
-        Self { seq: 0, at: Utc::now(), events: Arc::default(), live: None, healthy: false }
+        Self {
+            seq: 0,
+            at: Utc::now(),
+            events: Arc::default(),
+            live: None,
+            healthy: false,
+            rehearsal: None,
+            verdicts: Arc::default(),
+        }
     }
 
     /// The event a watcher asked for; with `None`, the running event, else

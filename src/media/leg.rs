@@ -59,7 +59,7 @@ impl fmt::Display for LegState {
 }
 
 /// SRT figures from srtsink's `stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SrtFigures {
     /// Round-trip time.
     pub rtt_ms: f64,

@@ -76,6 +76,20 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE events ADD COLUMN max_delay_ms INTEGER NOT NULL DEFAULT 0;",
     // 4: the zone of each entry's local time (older entries: empty).
     "ALTER TABLE asrun ADD COLUMN timezone TEXT NOT NULL DEFAULT '';",
+    // 5: rehearsal reports and recurring rehearsals (JSON documents).
+    "CREATE TABLE rehearsals (
+         id TEXT PRIMARY KEY,
+         event_id TEXT NOT NULL,
+         started_utc TEXT NOT NULL,
+         passed INTEGER NOT NULL,
+         report TEXT NOT NULL
+     );
+     CREATE INDEX rehearsals_event ON rehearsals (event_id, started_utc);
+     CREATE TABLE rehearsal_schedules (
+         id TEXT PRIMARY KEY,
+         event_id TEXT NOT NULL,
+         doc TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
@@ -293,6 +307,59 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+impl Store {
+    /// Writes a rehearsal report (again, as it progresses).
+    pub fn save_rehearsal(&self, r: &crate::rehearsal::Report) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
+        self.conn().execute(
+            "INSERT INTO rehearsals (id, event_id, started_utc, passed, report) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET passed = excluded.passed, report = excluded.report",
+            params![r.id, r.event_id, utc_text(r.started_at), r.passed, doc],
+        )?;
+        Ok(())
+    }
+
+    /// Rehearsal reports, oldest first; of one event, or all.
+    pub fn rehearsals(&self, event_id: Option<&str>) -> Result<Vec<crate::rehearsal::Report>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, report FROM rehearsals WHERE ?1 IS NULL OR event_id = ?1 ORDER BY started_utc, id",
+        )?;
+        let rows = stmt.query_map(params![event_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+        rows.into_iter().map(|(id, doc)| serde_json::from_str(&doc).map_err(|e| corrupt(&id, e))).collect()
+    }
+
+    /// Writes a recurring rehearsal.
+    pub fn save_schedule(&self, r: &crate::rehearsal::recurring::Recurring) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(r).map_err(|e| corrupt(&r.id, e))?;
+        self.conn().execute(
+            "INSERT INTO rehearsal_schedules (id, event_id, doc) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            params![r.id, r.event_id, doc],
+        )?;
+        Ok(())
+    }
+
+    /// Every recurring rehearsal.
+    pub fn schedules(&self) -> Result<Vec<crate::rehearsal::recurring::Recurring>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, doc FROM rehearsal_schedules ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+        rows.into_iter().map(|(id, doc)| serde_json::from_str(&doc).map_err(|e| corrupt(&id, e))).collect()
+    }
+
+    /// Deletes a recurring rehearsal; `false` if there was none.
+    pub fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM rehearsal_schedules WHERE id = ?1", params![id])? == 1)
+    }
+}
+
+fn corrupt(id: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { id: id.to_owned(), reason: e.to_string() }
 }
 
 const EVENT_COLUMNS: &str = "id, title, on_air_utc, duration_ms, preroll_ms, postroll_ms, channel_ids, state, ended_utc, created_utc, max_delay_ms";

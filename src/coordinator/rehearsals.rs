@@ -1,0 +1,322 @@
+//! The coordinator's side of rehearsals: the rules for starting one, the
+//! task that runs it, its reports in the store and the as-run log, and
+//! recurring rehearsals fired by the clock.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{NaiveDate, NaiveTime, Utc};
+use chrono_tz::Tz;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::{CoordError, DAEMON, State, entry, invalid, utc_text};
+use crate::config::{self, FieldError};
+use crate::rehearsal::recurring::{self, Recurring};
+use crate::rehearsal::{self, Phase, Plan, Report};
+use crate::schedule::EventId;
+
+/// Time allowed for preflight when checking a rehearsal fits before an event.
+const PREFLIGHT_ALLOWANCE: chrono::Duration = chrono::Duration::seconds(30);
+
+/// The rehearsal that runs.
+pub(super) struct Active {
+    pub(super) report: Arc<Mutex<Report>>,
+    stop: watch::Sender<Option<String>>,
+    task: tokio::task::JoinHandle<Report>,
+}
+
+/// A request for a recurring rehearsal.
+#[derive(Debug, Clone)]
+pub struct NewRecurring {
+    /// The event.
+    pub event_id: EventId,
+    /// `HH:MM` local time.
+    pub local_time: String,
+    /// IANA zone.
+    pub timezone: String,
+    /// Last local date, `YYYY-MM-DD`.
+    pub until: String,
+    /// Each run's timeline.
+    pub plan: Plan,
+}
+
+fn new_id(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    if getrandom::fill(&mut b).is_err() {
+        b = fastrand::u64(..).to_le_bytes()[..6].try_into().unwrap_or_default();
+    }
+    format!("{prefix}-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+impl State {
+    /// Starts a rehearsal of `event_id` now, or says why not.
+    pub(super) fn start_rehearsal(&mut self, id: &EventId, plan: Plan, actor: &str) -> Result<Report, CoordError> {
+        plan.check().map_err(|e| CoordError::Invalid(vec![e]))?;
+        let event = self.get(id)?;
+        if event.state.is_final() {
+            return Err(CoordError::FailedPrecondition(format!(
+                "event {id} is {}: there is nothing left to rehearse",
+                event.state
+            )));
+        }
+        if let Some(live) = self.events.values().find(|e| e.state.is_live()) {
+            return Err(CoordError::FailedPrecondition(format!(
+                "event {} is {}: a rehearsal never runs while an event is live",
+                live.id, live.state
+            )));
+        }
+        if let Some(a) = &self.rehearsal {
+            let r = a.report.lock().unwrap_or_else(|p| p.into_inner());
+            return Err(CoordError::FailedPrecondition(format!(
+                "rehearsal {} of event {} is still running",
+                r.id, r.event_id
+            )));
+        }
+        let now = self.options.clock.now();
+        let ends = now + crate::schedule::chrono_duration(plan.length()) + PREFLIGHT_ALLOWANCE;
+        if let Some(next) = self
+            .events
+            .values()
+            .filter(|e| !e.state.is_final())
+            .find(|e| e.on_air - crate::schedule::chrono_duration(e.preroll) < ends)
+        {
+            return Err(CoordError::FailedPrecondition(format!(
+                "event {} arms at {}, before this rehearsal would end ({})",
+                next.id,
+                utc_text(next.on_air - crate::schedule::chrono_duration(next.preroll)),
+                utc_text(ends)
+            )));
+        }
+        if let Some(problem) = &self.options.media_problem {
+            return Err(CoordError::FailedPrecondition(format!("the relay cannot run here: {problem}")));
+        }
+        let mut channels = Vec::new();
+        for cid in &event.channel_ids {
+            if let Some(c) = self.store.channel(cid)?.filter(|c| c.enabled) {
+                channels.push(c);
+            }
+        }
+        let report = Report::new(new_id("rh"), id.0.clone(), actor.to_owned(), plan, now, &channels);
+        self.store.save_rehearsal(&report)?;
+        let detail = format!(
+            "{}: pre-roll {}, programme {}, post-roll {}, {} source, {} leg(s)",
+            report.id,
+            config::uri::format_duration(plan.preroll),
+            config::uri::format_duration(plan.program),
+            config::uri::format_duration(plan.postroll),
+            plan.source.as_str(),
+            channels.len()
+        );
+        self.log(&id.0, "rehearsal-started", detail, actor)?;
+        info!(rehearsal = %report.id, event = %id, actor, "Rehearsal started.");
+        let setup = rehearsal::Setup {
+            title: event.title.clone(),
+            base: self.base_config(&event.title, channels.clone()),
+            channels,
+            media: self.options.relay_enabled,
+        };
+        let shared = Arc::new(Mutex::new(report.clone()));
+        let (stop, stop_rx) = watch::channel(None);
+        let task = tokio::spawn(rehearsal::run(setup, Arc::clone(&shared), stop_rx));
+        self.rehearsal = Some(Active { report: shared, stop, task });
+        Ok(report)
+    }
+
+    /// The rehearsal that runs, as it is now.
+    pub(super) fn active_rehearsal(&self) -> Option<Report> {
+        self.rehearsal.as_ref().map(|a| a.report.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// A report: the running one from memory, others from the store.
+    pub(super) fn rehearsal_report(&self, id: &str) -> Result<Report, CoordError> {
+        if let Some(r) = self.active_rehearsal().filter(|r| r.id == id) {
+            return Ok(r);
+        }
+        self.store
+            .rehearsals(None)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| CoordError::NotFound(format!("no rehearsal `{id}`")))
+    }
+
+    /// Reports of one event (or all), oldest first; the running one current.
+    pub(super) fn rehearsal_reports(&self, event_id: Option<&str>) -> Result<Vec<Report>, CoordError> {
+        let active = self.active_rehearsal();
+        Ok(self
+            .store
+            .rehearsals(event_id)?
+            .into_iter()
+            .map(|r| match &active {
+                Some(a) if a.id == r.id => a.clone(),
+                _ => r,
+            })
+            .collect())
+    }
+
+    /// Collects a finished rehearsal: stores its report and writes the
+    /// as-run entries. Returns whether one finished.
+    pub(super) async fn collect_rehearsal(&mut self) -> bool {
+        if !self.rehearsal.as_ref().is_some_and(|a| a.task.is_finished()) {
+            return false;
+        }
+        let Some(active) = self.rehearsal.take() else { return false };
+        let report = match active.task.await {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "The rehearsal task failed.");
+                let mut r = active.report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                rehearsal::conclude(&mut r, Some("the rehearsal task failed"), Utc::now());
+                r
+            }
+        };
+        self.record_rehearsal(&report);
+        true
+    }
+
+    fn record_rehearsal(&mut self, report: &Report) {
+        if let Err(e) = self.store.save_rehearsal(report) {
+            error!(error = %e, rehearsal = %report.id, "Rehearsal report lost: the store failed.");
+        }
+        let at = report.finished_at.unwrap_or_else(|| self.options.clock.now());
+        for leg in &report.legs {
+            let id = config::ChannelId::parse(&leg.channel_id).ok();
+            let tz = id.and_then(|id| self.store.channel(&id).ok().flatten()).map(|c| c.timezone);
+            let verdict = if leg.passed { "PASSED".to_owned() } else { format!("FAILED: {}", leg.errors.join("; ")) };
+            let detail = format!("{}: {verdict}; {} bytes sent", report.id, leg.bytes_sent);
+            let e = entry(at, &report.event_id, &leg.channel_id, tz, "rehearsal-leg", detail, DAEMON);
+            if let Err(err) = self.store.append_asrun(&e) {
+                error!(error = %err, "As-run entry lost: the store failed.");
+            }
+        }
+        let e = entry(at, &report.event_id, "", None, "rehearsal-finished", format!("{}: {}", report.id, report.summary), DAEMON);
+        if let Err(err) = self.store.append_asrun(&e) {
+            error!(error = %err, "As-run entry lost: the store failed.");
+        }
+        self.refresh_verdicts();
+    }
+
+    /// The latest finished report of each event, for metrics.
+    pub(super) fn refresh_verdicts(&mut self) {
+        match self.store.rehearsals(None) {
+            Ok(all) => {
+                let mut latest: std::collections::BTreeMap<String, Report> = Default::default();
+                for r in all.into_iter().filter(|r| r.phase == Phase::Finished) {
+                    latest.insert(r.event_id.clone(), r);
+                }
+                self.verdicts = Arc::new(latest.into_values().collect());
+            }
+            Err(e) => error!(error = %e, "Cannot read rehearsal reports."),
+        }
+    }
+
+    /// Stops a running rehearsal (an event arms, the daemon stops) and
+    /// records it.
+    pub(super) async fn stop_rehearsal(&mut self, why: &str) {
+        let Some(active) = self.rehearsal.take() else { return };
+        warn!(why, "Stopping the rehearsal.");
+        let _ = active.stop.send(Some(why.to_owned()));
+        let report = match active.task.await {
+            Ok(r) => r,
+            Err(_) => {
+                let mut r = active.report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                rehearsal::conclude(&mut r, Some(why), Utc::now());
+                r
+            }
+        };
+        self.record_rehearsal(&report);
+    }
+
+    /// Sets a recurring rehearsal.
+    pub(super) fn schedule_rehearsal(&mut self, new: NewRecurring, actor: &str) -> Result<Recurring, CoordError> {
+        new.plan.check().map_err(|e| CoordError::Invalid(vec![e]))?;
+        let event = self.get(&new.event_id)?;
+        if event.state.is_final() {
+            return Err(CoordError::FailedPrecondition(format!("event {} is {}", event.id, event.state)));
+        }
+        let mut errs = Vec::new();
+        let tz: Option<Tz> = match new.timezone.parse() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                errs.push(FieldError {
+                    key: "timezone".into(),
+                    message: format!("`{}` is not an IANA time zone", new.timezone.escape_debug()),
+                });
+                None
+            }
+        };
+        let at = NaiveTime::parse_from_str(&new.local_time, "%H:%M").ok();
+        if at.is_none() {
+            errs.push(FieldError { key: "local_time".into(), message: "give HH:MM (14:00)".into() });
+        }
+        let until = NaiveDate::parse_from_str(&new.until, "%Y-%m-%d").ok();
+        if until.is_none() {
+            errs.push(FieldError { key: "until".into(), message: "give a date, YYYY-MM-DD".into() });
+        }
+        let (Some(tz), Some(at), Some(until)) = (tz, at, until) else { return Err(CoordError::Invalid(errs)) };
+        let now = self.options.clock.now();
+        if recurring::next_fire(now, at, tz, until).is_none() {
+            return Err(invalid("until", format!("{until} is past: the rehearsal would never run")));
+        }
+        let rec = Recurring {
+            id: new_id("rs"),
+            event_id: event.id.0.clone(),
+            at,
+            timezone: tz.name().to_owned(),
+            until,
+            plan: new.plan,
+            created_by: actor.to_owned(),
+            created_at: now,
+            last_fired: None,
+        };
+        self.store.save_schedule(&rec)?;
+        let detail = format!("{}: every day at {} {} until {}", rec.id, at.format("%H:%M"), rec.timezone, until);
+        self.log(&event.id.0, "rehearsal-scheduled", detail, actor)?;
+        self.schedules.push(rec.clone());
+        Ok(rec)
+    }
+
+    /// Deletes a recurring rehearsal.
+    pub(super) fn delete_schedule(&mut self, id: &str, actor: &str) -> Result<(), CoordError> {
+        let Some(rec) = self.schedules.iter().find(|s| s.id == id).cloned() else {
+            return Err(CoordError::NotFound(format!("no recurring rehearsal `{id}`")));
+        };
+        self.store.delete_schedule(id)?;
+        self.schedules.retain(|s| s.id != id);
+        self.log(&rec.event_id, "rehearsal-unscheduled", rec.id.clone(), actor)?;
+        Ok(())
+    }
+
+    /// Fires the recurring rehearsals that are due; returns whether any did.
+    pub(super) fn fire_schedules(&mut self) -> bool {
+        let now = self.options.clock.now();
+        let mut fired = false;
+        for i in 0..self.schedules.len() {
+            let Some(due) = self.schedules[i].next() else { continue };
+            if due > now {
+                continue;
+            }
+            let rec = self.schedules[i].clone();
+            let outcome = if now - due > recurring::LATE_LIMIT {
+                Err(format!("missed: the daemon was not running at {}", utc_text(due)))
+            } else {
+                let actor = format!("schedule {}", rec.id);
+                self.start_rehearsal(&EventId(rec.event_id.clone()), rec.plan, &actor)
+                    .map(|r| r.id)
+                    .map_err(|e| e.to_string())
+            };
+            match outcome {
+                Ok(id) => info!(schedule = %rec.id, rehearsal = %id, "Recurring rehearsal fired."),
+                Err(why) => {
+                    warn!(schedule = %rec.id, why = %why, "Recurring rehearsal skipped.");
+                    let _ = self.log(&rec.event_id, "rehearsal-skipped", format!("{}: {why}", rec.id), DAEMON);
+                }
+            }
+            self.schedules[i].last_fired = Some(due);
+            if let Err(e) = self.store.save_schedule(&self.schedules[i]) {
+                error!(error = %e, "Cannot store a recurring rehearsal's last run.");
+            }
+            fired = true;
+        }
+        fired
+    }
+}
