@@ -4,7 +4,7 @@
 //!
 //! Served: ChannelService, EventService, MonitorService,
 //! `grpc.health.v1.Health` (SERVING only while the relay is healthy) and
-//! server reflection. RehearsalService is in the proto and not yet served.
+//! server reflection, and RehearsalService.
 //! Every RPC is counted by [`GrpcMetricsLayer`]; with a second listener,
 //! `/metrics` and `/healthz` are served there (see [`crate::observe`]).
 
@@ -13,6 +13,7 @@ pub mod channels;
 pub mod convert;
 pub mod events;
 pub mod monitor;
+pub mod rehearsals;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::observe::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::channel_service_server::ChannelServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::monitor_service_server::MonitorServiceServer;
+use crate::proto::rehearsal_service_server::RehearsalServiceServer;
 
 /// Largest request or response message, either way.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -37,8 +39,12 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("simulcast_descriptor");
 
 /// The services whose health is reported (besides the overall `""`).
-pub const SERVICES: [&str; 3] =
-    ["simulcast.v1.ChannelService", "simulcast.v1.EventService", "simulcast.v1.MonitorService"];
+pub const SERVICES: [&str; 4] = [
+    "simulcast.v1.ChannelService",
+    "simulcast.v1.EventService",
+    "simulcast.v1.MonitorService",
+    "simulcast.v1.RehearsalService",
+];
 
 /// `INVALID_ARGUMENT` naming every offending field.
 pub fn invalid(errors: Vec<FieldError>) -> Status {
@@ -95,6 +101,9 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let events = EventServiceServer::new(events::EventApi { coordinator: coordinator.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let rehearsals = RehearsalServiceServer::new(rehearsals::RehearsalApi { coordinator: coordinator.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
@@ -164,7 +173,8 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(InterceptedService::new(channels, interceptor.clone()))
         .add_service(InterceptedService::new(events, interceptor.clone()))
-        .add_service(InterceptedService::new(monitor, interceptor))
+        .add_service(InterceptedService::new(monitor, interceptor.clone()))
+        .add_service(InterceptedService::new(rehearsals, interceptor))
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
             let _ = stop_health.send(true);

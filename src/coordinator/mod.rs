@@ -1136,7 +1136,11 @@ impl State {
     /// A relay configuration from the daemon's options for `channels`.
     fn base_config(&self, title: &str, channels: Vec<Channel>) -> config::Config {
         config::Config {
-            event: config::EventPlan { title: title.to_owned(), timezone: Tz::UTC, duration: Duration::from_secs(3600) },
+            event: config::EventPlan {
+                title: title.to_owned(),
+                timezone: Tz::UTC,
+                duration: Duration::from_secs(3600),
+            },
             source: self.options.source.clone(),
             backup: self.options.backup.clone(),
             failover: self.options.failover,

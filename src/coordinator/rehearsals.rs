@@ -188,7 +188,15 @@ impl State {
                 error!(error = %err, "As-run entry lost: the store failed.");
             }
         }
-        let e = entry(at, &report.event_id, "", None, "rehearsal-finished", format!("{}: {}", report.id, report.summary), DAEMON);
+        let e = entry(
+            at,
+            &report.event_id,
+            "",
+            None,
+            "rehearsal-finished",
+            format!("{}: {}", report.id, report.summary),
+            DAEMON,
+        );
         if let Err(err) = self.store.append_asrun(&e) {
             error!(error = %err, "As-run entry lost: the store failed.");
         }

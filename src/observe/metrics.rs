@@ -293,6 +293,32 @@ impl prometheus_client::collector::Collector for StateCollector {
             "When a leg's first programme picture went out, minus its air time (T0 plus its delay).",
             legs.iter().filter_map(|v| v.t0_error_s.map(|e| (cl(&v.status.channel_id), e))),
         )?;
+        f.gauge(
+            "rehearsal_running",
+            "1 while a rehearsal runs.",
+            [([("daemon", "simulcastd".to_owned())] as L1, b(snap.rehearsal.is_some()))],
+        )?;
+        f.gauge(
+            "rehearsal_passed",
+            "The verdict of each event's latest finished rehearsal: 1 passed, 0 failed.",
+            snap.verdicts.iter().map(|r| ([("event", r.event_id.clone())] as L1, b(r.passed))),
+        )?;
+        f.gauge(
+            "rehearsal_leg_passed",
+            "Each leg's verdict in its event's latest finished rehearsal: 1 passed, 0 failed.",
+            snap.verdicts.iter().flat_map(|r| {
+                r.legs
+                    .iter()
+                    .map(|l| ([("event", r.event_id.clone()), ("channel", l.channel_id.clone())] as L2, b(l.passed)))
+            }),
+        )?;
+        f.gauge(
+            "rehearsal_finished_timestamp_seconds",
+            "When each event's latest rehearsal finished (Unix time).",
+            snap.verdicts.iter().filter_map(|r| {
+                r.finished_at.map(|t| ([("event", r.event_id.clone())] as L1, t.timestamp_millis() as f64 / 1000.0))
+            }),
+        )?;
         let srt: Vec<_> =
             legs.iter().filter_map(|v| v.status.srt.as_ref().map(|s| (v.status.channel_id.as_str(), s))).collect();
         f.gauge(
@@ -437,5 +463,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("simulcast_grpc_request_duration_seconds_count{"), "{text}");
+    }
+
+    #[test]
+    fn rehearsal_verdicts_are_exposed_per_event_and_leg() {
+        use crate::rehearsal::{Plan, Report};
+        let mut r = Report::new("rh-1".into(), "ev-1".into(), "op".into(), Plan::default(), chrono::Utc::now(), &[]);
+        r.program_at = Some(chrono::Utc::now());
+        crate::rehearsal::conclude(&mut r, None, chrono::Utc::now());
+        let snap = Snapshot { verdicts: Arc::new(vec![r]), ..Snapshot::initial() };
+        let (_tx, rx) = watch::channel(Arc::new(snap));
+        let text = Metrics::new(rx).render();
+        assert!(text.contains("simulcast_rehearsal_passed{event=\"ev-1\"} 0"), "{text}");
+        assert!(text.contains("simulcast_rehearsal_running{daemon=\"simulcastd\"} 0"), "{text}");
     }
 }

@@ -180,7 +180,14 @@ pub struct Report {
 
 impl Report {
     /// A report in preflight for `channels`.
-    pub fn new(id: String, event_id: String, actor: String, plan: Plan, now: DateTime<Utc>, channels: &[Channel]) -> Self {
+    pub fn new(
+        id: String,
+        event_id: String,
+        actor: String,
+        plan: Plan,
+        now: DateTime<Utc>,
+        channels: &[Channel],
+    ) -> Self {
         Self {
             id,
             event_id,
@@ -315,7 +322,12 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
     }
     let passing: Vec<Channel> = {
         let r = shared.lock().unwrap_or_else(|p| p.into_inner());
-        setup.channels.iter().filter(|c| r.legs.iter().any(|l| l.channel_id == c.id.as_str() && l.preflight_ok)).cloned().collect()
+        setup
+            .channels
+            .iter()
+            .filter(|c| r.legs.iter().any(|l| l.channel_id == c.id.as_str() && l.preflight_ok))
+            .cloned()
+            .collect()
     };
     let early = stop.borrow().clone();
     if passing.is_empty() || early.is_some() || !setup.media {
@@ -457,7 +469,10 @@ mod tests {
         judge(&mut l, at, None);
         assert!(l.passed, "{l:?}");
         let cases: [(&dyn Fn(&mut LegReport), &str); 6] = [
-            (&|l| (l.preflight_ok, l.preflight) = (false, "srt://x: no SRT handshake answer".into()), "preflight failed: srt://x"),
+            (
+                &|l| (l.preflight_ok, l.preflight) = (false, "srt://x: no SRT handshake answer".into()),
+                "preflight failed: srt://x",
+            ),
             (&|l| l.connected_at = None, "never connected"),
             (&|l| l.first_program_at = None, "no programme picture"),
             (&|l| l.first_program_error_ms = Some(1500.0), "+1500 ms from the plan"),

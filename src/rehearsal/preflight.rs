@@ -23,13 +23,14 @@ pub fn check(ingest: &Ingest) -> Result<String, String> {
             SrtMode::Listener => Ok(format!("{target}: the partner calls in; nothing to check before the run")),
             SrtMode::Caller => {
                 let addr = resolve(&s.host, s.port).map_err(|e| format!("{target}: {e}"))?;
-                srt_induction(addr).map(|v| format!("{target}: SRT listener answered the handshake (version {v})"))
+                srt_induction(addr)
+                    .map(|v| format!("{target}: SRT listener answered the handshake (version {v})"))
                     .map_err(|e| format!("{target}: {e}"))
             }
         },
         Ingest::Rtmp(r) => {
-            let (host, port, app, stream) = split_rtmp(&r.url, r.stream_key.as_ref().map(|k| k.expose()))
-                .map_err(|e| format!("{target}: {e}"))?;
+            let (host, port, app, stream) =
+                split_rtmp(&r.url, r.stream_key.as_ref().map(|k| k.expose())).map_err(|e| format!("{target}: {e}"))?;
             let addr = resolve(&Host::Name(host), port).map_err(|e| format!("{target}: {e}"))?;
             if r.url.starts_with("rtmps://") {
                 // TLS is not spoken here; reaching the port is what is checked.
@@ -325,7 +326,10 @@ fn rtmp_publish(addr: SocketAddr, url: &str, app: &str, stream: &str) -> Result<
     let mut p = Vec::new();
     amf_str(&mut p, "connect");
     amf_num(&mut p, 1.0);
-    amf_obj(&mut p, &[("app", app), ("type", "nonprivate"), ("flashVer", "FMLE/3.0 (simulcast preflight)"), ("tcUrl", &tc_url)]);
+    amf_obj(
+        &mut p,
+        &[("app", app), ("type", "nonprivate"), ("flashVer", "FMLE/3.0 (simulcast preflight)"), ("tcUrl", &tc_url)],
+    );
     let send = |s: &mut TcpStream, b: Vec<u8>| s.write_all(&b).map_err(|e| format!("RTMP write failed: {e}"));
     send(&mut s, chunks(3, 0, &p))?;
     let mut r = Reader { s: &mut s, chunk: 128, open: Default::default() };
@@ -372,7 +376,9 @@ fn rtmp_publish(addr: SocketAddr, url: &str, app: &str, stream: &str) -> Result<
             }
             let why = amf_field(&payload, "description").unwrap_or_default();
             // The stream name is the key: never in the message.
-            return Err(format!("the RTMP server refused publish: {code} {}", why.replace(stream, "***")).trim_end().to_owned());
+            return Err(format!("the RTMP server refused publish: {code} {}", why.replace(stream, "***"))
+                .trim_end()
+                .to_owned());
         }
     }
 }
@@ -384,8 +390,14 @@ mod tests {
     #[test]
     fn rtmp_urls_split_like_rtmp2sink_locations() {
         let s = |u: &str, k: Option<&str>| split_rtmp(u, k).unwrap();
-        assert_eq!(s("rtmp://127.0.0.1:1935/live", Some("key")), ("127.0.0.1".into(), 1935, "live".into(), "key".into()));
-        assert_eq!(s("rtmp://ingest.example/app/sub", Some("k")), ("ingest.example".into(), 1935, "app/sub".into(), "k".into()));
+        assert_eq!(
+            s("rtmp://127.0.0.1:1935/live", Some("key")),
+            ("127.0.0.1".into(), 1935, "live".into(), "key".into())
+        );
+        assert_eq!(
+            s("rtmp://ingest.example/app/sub", Some("k")),
+            ("ingest.example".into(), 1935, "app/sub".into(), "k".into())
+        );
         assert_eq!(s("rtmp://h/live/stream", None), ("h".into(), 1935, "live".into(), "stream".into()));
         assert!(split_rtmp("rtmp://h", None).is_err());
     }

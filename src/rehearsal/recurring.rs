@@ -63,7 +63,9 @@ pub fn next_fire(after: DateTime<Utc>, at: NaiveTime, tz: Tz, until: NaiveDate) 
                 .find_map(|m| tz.from_local_datetime(&(local + ChronoDuration::minutes(m))).earliest())
                 .map(|t| {
                     let mut t = t;
-                    while let Some(prev) = tz.from_local_datetime(&(t.naive_local() - ChronoDuration::seconds(1))).earliest() {
+                    while let Some(prev) =
+                        tz.from_local_datetime(&(t.naive_local() - ChronoDuration::seconds(1))).earliest()
+                    {
                         if prev >= t {
                             break;
                         }

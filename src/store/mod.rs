@@ -324,9 +324,8 @@ impl Store {
     /// Rehearsal reports, oldest first; of one event, or all.
     pub fn rehearsals(&self, event_id: Option<&str>) -> Result<Vec<crate::rehearsal::Report>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, report FROM rehearsals WHERE ?1 IS NULL OR event_id = ?1 ORDER BY started_utc, id",
-        )?;
+        let mut stmt = conn
+            .prepare("SELECT id, report FROM rehearsals WHERE ?1 IS NULL OR event_id = ?1 ORDER BY started_utc, id")?;
         let rows = stmt.query_map(params![event_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let rows: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
         rows.into_iter().map(|(id, doc)| serde_json::from_str(&doc).map_err(|e| corrupt(&id, e))).collect()

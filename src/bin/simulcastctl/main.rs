@@ -1,8 +1,10 @@
 //! simulcastctl: the operator's client. `check` validates a configuration
-//! offline; `channels`, `events`, `airtimes`, `source`, `asrun` and `watch`
-//! talk to simulcastd's control plane; `token create` makes an access token.
+//! offline; `channels`, `events`, `airtimes`, `source`, `asrun`, `watch`,
+//! `rehearse` and `rehearsals` talk to simulcastd's control plane; `token
+//! create` makes an access token.
 
 mod events;
+mod rehearse;
 mod watch;
 
 use std::path::PathBuf;
@@ -86,6 +88,14 @@ enum Cmd {
         #[arg(long)]
         once: bool,
     },
+    /// Rehearse an event now on a compressed timeline (preflight every
+    /// ingest, slate, programme, slate) and print each leg's verdict; exit
+    /// code 0 when every leg passed, 3 when any failed, 1 on other errors.
+    /// With --every-day-at/--tz/--until, the daemon runs it daily instead.
+    Rehearse(rehearse::RehearseArgs),
+    /// Rehearsal reports and recurring rehearsals.
+    #[command(subcommand)]
+    Rehearsals(rehearse::RehearsalsCmd),
     /// Access tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -151,9 +161,22 @@ async fn main() -> ExitCode {
         Cmd::Source(ref c) => events::source(&cli, c).await,
         Cmd::Asrun { ref event, ref format } => events::asrun(&cli, event, format).await,
         Cmd::Watch { ref event, once } => watch::run(&cli, event.as_deref(), once).await,
+        Cmd::Rehearse(ref a) => return exit(rehearse::rehearse(&cli, a).await),
+        Cmd::Rehearsals(ref c) => return exit(rehearse::rehearsals(&cli, c).await),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("simulcastctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit code of a command that has its own codes.
+fn exit(r: Result<u8, String>) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("simulcastctl: {e}");
             ExitCode::FAILURE

@@ -1,0 +1,357 @@
+//! Rehearsals against real receivers nobody here wrote (srt-live-transmit
+//! with a passphrase, nginx-rtmp with a stream key, a UDP socket), driven
+//! through `simulcastctl rehearse` and RehearsalService: verdicts, bytes
+//! against captures, preflight before anything is sent, exit codes, the
+//! as-run log and metrics; and, on paused tokio time, recurring rehearsals
+//! firing at their local time and the refusal while an event is live.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::server::{ApiServer, authed, http_get, sample};
+use common::*;
+use simulcast::api::auth::Role;
+use simulcast::config;
+use simulcast::coordinator::{CoordError, Coordinator, NewEvent, NewRecurring, Options};
+use simulcast::proto::{
+    self, event_service_client::EventServiceClient, rehearsal_service_client::RehearsalServiceClient,
+};
+use simulcast::rehearsal::{Phase, Plan, RehearsalSource};
+use simulcast::schedule::{Action, Clock};
+use simulcast::store::Store;
+
+const PASSPHRASE: &str = "rehearsal-pp-77e1-astana";
+const STREAM_KEY: &str = "rehearsal-sk-3d90-bishkek";
+
+/// A small programme with a short GOP (nginx records from the first
+/// keyframe it sees, so it misses up to a GOP of what was sent).
+const SMALL: &str = "[event]\ntitle = \"t\"\n[source]\ntype = \"test\"\n\
+    [program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 600\ngop = 10\n";
+
+async fn server_with(dir: &std::path::Path, channels: &[(&str, &str, String)]) -> ApiServer {
+    let mut options = Options::from_config(&config::parse(SMALL).unwrap());
+    options.recordings = dir.join("rec");
+    let server = ApiServer::start_with(&dir.join("s.db"), options).await;
+    for (id, zone, ingest) in channels {
+        let toml =
+            format!("id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"{zone}\"\ningest = {ingest}\n");
+        common::server::create_channel(&server, &toml).await;
+    }
+    server
+}
+
+async fn schedule_later(server: &ApiServer) -> String {
+    let req = proto::ScheduleEventRequest {
+        title: "Silk Way Star: grand final".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(simulcast::api::convert::timestamp(
+            chrono::Utc::now() + chrono::Duration::hours(2),
+        ))),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: None,
+        postroll: None,
+        channel_ids: vec![],
+    };
+    let mut e = EventServiceClient::new(server.transport().await);
+    e.schedule_event(authed(req, server.token(Role::Admin))).await.expect("schedule").into_inner().id
+}
+
+/// `simulcastctl ARGS` against the server as operator: exit code, stdout, stderr.
+fn ctl(server: &ApiServer, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        .args(args)
+        .env("SIMULCAST_ADDR", &server.addr)
+        .env("SIMULCAST_TOKEN", server.token(Role::Operator))
+        .output()
+        .expect("run simulcastctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn within_5_percent(what: &str, reported: u64, received: u64) {
+    let off = (reported as f64 - received as f64).abs() / (reported.max(1) as f64);
+    eprintln!("{what}: report {reported} bytes, receiver {received} bytes ({:.2} % apart)", off * 100.0);
+    assert!(reported > 300_000, "{what}: only {reported} bytes reported");
+    assert!(off <= 0.05, "{what}: report says {reported} bytes, the receiver got {received}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_to_real_receivers_passes_and_each_legs_bytes_match_its_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srt = SrtReceiver::start_with_passphrase(free_udp_port(), PASSPHRASE);
+    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let udp = UdpCapture::start();
+    let server = server_with(
+        dir.path(),
+        &[
+            (
+                "kz-jibek-joly",
+                "Asia/Almaty",
+                format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\", passphrase = \"{PASSPHRASE}\" }}", srt.port),
+            ),
+            (
+                "kg-ktrk",
+                "Asia/Bishkek",
+                format!(
+                    "{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{STREAM_KEY}\" }}",
+                    nginx.port
+                ),
+            ),
+            ("mn-mnb", "Asia/Ulaanbaatar", format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
+        ],
+    )
+    .await;
+    let event = schedule_later(&server).await;
+    let started = Instant::now();
+    let args = ["--json", "rehearse", &event, "--preroll", "2s", "--program", "12s", "--postroll", "1s"];
+    let (code, out, err) = {
+        let s = &server;
+        tokio::task::block_in_place(|| ctl(s, &args))
+    };
+    eprintln!("rehearse took {:.1} s; progress:\n{err}", started.elapsed().as_secs_f64());
+    assert_eq!(code, 0, "rehearse failed: {out}\n{err}");
+    assert!(err.contains("running:") && err.contains("preflight"), "no progress shown: {err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("report JSON");
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["state"], "FINISHED");
+    // Let the receivers write their last bytes, then stop them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    srt.stop();
+    nginx.stop();
+    let received = [
+        ("kz-jibek-joly", std::fs::metadata(&srt.path).map(|m| m.len()).unwrap_or(0)),
+        ("kg-ktrk", nginx.recorded_bytes(STREAM_KEY)),
+        ("mn-mnb", udp.bytes()),
+    ];
+    let legs = report["legs"].as_array().expect("legs");
+    assert_eq!(legs.len(), 3);
+    for (id, got) in received {
+        let leg = legs.iter().find(|l| l["channel_id"] == id).expect(id);
+        assert_eq!(leg["passed"], true, "{leg:#}");
+        assert_eq!(leg["preflight_ok"], true, "{leg:#}");
+        assert!(leg["connected_at"].is_string() && leg["first_program_at"].is_string(), "{leg:#}");
+        let err_ms = leg["first_program_error_ms"].as_f64().expect("vs plan");
+        assert!(err_ms.abs() < 1000.0, "{id}: {err_ms} ms from the plan");
+        assert_eq!(leg["reconnects"], 0);
+        assert_eq!(leg["dropped_buffers"], 0);
+        assert!(leg["average_bitrate_bps"].as_u64().unwrap() > 100_000, "{leg:#}");
+        within_5_percent(id, leg["bytes_sent"].as_u64().unwrap(), got);
+    }
+    let srt_leg = legs.iter().find(|l| l["channel_id"] == "kz-jibek-joly").unwrap();
+    assert!(srt_leg["srt"]["rtt_ms"].is_number(), "{srt_leg:#}");
+    assert!(srt_leg["preflight"].as_str().unwrap().contains("answered the handshake"), "{srt_leg:#}");
+    let rtmp_leg = legs.iter().find(|l| l["channel_id"] == "kg-ktrk").unwrap();
+    assert!(rtmp_leg["preflight"].as_str().unwrap().contains("accepted connect and publish"), "{rtmp_leg:#}");
+
+    // Stored with the as-run log, listed, and in the metrics.
+    let id = report["rehearsal_id"].as_str().unwrap();
+    let log = common::server::asrun(&server, &event, server.token(Role::Observer)).await;
+    let kinds: Vec<&str> = log.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"rehearsal-started") && kinds.contains(&"rehearsal-finished"), "{kinds:?}");
+    let leg_lines: Vec<_> = log.iter().filter(|e| e.kind == "rehearsal-leg").collect();
+    assert_eq!(leg_lines.len(), 3);
+    assert!(leg_lines.iter().all(|e| e.detail.starts_with(&format!("{id}: PASSED"))), "{leg_lines:?}");
+    let (code, table, _) = tokio::task::block_in_place(|| ctl(&server, &["rehearsals", "list", "--event", &event]));
+    assert_eq!(code, 0);
+    assert!(table.contains(id) && table.contains("PASSED") && table.contains("3/3"), "{table}");
+    let (_, page) = http_get(&server.http_addr, "/metrics").await;
+    let lines: Vec<&str> = page.lines().filter(|l| l.contains("rehearsal_")).collect();
+    assert_eq!(sample(&page, "simulcast_rehearsal_passed", &format!("event=\"{event}\"")), Some(1.0), "{lines:#?}");
+    let leg = format!("event=\"{event}\",channel=\"kg-ktrk\"");
+    assert_eq!(sample(&page, "simulcast_rehearsal_leg_passed", &leg), Some(1.0));
+    for secret in [PASSPHRASE, STREAM_KEY] {
+        assert!(!out.contains(secret) && !err.contains(secret) && !page.contains(secret), "a secret leaked");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead_port = free_udp_port(); // nobody listens here
+    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let udp = UdpCapture::start();
+    let server = server_with(
+        dir.path(),
+        &[
+            ("kz-jibek-joly", "Asia/Almaty", format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{dead_port}\" }}")),
+            (
+                "kg-ktrk",
+                "Asia/Bishkek",
+                format!(
+                    "{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{STREAM_KEY}\" }}",
+                    nginx.port
+                ),
+            ),
+            ("mn-mnb", "Asia/Ulaanbaatar", format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
+        ],
+    )
+    .await;
+    let event = schedule_later(&server).await;
+    let op = server.token(Role::Operator).to_owned();
+    let mut r = RehearsalServiceClient::new(server.transport().await);
+    let secs = |s| Some(prost_types::Duration { seconds: s, nanos: 0 });
+    let req = proto::StartRehearsalRequest {
+        event_id: event.clone(),
+        preroll: secs(1),
+        program: secs(3),
+        postroll: secs(1),
+        live_source: false,
+    };
+    let first = r.start_rehearsal(authed(req.clone(), &op)).await.expect("start").into_inner();
+    assert_eq!(first.state, proto::RehearsalState::Preflight as i32);
+    // A second one while it runs is refused.
+    let again = r.start_rehearsal(authed(req, &op)).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    assert!(again.message().contains(&first.rehearsal_id), "{}", again.message());
+
+    // Once running, the dead ingest is already known, named, and has been
+    // sent nothing.
+    let get = proto::RehearsalRef { rehearsal_id: first.rehearsal_id.clone() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let running = loop {
+        let rep = r.get_rehearsal_report(authed(get.clone(), &op)).await.unwrap().into_inner();
+        if rep.state != proto::RehearsalState::Preflight as i32 {
+            break rep;
+        }
+        assert!(Instant::now() < deadline, "preflight did not end: {rep:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(running.state, proto::RehearsalState::Running as i32, "{running:#?}");
+    let dead = running.legs.iter().find(|l| l.channel_id == "kz-jibek-joly").unwrap();
+    assert!(!dead.preflight_ok, "{dead:#?}");
+    assert!(dead.preflight.contains(&format!("srt://127.0.0.1:{dead_port}")), "{}", dead.preflight);
+    assert!(
+        dead.preflight.contains("nothing listens") || dead.preflight.contains("no SRT handshake"),
+        "{}",
+        dead.preflight
+    );
+    assert!(running.legs.iter().filter(|l| l.channel_id != "kz-jibek-joly").all(|l| l.preflight_ok), "{running:#?}");
+
+    let done = loop {
+        let rep = r.get_rehearsal_report(authed(get.clone(), &op)).await.unwrap().into_inner();
+        if rep.state == proto::RehearsalState::Finished as i32 {
+            break rep;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(20), "did not finish: {rep:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!done.passed);
+    assert_eq!(done.summary, "FAILED: 1 of 3 leg(s) failed: kz-jibek-joly");
+    for l in &done.legs {
+        if l.channel_id == "kz-jibek-joly" {
+            assert!(!l.passed && l.bytes_sent == 0 && l.connected_at.is_none(), "{l:#?}");
+            assert!(l.errors[0].starts_with("preflight failed: srt://127.0.0.1:"), "{:?}", l.errors);
+        } else {
+            assert!(l.passed, "{l:#?}");
+        }
+    }
+    // What cron and CI see: exit code 3, the dead ingest named.
+    let (code, out, _) = tokio::task::block_in_place(|| ctl(&server, &["rehearsals", "get", &first.rehearsal_id]));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("FAILED") && out.contains(&format!("srt://127.0.0.1:{dead_port}")), "{out}");
+    nginx.stop();
+    drop(udp);
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ paused time
+
+fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc)
+}
+
+fn paused(start: &str) -> (Coordinator, Clock) {
+    let store = Store::open_in_memory().unwrap();
+    let ch = "id = \"kr-kbs\"\nname = \"KBS\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n\
+              ingest = { type = \"udp\", uri = \"udp://127.0.0.1:27111\" }\n";
+    store.insert_channel(&config::parse_channel(ch).unwrap()).unwrap();
+    let mut o = Options::from_config(&config::default_config());
+    o.clock = Clock::tokio_from(utc(start));
+    o.relay_enabled = false;
+    let clock = o.clock;
+    (Coordinator::start(store, o).0, clock)
+}
+
+async fn until(clock: &Clock, at: &str) {
+    tokio::time::sleep((utc(at) - clock.now()).to_std().unwrap_or_default()).await;
+}
+
+fn final_at(on_air: &str) -> NewEvent {
+    NewEvent {
+        title: "Silk Way Star: grand final".into(),
+        on_air: utc(on_air),
+        duration: chrono::Duration::hours(2),
+        preroll: Some(chrono::Duration::seconds(60)),
+        postroll: Some(chrono::Duration::seconds(30)),
+        channel_ids: vec![],
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recurring_rehearsal_fires_at_its_local_time_each_day_until_its_last_date() {
+    let (c, clock) = paused("2026-11-20T00:00:00Z");
+    let ev = c.schedule(final_at("2026-11-22T15:00:00Z"), "admin").await.unwrap();
+    let new = |at: &str, tz: &str, until: &str| NewRecurring {
+        event_id: ev.id.clone(),
+        local_time: at.into(),
+        timezone: tz.into(),
+        until: until.into(),
+        plan: Plan { source: RehearsalSource::Test, ..Plan::default() },
+    };
+    // Bad input: each field named.
+    let err = c.schedule_rehearsal(new("25:00", "Asia/Nowhere", "tomorrow"), "op").await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CoordError::Invalid(_)), "{err:?}");
+    for key in ["local_time", "timezone: `Asia/Nowhere`", "until"] {
+        assert!(text.contains(key), "{text}");
+    }
+    // Every day at 14:00 in Seoul (05:00 UTC) until 21 November.
+    let s = c.schedule_rehearsal(new("14:00", "Asia/Seoul", "2026-11-21"), "op").await.unwrap();
+    assert_eq!(s.next(), Some(utc("2026-11-20T05:00:00Z")));
+
+    until(&clock, "2026-11-20T04:59:50Z").await;
+    assert!(c.rehearsals(None).await.unwrap().is_empty(), "fired early");
+    until(&clock, "2026-11-20T05:00:02Z").await;
+    let list = c.rehearsals(None).await.unwrap();
+    assert_eq!(list.len(), 1, "{list:#?}");
+    let started = list[0].started_at;
+    assert!(started >= utc("2026-11-20T05:00:00Z") && started < utc("2026-11-20T05:00:01Z"), "{started}");
+    assert_eq!(list[0].actor, format!("schedule {}", s.id));
+
+    // Next day, 14:00 in Seoul again; then the last date has passed.
+    until(&clock, "2026-11-21T05:00:02Z").await;
+    until(&clock, "2026-11-23T12:00:00Z").await;
+    let list = c.rehearsals(Some(ev.id.0.clone())).await.unwrap();
+    let starts: Vec<String> = list.iter().map(|r| r.started_at.format("%Y-%m-%dT%H:%M").to_string()).collect();
+    assert_eq!(starts, ["2026-11-20T05:00", "2026-11-21T05:00"]);
+    // Pipelines are off in this daemon: each run is judged, and says why.
+    for r in &list {
+        assert_eq!(r.phase, Phase::Finished);
+        assert!(!r.passed && r.summary.contains("media disabled"), "{}", r.summary);
+        assert!(r.legs[0].preflight_ok, "{:?}", r.legs[0]);
+    }
+    let sched = c.rehearsal_schedules(None).await.unwrap();
+    assert_eq!(sched[0].next(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rehearsal_is_refused_while_an_event_is_live_or_about_to_arm() {
+    let (c, clock) = paused("2026-11-22T13:00:00Z");
+    let ev = c.schedule(final_at("2026-11-22T15:00:00Z"), "admin").await.unwrap();
+    let plan = Plan::default();
+    // T0 - preroll is 14:59; at 14:58:30 a 45 s rehearsal would run into it.
+    until(&clock, "2026-11-22T14:58:30Z").await;
+    let err = c.start_rehearsal(ev.id.clone(), plan, "op").await.unwrap_err();
+    assert!(matches!(err, CoordError::FailedPrecondition(_)) && err.to_string().contains("arms at"), "{err}");
+    c.act(ev.id.clone(), Action::Arm, None, "op").await.unwrap();
+    let err = c.start_rehearsal(ev.id.clone(), plan, "op").await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CoordError::FailedPrecondition(_)), "{err:?}");
+    assert!(text.contains(&ev.id.0) && text.contains("ARMED") && text.contains("live"), "{text}");
+    assert!(c.rehearsals(None).await.unwrap().is_empty());
+}
