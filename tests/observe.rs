@@ -113,9 +113,9 @@ async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers
             && u.legs.iter().all(|l| l.state == on_air)
     })
     .await;
-    // nginx records from the first keyframe it sees, so its file misses up
-    // to a GOP (about 50 kB here) of what was sent: run long enough that
-    // this stays well inside 5 %.
+    // nginx's recording of a publish comes out about 50 kB short of what
+    // rtmp2sink was handed (measured: constant, whatever the length): run
+    // long enough for that to stay well inside 5 %.
     tokio::time::sleep(Duration::from_secs(14)).await;
 
     let (code, page) = http_get(&server.http_addr, "/metrics").await;

@@ -25,8 +25,10 @@ use simulcast::store::Store;
 const PASSPHRASE: &str = "rehearsal-pp-77e1-astana";
 const STREAM_KEY: &str = "rehearsal-sk-3d90-bishkek";
 
-/// A small programme with a short GOP (nginx records from the first
-/// keyframe it sees, so it misses up to a GOP of what was sent).
+/// A small programme, to keep the machine's two cores free. nginx's
+/// recording of a publish comes out about 50 kB short of what rtmp2sink was
+/// handed (measured: constant, whatever the length), so the programme runs
+/// long enough for that to stay well inside 5 %.
 const SMALL: &str = "[event]\ntitle = \"t\"\n[source]\ntype = \"test\"\n\
     [program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 600\ngop = 10\n";
 
@@ -159,8 +161,7 @@ async fn a_rehearsal_to_real_receivers_passes_and_each_legs_bytes_match_its_capt
     assert_eq!(code, 0);
     assert!(table.contains(id) && table.contains("PASSED") && table.contains("3/3"), "{table}");
     let (_, page) = http_get(&server.http_addr, "/metrics").await;
-    let lines: Vec<&str> = page.lines().filter(|l| l.contains("rehearsal_")).collect();
-    assert_eq!(sample(&page, "simulcast_rehearsal_passed", &format!("event=\"{event}\"")), Some(1.0), "{lines:#?}");
+    assert_eq!(sample(&page, "simulcast_rehearsal_passed", &format!("event=\"{event}\"")), Some(1.0), "{page}");
     let leg = format!("event=\"{event}\",channel=\"kg-ktrk\"");
     assert_eq!(sample(&page, "simulcast_rehearsal_leg_passed", &leg), Some(1.0));
     for secret in [PASSPHRASE, STREAM_KEY] {

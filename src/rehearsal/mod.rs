@@ -468,7 +468,8 @@ mod tests {
         let mut l = leg();
         judge(&mut l, at, None);
         assert!(l.passed, "{l:?}");
-        let cases: [(&dyn Fn(&mut LegReport), &str); 6] = [
+        type Spoil<'a> = &'a dyn Fn(&mut LegReport);
+        let cases: [(Spoil, &str); 6] = [
             (
                 &|l| (l.preflight_ok, l.preflight) = (false, "srt://x: no SRT handshake answer".into()),
                 "preflight failed: srt://x",
