@@ -108,7 +108,7 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Cmd::Demo { .. }) { "warn,gst=error" } else { "info" };
     simulcast::observe::logs::init(cli.log_json, default_level);
     if simulcast::media::init().is_ok() {
         simulcast::observe::logs::route_gstreamer();
