@@ -62,13 +62,6 @@ fn promtool_check(page: &str) {
     );
 }
 
-fn within_5_percent(what: &str, counted: f64, received: f64) {
-    let off = (counted - received).abs() / counted.max(1.0);
-    eprintln!("{what}: metric {counted:.0} bytes, receiver {received:.0} bytes ({:.2} % apart)", off * 100.0);
-    assert!(counted > 300_000.0, "{what}: only {counted} bytes counted");
-    assert!(off <= 0.05, "{what}: metric says {counted} bytes, the receiver got {received}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,26 +71,8 @@ async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers
     let mut options = Options::from_config(&config::parse(SMALL).unwrap());
     options.recordings = dir.path().join("rec");
     let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
-    for (id, zone, ingest) in [
-        (
-            "kz-jibek-joly",
-            "Asia/Almaty",
-            format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\", passphrase = \"{PASSPHRASE}\" }}", srt.port),
-        ),
-        (
-            "kg-ktrk",
-            "Asia/Bishkek",
-            format!(
-                "{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{STREAM_KEY}\" }}",
-                nginx.port
-            ),
-        ),
-        ("mn-mnb", "Asia/Ulaanbaatar", format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
-    ] {
-        let toml =
-            format!("id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"{zone}\"\ningest = {ingest}\n");
-        common::server::create_channel(&server, &toml).await;
-    }
+    common::server::create_three_partners(&server, (srt.port, Some(PASSPHRASE)), (nginx.port, STREAM_KEY), udp.port)
+        .await;
     let (admin, obs) = (server.token(Role::Admin).to_owned(), server.token(Role::Observer).to_owned());
     let mut e = EventServiceClient::new(server.transport().await);
     let ev = e.schedule_event(authed(schedule_in(3), &admin)).await.expect("schedule").into_inner();
@@ -129,7 +104,7 @@ async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers
     promtool_check(&page);
     for (id, received) in got {
         let counted = sample(&page, "simulcast_leg_bytes_sent_total", &format!("channel=\"{id}\"")).expect(id);
-        within_5_percent(id, counted, received);
+        common::server::within_5_percent(id, counted as u64, received as u64);
         let state = sample(&page, "simulcast_leg_state", &format!("channel=\"{id}\",state=\"ON_AIR\""));
         assert_eq!(state, Some(1.0), "{id} not ON_AIR in the metrics");
         assert_eq!(sample(&page, "simulcast_leg_reconnects_total", &format!("channel=\"{id}\"")), Some(0.0));

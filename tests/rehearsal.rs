@@ -32,16 +32,10 @@ const STREAM_KEY: &str = "rehearsal-sk-3d90-bishkek";
 const SMALL: &str = "[event]\ntitle = \"t\"\n[source]\ntype = \"test\"\n\
     [program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 600\ngop = 10\n";
 
-async fn server_with(dir: &std::path::Path, channels: &[(&str, &str, String)]) -> ApiServer {
+async fn server(dir: &std::path::Path) -> ApiServer {
     let mut options = Options::from_config(&config::parse(SMALL).unwrap());
     options.recordings = dir.join("rec");
-    let server = ApiServer::start_with(&dir.join("s.db"), options).await;
-    for (id, zone, ingest) in channels {
-        let toml =
-            format!("id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"{zone}\"\ningest = {ingest}\n");
-        common::server::create_channel(&server, &toml).await;
-    }
-    server
+    ApiServer::start_with(&dir.join("s.db"), options).await
 }
 
 async fn schedule_later(server: &ApiServer) -> String {
@@ -74,39 +68,15 @@ fn ctl(server: &ApiServer, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn within_5_percent(what: &str, reported: u64, received: u64) {
-    let off = (reported as f64 - received as f64).abs() / (reported.max(1) as f64);
-    eprintln!("{what}: report {reported} bytes, receiver {received} bytes ({:.2} % apart)", off * 100.0);
-    assert!(reported > 300_000, "{what}: only {reported} bytes reported");
-    assert!(off <= 0.05, "{what}: report says {reported} bytes, the receiver got {received}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehearsal_to_real_receivers_passes_and_each_legs_bytes_match_its_capture() {
     let dir = tempfile::tempdir().unwrap();
     let mut srt = SrtReceiver::start_with_passphrase(free_udp_port(), PASSPHRASE);
     let mut nginx = NginxRtmp::start(free_tcp_port());
     let udp = UdpCapture::start();
-    let server = server_with(
-        dir.path(),
-        &[
-            (
-                "kz-jibek-joly",
-                "Asia/Almaty",
-                format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\", passphrase = \"{PASSPHRASE}\" }}", srt.port),
-            ),
-            (
-                "kg-ktrk",
-                "Asia/Bishkek",
-                format!(
-                    "{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{STREAM_KEY}\" }}",
-                    nginx.port
-                ),
-            ),
-            ("mn-mnb", "Asia/Ulaanbaatar", format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
-        ],
-    )
-    .await;
+    let server = server(dir.path()).await;
+    common::server::create_three_partners(&server, (srt.port, Some(PASSPHRASE)), (nginx.port, STREAM_KEY), udp.port)
+        .await;
     let event = schedule_later(&server).await;
     let started = Instant::now();
     let args = ["--json", "rehearse", &event, "--preroll", "2s", "--program", "12s", "--postroll", "1s"];
@@ -141,7 +111,7 @@ async fn a_rehearsal_to_real_receivers_passes_and_each_legs_bytes_match_its_capt
         assert_eq!(leg["reconnects"], 0);
         assert_eq!(leg["dropped_buffers"], 0);
         assert!(leg["average_bitrate_bps"].as_u64().unwrap() > 100_000, "{leg:#}");
-        within_5_percent(id, leg["bytes_sent"].as_u64().unwrap(), got);
+        common::server::within_5_percent(id, leg["bytes_sent"].as_u64().unwrap(), got);
     }
     let srt_leg = legs.iter().find(|l| l["channel_id"] == "kz-jibek-joly").unwrap();
     assert!(srt_leg["srt"]["rtt_ms"].is_number(), "{srt_leg:#}");
@@ -176,22 +146,8 @@ async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
     let dead_port = free_udp_port(); // nobody listens here
     let mut nginx = NginxRtmp::start(free_tcp_port());
     let udp = UdpCapture::start();
-    let server = server_with(
-        dir.path(),
-        &[
-            ("kz-jibek-joly", "Asia/Almaty", format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{dead_port}\" }}")),
-            (
-                "kg-ktrk",
-                "Asia/Bishkek",
-                format!(
-                    "{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{STREAM_KEY}\" }}",
-                    nginx.port
-                ),
-            ),
-            ("mn-mnb", "Asia/Ulaanbaatar", format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
-        ],
-    )
-    .await;
+    let server = server(dir.path()).await;
+    common::server::create_three_partners(&server, (dead_port, None), (nginx.port, STREAM_KEY), udp.port).await;
     let event = schedule_later(&server).await;
     let op = server.token(Role::Operator).to_owned();
     let mut r = RehearsalServiceClient::new(server.transport().await);

@@ -125,17 +125,6 @@ impl Fam<'_, '_> {
 type L1 = [(&'static str, String); 1];
 type L2 = [(&'static str, String); 2];
 
-const EVENT_STATES: [EventState; 8] = [
-    EventState::Scheduled,
-    EventState::Armed,
-    EventState::Held,
-    EventState::OnAir,
-    EventState::PostRoll,
-    EventState::Completed,
-    EventState::Aborted,
-    EventState::Cancelled,
-];
-
 const LEG_STATES: [LegState; 6] = [
     LegState::Idle,
     LegState::Connecting,
@@ -169,7 +158,7 @@ impl prometheus_client::collector::Collector for StateCollector {
             "event_state",
             "1 for the state each event not yet over is in, 0 for the others.",
             current.iter().flat_map(|e| {
-                EVENT_STATES
+                EventState::ALL
                     .iter()
                     .map(move |s| ([("event", e.id.0.clone()), ("state", s.to_string())] as L2, b(*s == e.state)))
             }),

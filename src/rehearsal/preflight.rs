@@ -245,16 +245,17 @@ impl Reader<'_> {
             if fmt < 3 && ts == [0xff, 0xff, 0xff] {
                 self.bytes(4)?; // extended timestamp
             }
+            let chunk = self.chunk;
             let entry = self.open.entry(csid).or_insert((len, kind, stream, Vec::new()));
             if fmt < 3 || entry.3.is_empty() {
-                entry.0 = len;
-                entry.1 = kind;
-                entry.2 = stream;
+                // A new header starts a new message on this chunk stream.
+                entry.3.clear();
+                (entry.0, entry.1, entry.2) = (len, kind, stream);
             }
-            let want = (entry.0 - entry.3.len()).min(self.chunk);
+            let want = entry.0.saturating_sub(entry.3.len()).min(chunk);
             let mut part = vec![0u8; want];
             self.s.read_exact(&mut part)?;
-            let entry = self.open.get_mut(&csid).expect("just inserted");
+            let entry = self.open.entry(csid).or_insert((len, kind, stream, Vec::new()));
             entry.3.extend_from_slice(&part);
             if entry.3.len() >= entry.0 {
                 let payload = std::mem::take(&mut entry.3);

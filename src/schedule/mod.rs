@@ -68,22 +68,24 @@ impl EventState {
     }
 }
 
+impl EventState {
+    /// Every state, in the order of an event's life.
+    pub const ALL: [EventState; 8] = [
+        EventState::Scheduled,
+        EventState::Armed,
+        EventState::Held,
+        EventState::OnAir,
+        EventState::PostRoll,
+        EventState::Completed,
+        EventState::Aborted,
+        EventState::Cancelled,
+    ];
+}
+
 impl FromStr for EventState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [
-            EventState::Scheduled,
-            EventState::Armed,
-            EventState::Held,
-            EventState::OnAir,
-            EventState::PostRoll,
-            EventState::Completed,
-            EventState::Aborted,
-            EventState::Cancelled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-        .ok_or_else(|| format!("unknown event state `{s}`"))
+        EventState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown event state `{s}`"))
     }
 }
 

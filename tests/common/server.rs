@@ -169,3 +169,39 @@ pub fn sample(page: &str, name: &str, labels: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(&key).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
+
+/// The three partners of the metrics and rehearsal tests, created as admin:
+/// `kz-jibek-joly` by SRT with `passphrase` to `srt_port`, `kg-ktrk` by RTMP
+/// with `stream_key` to nginx on `rtmp_port`, `mn-mnb` by UDP to `udp_port`.
+pub async fn create_three_partners(
+    server: &ApiServer,
+    (srt_port, passphrase): (u16, Option<&str>),
+    (rtmp_port, stream_key): (u16, &str),
+    udp_port: u16,
+) {
+    let pp = passphrase.map(|p| format!(", passphrase = \"{p}\"")).unwrap_or_default();
+    for (id, zone, ingest) in [
+        ("kz-jibek-joly", "Asia/Almaty", format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{srt_port}\"{pp} }}")),
+        (
+            "kg-ktrk",
+            "Asia/Bishkek",
+            format!(
+                "{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{rtmp_port}/live\", stream_key = \"{stream_key}\" }}"
+            ),
+        ),
+        ("mn-mnb", "Asia/Ulaanbaatar", format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{udp_port}\" }}")),
+    ] {
+        let toml =
+            format!("id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"{zone}\"\ningest = {ingest}\n");
+        create_channel(server, &toml).await;
+    }
+}
+
+/// Asserts that a byte count the daemon reports is within 5 % of what a
+/// receiver captured (and that enough went through for that to mean much).
+pub fn within_5_percent(what: &str, reported: u64, received: u64) {
+    let off = (reported as f64 - received as f64).abs() / (reported.max(1) as f64);
+    eprintln!("{what}: reported {reported} bytes, receiver {received} bytes ({:.2} % apart)", off * 100.0);
+    assert!(reported > 300_000, "{what}: only {reported} bytes reported");
+    assert!(off <= 0.05, "{what}: the daemon says {reported} bytes, the receiver got {received}");
+}

@@ -186,26 +186,7 @@ fn exit(r: Result<u8, String>) -> ExitCode {
 
 /// A status as one line: its code and the server's message.
 pub fn status_line(s: &tonic::Status) -> String {
-    use tonic::Code::*;
-    let code = match s.code() {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    };
+    let code = simulcast::observe::metrics::code_name(s.code());
     format!("{code}: {}", s.message())
 }
 
