@@ -113,6 +113,10 @@ async fn a_rehearsal_to_real_receivers_passes_and_each_legs_bytes_match_its_capt
         assert!(leg["average_bitrate_bps"].as_u64().unwrap() > 100_000, "{leg:#}");
         common::server::within_5_percent(id, leg["bytes_sent"].as_u64().unwrap(), got);
     }
+    // Not asked to stamp: no leg names itself.
+    assert_eq!(report["stamp_legs"], false);
+    assert!(legs.iter().all(|l| l["stamp"].is_null()), "{report:#}");
+    assert_eq!(sdt_packets(&udp.datagrams().concat()), 0, "an unstamped leg carried an SDT");
     let srt_leg = legs.iter().find(|l| l["channel_id"] == "kz-jibek-joly").unwrap();
     assert!(srt_leg["srt"]["rtt_ms"].is_number(), "{srt_leg:#}");
     assert!(srt_leg["preflight"].as_str().unwrap().contains("answered the handshake"), "{srt_leg:#}");
@@ -158,6 +162,7 @@ async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
         program: secs(3),
         postroll: secs(1),
         live_source: false,
+        stamp_legs: false,
     };
     let first = r.start_rehearsal(authed(req.clone(), &op)).await.expect("start").into_inner();
     assert_eq!(first.state, proto::RehearsalState::Preflight as i32);
@@ -213,6 +218,96 @@ async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
     assert!(out.contains("FAILED") && out.contains(&format!("srt://127.0.0.1:{dead_port}")), "{out}");
     nginx.stop();
     drop(udp);
+    server.stop().await;
+}
+
+/// MPEG-TS packets on the SDT's PID (0x0011) in `data`.
+fn sdt_packets(data: &[u8]) -> usize {
+    data.chunks_exact(188).filter(|p| p[0] == 0x47 && (u16::from(p[1] & 0x1f) << 8 | u16::from(p[2])) == 0x11).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamped_legs_each_carry_their_own_channel_name_to_their_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srt = SrtReceiver::start(free_udp_port());
+    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let udp = UdpCapture::start();
+    let server = server(dir.path()).await;
+    // Names out of ASCII and with quotes: what partners really are called.
+    let names = ["Жібек Жолы", "КТРК \"Кыргызстан\"", "MNB Монгол"];
+    common::server::create_three_partners_named(&server, (srt.port, None), (nginx.port, STREAM_KEY), udp.port, names)
+        .await;
+    let want = [
+        ("kz-jibek-joly", "Жібек Жолы (kz-jibek-joly)"),
+        ("kg-ktrk", "КТРК \"Кыргызстан\" (kg-ktrk)"),
+        ("mn-mnb", "MNB Монгол (mn-mnb)"),
+    ];
+    let event = schedule_later(&server).await;
+    let (addr, token) = (server.addr.clone(), server.token(Role::Operator).to_owned());
+    let args = ["--json", "rehearse", &event, "--stamp", "--preroll", "1s", "--program", "8s", "--postroll", "1s"];
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let run = std::thread::spawn(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+            .args(&args)
+            .env("SIMULCAST_ADDR", addr)
+            .env("SIMULCAST_TOKEN", token)
+            .output()
+            .expect("run simulcastctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    });
+    // The RTMP partner plays its own stream from nginx while it is on air,
+    // as a partner's monitor would.
+    let url = format!("rtmp://127.0.0.1:{}/live/{STREAM_KEY}", nginx.port);
+    let mut title = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while title.is_none() && Instant::now() < deadline && !run.is_finished() {
+        title = tokio::task::block_in_place(|| played_title(&url));
+    }
+    let (code, out, err) = run.join().expect("rehearse thread");
+    assert_eq!(code, Some(0), "rehearse failed: {out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("report JSON");
+    assert_eq!((report["passed"].as_bool(), report["stamp_legs"].as_bool()), (Some(true), Some(true)), "{report:#}");
+    for (id, text) in want {
+        let leg = report["legs"].as_array().unwrap().iter().find(|l| l["channel_id"] == id).expect(id);
+        let stamp = leg["stamp"].as_str().unwrap_or_default();
+        assert!(stamp.contains(&format!("\"{text}\"")), "{id}: report says {stamp:?}");
+    }
+    assert_eq!(title.as_deref(), Some(want[1].1), "what the RTMP partner's player read from onMetaData");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    srt.stop();
+    nginx.stop();
+    let (udp_path, grams) = udp.finish();
+    let service = |text: &str| vec![(text.to_owned(), "simulcast".to_owned())];
+    assert_eq!(ts_services(&srt.path), service(want[0].1), "the SRT partner's capture");
+    assert_eq!(ts_services(&udp_path), service(want[2].1), "the UDP partner's capture");
+    // The SDT keeps the partner's stream clean (its own continuity
+    // counter; PAT and PMT untouched) and comes at least once a second.
+    let raw = grams.concat();
+    check_ts(&raw).assert_clean("stamped UDP leg");
+    let sdts = sdt_packets(&raw);
+    assert!(sdts >= 9, "only {sdts} SDT packet(s) in about 10 s");
+
+    // The table tells the operator what each partner should find, and the
+    // as-run log keeps it.
+    let id = report["rehearsal_id"].as_str().unwrap();
+    let (code, table, _) = tokio::task::block_in_place(|| ctl(&server, &["rehearsals", "get", id]));
+    assert_eq!(code, 0, "{table}");
+    assert!(table.contains("Each partner should find its own stamp"), "{table}");
+    for (id, text) in want {
+        assert!(table.lines().any(|l| l.contains(&format!("{id}:")) && l.contains(text)), "{id} in {table}");
+    }
+    let log = common::server::asrun(&server, &event, server.token(Role::Observer)).await;
+    let started = log.iter().find(|e| e.kind == "rehearsal-started").expect("rehearsal-started");
+    assert!(started.detail.contains("each stamped with its channel name"), "{}", started.detail);
+    for (id, text) in want {
+        let e = log.iter().find(|e| e.kind == "rehearsal-leg" && e.channel_id == id).expect(id);
+        assert!(e.detail.contains("stamped: ") && e.detail.contains(text), "{}", e.detail);
+    }
     server.stop().await;
 }
 

@@ -33,6 +33,7 @@ fn plan(
     program: &Option<prost_types::Duration>,
     post: &Option<prost_types::Duration>,
     live: bool,
+    stamp: bool,
 ) -> Result<Plan, Vec<FieldError>> {
     let mut errs = Vec::new();
     let mut one = |d: &Option<prost_types::Duration>, key: &str, default: Duration| match d {
@@ -50,6 +51,7 @@ fn plan(
         program: one(program, "program", rehearsal::DEFAULT_PROGRAM),
         postroll: one(post, "postroll", rehearsal::DEFAULT_POSTROLL),
         source: if live { RehearsalSource::Live } else { RehearsalSource::Test },
+        stamp,
     };
     if errs.is_empty() { Ok(p) } else { Err(errs) }
 }
@@ -87,6 +89,7 @@ pub fn report_to_proto(r: &Report) -> proto::RehearsalReport {
                     packets_lost: s.packets_lost,
                     packets_retransmitted: s.packets_retransmitted,
                 }),
+                stamp: l.stamp.clone().unwrap_or_default(),
             })
             .collect(),
         state: match r.phase {
@@ -104,6 +107,7 @@ pub fn report_to_proto(r: &Report) -> proto::RehearsalReport {
         preroll: Some(wire(r.plan.preroll)),
         program: Some(wire(r.plan.program)),
         postroll: Some(wire(r.plan.postroll)),
+        stamp_legs: r.plan.stamp,
     }
 }
 
@@ -119,6 +123,7 @@ fn schedule_to_proto(s: &Recurring) -> proto::RehearsalSchedule {
         program: Some(wire(s.plan.program)),
         postroll: Some(wire(s.plan.postroll)),
         live_source: s.plan.source == RehearsalSource::Live,
+        stamp_legs: s.plan.stamp,
     }
 }
 
@@ -135,7 +140,7 @@ impl RehearsalService for RehearsalApi {
         let caller = require(&req, Role::Operator)?;
         let r = req.get_ref();
         let id = event_id(&r.event_id)?;
-        let plan = plan(&r.preroll, &r.program, &r.postroll, r.live_source).map_err(invalid)?;
+        let plan = plan(&r.preroll, &r.program, &r.postroll, r.live_source, r.stamp_legs).map_err(invalid)?;
         let report = self.coordinator.start_rehearsal(id, plan, &caller.name).await?;
         Ok(Response::new(report_to_proto(&report)))
     }
@@ -173,7 +178,7 @@ impl RehearsalService for RehearsalApi {
             local_time: r.local_time.clone(),
             timezone: r.timezone.clone(),
             until: r.until.clone(),
-            plan: plan(&r.preroll, &r.program, &r.postroll, r.live_source).map_err(invalid)?,
+            plan: plan(&r.preroll, &r.program, &r.postroll, r.live_source, r.stamp_legs).map_err(invalid)?,
         };
         let s = self.coordinator.schedule_rehearsal(new, &caller.name).await?;
         Ok(Response::new(schedule_to_proto(&s)))

@@ -255,6 +255,17 @@ mod tests {
     }
 
     #[test]
+    fn stamping_legs_is_off_unless_asked_and_must_be_a_boolean() {
+        let base = one_channel(r#"{ type = "udp", uri = "udp://127.0.0.1:5000" }"#);
+        assert!(!parse(&base).unwrap().relay.stamp_legs);
+        assert!(parse(&format!("{base}[relay]\nstamp_legs = true\n")).unwrap().relay.stamp_legs);
+        let ConfigError::Invalid(errs) = parse(&format!("{base}[relay]\nstamp_legs = \"yes\"\n")).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(errs[0].key, "relay.stamp_legs", "{errs:?}");
+    }
+
+    #[test]
     fn wrong_passphrase_is_refused_without_echoing_it() {
         let text = one_channel(r#"{ type = "srt", uri = "srt://127.0.0.1:9000", passphrase = "short-pw" }"#);
         let err = parse(&text).unwrap_err().to_string();

@@ -414,6 +414,9 @@ pub struct RelaySettings {
     pub connect_timeout: Duration,
     /// Longest the fan-out holds a chunk to batch it with the next ones.
     pub batch_wait: Duration,
+    /// Each leg names its own channel in-band (MPEG-TS SDT service name,
+    /// FLV `onMetaData` title); see `media::stamp`.
+    pub stamp_legs: bool,
 }
 
 impl Default for RelaySettings {
@@ -425,6 +428,7 @@ impl Default for RelaySettings {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             batch_wait: DEFAULT_BATCH_WAIT,
+            stamp_legs: false,
         }
     }
 }

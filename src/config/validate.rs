@@ -235,7 +235,15 @@ fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
     w.unknown(
         t,
         AT,
-        &["leg_buffer", "reconnect_initial", "reconnect_max", "stall_timeout", "connect_timeout", "batch_wait"],
+        &[
+            "leg_buffer",
+            "reconnect_initial",
+            "reconnect_max",
+            "stall_timeout",
+            "connect_timeout",
+            "batch_wait",
+            "stamp_legs",
+        ],
     );
     let d = RelaySettings::default();
     let r = RelaySettings {
@@ -244,6 +252,7 @@ fn relay(w: &mut Walk, t: &Table) -> RelaySettings {
         reconnect_max: w.duration(t, AT, "reconnect_max", d.reconnect_max),
         stall_timeout: w.duration(t, AT, "stall_timeout", d.stall_timeout),
         connect_timeout: w.duration(t, AT, "connect_timeout", d.connect_timeout),
+        stamp_legs: w.boolean(t, AT, "stamp_legs").unwrap_or(d.stamp_legs),
         batch_wait: match w.string(t, AT, "batch_wait", false) {
             None => d.batch_wait,
             Some(s) => match parse_duration(&s) {

@@ -99,13 +99,14 @@ impl State {
         let report = Report::new(new_id("rh"), id.0.clone(), actor.to_owned(), plan, now, &channels);
         self.store.save_rehearsal(&report)?;
         let detail = format!(
-            "{}: pre-roll {}, programme {}, post-roll {}, {} source, {} leg(s)",
+            "{}: pre-roll {}, programme {}, post-roll {}, {} source, {} leg(s){}",
             report.id,
             config::uri::format_duration(plan.preroll),
             config::uri::format_duration(plan.program),
             config::uri::format_duration(plan.postroll),
             plan.source.as_str(),
-            channels.len()
+            channels.len(),
+            if plan.stamp { ", each stamped with its channel name" } else { "" }
         );
         self.log(&id.0, "rehearsal-started", detail, actor)?;
         info!(rehearsal = %report.id, event = %id, actor, "Rehearsal started.");
@@ -182,7 +183,8 @@ impl State {
             let id = config::ChannelId::parse(&leg.channel_id).ok();
             let tz = id.and_then(|id| self.store.channel(&id).ok().flatten()).map(|c| c.timezone);
             let verdict = if leg.passed { "PASSED".to_owned() } else { format!("FAILED: {}", leg.errors.join("; ")) };
-            let detail = format!("{}: {verdict}; {} bytes sent", report.id, leg.bytes_sent);
+            let stamp = leg.stamp.as_ref().map(|s| format!("; stamped: {s}")).unwrap_or_default();
+            let detail = format!("{}: {verdict}; {} bytes sent{stamp}", report.id, leg.bytes_sent);
             let e = entry(at, &report.event_id, &leg.channel_id, tz, "rehearsal-leg", detail, DAEMON);
             if let Err(err) = self.store.append_asrun(&e) {
                 error!(error = %err, "As-run entry lost: the store failed.");

@@ -11,7 +11,9 @@
 //!
 //! Each leg's input is bounded by time: a leg whose appsrc already holds
 //! `leg_buffer` of program does not get the batch, and the drop is counted.
-//! Each leg gets its own list object; the buffers in it are shared.
+//! Each leg gets its own list object; the buffers in it are shared. A leg
+//! stamped with its channel name (rehearsals) adds its own SDT packet to its
+//! list ([`super::stamp`]).
 //! A leg that blocks, errors or reconnects therefore never slows the others.
 
 use std::collections::VecDeque;
@@ -73,6 +75,8 @@ struct Inner {
     appsrc: Option<gst_app::AppSrc>,
     /// PTS (ns) of batches pushed into appsrc and not yet out of it.
     queued: VecDeque<u64>,
+    /// Names this leg's channel in its copy of each batch (stamped legs).
+    stamper: Option<super::stamp::SdtStamper>,
 }
 
 impl LegInput {
@@ -85,6 +89,13 @@ impl LegInput {
             program_from: AtomicU64::new(NONE),
             program_out_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Stamps this leg's copy of every batch with an SDT naming `service`
+    /// (see [`super::stamp`]).
+    pub fn stamped(self, service: String) -> Self {
+        lock(&self.inner).stamper = Some(super::stamp::SdtStamper::new(service));
+        self
     }
 
     /// The batch stamped `pts` starts the program (its first keyframe):
@@ -149,7 +160,11 @@ impl LegInput {
         // A list of its own per leg (the buffers inside are shared, not
         // copied): one GstBufferList pushed into several appsrcs made 1.22
         // stall legs and then abort on `GST_IS_BUFFER_LIST`, seen here.
-        if src.push_buffer_list(list.copy()).is_ok() {
+        let mut list = list.copy();
+        if let (Some(stamper), Some(own)) = (inner.stamper.as_mut(), list.get_mut()) {
+            stamper.stamp(own, pts);
+        }
+        if src.push_buffer_list(list).is_ok() {
             inner.queued.push_back(pts);
         }
     }

@@ -162,7 +162,11 @@ impl Leg {
     /// Starts a leg's supervisor; it connects in the background. The leg
     /// begins receiving program once its pipeline is up.
     pub fn start(channel: &Channel, settings: &RelaySettings, stop: watch::Receiver<bool>) -> Self {
-        let input = Arc::new(LegInput::new(settings.leg_buffer));
+        let mut input = LegInput::new(settings.leg_buffer);
+        if settings.stamp_legs && !matches!(channel.ingest, Ingest::Rtmp(_)) {
+            input = input.stamped(super::stamp::text(channel));
+        }
+        let input = Arc::new(input);
         let shared = Arc::new(Shared {
             bytes: AtomicU64::new(0),
             hits: AtomicU64::new(0),
@@ -280,7 +284,7 @@ impl Supervisor {
             let first = self.shared.reconnects.load(Ordering::Relaxed) == 0;
             self.set_state(if first { LegState::Connecting } else { LegState::Reconnecting });
             let started = Instant::now();
-            let ended = match build(&self.channel, &self.shared, &self.input) {
+            let ended = match build(&self.channel, self.settings.stamp_legs, &self.shared, &self.input) {
                 Err(e) if e.is_permanent() => {
                     tracing::error!(leg = %leg, error = %e, "Leg cannot be built; it will not carry the program.");
                     self.set_error(&e.to_string());
@@ -443,13 +447,22 @@ impl Window {
 
 /// Builds the leg's pipeline: a bounded live appsrc, then the protocol tail
 /// from its template, properties set from typed config.
-fn build(channel: &Channel, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Result<Built, MediaError> {
+fn build(channel: &Channel, stamp: bool, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Result<Built, MediaError> {
     let name = channel.ingest.template();
     let tail = template::get(name)?.instantiate(&[])?;
     let sink = tail
         .by_name("sink")
         .ok_or_else(|| MediaError::Template { template: name.into(), message: "has no element named `sink`".into() })?;
     configure_sink(&sink, &channel.ingest)?;
+    if stamp && matches!(channel.ingest, Ingest::Rtmp(_)) {
+        // FLV has no SDT: the stamp is the stream's onMetaData title. flvmux
+        // clears tags set on it when it starts, so they come as an event.
+        let inject = tail.by_name("stamp").ok_or_else(|| MediaError::Template {
+            template: name.into(),
+            message: "has no element named `stamp` (taginject) to stamp the leg".into(),
+        })?;
+        inject.set_property("tags", super::stamp::flv_tags(channel));
+    }
 
     let caps = gst::Caps::builder("video/mpegts").field("systemstream", true).field("packetsize", 188i32).build();
     let appsrc = gst_app::AppSrc::builder()

@@ -8,6 +8,7 @@ pub mod leg;
 pub mod program;
 pub mod recording;
 pub mod source;
+pub mod stamp;
 pub mod template;
 pub mod ts;
 

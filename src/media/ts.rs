@@ -39,7 +39,7 @@ pub fn pes_start(packet: &[u8]) -> Option<PesStart> {
     if packet.len() != PACKET || packet[0] != SYNC || packet[1] & 0x40 == 0 {
         return None;
     }
-    let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
+    let pid = pid(packet);
     let mut at = 4;
     if packet[3] & 0x20 != 0 {
         at += 1 + usize::from(packet[4]);
@@ -68,6 +68,125 @@ pub fn pes_start(packet: &[u8]) -> Option<PesStart> {
 /// Every PES start in `data` (whole packets), in order.
 pub fn pes_starts(data: &[u8]) -> impl Iterator<Item = PesStart> + '_ {
     data.chunks_exact(PACKET).filter_map(pes_start)
+}
+
+/// PID of the Program Association Table.
+pub const PAT_PID: u16 = 0x0000;
+/// PID of the Service Description Table (DVB, ETSI EN 300 468).
+pub const SDT_PID: u16 = 0x0011;
+
+/// A packet's PID.
+pub fn pid(packet: &[u8]) -> u16 {
+    (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2])
+}
+
+/// CRC-32/MPEG-2, the checksum closing every PSI/SI section.
+pub fn crc32_mpeg2(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &byte in data {
+        crc ^= u32::from(byte) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04c1_1db7 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// What a PAT says: the transport stream id and its first programme's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pat {
+    /// `transport_stream_id`.
+    pub transport_stream_id: u16,
+    /// The first programme number that is not the network PID entry (0).
+    pub program_number: u16,
+}
+
+/// The PAT that starts in `packet`, if it is a whole, well-formed section
+/// with a correct CRC (the muxer writes the PAT in one packet).
+pub fn pat(packet: &[u8]) -> Option<Pat> {
+    if packet.len() != PACKET || packet[0] != SYNC || packet[1] & 0x40 == 0 || pid(packet) != PAT_PID {
+        return None;
+    }
+    let mut at = 4;
+    if packet[3] & 0x20 != 0 {
+        at += 1 + usize::from(packet[4]);
+    }
+    if packet[3] & 0x10 == 0 || at >= PACKET {
+        return None;
+    }
+    at += 1 + usize::from(packet[at]);
+    let section = packet.get(at..)?;
+    if section.len() < 12 || section[0] != 0x00 {
+        return None;
+    }
+    let length = usize::from(section[1] & 0x0f) << 8 | usize::from(section[2]);
+    let section = section.get(..3 + length)?;
+    if length < 9 || crc32_mpeg2(section) != 0 {
+        return None;
+    }
+    let transport_stream_id = u16::from_be_bytes([section[3], section[4]]);
+    section[8..section.len() - 4]
+        .chunks_exact(4)
+        .map(|e| u16::from_be_bytes([e[0], e[1]]))
+        .find(|&n| n != 0)
+        .map(|program_number| Pat { transport_stream_id, program_number })
+}
+
+/// DVB strings are ISO/IEC 6937 unless their first byte says otherwise;
+/// 0x15 says UTF-8. ASCII is the same in both, so only other text is marked.
+fn dvb_text(text: &str, max: usize) -> Vec<u8> {
+    let (mut out, budget) = if text.is_ascii() { (Vec::new(), max) } else { (vec![0x15], max - 1) };
+    let mut end = text.len().min(budget);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&text.as_bytes()[..end]);
+    out
+}
+
+/// The longest service name an SDT packet from [`sdt_packet`] carries with
+/// `provider`: the section must fit one packet.
+fn service_budget(provider: &[u8]) -> usize {
+    // 184 payload bytes - pointer field (1) - section header (3) - fixed
+    // fields (8) - service entry (5) - descriptor header (2) - type (1) -
+    // two lengths (2) - CRC (4) = 158 for both names.
+    158usize.saturating_sub(provider.len())
+}
+
+/// One TS packet carrying a whole SDT (actual transport stream, version 0)
+/// that names programme `pat.program_number` as a digital TV service called
+/// `service` from `provider`. `cc` is the packet's continuity counter. Names
+/// that do not fit are cut at a character boundary.
+pub fn sdt_packet(pat: Pat, provider: &str, service: &str, cc: u8) -> [u8; PACKET] {
+    let provider = dvb_text(provider, 64);
+    let service = dvb_text(service, service_budget(&provider));
+    let descriptor_len = 3 + provider.len() + service.len();
+    let mut s = Vec::with_capacity(183);
+    s.push(0x42); // table_id: service_description_section, actual TS
+    s.extend_from_slice(&[0, 0]); // section_length, below
+    s.extend_from_slice(&pat.transport_stream_id.to_be_bytes());
+    s.push(0xc1); // reserved, version 0, current_next_indicator
+    s.extend_from_slice(&[0, 0]); // section_number, last_section_number
+    s.extend_from_slice(&0xff01u16.to_be_bytes()); // original_network_id (private range)
+    s.push(0xff); // reserved_future_use
+    s.extend_from_slice(&pat.program_number.to_be_bytes()); // service_id
+    s.push(0xfc); // reserved, no EIT schedule, no EIT present/following
+    let loop_len = (2 + descriptor_len) as u16;
+    s.extend_from_slice(&((4u16 << 13) | loop_len).to_be_bytes()); // running, not scrambled
+    s.extend_from_slice(&[0x48, descriptor_len as u8, 0x01]); // service_descriptor, digital TV
+    s.push(provider.len() as u8);
+    s.extend_from_slice(&provider);
+    s.push(service.len() as u8);
+    s.extend_from_slice(&service);
+    let length = (s.len() - 3 + 4) as u16;
+    s[1..3].copy_from_slice(&(0xf000 | length).to_be_bytes());
+    let crc = crc32_mpeg2(&s);
+    s.extend_from_slice(&crc.to_be_bytes());
+
+    let mut packet = [0xffu8; PACKET];
+    packet[..5].copy_from_slice(&[SYNC, 0x40 | (SDT_PID >> 8) as u8, SDT_PID as u8, 0x10 | (cc & 0x0f), 0x00]);
+    packet[5..5 + s.len()].copy_from_slice(&s);
+    packet
 }
 
 #[cfg(test)]
@@ -120,5 +239,72 @@ mod tests {
         assert!(!is_aligned_ts(&ok));
         assert!(!is_aligned_ts(b""));
         assert!(!is_aligned_ts(&[0x47; 100]));
+    }
+
+    #[test]
+    fn crc32_matches_the_mpeg2_check_value() {
+        assert_eq!(crc32_mpeg2(b"123456789"), 0x0376_e6e7);
+    }
+
+    /// A PAT as mpegtsmux writes it: tsid 1, programme 1 on PID 0x20.
+    fn pat_packet() -> [u8; PACKET] {
+        let mut section = vec![0x00, 0xb0, 13, 0x00, 0x01, 0xc1, 0, 0, 0x00, 0x01, 0xe0, 0x20];
+        let crc = crc32_mpeg2(&section);
+        section.extend_from_slice(&crc.to_be_bytes());
+        let mut p = [0xffu8; PACKET];
+        p[..5].copy_from_slice(&[SYNC, 0x40, 0x00, 0x10, 0x00]);
+        p[5..5 + section.len()].copy_from_slice(&section);
+        p
+    }
+
+    #[test]
+    fn reads_the_pat_and_refuses_a_damaged_one() {
+        let p = pat_packet();
+        assert_eq!(pat(&p), Some(Pat { transport_stream_id: 1, program_number: 1 }));
+        let mut bad = p;
+        bad[12] ^= 0x01;
+        assert_eq!(pat(&bad), None, "a wrong CRC is not a PAT");
+        let mut other = p;
+        other[2] = 0x20;
+        assert_eq!(pat(&other), None, "not PID 0");
+    }
+
+    #[test]
+    fn an_sdt_packet_is_one_well_formed_section_naming_the_service() {
+        let at = Pat { transport_stream_id: 7, program_number: 3 };
+        let p = sdt_packet(at, "simulcast", "Jibek Joly (kz-jibek-joly)", 5);
+        assert_eq!((p[0], pid(&p), p[3] & 0x0f, p[4]), (SYNC, SDT_PID, 5, 0));
+        let length = usize::from(p[6] & 0x0f) << 8 | usize::from(p[7]);
+        let section = &p[5..5 + 3 + length];
+        assert_eq!(crc32_mpeg2(section), 0, "CRC");
+        assert_eq!((section[0], u16::from_be_bytes([section[3], section[4]])), (0x42, 7));
+        assert_eq!(u16::from_be_bytes([section[11], section[12]]), 3, "service_id is the programme");
+        let d = &section[16..];
+        assert_eq!((d[0], d[2]), (0x48, 0x01));
+        let provider = &d[4..4 + usize::from(d[3])];
+        let at_name = 4 + provider.len();
+        let name = &d[at_name + 1..at_name + 1 + usize::from(d[at_name])];
+        assert_eq!((provider, name), (&b"simulcast"[..], &b"Jibek Joly (kz-jibek-joly)"[..]));
+        assert!(p[5 + 3 + length..].iter().all(|&b| b == 0xff), "stuffing");
+    }
+
+    #[test]
+    fn names_out_of_ascii_are_marked_utf8_and_long_ones_cut_on_a_character() {
+        let at = Pat { transport_stream_id: 1, program_number: 1 };
+        let p = sdt_packet(at, "simulcast", "Монгол ТВ", 0);
+        let d = &p[5 + 16..];
+        let at_name = 4 + usize::from(d[3]);
+        let name = &d[at_name + 1..at_name + 1 + usize::from(d[at_name])];
+        assert_eq!(name[0], 0x15);
+        assert_eq!(std::str::from_utf8(&name[1..]).unwrap(), "Монгол ТВ");
+        let long = "한".repeat(100);
+        let p = sdt_packet(at, "simulcast", &long, 0);
+        let length = usize::from(p[6] & 0x0f) << 8 | usize::from(p[7]);
+        assert!(3 + length <= 183);
+        assert_eq!(crc32_mpeg2(&p[5..5 + 3 + length]), 0);
+        let d = &p[5 + 16..];
+        let at_name = 4 + usize::from(d[3]);
+        let name = &d[at_name + 1..at_name + 1 + usize::from(d[at_name])];
+        assert!(std::str::from_utf8(&name[1..]).is_ok_and(|n| n.chars().all(|c| c == '한')));
     }
 }

@@ -70,6 +70,9 @@ pub struct Plan {
     pub postroll: Duration,
     /// Test or live source.
     pub source: RehearsalSource,
+    /// Each leg names its own channel in-band ([`crate::media::stamp`]).
+    #[serde(default)]
+    pub stamp: bool,
 }
 
 impl Default for Plan {
@@ -79,6 +82,7 @@ impl Default for Plan {
             program: DEFAULT_PROGRAM,
             postroll: DEFAULT_POSTROLL,
             source: RehearsalSource::Test,
+            stamp: false,
         }
     }
 }
@@ -143,6 +147,9 @@ pub struct LegReport {
     pub dropped_buffers: u64,
     /// SRT figures at the end (SRT legs).
     pub srt: Option<SrtFigures>,
+    /// Where the leg named its channel, when the run stamped its legs.
+    #[serde(default)]
+    pub stamp: Option<String>,
     /// Why it failed, and errors seen on the way; each names the ingest.
     pub errors: Vec<String>,
     /// The verdict.
@@ -214,6 +221,7 @@ impl Report {
                     reconnects: 0,
                     dropped_buffers: 0,
                     srt: None,
+                    stamp: None,
                     errors: Vec::new(),
                     passed: false,
                 })
@@ -343,6 +351,17 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
     let mut cfg = setup.base.clone();
     cfg.event.title = format!("REHEARSAL - {}", setup.title);
     cfg.channels = passing;
+    cfg.relay.stamp_legs |= plan.stamp;
+    if cfg.relay.stamp_legs {
+        update(&mut |r| {
+            r.plan.stamp = true;
+            for c in &cfg.channels {
+                if let Some(leg) = r.legs.iter_mut().find(|l| l.channel_id == c.id.as_str()) {
+                    leg.stamp = Some(crate::media::stamp::describe(c));
+                }
+            }
+        });
+    }
     if plan.source == RehearsalSource::Test {
         cfg.source = Source::Test(config::TestSource::default());
         cfg.backup = None;
@@ -457,6 +476,7 @@ mod tests {
             reconnects: 0,
             dropped_buffers: 0,
             srt: None,
+            stamp: None,
             errors: vec![],
             passed: false,
         }

@@ -240,7 +240,7 @@ impl NginxRtmp {
         let conf = format!(
             "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
              error_log {d}/logs/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record all; \
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; meta copy; record all; \
              record_path {d}/rec; record_unique on; }} }} }}\n",
             d = dir.display()
         );
@@ -376,6 +376,43 @@ pub fn ffprobe(path: &Path) -> Probe {
         .unwrap_or_default();
     let duration = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
     Probe { codecs, duration }
+}
+
+/// The (service name, provider) of every programme ffprobe finds named in
+/// an MPEG-TS capture's DVB SDT; empty when it carries none.
+pub fn ts_services(path: &Path) -> Vec<(String, String)> {
+    require("ffprobe", "ffmpeg");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "program_tags=service_name,service_provider", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ffprobe on {}: {e}: {}", path.display(), String::from_utf8_lossy(&out.stderr)));
+    v["programs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| {
+                    let tag = |k: &str| p["tags"][k].as_str().map(String::from);
+                    Some((tag("service_name")?, tag("service_provider").unwrap_or_default()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `title` ffprobe reads from a live stream's metadata as a player of
+/// `url` sees it (an RTMP server's live application); `None` if it could not
+/// play within 5 s or the stream has no title.
+pub fn played_title(url: &str) -> Option<String> {
+    require("ffprobe", "ffmpeg");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-rw_timeout", "5000000", "-show_entries", "format_tags=title", "-of", "json", url])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["format"]["tags"]["title"].as_str().map(String::from)
 }
 
 /// Asserts H.264 and AAC are present and the duration is within 10 % of `sent`.

@@ -173,14 +173,20 @@ pub fn sample(page: &str, name: &str, labels: &str) -> Option<f64> {
 /// The three partners of the metrics and rehearsal tests, created as admin:
 /// `kz-jibek-joly` by SRT with `passphrase` to `srt_port`, `kg-ktrk` by RTMP
 /// with `stream_key` to nginx on `rtmp_port`, `mn-mnb` by UDP to `udp_port`.
-pub async fn create_three_partners(
+pub async fn create_three_partners(server: &ApiServer, srt: (u16, Option<&str>), rtmp: (u16, &str), udp_port: u16) {
+    create_three_partners_named(server, srt, rtmp, udp_port, ["kz-jibek-joly", "kg-ktrk", "mn-mnb"]).await
+}
+
+/// The same three partners with these display names (SRT, RTMP, UDP).
+pub async fn create_three_partners_named(
     server: &ApiServer,
     (srt_port, passphrase): (u16, Option<&str>),
     (rtmp_port, stream_key): (u16, &str),
     udp_port: u16,
+    names: [&str; 3],
 ) {
     let pp = passphrase.map(|p| format!(", passphrase = \"{p}\"")).unwrap_or_default();
-    for (id, zone, ingest) in [
+    let partners = [
         ("kz-jibek-joly", "Asia/Almaty", format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{srt_port}\"{pp} }}")),
         (
             "kg-ktrk",
@@ -190,9 +196,11 @@ pub async fn create_three_partners(
             ),
         ),
         ("mn-mnb", "Asia/Ulaanbaatar", format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{udp_port}\" }}")),
-    ] {
+    ];
+    for ((id, zone, ingest), name) in partners.into_iter().zip(names) {
+        // Debug quoting is a valid TOML basic string here (quotes escaped).
         let toml =
-            format!("id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"{zone}\"\ningest = {ingest}\n");
+            format!("id = \"{id}\"\nname = {name:?}\ncountry = \"KZ\"\ntimezone = \"{zone}\"\ningest = {ingest}\n");
         create_channel(server, &toml).await;
     }
 }

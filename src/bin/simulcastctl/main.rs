@@ -396,6 +396,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
             "ok": ok,
             "config": source,
             "backup": backup,
+            "stamp_legs": loaded.as_ref().is_ok_and(|c| c.relay.stamp_legs),
             "config_problems": config_problems,
             "templates": templates.iter().map(|(n, r)| serde_json::json!({
                 "name": n, "ok": r.is_ok(), "error": r.as_ref().err(),
@@ -413,6 +414,11 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                         b.describe(),
                         c.failover.detect_after.as_millis(),
                         c.failover.return_after.as_secs_f64()
+                    );
+                }
+                if c.relay.stamp_legs {
+                    println!(
+                        "Legs stamped: each names its own channel in its stream (MPEG-TS service name, RTMP title)"
                     );
                 }
                 let mut t = Table::new(&["CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "AIR", "ENABLED"]);

@@ -32,6 +32,13 @@ pub struct RehearseArgs {
     /// `live`: the configured contribution feed.
     #[arg(long, default_value = "test")]
     source: String,
+    /// Stamp each leg with its own channel name, in the stream: MPEG-TS legs
+    /// (SRT, UDP, RIST, file) carry a DVB SDT whose service name is
+    /// "NAME (ID)", RTMP legs the same text as their onMetaData title. A
+    /// partner reads it with ffprobe or any TS analyser to confirm it
+    /// received its own leg; the report lists what each should see.
+    #[arg(long)]
+    stamp: bool,
     /// Instead of now: every day at this local time (HH:MM), run by the
     /// daemon; needs --tz and --until.
     #[arg(long, requires_all = ["tz", "until"])]
@@ -105,6 +112,7 @@ pub async fn rehearse(cli: &Cli, a: &RehearseArgs) -> Result<u8, String> {
             program: Some(wire(a.program)),
             postroll: Some(wire(a.postroll)),
             live_source: live,
+            stamp_legs: a.stamp,
         };
         let s = c.schedule_rehearsal(req).await.map_err(|s| status_line(&s))?.into_inner();
         print_schedules(cli, &[s]);
@@ -116,6 +124,7 @@ pub async fn rehearse(cli: &Cli, a: &RehearseArgs) -> Result<u8, String> {
         program: Some(wire(a.program)),
         postroll: Some(wire(a.postroll)),
         live_source: live,
+        stamp_legs: a.stamp,
     };
     let mut report = c.start_rehearsal(req).await.map_err(|s| status_line(&s))?.into_inner();
     let id = report.rehearsal_id.clone();
@@ -194,6 +203,7 @@ fn report_json(r: &proto::RehearsalReport) -> serde_json::Value {
         "started_at": iso(&r.started_at), "program_planned_at": iso(&r.program_planned_at),
         "ends_at": iso(&r.ends_at), "finished_at": iso(&r.finished_at),
         "preroll_ms": ms(&r.preroll), "program_ms": ms(&r.program), "postroll_ms": ms(&r.postroll),
+        "stamp_legs": r.stamp_legs,
         "legs": r.legs.iter().map(|l| serde_json::json!({
             "channel_id": l.channel_id, "protocol": l.protocol, "target": l.target, "passed": l.passed,
             "preflight_ok": l.preflight_ok, "preflight": l.preflight,
@@ -204,6 +214,7 @@ fn report_json(r: &proto::RehearsalReport) -> serde_json::Value {
             "srt": l.srt.as_ref().map(|s| serde_json::json!({
                 "rtt_ms": s.rtt_ms, "packets_lost": s.packets_lost, "packets_retransmitted": s.packets_retransmitted,
             })),
+            "stamp": (!l.stamp.is_empty()).then_some(&l.stamp),
             "errors": l.errors,
         })).collect::<Vec<_>>(),
     })
@@ -254,8 +265,11 @@ fn print_report(cli: &Cli, r: &proto::RehearsalReport) {
     let when = |t: &Option<prost_types::Timestamp>| {
         ts(t).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
     };
+    let stamps: String =
+        r.legs.iter().filter(|l| !l.stamp.is_empty()).map(|l| format!("\n  {}: {}", l.channel_id, l.stamp)).collect();
+    let stamps = if stamps.is_empty() { stamps } else { format!("\nEach partner should find its own stamp:{stamps}") };
     println!(
-        "Rehearsal {} of {} ({} source, by {}), {}: programme planned at {}\n{}\n{}",
+        "Rehearsal {} of {} ({} source, by {}), {}: programme planned at {}\n{}\n{}{stamps}",
         r.rehearsal_id,
         r.event_id,
         r.source,
@@ -277,6 +291,7 @@ fn print_schedules(cli: &Cli, list: &[proto::RehearsalSchedule]) {
                 serde_json::json!({
                     "schedule_id": s.schedule_id, "event_id": s.event_id, "local_time": s.local_time,
                     "timezone": s.timezone, "until": s.until, "next_at": next(s), "live_source": s.live_source,
+                    "stamp_legs": s.stamp_legs,
                 })
             })
             .collect();
@@ -291,7 +306,11 @@ fn print_schedules(cli: &Cli, list: &[proto::RehearsalSchedule]) {
             format!("{} {}", s.local_time, s.timezone),
             s.until.clone(),
             next(s).unwrap_or_else(|| "(over)".into()),
-            if s.live_source { "live".into() } else { "test".into() },
+            format!(
+                "{}{}",
+                if s.live_source { "live" } else { "test" },
+                if s.stamp_legs { ", legs stamped" } else { "" }
+            ),
         ]);
     }
     print!("{}", t.render());
