@@ -183,6 +183,7 @@ impl Selector {
                 if look.health.is_ok() { Some(self.healthy_since[i].unwrap_or(from)) } else { None };
         }
         let (primary, backup) = (primary.health, backup.health);
+        let primary_healthy = primary.is_ok();
         let p_for = self.healthy_since[0].map(|s| Duration::from_nanos(now_ns.saturating_sub(s)));
         // On only once it could be shown at the picture's time, so the
         // picture that switches carries it.
@@ -213,8 +214,12 @@ impl Selector {
             }
             (SourceMode::Auto, Feed::Backup) => (Feed::Slate, lost_both()),
             (SourceMode::Auto, Feed::Slate) if p_ok => (Feed::Primary, "primary delivering".to_owned()),
+            // A healthy primary whose pictures are not due yet is waited
+            // for: it goes on within its buffering, not the backup.
             (SourceMode::Auto, Feed::Slate)
-                if b_ok && Duration::from_nanos(now_ns.saturating_sub(started)) >= self.settings.detect_after =>
+                if b_ok
+                    && !primary_healthy
+                    && Duration::from_nanos(now_ns.saturating_sub(started)) >= self.settings.detect_after =>
             {
                 (Feed::Backup, format!("backup delivering; primary lost ({why_p})"))
             }
@@ -318,6 +323,16 @@ mod tests {
         assert_eq!(s.decide(0, 0, lost(), Some(ok())), None);
         assert_eq!(s.decide(400 * MS, 400 * MS, lost(), Some(ok())), None);
         assert_eq!(s.decide(500 * MS, 500 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+    }
+
+    #[test]
+    fn at_start_a_healthy_primary_buffered_longer_than_the_backup_still_goes_on_first() {
+        let mut s = Selector::new(settings(), true);
+        let later = Look { health: Ok(()), shows_from_ns: 1500 * MS };
+        assert_eq!(s.decide(0, 0, lost(), Some(ok())), None);
+        assert_eq!(s.decide(600 * MS, 600 * MS, later.clone(), Some(ok())), None, "the primary is due soon");
+        assert_eq!(s.decide(1400 * MS, 1400 * MS, later.clone(), Some(ok())), None);
+        assert_eq!(s.decide(1500 * MS, 1500 * MS, later, Some(ok())).map(|c| c.0), Some(Feed::Primary));
     }
 
     #[test]
