@@ -243,32 +243,22 @@ async fn stamped_legs_each_carry_their_own_channel_name_to_their_partner() {
         ("mn-mnb", "MNB Монгол (mn-mnb)"),
     ];
     let event = schedule_later(&server).await;
-    let (addr, token) = (server.addr.clone(), server.token(Role::Operator).to_owned());
     let args = ["--json", "rehearse", &event, "--stamp", "--preroll", "1s", "--program", "8s", "--postroll", "1s"];
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let run = std::thread::spawn(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
-            .args(&args)
-            .env("SIMULCAST_ADDR", addr)
-            .env("SIMULCAST_TOKEN", token)
-            .output()
-            .expect("run simulcastctl");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    });
     // The RTMP partner plays its own stream from nginx while it is on air,
     // as a partner's monitor would.
     let url = format!("rtmp://127.0.0.1:{}/live/{STREAM_KEY}", nginx.port);
-    let mut title = None;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while title.is_none() && Instant::now() < deadline && !run.is_finished() {
-        title = tokio::task::block_in_place(|| played_title(&url));
-    }
-    let (code, out, err) = run.join().expect("rehearse thread");
-    assert_eq!(code, Some(0), "rehearse failed: {out}\n{err}");
+    let ((code, out, err), title) = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let run = scope.spawn(|| ctl(&server, &args));
+            let mut title = None;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while title.is_none() && Instant::now() < deadline && !run.is_finished() {
+                title = played_title(&url);
+            }
+            (run.join().expect("rehearse thread"), title)
+        })
+    });
+    assert_eq!(code, 0, "rehearse failed: {out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("report JSON");
     assert_eq!((report["passed"].as_bool(), report["stamp_legs"].as_bool()), (Some(true), Some(true)), "{report:#}");
     for (id, text) in want {

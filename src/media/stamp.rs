@@ -93,13 +93,7 @@ mod tests {
     use super::*;
 
     fn pat_buffer() -> gst::Buffer {
-        let mut section = vec![0x00, 0xb0, 13, 0x00, 0x01, 0xc1, 0, 0, 0x00, 0x01, 0xe0, 0x20];
-        let crc = ts::crc32_mpeg2(&section);
-        section.extend_from_slice(&crc.to_be_bytes());
-        let mut p = vec![0xffu8; ts::PACKET];
-        p[..5].copy_from_slice(&[ts::SYNC, 0x40, 0x00, 0x10, 0x00]);
-        p[5..5 + section.len()].copy_from_slice(&section);
-        gst::Buffer::from_mut_slice(p)
+        gst::Buffer::from_slice(ts::pat_packet())
     }
 
     fn sdts(list: &gst::BufferList) -> Vec<(u8, Option<u64>)> {

@@ -189,6 +189,18 @@ pub fn sdt_packet(pat: Pat, provider: &str, service: &str, cc: u8) -> [u8; PACKE
     packet
 }
 
+/// A PAT as mpegtsmux writes it: tsid 1, programme 1 on PID 0x20.
+#[cfg(test)]
+pub(crate) fn pat_packet() -> [u8; PACKET] {
+    let mut section = vec![0x00, 0xb0, 13, 0x00, 0x01, 0xc1, 0, 0, 0x00, 0x01, 0xe0, 0x20];
+    let crc = crc32_mpeg2(&section);
+    section.extend_from_slice(&crc.to_be_bytes());
+    let mut p = [0xffu8; PACKET];
+    p[..5].copy_from_slice(&[SYNC, 0x40, 0x00, 0x10, 0x00]);
+    p[5..5 + section.len()].copy_from_slice(&section);
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,17 +256,6 @@ mod tests {
     #[test]
     fn crc32_matches_the_mpeg2_check_value() {
         assert_eq!(crc32_mpeg2(b"123456789"), 0x0376_e6e7);
-    }
-
-    /// A PAT as mpegtsmux writes it: tsid 1, programme 1 on PID 0x20.
-    fn pat_packet() -> [u8; PACKET] {
-        let mut section = vec![0x00, 0xb0, 13, 0x00, 0x01, 0xc1, 0, 0, 0x00, 0x01, 0xe0, 0x20];
-        let crc = crc32_mpeg2(&section);
-        section.extend_from_slice(&crc.to_be_bytes());
-        let mut p = [0xffu8; PACKET];
-        p[..5].copy_from_slice(&[SYNC, 0x40, 0x00, 0x10, 0x00]);
-        p[5..5 + section.len()].copy_from_slice(&section);
-        p
     }
 
     #[test]
