@@ -52,9 +52,10 @@ pub fn flv_tags(channel: &Channel) -> String {
 #[derive(Debug)]
 pub struct SdtStamper {
     service: String,
-    /// Learnt from the programme's own PAT: the SDT must name the same
-    /// transport stream and programme.
-    pat: Option<ts::Pat>,
+    /// The SDT packet, built once the programme's own PAT is seen (the SDT
+    /// must name the same transport stream and programme); only its
+    /// continuity counter changes, and the section's CRC does not cover it.
+    packet: Option<[u8; ts::PACKET]>,
     cc: u8,
     last_pts: Option<u64>,
 }
@@ -62,23 +63,25 @@ pub struct SdtStamper {
 impl SdtStamper {
     /// A stamper naming the service `service`.
     pub fn new(service: String) -> Self {
-        Self { service, pat: None, cc: 0, last_pts: None }
+        Self { service, packet: None, cc: 0, last_pts: None }
     }
 
     /// Adds an SDT packet, stamped `pts`, to the end of `list` when one is
     /// due. Nothing is added before the programme's PAT has been seen.
     pub fn stamp(&mut self, list: &mut gst::BufferListRef, pts: u64) {
-        if self.pat.is_none() {
-            self.pat = list.iter().find_map(|b| {
+        if self.packet.is_none() {
+            let pat = list.iter().find_map(|b| {
                 let map = b.map_readable().ok()?;
                 map.chunks_exact(ts::PACKET).find_map(ts::pat)
             });
+            self.packet = pat.map(|pat| ts::sdt_packet(pat, PROVIDER, &self.service, 0));
         }
-        let Some(pat) = self.pat else { return };
+        let Some(mut packet) = self.packet else { return };
         if self.last_pts.is_some_and(|last| pts.saturating_sub(last) < SDT_EVERY.as_nanos() as u64) {
             return;
         }
-        let mut buffer = gst::Buffer::from_slice(ts::sdt_packet(pat, PROVIDER, &self.service, self.cc));
+        packet[3] = (packet[3] & 0xf0) | self.cc;
+        let mut buffer = gst::Buffer::from_slice(packet);
         if let Some(b) = buffer.get_mut() {
             b.set_pts(gst::ClockTime::from_nseconds(pts));
         }
