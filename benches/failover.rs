@@ -111,7 +111,7 @@ async fn main() {
         "[event]\ntitle = \"failover bench\"\n\
          [source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{p_port}\"\n\
          [backup]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{b_port}\"\n\
-         [program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 800\ngop = 25\n\
+         [program]\nmode = \"transcode\"\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 800\ngop = 25\n\
          [[channels]]\nid = \"partner\"\nname = \"partner\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
          ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{leg_port}\" }}\n"
     );

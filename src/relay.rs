@@ -14,6 +14,9 @@ use crate::config::{Channel, Config, RelaySettings};
 use crate::media::failover::{Feed, SourceMode, SourceSwitch};
 use crate::media::fanout::Fanout;
 use crate::media::leg::{Leg, LegState, LegStatus};
+use crate::config::ProgramMode;
+use crate::media::coded::FeedFormat;
+use crate::media::passthrough::Passthrough;
 use crate::media::program::{Content, Cue, Program, ProgramPlan};
 use crate::media::recording::{DelayedFeed, Recorder, RecordingPlan, UtcClock};
 use crate::media::source::SourceStatus;
@@ -68,6 +71,8 @@ pub struct RelayStatus {
     pub content: Content,
     /// UTC (ns) of the timestamp of the latest first programme picture.
     pub switched_utc_ns: Option<u64>,
+    /// The mode and the programme's format.
+    pub program: ProgramInfo,
 }
 
 impl RelayStatus {
@@ -77,10 +82,79 @@ impl RelayStatus {
     }
 }
 
+/// The program pipeline in either mode; both answer the same questions.
+#[derive(Debug)]
+enum Run {
+    Transcode(Program),
+    Passthrough(Passthrough),
+}
+
+/// Calls the same method on whichever program runs.
+macro_rules! each {
+    ($run:expr, $p:ident => $e:expr) => {
+        match $run {
+            Run::Transcode($p) => $e,
+            Run::Passthrough($p) => $e,
+        }
+    };
+}
+
+impl Run {
+    fn status(&self) -> SourceStatus {
+        each!(self, p => p.status())
+    }
+    fn backup_status(&self) -> Option<SourceStatus> {
+        each!(self, p => p.backup_status())
+    }
+    fn shown(&self) -> Feed {
+        each!(self, p => p.shown())
+    }
+    fn source_mode(&self) -> SourceMode {
+        each!(self, p => p.source_mode())
+    }
+    fn set_source_mode(&self, mode: SourceMode) {
+        each!(self, p => p.set_source_mode(mode))
+    }
+    fn last_switch(&self) -> Option<SourceSwitch> {
+        each!(self, p => p.last_switch())
+    }
+    fn take_switches(&self) -> Vec<SourceSwitch> {
+        each!(self, p => p.take_switches())
+    }
+    fn content(&self) -> Content {
+        each!(self, p => p.content())
+    }
+    fn switched_utc_ns(&self) -> Option<u64> {
+        each!(self, p => p.switched_utc_ns())
+    }
+    fn set_cue(&self, cue: Cue) {
+        each!(self, p => p.set_cue(cue))
+    }
+    fn cue(&self) -> Cue {
+        each!(self, p => p.cue())
+    }
+    async fn join(&mut self) {
+        each!(self, p => p.join().await)
+    }
+}
+
+/// The programme as the legs carry it: the mode and, in passthrough, the
+/// contribution's format.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProgramInfo {
+    /// Passthrough or transcode.
+    pub mode: ProgramMode,
+    /// The format on air (in transcode: the [program] format, H.264 + AAC).
+    pub format: FeedFormat,
+    /// One line for tables.
+    pub describe: String,
+}
+
 /// A running relay.
 #[derive(Debug)]
 pub struct Relay {
-    program: Program,
+    program: Run,
+    format: crate::config::ProgramFormat,
     fanout: Arc<Fanout>,
     legs: Vec<Leg>,
     stop: watch::Sender<bool>,
@@ -139,7 +213,13 @@ impl Relay {
             title: config.event.title.clone(),
             batch_wait: config.relay.batch_wait,
         };
-        let program = match Program::start(&plan, cue, utc, Arc::clone(&fanout), stop_rx) {
+        let started = match config.program.mode {
+            ProgramMode::Transcode => Program::start(&plan, cue, utc, Arc::clone(&fanout), stop_rx).map(Run::Transcode),
+            ProgramMode::Passthrough => {
+                Passthrough::start(&plan, cue, utc, Arc::clone(&fanout), stop_rx).map(Run::Passthrough)
+            }
+        };
+        let program = match started {
             Ok(p) => p,
             Err(e) => {
                 let _ = stop.send(true);
@@ -149,9 +229,16 @@ impl Relay {
                 return Err(e);
             }
         };
-        info!(legs = legs.len(), delayed = pending.len(), source = %config.source.describe(), "Relay started.");
+        info!(
+            legs = legs.len(),
+            delayed = pending.len(),
+            source = %config.source.describe(),
+            mode = config.program.mode.as_str(),
+            "Relay started."
+        );
         Ok(Self {
             program,
+            format: config.program.clone(),
             fanout,
             legs,
             stop,
@@ -217,7 +304,17 @@ impl Relay {
             fanout_overflow: self.fanout.counters().overflow_buffers.load(std::sync::atomic::Ordering::Relaxed),
             content: self.program.content(),
             switched_utc_ns: self.program.switched_utc_ns(),
+            program: self.program_info(),
         }
+    }
+
+    /// The mode and the programme's format as the legs carry it.
+    pub fn program_info(&self) -> ProgramInfo {
+        let format = match &self.program {
+            Run::Passthrough(p) => p.format(),
+            Run::Transcode(_) => transcode_format(&self.format),
+        };
+        ProgramInfo { mode: self.format.mode, describe: format.describe(), format }
     }
 
     /// Replaces the cue (what the legs carry when); the switch happens on
@@ -298,5 +395,32 @@ impl Relay {
         }
         info!("Relay stopped.");
         self.status()
+    }
+}
+
+/// What transcode mode sends: the [program] format, H.264 and one AAC track.
+fn transcode_format(f: &crate::config::ProgramFormat) -> FeedFormat {
+    use crate::media::coded::{AudioFormat, VideoFormat};
+    use crate::media::es::{AudioCodec, VideoCodec};
+    FeedFormat {
+        video: Some(VideoFormat {
+            codec: VideoCodec::H264,
+            profile: Some("constrained-baseline".into()),
+            level: None,
+            width: f.width,
+            height: f.height,
+            framerate: (f.framerate as i32, 1),
+            interlaced: false,
+            top_field_first: true,
+        }),
+        audio: vec![AudioFormat {
+            codec: AudioCodec::Aac,
+            language: None,
+            rate: 48000,
+            channels: 2,
+            samples: 1024,
+            layer: 0,
+            pid: 0,
+        }],
     }
 }

@@ -44,7 +44,7 @@ fn config_text(primary: u16, backup: u16, channels: &str) -> String {
          [source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{primary}\"\n\
          [backup]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{backup}\"\n\
          [failover]\nreturn_after = \"{RETURN_AFTER}s\"\n\
-         [program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 800\ngop = 25\n{channels}"
+         [program]\nmode = \"transcode\"\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 800\ngop = 25\n{channels}"
     )
 }
 

@@ -310,9 +310,38 @@ impl Default for TestSource {
     }
 }
 
+/// How the program is made from the contribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgramMode {
+    /// The contribution's own elementary streams, untouched, remultiplexed
+    /// once; switches land on its keyframes. The default for `srt`, `udp`
+    /// and `file` sources.
+    Passthrough,
+    /// Decoded, switched as pictures, encoded once (H.264 + AAC in the
+    /// [program] format). The default for the `test` source.
+    #[default]
+    Transcode,
+}
+
+impl ProgramMode {
+    /// The config and status name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgramMode::Passthrough => "passthrough",
+            ProgramMode::Transcode => "transcode",
+        }
+    }
+}
+
 /// The program's format: what every leg carries, slate and program alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramFormat {
+    /// Passthrough or transcode.
+    pub mode: ProgramMode,
+    /// In passthrough, the contribution's video codec as expected before
+    /// it arrives (the slate's until then; RTMP legs need H.264).
+    pub video_codec: crate::media::es::VideoCodec,
     /// Frame width in pixels.
     pub width: u32,
     /// Frame height in pixels.
@@ -329,7 +358,16 @@ pub struct ProgramFormat {
 
 impl Default for ProgramFormat {
     fn default() -> Self {
-        Self { width: 1280, height: 720, framerate: 25, video_kbps: 4000, audio_kbps: 128, gop: 25 }
+        Self {
+            mode: ProgramMode::Transcode,
+            video_codec: crate::media::es::VideoCodec::H264,
+            width: 1280,
+            height: 720,
+            framerate: 25,
+            video_kbps: 4000,
+            audio_kbps: 128,
+            gop: 25,
+        }
     }
 }
 

@@ -160,9 +160,15 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
         Some(t) => relay(&mut w, t),
         None => RelaySettings::default(),
     };
+    // Passthrough by default for a real contribution; the test source
+    // keeps the transcoding path unless told otherwise.
+    let default_mode = match &source {
+        Some(Source::Test(_)) | None => ProgramMode::Transcode,
+        Some(_) => ProgramMode::Passthrough,
+    };
     let program = match w.table(doc, "", "program", false) {
-        Some(t) => program(&mut w, t),
-        None => ProgramFormat::default(),
+        Some(t) => program(&mut w, t, default_mode),
+        None => ProgramFormat { mode: default_mode, ..ProgramFormat::default() },
     };
     let slate = match w.table(doc, "", "slate", false) {
         Some(t) => slate(&mut w, t),
@@ -338,12 +344,34 @@ fn same_input(primary: &Source, backup: &Source) -> Option<String> {
     clash.then(|| "the backup is the same input as [source]: a backup must arrive another way".to_owned())
 }
 
-fn program(w: &mut Walk, t: &Table) -> ProgramFormat {
+fn program(w: &mut Walk, t: &Table, default_mode: ProgramMode) -> ProgramFormat {
     const AT: &str = "program";
-    w.unknown(t, AT, &["width", "height", "framerate", "video_kbps", "audio_kbps", "gop"]);
+    w.unknown(t, AT, &["mode", "video_codec", "width", "height", "framerate", "video_kbps", "audio_kbps", "gop"]);
     let d = ProgramFormat::default();
     let get = |w: &mut Walk, key, range, default: u32| w.int(t, AT, key, range).map_or(default, |v| v as u32);
+    let mode = match w.string(t, AT, "mode", false).as_deref() {
+        None => default_mode,
+        Some("passthrough") => ProgramMode::Passthrough,
+        Some("transcode") => ProgramMode::Transcode,
+        Some(other) => {
+            w.err("program.mode", format!("`{other}` is not a program mode; expected passthrough or transcode"));
+            default_mode
+        }
+    };
+    let video_codec = match w.string(t, AT, "video_codec", false) {
+        None => d.video_codec,
+        Some(s) => crate::media::es::VideoCodec::parse(&s).unwrap_or_else(|| {
+            let known: Vec<&str> = crate::media::es::VideoCodec::ALL.iter().map(|c| c.as_str()).collect();
+            w.err("program.video_codec", format!("`{s}` is not a video codec passthrough carries; expected one of: {}", known.join(", ")));
+            d.video_codec
+        }),
+    };
+    if mode == ProgramMode::Transcode && video_codec != crate::media::es::VideoCodec::H264 {
+        w.err("program.video_codec", "transcode mode encodes H.264 only; video_codec applies to passthrough");
+    }
     let p = ProgramFormat {
+        mode,
+        video_codec,
         width: get(w, "width", (64, 3840), d.width),
         height: get(w, "height", (64, 2160), d.height),
         framerate: get(w, "framerate", (1, 60), d.framerate),

@@ -2,11 +2,16 @@
 //! that hands every batch of MPEG-TS to each leg, and one pipeline per leg
 //! with its own bus, state and supervisor.
 
+pub mod coded;
+pub mod es;
 pub mod failover;
 pub mod fanout;
 pub mod leg;
+pub mod mux;
+pub mod passthrough;
 pub mod program;
 pub mod recording;
+pub mod slate;
 pub mod source;
 pub mod stamp;
 pub mod template;

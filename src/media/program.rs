@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
 use super::recording::UtcClock;
-use super::source::{Contribution, RawSink, SourceCounters, SourceStatus, restart_backoff};
+use super::source::{Contribution, FeedOut, RawSink, SourceCounters, SourceStatus, restart_backoff};
 use super::{MediaError, lock, template, ts};
 use crate::config::{FailoverSettings, ProgramFormat, SlateSettings, Source};
 
@@ -227,7 +227,7 @@ impl Program {
         let feed = |source: &Source, i: usize| {
             let counters = Arc::clone(&switch.feeds[i]);
             let (f, d) = (&plan.format, plan.failover.detect_after);
-            Contribution::start(source, f, &plan.title, Arc::clone(&raws[i]), counters, d, stop.clone())
+            Contribution::start(source, f, &plan.title, FeedOut::Raw(Arc::clone(&raws[i])), counters, d, stop.clone())
         };
         let primary = feed(&plan.source, 0)?;
         let backup = plan.backup.as_ref().map(|b| feed(b, 1)).transpose()?;

@@ -29,7 +29,7 @@ pub const SOURCE_RESTART_INITIAL: Duration = Duration::from_millis(500);
 pub const SOURCE_RESTART_MAX: Duration = Duration::from_secs(5);
 /// A feed whose pictures stop this long starts a new run when they return
 /// (less than the least failover detection time).
-const RUN_GAP: Duration = Duration::from_millis(100);
+pub(crate) const RUN_GAP: Duration = Duration::from_millis(100);
 /// The program shows a feed's very first picture only after this (the
 /// feed's branch of the program pipeline negotiates on it).
 const FIRST_PICTURE_SETTLE: Duration = Duration::from_millis(200);
@@ -133,6 +133,16 @@ pub(crate) async fn restart_backoff(attempt: &mut u32, stop: &mut watch::Receive
     }
 }
 
+/// Where a feed's media goes: raw pictures and sound for the transcoding
+/// program, or the contribution's own access units for passthrough.
+#[derive(Debug, Clone)]
+pub enum FeedOut {
+    /// Decoded, into the transcoding program's appsrcs.
+    Raw(Arc<RawSink>),
+    /// Untouched access units, for the passthrough program.
+    Coded(Arc<super::coded::CodedFeed>),
+}
+
 /// Where a feed's raw pictures and sound go: the program pipeline's two
 /// appsrcs, re-stamped from the feed's running time to the program's (both
 /// pipelines run on the one system clock, so the instant is kept).
@@ -231,7 +241,7 @@ impl Contribution {
         source: &Source,
         format: &ProgramFormat,
         title: &str,
-        out: Arc<RawSink>,
+        out: FeedOut,
         counters: Arc<SourceCounters>,
         detect_after: Duration,
         stop: watch::Receiver<bool>,
@@ -324,7 +334,7 @@ struct Supervisor {
     source: Source,
     format: ProgramFormat,
     title: String,
-    out: Arc<RawSink>,
+    out: FeedOut,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 }
@@ -417,7 +427,7 @@ fn build(
     source: &Source,
     format: &ProgramFormat,
     title: &str,
-    out: &Arc<RawSink>,
+    out: &FeedOut,
     shared: &Arc<Shared>,
 ) -> Result<Built, MediaError> {
     let name = match source {
@@ -474,6 +484,21 @@ fn build(
     pipeline.use_clock(Some(&super::clock()));
     let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("contribution pipeline: {e}"));
     pipeline.add(&bin).map_err(err)?;
+    let out = match out {
+        FeedOut::Raw(raw) => raw,
+        FeedOut::Coded(coded) => {
+            if matches!(source, Source::Test(_)) {
+                super::coded::encode_into(&pipeline, bin.upcast_ref(), format, coded, &shared.counters)?;
+            } else {
+                let ts_pad =
+                    bin.static_pad("src").ok_or_else(|| MediaError::Pipeline(format!("{name} has no src pad")))?;
+                refuse_garbage(&ts_pad, shared);
+                super::coded::demux_into(&pipeline, &ts_pad, coded, &shared.counters)?;
+            }
+            let bus_rx = super::forward_bus(&pipeline)?;
+            return Ok(Built { pipeline, bus_rx });
+        }
+    };
     // The element whose `video` and `audio` pads carry raw media.
     let raw: gst::Element = if matches!(source, Source::Test(_)) {
         bin.clone().upcast()

@@ -132,6 +132,22 @@ pub fn pat(packet: &[u8]) -> Option<Pat> {
         .map(|program_number| Pat { transport_stream_id, program_number })
 }
 
+/// The whole PSI section that starts in `packet` (after its pointer
+/// field), if it fits the packet: from table_id to CRC.
+pub fn section(packet: &[u8]) -> Option<&[u8]> {
+    if packet.len() != PACKET || packet[0] != SYNC || packet[1] & 0x40 == 0 || packet[3] & 0x10 == 0 {
+        return None;
+    }
+    let mut at = 4;
+    if packet[3] & 0x20 != 0 {
+        at += 1 + usize::from(packet[4]);
+    }
+    at += 1 + usize::from(*packet.get(at)?);
+    let s = packet.get(at..)?;
+    let length = usize::from(u16::from_be_bytes([*s.get(1)?, *s.get(2)?]) & 0x0fff);
+    s.get(..3 + length)
+}
+
 /// DVB strings are ISO/IEC 6937 unless their first byte says otherwise;
 /// 0x15 says UTF-8. ASCII is the same in both, so only other text is marked.
 fn dvb_text(text: &str, max: usize) -> Vec<u8> {

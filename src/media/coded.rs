@@ -1,0 +1,532 @@
+//! A contribution as passthrough takes it: its elementary streams'
+//! access units, untouched, each with its timestamps on the shared clock.
+//!
+//! The feed's MPEG-TS goes through tsdemux only (no parser, no decoder in
+//! the path: tsdemux hands each PES payload out as it came, checked byte
+//! for byte by the tests). A parser on a side branch of the video reads
+//! the picture's size, rate, field order and profile for the status; the
+//! audio tracks' rate and channels come from their own frame headers.
+//! The built-in test source plays the venue's encoder: it encodes once
+//! (H.264 + AAC) and hands those access units on the same way.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::es::{AudioCodec, VideoCodec};
+use super::source::SourceCounters;
+use super::{MediaError, lock};
+
+/// Access units kept per track before the program takes them (a few
+/// seconds at 50 pictures a second); older ones are dropped.
+const QUEUE_MAX: usize = 512;
+
+/// One access unit: a PES payload as the contribution carried it.
+#[derive(Debug, Clone)]
+pub struct Au {
+    /// Presentation time, clock ns.
+    pub pts: u64,
+    /// Decoding time, clock ns.
+    pub dts: u64,
+    /// A picture a decoder can start from (always true for audio).
+    pub keyframe: bool,
+    /// The bytes.
+    pub data: gst::Buffer,
+}
+
+/// The video as a feed carries it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VideoFormat {
+    /// Codec.
+    pub codec: VideoCodec,
+    /// Profile as the parser names it (`high`, `main`, ...), if known.
+    pub profile: Option<String>,
+    /// Level, if known.
+    pub level: Option<String>,
+    /// Picture size, if known.
+    pub width: u32,
+    /// Picture size, if known.
+    pub height: u32,
+    /// Frame rate (numerator, denominator), if known.
+    pub framerate: (i32, i32),
+    /// Interlaced (fields), not progressive.
+    pub interlaced: bool,
+    /// Top field first, when interlaced.
+    pub top_field_first: bool,
+}
+
+/// One audio track as a feed carries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AudioFormat {
+    /// Codec.
+    pub codec: AudioCodec,
+    /// ISO 639-2 language, if the contribution names one.
+    pub language: Option<String>,
+    /// Samples per second (0: no frame seen yet).
+    pub rate: u32,
+    /// Channels (0: no frame seen yet).
+    pub channels: u32,
+    /// Samples per frame.
+    pub samples: u32,
+    /// MPEG audio layer, 0 for other codecs.
+    pub layer: u8,
+    /// The contribution's PID, for messages.
+    pub pid: u16,
+}
+
+/// What a feed carries: its video (if any) and audio tracks, in the
+/// contribution's PMT order.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct FeedFormat {
+    /// The video.
+    pub video: Option<VideoFormat>,
+    /// The audio tracks.
+    pub audio: Vec<AudioFormat>,
+}
+
+impl FeedFormat {
+    /// One line: `H.264 high 1920x1080 50p, AAC kaz 48 kHz 2 ch, ...`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.video {
+            Some(v) => {
+                let mut s = v.codec.label().to_owned();
+                if let Some(p) = &v.profile {
+                    s += &format!(" {p}");
+                }
+                if let Some(l) = &v.level {
+                    s += &format!(" level {l}");
+                }
+                if v.width > 0 {
+                    let (n, d) = v.framerate;
+                    let rate = if d > 0 { f64::from(n) / f64::from(d) } else { 0.0 };
+                    let (rate, scan) = if v.interlaced { (rate * 2.0, "i") } else { (rate, "p") };
+                    s += &format!(" {}x{} {}{scan}", v.width, v.height, (rate * 100.0).round() / 100.0);
+                    if v.interlaced {
+                        s += if v.top_field_first { " (top field first)" } else { " (bottom field first)" };
+                    }
+                }
+                parts.push(s);
+            }
+            None => parts.push("no video".into()),
+        }
+        for a in &self.audio {
+            let lang = a.language.as_deref().unwrap_or("und");
+            if a.rate > 0 {
+                parts.push(format!("{} {lang} {} kHz {} ch", a.codec.label(), f64::from(a.rate) / 1000.0, a.channels));
+            } else {
+                parts.push(format!("{} {lang}", a.codec.label()));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// Where a feed's access units wait for the program.
+#[derive(Debug, Default)]
+pub struct CodedFeed {
+    inner: Mutex<Queues>,
+    /// ISO 639 languages by PID, from the contribution's PMT.
+    languages: Mutex<std::collections::HashMap<u16, String>>,
+    /// The contribution's PMT PID, from its PAT.
+    pmt_pid: std::sync::atomic::AtomicU32,
+}
+
+/// A feed's queues, as the program drains them.
+#[derive(Debug, Default)]
+pub struct Queues {
+    /// Counts the feed's pipeline runs: a new run starts a new stream.
+    pub epoch: u64,
+    /// What the feed carries.
+    pub format: FeedFormat,
+    /// Video access units, oldest first.
+    pub video: VecDeque<Au>,
+    /// Audio access units per track, oldest first.
+    pub audio: Vec<VecDeque<Au>>,
+}
+
+impl CodedFeed {
+    /// An empty feed.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The queues, locked.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
+        lock(&self.inner)
+    }
+
+    /// A new run of the feed's pipeline: what was queued is from the last.
+    fn new_epoch(&self) {
+        let mut q = self.lock();
+        q.epoch += 1;
+        q.video.clear();
+        q.audio.clear();
+        q.format = FeedFormat::default();
+    }
+}
+
+/// Reads the contribution's PAT and PMT as they pass `pad` and notes each
+/// stream's ISO 639 language (tsdemux's language tags are shortened to
+/// ISO 639-1, the PMT keeps the three letters partners expect).
+fn read_languages(pad: &gst::Pad, out: &Arc<CodedFeed>) {
+    let out = Arc::clone(out);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(b)) = &info.data else { return gst::PadProbeReturn::Ok };
+        let Ok(m) = b.map_readable() else { return gst::PadProbeReturn::Ok };
+        for p in m.chunks_exact(super::ts::PACKET) {
+            let pid = super::ts::pid(p);
+            if pid == super::ts::PAT_PID {
+                if let Some(pmt) = super::ts::section(p).and_then(pmt_pid_of) {
+                    out.pmt_pid.store(u32::from(pmt), Ordering::Relaxed);
+                }
+            } else if u32::from(pid) == out.pmt_pid.load(Ordering::Relaxed)
+                && let Some(section) = super::ts::section(p)
+            {
+                let found = pmt_languages(section);
+                if !found.is_empty() {
+                    let mut q = out.lock();
+                    for a in q.format.audio.iter_mut() {
+                        if let Some((_, l)) = found.iter().find(|(p, _)| *p == a.pid) {
+                            a.language = Some(l.clone());
+                        }
+                    }
+                    lock(&out.languages).extend(found);
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// The first programme's PMT PID in a PAT section.
+fn pmt_pid_of(s: &[u8]) -> Option<u16> {
+    let len = usize::from(u16::from_be_bytes([*s.get(1)?, *s.get(2)?]) & 0x0fff);
+    let body = s.get(8..(3 + len).checked_sub(4)?)?;
+    body.chunks_exact(4)
+        .find(|e| u16::from_be_bytes([e[0], e[1]]) != 0)
+        .map(|e| u16::from_be_bytes([e[2], e[3]]) & 0x1fff)
+}
+
+/// (PID, language) of every stream a PMT section names a language for.
+fn pmt_languages(s: &[u8]) -> Vec<(u16, String)> {
+    let mut found = Vec::new();
+    if s.first() != Some(&0x02) || s.len() < 12 || super::ts::crc32_mpeg2(s) != 0 {
+        return found;
+    }
+    let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
+    let mut at = 12 + info;
+    while at + 5 <= s.len() - 4 {
+        let pid = u16::from_be_bytes([s[at + 1], s[at + 2]]) & 0x1fff;
+        let n = usize::from(u16::from_be_bytes([s[at + 3], s[at + 4]]) & 0x0fff);
+        let mut d = at + 5;
+        while d + 2 <= (at + 5 + n).min(s.len() - 4) {
+            let (tag, len) = (s[d], usize::from(s[d + 1]));
+            if tag == 0x0a && len >= 4 && let Ok(l) = std::str::from_utf8(&s[d + 2..d + 5]) {
+                found.push((pid, l.to_ascii_lowercase()));
+            }
+            d += 2 + len;
+        }
+        at += 5 + n;
+    }
+    found
+}
+
+/// Which track of a feed a pad carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Video(VideoCodec),
+    Audio(usize, AudioCodec),
+}
+
+/// Adds a tsdemux after `ts_pad` whose streams go, untouched, to `out`;
+/// streams passthrough does not carry are counted out into a fakesink.
+pub fn demux_into(
+    pipeline: &gst::Pipeline,
+    ts_pad: &gst::Pad,
+    out: &Arc<CodedFeed>,
+    counters: &Arc<SourceCounters>,
+) -> Result<(), MediaError> {
+    out.new_epoch();
+    read_languages(ts_pad, out);
+    let demux = gst::ElementFactory::make("tsdemux")
+        .name("demux")
+        .build()
+        .map_err(|_| MediaError::MissingElements { template: "passthrough".into(), elements: vec!["tsdemux".into()] })?;
+    pipeline.add(&demux).map_err(|e| MediaError::Pipeline(format!("contribution pipeline: {e}")))?;
+    let sink = demux.static_pad("sink").ok_or_else(|| MediaError::Pipeline("tsdemux without sink pad".into()))?;
+    ts_pad.link(&sink).map_err(|e| MediaError::Pipeline(format!("cannot link the contribution to tsdemux: {e}")))?;
+    let weak = pipeline.downgrade();
+    let out = Arc::clone(out);
+    let counters = Arc::clone(counters);
+    demux.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else { return };
+        let caps = pad.current_caps().or_else(|| pad.query_caps(None).into());
+        let s = caps.as_ref().and_then(|c| c.structure(0).map(|s| s.to_owned()));
+        let name = s.as_ref().map(|s| s.name().to_string()).unwrap_or_default();
+        let mpegversion = s.as_ref().and_then(|s| s.get::<i32>("mpegversion").ok());
+        let pid = pad.name().rsplit('_').next().and_then(|h| u16::from_str_radix(h, 16).ok()).unwrap_or(0);
+        let which = if let Some(v) = VideoCodec::from_caps(&name, mpegversion) {
+            let mut q = out.lock();
+            if q.format.video.is_some() {
+                None
+            } else {
+                q.format.video = Some(VideoFormat {
+                    codec: v,
+                    profile: None,
+                    level: None,
+                    width: 0,
+                    height: 0,
+                    framerate: (0, 1),
+                    interlaced: false,
+                    top_field_first: true,
+                });
+                Some(Which::Video(v))
+            }
+        } else if let Some(a) = AudioCodec::from_caps(&name, mpegversion) {
+            let mut q = out.lock();
+            let i = q.format.audio.len();
+            let language = lock(&out.languages).get(&pid).cloned();
+            q.format.audio.push(AudioFormat { codec: a, language, rate: 0, channels: 0, samples: 0, layer: 0, pid });
+            q.audio.push(VecDeque::new());
+            Some(Which::Audio(i, a))
+        } else {
+            None
+        };
+        if let Err(e) = attach(&pipeline, pad, which, &out, &counters) {
+            tracing::warn!(pad = %pad.name(), error = %e, "Cannot take a stream of the contribution.");
+        }
+    });
+    Ok(())
+}
+
+fn attach(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    which: Option<Which>,
+    out: &Arc<CodedFeed>,
+    counters: &Arc<SourceCounters>,
+) -> Result<(), MediaError> {
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("contribution pipeline: {e}"));
+    let Some(which) = which else {
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .property("enable-last-sample", false)
+            .build()
+            .map_err(err)?;
+        pipeline.add(&sink).map_err(err)?;
+        sink.sync_state_with_parent().map_err(err)?;
+        let sinkpad = sink.static_pad("sink").ok_or_else(|| MediaError::Pipeline("fakesink without pad".into()))?;
+        pad.link(&sinkpad).map_err(|e| MediaError::Pipeline(format!("{e}")))?;
+        return Ok(());
+    };
+    let appsink = au_sink(which, out, counters);
+    pipeline.add(&appsink).map_err(err)?;
+    let target = if let Which::Video(codec) = which {
+        // tee: the access units to the appsink; a parser on a leaky side
+        // branch reads the format from the stream's headers.
+        let tee = gst::ElementFactory::make("tee").build().map_err(err)?;
+        let q1 = gst::ElementFactory::make("queue").build().map_err(err)?;
+        let q2 = gst::ElementFactory::make("queue")
+            .property_from_str("leaky", "downstream")
+            .property("max-size-buffers", 8u32)
+            .build()
+            .map_err(err)?;
+        let parser_name = match codec {
+            VideoCodec::H264 => "h264parse",
+            VideoCodec::Hevc => "h265parse",
+            VideoCodec::Mpeg2 => "mpegvideoparse",
+        };
+        let parser = gst::ElementFactory::make(parser_name).build().map_err(|_| MediaError::MissingElements {
+            template: "passthrough".into(),
+            elements: vec![parser_name.into()],
+        })?;
+        let fake = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .property("enable-last-sample", false)
+            .build()
+            .map_err(err)?;
+        pipeline.add_many([&tee, &q1, &q2, &parser, &fake]).map_err(err)?;
+        gst::Element::link_many([&tee, &q1, &appsink]).map_err(err)?;
+        gst::Element::link_many([&tee, &q2, &parser, &fake]).map_err(err)?;
+        if let Some(src) = parser.static_pad("src") {
+            let out = Arc::clone(out);
+            src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                    && let gst::EventView::Caps(c) = ev.view()
+                    && let Some(s) = c.caps().structure(0)
+                    && let Some(v) = out.lock().format.video.as_mut()
+                {
+                    v.width = s.get::<i32>("width").unwrap_or(0).max(0) as u32;
+                    v.height = s.get::<i32>("height").unwrap_or(0).max(0) as u32;
+                    if let Ok(f) = s.get::<gst::Fraction>("framerate") {
+                        v.framerate = (f.numer(), f.denom());
+                    }
+                    v.profile = s.get::<String>("profile").ok();
+                    v.level = s.get::<String>("level").ok();
+                    let mode = s.get::<String>("interlace-mode").unwrap_or_default();
+                    v.interlaced = !mode.is_empty() && mode != "progressive";
+                    v.top_field_first = s.get::<String>("field-order").map_or(true, |o| o != "bottom-field-first");
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        for e in [&tee, &q1, &q2, &parser, &fake] {
+            e.sync_state_with_parent().map_err(err)?;
+        }
+        tee
+    } else {
+        appsink.clone()
+    };
+    appsink.sync_state_with_parent().map_err(err)?;
+    let sinkpad = target.static_pad("sink").ok_or_else(|| MediaError::Pipeline("no sink pad".into()))?;
+    pad.link(&sinkpad).map_err(|e| MediaError::Pipeline(format!("cannot link {}: {e}", pad.name())))?;
+    Ok(())
+}
+
+/// The appsink handing each access unit to `out`, on the shared clock.
+fn au_sink(which: Which, out: &Arc<CodedFeed>, counters: &Arc<SourceCounters>) -> gst::Element {
+    let out = Arc::clone(out);
+    let counters = Arc::clone(counters);
+    let clock = super::clock();
+    // Not async: a sink added while the pipeline plays must not hold the
+    // others in preroll until its own stream's first buffer.
+    gst_app::AppSink::builder()
+        .sync(false)
+        .async_(false)
+        .max_buffers(256)
+        .drop(true)
+        .enable_last_sample(false)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let (Some(buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let segment = segment.downcast_ref::<gst::ClockTime>();
+                    let base = sink.base_time().map(|b| b.nseconds()).unwrap_or(0);
+                    let rt = |t: Option<gst::ClockTime>| segment.and_then(|s| s.to_running_time(t)).map(|r| r.nseconds() + base);
+                    let Some(pts) = rt(buffer.pts()).or_else(|| rt(buffer.dts())) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let dts = rt(buffer.dts()).unwrap_or(pts).min(pts);
+                    let now = clock.time().nseconds();
+                    deliver(which, &out, &counters, Au { pts, dts, keyframe: true, data: buffer }, now);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build()
+        .upcast()
+}
+
+/// Queues one access unit of `which`, reading what it says of the format.
+fn deliver(which: Which, out: &CodedFeed, counters: &SourceCounters, mut au: Au, now: u64) {
+    let Ok(map) = au.data.map_readable() else { return };
+    let mut q = out.lock();
+    match which {
+        Which::Video(codec) => {
+            au.keyframe = codec.is_keyframe(&map);
+            drop(map);
+            counters.note_picture(au.pts, now);
+            push(&mut q.video, au);
+        }
+        Which::Audio(i, codec) => {
+            if let Some(a) = q.format.audio.get_mut(i)
+                && a.rate == 0
+                && let Some(f) = codec.frame(&map)
+            {
+                (a.rate, a.channels, a.samples, a.layer) = (f.rate, f.channels, f.samples, f.layer);
+            }
+            drop(map);
+            if let Some(track) = q.audio.get_mut(i) {
+                push(track, au);
+            }
+        }
+    }
+}
+
+fn push(q: &mut VecDeque<Au>, au: Au) {
+    if q.len() >= QUEUE_MAX {
+        q.pop_front();
+    }
+    q.push_back(au);
+}
+
+/// The built-in test source as the venue's encoder: its raw pictures and
+/// sound (pads `video` and `audio` of `raw`) encoded once, H.264 and AAC,
+/// into `out`.
+pub fn encode_into(
+    pipeline: &gst::Pipeline,
+    raw: &gst::Element,
+    format: &crate::config::ProgramFormat,
+    out: &Arc<CodedFeed>,
+    counters: &Arc<SourceCounters>,
+) -> Result<(), MediaError> {
+    out.new_epoch();
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("test source: {e}"));
+    let make = |factory: &str| {
+        gst::ElementFactory::make(factory).build().map_err(|_| MediaError::MissingElements {
+            template: "ingest/test".into(),
+            elements: vec![factory.into()],
+        })
+    };
+    let vconv = make("videoconvert")?;
+    let venc = make("x264enc")?;
+    venc.set_property_from_str("tune", "zerolatency");
+    venc.set_property_from_str("speed-preset", "ultrafast");
+    venc.set_property("bitrate", format.video_kbps);
+    venc.set_property("key-int-max", format.gop);
+    venc.set_property("bframes", 0u32);
+    let vcaps = gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build();
+    let vfilter = gst::ElementFactory::make("capsfilter").property("caps", &vcaps).build().map_err(err)?;
+    let aconv = make("audioconvert")?;
+    let aenc = make("avenc_aac")?;
+    aenc.set_property("bitrate", i32::try_from(format.audio_kbps * 1000).unwrap_or(128_000));
+    let aparse = make("aacparse")?;
+    let acaps = gst::Caps::builder("audio/mpeg").field("stream-format", "adts").build();
+    let afilter = gst::ElementFactory::make("capsfilter").property("caps", &acaps).build().map_err(err)?;
+    {
+        let mut q = out.lock();
+        q.format.video = Some(VideoFormat {
+            codec: VideoCodec::H264,
+            profile: Some("constrained-baseline".into()),
+            level: None,
+            width: format.width,
+            height: format.height,
+            framerate: (format.framerate as i32, 1),
+            interlaced: false,
+            top_field_first: true,
+        });
+        q.format.audio =
+            vec![AudioFormat { codec: AudioCodec::Aac, language: None, rate: 0, channels: 0, samples: 0, layer: 0, pid: 0 }];
+        q.audio = vec![VecDeque::new()];
+    }
+    let vsink = au_sink(Which::Video(VideoCodec::H264), out, counters);
+    let asink = au_sink(Which::Audio(0, AudioCodec::Aac), out, counters);
+    pipeline.add_many([&vconv, &venc, &vfilter, &vsink, &aconv, &aenc, &aparse, &afilter, &asink]).map_err(err)?;
+    gst::Element::link_many([&vconv, &venc, &vfilter, &vsink]).map_err(err)?;
+    gst::Element::link_many([&aconv, &aenc, &aparse, &afilter, &asink]).map_err(err)?;
+    raw.link_pads(Some("video"), &vconv, None).map_err(|e| MediaError::Pipeline(format!("test source video: {e}")))?;
+    raw.link_pads(Some("audio"), &aconv, None).map_err(|e| MediaError::Pipeline(format!("test source audio: {e}")))?;
+    Ok(())
+}
+
+impl SourceCounters {
+    /// A picture with timestamp `pts` (clock ns) arrived at clock time
+    /// `now`: counted, and a new run noted after a gap.
+    pub(crate) fn note_picture(&self, pts: u64, now: u64) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        let prev = self.last_frame_ns.swap(now, Ordering::Relaxed);
+        if prev == 0 || now.saturating_sub(prev) >= super::source::RUN_GAP.as_nanos() as u64 {
+            self.run_start_pts_ns.store(pts.min(now), Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,658 @@
+//! The passthrough program: the contribution's own access units, switched
+//! with the slate at keyframes and remultiplexed once for every leg.
+//!
+//! Each feed (primary, backup) runs its own supervised pipeline that
+//! demultiplexes the contribution into access units on the shared clock
+//! ([`super::coded`]). The slate is a loop encoded once to match the
+//! primary's format ([`super::slate`]). One thread, the splicer, hands
+//! access units to the multiplexer ([`super::mux`]) [`HOLD`] after their
+//! decoding time, in decoding order; holding them that long is what lets a
+//! switch be decided on the media timeline with the incoming keyframe
+//! already in hand:
+//!
+//! - a switch to a contribution (T0, take, failover, a manual choice)
+//!   lands on its first keyframe whose presentation time is at or after
+//!   the switch instant; the old feed runs until that keyframe's decoding
+//!   time;
+//! - a switch to the slate lands on the next picture, the slate loop's
+//!   keyframe;
+//! - audio follows the video: each track takes a feed's frames from the
+//!   presentation time of the picture the switch landed on.
+//!
+//! Output timestamps are the feeds' own clock times plus [`DELAY`]; the
+//! PCR is the clock time the packets leave. A partner's decoder therefore
+//! has `DELAY - HOLD` of buffer, the same across every switch.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use gstreamer::prelude::*;
+use tracing::{info, warn};
+
+use super::coded::{Au, CodedFeed, FeedFormat, VideoFormat};
+use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
+use super::fanout::{Fanout, FanoutSender};
+use super::mux::{AudioSlot, Layout, Mux, Slot};
+use super::program::{Content, Cue, ProgramPlan};
+use super::recording::UtcClock;
+use super::slate::{SlateLook, SlateLoop};
+use super::source::{Contribution, FeedOut, SourceCounters, SourceStatus};
+use super::{MediaError, lock};
+
+/// How long after its decoding time an access unit is multiplexed: room
+/// for the slate's and a late feed's access units to arrive, so that
+/// decisions see both sides of a switch.
+pub const HOLD: Duration = Duration::from_millis(200);
+/// Added to every timestamp: the decoder's buffer is `DELAY - HOLD`.
+pub const DELAY: Duration = Duration::from_millis(600);
+/// The splicer's period.
+const TICK: Duration = Duration::from_millis(2);
+/// A feed whose pictures jump by more than this starts a new stream.
+const JUMP: u64 = 2_000_000_000;
+
+/// The switch state the status reads.
+#[derive(Debug)]
+struct Shared {
+    cue: Mutex<Cue>,
+    selector: Mutex<Selector>,
+    /// What the video carries now.
+    shown: Mutex<Feed>,
+    video_program: AtomicBool,
+    switched_utc: AtomicU64,
+    switches: Mutex<Vec<SourceSwitch>>,
+    last_switch: Mutex<Option<SourceSwitch>>,
+    /// The programme's format as the legs carry it now.
+    format: Mutex<FeedFormat>,
+    stop: AtomicBool,
+}
+
+/// The running passthrough program.
+#[derive(Debug)]
+pub struct Passthrough {
+    primary: Contribution,
+    backup: Option<Contribution>,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Passthrough {
+    /// Starts the feeds and the splicer. The legs carry the slate until
+    /// the cue says otherwise.
+    pub fn start(
+        plan: &ProgramPlan,
+        cue: Cue,
+        utc: UtcClock,
+        fanout: Arc<Fanout>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, MediaError> {
+        let sender = fanout
+            .spawn(plan.batch_wait)
+            .map_err(|e| MediaError::Pipeline(format!("cannot start the fan-out thread: {e}")))?;
+        let counters: Vec<Arc<SourceCounters>> =
+            std::iter::repeat_with(Arc::default).take(1 + usize::from(plan.backup.is_some())).collect();
+        let feeds: Vec<Arc<CodedFeed>> = counters.iter().map(|_| CodedFeed::new()).collect();
+        let start = |source, i: usize| {
+            let (f, d) = (&plan.format, plan.failover.detect_after);
+            let out = FeedOut::Coded(Arc::clone(&feeds[i]));
+            Contribution::start(source, f, &plan.title, out, Arc::clone(&counters[i]), d, stop.clone())
+        };
+        let primary = start(&plan.source, 0)?;
+        let backup = plan.backup.as_ref().map(|b| start(b, 1)).transpose()?;
+        let shared = Arc::new(Shared {
+            cue: Mutex::new(cue),
+            selector: Mutex::new(Selector::new(plan.failover, plan.backup.is_some())),
+            shown: Mutex::new(Feed::Slate),
+            video_program: AtomicBool::new(false),
+            switched_utc: AtomicU64::new(0),
+            switches: Mutex::default(),
+            last_switch: Mutex::default(),
+            format: Mutex::default(),
+            stop: AtomicBool::new(false),
+        });
+        let look = SlateLook {
+            settings: plan.slate.clone(),
+            title: plan.title.clone(),
+            gop: plan.format.gop,
+            video_kbps: plan.format.video_kbps.min(2000),
+        };
+        let splicer = Splicer::new(plan, look, Arc::clone(&shared), feeds, counters, utc, sender);
+        let thread = std::thread::Builder::new()
+            .name("splicer".into())
+            .spawn(move || splicer.run())
+            .map_err(|e| MediaError::Pipeline(format!("cannot start the splicer thread: {e}")))?;
+        Ok(Self { primary, backup, shared, thread: Some(thread) })
+    }
+
+    /// Automatic failover, or a feed held by hand.
+    pub fn set_source_mode(&self, mode: SourceMode) {
+        lock(&self.shared.selector).set_mode(mode);
+    }
+
+    /// The failover's mode.
+    pub fn source_mode(&self) -> SourceMode {
+        lock(&self.shared.selector).mode()
+    }
+
+    /// What the legs' pictures come from now.
+    pub fn shown(&self) -> Feed {
+        *lock(&self.shared.shown)
+    }
+
+    /// The latest switch between feeds.
+    pub fn last_switch(&self) -> Option<SourceSwitch> {
+        lock(&self.shared.last_switch).clone()
+    }
+
+    /// The switches between feeds since the last call, oldest first.
+    pub fn take_switches(&self) -> Vec<SourceSwitch> {
+        std::mem::take(&mut *lock(&self.shared.switches))
+    }
+
+    /// Replaces the cue.
+    pub fn set_cue(&self, cue: Cue) {
+        *lock(&self.shared.cue) = cue;
+    }
+
+    /// The cue in force.
+    pub fn cue(&self) -> Cue {
+        *lock(&self.shared.cue)
+    }
+
+    /// What the legs carry now.
+    pub fn content(&self) -> Content {
+        if self.shared.video_program.load(Ordering::Relaxed) { Content::Program } else { Content::Slate }
+    }
+
+    /// UTC (ns) of the latest first programme picture, by its timestamp.
+    pub fn switched_utc_ns(&self) -> Option<u64> {
+        Some(self.shared.switched_utc.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// The programme's format as the legs carry it.
+    pub fn format(&self) -> FeedFormat {
+        lock(&self.shared.format).clone()
+    }
+
+    /// The primary feed.
+    pub fn status(&self) -> SourceStatus {
+        self.primary.status()
+    }
+
+    /// The backup feed.
+    pub fn backup_status(&self) -> Option<SourceStatus> {
+        self.backup.as_ref().map(Contribution::status)
+    }
+
+    /// Waits for the feeds and the splicer to end (after the stop signal).
+    pub async fn join(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.primary.join().await;
+        if let Some(b) = &mut self.backup {
+            b.join().await;
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl Drop for Passthrough {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A switch asked for and not landed yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    to: Feed,
+    /// Lands at or after this clock time (presentation).
+    from: u64,
+    /// When it was asked (clock ns).
+    asked: u64,
+}
+
+/// The slate loop's place.
+#[derive(Debug, Default)]
+struct SlatePlay {
+    /// Clock time of the loop's current keyframe.
+    origin: u64,
+    /// Pictures given since `origin`.
+    count: u64,
+}
+
+struct Splicer {
+    shared: Arc<Shared>,
+    feeds: Vec<Arc<CodedFeed>>,
+    counters: Vec<Arc<SourceCounters>>,
+    utc: UtcClock,
+    sender: FanoutSender,
+    clock: gstreamer::Clock,
+    failover_detect: Duration,
+    look: SlateLook,
+    /// The [program] format, for the slate until the primary's is known.
+    planned: FeedFormat,
+    slate: Option<Arc<SlateLoop>>,
+    /// The format the slate is being encoded for, and its result.
+    encoding: Option<(FeedFormat, mpsc::Receiver<Result<SlateLoop, MediaError>>)>,
+    slate_for: Option<FeedFormat>,
+    mux: Mux,
+    /// Per feed: the last epoch seen, and access units taken from it.
+    epochs: Vec<u64>,
+    video: Vec<VecDeque<Au>>,
+    audio: Vec<Vec<VecDeque<Au>>>,
+    formats: Vec<FeedFormat>,
+    on: Feed,
+    pending: Option<Pending>,
+    play: SlatePlay,
+    /// Per track: the slate audio loop's start (clock ns) and frames given.
+    slate_audio: Vec<Option<(u64, u64)>>,
+    /// Where the feeds change, by presentation time: audio follows them.
+    changes: VecDeque<(u64, Feed)>,
+    last_video_dts: u64,
+    last_audio_pts: Vec<u64>,
+    delay: u64,
+}
+
+impl Splicer {
+    fn new(
+        plan: &ProgramPlan,
+        look: SlateLook,
+        shared: Arc<Shared>,
+        feeds: Vec<Arc<CodedFeed>>,
+        counters: Vec<Arc<SourceCounters>>,
+        utc: UtcClock,
+        sender: FanoutSender,
+    ) -> Self {
+        let f = &plan.format;
+        let planned = FeedFormat {
+            video: Some(VideoFormat {
+                codec: f.video_codec,
+                profile: None,
+                level: None,
+                width: f.width,
+                height: f.height,
+                framerate: (f.framerate as i32, 1),
+                interlaced: false,
+                top_field_first: true,
+            }),
+            audio: vec![super::coded::AudioFormat {
+                codec: super::es::AudioCodec::Aac,
+                language: None,
+                rate: 48000,
+                channels: 2,
+                samples: 1024,
+                layer: 0,
+                pid: 0,
+            }],
+        };
+        let n = feeds.len();
+        Self {
+            shared,
+            feeds,
+            counters,
+            utc,
+            sender,
+            clock: super::clock(),
+            failover_detect: plan.failover.detect_after,
+            look,
+            planned,
+            slate: None,
+            encoding: None,
+            slate_for: None,
+            mux: Mux::new(),
+            epochs: vec![0; n],
+            video: vec![VecDeque::new(); n],
+            audio: vec![Vec::new(); n],
+            formats: vec![FeedFormat::default(); n],
+            on: Feed::Slate,
+            // The first slate picture starts the stream.
+            pending: Some(Pending { to: Feed::Slate, from: 0, asked: 0 }),
+            play: SlatePlay { origin: u64::MAX, count: 0 },
+            slate_audio: Vec::new(),
+            changes: VecDeque::from([(0, Feed::Slate)]),
+            last_video_dts: 0,
+            last_audio_pts: Vec::new(),
+            delay: DELAY.as_nanos() as u64,
+        }
+    }
+
+    fn run(mut self) {
+        let hold = HOLD.as_nanos() as u64;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let now = self.clock.time().nseconds();
+            let mut out = Vec::new();
+            self.tick(now, now.saturating_sub(hold), &mut out);
+            if !out.is_empty() {
+                self.sender.send(gstreamer::Buffer::from_mut_slice(out));
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// The slate to match the primary's format once it is known; the
+    /// planned format until then.
+    fn keep_slate(&mut self) {
+        if let Some((format, rx)) = &self.encoding {
+            match rx.try_recv() {
+                Ok(Ok(slate)) => {
+                    info!(format = %format.describe(), "Slate encoded to match the programme.");
+                    self.slate_for = Some(format.clone());
+                    self.slate = Some(Arc::new(slate));
+                    self.slate_audio.iter_mut().for_each(|a| *a = None);
+                    self.encoding = None;
+                    if self.on == Feed::Slate {
+                        // The new slate from its keyframe on the next picture.
+                        self.pending = Some(Pending { to: Feed::Slate, from: 0, asked: 0 });
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Cannot encode the slate to match the programme.");
+                    self.slate_for = Some(format.clone());
+                    self.encoding = None;
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => self.encoding = None,
+            }
+            return;
+        }
+        let primary = &self.formats[0];
+        let known = primary.video.as_ref().is_some_and(|v| v.width > 0 && v.framerate.0 > 0)
+            && primary.audio.iter().all(|a| a.rate > 0);
+        let want = if known { primary.clone() } else { self.planned.clone() };
+        let same = self.slate_for.as_ref().is_some_and(|f| matches_format(f, &want));
+        if !same {
+            let (tx, rx) = mpsc::channel();
+            let look = self.look.clone();
+            let format = want.clone();
+            let spawned = std::thread::Builder::new().name("slate-encode".into()).spawn(move || {
+                let _ = tx.send(super::slate::encode(&format, &look));
+            });
+            if spawned.is_ok() {
+                self.encoding = Some((want, rx));
+            }
+        }
+    }
+
+    /// Takes what the feeds delivered; a feed that restarted begins a new
+    /// stream (its next picture on air must be a keyframe).
+    fn take_feeds(&mut self, due: u64) {
+        for i in 0..self.feeds.len() {
+            let mut q = self.feeds[i].lock();
+            if q.epoch != self.epochs[i] {
+                self.epochs[i] = q.epoch;
+                self.video[i].clear();
+                self.audio[i].clear();
+                if self.on == feed_of(i) {
+                    self.pending = Some(Pending { to: self.on, from: due, asked: due });
+                }
+            }
+            self.formats[i] = q.format.clone();
+            self.video[i].extend(q.video.drain(..));
+            let tracks = q.audio.len();
+            self.audio[i].resize_with(tracks, VecDeque::new);
+            for (t, a) in q.audio.iter_mut().enumerate() {
+                self.audio[i][t].extend(a.drain(..));
+            }
+        }
+    }
+
+    fn decide(&mut self, now: u64, due: u64) -> Feed {
+        let d = self.failover_detect;
+        let look = |c: &SourceCounters| Look { health: health(now, c.seen(), d), shows_from_ns: c.shows_from() };
+        let primary = look(&self.counters[0]);
+        let backup = self.counters.get(1).map(|c| look(c));
+        let mut sel = lock(&self.shared.selector);
+        let from = sel.on();
+        let at_utc = self.utc.utc_of(due);
+        if let Some((to, reason)) = sel.decide(now, due, primary, backup) {
+            let sw = SourceSwitch { at_utc_ns: at_utc, from, to, reason };
+            info!(from = from.as_str(), to = to.as_str(), reason = %sw.reason, "Source switched.");
+            lock(&self.shared.switches).push(sw.clone());
+            *lock(&self.shared.last_switch) = Some(sw);
+        }
+        let feed = sel.on();
+        drop(sel);
+        let content = lock(&self.shared.cue).content_at(at_utc);
+        if content == Content::Program { feed } else { Feed::Slate }
+    }
+
+    fn tick(&mut self, now: u64, due: u64, out: &mut Vec<u8>) {
+        self.keep_slate();
+        self.take_feeds(due);
+        let want = self.decide(now, due);
+        let target = self.pending.map_or(self.on, |p| p.to);
+        if want != target {
+            self.pending = Some(Pending { to: want, from: due, asked: now });
+        }
+        self.video(now, due, out);
+        if self.on != Feed::Slate {
+            let format = self.formats[index(self.on)].clone();
+            self.set_layout(&format);
+        }
+        self.audio(now, due, out);
+        if self.slate.is_some() {
+            self.mux.tick(now, out);
+        }
+    }
+
+    fn video(&mut self, now: u64, due: u64, out: &mut Vec<u8>) {
+        loop {
+            let next_on = self.next_on_dts();
+            if let Some(p) = self.pending
+                && let Some(at) = self.landing(p, due)
+                && next_on.is_none_or(|n| at <= n || n > due)
+            {
+                self.land(p, at, now);
+                continue;
+            }
+            match next_on {
+                Some(dts) if dts <= due => self.emit_on(now, out),
+                _ => break,
+            }
+        }
+        // What is not on air and not awaited is not kept past its time.
+        for i in 0..self.video.len() {
+            let feed = feed_of(i);
+            if feed != self.on && self.pending.is_none_or(|p| p.to != feed) {
+                while self.video[i].front().is_some_and(|a| a.dts <= due) {
+                    self.video[i].pop_front();
+                }
+            }
+        }
+    }
+
+    /// Decoding time of the next picture of the feed on air, if any.
+    fn next_on_dts(&self) -> Option<u64> {
+        match self.on {
+            Feed::Slate if self.play.origin == u64::MAX => None,
+            Feed::Slate => self.slate.as_ref().map(|s| self.play.origin + s.picture_at(self.play.count)),
+            f => self.video[index(f)].front().map(|a| a.dts),
+        }
+    }
+
+    /// Where a pending switch can land, if it can by `due`: the slate's
+    /// next picture, or the feed's first keyframe at or after the switch.
+    fn landing(&mut self, p: Pending, due: u64) -> Option<u64> {
+        match p.to {
+            Feed::Slate => {
+                let slate = self.slate.as_ref()?;
+                let frame = slate.picture_at(1).max(1);
+                // On the picture grid of what is on, just after the last picture.
+                let at = (self.last_video_dts + frame).max(due.saturating_sub(frame));
+                (at <= due).then_some(at)
+            }
+            f => {
+                let q = &mut self.video[index(f)];
+                while let Some(a) = q.front() {
+                    if a.keyframe && a.pts >= p.from && a.dts > self.last_video_dts {
+                        break;
+                    }
+                    if a.dts > due {
+                        return None;
+                    }
+                    q.pop_front();
+                }
+                q.front().map(|a| a.dts).filter(|&d| d <= due)
+            }
+        }
+    }
+
+    fn land(&mut self, p: Pending, at: u64, now: u64) {
+        self.pending = None;
+        let from = self.on;
+        self.on = p.to;
+        let (pts, format) = match p.to {
+            Feed::Slate => {
+                self.play = SlatePlay { origin: at, count: 0 };
+                (at, self.slate.as_ref().map(|s| s.format.clone()).unwrap_or_default())
+            }
+            f => {
+                let pts = self.video[index(f)].front().map_or(at, |a| a.pts);
+                (pts, self.formats[index(f)].clone())
+            }
+        };
+        self.changes.push_back((pts, p.to));
+        while self.changes.len() > 32 {
+            self.changes.pop_front();
+        }
+        self.set_layout(&format);
+        *lock(&self.shared.shown) = p.to;
+        let program = p.to != Feed::Slate;
+        let waited_ms = now.saturating_sub(p.asked.max(1)) as f64 / 1e6;
+        let late_ms = pts.saturating_sub(p.from) as f64 / 1e6;
+        let utc = self.utc.utc_of(pts);
+        if self.shared.video_program.swap(program, Ordering::Relaxed) != program || from != p.to {
+            if program {
+                self.shared.switched_utc.store(utc, Ordering::Relaxed);
+                self.sender.mark_program_start();
+            }
+            info!(
+                from = from.as_str(),
+                to = p.to.as_str(),
+                keyframe_after_ms = late_ms,
+                waited_ms,
+                "Passthrough switch landed on a keyframe."
+            );
+        }
+    }
+
+    fn set_layout(&mut self, format: &FeedFormat) {
+        let layout = Layout {
+            video: format.video.as_ref().map(|v| v.codec),
+            audio: format
+                .audio
+                .iter()
+                .map(|a| AudioSlot { codec: a.codec, language: a.language.as_deref().and_then(super::es::language_code) })
+                .collect(),
+            scte35: false,
+        };
+        self.mux.set_layout(layout);
+        self.last_audio_pts.resize(format.audio.len(), 0);
+        self.slate_audio.resize(format.audio.len(), None);
+        *lock(&self.shared.format) = format.clone();
+    }
+
+    fn emit_on(&mut self, now: u64, out: &mut Vec<u8>) {
+        let d = self.delay;
+        match self.on {
+            Feed::Slate => {
+                let Some(slate) = self.slate.clone() else { return };
+                let t = self.play.origin + slate.picture_at(self.play.count);
+                let i = (self.play.count % slate.video.len() as u64) as usize;
+                self.play.count += 1;
+                let b = &slate.video[i];
+                if let Ok(m) = b.map_readable() {
+                    self.mux.write_au(Slot::Video, t + d, t + d, i == 0, &m, now, out);
+                }
+                self.last_video_dts = t;
+            }
+            f => {
+                let Some(au) = self.video[index(f)].pop_front() else { return };
+                if au.dts < self.last_video_dts || au.dts > self.last_video_dts + JUMP && self.last_video_dts > 0 {
+                    // Out of order or a jump: a new stream, from a keyframe.
+                    if !au.keyframe {
+                        self.pending = Some(Pending { to: f, from: au.pts, asked: now });
+                        return;
+                    }
+                }
+                if let Ok(m) = au.data.map_readable() {
+                    self.mux.write_au(Slot::Video, au.pts + d, au.dts + d, au.keyframe, &m, now, out);
+                }
+                self.last_video_dts = au.dts;
+            }
+        }
+    }
+
+    /// The feed whose sound goes with the picture at `pts`.
+    fn feed_at(&self, pts: u64) -> Feed {
+        self.changes.iter().rev().find(|(t, _)| *t <= pts).map_or(Feed::Slate, |(_, f)| *f)
+    }
+
+    fn audio(&mut self, now: u64, due: u64, out: &mut Vec<u8>) {
+        let d = self.delay;
+        let tracks = self.mux.layout().audio.len();
+        for t in 0..tracks {
+            // (pts, data) of every frame due now, from the feed it goes with.
+            let mut due_now: Vec<(u64, gstreamer::Buffer)> = Vec::new();
+            for i in 0..self.audio.len() {
+                let feed = feed_of(i);
+                let Some(q) = self.audio[i].get_mut(t) else { continue };
+                let mut taken = Vec::new();
+                while q.front().is_some_and(|a| a.dts <= due) {
+                    taken.extend(q.pop_front());
+                }
+                due_now.extend(taken.into_iter().filter(|a| self.feed_at(a.pts) == feed).map(|a| (a.pts, a.data)));
+            }
+            // Slate frames: continuous on their own grid.
+            if let Some(slate) = self.slate.clone()
+                && let Some(lp) = slate.audio.get(t)
+            {
+                let (origin, _) = *self.slate_audio[t].get_or_insert((due, 0));
+                loop {
+                    let Some((_, n)) = self.slate_audio[t] else { break };
+                    let at = origin + lp.frame_at(n);
+                    if at > due {
+                        break;
+                    }
+                    self.slate_audio[t] = Some((origin, n + 1));
+                    if self.feed_at(at) == Feed::Slate {
+                        due_now.push((at, lp.frames[(n % lp.frames.len() as u64) as usize].clone()));
+                    }
+                }
+            }
+            due_now.sort_by_key(|(pts, _)| *pts);
+            for (pts, data) in due_now {
+                if pts < self.last_audio_pts[t] {
+                    continue;
+                }
+                self.last_audio_pts[t] = pts;
+                if let Ok(m) = data.map_readable() {
+                    self.mux.write_au(Slot::Audio(t), pts + d, pts + d, true, &m, now, out);
+                }
+            }
+        }
+    }
+}
+
+fn feed_of(i: usize) -> Feed {
+    if i == 0 { Feed::Primary } else { Feed::Backup }
+}
+
+fn index(f: Feed) -> usize {
+    usize::from(f == Feed::Backup)
+}
+
+/// Whether a slate made for `a` also matches `b`: same codecs, picture,
+/// rate, field order, and audio tracks (codec, language, rate, channels).
+fn matches_format(a: &FeedFormat, b: &FeedFormat) -> bool {
+    let v = |f: &FeedFormat| f.video.as_ref().map(|v| (v.codec, v.width, v.height, v.framerate, v.interlaced));
+    let au = |f: &FeedFormat| -> Vec<_> {
+        f.audio.iter().map(|a| (a.codec, a.language.clone(), a.rate, a.channels, a.layer)).collect()
+    };
+    v(a) == v(b) && au(a) == au(b)
+}

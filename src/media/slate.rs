@@ -1,0 +1,250 @@
+//! The passthrough slate: encoded like the programme (same codec, picture
+//! size, frame rate, field order; every audio track in its own codec, rate
+//! and channels), so that a switch changes pictures, never the format.
+//!
+//! A slate is a still card with a steady tone or silence, so it is encoded
+//! once, not continuously: one closed GOP of pictures (a keyframe, then
+//! pictures predicted from it) and a whole number of tone periods of each
+//! audio track. The program replays them in a loop with new timestamps. A
+//! switch to the slate starts the loop at its keyframe, on the next
+//! picture: immediate, and decodable from its first picture. What this
+//! costs at run time is copying a few buffers; the encode itself is
+//! measured in the benchmarks.
+
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::MediaError;
+use super::coded::{AudioFormat, FeedFormat, VideoFormat};
+use super::es::{AudioCodec, VideoCodec};
+use crate::config::SlateSettings;
+
+/// Longest audio loop, in frames; a tone whose period does not fit is
+/// looped with a small phase jump.
+const MAX_AUDIO_LOOP: u64 = 400;
+/// How long one encode may take before it is given up.
+const ENCODE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One audio track's loop.
+#[derive(Debug, Clone)]
+pub struct AudioLoop {
+    /// The frames, in order.
+    pub frames: Vec<gst::Buffer>,
+    /// One frame's duration, as samples / rate.
+    pub samples: u64,
+    /// Samples per second.
+    pub rate: u64,
+}
+
+impl AudioLoop {
+    /// Clock ns of frame `n` counted from 0.
+    pub fn frame_at(&self, n: u64) -> u64 {
+        ((u128::from(n) * u128::from(self.samples) * 1_000_000_000) / u128::from(self.rate.max(1))) as u64
+    }
+}
+
+/// The slate, encoded once.
+#[derive(Debug, Clone)]
+pub struct SlateLoop {
+    /// What it was made to match.
+    pub format: FeedFormat,
+    /// One closed GOP: the first a keyframe.
+    pub video: Vec<gst::Buffer>,
+    /// Frame rate as (numerator, denominator).
+    pub framerate: (u64, u64),
+    /// Every audio track's loop, in the programme's order.
+    pub audio: Vec<AudioLoop>,
+}
+
+impl SlateLoop {
+    /// Clock ns of picture `n` counted from 0.
+    pub fn picture_at(&self, n: u64) -> u64 {
+        let (num, den) = self.framerate;
+        ((u128::from(n) * u128::from(den) * 1_000_000_000) / u128::from(num.max(1))) as u64
+    }
+}
+
+/// What the slate's pictures say.
+#[derive(Debug, Clone)]
+pub struct SlateLook {
+    /// The slate settings.
+    pub settings: SlateSettings,
+    /// The event title, on the generated card.
+    pub title: String,
+    /// Pictures in the loop (the program's GOP).
+    pub gop: u32,
+    /// Video bitrate, kbit/s.
+    pub video_kbps: u32,
+}
+
+/// Encodes the slate to match `format` (whose video must be known with
+/// its size and rate).
+pub fn encode(format: &FeedFormat, look: &SlateLook) -> Result<SlateLoop, MediaError> {
+    let v = format.video.as_ref().ok_or_else(|| MediaError::Pipeline("the slate needs the programme's video format".into()))?;
+    let (n, d) = (v.framerate.0.max(1) as u64, v.framerate.1.max(1) as u64);
+    let video = encode_video(v, look)?;
+    let audio = format.audio.iter().map(|a| encode_audio(a, look.settings.tone_hz)).collect::<Result<Vec<_>, _>>()?;
+    Ok(SlateLoop { format: format.clone(), video, framerate: (n, d), audio })
+}
+
+fn encode_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, MediaError> {
+    let (w, h) = (v.width.max(16), v.height.max(16));
+    let (fn_, fd) = (v.framerate.0.max(1), v.framerate.1.max(1));
+    let interlace = if v.interlaced {
+        format!(
+            ",interlace-mode=interleaved,field-order={}",
+            if v.top_field_first { "top-field-first" } else { "bottom-field-first" }
+        )
+    } else {
+        String::new()
+    };
+    let gop = look.gop.max(2);
+    let kbps = look.video_kbps.max(200);
+    let enc = match v.codec {
+        VideoCodec::H264 => {
+            let profile = v
+                .profile
+                .as_deref()
+                .filter(|p| matches!(*p, "high" | "main" | "constrained-baseline" | "baseline"))
+                .map(|p| format!(",profile={p}"))
+                .unwrap_or_else(|| ",profile=high".to_owned());
+            format!(
+                "x264enc key-int-max={gop} bframes=0 speed-preset=veryfast bitrate={kbps} interlaced={} \
+                 ! video/x-h264,stream-format=byte-stream,alignment=au{profile}",
+                v.interlaced
+            )
+        }
+        VideoCodec::Hevc => format!(
+            "x265enc key-int-max={gop} bitrate={kbps} speed-preset=veryfast option-string=bframes=0 \
+             ! video/x-h265,stream-format=byte-stream,alignment=au"
+        ),
+        VideoCodec::Mpeg2 => format!(
+            "avenc_mpeg2video gop-size={gop} max-bframes=0 bitrate={} {} ! mpegvideoparse \
+             ! video/mpeg,mpegversion=2,systemstream=false",
+            kbps * 1000,
+            if v.interlaced { "flags=ildct+ilme" } else { "" }
+        ),
+    };
+    let src = match &look.settings.image {
+        Some(_) => format!("filesrc name=src ! pngdec ! imagefreeze num-buffers={gop} ! videoconvert ! videoscale"),
+        None => format!(
+            "videotestsrc pattern=solid-color foreground-color=0xff10213a num-buffers={gop} \
+             ! video/x-raw,width={w},height={h},framerate={fn_}/{fd} \
+             ! textoverlay name=text valignment=center halignment=center line-alignment=center font-desc=\"Sans Bold 24\""
+        ),
+    };
+    let desc = format!(
+        "{src} ! videoconvert ! video/x-raw,format=I420,width={w},height={h},framerate={fn_}/{fd}{interlace} ! {enc} \
+         ! appsink name=sink sync=false"
+    );
+    let pipeline = launch(&desc)?;
+    if let Some(path) = &look.settings.image
+        && let Some(src) = pipeline.by_name("src")
+    {
+        src.set_property("location", path.display().to_string());
+    }
+    if let Some(text) = pipeline.by_name("text") {
+        let line = look.settings.text.as_deref().unwrap_or("We will be on air shortly");
+        text.set_property("text", format!("{}\n\n{line}", look.title));
+    }
+    let frames = run(&pipeline, "slate video")?;
+    let frames: Vec<gst::Buffer> = frames.into_iter().take(gop as usize).collect();
+    match frames.first() {
+        Some(f) if !f.flags().contains(gst::BufferFlags::DELTA_UNIT) => Ok(frames),
+        Some(_) => Err(MediaError::Pipeline(format!("the {} slate's first picture is not a keyframe", v.codec))),
+        None => Err(MediaError::Pipeline(format!("the {} slate encoder gave no picture", v.codec))),
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn encode_audio(a: &AudioFormat, tone_hz: Option<u32>) -> Result<AudioLoop, MediaError> {
+    let rate = if a.rate > 0 { a.rate } else { 48000 };
+    let channels = a.channels.clamp(1, 2);
+    let samples = u64::from(if a.samples > 0 {
+        a.samples
+    } else {
+        match a.codec {
+            AudioCodec::Aac => 1024,
+            AudioCodec::Ac3 | AudioCodec::Eac3 => 1536,
+            AudioCodec::Mpeg => 1152,
+        }
+    });
+    // Frames whose length is a whole number of the tone's periods.
+    let frames = match tone_hz {
+        Some(hz) if hz > 0 => {
+            let period = u64::from(rate) / gcd(u64::from(rate), u64::from(hz));
+            (period / gcd(period, samples)).min(MAX_AUDIO_LOOP)
+        }
+        _ => 1,
+    };
+    let wave = match tone_hz {
+        Some(hz) if hz > 0 => format!("wave=sine freq={hz} volume=0.25"),
+        _ => "wave=silence".to_owned(),
+    };
+    let enc = match a.codec {
+        AudioCodec::Aac => "avenc_aac ! aacparse ! audio/mpeg,stream-format=adts".to_owned(),
+        AudioCodec::Ac3 => "avenc_ac3 ! ac3parse".to_owned(),
+        AudioCodec::Eac3 => "avenc_eac3 ! ac3parse".to_owned(),
+        AudioCodec::Mpeg if a.layer == 3 => "lamemp3enc ! mpegaudioparse".to_owned(),
+        AudioCodec::Mpeg => "avenc_mp2 ! mpegaudioparse".to_owned(),
+    };
+    let warm = 8;
+    let total = 2 * frames + 2 * warm;
+    let desc = format!(
+        "audiotestsrc {wave} samplesperbuffer={samples} num-buffers={total} ! audio/x-raw,rate={rate},channels={channels} \
+         ! audioconvert ! {enc} ! appsink name=sink sync=false"
+    );
+    let out = run(&launch(&desc)?, "slate audio")?;
+    // From the middle: past the encoder's start-up.
+    let from = (warm + frames) as usize;
+    let frames: Vec<gst::Buffer> = out.into_iter().skip(from).take(frames as usize).collect();
+    if frames.is_empty() {
+        return Err(MediaError::Pipeline(format!("the {} slate encoder gave no audio frame", a.codec)));
+    }
+    Ok(AudioLoop { frames, samples, rate: u64::from(rate) })
+}
+
+fn launch(desc: &str) -> Result<gst::Pipeline, MediaError> {
+    let element = gst::parse::launch(desc).map_err(|e| MediaError::Pipeline(format!("slate encoder: {e}")))?;
+    element.downcast::<gst::Pipeline>().map_err(|_| MediaError::Pipeline("slate encoder is not a pipeline".into()))
+}
+
+/// Runs `pipeline` to its end; every buffer its appsink `sink` got.
+fn run(pipeline: &gst::Pipeline, what: &str) -> Result<Vec<gst::Buffer>, MediaError> {
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| MediaError::Pipeline(format!("{what}: no appsink")))?;
+    let guard = super::NullOnDrop(pipeline.clone());
+    pipeline.set_state(gst::State::Playing).map_err(|e| MediaError::Pipeline(format!("{what}: {e}")))?;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + ENCODE_TIMEOUT;
+    loop {
+        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
+            if let Some(b) = sample.buffer_owned() {
+                out.push(b);
+            }
+            continue;
+        }
+        if sink.is_eos() {
+            break;
+        }
+        if let Some(bus) = pipeline.bus()
+            && let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            return Err(MediaError::Pipeline(format!("{what}: {}", super::describe_error(e))));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(MediaError::Pipeline(format!("{what}: the encode took longer than {ENCODE_TIMEOUT:?}")));
+        }
+    }
+    drop(guard);
+    Ok(out)
+}
