@@ -10,12 +10,12 @@ use tracing::info;
 
 use std::time::Duration;
 
+use crate::config::ProgramMode;
 use crate::config::{Channel, Config, RelaySettings};
+use crate::media::coded::FeedFormat;
 use crate::media::failover::{Feed, SourceMode, SourceSwitch};
 use crate::media::fanout::Fanout;
 use crate::media::leg::{Leg, LegState, LegStatus};
-use crate::config::ProgramMode;
-use crate::media::coded::FeedFormat;
 use crate::media::passthrough::Passthrough;
 use crate::media::program::{Content, Cue, Program, ProgramPlan};
 use crate::media::recording::{DelayedFeed, Recorder, RecordingPlan, UtcClock};

@@ -133,4 +133,3 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
         }
     }
 }
-

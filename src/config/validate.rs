@@ -362,7 +362,10 @@ fn program(w: &mut Walk, t: &Table, default_mode: ProgramMode) -> ProgramFormat 
         None => d.video_codec,
         Some(s) => crate::media::es::VideoCodec::parse(&s).unwrap_or_else(|| {
             let known: Vec<&str> = crate::media::es::VideoCodec::ALL.iter().map(|c| c.as_str()).collect();
-            w.err("program.video_codec", format!("`{s}` is not a video codec passthrough carries; expected one of: {}", known.join(", ")));
+            w.err(
+                "program.video_codec",
+                format!("`{s}` is not a video codec passthrough carries; expected one of: {}", known.join(", ")),
+            );
             d.video_codec
         }),
     };

@@ -226,7 +226,10 @@ fn pmt_languages(s: &[u8]) -> Vec<(u16, String)> {
         let mut d = at + 5;
         while d + 2 <= (at + 5 + n).min(s.len() - 4) {
             let (tag, len) = (s[d], usize::from(s[d + 1]));
-            if tag == 0x0a && len >= 4 && let Ok(l) = std::str::from_utf8(&s[d + 2..d + 5]) {
+            if tag == 0x0a
+                && len >= 4
+                && let Ok(l) = std::str::from_utf8(&s[d + 2..d + 5])
+            {
                 found.push((pid, l.to_ascii_lowercase()));
             }
             d += 2 + len;
@@ -253,10 +256,9 @@ pub fn demux_into(
 ) -> Result<(), MediaError> {
     out.new_epoch();
     read_languages(ts_pad, out);
-    let demux = gst::ElementFactory::make("tsdemux")
-        .name("demux")
-        .build()
-        .map_err(|_| MediaError::MissingElements { template: "passthrough".into(), elements: vec!["tsdemux".into()] })?;
+    let demux = gst::ElementFactory::make("tsdemux").name("demux").build().map_err(|_| {
+        MediaError::MissingElements { template: "passthrough".into(), elements: vec!["tsdemux".into()] }
+    })?;
     pipeline.add(&demux).map_err(|e| MediaError::Pipeline(format!("contribution pipeline: {e}")))?;
     let sink = demux.static_pad("sink").ok_or_else(|| MediaError::Pipeline("tsdemux without sink pad".into()))?;
     ts_pad.link(&sink).map_err(|e| MediaError::Pipeline(format!("cannot link the contribution to tsdemux: {e}")))?;
@@ -412,7 +414,9 @@ fn au_sink(which: Which, out: &Arc<CodedFeed>, counters: &Arc<SourceCounters>) -
                     };
                     let segment = segment.downcast_ref::<gst::ClockTime>();
                     let base = sink.base_time().map(|b| b.nseconds()).unwrap_or(0);
-                    let rt = |t: Option<gst::ClockTime>| segment.and_then(|s| s.to_running_time(t)).map(|r| r.nseconds() + base);
+                    let rt = |t: Option<gst::ClockTime>| {
+                        segment.and_then(|s| s.to_running_time(t)).map(|r| r.nseconds() + base)
+                    };
                     let Some(pts) = rt(buffer.pts()).or_else(|| rt(buffer.dts())) else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
@@ -473,10 +477,9 @@ pub fn encode_into(
     out.new_epoch();
     let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("test source: {e}"));
     let make = |factory: &str| {
-        gst::ElementFactory::make(factory).build().map_err(|_| MediaError::MissingElements {
-            template: "ingest/test".into(),
-            elements: vec![factory.into()],
-        })
+        gst::ElementFactory::make(factory)
+            .build()
+            .map_err(|_| MediaError::MissingElements { template: "ingest/test".into(), elements: vec![factory.into()] })
     };
     let vconv = make("videoconvert")?;
     let venc = make("x264enc")?;
@@ -485,7 +488,8 @@ pub fn encode_into(
     venc.set_property("bitrate", format.video_kbps);
     venc.set_property("key-int-max", format.gop);
     venc.set_property("bframes", 0u32);
-    let vcaps = gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build();
+    let vcaps =
+        gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build();
     let vfilter = gst::ElementFactory::make("capsfilter").property("caps", &vcaps).build().map_err(err)?;
     let aconv = make("audioconvert")?;
     let aenc = make("avenc_aac")?;
@@ -505,8 +509,15 @@ pub fn encode_into(
             interlaced: false,
             top_field_first: true,
         });
-        q.format.audio =
-            vec![AudioFormat { codec: AudioCodec::Aac, language: None, rate: 0, channels: 0, samples: 0, layer: 0, pid: 0 }];
+        q.format.audio = vec![AudioFormat {
+            codec: AudioCodec::Aac,
+            language: None,
+            rate: 0,
+            channels: 0,
+            samples: 0,
+            layer: 0,
+            pid: 0,
+        }];
         q.audio = vec![VecDeque::new()];
     }
     let vsink = au_sink(Which::Video(VideoCodec::H264), out, counters);

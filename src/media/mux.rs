@@ -142,7 +142,16 @@ impl Mux {
     /// One access unit as one PES on `slot`'s PID, sent at clock time
     /// `now`; `pts` and `dts` are clock times (ns). A keyframe's first
     /// packet says so (random_access_indicator); a video PES carries the PCR.
-    pub fn write_au(&mut self, slot: Slot, pts: u64, dts: u64, keyframe: bool, data: &[u8], now: u64, out: &mut Vec<u8>) {
+    pub fn write_au(
+        &mut self,
+        slot: Slot,
+        pts: u64,
+        dts: u64,
+        keyframe: bool,
+        data: &[u8],
+        now: u64,
+        out: &mut Vec<u8>,
+    ) {
         self.tick(now, out);
         let (stream_id, bounded) = match slot {
             Slot::Video => (0xe0, false),
@@ -236,7 +245,15 @@ impl Mux {
     /// payload_unit_start, an adaptation field with the PCR and the random
     /// access flag when asked, the last padded by adaptation-field stuffing
     /// (0xff stuffing for sections).
-    fn packetize(&mut self, pid: u16, head: &[u8], data: &[u8], pcr: Option<u64>, random_access: bool, out: &mut Vec<u8>) {
+    fn packetize(
+        &mut self,
+        pid: u16,
+        head: &[u8],
+        data: &[u8],
+        pcr: Option<u64>,
+        random_access: bool,
+        out: &mut Vec<u8>,
+    ) {
         let psi = head == [0];
         let total = head.len() + data.len();
         let byte = |i: usize| if i < head.len() { head[i] } else { data[i - head.len()] };
@@ -363,7 +380,15 @@ mod tests {
             mux.set_layout(layout());
             let mut out = Vec::new();
             mux.write_au(Slot::Video, 2_000_000_000, 1_960_000_000, true, &data, 1_000_000_000, &mut out);
-            mux.write_au(Slot::Audio(1), 2_000_000_000, 2_000_000_000, true, &data[..len.min(4000)], 1_000_000_000, &mut out);
+            mux.write_au(
+                Slot::Audio(1),
+                2_000_000_000,
+                2_000_000_000,
+                true,
+                &data[..len.min(4000)],
+                1_000_000_000,
+                &mut out,
+            );
             assert_eq!(out.len() % PACKET, 0);
             let v = payloads(&out, VIDEO_PID);
             assert_eq!(v.len(), 1, "len {len}");
@@ -413,7 +438,13 @@ mod tests {
         let pcrs: Vec<u64> = out
             .chunks_exact(PACKET)
             .filter(|p| ts::pid(p) == VIDEO_PID && p[3] & 0x20 != 0 && p[5] & 0x10 != 0)
-            .map(|p| (u64::from(p[6]) << 25) | (u64::from(p[7]) << 17) | (u64::from(p[8]) << 9) | (u64::from(p[9]) << 1) | u64::from(p[10] >> 7))
+            .map(|p| {
+                (u64::from(p[6]) << 25)
+                    | (u64::from(p[7]) << 17)
+                    | (u64::from(p[8]) << 9)
+                    | (u64::from(p[9]) << 1)
+                    | u64::from(p[10] >> 7)
+            })
             .collect();
         assert_eq!(pcrs.len(), 5, "every 40 ms over 200 ms");
         assert!(pcrs.windows(2).all(|w| w[1] - w[0] == 3600), "{pcrs:?}");

@@ -29,8 +29,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use gstreamer::prelude::*;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::coded::{Au, CodedFeed, FeedFormat, VideoFormat};
@@ -547,7 +547,10 @@ impl Splicer {
             audio: format
                 .audio
                 .iter()
-                .map(|a| AudioSlot { codec: a.codec, language: a.language.as_deref().and_then(super::es::language_code) })
+                .map(|a| AudioSlot {
+                    codec: a.codec,
+                    language: a.language.as_deref().and_then(super::es::language_code),
+                })
                 .collect(),
             scte35: false,
         };

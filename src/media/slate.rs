@@ -83,7 +83,10 @@ pub struct SlateLook {
 /// Encodes the slate to match `format` (whose video must be known with
 /// its size and rate).
 pub fn encode(format: &FeedFormat, look: &SlateLook) -> Result<SlateLoop, MediaError> {
-    let v = format.video.as_ref().ok_or_else(|| MediaError::Pipeline("the slate needs the programme's video format".into()))?;
+    let v = format
+        .video
+        .as_ref()
+        .ok_or_else(|| MediaError::Pipeline("the slate needs the programme's video format".into()))?;
     let (n, d) = (v.framerate.0.max(1) as u64, v.framerate.1.max(1) as u64);
     let video = encode_video(v, look)?;
     let audio = format.audio.iter().map(|a| encode_audio(a, look.settings.tone_hz)).collect::<Result<Vec<_>, _>>()?;
