@@ -400,27 +400,5 @@ impl Relay {
 
 /// What transcode mode sends: the [program] format, H.264 and one AAC track.
 fn transcode_format(f: &crate::config::ProgramFormat) -> FeedFormat {
-    use crate::media::coded::{AudioFormat, VideoFormat};
-    use crate::media::es::{AudioCodec, VideoCodec};
-    FeedFormat {
-        video: Some(VideoFormat {
-            codec: VideoCodec::H264,
-            profile: Some("constrained-baseline".into()),
-            level: None,
-            width: f.width,
-            height: f.height,
-            framerate: (f.framerate as i32, 1),
-            interlaced: false,
-            top_field_first: true,
-        }),
-        audio: vec![AudioFormat {
-            codec: AudioCodec::Aac,
-            language: None,
-            rate: 48000,
-            channels: 2,
-            samples: 1024,
-            layer: 0,
-            pid: 0,
-        }],
-    }
+    FeedFormat::planned(f, crate::media::es::VideoCodec::H264, Some("constrained-baseline"))
 }

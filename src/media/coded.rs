@@ -89,6 +89,33 @@ pub struct FeedFormat {
 }
 
 impl FeedFormat {
+    /// The [program] format: its picture in `codec`, one AAC stereo track
+    /// at 48 kHz (transcode's output; passthrough's slate before the
+    /// contribution is known).
+    pub fn planned(f: &crate::config::ProgramFormat, codec: VideoCodec, profile: Option<&str>) -> Self {
+        FeedFormat {
+            video: Some(VideoFormat {
+                codec,
+                profile: profile.map(str::to_owned),
+                level: None,
+                width: f.width,
+                height: f.height,
+                framerate: (f.framerate as i32, 1),
+                interlaced: false,
+                top_field_first: true,
+            }),
+            audio: vec![AudioFormat {
+                codec: AudioCodec::Aac,
+                language: None,
+                rate: 48000,
+                channels: 2,
+                samples: 1024,
+                layer: 0,
+                pid: 0,
+            }],
+        }
+    }
+
     /// One line: `H.264 high 1920x1080 50p, AAC kaz 48 kHz 2 ch, ...`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();

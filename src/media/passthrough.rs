@@ -268,28 +268,7 @@ impl Splicer {
         utc: UtcClock,
         sender: FanoutSender,
     ) -> Self {
-        let f = &plan.format;
-        let planned = FeedFormat {
-            video: Some(VideoFormat {
-                codec: f.video_codec,
-                profile: None,
-                level: None,
-                width: f.width,
-                height: f.height,
-                framerate: (f.framerate as i32, 1),
-                interlaced: false,
-                top_field_first: true,
-            }),
-            audio: vec![super::coded::AudioFormat {
-                codec: super::es::AudioCodec::Aac,
-                language: None,
-                rate: 48000,
-                channels: 2,
-                samples: 1024,
-                layer: 0,
-                pid: 0,
-            }],
-        };
+        let planned = FeedFormat::planned(&plan.format, plan.format.video_codec, None);
         let n = feeds.len();
         Self {
             shared,
