@@ -33,7 +33,7 @@ use gstreamer::prelude::*;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::coded::{Au, CodedFeed, FeedFormat, VideoFormat};
+use super::coded::{Au, CodedFeed, FeedFormat};
 use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
 use super::mux::{AudioSlot, Layout, Mux, Slot};
