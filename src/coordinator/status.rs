@@ -236,6 +236,11 @@ mod tests {
             fanout_overflow: 0,
             content: crate::media::program::Content::Program,
             switched_utc_ns: None,
+            program: crate::relay::ProgramInfo {
+                mode: crate::config::ProgramMode::Passthrough,
+                format: Default::default(),
+                describe: String::new(),
+            },
         }
     }
 
