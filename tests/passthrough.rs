@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::{Run, SrtReceiver, UdpCapture, channel, free_udp_port, require};
 
 /// Per-packet hashes of stream `map` (e.g. `0:v:0`) as ffmpeg's framemd5
-/// with `-c copy` gives them: the access units, untouched.
+/// with `-c copy` gives them: the access units, untouched. The sixth
+/// column is the packet's own hash; a line may end with the hash of side
+/// data ffmpeg's parser attached (new extradata), which is not the packet.
 fn hashes(path: &Path, map: &str) -> Vec<String> {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-i"])
@@ -21,7 +23,7 @@ fn hashes(path: &Path, map: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_owned()))
+        .filter_map(|l| l.split(',').nth(5).map(|h| h.trim().to_owned()))
         .collect()
 }
 
@@ -59,7 +61,6 @@ fn streams(path: &Path) -> Vec<(String, String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: video and the first audio track arrive byte-exact, the second and third audio tracks break at switches (issue 14 still open)"]
 async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
     require("ffmpeg", "ffmpeg");
     let dir = tempfile::tempdir().expect("tempdir");
