@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::config::ProgramMode;
 use crate::config::{Channel, Config, RelaySettings};
 use crate::media::coded::FeedFormat;
+use crate::media::es::VideoCodec;
 use crate::media::failover::{Feed, SourceMode, SourceSwitch};
 use crate::media::fanout::Fanout;
 use crate::media::leg::{Leg, LegState, LegStatus};
@@ -352,11 +353,22 @@ impl Relay {
             let d = self.delay.as_ref().and_then(|p| p.delays.iter().find(|(c, _)| c == id).map(|(_, d)| *d));
             d.unwrap_or_default().as_nanos() as u64
         };
+        // A contribution that arrives in another codec than planned: RTMP
+        // legs say why they carry nothing rather than fail quietly.
+        let refused = match &self.program {
+            Run::Passthrough(p) => p.format().video.map(|v| v.codec).filter(|c| *c != VideoCodec::H264),
+            Run::Transcode(_) => None,
+        };
         let mut all: Vec<LegStatus> = self
             .legs
             .iter()
             .map(|leg| {
-                let status = leg.status();
+                let mut status = leg.status();
+                if let Some(codec) = refused
+                    && status.protocol.starts_with("rtmp")
+                {
+                    status.last_error = Some(crate::config::rtmp_refusal(&status.channel_id, codec));
+                }
                 let since = leg.input().program_out_ns().map(|c| self.utc.utc_of(c));
                 let on = since.is_some()
                     && cue.content_at(now.saturating_sub(delay_of(&status.channel_id))) == Content::Program;

@@ -531,3 +531,41 @@ async fn health_is_serving_only_while_the_relay_can_run() {
     assert_eq!(status(&mut h, "simulcast.v1.MonitorService").await, ServingStatus::Serving as i32);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_rtmp_leg_is_refused_at_schedule_and_arm_for_a_passthrough_programme_in_hevc() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options();
+    o.relay_enabled = false;
+    o.program.mode = config::ProgramMode::Passthrough;
+    o.program.video_codec = simulcast::media::es::VideoCodec::Hevc;
+    let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
+    let a = UdpCapture::start();
+    let legs = seed_channels(&server, &[&a]).await;
+    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
+    let mut e = EventServiceClient::new(server.transport().await);
+    let mut ch = ChannelServiceClient::new(server.transport().await);
+    let kg = config::default_config().channels.into_iter().find(|c| c.id.as_str() == "kg-ktrk").unwrap();
+    let req = proto::CreateChannelRequest { channel: Some(channel_to_proto_with_secrets(&kg)) };
+    ch.create_channel(authed(req, &admin)).await.expect("create the RTMP channel");
+
+    // Every enabled channel, so the RTMP one too: refused, naming it and the codec.
+    let err = e.schedule_event(authed(schedule_in(3600, "Final"), &admin)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("`kg-ktrk` is an RTMP leg") && err.message().contains("HEVC"), "{err:?}");
+
+    // Without it, the event is scheduled; the RTMP channel then joins it by
+    // an update of its ingest, and Arm says so before anything runs.
+    let mut req = schedule_in(3600, "Final");
+    req.channel_ids = legs.clone();
+    let ev = e.schedule_event(authed(req, &admin)).await.expect("schedule").into_inner();
+    let mut leg = kg.clone();
+    leg.id = config::ChannelId::parse(&legs[0]).unwrap();
+    let upd = proto::UpdateChannelRequest { channel: Some(channel_to_proto_with_secrets(&leg)) };
+    ch.update_channel(authed(upd, &admin)).await.expect("update the channel to RTMP");
+    let err = e.arm(authed(r(&ev.id), &op)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&format!("`{}` is an RTMP leg", legs[0])), "{err:?}");
+    let now = e.get_event(authed(r(&ev.id), &op)).await.unwrap().into_inner();
+    assert_eq!(state(&now), EventState::Scheduled, "nothing moved");
+}

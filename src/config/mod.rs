@@ -311,4 +311,18 @@ mod tests {
         let ConfigError::Invalid(errs) = parse(&text).unwrap_err() else { panic!("expected Invalid") };
         assert_eq!(errs[0].key, "backup.type", "{errs:?}");
     }
+
+    #[test]
+    fn an_rtmp_leg_is_refused_for_a_passthrough_programme_not_in_h264() {
+        let rtmp = r#"{ type = "rtmp", url = "rtmp://127.0.0.1/live" }"#;
+        let src = "[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n";
+        // H.264 (the default) goes to RTMP; so does anything in transcode.
+        assert!(parse(&format!("{}{src}", one_channel(rtmp))).is_ok());
+        let hevc = format!("{}{src}[program]\nvideo_codec = \"hevc\"\n", one_channel(rtmp));
+        let ConfigError::Invalid(errs) = parse(&hevc).unwrap_err() else { panic!("expected Invalid") };
+        assert_eq!(errs[0].key, "channels[0].ingest", "{errs:?}");
+        assert!(errs[0].message.contains("`a`") && errs[0].message.contains("HEVC"), "{errs:?}");
+        let udp = one_channel(r#"{ type = "udp", uri = "udp://127.0.0.1:5002" }"#);
+        assert!(parse(&format!("{udp}{src}[program]\nvideo_codec = \"mpeg2\"\n")).is_ok());
+    }
 }

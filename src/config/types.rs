@@ -356,6 +356,26 @@ pub struct ProgramFormat {
     pub gop: u32,
 }
 
+impl ProgramFormat {
+    /// Why `channel` cannot carry this programme, if it cannot: an RTMP leg
+    /// carries H.264 and AAC in FLV, so a passthrough programme in another
+    /// video codec is refused, never silently transcoded.
+    pub fn refuses(&self, channel: &Channel) -> Option<String> {
+        let rtmp = matches!(channel.ingest, Ingest::Rtmp(_));
+        (rtmp && self.mode == ProgramMode::Passthrough && self.video_codec != crate::media::es::VideoCodec::H264)
+            .then(|| rtmp_refusal(channel.id.as_str(), self.video_codec))
+    }
+}
+
+/// Why RTMP leg `id` cannot carry a programme whose video is `codec`.
+pub fn rtmp_refusal(id: &str, codec: crate::media::es::VideoCodec) -> String {
+    format!(
+        "channel `{id}` is an RTMP leg: FLV carries H.264 and AAC, and the passthrough programme's video is {}; \
+         give the channel an SRT, UDP or RIST ingest, or leave it out of the event",
+        codec.label()
+    )
+}
+
 impl Default for ProgramFormat {
     fn default() -> Self {
         Self {

@@ -198,6 +198,11 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
     }
 
     udp_port_collisions(&mut w, &channels);
+    for (i, c) in channels.iter().enumerate() {
+        if let Some(why) = program.refuses(c) {
+            w.err(format!("channels[{i}].ingest"), why);
+        }
+    }
 
     // A [backup] that did not validate left its errors in `w.errors`.
     match (event, source, w.errors.is_empty()) {

@@ -735,6 +735,9 @@ impl State {
         for (i, id) in channel_ids.iter().enumerate() {
             let Some(c) = channels.iter().find(|c| &c.id == id) else { continue };
             let key = if new.channel_ids.is_empty() { "channel_ids".to_owned() } else { format!("channel_ids[{i}]") };
+            if let Some(why) = self.options.program.refuses(c) {
+                errs.push(FieldError { key: key.clone(), message: why });
+            }
             match schedule::air_time(new.on_air, c) {
                 Err(why) => errs.push(FieldError { key, message: why }),
                 Ok(a) if a.delay > self.options.retention => errs.push(FieldError {
@@ -820,6 +823,19 @@ impl State {
                     "event {} (\"{}\") is {}: one event runs at a time",
                     other.id, other.title, other.state
                 )));
+            }
+            if action == Action::Arm && actor != SCHEDULER {
+                // Channels may have changed since the event was scheduled.
+                let refused: Vec<String> = event
+                    .channel_ids
+                    .iter()
+                    .filter_map(|c| self.store.channel(c).ok().flatten())
+                    .filter(|c| c.enabled)
+                    .filter_map(|c| self.options.program.refuses(&c))
+                    .collect();
+                if !refused.is_empty() {
+                    return Err(CoordError::FailedPrecondition(format!("event {id}: {}", refused.join("; "))));
+                }
             }
             self.start_relay(&event).await?;
         }
@@ -1056,6 +1072,14 @@ impl State {
         let mut channels = Vec::new();
         for id in &event.channel_ids {
             match self.store.channel(id)? {
+                Some(c) if c.enabled && self.options.program.refuses(&c).is_some() => {
+                    // The clock arms without an operator: the other legs go
+                    // on air, this one is skipped with the reason.
+                    let why = self.options.program.refuses(&c).unwrap_or_default();
+                    warn!(leg = %c.id, why = %why, "Leg skipped: it cannot carry the programme.");
+                    let e = entry(self.options.clock.now(), &event.id.0, id.as_str(), None, "leg-skipped", why, DAEMON);
+                    self.store.append_asrun(&e)?;
+                }
                 Some(c) if c.enabled => channels.push(c),
                 Some(_) => {
                     let e = entry(
