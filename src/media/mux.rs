@@ -11,7 +11,11 @@
 //! really changes.
 //!
 //! Layout: PMT on [`PMT_PID`], video on [`VIDEO_PID`] (which carries the
-//! PCR), audio track `i` on `AUDIO_PID + i`, SCTE-35 on [`SCTE35_PID`].
+//! PCR), audio track `i` on `AUDIO_PID + i`, SCTE-35 on [`SCTE35_PID`]. A
+//! slot whose codec changes (a slate planned in H.264 before an MPEG-2
+//! contribution arrives) moves to a fresh PID from [`FRESH_PIDS`]: a
+//! receiver then sees a new elementary stream, not a codec swapped under a
+//! PID it already decodes, which many (ffmpeg among them) do not follow.
 
 use super::es::{AudioCodec, VideoCodec};
 use super::ts::{self, PACKET, SYNC};
@@ -22,6 +26,8 @@ pub const PMT_PID: u16 = 0x0020;
 pub const VIDEO_PID: u16 = 0x0100;
 /// The first audio track; track `i` is on `AUDIO_PID + i`.
 pub const AUDIO_PID: u16 = 0x0101;
+/// PIDs for a slot whose codec changed, taken in turn.
+pub const FRESH_PIDS: std::ops::Range<u16> = 0x0120..0x01f0;
 /// SCTE-35 splice information, when the contribution carries it.
 pub const SCTE35_PID: u16 = 0x01f0;
 /// The programme number in the PAT and PMT.
@@ -60,21 +66,16 @@ pub enum Slot {
     Audio(usize),
 }
 
-impl Slot {
-    /// The output PID.
-    pub fn pid(self) -> u16 {
-        match self {
-            Slot::Video => VIDEO_PID,
-            Slot::Audio(i) => AUDIO_PID + i as u16,
-        }
-    }
-}
-
 /// The multiplexer's state: layout, PMT version, continuity counters and
 /// when PSI and PCR were last sent.
 #[derive(Debug, Default)]
 pub struct Mux {
     layout: Layout,
+    /// The video's PID (and the PCR's), and each audio track's.
+    video_pid: u16,
+    audio_pids: Vec<u16>,
+    /// The next fresh PID to try.
+    fresh: u16,
     version: u8,
     /// Continuity counters by PID (index: PID).
     cc: Vec<u8>,
@@ -96,7 +97,27 @@ pub fn ticks_90k(ns: u64) -> u64 {
 impl Mux {
     /// A multiplexer with nothing listed yet.
     pub fn new() -> Self {
-        Self { cc: vec![0; 0x2000], psi_due: true, ..Self::default() }
+        Self { cc: vec![0; 0x2000], psi_due: true, video_pid: VIDEO_PID, fresh: FRESH_PIDS.start, ..Self::default() }
+    }
+
+    /// The PID `slot` is carried on (audio tracks not listed: none).
+    pub fn pid(&self, slot: Slot) -> Option<u16> {
+        match slot {
+            Slot::Video => Some(self.video_pid),
+            Slot::Audio(i) => self.audio_pids.get(i).copied(),
+        }
+    }
+
+    /// A PID from [`FRESH_PIDS`] in turn that neither the layout in force
+    /// nor `taken` uses.
+    fn fresh_pid(&mut self, taken: &[u16]) -> u16 {
+        loop {
+            let pid = self.fresh;
+            self.fresh = if pid + 1 >= FRESH_PIDS.end { FRESH_PIDS.start } else { pid + 1 };
+            if pid != self.video_pid && !self.audio_pids.contains(&pid) && !taken.contains(&pid) {
+                return pid;
+            }
+        }
     }
 
     /// The layout the PMT lists now.
@@ -112,13 +133,31 @@ impl Mux {
     /// Lists `layout` from now on. The PMT's version changes, and PAT and
     /// PMT are sent before the next access unit, only if it differs.
     pub fn set_layout(&mut self, layout: Layout) {
-        if layout != self.layout {
-            if self.layout != Layout::default() {
-                self.version = (self.version + 1) & 0x1f;
-            }
-            self.layout = layout;
-            self.psi_due = true;
+        if layout == self.layout {
+            return;
         }
+        let first = self.layout == Layout::default();
+        if !first {
+            self.version = (self.version + 1) & 0x1f;
+        }
+        // A slot keeps its PID while its codec stays; a new codec on a
+        // listed slot takes a fresh PID.
+        if self.layout.video.is_some() && layout.video.is_some() && self.layout.video != layout.video {
+            self.video_pid = self.fresh_pid(&[]);
+        }
+        let mut pids: Vec<u16> = Vec::with_capacity(layout.audio.len());
+        for (i, a) in layout.audio.iter().enumerate() {
+            let own = AUDIO_PID + i as u16;
+            let pid = match (self.layout.audio.get(i), self.audio_pids.get(i)) {
+                (Some(old), Some(&pid)) if old.codec == a.codec => pid,
+                (None, _) if own != self.video_pid && !self.audio_pids.contains(&own) => own,
+                _ => self.fresh_pid(&pids),
+            };
+            pids.push(pid);
+        }
+        self.audio_pids = pids;
+        self.layout = layout;
+        self.psi_due = true;
     }
 
     /// PAT and PMT, and a PCR on its own, when due at clock time `now`.
@@ -129,9 +168,10 @@ impl Mux {
         if self.layout.video.is_some() && self.pcr_at.is_none_or(|t| now.saturating_sub(t) >= PCR_INTERVAL_NS) {
             self.pcr_at = Some(now);
             let mut p = [0xffu8; PACKET];
-            let cc = self.cc[usize::from(VIDEO_PID)];
+            let pid = self.video_pid;
+            let cc = self.cc[usize::from(pid)];
             // Adaptation field only: the continuity counter does not move.
-            p[..4].copy_from_slice(&[SYNC, (VIDEO_PID >> 8) as u8, VIDEO_PID as u8, 0x20 | cc]);
+            p[..4].copy_from_slice(&[SYNC, (pid >> 8) as u8, pid as u8, 0x20 | cc]);
             p[4] = 183;
             p[5] = 0x10;
             write_pcr(&mut p[6..12], pcr_of(now));
@@ -153,6 +193,7 @@ impl Mux {
         out: &mut Vec<u8>,
     ) {
         self.tick(now, out);
+        let Some(pid) = self.pid(slot) else { return };
         let (stream_id, bounded) = match slot {
             Slot::Video => (0xe0, false),
             Slot::Audio(i) => match self.layout.audio.get(i) {
@@ -179,7 +220,7 @@ impl Mux {
             self.pcr_at = Some(now);
             pcr_of(now)
         });
-        self.packetize(slot.pid(), &header, data, pcr, keyframe, out);
+        self.packetize(pid, &header, data, pcr, keyframe, out);
     }
 
     /// Whole SCTE-35 sections (each from table_id to CRC), on
@@ -200,7 +241,7 @@ impl Mux {
         let mut pmt = vec![0x02, 0, 0];
         pmt.extend_from_slice(&PROGRAM_NUMBER.to_be_bytes());
         pmt.extend_from_slice(&[0xc1 | (self.version << 1), 0, 0]);
-        pmt.extend_from_slice(&(0xe000 | VIDEO_PID).to_be_bytes());
+        pmt.extend_from_slice(&(0xe000 | self.video_pid).to_be_bytes());
         let program_info: &[u8] = if self.layout.scte35 { b"\x05\x04CUEI" } else { b"" };
         pmt.extend_from_slice(&(0xf000 | program_info.len() as u16).to_be_bytes());
         pmt.extend_from_slice(program_info);
@@ -211,9 +252,9 @@ impl Mux {
             pmt.extend_from_slice(descriptors);
         };
         if let Some(v) = self.layout.video {
-            es(v.stream_type(), VIDEO_PID, &[]);
+            es(v.stream_type(), self.video_pid, &[]);
         }
-        for (i, a) in self.layout.audio.iter().enumerate() {
+        for (a, &pid) in self.layout.audio.iter().zip(&self.audio_pids) {
             let mut d = Vec::new();
             match a.codec {
                 AudioCodec::Ac3 => d.extend_from_slice(&[0x6a, 1, 0x00]),
@@ -223,7 +264,7 @@ impl Mux {
             if let Some(lang) = a.language {
                 d.extend_from_slice(&[0x0a, 4, lang[0], lang[1], lang[2], 0]);
             }
-            es(a.codec.stream_type(), AUDIO_PID + i as u16, &d);
+            es(a.codec.stream_type(), pid, &d);
         }
         if self.layout.scte35 {
             es(0x86, SCTE35_PID, &[]);
@@ -425,6 +466,35 @@ mod tests {
         l.audio.pop();
         mux.set_layout(l);
         assert_eq!(mux.version(), 1);
+    }
+
+    #[test]
+    fn a_slot_keeps_its_pid_while_its_codec_stays_and_moves_when_it_changes() {
+        let mut mux = Mux::new();
+        mux.set_layout(layout());
+        assert_eq!((mux.pid(Slot::Video), mux.pid(Slot::Audio(1))), (Some(VIDEO_PID), Some(AUDIO_PID + 1)));
+        // A language changes: same PIDs. A track is added: its own PID.
+        let mut l = layout();
+        l.audio[0].language = Some(*b"rus");
+        l.audio.push(AudioSlot { codec: AudioCodec::Aac, language: None });
+        mux.set_layout(l.clone());
+        assert_eq!(mux.pid(Slot::Video), Some(VIDEO_PID));
+        assert_eq!(mux.pid(Slot::Audio(0)), Some(AUDIO_PID));
+        assert_eq!(mux.pid(Slot::Audio(2)), Some(AUDIO_PID + 2));
+        // The video becomes MPEG-2 and track 0 MPEG audio: both move, the
+        // PCR with the video; the others stay.
+        l.video = Some(VideoCodec::Mpeg2);
+        l.audio[0].codec = AudioCodec::Mpeg;
+        mux.set_layout(l.clone());
+        let (v, a0) = (mux.pid(Slot::Video).unwrap(), mux.pid(Slot::Audio(0)).unwrap());
+        assert!(FRESH_PIDS.contains(&v) && FRESH_PIDS.contains(&a0) && v != a0, "{v:#x} {a0:#x}");
+        assert_eq!(mux.pid(Slot::Audio(1)), Some(AUDIO_PID + 1));
+        let mut out = Vec::new();
+        mux.tick(0, &mut out);
+        let pmt = &payloads(&out, PMT_PID)[0][1..];
+        assert_eq!((u16::from(pmt[8] & 0x1f) << 8) | u16::from(pmt[9]), v, "PCR PID follows the video");
+        assert!(pmt.windows(3).any(|w| w == [0x02, 0xe0 | (v >> 8) as u8, v as u8]), "MPEG-2 on its new PID");
+        assert!(mux.pid(Slot::Audio(3)).is_none());
     }
 
     #[test]
