@@ -8,7 +8,7 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base           # appsrc/appsink, videotestsrc, audiotestsrc
   gstreamer1.0-plugins-good           # udpsink/udpsrc, flvmux, rtpmp2tpay
-  gstreamer1.0-plugins-bad            # srtsink/srtsrc, rtmp2sink, ristsink, mpegtsmux, tsparse
+  gstreamer1.0-plugins-bad            # srtsink/srtsrc, rtmp2sink, ristsink, tsparse; x265enc, mpeg2enc (slates)
   gstreamer1.0-plugins-ugly           # x264enc
   gstreamer1.0-libav                  # avenc_aac
   gstreamer1.0-x fonts-dejavu-core    # textoverlay (title and UTC clock) and its font

@@ -39,25 +39,20 @@ fn longest_run(sent: &[String], got: &[String]) -> usize {
     best
 }
 
-/// (codec, profile, language) of every stream.
+/// (codec, profile, language) of every stream, as ffprobe reads them.
 fn streams(path: &Path) -> Vec<(String, String, String)> {
     let out = Command::new("ffprobe")
         .args(["-hide_banner", "-loglevel", "error", "-show_entries"])
-        .args(["stream=codec_name,profile,field_order:stream_tags=language", "-of", "csv=p=0"])
+        .args(["stream=codec_name,profile:stream_tags=language", "-of", "json"])
         .arg(path)
         .output()
         .expect("ffprobe");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    // ffprobe lists the programme's streams, then every stream: the latter.
-    let last = text.rsplit("\n\n").next().unwrap_or_default().to_owned();
-    last.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let g = |i: usize| f.get(i).copied().unwrap_or_default().to_owned();
-            (g(0), g(1), f.last().copied().unwrap_or_default().to_owned())
-        })
-        .collect()
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe's JSON");
+    let text = |s: &serde_json::Value, k: &str| s.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+    v["streams"]
+        .as_array()
+        .map(|a| a.iter().map(|s| (text(s, "codec_name"), text(s, "profile"), text(&s["tags"], "language"))).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +87,8 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
     ];
     let config = simulcast::config::parse(&format!(
         "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 1920\nheight = 1080\nframerate = 50\ngop = 25\n{}",
+         [program]\nwidth = 1920\nheight = 1080\nframerate = 50\ngop = 25\n\
+         audio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n{}",
         channels.join("\n")
     ))
     .expect("config");
@@ -113,7 +109,9 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
     assert_eq!(status.program.mode, simulcast::config::ProgramMode::Passthrough);
     assert!(status.program.describe.contains("AC-3 eng"), "{}", status.program.describe);
     run.relay.shutdown().await;
-    let (udp_path, _) = udp.finish();
+    let (udp_path, datagrams) = udp.finish();
+    // Planned as it came: one PAT and PMT from the pre-show slate on.
+    common::check_ts(&datagrams.concat()).assert_clean("UDP leg");
     let srt_path = srt.path.clone();
     drop(srt);
 
@@ -122,6 +120,7 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
         let got = streams(&path);
         assert_eq!(got.len(), 4, "{what}: {got:?}");
         assert_eq!(got[0].0, "h264", "{what}: {got:?}");
+        assert_eq!(got[0].1, streams(&contribution)[0].1, "{what}: the profile is the contribution's");
         let audio: Vec<(&str, &str)> = got[1..].iter().map(|s| (s.0.as_str(), s.2.as_str())).collect();
         assert_eq!(audio, [("aac", "kaz"), ("aac", "rus"), ("ac3", "eng")], "{what}");
         // About 6 s of 50p: the programme runs unbroken from a keyframe on.
@@ -133,4 +132,80 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
             assert!(run_a >= 150, "{what}: audio track {a}: only {run_a} frames untouched in a row");
         }
     }
+}
+
+/// A contribution in `video` (an ffmpeg encoder and its options) with one
+/// audio track in `audio`, relayed to a UDP leg and a file leg: the
+/// pictures and the sound arrive untouched, in their own codecs.
+async fn relays_untouched(video: &[&str], audio: &str, declared: &str, codecs: (&str, &str)) {
+    require("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "6", "-map", "0:v", "-map", "1:a"])
+        .args(video)
+        .args(["-c:a", audio, "-metadata:s:a:0", "language=aze", "-f", "mpegts"])
+        .arg(&contribution)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success(), "the contribution could not be made");
+
+    let source_port = free_udp_port();
+    let udp = UdpCapture::start();
+    let file = dir.path().join("leg.ts");
+    let channels = [
+        channel("az-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
+        channel("archive", &format!("{{ type = \"file\", path = \"{}\" }}", file.display())),
+    ];
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nwidth = 1280\nheight = 720\nframerate = 25\n{declared}{}",
+        channels.join("\n")
+    ))
+    .expect("config");
+    let run = Run::start(&config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(&contribution)
+        .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{source_port}?pkt_size=1316"))
+        .stdin(Stdio::null())
+        .status()
+        .expect("ffmpeg sends");
+    assert!(sent.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let describe = run.relay.status().program.describe;
+    run.relay.shutdown().await;
+    let (udp_path, datagrams) = udp.finish();
+    // The slate before and after is in the contribution's codecs: one PMT.
+    common::check_ts(&datagrams.concat()).assert_clean("UDP leg");
+
+    let sent_video = hashes(&contribution, "0:v:0");
+    let sent_audio = hashes(&contribution, "0:a:0");
+    for (what, path) in [("UDP", udp_path), ("file", file)] {
+        let got = streams(&path);
+        let kinds: Vec<(&str, &str)> = got.iter().map(|s| (s.0.as_str(), s.2.as_str())).collect();
+        assert_eq!(kinds, [(codecs.0, ""), (codecs.1, "aze")], "{what}: {got:?} ({describe})");
+        assert_eq!(got[0].1, streams(&contribution)[0].1, "{what}: the profile is the contribution's");
+        // About 6 s of 25p from the first keyframe on (GOP 12 by default).
+        let run_v = longest_run(&sent_video, &hashes(&path, "0:v:0"));
+        assert!(run_v >= 100, "{what}: only {run_v} of {} pictures arrived untouched in a row", sent_video.len());
+        let run_a = longest_run(&sent_audio, &hashes(&path, "0:a:0"));
+        assert!(run_a >= 100, "{what}: only {run_a} audio frames arrived untouched in a row");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hevc_contribution_with_e_ac3_passes_untouched() {
+    let video = ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=25:log-level=error"];
+    relays_untouched(&video, "eac3", "video_codec = \"hevc\"\naudio = [\"eac3:aze\"]\n", ("hevc", "eac3")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mpeg2_contribution_with_mpeg_audio_passes_untouched() {
+    let video = ["-c:v", "mpeg2video", "-b:v", "6M", "-g", "12"];
+    relays_untouched(&video, "mp2", "video_codec = \"mpeg2\"\naudio = [\"mp2:aze\"]\n", ("mpeg2video", "mp2")).await;
 }

@@ -325,4 +325,24 @@ mod tests {
         let udp = one_channel(r#"{ type = "udp", uri = "udp://127.0.0.1:5002" }"#);
         assert!(parse(&format!("{udp}{src}[program]\nvideo_codec = \"mpeg2\"\n")).is_ok());
     }
+
+    #[test]
+    fn planned_audio_tracks_are_read_and_checked() {
+        let base = "[event]\ntitle = \"T\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n[program]\n";
+        let c = parse(&format!("{base}audio = [\"aac:kaz\", \"ac3:eng\", \"mp2\"]\n")).unwrap();
+        let got: Vec<(&str, Option<&str>)> =
+            c.program.audio.iter().map(|t| (t.codec.as_str(), t.language.as_deref())).collect();
+        assert_eq!(got, [("aac", Some("kaz")), ("ac3", Some("eng")), ("mp2", None)]);
+        let ConfigError::Invalid(errs) =
+            parse(&format!("{base}audio = [\"aac:kazakh\", \"dts:eng\", 3]\n")).unwrap_err()
+        else {
+            panic!("expected Invalid")
+        };
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["program.audio[0]", "program.audio[1]", "program.audio[2]"], "{errs:?}");
+        assert!(errs[0].message.contains("ISO 639-2") && errs[1].message.contains("`dts`"), "{errs:?}");
+        let t = "[event]\ntitle = \"T\"\n[program]\naudio = [\"ac3\"]\n";
+        let ConfigError::Invalid(errs) = parse(t).unwrap_err() else { panic!("expected Invalid") };
+        assert_eq!(errs[0].key, "program.audio", "transcode (the test source) encodes one AAC track: {errs:?}");
+    }
 }

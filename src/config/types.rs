@@ -342,6 +342,10 @@ pub struct ProgramFormat {
     /// In passthrough, the contribution's video codec as expected before
     /// it arrives (the slate's until then; RTMP legs need H.264).
     pub video_codec: crate::media::es::VideoCodec,
+    /// In passthrough, the contribution's audio tracks as expected before
+    /// it arrives (codec and language each), so the pre-show slate already
+    /// lists them and partners see no PMT change when it arrives.
+    pub audio: Vec<PlannedTrack>,
     /// Frame width in pixels.
     pub width: u32,
     /// Frame height in pixels.
@@ -367,6 +371,40 @@ impl ProgramFormat {
     }
 }
 
+/// One audio track of the programme as planned: `aac:kaz`, `ac3:eng`,
+/// `mp2` in `[program] audio`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTrack {
+    /// Its codec.
+    pub codec: crate::media::es::AudioCodec,
+    /// ISO 639-2 language, three lowercase letters.
+    pub language: Option<String>,
+}
+
+impl PlannedTrack {
+    /// Reads `codec` or `codec:language`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (codec, language) = match s.split_once(':') {
+            Some((c, l)) => (c, Some(l)),
+            None => (s, None),
+        };
+        let codec = crate::media::es::AudioCodec::parse(codec).ok_or_else(|| {
+            let known: Vec<&str> = crate::media::es::AudioCodec::ALL.iter().map(|c| c.as_str()).collect();
+            format!(
+                "`{}` is not an audio codec passthrough carries; expected one of: {}",
+                codec.escape_debug(),
+                known.join(", ")
+            )
+        })?;
+        if let Some(l) = language
+            && (l.len() != 3 || !l.bytes().all(|b| b.is_ascii_lowercase()))
+        {
+            return Err(format!("`{}` is not an ISO 639-2 language (three lowercase letters)", l.escape_debug()));
+        }
+        Ok(Self { codec, language: language.map(str::to_owned) })
+    }
+}
+
 /// Why RTMP leg `id` cannot carry a programme whose video is `codec`.
 pub fn rtmp_refusal(id: &str, codec: crate::media::es::VideoCodec) -> String {
     format!(
@@ -381,6 +419,7 @@ impl Default for ProgramFormat {
         Self {
             mode: ProgramMode::Transcode,
             video_codec: crate::media::es::VideoCodec::H264,
+            audio: vec![PlannedTrack { codec: crate::media::es::AudioCodec::Aac, language: None }],
             width: 1280,
             height: 720,
             framerate: 25,

@@ -351,7 +351,11 @@ fn same_input(primary: &Source, backup: &Source) -> Option<String> {
 
 fn program(w: &mut Walk, t: &Table, default_mode: ProgramMode) -> ProgramFormat {
     const AT: &str = "program";
-    w.unknown(t, AT, &["mode", "video_codec", "width", "height", "framerate", "video_kbps", "audio_kbps", "gop"]);
+    w.unknown(
+        t,
+        AT,
+        &["mode", "video_codec", "audio", "width", "height", "framerate", "video_kbps", "audio_kbps", "gop"],
+    );
     let d = ProgramFormat::default();
     let get = |w: &mut Walk, key, range, default: u32| w.int(t, AT, key, range).map_or(default, |v| v as u32);
     let mode = match w.string(t, AT, "mode", false).as_deref() {
@@ -377,9 +381,35 @@ fn program(w: &mut Walk, t: &Table, default_mode: ProgramMode) -> ProgramFormat 
     if mode == ProgramMode::Transcode && video_codec != crate::media::es::VideoCodec::H264 {
         w.err("program.video_codec", "transcode mode encodes H.264 only; video_codec applies to passthrough");
     }
+    let audio = match t.get("audio") {
+        None => d.audio.clone(),
+        Some(Value::Array(items)) if (1..=16).contains(&items.len()) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let r = match v {
+                    Value::String(s) => PlannedTrack::parse(s),
+                    other => Err(format!("expected a string like \"aac:kaz\", found {}", other.type_str())),
+                };
+                r.map_err(|e| w.err(format!("program.audio[{i}]"), e)).ok()
+            })
+            .collect(),
+        Some(Value::Array(_)) => {
+            w.err("program.audio", "list 1 to 16 tracks, e.g. [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]");
+            d.audio.clone()
+        }
+        Some(other) => {
+            w.err("program.audio", format!("expected an array of strings, found {}", other.type_str()));
+            d.audio.clone()
+        }
+    };
+    if mode == ProgramMode::Transcode && t.contains_key("audio") {
+        w.err("program.audio", "transcode mode encodes one AAC track; audio applies to passthrough");
+    }
     let p = ProgramFormat {
         mode,
         video_codec,
+        audio,
         width: get(w, "width", (64, 3840), d.width),
         height: get(w, "height", (64, 2160), d.height),
         framerate: get(w, "framerate", (1, 60), d.framerate),

@@ -89,9 +89,9 @@ pub struct FeedFormat {
 }
 
 impl FeedFormat {
-    /// The [program] format: its picture in `codec`, one AAC stereo track
-    /// at 48 kHz (transcode's output; passthrough's slate before the
-    /// contribution is known).
+    /// The [program] format: its picture in `codec`, its planned audio
+    /// tracks in stereo at 48 kHz (transcode's output, one AAC track;
+    /// passthrough's slate before the contribution is known).
     pub fn planned(f: &crate::config::ProgramFormat, codec: VideoCodec, profile: Option<&str>) -> Self {
         FeedFormat {
             video: Some(VideoFormat {
@@ -104,15 +104,19 @@ impl FeedFormat {
                 interlaced: false,
                 top_field_first: true,
             }),
-            audio: vec![AudioFormat {
-                codec: AudioCodec::Aac,
-                language: None,
-                rate: 48000,
-                channels: 2,
-                samples: 1024,
-                layer: 0,
-                pid: 0,
-            }],
+            audio: f
+                .audio
+                .iter()
+                .map(|t| AudioFormat {
+                    codec: t.codec,
+                    language: t.language.clone(),
+                    rate: 48000,
+                    channels: 2,
+                    samples: 0,
+                    layer: if t.codec == AudioCodec::Mpeg { 2 } else { 0 },
+                    pid: 0,
+                })
+                .collect(),
         }
     }
 

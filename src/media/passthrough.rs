@@ -240,6 +240,8 @@ struct Splicer {
     /// The format the slate is being encoded for, and its result.
     encoding: Option<(FeedFormat, mpsc::Receiver<Result<SlateLoop, MediaError>>)>,
     slate_for: Option<FeedFormat>,
+    /// The last contribution format found to differ from the plan (told once).
+    told: Option<FeedFormat>,
     mux: Mux,
     /// Per feed: the last epoch seen, and access units taken from it.
     epochs: Vec<u64>,
@@ -283,6 +285,7 @@ impl Splicer {
             slate: None,
             encoding: None,
             slate_for: None,
+            told: None,
             mux: Mux::new(),
             epochs: vec![0; n],
             video: vec![VecDeque::new(); n],
@@ -342,6 +345,16 @@ impl Splicer {
         let primary = &self.formats[0];
         let known = primary.video.as_ref().is_some_and(|v| v.width > 0 && v.framerate.0 > 0)
             && primary.audio.iter().all(|a| a.rate > 0);
+        if known && !same_layout(primary, &self.planned) && self.told.as_ref() != Some(primary) {
+            warn!(
+                contribution = %primary.describe(),
+                planned = %self.planned.describe(),
+                "The contribution differs from [program] video_codec/audio: partners see the PMT change where it \
+                 arrives, and receivers that cannot follow a codec change (ffmpeg among them) mis-decode it. \
+                 Plan the contribution's codecs and tracks in [program]."
+            );
+            self.told = Some(primary.clone());
+        }
         let want = if known { primary.clone() } else { self.planned.clone() };
         let same = self.slate_for.as_ref().is_some_and(|f| matches_format(f, &want));
         if !same {
@@ -627,6 +640,15 @@ fn feed_of(i: usize) -> Feed {
 
 fn index(f: Feed) -> usize {
     usize::from(f == Feed::Backup)
+}
+
+/// Whether `a` and `b` list the same codecs and languages (the PMT).
+fn same_layout(a: &FeedFormat, b: &FeedFormat) -> bool {
+    let l = |f: &FeedFormat| {
+        let audio: Vec<_> = f.audio.iter().map(|a| (a.codec, a.language.clone())).collect();
+        (f.video.as_ref().map(|v| v.codec), audio)
+    };
+    l(a) == l(b)
 }
 
 /// Whether a slate made for `a` also matches `b`: same codecs, picture,

@@ -22,6 +22,8 @@ pub struct PesStart {
     pub stream_id: u8,
     /// The PES presentation timestamp (90 kHz, 33 bits), if present.
     pub pts: Option<u64>,
+    /// The decoding timestamp: the PES's own, or its PTS when it has none.
+    pub dts: Option<u64>,
     /// Video whose first packet carries an SPS or an IDR slice (H.264): a
     /// picture a decoder can start from.
     pub keyframe: bool,
@@ -52,17 +54,19 @@ pub fn pes_start(packet: &[u8]) -> Option<PesStart> {
         return None;
     }
     let stream_id = p[3];
-    let pts = (p[7] & 0x80 != 0 && p.len() >= 14).then(|| {
-        (u64::from(p[9] & 0x0e) << 29)
-            | (u64::from(p[10]) << 22)
-            | (u64::from(p[11] & 0xfe) << 14)
-            | (u64::from(p[12]) << 7)
-            | (u64::from(p[13]) >> 1)
-    });
+    let stamp = |b: &[u8]| {
+        (u64::from(b[0] & 0x0e) << 29)
+            | (u64::from(b[1]) << 22)
+            | (u64::from(b[2] & 0xfe) << 14)
+            | (u64::from(b[3]) << 7)
+            | (u64::from(b[4]) >> 1)
+    };
+    let pts = (p[7] & 0x80 != 0 && p.len() >= 14).then(|| stamp(&p[9..14]));
+    let dts = if p[7] & 0xc0 == 0xc0 && p.len() >= 19 { Some(stamp(&p[14..19])) } else { pts };
     let es = p.get(9 + usize::from(p[8])..).unwrap_or(&[]);
     let keyframe = (0xE0..=0xEF).contains(&stream_id)
         && es.windows(4).any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && matches!(w[3] & 0x1f, 5 | 7));
-    Some(PesStart { pid, stream_id, pts, keyframe })
+    Some(PesStart { pid, stream_id, pts, dts, keyframe })
 }
 
 /// Every PES start in `data` (whole packets), in order.

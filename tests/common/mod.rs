@@ -435,7 +435,8 @@ pub fn assert_decodable(path: &Path, sent: Duration, what: &str) {
 ///   payload follows its predecessor (one repeat allowed; a packet flagged
 ///   discontinuous starts afresh);
 /// - PCR: per PID, never goes backwards;
-/// - PTS: per elementary stream, never goes backwards (no B-frames here);
+/// - DTS (the PTS where a PES has no DTS): per elementary stream, never
+///   goes backwards;
 /// - PAT and PMT: the same tables throughout (one distinct section each).
 #[derive(Debug, Default)]
 pub struct TsReport {
@@ -445,7 +446,7 @@ pub struct TsReport {
     pub pids: usize,
     pub pcrs: usize,
     pub pcr_backwards: usize,
-    pub pts_backwards: usize,
+    pub dts_backwards: usize,
     /// Distinct PAT sections seen.
     pub pats: usize,
     /// Distinct PMT sections seen.
@@ -460,7 +461,7 @@ impl TsReport {
         assert_eq!(self.cc_errors, 0, "{what}: continuity counter errors: {self:?}");
         assert!(self.pcrs > 10, "{what}: no PCR: {self:?}");
         assert_eq!(self.pcr_backwards, 0, "{what}: PCR went backwards: {self:?}");
-        assert_eq!(self.pts_backwards, 0, "{what}: PTS went backwards: {self:?}");
+        assert_eq!(self.dts_backwards, 0, "{what}: DTS went backwards: {self:?}");
         assert_eq!((self.pats, self.pmts), (1, 1), "{what}: PAT/PMT changed: {self:?}");
     }
 }
@@ -531,10 +532,10 @@ pub fn check_ts(data: &[u8]) -> TsReport {
                 pmts.insert(sec.to_vec());
             }
         } else if let Some(pes) = simulcast::media::ts::pes_start(p)
-            && let Some(v) = pes.pts
+            && let Some(v) = pes.dts
             && pts.insert(pid, v).is_some_and(|prev| v < prev)
         {
-            r.pts_backwards += 1;
+            r.dts_backwards += 1;
         }
         if afc & 0x1 == 0 {
             continue; // no payload: the counter does not advance
