@@ -39,12 +39,17 @@ fn runs(pics: &[Picture]) -> Vec<(Feed, Picture, usize)> {
 }
 
 fn config_text(primary: u16, backup: u16, channels: &str) -> String {
+    config_in(primary, backup, channels, "transcode")
+}
+
+/// The failover config with `[program] mode = mode`.
+fn config_in(primary: u16, backup: u16, channels: &str, mode: &str) -> String {
     format!(
         "[event]\ntitle = \"Silk Way Star failover test\"\n\
          [source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{primary}\"\n\
          [backup]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{backup}\"\n\
          [failover]\nreturn_after = \"{RETURN_AFTER}s\"\n\
-         [program]\nmode = \"transcode\"\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 800\ngop = 25\n{channels}"
+         [program]\nmode = \"{mode}\"\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 800\ngop = 25\n{channels}"
     )
 }
 
@@ -80,6 +85,17 @@ fn decodes_cleanly(data: &[u8], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_lost_backup_then_slate_and_back_with_every_leg_connected() {
+    lost_backup_then_slate_and_back("transcode").await;
+}
+
+/// The same story in passthrough: the feeds' own pictures, each switch on
+/// a keyframe of the feed switched to, one clean TS throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_passthrough_primary_lost_backup_then_slate_and_back_on_keyframes() {
+    lost_backup_then_slate_and_back("passthrough").await;
+}
+
+async fn lost_backup_then_slate_and_back(mode: &str) {
     require("srt-live-transmit", "srt-tools");
     let (p_port, b_port) = (free_udp_port(), free_udp_port());
     let (gate_p, gate_b) = (Gate::start(p_port), Gate::start(b_port));
@@ -93,7 +109,7 @@ async fn primary_lost_backup_then_slate_and_back_with_every_leg_connected() {
         common::channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
         common::channel("kz-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{srt_port}\" }}")),
     );
-    let cfg = config::parse(&config_text(p_port, b_port, &channels)).expect("config");
+    let cfg = config::parse(&config_in(p_port, b_port, &channels, mode)).expect("config");
     let relay = Relay::start(&cfg).await.expect("relay starts");
     wait_in_use(&relay, Feed::Primary, Duration::from_secs(10), "at start").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -151,7 +167,7 @@ async fn primary_lost_backup_then_slate_and_back_with_every_leg_connected() {
         let to_primary = secs(back, first(P, 1).arrived);
         let to_slate = secs(cut_both, r.last().unwrap().1.arrived);
         eprintln!(
-            "{what}: backup {to_backup:.3} s after the primary's last packet; primary {to_primary:.3} s after its \
+            "{mode}, {what}: backup {to_backup:.3} s after the primary's last packet; primary {to_primary:.3} s after its \
              return; slate {to_slate:.3} s after the last packet"
         );
         assert!((SWITCH_MIN..SWITCH_MAX).contains(&to_backup), "{what}: backup after {to_backup:.3} s");

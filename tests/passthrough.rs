@@ -209,3 +209,52 @@ async fn an_mpeg2_contribution_with_mpeg_audio_passes_untouched() {
     let video = ["-c:v", "mpeg2video", "-b:v", "6M", "-g", "12"];
     relays_untouched(&video, "mp2", "video_codec = \"mpeg2\"\naudio = [\"mp2:aze\"]\n", ("mpeg2video", "mp2")).await;
 }
+
+/// The slate in each codec, looped three times as the splicer plays it
+/// (its pictures over and over), decodes without an error.
+#[test]
+fn the_slate_loops_cleanly_in_every_video_codec() {
+    use simulcast::media::coded::{FeedFormat, VideoFormat};
+    use simulcast::media::es::VideoCodec;
+    use simulcast::media::slate::{SlateLook, encode};
+    require("ffmpeg", "ffmpeg");
+    gstreamer::init().expect("GStreamer");
+    let look = SlateLook { settings: Default::default(), title: "Silk Way Star".into(), gop: 25, video_kbps: 800 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (codec, profile, muxer) in [
+        (VideoCodec::H264, Some("high"), "h264"),
+        (VideoCodec::Hevc, None, "hevc"),
+        (VideoCodec::Mpeg2, None, "mpegvideo"),
+    ] {
+        let format = FeedFormat {
+            video: Some(VideoFormat {
+                codec,
+                profile: profile.map(str::to_owned),
+                level: None,
+                width: 320,
+                height: 180,
+                framerate: (25, 1),
+                interlaced: false,
+                top_field_first: true,
+            }),
+            audio: Vec::new(),
+        };
+        let slate = encode(&format, &look).unwrap_or_else(|e| panic!("{codec}: {e}"));
+        let mut stream = Vec::new();
+        for _ in 0..3 {
+            for b in &slate.video {
+                stream.extend_from_slice(&b.map_readable().expect("readable"));
+            }
+        }
+        let path = dir.path().join(format!("slate.{muxer}"));
+        std::fs::write(&path, &stream).expect("write");
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-f", muxer, "-i"])
+            .arg(&path)
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("ffmpeg");
+        let errors = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && errors.trim().is_empty(), "{codec}: ffmpeg reports errors:\n{errors}");
+    }
+}

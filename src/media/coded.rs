@@ -167,9 +167,53 @@ pub struct CodedFeed {
     pmt_pid: std::sync::atomic::AtomicU32,
 }
 
+/// Beyond this gap between where a track's timestamps say an access unit
+/// is and where its frame grid puts it, the track starts a new grid.
+const REGRID_NS: u64 = 500_000_000;
+/// At most this much correction per access unit toward tsdemux's times.
+const STEER_NS: u64 = 50_000;
+
+/// Keeps a track's timestamps on its own frame grid. tsdemux maps PTS to
+/// the clock through the PCR's arrival, which follows network jitter (an
+/// ffmpeg -re feed comes out with picture intervals 4 % off); partners are
+/// owed the contribution's own cadence. So each access unit is placed a
+/// whole number of frames after the last, steered by at most
+/// [`STEER_NS`] toward tsdemux's time so that clock drift is followed; a
+/// jump of more than [`REGRID_NS`] starts a new grid.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Regular {
+    /// (tsdemux's DTS, our DTS) of the last access unit.
+    last: Option<(u64, u64)>,
+}
+
+impl Regular {
+    /// Our (pts, dts) for an access unit tsdemux timed (`pts`, `dts`),
+    /// with `frame` the track's frame duration (0: not known, times kept).
+    pub fn place(&mut self, pts: u64, dts: u64, frame: u64) -> (u64, u64) {
+        let snap = |d: u64| if frame == 0 { d } else { (d + frame / 2) / frame * frame };
+        let out = match self.last {
+            Some((in_last, out_last)) if frame > 0 && dts > in_last => {
+                let grid = out_last + snap(dts - in_last).max(frame);
+                if grid.abs_diff(dts) > REGRID_NS {
+                    dts
+                } else if dts > grid {
+                    grid + (dts - grid).min(STEER_NS)
+                } else {
+                    grid - (grid - dts).min(STEER_NS)
+                }
+            }
+            _ => dts,
+        };
+        self.last = Some((dts, out));
+        (out + snap(pts.saturating_sub(dts)), out)
+    }
+}
+
 /// A feed's queues, as the program drains them.
 #[derive(Debug, Default)]
 pub struct Queues {
+    /// Per track (video first, then each audio track): its frame grid.
+    grids: Vec<Regular>,
     /// Counts the feed's pipeline runs: a new run starts a new stream.
     pub epoch: u64,
     /// What the feed carries.
@@ -197,6 +241,7 @@ impl CodedFeed {
         q.epoch += 1;
         q.video.clear();
         q.audio.clear();
+        q.grids.clear();
         q.format = FeedFormat::default();
     }
 }
@@ -466,10 +511,22 @@ fn au_sink(which: Which, out: &Arc<CodedFeed>, counters: &Arc<SourceCounters>) -
 fn deliver(which: Which, out: &CodedFeed, counters: &SourceCounters, mut au: Au, now: u64) {
     let Ok(map) = au.data.map_readable() else { return };
     let mut q = out.lock();
+    let track = match which {
+        Which::Video(_) => 0,
+        Which::Audio(i, _) => i + 1,
+    };
+    if q.grids.len() <= track {
+        q.grids.resize(track + 1, Regular::default());
+    }
     match which {
         Which::Video(codec) => {
             au.keyframe = codec.is_keyframe(&map);
             drop(map);
+            let frame = q.format.video.as_ref().map_or(0, |v| match v.framerate {
+                (n, d) if n > 0 && d > 0 => d as u64 * 1_000_000_000 / n as u64,
+                _ => 0,
+            });
+            (au.pts, au.dts) = q.grids[track].place(au.pts, au.dts, frame);
             counters.note_picture(au.pts, now);
             push(&mut q.video, au);
         }
@@ -481,6 +538,11 @@ fn deliver(which: Which, out: &CodedFeed, counters: &SourceCounters, mut au: Au,
                 (a.rate, a.channels, a.samples, a.layer) = (f.rate, f.channels, f.samples, f.layer);
             }
             drop(map);
+            let frame =
+                q.format.audio.get(i).map_or(0, |a| {
+                    if a.rate > 0 { u64::from(a.samples) * 1_000_000_000 / u64::from(a.rate) } else { 0 }
+                });
+            (au.pts, au.dts) = q.grids[track].place(au.pts, au.dts, frame);
             if let Some(track) = q.audio.get_mut(i) {
                 push(track, au);
             }
@@ -570,5 +632,35 @@ impl SourceCounters {
         if prev == 0 || now.saturating_sub(prev) >= super::source::RUN_GAP.as_nanos() as u64 {
             self.run_start_pts_ns.store(pts.min(now), Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_keep_the_frame_grid_through_jitter_follow_drift_and_regrid_on_a_jump() {
+        const F: u64 = 40_000_000;
+        let mut r = Regular::default();
+        let mut outs = Vec::new();
+        // tsdemux's times: 25p with up to 4 % jitter and 1 ms/s of drift.
+        for i in 0..500u64 {
+            let jitter = [0, 1_600_000, 400_000, 1_200_000][i as usize % 4];
+            let t = 1_000_000_000 + i * (F + 40_000) + jitter;
+            outs.push(r.place(t + 80_000_000, t, F));
+        }
+        for w in outs.windows(2) {
+            let step = w[1].1 - w[0].1;
+            assert!(step.abs_diff(F) <= STEER_NS, "a step of {step} ns");
+            assert_eq!(w[1].0 - w[1].1, 80_000_000, "PTS stays two frames after DTS");
+        }
+        let last_in = 1_000_000_000 + 499 * (F + 40_000);
+        assert!(outs[499].1.abs_diff(last_in) < 5_000_000, "drift followed: {} vs {last_in}", outs[499].1);
+        // A jump of seconds (a new stream): a new grid, not a run of steps.
+        let (_, d) = r.place(last_in + 10_000_000_000, last_in + 10_000_000_000, F);
+        assert_eq!(d, last_in + 10_000_000_000);
+        // Unknown frame duration: times kept.
+        assert_eq!(Regular::default().place(7, 5, 0), (7, 5));
     }
 }

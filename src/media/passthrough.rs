@@ -324,13 +324,19 @@ impl Splicer {
                 Ok(Ok(slate)) => {
                     info!(format = %format.describe(), "Slate encoded to match the programme.");
                     self.slate_for = Some(format.clone());
+                    // On air, the new slate starts from its keyframe at the
+                    // old one's next picture: never a picture of one
+                    // encode after a keyframe of the other.
+                    if self.on == Feed::Slate
+                        && self.play.origin != u64::MAX
+                        && let Some(old) = &self.slate
+                    {
+                        let next = self.play.origin + old.picture_at(self.play.count);
+                        self.play = SlatePlay { origin: next, count: 0 };
+                    }
                     self.slate = Some(Arc::new(slate));
                     self.slate_audio.iter_mut().for_each(|a| *a = None);
                     self.encoding = None;
-                    if self.on == Feed::Slate {
-                        // The new slate from its keyframe on the next picture.
-                        self.pending = Some(Pending { to: Feed::Slate, from: 0, asked: 0 });
-                    }
                 }
                 Ok(Err(e)) => {
                     warn!(error = %e, "Cannot encode the slate to match the programme.");
@@ -434,16 +440,30 @@ impl Splicer {
 
     fn video(&mut self, now: u64, due: u64, out: &mut Vec<u8>) {
         loop {
-            let next_on = self.next_on_dts();
-            if let Some(p) = self.pending
-                && let Some(at) = self.landing(p, due)
-                && next_on.is_none_or(|n| at <= n || n > due)
-            {
-                self.land(p, at, now);
+            let next_on = self.next_on().filter(|&(dts, _)| dts <= due);
+            let Some(p) = self.pending else {
+                match next_on {
+                    Some(_) => self.emit_on(now, out),
+                    None => break,
+                }
                 continue;
-            }
+            };
+            // Where the switch lands, once the picture it lands on is known
+            // (possibly not due yet).
+            let Some((at, at_pts)) = self.landing(p, due) else {
+                match next_on {
+                    Some(_) => self.emit_on(now, out),
+                    None => break,
+                }
+                continue;
+            };
+            // A picture of what is on goes out only if it is shown for its
+            // whole duration before the switch: the first that is not, and
+            // everything after it in decoding order, is dropped.
+            let frame = self.on_frame_ns();
             match next_on {
-                Some(dts) if dts <= due => self.emit_on(now, out),
+                Some((n, np)) if at >= n + frame && at_pts >= np + frame => self.emit_on(now, out),
+                _ if at <= due => self.land(p, at, now),
                 _ => break,
             }
         }
@@ -458,38 +478,55 @@ impl Splicer {
         }
     }
 
-    /// Decoding time of the next picture of the feed on air, if any.
-    fn next_on_dts(&self) -> Option<u64> {
-        match self.on {
-            Feed::Slate if self.play.origin == u64::MAX => None,
-            Feed::Slate => self.slate.as_ref().map(|s| self.play.origin + s.picture_at(self.play.count)),
-            f => self.video[index(f)].front().map(|a| a.dts),
+    /// One picture's duration of what is on (20 ms until known).
+    fn on_frame_ns(&self) -> u64 {
+        let rate = match self.on {
+            Feed::Slate => self.slate.as_ref().map(|s| (s.framerate.0, s.framerate.1)),
+            f => self.formats[index(f)]
+                .video
+                .as_ref()
+                .map(|v| (v.framerate.0.max(0) as u64, v.framerate.1.max(0) as u64)),
+        };
+        match rate {
+            Some((n, d)) if n > 0 && d > 0 => d * 1_000_000_000 / n,
+            _ => 20_000_000,
         }
     }
 
-    /// Where a pending switch can land, if it can by `due`: the slate's
-    /// next picture, or the feed's first keyframe at or after the switch.
-    fn landing(&mut self, p: Pending, due: u64) -> Option<u64> {
+    /// (decoding, presentation) time of the next picture of what is on.
+    fn next_on(&self) -> Option<(u64, u64)> {
+        match self.on {
+            Feed::Slate if self.play.origin == u64::MAX => None,
+            Feed::Slate => self.slate.as_ref().map(|s| {
+                let t = self.play.origin + s.picture_at(self.play.count);
+                (t, t)
+            }),
+            f => self.video[index(f)].front().map(|a| (a.dts, a.pts)),
+        }
+    }
+
+    /// Where a pending switch lands as (decoding, presentation) time: the
+    /// slate's next picture (by `due`), or the feed's first keyframe at or
+    /// after the switch, once it is queued (perhaps not due yet).
+    fn landing(&mut self, p: Pending, due: u64) -> Option<(u64, u64)> {
         match p.to {
             Feed::Slate => {
                 let slate = self.slate.as_ref()?;
                 let frame = slate.picture_at(1).max(1);
                 // On the picture grid of what is on, just after the last picture.
                 let at = (self.last_video_dts + frame).max(due.saturating_sub(frame));
-                (at <= due).then_some(at)
+                (at <= due).then_some((at, at))
             }
             f => {
+                // The last picture on air keeps its whole duration.
+                let after = if self.last_video_dts == 0 { 0 } else { self.last_video_dts + self.on_frame_ns() };
                 let q = &mut self.video[index(f)];
-                while let Some(a) = q.front() {
-                    if a.keyframe && a.pts >= p.from && a.dts > self.last_video_dts {
-                        break;
-                    }
-                    if a.dts > due {
-                        return None;
-                    }
+                // What comes before the keyframe the switch lands on is
+                // never shown.
+                while q.front().is_some_and(|a| !(a.keyframe && a.pts >= p.from && a.dts >= after)) {
                     q.pop_front();
                 }
-                q.front().map(|a| a.dts).filter(|&d| d <= due)
+                q.front().map(|a| (a.dts, a.pts))
             }
         }
     }

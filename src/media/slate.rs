@@ -31,6 +31,8 @@ const MAX_AUDIO_LOOP: u64 = 400;
 /// a still card: the loop is one I and one P picture, a keyframe every
 /// second picture.
 const MPEG2_LOOP: u32 = 2;
+/// The H.264 slate's SPS and PPS id.
+pub const SLATE_SPS_ID: u32 = 31;
 /// How long one encode may take before it is given up.
 const ENCODE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -120,9 +122,12 @@ fn encode_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, M
                 .filter(|p| matches!(*p, "high" | "main" | "constrained-baseline" | "baseline"))
                 .map(|p| format!(",profile={p}"))
                 .unwrap_or_else(|| ",profile=high".to_owned());
+            // Parameter sets numbered 31, not the 0 encoders use: ffmpeg's
+            // decoder mis-parses pictures after an SPS/PPS is redefined
+            // under the same id (slate to contribution and back).
             format!(
                 "x264enc key-int-max={gop} bframes=0 speed-preset=veryfast bitrate={kbps} interlaced={} \
-                 ! video/x-h264,stream-format=byte-stream,alignment=au{profile}",
+                 option-string=sps-id={SLATE_SPS_ID} ! video/x-h264,stream-format=byte-stream,alignment=au{profile}",
                 v.interlaced
             )
         }
