@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::feeds::{Gate, GateMode, feed_of, ffmpeg_feed};
 use common::server::{ApiServer, asrun, authed, watch_until};
-use common::{Picture, SrtReceiver, UdpCapture, check_ts, free_udp_port, pictures, require, wait_for};
+use common::{Picture, SrtReceiver, UdpCapture, check_ts, decodes_cleanly, free_udp_port, pictures, require, wait_for};
 use simulcast::api::auth::Role;
 use simulcast::config;
 use simulcast::coordinator::Options;
@@ -60,27 +60,6 @@ fn secs(from: Instant, to: Instant) -> f64 {
 async fn wait_in_use(relay: &Relay, want: Feed, timeout: Duration, why: &str) {
     let ok = wait_for(timeout, || relay.status().source_in_use == want).await;
     assert!(ok, "{why}: not on {want:?} within {timeout:?}: {:#?}", relay.status());
-}
-
-/// ffmpeg decodes the whole capture without a single error, but for the
-/// last picture, which the relay's shutdown may cut short.
-fn decodes_cleanly(data: &[u8], what: &str) {
-    let last_start = data
-        .chunks_exact(188)
-        .rposition(|p| simulcast::media::ts::pes_start(p).is_some_and(|s| s.is_video()))
-        .expect("pictures in the capture");
-    let data = &data[..last_start * 188];
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("capture.ts");
-    std::fs::write(&path, data).unwrap();
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&path)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("run ffmpeg");
-    let errors = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && errors.trim().is_empty(), "{what}: ffmpeg reports errors:\n{errors}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,9 +49,21 @@ fn first_program(pics: &[Picture], leg: &str) -> (usize, Picture) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_leg_switches_from_slate_to_programme_at_its_air_time() {
+    at_air_time(simulcast::config::ProgramMode::Transcode).await;
+}
+
+/// The same in passthrough: the test source's own encode relayed, each
+/// switch on its next keyframe (the T0 error within its GOP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_passthrough_every_leg_switches_on_the_first_keyframe_after_its_air_time() {
+    at_air_time(simulcast::config::ProgramMode::Passthrough).await;
+}
+
+async fn at_air_time(mode: simulcast::config::ProgramMode) {
     let rec = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]);
+    let mut cfg = config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]);
+    cfg.program.mode = mode;
     let mut o = Options::from_config(&cfg);
     o.recordings = rec.path().to_owned();
     let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
@@ -117,7 +129,10 @@ async fn every_leg_switches_from_slate_to_programme_at_its_air_time() {
         let at_end = since(off, base, back.arrived);
         assert!((-0.02..GOP + LATENCY).contains(&at_end), "{leg}: slate came back {at_end:+.3} s from the end");
         let program_s = (back.pts - first.pts) as f64 / 90_000.0;
-        assert!((program_s - DURATION_S as f64).abs() < 0.25, "{leg}: {program_s:.3} s of programme");
+        // Passthrough starts on the first keyframe after T0 (up to a GOP
+        // late) and ends on time.
+        let shortest = if mode == simulcast::config::ProgramMode::Passthrough { GOP + 0.05 } else { 0.25 };
+        assert!((-shortest..0.25).contains(&(program_s - DURATION_S as f64)), "{leg}: {program_s:.3} s of programme");
 
         // The as-run log has the instant the first programme picture went
         // out on this leg: after its air time, before the partner got it.
@@ -133,8 +148,66 @@ async fn every_leg_switches_from_slate_to_programme_at_its_air_time() {
         let got = since(went_out, base, first.arrived);
         assert!(got > -0.005, "{leg}: the partner got the picture {got:.3} s before it went out: {entry:?}");
         eprintln!(
-            "{leg}: first programme picture at the partner {after:+.3} s from air time; slate back {at_end:+.3} s from the end; {}",
+            "{mode:?} {leg}: first programme picture at the partner {after:+.3} s from air time; slate back {at_end:+.3} s from the end; {}",
             entry.detail
         );
     }
+}
+
+/// Hold past T0, then Take, then End, in passthrough: the partner sees the
+/// slate through the hold, the programme from its first keyframe after
+/// the Take, the slate again at once after End; one clean TS throughout
+/// that ffmpeg decodes without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_passthrough_hold_take_and_end_land_on_keyframes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]);
+    cfg.program.mode = simulcast::config::ProgramMode::Passthrough;
+    let server = ApiServer::start_with(&dir.path().join("s.db"), Options::from_config(&cfg)).await;
+    let udp = UdpCapture::start();
+    create(&server, "kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port), "").await;
+    let mut e = EventServiceClient::new(server.transport().await);
+    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
+    let t0 = Utc::now() + chrono::Duration::seconds(3);
+    let req = proto::ScheduleEventRequest {
+        title: "Silk Way Star: hold".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
+        duration: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+        channel_ids: vec![],
+    };
+    let ev = e.schedule_event(authed(req, &admin)).await.expect("schedule").into_inner();
+    let r = || proto::EventRef { event_id: ev.id.clone() };
+    assert!(wait_for(Duration::from_secs(10), || Utc::now() > t0 - chrono::Duration::seconds(2)).await);
+    e.hold(authed(r(), &op)).await.expect("hold");
+    // Held two seconds past T0, then taken, then ended four seconds later.
+    assert!(wait_for(Duration::from_secs(10), || Utc::now() > t0 + chrono::Duration::seconds(2)).await);
+    let took = Instant::now();
+    e.take(authed(r(), &op)).await.expect("take");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ended = Instant::now();
+    e.end_event(authed(r(), &op)).await.expect("end");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = asrun(&server, &ev.id, &admin).await;
+    server.stop().await;
+
+    let timed = udp.timed();
+    let data: Vec<u8> = timed.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+    common::check_ts(&data).assert_clean("UDP partner");
+    common::decodes_cleanly(&data, "UDP partner");
+    let pics = pictures(&timed);
+    let (i, first) = first_program(&pics, "kz-udp");
+    assert!(pics[..i].iter().all(|p| p.luma < PROGRAM_LUMA), "programme during the hold");
+    assert!(first.keyframe, "the first programme picture after Take is not a keyframe");
+    let after_take = first.arrived.duration_since(took).as_secs_f64();
+    assert!((0.0..GOP + LATENCY).contains(&after_take), "programme {after_take:.3} s after Take");
+    let k = pics[i..].iter().position(|p| p.luma < PROGRAM_LUMA).expect("slate after End");
+    let back = pics[i + k];
+    assert!(back.keyframe, "the slate's first picture after End is not a keyframe");
+    let after_end = back.arrived.saturating_duration_since(ended).as_secs_f64();
+    assert!(after_end < LATENCY, "slate {after_end:.3} s after End");
+    assert!(pics[i + k..].iter().all(|p| p.luma < PROGRAM_LUMA), "programme after End");
+    let entry = log.iter().find(|x| x.kind == "leg-program").expect("a leg-program entry");
+    eprintln!("Take to programme at the partner {after_take:.3} s; End to slate {after_end:.3} s; {}", entry.detail);
 }

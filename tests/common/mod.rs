@@ -555,6 +555,27 @@ pub fn check_ts(data: &[u8]) -> TsReport {
     r
 }
 
+/// ffmpeg decodes the whole capture without a single error, but for the
+/// last picture, which the relay's shutdown may cut short.
+pub fn decodes_cleanly(data: &[u8], what: &str) {
+    let last_start = data
+        .chunks_exact(188)
+        .rposition(|p| simulcast::media::ts::pes_start(p).is_some_and(|s| s.is_video()))
+        .expect("pictures in the capture");
+    let data = &data[..last_start * 188];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.ts");
+    std::fs::write(&path, data).unwrap();
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && errors.trim().is_empty(), "{what}: ffmpeg reports errors:\n{errors}");
+}
+
 /// A relay plus the time each leg first went on air, for duration checks.
 pub struct Run {
     pub relay: Relay,
