@@ -59,6 +59,26 @@ ingest = { type = "rist", uri = "rist://127.0.0.1:6000" }
 }
 
 #[test]
+fn check_names_the_programme_and_refuses_an_rtmp_leg_for_hevc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hevc.toml");
+    let base = "[event]\ntitle = \"Final\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n\
+                [program]\nvideo_codec = \"hevc\"\naudio = [\"aac:kaz\", \"ac3:eng\"]\n\
+                [[channels]]\nid = \"kg-ktrk\"\nname = \"KTRK\"\ncountry = \"KG\"\ntimezone = \"Asia/Bishkek\"\n";
+    std::fs::write(&path, format!("{base}ingest = {{ type = \"rtmp\", url = \"rtmp://127.0.0.1/live\" }}\n")).unwrap();
+    let (code, out) = ctl(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("channels[0].ingest: channel `kg-ktrk` is an RTMP leg") && out.contains("HEVC"), "{out}");
+    std::fs::write(&path, format!("{base}ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:5002\" }}\n")).unwrap();
+    let (code, out) = ctl(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Programme: passthrough") && out.contains("HEVC") && out.contains("AC-3 eng"), "{out}");
+    let (_, json) = ctl(&["check", "--json", "--config", path.to_str().expect("utf-8 path")]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(v["program"]["mode"], "passthrough", "{json}");
+}
+
+#[test]
 fn the_embedded_default_checks_clean_with_every_template() {
     let (code, out) = ctl(&["check"]);
     assert_eq!(code, 0, "{out}");

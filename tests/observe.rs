@@ -84,6 +84,7 @@ async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers
     let on_air = proto::LegState::OnAir as i32;
     common::server::watch_until(&mut m, &ev.id, &obs, Duration::from_secs(30), |u| {
         u.event_state == proto::EventState::OnAir as i32
+            && u.program.as_ref().is_some_and(|p| p.mode == proto::ProgramMode::Transcode as i32)
             && u.legs.len() == 3
             && u.legs.iter().all(|l| l.state == on_air)
     })
@@ -120,6 +121,9 @@ async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers
     let to_t0 = sample(&page, "simulcast_event_seconds_to_t0", &format!("event=\"{}\"", ev.id)).unwrap();
     assert!(to_t0 < -13.0, "{to_t0}");
     assert_eq!(sample(&page, "simulcast_source_in_use", "source=\"primary\""), Some(1.0));
+    let program = "mode=\"transcode\",video_codec=\"h264\",profile=\"constrained-baseline\",size=\"320x180\",\
+                   scan=\"progressive\",framerate=\"25\",audio=\"aac:und\"";
+    assert_eq!(sample(&page, "simulcast_program_info", program), Some(1.0), "{page}");
     assert_eq!(sample(&page, "simulcast_source_in_use", "source=\"slate\""), Some(0.0));
     assert_eq!(sample(&page, "simulcast_source_healthy", "feed=\"primary\""), Some(1.0));
     assert_eq!(sample(&page, "simulcast_healthy", "daemon=\"simulcastd\""), Some(1.0));

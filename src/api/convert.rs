@@ -356,6 +356,44 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
             to: feed(sw.to) as i32,
             reason: sw.reason.clone(),
         }),
+        program: live.map(|l| program_format(&l.program)),
+    }
+}
+
+/// The wire form of the mode and format on air.
+pub fn program_format(p: &crate::relay::ProgramInfo) -> proto::ProgramFormat {
+    let v = p.format.video.as_ref();
+    proto::ProgramFormat {
+        mode: match p.mode {
+            crate::config::ProgramMode::Passthrough => proto::ProgramMode::Passthrough,
+            crate::config::ProgramMode::Transcode => proto::ProgramMode::Transcode,
+        } as i32,
+        video_codec: v.map(|v| v.codec.as_str().to_owned()).unwrap_or_default(),
+        profile: v.and_then(|v| v.profile.clone()).unwrap_or_default(),
+        level: v.and_then(|v| v.level.clone()).unwrap_or_default(),
+        width: v.map_or(0, |v| v.width),
+        height: v.map_or(0, |v| v.height),
+        framerate_num: v.map_or(0, |v| v.framerate.0.max(0) as u32),
+        framerate_den: v.map_or(0, |v| v.framerate.1.max(0) as u32),
+        field_order: match v {
+            Some(v) if v.interlaced && v.top_field_first => "top-field-first",
+            Some(v) if v.interlaced => "bottom-field-first",
+            Some(_) => "progressive",
+            None => "",
+        }
+        .to_owned(),
+        audio: p
+            .format
+            .audio
+            .iter()
+            .map(|a| proto::AudioTrack {
+                codec: a.codec.as_str().to_owned(),
+                language: a.language.clone().unwrap_or_default(),
+                rate: a.rate,
+                channels: a.channels,
+            })
+            .collect(),
+        describe: p.describe.clone(),
     }
 }
 

@@ -520,6 +520,7 @@ impl State {
                 source: s.source,
                 backup: s.backup,
                 last_switch: s.last_switch,
+                program: s.program,
                 legs: s
                     .legs
                     .into_iter()

@@ -75,6 +75,8 @@ pub struct Live {
     /// bytes, reconnects and drops as they are at that instant rather than
     /// as of the last snapshot (up to 500 ms old).
     pub meters: Arc<Vec<(String, crate::media::leg::LegMeter)>>,
+    /// The program mode and the format on air.
+    pub program: crate::relay::ProgramInfo,
 }
 
 /// One published state of the daemon.

@@ -211,6 +211,38 @@ impl prometheus_client::collector::Collector for StateCollector {
             }),
         )?;
 
+        f.gauge(
+            "program_info",
+            "One series while a relay runs: the program mode and the format on air (video codec, profile, size, \
+             scan, frame rate, audio tracks as codec:language).",
+            live.map(|l| {
+                let p = &l.program;
+                let v = p.format.video.as_ref();
+                let rate = v.map_or(String::new(), |v| match v.framerate {
+                    (n, d) if n > 0 && d > 0 => format!("{}", (f64::from(n) / f64::from(d) * 100.0).round() / 100.0),
+                    _ => String::new(),
+                });
+                let audio: Vec<String> = p
+                    .format
+                    .audio
+                    .iter()
+                    .map(|a| format!("{}:{}", a.codec.as_str(), a.language.as_deref().unwrap_or("und")))
+                    .collect();
+                (
+                    [
+                        ("mode", p.mode.as_str().to_owned()),
+                        ("video_codec", v.map_or(String::new(), |v| v.codec.as_str().to_owned())),
+                        ("profile", v.and_then(|v| v.profile.clone()).unwrap_or_default()),
+                        ("size", v.map_or(String::new(), |v| format!("{}x{}", v.width, v.height))),
+                        ("scan", v.map_or("", |v| if v.interlaced { "interlaced" } else { "progressive" }).to_owned()),
+                        ("framerate", rate),
+                        ("audio", audio.join(",")),
+                    ],
+                    1.0,
+                )
+            }),
+        )?;
+
         let legs: Vec<_> = live.map(|l| l.legs.iter().collect()).unwrap_or_default();
         let cl = |id: &str| [("channel", id.to_owned())] as L1;
         f.gauge(

@@ -361,6 +361,11 @@ fn token_create(role: &str, name: &str, db: Option<&std::path::Path>, json: bool
     Ok(())
 }
 
+/// The [program] format in one line.
+fn planned(p: &config::ProgramFormat) -> String {
+    media::coded::FeedFormat::planned(p, p.video_codec, None).describe()
+}
+
 fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
     let loaded = match &path {
         Some(p) => config::load(p),
@@ -392,9 +397,12 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                 .collect()
         });
         let backup = loaded.as_ref().ok().and_then(|c| c.backup.as_ref().map(|b| b.describe()));
+        let program =
+            loaded.as_ref().ok().map(|c| serde_json::json!({ "mode": c.program.mode, "planned": planned(&c.program) }));
         let out = serde_json::json!({
             "ok": ok,
             "config": source,
+            "program": program,
             "backup": backup,
             "stamp_legs": loaded.as_ref().is_ok_and(|c| c.relay.stamp_legs),
             "config_problems": config_problems,
@@ -408,6 +416,16 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
         match &loaded {
             Ok(c) => {
                 println!("Configuration {source}: valid, event \"{}\", source {}", c.event.title, c.source.describe());
+                match c.program.mode {
+                    config::ProgramMode::Passthrough => println!(
+                        "Programme: passthrough, the contribution's own video and audio to every leg, untouched; \
+                         planned as {} (the slate's format until the contribution arrives)",
+                        planned(&c.program)
+                    ),
+                    config::ProgramMode::Transcode => {
+                        println!("Programme: transcode, decoded and encoded once as {}", planned(&c.program))
+                    }
+                }
                 if let Some(b) = &c.backup {
                     println!(
                         "Backup {}: on air after the primary is lost for {} ms, back to the primary after {:.1} s healthy",

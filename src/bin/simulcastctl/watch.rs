@@ -41,6 +41,9 @@ fn board(u: &proto::StatusUpdate) -> String {
     if u.source.is_some() {
         out += &format!("on air: {}  (mode {})\n", source_name(u.source_in_use), source_name(u.source_mode));
     }
+    if let Some(p) = &u.program {
+        out += &format!("programme: {}  {}\n", program_mode(p.mode), p.describe);
+    }
     for (role, s) in [("primary", &u.source), ("backup", &u.backup)] {
         let Some(s) = s else { continue };
         let health = if s.healthy { "healthy".to_owned() } else { format!("LOST: {}", s.loss) };
@@ -106,6 +109,14 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
         "source_mode": source_name(u.source_mode),
         "source": u.source.as_ref().map(health_json),
         "backup": u.backup.as_ref().map(health_json),
+        "program": u.program.as_ref().map(|p| serde_json::json!({
+            "mode": program_mode(p.mode), "video_codec": p.video_codec, "profile": p.profile, "level": p.level,
+            "width": p.width, "height": p.height, "framerate": [p.framerate_num, p.framerate_den],
+            "field_order": p.field_order, "describe": p.describe,
+            "audio": p.audio.iter().map(|a| serde_json::json!({
+                "codec": a.codec, "language": a.language, "rate": a.rate, "channels": a.channels,
+            })).collect::<Vec<_>>(),
+        })),
         "last_switch": u.last_switch.as_ref().map(|sw| serde_json::json!({
             "at": iso(&sw.at), "from": source_name(sw.from), "to": source_name(sw.to), "reason": sw.reason,
         })),
@@ -119,6 +130,15 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
             })),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// PASSTHROUGH or TRANSCODE.
+fn program_mode(mode: i32) -> &'static str {
+    match proto::ProgramMode::try_from(mode) {
+        Ok(proto::ProgramMode::Passthrough) => "PASSTHROUGH",
+        Ok(proto::ProgramMode::Transcode) => "TRANSCODE",
+        _ => "-",
+    }
 }
 
 fn health_json(s: &proto::SourceHealth) -> serde_json::Value {
