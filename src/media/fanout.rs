@@ -15,6 +15,12 @@
 //! stamped with its channel name (rehearsals) adds its own SDT packet to its
 //! list ([`super::stamp`]).
 //! A leg that blocks, errors or reconnects therefore never slows the others.
+//!
+//! UDP legs have no pipeline: the fan-out thread sends their datagrams
+//! itself ([`DirectUdp`], a non-blocking socket that never waits), as
+//! multiudpsink or ffmpeg's tee would. A pipeline per UDP leg cost a thread
+//! wake-up per batch and GStreamer's per-buffer bookkeeping per leg, about
+//! twice multiudpsink's CPU per datagram (docs/benchmarks.md).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,9 +76,71 @@ pub struct LegInput {
     program_out_ns: AtomicU64,
 }
 
+/// A UDP leg's socket, written from the fan-out thread.
+pub struct DirectUdp {
+    socket: std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    /// Told the bytes of each batch sent.
+    count: Box<dyn Fn(u64) + Send + Sync>,
+    /// The latest send error, if any, for the leg's status.
+    pub error: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for DirectUdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectUdp").field("to", &self.to).finish_non_exhaustive()
+    }
+}
+
+impl DirectUdp {
+    /// Sends to `to` from `socket` (connected to it, so the kernel keeps
+    /// the route; made non-blocking here); `count` is told the bytes of
+    /// each batch sent.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        to: std::net::SocketAddr,
+        count: impl Fn(u64) + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        socket.connect(to)?;
+        socket.set_nonblocking(true)?;
+        Ok(Self { socket, to, count: Box::new(count), error: Arc::default() })
+    }
+
+    /// Sends every buffer of `list` as one datagram; returns how many were
+    /// not sent (a full socket buffer, or an error, kept for the status).
+    fn send(&self, list: &gst::BufferListRef) -> u64 {
+        let (mut lost, mut sent) = (0, 0);
+        for b in list.iter() {
+            let Ok(m) = b.map_readable() else { continue };
+            match self.socket.send(&m) {
+                Ok(n) => sent += n as u64,
+                Err(e) => {
+                    lost += 1;
+                    let why = match e.kind() {
+                        std::io::ErrorKind::WouldBlock => None,
+                        // The partner's host answered "port unreachable"
+                        // (ICMP) to an earlier datagram: nobody listens.
+                        std::io::ErrorKind::ConnectionRefused => Some("nobody listens (ICMP port unreachable)".into()),
+                        _ => Some(e.to_string()),
+                    };
+                    if let Some(why) = why {
+                        *lock(&self.error) = Some(format!("udp://{}: {why}", self.to));
+                    }
+                }
+            }
+        }
+        if sent > 0 {
+            (self.count)(sent);
+        }
+        lost
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     appsrc: Option<gst_app::AppSrc>,
+    /// A UDP leg sends from here instead of through a pipeline.
+    direct: Option<DirectUdp>,
     /// PTS (ns) of batches pushed into appsrc and not yet out of it.
     queued: VecDeque<u64>,
     /// Names this leg's channel in its copy of each batch (stamped legs).
@@ -116,10 +184,18 @@ impl LegInput {
         inner.queued.clear();
     }
 
-    /// Stops feeding (the leg's pipeline is going away).
+    /// Starts sending straight to a UDP socket (no pipeline).
+    pub fn attach_direct(&self, direct: DirectUdp) {
+        let mut inner = lock(&self.inner);
+        inner.direct = Some(direct);
+        inner.queued.clear();
+    }
+
+    /// Stops feeding (the leg's pipeline or socket is going away).
     pub fn detach(&self) {
         let mut inner = lock(&self.inner);
         inner.appsrc = None;
+        inner.direct = None;
         inner.queued.clear();
     }
 
@@ -150,6 +226,23 @@ impl LegInput {
     /// leg already holds `max_time` of program.
     pub fn offer(&self, list: &gst::BufferList, pts: u64) {
         let mut inner = lock(&self.inner);
+        if inner.direct.is_some() {
+            let lost = match inner.stamper.as_mut() {
+                Some(stamper) => {
+                    let mut own = list.copy();
+                    if let Some(own) = own.get_mut() {
+                        stamper.stamp(own, pts);
+                    }
+                    inner.direct.as_ref().map_or(0, |d| d.send(&own))
+                }
+                None => inner.direct.as_ref().map_or(0, |d| d.send(list)),
+            };
+            self.dropped.fetch_add(lost, Ordering::Relaxed);
+            drop(inner);
+            // Sent now: the program's first batch left this leg's input.
+            self.retire(pts);
+            return;
+        }
         let Some(src) = inner.appsrc.clone() else {
             return;
         };

@@ -284,7 +284,15 @@ impl Supervisor {
             let first = self.shared.reconnects.load(Ordering::Relaxed) == 0;
             self.set_state(if first { LegState::Connecting } else { LegState::Reconnecting });
             let started = Instant::now();
-            let ended = match build(&self.channel, self.settings.stamp_legs, &self.shared, &self.input) {
+            let direct = match &self.channel.ingest {
+                Ingest::Udp(u) if direct_udp_fits(u) => Some(u.clone()),
+                _ => None,
+            };
+            let ended = match direct {
+                Some(u) => self.run_direct(&u).await,
+                None => self.run_pipeline().await,
+            };
+            let ended = match ended {
                 Err(e) if e.is_permanent() => {
                     tracing::error!(leg = %leg, error = %e, "Leg cannot be built; it will not carry the program.");
                     self.set_error(&e.to_string());
@@ -292,7 +300,7 @@ impl Supervisor {
                     return;
                 }
                 Err(e) => Ended::Error(e.to_string()),
-                Ok(built) => self.run_once(built).await,
+                Ok(ended) => ended,
             };
             match ended {
                 Ended::Stopped => break,
@@ -318,6 +326,55 @@ impl Supervisor {
         }
         self.shared.bitrate.store(0, Ordering::Relaxed);
         self.set_state(LegState::Stopped);
+    }
+
+    /// Builds the leg's pipeline and runs it until it fails or the leg is
+    /// stopped.
+    async fn run_pipeline(&mut self) -> Result<Ended, MediaError> {
+        let built = build(&self.channel, self.settings.stamp_legs, &self.shared, &self.input)?;
+        Ok(self.run_once(built).await)
+    }
+
+    /// A UDP leg without a pipeline: the fan-out thread sends to its socket
+    /// (see [`super::fanout::DirectUdp`]); this watches the counters.
+    async fn run_direct(&mut self, u: &crate::config::UdpEndpoint) -> Result<Ended, MediaError> {
+        let (host, port, ttl) = (u.host.bare(), u.port, u.ttl);
+        let shared = Arc::clone(&self.shared);
+        let made = tokio::task::spawn_blocking(move || udp_socket(&host, port, ttl, shared))
+            .await
+            .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+        let direct = match made {
+            Ok(d) => d,
+            Err(e) => return Ok(Ended::Error(format!("{}: {e}", self.channel.ingest.target()))),
+        };
+        let error = Arc::clone(&direct.error);
+        self.input.attach_direct(direct);
+        let mut window = Window::new(self.shared.bytes.load(Ordering::Relaxed));
+        let mut tick = tokio::time::interval(TICK);
+        let mut stop = self.stop.clone();
+        let (mut on_air, mut told) = (false, None::<String>);
+        let ended = loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break Ended::Stopped,
+                _ = tick.tick() => {
+                    let bytes = self.shared.bytes.load(Ordering::Relaxed);
+                    self.shared.bitrate.store(window.push(bytes), Ordering::Relaxed);
+                    if !on_air && self.shared.hits.load(Ordering::Relaxed) > 0 {
+                        on_air = true;
+                        self.set_state(LegState::OnAir);
+                        info!(leg = %self.channel.id, target = %self.channel.ingest.target(), "On air.");
+                    }
+                    let e = lock(&error).clone();
+                    if e.is_some() && e != told {
+                        warn!(leg = %self.channel.id, error = e.as_deref().unwrap_or_default(), "UDP send failed.");
+                        self.set_error(e.as_deref().unwrap_or_default());
+                        told = e;
+                    }
+                }
+            }
+        };
+        self.input.detach();
+        Ok(ended)
     }
 
     /// Runs one pipeline until it fails or the leg is stopped; always leaves
@@ -523,6 +580,37 @@ fn build(channel: &Channel, stamp: bool, shared: &Arc<Shared>, input: &Arc<LegIn
 
     let bus_rx = super::forward_bus(&pipeline)?;
     Ok(Built { pipeline, appsrc, sink, bus_rx })
+}
+
+/// Whether a UDP leg is sent without a pipeline: not when it names a
+/// multicast interface or is IPv6 multicast (udpsink's own options then).
+fn direct_udp_fits(u: &crate::config::UdpEndpoint) -> bool {
+    let v6_multicast = matches!(&u.host, crate::config::Host::Ip(std::net::IpAddr::V6(a)) if a.is_multicast());
+    u.interface.is_none() && !v6_multicast
+}
+
+/// A non-blocking socket sending to `host`:`port` (a name is resolved
+/// here), TTL `ttl` for IPv4 multicast, counting into `shared`.
+fn udp_socket(host: &str, port: u16, ttl: u8, shared: Arc<Shared>) -> std::io::Result<super::fanout::DirectUdp> {
+    use std::net::ToSocketAddrs;
+    let to = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolves to no address"))?;
+    let any: std::net::SocketAddr =
+        if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let socket = std::net::UdpSocket::bind(any)?;
+    if let std::net::IpAddr::V4(a) = to.ip()
+        && a.is_multicast()
+    {
+        socket.set_multicast_ttl_v4(u32::from(ttl))?;
+    }
+    let clock = super::clock();
+    super::fanout::DirectUdp::new(socket, to, move |bytes| {
+        shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+        shared.hits.fetch_add(1, Ordering::Relaxed);
+        shared.last_delivered_ns.store(clock.time().nseconds(), Ordering::Relaxed);
+    })
 }
 
 /// Sets the sink's properties from the typed ingest. The only place a secret

@@ -367,8 +367,15 @@ impl Splicer {
             let (tx, rx) = mpsc::channel();
             let look = self.look.clone();
             let format = want.clone();
+            let previous = self.slate.clone();
             let spawned = std::thread::Builder::new().name("slate-encode".into()).spawn(move || {
-                let _ = tx.send(super::slate::encode(&format, &look));
+                let _ = tx.send(super::slate::encode_reusing(&format, &look, previous.as_deref()));
+                // The encoder's frames are freed, but glibc keeps the pages
+                // of the thread's arena: give them back.
+                // SAFETY: malloc_trim only releases free heap memory.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
             });
             if spawned.is_ok() {
                 self.encoding = Some((want, rx));

@@ -91,14 +91,63 @@ pub struct SlateLook {
 /// Encodes the slate to match `format` (whose video must be known with
 /// its size and rate).
 pub fn encode(format: &FeedFormat, look: &SlateLook) -> Result<SlateLoop, MediaError> {
+    encode_reusing(format, look, None)
+}
+
+/// [`encode`], keeping from `previous` the video and any audio track made
+/// for the same parameters: a contribution that differs from the plan in
+/// its audio alone costs no second encode of the pictures (at 1080p the
+/// costly part, in CPU and in memory).
+pub fn encode_reusing(
+    format: &FeedFormat,
+    look: &SlateLook,
+    previous: Option<&SlateLoop>,
+) -> Result<SlateLoop, MediaError> {
     let v = format
         .video
         .as_ref()
         .ok_or_else(|| MediaError::Pipeline("the slate needs the programme's video format".into()))?;
     let (n, d) = (v.framerate.0.max(1) as u64, v.framerate.1.max(1) as u64);
-    let video = encode_video(v, look)?;
-    let audio = format.audio.iter().map(|a| encode_audio(a, look.settings.tone_hz)).collect::<Result<Vec<_>, _>>()?;
+    let video = match previous.filter(|p| p.format.video.as_ref().is_some_and(|pv| same_video(pv, v))) {
+        Some(p) => p.video.clone(),
+        None => encode_video(v, look)?,
+    };
+    let audio = format
+        .audio
+        .iter()
+        .map(|a| {
+            let kept = previous.and_then(|p| p.format.audio.iter().zip(&p.audio).find(|(pa, _)| same_audio(pa, a)));
+            match kept {
+                Some((_, l)) => Ok(l.clone()),
+                None => encode_audio(a, look.settings.tone_hz),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(SlateLoop { format: format.clone(), video, framerate: (n, d), audio })
+}
+
+/// Whether pictures encoded for `a` serve `b`: same codec, size, rate and
+/// field order. Not the profile: a slate in another profile of the same
+/// codec (its own SPS, see [`SLATE_SPS_ID`]) decodes wherever the
+/// programme does, and a second 1080 encode costs 20 MB at its peak.
+fn same_video(a: &VideoFormat, b: &VideoFormat) -> bool {
+    (a.codec, a.width, a.height, a.framerate, a.interlaced, a.top_field_first)
+        == (b.codec, b.width, b.height, b.framerate, b.interlaced, b.top_field_first)
+}
+
+/// Whether an audio loop encoded for `a` serves `b` (the language is the
+/// PMT's business, not the frames').
+fn same_audio(a: &AudioFormat, b: &AudioFormat) -> bool {
+    let rate = |f: &AudioFormat| if f.rate > 0 { f.rate } else { 48000 };
+    (a.codec, rate(a), a.channels.clamp(1, 2), a.layer) == (b.codec, rate(b), b.channels.clamp(1, 2), b.layer)
+}
+
+/// The x264 profile the slate is encoded in for `v`.
+fn h264_profile(v: &VideoFormat) -> &str {
+    v.profile
+        .as_deref()
+        .filter(|p| matches!(*p, "high" | "main" | "constrained-baseline" | "baseline"))
+        .unwrap_or("high")
 }
 
 fn encode_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, MediaError> {
@@ -116,23 +165,18 @@ fn encode_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, M
     let kbps = look.video_kbps.max(200);
     let enc = match v.codec {
         VideoCodec::H264 => {
-            let profile = v
-                .profile
-                .as_deref()
-                .filter(|p| matches!(*p, "high" | "main" | "constrained-baseline" | "baseline"))
-                .map(|p| format!(",profile={p}"))
-                .unwrap_or_else(|| ",profile=high".to_owned());
+            let profile = format!(",profile={}", h264_profile(v));
             // Parameter sets numbered 31, not the 0 encoders use: ffmpeg's
             // decoder mis-parses pictures after an SPS/PPS is redefined
             // under the same id (slate to contribution and back).
             format!(
-                "x264enc key-int-max={gop} bframes=0 speed-preset=veryfast bitrate={kbps} interlaced={} \
+                "x264enc key-int-max={gop} bframes=0 speed-preset=ultrafast tune=zerolatency threads=1 bitrate={kbps} interlaced={} \
                  option-string=sps-id={SLATE_SPS_ID} ! video/x-h264,stream-format=byte-stream,alignment=au{profile}",
                 v.interlaced
             )
         }
         VideoCodec::Hevc => format!(
-            "x265enc key-int-max={gop} bitrate={kbps} speed-preset=veryfast option-string=bframes=0 \
+            "x265enc key-int-max={gop} bitrate={kbps} speed-preset=veryfast tune=zerolatency option-string=bframes=0 \
              ! video/x-h265,stream-format=byte-stream,alignment=au"
         ),
         VideoCodec::Mpeg2 => format!(
