@@ -2,7 +2,7 @@
 # Relay cost: CPU seconds and peak memory of simulcast taking a live MPEG-TS
 # contribution to N legs on loopback, beside peers doing the same work in
 # the same run on the same input, as ratios. Only the relay process is
-# measured (GNU time: user + system CPU, peak RSS).
+# measured (user + system CPU from /proc after a warm-up, peak RSS).
 #
 # MODE=passthrough (default): a 1080p50 H.264 High + AAC contribution at
 #   about 12 Mbit/s. simulcast in passthrough (its own demux, splicer and
@@ -28,10 +28,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-[ -x /usr/bin/time ] || apt-get install -y -qq --no-install-recommends time >/dev/null   # GNU time: CPU and peak RSS
 cargo build --release --locked --bin simulcastd >&2
 
 D=${DURATION:-20}
+WARM=${WARM:-5}
 MODE=${MODE:-passthrough}
 PROTO=${PROTO:-udp}
 if [ "$PROTO" = srt ]; then NS=${NS:-"12"}; else NS=${NS:-"12 50"}; fi
@@ -40,58 +40,86 @@ in_port=23999
 base_port=24000   # below the ephemeral range; nothing listens there (same for every relay)
 work=$(mktemp -d)
 receivers=()
-cleanup() { for p in "${receivers[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${receivers[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-frames=$(( (D + 5) * 50 ))
 if [ "$MODE" = passthrough ]; then
-  echo "Making the input: $((D + 5)) s of 1920x1080p50 H.264 High at ~12 Mbit/s + AAC in MPEG-TS..." >&2
+  echo "Making the input: $((D + WARM + 5)) s of 1920x1080p50 H.264 High at ~12 Mbit/s + AAC in MPEG-TS..." >&2
   ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=1920x1080:rate=50,noise=alls=12:allf=t" \
-    -f lavfi -i "sine=f=440:r=48000" -t "$((D + 5))" -map 0:v -map 1:a \
-    -c:v libx264 -profile:v high -preset ultrafast -b:v 12M -maxrate 12M -bufsize 6M -g 50 \
+    -f lavfi -i "sine=f=440:r=48000" -t "$((D + WARM + 5))" -map 0:v -map 1:a \
+    -c:v libx264 -profile:v high -preset ultrafast -x264-params cabac=1:8x8dct=1 -b:v 12M -maxrate 12M -bufsize 6M -g 50 \
     -c:a aac -b:a 128k -metadata:s:a:0 language=kaz -f mpegts "$work/in.ts"
   w=1920; h=1080; fps=50; kbps=12000; gop=50
 else
-  echo "Making the input: $((D + 5)) s of 960x540 noise at ~7.7 Mbit/s H.264 + AAC in MPEG-TS..." >&2
-  gst-launch-1.0 -q videotestsrc num-buffers=$(( (D + 5) * 25 )) pattern=snow ! video/x-raw,width=960,height=540,framerate=25/1 \
+  echo "Making the input: $((D + WARM + 5)) s of 960x540 noise at ~7.7 Mbit/s H.264 + AAC in MPEG-TS..." >&2
+  gst-launch-1.0 -q videotestsrc num-buffers=$(( (D + WARM + 5) * 25 )) pattern=snow ! video/x-raw,width=960,height=540,framerate=25/1 \
     ! x264enc speed-preset=ultrafast bitrate=7700 key-int-max=50 ! h264parse ! mpegtsmux name=m alignment=7 \
     ! filesink location="$work/in.ts" \
-    audiotestsrc num-buffers=$(( (D + 5) * 47 )) ! audioconvert ! avenc_aac ! aacparse ! m.
+    audiotestsrc num-buffers=$(( (D + WARM + 5) * 47 )) ! audioconvert ! avenc_aac ! aacparse ! m.
   w=960; h=540; fps=25; kbps=7700; gop=50
 fi
 rate=$(ffprobe -v error -show_entries format=bit_rate -of default=nw=1:nk=1 "$work/in.ts")
 
 # SRT legs: one srt-live-transmit listener per leg, started afresh before
 # each relay (a listener takes one caller).
-start_receivers() {  # N
-  for p in "${receivers[@]}"; do kill "$p" 2>/dev/null || true; done
-  receivers=()
+start_receivers() {  # N; in the main shell, before each measure
+  stop_receivers
   [ "$PROTO" = srt ] || return 0
   for i in $(seq 1 "$1"); do
-    srt-live-transmit -q -a:no "srt://:$((base_port + i))?mode=listener" file://con >/dev/null 2>&1 & receivers+=($!)
+    srt-live-transmit -q -a:no "srt://:$((base_port + i))?mode=listener" file://con \
+      </dev/null >"$work/rx.$i.ts" 2>/dev/null & receivers+=($!)
   done
   sleep 0.5
 }
+stop_receivers() {
+  for p in "${receivers[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${receivers[@]}"; do wait "$p" 2>/dev/null || true; done
+  receivers=()
+  rm -f "$work"/rx.*.ts
+}
 
-measure() {  # name N command... -> "cpu_s rss_kb"
-  local out="$work/time.$1.$2" sender=""
-  start_receivers "$2"
-  ( sleep 0.5; exec timeout -s INT "$D" ffmpeg -hide_banner -loglevel error -re -i "$work/in.ts" -map 0 -c copy \
+udp_out() { awk '/^Udp: [0-9]/ { print $5 }' /proc/net/snmp; }   # OutDatagrams, system-wide
+
+cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }   # clock ticks, all threads
+
+measure() {  # name N command... -> "cpu_s rss_kb delivered_percent" (receivers started by the caller)
+  # CPU is counted from WARM s after the start to the end (steady state:
+  # simulcast encodes its slate at start, once per event; benches/slate.rs
+  # measures that), peak RSS over the whole run.
+  local sender="" before after got pid c0 c1 hwm
+  ( sleep 0.5; exec timeout -s INT "$((D + WARM))" ffmpeg -hide_banner -loglevel error -re -i "$work/in.ts" -map 0 -c copy \
       -f mpegts "udp://127.0.0.1:$in_port?pkt_size=1316" ) & sender=$!
-  /usr/bin/time -f "%U %S %M" -o "$out" timeout -s INT "$D" "${@:3}" >/dev/null 2>"$work/err.$1.$2" || true
+  "${@:3}" </dev/null >/dev/null 2>"$work/err.$1.$2" & pid=$!
+  sleep "$WARM"
+  c0=$(cpu_of "$pid"); before=$(udp_out); [ "$PROTO" = srt ] && got0=$(cat "$work"/rx.*.ts 2>/dev/null | wc -c)
+  sleep "$D"
+  c1=$(cpu_of "$pid"); after=$(udp_out); [ "$PROTO" = srt ] && got1=$(cat "$work"/rx.*.ts 2>/dev/null | wc -c)
+  hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   kill "$sender" 2>/dev/null || true; wait "$sender" 2>/dev/null || true
-  tail -n 1 "$out" | awk '{printf "%.2f %d\n", $1 + $2, $3}'
+  # What reached the legs over the window, against the input's bytes
+  # times N: UDP from the kernel's datagram count (less the sender's own),
+  # SRT from what the receivers wrote.
+  if [ "$PROTO" = srt ]; then
+    got=$(( got1 - got0 ))
+  else
+    got=$(( (after - before) * 1316 * $2 / ($2 + 1) ))
+  fi
+  awk -v c="$(( c1 - c0 ))" -v hz="$(getconf CLK_TCK)" -v r="$hwm" -v got="$got" -v want="$(( rate / 8 * D * $2 ))" \
+    'BEGIN { printf "%.2f %d %.0f\n", c / hz, r, 100 * got / want }'
 }
 
 echo
-echo "Input: $(( rate / 1000 )) kbit/s MPEG-TS ${w}x${h}p${fps} (live over UDP), $MODE, $PROTO legs, $D s per run, batch_wait=$BATCH_WAIT, $(nproc) cores."
+echo "Input: $(( rate / 1000 )) kbit/s MPEG-TS ${w}x${h}p${fps} (live over UDP), $MODE, $PROTO legs, $D s measured per run after $WARM s, batch_wait=$BATCH_WAIT, $(nproc) cores."
 echo
 if [ "$MODE" = passthrough ]; then
-  echo "| N | relay | CPU s | CPU % of a core | peak RSS MB | CPU vs ffmpeg copy tee | CPU vs floor | RSS vs ffmpeg |"
+  echo "| N | relay | CPU s | CPU % of a core | peak RSS MB | CPU vs ffmpeg copy tee | CPU vs floor | RSS vs ffmpeg | delivered |"
 else
-  echo "| N | relay | CPU s | CPU % of a core | peak RSS MB | CPU vs ffmpeg tee | CPU vs gst tee | RSS vs ffmpeg |"
+  echo "| N | relay | CPU s | CPU % of a core | peak RSS MB | CPU vs ffmpeg tee | CPU vs gst tee | RSS vs ffmpeg | delivered |"
 fi
-echo "|---|---|---|---|---|---|---|---|"
+echo "|---|---|---|---|---|---|---|---|---|"
 ff_in=(-i "udp://127.0.0.1:$in_port?fifo_size=1000000&overrun_nonfatal=1")
 gst_in=(udpsrc address=127.0.0.1 port=$in_port buffer-size=4194304 caps=video/mpegts,systemstream=true)
 for n in $NS; do
@@ -118,42 +146,48 @@ for n in $NS; do
     sed -i "s/^gop = $gop\$/gop = $gop\naudio = [\"aac:kaz\"]/" "$cfg"
   fi
   tee_spec=$(IFS='|'; echo "${tee_args[*]}")
-  read -r s_cpu s_rss < <(measure simulcast "$n" ./target/release/simulcastd run --config "$cfg" --status-every 1h)
+  start_receivers "$n"
+  read -r s_cpu s_rss s_del < <(measure simulcast "$n" ./target/release/simulcastd run --config "$cfg" --status-every 1h)
   if [ "$MODE" = passthrough ]; then
-    read -r f_cpu f_rss < <(measure ffmpeg "$n" ffmpeg -hide_banner -loglevel error "${ff_in[@]}" -map 0 -c copy -f tee "$tee_spec")
-    read -r g_cpu g_rss < <(measure gst "$n" gst-launch-1.0 -q "${gst_in[@]}" ! tsparse ! tee name=t "${gst_args[@]}")
+    start_receivers "$n"
+    read -r f_cpu f_rss f_del < <(measure ffmpeg "$n" ffmpeg -hide_banner -loglevel error "${ff_in[@]}" -map 0 -c copy -f tee "$tee_spec")
+    start_receivers "$n"
+    read -r g_cpu g_rss g_del < <(measure gst "$n" gst-launch-1.0 -q "${gst_in[@]}" ! tsparse ! tee name=t "${gst_args[@]}")
     if [ "$PROTO" = udp ]; then
-      read -r m_cpu m_rss < <(measure floor "$n" gst-launch-1.0 -q "${gst_in[@]}" \
+      start_receivers "$n"
+      read -r m_cpu m_rss m_del < <(measure floor "$n" gst-launch-1.0 -q "${gst_in[@]}" \
         ! multiudpsink clients="$(IFS=,; echo "${clients[*]}")" sync=false async=false enable-last-sample=false)
     else
-      m_cpu=0; m_rss=0
+      m_cpu=0; m_rss=0; m_del=0
     fi
     base=$m_cpu
   else
-    read -r f_cpu f_rss < <(measure ffmpeg "$n" ffmpeg -hide_banner -loglevel error "${ff_in[@]}" -map 0 \
+    start_receivers "$n"
+    read -r f_cpu f_rss f_del < <(measure ffmpeg "$n" ffmpeg -hide_banner -loglevel error "${ff_in[@]}" -map 0 \
       -c:v libx264 -preset ultrafast -tune zerolatency -b:v 7700k -g 50 -bf 0 -c:a aac -b:a 128k -f tee "$tee_spec")
-    read -r g_cpu g_rss < <(measure gst "$n" gst-launch-1.0 -q "${gst_in[@]}" ! tsdemux name=d \
+    start_receivers "$n"
+    read -r g_cpu g_rss g_del < <(measure gst "$n" gst-launch-1.0 -q "${gst_in[@]}" ! tsdemux name=d \
       d. ! queue ! h264parse ! avdec_h264 ! videoconvert \
       ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=7700 key-int-max=50 bframes=0 ! h264parse \
       ! mpegtsmux name=m alignment=7 ! tee name=t "${gst_args[@]}" \
       d. ! queue ! aacparse ! avdec_aac ! audioconvert ! avenc_aac ! aacparse ! m.)
     base=$g_cpu
   fi
-  row() {  # name cpu rss
-    awk -v n="$n" -v name="$1" -v c="$2" -v r="$3" -v d="$D" -v fc="$f_cpu" -v bc="$base" -v fr="$f_rss" \
-      'BEGIN { printf "| %d | %s | %.2f | %.1f | %.0f | %.2f | %s | %.2f |\n", n, name, c, 100*c/d, r/1024, (fc>0?c/fc:0), (bc>0?sprintf("%.2f", c/bc):"-"), (fr>0?r/fr:0) }'
+  row() {  # name cpu rss delivered%
+    awk -v n="$n" -v name="$1" -v c="$2" -v r="$3" -v del="$4" -v d="$D" -v fc="$f_cpu" -v bc="$base" -v fr="$f_rss" \
+      'BEGIN { printf "| %d | %s | %.2f | %.1f | %.0f | %.2f | %s | %.2f | %d %% |\n", n, name, c, 100*c/d, r/1024, (fc>0?c/fc:0), (bc>0?sprintf("%.2f", c/bc):"-"), (fr>0?r/fr:0), del }'
   }
-  row simulcast "$s_cpu" "$s_rss"
+  row simulcast "$s_cpu" "$s_rss" "$s_del"
   if [ "$MODE" = passthrough ]; then
-    row "ffmpeg -c copy tee" "$f_cpu" "$f_rss"
-    row "gst-launch tsparse tee" "$g_cpu" "$g_rss"
-    [ "$PROTO" = udp ] && row "multiudpsink (floor)" "$m_cpu" "$m_rss"
+    row "ffmpeg -c copy tee" "$f_cpu" "$f_rss" "$f_del"
+    row "gst-launch tsparse tee" "$g_cpu" "$g_rss" "$g_del"
+    [ "$PROTO" = udp ] && row "multiudpsink (floor)" "$m_cpu" "$m_rss" "$m_del"
   else
-    row "ffmpeg tee" "$f_cpu" "$f_rss"
-    row "gst-launch tee" "$g_cpu" "$g_rss"
+    row "ffmpeg tee" "$f_cpu" "$f_rss" "$f_del"
+    row "gst-launch tee" "$g_cpu" "$g_rss" "$g_del"
   fi
-  # The relay must have relayed: simulcast's stderr names any failure.
-  if grep -qi "error" "$work/err.simulcast.$n"; then
-    echo "(simulcast reported errors at N = $n:)" >&2; grep -i "error" "$work/err.simulcast.$n" | head -5 >&2
+  # The relay must have relayed: simulcast's warnings and errors, if any.
+  if grep -qE " (ERROR|WARN) " "$work/err.simulcast.$n"; then
+    echo "(simulcast warned at N = $n:)" >&2; grep -E " (ERROR|WARN) " "$work/err.simulcast.$n" | head -5 >&2
   fi
 done
