@@ -64,7 +64,16 @@ rate=$(ffprobe -v error -show_entries format=bit_rate -of default=nw=1:nk=1 "$wo
 # each relay (a listener takes one caller).
 start_receivers() {  # N; in the main shell, before each measure
   stop_receivers
-  [ "$PROTO" = srt ] || return 0
+  if [ "$PROTO" = udp ]; then
+    # Ports that are open but never read: the kernel drops what overflows
+    # their buffers, and no ICMP "port unreachable" comes back to the relay.
+    python3 -c "import socket, sys, time
+s = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range($1)]
+for i, x in enumerate(s): x.bind(('127.0.0.1', $base_port + 1 + i))
+time.sleep(1e6)" </dev/null >/dev/null 2>&1 & receivers+=($!)
+    sleep 0.3
+    return 0
+  fi
   for i in $(seq 1 "$1"); do
     srt-live-transmit -q -a:no "srt://:$((base_port + i))?mode=listener" file://con \
       </dev/null >"$work/rx.$i.ts" 2>/dev/null & receivers+=($!)

@@ -10,7 +10,9 @@
 //! is the arrival of its first packet. Spread = latest - earliest first
 //! programme picture across the 12 legs of one run.
 //!
-//! `cargo bench --bench t0` (`T0_RUNS`, default 10).
+//! `cargo bench --bench t0` (`T0_RUNS`, default 10; `T0_MODE=passthrough`
+//! relays the test source's own encode, where the switch waits for its
+//! next keyframe: the T0 error is then bounded by its GOP, 1 s).
 
 #[allow(dead_code)]
 #[path = "../tests/common/pictures.rs"]
@@ -83,9 +85,10 @@ fn ms_after(t0: DateTime<Utc>, base: (Instant, DateTime<Utc>), at: Instant) -> f
 /// ms from T0 to that picture's own timestamp.
 async fn run_simulcast() -> (Vec<(f64, f64)>, f64) {
     let c = captures(LEGS);
-    let mut text = String::from(
+    let mode = std::env::var("T0_MODE").unwrap_or_else(|_| "transcode".into());
+    let mut text = format!(
         "[event]\ntitle = \"T0 bench\"\n[source]\ntype = \"test\"\n\
-         [program]\nwidth = 640\nheight = 360\nframerate = 25\nvideo_kbps = 1500\ngop = 25\n",
+         [program]\nmode = \"{mode}\"\nwidth = 640\nheight = 360\nframerate = 25\nvideo_kbps = 1500\ngop = 25\n",
     );
     for (i, port) in c.ports.iter().enumerate() {
         text.push_str(&format!(
@@ -189,7 +192,8 @@ async fn main() {
             peer.extend(p);
         }
     }
-    println!("\nT0 accuracy, {runs} runs x {LEGS} UDP legs, 640x360@25 (one frame = {FRAME_MS} ms, GOP 1 s)\n");
+    let mode = std::env::var("T0_MODE").unwrap_or_else(|_| "transcode".into());
+    println!("\nT0 accuracy, {mode}, {runs} runs x {LEGS} UDP legs, 640x360@25 (one frame = {FRAME_MS} ms, GOP 1 s)\n");
     println!("| | legs measured | p50 ms | p99 ms | max ms | spread p50 ms | spread max ms |");
     println!("|---|---|---|---|---|---|---|");
     let row = |name: &str, v: &mut Vec<f64>, s: &mut Vec<f64>| {

@@ -112,7 +112,17 @@ impl DirectUdp {
         let (mut lost, mut sent) = (0, 0);
         for b in list.iter() {
             let Ok(m) = b.map_readable() else { continue };
-            match self.socket.send(&m) {
+            // An ICMP "port unreachable" for an earlier datagram fails the
+            // next send on a connected socket, this datagram unsent: the
+            // error is consumed by that call, so send it once more.
+            let result = match self.socket.send(&m) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    *lock(&self.error) = Some(format!("udp://{}: nobody listens (ICMP port unreachable)", self.to));
+                    self.socket.send(&m)
+                }
+                r => r,
+            };
+            match result {
                 Ok(n) => sent += n as u64,
                 Err(e) => {
                     lost += 1;
