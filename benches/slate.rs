@@ -28,7 +28,12 @@ fn usage() -> (f64, u64) {
 fn main() {
     gstreamer::init().expect("GStreamer");
     let runs: usize = std::env::var("SLATE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let look = SlateLook { settings: Default::default(), title: "Silk Way Star - Grand Final".into(), gop: 50, video_kbps: 12000 };
+    let look = SlateLook {
+        settings: Default::default(),
+        title: "Silk Way Star - Grand Final".into(),
+        gop: 50,
+        video_kbps: 12000,
+    };
     let track = |codec, language: &str| AudioFormat {
         codec,
         language: Some(language.into()),

@@ -190,7 +190,7 @@ impl Regular {
     /// Our (pts, dts) for an access unit tsdemux timed (`pts`, `dts`),
     /// with `frame` the track's frame duration (0: not known, times kept).
     pub fn place(&mut self, pts: u64, dts: u64, frame: u64) -> (u64, u64) {
-        let snap = |d: u64| if frame == 0 { d } else { (d + frame / 2) / frame * frame };
+        let snap = |d: u64| (d + frame / 2).checked_div(frame).map_or(d, |k| k * frame);
         let out = match self.last {
             Some((in_last, out_last)) if frame > 0 && dts > in_last => {
                 let grid = out_last + snap(dts - in_last).max(frame);

@@ -57,6 +57,17 @@ pub struct Layout {
     pub scte35: bool,
 }
 
+/// An access unit's times (clock ns) and whether a decoder can start on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Presentation time.
+    pub pts: u64,
+    /// Decoding time.
+    pub dts: u64,
+    /// A keyframe (always true for audio).
+    pub keyframe: bool,
+}
+
 /// Where an access unit goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Slot {
@@ -180,18 +191,10 @@ impl Mux {
     }
 
     /// One access unit as one PES on `slot`'s PID, sent at clock time
-    /// `now`; `pts` and `dts` are clock times (ns). A keyframe's first
-    /// packet says so (random_access_indicator); a video PES carries the PCR.
-    pub fn write_au(
-        &mut self,
-        slot: Slot,
-        pts: u64,
-        dts: u64,
-        keyframe: bool,
-        data: &[u8],
-        now: u64,
-        out: &mut Vec<u8>,
-    ) {
+    /// `now`. A keyframe's first packet says so (random_access_indicator);
+    /// a video PES carries the PCR.
+    pub fn write_au(&mut self, slot: Slot, t: Timing, data: &[u8], now: u64, out: &mut Vec<u8>) {
+        let Timing { pts, dts, keyframe } = t;
         self.tick(now, out);
         let Some(pid) = self.pid(slot) else { return };
         let (stream_id, bounded) = match slot {
@@ -420,16 +423,10 @@ mod tests {
             let mut mux = Mux::new();
             mux.set_layout(layout());
             let mut out = Vec::new();
-            mux.write_au(Slot::Video, 2_000_000_000, 1_960_000_000, true, &data, 1_000_000_000, &mut out);
-            mux.write_au(
-                Slot::Audio(1),
-                2_000_000_000,
-                2_000_000_000,
-                true,
-                &data[..len.min(4000)],
-                1_000_000_000,
-                &mut out,
-            );
+            let t = Timing { pts: 2_000_000_000, dts: 1_960_000_000, keyframe: true };
+            mux.write_au(Slot::Video, t, &data, 1_000_000_000, &mut out);
+            let t = Timing { pts: 2_000_000_000, dts: 2_000_000_000, keyframe: true };
+            mux.write_au(Slot::Audio(1), t, &data[..len.min(4000)], 1_000_000_000, &mut out);
             assert_eq!(out.len() % PACKET, 0);
             let v = payloads(&out, VIDEO_PID);
             assert_eq!(v.len(), 1, "len {len}");

@@ -36,7 +36,7 @@ use tracing::{info, warn};
 use super::coded::{Au, CodedFeed, FeedFormat};
 use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
-use super::mux::{AudioSlot, Layout, Mux, Slot};
+use super::mux::{AudioSlot, Layout, Mux, Slot, Timing};
 use super::program::{Content, Cue, ProgramPlan};
 use super::recording::UtcClock;
 use super::slate::{SlateLook, SlateLoop};
@@ -607,7 +607,8 @@ impl Splicer {
                 self.play.count += 1;
                 let b = &slate.video[i];
                 if let Ok(m) = b.map_readable() {
-                    self.mux.write_au(Slot::Video, t + d, t + d, i == 0, &m, now, out);
+                    let at = Timing { pts: t + d, dts: t + d, keyframe: i == 0 };
+                    self.mux.write_au(Slot::Video, at, &m, now, out);
                 }
                 self.last_video_dts = t;
             }
@@ -621,7 +622,8 @@ impl Splicer {
                     }
                 }
                 if let Ok(m) = au.data.map_readable() {
-                    self.mux.write_au(Slot::Video, au.pts + d, au.dts + d, au.keyframe, &m, now, out);
+                    let at = Timing { pts: au.pts + d, dts: au.dts + d, keyframe: au.keyframe };
+                    self.mux.write_au(Slot::Video, at, &m, now, out);
                 }
                 self.last_video_dts = au.dts;
             }
@@ -653,8 +655,7 @@ impl Splicer {
                 && let Some(lp) = slate.audio.get(t)
             {
                 let (origin, _) = *self.slate_audio[t].get_or_insert((due, 0));
-                loop {
-                    let Some((_, n)) = self.slate_audio[t] else { break };
+                while let Some((_, n)) = self.slate_audio[t] {
                     let at = origin + lp.frame_at(n);
                     if at > due {
                         break;
@@ -672,7 +673,8 @@ impl Splicer {
                 }
                 self.last_audio_pts[t] = pts;
                 if let Ok(m) = data.map_readable() {
-                    self.mux.write_au(Slot::Audio(t), pts + d, pts + d, true, &m, now, out);
+                    let at = Timing { pts: pts + d, dts: pts + d, keyframe: true };
+                    self.mux.write_au(Slot::Audio(t), at, &m, now, out);
                 }
             }
         }
