@@ -244,3 +244,32 @@ async fn channels_and_their_log_survive_a_restart() {
     let log = Store::open(&db).unwrap().asrun(SYSTEM_EVENT).unwrap();
     assert_eq!(log.len(), 2, "{log:?}");
 }
+
+/// Issue 15, defect 3: a unary call must not wait out the client's delayed
+/// ACK. Without TCP_NODELAY on the server's accepted sockets a reply
+/// written in more than one piece (here: the twelve default channels) was
+/// held by Nagle: 47 ms a call, measured. The client is tonic's default,
+/// which sets TCP_NODELAY on its own side.
+#[tokio::test]
+async fn a_unary_call_is_not_held_by_nagle_and_delayed_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
+    let transport = Transport::from_shared(server.addr.clone()).unwrap().connect().await.unwrap();
+    let mut c = ChannelServiceClient::new(transport);
+    let admin = server.token(Role::Admin).to_owned();
+    for ch in config::default_config().channels {
+        let req = proto::CreateChannelRequest { channel: Some(channel_to_proto_with_secrets(&ch)) };
+        c.create_channel(authed(req, &admin)).await.expect("create");
+    }
+    let token = server.token(Role::Observer).to_owned();
+    let mut took = Vec::new();
+    for _ in 0..15 {
+        let t = std::time::Instant::now();
+        c.list_channels(authed(proto::ListChannelsRequest {}, &token)).await.expect("list");
+        took.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    took.sort_by(f64::total_cmp);
+    // Measured 43 ms without the fix, well under 5 ms with it; the bound
+    // leaves room for a loaded machine.
+    assert!(took[7] < 20.0, "median unary call {:.1} ms: {took:?}", took[7]);
+}

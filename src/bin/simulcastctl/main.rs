@@ -207,8 +207,9 @@ impl tonic::service::Interceptor for Auth {
 
 /// Connects to `--addr` (TLS for https://, checked against `--ca-cert`).
 pub async fn connect(cli: &Cli) -> Result<Conn, String> {
-    let mut endpoint =
-        Transport::from_shared(cli.addr.clone()).map_err(|e| format!("bad --addr `{}`: {e}", cli.addr))?;
+    let mut endpoint = Transport::from_shared(cli.addr.clone())
+        .map_err(|e| format!("bad --addr `{}`: {e}", cli.addr))?
+        .tcp_nodelay(true);
     if cli.addr.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new();
         match &cli.ca_cert {
