@@ -88,7 +88,12 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the writer thread.
     pub fn start(plan: RecordingPlan, utc: UtcClock) -> std::io::Result<Arc<Self>> {
-        fs::create_dir_all(&plan.dir)?;
+        // The programme as partners got it: the owner's only, whatever the
+        // umask (directories this creates are 0700, segments 0600).
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&plan.dir)?;
+        }
         let (tx, rx) = mpsc::sync_channel(WRITER_DEPTH);
         let chunks = Arc::new(AtomicU64::new(0));
         let lost = Arc::new(AtomicU64::new(0));
@@ -143,7 +148,11 @@ fn write_loop(
                         let _ = w.flush();
                     }
                     let path = plan.dir.join(format!("{at:020}.seg"));
-                    match File::create(&path) {
+                    let made = {
+                        use std::os::unix::fs::OpenOptionsExt;
+                        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)
+                    };
+                    match made {
                         Ok(f) => current = Some((at, BufWriter::new(f))),
                         Err(e) => {
                             error!(path = %path.display(), error = %e, "Cannot create a recording segment; the delayed legs lose this part.");
@@ -409,5 +418,32 @@ mod tests {
         sweep(&plan, 20 * s, Some(18 * s));
         let left: Vec<u64> = segments(dir.path()).into_iter().map(|(t, _)| t / s).collect();
         assert_eq!(left, [16, 18], "over the size bound: oldest deleted first");
+    }
+
+    #[test]
+    fn recordings_are_the_owners_alone_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        crate::media::init().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("recordings").join("ev-0123456789ab");
+        let plan = RecordingPlan { dir: dir.clone(), retention: Duration::from_secs(60), max_bytes: 1 << 20 };
+        let rec = Recorder::start(plan, UtcClock::new(&crate::media::clock())).unwrap();
+        let mut list = gst::BufferList::new();
+        let mut b = gst::Buffer::from_mut_slice(vec![0x47u8; 1316]);
+        b.get_mut().unwrap().set_pts(crate::media::clock().time());
+        list.get_mut().unwrap().add(b);
+        rec.record(&list);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while segments(&dir).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let segs = segments(&dir);
+        assert!(!segs.is_empty(), "no segment written");
+        assert_eq!(mode(&dir), 0o700, "the event's directory");
+        assert_eq!(mode(&root.path().join("recordings")), 0o700, "a directory it created");
+        for (_, p) in segs {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
     }
 }

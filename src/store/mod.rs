@@ -24,6 +24,9 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The store's file could not be created or made private.
+    #[error("store: {0}")]
+    File(#[from] std::io::Error),
     /// A stored row no longer validates (edited by hand, or a newer schema).
     #[error("store: stored row {id} is invalid: {reason}")]
     Corrupt {
@@ -134,9 +137,29 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// Creates `path` (mode 0600) if it is missing, and makes it and its
+/// existing WAL and shared-memory files 0600 if they are not.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    for p in [path.to_owned(), Store::sidecar(path, "-wal"), Store::sidecar(path, "-shm")] {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `path` and migrates it.
+    /// Opens (creating if needed) the store at `path` and migrates it. The
+    /// store holds SRT passphrases and RTMP stream keys: the file (and the
+    /// WAL and shared-memory files SQLite makes with its permissions) is
+    /// readable by its owner only, whatever the umask.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        owner_only(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path)?;
         // WAL survives a SIGKILL with every committed row; NORMAL sync is
         // durable against process death (not power loss), enough here.
@@ -144,6 +167,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Self::migrate(conn)
+    }
+
+    /// The path of the WAL or shared-memory file of the store at `path`.
+    fn sidecar(path: &Path, suffix: &str) -> std::path::PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        name.into()
     }
 
     /// A store in memory (tests, checks).
@@ -478,5 +508,25 @@ mod tests {
         assert_eq!(kinds, ["a", "b", "c"]);
         assert!(all.iter().all(|e| e.timezone == "Asia/Almaty"), "{all:?}");
         assert!(s.asrun("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_store_and_its_wal_are_the_owners_alone_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let store = Store::open(&path).unwrap();
+        let ch = crate::config::default_config().channels.remove(0);
+        store.insert_channel(&ch).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = Store::sidecar(&path, suffix);
+            assert_eq!(mode(&p), 0o600, "{} holds secrets", p.display());
+        }
+        drop(store);
+        // A store made before this (0644) is tightened when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _again = Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 }
