@@ -262,3 +262,42 @@ fn the_control_port_speaks_tls_when_given_a_certificate() {
     let (code, _, err) = ctl_env(&["events", "list"], &format!("http://127.0.0.1:{port}"), Some(&token));
     assert_eq!(code, 1, "{err}");
 }
+
+/// Issue 15, defect 13: a file source that does not exist is refused by
+/// `check`, naming it; a missing config file is reported once; output
+/// piped into a reader that quits ends quietly.
+#[test]
+fn a_missing_file_source_and_a_missing_config_are_each_named_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("file-source.toml");
+    let missing = dir.path().join("nope.ts");
+    std::fs::write(
+        &path,
+        format!("[event]\ntitle = \"t\"\n[source]\ntype = \"file\"\npath = \"{}\"\n", missing.display()),
+    )
+    .unwrap();
+    let (code, out) = ctl(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("source.path: cannot read") && out.contains("nope.ts"), "{out}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .expect("simulcastd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("No such file or directory").count(), 1, "the OS error once: {err}");
+
+    // `simulcastctl check | head -1`: the pipe closes early, no panic.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        .arg("check")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("simulcastctl");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -33,13 +33,14 @@ impl fmt::Display for FieldError {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read. (The I/O error is part of the message,
+    /// not a `source`: a caller printing the chain would print it twice.)
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not valid TOML.
     #[error("not valid TOML: {0}")]
@@ -61,8 +62,8 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
 
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.display().to_string(), error })?;
     parse(&text)
 }
 

@@ -311,7 +311,18 @@ fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
         }
         "file" => {
             w.unknown(t, at, &["type", "path"]);
-            file_path(w, t, at).map(Source::File)
+            let path = file_path(w, t, at)?;
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => Some(Source::File(path)),
+                Ok(_) => {
+                    w.err(join(at, "path"), format!("`{}` is not a file", path.display()));
+                    None
+                }
+                Err(e) => {
+                    w.err(join(at, "path"), format!("cannot read `{}`: {e}", path.display()));
+                    None
+                }
+            }
         }
         _ => unreachable!("kind() only returns listed kinds"),
     }
