@@ -149,12 +149,6 @@ enum TokenCmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Piped into `head` or a pager that quits: end quietly, as Unix tools
-    // do, rather than panic on the broken pipe.
-    // SAFETY: restores the default disposition of one signal, at start.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Check { ref config } => return check(config.clone(), cli.json),
