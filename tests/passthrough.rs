@@ -39,6 +39,22 @@ fn longest_run(sent: &[String], got: &[String]) -> usize {
     best
 }
 
+/// Plays `contribution` in real time to the relay's UDP input on `port`
+/// (ffmpeg, every stream as it is), with 2 s before and after.
+async fn send_live(contribution: &Path, port: u16) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(contribution)
+        .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+        .stdin(Stdio::null())
+        .status()
+        .expect("ffmpeg sends");
+    assert!(sent.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
 /// (codec, profile, language) of every stream, as ffprobe reads them.
 fn streams(path: &Path) -> Vec<(String, String, String)> {
     let out = Command::new("ffprobe")
@@ -94,17 +110,7 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
     .expect("config");
     assert_eq!(config.program.mode, simulcast::config::ProgramMode::Passthrough, "the default for a UDP source");
     let run = Run::start(&config).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let sent = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
-        .arg(&contribution)
-        .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
-        .arg(format!("udp://127.0.0.1:{source_port}?pkt_size=1316"))
-        .stdin(Stdio::null())
-        .status()
-        .expect("ffmpeg sends");
-    assert!(sent.success());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    send_live(&contribution, source_port).await;
     let status = run.relay.status();
     assert_eq!(status.program.mode, simulcast::config::ProgramMode::Passthrough);
     assert!(status.program.describe.contains("AC-3 eng"), "{}", status.program.describe);
@@ -166,17 +172,7 @@ async fn relays_untouched(video: &[&str], audio: &str, declared: &str, codecs: (
     ))
     .expect("config");
     let run = Run::start(&config).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let sent = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
-        .arg(&contribution)
-        .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
-        .arg(format!("udp://127.0.0.1:{source_port}?pkt_size=1316"))
-        .stdin(Stdio::null())
-        .status()
-        .expect("ffmpeg sends");
-    assert!(sent.success());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    send_live(&contribution, source_port).await;
     let describe = run.relay.status().program.describe;
     run.relay.shutdown().await;
     let (udp_path, datagrams) = udp.finish();
