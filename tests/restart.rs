@@ -45,6 +45,19 @@ impl Ctl {
         stdout
     }
 
+    /// Runs simulcastctl expecting a refusal; returns what it printed.
+    fn fails(&mut self, token: &str, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+            .args(args)
+            .env("SIMULCAST_ADDR", &self.addr)
+            .env("SIMULCAST_TOKEN", token)
+            .output()
+            .expect("run simulcastctl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "simulcastctl {args:?} was accepted: {text}");
+        text
+    }
+
     fn json(&mut self, token: &str, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
@@ -178,4 +191,127 @@ fn a_daemon_killed_mid_event_resumes_it_and_its_legs_flow_again() {
     for (what, text) in std::iter::once(("daemon log", &logs)).chain(ctl.seen.iter().map(|s| ("simulcastctl", s))) {
         assert!(!text.contains(PASSPHRASE) && !text.contains(STREAM_KEY), "secret in the {what}: {text}");
     }
+}
+
+/// One UDP partner, a test source, small pictures.
+fn one_udp_partner(dir: &Path, udp_port: u16) -> std::path::PathBuf {
+    let config = dir.join("one.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[event]\ntitle = \"Restart\"\n[source]\ntype = \"test\"\n[program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n\
+             [[channels]]\nid = \"kr-kbs\"\nname = \"KBS\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{udp_port}\" }}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Admin and operator tokens made in `db` before the daemon starts.
+fn tokens(ctl: &mut Ctl, db: &Path) -> (String, String) {
+    let db = db.to_str().unwrap();
+    let mut make = |role: &str, name: &str| {
+        ctl.json("", &["token", "create", "--role", role, "--name", name, "--db", db])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    (make("admin", "night-admin"), make("operator", "night-shift"))
+}
+
+#[test]
+fn a_t0_past_year_9999_is_refused_naming_its_field_and_an_unreadable_stored_event_costs_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("simulcast.db");
+    let log = dir.path().join("simulcastd.log");
+    let udp = UdpCapture::start();
+    let config = one_udp_partner(dir.path(), udp.port);
+    let (port, metrics_port) = (free_tcp_port(), free_tcp_port());
+    let mut ctl = Ctl { addr: format!("http://127.0.0.1:{port}"), seen: Vec::new() };
+    let (admin, op) = tokens(&mut ctl, &db);
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let start = |log: &Path| {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let args = [
+            OsStr::new("--db"),
+            db.as_os_str(),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--metrics-listen"),
+            OsStr::new(&metrics),
+        ];
+        Daemon::serve(port, &args, Stdio::from(log))
+    };
+    let mut daemon = start(&log);
+
+    // Every way past the last instant a timestamp can carry is refused,
+    // naming the field that goes there.
+    fn schedule<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["events", "schedule", "--title", "Far"];
+        args.extend_from_slice(extra);
+        args
+    }
+    for (extra, field) in [
+        (&["--local", "9999-12-31T23:00", "--tz", "America/New_York", "--duration", "1h"][..], "on_air"),
+        (&["--local", "+10000-01-01T00:00", "--tz", "UTC", "--duration", "1h"][..], "on_air"),
+        (&["--at", "9999-12-31T23:00:00Z", "--duration", "2h"][..], "duration"),
+        (&["--at", "9999-12-31T22:00:00Z", "--duration", "1h", "--postroll", "2h"][..], "postroll"),
+    ] {
+        let said = ctl.fails(&admin, &schedule(extra));
+        assert!(said.contains(field) && said.contains("out of range"), "{extra:?}: {said}");
+    }
+    let far = ctl.json(&admin, &schedule(&["--at", "9999-12-31T20:00:00Z", "--duration", "1h"]));
+    let far = far[0]["id"].as_str().unwrap().to_owned();
+    let said = ctl.fails(&op, &["events", "extend", &far, "--by", "4h"]);
+    assert!(said.contains("by") && said.contains("out of range"), "{said}");
+
+    // A live event, and a row this version cannot read (written by hand,
+    // as an older version wrote far-future rows).
+    let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let live = ctl.json(&admin, &schedule(&["--at", &at, "--duration", "2h"]));
+    let live = live[0]["id"].as_str().unwrap().to_owned();
+    ctl.run(&op, &["events", "arm", &live]);
+    ctl.run(&op, &["events", "take", &live]);
+    ctl.wait_legs_on_air(&op, &live, 1);
+    wait_growth("udp", || udp.bytes(), 50_000);
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "INSERT INTO events (id, title, on_air_utc, duration_ms, preroll_ms, postroll_ms, channel_ids, state, \
+             ended_utc, created_utc, max_delay_ms) VALUES ('ev-00000000dead', 'Far', '+10000-01-01T04:00:00.000Z', \
+             3600000, 60000, 30000, 'kr-kbs', 'SCHEDULED', NULL, '2026-12-01T00:00:00.000Z', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let _daemon = start(&log);
+    let list = ctl.json(&op, &["events", "list"]);
+    let ids: Vec<&str> = list.as_array().unwrap().iter().filter_map(|e| e["id"].as_str()).collect();
+    assert!(ids.contains(&live.as_str()) && ids.contains(&far.as_str()), "good events lost: {list:#}");
+    assert!(!ids.contains(&"ev-00000000dead"), "{list:#}");
+    assert_eq!(ctl.json(&op, &["events", "get", &live])[0]["state"], "ON_AIR");
+    ctl.wait_legs_on_air(&op, &live, 1);
+    wait_growth("udp after the restart", || udp.bytes(), 100_000);
+
+    // Loudly reported: the log, the row's own as-run entry, a metric.
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("A stored event cannot be read") && logs.contains("ev-00000000dead"), "{logs}");
+    let said = ctl.fails(&op, &["events", "get", "ev-00000000dead"]);
+    assert!(said.contains("cannot be read") && said.contains("+10000-01-01"), "{said}");
+    let poison = ctl.json(&op, &["asrun", "ev-00000000dead"]);
+    assert!(poison.as_array().unwrap().iter().any(|e| e["kind"] == "event-unreadable"), "{poison:#}");
+    let page = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&metrics).expect("metrics port");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut page = String::new();
+        s.read_to_string(&mut page).unwrap();
+        page
+    };
+    assert!(page.contains("simulcast_store_unreadable_events{daemon=\"simulcastd\"} 1"), "{page}");
 }

@@ -207,6 +207,7 @@ impl Coordinator {
             rehearsal: None,
             verdicts: Arc::default(),
             schedules: Vec::new(),
+            unreadable: BTreeMap::new(),
         };
         let task = tokio::spawn(state.run(rx));
         (Self { tx, status }, task)
@@ -372,6 +373,9 @@ struct State {
     verdicts: Arc<Vec<Report>>,
     /// Recurring rehearsals.
     schedules: Vec<Recurring>,
+    /// Stored events that could not be read at start, by id, with why
+    /// (left in the store, out of the schedule; their as-run log reads).
+    unreadable: BTreeMap<String, String>,
 }
 
 fn utc_text(t: DateTime<Utc>) -> String {
@@ -455,8 +459,16 @@ impl State {
 
     /// Loads events; an event found live means the daemon died mid-event.
     async fn resume(&mut self) -> Result<(), CoordError> {
-        for e in self.store.events()? {
+        let (events, unreadable) = self.store.events()?;
+        for e in events {
             self.events.insert(e.id.0.clone(), e);
+        }
+        for bad in unreadable {
+            error!(error = %bad, "A stored event cannot be read: it is left out of the schedule (and left in the store); every other event is loaded.");
+            if let StoreError::Corrupt { id, reason } = &bad {
+                self.log(id, "event-unreadable", format!("{reason}; left out of the schedule"), DAEMON)?;
+                self.unreadable.insert(id.clone(), reason.clone());
+            }
         }
         self.schedules = self.store.schedules()?;
         // A rehearsal the store holds unfinished died with the daemon.
@@ -544,6 +556,7 @@ impl State {
             healthy,
             rehearsal: self.active_rehearsal(),
             verdicts: Arc::clone(&self.verdicts),
+            unreadable_events: self.unreadable.len(),
         }));
     }
 
@@ -574,7 +587,7 @@ impl State {
                 self.answer_change(reply, r);
             }
             Command::GetEvent { id, reply } => {
-                let _ = reply.send(self.events.get(&id.0).cloned().ok_or_else(|| event_not_found(&id)));
+                let _ = reply.send(self.get(&id));
             }
             Command::ListEvents { reply } => {
                 let _ = reply.send(Ok(self.events_arc.as_ref().clone()));
@@ -591,7 +604,8 @@ impl State {
                 self.answer_change(reply, r);
             }
             Command::AsRun { event_id, reply } => {
-                let r = if event_id != SYSTEM_EVENT && !self.events.contains_key(&event_id) {
+                let known = self.events.contains_key(&event_id) || self.unreadable.contains_key(&event_id);
+                let r = if event_id != SYSTEM_EVENT && !known {
                     Err(event_not_found(&EventId(event_id)))
                 } else {
                     self.store.asrun(&event_id).map_err(CoordError::from)
@@ -753,6 +767,7 @@ impl State {
                 Ok(a) => max_delay = max_delay.max(a.delay),
             }
         }
+        errs.extend(outside_wire_range(new.on_air, preroll, duration, max_delay, postroll));
         if !errs.is_empty() {
             return Err(CoordError::Invalid(errs));
         }
@@ -801,7 +816,12 @@ impl State {
     }
 
     fn get(&self, id: &EventId) -> Result<Event, CoordError> {
-        self.events.get(&id.0).cloned().ok_or_else(|| event_not_found(id))
+        self.events.get(&id.0).cloned().ok_or_else(|| match self.unreadable.get(&id.0) {
+            Some(why) => CoordError::FailedPrecondition(format!(
+                "event {id} is in the store but cannot be read ({why}); it is out of the schedule"
+            )),
+            None => event_not_found(id),
+        })
     }
 
     /// Persists `event` with the entry explaining it, then updates memory.
@@ -905,8 +925,13 @@ impl State {
         if new_duration > chrono::Duration::days(7) {
             return Err(invalid("by", "the event would last more than 7 days"));
         }
+        let new_std = new_duration.to_std().unwrap_or_default();
+        if let Some(mut e) = outside_wire_range(event.on_air, event.preroll, new_std, event.max_delay, event.postroll) {
+            e.key = "by".into();
+            return Err(CoordError::Invalid(vec![e]));
+        }
         let old_end = event.end();
-        event.duration = new_duration.to_std().unwrap_or_default();
+        event.duration = new_std;
         let detail = format!("end moved from {} to {}", utc_text(old_end), utc_text(event.end()));
         let event = self.save(event, entry(self.options.clock.now(), &id.0, "", None, "extended", detail, actor))?;
         self.update_cue(&event);
@@ -1211,6 +1236,50 @@ pub const ABORT_SLATE: Duration = Duration::from_secs(1);
 
 /// The cue for `event` in its current state (see [`State::update_cue`]).
 /// `prev` keeps a program start already passed (T0, or an earlier Take).
+/// The first of an event's instants, from arming to the end of its last
+/// leg's post-roll, that a protobuf `Timestamp` cannot carry (after
+/// 9999-12-31 UTC), as an error naming the field that puts it there.
+fn outside_wire_range(
+    on_air: DateTime<Utc>,
+    preroll: Duration,
+    duration: Duration,
+    max_delay: Duration,
+    postroll: Duration,
+) -> Option<FieldError> {
+    let last = || {
+        utc_text(DateTime::<Utc>::from_timestamp(schedule::LAST_INSTANT_SECONDS, 0).unwrap_or(DateTime::<Utc>::MAX_UTC))
+    };
+    let add =
+        |t: Option<DateTime<Utc>>, d: Duration| t.and_then(|t| t.checked_add_signed(schedule::chrono_duration(d)));
+    let fits = |t: Option<DateTime<Utc>>| t.is_some_and(schedule::in_wire_range);
+    let error = |key: &str, what: String| {
+        Some(FieldError {
+            key: key.into(),
+            message: format!("{what}: instants after {} cannot be stored or sent", last()),
+        })
+    };
+    if !fits(Some(on_air)) {
+        return error("on_air", format!("T0 {} is out of range", utc_text(on_air)));
+    }
+    if !fits(on_air.checked_sub_signed(schedule::chrono_duration(preroll))) {
+        return error("preroll", "the legs would connect before 0001-01-01".into());
+    }
+    let end = add(Some(on_air), duration);
+    if !fits(end) {
+        return error("duration", "the programme would end out of range".into());
+    }
+    if !fits(add(end, max_delay)) {
+        return error(
+            "channel_ids",
+            format!("a leg airing {} after T0 would end out of range", config::uri::format_duration(max_delay)),
+        );
+    }
+    if !fits(add(add(end, max_delay), postroll)) {
+        return error("postroll", "post-roll would end out of range".into());
+    }
+    None
+}
+
 fn cue_for(event: &Event, now: DateTime<Utc>, prev: Cue, slate_by_hand: bool) -> Cue {
     let program_from = match event.state {
         EventState::Scheduled | EventState::Armed => Some(event.on_air),

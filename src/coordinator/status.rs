@@ -96,6 +96,8 @@ pub struct Snapshot {
     pub rehearsal: Option<crate::rehearsal::Report>,
     /// The latest finished rehearsal of each event.
     pub verdicts: Arc<Vec<crate::rehearsal::Report>>,
+    /// Stored events the daemon could not read at start.
+    pub unreadable_events: usize,
 }
 
 impl Snapshot {
@@ -109,6 +111,7 @@ impl Snapshot {
             healthy: false,
             rehearsal: None,
             verdicts: Arc::default(),
+            unreadable_events: 0,
         }
     }
 

@@ -150,6 +150,12 @@ impl prometheus_client::collector::Collector for StateCollector {
             [([("daemon", "simulcastd".to_owned())] as L1, b(snap.healthy))],
         )?;
 
+        f.gauge(
+            "store_unreadable_events",
+            "Stored events the daemon could not read at start: left out of the schedule, kept in the store.",
+            [([("daemon", "simulcastd".to_owned())] as L1, snap.unreadable_events as f64)],
+        )?;
+
         // Events not over yet, and the one whose relay runs.
         let live_id = snap.live.as_ref().map(|l| l.event_id.0.clone());
         let current: Vec<_> =

@@ -20,6 +20,19 @@ pub const DEFAULT_PREROLL: Duration = Duration::from_secs(60);
 /// Default time legs stay up after the end.
 pub const DEFAULT_POSTROLL: Duration = Duration::from_secs(30);
 
+/// The last instant a protobuf `Timestamp` may carry (and RFC 3339 can
+/// write with a four-digit year): 9999-12-31T23:59:59.999999999Z. Every
+/// instant of an event, from arming to the end of post-roll, must lie
+/// within `[0001-01-01T00:00:00Z, LAST_INSTANT]`.
+pub const LAST_INSTANT_SECONDS: i64 = 253_402_300_799;
+
+/// Whether `t` is within the protobuf `Timestamp` range (0001-01-01 to
+/// 9999-12-31, UTC).
+pub fn in_wire_range(t: DateTime<Utc>) -> bool {
+    const FIRST_INSTANT_SECONDS: i64 = -62_135_596_800;
+    (FIRST_INSTANT_SECONDS..=LAST_INSTANT_SECONDS).contains(&t.timestamp())
+}
+
 /// An event's life (design.md, "Event life").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -350,6 +363,16 @@ pub fn resolve_local(local: &str, zone: &str, fold: Fold, at: &str) -> Result<Da
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wire_range_is_years_1_to_9999_utc() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap();
+        assert!(in_wire_range(t("9999-12-31T23:59:59.999Z")));
+        assert!(in_wire_range(t("0001-01-01T00:00:00Z")));
+        assert!(!in_wire_range(t("9999-12-31T23:00:00-05:00")));
+        assert!(!in_wire_range(t("0000-12-31T23:59:59Z")));
+        assert!(!in_wire_range(DateTime::<Utc>::from_timestamp(LAST_INSTANT_SECONDS + 1, 0).unwrap()));
+    }
 
     #[test]
     fn every_transition_and_every_refusal() {

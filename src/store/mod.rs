@@ -303,12 +303,21 @@ impl Store {
         Ok(())
     }
 
-    /// Every event, oldest T0 first.
-    pub fn events(&self) -> Result<Vec<Event>, StoreError> {
+    /// Every event, oldest T0 first, and apart from them each row that
+    /// cannot be read (one bad row must not cost the schedule its good
+    /// ones; the caller reports them).
+    pub fn events(&self) -> Result<(Vec<Event>, Vec<StoreError>), StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY on_air_utc, id"))?;
-        let rows = stmt.query_map([], event_row)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(decode_event).collect()
+        let mut events = Vec::new();
+        let mut unreadable = Vec::new();
+        for row in stmt.query_map([], event_row)? {
+            match row.map_err(StoreError::from).and_then(decode_event) {
+                Ok(e) => events.push(e),
+                Err(e) => unreadable.push(e),
+            }
+        }
+        Ok((events, unreadable))
     }
 
     /// Appends an as-run entry (committed before this returns).
@@ -423,13 +432,24 @@ fn decode_event(row: EventRow) -> Result<Event, StoreError> {
     let (id, title, on_air, duration, preroll, postroll, channels, state, ended, created, max_delay) = row;
     let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
     let instant = |s: &str| {
-        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| corrupt(format!("`{s}`: {e}")))
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| corrupt(format!("`{s}` is not an instant from year 1 to 9999 ({e})")))
     };
     let dur = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
     let mut channel_ids = Vec::new();
     for c in channels.split(',').filter(|c| !c.is_empty()) {
         channel_ids.push(ChannelId::parse(c).map_err(&corrupt)?);
     }
+    let instant = |s: &str| {
+        instant(s).and_then(|t| {
+            if crate::schedule::in_wire_range(t) {
+                Ok(t)
+            } else {
+                Err(corrupt(format!("`{s}` is not an instant from year 1 to 9999 (out of range)")))
+            }
+        })
+    };
     Ok(Event {
         title,
         on_air: instant(&on_air)?,
