@@ -315,3 +315,109 @@ fn a_t0_past_year_9999_is_refused_naming_its_field_and_an_unreadable_stored_even
     };
     assert!(page.contains("simulcast_store_unreadable_events{daemon=\"simulcastd\"} 1"), "{page}");
 }
+
+/// `simulcastd serve ARGS` expected to refuse to start: its exit and what
+/// it printed, within 20 s.
+fn refused_start(args: &[&OsStr]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start simulcastd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("simulcastd {args:?} started; it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn one_store_one_daemon_and_a_start_that_fails_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("simulcast.db");
+    let log = dir.path().join("simulcastd.log");
+    let udp = UdpCapture::start();
+    let config = one_udp_partner(dir.path(), udp.port);
+    let port = free_tcp_port();
+    let mut ctl = Ctl { addr: format!("http://127.0.0.1:{port}"), seen: Vec::new() };
+    let (admin, op) = tokens(&mut ctl, &db);
+    let mut daemon = start_daemon(&db, &config, port, &log);
+    let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ev = ctl.json(&admin, &["events", "schedule", "--title", "Final", "--at", &at, "--duration", "2h"]);
+    let id = ev[0]["id"].as_str().unwrap().to_owned();
+    ctl.run(&op, &["events", "arm", &id]);
+    ctl.run(&op, &["events", "take", &id]);
+    ctl.wait_legs_on_air(&op, &id, 1);
+    wait_growth("udp", || udp.bytes(), 50_000);
+
+    // A second daemon on the same store, on another port, is refused
+    // before it resumes anything: the partner keeps one copy.
+    let other = format!("127.0.0.1:{}", free_tcp_port());
+    let base = [OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()];
+    let said = refused_start(&[&base[..], &[OsStr::new("--listen"), OsStr::new(&other)]].concat());
+    assert!(said.contains("in use by another simulcastd") && said.contains(&daemon.0.id().to_string()), "{said}");
+    let asrun_kinds = |ctl: &mut Ctl| -> Vec<String> {
+        let all = ctl.json(&op, &["asrun", &id]);
+        all.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+    };
+    let kinds = asrun_kinds(&mut ctl);
+    assert!(!kinds.iter().any(|k| k == "daemon-restarted"), "{kinds:?}");
+    let rate = |udp: &UdpCapture| {
+        let b = udp.bytes();
+        std::thread::sleep(Duration::from_secs(2));
+        (udp.bytes() - b) / 2
+    };
+    let one_copy = rate(&udp);
+
+    // Killed, its ports taken by someone else: each start fails without a
+    // word in the as-run log, and the next good start resumes the event.
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    let before = asrun_kinds_offline(&db, &id);
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let said =
+        refused_start(&[&base[..], &[OsStr::new("--listen"), OsStr::new(&format!("127.0.0.1:{port}"))]].concat());
+    assert!(said.contains(&format!("binding 127.0.0.1:{port}")), "{said}");
+    drop(squatter);
+    let metrics_squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = metrics_squatter.local_addr().unwrap().to_string();
+    let said = refused_start(
+        &[&base[..], &[OsStr::new("--listen"), OsStr::new(&other), OsStr::new("--metrics-listen"), OsStr::new(&busy)]]
+            .concat(),
+    );
+    assert!(said.contains("binding the metrics port"), "{said}");
+    // Metrics off loopback need the same permission as the gRPC port.
+    let said = refused_start(
+        &[
+            &base[..],
+            &[OsStr::new("--listen"), OsStr::new(&other), OsStr::new("--metrics-listen"), OsStr::new("0.0.0.0:0")],
+        ]
+        .concat(),
+    );
+    assert!(said.contains("refusing to serve metrics on 0.0.0.0:0"), "{said}");
+    assert_eq!(asrun_kinds_offline(&db, &id), before, "a failed start wrote into the live event's as-run log");
+
+    let _daemon = start_daemon(&db, &config, port, &log);
+    ctl.wait_legs_on_air(&op, &id, 1);
+    wait_growth("udp after the restart", || udp.bytes(), 50_000);
+    let kinds = asrun_kinds(&mut ctl);
+    assert_eq!(kinds.iter().filter(|k| *k == "daemon-restarted").count(), 1, "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "daemon-stopped"), "{kinds:?}");
+    let after = rate(&udp);
+    assert!(after < one_copy * 3 / 2, "two copies? {after} B/s now, {one_copy} B/s with one daemon");
+}
+
+/// The as-run kinds of `id`, read from the store file itself.
+fn asrun_kinds_offline(db: &Path, id: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT kind FROM asrun WHERE event_id = ?1 ORDER BY seq").unwrap();
+    stmt.query_map([id], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}

@@ -84,6 +84,14 @@ impl std::fmt::Debug for TlsFiles {
     }
 }
 
+/// Whether `tls` makes a server configuration (a certificate and key that
+/// parse), so a daemon can refuse them before it touches its store.
+pub fn check_tls(tls: &TlsFiles) -> Result<(), tonic::transport::Error> {
+    let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+    tonic::transport::Server::builder().tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    Ok(())
+}
+
 /// Serves the control plane on `listener` until `shutdown` resolves, and,
 /// with `http`, `/metrics` and `/healthz` on that second port.
 pub async fn serve(

@@ -64,7 +64,8 @@ enum Cmd {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
         /// Listen on a non-loopback address without TLS (tokens then cross
-        /// the network in clear).
+        /// the network in clear), and serve metrics off loopback (they
+        /// have no TLS).
         #[arg(long)]
         allow_insecure_remote: bool,
         /// Where events with delayed (`local_time`) legs record the program;
@@ -75,7 +76,8 @@ enum Cmd {
         #[arg(long, default_value = "6h", value_parser = parse_duration)]
         retention: Duration,
         /// Address of the HTTP port serving `/metrics` (Prometheus) and
-        /// `/healthz`; `off` for none.
+        /// `/healthz`; `off` for none. Off loopback only with
+        /// --allow-insecure-remote.
         #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_listen)]
         metrics_listen: Listen,
     },
@@ -342,11 +344,37 @@ async fn serve(
              or --allow-insecure-remote to send tokens in clear"
         );
     }
+    // The metrics port has no TLS: off loopback only when asked for.
+    if let Some(addr) = metrics
+        && !addr.ip().is_loopback()
+        && !allow_insecure_remote
+    {
+        anyhow::bail!(
+            "refusing to serve metrics on {addr}, off loopback and without TLS: \
+             give --allow-insecure-remote to expose them, or a 127.0.0.1 address"
+        );
+    }
     let tls = match tls {
         Some((cert, key)) => Some(simulcast::api::TlsFiles {
             cert_pem: std::fs::read(&cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?,
             key_pem: std::fs::read(&key).with_context(|| format!("reading --tls-key {}", key.display()))?,
         }),
+        None => None,
+    };
+    let config = load(import.clone())?;
+    if let Some(t) = &tls {
+        simulcast::api::check_tls(t).context("--tls-cert and --tls-key do not make a TLS configuration")?;
+    }
+    // One daemon per store, and nothing in it touched before this one
+    // holds it and every port is bound: a start that fails changes nothing.
+    let _lock = simulcast::store::StoreLock::take(&db)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let http = match metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics port {addr} (--metrics-listen; `off` for none)"))?,
+        ),
         None => None,
     };
     let store = simulcast::store::Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
@@ -364,7 +392,6 @@ async fn serve(
             db.display()
         );
     }
-    let config = load(import.clone())?;
     if let Some(path) = &import
         && store.channels()?.is_empty()
     {
@@ -381,15 +408,6 @@ async fn serve(
         tracing::error!(problem = %p, "The relay cannot run; health reports NOT_SERVING.");
     }
     let (coordinator, task) = simulcast::coordinator::Coordinator::start(store, options);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    let http = match metrics {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics port {addr} (--metrics-listen; `off` for none)"))?,
-        ),
-        None => None,
-    };
     if let Some(h) = &http {
         tracing::info!(addr = %h.local_addr()?, "Metrics and health on http://{}/metrics and /healthz.", h.local_addr()?);
     }

@@ -27,6 +27,14 @@ pub enum StoreError {
     /// The store's file could not be created or made private.
     #[error("store: {0}")]
     File(#[from] std::io::Error),
+    /// Another daemon holds the store.
+    #[error("store: {path} is in use by another simulcastd ({holder}); one daemon per store")]
+    InUse {
+        /// The store.
+        path: String,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
     /// A stored row no longer validates (edited by hand, or a newer schema).
     #[error("store: stored row {id} is invalid: {reason}")]
     Corrupt {
@@ -151,6 +159,52 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One daemon's exclusive hold on a store: an advisory `flock` on
+/// `<store>.lock` (mode 0600, holding the holder's pid), released when the
+/// process ends, however it ends. A second daemon on the same store would
+/// resume the same live event and send every partner two interleaved copies.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
+}
+
+impl StoreLock {
+    /// Takes the lock of the store at `path`, or says who holds it.
+    pub fn take(path: &Path) -> Result<Self, StoreError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let lock_path = Store::sidecar(path, ".lock");
+        let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", lock_path.display()));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(named)?;
+        // SAFETY: flock on a descriptor this function owns; no memory involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(named(e).into());
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "its lock is held".to_owned(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(StoreError::InUse { path: path.display().to_string(), holder });
+        }
+        file.set_len(0).map_err(named)?;
+        file.rewind().map_err(named)?;
+        writeln!(file, "{}", std::process::id()).map_err(named)?;
+        Ok(Self { _file: file })
+    }
 }
 
 impl Store {
