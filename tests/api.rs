@@ -273,3 +273,50 @@ async fn a_unary_call_is_not_held_by_nagle_and_delayed_acks() {
     // leaves room for a loaded machine.
     assert!(took[7] < 20.0, "median unary call {:.1} ms: {took:?}", took[7]);
 }
+
+/// A UDP partner `id` at `uri` (udp:// or rist://).
+fn udp_partner(id: &str, uri: &str) -> proto::Channel {
+    let kind = if uri.starts_with("rist") { "rist" } else { "udp" };
+    let ch = config::parse_channel(&format!(
+        "id = \"{id}\"\nname = \"{id}\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n\
+         ingest = {{ type = \"{kind}\", uri = \"{uri}\" }}\n"
+    ))
+    .expect("channel");
+    channel_to_proto_with_secrets(&ch)
+}
+
+#[tokio::test]
+async fn a_channel_on_another_channels_udp_port_is_refused_as_the_config_file_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
+    let admin = server.token(Role::Admin).to_owned();
+    let mut c = client(&server).await;
+    c.create_channel(create(udp_partner("kr-kbs", "udp://127.0.0.1:7101"), &admin)).await.expect("first");
+
+    // The same host:port, or a RIST whose second port lands on it.
+    for (id, uri) in [("kr-mbc", "udp://127.0.0.1:7101"), ("kr-sbs", "rist://127.0.0.1:7100")] {
+        let e = c.create_channel(create(udp_partner(id, uri), &admin)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{id}: {e:?}");
+        assert!(
+            e.message().contains("ingest.uri")
+                && e.message().contains("127.0.0.1:7101 is already used by channel `kr-kbs`"),
+            "{}",
+            e.message()
+        );
+    }
+    assert_eq!(ids(&mut c, &admin).await, ["kr-kbs"]);
+
+    // A channel moved onto it is refused too; elsewhere it is fine.
+    c.create_channel(create(udp_partner("kr-mbc", "udp://127.0.0.1:7200"), &admin)).await.expect("second");
+    let moved = udp_partner("kr-mbc", "udp://127.0.0.1:7101");
+    let e = c.update_channel(authed(proto::UpdateChannelRequest { channel: Some(moved) }, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("already used by channel `kr-kbs`"), "{}", e.message());
+    let same = udp_partner("kr-mbc", "udp://127.0.0.1:7200");
+    c.update_channel(authed(proto::UpdateChannelRequest { channel: Some(same) }, &admin))
+        .await
+        .expect("unchanged port");
+    let got = c.get_channel(authed(proto::GetChannelRequest { id: "kr-mbc".into() }, &admin)).await.unwrap();
+    let Some(Kind::Udp(u)) = got.into_inner().ingest.and_then(|i| i.kind) else { panic!("udp") };
+    assert_eq!(u.uri, "udp://127.0.0.1:7200");
+}

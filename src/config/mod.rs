@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use types::*;
+pub use validate::port_clash;
 
 /// The embedded default: the "Silk Way Star" grand final to 12 partner
 /// channels, every ingest on loopback (what `simulcastd demo` runs).

@@ -649,27 +649,32 @@ fn file_path(w: &mut Walk, t: &Table, at: &str) -> Option<PathBuf> {
 /// Two legs that would bind or send to the same UDP port on one host (SRT,
 /// UDP, and RIST's port and port + 1) are a typing error, not a plan.
 fn udp_port_collisions(w: &mut Walk, channels: &[Channel]) {
-    let mut used: Vec<(String, u16, usize)> = Vec::new();
     for (i, c) in channels.iter().enumerate() {
-        let ports: Vec<(String, u16)> = match &c.ingest {
-            Ingest::Srt(s) => vec![(s.host.bare(), s.port)],
-            Ingest::Udp(u) => vec![(u.host.bare(), u.port)],
-            Ingest::Rist(r) => vec![(r.host.bare(), r.port), (r.host.bare(), r.port.saturating_add(1))],
-            _ => vec![],
-        };
-        for (host, port) in ports {
-            if let Some((_, _, j)) = used.iter().find(|(h, p, _)| *h == host && *p == port) {
-                let other = &channels[*j];
-                w.err(
-                    format!("channels[{i}].ingest.uri"),
-                    format!(
-                        "{host}:{port} is already used by channel `{}` (RIST uses its port and the next one)",
-                        other.id
-                    ),
-                );
-            } else {
-                used.push((host, port, i));
-            }
+        if let Some(why) = port_clash(c, &channels[..i]) {
+            w.err(format!("channels[{i}].ingest.uri"), why);
         }
     }
+}
+
+/// The UDP ports a leg sends to, by host (RIST uses its port and the next).
+fn udp_ports(c: &Channel) -> Vec<(String, u16)> {
+    match &c.ingest {
+        Ingest::Srt(s) => vec![(s.host.bare(), s.port)],
+        Ingest::Udp(u) => vec![(u.host.bare(), u.port)],
+        Ingest::Rist(r) => vec![(r.host.bare(), r.port), (r.host.bare(), r.port.saturating_add(1))],
+        _ => vec![],
+    }
+}
+
+/// Why channel `c` cannot sit beside `others`: a UDP host and port one of
+/// them already sends to. The same check a config file gets across its
+/// channels, for a channel created or changed through the API.
+pub fn port_clash(c: &Channel, others: &[Channel]) -> Option<String> {
+    let mine = udp_ports(c);
+    others.iter().filter(|o| o.id != c.id).find_map(|o| {
+        let theirs = udp_ports(o);
+        mine.iter().find(|p| theirs.contains(p)).map(|(host, port)| {
+            format!("{host}:{port} is already used by channel `{}` (RIST uses its port and the next one)", o.id)
+        })
+    })
 }

@@ -656,7 +656,25 @@ impl State {
         self.events.values().find(|e| e.state.is_live() && e.channel_ids.contains(id))
     }
 
+    /// The checks a config file makes across its channels, for one channel
+    /// created or changed alone: no UDP host:port another channel sends to,
+    /// and (RTMP) a programme it can carry.
+    fn fits_beside_others(&self, channel: &Channel) -> Result<(), CoordError> {
+        let mut errs = Vec::new();
+        if let Some(why) = config::port_clash(channel, &self.store.channels()?) {
+            errs.push(FieldError { key: "ingest.uri".into(), message: why });
+        }
+        if let Some(why) = self.options.program.refuses(channel) {
+            errs.push(FieldError { key: "ingest".into(), message: why });
+        }
+        if errs.is_empty() { Ok(()) } else { Err(CoordError::Invalid(errs)) }
+    }
+
     fn create_channel(&self, channel: Channel, actor: &str) -> Result<Channel, CoordError> {
+        if self.store.channel(&channel.id)?.is_some() {
+            return Err(CoordError::AlreadyExists(format!("channel `{}` exists already", channel.id)));
+        }
+        self.fits_beside_others(&channel)?;
         if !self.store.insert_channel(&channel)? {
             return Err(CoordError::AlreadyExists(format!("channel `{}` exists already", channel.id)));
         }
@@ -673,6 +691,7 @@ impl State {
             )));
         }
         keep_secrets(&old, &mut channel);
+        self.fits_beside_others(&channel)?;
         self.store.update_channel(&channel)?;
         self.record_channel(&channel, "channel-updated", describe(&channel), actor)?;
         Ok(channel)
