@@ -320,3 +320,76 @@ async fn a_channel_on_another_channels_udp_port_is_refused_as_the_config_file_re
     let Some(Kind::Udp(u)) = got.into_inner().ingest.and_then(|i| i.kind) else { panic!("udp") };
     assert_eq!(u.uri, "udp://127.0.0.1:7200");
 }
+
+#[tokio::test]
+async fn strings_and_lists_are_bounded_and_errors_never_echo_a_whole_input() {
+    use simulcast::proto::event_service_client::EventServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
+    let admin = server.token(Role::Admin).to_owned();
+    let mut c = client(&server).await;
+    let small = |e: &tonic::Status, limit: usize| {
+        assert!(e.message().len() < limit, "{} bytes of message: {}…", e.message().len(), &e.message()[..200]);
+    };
+
+    // Two 600,000-character names would make every ListChannels too big.
+    for id in ["kr-kbs", "kr-mbc"] {
+        let mut ch = udp_partner(id, &format!("udp://127.0.0.1:{}", if id == "kr-kbs" { 7300 } else { 7302 }));
+        ch.name = "N".repeat(600_000);
+        let Err(e) = c.create_channel(create(ch, &admin)).await else {
+            panic!("a 600,000-character name was accepted")
+        };
+        assert_eq!(e.code(), Code::InvalidArgument, "{id}");
+        assert!(e.message().contains("channel.name"), "{}", &e.message()[..200.min(e.message().len())]);
+        small(&e, 1000);
+    }
+    let mut ch = udp_partner("kr-kbs", "udp://127.0.0.1:7300");
+    ch.name = "N".repeat(config::MAX_NAME_CHARS);
+    c.create_channel(create(ch, &admin)).await.expect("a 200-character name");
+    let mut ch = udp_partner("kr-mbc", "udp://127.0.0.1:7302");
+    ch.name = "N".repeat(config::MAX_NAME_CHARS + 1);
+    assert_eq!(c.create_channel(create(ch, &admin)).await.unwrap_err().code(), Code::InvalidArgument);
+    // A URI, an interface, a zone: each string has a bound, and is not echoed whole.
+    let mut ch = udp_partner("kr-mbc", "udp://127.0.0.1:7302");
+    if let Some(Kind::Udp(u)) = ch.ingest.as_mut().and_then(|i| i.kind.as_mut()) {
+        u.uri = format!("udp://{}.example:7302", "h".repeat(100_000));
+    }
+    ch.timezone = "Z".repeat(100_000);
+    let e = c.create_channel(create(ch, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("channel.ingest.uri") && e.message().contains("channel.timezone"), "{e:?}");
+    small(&e, 1000);
+    assert_eq!(ids(&mut c, &admin).await, ["kr-kbs"]);
+    let e = c.get_channel(authed(proto::GetChannelRequest { id: "x".repeat(500_000) }, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    small(&e, 300);
+
+    // 10,000 unknown channel ids: one short answer, not a 1 MB echo.
+    let mut ev = EventServiceClient::new(server.transport().await);
+    let schedule = |ids: Vec<String>| proto::ScheduleEventRequest {
+        title: "Final".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(simulcast::api::convert::timestamp(
+            chrono::Utc::now() + chrono::Duration::hours(1),
+        ))),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: None,
+        postroll: None,
+        channel_ids: ids,
+    };
+    let many: Vec<String> = (0..10_000).map(|i| format!("unknown-channel-{i:05}-{}", "x".repeat(40))).collect();
+    let e = ev.schedule_event(authed(schedule(many), &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("channel_ids") && e.message().contains("at most"), "{}", e.message());
+    small(&e, 300);
+    // Under the cap, each unknown id is named, the list cut after ten.
+    let some: Vec<String> = (0..400).map(|i| format!("{}-{i}", "y".repeat(1000))).collect();
+    let e = ev.schedule_event(authed(schedule(some), &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("and 390 more problem(s)"), "{}", &e.message()[..300]);
+    small(&e, 5000);
+    let e = ev.get_event(authed(proto::EventRef { event_id: "e".repeat(500_000) }, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    small(&e, 300);
+    let list = c.list_channels(authed(proto::ListChannelsRequest {}, &admin)).await.expect("list still answers");
+    assert_eq!(list.into_inner().channels.len(), 1);
+}

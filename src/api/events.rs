@@ -27,8 +27,8 @@ pub fn event_id(id: &str) -> Result<EventId, Status> {
         Err(Status::invalid_argument("event_id: missing"))
     } else {
         Err(Status::invalid_argument(format!(
-            "event_id: `{}` is not an event id (ev- and 12 hex digits)",
-            id.escape_debug()
+            "event_id: {} is not an event id (ev- and 12 hex digits)",
+            crate::config::quote(id)
         )))
     }
 }

@@ -48,18 +48,35 @@ pub const SERVICES: [&str; 4] = [
 
 /// `INVALID_ARGUMENT` naming every offending field.
 pub fn invalid(errors: Vec<FieldError>) -> Status {
-    Status::invalid_argument(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    const LISTED: usize = 10;
+    let mut text: Vec<String> = errors.iter().take(LISTED).map(|e| bounded(e.to_string(), 400)).collect();
+    if errors.len() > LISTED {
+        text.push(format!("and {} more problem(s)", errors.len() - LISTED));
+    }
+    Status::invalid_argument(text.join("; "))
+}
+
+/// The longest error message the control plane sends.
+pub const MAX_ERROR_CHARS: usize = 4096;
+
+/// `m` cut to `max` characters, saying so: an error message stays small
+/// whatever a request held (a default gRPC client refuses large ones).
+fn bounded(m: String, max: usize) -> String {
+    match m.char_indices().nth(max) {
+        None => m,
+        Some((at, _)) => format!("{}… (cut)", &m[..at]),
+    }
 }
 
 impl From<CoordError> for Status {
     fn from(e: CoordError) -> Self {
         match e {
             CoordError::Invalid(errs) => invalid(errs),
-            CoordError::NotFound(m) => Status::not_found(m),
-            CoordError::AlreadyExists(m) => Status::already_exists(m),
-            CoordError::FailedPrecondition(m) => Status::failed_precondition(m),
-            CoordError::Unimplemented(m) => Status::unimplemented(m),
-            CoordError::Relay(m) => Status::internal(m),
+            CoordError::NotFound(m) => Status::not_found(bounded(m, MAX_ERROR_CHARS)),
+            CoordError::AlreadyExists(m) => Status::already_exists(bounded(m, MAX_ERROR_CHARS)),
+            CoordError::FailedPrecondition(m) => Status::failed_precondition(bounded(m, MAX_ERROR_CHARS)),
+            CoordError::Unimplemented(m) => Status::unimplemented(bounded(m, MAX_ERROR_CHARS)),
+            CoordError::Relay(m) => Status::internal(bounded(m, MAX_ERROR_CHARS)),
             CoordError::Stopped => Status::unavailable("the daemon is shutting down"),
             CoordError::Store(e) => {
                 tracing::error!(error = %e, "Store failed.");

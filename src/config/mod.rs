@@ -31,6 +31,27 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// The longest string value a configuration or a request may hold
+/// (a URI, a path, a zone); names and titles are shorter.
+pub const MAX_STRING_CHARS: usize = 2048;
+/// The longest channel name or event title.
+pub const MAX_NAME_CHARS: usize = 200;
+/// The most channels one event may list.
+pub const MAX_EVENT_CHANNELS: usize = 500;
+
+/// `s` in backticks for an error message, cut to its first 64 characters:
+/// an error never echoes a whole hostile input back.
+pub fn quote(s: &str) -> String {
+    const SHOWN: usize = 64;
+    let n = s.chars().count();
+    if n <= SHOWN {
+        format!("`{}`", s.escape_debug())
+    } else {
+        let head: String = s.chars().take(SHOWN).collect();
+        format!("`{}…` ({n} characters)", head.escape_debug())
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

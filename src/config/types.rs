@@ -42,7 +42,7 @@ impl ChannelId {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!("`{s}` is not a channel id: use 1 to 63 of a-z, 0-9 and -"))
+            Err(format!("{} is not a channel id: use 1 to 63 of a-z, 0-9 and -", super::quote(s)))
         }
     }
 

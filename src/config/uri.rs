@@ -23,12 +23,13 @@ pub struct ParsedUri {
 
 /// Parses `text` as a URI with one of `schemes`; returns the scheme found.
 pub fn parse_uri<'a>(text: &str, schemes: &[&'a str]) -> Result<(&'a str, ParsedUri), String> {
-    let (scheme, rest) =
-        text.split_once("://").ok_or_else(|| format!("`{text}` is not a URI: expected {}://host:port", schemes[0]))?;
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| format!("{} is not a URI: expected {}://host:port", super::quote(text), schemes[0]))?;
     let scheme = schemes
         .iter()
         .find(|s| s.eq_ignore_ascii_case(scheme))
-        .ok_or_else(|| format!("scheme `{scheme}` is not accepted here: use {}", schemes.join(" or ")))?;
+        .ok_or_else(|| format!("scheme {} is not accepted here: use {}", super::quote(scheme), schemes.join(" or ")))?;
     let (authority, tail) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -78,14 +79,14 @@ fn parse_host(text: &str) -> Result<Host, String> {
     if text.len() <= 253 && text.split('.').all(valid_label) && !text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         Ok(Host::Name(text.to_ascii_lowercase()))
     } else {
-        Err(format!("`{text}` is neither an IP address nor a host name"))
+        Err(format!("{} is neither an IP address nor a host name", super::quote(text)))
     }
 }
 
 fn parse_port(text: &str) -> Result<u16, String> {
     match text.parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        _ => Err(format!("port `{text}` is not a number from 1 to 65535")),
+        _ => Err(format!("port {} is not a number from 1 to 65535", super::quote(text))),
     }
 }
 
@@ -100,7 +101,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(format!("`{text}` is not a duration: use forms like 500ms, 2s, 1h30m"));
+            return Err(format!("{} is not a duration: use forms like 500ms, 2s, 1h30m", super::quote(text)));
         }
         let n: u64 = rest[..digits].parse().map_err(|_| format!("`{text}`: number too large"))?;
         rest = &rest[digits..];

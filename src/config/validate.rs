@@ -51,6 +51,11 @@ impl Walk {
 
     fn string(&mut self, t: &Table, at: &str, key: &str, required: bool) -> Option<String> {
         match t.get(key) {
+            Some(Value::String(s)) if s.chars().count() > super::MAX_STRING_CHARS => {
+                let n = s.chars().count();
+                self.err(join(at, key), format!("{n} characters long; at most {}", super::MAX_STRING_CHARS));
+                None
+            }
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => {
                 self.err(join(at, key), format!("expected a string, found {}", other.type_str()));
@@ -113,7 +118,10 @@ impl Walk {
         match Tz::from_str(&s) {
             Ok(tz) => Some(tz),
             Err(_) => {
-                self.err(join(at, key), format!("`{s}` is not an IANA time zone (for example Asia/Almaty)"));
+                self.err(
+                    join(at, key),
+                    format!("{} is not an IANA time zone (for example Asia/Almaty)", super::quote(&s)),
+                );
                 None
             }
         }
@@ -466,14 +474,18 @@ fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {
         }
     });
     let name = w.string(t, at, "name", true);
-    if matches!(&name, Some(s) if s.trim().is_empty()) {
-        w.err(join(at, "name"), "must not be empty");
+    if matches!(&name, Some(s) if s.trim().is_empty() || s.chars().count() > super::MAX_NAME_CHARS || s.chars().any(char::is_control))
+    {
+        w.err(join(at, "name"), format!("1 to {} characters, no control characters", super::MAX_NAME_CHARS));
     }
     let country = w.string(t, at, "country", true).and_then(|s| {
         if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
             Some(s.to_ascii_uppercase())
         } else {
-            w.err(join(at, "country"), format!("`{s}` is not an ISO 3166-1 alpha-2 code (two letters, e.g. KZ)"));
+            w.err(
+                join(at, "country"),
+                format!("{} is not an ISO 3166-1 alpha-2 code (two letters, e.g. KZ)", super::quote(&s)),
+            );
             None
         }
     });
@@ -509,7 +521,7 @@ fn air_policy(w: &mut Walk, t: &Table, at: &str) -> Option<AirPolicy> {
             match NaiveTime::parse_from_str(&s, "%H:%M").or_else(|_| NaiveTime::parse_from_str(&s, "%H:%M:%S")) {
                 Ok(time) => Some(AirPolicy::LocalTime(time)),
                 Err(_) => {
-                    w.err(join(at, "at"), format!("`{s}` is not a time of day as HH:MM (or HH:MM:SS)"));
+                    w.err(join(at, "at"), format!("{} is not a time of day as HH:MM (or HH:MM:SS)", super::quote(&s)));
                     None
                 }
             }
@@ -556,9 +568,9 @@ fn host_port(w: &mut Walk, t: &Table, at: &str, key: &str, schemes: &[&str]) -> 
     let key = join(at, key);
     match parse_uri(&s, schemes) {
         Err(e) => w.err(key, e),
-        Ok((_, u)) if u.port.is_none() => w.err(key, format!("`{s}` has no port")),
+        Ok((_, u)) if u.port.is_none() => w.err(key, format!("{} has no port", super::quote(&s))),
         Ok((_, u)) if u.has_query || !u.path.is_empty() => {
-            w.err(key, format!("`{s}`: options go in their own keys, not in the URI"))
+            w.err(key, format!("{}: options go in their own keys, not in the URI", super::quote(&s)))
         }
         Ok((_, u)) => return Some((u.host, u.port.unwrap_or_default())),
     }
@@ -604,7 +616,7 @@ fn udp_endpoint(w: &mut Walk, t: &Table, at: &str) -> Option<UdpEndpoint> {
         if !i.is_empty() && i.len() <= 15 && i.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
             Some(i)
         } else {
-            w.err(join(at, "interface"), format!("`{i}` is not a network interface name"));
+            w.err(join(at, "interface"), format!("{} is not a network interface name", super::quote(&i)));
             None
         }
     });
@@ -621,7 +633,7 @@ fn rtmp(w: &mut Walk, t: &Table, at: &str) -> Option<RtmpIngest> {
             None
         }
         Ok((_, u)) if u.path.is_empty() || u.has_query => {
-            w.err(&key_at, format!("`{s}` needs an application path (rtmp://host/app) and no query"));
+            w.err(&key_at, format!("{} needs an application path (rtmp://host/app) and no query", super::quote(&s)));
             None
         }
         Ok(_) => Some(s.trim_end_matches('/').to_owned()),

@@ -729,8 +729,8 @@ impl State {
         let mut errs = Vec::new();
         let mut bad = |key: &str, message: String| errs.push(FieldError { key: key.into(), message });
         let title = new.title.trim().to_owned();
-        if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
-            bad("title", "1 to 200 characters, no control characters".into());
+        if title.is_empty() || title.chars().count() > config::MAX_NAME_CHARS || title.chars().any(char::is_control) {
+            bad("title", format!("1 to {} characters, no control characters", config::MAX_NAME_CHARS));
         }
         if new.on_air <= now {
             bad("on_air", format!("{} is in the past (now {})", utc_text(new.on_air), utc_text(now)));
@@ -754,13 +754,19 @@ impl State {
                 errs.push(FieldError { key: "channel_ids".into(), message: "there is no enabled channel".into() });
             }
         }
+        if new.channel_ids.len() > config::MAX_EVENT_CHANNELS {
+            let message = format!("{} channels listed; at most {}", new.channel_ids.len(), config::MAX_EVENT_CHANNELS);
+            return Err(CoordError::Invalid(vec![FieldError { key: "channel_ids".into(), message }]));
+        }
         for (i, raw) in new.channel_ids.iter().enumerate() {
             let key = format!("channel_ids[{i}]");
             match channels.iter().find(|c| c.id.as_str() == raw) {
-                None => errs.push(FieldError { key, message: format!("no channel `{raw}`") }),
-                Some(c) if !c.enabled => errs.push(FieldError { key, message: format!("channel `{raw}` is disabled") }),
+                None => errs.push(FieldError { key, message: format!("no channel {}", config::quote(raw)) }),
+                Some(c) if !c.enabled => {
+                    errs.push(FieldError { key, message: format!("channel {} is disabled", config::quote(raw)) })
+                }
                 Some(c) if channel_ids.contains(&c.id) => {
-                    errs.push(FieldError { key, message: format!("`{raw}` is listed twice") })
+                    errs.push(FieldError { key, message: format!("{} is listed twice", config::quote(raw)) })
                 }
                 Some(c) => channel_ids.push(c.id.clone()),
             }

@@ -137,7 +137,7 @@ impl State {
             .rehearsals(None)?
             .into_iter()
             .find(|r| r.id == id)
-            .ok_or_else(|| CoordError::NotFound(format!("no rehearsal `{id}`")))
+            .ok_or_else(|| CoordError::NotFound(format!("no rehearsal {}", crate::config::quote(id))))
     }
 
     /// Reports of one event (or all), oldest first; the running one current.
@@ -249,7 +249,7 @@ impl State {
             Err(_) => {
                 errs.push(FieldError {
                     key: "timezone".into(),
-                    message: format!("`{}` is not an IANA time zone", new.timezone.escape_debug()),
+                    message: format!("{} is not an IANA time zone", crate::config::quote(&new.timezone)),
                 });
                 None
             }
@@ -288,7 +288,7 @@ impl State {
     /// Deletes a recurring rehearsal.
     pub(super) fn delete_schedule(&mut self, id: &str, actor: &str) -> Result<(), CoordError> {
         let Some(rec) = self.schedules.iter().find(|s| s.id == id).cloned() else {
-            return Err(CoordError::NotFound(format!("no recurring rehearsal `{id}`")));
+            return Err(CoordError::NotFound(format!("no recurring rehearsal {}", crate::config::quote(id))));
         };
         self.store.delete_schedule(id)?;
         self.schedules.retain(|s| s.id != id);

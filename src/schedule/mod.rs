@@ -317,11 +317,14 @@ pub enum Fold {
 /// `at.timezone`.
 pub fn resolve_local(local: &str, zone: &str, fold: Fold, at: &str) -> Result<DateTime<Utc>, FieldError> {
     let err = |key: &str, message: String| FieldError { key: format!("{at}.{key}"), message };
-    let tz = Tz::from_str(zone)
-        .map_err(|_| err("timezone", format!("`{zone}` is not an IANA time zone (for example Asia/Almaty)")))?;
+    let tz = Tz::from_str(zone).map_err(|_| {
+        err("timezone", format!("{} is not an IANA time zone (for example Asia/Almaty)", crate::config::quote(zone)))
+    })?;
     let naive = NaiveDateTime::parse_from_str(local, "%Y-%m-%dT%H:%M:%S")
         .or_else(|_| NaiveDateTime::parse_from_str(local, "%Y-%m-%dT%H:%M"))
-        .map_err(|_| err("local", format!("`{local}` is not a local time as YYYY-MM-DDTHH:MM[:SS]")))?;
+        .map_err(|_| {
+            err("local", format!("{} is not a local time as YYYY-MM-DDTHH:MM[:SS]", crate::config::quote(local)))
+        })?;
     match tz.from_local_datetime(&naive) {
         LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
         LocalResult::Ambiguous(first, second) => match fold {
