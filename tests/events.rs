@@ -255,8 +255,27 @@ async fn every_event_rpc_and_its_error_codes() {
     assert_eq!(u.source_mode, proto::SourceSelection::Slate as i32);
     let err = e.switch_source(authed(sw(proto::SourceSelection::Unspecified), &op)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    let t0_error = |page: &str, leg: &str| {
+        common::server::sample(page, "simulcast_leg_t0_error_seconds", &format!("channel=\"{leg}\""))
+    };
+    let (_, page) = common::server::http_get(&server.http_addr, "/metrics").await;
+    let t0_errors: Vec<Option<f64>> = legs.iter().map(|l| t0_error(&page, l)).collect();
+    assert!(t0_errors.iter().all(Option::is_some), "{page}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     e.switch_source(authed(sw(proto::SourceSelection::Auto), &op)).await.expect("back to auto");
-    watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), all(LegState::OnAir)).await;
+    // The switch back is the status's latest switch, named as master control's.
+    let u = watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), |u| {
+        all(LegState::OnAir)(u)
+            && u.last_switch.as_ref().is_some_and(|s| s.to == proto::SourceSelection::Primary as i32)
+    })
+    .await;
+    let last = u.last_switch.unwrap();
+    assert_eq!(last.from, proto::SourceSelection::Slate as i32);
+    assert!(last.reason.contains("master control"), "{last:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A slate break does not rewrite a leg's T0 error.
+    let (_, page) = common::server::http_get(&server.http_addr, "/metrics").await;
+    assert_eq!(legs.iter().map(|l| t0_error(&page, l)).collect::<Vec<_>>(), t0_errors, "{page}");
 
     // EndEvent: post-roll now, then the clock completes it after 1 s and the legs stop.
     let ended = e.end_event(authed(r(&ev.id), &op)).await.expect("end").into_inner();
@@ -290,9 +309,23 @@ async fn every_event_rpc_and_its_error_codes() {
             "completed"
         ]
     );
-    let switched: Vec<&str> =
-        log.iter().filter(|(k, _, _)| k == "source-switched").map(|(_, _, a)| a.as_str()).collect();
-    assert_eq!(switched, ["simulcastd"], "the primary's start, logged by the daemon: {log:?}");
+    // The primary's start, then master control's slate and its release,
+    // each as the picture changed.
+    let full = common::server::asrun(&server, &ev.id, &obs).await;
+    let switched: Vec<&str> = full.iter().filter(|e| e.kind == "source-switched").map(|e| e.detail.as_str()).collect();
+    assert_eq!(switched.len(), 3, "{switched:?}");
+    assert!(switched[0].starts_with("SLATE -> PRIMARY"), "{switched:?}");
+    assert_eq!(switched[1], "PRIMARY -> SLATE: slate by master control");
+    assert_eq!(switched[2], "SLATE -> PRIMARY: slate released by master control");
+    // Each leg's T0 error once; the return after the slate is its own kind.
+    for leg in &legs {
+        let kinds: Vec<&str> = full
+            .iter()
+            .filter(|e| &e.channel_id == leg && e.kind.starts_with("leg-program"))
+            .map(|e| e.kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["leg-program", "leg-program-resumed"], "{leg}");
+    }
     let actor = |kind: &str| log.iter().find(|(k, _, _)| k == kind).map(|(_, _, a)| a.as_str()).unwrap();
     assert_eq!(actor("scheduled"), "admin-tester");
     assert_eq!(actor("armed"), "operator-tester");

@@ -185,7 +185,15 @@ async fn in_passthrough_hold_take_and_end_land_on_keyframes() {
     assert!(wait_for(Duration::from_secs(10), || Utc::now() > t0 + chrono::Duration::seconds(2)).await);
     let took = Instant::now();
     e.take(authed(r(), &op)).await.expect("take");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A slate break by master control, two seconds into the programme.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sw = |s: proto::SourceSelection| proto::SwitchSourceRequest { event_id: ev.id.clone(), source: s as i32 };
+    let slated = Instant::now();
+    e.switch_source(authed(sw(proto::SourceSelection::Slate), &op)).await.expect("slate");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let released = Instant::now();
+    e.switch_source(authed(sw(proto::SourceSelection::Auto), &op)).await.expect("auto");
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let ended = Instant::now();
     e.end_event(authed(r(), &op)).await.expect("end");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -202,6 +210,20 @@ async fn in_passthrough_hold_take_and_end_land_on_keyframes() {
     assert!(first.keyframe, "the first programme picture after Take is not a keyframe");
     let after_take = first.arrived.duration_since(took).as_secs_f64();
     assert!((0.0..GOP + LATENCY).contains(&after_take), "programme {after_take:.3} s after Take");
+    // The break: slate from a keyframe at once, programme again from the
+    // contribution's next keyframe; both switches in the as-run log.
+    let k = pics[i..].iter().position(|p| p.luma < PROGRAM_LUMA).expect("the slate break");
+    let brk = pics[i + k];
+    assert!(brk.keyframe && brk.arrived.saturating_duration_since(slated).as_secs_f64() < LATENCY, "slate break late");
+    let j = pics[i + k..].iter().position(|p| p.luma >= PROGRAM_LUMA).expect("programme after the break");
+    let again = pics[i + k + j];
+    assert!(again.keyframe, "the programme's first picture after the break is not a keyframe");
+    let after_release = again.arrived.saturating_duration_since(released).as_secs_f64();
+    assert!(after_release < GOP + LATENCY, "programme {after_release:.3} s after the release");
+    let switched: Vec<&str> = log.iter().filter(|x| x.kind == "source-switched").map(|x| x.detail.as_str()).collect();
+    assert!(switched.contains(&"PRIMARY -> SLATE: slate by master control"), "{switched:?}");
+    assert!(switched.contains(&"SLATE -> PRIMARY: slate released by master control"), "{switched:?}");
+    let i = i + k + j;
     let k = pics[i..].iter().position(|p| p.luma < PROGRAM_LUMA).expect("slate after End");
     let back = pics[i + k];
     assert!(back.keyframe, "the slate's first picture after End is not a keyframe");

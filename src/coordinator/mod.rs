@@ -353,8 +353,13 @@ struct Running {
     delays: Vec<(String, Duration)>,
     /// The program start last logged per leg (UTC ns).
     program_logged: BTreeMap<String, u64>,
-    /// Each leg's latest programme start minus its air time, in seconds.
+    /// Each leg's first programme picture minus its air time, in seconds:
+    /// its T0 error, measured once.
     t0_errors: BTreeMap<String, f64>,
+    /// Legs whose first programme picture is in the as-run log (this run
+    /// or before a restart): a later return to programme is logged as
+    /// `leg-program-resumed`, and leaves the T0 error alone.
+    program_first_logged: std::collections::BTreeSet<String>,
 }
 
 struct State {
@@ -1075,6 +1080,18 @@ impl State {
                 }
                 r.program_logged.insert(leg.channel_id.clone(), at_ns);
                 let at = DateTime::<Utc>::from_timestamp_nanos(at_ns.min(i64::MAX as u64) as i64);
+                let tz = r.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
+                if !r.program_first_logged.insert(leg.channel_id.clone()) {
+                    // Back on programme after the slate (by hand, a
+                    // failover to it, a restart): not its T0 any more.
+                    let detail = format!("programme pictures again from {}", utc_text(at));
+                    info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program again.");
+                    let e = entry(at, &r.event_id.0, &leg.channel_id, tz, "leg-program-resumed", detail, DAEMON);
+                    if let Err(err) = self.store.append_asrun(&e) {
+                        error!(error = %err, "As-run entry lost: the store failed.");
+                    }
+                    continue;
+                }
                 let delay = r.delays.iter().find(|(c, _)| *c == leg.channel_id).map(|(_, d)| *d).unwrap_or_default();
                 let detail = match from {
                     Some(f) => {
@@ -1090,7 +1107,6 @@ impl State {
                     None => format!("first program picture went out at {}", utc_text(at)),
                 };
                 info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program.");
-                let tz = r.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
                 let e = entry(at, &r.event_id.0, &leg.channel_id, tz, "leg-program", detail, DAEMON);
                 if let Err(err) = self.store.append_asrun(&e) {
                     error!(error = %err, "As-run entry lost: the store failed.");
@@ -1191,6 +1207,13 @@ impl State {
             delays,
             program_logged: BTreeMap::new(),
             t0_errors: BTreeMap::new(),
+            program_first_logged: self
+                .store
+                .asrun(&event.id.0)?
+                .into_iter()
+                .filter(|e| e.kind == "leg-program")
+                .map(|e| e.channel_id)
+                .collect(),
         });
         Ok(())
     }

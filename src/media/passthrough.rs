@@ -37,7 +37,7 @@ use super::coded::{Au, CodedFeed, FeedFormat};
 use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
 use super::mux::{AudioSlot, Layout, Mux, Slot, Timing};
-use super::program::{Content, Cue, ProgramPlan};
+use super::program::{Content, Cue, HandSlate, ProgramPlan};
 use super::recording::UtcClock;
 use super::slate::{SlateLook, SlateLoop};
 use super::source::{Contribution, FeedOut, SourceCounters, SourceStatus};
@@ -259,6 +259,7 @@ struct Splicer {
     last_video_dts: u64,
     last_audio_pts: Vec<u64>,
     delay: u64,
+    hand: HandSlate,
 }
 
 impl Splicer {
@@ -301,6 +302,7 @@ impl Splicer {
             last_video_dts: 0,
             last_audio_pts: Vec::new(),
             delay: DELAY.as_nanos() as u64,
+            hand: HandSlate::default(),
         }
     }
 
@@ -415,16 +417,22 @@ impl Splicer {
         let mut sel = lock(&self.shared.selector);
         let from = sel.on();
         let at_utc = self.utc.utc_of(due);
-        if let Some((to, reason)) = sel.decide(now, due, primary, backup) {
-            let sw = SourceSwitch { at_utc_ns: at_utc, from, to, reason };
-            info!(from = from.as_str(), to = to.as_str(), reason = %sw.reason, "Source switched.");
+        let mut switched = sel.decide(now, due, primary, backup).map(|(to, reason)| SourceSwitch {
+            at_utc_ns: at_utc,
+            from,
+            to,
+            reason,
+        });
+        let feed = sel.on();
+        drop(sel);
+        let cue = *lock(&self.shared.cue);
+        let by_hand = self.hand.observe(&cue, at_utc, feed);
+        for sw in switched.take().into_iter().chain(by_hand) {
+            info!(from = sw.from.as_str(), to = sw.to.as_str(), reason = %sw.reason, "Source switched.");
             lock(&self.shared.switches).push(sw.clone());
             *lock(&self.shared.last_switch) = Some(sw);
         }
-        let feed = sel.on();
-        drop(sel);
-        let content = lock(&self.shared.cue).content_at(at_utc);
-        if content == Content::Program { feed } else { Feed::Slate }
+        if cue.content_at(at_utc) == Content::Program { feed } else { Feed::Slate }
     }
 
     fn tick(&mut self, now: u64, due: u64, out: &mut Vec<u8>) {

@@ -92,6 +92,37 @@ impl Cue {
     }
 }
 
+/// Turns master control's slate (a cue forcing the slate while the
+/// programme window is open) into switches for the status and the as-run
+/// log, as the failover's are: partners see the picture change either way.
+#[derive(Debug, Default)]
+pub struct HandSlate {
+    forced: bool,
+}
+
+impl HandSlate {
+    /// The switch a partner sees at UTC `at_ns` if the cue's forced slate
+    /// starts or ends there, with `feed` on the selector; `None` when
+    /// nothing changes on screen (outside the programme window, or the
+    /// selector on the slate already).
+    pub fn observe(&mut self, cue: &Cue, at_ns: u64, feed: Feed) -> Option<SourceSwitch> {
+        if cue.force_slate == self.forced {
+            return None;
+        }
+        self.forced = cue.force_slate;
+        let window = Cue { force_slate: false, ..*cue }.content_at(at_ns) == Content::Program;
+        if !window || feed == Feed::Slate {
+            return None;
+        }
+        let (from, to, reason) = if self.forced {
+            (feed, Feed::Slate, "slate by master control")
+        } else {
+            (Feed::Slate, feed, "slate released by master control")
+        };
+        Some(SourceSwitch { at_utc_ns: at_ns, from, to, reason: reason.into() })
+    }
+}
+
 /// The switch's state, shared by the mixers' callbacks, the encoder probe
 /// and the appsink.
 #[derive(Debug)]
@@ -122,6 +153,7 @@ struct Switch {
     switches: Mutex<Vec<SourceSwitch>>,
     /// The latest switch between feeds.
     last_switch: Mutex<Option<SourceSwitch>>,
+    hand: Mutex<HandSlate>,
 }
 
 /// What the program pipeline's picture shows, and since when.
@@ -155,12 +187,21 @@ impl Switch {
         let mut sel = lock(&self.selector);
         let from = sel.on();
         if let Some((to, reason)) = sel.decide(now, picture, primary, backup) {
-            let sw = SourceSwitch { at_utc_ns: at_utc, from, to, reason };
-            info!(from = from.as_str(), to = to.as_str(), reason = %sw.reason, utc = %utc_text(at_utc), "Source switched.");
-            lock(&self.switches).push(sw.clone());
-            *lock(&self.last_switch) = Some(sw);
+            self.record(SourceSwitch { at_utc_ns: at_utc, from, to, reason });
         }
-        sel.on()
+        let feed = sel.on();
+        drop(sel);
+        let cue = *lock(&self.cue);
+        if let Some(sw) = lock(&self.hand).observe(&cue, at_utc, feed) {
+            self.record(sw);
+        }
+        feed
+    }
+
+    fn record(&self, sw: SourceSwitch) {
+        info!(from = sw.from.as_str(), to = sw.to.as_str(), reason = %sw.reason, utc = %utc_text(sw.at_utc_ns), "Source switched.");
+        lock(&self.switches).push(sw.clone());
+        *lock(&self.last_switch) = Some(sw);
     }
 }
 
@@ -221,6 +262,7 @@ impl Program {
             shown: Mutex::default(),
             switches: Mutex::default(),
             last_switch: Mutex::default(),
+            hand: Mutex::default(),
         });
         let raws = [RawSink::new(), RawSink::new()];
         let first = build(plan, &switch, sender.clone())?;
@@ -639,6 +681,28 @@ mod tests {
 
     fn ns(s: &str) -> u64 {
         at(s).timestamp_nanos_opt().unwrap() as u64
+    }
+
+    #[test]
+    fn master_controls_slate_is_a_switch_only_when_partners_see_it() {
+        let cue = Cue {
+            program_from: Some(at("2026-11-22T15:00:00Z")),
+            program_until: Some(at("2026-11-22T18:00:00Z")),
+            force_slate: false,
+        };
+        let forced = Cue { force_slate: true, ..cue };
+        let mut hand = HandSlate::default();
+        let t = ns("2026-11-22T16:00:00Z");
+        assert_eq!(hand.observe(&cue, t, Feed::Primary), None);
+        let sw = hand.observe(&forced, t, Feed::Primary).expect("slate by hand");
+        assert_eq!((sw.from, sw.to, sw.at_utc_ns), (Feed::Primary, Feed::Slate, t));
+        assert_eq!(hand.observe(&forced, t + 1, Feed::Primary), None, "told once");
+        let sw = hand.observe(&cue, t + 2, Feed::Backup).expect("released");
+        assert_eq!((sw.from, sw.to), (Feed::Slate, Feed::Backup));
+        // Before T0 the slate shows anyway; with the selector on the slate
+        // (no feed), nothing changes on screen.
+        assert_eq!(hand.observe(&forced, ns("2026-11-22T14:00:00Z"), Feed::Primary), None);
+        assert_eq!(hand.observe(&cue, t, Feed::Slate), None);
     }
 
     #[test]
