@@ -210,6 +210,23 @@ async fn reflection_lists_every_service_and_health_is_serving() {
         assert!(names.iter().any(|n| n == s), "{s} not listed: {names:?}");
     }
 
+    // The same in v1alpha, for older grpcurl, grpcui and grpcio-reflection.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut r = ServerReflectionClient::new(transport.clone());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("simulcast.v1.EventService".into())),
+        };
+        let mut stream = r.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("v1alpha").into_inner();
+        let resp = stream.message().await.unwrap().expect("a v1alpha answer");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else { panic!("{resp:?}") };
+        assert!(!files.file_descriptor_proto.is_empty());
+    }
+
     // SERVING once the coordinator has published (it starts NOT_SERVING).
     let mut h = HealthClient::new(transport);
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;

@@ -182,10 +182,15 @@ pub async fn serve(
         })
     });
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: older grpcurl and grpcui builds and
+    // Python's grpcio-reflection speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let reflection = reflection().build_v1()?;
     // Nagle and the client's delayed ACK held every response ~40 ms: a
     // reply goes out in more than one write. Off on every accepted socket.
     let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
@@ -204,6 +209,7 @@ pub async fn serve(
         .layer(GrpcMetricsLayer(Arc::clone(&metrics)))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(channels, interceptor.clone()))
         .add_service(InterceptedService::new(events, interceptor.clone()))
         .add_service(InterceptedService::new(monitor, interceptor.clone()))
