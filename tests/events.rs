@@ -18,6 +18,7 @@ use simulcast::proto::channel_service_client::ChannelServiceClient;
 use simulcast::proto::event_service_client::EventServiceClient;
 use simulcast::proto::monitor_service_client::MonitorServiceClient;
 use simulcast::proto::{self, EventState, LegState};
+use simulcast::store::Store;
 use tonic::Code;
 use tonic::transport::Channel as Transport;
 
@@ -601,4 +602,71 @@ async fn an_rtmp_leg_is_refused_at_schedule_and_arm_for_a_passthrough_programme_
     assert!(err.message().contains(&format!("`{}` is an RTMP leg", legs[0])), "{err:?}");
     let now = e.get_event(authed(r(&ev.id), &op)).await.unwrap().into_inner();
     assert_eq!(state(&now), EventState::Scheduled, "nothing moved");
+}
+
+/// A file channel `id` writing to `path`, as the API gets it.
+fn file_channel(id: &str, path: &str) -> proto::Channel {
+    let ch = config::parse_channel(&format!(
+        "id = \"{id}\"\nname = \"Archive\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+         ingest = {{ type = \"file\", path = \"{path}\" }}\n"
+    ))
+    .expect("channel");
+    channel_to_proto_with_secrets(&ch)
+}
+
+#[tokio::test]
+async fn file_legs_write_only_inside_their_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    let db = dir.path().join("s.db");
+    // A channel stored before the rule (an older version, an import).
+    Store::open(&db)
+        .unwrap()
+        .insert_channel(
+            &config::parse_channel(&format!(
+                "id = \"old-archive\"\nname = \"Old\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+         ingest = {{ type = \"file\", path = \"{}\" }}\n",
+                victim.display()
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    let mut o = options();
+    o.file_legs = files.clone();
+    let server = ApiServer::start_with(&db, o).await;
+    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
+    let mut c = ChannelServiceClient::new(server.transport().await);
+    let mut e = EventServiceClient::new(server.transport().await);
+
+    for path in ["/etc/passwd", &victim.display().to_string(), "../victim.txt", "a/../../victim.txt"] {
+        let req = proto::CreateChannelRequest { channel: Some(file_channel("archive", path)) };
+        let err = c.create_channel(authed(req, &admin)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+        assert!(err.message().contains("file leg path"), "{path}: {}", err.message());
+    }
+    let req = proto::CreateChannelRequest { channel: Some(file_channel("archive", "final/silk-way.ts")) };
+    c.create_channel(authed(req, &admin)).await.expect("a path inside the directory");
+    let moved = proto::UpdateChannelRequest { channel: Some(file_channel("archive", "/etc/passwd")) };
+    assert_eq!(c.update_channel(authed(moved, &admin)).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // Scheduling names the old channel; the rest air, into the directory.
+    let mut req = schedule_in(30, "Final");
+    req.channel_ids = vec!["old-archive".into(), "archive".into()];
+    let err = e.schedule_event(authed(req, &admin)).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("old-archive"), "{err:?}");
+    let mut req = schedule_in(30, "Final");
+    req.channel_ids = vec!["archive".into()];
+    let ev = e.schedule_event(authed(req, &admin)).await.expect("schedule").into_inner();
+    e.arm(authed(r(&ev.id), &op)).await.expect("arm");
+    let written = files.join("final/silk-way.ts");
+    assert!(
+        wait_for(Duration::from_secs(15), || std::fs::metadata(&written).is_ok_and(|m| m.len() > 50_000)).await,
+        "nothing written to {}",
+        written.display()
+    );
+    e.abort(authed(r(&ev.id), &op)).await.expect("abort");
+    server.stop().await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 }

@@ -72,6 +72,11 @@ enum Cmd {
         /// default: beside the store (`simulcast.recordings` for `simulcast.db`).
         #[arg(long)]
         recordings: Option<PathBuf>,
+        /// The only directory file legs may write in: a channel's file path
+        /// is relative to it (an absolute one must be inside it); default:
+        /// beside the store (`simulcast.files` for `simulcast.db`).
+        #[arg(long)]
+        file_legs: Option<PathBuf>,
         /// How long a recording is kept, so the longest delay a leg may have.
         #[arg(long, default_value = "6h", value_parser = parse_duration)]
         retention: Duration,
@@ -126,13 +131,15 @@ async fn main() -> std::process::ExitCode {
             tls_key,
             allow_insecure_remote,
             recordings,
+            file_legs,
             retention,
             metrics_listen,
         } => {
             let tls = tls_cert.zip(tls_key);
             let recordings = recordings.unwrap_or_else(|| db.with_extension("recordings"));
+            let file_legs = file_legs.unwrap_or_else(|| db.with_extension("files"));
             let net = Net { listen, metrics: metrics_listen.0, tls, allow_insecure_remote };
-            serve(db, net, config, (recordings, retention)).await
+            serve(db, net, config, (recordings, retention, file_legs)).await
         }
     };
     match result {
@@ -334,7 +341,7 @@ async fn serve(
     db: PathBuf,
     net: Net,
     import: Option<PathBuf>,
-    (recordings, retention): (PathBuf, Duration),
+    (recordings, retention, file_legs): (PathBuf, Duration, PathBuf),
 ) -> anyhow::Result<()> {
     use simulcast::api::auth::{Caller, Role, Tokens};
     let Net { listen, metrics, tls, allow_insecure_remote } = net;
@@ -403,6 +410,8 @@ async fn serve(
     let mut options = simulcast::coordinator::Options::from_config(&config);
     options.media_problem = media_problem();
     options.recordings = recordings;
+    options.file_legs =
+        std::path::absolute(&file_legs).with_context(|| format!("--file-legs {}", file_legs.display()))?;
     options.retention = retention;
     if let Some(p) = &options.media_problem {
         tracing::error!(problem = %p, "The relay cannot run; health reports NOT_SERVING.");

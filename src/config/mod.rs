@@ -52,6 +52,31 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// Where a file leg writes when the daemon confines file legs to `dir`: a
+/// relative path is taken inside `dir`, an absolute one must already be
+/// inside it; `..` is refused either way, and so is a symbolic link (it
+/// could lead out). Without this an API caller could have the daemon
+/// write over any file it can write (`/etc/passwd` as root).
+pub fn confine_file_leg(path: &std::path::Path, dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let shown = || quote(&path.display().to_string());
+    if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("file leg path {} may not contain `..`", shown()));
+    }
+    let full = if path.is_absolute() { path.to_path_buf() } else { dir.join(path) };
+    if !full.starts_with(dir) {
+        return Err(format!(
+            "file leg path {} is outside {}, the directory file legs write in (simulcastd serve --file-legs); \
+             give a path relative to it",
+            shown(),
+            dir.display()
+        ));
+    }
+    if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!("file leg path {} is a symbolic link", shown()));
+    }
+    Ok(full)
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -110,6 +110,9 @@ pub struct Options {
     pub retention: Duration,
     /// The most disk one event's recording may use ([`DEFAULT_RECORDING_MAX_BYTES`]).
     pub recording_max_bytes: u64,
+    /// The directory file legs write in (absolute); a channel's file path
+    /// is taken inside it, and refused outside it.
+    pub file_legs: PathBuf,
 }
 
 /// Default longest delay of a leg airing at its own local time.
@@ -135,7 +138,19 @@ impl Options {
             recordings: std::env::temp_dir().join("simulcast-recordings"),
             retention: DEFAULT_RETENTION,
             recording_max_bytes: DEFAULT_RECORDING_MAX_BYTES,
+            file_legs: std::env::temp_dir().join("simulcast-file-legs"),
         }
+    }
+
+    /// Why this daemon cannot air `channel`: an RTMP leg the programme
+    /// cannot feed, a file leg outside the file-leg directory.
+    pub fn refuses(&self, channel: &Channel) -> Option<String> {
+        self.program.refuses(channel).or_else(|| match &channel.ingest {
+            Ingest::File(p) => {
+                config::confine_file_leg(p, &self.file_legs).err().map(|why| format!("channel `{}`: {why}", channel.id))
+            }
+            _ => None,
+        })
     }
 }
 
@@ -669,7 +684,7 @@ impl State {
         if let Some(why) = config::port_clash(channel, &self.store.channels()?) {
             errs.push(FieldError { key: "ingest.uri".into(), message: why });
         }
-        if let Some(why) = self.options.program.refuses(channel) {
+        if let Some(why) = self.options.refuses(channel) {
             errs.push(FieldError { key: "ingest".into(), message: why });
         }
         if errs.is_empty() { Ok(()) } else { Err(CoordError::Invalid(errs)) }
@@ -780,7 +795,7 @@ impl State {
         for (i, id) in channel_ids.iter().enumerate() {
             let Some(c) = channels.iter().find(|c| &c.id == id) else { continue };
             let key = if new.channel_ids.is_empty() { "channel_ids".to_owned() } else { format!("channel_ids[{i}]") };
-            if let Some(why) = self.options.program.refuses(c) {
+            if let Some(why) = self.options.refuses(c) {
                 errs.push(FieldError { key: key.clone(), message: why });
             }
             match schedule::air_time(new.on_air, c) {
@@ -882,7 +897,7 @@ impl State {
                     .iter()
                     .filter_map(|c| self.store.channel(c).ok().flatten())
                     .filter(|c| c.enabled)
-                    .filter_map(|c| self.options.program.refuses(&c))
+                    .filter_map(|c| self.options.refuses(&c))
                     .collect();
                 if !refused.is_empty() {
                     return Err(CoordError::FailedPrecondition(format!("event {id}: {}", refused.join("; "))));
@@ -1139,10 +1154,10 @@ impl State {
         let mut channels = Vec::new();
         for id in &event.channel_ids {
             match self.store.channel(id)? {
-                Some(c) if c.enabled && self.options.program.refuses(&c).is_some() => {
+                Some(c) if c.enabled && self.options.refuses(&c).is_some() => {
                     // The clock arms without an operator: the other legs go
                     // on air, this one is skipped with the reason.
-                    let why = self.options.program.refuses(&c).unwrap_or_default();
+                    let why = self.options.refuses(&c).unwrap_or_default();
                     warn!(leg = %c.id, why = %why, "Leg skipped: it cannot carry the programme.");
                     let e = entry(self.options.clock.now(), &event.id.0, id.as_str(), None, "leg-skipped", why, DAEMON);
                     self.store.append_asrun(&e)?;
@@ -1233,6 +1248,29 @@ impl State {
 
     /// A relay configuration from the daemon's options for `channels`.
     fn base_config(&self, title: &str, channels: Vec<Channel>) -> config::Config {
+        // File legs write inside the file-leg directory, and nowhere else.
+        let channels = channels
+            .into_iter()
+            .filter_map(|mut c| {
+                if let Ingest::File(p) = &mut c.ingest {
+                    match config::confine_file_leg(p, &self.options.file_legs) {
+                        Ok(full) => {
+                            if let Some(parent) = full.parent()
+                                && let Err(e) = std::fs::create_dir_all(parent)
+                            {
+                                warn!(leg = %c.id, dir = %parent.display(), error = %e, "Cannot create a file leg's directory.");
+                            }
+                            *p = full;
+                        }
+                        Err(why) => {
+                            warn!(leg = %c.id, why = %why, "File leg left out.");
+                            return None;
+                        }
+                    }
+                }
+                Some(c)
+            })
+            .collect();
         config::Config {
             event: config::EventPlan {
                 title: title.to_owned(),
