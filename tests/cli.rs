@@ -288,3 +288,20 @@ fn a_missing_file_source_and_a_missing_config_are_each_named_once() {
     assert!(!out.status.success());
     assert_eq!(err.matches("No such file or directory").count(), 1, "the OS error once: {err}");
 }
+
+#[test]
+fn a_reader_that_quits_ends_simulcastctl_quietly() {
+    // `simulcastctl check | head -0`: the pipe's read end is closed before
+    // simulcastctl writes its first line.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        .arg("check")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("simulcastctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("failed printing"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+}

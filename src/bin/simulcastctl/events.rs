@@ -152,7 +152,7 @@ fn event_json(e: &proto::Event) -> serde_json::Value {
 fn print_events(list: &[proto::Event], json: bool) {
     if json {
         let v: Vec<_> = list.iter().map(event_json).collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
     let mut t = Table::new(&["ID", "TITLE", "STATE", "T0 (UTC)", "END (UTC)", "DURATION", "PREROLL", "LEGS"]);
@@ -168,7 +168,7 @@ fn print_events(list: &[proto::Event], json: bool) {
             e.channel_ids.len().to_string(),
         ]);
     }
-    print!("{}", t.render());
+    say_raw!("{}", t.render());
 }
 
 fn event_ref(id: &str) -> proto::EventRef {
@@ -254,9 +254,9 @@ pub async fn source(cli: &Cli, cmd: &SourceCmd) -> Result<(), String> {
     let req = proto::SwitchSourceRequest { event_id: event.clone(), source: selection as i32 };
     let e = c.switch_source(req).await.map_err(|s| status_line(&s))?.into_inner();
     if cli.json {
-        println!("{}", serde_json::json!({ "event": event_json(&e), "source": source.to_ascii_uppercase() }));
+        say!("{}", serde_json::json!({ "event": event_json(&e), "source": source.to_ascii_uppercase() }));
     } else {
-        println!("Event {} ({}): source set to {}.", e.id, state_name(e.state), source.to_ascii_uppercase());
+        say!("Event {} ({}): source set to {}.", e.id, state_name(e.state), source.to_ascii_uppercase());
     }
     Ok(())
 }
@@ -286,12 +286,12 @@ pub async fn airtimes(cli: &Cli, event: &str) -> Result<(), String> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
     // The reference date: T0's UTC date. A leg on another local date is marked.
     let ref_date = t0.map(|t| t.date_naive());
-    println!("Event {} \"{}\": T0 {} UTC", ev.id, ev.title, ts_text(&ev.on_air_utc));
+    say!("Event {} \"{}\": T0 {} UTC", ev.id, ev.title, ts_text(&ev.on_air_utc));
     let mut t = Table::new(&["CHANNEL", "TIMEZONE", "LOCAL DATE", "DAY", "LOCAL TIME", "UTC OFFSET", "ZONE", "DELAY"]);
     for (a, l) in &rows {
         let (date, day, time, offset) = match l {
@@ -319,9 +319,9 @@ pub async fn airtimes(cli: &Cli, event: &str) -> Result<(), String> {
             dur(&a.delay),
         ]);
     }
-    print!("{}", t.render());
+    say_raw!("{}", t.render());
     if rows.iter().any(|(_, l)| l.is_some_and(|l| Some(l.date_naive()) != ref_date)) {
-        println!("* local date differs from T0's UTC date");
+        say!("* local date differs from T0's UTC date");
     }
     Ok(())
 }
@@ -345,7 +345,7 @@ pub async fn asrun(cli: &Cli, event: &str, format: &str) -> Result<(), String> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         "csv" => {
             let mut w = csv::Writer::from_writer(std::io::stdout().lock());
@@ -366,7 +366,7 @@ pub async fn asrun(cli: &Cli, event: &str, format: &str) -> Result<(), String> {
                 let zone = if e.timezone.is_empty() { "-".to_owned() } else { e.timezone.clone() };
                 t.row(vec![utc, leg, e.local_time.clone(), zone, e.kind.clone(), e.actor.clone(), e.detail.clone()]);
             }
-            print!("{}", t.render());
+            say_raw!("{}", t.render());
         }
     }
     Ok(())

@@ -3,6 +3,23 @@
 //! `rehearse` and `rehearsals` talk to simulcastd's control plane; `token
 //! create` makes an access token.
 
+/// `println!` for everything simulcastctl prints: a reader that has gone
+/// (`simulcastctl events list | head -1`) ends the process quietly with
+/// success instead of a "failed printing to stdout" panic; another write
+/// error is reported on stderr and ends it with failure.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!`, with [`say!`]'s handling of a closed stdout.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        $crate::emit(&format!($($arg)*))
+    };
+}
+
 mod events;
 mod rehearse;
 mod watch;
@@ -173,6 +190,25 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to stdout now; see [`say!`].
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        closed_stdout(&e);
+    }
+}
+
+/// Ends the process after a failed write to stdout: quietly when its
+/// reader has gone, else saying why.
+pub fn closed_stdout(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("simulcastctl: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 /// The exit code of a command that has its own codes.
 fn exit(r: Result<u8, String>) -> ExitCode {
     match r {
@@ -269,9 +305,9 @@ async fn channels(cli: &Cli, cmd: &ChannelsCmd) -> Result<(), String> {
         ChannelsCmd::Delete { id } => {
             c.delete_channel(proto::DeleteChannelRequest { id: id.clone() }).await.map_err(st)?;
             if cli.json {
-                println!("{}", serde_json::json!({ "deleted": id }));
+                say!("{}", serde_json::json!({ "deleted": id }));
             } else {
-                println!("Deleted channel {id}.");
+                say!("Deleted channel {id}.");
             }
             return Ok(());
         }
@@ -312,7 +348,7 @@ fn print_channels(list: &[proto::Channel], json: bool) {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
     let mut t = Table::new(&["ID", "NAME", "CC", "TIMEZONE", "PROTO", "TARGET", "SECRET", "AIR", "ENABLED"]);
@@ -330,7 +366,7 @@ fn print_channels(list: &[proto::Channel], json: bool) {
             if c.enabled.unwrap_or(true) { "yes" } else { "no" }.into(),
         ]);
     }
-    print!("{}", t.render());
+    say_raw!("{}", t.render());
 }
 
 fn token_create(role: &str, name: &str, db: Option<&std::path::Path>, json: bool) -> Result<(), String> {
@@ -348,15 +384,12 @@ fn token_create(role: &str, name: &str, db: Option<&std::path::Path>, json: bool
         }
     }
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "name": name, "role": role.as_str(), "token": token, "sha256": record.sha256 })
-        );
+        say!("{}", serde_json::json!({ "name": name, "role": role.as_str(), "token": token, "sha256": record.sha256 }));
     } else {
-        println!("Token for `{name}` ({role}), shown only this once:\n\n  {token}\n");
+        say!("Token for `{name}` ({role}), shown only this once:\n\n  {token}\n");
         match db {
-            Some(db) => println!("Added to {} (as its SHA-256 only); restart simulcastd to use it.", db.display()),
-            None => println!("Not stored anywhere: add it with --db, its SHA-256 is {}", record.sha256),
+            Some(db) => say!("Added to {} (as its SHA-256 only); restart simulcastd to use it.", db.display()),
+            None => say!("Not stored anywhere: add it with --db, its SHA-256 is {}", record.sha256),
         }
     }
     Ok(())
@@ -412,23 +445,23 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
             })).collect::<Vec<_>>(),
             "channels": channels,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         match &loaded {
             Ok(c) => {
-                println!("Configuration {source}: valid, event \"{}\", source {}", c.event.title, c.source.describe());
+                say!("Configuration {source}: valid, event \"{}\", source {}", c.event.title, c.source.describe());
                 match c.program.mode {
-                    config::ProgramMode::Passthrough => println!(
+                    config::ProgramMode::Passthrough => say!(
                         "Programme: passthrough, the contribution's own video and audio to every leg, untouched; \
                          planned as {} (the slate's format until the contribution arrives)",
                         planned(&c.program)
                     ),
                     config::ProgramMode::Transcode => {
-                        println!("Programme: transcode, decoded and encoded once as {}", planned(&c.program))
+                        say!("Programme: transcode, decoded and encoded once as {}", planned(&c.program))
                     }
                 }
                 if let Some(b) = &c.backup {
-                    println!(
+                    say!(
                         "Backup {}: on air after the primary is lost for {} ms, back to the primary after {:.1} s healthy",
                         b.describe(),
                         c.failover.detect_after.as_millis(),
@@ -436,9 +469,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                     );
                 }
                 if c.relay.stamp_legs {
-                    println!(
-                        "Legs stamped: each names its own channel in its stream (MPEG-TS service name, RTMP title)"
-                    );
+                    say!("Legs stamped: each names its own channel in its stream (MPEG-TS service name, RTMP title)");
                 }
                 let mut t = Table::new(&["CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "AIR", "ENABLED"]);
                 for ch in &c.channels {
@@ -456,20 +487,20 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                         if ch.enabled { "yes" } else { "no" }.to_owned(),
                     ]);
                 }
-                print!("{}", t.render());
+                say_raw!("{}", t.render());
             }
             Err(_) => {
-                println!("Configuration {source}: {} problem(s)", config_problems.len());
+                say!("Configuration {source}: {} problem(s)", config_problems.len());
                 for p in &config_problems {
-                    println!("  {p}");
+                    say!("  {p}");
                 }
             }
         }
-        println!("Pipeline templates:");
+        say!("Pipeline templates:");
         for (name, r) in &templates {
             match r {
-                Ok(()) => println!("  ok     {name}"),
-                Err(e) => println!("  ERROR  {e}"),
+                Ok(()) => say!("  ok     {name}"),
+                Err(e) => say!("  ERROR  {e}"),
             }
         }
     }

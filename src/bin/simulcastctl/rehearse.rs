@@ -222,7 +222,7 @@ fn report_json(r: &proto::RehearsalReport) -> serde_json::Value {
 
 fn print_report(cli: &Cli, r: &proto::RehearsalReport) {
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(r)).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&report_json(r)).unwrap_or_default());
         return;
     }
     let mut t = Table::new(&[
@@ -268,7 +268,7 @@ fn print_report(cli: &Cli, r: &proto::RehearsalReport) {
     let stamps: String =
         r.legs.iter().filter(|l| !l.stamp.is_empty()).map(|l| format!("\n  {}: {}", l.channel_id, l.stamp)).collect();
     let stamps = if stamps.is_empty() { stamps } else { format!("\nEach partner should find its own stamp:{stamps}") };
-    println!(
+    say!(
         "Rehearsal {} of {} ({} source, by {}), {}: programme planned at {}\n{}\n{}{stamps}",
         r.rehearsal_id,
         r.event_id,
@@ -295,7 +295,7 @@ fn print_schedules(cli: &Cli, list: &[proto::RehearsalSchedule]) {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
     let mut t = Table::new(&["SCHEDULE", "EVENT", "EVERY DAY AT", "UNTIL", "NEXT (UTC)", "SOURCE"]);
@@ -313,7 +313,7 @@ fn print_schedules(cli: &Cli, list: &[proto::RehearsalSchedule]) {
             ),
         ]);
     }
-    print!("{}", t.render());
+    say_raw!("{}", t.render());
 }
 
 /// `rehearsals ...`: returns the exit code.
@@ -325,7 +325,7 @@ pub async fn rehearsals(cli: &Cli, cmd: &RehearsalsCmd) -> Result<u8, String> {
             let list = c.list_rehearsals(req).await.map_err(|s| status_line(&s))?.into_inner().rehearsals;
             if cli.json {
                 let v: Vec<_> = list.iter().map(report_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 return Ok(0);
             }
             let mut t = Table::new(&["REHEARSAL", "EVENT", "STARTED (UTC)", "STATE", "VERDICT", "LEGS PASSED", "BY"]);
@@ -345,7 +345,7 @@ pub async fn rehearsals(cli: &Cli, cmd: &RehearsalsCmd) -> Result<u8, String> {
                     r.actor.clone(),
                 ]);
             }
-            print!("{}", t.render());
+            say_raw!("{}", t.render());
             Ok(0)
         }
         RehearsalsCmd::Get { id } => {
@@ -367,7 +367,7 @@ pub async fn rehearsals(cli: &Cli, cmd: &RehearsalsCmd) -> Result<u8, String> {
         RehearsalsCmd::Unschedule { id } => {
             let req = proto::RehearsalScheduleRef { schedule_id: id.clone() };
             c.delete_rehearsal_schedule(req).await.map_err(|s| status_line(&s))?;
-            println!("Deleted recurring rehearsal {id}.");
+            say!("Deleted recurring rehearsal {id}.");
             Ok(0)
         }
     }

@@ -163,20 +163,17 @@ pub async fn run(cli: &Cli, event: Option<&str>, once: bool) -> Result<(), Strin
             return Err("simulcastd closed the status stream".into());
         };
         let mut out = std::io::stdout().lock();
-        if cli.json {
-            let _ = writeln!(out, "{}", update_json(&u));
+        let written = if cli.json {
+            writeln!(out, "{}", update_json(&u))
         } else {
-            if tty {
-                let _ = write!(out, "\x1b[H\x1b[2J");
-            }
-            let _ = write!(out, "{}", board(&u));
-            if tty {
-                let _ = writeln!(out, "Ctrl-C to leave the board (the event is not affected).");
-            } else {
-                let _ = writeln!(out);
-            }
+            let clear = if tty { "\x1b[H\x1b[2J" } else { "" };
+            let tail = if tty { "Ctrl-C to leave the board (the event is not affected).\n" } else { "\n" };
+            write!(out, "{clear}{}{tail}", board(&u))
+        };
+        // A board nobody reads any more (`watch | head`) ends the watch.
+        if let Err(e) = written.and_then(|()| out.flush()) {
+            crate::closed_stdout(&e);
         }
-        let _ = out.flush();
         if once {
             return Ok(());
         }
