@@ -410,3 +410,48 @@ async fn strings_and_lists_are_bounded_and_errors_never_echo_a_whole_input() {
     let list = c.list_channels(authed(proto::ListChannelsRequest {}, &admin)).await.expect("list still answers");
     assert_eq!(list.into_inner().channels.len(), 1);
 }
+
+#[tokio::test]
+async fn a_peer_guessing_tokens_is_counted_and_refused_unheard_after_ten_tries() {
+    use simulcast::api::auth::FREE_FAILURES;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
+    let admin = server.token(Role::Admin).to_owned();
+    let mut c = client(&server).await;
+    let mut heard = 0;
+    let mut blocked = 0;
+    for i in 0..1000 {
+        let e = c.list_channels(authed(proto::ListChannelsRequest {}, &format!("sct_{i:064x}"))).await.unwrap_err();
+        match e.code() {
+            Code::Unauthenticated => heard += 1,
+            Code::ResourceExhausted => {
+                assert!(e.message().contains("too many failed logins from 127.0.0.1"), "{}", e.message());
+                blocked += 1
+            }
+            other => panic!("{other:?}: {e:?}"),
+        }
+    }
+    // Ten free failures, then one more each time a block (1 s, 2 s, ...) ends.
+    assert!((FREE_FAILURES as usize + 1..=FREE_FAILURES as usize + 3).contains(&heard), "{heard} tokens checked");
+    assert_eq!(heard + blocked, 1000);
+    // While blocked, even a good token from that peer is refused unheard.
+    let e = c.list_channels(authed(proto::ListChannelsRequest {}, &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    let (_, page) = common::server::http_get(&server.http_addr, "/metrics").await;
+    let count =
+        |reason: &str| common::server::sample(&page, "simulcast_auth_failures_total", &format!("reason=\"{reason}\""));
+    assert_eq!(count("unknown_token"), Some(heard as f64), "{page}");
+    assert_eq!(count("blocked"), Some(blocked as f64 + 1.0), "{page}");
+    // The block ends; a good token then works and clears the peer.
+    let mut ok = false;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if c.list_channels(authed(proto::ListChannelsRequest {}, &admin)).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the good token never got through again");
+    let e = c.list_channels(authed(proto::ListChannelsRequest {}, "sct_00")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "the peer starts afresh after a good login");
+}

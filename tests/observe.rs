@@ -278,6 +278,19 @@ fn no_secret_in_any_log_line_metric_or_export() {
     ctl(&mut seen, &addr, &admin, &["--json", "channels", "list"]);
     ctl(&mut seen, &addr, &admin, &["channels", "get", "kg-ktrk"]);
     ctl(&mut seen, &addr, &operator, &["events", "end", &id]);
+    // Three wrong tokens: each logged with the peer, never the token, and counted.
+    const WRONG: &str = "sct_wrong-guess-7f3a9c";
+    for _ in 0..3 {
+        let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+            .args(["events", "list"])
+            .env("SIMULCAST_ADDR", &addr)
+            .env("SIMULCAST_TOKEN", WRONG)
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"), "{out:?}");
+    }
+    let (_, page) = rt.block_on(http_get(&format!("http://127.0.0.1:{metrics_port}"), "/metrics"));
+    assert!(page.contains("simulcast_auth_failures_total{reason=\"unknown_token\"} 3"), "{page}");
     std::thread::sleep(Duration::from_secs(2));
     daemon.interrupt();
     srt.stop();
@@ -298,6 +311,10 @@ fn no_secret_in_any_log_line_metric_or_export() {
             "no GStreamer line for leg {id}"
         );
     }
+    let failed: Vec<&serde_json::Value> = lines.iter().filter(|l| l["fields"]["message"] == "Login failed.").collect();
+    assert_eq!(failed.len(), 3, "failed logins logged: {failed:?}");
+    assert!(failed.iter().all(|l| l["fields"]["peer"] == "127.0.0.1" && l["fields"]["reason"] == "unknown_token"));
+    assert!(!logs.contains(WRONG), "a presented token in the daemon's log");
     // Our own lines about a leg carry its id as a field.
     assert!(lines.iter().any(|l| l["fields"]["leg"] == "kg-ktrk" && l["target"] != "gst"));
     let masked = logs.matches(simulcast::observe::redact::MASK).count();

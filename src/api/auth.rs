@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
@@ -68,10 +71,130 @@ pub fn new_token() -> Result<String, getrandom::Error> {
     Ok(format!("sct_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
+/// Failed logins a peer may make in a row before it is refused for a while.
+pub const FREE_FAILURES: u32 = 10;
+/// The longest a peer is refused.
+pub const MAX_BLOCK: Duration = Duration::from_secs(60);
+
+/// Why a login failed, for the log and `simulcast_auth_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No `authorization` header.
+    Missing,
+    /// A header that is not `Bearer <token>`.
+    Malformed,
+    /// A token the daemon does not know.
+    UnknownToken,
+    /// Refused unheard: the peer failed too often.
+    Blocked,
+}
+
+impl Failure {
+    /// Every reason, in a fixed order.
+    pub const ALL: [Failure; 4] = [Failure::Missing, Failure::Malformed, Failure::UnknownToken, Failure::Blocked];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Missing => "missing",
+            Failure::Malformed => "malformed",
+            Failure::UnknownToken => "unknown_token",
+            Failure::Blocked => "blocked",
+        }
+    }
+}
+
+/// One peer's failed logins in a row.
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    failures: u32,
+    until: Option<Instant>,
+    last: Instant,
+}
+
+/// Failed logins: each one counted and logged with the peer's address
+/// (never the token); a peer that fails [`FREE_FAILURES`] times in a row
+/// is then refused unheard, whatever it sends, for 1 s, then 2, 4, ... up
+/// to [`MAX_BLOCK`] after each further failure, so guessing tokens goes at
+/// a crawl. A good token resets its peer.
+#[derive(Debug, Default)]
+pub struct LoginGuard {
+    peers: Mutex<HashMap<IpAddr, Strikes>>,
+    counts: [AtomicU64; 4],
+}
+
+impl LoginGuard {
+    /// How many logins failed for `why` since the daemon started.
+    pub fn count(&self, why: Failure) -> u64 {
+        self.counts[why as usize].load(Ordering::Relaxed)
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Strikes>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `Err` while `peer` is blocked.
+    fn admit(&self, peer: Option<IpAddr>, now: Instant) -> Result<(), Status> {
+        let Some(ip) = peer else { return Ok(()) };
+        let until = self.peers().get(&ip).and_then(|s| s.until).filter(|u| *u > now);
+        match until {
+            None => Ok(()),
+            Some(u) => {
+                self.counts[Failure::Blocked as usize].fetch_add(1, Ordering::Relaxed);
+                let secs = u.saturating_duration_since(now).as_secs_f64().ceil().max(1.0);
+                Err(Status::resource_exhausted(format!(
+                    "too many failed logins from {ip}: refused for {secs:.0} s more"
+                )))
+            }
+        }
+    }
+
+    /// Records a failure of `peer`; blocks it past the free ones.
+    fn failed(&self, peer: Option<IpAddr>, why: Failure, now: Instant) {
+        self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
+        let peer_text = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        let Some(ip) = peer else {
+            tracing::warn!(peer = %peer_text, reason = why.as_str(), "Login failed.");
+            return;
+        };
+        let mut peers = self.peers();
+        // Forget peers quiet for long, so the table stays small.
+        if peers.len() > 10_000 {
+            peers.retain(|_, s| now.saturating_duration_since(s.last) < MAX_BLOCK * 10);
+        }
+        let s = peers.entry(ip).or_insert(Strikes { failures: 0, until: None, last: now });
+        s.failures = s.failures.saturating_add(1);
+        s.last = now;
+        if s.failures <= FREE_FAILURES {
+            tracing::warn!(peer = %ip, reason = why.as_str(), failures = s.failures, "Login failed.");
+        } else {
+            let block = Duration::from_secs(1u64 << (s.failures - FREE_FAILURES - 1).min(6)).min(MAX_BLOCK);
+            s.until = Some(now + block);
+            tracing::warn!(
+                peer = %ip,
+                reason = why.as_str(),
+                failures = s.failures,
+                refused_for_s = block.as_secs(),
+                "Login failed again: the peer is refused for a while."
+            );
+        }
+    }
+
+    fn succeeded(&self, peer: Option<IpAddr>) {
+        if let Some(ip) = peer {
+            let mut peers = self.peers();
+            if peers.contains_key(&ip) {
+                peers.remove(&ip);
+            }
+        }
+    }
+}
+
 /// Known token hashes; shared by the interceptor and whoever adds tokens.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_hash: Arc<RwLock<HashMap<String, Caller>>>,
+    guard: Arc<LoginGuard>,
 }
 
 impl Tokens {
@@ -94,20 +217,35 @@ impl Tokens {
         self.by_hash.read().unwrap_or_else(|e| e.into_inner()).get(&hash_token(token)).cloned()
     }
 
+    /// The failed logins seen by this set's interceptors.
+    pub fn guard(&self) -> Arc<LoginGuard> {
+        Arc::clone(&self.guard)
+    }
+
     /// A tonic interceptor: `UNAUTHENTICATED` without a known bearer token,
-    /// otherwise the [`Caller`] goes into the request's extensions.
+    /// otherwise the [`Caller`] goes into the request's extensions. A peer
+    /// that keeps failing gets `RESOURCE_EXHAUSTED` unheard (see
+    /// [`LoginGuard`]).
     pub fn interceptor(&self) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
         let me = self.clone();
         move |mut req: Request<()>| {
+            let peer = req.remote_addr().map(|a| a.ip());
+            let now = Instant::now();
+            me.guard.admit(peer, now)?;
+            let fail = |why: Failure, message: &str| {
+                me.guard.failed(peer, why, now);
+                Status::unauthenticated(message)
+            };
             let header = req
                 .metadata()
                 .get("authorization")
-                .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
-            let text = header.to_str().map_err(|_| Status::unauthenticated("authorization header is not text"))?;
+                .ok_or_else(|| fail(Failure::Missing, "missing `authorization: Bearer <token>`"))?;
+            let text = header.to_str().map_err(|_| fail(Failure::Malformed, "authorization header is not text"))?;
             let token = text
                 .strip_prefix("Bearer ")
-                .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-            let caller = me.lookup(token.trim()).ok_or_else(|| Status::unauthenticated("unknown token"))?;
+                .ok_or_else(|| fail(Failure::Malformed, "authorization must be `Bearer <token>`"))?;
+            let caller = me.lookup(token.trim()).ok_or_else(|| fail(Failure::UnknownToken, "unknown token"))?;
+            me.guard.succeeded(peer);
             req.extensions_mut().insert(caller);
             Ok(req)
         }

@@ -119,7 +119,7 @@ pub async fn serve(
     http: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let metrics = Metrics::new(coordinator.subscribe());
+    let metrics = Metrics::new(coordinator.subscribe(), tokens.guard());
     let (health, health_service) = tonic_health::server::health_reporter();
     let interceptor = tokens.interceptor();
     let channels = ChannelServiceServer::new(channels::ChannelApi { coordinator: coordinator.clone() })

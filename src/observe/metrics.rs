@@ -50,8 +50,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics over the coordinator's snapshots.
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>) -> Arc<Self> {
+    /// Metrics over the coordinator's snapshots and the control plane's
+    /// failed logins.
+    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, logins: Arc<crate::api::auth::LoginGuard>) -> Arc<Self> {
         let mut registry = Registry::with_prefix("simulcast");
         let requests = Family::<RpcLabels, Counter>::default();
         let latency = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(rpc_buckets);
@@ -62,6 +63,7 @@ impl Metrics {
             latency.clone(),
         );
         registry.register_collector(Box::new(StateCollector { snapshots }));
+        registry.register_collector(Box::new(LoginCollector(logins)));
         Arc::new(Self { registry, requests, latency })
     }
 
@@ -80,6 +82,22 @@ impl Metrics {
         let labels = RpcLabels { rpc: rpc.to_owned(), code: code.to_owned() };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
+    }
+}
+
+/// Failed logins, by reason.
+#[derive(Debug)]
+struct LoginCollector(Arc<crate::api::auth::LoginGuard>);
+
+impl prometheus_client::collector::Collector for LoginCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::api::auth::Failure;
+        Fam { enc: &mut enc }.counter(
+            "auth_failures",
+            "Control-plane calls refused before any work: no token, a malformed header, an unknown token, \
+             or refused unheard from a peer that kept failing (blocked).",
+            Failure::ALL.iter().map(|f| ([("reason", f.as_str().to_owned())] as L1, self.0.count(*f))),
+        )
     }
 }
 
@@ -479,7 +497,7 @@ mod tests {
     #[test]
     fn an_idle_daemon_exposes_its_health_and_rpc_counts() {
         let (_tx, rx) = watch::channel(Arc::new(Snapshot::initial()));
-        let m = Metrics::new(rx);
+        let m = Metrics::new(rx, Arc::default());
         m.observe_rpc("simulcast.v1.EventService/Arm", "FAILED_PRECONDITION", 0.002);
         let text = m.render();
         assert!(text.contains("simulcast_healthy{daemon=\"simulcastd\"} 0"), "{text}");
@@ -500,7 +518,7 @@ mod tests {
         crate::rehearsal::conclude(&mut r, None, chrono::Utc::now());
         let snap = Snapshot { verdicts: Arc::new(vec![r]), ..Snapshot::initial() };
         let (_tx, rx) = watch::channel(Arc::new(snap));
-        let text = Metrics::new(rx).render();
+        let text = Metrics::new(rx, Arc::default()).render();
         assert!(text.contains("simulcast_rehearsal_passed{event=\"ev-1\"} 0"), "{text}");
         assert!(text.contains("simulcast_rehearsal_running{daemon=\"simulcastd\"} 0"), "{text}");
     }
