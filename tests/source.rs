@@ -187,3 +187,34 @@ async fn a_file_contribution_is_paced_in_real_time_and_looped() {
     let p = ffprobe(&path);
     assert!(p.codecs.contains(&"h264".to_string()) && p.codecs.contains(&"aac".to_string()), "{p:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srt_caller_with_the_wrong_passphrase_is_named_in_the_status() {
+    require("ffmpeg", "ffmpeg");
+    let source_port = free_udp_port();
+    let udp_rx = UdpCapture::start();
+    let mut config =
+        config_with(&[channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp_rx.port))]);
+    config.source = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"srt\"\nuri = \"srt://127.0.0.1:{source_port}\"\nmode = \"listener\"\n\
+         passphrase = \"contribution-secret\"\n"
+    ))
+    .expect("source config")
+    .source;
+    let run = Run::start(&config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The venue's encoder (ffmpeg) calls with another passphrase.
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x90:rate=10", "-t", "2"])
+        .args(["-c:v", "libx264", "-f", "mpegts"])
+        .arg(format!("srt://127.0.0.1:{source_port}?mode=caller&passphrase=not-the-secret-1&pbkeylen=16"))
+        .output()
+        .expect("ffmpeg");
+    assert!(!out.status.success(), "the listener let a wrong passphrase in");
+    let said = |run: &Run| run.status().source.last_error.unwrap_or_default();
+    let named = wait_for(Duration::from_secs(5), || said(&run).contains("refused: wrong passphrase")).await;
+    let status = run.status().source;
+    run.relay.shutdown().await;
+    assert!(named, "{status:?}");
+    assert_eq!(status.state.as_str(), "WAITING");
+}

@@ -87,7 +87,13 @@ fn dedup(mut v: Vec<&str>) -> Vec<&str> {
 /// Initialises GStreamer once for the process.
 pub fn init() -> Result<(), MediaError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string())).clone().map_err(MediaError::Init)
+    INIT.get_or_init(|| {
+        gst::init().map_err(|e| e.to_string())?;
+        source::watch_srt_rejections();
+        Ok(())
+    })
+    .clone()
+    .map_err(MediaError::Init)
 }
 
 /// The process-wide system clock, monotonic: every pipeline runs on it so

@@ -213,7 +213,35 @@ struct Shared {
     counters: Arc<SourceCounters>,
     /// The failover's detection time, for the health in the status.
     detect_after: Duration,
+    /// The feed is an SRT listener: callers it refuses are reported.
+    srt_listener: bool,
 }
+
+/// Clock time (ns) libsrt last refused a caller for its passphrase (0:
+/// never). libsrt tells GStreamer only through its log (category
+/// `srtlib`): "KMREQ result abnornal - rejecting per enforced encryption".
+static SRT_SECRET_REFUSED_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Watches libsrt's log for callers refused for a wrong (or missing)
+/// passphrase, so a listener's status can say so; libsrt's warnings are
+/// kept at WARNING whatever the default threshold.
+pub(crate) fn watch_srt_rejections() {
+    gst::log::set_threshold_for_name("srtlib", gst::DebugLevel::Warning);
+    gst::log::add_log_function(|category, _level, _file, _function, _line, _object, message| {
+        if category.name() != "srtlib" {
+            return;
+        }
+        if let Some(text) = message.get()
+            && text.contains("KMREQ")
+            && (text.contains("reject") || text.contains("BADSECRET"))
+        {
+            SRT_SECRET_REFUSED_NS.store(super::clock().time().nseconds().max(1), Ordering::Relaxed);
+        }
+    });
+}
+
+/// How long a refused caller is reported.
+const REFUSAL_HOLD: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default)]
 struct Flags {
@@ -252,6 +280,7 @@ impl Contribution {
             flags: Mutex::new(Flags::default()),
             counters,
             detect_after,
+            srt_listener: matches!(source, Source::Srt(s) if s.mode == crate::config::SrtMode::Listener),
         });
         let first = build(source, format, title, &out, &shared)?;
         let sup = Supervisor {
@@ -301,7 +330,7 @@ impl Contribution {
             let msg = format!("contribution feed {} carries MPEG-TS but no picture decodes from it", self.describe);
             (SourceState::Waiting, Some(msg))
         } else {
-            (SourceState::Waiting, pipeline_error)
+            (SourceState::Waiting, self.refused_caller(now).or(pipeline_error))
         };
         let loss = health(now, c.seen(), self.shared.detect_after).err();
         SourceStatus {
@@ -315,6 +344,21 @@ impl Contribution {
             restarts: self.shared.restarts.load(Ordering::Relaxed),
             last_error,
         }
+    }
+
+    /// Why nothing comes in, if an SRT listener refused a caller lately.
+    /// libsrt names neither the caller nor the listener in what it tells
+    /// (its log), so every waiting SRT listener of the process reports it.
+    fn refused_caller(&self, now: u64) -> Option<String> {
+        let at = SRT_SECRET_REFUSED_NS.load(Ordering::Relaxed);
+        let recent = at > 0 && Duration::from_nanos(now.saturating_sub(at)) < REFUSAL_HOLD;
+        (self.shared.srt_listener && recent).then(|| {
+            format!(
+                "contribution feed {}: caller refused: wrong passphrase (the caller's does not match this listener's, \
+                 or one side has none)",
+                self.describe
+            )
+        })
     }
 
     /// Waits for the supervisor to finish (after the stop signal).
