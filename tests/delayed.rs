@@ -123,7 +123,7 @@ async fn a_delay_longer_than_the_retention_is_refused() {
     let local = (t0 + chrono::Duration::hours(2)).with_timezone(&chrono_tz::Asia::Seoul);
     create(&server, "kr-live", 9, "").await;
     let air = format!("air_policy = {{ type = \"local_time\", at = \"{}\" }}\n", local.format("%H:%M"));
-    create(&server, "kr-late", 9, &air).await;
+    create(&server, "kr-late", 11, &air).await;
     let mut e = EventServiceClient::new(server.transport().await);
     let err = e.schedule_event(authed(schedule(t0), server.token(Role::Admin))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
