@@ -153,6 +153,13 @@ async fn ingests_that_never_answer_do_not_delay_the_others() {
         assert_eq!((leg.reconnects, leg.dropped_buffers), (0, 0), "{leg:?}");
     }
     assert_continuous(&grams.concat(), "good UDP partner");
+    // Bytes are what went out on the wire: none to an SRT ingest that never
+    // answered (it got handshakes only), all of it to the one that did.
+    let dead = status.leg("dead-srt").expect("leg");
+    assert_eq!(dead.bytes_sent, 0, "bytes reported for an SRT ingest that never answered: {dead:?}");
+    let good = status.leg("good-srt").expect("leg").bytes_sent;
+    let received = srt_rx.bytes();
+    assert!(good > 100_000 && good.abs_diff(received) * 20 <= received, "reported {good}, received {received}");
     for (id, port) in [("dead-rtmp", silent_tcp_port), ("dead-srt", silent_udp_port)] {
         let leg = status.leg(id).expect("leg");
         let err = leg.last_error.as_deref().unwrap_or("");

@@ -429,6 +429,9 @@ impl Supervisor {
         let mut dropped_before = self.input.dropped();
         let mut stop = self.stop.clone();
         let is_srt = matches!(self.channel.ingest, Ingest::Srt(_));
+        // SRT: this pipeline's bytes as libsrt sent them, after the earlier
+        // pipelines' (a rebuilt srtsink counts from 0).
+        let srt_base = self.shared.bytes.load(Ordering::Relaxed);
         loop {
             tokio::select! {
                 msg = bus_rx.recv() => match msg {
@@ -446,10 +449,14 @@ impl Supervisor {
                 _ = stop.wait_for(|s| *s) => return Ended::Stopped,
                 _ = tick.tick() => {
                     let now = clock.time().nseconds();
+                    let stats = if is_srt { sink.property::<Option<gst::Structure>>("stats") } else { None };
+                    if let Some(sent) = stats.as_ref().and_then(|s| number(s, "bytes-sent-total")) {
+                        self.shared.bytes.store(srt_base + sent as u64, Ordering::Relaxed);
+                    }
                     let bytes = self.shared.bytes.load(Ordering::Relaxed);
                     self.shared.bitrate.store(window.push(bytes), Ordering::Relaxed);
                     let last = self.shared.last_delivered_ns.load(Ordering::Relaxed);
-                    let srt = if is_srt { srt_figures(sink) } else { None };
+                    let srt = stats.and_then(srt_figures);
                     if is_srt {
                         lock(&self.shared.mutable).srt = srt;
                     }
@@ -566,14 +573,20 @@ fn build(channel: &Channel, stamp: bool, shared: &Arc<Shared>, input: &Arc<LegIn
         gst::PadProbeReturn::Ok
     });
 
-    // Count what reaches the protocol sink: that is what the partner is sent.
+    // Count what reaches the protocol sink: that is what the partner is
+    // sent. Not for SRT: srtsink takes data while no partner answers and
+    // drops it, so its bytes are read from its own statistics, what
+    // libsrt really sent (see `watch`).
     let pad = sink
         .static_pad("sink")
         .ok_or_else(|| MediaError::Pipeline(format!("leg {}: sink has no sink pad", channel.id)))?;
     let counters = Arc::clone(shared);
     let clock = super::clock();
+    let counted_here = !matches!(channel.ingest, Ingest::Srt(_));
     super::count_bytes(&pad, move |size| {
-        counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        if counted_here {
+            counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        }
         counters.hits.fetch_add(1, Ordering::Relaxed);
         counters.last_delivered_ns.store(clock.time().nseconds(), Ordering::Relaxed);
     });
@@ -654,10 +667,9 @@ fn number(s: &gst::StructureRef, field: &str) -> Option<f64> {
     s.value(field).ok().and_then(|v| v.transform::<f64>().ok()).and_then(|v| v.get::<f64>().ok())
 }
 
-/// Reads RTT, loss and retransmits from srtsink's `stats` (a caller's own
+/// RTT, loss and retransmits from srtsink's `stats` (a caller's own
 /// figures, or the first caller's when we listen).
-fn srt_figures(sink: &gst::Element) -> Option<SrtFigures> {
-    let stats = sink.property::<Option<gst::Structure>>("stats")?;
+fn srt_figures(stats: gst::Structure) -> Option<SrtFigures> {
     // A listener reports per caller, in a GValueArray (1.22), not a GstValueArray.
     let s = match stats.value("callers") {
         Ok(callers) => {
