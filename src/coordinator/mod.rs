@@ -145,12 +145,18 @@ impl Options {
     /// Why this daemon cannot air `channel`: an RTMP leg the programme
     /// cannot feed, a file leg outside the file-leg directory.
     pub fn refuses(&self, channel: &Channel) -> Option<String> {
-        self.program.refuses(channel).or_else(|| match &channel.ingest {
+        self.program.refuses(channel).or_else(|| self.file_leg_refused(channel))
+    }
+
+    /// Why `channel`'s file leg may not write where it says, if it is one
+    /// that may not.
+    pub fn file_leg_refused(&self, channel: &Channel) -> Option<String> {
+        match &channel.ingest {
             Ingest::File(p) => {
                 config::confine_file_leg(p, &self.file_legs).err().map(|why| format!("channel `{}`: {why}", channel.id))
             }
             _ => None,
-        })
+        }
     }
 }
 
@@ -677,15 +683,17 @@ impl State {
     }
 
     /// The checks a config file makes across its channels, for one channel
-    /// created or changed alone: no UDP host:port another channel sends to,
-    /// and (RTMP) a programme it can carry.
+    /// created or changed alone: no UDP host:port another channel sends
+    /// to; and a file leg inside the file-leg directory. (An RTMP leg the
+    /// programme cannot feed is refused when an event would air it: a
+    /// channel outlives one event's contribution format.)
     fn fits_beside_others(&self, channel: &Channel) -> Result<(), CoordError> {
         let mut errs = Vec::new();
         if let Some(why) = config::port_clash(channel, &self.store.channels()?) {
             errs.push(FieldError { key: "ingest.uri".into(), message: why });
         }
-        if let Some(why) = self.options.refuses(channel) {
-            errs.push(FieldError { key: "ingest".into(), message: why });
+        if let Some(why) = self.options.file_leg_refused(channel) {
+            errs.push(FieldError { key: "ingest.path".into(), message: why });
         }
         if errs.is_empty() { Ok(()) } else { Err(CoordError::Invalid(errs)) }
     }
