@@ -218,3 +218,55 @@ async fn an_srt_caller_with_the_wrong_passphrase_is_named_in_the_status() {
     assert!(named, "{status:?}");
     assert_eq!(status.state.as_str(), "WAITING");
 }
+
+/// ffmpeg sending `seconds` of MPEG-TS in video codec `vcodec` to `port`, in real time.
+fn ffmpeg_to(port: u16, vcodec: &str, seconds: u32) -> Child {
+    require("ffmpeg", "ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
+        .args(["-t", &seconds.to_string(), "-c:v", vcodec, "-g", "25", "-b:v", "600k", "-c:a", "aac"])
+        .args(["-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// In transcode mode an HEVC contribution is named in the status, and the
+/// H.264 that follows it is decoded again: the feed never wedges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contribution_in_another_codec_is_named_and_the_feed_recovers_when_h264_comes() {
+    let source_port = free_udp_port();
+    let udp_rx = UdpCapture::start();
+    let mut config =
+        config_with(&[channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp_rx.port))]);
+    config.source = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nmode = \"transcode\"\n"
+    ))
+    .expect("source config")
+    .source;
+    config.program.mode = simulcast::config::ProgramMode::Transcode;
+    let run = Run::start(&config).await;
+    let mut hevc = ChildGuard(ffmpeg_to(source_port, "libx265", 4));
+    let named = wait_for(Duration::from_secs(4), || {
+        run.status().source.last_error.unwrap_or_default().contains("HEVC video: this programme expects H.264")
+    })
+    .await;
+    let during = run.status().source;
+    let _ = hevc.0.wait();
+    let frames_before = run.status().source.frames;
+    let _h264 = ChildGuard(ffmpeg_to(source_port, "libx264", 30));
+    let back = wait_for(Duration::from_secs(10), || {
+        let s = run.status().source;
+        s.state == SourceState::Receiving && s.frames > frames_before + 25
+    })
+    .await;
+    let after = run.status().source;
+    run.relay.shutdown().await;
+    assert!(named, "the HEVC contribution was not named: {during:?}");
+    assert!(back, "H.264 after HEVC was never decoded: {after:?}");
+}

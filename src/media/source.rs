@@ -215,7 +215,20 @@ struct Shared {
     detect_after: Duration,
     /// The feed is an SRT listener: callers it refuses are reported.
     srt_listener: bool,
+    /// The feed is decoded here (transcode): a stall is watched for.
+    decoded: bool,
+    /// What the contribution carries that this programme cannot decode
+    /// (`HEVC video: ...`), found when the demuxer exposed it.
+    unfit: Mutex<Option<String>>,
 }
+
+/// A decoding feed whose data stopped moving for this long, after it had
+/// moved, is rebuilt: a stuck demuxer or decoder must not keep the feed
+/// down while the venue sends (a fresh pipeline that gets nothing waits).
+pub const STALL_RESTART: Duration = Duration::from_secs(3);
+/// A decoding feed taking data without a picture for this long is rebuilt
+/// (longer than any contribution's GOP).
+pub const NO_PICTURE_RESTART: Duration = Duration::from_secs(5);
 
 /// Clock time (ns) libsrt last refused a caller for its passphrase (0:
 /// never). libsrt tells GStreamer only through its log (category
@@ -281,6 +294,8 @@ impl Contribution {
             counters,
             detect_after,
             srt_listener: matches!(source, Source::Srt(s) if s.mode == crate::config::SrtMode::Listener),
+            decoded: matches!(out, FeedOut::Raw(_)) && !matches!(source, Source::Test(_)),
+            unfit: Mutex::new(None),
         });
         let first = build(source, format, title, &out, &shared)?;
         let sup = Supervisor {
@@ -326,6 +341,8 @@ impl Contribution {
             (SourceState::Error, pipeline_error)
         } else if pictures {
             (SourceState::Receiving, pipeline_error)
+        } else if let Some(unfit) = lock(&self.shared.unfit).clone() {
+            (SourceState::Error, Some(format!("contribution feed {}: {unfit}", self.describe)))
         } else if ts_only {
             let msg = format!("contribution feed {} carries MPEG-TS but no picture decodes from it", self.describe);
             (SourceState::Waiting, Some(msg))
@@ -431,9 +448,43 @@ impl Supervisor {
     }
 
     async fn watch(&mut self, bus_rx: &mut super::BusRx) -> Ended {
+        let c = Arc::clone(&self.shared.counters);
+        let clock = super::clock();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // (bytes, when they last moved), and when a picture last came.
+        let started = clock.time().nseconds();
+        let mut bytes = (c.bytes.load(Ordering::Relaxed), started);
+        let mut moved = false;
+        let mut frames = (c.frames.load(Ordering::Relaxed), started);
         loop {
             tokio::select! {
                 _ = self.stop.wait_for(|s| *s) => return Ended::Stopped,
+                _ = tick.tick(), if self.shared.decoded => {
+                    let now = clock.time().nseconds();
+                    let (b, f) = (c.bytes.load(Ordering::Relaxed), c.frames.load(Ordering::Relaxed));
+                    if b != bytes.0 {
+                        moved = true;
+                        bytes = (b, now);
+                    }
+                    if f != frames.0 {
+                        frames = (f, now);
+                    }
+                    let quiet = |since: u64| Duration::from_nanos(now.saturating_sub(since));
+                    let unfit = lock(&self.shared.unfit).clone().map(|u| format!(" ({u})")).unwrap_or_default();
+                    if moved && quiet(bytes.1) >= STALL_RESTART && quiet(frames.1) >= STALL_RESTART {
+                        return Ended::Failed(format!(
+                            "contribution feed {}: its data stopped moving through the pipeline{unfit}; rebuilt",
+                            self.source.describe()
+                        ));
+                    }
+                    if moved && quiet(bytes.1) < STALL_RESTART && quiet(frames.1) >= NO_PICTURE_RESTART {
+                        return Ended::Failed(format!(
+                            "contribution feed {}: data arrives but no picture decoded for {} s{unfit}; rebuilt",
+                            self.source.describe(),
+                            NO_PICTURE_RESTART.as_secs()
+                        ));
+                    }
+                }
                 msg = bus_rx.recv() => {
                     let Some(msg) = msg else { return Ended::Failed("the source pipeline's bus closed".into()) };
                     match msg.view() {
@@ -452,6 +503,28 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Why a stream of these caps cannot be decoded in transcode mode (which
+/// takes H.264 and AAC), if it cannot.
+fn unfit_for_transcode(s: &gst::StructureRef) -> Option<String> {
+    let mpeg = s.get::<i32>("mpegversion").ok();
+    let (kind, codec) = match (s.name().as_str(), mpeg) {
+        ("video/x-h264", _) | ("audio/mpeg", Some(2 | 4)) => return None,
+        ("video/x-h265", _) => ("video", "HEVC"),
+        ("video/mpeg", Some(2)) => ("video", "MPEG-2"),
+        ("video/mpeg", _) => ("video", "MPEG video"),
+        ("audio/mpeg", _) => ("audio", "MPEG audio"),
+        ("audio/x-ac3", _) => ("audio", "AC-3"),
+        ("audio/x-eac3", _) => ("audio", "E-AC-3"),
+        (name, _) if name.starts_with("video/") => ("video", name),
+        (name, _) if name.starts_with("audio/") => ("audio", name),
+        _ => return None,
+    };
+    let wanted = if kind == "video" { "H.264" } else { "AAC" };
+    Some(format!(
+        "{codec} {kind}: this programme expects {wanted} in transcode mode ([program] mode = \"passthrough\" relays it as it comes)"
+    ))
 }
 
 /// How one run of the source pipeline ended.
@@ -549,6 +622,17 @@ fn build(
     } else {
         let decode = template::get("program/decode")?.instantiate(&[])?;
         pipeline.add(&decode).map_err(err)?;
+        *lock(&shared.unfit) = None;
+        if let Some(demux) = decode.by_name("in") {
+            let shared = Arc::clone(shared);
+            demux.connect_pad_added(move |_, pad| {
+                let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+                if let Some(why) = caps.structure(0).and_then(unfit_for_transcode) {
+                    warn!(%why, "The contribution carries what transcode mode cannot decode.");
+                    *lock(&shared.unfit) = Some(why);
+                }
+            });
+        }
         let ts_pad = bin.static_pad("src").ok_or_else(|| MediaError::Pipeline(format!("{name} has no src pad")))?;
         refuse_garbage(&ts_pad, shared);
         bin.link(&decode).map_err(|e| MediaError::Pipeline(format!("cannot link {name} to the decoder: {e}")))?;
