@@ -199,6 +199,24 @@ pub struct AudioFrame {
     pub layer: u8,
 }
 
+/// How long the ADTS frames of one access unit play, in ns (a PES may
+/// carry several: ffmpeg packs about 100 ms of AAC in one); `None` when
+/// `d` does not start with an ADTS frame.
+pub fn adts_duration_ns(d: &[u8]) -> Option<u64> {
+    let mut at = 0;
+    let mut ns = 0u64;
+    while let Some(f) = d.get(at..).and_then(adts) {
+        let h = &d[at..];
+        let length = (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        if length < 7 {
+            break;
+        }
+        ns += u64::from(f.samples) * 1_000_000_000 / u64::from(f.rate);
+        at += length;
+    }
+    (ns > 0).then_some(ns)
+}
+
 fn adts(d: &[u8]) -> Option<AudioFrame> {
     const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
     if d.len() < 7 || d[0] != 0xff || d[1] & 0xf6 != 0xf0 {
@@ -338,6 +356,17 @@ mod tests {
         let f = AudioCodec::Mpeg.frame(&mp2).unwrap();
         assert_eq!((f.rate, f.channels, f.samples, f.layer), (48000, 2, 1152, 2));
         assert!(AudioCodec::Aac.frame(b"GET / HTTP").is_none());
+    }
+
+    #[test]
+    fn a_pes_of_several_adts_frames_plays_for_all_of_them() {
+        // Frame length 371 in the header: two whole frames back to back.
+        let mut frame = vec![0xff, 0xf1, 0x4c, 0x80, 0x2e, 0x7f, 0xfc];
+        frame.resize(371, 0);
+        let two = [frame.clone(), frame].concat();
+        assert_eq!(adts_duration_ns(&two), Some(2 * 21_333_333));
+        assert_eq!(adts_duration_ns(&two[..371]), Some(21_333_333));
+        assert_eq!(adts_duration_ns(b"not adts"), None);
     }
 
     #[test]

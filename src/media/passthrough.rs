@@ -54,6 +54,9 @@ pub const DELAY: Duration = Duration::from_millis(600);
 const TICK: Duration = Duration::from_millis(5);
 /// A feed whose pictures jump by more than this starts a new stream.
 const JUMP: u64 = 2_000_000_000;
+/// The most an audio unit's timestamp is moved so that it starts where
+/// the previous one ends.
+const AUDIO_NUDGE: u64 = 5_000_000;
 
 /// The switch state the status reads.
 #[derive(Debug)]
@@ -258,6 +261,14 @@ struct Splicer {
     changes: VecDeque<(u64, Feed)>,
     last_video_dts: u64,
     last_audio_pts: Vec<u64>,
+    /// Per track: where the last audio access unit written ends (its pts
+    /// plus its span). A contribution's PES may carry several frames
+    /// (ffmpeg packs about 100 ms of AAC in one): the next source's sound
+    /// must not start inside it, or a decoder sees time go back.
+    audio_end: Vec<u64>,
+    /// Per feed and track: the last access unit's pts taken, and the
+    /// spacing of that feed's access units (what one spans).
+    audio_span: Vec<Vec<(u64, u64)>>,
     delay: u64,
     hand: HandSlate,
 }
@@ -301,6 +312,8 @@ impl Splicer {
             changes: VecDeque::from([(0, Feed::Slate)]),
             last_video_dts: 0,
             last_audio_pts: Vec::new(),
+            audio_end: Vec::new(),
+            audio_span: vec![Vec::new(); n],
             delay: DELAY.as_nanos() as u64,
             hand: HandSlate::default(),
         }
@@ -601,6 +614,7 @@ impl Splicer {
         };
         self.mux.set_layout(layout);
         self.last_audio_pts.resize(format.audio.len(), 0);
+        self.audio_end.resize(format.audio.len(), 0);
         self.slate_audio.resize(format.audio.len(), None);
         *lock(&self.shared.format) = format.clone();
     }
@@ -647,8 +661,9 @@ impl Splicer {
         let d = self.delay;
         let tracks = self.mux.layout().audio.len();
         for t in 0..tracks {
-            // (pts, data) of every frame due now, from the feed it goes with.
-            let mut due_now: Vec<(u64, gstreamer::Buffer)> = Vec::new();
+            // (pts, data, span) of every access unit due now, from the
+            // feed it goes with.
+            let mut due_now: Vec<(u64, gstreamer::Buffer, u64)> = Vec::new();
             for i in 0..self.audio.len() {
                 let feed = feed_of(i);
                 let Some(q) = self.audio[i].get_mut(t) else { continue };
@@ -656,7 +671,27 @@ impl Splicer {
                 while q.front().is_some_and(|a| a.dts <= due) {
                     taken.extend(q.pop_front());
                 }
-                due_now.extend(taken.into_iter().filter(|a| self.feed_at(a.pts) == feed).map(|a| (a.pts, a.data)));
+                if self.audio_span[i].len() <= t {
+                    self.audio_span[i].resize(t + 1, (0, 0));
+                }
+                let aac = self.mux.layout().audio.get(t).is_some_and(|s| s.codec == super::es::AudioCodec::Aac);
+                for a in taken {
+                    let (prev, span) = self.audio_span[i][t];
+                    // A plausible spacing (under 1 s) is this feed's span.
+                    let span =
+                        if prev > 0 && a.pts > prev && a.pts - prev < 1_000_000_000 { a.pts - prev } else { span };
+                    self.audio_span[i][t] = (a.pts, span);
+                    // AAC says how long it plays: its frames, counted.
+                    let exact = if aac {
+                        a.data.map_readable().ok().and_then(|m| super::es::adts_duration_ns(&m))
+                    } else {
+                        None
+                    };
+                    let span = exact.unwrap_or(span);
+                    if self.feed_at(a.pts) == feed {
+                        due_now.push((a.pts, a.data, span));
+                    }
+                }
             }
             // Slate frames: continuous on their own grid.
             if let Some(slate) = self.slate.clone()
@@ -670,16 +705,25 @@ impl Splicer {
                     }
                     self.slate_audio[t] = Some((origin, n + 1));
                     if self.feed_at(at) == Feed::Slate {
-                        due_now.push((at, lp.frames[(n % lp.frames.len() as u64) as usize].clone()));
+                        let span = lp.frame_at(n + 1) - lp.frame_at(n);
+                        due_now.push((at, lp.frames[(n % lp.frames.len() as u64) as usize].clone(), span));
                     }
                 }
             }
-            due_now.sort_by_key(|(pts, _)| *pts);
-            for (pts, data) in due_now {
-                if pts < self.last_audio_pts[t] {
+            due_now.sort_by_key(|(pts, _, _)| *pts);
+            for (pts, data, span) in due_now {
+                // Sound starting inside the previous unit would take time
+                // back for a decoder: a unit of another source that starts
+                // well inside is left out; one starting a hair early (the
+                // timestamp grid's steering, two grids meeting) is moved
+                // to the end, by at most `AUDIO_NUDGE`.
+                let end = self.audio_end[t];
+                if pts < self.last_audio_pts[t] || pts + AUDIO_NUDGE < end {
                     continue;
                 }
+                let pts = pts.max(end);
                 self.last_audio_pts[t] = pts;
+                self.audio_end[t] = pts + span;
                 if let Ok(m) = data.map_readable() {
                     let at = Timing { pts: pts + d, dts: pts + d, keyframe: true };
                     self.mux.write_au(Slot::Audio(t), at, &m, now, out);
