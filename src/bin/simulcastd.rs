@@ -114,6 +114,7 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    simulcast::media::limit_malloc_arenas();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Cmd::Demo { .. }) { "warn,gst=error" } else { "info" };
     simulcast::observe::logs::init(cli.log_json, default_level);

@@ -1304,6 +1304,8 @@ impl State {
         let Some(r) = self.running.take() else { return };
         let Some(relay) = r.relay else { return };
         let status = relay.shutdown().await;
+        // The event's pipelines are freed: their pages go back too.
+        crate::media::trim_heap();
         for leg in &status.legs {
             let tz = r.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
             let detail = format!(

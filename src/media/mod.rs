@@ -96,6 +96,28 @@ pub fn init() -> Result<(), MediaError> {
     .map_err(MediaError::Init)
 }
 
+/// Caps glibc's malloc arenas at two. Every GStreamer streaming thread
+/// (each leg's, each contribution's, each event's) otherwise gets an arena
+/// of its own, and the freed pages of arenas whose threads are gone stay
+/// mapped: a daemon's RSS grew 65 -> 153 MB over 40 events and kept going,
+/// 65 -> 116 MB and flat with two arenas (`docs/benchmarks.md`, the event
+/// soak). Call once, early.
+pub fn limit_malloc_arenas() {
+    // SAFETY: mallopt only changes the allocator's tuning.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Gives the heap's free pages back to the system (after an event's
+/// pipelines, or a slate encode, are gone).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The process-wide system clock, monotonic: every pipeline runs on it so
 /// that buffer times mean the same thing in the program and in every leg.
 pub fn clock() -> gst::Clock {

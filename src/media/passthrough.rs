@@ -388,10 +388,7 @@ impl Splicer {
                 let _ = tx.send(super::slate::encode_reusing(&format, &look, previous.as_deref()));
                 // The encoder's frames are freed, but glibc keeps the pages
                 // of the thread's arena: give them back.
-                // SAFETY: malloc_trim only releases free heap memory.
-                unsafe {
-                    libc::malloc_trim(0);
-                }
+                super::trim_heap();
             });
             if spawned.is_ok() {
                 self.encoding = Some((want, rx));
