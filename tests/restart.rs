@@ -31,13 +31,17 @@ struct Ctl {
 }
 
 impl Ctl {
-    fn run(&mut self, token: &str, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+    fn output(&self, token: &str, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
             .args(args)
             .env("SIMULCAST_ADDR", &self.addr)
             .env("SIMULCAST_TOKEN", token)
             .output()
-            .expect("run simulcastctl");
+            .expect("run simulcastctl")
+    }
+
+    fn run(&mut self, token: &str, args: &[&str]) -> String {
+        let out = self.output(token, args);
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         self.seen.push(stdout.clone() + &stderr);
@@ -47,12 +51,7 @@ impl Ctl {
 
     /// Runs simulcastctl expecting a refusal; returns what it printed.
     fn fails(&mut self, token: &str, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
-            .args(args)
-            .env("SIMULCAST_ADDR", &self.addr)
-            .env("SIMULCAST_TOKEN", token)
-            .output()
-            .expect("run simulcastctl");
+        let out = self.output(token, args);
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "simulcastctl {args:?} was accepted: {text}");
         text

@@ -99,14 +99,7 @@ async fn an_srt_contribution_in_listener_mode_is_relayed() {
     require("gst-launch-1.0", "gstreamer1.0-tools");
     let source_port = free_udp_port();
     let udp_rx = UdpCapture::start();
-    let mut config =
-        config_with(&[channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp_rx.port))]);
-    config.source = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"srt\"\nuri = \"srt://127.0.0.1:{source_port}\"\nmode = \"listener\"\n\
-         passphrase = \"contribution-secret\"\n"
-    ))
-    .expect("source config")
-    .source;
+    let config = srt_listener_to_udp(source_port, udp_rx.port);
     let run = Run::start(&config).await;
     // The contribution encoder calls in, with the passphrase.
     let encoder = ChildGuard(
@@ -193,14 +186,7 @@ async fn an_srt_caller_with_the_wrong_passphrase_is_named_in_the_status() {
     require("ffmpeg", "ffmpeg");
     let source_port = free_udp_port();
     let udp_rx = UdpCapture::start();
-    let mut config =
-        config_with(&[channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp_rx.port))]);
-    config.source = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"srt\"\nuri = \"srt://127.0.0.1:{source_port}\"\nmode = \"listener\"\n\
-         passphrase = \"contribution-secret\"\n"
-    ))
-    .expect("source config")
-    .source;
+    let config = srt_listener_to_udp(source_port, udp_rx.port);
     let run = Run::start(&config).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The venue's encoder (ffmpeg) calls with another passphrase.
@@ -269,4 +255,18 @@ async fn a_contribution_in_another_codec_is_named_and_the_feed_recovers_when_h26
     run.relay.shutdown().await;
     assert!(named, "the HEVC contribution was not named: {during:?}");
     assert!(back, "H.264 after HEVC was never decoded: {after:?}");
+}
+
+/// One UDP leg to `udp_port`; the contribution an SRT listener on
+/// `source_port` with the passphrase `contribution-secret`.
+fn srt_listener_to_udp(source_port: u16, udp_port: u16) -> simulcast::config::Config {
+    let mut config =
+        config_with(&[channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{udp_port}\" }}"))]);
+    config.source = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"srt\"\nuri = \"srt://127.0.0.1:{source_port}\"\nmode = \"listener\"\n\
+         passphrase = \"contribution-secret\"\n"
+    ))
+    .expect("source config")
+    .source;
+    config
 }
