@@ -294,12 +294,7 @@ async fn a_unary_call_is_not_held_by_nagle_and_delayed_acks() {
 /// A UDP partner `id` at `uri` (udp:// or rist://).
 fn udp_partner(id: &str, uri: &str) -> proto::Channel {
     let kind = if uri.starts_with("rist") { "rist" } else { "udp" };
-    let ch = config::parse_channel(&format!(
-        "id = \"{id}\"\nname = \"{id}\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n\
-         ingest = {{ type = \"{kind}\", uri = \"{uri}\" }}\n"
-    ))
-    .expect("channel");
-    channel_to_proto_with_secrets(&ch)
+    common::server::proto_channel(id, &format!("{{ type = \"{kind}\", uri = \"{uri}\" }}"))
 }
 
 #[tokio::test]

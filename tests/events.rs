@@ -606,12 +606,7 @@ async fn an_rtmp_leg_is_refused_at_schedule_and_arm_for_a_passthrough_programme_
 
 /// A file channel `id` writing to `path`, as the API gets it.
 fn file_channel(id: &str, path: &str) -> proto::Channel {
-    let ch = config::parse_channel(&format!(
-        "id = \"{id}\"\nname = \"Archive\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
-         ingest = {{ type = \"file\", path = \"{path}\" }}\n"
-    ))
-    .expect("channel");
-    channel_to_proto_with_secrets(&ch)
+    common::server::proto_channel(id, &format!("{{ type = \"file\", path = \"{path}\" }}"))
 }
 
 #[tokio::test]

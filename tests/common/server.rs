@@ -101,6 +101,13 @@ pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     r
 }
 
+/// Channel `id` with `ingest` (inline TOML), as a request carries it.
+pub fn proto_channel(id: &str, ingest: &str) -> simulcast::proto::Channel {
+    let toml =
+        format!("id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\ningest = {ingest}\n");
+    simulcast::api::convert::channel_to_proto_with_secrets(&simulcast::config::parse_channel(&toml).expect("channel"))
+}
+
 /// Creates a channel, as admin, from its TOML (a `[[channels]]` entry's keys).
 pub async fn create_channel(server: &ApiServer, toml: &str) {
     let ch = simulcast::config::parse_channel(toml).expect("channel");
