@@ -58,6 +58,7 @@ fn main() {
                 top_field_first: true,
             }),
             audio: vec![track(AudioCodec::Aac, "kaz"), track(AudioCodec::Aac, "rus"), track(AudioCodec::Ac3, "eng")],
+            scte35: false,
         };
         let (mut walls, mut cpus) = (Vec::new(), Vec::new());
         let (mut pictures, mut grew) = (0, 0);

@@ -71,6 +71,20 @@ fn streams(path: &Path) -> Vec<(String, String, String)> {
         .unwrap_or_default()
 }
 
+/// (pictures decoded as interlaced, top field first; pictures decoded) of
+/// the first video stream, as ffmpeg's decoder sees each frame.
+fn top_field_first_frames(path: &Path) -> (usize, usize) {
+    let out = Command::new("ffprobe")
+        .args(["-hide_banner", "-loglevel", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["frame=interlaced_frame,top_field_first", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames: Vec<&str> = text.lines().map(|l| l.trim_end_matches(',')).filter(|l| !l.is_empty()).collect();
+    (frames.iter().filter(|l| **l == "1,1").count(), frames.len())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
     require("ffmpeg", "ffmpeg");
@@ -142,8 +156,21 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
 
 /// A contribution in `video` (an ffmpeg encoder and its options) with one
 /// audio track in `audio`, relayed to a UDP leg and a file leg: the
-/// pictures and the sound arrive untouched, in their own codecs.
-async fn relays_untouched(video: &[&str], audio: &str, declared: &str, codecs: (&str, &str)) {
+/// pictures and the sound arrive untouched, in their own codecs, with
+/// their field order. Returns the programme's format as the status says it.
+async fn relays_untouched(video: &[&str], audio: &str, declared: &str, codecs: (&str, &str)) -> String {
+    relays_untouched_with(video, audio, declared, codecs, false).await
+}
+
+/// [`relays_untouched`]; with `interlaced`, the contribution's pictures
+/// must also arrive as interlaced, top field first.
+async fn relays_untouched_with(
+    video: &[&str],
+    audio: &str,
+    declared: &str,
+    codecs: (&str, &str),
+    interlaced: bool,
+) -> String {
     require("ffmpeg", "ffmpeg");
     let dir = tempfile::tempdir().expect("tempdir");
     let contribution = dir.path().join("contribution.ts");
@@ -181,7 +208,15 @@ async fn relays_untouched(video: &[&str], audio: &str, declared: &str, codecs: (
 
     let sent_video = hashes(&contribution, "0:v:0");
     let sent_audio = hashes(&contribution, "0:a:0");
+    let (tff, pictures) = top_field_first_frames(&contribution);
+    assert_eq!(tff, if interlaced { pictures } else { 0 }, "the contribution is made as asked");
     for (what, path) in [("UDP", udp_path), ("file", file)] {
+        if interlaced {
+            // The slate before and after is progressive (the plan's): the
+            // contribution's pictures, from its first keyframe, are fields.
+            let (got, _) = top_field_first_frames(&path);
+            assert!(got + 25 >= tff, "{what}: {got} of {tff} pictures arrived interlaced, top field first");
+        }
         let got = streams(&path);
         let kinds: Vec<(&str, &str)> = got.iter().map(|s| (s.0.as_str(), s.2.as_str())).collect();
         assert_eq!(kinds, [(codecs.0, ""), (codecs.1, "aze")], "{what}: {got:?} ({describe})");
@@ -192,6 +227,15 @@ async fn relays_untouched(video: &[&str], audio: &str, declared: &str, codecs: (
         let run_a = longest_run(&sent_audio, &hashes(&path, "0:a:0"));
         assert!(run_a >= 100, "{what}: only {run_a} audio frames arrived untouched in a row");
     }
+    describe
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interlaced_1080i50_contribution_keeps_its_fields() {
+    let video = ["-vf", "scale=1920:1080", "-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ilme+ildct"];
+    let video = [&video[..], &["-top", "1", "-g", "25", "-b:v", "8M"]].concat();
+    let describe = relays_untouched_with(&video, "aac", "audio = [\"aac:aze\"]\n", ("h264", "aac"), true).await;
+    assert!(describe.contains("1920x1080 50i (top field first)"), "{describe}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,6 +278,7 @@ fn the_slate_loops_cleanly_in_every_video_codec() {
                 top_field_first: true,
             }),
             audio: Vec::new(),
+            scte35: false,
         };
         let slate = encode(&format, &look).unwrap_or_else(|e| panic!("{codec}: {e}"));
         let mut stream = Vec::new();
@@ -252,5 +297,193 @@ fn the_slate_loops_cleanly_in_every_video_codec() {
             .expect("ffmpeg");
         let errors = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && errors.trim().is_empty(), "{codec}: ffmpeg reports errors:\n{errors}");
+    }
+}
+
+/// PID the test contribution carries its SCTE-35 cues on (the relay's is
+/// its own).
+const CUE_PID: u16 = 0x0300;
+
+/// A splice_insert, out of network for 30 s, at contribution PTS `splice`,
+/// as an ad server writes it (event 42, `pts_adjustment` 0).
+fn splice_insert(splice: u64) -> Vec<u8> {
+    let mut cmd = vec![0x00, 0x00, 0x00, 0x2a, 0x7f, 0xef, 0xfe | (splice >> 32) as u8];
+    cmd.extend_from_slice(&(splice as u32).to_be_bytes());
+    let d: u64 = 30 * 90_000;
+    cmd.push(0xfe | (d >> 32) as u8);
+    cmd.extend_from_slice(&(d as u32).to_be_bytes());
+    cmd.extend_from_slice(&[0x00, 0x01, 0x01, 0x01]);
+    let mut s =
+        vec![0xfc, 0, 0, 0x00, 0x00, 0, 0, 0, 0, 0x00, 0xff, 0xf0 | (cmd.len() >> 8) as u8, cmd.len() as u8, 0x05];
+    s.extend_from_slice(&cmd);
+    s.extend_from_slice(&[0x00, 0x00]);
+    let len = s.len() + 4 - 3;
+    (s[1], s[2]) = (0x30 | (len >> 8) as u8, len as u8);
+    let crc = simulcast::media::ts::crc32_mpeg2(&s);
+    s.extend_from_slice(&crc.to_be_bytes());
+    s
+}
+
+/// `ts` (as ffmpeg writes it: PMT on 0x1000, video on 0x100) with a
+/// SCTE-35 PID in its PMT (registration `CUEI`) and `cue` sent twice, 2 s
+/// and 1.5 s before the picture it names.
+fn with_cue(ts: &[u8], splice: u64, cue: &[u8]) -> Vec<u8> {
+    use simulcast::media::ts::{PACKET, crc32_mpeg2, pes_start, pid};
+    let mut out = Vec::with_capacity(ts.len() + 2 * PACKET);
+    let mut cc = 0u8;
+    let mut announce = vec![splice - 180_000, splice - 135_000];
+    for p in ts.chunks_exact(PACKET) {
+        let mut p = p.to_vec();
+        if pid(&p) == 0x1000 && p[1] & 0x40 != 0 {
+            let at = 5 + usize::from(p[4]);
+            let len = usize::from(u16::from_be_bytes([p[at + 1], p[at + 2]]) & 0x0fff);
+            let sec = p[at..at + 3 + len].to_vec();
+            let info = usize::from(u16::from_be_bytes([sec[10], sec[11]]) & 0x0fff);
+            let mut program_info = sec[12..12 + info].to_vec();
+            program_info.extend_from_slice(b"\x05\x04CUEI");
+            let mut new = sec[..10].to_vec();
+            new.extend_from_slice(&[0xf0 | (program_info.len() >> 8) as u8, program_info.len() as u8]);
+            new.extend_from_slice(&program_info);
+            new.extend_from_slice(&sec[12 + info..sec.len() - 4]);
+            new.extend_from_slice(&[0x86, 0xe0 | (CUE_PID >> 8) as u8, CUE_PID as u8, 0xf0, 0x00]);
+            let n = new.len() + 4 - 3;
+            (new[1], new[2]) = (0xb0 | (n >> 8) as u8, n as u8);
+            let crc = crc32_mpeg2(&new);
+            new.extend_from_slice(&crc.to_be_bytes());
+            p.truncate(at);
+            p.extend_from_slice(&new);
+            p.resize(PACKET, 0xff);
+        }
+        let video_pts = (pid(&p) == 0x100).then(|| pes_start(&p).and_then(|s| s.pts)).flatten();
+        out.extend_from_slice(&p);
+        if let Some(t) = video_pts
+            && announce.first().is_some_and(|&a| t >= a)
+        {
+            announce.remove(0);
+            let mut q = vec![0x47, 0x40 | (CUE_PID >> 8) as u8, CUE_PID as u8, 0x10 | cc, 0x00];
+            q.extend_from_slice(cue);
+            q.resize(PACKET, 0xff);
+            out.extend_from_slice(&q);
+            cc = (cc + 1) % 16;
+        }
+    }
+    assert!(announce.is_empty(), "the contribution is too short for its cue");
+    out
+}
+
+/// (pts, MD5 of the access unit) of every video packet, as ffprobe reads them.
+fn video_packets(path: &Path) -> Vec<(u64, String)> {
+    let out = Command::new("ffprobe")
+        .args(["-hide_banner", "-loglevel", "error", "-select_streams", "v:0", "-show_data_hash", "MD5"])
+        .args(["-show_entries", "packet=pts,data_hash", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe's JSON");
+    let packets = v["packets"].as_array().cloned().unwrap_or_default();
+    let got: Vec<(u64, String)> =
+        packets.iter().filter_map(|p| Some((p["pts"].as_u64()?, p["data_hash"].as_str()?.to_owned()))).collect();
+    assert!(!got.is_empty() && got.iter().all(|p| p.1.starts_with("MD5:")), "ffprobe gave no hashes: {got:?}");
+    got
+}
+
+/// The SCTE-35 sections ffprobe finds in `path`, as bytes.
+fn scte35_sections(path: &Path) -> Vec<Vec<u8>> {
+    let out = Command::new("ffprobe")
+        .args(["-hide_banner", "-loglevel", "error", "-select_streams", "d", "-show_packets", "-show_data"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut sections = Vec::new();
+    for packet in text.split("[PACKET]").skip(1) {
+        let mut bytes = Vec::new();
+        for line in packet.lines().filter(|l| l.len() > 10 && l.as_bytes()[8] == b':') {
+            let hex: String = line[10..].split("  ").next().unwrap_or("").split_whitespace().collect();
+            bytes.extend((0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()));
+        }
+        sections.push(bytes);
+    }
+    sections
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contributions_scte35_cue_reaches_partners_naming_the_same_picture() {
+    require("ffmpeg", "ffmpeg");
+    require("gst-launch-1.0", "gstreamer1.0-tools");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=f=440:r=48000"])
+        .args(["-t", "9", "-c:v", "libx264", "-preset", "superfast", "-bf", "2", "-g", "25", "-b:v", "2M"])
+        .args(["-c:a", "aac"])
+        .args(["-f", "mpegts"])
+        .arg(&plain)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success(), "the contribution could not be made");
+    // The break starts on the keyframe 6 s in.
+    let sent = video_packets(&plain);
+    let first = sent.iter().map(|p| p.0).min().expect("pictures");
+    let splice = first + 6 * 90_000;
+    let (_, picture) = sent.iter().find(|p| p.0 == splice).expect("a picture at 6 s").clone();
+    let cue = splice_insert(splice);
+    let contribution = dir.path().join("contribution.ts");
+    std::fs::write(&contribution, with_cue(&std::fs::read(&plain).expect("read"), splice, &cue)).expect("write");
+    assert_eq!(scte35_sections(&contribution), [cue.clone(), cue.clone()], "ffprobe reads the cues sent");
+
+    let source_port = free_udp_port();
+    let udp = UdpCapture::start();
+    let file = dir.path().join("leg.ts");
+    let channels = [
+        channel("kr-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
+        channel("archive", &format!("{{ type = \"file\", path = \"{}\" }}", file.display())),
+    ];
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nwidth = 640\nheight = 360\nframerate = 25\nscte35 = true\n{}",
+        channels.join("\n")
+    ))
+    .expect("config");
+    let run = Run::start(&config).await;
+    // Played in real time by GStreamer's own TS parser, every PID as it is.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let played = Command::new("gst-launch-1.0")
+        .args(["-q", "filesrc"])
+        .arg(format!("location={}", contribution.display()))
+        .args(["!", "tsparse", "set-timestamps=true", "alignment=7", "!", "udpsink", "host=127.0.0.1"])
+        .arg(format!("port={source_port}"))
+        .arg("sync=true")
+        .stdin(Stdio::null())
+        .status()
+        .expect("gst-launch-1.0");
+    assert!(played.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let describe = run.relay.status().program.describe;
+    run.relay.shutdown().await;
+    assert!(describe.contains("SCTE-35"), "{describe}");
+    let (udp_path, datagrams) = udp.finish();
+    common::check_ts(&datagrams.concat()).assert_clean("UDP leg");
+
+    for (what, path) in [("UDP", udp_path), ("file", file)] {
+        let kinds: Vec<String> = streams(&path).into_iter().map(|s| s.0).collect();
+        assert!(kinds.iter().any(|k| k == "scte_35"), "{what}: the PMT lists SCTE-35: {kinds:?}");
+        let got = scte35_sections(&path);
+        assert_eq!(got.len(), 2, "{what}: both cues arrive, once each: {got:?}");
+        // Where the partner's stream shows the picture the cue named.
+        let shown = video_packets(&path).into_iter().find(|p| p.1 == picture).map(|p| p.0);
+        let shown = shown.unwrap_or_else(|| panic!("{what}: the picture at the splice point never arrived"));
+        for s in got {
+            assert_eq!(s.len(), cue.len(), "{what}");
+            assert_eq!(simulcast::media::ts::crc32_mpeg2(&s), 0, "{what}: a good CRC");
+            let n = s.len();
+            assert_eq!((&s[..4], &s[9..n - 4]), (&cue[..4], &cue[9..n - 4]), "{what}: only pts_adjustment moves");
+            let adjustment = (u64::from(s[4] & 1) << 32) | u64::from(u32::from_be_bytes([s[5], s[6], s[7], s[8]]));
+            let lands = (splice + adjustment) & ((1 << 33) - 1);
+            let off = lands.abs_diff(shown & ((1 << 33) - 1));
+            eprintln!("{what}: the cue lands {off} ticks from the picture it named");
+            assert!(off <= 90, "{what}: the cue lands {off} ticks from the picture it named (at {shown}, cue {lands})");
+        }
     }
 }

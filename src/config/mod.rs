@@ -393,4 +393,20 @@ mod tests {
         let ConfigError::Invalid(errs) = parse(t).unwrap_err() else { panic!("expected Invalid") };
         assert_eq!(errs[0].key, "program.audio", "transcode (the test source) encodes one AAC track: {errs:?}");
     }
+
+    #[test]
+    fn planned_scte35_is_for_passthrough_only() {
+        let udp = "[event]\ntitle = \"T\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n[program]\n";
+        assert!(parse(&format!("{udp}scte35 = true\n")).unwrap().program.scte35);
+        assert!(!parse(udp).unwrap().program.scte35, "off unless planned");
+        let ConfigError::Invalid(errs) = parse(&format!("{udp}scte35 = \"yes\"\n")).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(errs[0].key, "program.scte35", "{errs:?}");
+        let ConfigError::Invalid(errs) = parse("[event]\ntitle = \"T\"\n[program]\nscte35 = true\n").unwrap_err()
+        else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(errs[0].key, "program.scte35", "transcode (the test source) carries no cues: {errs:?}");
+    }
 }

@@ -346,6 +346,9 @@ pub struct ProgramFormat {
     /// it arrives (codec and language each), so the pre-show slate already
     /// lists them and partners see no PMT change when it arrives.
     pub audio: Vec<PlannedTrack>,
+    /// In passthrough, whether the contribution carries SCTE-35 cues, so
+    /// the pre-show slate's PMT already lists their PID.
+    pub scte35: bool,
     /// Frame width in pixels.
     pub width: u32,
     /// Frame height in pixels.
@@ -420,6 +423,7 @@ impl Default for ProgramFormat {
             mode: ProgramMode::Transcode,
             video_codec: crate::media::es::VideoCodec::H264,
             audio: vec![PlannedTrack { codec: crate::media::es::AudioCodec::Aac, language: None }],
+            scte35: false,
             width: 1280,
             height: 720,
             framerate: 25,

@@ -373,7 +373,7 @@ fn program(w: &mut Walk, t: &Table, default_mode: ProgramMode) -> ProgramFormat 
     w.unknown(
         t,
         AT,
-        &["mode", "video_codec", "audio", "width", "height", "framerate", "video_kbps", "audio_kbps", "gop"],
+        &["mode", "video_codec", "audio", "scte35", "width", "height", "framerate", "video_kbps", "audio_kbps", "gop"],
     );
     let d = ProgramFormat::default();
     let get = |w: &mut Walk, key, range, default: u32| w.int(t, AT, key, range).map_or(default, |v| v as u32);
@@ -425,10 +425,18 @@ fn program(w: &mut Walk, t: &Table, default_mode: ProgramMode) -> ProgramFormat 
     if mode == ProgramMode::Transcode && t.contains_key("audio") {
         w.err("program.audio", "transcode mode encodes one AAC track; audio applies to passthrough");
     }
+    let scte35 = w.boolean(t, AT, "scte35").unwrap_or(d.scte35);
+    if mode == ProgramMode::Transcode && scte35 {
+        w.err(
+            "program.scte35",
+            "transcode mode does not carry the contribution's SCTE-35 cues; scte35 applies to passthrough",
+        );
+    }
     let p = ProgramFormat {
         mode,
         video_codec,
         audio,
+        scte35,
         width: get(w, "width", (64, 3840), d.width),
         height: get(w, "height", (64, 2160), d.height),
         framerate: get(w, "framerate", (1, 60), d.framerate),

@@ -86,6 +86,8 @@ pub struct FeedFormat {
     pub video: Option<VideoFormat>,
     /// The audio tracks.
     pub audio: Vec<AudioFormat>,
+    /// Whether the contribution's PMT lists a SCTE-35 PID (its cues pass).
+    pub scte35: bool,
 }
 
 impl FeedFormat {
@@ -117,6 +119,7 @@ impl FeedFormat {
                     pid: 0,
                 })
                 .collect(),
+            scte35: f.scte35,
         }
     }
 
@@ -153,6 +156,9 @@ impl FeedFormat {
                 parts.push(format!("{} {lang}", a.codec.label()));
             }
         }
+        if self.scte35 {
+            parts.push("SCTE-35".into());
+        }
         parts.join(", ")
     }
 }
@@ -165,7 +171,34 @@ pub struct CodedFeed {
     languages: Mutex<std::collections::HashMap<u16, String>>,
     /// The contribution's PMT PID, from its PAT.
     pmt_pid: std::sync::atomic::AtomicU32,
+    /// The PIDs of its video and of its SCTE-35 sections (0: none), from
+    /// its PMT.
+    video_pid: std::sync::atomic::AtomicU32,
+    scte35_pid: std::sync::atomic::AtomicU32,
+    /// The SCTE-35 sections being collected.
+    sections: Mutex<super::scte35::Sections>,
 }
+
+/// A SCTE-35 section as the contribution carried it.
+#[derive(Debug, Clone)]
+pub struct SpliceCue {
+    /// When it arrived (clock ns).
+    pub at: u64,
+    /// The whole section, checked (table_id to CRC).
+    pub section: Vec<u8>,
+    /// (clock ns, contribution PTS in 90 kHz ticks) of one picture of the
+    /// feed when the cue arrived: how the contribution's PTS maps to the
+    /// clock, and so to the programme's output.
+    pub map: Option<(u64, u64)>,
+}
+
+/// Most cues kept before the program takes them.
+const CUES_MAX: usize = 64;
+/// Video PES timestamps read ahead of tsdemux (a few pictures).
+const RAW_MAX: usize = 64;
+/// How far (90 kHz ticks) a picture's PTS may stray from the mapping the
+/// pictures before it gave and still be taken as the same mapping.
+const MAP_SLACK: u64 = 900;
 
 /// Beyond this gap between where a track's timestamps say an access unit
 /// is and where its frame grid puts it, the track starts a new grid.
@@ -222,6 +255,35 @@ pub struct Queues {
     pub video: VecDeque<Au>,
     /// Audio access units per track, oldest first.
     pub audio: Vec<VecDeque<Au>>,
+    /// SCTE-35 cues, oldest first.
+    pub cues: VecDeque<SpliceCue>,
+    /// The PTS (90 kHz) of video PES read from the contribution and not
+    /// yet handed out by tsdemux, in order.
+    raw_pts: VecDeque<u64>,
+    /// (clock ns, contribution PTS) of the latest picture handed out.
+    pts_map: Option<(u64, u64)>,
+}
+
+impl Queues {
+    /// Pairs the picture tsdemux handed out at clock time `pts` with the
+    /// contribution PTS it came with: the oldest one read, unless a PES
+    /// tsdemux dropped (a damaged one) stands before the one that keeps
+    /// the mapping the pictures before gave.
+    fn map_picture(&mut self, pts: u64) {
+        let expected = self.pts_map.map(|(at, raw)| {
+            let moved = super::mux::ticks_90k(pts).wrapping_sub(super::mux::ticks_90k(at));
+            raw.wrapping_add(moved) & super::scte35::PTS_MASK
+        });
+        let near = |r: u64, e: u64| {
+            let d = r.wrapping_sub(e) & super::scte35::PTS_MASK;
+            d.min(super::scte35::PTS_MASK + 1 - d) <= MAP_SLACK
+        };
+        let k = expected.and_then(|e| self.raw_pts.iter().position(|&r| near(r, e))).unwrap_or(0);
+        self.raw_pts.drain(..k.min(self.raw_pts.len()));
+        if let Some(raw) = self.raw_pts.pop_front() {
+            self.pts_map = Some((pts, raw));
+        }
+    }
 }
 
 impl CodedFeed {
@@ -243,40 +305,82 @@ impl CodedFeed {
         q.audio.clear();
         q.grids.clear();
         q.format = FeedFormat::default();
+        q.cues.clear();
+        q.raw_pts.clear();
+        q.pts_map = None;
+        drop(q);
+        *lock(&self.sections) = super::scte35::Sections::default();
     }
 }
 
-/// Reads the contribution's PAT and PMT as they pass `pad` and notes each
-/// stream's ISO 639 language (tsdemux's language tags are shortened to
-/// ISO 639-1, the PMT keeps the three letters partners expect).
-fn read_languages(pad: &gst::Pad, out: &Arc<CodedFeed>) {
+/// Reads the contribution's tables as they pass `pad`, ahead of tsdemux:
+/// - each stream's ISO 639 language from the PMT (tsdemux's language tags
+///   are shortened to ISO 639-1; the PMT keeps the three letters partners
+///   expect), and whether it lists a SCTE-35 PID;
+/// - the SCTE-35 sections themselves, whole (tsdemux does not hand them
+///   out unless asked, and then only as parsed events);
+/// - the PTS of each video PES, which ties the contribution's time to the
+///   clock for the cues.
+fn read_tables(pad: &gst::Pad, out: &Arc<CodedFeed>) {
     let out = Arc::clone(out);
+    let clock = super::clock();
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         let Some(gst::PadProbeData::Buffer(b)) = &info.data else { return gst::PadProbeReturn::Ok };
         let Ok(m) = b.map_readable() else { return gst::PadProbeReturn::Ok };
         for p in m.chunks_exact(super::ts::PACKET) {
-            let pid = super::ts::pid(p);
-            if pid == super::ts::PAT_PID {
+            let pid = u32::from(super::ts::pid(p));
+            // Read per packet: the PMT may come in the same buffer as the
+            // first picture, which tsdemux hands out too.
+            let video = out.video_pid.load(Ordering::Relaxed);
+            let scte35 = out.scte35_pid.load(Ordering::Relaxed);
+            if pid == 0 {
                 if let Some(pmt) = super::ts::section(p).and_then(pmt_pid_of) {
                     out.pmt_pid.store(u32::from(pmt), Ordering::Relaxed);
                 }
-            } else if u32::from(pid) == out.pmt_pid.load(Ordering::Relaxed)
+            } else if pid == out.pmt_pid.load(Ordering::Relaxed)
                 && let Some(section) = super::ts::section(p)
+                && let Some(streams) = pmt_streams(section)
             {
-                let found = pmt_languages(section);
-                if !found.is_empty() {
+                note_pmt(&out, &streams);
+            } else if pid == video && video != 0 {
+                if let Some(raw) = super::ts::pes_start(p).and_then(|s| s.pts) {
                     let mut q = out.lock();
-                    for a in q.format.audio.iter_mut() {
-                        if let Some((_, l)) = found.iter().find(|(p, _)| *p == a.pid) {
-                            a.language = Some(l.clone());
-                        }
+                    if q.raw_pts.len() >= RAW_MAX {
+                        q.raw_pts.pop_front();
                     }
-                    lock(&out.languages).extend(found);
+                    q.raw_pts.push_back(raw);
+                }
+            } else if pid == scte35 && scte35 != 0 {
+                let found = lock(&out.sections).push(p);
+                for section in found.into_iter().filter(|s| super::scte35::is_splice_info(s)) {
+                    let mut q = out.lock();
+                    if q.cues.len() >= CUES_MAX {
+                        q.cues.pop_front();
+                    }
+                    let map = q.pts_map;
+                    q.cues.push_back(SpliceCue { at: clock.time().nseconds(), section, map });
                 }
             }
         }
         gst::PadProbeReturn::Ok
     });
+}
+
+/// What a PMT says of the feed: languages, the video PID, the SCTE-35 PID.
+fn note_pmt(out: &CodedFeed, streams: &[PmtStream]) {
+    let video = streams.iter().find(|s| matches!(s.stream_type, 0x01 | 0x02 | 0x1b | 0x24)).map_or(0, |s| s.pid);
+    let scte35 = streams.iter().find(|s| s.stream_type == super::scte35::STREAM_TYPE).map_or(0, |s| s.pid);
+    out.video_pid.store(u32::from(video), Ordering::Relaxed);
+    out.scte35_pid.store(u32::from(scte35), Ordering::Relaxed);
+    let mut q = out.lock();
+    q.format.scte35 = scte35 != 0;
+    for a in q.format.audio.iter_mut() {
+        if let Some(l) = streams.iter().find(|s| s.pid == a.pid).and_then(|s| s.language.clone()) {
+            a.language = Some(l);
+        }
+    }
+    drop(q);
+    lock(&out.languages).extend(streams.iter().filter_map(|s| s.language.clone().map(|l| (s.pid, l))));
 }
 
 /// The first programme's PMT PID in a PAT section.
@@ -288,31 +392,42 @@ fn pmt_pid_of(s: &[u8]) -> Option<u16> {
         .map(|e| u16::from_be_bytes([e[2], e[3]]) & 0x1fff)
 }
 
-/// (PID, language) of every stream a PMT section names a language for.
-fn pmt_languages(s: &[u8]) -> Vec<(u16, String)> {
-    let mut found = Vec::new();
-    if s.first() != Some(&0x02) || s.len() < 12 || super::ts::crc32_mpeg2(s) != 0 {
-        return found;
+/// One stream a PMT lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PmtStream {
+    stream_type: u8,
+    pid: u16,
+    /// Its ISO 639 language descriptor's code, lower case.
+    language: Option<String>,
+}
+
+/// Every stream of a whole PMT section with a good CRC.
+fn pmt_streams(s: &[u8]) -> Option<Vec<PmtStream>> {
+    if s.first() != Some(&0x02) || s.len() < 16 || super::ts::crc32_mpeg2(s) != 0 {
+        return None;
     }
+    let mut found = Vec::new();
     let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
     let mut at = 12 + info;
     while at + 5 <= s.len() - 4 {
         let pid = u16::from_be_bytes([s[at + 1], s[at + 2]]) & 0x1fff;
         let n = usize::from(u16::from_be_bytes([s[at + 3], s[at + 4]]) & 0x0fff);
+        let mut language = None;
         let mut d = at + 5;
         while d + 2 <= (at + 5 + n).min(s.len() - 4) {
             let (tag, len) = (s[d], usize::from(s[d + 1]));
             if tag == 0x0a
                 && len >= 4
-                && let Ok(l) = std::str::from_utf8(&s[d + 2..d + 5])
+                && let Some(Ok(l)) = s.get(d + 2..d + 5).map(std::str::from_utf8)
             {
-                found.push((pid, l.to_ascii_lowercase()));
+                language = Some(l.to_ascii_lowercase());
             }
             d += 2 + len;
         }
+        found.push(PmtStream { stream_type: s[at], pid, language });
         at += 5 + n;
     }
-    found
+    Some(found)
 }
 
 /// Which track of a feed a pad carries.
@@ -331,7 +446,7 @@ pub fn demux_into(
     counters: &Arc<SourceCounters>,
 ) -> Result<(), MediaError> {
     out.new_epoch();
-    read_languages(ts_pad, out);
+    read_tables(ts_pad, out);
     let demux = gst::ElementFactory::make("tsdemux").name("demux").build().map_err(|_| {
         MediaError::MissingElements { template: "passthrough".into(), elements: vec!["tsdemux".into()] }
     })?;
@@ -448,8 +563,11 @@ fn attach(
                     }
                     v.profile = s.get::<String>("profile").ok();
                     v.level = s.get::<String>("level").ok();
+                    // h264parse (1.22) names no interlace-mode for field-coded
+                    // H.264, only its coded picture structure.
                     let mode = s.get::<String>("interlace-mode").unwrap_or_default();
-                    v.interlaced = !mode.is_empty() && mode != "progressive";
+                    let fields = s.get::<String>("coded-picture-structure").is_ok_and(|p| p == "field");
+                    v.interlaced = fields || !mode.is_empty() && mode != "progressive";
                     v.top_field_first = s.get::<String>("field-order").map_or(true, |o| o != "bottom-field-first");
                 }
                 gst::PadProbeReturn::Ok
@@ -527,6 +645,7 @@ fn deliver(which: Which, out: &CodedFeed, counters: &SourceCounters, mut au: Au,
                 _ => 0,
             });
             (au.pts, au.dts) = q.grids[track].place(au.pts, au.dts, frame);
+            q.map_picture(au.pts);
             counters.note_picture(au.pts, now);
             push(&mut q.video, au);
         }

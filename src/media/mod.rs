@@ -11,6 +11,7 @@ pub mod mux;
 pub mod passthrough;
 pub mod program;
 pub mod recording;
+pub mod scte35;
 pub mod slate;
 pub mod source;
 pub mod stamp;

@@ -33,7 +33,7 @@ use gstreamer::prelude::*;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::coded::{Au, CodedFeed, FeedFormat};
+use super::coded::{Au, CodedFeed, FeedFormat, SpliceCue};
 use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
 use super::mux::{AudioSlot, Layout, Mux, Slot, Timing};
@@ -271,6 +271,11 @@ struct Splicer {
     audio_span: Vec<Vec<(u64, u64)>>,
     delay: u64,
     hand: HandSlate,
+    /// Per feed: SCTE-35 cues taken, oldest first.
+    cues: Vec<VecDeque<SpliceCue>>,
+    /// Whether a feed has carried SCTE-35: the PMT lists its PID from
+    /// then on, on the slate too, so that switches do not change the PMT.
+    scte35: bool,
 }
 
 impl Splicer {
@@ -316,6 +321,8 @@ impl Splicer {
             audio_span: vec![Vec::new(); n],
             delay: DELAY.as_nanos() as u64,
             hand: HandSlate::default(),
+            cues: vec![VecDeque::new(); n],
+            scte35: plan.format.scte35,
         }
     }
 
@@ -371,7 +378,7 @@ impl Splicer {
             warn!(
                 contribution = %primary.describe(),
                 planned = %self.planned.describe(),
-                "The contribution differs from [program] video_codec/audio: partners see the PMT change where it \
+                "The contribution differs from [program] video_codec/audio/scte35: partners see the PMT change where it \
                  arrives, and receivers that cannot follow a codec change (ffmpeg among them) mis-decode it. \
                  Plan the contribution's codecs and tracks in [program]."
             );
@@ -405,11 +412,14 @@ impl Splicer {
                 self.epochs[i] = q.epoch;
                 self.video[i].clear();
                 self.audio[i].clear();
+                self.cues[i].clear();
                 if self.on == feed_of(i) {
                     self.pending = Some(Pending { to: self.on, from: due, asked: due });
                 }
             }
             self.formats[i] = q.format.clone();
+            self.scte35 |= q.format.scte35;
+            self.cues[i].extend(q.cues.drain(..));
             self.video[i].extend(q.video.drain(..));
             let tracks = q.audio.len();
             self.audio[i].resize_with(tracks, VecDeque::new);
@@ -459,6 +469,7 @@ impl Splicer {
             self.set_layout(&format);
         }
         self.audio(now, due, out);
+        self.cues(now, due, out);
         if self.slate.is_some() {
             self.mux.tick(now, out);
         }
@@ -607,7 +618,7 @@ impl Splicer {
                     language: a.language.as_deref().and_then(super::es::language_code),
                 })
                 .collect(),
-            scte35: false,
+            scte35: self.scte35 || format.scte35,
         };
         self.mux.set_layout(layout);
         self.last_audio_pts.resize(format.audio.len(), 0);
@@ -645,6 +656,37 @@ impl Splicer {
                     self.mux.write_au(Slot::Video, at, &m, now, out);
                 }
                 self.last_video_dts = au.dts;
+            }
+        }
+    }
+
+    /// The SCTE-35 cues of the feed on air, when their time in the stream
+    /// comes, re-timed to the programme's clock (their `pts_adjustment`
+    /// moved by as much as the feed's pictures were): each still names
+    /// the picture it named in the contribution. A cue of a feed not on
+    /// air is not passed: a partner's ad break follows what it sees.
+    fn cues(&mut self, now: u64, due: u64, out: &mut Vec<u8>) {
+        for i in 0..self.cues.len() {
+            while self.cues[i].front().is_some_and(|c| c.at <= due) {
+                let Some(cue) = self.cues[i].pop_front() else { break };
+                let command = super::scte35::command_type(&cue.section).unwrap_or(0);
+                if feed_of(i) != self.on {
+                    if command != 0 {
+                        info!(feed = feed_of(i).as_str(), command, "SCTE-35 cue of a feed not on air left out.");
+                    }
+                    continue;
+                }
+                let Some((at, raw)) = cue.map else {
+                    warn!(command, "SCTE-35 cue before any picture of its feed: left out (its time cannot be mapped).");
+                    continue;
+                };
+                let offset = super::mux::ticks_90k(at + self.delay).wrapping_sub(raw) & super::scte35::PTS_MASK;
+                if let Some(section) = super::scte35::restamp(&cue.section, offset) {
+                    if command != 0 {
+                        info!(feed = feed_of(i).as_str(), command, "SCTE-35 cue relayed.");
+                    }
+                    self.mux.write_section(&section, now, out);
+                }
             }
         }
     }
@@ -738,11 +780,11 @@ fn index(f: Feed) -> usize {
     usize::from(f == Feed::Backup)
 }
 
-/// Whether `a` and `b` list the same codecs and languages (the PMT).
+/// Whether `a` and `b` list the same codecs, languages and SCTE-35 (the PMT).
 fn same_layout(a: &FeedFormat, b: &FeedFormat) -> bool {
     let l = |f: &FeedFormat| {
         let audio: Vec<_> = f.audio.iter().map(|a| (a.codec, a.language.clone())).collect();
-        (f.video.as_ref().map(|v| v.codec), audio)
+        (f.video.as_ref().map(|v| v.codec), audio, f.scte35)
     };
     l(a) == l(b)
 }
