@@ -1,6 +1,10 @@
 //! Plain-text tables and human units for the operator's terminal.
 
-/// A table with a header row; columns are sized to their widest cell.
+use unicode_width::UnicodeWidthStr;
+
+/// A table with a header row; columns are sized to their widest cell, by
+/// the width a terminal gives it (a Hangul or Han character takes two
+/// columns, a combining mark none), so `KBS 한국방송` lines up with `TRT`.
 #[derive(Debug, Default)]
 pub struct Table {
     headers: Vec<String>,
@@ -21,10 +25,10 @@ impl Table {
     /// The table as text, one line per row, no trailing spaces.
     pub fn render(&self) -> String {
         let cols = self.headers.len();
-        let mut width: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        let mut width: Vec<usize> = self.headers.iter().map(|h| h.width()).collect();
         for r in &self.rows {
             for (i, c) in r.iter().enumerate().take(cols) {
-                width[i] = width[i].max(c.chars().count());
+                width[i] = width[i].max(c.width());
             }
         }
         let line = |cells: &[String]| {
@@ -33,7 +37,7 @@ impl Table {
                 let c = cells.get(i).map(String::as_str).unwrap_or("");
                 s += c;
                 if i + 1 < cols {
-                    s += &" ".repeat(w - c.chars().count() + 2);
+                    s += &" ".repeat(w - c.width() + 2);
                 }
             }
             s.trim_end().to_owned()
@@ -79,5 +83,24 @@ mod tests {
         assert_eq!(t.render(), "A          LONGER\nwide cell  x\n");
         assert_eq!(bytes(1_500_000), "1.5 MB");
         assert_eq!(bitrate(4_210_000), "4.21 Mbit/s");
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns_and_still_line_up() {
+        let mut t = Table::new(&["CHANNEL", "COUNTRY"]);
+        t.row(vec!["KBS 한국방송".into(), "KR".into()]);
+        t.row(vec!["CCTV 中央电视台".into(), "CN".into()]);
+        t.row(vec!["TRT".into(), "TR".into()]);
+        let text = t.render();
+        // The second column starts at the same terminal column on every line.
+        let starts: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                let cut = l.rfind("  ").map_or(0, |i| i + 2);
+                l[..cut].width()
+            })
+            .collect();
+        assert_eq!(starts, [17, 17, 17, 17], "{text}");
+        assert_eq!(text.lines().nth(1), Some("KBS 한국방송     KR"));
     }
 }
