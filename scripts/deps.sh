@@ -18,6 +18,7 @@ packages=(
   ffmpeg                              # ffprobe in tests, ffmpeg's tee in the benchmark
   openssl                             # a throwaway TLS certificate in the TLS test
   prometheus                          # promtool: checks the /metrics exposition in tests
+  python3                             # its XML parser reads the rehearsal JUnit reports in tests
 )
 
 missing=()

@@ -212,13 +212,48 @@ async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
             assert!(l.passed, "{l:#?}");
         }
     }
-    // What cron and CI see: exit code 3, the dead ingest named.
-    let (code, out, _) = tokio::task::block_in_place(|| ctl(&server, &["rehearsals", "get", &first.rehearsal_id]));
+    // What cron and CI see: exit code 3, the dead ingest named, and a
+    // JUnit report with one case per partner.
+    let junit = dir.path().join("rehearsal.xml");
+    let junit_arg = junit.display().to_string();
+    let (code, out, _) = tokio::task::block_in_place(|| {
+        ctl(&server, &["rehearsals", "get", &first.rehearsal_id, "--junit", &junit_arg])
+    });
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("FAILED") && out.contains(&format!("srt://127.0.0.1:{dead_port}")), "{out}");
+    let cases = junit_cases(&junit);
+    let names: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["kz-jibek-joly (srt)", "kg-ktrk (rtmp)", "mn-mnb (udp)"], "{cases:?}");
+    assert!(cases[0].1.contains(&format!("srt://127.0.0.1:{dead_port}")), "the failure names the ingest: {cases:?}");
+    assert!(cases[1].1.is_empty() && cases[2].1.is_empty(), "the others passed: {cases:?}");
     nginx.stop();
     drop(udp);
     server.stop().await;
+}
+
+/// (name, failure message or "") of each test case in a JUnit file, read
+/// by Python's own XML parser, with the suite's counts checked against them.
+fn junit_cases(path: &std::path::Path) -> Vec<(String, String)> {
+    common::require("python3", "python3");
+    let script = "import sys, xml.etree.ElementTree as E\n\
+        root = E.parse(sys.argv[1]).getroot()\n\
+        suite = root.find('testsuite')\n\
+        cases = suite.findall('testcase')\n\
+        failed = [c for c in cases if c.find('failure') is not None]\n\
+        assert int(suite.get('tests')) == len(cases), 'tests count'\n\
+        assert int(suite.get('failures')) == len(failed), 'failures count'\n\
+        for c in cases:\n\
+        \x20   f = c.find('failure')\n\
+        \x20   print(c.get('name') + '\\t' + ('' if f is None else f.get('message')))\n";
+    let out = Command::new("python3").arg("-c").arg(script).arg(path).output().expect("python3");
+    assert!(out.status.success(), "not JUnit XML: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (n, m) = l.split_once('\t').unwrap_or((l, ""));
+            (n.to_owned(), m.to_owned())
+        })
+        .collect()
 }
 
 /// MPEG-TS packets on the SDT's PID (0x0011) in `data`.

@@ -49,6 +49,10 @@ pub struct RehearseArgs {
     /// The last local date of --every-day-at (YYYY-MM-DD).
     #[arg(long, requires = "every_day_at")]
     until: Option<String>,
+    /// Also write the verdict as JUnit XML to FILE, one test case per
+    /// partner (failed with its reasons), for CI systems.
+    #[arg(long, value_name = "FILE", conflicts_with = "every_day_at")]
+    junit: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +67,9 @@ pub enum RehearsalsCmd {
     Get {
         /// Rehearsal id (rh-...).
         id: String,
+        /// Also write it as JUnit XML to FILE, one test case per partner.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
     },
     /// Recurring rehearsals and when each runs next.
     Schedules {
@@ -162,6 +169,9 @@ pub async fn rehearse(cli: &Cli, a: &RehearseArgs) -> Result<u8, String> {
         eprintln!();
     }
     print_report(cli, &report);
+    if let Some(path) = &a.junit {
+        write_junit(path, &report)?;
+    }
     Ok(if report.passed { 0 } else { FAILED })
 }
 
@@ -281,6 +291,95 @@ fn print_report(cli: &Cli, r: &proto::RehearsalReport) {
     );
 }
 
+/// Text safe inside an XML attribute or element.
+fn xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 has no place for other control characters.
+            c if c.is_control() && !matches!(c, '\n' | '\t') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The report as JUnit XML: one test suite for the rehearsal, one test
+/// case per partner (its channel and protocol), failed with its reasons.
+/// A rehearsal not finished yet has its legs marked skipped.
+fn junit(r: &proto::RehearsalReport) -> String {
+    let secs =
+        |d: &Option<prost_types::Duration>| d.as_ref().map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9);
+    let done = r.state == proto::RehearsalState::Finished as i32;
+    let failures = if done { r.legs.iter().filter(|l| !l.passed).count() } else { 0 };
+    let skipped = if done { 0 } else { r.legs.len() };
+    let time = secs(&r.preroll) + secs(&r.program) + secs(&r.postroll);
+    let started = ts(&r.started_at).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default();
+    let suite = format!("rehearsal {} of {}", r.rehearsal_id, r.event_id);
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x += &format!(
+        "<testsuites name=\"simulcast rehearsal\" tests=\"{n}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\">\n",
+        n = r.legs.len()
+    );
+    x += &format!(
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\" timestamp=\"{}\">\n",
+        xml(&suite),
+        r.legs.len(),
+        xml(&started)
+    );
+    x += "    <properties>\n";
+    for (k, v) in [("event", r.event_id.as_str()), ("source", &r.source), ("by", &r.actor), ("summary", &r.summary)] {
+        x += &format!("      <property name=\"{k}\" value=\"{}\"/>\n", xml(v));
+    }
+    x += "    </properties>\n";
+    for l in &r.legs {
+        let name = format!("{} ({})", l.channel_id, l.protocol);
+        x += &format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">\n",
+            xml(&r.event_id),
+            xml(&name),
+            secs(&r.program)
+        );
+        if !done {
+            x += "      <skipped message=\"the rehearsal has not finished\"/>\n";
+        } else if !l.passed {
+            let why = if l.errors.is_empty() { "failed".to_owned() } else { l.errors.join("; ") };
+            x += &format!(
+                "      <failure type=\"leg\" message=\"{}\">{}</failure>\n",
+                xml(&why),
+                xml(&l.errors.join("\n"))
+            );
+        }
+        let program = ts(&l.first_program_at).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        x += &format!(
+            "      <system-out>{}</system-out>\n    </testcase>\n",
+            xml(&format!(
+                "target {}; preflight {}; first programme picture {}; sent {} at {}; reconnects {}; drops {}",
+                l.target,
+                l.preflight,
+                program.as_deref().unwrap_or("never"),
+                table::bytes(l.bytes_sent),
+                table::bitrate(l.average_bitrate_bps),
+                l.reconnects,
+                l.dropped_buffers
+            ))
+        );
+    }
+    x += "  </testsuite>\n</testsuites>\n";
+    x
+}
+
+fn write_junit(path: &std::path::Path, r: &proto::RehearsalReport) -> Result<(), String> {
+    std::fs::write(path, junit(r)).map_err(|e| format!("--junit {}: {e}", path.display()))?;
+    eprintln!("JUnit report written to {}.", path.display());
+    Ok(())
+}
+
 fn print_schedules(cli: &Cli, list: &[proto::RehearsalSchedule]) {
     let next =
         |s: &proto::RehearsalSchedule| ts(&s.next_at).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
@@ -348,13 +447,16 @@ pub async fn rehearsals(cli: &Cli, cmd: &RehearsalsCmd) -> Result<u8, String> {
             say_raw!("{}", t.render());
             Ok(0)
         }
-        RehearsalsCmd::Get { id } => {
+        RehearsalsCmd::Get { id, junit } => {
             let r = c
                 .get_rehearsal_report(proto::RehearsalRef { rehearsal_id: id.clone() })
                 .await
                 .map_err(|s| status_line(&s))?
                 .into_inner();
             print_report(cli, &r);
+            if let Some(path) = junit {
+                write_junit(path, &r)?;
+            }
             let done = r.state == proto::RehearsalState::Finished as i32;
             Ok(if done && !r.passed { FAILED } else { 0 })
         }
