@@ -135,6 +135,15 @@ async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers
         sample(&page, "simulcast_grpc_request_duration_seconds_count", &rpc("EventService/GetEvent", "NOT_FOUND"));
     assert_eq!(count, Some(1.0));
     assert!(!page.contains(PASSPHRASE) && !page.contains(STREAM_KEY), "a secret in /metrics");
+    // The shipped alert rules and dashboard (deploy/) query only families
+    // the daemon exports.
+    for name in common::monitored_metrics() {
+        let family = ["_total", "_count", "_sum", "_bucket"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
+        assert!(
+            page.contains(&format!("# TYPE {name} ")) || page.contains(&format!("# TYPE {family} ")),
+            "deploy/ queries {name}, which /metrics does not export"
+        );
+    }
 
     server.stop().await;
     srt.stop();

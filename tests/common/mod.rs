@@ -61,6 +61,28 @@ pub fn free_tcp_port() -> u16 {
 }
 
 /// Fails the test with the package to install when `tool` is missing.
+/// A file under the repository's `deploy/`.
+pub fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
+}
+
+/// Every `simulcast_...` metric name the shipped alert rules and dashboard
+/// query.
+pub fn monitored_metrics() -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for f in ["prometheus/simulcast.rules.yml", "grafana/simulcast.json"] {
+        let text = std::fs::read_to_string(deploy(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("simulcast_") {
+            let name: String =
+                rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    names
+}
+
 pub fn require(tool: &str, package: &str) {
     let found = Command::new("sh")
         .arg("-c")
