@@ -53,10 +53,7 @@ impl StandIns {
                         SrtMode::Listener => SrtMode::Caller,
                     };
                     let src = gst::ElementFactory::make("srtsrc").build().ok();
-                    if let Some(src) = &src {
-                        media::configure_srt(src, &peer);
-                    }
-                    src
+                    src.filter(|src| media::configure_srt(src, &peer).is_ok())
                 }
                 Ingest::Udp(u) if is_local(&u.host) => gst::ElementFactory::make("udpsrc")
                     .property("address", u.host.bare())

@@ -209,11 +209,17 @@ fn no_secret_in_any_log_line_metric_or_export() {
     let mut srt = SrtReceiver::start_with_passphrase(free_udp_port(), PASSPHRASE);
     let mut nginx = NginxRtmp::start(free_tcp_port());
     let config = dir.path().join("final.toml");
+    // The SRT passphrase as systemd's LoadCredential= hands it over: a
+    // private file in $CREDENTIALS_DIRECTORY, named in the config.
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("kz-srt"), format!("{PASSPHRASE}\n")).unwrap();
+    std::fs::set_permissions(credentials.join("kz-srt"), std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
     std::fs::write(
         &config,
         format!(
             "{SMALL}[[channels]]\nid = \"kz-jibek-joly\"\nname = \"Jibek Joly\"\ncountry = \"KZ\"\n\
-             timezone = \"Asia/Almaty\"\ningest = {{ type = \"srt\", uri = \"srt://127.0.0.1:{}\", passphrase = \"{PASSPHRASE}\" }}\n\
+             timezone = \"Asia/Almaty\"\ningest = {{ type = \"srt\", uri = \"srt://127.0.0.1:{}\", passphrase_file = \"kz-srt\" }}\n\
              [[channels]]\nid = \"kg-ktrk\"\nname = \"KTRK\"\ncountry = \"KG\"\ntimezone = \"Asia/Bishkek\"\n\
              ingest = {{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{STREAM_KEY}\" }}\n",
             srt.port, nginx.port
@@ -247,6 +253,7 @@ fn no_secret_in_any_log_line_metric_or_export() {
             .arg(dir.path().join("rec"))
             .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info")
             .env("GST_DEBUG", "2,rtmp2*:5,srt*:5")
+            .env("CREDENTIALS_DIRECTORY", &credentials)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         ChildGuard(cmd.spawn().expect("start simulcastd"))
@@ -302,8 +309,20 @@ fn no_secret_in_any_log_line_metric_or_export() {
     assert!(page.contains("simulcast_auth_failures_total{reason=\"unknown_token\"} 3"), "{page}");
     std::thread::sleep(Duration::from_secs(2));
     daemon.interrupt();
+    // The passphrase reached the partner: its encrypted stream was taken.
+    assert!(srt.bytes() > 100_000, "the SRT partner received {} bytes", srt.bytes());
     srt.stop();
     nginx.stop();
+    // The store keeps the credential's name, never what it holds.
+    let mut stored = Vec::new();
+    for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if f.file_name().to_string_lossy().starts_with("s.db") {
+            stored.extend(std::fs::read(f.path()).unwrap());
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(stored.contains("passphrase_file = \"kz-srt\""), "the store does not name the credential");
+    assert!(!stored.contains(PASSPHRASE), "the passphrase from a file is in the store");
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
     let lines: Vec<serde_json::Value> = logs

@@ -122,6 +122,16 @@ pub fn parse_channel(text: &str) -> Result<Channel, Vec<FieldError>> {
     validate::validate_channel(&table, "")
 }
 
+/// [`parse_channel`] for a channel already accepted and stored: a secret
+/// file that cannot be read now fails that channel's leg, naming the file,
+/// not the reading of every channel.
+pub fn parse_stored_channel(text: &str) -> Result<Channel, Vec<FieldError>> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| vec![FieldError { key: "channel".into(), message: e.to_string() }])?;
+    validate::validate_channel_with(&table, "", true)
+}
+
 /// Validates one channel table, reporting keys under `at` (`channel`).
 pub fn validate_channel_table(table: &toml::Table, at: &str) -> Result<Channel, Vec<FieldError>> {
     validate::validate_channel(table, at)
@@ -159,7 +169,10 @@ pub fn channel_table(ch: &Channel) -> toml::Table {
             put("mode", s.mode.as_str().into());
             put("latency", uri::format_duration(s.latency).into());
             if let Some(p) = &s.passphrase {
-                put("passphrase", p.expose().into());
+                match p.file() {
+                    Some(f) => put("passphrase_file", f.into()),
+                    None => put("passphrase", p.expose().into()),
+                }
             }
             if let Some(id) = &s.stream_id {
                 put("stream_id", id.as_str().into());
@@ -169,7 +182,10 @@ pub fn channel_table(ch: &Channel) -> toml::Table {
             put("type", "rtmp".into());
             put("url", r.url.as_str().into());
             if let Some(k) = &r.stream_key {
-                put("stream_key", k.expose().into());
+                match k.file() {
+                    Some(f) => put("stream_key_file", f.into()),
+                    None => put("stream_key", k.expose().into()),
+                }
             }
         }
         Ingest::Udp(u) => {
@@ -392,6 +408,68 @@ mod tests {
         let t = "[event]\ntitle = \"T\"\n[program]\naudio = [\"ac3\"]\n";
         let ConfigError::Invalid(errs) = parse(t).unwrap_err() else { panic!("expected Invalid") };
         assert_eq!(errs[0].key, "program.audio", "transcode (the test source) encodes one AAC track: {errs:?}");
+    }
+
+    #[test]
+    fn secrets_come_from_private_files_and_only_their_names_are_written_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p.display().to_string()
+        };
+        let srt = |key: &str| {
+            one_channel(&format!(r#"{{ type = "srt", uri = "srt://127.0.0.1:9000", passphrase_file = "{key}" }}"#))
+        };
+        let errors = |text: &str| match parse(text) {
+            Err(ConfigError::Invalid(errs)) => errs,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let good = file("kz", "correct-horse-battery\n", 0o600);
+        let c = parse(&srt(&good)).unwrap();
+        let Ingest::Srt(s) = &c.channels[0].ingest else { panic!("srt") };
+        let p = s.passphrase.as_ref().unwrap();
+        assert_eq!(p.expose(), "correct-horse-battery", "one trailing line break is not part of it");
+        // Written back (the store) by its file's name, read again from it.
+        let written = channel_to_toml(&c.channels[0]);
+        assert!(written.contains(&format!("passphrase_file = \"{good}\"")), "{written}");
+        assert!(!written.contains("correct-horse-battery"), "{written}");
+        assert_eq!(parse_channel(&written).as_ref(), Ok(&c.channels[0]));
+        // Every user may read it: refused, and no value is echoed anywhere.
+        let open = file("open", "correct-horse-battery", 0o644);
+        let errs = errors(&srt(&open));
+        assert_eq!(errs[0].key, "channels[0].ingest.passphrase_file", "{errs:?}");
+        assert!(errs[0].message.contains("chmod o-r"), "{errs:?}");
+        let short = file("short", "tiny", 0o400);
+        let errs = errors(&srt(&short));
+        assert!(errs[0].message.contains("must be 10 to 79 characters"), "{errs:?}");
+        assert!(!format!("{errs:?}").contains("tiny") && !format!("{errs:?}").contains("correct-horse"));
+        // Both ways at once, a missing file, an RTMP key from a file.
+        let both = one_channel(&format!(
+            r#"{{ type = "srt", uri = "srt://127.0.0.1:9000", passphrase = "0123456789", passphrase_file = "{good}" }}"#
+        ));
+        assert!(errors(&both)[0].message.contains("not both"));
+        let missing = dir.path().join("gone").display().to_string();
+        let errs = errors(&srt(&missing));
+        assert!(errs[0].message.contains("cannot read") && errs[0].message.contains(&missing), "{errs:?}");
+        let key = file("key", "live_kr_9f8e", 0o600);
+        let rtmp =
+            one_channel(&format!(r#"{{ type = "rtmp", url = "rtmp://127.0.0.1/live", stream_key_file = "{key}" }}"#));
+        let Ingest::Rtmp(r) = &parse(&rtmp).unwrap().channels[0].ingest else { panic!("rtmp") };
+        assert_eq!(r.stream_key.as_ref().map(|k| k.expose()), Some("live_kr_9f8e"));
+        if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+            assert!(errors(&srt("kz-srt"))[0].message.contains("$CREDENTIALS_DIRECTORY"));
+        }
+        // A stored channel whose file went away still loads: its own leg
+        // fails naming the file, the other channels are untouched.
+        std::fs::remove_file(&good).unwrap();
+        let stored = parse_stored_channel(&written).expect("loads");
+        let Ingest::Srt(s) = &stored.ingest else { panic!("srt") };
+        let why = s.passphrase.as_ref().unwrap().usable().unwrap_err();
+        assert!(why.contains(&good), "{why}");
+        assert!(parse_channel(&written).is_err(), "read as new configuration, it is an error");
     }
 
     #[test]

@@ -61,22 +61,98 @@ impl fmt::Display for ChannelId {
 /// A write-only value (SRT passphrase, RTMP stream key). Its `Debug` and
 /// `Display` never show the value; only [`Secret::expose`] does, and only the
 /// code that hands it to a GStreamer element calls that.
+///
+/// A secret may come from a file (`passphrase_file`, `stream_key_file`):
+/// then only the file's name is stored and written back, never the value,
+/// and the file is read again each time the configuration is.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// The file it was read from, as the configuration names it.
+    file: Option<String>,
+    /// Why that file could not be read, when it was read leniently.
+    unreadable: Option<String>,
+}
+
+/// The largest secret file read.
+const SECRET_FILE_MAX: u64 = 4096;
 
 impl Secret {
-    /// Wraps a secret value.
     /// Wraps a secret value; from now on log lines never show it (see
     /// [`crate::observe::redact`]).
     pub fn new(s: impl Into<String>) -> Self {
         let s = s.into();
         crate::observe::redact::remember(&s);
-        Self(s)
+        Self { value: s, file: None, unreadable: None }
+    }
+
+    /// The secret held in the file `spec` names: an absolute path, or a
+    /// name in `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`). One
+    /// trailing line break is not part of it. A file every user may read
+    /// is refused.
+    pub fn from_file(spec: &str) -> Result<Self, String> {
+        let path = secret_path(spec)?;
+        let shown = path.display();
+        let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o004 != 0 {
+                return Err(format!("{shown} is readable by every user on this machine: chmod o-r it"));
+            }
+        }
+        if !meta.is_file() || meta.len() > SECRET_FILE_MAX {
+            return Err(format!("{shown} is not a file of at most {SECRET_FILE_MAX} bytes"));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let value = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+        let mut s = Self::new(value);
+        s.file = Some(spec.to_owned());
+        Ok(s)
+    }
+
+    /// [`Secret::from_file`] for a configuration already accepted (the
+    /// store's): a file that cannot be read now is kept as a problem of
+    /// its own leg, which fails naming it, rather than of every channel.
+    pub fn from_file_or_problem(spec: &str) -> Self {
+        Self::from_file(spec).unwrap_or_else(|why| Self {
+            value: String::new(),
+            file: Some(spec.to_owned()),
+            unreadable: Some(why),
+        })
     }
 
     /// The value itself, for the element property that needs it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// The file it comes from, as the configuration names it.
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    /// The value, or why its file could not be read.
+    pub fn usable(&self) -> Result<&str, String> {
+        match &self.unreadable {
+            Some(why) => Err(why.clone()),
+            None => Ok(&self.value),
+        }
+    }
+}
+
+/// Where a secret file named `spec` is.
+fn secret_path(spec: &str) -> Result<std::path::PathBuf, String> {
+    let p = std::path::Path::new(spec);
+    if p.is_absolute() {
+        return Ok(p.to_owned());
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if !spec.is_empty() && !spec.contains("..") => Ok(std::path::Path::new(&dir).join(p)),
+        Some(_) => Err(format!("`{spec}` is not a credential name")),
+        None => Err(format!(
+            "`{spec}` is relative: it names a credential in $CREDENTIALS_DIRECTORY (systemd LoadCredential=), \
+             which is not set; give an absolute path"
+        )),
     }
 }
 

@@ -18,6 +18,9 @@ use super::uri::{parse_duration, parse_uri};
 /// Collects problems while walking the table.
 struct Walk {
     errors: Vec<FieldError>,
+    /// Secret files that cannot be read are a problem of their leg, not
+    /// an error (a configuration already accepted, read back).
+    lenient_files: bool,
 }
 
 impl Walk {
@@ -146,7 +149,7 @@ fn join(at: &str, key: &str) -> String {
 
 /// Validates a parsed TOML document.
 pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
-    let mut w = Walk { errors: Vec::new() };
+    let mut w = Walk { errors: Vec::new(), lenient_files: false };
     w.unknown(doc, "", &["event", "source", "backup", "failover", "program", "slate", "relay", "channels"]);
 
     let event = w.table(doc, "", "event", true).map(|t| event(&mut w, t));
@@ -224,7 +227,13 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
 /// Validates one channel table (a `[[channels]]` entry, a stored channel, or
 /// an API request converted to the same form); keys are reported under `at`.
 pub fn validate_channel(t: &Table, at: &str) -> Result<Channel, Vec<FieldError>> {
-    let mut w = Walk { errors: Vec::new() };
+    validate_channel_with(t, at, false)
+}
+
+/// [`validate_channel`]; with `lenient_files`, a secret file that cannot
+/// be read is kept as its leg's problem (see [`Secret::from_file_or_problem`]).
+pub fn validate_channel_with(t: &Table, at: &str, lenient_files: bool) -> Result<Channel, Vec<FieldError>> {
+    let mut w = Walk { errors: Vec::new(), lenient_files };
     let c = channel(&mut w, t, at);
     if let Some(c) = &c {
         udp_port_collisions(&mut w, std::slice::from_ref(c));
@@ -310,7 +319,7 @@ fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
             Some(Source::Test(TestSource { tone_hz }))
         }
         "srt" => {
-            w.unknown(t, at, &["type", "uri", "mode", "latency", "passphrase", "stream_id"]);
+            w.unknown(t, at, &["type", "uri", "mode", "latency", "passphrase", "passphrase_file", "stream_id"]);
             srt_endpoint(w, t, at, SrtMode::Listener).map(Source::Srt)
         }
         "udp" => {
@@ -540,11 +549,11 @@ fn air_policy(w: &mut Walk, t: &Table, at: &str) -> Option<AirPolicy> {
 fn ingest(w: &mut Walk, t: &Table, at: &str) -> Option<Ingest> {
     match w.kind(t, at, &["srt", "rtmp", "udp", "rist", "file"])? {
         "srt" => {
-            w.unknown(t, at, &["type", "uri", "mode", "latency", "passphrase", "stream_id"]);
+            w.unknown(t, at, &["type", "uri", "mode", "latency", "passphrase", "passphrase_file", "stream_id"]);
             srt_endpoint(w, t, at, SrtMode::Caller).map(Ingest::Srt)
         }
         "rtmp" => {
-            w.unknown(t, at, &["type", "url", "stream_key"]);
+            w.unknown(t, at, &["type", "url", "stream_key", "stream_key_file"]);
             rtmp(w, t, at).map(Ingest::Rtmp)
         }
         "udp" => {
@@ -585,6 +594,39 @@ fn host_port(w: &mut Walk, t: &Table, at: &str, key: &str, schemes: &[&str]) -> 
     None
 }
 
+/// A secret given inline as `key`, or in a file as `key_file`; `ok` is the
+/// rule its value must follow, `rule` says it. A value is never echoed,
+/// not even a wrong one.
+fn secret(w: &mut Walk, t: &Table, at: &str, key: &str, ok: impl Fn(&str) -> bool, rule: &str) -> Option<Secret> {
+    let file_key = format!("{key}_file");
+    let inline = w.string(t, at, key, false);
+    let file = w.string(t, at, &file_key, false);
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            w.err(join(at, &file_key), format!("give {key} or {file_key}, not both"));
+            None
+        }
+        (Some(v), None) if ok(&v) => Some(Secret::new(v)),
+        (Some(_), None) => {
+            w.err(join(at, key), rule);
+            None
+        }
+        (None, Some(spec)) if w.lenient_files => Some(Secret::from_file_or_problem(&spec)),
+        (None, Some(spec)) => match Secret::from_file(&spec) {
+            Ok(s) if ok(s.expose()) => Some(s),
+            Ok(_) => {
+                w.err(join(at, &file_key), format!("what {} holds {rule}", super::quote(&spec)));
+                None
+            }
+            Err(why) => {
+                w.err(join(at, &file_key), why);
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
 fn srt_endpoint(w: &mut Walk, t: &Table, at: &str, default_mode: SrtMode) -> Option<SrtEndpoint> {
     let hp = host_port(w, t, at, "uri", &["srt"]);
     let mode = match w.string(t, at, "mode", false).as_deref() {
@@ -597,15 +639,8 @@ fn srt_endpoint(w: &mut Walk, t: &Table, at: &str, default_mode: SrtMode) -> Opt
         }
     };
     let latency = w.duration(t, at, "latency", DEFAULT_SRT_LATENCY);
-    let passphrase = w.string(t, at, "passphrase", false).and_then(|p| {
-        if (10..=79).contains(&p.chars().count()) {
-            Some(Secret::new(p))
-        } else {
-            // Never echo the value: it is a secret even when it is wrong.
-            w.err(join(at, "passphrase"), "must be 10 to 79 characters long");
-            None
-        }
-    });
+    let passphrase =
+        secret(w, t, at, "passphrase", |p| (10..=79).contains(&p.chars().count()), "must be 10 to 79 characters long");
     let stream_id = w.string(t, at, "stream_id", false).and_then(|s| {
         if s.len() <= 512 && !s.chars().any(char::is_control) {
             Some(s)
@@ -646,14 +681,14 @@ fn rtmp(w: &mut Walk, t: &Table, at: &str) -> Option<RtmpIngest> {
         }
         Ok(_) => Some(s.trim_end_matches('/').to_owned()),
     });
-    let stream_key = w.string(t, at, "stream_key", false).and_then(|k| {
-        if !k.is_empty() && k.len() <= 256 && !k.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Some(Secret::new(k))
-        } else {
-            w.err(join(at, "stream_key"), "must be 1 to 256 characters without spaces");
-            None
-        }
-    });
+    let stream_key = secret(
+        w,
+        t,
+        at,
+        "stream_key",
+        |k| !k.is_empty() && k.len() <= 256 && !k.chars().any(|c| c.is_whitespace() || c.is_control()),
+        "must be 1 to 256 characters without spaces",
+    );
     Some(RtmpIngest { url: url?, stream_key })
 }
 

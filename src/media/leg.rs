@@ -630,10 +630,13 @@ fn udp_socket(host: &str, port: u16, ttl: u8, shared: Arc<Shared>) -> std::io::R
 /// leaves its wrapper is here, into the element.
 fn configure_sink(sink: &gst::Element, ingest: &Ingest) -> Result<(), MediaError> {
     match ingest {
-        Ingest::Srt(s) => super::configure_srt(sink, s),
+        Ingest::Srt(s) => super::configure_srt(sink, s)?,
         Ingest::Rtmp(r) => {
             let location = match &r.stream_key {
-                Some(key) => format!("{}/{}", r.url, key.expose()),
+                Some(key) => {
+                    let key = key.usable().map_err(|why| MediaError::Pipeline(format!("stream_key_file: {why}")))?;
+                    format!("{}/{key}", r.url)
+                }
                 None => r.url.clone(),
             };
             sink.set_property("location", location);

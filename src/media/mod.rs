@@ -126,8 +126,9 @@ pub fn clock() -> gst::Clock {
 }
 
 /// Sets an srtsrc/srtsink from a typed endpoint. Secrets leave their
-/// wrapper only here, into the element.
-pub fn configure_srt(element: &gst::Element, s: &crate::config::SrtEndpoint) {
+/// wrapper only here, into the element; a passphrase file that cannot be
+/// read fails the pipeline, naming the file.
+pub fn configure_srt(element: &gst::Element, s: &crate::config::SrtEndpoint) -> Result<(), MediaError> {
     use gst::prelude::*;
     element.set_property("uri", s.element_uri());
     if let Some(local) = s.local_address() {
@@ -136,11 +137,13 @@ pub fn configure_srt(element: &gst::Element, s: &crate::config::SrtEndpoint) {
     element.set_property_from_str("mode", s.mode.as_str());
     element.set_property("latency", s.latency.as_millis().min(i32::MAX as u128) as i32);
     if let Some(p) = &s.passphrase {
-        element.set_property("passphrase", p.expose());
+        let value = p.usable().map_err(|why| MediaError::Pipeline(format!("passphrase_file: {why}")))?;
+        element.set_property("passphrase", value);
     }
     if let Some(id) = &s.stream_id {
         element.set_property("streamid", id);
     }
+    Ok(())
 }
 
 /// Sets its pipeline to `Null` when dropped: every pipeline goes to `Null`

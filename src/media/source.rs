@@ -583,7 +583,7 @@ fn build(
                 gst::PadProbeReturn::Ok
             });
         }
-        Source::Srt(s) => super::configure_srt(&named("src")?, s),
+        Source::Srt(s) => super::configure_srt(&named("src")?, s)?,
         Source::Udp(u) => {
             let src = named("src")?;
             src.set_property("address", u.host.bare());

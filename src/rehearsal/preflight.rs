@@ -29,8 +29,11 @@ pub fn check(ingest: &Ingest) -> Result<String, String> {
             }
         },
         Ingest::Rtmp(r) => {
-            let (host, port, app, stream) =
-                split_rtmp(&r.url, r.stream_key.as_ref().map(|k| k.expose())).map_err(|e| format!("{target}: {e}"))?;
+            let key = match &r.stream_key {
+                Some(k) => Some(k.usable().map_err(|why| format!("{target}: stream_key_file: {why}"))?),
+                None => None,
+            };
+            let (host, port, app, stream) = split_rtmp(&r.url, key).map_err(|e| format!("{target}: {e}"))?;
             let addr = resolve(&Host::Name(host), port).map_err(|e| format!("{target}: {e}"))?;
             if r.url.starts_with("rtmps://") {
                 // TLS is not spoken here; reaching the port is what is checked.

@@ -529,7 +529,7 @@ fn insert_asrun(conn: &Connection, e: &AsRunEntry) -> Result<(), StoreError> {
 }
 
 fn decode(id: &str, doc: &str) -> Result<Channel, StoreError> {
-    config::parse_channel(doc).map_err(|errs| StoreError::Corrupt {
+    config::parse_stored_channel(doc).map_err(|errs| StoreError::Corrupt {
         id: id.to_owned(),
         reason: errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
     })
