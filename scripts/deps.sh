@@ -19,6 +19,7 @@ packages=(
   openssl                             # a throwaway TLS certificate in the TLS test
   prometheus                          # promtool: checks the /metrics exposition in tests
   python3                             # its XML parser reads the rehearsal JUnit reports in tests
+  systemd                             # systemd-analyze verify checks the shipped unit in tests
 )
 
 missing=()

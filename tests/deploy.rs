@@ -68,3 +68,91 @@ fn the_dashboard_is_grafana_json_whose_every_panel_queries_prometheus() {
         assert!(exprs.contains(m), "the dashboard does not show {m}");
     }
 }
+
+/// The unit as shipped, its `/usr/bin` binaries pointed at this build (the
+/// verifier checks that each command exists), in a scratch directory.
+fn unit_for_this_build(dir: &Path) -> std::path::PathBuf {
+    let unit = std::fs::read_to_string(common::deploy("systemd/simulcastd.service")).expect("unit");
+    let unit = unit
+        .replace("/usr/bin/simulcastd", env!("CARGO_BIN_EXE_simulcastd"))
+        .replace("/usr/bin/simulcastctl", env!("CARGO_BIN_EXE_simulcastctl"));
+    let path = dir.join("simulcastd.service");
+    std::fs::write(&path, unit).expect("write unit");
+    path
+}
+
+#[test]
+fn the_service_unit_passes_systemd_analyze_verify() {
+    common::require("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = unit_for_this_build(dir.path());
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // An unknown or misspelt key is only a warning to systemd: none allowed.
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
+    let unit = std::fs::read_to_string(&path).expect("unit");
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "StateDirectoryMode=0700",
+        "User=simulcast",
+        &format!("ExecStartPre={} check --config", env!("CARGO_BIN_EXE_simulcastctl")),
+    ] {
+        assert!(unit.lines().any(|l| l.starts_with(line)), "the unit has no {line}");
+    }
+    let sysusers = std::fs::read_to_string(common::deploy("systemd/simulcast.sysusers")).expect("sysusers");
+    assert!(sysusers.lines().any(|l| l.starts_with("u simulcast ")), "{sysusers}");
+}
+
+/// What `simulcastd serve` says on `$NOTIFY_SOCKET`, as systemd would read
+/// it: READY once health is SERVING, watchdog pings at half `WATCHDOG_USEC`,
+/// STOPPING when asked to stop.
+#[test]
+fn simulcastd_tells_systemd_it_is_ready_pings_the_watchdog_and_says_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("s.db");
+    let made = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        .args(["token", "create", "--role", "admin", "--name", "a", "--db"])
+        .arg(&db)
+        .output()
+        .expect("simulcastctl");
+    assert!(made.status.success(), "{made:?}");
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let port = common::free_tcp_port();
+    let mut daemon = common::Daemon(
+        Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "400000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("simulcastd"),
+    );
+    let pid = daemon.0.id();
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.lines().any(|l| l == "READY=1"), "{first}");
+    assert!(first.lines().any(|l| l.starts_with("STATUS=Serving")), "{first}");
+    assert!(first.lines().any(|l| l == format!("MAINPID={pid}")), "{first}");
+    // Pings every 200 ms while serving.
+    let started = Instant::now();
+    let pings = (0..3).map(|_| next()).filter(|m| m == "WATCHDOG=1").count();
+    let took = started.elapsed();
+    assert_eq!(pings, 3, "the watchdog is pinged");
+    assert!(took < Duration::from_millis(1500), "3 pings took {took:?}");
+    let stopped = Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");
+    assert!(stopped.success());
+    let said: Vec<String> = (0..10).map(|_| next()).take_while(|m| m != "STOPPING=1").collect();
+    assert!(said.len() < 10, "no STOPPING=1 after SIGINT: {said:?}");
+    assert!(daemon.0.wait().expect("wait").success(), "simulcastd stops cleanly");
+}

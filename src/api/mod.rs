@@ -168,6 +168,13 @@ pub async fn serve(
         }
     });
 
+    let systemd = crate::observe::systemd::Notifier::from_env().map(|n| {
+        let serving = serving.clone();
+        tokio::spawn(async move {
+            crate::observe::systemd::follow(n, serving).await;
+        })
+    });
+
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = http.map(|l| {
         let (m, serving) = (Arc::clone(&metrics), serving.clone());
@@ -216,11 +223,17 @@ pub async fn serve(
         .add_service(InterceptedService::new(rehearsals, interceptor))
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
+            if let Some(n) = crate::observe::systemd::Notifier::from_env() {
+                n.notify("STOPPING=1");
+            }
             let _ = stop_health.send(true);
             let _ = closing.send(true);
         })
         .await;
     health_task.abort();
+    if let Some(t) = systemd {
+        t.abort();
+    }
     let _ = http_stop.send(());
     if let Some(t) = http_task {
         let _ = t.await;

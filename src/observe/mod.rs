@@ -6,3 +6,4 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod redact;
+pub mod systemd;
