@@ -10,6 +10,7 @@ pub mod config;
 pub mod coordinator;
 pub mod media;
 pub mod observe;
+pub mod packaging;
 pub mod rehearsal;
 pub mod relay;
 pub mod schedule;

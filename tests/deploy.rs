@@ -140,8 +140,8 @@ fn simulcastd_tells_systemd_it_is_ready_pings_the_watchdog_and_says_it_stops() {
         let n = socket.recv(&mut buf).expect("a notification within 10 s");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let first = next();
-    assert!(first.lines().any(|l| l == "READY=1"), "{first}");
+    // Before health is first known it may say NOT_SERVING; then READY.
+    let first = (0..5).map(|_| next()).find(|m| m.lines().any(|l| l == "READY=1")).expect("READY=1");
     assert!(first.lines().any(|l| l.starts_with("STATUS=Serving")), "{first}");
     assert!(first.lines().any(|l| l == format!("MAINPID={pid}")), "{first}");
     // Pings every 200 ms while serving.
@@ -155,4 +155,89 @@ fn simulcastd_tells_systemd_it_is_ready_pings_the_watchdog_and_says_it_stops() {
     let said: Vec<String> = (0..10).map(|_| next()).take_while(|m| m != "STOPPING=1").collect();
     assert!(said.len() < 10, "no STOPPING=1 after SIGINT: {said:?}");
     assert!(daemon.0.wait().expect("wait").success(), "simulcastd stops cleanly");
+}
+
+/// `simulcastctl --help`'s subcommands (the "Commands:" section, but `help`).
+fn subcommands_in_help(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+#[test]
+fn the_debian_package_installs_into_a_scratch_root_with_man_pages_that_match_help() {
+    common::require("dpkg-deb", "dpkg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bins = Path::new(env!("CARGO_BIN_EXE_simulcastd")).parent().expect("the binaries' directory");
+    let built = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package.sh"))
+        .env("BIN_DIR", bins)
+        .env("OUT", dir.path().join("out"))
+        .env("COMPRESS", "none")
+        .output()
+        .expect("scripts/package.sh");
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    assert!(built.status.success(), "package.sh: {stdout}{}", String::from_utf8_lossy(&built.stderr));
+    let deb = stdout.lines().last().expect("the package's path").to_owned();
+
+    // dpkg -i into a scratch root: its own database, maintainer scripts
+    // told by $DPKG_ROOT not to touch this machine's users or systemd.
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("var/lib/dpkg/info")).expect("admin dir");
+    std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).expect("admin dir");
+    std::fs::write(root.join("var/lib/dpkg/status"), "").expect("status");
+    let dpkg = |args: &[&str]| {
+        let out = Command::new("dpkg")
+            .arg(format!("--root={}", root.display()))
+            .args(["--force-script-chrootless", "--force-depends", "--force-not-root", "--log=/dev/null"])
+            .args(args)
+            .output()
+            .expect("dpkg");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "dpkg {args:?}:\n{text}");
+        text
+    };
+    dpkg(&["-i", &deb]);
+    assert!(dpkg(&["-s", "simulcast"]).contains("Status: install ok installed"));
+    for f in [
+        "usr/bin/simulcastd",
+        "usr/bin/simulcastctl",
+        "lib/systemd/system/simulcastd.service",
+        "usr/lib/sysusers.d/simulcast.conf",
+        "usr/share/man/man1/simulcastd.1.gz",
+        "usr/share/man/man1/simulcastd-serve.1.gz",
+        "usr/share/bash-completion/completions/simulcastctl",
+        "usr/share/zsh/vendor-completions/_simulcastctl",
+        "usr/share/fish/vendor_completions.d/simulcastd.fish",
+        "usr/share/doc/simulcast/README.md",
+    ] {
+        assert!(root.join(f).is_file(), "the package has no {f}");
+    }
+    // The installed client runs, and its man pages say what its --help says.
+    let ctl = root.join("usr/bin/simulcastctl");
+    let help = Command::new(&ctl).arg("--help").output().expect("simulcastctl --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let commands = subcommands_in_help(&help);
+    assert!(commands.len() >= 10 && commands.contains(&"rehearse".to_owned()), "{help}");
+    let man = |page: &str| {
+        let out = Command::new("gzip")
+            .arg("-dc")
+            .arg(root.join("usr/share/man/man1").join(format!("{page}.1.gz")))
+            .output()
+            .expect("gzip");
+        assert!(out.status.success(), "no man page {page}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let main_page = man("simulcastctl");
+    assert!(main_page.contains("simulcast operator client"), "{main_page}");
+    for c in &commands {
+        assert!(main_page.contains(&format!("simulcastctl\\-{c}(1)")), "simulcastctl.1 does not list {c}");
+        let sub = man(&format!("simulcastctl-{c}"));
+        assert!(sub.contains(".TH simulcastctl-"), "simulcastctl-{c}.1 is not a man page");
+    }
+    // Not the hidden packaging command.
+    assert!(!main_page.contains("generate"), "the man page lists the packaging command");
 }

@@ -95,6 +95,12 @@ enum Cmd {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         status_every: Duration,
     },
+    /// Write the man pages and shell completions to DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Where: DIR/man1 and DIR/completions.
+        dir: PathBuf,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -122,6 +128,10 @@ async fn main() -> std::process::ExitCode {
         simulcast::observe::logs::route_gstreamer();
     }
     let result = match cli.command {
+        Cmd::Generate { dir } => {
+            simulcast::packaging::write_man_and_completions(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing to {}", dir.display()))
+        }
         Cmd::Demo { config, duration, json } => demo(config, duration, json).await,
         Cmd::Run { config, status_every } => run(config, status_every).await,
         Cmd::Serve {

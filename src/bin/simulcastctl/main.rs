@@ -116,6 +116,12 @@ enum Cmd {
     /// Access tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Write the man pages and shell completions to DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Where: DIR/man1 and DIR/completions.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +175,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Check { ref config } => return check(config.clone(), cli.json),
+        Cmd::Generate { ref dir } => {
+            simulcast::packaging::write_man_and_completions(<Cli as clap::CommandFactory>::command(), dir)
+                .map_err(|e| format!("writing to {}: {e}", dir.display()))
+        }
         Cmd::Token(TokenCmd::Create { ref role, ref name, ref db }) => {
             token_create(role, name, db.as_deref(), cli.json)
         }
