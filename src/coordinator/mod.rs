@@ -4,6 +4,7 @@
 //! T0, post-roll at the end), starts and stops the relay of the event that
 //! runs, and publishes snapshots for watchers. Nothing else changes state.
 
+pub mod asrun;
 mod rehearsals;
 mod status;
 
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
@@ -29,6 +30,8 @@ use crate::rehearsal::{Plan, Report};
 use crate::relay::{DelayPlan, Relay};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
+
+use asrun::{Kind, entry, record, utc_text};
 
 /// As-run entries about the daemon and its channels, not one event, use this
 /// event id.
@@ -404,49 +407,6 @@ struct State {
     unreadable: BTreeMap<String, String>,
 }
 
-fn utc_text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn entry(
-    now: DateTime<Utc>,
-    event_id: &str,
-    channel: &str,
-    tz: Option<Tz>,
-    kind: &str,
-    detail: String,
-    actor: &str,
-) -> AsRunEntry {
-    let local = match tz {
-        Some(tz) => now.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Millis, false),
-        None => now.to_rfc3339_opts(SecondsFormat::Millis, false),
-    };
-    AsRunEntry {
-        event_id: event_id.into(),
-        utc: utc_text(now),
-        channel_id: channel.into(),
-        local_time: local,
-        timezone: tz.map_or("UTC", |tz| tz.name()).into(),
-        kind: kind.into(),
-        detail,
-        actor: actor.into(),
-    }
-}
-
-/// The as-run kind for entering `state`.
-fn kind_of(state: EventState) -> &'static str {
-    match state {
-        EventState::Scheduled => "scheduled",
-        EventState::Armed => "armed",
-        EventState::Held => "held",
-        EventState::OnAir => "on-air",
-        EventState::PostRoll => "post-roll",
-        EventState::Completed => "completed",
-        EventState::Aborted => "aborted",
-        EventState::Cancelled => "cancelled",
-    }
-}
-
 impl State {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         if let Err(e) = self.resume().await {
@@ -461,14 +421,14 @@ impl State {
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         self.stop_rehearsal("the daemon stopped").await;
-                        self.stop_relay("daemon-stopped", "simulcastd stopped; legs closed").await;
+                        self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
                         let _ = reply.send(());
                         break;
                     }
                     Some(cmd) => self.handle(cmd).await,
                     None => {
                         self.stop_rehearsal("the daemon stopped").await;
-                        self.stop_relay("daemon-stopped", "simulcastd stopped; legs closed").await;
+                        self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
                         break;
                     }
                 },
@@ -492,7 +452,7 @@ impl State {
         for bad in unreadable {
             error!(error = %bad, "A stored event cannot be read: it is left out of the schedule (and left in the store); every other event is loaded.");
             if let StoreError::Corrupt { id, reason } = &bad {
-                self.log(id, "event-unreadable", format!("{reason}; left out of the schedule"), DAEMON)?;
+                self.log(id, Kind::EventUnreadable, format!("{reason}; left out of the schedule"), DAEMON)?;
                 self.unreadable.insert(id.clone(), reason.clone());
             }
         }
@@ -501,7 +461,7 @@ impl State {
         for mut r in self.store.rehearsals(None)?.into_iter().filter(|r| r.phase != crate::rehearsal::Phase::Finished) {
             crate::rehearsal::conclude(&mut r, Some("the daemon stopped during it"), self.options.clock.now());
             self.store.save_rehearsal(&r)?;
-            self.log(&r.event_id, "rehearsal-finished", format!("{}: {}", r.id, r.summary), DAEMON)?;
+            self.log(&r.event_id, Kind::RehearsalFinished, format!("{}: {}", r.id, r.summary), DAEMON)?;
         }
         self.refresh_verdicts();
         self.refresh_events();
@@ -509,7 +469,7 @@ impl State {
         for e in live {
             let detail = format!("simulcastd started again while the event was {}; resuming", e.state);
             warn!(event = %e.id, state = %e.state, "Resuming an event after a restart.");
-            self.log(&e.id.0, "daemon-restarted", detail, DAEMON)?;
+            self.log(&e.id.0, Kind::DaemonRestarted, detail, DAEMON)?;
         }
         self.step_clock().await;
         // The clock may have ended the event; if not, its legs come back.
@@ -518,11 +478,11 @@ impl State {
                 Ok(()) => {
                     self.update_cue(&e);
                     let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
-                    self.log(&e.id.0, "legs-rebuilt", detail, DAEMON)?;
+                    self.log(&e.id.0, Kind::LegsRebuilt, detail, DAEMON)?;
                 }
                 Err(err) => {
                     error!(event = %e.id, error = %err, "Cannot rebuild the legs of a resumed event.");
-                    self.log(&e.id.0, "relay-failed", err.to_string(), DAEMON)?;
+                    self.log(&e.id.0, Kind::RelayFailed, err.to_string(), DAEMON)?;
                 }
             }
         }
@@ -530,7 +490,7 @@ impl State {
     }
 
     /// Appends an event-wide as-run entry (committed before this returns).
-    fn log(&self, event_id: &str, kind: &str, detail: String, actor: &str) -> Result<(), CoordError> {
+    fn log(&self, event_id: &str, kind: Kind, detail: String, actor: &str) -> Result<(), CoordError> {
         let now = self.options.clock.now();
         self.store.append_asrun(&entry(now, event_id, "", None, kind, detail, actor))?;
         Ok(())
@@ -706,7 +666,7 @@ impl State {
         if !self.store.insert_channel(&channel)? {
             return Err(CoordError::AlreadyExists(format!("channel `{}` exists already", channel.id)));
         }
-        self.record_channel(&channel, "channel-created", describe(&channel), actor)?;
+        self.record_channel(&channel, Kind::ChannelCreated, describe(&channel), actor)?;
         Ok(channel)
     }
 
@@ -721,7 +681,7 @@ impl State {
         keep_secrets(&old, &mut channel);
         self.fits_beside_others(&channel)?;
         self.store.update_channel(&channel)?;
-        self.record_channel(&channel, "channel-updated", describe(&channel), actor)?;
+        self.record_channel(&channel, Kind::ChannelUpdated, describe(&channel), actor)?;
         Ok(channel)
     }
 
@@ -734,12 +694,12 @@ impl State {
             )));
         }
         self.store.delete_channel(id)?;
-        self.record_channel(&ch, "channel-deleted", String::new(), actor)
+        self.record_channel(&ch, Kind::ChannelDeleted, String::new(), actor)
     }
 
     /// Writes an as-run entry about a channel; the entry is committed before
     /// the caller hears "done".
-    fn record_channel(&self, ch: &Channel, kind: &str, detail: String, actor: &str) -> Result<(), CoordError> {
+    fn record_channel(&self, ch: &Channel, kind: Kind, detail: String, actor: &str) -> Result<(), CoordError> {
         self.store.append_asrun(&entry(
             self.options.clock.now(),
             SYSTEM_EVENT,
@@ -849,7 +809,7 @@ impl State {
             config::uri::format_duration(event.preroll),
             config::uri::format_duration(event.postroll),
         );
-        self.log(&event.id.0, "scheduled", detail, actor)?;
+        self.log(&event.id.0, Kind::Scheduled, detail, actor)?;
         info!(event = %event.id, on_air = %utc_text(event.on_air), legs = event.channel_ids.len(), "Event scheduled.");
         self.events.insert(event.id.0.clone(), event.clone());
         self.refresh_events();
@@ -926,16 +886,17 @@ impl State {
         if !why.is_empty() {
             detail = format!("{detail}: {why}");
         }
-        let event =
-            match self.save(event, entry(self.options.clock.now(), &id.0, "", None, kind_of(next), detail, actor)) {
-                Ok(e) => e,
-                Err(e) => {
-                    if started_here {
-                        self.stop_relay("legs-closed", "the store failed; the event did not change").await;
-                    }
-                    return Err(e);
+        let event = match self
+            .save(event, entry(self.options.clock.now(), &id.0, "", None, Kind::entering(next), detail, actor))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                if started_here {
+                    self.stop_relay(Kind::LegsClosed, "the store failed; the event did not change").await;
                 }
-            };
+                return Err(e);
+            }
+        };
         info!(event = %id, from = %from, to = %next, actor, "Event state changed.");
         self.update_cue(&event);
         if next == EventState::Aborted
@@ -946,7 +907,7 @@ impl State {
             tokio::time::sleep(ABORT_SLATE).await;
         }
         if !next.is_live() {
-            let kind = if next == EventState::Aborted { "legs-aborted" } else { "legs-closed" };
+            let kind = if next == EventState::Aborted { Kind::LegsAborted } else { Kind::LegsClosed };
             self.stop_relay(kind, &format!("event {next}")).await;
             let dir = self.recording_dir(id);
             if next.is_final()
@@ -986,7 +947,8 @@ impl State {
         let old_end = event.end();
         event.duration = new_std;
         let detail = format!("end moved from {} to {}", utc_text(old_end), utc_text(event.end()));
-        let event = self.save(event, entry(self.options.clock.now(), &id.0, "", None, "extended", detail, actor))?;
+        let event =
+            self.save(event, entry(self.options.clock.now(), &id.0, "", None, Kind::Extended, detail, actor))?;
         self.update_cue(&event);
         Ok(event)
     }
@@ -1016,7 +978,7 @@ impl State {
         // The request; the switch itself is logged as `source-switched`
         // when the program's picture changes.
         let detail = format!("source {} -> {} (by hand)", from.as_str(), choice.as_str());
-        self.log(&id.0, "source-selected", detail, actor)?;
+        self.log(&id.0, Kind::SourceSelected, detail, actor)?;
         self.update_cue(&event);
         Ok(event)
     }
@@ -1052,7 +1014,7 @@ impl State {
                         let text = e.to_string();
                         if self.arm_failure.as_deref() != Some(&text) {
                             error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
-                            let _ = self.log(&id.0, "arm-failed", text.clone(), SCHEDULER);
+                            let _ = self.log(&id.0, Kind::ArmFailed, text.clone(), SCHEDULER);
                             self.arm_failure = Some(text);
                         }
                     }
@@ -1076,10 +1038,8 @@ impl State {
             for id in relay.poll() {
                 let tz = r.zones.iter().find(|(z, _)| *z == id).map(|(_, tz)| *tz);
                 let detail = "airs from the recording at its own local time".to_owned();
-                let e = entry(self.options.clock.now(), &r.event_id.0, &id, tz, "leg-delayed-start", detail, DAEMON);
-                if let Err(err) = self.store.append_asrun(&e) {
-                    error!(error = %err, "As-run entry lost: the store failed.");
-                }
+                let e = entry(self.options.clock.now(), &r.event_id.0, &id, tz, Kind::LegDelayedStart, detail, DAEMON);
+                record(&self.store, &e);
             }
             for sw in relay.take_source_switches() {
                 let at = DateTime::<Utc>::from_timestamp_nanos(sw.at_utc_ns.min(i64::MAX as u64) as i64);
@@ -1089,10 +1049,8 @@ impl State {
                 } else {
                     info!(event = %r.event_id, detail = %detail, "Source switched.");
                 }
-                let e = entry(at, &r.event_id.0, "", None, "source-switched", detail, DAEMON);
-                if let Err(err) = self.store.append_asrun(&e) {
-                    error!(error = %err, "As-run entry lost: the store failed.");
-                }
+                let e = entry(at, &r.event_id.0, "", None, Kind::SourceSwitched, detail, DAEMON);
+                record(&self.store, &e);
             }
             let status = relay.status();
             let from = relay.cue().program_from;
@@ -1109,10 +1067,8 @@ impl State {
                     // failover to it, a restart): not its T0 any more.
                     let detail = format!("programme pictures again from {}", utc_text(at));
                     info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program again.");
-                    let e = entry(at, &r.event_id.0, &leg.channel_id, tz, "leg-program-resumed", detail, DAEMON);
-                    if let Err(err) = self.store.append_asrun(&e) {
-                        error!(error = %err, "As-run entry lost: the store failed.");
-                    }
+                    let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgramResumed, detail, DAEMON);
+                    record(&self.store, &e);
                     continue;
                 }
                 let delay = r.delays.iter().find(|(c, _)| *c == leg.channel_id).map(|(_, d)| *d).unwrap_or_default();
@@ -1130,21 +1086,17 @@ impl State {
                     None => format!("first program picture went out at {}", utc_text(at)),
                 };
                 info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program.");
-                let e = entry(at, &r.event_id.0, &leg.channel_id, tz, "leg-program", detail, DAEMON);
-                if let Err(err) = self.store.append_asrun(&e) {
-                    error!(error = %err, "As-run entry lost: the store failed.");
-                }
+                let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, DAEMON);
+                record(&self.store, &e);
             }
             for c in r.observer.observe(&status) {
                 let tz = r.zones.iter().find(|(id, _)| *id == c.channel_id).map(|(_, tz)| *tz);
                 match c.kind {
-                    "leg-on-air" => info!(leg = %c.channel_id, detail = %c.detail, "Leg on air."),
-                    _ => warn!(leg = %c.channel_id, kind = c.kind, detail = %c.detail, "Leg trouble."),
+                    Kind::LegOnAir => info!(leg = %c.channel_id, detail = %c.detail, "Leg on air."),
+                    _ => warn!(leg = %c.channel_id, kind = c.kind.as_str(), detail = %c.detail, "Leg trouble."),
                 }
                 let e = entry(self.options.clock.now(), &r.event_id.0, &c.channel_id, tz, c.kind, c.detail, DAEMON);
-                if let Err(err) = self.store.append_asrun(&e) {
-                    error!(error = %err, "As-run entry lost: the store failed.");
-                }
+                record(&self.store, &e);
             }
         }
         changed
@@ -1167,7 +1119,8 @@ impl State {
                     // on air, this one is skipped with the reason.
                     let why = self.options.refuses(&c).unwrap_or_default();
                     warn!(leg = %c.id, why = %why, "Leg skipped: it cannot carry the programme.");
-                    let e = entry(self.options.clock.now(), &event.id.0, id.as_str(), None, "leg-skipped", why, DAEMON);
+                    let e =
+                        entry(self.options.clock.now(), &event.id.0, id.as_str(), None, Kind::LegSkipped, why, DAEMON);
                     self.store.append_asrun(&e)?;
                 }
                 Some(c) if c.enabled => channels.push(c),
@@ -1177,7 +1130,7 @@ impl State {
                         &event.id.0,
                         id.as_str(),
                         None,
-                        "leg-skipped",
+                        Kind::LegSkipped,
                         "channel disabled".into(),
                         DAEMON,
                     );
@@ -1189,7 +1142,7 @@ impl State {
                         &event.id.0,
                         id.as_str(),
                         None,
-                        "leg-skipped",
+                        Kind::LegSkipped,
                         "channel deleted".into(),
                         DAEMON,
                     );
@@ -1234,7 +1187,7 @@ impl State {
                 .store
                 .asrun(&event.id.0)?
                 .into_iter()
-                .filter(|e| e.kind == "leg-program")
+                .filter(|e| e.kind == Kind::LegProgram.as_str())
                 .map(|e| e.channel_id)
                 .collect(),
         });
@@ -1300,7 +1253,7 @@ impl State {
     }
 
     /// Stops the running relay, logging each leg's totals.
-    async fn stop_relay(&mut self, kind: &str, why: &str) {
+    async fn stop_relay(&mut self, kind: Kind, why: &str) {
         let Some(r) = self.running.take() else { return };
         let Some(relay) = r.relay else { return };
         let status = relay.shutdown().await;
@@ -1312,17 +1265,10 @@ impl State {
                 "{why}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
                 leg.bytes_sent, leg.reconnects, leg.dropped_buffers
             );
-            if let Err(e) = self.store.append_asrun(&entry(
-                self.options.clock.now(),
-                &r.event_id.0,
-                &leg.channel_id,
-                tz,
-                kind,
-                detail,
-                DAEMON,
-            )) {
-                error!(error = %e, "As-run entry lost: the store failed.");
-            }
+            record(
+                &self.store,
+                &entry(self.options.clock.now(), &r.event_id.0, &leg.channel_id, tz, kind, detail, DAEMON),
+            );
         }
     }
 }

@@ -9,7 +9,8 @@ use chrono_tz::Tz;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::{CoordError, DAEMON, State, entry, invalid, utc_text};
+use super::asrun::{Kind, entry, record, utc_text};
+use super::{CoordError, DAEMON, State, invalid};
 use crate::config::{self, FieldError};
 use crate::rehearsal::recurring::{self, Recurring};
 use crate::rehearsal::{self, Phase, Plan, Report};
@@ -108,7 +109,7 @@ impl State {
             channels.len(),
             if plan.stamp { ", each stamped with its channel name" } else { "" }
         );
-        self.log(&id.0, "rehearsal-started", detail, actor)?;
+        self.log(&id.0, Kind::RehearsalStarted, detail, actor)?;
         info!(rehearsal = %report.id, event = %id, actor, "Rehearsal started.");
         let setup = rehearsal::Setup {
             title: event.title.clone(),
@@ -185,23 +186,19 @@ impl State {
             let verdict = if leg.passed { "PASSED".to_owned() } else { format!("FAILED: {}", leg.errors.join("; ")) };
             let stamp = leg.stamp.as_ref().map(|s| format!("; stamped: {s}")).unwrap_or_default();
             let detail = format!("{}: {verdict}; {} bytes sent{stamp}", report.id, leg.bytes_sent);
-            let e = entry(at, &report.event_id, &leg.channel_id, tz, "rehearsal-leg", detail, DAEMON);
-            if let Err(err) = self.store.append_asrun(&e) {
-                error!(error = %err, "As-run entry lost: the store failed.");
-            }
+            let e = entry(at, &report.event_id, &leg.channel_id, tz, Kind::RehearsalLeg, detail, DAEMON);
+            record(&self.store, &e);
         }
         let e = entry(
             at,
             &report.event_id,
             "",
             None,
-            "rehearsal-finished",
+            Kind::RehearsalFinished,
             format!("{}: {}", report.id, report.summary),
             DAEMON,
         );
-        if let Err(err) = self.store.append_asrun(&e) {
-            error!(error = %err, "As-run entry lost: the store failed.");
-        }
+        record(&self.store, &e);
         self.refresh_verdicts();
     }
 
@@ -280,7 +277,7 @@ impl State {
         };
         self.store.save_schedule(&rec)?;
         let detail = format!("{}: every day at {} {} until {}", rec.id, at.format("%H:%M"), rec.timezone, until);
-        self.log(&event.id.0, "rehearsal-scheduled", detail, actor)?;
+        self.log(&event.id.0, Kind::RehearsalScheduled, detail, actor)?;
         self.schedules.push(rec.clone());
         Ok(rec)
     }
@@ -292,7 +289,7 @@ impl State {
         };
         self.store.delete_schedule(id)?;
         self.schedules.retain(|s| s.id != id);
-        self.log(&rec.event_id, "rehearsal-unscheduled", rec.id.clone(), actor)?;
+        self.log(&rec.event_id, Kind::RehearsalUnscheduled, rec.id.clone(), actor)?;
         Ok(())
     }
 
@@ -318,7 +315,7 @@ impl State {
                 Ok(id) => info!(schedule = %rec.id, rehearsal = %id, "Recurring rehearsal fired."),
                 Err(why) => {
                     warn!(schedule = %rec.id, why = %why, "Recurring rehearsal skipped.");
-                    let _ = self.log(&rec.event_id, "rehearsal-skipped", format!("{}: {why}", rec.id), DAEMON);
+                    let _ = self.log(&rec.event_id, Kind::RehearsalSkipped, format!("{}: {why}", rec.id), DAEMON);
                 }
             }
             self.schedules[i].last_fired = Some(due);

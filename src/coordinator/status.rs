@@ -3,6 +3,7 @@
 //! the coordinator never waits for a reader, and a slow reader simply sees
 //! the latest snapshot next, learning from `seq` how many it skipped.
 
+use super::asrun::Kind;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -135,7 +136,7 @@ pub struct LegChange {
     /// The leg.
     pub channel_id: String,
     /// `leg-on-air`, `leg-lost`, `leg-error`, `leg-failed`.
-    pub kind: &'static str,
+    pub kind: super::asrun::Kind,
     /// Why, in words (never a secret: leg errors are built without them).
     pub detail: String,
 }
@@ -171,17 +172,17 @@ impl LegObserver {
                         } else {
                             format!("{} accepts the stream again, after {n} reconnect(s)", leg.target)
                         };
-                        out.push(change("leg-on-air", detail));
+                        out.push(change(Kind::LegOnAir, detail));
                         seen.error = None;
                     }
                     LegState::Reconnecting if seen.state == Some(LegState::OnAir) => {
                         seen.reconnects_at_loss = leg.reconnects;
                         let why = leg.last_error.clone().unwrap_or_else(|| "no reason given".into());
-                        out.push(change("leg-lost", why));
+                        out.push(change(Kind::LegLost, why));
                         seen.error = leg.last_error.clone();
                     }
                     LegState::Failed => {
-                        out.push(change("leg-failed", leg.last_error.clone().unwrap_or_default()));
+                        out.push(change(Kind::LegFailed, leg.last_error.clone().unwrap_or_default()));
                         seen.error = leg.last_error.clone();
                     }
                     _ => {}
@@ -189,7 +190,7 @@ impl LegObserver {
                 seen.state = Some(leg.state);
             }
             if leg.state != LegState::OnAir && leg.last_error.is_some() && leg.last_error != seen.error {
-                out.push(change("leg-error", leg.last_error.clone().unwrap_or_default()));
+                out.push(change(Kind::LegError, leg.last_error.clone().unwrap_or_default()));
                 seen.error = leg.last_error.clone();
             }
         }
@@ -257,12 +258,12 @@ mod tests {
         let c = o.observe(&relay(vec![(LegState::OnAir, 0, None)]));
         assert_eq!(c[0].detail, "srt://127.0.0.1:9000 accepts the stream");
         assert!(o.observe(&relay(vec![(LegState::OnAir, 0, None)])).is_empty(), "nothing new, nothing logged");
-        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Reconnecting, 1, Some("refused"))]))), ["leg-lost"]);
+        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Reconnecting, 1, Some("refused"))]))), [Kind::LegLost]);
         // The same error on every retry is not news.
         assert!(o.observe(&relay(vec![(LegState::Reconnecting, 2, Some("refused"))])).is_empty());
-        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Reconnecting, 3, Some("timed out"))]))), ["leg-error"]);
+        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Reconnecting, 3, Some("timed out"))]))), [Kind::LegError]);
         let c = o.observe(&relay(vec![(LegState::OnAir, 4, Some("timed out"))]));
         assert_eq!(c[0].detail, "srt://127.0.0.1:9000 accepts the stream again, after 3 reconnect(s)");
-        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Failed, 4, Some("no srtsink"))]))), ["leg-failed"]);
+        assert_eq!(kinds(o.observe(&relay(vec![(LegState::Failed, 4, Some("no srtsink"))]))), [Kind::LegFailed]);
     }
 }

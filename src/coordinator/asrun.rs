@@ -1,0 +1,174 @@
+//! The as-run log's vocabulary: what happened ([`Kind`]), written as the
+//! stable kebab-case names the store, the API and every export carry, and
+//! the one way an entry is made ([`entry`]).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+
+use crate::store::{AsRunEntry, Store};
+
+/// What an as-run entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    // An event entering a state.
+    Scheduled,
+    Armed,
+    Held,
+    OnAir,
+    PostRoll,
+    Completed,
+    Aborted,
+    Cancelled,
+    // The event and the daemon.
+    Extended,
+    ArmFailed,
+    RelayFailed,
+    DaemonRestarted,
+    DaemonStopped,
+    EventUnreadable,
+    LegsRebuilt,
+    LegsClosed,
+    LegsAborted,
+    SourceSelected,
+    SourceSwitched,
+    // One leg.
+    LegOnAir,
+    LegLost,
+    LegError,
+    LegFailed,
+    LegSkipped,
+    LegProgram,
+    LegProgramResumed,
+    LegDelayedStart,
+    // Channels.
+    ChannelCreated,
+    ChannelUpdated,
+    ChannelDeleted,
+    // Rehearsals.
+    RehearsalStarted,
+    RehearsalLeg,
+    RehearsalFinished,
+    RehearsalScheduled,
+    RehearsalUnscheduled,
+    RehearsalSkipped,
+}
+
+impl Kind {
+    /// The stored name (`leg-program`, `source-switched`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Scheduled => "scheduled",
+            Kind::Armed => "armed",
+            Kind::Held => "held",
+            Kind::OnAir => "on-air",
+            Kind::PostRoll => "post-roll",
+            Kind::Completed => "completed",
+            Kind::Aborted => "aborted",
+            Kind::Cancelled => "cancelled",
+            Kind::Extended => "extended",
+            Kind::ArmFailed => "arm-failed",
+            Kind::RelayFailed => "relay-failed",
+            Kind::DaemonRestarted => "daemon-restarted",
+            Kind::DaemonStopped => "daemon-stopped",
+            Kind::EventUnreadable => "event-unreadable",
+            Kind::LegsRebuilt => "legs-rebuilt",
+            Kind::LegsClosed => "legs-closed",
+            Kind::LegsAborted => "legs-aborted",
+            Kind::SourceSelected => "source-selected",
+            Kind::SourceSwitched => "source-switched",
+            Kind::LegOnAir => "leg-on-air",
+            Kind::LegLost => "leg-lost",
+            Kind::LegError => "leg-error",
+            Kind::LegFailed => "leg-failed",
+            Kind::LegSkipped => "leg-skipped",
+            Kind::LegProgram => "leg-program",
+            Kind::LegProgramResumed => "leg-program-resumed",
+            Kind::LegDelayedStart => "leg-delayed-start",
+            Kind::ChannelCreated => "channel-created",
+            Kind::ChannelUpdated => "channel-updated",
+            Kind::ChannelDeleted => "channel-deleted",
+            Kind::RehearsalStarted => "rehearsal-started",
+            Kind::RehearsalLeg => "rehearsal-leg",
+            Kind::RehearsalFinished => "rehearsal-finished",
+            Kind::RehearsalScheduled => "rehearsal-scheduled",
+            Kind::RehearsalUnscheduled => "rehearsal-unscheduled",
+            Kind::RehearsalSkipped => "rehearsal-skipped",
+        }
+    }
+
+    /// Entering `state`.
+    pub fn entering(state: crate::schedule::EventState) -> Self {
+        use crate::schedule::EventState as S;
+        match state {
+            S::Scheduled => Kind::Scheduled,
+            S::Armed => Kind::Armed,
+            S::Held => Kind::Held,
+            S::OnAir => Kind::OnAir,
+            S::PostRoll => Kind::PostRoll,
+            S::Completed => Kind::Completed,
+            S::Aborted => Kind::Aborted,
+            S::Cancelled => Kind::Cancelled,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An instant as the as-run log writes it (RFC 3339, milliseconds, UTC).
+pub fn utc_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// An entry at `now`: event-wide when `channel` is empty, its local time
+/// in `tz` (UTC when none).
+pub fn entry(
+    now: DateTime<Utc>,
+    event_id: &str,
+    channel: &str,
+    tz: Option<Tz>,
+    kind: Kind,
+    detail: String,
+    actor: &str,
+) -> AsRunEntry {
+    let local = match tz {
+        Some(tz) => now.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Millis, false),
+        None => now.to_rfc3339_opts(SecondsFormat::Millis, false),
+    };
+    AsRunEntry {
+        event_id: event_id.into(),
+        utc: utc_text(now),
+        channel_id: channel.into(),
+        local_time: local,
+        timezone: tz.map_or("UTC", |tz| tz.name()).into(),
+        kind: kind.as_str().into(),
+        detail,
+        actor: actor.into(),
+    }
+}
+
+/// Appends `e` where nothing can be undone if the store fails (what
+/// happened, happened): the loss is logged instead, naming the entry.
+pub fn record(store: &Store, e: &AsRunEntry) {
+    if let Err(err) = store.append_asrun(e) {
+        tracing::error!(error = %err, kind = %e.kind, event = %e.event_id, "As-run entry lost: the store failed.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_state_has_its_kind_and_names_are_kebab_case() {
+        use crate::schedule::EventState;
+        for s in EventState::ALL {
+            let k = Kind::entering(s);
+            assert_eq!(k.as_str(), s.as_str().to_ascii_lowercase().replace('_', "-"), "{s}");
+        }
+        assert_eq!(Kind::LegProgramResumed.to_string(), "leg-program-resumed");
+    }
+}
