@@ -111,6 +111,29 @@ async fn a_hold_outlasts_t0_until_take() {
     c.shutdown().await;
 }
 
+/// A person whose token happens to be named `scheduler` is still a person:
+/// their End ends the event now (the clock's End keeps the planned end),
+/// and the as-run log names them.
+#[tokio::test(start_paused = true)]
+async fn a_token_named_scheduler_is_a_person_not_the_clock() {
+    let o = options("2026-11-22T14:58:00Z");
+    let clock = o.clock;
+    let (c, _) = Coordinator::start(store(), o);
+    let ev = c.schedule(event("2026-11-22T15:00:00Z", 30), "admin").await.unwrap();
+    until(&clock, "2026-11-22T15:10:00Z").await;
+    assert_eq!(state(&c, &ev.id).await, EventState::OnAir);
+    let ended = c.act(ev.id.clone(), Action::End, None, "scheduler").await.unwrap();
+    assert_eq!(ended.state, EventState::PostRoll);
+    assert_eq!(ended.end(), utc("2026-11-22T15:10:00Z"), "ended now, not at the planned 16:00");
+    let log = c.asrun(&ev.id.0).await.unwrap();
+    let post = log.iter().find(|e| e.kind == "post-roll").expect("post-roll");
+    assert_eq!(post.actor, "scheduler");
+    // Its post-roll runs from the new end: completed 30 s later, not at 16:00:30.
+    until(&clock, "2026-11-22T15:10:31Z").await;
+    assert_eq!(state(&c, &ev.id).await, EventState::Completed);
+    c.shutdown().await;
+}
+
 /// Every action from every state, through the coordinator: the allowed
 /// ones lead where the design says (written out here by hand), the others
 /// are FAILED_PRECONDITION naming the state, and change nothing.

@@ -118,6 +118,36 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// Who did what an entry records. The clock and the daemon are not token
+/// names: a person whose token is named `scheduler` is still a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The schedule's clock (arming at T0 - preroll, T0, the end).
+    Scheduler,
+    /// The daemon itself (legs, sources, restarts, rehearsals it runs).
+    Daemon,
+    /// A recurring rehearsal firing: `schedule rs-...`.
+    Schedule(String),
+    /// The holder of an access token, by the token's name.
+    Token(String),
+}
+
+impl Actor {
+    /// The name the as-run log shows.
+    pub fn name(&self) -> &str {
+        match self {
+            Actor::Scheduler => "scheduler",
+            Actor::Daemon => "simulcastd",
+            Actor::Token(name) | Actor::Schedule(name) => name,
+        }
+    }
+
+    /// Whether a person did it (not the clock, not the daemon).
+    pub fn is_person(&self) -> bool {
+        matches!(self, Actor::Token(_))
+    }
+}
+
 /// An instant as the as-run log writes it (RFC 3339, milliseconds, UTC).
 pub fn utc_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -132,7 +162,7 @@ pub fn entry(
     tz: Option<Tz>,
     kind: Kind,
     detail: String,
-    actor: &str,
+    actor: &Actor,
 ) -> AsRunEntry {
     let local = match tz {
         Some(tz) => now.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Millis, false),
@@ -146,7 +176,7 @@ pub fn entry(
         timezone: tz.map_or("UTC", |tz| tz.name()).into(),
         kind: kind.as_str().into(),
         detail,
-        actor: actor.into(),
+        actor: actor.name().into(),
     }
 }
 

@@ -31,15 +31,11 @@ use crate::relay::{DelayPlan, Relay};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
 
-use asrun::{Kind, entry, record, utc_text};
+use asrun::{Actor, Kind, entry, record, utc_text};
 
 /// As-run entries about the daemon and its channels, not one event, use this
 /// event id.
 pub const SYSTEM_EVENT: &str = "-";
-/// The actor of what the clock does.
-pub const SCHEDULER: &str = "scheduler";
-/// The actor of what the daemon does by itself (restart, leg changes).
-pub const DAEMON: &str = "simulcastd";
 /// How often the coordinator looks at the clock and the legs.
 pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
 /// How often it publishes a snapshot when nothing changed.
@@ -183,24 +179,24 @@ pub struct NewEvent {
 type Reply<T> = oneshot::Sender<Result<T, CoordError>>;
 
 enum Command {
-    CreateChannel { channel: Channel, actor: String, reply: Reply<Channel> },
+    CreateChannel { channel: Channel, actor: Actor, reply: Reply<Channel> },
     GetChannel { id: ChannelId, reply: Reply<Channel> },
     ListChannels { reply: Reply<Vec<Channel>> },
-    UpdateChannel { channel: Channel, actor: String, reply: Reply<Channel> },
-    DeleteChannel { id: ChannelId, actor: String, reply: Reply<()> },
-    Schedule { new: NewEvent, actor: String, reply: Reply<Event> },
+    UpdateChannel { channel: Channel, actor: Actor, reply: Reply<Channel> },
+    DeleteChannel { id: ChannelId, actor: Actor, reply: Reply<()> },
+    Schedule { new: NewEvent, actor: Actor, reply: Reply<Event> },
     GetEvent { id: EventId, reply: Reply<Event> },
     ListEvents { reply: Reply<Vec<Event>> },
-    Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: String, reply: Reply<Event> },
-    SwitchSource { id: EventId, choice: SourceChoice, actor: String, reply: Reply<Event> },
+    Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: Actor, reply: Reply<Event> },
+    SwitchSource { id: EventId, choice: SourceChoice, actor: Actor, reply: Reply<Event> },
     AsRun { event_id: String, reply: Reply<Vec<AsRunEntry>> },
     AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
-    StartRehearsal { id: EventId, plan: Plan, actor: String, reply: Reply<Report> },
+    StartRehearsal { id: EventId, plan: Plan, actor: Actor, reply: Reply<Report> },
     GetRehearsal { id: String, reply: Reply<Report> },
     ListRehearsals { event_id: Option<String>, reply: Reply<Vec<Report>> },
-    ScheduleRehearsal { new: NewRecurring, actor: String, reply: Reply<Recurring> },
+    ScheduleRehearsal { new: NewRecurring, actor: Actor, reply: Reply<Recurring> },
     ListSchedules { event_id: Option<String>, reply: Reply<Vec<Recurring>> },
-    DeleteSchedule { id: String, actor: String, reply: Reply<()> },
+    DeleteSchedule { id: String, actor: Actor, reply: Reply<()> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -250,7 +246,7 @@ impl Coordinator {
 
     /// Adds a channel.
     pub async fn create_channel(&self, channel: Channel, actor: &str) -> Result<Channel, CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::CreateChannel { channel, actor, reply }).await
     }
 
@@ -267,19 +263,19 @@ impl Coordinator {
     /// Replaces a channel. A secret left empty keeps the stored one: secrets
     /// are write-only, so a client cannot send back what it never saw.
     pub async fn update_channel(&self, channel: Channel, actor: &str) -> Result<Channel, CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::UpdateChannel { channel, actor, reply }).await
     }
 
     /// Deletes a channel.
     pub async fn delete_channel(&self, id: ChannelId, actor: &str) -> Result<(), CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::DeleteChannel { id, actor, reply }).await
     }
 
     /// Schedules an event.
     pub async fn schedule(&self, new: NewEvent, actor: &str) -> Result<Event, CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::Schedule { new, actor, reply }).await
     }
 
@@ -301,13 +297,13 @@ impl Coordinator {
         by: Option<chrono::Duration>,
         actor: &str,
     ) -> Result<Event, CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::Act { id, action, by, actor, reply }).await
     }
 
     /// Chooses the program's source by hand (or back to automatic).
     pub async fn switch_source(&self, id: EventId, choice: SourceChoice, actor: &str) -> Result<Event, CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::SwitchSource { id, choice, actor, reply }).await
     }
 
@@ -326,7 +322,7 @@ impl Coordinator {
     /// keep their state in the store: a daemon started again resumes them.
     /// Starts a rehearsal of an event now (see [`crate::rehearsal`]).
     pub async fn start_rehearsal(&self, id: EventId, plan: Plan, actor: &str) -> Result<Report, CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::StartRehearsal { id, plan, actor, reply }).await
     }
 
@@ -342,7 +338,7 @@ impl Coordinator {
 
     /// Sets a recurring rehearsal.
     pub async fn schedule_rehearsal(&self, new: NewRecurring, actor: &str) -> Result<Recurring, CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::ScheduleRehearsal { new, actor, reply }).await
     }
 
@@ -353,7 +349,7 @@ impl Coordinator {
 
     /// Deletes a recurring rehearsal.
     pub async fn delete_rehearsal_schedule(&self, id: String, actor: &str) -> Result<(), CoordError> {
-        let actor = actor.to_owned();
+        let actor = Actor::Token(actor.to_owned());
         self.ask(|reply| Command::DeleteSchedule { id, actor, reply }).await
     }
 
@@ -452,7 +448,7 @@ impl State {
         for bad in unreadable {
             error!(error = %bad, "A stored event cannot be read: it is left out of the schedule (and left in the store); every other event is loaded.");
             if let StoreError::Corrupt { id, reason } = &bad {
-                self.log(id, Kind::EventUnreadable, format!("{reason}; left out of the schedule"), DAEMON)?;
+                self.log(id, Kind::EventUnreadable, format!("{reason}; left out of the schedule"), &Actor::Daemon)?;
                 self.unreadable.insert(id.clone(), reason.clone());
             }
         }
@@ -461,7 +457,7 @@ impl State {
         for mut r in self.store.rehearsals(None)?.into_iter().filter(|r| r.phase != crate::rehearsal::Phase::Finished) {
             crate::rehearsal::conclude(&mut r, Some("the daemon stopped during it"), self.options.clock.now());
             self.store.save_rehearsal(&r)?;
-            self.log(&r.event_id, Kind::RehearsalFinished, format!("{}: {}", r.id, r.summary), DAEMON)?;
+            self.log(&r.event_id, Kind::RehearsalFinished, format!("{}: {}", r.id, r.summary), &Actor::Daemon)?;
         }
         self.refresh_verdicts();
         self.refresh_events();
@@ -469,7 +465,7 @@ impl State {
         for e in live {
             let detail = format!("simulcastd started again while the event was {}; resuming", e.state);
             warn!(event = %e.id, state = %e.state, "Resuming an event after a restart.");
-            self.log(&e.id.0, Kind::DaemonRestarted, detail, DAEMON)?;
+            self.log(&e.id.0, Kind::DaemonRestarted, detail, &Actor::Daemon)?;
         }
         self.step_clock().await;
         // The clock may have ended the event; if not, its legs come back.
@@ -478,11 +474,11 @@ impl State {
                 Ok(()) => {
                     self.update_cue(&e);
                     let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
-                    self.log(&e.id.0, Kind::LegsRebuilt, detail, DAEMON)?;
+                    self.log(&e.id.0, Kind::LegsRebuilt, detail, &Actor::Daemon)?;
                 }
                 Err(err) => {
                     error!(event = %e.id, error = %err, "Cannot rebuild the legs of a resumed event.");
-                    self.log(&e.id.0, Kind::RelayFailed, err.to_string(), DAEMON)?;
+                    self.log(&e.id.0, Kind::RelayFailed, err.to_string(), &Actor::Daemon)?;
                 }
             }
         }
@@ -490,7 +486,7 @@ impl State {
     }
 
     /// Appends an event-wide as-run entry (committed before this returns).
-    fn log(&self, event_id: &str, kind: Kind, detail: String, actor: &str) -> Result<(), CoordError> {
+    fn log(&self, event_id: &str, kind: Kind, detail: String, actor: &Actor) -> Result<(), CoordError> {
         let now = self.options.clock.now();
         self.store.append_asrun(&entry(now, event_id, "", None, kind, detail, actor))?;
         Ok(())
@@ -658,7 +654,7 @@ impl State {
         if errs.is_empty() { Ok(()) } else { Err(CoordError::Invalid(errs)) }
     }
 
-    fn create_channel(&self, channel: Channel, actor: &str) -> Result<Channel, CoordError> {
+    fn create_channel(&self, channel: Channel, actor: &Actor) -> Result<Channel, CoordError> {
         if self.store.channel(&channel.id)?.is_some() {
             return Err(CoordError::AlreadyExists(format!("channel `{}` exists already", channel.id)));
         }
@@ -670,7 +666,7 @@ impl State {
         Ok(channel)
     }
 
-    fn update_channel(&self, mut channel: Channel, actor: &str) -> Result<Channel, CoordError> {
+    fn update_channel(&self, mut channel: Channel, actor: &Actor) -> Result<Channel, CoordError> {
         let old = self.store.channel(&channel.id)?.ok_or_else(|| not_found(&channel.id))?;
         if let Some(e) = self.live_event_with(&channel.id) {
             return Err(CoordError::FailedPrecondition(format!(
@@ -685,7 +681,7 @@ impl State {
         Ok(channel)
     }
 
-    fn delete_channel(&self, id: &ChannelId, actor: &str) -> Result<(), CoordError> {
+    fn delete_channel(&self, id: &ChannelId, actor: &Actor) -> Result<(), CoordError> {
         let ch = self.store.channel(id)?.ok_or_else(|| not_found(id))?;
         if let Some(e) = self.live_event_with(id) {
             return Err(CoordError::FailedPrecondition(format!(
@@ -699,7 +695,7 @@ impl State {
 
     /// Writes an as-run entry about a channel; the entry is committed before
     /// the caller hears "done".
-    fn record_channel(&self, ch: &Channel, kind: Kind, detail: String, actor: &str) -> Result<(), CoordError> {
+    fn record_channel(&self, ch: &Channel, kind: Kind, detail: String, actor: &Actor) -> Result<(), CoordError> {
         self.store.append_asrun(&entry(
             self.options.clock.now(),
             SYSTEM_EVENT,
@@ -712,7 +708,7 @@ impl State {
         Ok(())
     }
 
-    fn schedule(&mut self, new: NewEvent, actor: &str) -> Result<Event, CoordError> {
+    fn schedule(&mut self, new: NewEvent, actor: &Actor) -> Result<Event, CoordError> {
         let now = self.options.clock.now();
         let mut errs = Vec::new();
         let mut bad = |key: &str, message: String| errs.push(FieldError { key: key.into(), message });
@@ -847,7 +843,7 @@ impl State {
 
     /// Applies `action`; starts the relay on entering a live state and stops
     /// it on leaving one.
-    async fn apply(&mut self, id: &EventId, action: Action, actor: &str, why: String) -> Result<Event, CoordError> {
+    async fn apply(&mut self, id: &EventId, action: Action, actor: &Actor, why: String) -> Result<Event, CoordError> {
         let mut event = self.get(id)?;
         let next = schedule::transition(event.state, action)
             .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
@@ -858,7 +854,7 @@ impl State {
                     other.id, other.title, other.state
                 )));
             }
-            if action == Action::Arm && actor != SCHEDULER {
+            if action == Action::Arm && actor.is_person() {
                 // Channels may have changed since the event was scheduled.
                 let refused: Vec<String> = event
                     .channel_ids
@@ -876,7 +872,7 @@ impl State {
         let started_here = !event.state.is_live() && next.is_live();
         let now = self.options.clock.now();
         match action {
-            Action::End if actor != SCHEDULER && now < event.end() => event.ended = Some(now),
+            Action::End if actor.is_person() && now < event.end() => event.ended = Some(now),
             Action::Abort => event.ended = Some(now),
             _ => {}
         }
@@ -897,7 +893,7 @@ impl State {
                 return Err(e);
             }
         };
-        info!(event = %id, from = %from, to = %next, actor, "Event state changed.");
+        info!(event = %id, from = %from, to = %next, actor = actor.name(), "Event state changed.");
         self.update_cue(&event);
         if next == EventState::Aborted
             && let Some(relay) = self.running.as_ref().and_then(|r| r.relay.as_ref())
@@ -920,7 +916,7 @@ impl State {
         Ok(event)
     }
 
-    fn extend(&mut self, id: &EventId, by: Option<chrono::Duration>, actor: &str) -> Result<Event, CoordError> {
+    fn extend(&mut self, id: &EventId, by: Option<chrono::Duration>, actor: &Actor) -> Result<Event, CoordError> {
         let mut event = self.get(id)?;
         schedule::transition(event.state, Action::Extend)
             .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
@@ -953,7 +949,7 @@ impl State {
         Ok(event)
     }
 
-    fn switch_source(&mut self, id: &EventId, choice: SourceChoice, actor: &str) -> Result<Event, CoordError> {
+    fn switch_source(&mut self, id: &EventId, choice: SourceChoice, actor: &Actor) -> Result<Event, CoordError> {
         let event = self.get(id)?;
         let Some(running) = self.running.as_mut().filter(|r| r.event_id == *id) else {
             return Err(CoordError::FailedPrecondition(format!(
@@ -1005,7 +1001,7 @@ impl State {
                     Action::End => "end reached",
                     _ => "post-roll over",
                 };
-                match self.apply(&id, action, SCHEDULER, why.into()).await {
+                match self.apply(&id, action, &Actor::Scheduler, why.into()).await {
                     Ok(_) => {
                         moved = true;
                         self.arm_failure = None;
@@ -1014,7 +1010,7 @@ impl State {
                         let text = e.to_string();
                         if self.arm_failure.as_deref() != Some(&text) {
                             error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
-                            let _ = self.log(&id.0, Kind::ArmFailed, text.clone(), SCHEDULER);
+                            let _ = self.log(&id.0, Kind::ArmFailed, text.clone(), &Actor::Scheduler);
                             self.arm_failure = Some(text);
                         }
                     }
@@ -1038,7 +1034,15 @@ impl State {
             for id in relay.poll() {
                 let tz = r.zones.iter().find(|(z, _)| *z == id).map(|(_, tz)| *tz);
                 let detail = "airs from the recording at its own local time".to_owned();
-                let e = entry(self.options.clock.now(), &r.event_id.0, &id, tz, Kind::LegDelayedStart, detail, DAEMON);
+                let e = entry(
+                    self.options.clock.now(),
+                    &r.event_id.0,
+                    &id,
+                    tz,
+                    Kind::LegDelayedStart,
+                    detail,
+                    &Actor::Daemon,
+                );
                 record(&self.store, &e);
             }
             for sw in relay.take_source_switches() {
@@ -1049,7 +1053,7 @@ impl State {
                 } else {
                     info!(event = %r.event_id, detail = %detail, "Source switched.");
                 }
-                let e = entry(at, &r.event_id.0, "", None, Kind::SourceSwitched, detail, DAEMON);
+                let e = entry(at, &r.event_id.0, "", None, Kind::SourceSwitched, detail, &Actor::Daemon);
                 record(&self.store, &e);
             }
             let status = relay.status();
@@ -1067,7 +1071,8 @@ impl State {
                     // failover to it, a restart): not its T0 any more.
                     let detail = format!("programme pictures again from {}", utc_text(at));
                     info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program again.");
-                    let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgramResumed, detail, DAEMON);
+                    let e =
+                        entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgramResumed, detail, &Actor::Daemon);
                     record(&self.store, &e);
                     continue;
                 }
@@ -1086,7 +1091,7 @@ impl State {
                     None => format!("first program picture went out at {}", utc_text(at)),
                 };
                 info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program.");
-                let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, DAEMON);
+                let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, &Actor::Daemon);
                 record(&self.store, &e);
             }
             for c in r.observer.observe(&status) {
@@ -1095,7 +1100,8 @@ impl State {
                     Kind::LegOnAir => info!(leg = %c.channel_id, detail = %c.detail, "Leg on air."),
                     _ => warn!(leg = %c.channel_id, kind = c.kind.as_str(), detail = %c.detail, "Leg trouble."),
                 }
-                let e = entry(self.options.clock.now(), &r.event_id.0, &c.channel_id, tz, c.kind, c.detail, DAEMON);
+                let e =
+                    entry(self.options.clock.now(), &r.event_id.0, &c.channel_id, tz, c.kind, c.detail, &Actor::Daemon);
                 record(&self.store, &e);
             }
         }
@@ -1119,8 +1125,15 @@ impl State {
                     // on air, this one is skipped with the reason.
                     let why = self.options.refuses(&c).unwrap_or_default();
                     warn!(leg = %c.id, why = %why, "Leg skipped: it cannot carry the programme.");
-                    let e =
-                        entry(self.options.clock.now(), &event.id.0, id.as_str(), None, Kind::LegSkipped, why, DAEMON);
+                    let e = entry(
+                        self.options.clock.now(),
+                        &event.id.0,
+                        id.as_str(),
+                        None,
+                        Kind::LegSkipped,
+                        why,
+                        &Actor::Daemon,
+                    );
                     self.store.append_asrun(&e)?;
                 }
                 Some(c) if c.enabled => channels.push(c),
@@ -1132,7 +1145,7 @@ impl State {
                         None,
                         Kind::LegSkipped,
                         "channel disabled".into(),
-                        DAEMON,
+                        &Actor::Daemon,
                     );
                     self.store.append_asrun(&e)?;
                 }
@@ -1144,7 +1157,7 @@ impl State {
                         None,
                         Kind::LegSkipped,
                         "channel deleted".into(),
-                        DAEMON,
+                        &Actor::Daemon,
                     );
                     self.store.append_asrun(&e)?;
                 }
@@ -1267,7 +1280,7 @@ impl State {
             );
             record(
                 &self.store,
-                &entry(self.options.clock.now(), &r.event_id.0, &leg.channel_id, tz, kind, detail, DAEMON),
+                &entry(self.options.clock.now(), &r.event_id.0, &leg.channel_id, tz, kind, detail, &Actor::Daemon),
             );
         }
     }

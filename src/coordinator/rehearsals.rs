@@ -9,8 +9,8 @@ use chrono_tz::Tz;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::asrun::{Kind, entry, record, utc_text};
-use super::{CoordError, DAEMON, State, invalid};
+use super::asrun::{Actor, Kind, entry, record, utc_text};
+use super::{CoordError, State, invalid};
 use crate::config::{self, FieldError};
 use crate::rehearsal::recurring::{self, Recurring};
 use crate::rehearsal::{self, Phase, Plan, Report};
@@ -51,7 +51,7 @@ fn new_id(prefix: &str) -> String {
 
 impl State {
     /// Starts a rehearsal of `event_id` now, or says why not.
-    pub(super) fn start_rehearsal(&mut self, id: &EventId, plan: Plan, actor: &str) -> Result<Report, CoordError> {
+    pub(super) fn start_rehearsal(&mut self, id: &EventId, plan: Plan, actor: &Actor) -> Result<Report, CoordError> {
         plan.check().map_err(|e| CoordError::Invalid(vec![e]))?;
         let event = self.get(id)?;
         if event.state.is_final() {
@@ -97,7 +97,7 @@ impl State {
                 channels.push(c);
             }
         }
-        let report = Report::new(new_id("rh"), id.0.clone(), actor.to_owned(), plan, now, &channels);
+        let report = Report::new(new_id("rh"), id.0.clone(), actor.name().to_owned(), plan, now, &channels);
         self.store.save_rehearsal(&report)?;
         let detail = format!(
             "{}: pre-roll {}, programme {}, post-roll {}, {} source, {} leg(s){}",
@@ -110,7 +110,7 @@ impl State {
             if plan.stamp { ", each stamped with its channel name" } else { "" }
         );
         self.log(&id.0, Kind::RehearsalStarted, detail, actor)?;
-        info!(rehearsal = %report.id, event = %id, actor, "Rehearsal started.");
+        info!(rehearsal = %report.id, event = %id, actor = actor.name(), "Rehearsal started.");
         let setup = rehearsal::Setup {
             title: event.title.clone(),
             base: self.base_config(&event.title, channels.clone()),
@@ -186,7 +186,7 @@ impl State {
             let verdict = if leg.passed { "PASSED".to_owned() } else { format!("FAILED: {}", leg.errors.join("; ")) };
             let stamp = leg.stamp.as_ref().map(|s| format!("; stamped: {s}")).unwrap_or_default();
             let detail = format!("{}: {verdict}; {} bytes sent{stamp}", report.id, leg.bytes_sent);
-            let e = entry(at, &report.event_id, &leg.channel_id, tz, Kind::RehearsalLeg, detail, DAEMON);
+            let e = entry(at, &report.event_id, &leg.channel_id, tz, Kind::RehearsalLeg, detail, &Actor::Daemon);
             record(&self.store, &e);
         }
         let e = entry(
@@ -196,7 +196,7 @@ impl State {
             None,
             Kind::RehearsalFinished,
             format!("{}: {}", report.id, report.summary),
-            DAEMON,
+            &Actor::Daemon,
         );
         record(&self.store, &e);
         self.refresh_verdicts();
@@ -234,7 +234,7 @@ impl State {
     }
 
     /// Sets a recurring rehearsal.
-    pub(super) fn schedule_rehearsal(&mut self, new: NewRecurring, actor: &str) -> Result<Recurring, CoordError> {
+    pub(super) fn schedule_rehearsal(&mut self, new: NewRecurring, actor: &Actor) -> Result<Recurring, CoordError> {
         new.plan.check().map_err(|e| CoordError::Invalid(vec![e]))?;
         let event = self.get(&new.event_id)?;
         if event.state.is_final() {
@@ -271,7 +271,7 @@ impl State {
             timezone: tz.name().to_owned(),
             until,
             plan: new.plan,
-            created_by: actor.to_owned(),
+            created_by: actor.name().to_owned(),
             created_at: now,
             last_fired: None,
         };
@@ -283,7 +283,7 @@ impl State {
     }
 
     /// Deletes a recurring rehearsal.
-    pub(super) fn delete_schedule(&mut self, id: &str, actor: &str) -> Result<(), CoordError> {
+    pub(super) fn delete_schedule(&mut self, id: &str, actor: &Actor) -> Result<(), CoordError> {
         let Some(rec) = self.schedules.iter().find(|s| s.id == id).cloned() else {
             return Err(CoordError::NotFound(format!("no recurring rehearsal {}", crate::config::quote(id))));
         };
@@ -306,7 +306,7 @@ impl State {
             let outcome = if now - due > recurring::LATE_LIMIT {
                 Err(format!("missed: the daemon was not running at {}", utc_text(due)))
             } else {
-                let actor = format!("schedule {}", rec.id);
+                let actor = Actor::Schedule(format!("schedule {}", rec.id));
                 self.start_rehearsal(&EventId(rec.event_id.clone()), rec.plan, &actor)
                     .map(|r| r.id)
                     .map_err(|e| e.to_string())
@@ -315,7 +315,8 @@ impl State {
                 Ok(id) => info!(schedule = %rec.id, rehearsal = %id, "Recurring rehearsal fired."),
                 Err(why) => {
                     warn!(schedule = %rec.id, why = %why, "Recurring rehearsal skipped.");
-                    let _ = self.log(&rec.event_id, Kind::RehearsalSkipped, format!("{}: {why}", rec.id), DAEMON);
+                    let _ =
+                        self.log(&rec.event_id, Kind::RehearsalSkipped, format!("{}: {why}", rec.id), &Actor::Daemon);
                 }
             }
             self.schedules[i].last_fired = Some(due);
