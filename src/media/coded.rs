@@ -333,7 +333,7 @@ fn read_tables(pad: &gst::Pad, out: &Arc<CodedFeed>) {
             // first picture, which tsdemux hands out too.
             let video = out.video_pid.load(Ordering::Relaxed);
             let scte35 = out.scte35_pid.load(Ordering::Relaxed);
-            if pid == 0 {
+            if pid == u32::from(super::ts::PAT_PID) {
                 if let Some(pmt) = super::ts::section(p).and_then(pmt_pid_of) {
                     out.pmt_pid.store(u32::from(pmt), Ordering::Relaxed);
                 }
