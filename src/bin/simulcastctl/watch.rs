@@ -23,7 +23,31 @@ fn leg_state(s: i32) -> String {
         .unwrap_or_else(|_| s.to_string())
 }
 
-fn board(u: &proto::StatusUpdate) -> String {
+/// The ANSI colour a leg in `state` is drawn in on a terminal: green on
+/// air, yellow while (re)connecting, bold red failed, dim otherwise.
+fn leg_colour(state: i32) -> &'static str {
+    match proto::LegState::try_from(state) {
+        Ok(proto::LegState::OnAir) => "\x1b[32m",
+        Ok(proto::LegState::Connecting | proto::LegState::Reconnecting) => "\x1b[33m",
+        Ok(proto::LegState::Failed) => "\x1b[1;31m",
+        _ => "\x1b[2m",
+    }
+}
+
+/// Each leg's row of `table` (rendered: a header, then the legs in order)
+/// drawn in its state's colour; the columns stay as they are.
+fn paint_legs(table: &str, legs: &[proto::LegStatus]) -> String {
+    let mut out = String::new();
+    for (i, line) in table.lines().enumerate() {
+        match i.checked_sub(1).and_then(|i| legs.get(i)) {
+            Some(l) => out += &format!("{}{line}\x1b[0m\n", leg_colour(l.state)),
+            None => out += &format!("{line}\n"),
+        }
+    }
+    out
+}
+
+fn board(u: &proto::StatusUpdate, colour: bool) -> String {
     let now = ts(&u.at).unwrap_or_else(Utc::now);
     if u.event_id.is_empty() {
         return format!("simulcast  UTC {}  |  no event scheduled\n", now.format("%H:%M:%S"));
@@ -95,7 +119,8 @@ fn board(u: &proto::StatusUpdate) -> String {
             l.last_error.clone(),
         ]);
     }
-    out + &t.render()
+    let legs = t.render();
+    out + &if colour { paint_legs(&legs, &u.legs) } else { legs }
 }
 
 fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
@@ -165,10 +190,19 @@ pub async fn run(cli: &Cli, event: Option<&str>, once: bool) -> Result<(), Strin
         let mut out = std::io::stdout().lock();
         let written = if cli.json {
             writeln!(out, "{}", update_json(&u))
+        } else if tty {
+            // Redrawn in place, without clearing first (no flicker): each
+            // line overwrites the last board's and clears what is left of
+            // it, then everything below goes.
+            let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            let mut frame = String::from("\x1b[H");
+            for line in board(&u, colour).lines().chain(["Ctrl-C to leave the board (the event is not affected)."]) {
+                frame += line;
+                frame += "\x1b[K\n";
+            }
+            write!(out, "{frame}\x1b[J")
         } else {
-            let clear = if tty { "\x1b[H\x1b[2J" } else { "" };
-            let tail = if tty { "Ctrl-C to leave the board (the event is not affected).\n" } else { "\n" };
-            write!(out, "{clear}{}{tail}", board(&u))
+            writeln!(out, "{}", board(&u, false))
         };
         // A board nobody reads any more (`watch | head`) ends the watch.
         if let Err(e) = written.and_then(|()| out.flush()) {
@@ -177,5 +211,33 @@ pub async fn run(cli: &Cli, event: Option<&str>, once: bool) -> Result<(), Strin
         if once {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg(id: &str, state: proto::LegState) -> proto::LegStatus {
+        proto::LegStatus { channel_id: id.into(), state: state as i32, ..Default::default() }
+    }
+
+    #[test]
+    fn each_legs_row_is_drawn_in_its_states_colour_and_the_columns_stay() {
+        let u = proto::StatusUpdate {
+            event_id: "ev-1".into(),
+            legs: vec![leg("kr-kbs", proto::LegState::OnAir), leg("cn-cctv", proto::LegState::Failed)],
+            ..Default::default()
+        };
+        let plain = board(&u, false);
+        let painted = board(&u, true);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let row = |text: &str, id: &str| text.lines().find(|l| l.contains(id)).unwrap_or_default().to_owned();
+        assert!(row(&painted, "kr-kbs").starts_with("\x1b[32m"), "{painted}");
+        assert!(row(&painted, "cn-cctv").starts_with("\x1b[1;31m"), "{painted}");
+        assert!(row(&painted, "cn-cctv").ends_with("\x1b[0m"), "{painted}");
+        // Without the colour codes, the very same board.
+        let stripped = painted.replace("\x1b[32m", "").replace("\x1b[1;31m", "").replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
     }
 }
