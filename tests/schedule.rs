@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use simulcast::config;
+use simulcast::config::{self, ChannelId};
 use simulcast::coordinator::{CoordError, Coordinator, NewEvent, Options};
 use simulcast::schedule::{self, Action, Clock, EventId, EventState, Fold};
 use simulcast::store::Store;
@@ -131,6 +131,37 @@ async fn a_token_named_scheduler_is_a_person_not_the_clock() {
     // Its post-roll runs from the new end: completed 30 s later, not at 16:00:30.
     until(&clock, "2026-11-22T15:10:31Z").await;
     assert_eq!(state(&c, &ev.id).await, EventState::Completed);
+    c.shutdown().await;
+}
+
+/// A channel disabled or deleted after the event was scheduled is skipped
+/// when the clock arms it, with the reason in the as-run log; the other
+/// legs go ahead.
+#[tokio::test(start_paused = true)]
+async fn channels_disabled_or_deleted_after_scheduling_are_skipped_at_arming() {
+    let o = options("2026-11-22T14:50:00Z");
+    let clock = o.clock;
+    let (c, _) = Coordinator::start(store(), o);
+    let mut new = event("2026-11-22T15:00:00Z", 30);
+    new.channel_ids = ["kr-kbs", "mn-hovd", "kz-jibek-joly"].map(String::from).to_vec();
+    let ev = c.schedule(new, "admin").await.unwrap();
+    let mut kbs = c.channels().await.unwrap().into_iter().find(|ch| ch.id.as_str() == "kr-kbs").unwrap();
+    kbs.enabled = false;
+    c.update_channel(kbs, "admin").await.unwrap();
+    c.delete_channel(ChannelId::parse("mn-hovd").unwrap(), "admin").await.unwrap();
+    until(&clock, "2026-11-22T14:59:00.300Z").await;
+    assert_eq!(state(&c, &ev.id).await, EventState::Armed);
+    let log = c.asrun(&ev.id.0).await.unwrap();
+    let skipped: Vec<(&str, &str, &str)> = log
+        .iter()
+        .filter(|e| e.kind == "leg-skipped")
+        .map(|e| (e.channel_id.as_str(), e.detail.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [("kr-kbs", "channel disabled", "simulcastd"), ("mn-hovd", "channel deleted", "simulcastd")],
+        "{log:#?}"
+    );
     c.shutdown().await;
 }
 

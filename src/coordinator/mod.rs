@@ -1119,49 +1119,25 @@ impl State {
         self.stop_rehearsal(&format!("event {} went live", event.id)).await;
         let mut channels = Vec::new();
         for id in &event.channel_ids {
-            match self.store.channel(id)? {
-                Some(c) if c.enabled && self.options.refuses(&c).is_some() => {
+            let skipped = match self.store.channel(id)? {
+                Some(c) if c.enabled => match self.options.refuses(&c) {
                     // The clock arms without an operator: the other legs go
                     // on air, this one is skipped with the reason.
-                    let why = self.options.refuses(&c).unwrap_or_default();
-                    warn!(leg = %c.id, why = %why, "Leg skipped: it cannot carry the programme.");
-                    let e = entry(
-                        self.options.clock.now(),
-                        &event.id.0,
-                        id.as_str(),
-                        None,
-                        Kind::LegSkipped,
-                        why,
-                        &Actor::Daemon,
-                    );
-                    self.store.append_asrun(&e)?;
-                }
-                Some(c) if c.enabled => channels.push(c),
-                Some(_) => {
-                    let e = entry(
-                        self.options.clock.now(),
-                        &event.id.0,
-                        id.as_str(),
-                        None,
-                        Kind::LegSkipped,
-                        "channel disabled".into(),
-                        &Actor::Daemon,
-                    );
-                    self.store.append_asrun(&e)?;
-                }
-                None => {
-                    let e = entry(
-                        self.options.clock.now(),
-                        &event.id.0,
-                        id.as_str(),
-                        None,
-                        Kind::LegSkipped,
-                        "channel deleted".into(),
-                        &Actor::Daemon,
-                    );
-                    self.store.append_asrun(&e)?;
-                }
-            }
+                    Some(why) => {
+                        warn!(leg = %c.id, why = %why, "Leg skipped: it cannot carry the programme.");
+                        why
+                    }
+                    None => {
+                        channels.push(c);
+                        continue;
+                    }
+                },
+                Some(_) => "channel disabled".into(),
+                None => "channel deleted".into(),
+            };
+            let now = self.options.clock.now();
+            let e = entry(now, &event.id.0, id.as_str(), None, Kind::LegSkipped, skipped, &Actor::Daemon);
+            self.store.append_asrun(&e)?;
         }
         let mut cfg = self.base_config(&event.title, channels.clone());
         cfg.event.duration = event.duration;
