@@ -230,12 +230,15 @@ async fn relays_untouched_with(
     describe
 }
 
+/// Field-coded H.264 (576i50, the PAL broadcast format: the same fields as
+/// 1080i50 at a fifth of the pixels, so that it costs the 2-core machine
+/// little beside the 1080p50 test running at the same time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interlaced_1080i50_contribution_keeps_its_fields() {
-    let video = ["-vf", "scale=1920:1080", "-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ilme+ildct"];
-    let video = [&video[..], &["-top", "1", "-g", "25", "-b:v", "8M"]].concat();
+async fn an_interlaced_576i50_contribution_keeps_its_fields() {
+    let video = ["-vf", "scale=720:576", "-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ilme+ildct"];
+    let video = [&video[..], &["-top", "1", "-g", "25", "-b:v", "4M"]].concat();
     let describe = relays_untouched_with(&video, "aac", "audio = [\"aac:aze\"]\n", ("h264", "aac"), true).await;
-    assert!(describe.contains("1920x1080 50i (top field first)"), "{describe}");
+    assert!(describe.contains("720x576 50i (top field first)"), "{describe}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
