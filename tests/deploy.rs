@@ -154,6 +154,9 @@ fn simulcastd_tells_systemd_it_is_ready_pings_the_watchdog_and_says_it_stops() {
     assert!(stopped.success());
     let said: Vec<String> = (0..10).map(|_| next()).take_while(|m| m != "STOPPING=1").collect();
     assert!(said.len() < 10, "no STOPPING=1 after SIGINT: {said:?}");
+    // Its last word: health NOT_SERVING (pings may still come before it).
+    let last = (0..10).map(|_| next()).find(|m| m.starts_with("STATUS=NOT_SERVING"));
+    assert!(last.is_some(), "no NOT_SERVING status after STOPPING=1");
     assert!(daemon.0.wait().expect("wait").success(), "simulcastd stops cleanly");
 }
 

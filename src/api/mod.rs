@@ -230,9 +230,16 @@ pub async fn serve(
             let _ = closing.send(true);
         })
         .await;
-    health_task.abort();
-    if let Some(t) = systemd {
-        t.abort();
+    // The health task's last word is NOT_SERVING, to every service and to
+    // systemd: it ends once its stop sender is gone, after saying so.
+    drop(stop_health);
+    if tokio::time::timeout(std::time::Duration::from_secs(2), health_task).await.is_err() {
+        tracing::warn!("The health task did not end within 2 s.");
+    }
+    if let Some(t) = systemd
+        && tokio::time::timeout(std::time::Duration::from_secs(1), t).await.is_err()
+    {
+        tracing::warn!("The systemd notifier did not end within 1 s.");
     }
     let _ = http_stop.send(());
     if let Some(t) = http_task {
