@@ -5,6 +5,7 @@
 //! Start with [`config`] (what an operator writes), then [`relay::Relay`]
 //! (what runs it) and [`media`] (the pipelines).
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod coordinator;

@@ -341,6 +341,11 @@ impl Relay {
         self.program.take_switches()
     }
 
+    /// Programme batches the recording of delayed legs lost (0 without one).
+    pub fn recording_lost(&self) -> u64 {
+        self.fanout.recording_lost()
+    }
+
     /// Live readers of every running leg's counters, by channel id.
     pub fn meters(&self) -> Vec<(String, crate::media::leg::LegMeter)> {
         self.legs.iter().map(|l| (l.id().to_string(), l.meter())).collect()

@@ -4,10 +4,11 @@
 //!
 //! Served: ChannelService, EventService, MonitorService,
 //! `grpc.health.v1.Health` (SERVING only while the relay is healthy) and
-//! server reflection, and RehearsalService.
+//! server reflection, RehearsalService and AlertService.
 //! Every RPC is counted by [`GrpcMetricsLayer`]; with a second listener,
 //! `/metrics` and `/healthz` are served there (see [`crate::observe`]).
 
+pub mod alerts;
 pub mod auth;
 pub mod channels;
 pub mod convert;
@@ -26,6 +27,7 @@ use tonic_health::ServingStatus;
 use crate::config::FieldError;
 use crate::coordinator::{CoordError, Coordinator};
 use crate::observe::metrics::{GrpcMetricsLayer, Metrics};
+use crate::proto::alert_service_server::AlertServiceServer;
 use crate::proto::channel_service_server::ChannelServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::monitor_service_server::MonitorServiceServer;
@@ -39,7 +41,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("simulcast_descriptor");
 
 /// The services whose health is reported (besides the overall `""`).
-pub const SERVICES: [&str; 4] = [
+pub const SERVICES: [&str; 5] = [
+    "simulcast.v1.AlertService",
     "simulcast.v1.ChannelService",
     "simulcast.v1.EventService",
     "simulcast.v1.MonitorService",
@@ -131,6 +134,9 @@ pub async fn serve(
     let rehearsals = RehearsalServiceServer::new(rehearsals::RehearsalApi { coordinator: coordinator.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let alerts = AlertServiceServer::new(alerts::AlertApi { coordinator: coordinator.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let monitor =
         MonitorServiceServer::new(monitor::MonitorApi { coordinator: coordinator.clone(), closing: closing_rx })
@@ -220,7 +226,8 @@ pub async fn serve(
         .add_service(InterceptedService::new(channels, interceptor.clone()))
         .add_service(InterceptedService::new(events, interceptor.clone()))
         .add_service(InterceptedService::new(monitor, interceptor.clone()))
-        .add_service(InterceptedService::new(rehearsals, interceptor))
+        .add_service(InterceptedService::new(rehearsals, interceptor.clone()))
+        .add_service(InterceptedService::new(alerts, interceptor))
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
             if let Some(n) = crate::observe::systemd::Notifier::from_env() {

@@ -551,6 +551,42 @@ impl Default for FailoverSettings {
     }
 }
 
+/// Where alerts go and how urgent they are (`[alerts]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// The webhooks every alert is POSTed to (none: alerts are only kept
+    /// in the store and listed).
+    pub webhooks: Vec<Webhook>,
+    /// Trouble this close to a partner's air time, or while it is on air,
+    /// is a `page`; earlier it is a `ticket`.
+    pub page_within: Duration,
+    /// A leg that is not on air (carrying the slate or the programme)
+    /// this long before its air time raises `leg-not-on-air`.
+    pub not_on_air_before: Duration,
+}
+
+/// Default of [`AlertSettings::page_within`].
+pub const DEFAULT_PAGE_WITHIN: Duration = Duration::from_secs(30 * 60);
+/// Default of [`AlertSettings::not_on_air_before`].
+pub const DEFAULT_NOT_ON_AIR_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self { webhooks: Vec::new(), page_within: DEFAULT_PAGE_WITHIN, not_on_air_before: DEFAULT_NOT_ON_AIR_BEFORE }
+    }
+}
+
+/// One webhook alerts are POSTed to, signed with its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Its name in `simulcastctl alerts list` (`oncall`).
+    pub name: String,
+    /// `http://` or `https://` URL.
+    pub url: http::Uri,
+    /// The HMAC-SHA256 key of the signature header.
+    pub secret: Secret,
+}
+
 /// The contribution feed: where the program comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
@@ -638,6 +674,8 @@ pub struct Config {
     pub slate: SlateSettings,
     /// Relay tuning.
     pub relay: RelaySettings,
+    /// Where alerts go.
+    pub alerts: AlertSettings,
     /// Partner channels, in file order.
     pub channels: Vec<Channel>,
 }

@@ -150,7 +150,7 @@ fn join(at: &str, key: &str) -> String {
 /// Validates a parsed TOML document.
 pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
     let mut w = Walk { errors: Vec::new(), lenient_files: false };
-    w.unknown(doc, "", &["event", "source", "backup", "failover", "program", "slate", "relay", "channels"]);
+    w.unknown(doc, "", &["event", "source", "backup", "failover", "program", "slate", "relay", "alerts", "channels"]);
 
     let event = w.table(doc, "", "event", true).map(|t| event(&mut w, t));
     let backup = w.table(doc, "", "backup", false).map(|t| source(&mut w, t, "backup"));
@@ -185,6 +185,10 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
         Some(t) => slate(&mut w, t),
         None => SlateSettings::default(),
     };
+    let alerts = match w.table(doc, "", "alerts", false) {
+        Some(t) => alerts(&mut w, t),
+        None => AlertSettings::default(),
+    };
 
     let mut channels = Vec::new();
     match doc.get("channels") {
@@ -218,7 +222,7 @@ pub fn validate(doc: &Table) -> Result<Config, Vec<FieldError>> {
     // A [backup] that did not validate left its errors in `w.errors`.
     match (event, source, w.errors.is_empty()) {
         (Some(Some(event)), Some(source), true) => {
-            Ok(Config { event, source, backup: backup.flatten(), failover, program, slate, relay, channels })
+            Ok(Config { event, source, backup: backup.flatten(), failover, program, slate, relay, alerts, channels })
         }
         _ => Err(w.errors),
     }
@@ -360,6 +364,70 @@ fn failover(w: &mut Walk, t: &Table) -> FailoverSettings {
         );
     }
     f
+}
+
+/// The shortest webhook secret: an HMAC key an attacker cannot guess.
+const MIN_WEBHOOK_SECRET_CHARS: usize = 16;
+
+fn alerts(w: &mut Walk, t: &Table) -> AlertSettings {
+    const AT: &str = "alerts";
+    w.unknown(t, AT, &["page_within", "not_on_air_before", "webhooks"]);
+    let d = AlertSettings::default();
+    let mut a = AlertSettings {
+        webhooks: Vec::new(),
+        page_within: w.duration(t, AT, "page_within", d.page_within),
+        not_on_air_before: w.duration(t, AT, "not_on_air_before", d.not_on_air_before),
+    };
+    match t.get("webhooks") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("alerts.webhooks[{i}]");
+                let Value::Table(h) = item else {
+                    w.err(&at, format!("expected a table, found {}", item.type_str()));
+                    continue;
+                };
+                if let Some(hook) = webhook(w, h, &at) {
+                    if a.webhooks.iter().any(|o| o.name == hook.name) {
+                        w.err(join(&at, "name"), format!("`{}` is used by an earlier webhook", hook.name));
+                    }
+                    a.webhooks.push(hook);
+                }
+            }
+        }
+        Some(other) => w.err("alerts.webhooks", format!("expected an array of tables, found {}", other.type_str())),
+    }
+    a
+}
+
+fn webhook(w: &mut Walk, t: &Table, at: &str) -> Option<Webhook> {
+    w.unknown(t, at, &["name", "url", "secret", "secret_file"]);
+    let name = w.string(t, at, "name", true).and_then(|n| {
+        let ok = !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            w.err(join(at, "name"), "1 to 64 characters among a-z, A-Z, 0-9, `-`, `_` and `.`");
+        }
+        ok.then_some(n)
+    });
+    let url = w.string(t, at, "url", true).and_then(|u| match u.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|h| !h.is_empty()) => {
+            Some(uri)
+        }
+        Ok(_) => {
+            w.err(join(at, "url"), format!("{} is not an http:// or https:// URL with a host", super::quote(&u)));
+            None
+        }
+        Err(e) => {
+            w.err(join(at, "url"), format!("{} is not a URL: {e}", super::quote(&u)));
+            None
+        }
+    });
+    let rule = format!("must be at least {MIN_WEBHOOK_SECRET_CHARS} characters (the HMAC-SHA256 key of the signature)");
+    let secret = secret(w, t, at, "secret", |s| s.chars().count() >= MIN_WEBHOOK_SECRET_CHARS, &rule);
+    if secret.is_none() && !t.contains_key("secret") && !t.contains_key("secret_file") {
+        w.err(join(at, "secret"), "missing: every alert is signed (give secret or secret_file)");
+    }
+    Some(Webhook { name: name?, url: url?, secret: secret? })
 }
 
 /// Why the backup would listen where the primary does, if it would.

@@ -1,11 +1,12 @@
 //! The as-run log's vocabulary: what happened ([`Kind`]), written as the
 //! stable kebab-case names the store, the API and every export carry, and
-//! the one way an entry is made ([`entry`]).
+//! the one way an entry is made ([`entry`]); the coordinator writes it
+//! (with the alert it raises, if any) through `State::record`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
-use crate::store::{AsRunEntry, Store};
+use crate::store::AsRunEntry;
 
 /// What an as-run entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub enum Kind {
     LegProgram,
     LegProgramResumed,
     LegDelayedStart,
+    LegNotOnAir,
+    // The recording delayed legs air from.
+    RecordingLost,
     // Channels.
     ChannelCreated,
     ChannelUpdated,
@@ -84,6 +88,8 @@ impl Kind {
             Kind::LegProgram => "leg-program",
             Kind::LegProgramResumed => "leg-program-resumed",
             Kind::LegDelayedStart => "leg-delayed-start",
+            Kind::LegNotOnAir => "leg-not-on-air",
+            Kind::RecordingLost => "recording-lost",
             Kind::ChannelCreated => "channel-created",
             Kind::ChannelUpdated => "channel-updated",
             Kind::ChannelDeleted => "channel-deleted",
@@ -177,14 +183,6 @@ pub fn entry(
         kind: kind.as_str().into(),
         detail,
         actor: actor.name().into(),
-    }
-}
-
-/// Appends `e` where nothing can be undone if the store fails (what
-/// happened, happened): the loss is logged instead, naming the entry.
-pub fn record(store: &Store, e: &AsRunEntry) {
-    if let Err(err) = store.append_asrun(e) {
-        tracing::error!(error = %err, kind = %e.kind, event = %e.event_id, "As-run entry lost: the store failed.");
     }
 }
 

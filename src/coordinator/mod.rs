@@ -4,6 +4,7 @@
 //! T0, post-roll at the end), starts and stops the relay of the event that
 //! runs, and publishes snapshots for watchers. Nothing else changes state.
 
+mod alerting;
 pub mod asrun;
 mod rehearsals;
 mod status;
@@ -21,8 +22,10 @@ use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::alerts::Cause;
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
 use crate::media::failover::{Feed, SourceMode};
+use crate::media::leg::LegState;
 use crate::media::program::Cue;
 use crate::media::recording::RecordingPlan;
 use crate::rehearsal::recurring::Recurring;
@@ -30,8 +33,9 @@ use crate::rehearsal::{Plan, Report};
 use crate::relay::{DelayPlan, Relay};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
+use alerting::cause_of;
 
-use asrun::{Actor, Kind, entry, record, utc_text};
+use asrun::{Actor, Kind, entry, utc_text};
 
 /// As-run entries about the daemon and its channels, not one event, use this
 /// event id.
@@ -112,6 +116,8 @@ pub struct Options {
     /// The directory file legs write in (absolute); a channel's file path
     /// is taken inside it, and refused outside it.
     pub file_legs: PathBuf,
+    /// Where alerts go, and how urgent trouble is by air time.
+    pub alerts: config::AlertSettings,
 }
 
 /// Default longest delay of a leg airing at its own local time.
@@ -138,6 +144,7 @@ impl Options {
             retention: DEFAULT_RETENTION,
             recording_max_bytes: DEFAULT_RECORDING_MAX_BYTES,
             file_legs: std::env::temp_dir().join("simulcast-file-legs"),
+            alerts: config.alerts.clone(),
         }
     }
 
@@ -197,6 +204,8 @@ enum Command {
     ScheduleRehearsal { new: NewRecurring, actor: Actor, reply: Reply<Recurring> },
     ListSchedules { event_id: Option<String>, reply: Reply<Vec<Recurring>> },
     DeleteSchedule { id: String, actor: Actor, reply: Reply<()> },
+    ListAlerts { limit: usize, reply: Reply<Vec<crate::store::StoredAlert>> },
+    TestAlert { actor: Actor, reply: Reply<crate::alerts::Alert> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -212,11 +221,15 @@ impl Coordinator {
     /// a live state (the daemon was killed mid-event) is resumed: moved to
     /// where the clock says it should be, its legs rebuilt, and the restart
     /// written to its as-run log.
-    pub fn start(store: Store, options: Options) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Alerts are delivered by a task it starts, and stops with it.
+    pub fn start(store: impl Into<Arc<Store>>, options: Options) -> (Self, tokio::task::JoinHandle<()>) {
+        let store = store.into();
         let (tx, rx) = mpsc::channel(256);
         let (status_tx, status) = watch::channel(Arc::new(Snapshot::initial()));
+        let alerting = alerting::Alerting::start(&store, options.alerts.clone());
         let state = State {
             store,
+            alerting,
             options,
             events: BTreeMap::new(),
             events_arc: Arc::default(),
@@ -347,6 +360,17 @@ impl Coordinator {
         self.ask(|reply| Command::ListSchedules { event_id, reply }).await
     }
 
+    /// The latest `limit` alerts, newest first, with their deliveries.
+    pub async fn alerts(&self, limit: usize) -> Result<Vec<crate::store::StoredAlert>, CoordError> {
+        self.ask(|reply| Command::ListAlerts { limit, reply }).await
+    }
+
+    /// Queues a test alert to every webhook.
+    pub async fn test_alert(&self, actor: &str) -> Result<crate::alerts::Alert, CoordError> {
+        let actor = Actor::Token(actor.to_owned());
+        self.ask(|reply| Command::TestAlert { actor, reply }).await
+    }
+
     /// Deletes a recurring rehearsal.
     pub async fn delete_rehearsal_schedule(&self, id: String, actor: &str) -> Result<(), CoordError> {
         let actor = Actor::Token(actor.to_owned());
@@ -380,10 +404,25 @@ struct Running {
     /// or before a restart): a later return to programme is logged as
     /// `leg-program-resumed`, and leaves the T0 error alone.
     program_first_logged: std::collections::BTreeSet<String>,
+    /// When its legs were started (this run): the not-on-air check gives
+    /// them [`NOT_ON_AIR_GRACE`] to connect.
+    armed_at: DateTime<Utc>,
+    /// Legs whose `leg-not-on-air` was raised.
+    not_on_air_raised: std::collections::BTreeSet<String>,
+    /// Legs off air whose trouble was raised (cleared when back on air).
+    off_air_raised: std::collections::BTreeSet<String>,
+    /// Recording batches lost, as last said in the as-run log, and when.
+    recording_lost_said: u64,
+    recording_lost_at: Option<DateTime<Utc>>,
 }
 
+/// How long legs have after they start before one not on air near its air
+/// time raises `leg-not-on-air` (connecting takes a moment).
+pub const NOT_ON_AIR_GRACE: Duration = Duration::from_secs(10);
+
 struct State {
-    store: Store,
+    store: Arc<Store>,
+    alerting: alerting::Alerting,
     options: Options,
     events: BTreeMap<String, Event>,
     events_arc: Arc<Vec<Event>>,
@@ -418,6 +457,7 @@ impl State {
                     Some(Command::Shutdown { reply }) => {
                         self.stop_rehearsal("the daemon stopped").await;
                         self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
+                        self.alerting.stop().await;
                         let _ = reply.send(());
                         break;
                     }
@@ -425,6 +465,7 @@ impl State {
                     None => {
                         self.stop_rehearsal("the daemon stopped").await;
                         self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
+                        self.alerting.stop().await;
                         break;
                     }
                 },
@@ -457,7 +498,10 @@ impl State {
         for mut r in self.store.rehearsals(None)?.into_iter().filter(|r| r.phase != crate::rehearsal::Phase::Finished) {
             crate::rehearsal::conclude(&mut r, Some("the daemon stopped during it"), self.options.clock.now());
             self.store.save_rehearsal(&r)?;
-            self.log(&r.event_id, Kind::RehearsalFinished, format!("{}: {}", r.id, r.summary), &Actor::Daemon)?;
+            let detail = format!("{}: {}", r.id, r.summary);
+            let e =
+                entry(self.options.clock.now(), &r.event_id, "", None, Kind::RehearsalFinished, detail, &Actor::Daemon);
+            self.append_raising(&e, Some(crate::alerts::Cause::RehearsalFailed))?;
         }
         self.refresh_verdicts();
         self.refresh_events();
@@ -488,7 +532,7 @@ impl State {
     /// Appends an event-wide as-run entry (committed before this returns).
     fn log(&self, event_id: &str, kind: Kind, detail: String, actor: &Actor) -> Result<(), CoordError> {
         let now = self.options.clock.now();
-        self.store.append_asrun(&entry(now, event_id, "", None, kind, detail, actor))?;
+        self.append(&entry(now, event_id, "", None, kind, detail, actor), kind)?;
         Ok(())
     }
 
@@ -539,6 +583,7 @@ impl State {
             rehearsal: self.active_rehearsal(),
             verdicts: Arc::clone(&self.verdicts),
             unreadable_events: self.unreadable.len(),
+            alerts: Arc::clone(&self.alerting.counters),
         }));
     }
 
@@ -617,6 +662,12 @@ impl State {
             }
             Command::DeleteSchedule { id, actor, reply } => {
                 let _ = reply.send(self.delete_schedule(&id, &actor));
+            }
+            Command::ListAlerts { limit, reply } => {
+                let _ = reply.send(self.store.alerts(limit).map_err(CoordError::from));
+            }
+            Command::TestAlert { actor, reply } => {
+                let _ = reply.send(self.test_alert(actor.name()).map_err(CoordError::from));
             }
             // run() answers Shutdown itself, after stopping the relay.
             Command::Shutdown { reply } => {
@@ -1028,22 +1079,19 @@ impl State {
         let mut changed = self.step_clock().await;
         changed |= self.collect_rehearsal().await;
         changed |= self.fire_schedules();
+        // Entries are written once the running event is let go of.
+        let mut out: Vec<(AsRunEntry, Option<Cause>)> = Vec::new();
+        let now = self.options.clock.now();
+        let event = self.running.as_ref().and_then(|r| self.events.get(&r.event_id.0)).cloned();
+        let not_on_air_before = schedule::chrono_duration(self.options.alerts.not_on_air_before);
         if let Some(r) = &mut self.running
             && let Some(relay) = &mut r.relay
         {
+            let tz_of = |id: &str| r.zones.iter().find(|(z, _)| z == id).map(|(_, tz)| *tz);
             for id in relay.poll() {
-                let tz = r.zones.iter().find(|(z, _)| *z == id).map(|(_, tz)| *tz);
                 let detail = "airs from the recording at its own local time".to_owned();
-                let e = entry(
-                    self.options.clock.now(),
-                    &r.event_id.0,
-                    &id,
-                    tz,
-                    Kind::LegDelayedStart,
-                    detail,
-                    &Actor::Daemon,
-                );
-                record(&self.store, &e);
+                let e = entry(now, &r.event_id.0, &id, tz_of(&id), Kind::LegDelayedStart, detail, &Actor::Daemon);
+                out.push((e, None));
             }
             for sw in relay.take_source_switches() {
                 let at = DateTime::<Utc>::from_timestamp_nanos(sw.at_utc_ns.min(i64::MAX as u64) as i64);
@@ -1053,8 +1101,16 @@ impl State {
                 } else {
                     info!(event = %r.event_id, detail = %detail, "Source switched.");
                 }
+                let cause = match (sw.to, sw.by_hand) {
+                    (Feed::Primary, _) => Cause::PrimaryBack,
+                    (Feed::Backup, _) => Cause::OnBackup,
+                    (Feed::Slate, true) => Cause::SlateByHand,
+                    (Feed::Slate, false) => Cause::OnSlate,
+                };
+                // The slate before T0 and after the end is the plan, not news.
+                let airing = event.as_ref().is_some_and(|e| e.state == EventState::OnAir);
                 let e = entry(at, &r.event_id.0, "", None, Kind::SourceSwitched, detail, &Actor::Daemon);
-                record(&self.store, &e);
+                out.push((e, (airing || sw.to != Feed::Slate).then_some(cause)));
             }
             let status = relay.status();
             let from = relay.cue().program_from;
@@ -1065,7 +1121,7 @@ impl State {
                 }
                 r.program_logged.insert(leg.channel_id.clone(), at_ns);
                 let at = DateTime::<Utc>::from_timestamp_nanos(at_ns.min(i64::MAX as u64) as i64);
-                let tz = r.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
+                let tz = tz_of(&leg.channel_id);
                 if !r.program_first_logged.insert(leg.channel_id.clone()) {
                     // Back on programme after the slate (by hand, a
                     // failover to it, a restart): not its T0 any more.
@@ -1073,7 +1129,7 @@ impl State {
                     info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program again.");
                     let e =
                         entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgramResumed, detail, &Actor::Daemon);
-                    record(&self.store, &e);
+                    out.push((e, None));
                     continue;
                 }
                 let delay = r.delays.iter().find(|(c, _)| *c == leg.channel_id).map(|(_, d)| *d).unwrap_or_default();
@@ -1091,19 +1147,78 @@ impl State {
                     None => format!("first program picture went out at {}", utc_text(at)),
                 };
                 info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program.");
-                let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, &Actor::Daemon);
-                record(&self.store, &e);
+                out.push((
+                    entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, &Actor::Daemon),
+                    None,
+                ));
             }
             for c in r.observer.observe(&status) {
-                let tz = r.zones.iter().find(|(id, _)| *id == c.channel_id).map(|(_, tz)| *tz);
                 match c.kind {
                     Kind::LegOnAir => info!(leg = %c.channel_id, detail = %c.detail, "Leg on air."),
                     _ => warn!(leg = %c.channel_id, kind = c.kind.as_str(), detail = %c.detail, "Leg trouble."),
                 }
-                let e =
-                    entry(self.options.clock.now(), &r.event_id.0, &c.channel_id, tz, c.kind, c.detail, &Actor::Daemon);
-                record(&self.store, &e);
+                // One alert per spell off air: a leg that cannot reach its
+                // partner, or lost it, is not raised again for each new
+                // error of its retries.
+                let cause = match c.kind {
+                    Kind::LegOnAir => {
+                        r.off_air_raised.remove(&c.channel_id);
+                        None
+                    }
+                    Kind::LegError => r.off_air_raised.insert(c.channel_id.clone()).then_some(Cause::LegUnreachable),
+                    Kind::LegLost => {
+                        r.off_air_raised.insert(c.channel_id.clone());
+                        Some(Cause::LegLost)
+                    }
+                    k => cause_of(k),
+                };
+                let tz = tz_of(&c.channel_id);
+                out.push((entry(now, &r.event_id.0, &c.channel_id, tz, c.kind, c.detail, &Actor::Daemon), cause));
             }
+            // Legs not on air shortly before their air time (a delayed leg
+            // waiting for its own is not late), once per leg and event.
+            if let Some(ev) = event.as_ref().filter(|e| matches!(e.state, EventState::Armed | EventState::Held))
+                && now - r.armed_at >= chrono::Duration::from_std(NOT_ON_AIR_GRACE).unwrap_or_default()
+            {
+                for leg in &status.legs {
+                    let delay = r.delays.iter().find(|(c, _)| *c == leg.channel_id).map(|(_, d)| *d);
+                    let air = ev.on_air + schedule::chrono_duration(delay.unwrap_or_default());
+                    let waiting = delay.is_some() && leg.state == LegState::Idle;
+                    if leg.state == LegState::OnAir || waiting || now < air - not_on_air_before {
+                        continue;
+                    }
+                    if !r.not_on_air_raised.insert(leg.channel_id.clone()) {
+                        continue;
+                    }
+                    let mins = (air - now).num_seconds().max(0) / 60;
+                    let why = leg.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+                    let detail = format!("{} {mins} min before its air time{why}", leg.state);
+                    warn!(leg = %leg.channel_id, detail = %detail, "Leg not on air before its air time.");
+                    let tz = tz_of(&leg.channel_id);
+                    let e = entry(now, &r.event_id.0, &leg.channel_id, tz, Kind::LegNotOnAir, detail, &Actor::Daemon);
+                    out.push((e, cause_of(Kind::LegNotOnAir)));
+                }
+            }
+            // The recording delayed legs air from lost data: said once per
+            // minute at most, with how much.
+            let lost = relay.recording_lost();
+            if lost > r.recording_lost_said
+                && r.recording_lost_at.is_none_or(|t| now - t >= chrono::Duration::minutes(1))
+            {
+                let detail = format!(
+                    "{} batch(es) of the programme not recorded ({lost} in all): the disk is too slow or failed; \
+                     delayed legs will miss them",
+                    lost - r.recording_lost_said
+                );
+                error!(event = %r.event_id, detail = %detail, "Recording lost data.");
+                r.recording_lost_said = lost;
+                r.recording_lost_at = Some(now);
+                let e = entry(now, &r.event_id.0, "", None, Kind::RecordingLost, detail, &Actor::Daemon);
+                out.push((e, cause_of(Kind::RecordingLost)));
+            }
+        }
+        for (e, cause) in out {
+            self.record_raising(&e, cause);
         }
         changed
     }
@@ -1137,7 +1252,7 @@ impl State {
             };
             let now = self.options.clock.now();
             let e = entry(now, &event.id.0, id.as_str(), None, Kind::LegSkipped, skipped, &Actor::Daemon);
-            self.store.append_asrun(&e)?;
+            self.append(&e, Kind::LegSkipped)?;
         }
         let mut cfg = self.base_config(&event.title, channels.clone());
         cfg.event.duration = event.duration;
@@ -1163,6 +1278,10 @@ impl State {
             None
         };
         let zones = channels.iter().map(|c| (c.id.to_string(), c.timezone)).collect();
+        // What this event's log says already (before a restart).
+        let logged = self.store.asrun(&event.id.0)?;
+        let legs_with =
+            |kind: Kind| logged.iter().filter(move |e| e.kind == kind.as_str()).map(|e| e.channel_id.clone());
         self.running = Some(Running {
             event_id: event.id.clone(),
             relay,
@@ -1172,13 +1291,12 @@ impl State {
             delays,
             program_logged: BTreeMap::new(),
             t0_errors: BTreeMap::new(),
-            program_first_logged: self
-                .store
-                .asrun(&event.id.0)?
-                .into_iter()
-                .filter(|e| e.kind == Kind::LegProgram.as_str())
-                .map(|e| e.channel_id)
-                .collect(),
+            program_first_logged: legs_with(Kind::LegProgram).collect(),
+            armed_at: self.options.clock.now(),
+            not_on_air_raised: legs_with(Kind::LegNotOnAir).collect(),
+            off_air_raised: Default::default(),
+            recording_lost_said: 0,
+            recording_lost_at: None,
         });
         Ok(())
     }
@@ -1233,6 +1351,7 @@ impl State {
             program: self.options.program.clone(),
             slate: self.options.slate.clone(),
             relay: self.options.relay.clone(),
+            alerts: config::AlertSettings::default(),
             channels,
         }
     }
@@ -1254,10 +1373,8 @@ impl State {
                 "{why}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
                 leg.bytes_sent, leg.reconnects, leg.dropped_buffers
             );
-            record(
-                &self.store,
-                &entry(self.options.clock.now(), &r.event_id.0, &leg.channel_id, tz, kind, detail, &Actor::Daemon),
-            );
+            let e = entry(self.options.clock.now(), &r.event_id.0, &leg.channel_id, tz, kind, detail, &Actor::Daemon);
+            self.record(&e, kind);
         }
     }
 }

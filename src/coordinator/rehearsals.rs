@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::asrun::{Actor, Kind, entry, record, utc_text};
+use super::asrun::{Actor, Kind, entry, utc_text};
 use super::{CoordError, State, invalid};
 use crate::config::{self, FieldError};
 use crate::rehearsal::recurring::{self, Recurring};
@@ -187,7 +187,7 @@ impl State {
             let stamp = leg.stamp.as_ref().map(|s| format!("; stamped: {s}")).unwrap_or_default();
             let detail = format!("{}: {verdict}; {} bytes sent{stamp}", report.id, leg.bytes_sent);
             let e = entry(at, &report.event_id, &leg.channel_id, tz, Kind::RehearsalLeg, detail, &Actor::Daemon);
-            record(&self.store, &e);
+            self.record(&e, Kind::RehearsalLeg);
         }
         let e = entry(
             at,
@@ -198,7 +198,7 @@ impl State {
             format!("{}: {}", report.id, report.summary),
             &Actor::Daemon,
         );
-        record(&self.store, &e);
+        self.record_raising(&e, (!report.passed).then_some(crate::alerts::Cause::RehearsalFailed));
         self.refresh_verdicts();
     }
 

@@ -99,6 +99,8 @@ pub struct Snapshot {
     pub verdicts: Arc<Vec<crate::rehearsal::Report>>,
     /// Stored events the daemon could not read at start.
     pub unreadable_events: usize,
+    /// Alerts raised and delivered (live counters, shared).
+    pub alerts: Arc<crate::alerts::deliver::Counters>,
 }
 
 impl Snapshot {
@@ -113,6 +115,7 @@ impl Snapshot {
             rehearsal: None,
             verdicts: Arc::default(),
             unreadable_events: 0,
+            alerts: Arc::default(),
         }
     }
 

@@ -76,6 +76,8 @@ pub struct SourceSwitch {
     pub to: Feed,
     /// Why, in words.
     pub reason: String,
+    /// Master control's slate (put on or released), not the failover.
+    pub by_hand: bool,
 }
 
 /// What a feed's counters say, at one instant (clock ns; 0: never).

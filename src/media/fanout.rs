@@ -300,6 +300,12 @@ impl Fanout {
         self.legs.write().unwrap_or_else(|e| e.into_inner()).retain(|l| !Arc::ptr_eq(l, leg));
     }
 
+    /// Batches the recorder lost (0 without one).
+    pub fn recording_lost(&self) -> u64 {
+        let r = self.recorder.read().unwrap_or_else(|e| e.into_inner());
+        r.as_ref().map_or(0, |r| r.lost.load(Ordering::Relaxed))
+    }
+
     /// Also hands every batch to `recorder` (delayed legs read it back).
     pub fn set_recorder(&self, recorder: Arc<super::recording::Recorder>) {
         *self.recorder.write().unwrap_or_else(|e| e.into_inner()) = Some(recorder);

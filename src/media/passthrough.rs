@@ -442,6 +442,7 @@ impl Splicer {
             from,
             to,
             reason,
+            by_hand: false,
         });
         let feed = sel.on();
         drop(sel);

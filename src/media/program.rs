@@ -119,7 +119,7 @@ impl HandSlate {
         } else {
             (Feed::Slate, feed, "slate released by master control")
         };
-        Some(SourceSwitch { at_utc_ns: at_ns, from, to, reason: reason.into() })
+        Some(SourceSwitch { at_utc_ns: at_ns, from, to, reason: reason.into(), by_hand: true })
     }
 }
 
@@ -187,7 +187,7 @@ impl Switch {
         let mut sel = lock(&self.selector);
         let from = sel.on();
         if let Some((to, reason)) = sel.decide(now, picture, primary, backup) {
-            self.record(SourceSwitch { at_utc_ns: at_utc, from, to, reason });
+            self.record(SourceSwitch { at_utc_ns: at_utc, from, to, reason, by_hand: false });
         }
         let feed = sel.on();
         drop(sel);

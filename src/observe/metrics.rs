@@ -174,6 +174,26 @@ impl prometheus_client::collector::Collector for StateCollector {
             [([("daemon", "simulcastd".to_owned())] as L1, snap.unreadable_events as f64)],
         )?;
 
+        let a = &snap.alerts;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        f.counter(
+            "alerts_raised",
+            "Alerts raised, by severity (page: near or during air time; ticket: earlier; info: news).",
+            [crate::alerts::Severity::Info, crate::alerts::Severity::Ticket, crate::alerts::Severity::Page]
+                .map(|s| ([("severity", s.as_str().to_owned())] as L1, n(&a.raised[s as usize]))),
+        )?;
+        f.counter(
+            "alert_delivery_attempts",
+            "Webhook delivery attempts, by outcome (delivered, failed: tried again, given_up: expired or unconfigured).",
+            [("delivered", n(&a.delivered)), ("failed", n(&a.failed_attempts)), ("given_up", n(&a.given_up))]
+                .map(|(o, v)| ([("outcome", o.to_owned())] as L1, v)),
+        )?;
+        f.gauge(
+            "alert_deliveries_pending",
+            "Alert deliveries not yet taken by their webhook (kept in the store across restarts).",
+            [([("daemon", "simulcastd".to_owned())] as L1, n(&a.pending) as f64)],
+        )?;
+
         // Events not over yet, and the one whose relay runs.
         let live_id = snap.live.as_ref().map(|l| l.event_id.0.clone());
         let current: Vec<_> =

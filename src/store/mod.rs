@@ -15,6 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod alerts;
+pub use alerts::{Delivery, DeliveryOutcome, DeliveryState, DueDelivery, StoredAlert};
+
 use crate::config::{self, Channel, ChannelId};
 use crate::schedule::{Event, EventId, EventState};
 
@@ -101,6 +104,27 @@ const MIGRATIONS: &[&str] = &[
          event_id TEXT NOT NULL,
          doc TEXT NOT NULL
      );",
+    // 6: alerts (the JSON body as sent) and their delivery to each webhook.
+    "CREATE TABLE alerts (
+         key TEXT PRIMARY KEY,
+         raised_utc TEXT NOT NULL,
+         event_id TEXT NOT NULL,
+         severity TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         body TEXT NOT NULL
+     );
+     CREATE INDEX alerts_raised ON alerts (raised_utc);
+     CREATE TABLE alert_deliveries (
+         key TEXT NOT NULL REFERENCES alerts (key),
+         webhook TEXT NOT NULL,
+         state TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         last_error TEXT NOT NULL DEFAULT '',
+         next_utc TEXT,
+         delivered_utc TEXT,
+         PRIMARY KEY (key, webhook)
+     );
+     CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_utc);",
 ];
 
 /// The schema version this build writes.

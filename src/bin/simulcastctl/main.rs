@@ -1,7 +1,7 @@
 //! simulcastctl: the operator's client. `check` validates a configuration
 //! offline; `channels`, `events`, `airtimes`, `source`, `asrun`, `watch`,
-//! `rehearse` and `rehearsals` talk to simulcastd's control plane; `token
-//! create` makes an access token.
+//! `rehearse`, `rehearsals` and `alerts` talk to simulcastd's control
+//! plane; `token create` makes an access token.
 
 /// `println!` for everything simulcastctl prints: a reader that has gone
 /// (`simulcastctl events list | head -1`) ends the process quietly with
@@ -20,6 +20,7 @@ macro_rules! say_raw {
     };
 }
 
+mod alerts;
 mod events;
 mod rehearse;
 mod watch;
@@ -113,6 +114,10 @@ enum Cmd {
     /// Rehearsal reports and recurring rehearsals.
     #[command(subcommand)]
     Rehearsals(rehearse::RehearsalsCmd),
+    /// Alerts pushed to simulcastd's webhooks: list them with their
+    /// delivery state, or send a test alert.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCmd),
     /// Access tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -190,6 +195,7 @@ async fn main() -> ExitCode {
         Cmd::Watch { ref event, once } => watch::run(&cli, event.as_deref(), once).await,
         Cmd::Rehearse(ref a) => return exit(rehearse::rehearse(&cli, a).await),
         Cmd::Rehearsals(ref c) => return exit(rehearse::rehearsals(&cli, c).await),
+        Cmd::Alerts(ref c) => alerts::run(&cli, c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -410,6 +416,21 @@ fn planned(p: &config::ProgramFormat) -> String {
     media::coded::FeedFormat::planned(p, p.video_codec, None).describe()
 }
 
+/// Where alerts go, in one line.
+fn alerts_line(a: &config::AlertSettings) -> String {
+    let m = |d: std::time::Duration| format!("{} min", d.as_secs() / 60);
+    let rule = format!(
+        "a page within {} of a partner's air time or during it, a ticket before; legs not on air {} before air time alert",
+        m(a.page_within),
+        m(a.not_on_air_before)
+    );
+    if a.webhooks.is_empty() {
+        return format!("Alerts: no webhook (alerts are kept and listed only); {rule}");
+    }
+    let hooks: Vec<String> = a.webhooks.iter().map(|h| format!("{} {}", h.name, h.url)).collect();
+    format!("Alerts: to {} (signed HMAC-SHA256); {rule}", hooks.join(", "))
+}
+
 fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
     let loaded = match &path {
         Some(p) => config::load(p),
@@ -449,6 +470,13 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
             "program": program,
             "backup": backup,
             "stamp_legs": loaded.as_ref().is_ok_and(|c| c.relay.stamp_legs),
+            "alerts": loaded.as_ref().ok().map(|c| serde_json::json!({
+                "webhooks": c.alerts.webhooks.iter().map(|h| serde_json::json!({
+                    "name": h.name, "url": h.url.to_string(), "secret_file": h.secret.file(),
+                })).collect::<Vec<_>>(),
+                "page_within_s": c.alerts.page_within.as_secs(),
+                "not_on_air_before_s": c.alerts.not_on_air_before.as_secs(),
+            })),
             "config_problems": config_problems,
             "templates": templates.iter().map(|(n, r)| serde_json::json!({
                 "name": n, "ok": r.is_ok(), "error": r.as_ref().err(),
@@ -478,6 +506,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                         c.failover.return_after.as_secs_f64()
                     );
                 }
+                say!("{}", alerts_line(&c.alerts));
                 if c.relay.stamp_legs {
                     say!("Legs stamped: each names its own channel in its stream (MPEG-TS service name, RTMP title)");
                 }
