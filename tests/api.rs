@@ -205,6 +205,7 @@ async fn reflection_lists_every_service_and_health_is_serving() {
         "simulcast.v1.EventService",
         "simulcast.v1.MonitorService",
         "simulcast.v1.RehearsalService",
+        "simulcast.v1.AlertService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.iter().any(|n| n == s), "{s} not listed: {names:?}");

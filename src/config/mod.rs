@@ -377,6 +377,46 @@ mod tests {
     }
 
     #[test]
+    fn alert_webhooks_are_read_and_every_mistake_is_named() {
+        let base = "[event]\ntitle = \"T\"\n";
+        assert_eq!(parse(base).unwrap().alerts, AlertSettings::default());
+        let text = format!(
+            "{base}[alerts]\npage_within = \"1h\"\n\
+             [[alerts.webhooks]]\nname = \"oncall\"\nurl = \"https://hooks.example.net/a?b=1\"\nsecret = \"0123456789abcdef\"\n"
+        );
+        let a = parse(&text).unwrap().alerts;
+        assert_eq!(a.page_within, std::time::Duration::from_secs(3600));
+        assert_eq!(a.not_on_air_before, DEFAULT_NOT_ON_AIR_BEFORE);
+        assert_eq!(
+            (a.webhooks[0].name.as_str(), a.webhooks[0].url.to_string()),
+            ("oncall", "https://hooks.example.net/a?b=1".into())
+        );
+        assert_eq!(a.webhooks[0].secret.expose(), "0123456789abcdef");
+
+        let text = format!(
+            "{base}[alerts]\nnot_on_air_before = \"soon\"\nsirens = true\n\
+             [[alerts.webhooks]]\nname = \"a b\"\nurl = \"ftp://x/\"\nsecret = \"short\"\n\
+             [[alerts.webhooks]]\nname = \"ok\"\nurl = \"http://127.0.0.1:9/\"\n"
+        );
+        let ConfigError::Invalid(errs) = parse(&text).unwrap_err() else { panic!("expected Invalid") };
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "alerts.sirens",
+                "alerts.not_on_air_before",
+                "alerts.webhooks[0].name",
+                "alerts.webhooks[0].url",
+                "alerts.webhooks[0].secret",
+                "alerts.webhooks[1].secret"
+            ],
+            "{errs:?}"
+        );
+        assert!(!errs.iter().any(|e| e.message.contains("short")), "a secret is never echoed: {errs:?}");
+        assert!(errs[5].message.contains("every alert is signed"), "{errs:?}");
+    }
+
+    #[test]
     fn an_rtmp_leg_is_refused_for_a_passthrough_programme_not_in_h264() {
         let rtmp = r#"{ type = "rtmp", url = "rtmp://127.0.0.1/live" }"#;
         let src = "[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n";
