@@ -1,15 +1,19 @@
 //! Plain-text tables and human units for the operator's terminal.
 
-use unicode_width::UnicodeWidthStr;
-
 /// A table with a header row; columns are sized to their widest cell, by
 /// the width a terminal gives it (a Hangul or Han character takes two
 /// columns, a combining mark none), so `KBS 한국방송` lines up with `TRT`.
+/// On a terminal, a table wider than it has its long cells cut (`…`) so
+/// every row stays one line; piped, cells are whole, for scripts.
+/// Laid out by comfy-table.
 #[derive(Debug, Default)]
 pub struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
 }
+
+/// The ellipsis a cut cell ends with.
+pub const CUT: &str = "…";
 
 impl Table {
     /// A table with these column headers.
@@ -17,39 +21,59 @@ impl Table {
         Self { headers: headers.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
     }
 
-    /// Adds a row (missing cells are blank).
+    /// Adds a row (missing cells are blank, extra ones dropped).
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    /// The table as text, one line per row, no trailing spaces.
+    /// The table as text, one line per row, no trailing spaces; cut to the
+    /// width of the terminal stdout is, if it is one.
     pub fn render(&self) -> String {
-        let cols = self.headers.len();
-        let mut width: Vec<usize> = self.headers.iter().map(|h| h.width()).collect();
-        for r in &self.rows {
-            for (i, c) in r.iter().enumerate().take(cols) {
-                width[i] = width[i].max(c.width());
-            }
-        }
-        let line = |cells: &[String]| {
-            let mut s = String::new();
-            for (i, w) in width.iter().enumerate() {
-                let c = cells.get(i).map(String::as_str).unwrap_or("");
-                s += c;
-                if i + 1 < cols {
-                    s += &" ".repeat(w - c.width() + 2);
-                }
-            }
-            s.trim_end().to_owned()
+        self.render_within(terminal_columns())
+    }
+
+    /// The table as text, every line at most `columns` wide when given
+    /// (long cells cut, ending with [`CUT`]).
+    pub fn render_within(&self, columns: Option<u16>) -> String {
+        use comfy_table::{ContentArrangement, Row};
+        let n = self.headers.len();
+        let row = |cells: &[String]| {
+            let mut r = Row::from((0..n).map(|i| cells.get(i).cloned().unwrap_or_default()));
+            r.max_height(1);
+            r
         };
-        let mut out = line(&self.headers);
-        out.push('\n');
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::NOTHING).set_truncation_indicator(CUT);
+        t.set_header(row(&self.headers));
         for r in &self.rows {
-            out += &line(r);
+            t.add_row(row(r));
+        }
+        if let Some(w) = columns {
+            t.set_content_arrangement(ContentArrangement::Dynamic).set_width(w);
+        }
+        // Two spaces between columns, none around the table.
+        for (i, c) in t.column_iter_mut().enumerate() {
+            c.set_padding((0, if i + 1 < n { 2 } else { 0 }));
+        }
+        let mut out = String::new();
+        for line in t.lines() {
+            out += line.trim_end();
             out.push('\n');
         }
         out
     }
+}
+
+/// The width of the terminal stdout is, if it is one.
+pub fn terminal_columns() -> Option<u16> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    // SAFETY: TIOCGWINSZ fills the winsize it is handed; nothing else.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some(ws.ws_col)
 }
 
 /// `1.5 MB`, `920 kB`, `12 B`.
@@ -75,6 +99,7 @@ pub fn bitrate(bps: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use unicode_width::UnicodeWidthStr;
 
     #[test]
     fn columns_align_to_the_widest_cell() {
@@ -102,5 +127,22 @@ mod tests {
             .collect();
         assert_eq!(starts, [17, 17, 17, 17], "{text}");
         assert_eq!(text.lines().nth(1), Some("KBS 한국방송     KR"));
+    }
+
+    #[test]
+    fn on_a_narrow_terminal_long_cells_are_cut_and_rows_stay_one_line() {
+        let mut t = Table::new(&["CHANNEL", "PROTO", "LAST ERROR"]);
+        let error = "srtsink: connection to 203.0.113.7:9000 refused by the partner's listener".to_owned();
+        t.row(vec!["kr-kbs".into(), "srt".into(), error.clone()]);
+        t.row(vec!["CCTV 中央电视台 综合频道 国际版".into(), "udp".into(), String::new()]);
+        let text = t.render_within(Some(50));
+        assert_eq!(text.lines().count(), 3, "{text}");
+        for line in text.lines() {
+            assert!(line.width() <= 50, "{} columns: {line}", line.width());
+        }
+        assert!(text.lines().nth(1).unwrap().starts_with("kr-kbs"), "{text}");
+        assert!(text.contains(CUT) && !text.contains(&error), "the error was not cut: {text}");
+        // Piped (no terminal), nothing is cut.
+        assert!(t.render_within(None).contains(&error));
     }
 }
