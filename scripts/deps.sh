@@ -20,6 +20,7 @@ packages=(
   prometheus                          # promtool: checks the /metrics exposition in tests
   python3                             # its XML parser reads the rehearsal JUnit reports in tests
   systemd                             # systemd-analyze verify checks the shipped unit in tests
+  man-db                              # ... and asks man for the man pages its Documentation= names
 )
 
 missing=()

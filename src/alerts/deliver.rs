@@ -107,7 +107,12 @@ pub async fn run(
                 return;
             }
             let outcome = match hooks.iter().find(|h| h.name == d.webhook) {
-                Some(hook) => attempt(hook, d, &tls).await,
+                // Stopping cuts an attempt short: unsettled, it is made
+                // again at the next start.
+                Some(hook) => tokio::select! {
+                    o = attempt(hook, d, &tls) => o,
+                    _ = stop.changed() => return,
+                },
                 None => DeliveryOutcome::GiveUp(format!("webhook `{}` is no longer configured", d.webhook)),
             };
             note(&counters, d, &outcome);
