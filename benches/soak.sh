@@ -43,7 +43,7 @@ TOML
 ctl=target/release/simulcastctl
 token=$($ctl --json token create --role admin --name soak --db "$work/s.db" | python3 -c "import sys, json; print(json.load(sys.stdin)['token'])")
 target/release/simulcastd serve --db "$work/s.db" --config "$work/soak.toml" --listen "127.0.0.1:$port" \
-  --metrics-listen off 2>"$work/daemon.log" &
+  --metrics-listen off 2>"${DAEMON_LOG:-$work/daemon.log}" &
 daemon=$!
 sleep 2
 export SIMULCAST_ADDR="http://127.0.0.1:$port" SIMULCAST_TOKEN="$token"

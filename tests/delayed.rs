@@ -103,9 +103,10 @@ async fn a_delayed_leg_airs_the_live_program_its_delay_later() {
     assert!(log.iter().any(|x| x.kind == "leg-delayed-start" && x.channel_id == "kr-late"), "{log:?}");
     assert!(std::fs::read_dir(rec.path().join(&ev.id)).unwrap().count() > 0, "no recording on disk");
 
-    // Abort: every leg stops, the recording goes.
+    // Abort: every leg stops after the emergency slate, then the recording goes.
     e.abort(authed(proto::EventRef { event_id: ev.id.clone() }, server.token(Role::Operator))).await.unwrap();
-    assert!(!rec.path().join(&ev.id).exists(), "the recording outlived the event");
+    let gone = common::wait_for(Duration::from_secs(10), || !rec.path().join(&ev.id).exists()).await;
+    assert!(gone, "the recording outlived the event");
     server.stop().await;
 }
 

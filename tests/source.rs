@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use simulcast::media::failover::Feed;
 use simulcast::media::source::SourceState;
 
 /// An encoder nobody here wrote, sending MPEG-TS (H.264 + AAC) to `port`.
@@ -244,6 +245,10 @@ async fn a_contribution_in_another_codec_is_named_and_the_feed_recovers_when_h26
     .await;
     let during = run.status().source;
     let _ = hevc.0.wait();
+    // Not one picture of it was programme: the slate stayed on throughout
+    // (no spurious SLATE -> PRIMARY while the pipeline restarts).
+    let switches = run.relay.take_source_switches();
+    assert!(switches.iter().all(|s| s.to != Feed::Primary), "the HEVC feed went on air: {switches:?}");
     let frames_before = run.status().source.frames;
     let _h264 = ChildGuard(ffmpeg_to(source_port, "libx264", 30));
     let back = wait_for(Duration::from_secs(10), || {

@@ -241,6 +241,8 @@ impl Coordinator {
             verdicts: Arc::default(),
             schedules: Vec::new(),
             unreadable: BTreeMap::new(),
+            stopping: None,
+            stopped: Arc::default(),
         };
         let task = tokio::spawn(state.run(rx));
         (Self { tx, status }, task)
@@ -440,6 +442,9 @@ struct State {
     /// Stored events that could not be read at start, by id, with why
     /// (left in the store, out of the schedule; their as-run log reads).
     unreadable: BTreeMap<String, String>,
+    /// The relay being stopped, if one is, and the signal that it has.
+    stopping: Option<Stopping>,
+    stopped: Arc<tokio::sync::Notify>,
 }
 
 impl State {
@@ -451,8 +456,14 @@ impl State {
         let mut tick = tokio::time::interval(self.options.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_publish = tokio::time::Instant::now();
+        let stopped = Arc::clone(&self.stopped);
         loop {
             tokio::select! {
+                _ = stopped.notified() => {
+                    self.finish_stop().await;
+                    self.publish();
+                    last_publish = tokio::time::Instant::now();
+                }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         self.stop_rehearsal("the daemon stopped").await;
@@ -946,22 +957,17 @@ impl State {
         };
         info!(event = %id, from = %from, to = %next, actor = actor.name(), "Event state changed.");
         self.update_cue(&event);
-        if next == EventState::Aborted
-            && let Some(relay) = self.running.as_ref().and_then(|r| r.relay.as_ref())
-        {
-            // The emergency slate goes out on every leg before they close.
-            relay.set_cue(Cue { force_slate: true, ..relay.cue() });
-            tokio::time::sleep(ABORT_SLATE).await;
-        }
         if !next.is_live() {
-            let kind = if next == EventState::Aborted { Kind::LegsAborted } else { Kind::LegsClosed };
-            self.stop_relay(kind, &format!("event {next}")).await;
-            let dir = self.recording_dir(id);
-            if next.is_final()
-                && dir.exists()
-                && let Err(e) = std::fs::remove_dir_all(&dir)
-            {
-                warn!(dir = %dir.display(), error = %e, "Cannot remove the event's recording.");
+            let aborted = next == EventState::Aborted;
+            let kind = if aborted { Kind::LegsAborted } else { Kind::LegsClosed };
+            let recording = next.is_final().then(|| self.recording_dir(id));
+            self.begin_stop(kind, &format!("event {next}"), aborted, recording);
+            // An abort's emergency slate runs its second off the loop (the
+            // legs' totals are logged when they have closed); any other
+            // stop is a moment's work, done before the answer, so a leg
+            // shown stopped has stopped sending.
+            if !aborted {
+                self.finish_stop().await;
             }
         }
         Ok(event)
@@ -1230,6 +1236,9 @@ impl State {
         if let Some(problem) = &self.options.media_problem {
             return Err(CoordError::Relay(format!("the relay cannot run: {problem}")));
         }
+        // The last event's pipelines may still hold its ports (a
+        // contribution listener): they are gone before new ones start.
+        self.finish_stop().await;
         // The event's legs go to the same ingests: the event wins.
         self.stop_rehearsal(&format!("event {} went live", event.id)).await;
         let mut channels = Vec::new();
@@ -1360,23 +1369,79 @@ impl State {
         self.options.recordings.join(&id.0)
     }
 
-    /// Stops the running relay, logging each leg's totals.
+    /// Stops the running relay and waits for it, logging each leg's totals.
     async fn stop_relay(&mut self, kind: Kind, why: &str) {
+        self.begin_stop(kind, why, false, None);
+        self.finish_stop().await;
+    }
+
+    /// Starts stopping the running relay off the loop: with `slate`, the
+    /// emergency slate goes out on every leg for [`ABORT_SLATE`] first;
+    /// then every pipeline goes to Null. [`State::finish_stop`] writes the
+    /// legs' totals and removes `recording` once that is done; the loop
+    /// goes on deciding meanwhile.
+    fn begin_stop(&mut self, kind: Kind, why: &str, slate: bool, recording: Option<PathBuf>) {
         let Some(r) = self.running.take() else { return };
         let Some(relay) = r.relay else { return };
-        let status = relay.shutdown().await;
+        if slate {
+            relay.set_cue(Cue { force_slate: true, ..relay.cue() });
+        }
+        let done = Arc::clone(&self.stopped);
+        let task = tokio::spawn(async move {
+            if slate {
+                tokio::time::sleep(ABORT_SLATE).await;
+            }
+            let status = relay.shutdown().await;
+            done.notify_one();
+            status
+        });
+        self.stopping =
+            Some(Stopping { event_id: r.event_id, zones: r.zones, kind, why: why.to_owned(), recording, task });
+    }
+
+    /// Waits for a relay stopping, if one is, then logs each leg's totals
+    /// and removes its recording (off the loop).
+    async fn finish_stop(&mut self) {
+        let Some(s) = self.stopping.take() else { return };
+        let status = match s.task.await {
+            Ok(status) => status,
+            Err(e) => {
+                error!(event = %s.event_id, error = %e, "The relay's stop failed.");
+                return;
+            }
+        };
         // The event's pipelines are freed: their pages go back too.
         crate::media::trim_heap();
         for leg in &status.legs {
-            let tz = r.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
+            let tz = s.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
             let detail = format!(
-                "{why}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
-                leg.bytes_sent, leg.reconnects, leg.dropped_buffers
+                "{}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
+                s.why, leg.bytes_sent, leg.reconnects, leg.dropped_buffers
             );
-            let e = entry(self.options.clock.now(), &r.event_id.0, &leg.channel_id, tz, kind, detail, &Actor::Daemon);
-            self.record(&e, kind);
+            let e = entry(self.options.clock.now(), &s.event_id.0, &leg.channel_id, tz, s.kind, detail, &Actor::Daemon);
+            self.record(&e, s.kind);
+        }
+        if let Some(dir) = s.recording {
+            tokio::task::spawn_blocking(move || {
+                if dir.exists()
+                    && let Err(e) = std::fs::remove_dir_all(&dir)
+                {
+                    warn!(dir = %dir.display(), error = %e, "Cannot remove the event's recording.");
+                }
+            });
         }
     }
+}
+
+/// A relay being stopped off the coordinator's loop (see
+/// [`State::begin_stop`]).
+struct Stopping {
+    event_id: EventId,
+    zones: Vec<(String, Tz)>,
+    kind: Kind,
+    why: String,
+    recording: Option<PathBuf>,
+    task: tokio::task::JoinHandle<crate::relay::RelayStatus>,
 }
 
 /// How long the emergency slate goes out after an abort, before the legs close.
