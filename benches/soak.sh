@@ -57,6 +57,6 @@ for i in $(seq 1 "$CYCLES"); do
   $ctl events arm "$id" >/dev/null
   sleep 2
   $ctl events abort "$id" >/dev/null
-  sleep 1.2
+  sleep 2.5   # the abort's 1 s emergency slate, then the pipelines close (off the control loop)
   if [ $((i % 10)) = 0 ]; then echo "| $i | $(status) |"; fi
 done

@@ -576,10 +576,15 @@ fn build(
             let pad = clock
                 .static_pad("video_sink")
                 .ok_or_else(|| MediaError::Pipeline("textoverlay without video_sink pad".into()))?;
-            let overlay = clock.clone();
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
-                overlay.set_property("text", now);
+            // The overlay is reached through the pad, not held by the
+            // probe: a probe on its own pad holding it would be a reference
+            // cycle, and every event would leak the element with its text
+            // images and fonts (issue 15, defect 11).
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+                if let Some(overlay) = pad.parent_element() {
+                    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
+                    overlay.set_property("text", now);
+                }
                 gst::PadProbeReturn::Ok
             });
         }
@@ -713,4 +718,40 @@ fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>) -> gst::Elem
         )
         .build()
         .upcast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every event builds the test source again: an element its own pad
+    /// probe holds would never be freed, and each event would leak it with
+    /// its text images and fonts (issue 15, defect 11).
+    #[test]
+    fn the_test_sources_elements_are_freed_with_its_pipeline() {
+        crate::media::init().expect("GStreamer");
+        let shared = Arc::new(Shared {
+            ts_input: false,
+            restarts: AtomicU32::new(0),
+            flags: Mutex::new(Flags::default()),
+            counters: Arc::default(),
+            detect_after: Duration::from_millis(500),
+            srt_listener: false,
+            decoded: false,
+            unfit: Mutex::new(None),
+        });
+        let source = Source::Test(crate::config::TestSource::default());
+        let format = ProgramFormat { width: 160, height: 90, ..ProgramFormat::default() };
+        let built = build(&source, &format, "Silk Way Star", &FeedOut::Raw(RawSink::new()), &shared).expect("build");
+        let weak: Vec<(&str, gst::glib::WeakRef<gst::Element>)> =
+            ["clock", "title"].into_iter().map(|n| (n, built.pipeline.by_name(n).expect(n).downgrade())).collect();
+        // A few pictures through the overlays, then stopped and dropped.
+        built.pipeline.set_state(gst::State::Playing).expect("playing");
+        std::thread::sleep(Duration::from_millis(300));
+        built.pipeline.set_state(gst::State::Null).expect("null");
+        drop(built);
+        for (name, w) in weak {
+            assert!(w.upgrade().is_none(), "`{name}` outlived its pipeline");
+        }
+    }
 }
