@@ -154,6 +154,75 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
     }
 }
 
+/// Each partner its own language: a leg listing `audio` gets only those of
+/// the programme's tracks, byte for byte, with a PMT of its own; a leg that
+/// lists none gets them all; the multiplex is clean either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
+    require("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-f", "lavfi", "-i", "sine=f=660:r=48000"])
+        .args(["-f", "lavfi", "-i", "sine=f=880:r=48000", "-t", "5"])
+        .args(["-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:a"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "600k", "-g", "25"])
+        .args(["-c:a:0", "aac", "-c:a:1", "aac", "-c:a:2", "ac3"])
+        .args(["-metadata:s:a:0", "language=kaz", "-metadata:s:a:1", "language=rus"])
+        .args(["-metadata:s:a:2", "language=eng", "-f", "mpegts"])
+        .arg(&contribution)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success(), "the contribution could not be made");
+
+    let source_port = free_udp_port();
+    let (ru, all) = (UdpCapture::start(), UdpCapture::start());
+    let file = dir.path().join("en-kz.ts");
+    let channels = [
+        channel("ru-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", ru.port))
+            + "audio = [\"rus\"]\n",
+        channel("all-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", all.port)),
+        channel("en-kz-file", &format!("{{ type = \"file\", path = \"{}\" }}", file.display()))
+            + "audio = [\"eng\", \"KAZ\"]\n",
+    ];
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nwidth = 320\nheight = 180\nframerate = 25\ngop = 25\n\
+         audio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n{}",
+        channels.concat()
+    ))
+    .expect("config");
+    assert_eq!(config.channels[2].audio, ["eng", "kaz"]);
+    let run = Run::start(&config).await;
+    send_live(&contribution, source_port).await;
+    run.relay.shutdown().await;
+    let (ru_path, ru_datagrams) = ru.finish();
+    let (all_path, _) = all.finish();
+    common::check_ts(&ru_datagrams.concat()).assert_clean("the leg with one language");
+
+    let languages = |path: &Path| -> Vec<(String, String)> {
+        streams(path).into_iter().skip(1).map(|(codec, _, lang)| (codec, lang)).collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter().map(|(c, l)| (c.to_string(), l.to_string())).collect()
+    };
+    assert_eq!(languages(&ru_path), pairs(&[("aac", "rus")]));
+    assert_eq!(languages(&file), pairs(&[("aac", "kaz"), ("ac3", "eng")]));
+    assert_eq!(languages(&all_path), pairs(&[("aac", "kaz"), ("aac", "rus"), ("ac3", "eng")]));
+    // What a leg keeps is the contribution's, frame for frame.
+    for (what, path, got, sent) in
+        [("ru", &ru_path, "0:a:0", "0:a:1"), ("en-kz", &file, "0:a:0", "0:a:0"), ("en-kz", &file, "0:a:1", "0:a:2")]
+    {
+        let run_a = longest_run(&hashes(&contribution, sent), &hashes(path, got));
+        assert!(run_a >= 100, "{what} {got}: only {run_a} frames of {sent} untouched in a row");
+    }
+    let sent_video = hashes(&contribution, "0:v:0");
+    let run_v = longest_run(&sent_video, &hashes(&ru_path, "0:v:0"));
+    assert!(run_v >= 75, "only {run_v} of {} pictures untouched in a row", sent_video.len());
+}
+
 /// A contribution in `video` (an ffmpeg encoder and its options) with one
 /// audio track in `audio`, relayed to a UDP leg and a file leg: the
 /// pictures and the sound arrive untouched, in their own codecs, with

@@ -37,6 +37,9 @@ pub fn channel_from_proto(p: &proto::Channel) -> Result<Channel, Vec<FieldError>
     put(&mut t, "country", p.country.as_str());
     put(&mut t, "timezone", p.timezone.as_str());
     put(&mut t, "enabled", p.enabled.unwrap_or(true));
+    if !p.audio.is_empty() {
+        t.insert("audio".into(), Value::Array(p.audio.iter().map(|l| Value::String(l.clone())).collect()));
+    }
     if let Some(policy) = p.air_policy.as_ref().and_then(|a| a.policy.as_ref()) {
         let mut a = Table::new();
         match policy {
@@ -153,6 +156,7 @@ fn to_proto(ch: &Channel, secrets: bool) -> proto::Channel {
         ingest: Some(proto::Ingest { kind: Some(kind) }),
         air_policy: Some(proto::AirPolicy { policy: Some(policy) }),
         enabled: Some(ch.enabled),
+        audio: ch.audio.clone(),
     }
 }
 

@@ -147,6 +147,9 @@ pub fn channel_table(ch: &Channel) -> toml::Table {
     t.insert("country".into(), ch.country.as_str().into());
     t.insert("timezone".into(), ch.timezone.name().into());
     t.insert("enabled".into(), ch.enabled.into());
+    if !ch.audio.is_empty() {
+        t.insert("audio".into(), Value::Array(ch.audio.iter().map(|l| Value::String(l.clone())).collect()));
+    }
     let mut air = toml::Table::new();
     match ch.air_policy {
         AirPolicy::Live => {
@@ -374,6 +377,51 @@ mod tests {
         let text = format!("{base}[backup]\ntype = \"ftp\"\n");
         let ConfigError::Invalid(errs) = parse(&text).unwrap_err() else { panic!("expected Invalid") };
         assert_eq!(errs[0].key, "backup.type", "{errs:?}");
+    }
+
+    #[test]
+    fn a_legs_audio_languages_are_read_stored_and_checked_against_the_programme() {
+        let base = "[event]\ntitle = \"T\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n\
+                    [program]\naudio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n";
+        let leg = |id: &str, ingest: &str, audio: &str| {
+            format!(
+                "[[channels]]\nid = \"{id}\"\nname = \"N\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+                 ingest = {ingest}\naudio = {audio}\n"
+            )
+        };
+        let udp = "{ type = \"udp\", uri = \"udp://127.0.0.1:6000\" }";
+        let c = parse(&format!("{base}{}", leg("ru", udp, "[\"RUS\", \"eng\"]"))).unwrap();
+        assert_eq!(c.channels[0].audio, ["rus", "eng"]);
+        // Kept through the store's form of a channel.
+        let back = parse_channel(&channel_to_toml(&c.channels[0])).unwrap();
+        assert_eq!(back.audio, ["rus", "eng"]);
+
+        // A language the programme lacks, named with those it has.
+        let ConfigError::Invalid(errs) = parse(&format!("{base}{}", leg("tj", udp, "[\"tgk\"]"))).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(errs[0].key, "channels[0].ingest", "{errs:?}");
+        assert!(errs[0].message.contains("tgk") && errs[0].message.contains("kaz, rus, eng"), "{errs:?}");
+        // Not codes; twice.
+        let ConfigError::Invalid(errs) =
+            parse(&format!("{base}{}", leg("x", udp, "[\"russian\", 7, \"kaz\", \"KAZ\"]"))).unwrap_err()
+        else {
+            panic!("expected Invalid")
+        };
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["channels[0].audio[0]", "channels[0].audio[1]", "channels[0].audio[3]"], "{errs:?}");
+        // RTMP legs, and transcode mode, cannot choose.
+        let rtmp = "{ type = \"rtmp\", url = \"rtmp://127.0.0.1/live\" }";
+        let ConfigError::Invalid(errs) = parse(&format!("{base}{}", leg("r", rtmp, "[\"rus\"]"))).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert!(errs[0].message.contains("RTMP"), "{errs:?}");
+        let transcode = "[event]\ntitle = \"T\"\n";
+        let ConfigError::Invalid(errs) = parse(&format!("{transcode}{}", leg("t", udp, "[\"rus\"]"))).unwrap_err()
+        else {
+            panic!("expected Invalid")
+        };
+        assert!(errs[0].message.contains("passthrough"), "{errs:?}");
     }
 
     #[test]

@@ -371,6 +371,9 @@ pub struct Channel {
     pub air_policy: AirPolicy,
     /// Disabled channels get no leg.
     pub enabled: bool,
+    /// The programme's audio tracks this leg carries, by ISO 639-2
+    /// language (lower case); empty: all of them.
+    pub audio: Vec<String>,
 }
 
 /// The built-in test source's sound (its picture is the program's size).
@@ -445,8 +448,42 @@ impl ProgramFormat {
     /// video codec is refused, never silently transcoded.
     pub fn refuses(&self, channel: &Channel) -> Option<String> {
         let rtmp = matches!(channel.ingest, Ingest::Rtmp(_));
-        (rtmp && self.mode == ProgramMode::Passthrough && self.video_codec != crate::media::es::VideoCodec::H264)
-            .then(|| rtmp_refusal(channel.id.as_str(), self.video_codec))
+        if rtmp && self.mode == ProgramMode::Passthrough && self.video_codec != crate::media::es::VideoCodec::H264 {
+            return Some(rtmp_refusal(channel.id.as_str(), self.video_codec));
+        }
+        self.audio_refusal(channel)
+    }
+
+    /// Why `channel`'s audio languages cannot be given it, if so: a
+    /// language the programme lacks (naming those it has), transcode mode
+    /// (one untagged track), or an RTMP leg (FLV carries the first track).
+    pub fn audio_refusal(&self, channel: &Channel) -> Option<String> {
+        if channel.audio.is_empty() {
+            return None;
+        }
+        let id = channel.id.as_str();
+        let asked = channel.audio.join(", ");
+        if self.mode == ProgramMode::Transcode {
+            return Some(format!(
+                "channel `{id}` asks for audio {asked}: transcode mode carries one untagged AAC track; \
+                 per-leg audio needs passthrough"
+            ));
+        }
+        if matches!(channel.ingest, Ingest::Rtmp(_)) {
+            return Some(format!(
+                "channel `{id}` asks for audio {asked}: an RTMP leg carries the programme's first track; \
+                 choosing it is not supported yet (MPEG-TS legs: SRT, UDP, RIST, file)"
+            ));
+        }
+        let has: Vec<&str> = self.audio.iter().filter_map(|t| t.language.as_deref()).collect();
+        let lacking: Vec<&str> = channel.audio.iter().map(String::as_str).filter(|l| !has.contains(l)).collect();
+        (!lacking.is_empty()).then(|| {
+            let has = if has.is_empty() { "no tagged track".to_owned() } else { has.join(", ") };
+            format!(
+                "channel `{id}` asks for audio {}, which the programme lacks: it has {has} ([program] audio)",
+                lacking.join(", ")
+            )
+        })
     }
 }
 

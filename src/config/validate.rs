@@ -550,7 +550,7 @@ fn slate(w: &mut Walk, t: &Table) -> SlateSettings {
 }
 
 fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {
-    w.unknown(t, at, &["id", "name", "country", "timezone", "enabled", "air_policy", "ingest"]);
+    w.unknown(t, at, &["id", "name", "country", "timezone", "enabled", "air_policy", "ingest", "audio"]);
     let id = w.string(t, at, "id", true).and_then(|s| match ChannelId::parse(&s) {
         Ok(id) => Some(id),
         Err(e) => {
@@ -583,6 +583,7 @@ fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {
     };
     let ingest_at = join(at, "ingest");
     let ingest = w.table(t, at, "ingest", true).and_then(|i| ingest(w, i, &ingest_at));
+    let audio = languages(w, t, at, "audio");
     Some(Channel {
         id: id?,
         name: name?,
@@ -591,7 +592,40 @@ fn channel(w: &mut Walk, t: &Table, at: &str) -> Option<Channel> {
         ingest: ingest?,
         air_policy: air_policy?,
         enabled,
+        audio,
     })
+}
+
+/// A list of ISO 639-2 codes (three letters, kept lower case, each once).
+fn languages(w: &mut Walk, t: &Table, at: &str, key: &str) -> Vec<String> {
+    let Some(v) = t.get(key) else { return Vec::new() };
+    let Value::Array(items) = v else {
+        w.err(join(at, key), format!("expected an array of ISO 639-2 codes, found {}", v.type_str()));
+        return Vec::new();
+    };
+    if items.len() > 16 {
+        w.err(join(at, key), format!("{} languages; at most 16", items.len()));
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::String(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                let l = s.to_ascii_lowercase();
+                if out.contains(&l) {
+                    w.err(format!("{}[{i}]", join(at, key)), format!("`{l}` is listed twice"));
+                } else {
+                    out.push(l);
+                }
+            }
+            Value::String(s) => w.err(
+                format!("{}[{i}]", join(at, key)),
+                format!("{} is not an ISO 639-2 code (three letters, e.g. kaz)", super::quote(s)),
+            ),
+            other => w.err(format!("{}[{i}]", join(at, key)), format!("expected a string, found {}", other.type_str())),
+        }
+    }
+    out
 }
 
 fn air_policy(w: &mut Walk, t: &Table, at: &str) -> Option<AirPolicy> {

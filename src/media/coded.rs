@@ -334,12 +334,12 @@ fn read_tables(pad: &gst::Pad, out: &Arc<CodedFeed>) {
             let video = out.video_pid.load(Ordering::Relaxed);
             let scte35 = out.scte35_pid.load(Ordering::Relaxed);
             if pid == u32::from(super::ts::PAT_PID) {
-                if let Some(pmt) = super::ts::section(p).and_then(pmt_pid_of) {
+                if let Some(pmt) = super::ts::section(p).and_then(super::tracks::pmt_pid) {
                     out.pmt_pid.store(u32::from(pmt), Ordering::Relaxed);
                 }
             } else if pid == out.pmt_pid.load(Ordering::Relaxed)
                 && let Some(section) = super::ts::section(p)
-                && let Some(streams) = pmt_streams(section)
+                && let Some(streams) = super::tracks::pmt_entries(section)
             {
                 note_pmt(&out, &streams);
             } else if pid == video && video != 0 {
@@ -367,7 +367,7 @@ fn read_tables(pad: &gst::Pad, out: &Arc<CodedFeed>) {
 }
 
 /// What a PMT says of the feed: languages, the video PID, the SCTE-35 PID.
-fn note_pmt(out: &CodedFeed, streams: &[PmtStream]) {
+fn note_pmt(out: &CodedFeed, streams: &[super::tracks::PmtEntry]) {
     let video = streams.iter().find(|s| matches!(s.stream_type, 0x01 | 0x02 | 0x1b | 0x24)).map_or(0, |s| s.pid);
     let scte35 = streams.iter().find(|s| s.stream_type == super::scte35::STREAM_TYPE).map_or(0, |s| s.pid);
     out.video_pid.store(u32::from(video), Ordering::Relaxed);
@@ -381,53 +381,6 @@ fn note_pmt(out: &CodedFeed, streams: &[PmtStream]) {
     }
     drop(q);
     lock(&out.languages).extend(streams.iter().filter_map(|s| s.language.clone().map(|l| (s.pid, l))));
-}
-
-/// The first programme's PMT PID in a PAT section.
-fn pmt_pid_of(s: &[u8]) -> Option<u16> {
-    let len = usize::from(u16::from_be_bytes([*s.get(1)?, *s.get(2)?]) & 0x0fff);
-    let body = s.get(8..(3 + len).checked_sub(4)?)?;
-    body.chunks_exact(4)
-        .find(|e| u16::from_be_bytes([e[0], e[1]]) != 0)
-        .map(|e| u16::from_be_bytes([e[2], e[3]]) & 0x1fff)
-}
-
-/// One stream a PMT lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PmtStream {
-    stream_type: u8,
-    pid: u16,
-    /// Its ISO 639 language descriptor's code, lower case.
-    language: Option<String>,
-}
-
-/// Every stream of a whole PMT section with a good CRC.
-fn pmt_streams(s: &[u8]) -> Option<Vec<PmtStream>> {
-    if s.first() != Some(&0x02) || s.len() < 16 || super::ts::crc32_mpeg2(s) != 0 {
-        return None;
-    }
-    let mut found = Vec::new();
-    let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
-    let mut at = 12 + info;
-    while at + 5 <= s.len() - 4 {
-        let pid = u16::from_be_bytes([s[at + 1], s[at + 2]]) & 0x1fff;
-        let n = usize::from(u16::from_be_bytes([s[at + 3], s[at + 4]]) & 0x0fff);
-        let mut language = None;
-        let mut d = at + 5;
-        while d + 2 <= (at + 5 + n).min(s.len() - 4) {
-            let (tag, len) = (s[d], usize::from(s[d + 1]));
-            if tag == 0x0a
-                && len >= 4
-                && let Some(Ok(l)) = s.get(d + 2..d + 5).map(std::str::from_utf8)
-            {
-                language = Some(l.to_ascii_lowercase());
-            }
-            d += 2 + len;
-        }
-        found.push(PmtStream { stream_type: s[at], pid, language });
-        at += 5 + n;
-    }
-    Some(found)
 }
 
 /// Which track of a feed a pad carries.

@@ -155,6 +155,8 @@ struct Inner {
     queued: VecDeque<u64>,
     /// Names this leg's channel in its copy of each batch (stamped legs).
     stamper: Option<super::stamp::SdtStamper>,
+    /// Chooses this leg's audio tracks (legs that list languages).
+    tracks: Option<super::tracks::TrackFilter>,
 }
 
 impl LegInput {
@@ -174,6 +176,18 @@ impl LegInput {
     pub fn stamped(self, service: String) -> Self {
         lock(&self.inner).stamper = Some(super::stamp::SdtStamper::new(service));
         self
+    }
+
+    /// Gives this leg only the programme's audio tracks in `languages`
+    /// (see [`super::tracks`]).
+    pub fn with_audio(self, languages: Vec<String>) -> Self {
+        lock(&self.inner).tracks = Some(super::tracks::TrackFilter::new(languages));
+        self
+    }
+
+    /// The languages this leg lists that the programme lacks.
+    pub fn audio_missing(&self) -> Vec<String> {
+        lock(&self.inner).tracks.as_ref().map(|t| t.missing().to_vec()).unwrap_or_default()
     }
 
     /// The batch stamped `pts` starts the program (its first keyframe):
@@ -236,6 +250,14 @@ impl LegInput {
     /// leg already holds `max_time` of program.
     pub fn offer(&self, list: &gst::BufferList, pts: u64) {
         let mut inner = lock(&self.inner);
+        let chosen;
+        let list = match inner.tracks.as_mut() {
+            Some(tracks) => {
+                chosen = tracks.filter(list);
+                &chosen
+            }
+            None => list,
+        };
         if inner.direct.is_some() {
             let lost = match inner.stamper.as_mut() {
                 Some(stamper) => {

@@ -163,6 +163,9 @@ impl Leg {
     /// begins receiving program once its pipeline is up.
     pub fn start(channel: &Channel, settings: &RelaySettings, stop: watch::Receiver<bool>) -> Self {
         let mut input = LegInput::new(settings.leg_buffer);
+        if !channel.audio.is_empty() && !matches!(channel.ingest, Ingest::Rtmp(_)) {
+            input = input.with_audio(channel.audio.clone());
+        }
         if settings.stamp_legs && !matches!(channel.ingest, Ingest::Rtmp(_)) {
             input = input.stamped(super::stamp::text(channel));
         }

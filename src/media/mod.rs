@@ -16,6 +16,7 @@ pub mod slate;
 pub mod source;
 pub mod stamp;
 pub mod template;
+pub mod tracks;
 pub mod ts;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};

@@ -360,14 +360,14 @@ fn print_channels(list: &[proto::Channel], json: bool) {
                 serde_json::json!({
                     "id": c.id, "name": c.name, "country": c.country, "timezone": c.timezone,
                     "protocol": protocol, "target": target, "has_secret": secret,
-                    "air_policy": air(c), "enabled": c.enabled.unwrap_or(true),
+                    "air_policy": air(c), "enabled": c.enabled.unwrap_or(true), "audio": c.audio,
                 })
             })
             .collect();
         say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
-    let mut t = Table::new(&["ID", "NAME", "CC", "TIMEZONE", "PROTO", "TARGET", "SECRET", "AIR", "ENABLED"]);
+    let mut t = Table::new(&["ID", "NAME", "CC", "TIMEZONE", "PROTO", "TARGET", "SECRET", "AIR", "AUDIO", "ENABLED"]);
     for c in list {
         let (protocol, target, secret) = ingest_summary(c);
         t.row(vec![
@@ -379,6 +379,7 @@ fn print_channels(list: &[proto::Channel], json: bool) {
             target,
             if secret { "set" } else { "-" }.into(),
             air(c),
+            if c.audio.is_empty() { "all".into() } else { c.audio.join(",") },
             if c.enabled.unwrap_or(true) { "yes" } else { "no" }.into(),
         ]);
     }
@@ -456,7 +457,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                     serde_json::json!({
                         "id": ch.id.as_str(), "name": ch.name, "country": ch.country,
                         "timezone": ch.timezone.name(), "protocol": ch.ingest.protocol(),
-                        "target": ch.ingest.target(), "enabled": ch.enabled,
+                        "target": ch.ingest.target(), "enabled": ch.enabled, "audio": ch.audio,
                     })
                 })
                 .collect()
@@ -510,7 +511,8 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                 if c.relay.stamp_legs {
                     say!("Legs stamped: each names its own channel in its stream (MPEG-TS service name, RTMP title)");
                 }
-                let mut t = Table::new(&["CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "AIR", "ENABLED"]);
+                let mut t =
+                    Table::new(&["CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "AIR", "AUDIO", "ENABLED"]);
                 for ch in &c.channels {
                     let air = match ch.air_policy {
                         AirPolicy::Live => "live".to_owned(),
@@ -523,6 +525,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                         ch.ingest.protocol().to_owned(),
                         ch.ingest.target(),
                         air,
+                        if ch.audio.is_empty() { "all".to_owned() } else { ch.audio.join(",") },
                         if ch.enabled { "yes" } else { "no" }.to_owned(),
                     ]);
                 }

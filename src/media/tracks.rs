@@ -1,0 +1,283 @@
+//! Per-leg audio: a leg that lists languages (`audio = ["kaz", "rus"]`)
+//! gets only those of the programme's audio tracks, chosen on its own copy
+//! of the shared multiplex. Nothing is encoded again and no other leg is
+//! touched: the leg's PMT lists only its tracks (the section rewritten, its
+//! CRC computed again, its packet's continuity counter kept) and the other
+//! audio PIDs' packets are left out. A track without a language, video and
+//! SCTE-35 always pass.
+//!
+//! If the programme carries none of the listed languages (the contribution
+//! changed mid-event), the leg gets every track rather than none, and
+//! [`TrackFilter::missing`] says which are missing, for the status.
+
+use std::collections::HashSet;
+
+use gstreamer as gst;
+
+use super::ts;
+
+/// ISO/IEC 13818-1 stream types that carry sound (private data, 0x06, is
+/// DVB's AC-3 and E-AC-3; with a language descriptor it is sound here).
+const AUDIO_TYPES: [u8; 7] = [0x03, 0x04, 0x06, 0x0f, 0x11, 0x81, 0x87];
+
+/// One stream of a PMT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmtEntry {
+    /// Its stream_type.
+    pub stream_type: u8,
+    /// Its PID.
+    pub pid: u16,
+    /// Its ISO 639 language descriptor's code, lower case.
+    pub language: Option<String>,
+    /// Where the entry lies in the section (start, end).
+    span: (usize, usize),
+}
+
+/// The streams a whole PMT section (table_id to CRC, CRC correct) lists.
+pub fn pmt_entries(s: &[u8]) -> Option<Vec<PmtEntry>> {
+    if s.first() != Some(&0x02) || s.len() < 16 || ts::crc32_mpeg2(s) != 0 {
+        return None;
+    }
+    let mut found = Vec::new();
+    let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
+    let end = s.len() - 4;
+    let mut at = 12 + info;
+    while at + 5 <= end {
+        let pid = u16::from_be_bytes([s[at + 1], s[at + 2]]) & 0x1fff;
+        let n = usize::from(u16::from_be_bytes([s[at + 3], s[at + 4]]) & 0x0fff);
+        let next = (at + 5 + n).min(end);
+        let mut language = None;
+        let mut d = at + 5;
+        while d + 2 <= next {
+            let (tag, len) = (s[d], usize::from(s[d + 1]));
+            if tag == 0x0a
+                && len >= 4
+                && let Some(Ok(l)) = s.get(d + 2..d + 5).map(std::str::from_utf8)
+            {
+                language = Some(l.to_ascii_lowercase());
+            }
+            d += 2 + len;
+        }
+        found.push(PmtEntry { stream_type: s[at], pid, language, span: (at, next) });
+        at = next;
+    }
+    Some(found)
+}
+
+/// The PMT PID of the first programme a whole PAT section lists.
+pub fn pmt_pid(s: &[u8]) -> Option<u16> {
+    let len = usize::from(u16::from_be_bytes([*s.get(1)?, *s.get(2)?]) & 0x0fff);
+    let body = s.get(8..(3 + len).checked_sub(4)?)?;
+    body.chunks_exact(4)
+        .find(|e| u16::from_be_bytes([e[0], e[1]]) != 0)
+        .map(|e| u16::from_be_bytes([e[2], e[3]]) & 0x1fff)
+}
+
+/// Whether `e` is a sound track in a language not in `keep`.
+fn unwanted(e: &PmtEntry, keep: &[String]) -> bool {
+    AUDIO_TYPES.contains(&e.stream_type) && e.language.as_ref().is_some_and(|l| !keep.contains(l))
+}
+
+/// Chooses one leg's audio tracks by language.
+#[derive(Debug)]
+pub struct TrackFilter {
+    keep: Vec<String>,
+    pmt_pid: Option<u16>,
+    /// The PIDs left out.
+    dropped: HashSet<u16>,
+    /// The last PMT section seen, and the packet payload that replaces it.
+    last: Option<(Vec<u8>, Vec<u8>)>,
+    missing: Vec<String>,
+}
+
+impl TrackFilter {
+    /// A filter keeping the sound tracks in `languages` (ISO 639-2, lower
+    /// case).
+    pub fn new(languages: Vec<String>) -> Self {
+        Self { keep: languages, pmt_pid: None, dropped: HashSet::new(), last: None, missing: Vec::new() }
+    }
+
+    /// The listed languages the programme lacks (all of them: the leg gets
+    /// every track).
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// The leg's own copy of `list`: left-out tracks removed, the PMT
+    /// rewritten. Buffers with nothing to change are shared, not copied.
+    pub fn filter(&mut self, list: &gst::BufferListRef) -> gst::BufferList {
+        let mut out = gst::BufferList::new_sized(list.len());
+        let Some(own) = out.get_mut() else { return out };
+        for b in list.iter_owned() {
+            let Ok(m) = b.map_readable() else { continue };
+            let touches = m.chunks_exact(ts::PACKET).any(|p| {
+                let pid = ts::pid(p);
+                pid == ts::PAT_PID || Some(pid) == self.pmt_pid || self.dropped.contains(&pid)
+            });
+            if !touches {
+                drop(m);
+                own.add(b);
+                continue;
+            }
+            let mut data = Vec::with_capacity(m.len());
+            for p in m.chunks_exact(ts::PACKET) {
+                let pid = ts::pid(p);
+                if pid == ts::PAT_PID {
+                    if let Some(pmt) = ts::section(p).and_then(pmt_pid) {
+                        self.pmt_pid = Some(pmt);
+                    }
+                    data.extend_from_slice(p);
+                } else if Some(pid) == self.pmt_pid {
+                    data.extend_from_slice(&self.pmt_packet(p));
+                } else if !self.dropped.contains(&pid) {
+                    data.extend_from_slice(p);
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let mut nb = gst::Buffer::from_mut_slice(data);
+            if let Some(n) = nb.get_mut() {
+                n.set_pts(b.pts());
+                n.set_dts(b.dts());
+                n.set_flags(b.flags());
+            }
+            own.add(nb);
+        }
+        out
+    }
+
+    /// The leg's version of a PMT packet: the section without the left-out
+    /// tracks, in the packet's own header (PID, counter); a PMT that does not
+    /// fit one packet passes as it is.
+    fn pmt_packet(&mut self, p: &[u8]) -> [u8; ts::PACKET] {
+        let mut out = [0xffu8; ts::PACKET];
+        out.copy_from_slice(p);
+        let Some(section) = ts::section(p) else { return out };
+        if self.last.as_ref().is_none_or(|(s, _)| s.as_slice() != section) {
+            let Some(entries) = pmt_entries(section) else { return out };
+            let has_any = entries.iter().any(|e| e.language.as_ref().is_some_and(|l| self.keep.contains(l)));
+            let sound: Vec<&String> = entries
+                .iter()
+                .filter(|e| AUDIO_TYPES.contains(&e.stream_type))
+                .filter_map(|e| e.language.as_ref())
+                .collect();
+            self.missing = self.keep.iter().filter(|k| !sound.contains(k)).cloned().collect();
+            // None of the leg's languages: every track rather than silence.
+            let drop: Vec<&PmtEntry> =
+                if has_any { entries.iter().filter(|e| unwanted(e, &self.keep)).collect() } else { vec![] };
+            self.dropped = drop.iter().map(|e| e.pid).collect();
+            let mut s = section[..section.len() - 4].to_vec();
+            for e in drop.iter().rev() {
+                s.drain(e.span.0..e.span.1);
+            }
+            let length = (s.len() - 3 + 4) as u16;
+            let flags = u16::from(s[1]) << 8 & 0xf000;
+            s[1..3].copy_from_slice(&(flags | length).to_be_bytes());
+            let crc = ts::crc32_mpeg2(&s);
+            s.extend_from_slice(&crc.to_be_bytes());
+            self.last = Some((section.to_vec(), s));
+        }
+        let Some((_, rewritten)) = &self.last else { return out };
+        // Header kept (sync, PUSI, PID, counter), payload only, then the
+        // pointer field, the section and stuffing.
+        out[3] = (p[3] & 0x0f) | 0x10;
+        out[4] = 0;
+        out[5..5 + rewritten.len()].copy_from_slice(rewritten);
+        out[5 + rewritten.len()..].fill(0xff);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-packet PMT section: video 0x100, AAC kaz 0x101, AAC rus 0x102,
+    /// AC-3 eng 0x103 (private data with a language), AAC without a language
+    /// 0x104, SCTE-35 0x1f0.
+    fn pmt() -> Vec<u8> {
+        let mut s = vec![0x02, 0xb0, 0, 0x00, 0x01, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0x00];
+        let mut es = |t: u8, pid: u16, d: &[u8]| {
+            s.push(t);
+            s.extend_from_slice(&(0xe000 | pid).to_be_bytes());
+            s.extend_from_slice(&(0xf000 | d.len() as u16).to_be_bytes());
+            s.extend_from_slice(d);
+        };
+        es(0x1b, 0x100, &[]);
+        es(0x0f, 0x101, b"\x0a\x04kaz\x00");
+        es(0x0f, 0x102, b"\x0a\x04rus\x00");
+        es(0x06, 0x103, b"\x6a\x01\x00\x0a\x04eng\x00");
+        es(0x0f, 0x104, &[]);
+        es(0x86, 0x1f0, &[]);
+        let len = (s.len() - 3 + 4) as u16;
+        s[1..3].copy_from_slice(&(0xb000 | len).to_be_bytes());
+        let crc = ts::crc32_mpeg2(&s);
+        s.extend_from_slice(&crc.to_be_bytes());
+        s
+    }
+
+    fn packet(pid: u16, cc: u8, payload: &[u8], start: bool) -> [u8; ts::PACKET] {
+        let mut p = [0xffu8; ts::PACKET];
+        p[0] = ts::SYNC;
+        p[1..3].copy_from_slice(&((if start { 0x4000 } else { 0 }) | pid).to_be_bytes());
+        p[3] = 0x10 | cc;
+        p[4..4 + payload.len()].copy_from_slice(payload);
+        p
+    }
+
+    fn psi(pid: u16, cc: u8, section: &[u8]) -> [u8; ts::PACKET] {
+        let mut payload = vec![0];
+        payload.extend_from_slice(section);
+        packet(pid, cc, &payload, true)
+    }
+
+    #[test]
+    fn a_leg_keeps_its_languages_with_a_pmt_of_its_own_and_the_rest_untouched() {
+        gst::init().unwrap();
+        let pat = ts::pat_packet();
+        let pmt_pid = pmt_pid(ts::section(&pat).unwrap()).unwrap();
+        let mut data = Vec::new();
+        for p in [
+            pat,
+            psi(pmt_pid, 7, &pmt()),
+            packet(0x100, 0, b"video", true),
+            packet(0x101, 0, b"kaz", true),
+            packet(0x102, 0, b"rus", true),
+            packet(0x103, 0, b"eng", true),
+            packet(0x104, 0, b"und", true),
+            packet(0x1f0, 0, b"cue", true),
+        ] {
+            data.extend_from_slice(&p);
+        }
+        let mut list = gst::BufferList::new();
+        let mut b = gst::Buffer::from_mut_slice(data);
+        b.get_mut().unwrap().set_pts(gst::ClockTime::from_mseconds(40));
+        list.get_mut().unwrap().add(b);
+        // A buffer without PSI or left-out PIDs is shared as it is.
+        list.get_mut().unwrap().add(gst::Buffer::from_mut_slice(packet(0x100, 1, b"more", false).to_vec()));
+
+        let mut f = TrackFilter::new(vec!["rus".into(), "eng".into()]);
+        let out = f.filter(list.get_mut().unwrap());
+        assert_eq!(out.len(), 2);
+        let first = out.get(0).unwrap();
+        assert_eq!(first.pts(), Some(gst::ClockTime::from_mseconds(40)));
+        let m = first.map_readable().unwrap();
+        let pids: Vec<u16> = m.chunks_exact(ts::PACKET).map(ts::pid).collect();
+        assert_eq!(pids, [0, pmt_pid, 0x100, 0x102, 0x103, 0x104, 0x1f0]);
+        let pmt_out = &m[ts::PACKET..2 * ts::PACKET];
+        assert_eq!(pmt_out[3] & 0x0f, 7, "the PMT packet keeps its counter");
+        let entries = pmt_entries(ts::section(pmt_out).unwrap()).expect("a PMT with a good CRC");
+        let listed: Vec<u16> = entries.iter().map(|e| e.pid).collect();
+        assert_eq!(listed, [0x100, 0x102, 0x103, 0x104, 0x1f0]);
+        assert!(f.missing().is_empty());
+        assert_eq!(out.get(1).unwrap().as_ptr(), list.get(1).unwrap().as_ptr(), "an untouched buffer is shared");
+
+        // A language the programme lacks: every track, and said.
+        let mut f = TrackFilter::new(vec!["tgk".into()]);
+        let out = f.filter(list.get_mut().unwrap());
+        let m = out.get(0).unwrap().map_readable().unwrap();
+        assert_eq!(m.chunks_exact(ts::PACKET).count(), 8);
+        assert_eq!(f.missing(), ["tgk"]);
+    }
+}
