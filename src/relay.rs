@@ -397,6 +397,8 @@ impl Relay {
             srt: None,
             program_since_utc_ns: None,
             carries: Content::Slate,
+            audio: p.channel.audio.clone(),
+            audio_missing: Vec::new(),
         }));
         all.sort_by_key(|l| self.order.iter().position(|id| *id == l.channel_id));
         all

@@ -178,26 +178,40 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
     assert!(made.success(), "the contribution could not be made");
 
     let source_port = free_udp_port();
-    let (ru, all) = (UdpCapture::start(), UdpCapture::start());
+    let (ru, all, tj) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
     let file = dir.path().join("en-kz.ts");
+    let udp = |port: u16| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}");
     let channels = [
-        channel("ru-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", ru.port))
-            + "audio = [\"rus\"]\n",
-        channel("all-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", all.port)),
+        channel("ru-udp", &udp(ru.port)) + "audio = [\"rus\"]\n",
+        channel("all-udp", &udp(all.port)),
         channel("en-kz-file", &format!("{{ type = \"file\", path = \"{}\" }}", file.display()))
             + "audio = [\"eng\", \"KAZ\"]\n",
+        // Planned, but the venue does not send it.
+        channel("tj-udp", &udp(tj.port)) + "audio = [\"tgk\"]\n",
     ];
     let config = simulcast::config::parse(&format!(
         "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
          [program]\nwidth = 320\nheight = 180\nframerate = 25\ngop = 25\n\
-         audio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n{}",
+         audio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\", \"aac:tgk\"]\n{}",
         channels.concat()
     ))
     .expect("config");
     assert_eq!(config.channels[2].audio, ["eng", "kaz"]);
     let run = Run::start(&config).await;
     send_live(&contribution, source_port).await;
+    // The status says what each leg carries, and what the programme lacks.
+    let status = run.relay.status();
+    let leg = |id: &str| status.leg(id).expect(id).clone();
+    assert_eq!((leg("ru-udp").audio, leg("ru-udp").audio_missing), (vec!["rus".to_owned()], vec![]));
+    assert!(leg("all-udp").audio.is_empty());
+    assert_eq!(leg("tj-udp").audio_missing, ["tgk"], "{:?}", leg("tj-udp"));
     run.relay.shutdown().await;
+    // Without its language, that leg got every track rather than silence.
+    let (tj_path, _) = tj.finish();
+    let tj_audio: Vec<String> = streams(&tj_path).into_iter().skip(1).map(|s| s.2).collect();
+    for l in ["kaz", "rus", "eng"] {
+        assert!(tj_audio.iter().any(|x| x == l), "{l} missing from {tj_audio:?}");
+    }
     let (ru_path, ru_datagrams) = ru.finish();
     let (all_path, _) = all.finish();
     common::check_ts(&ru_datagrams.concat()).assert_clean("the leg with one language");
@@ -210,7 +224,12 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
     };
     assert_eq!(languages(&ru_path), pairs(&[("aac", "rus")]));
     assert_eq!(languages(&file), pairs(&[("aac", "kaz"), ("ac3", "eng")]));
-    assert_eq!(languages(&all_path), pairs(&[("aac", "kaz"), ("aac", "rus"), ("ac3", "eng")]));
+    // A leg asking for nothing gets every track (the slate's planned `tgk`
+    // too, before the contribution came).
+    let every = languages(&all_path);
+    for track in pairs(&[("aac", "kaz"), ("aac", "rus"), ("ac3", "eng")]) {
+        assert!(every.contains(&track), "{track:?} missing from {every:?}");
+    }
     // What a leg keeps is the contribution's, frame for frame.
     for (what, path, got, sent) in
         [("ru", &ru_path, "0:a:0", "0:a:1"), ("en-kz", &file, "0:a:0", "0:a:0"), ("en-kz", &file, "0:a:1", "0:a:2")]

@@ -325,6 +325,8 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
                     protocol: s.protocol.to_owned(),
                     timezone: v.timezone.name().to_owned(),
                     local_time: now.with_timezone(&v.timezone).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                    audio: s.audio.clone(),
+                    audio_missing: s.audio_missing.clone(),
                 }
             })
             .collect(),

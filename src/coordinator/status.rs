@@ -240,6 +240,8 @@ mod tests {
                     srt: None,
                     program_since_utc_ns: None,
                     carries: crate::media::program::Content::Program,
+                    audio: Vec::new(),
+                    audio_missing: Vec::new(),
                 })
                 .collect(),
             fanout_overflow: 0,

@@ -100,6 +100,10 @@ pub struct LegStatus {
     /// What the leg carries: the programme once its first programme
     /// picture went out and while the cue has it on, else the slate.
     pub carries: super::program::Content,
+    /// The audio languages the leg asks for (empty: every track).
+    pub audio: Vec<String>,
+    /// Those the programme lacks: the leg then gets every track.
+    pub audio_missing: Vec<String>,
 }
 
 /// Reads a leg's counters as they are now (cheap to clone; outlives the
@@ -153,6 +157,8 @@ pub struct Leg {
     id: ChannelId,
     protocol: &'static str,
     target: String,
+    /// The audio languages it asks for (empty: every track).
+    audio: Vec<String>,
     input: Arc<LegInput>,
     shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -190,6 +196,7 @@ impl Leg {
             id: channel.id.clone(),
             protocol: channel.ingest.protocol(),
             target: channel.ingest.target(),
+            audio: channel.audio.clone(),
             input,
             shared,
             task: Some(task),
@@ -227,6 +234,8 @@ impl Leg {
             srt: m.srt,
             program_since_utc_ns: None,
             carries: super::program::Content::Slate,
+            audio: self.audio.clone(),
+            audio_missing: self.input.audio_missing(),
         }
     }
 

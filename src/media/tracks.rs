@@ -2,8 +2,9 @@
 //! gets only those of the programme's audio tracks, chosen on its own copy
 //! of the shared multiplex. Nothing is encoded again and no other leg is
 //! touched: the leg's PMT lists only its tracks (the section rewritten, its
-//! CRC computed again, its packet's continuity counter kept) and the other
-//! audio PIDs' packets are left out. A track without a language, video and
+//! CRC computed again, its packet's continuity counter kept; its version
+//! changes only when what it lists changes) and the other audio PIDs'
+//! packets are left out. A track without a language, video and
 //! SCTE-35 always pass.
 //!
 //! If the programme carries none of the listed languages (the contribution
@@ -87,6 +88,9 @@ pub struct TrackFilter {
     dropped: HashSet<u16>,
     /// The last PMT section seen, and the packet payload that replaces it.
     last: Option<(Vec<u8>, Vec<u8>)>,
+    /// The version of the leg's own PMT and what it lists (version bits
+    /// cleared, no CRC).
+    listed: Option<(u8, Vec<u8>)>,
     missing: Vec<String>,
 }
 
@@ -94,7 +98,7 @@ impl TrackFilter {
     /// A filter keeping the sound tracks in `languages` (ISO 639-2, lower
     /// case).
     pub fn new(languages: Vec<String>) -> Self {
-        Self { keep: languages, pmt_pid: None, dropped: HashSet::new(), last: None, missing: Vec::new() }
+        Self { keep: languages, pmt_pid: None, dropped: HashSet::new(), last: None, listed: None, missing: Vec::new() }
     }
 
     /// The listed languages the programme lacks (all of them: the leg gets
@@ -174,6 +178,17 @@ impl TrackFilter {
             let length = (s.len() - 3 + 4) as u16;
             let flags = u16::from(s[1]) << 8 & 0xf000;
             s[1..3].copy_from_slice(&(flags | length).to_be_bytes());
+            // The leg's own version: it changes only when what the leg's
+            // PMT lists changes, not when a track it leaves out does.
+            let mut body = s.clone();
+            body[5] &= !0x3e;
+            let version = match &self.listed {
+                Some((v, b)) if *b == body => *v,
+                Some((v, _)) => (v + 1) & 0x1f,
+                None => (s[5] >> 1) & 0x1f,
+            };
+            s[5] = (s[5] & !0x3e) | (version << 1);
+            self.listed = Some((version, body));
             let crc = ts::crc32_mpeg2(&s);
             s.extend_from_slice(&crc.to_be_bytes());
             self.last = Some((section.to_vec(), s));
@@ -197,7 +212,12 @@ mod tests {
     /// AC-3 eng 0x103 (private data with a language), AAC without a language
     /// 0x104, SCTE-35 0x1f0.
     fn pmt() -> Vec<u8> {
-        let mut s = vec![0x02, 0xb0, 0, 0x00, 0x01, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0x00];
+        pmt_v(0, b"kaz")
+    }
+
+    /// [`pmt`] at `version`, its first AAC track in `first`.
+    fn pmt_v(version: u8, first: &[u8; 3]) -> Vec<u8> {
+        let mut s = vec![0x02, 0xb0, 0, 0x00, 0x01, 0xc1 | (version << 1), 0, 0, 0xe1, 0x00, 0xf0, 0x00];
         let mut es = |t: u8, pid: u16, d: &[u8]| {
             s.push(t);
             s.extend_from_slice(&(0xe000 | pid).to_be_bytes());
@@ -205,7 +225,7 @@ mod tests {
             s.extend_from_slice(d);
         };
         es(0x1b, 0x100, &[]);
-        es(0x0f, 0x101, b"\x0a\x04kaz\x00");
+        es(0x0f, 0x101, &[&[0x0a, 0x04][..], first, &[0]].concat());
         es(0x0f, 0x102, b"\x0a\x04rus\x00");
         es(0x06, 0x103, b"\x6a\x01\x00\x0a\x04eng\x00");
         es(0x0f, 0x104, &[]);
@@ -279,5 +299,27 @@ mod tests {
         let m = out.get(0).unwrap().map_readable().unwrap();
         assert_eq!(m.chunks_exact(ts::PACKET).count(), 8);
         assert_eq!(f.missing(), ["tgk"]);
+    }
+
+    #[test]
+    fn a_legs_pmt_version_changes_only_when_what_it_lists_changes() {
+        gst::init().unwrap();
+        let pat = ts::pat_packet();
+        let pmt_pid = pmt_pid(ts::section(&pat).unwrap()).unwrap();
+        let mut f = TrackFilter::new(vec!["rus".into()]);
+        let mut version_after = |section: Vec<u8>| {
+            let mut data = pat.to_vec();
+            data.extend_from_slice(&psi(pmt_pid, 0, &section));
+            let mut list = gst::BufferList::new();
+            list.get_mut().unwrap().add(gst::Buffer::from_mut_slice(data));
+            let out = f.filter(list.get_mut().unwrap());
+            let m = out.get(0).unwrap().map_readable().unwrap();
+            (ts::section(&m[ts::PACKET..2 * ts::PACKET]).unwrap()[5] >> 1) & 0x1f
+        };
+        assert_eq!(version_after(pmt_v(3, b"kaz")), 3, "the programme's version to start with");
+        // The programme's PMT changes a track this leg leaves out: not its own.
+        assert_eq!(version_after(pmt_v(4, b"tgk")), 3);
+        // One it keeps appears (the first track now in its language): its own changes.
+        assert_eq!(version_after(pmt_v(5, b"rus")), 4);
     }
 }

@@ -150,6 +150,10 @@ pub struct LegReport {
     /// Where the leg named its channel, when the run stamped its legs.
     #[serde(default)]
     pub stamp: Option<String>,
+    /// The audio languages the partner asks for that the programme lacked
+    /// during the run (it got every track instead).
+    #[serde(default)]
+    pub audio_missing: Vec<String>,
     /// Why it failed, and errors seen on the way; each names the ingest.
     pub errors: Vec<String>,
     /// The verdict.
@@ -222,6 +226,7 @@ impl Report {
                     dropped_buffers: 0,
                     srt: None,
                     stamp: None,
+                    audio_missing: Vec::new(),
                     errors: Vec::new(),
                     passed: false,
                 })
@@ -253,6 +258,12 @@ pub fn judge(leg: &mut LegReport, program_at: Option<DateTime<Utc>>, ended_early
         }
         if leg.dropped_buffers > 0 {
             why.push(format!("{t}: {} buffer(s) dropped", leg.dropped_buffers));
+        }
+        if !leg.audio_missing.is_empty() {
+            why.push(format!(
+                "{t}: the programme lacked its audio language(s) {}: it got every track",
+                leg.audio_missing.join(", ")
+            ));
         }
     }
     if program_at.is_none() && why.is_empty() {
@@ -440,6 +451,11 @@ fn look(relay: &Relay, shared: &Mutex<Report>, program_at: DateTime<Utc>) {
         leg.reconnects = s.reconnects;
         leg.dropped_buffers = s.dropped_buffers;
         leg.srt = s.srt;
+        for l in &s.audio_missing {
+            if !leg.audio_missing.contains(l) {
+                leg.audio_missing.push(l.clone());
+            }
+        }
     }
 }
 
@@ -477,6 +493,7 @@ mod tests {
             dropped_buffers: 0,
             srt: None,
             stamp: None,
+            audio_missing: vec![],
             errors: vec![],
             passed: false,
         }
@@ -489,7 +506,7 @@ mod tests {
         judge(&mut l, at, None);
         assert!(l.passed, "{l:?}");
         type Spoil<'a> = &'a dyn Fn(&mut LegReport);
-        let cases: [(Spoil, &str); 6] = [
+        let cases: [(Spoil, &str); 7] = [
             (
                 &|l| (l.preflight_ok, l.preflight) = (false, "srt://x: no SRT handshake answer".into()),
                 "preflight failed: srt://x",
@@ -499,6 +516,7 @@ mod tests {
             (&|l| l.first_program_error_ms = Some(1500.0), "+1500 ms from the plan"),
             (&|l| l.reconnects = 2, "2 reconnect(s)"),
             (&|l| l.dropped_buffers = 7, "7 buffer(s) dropped"),
+            (&|l| l.audio_missing = vec!["tgk".into()], "lacked its audio language(s) tgk"),
         ];
         for (spoil, want) in cases {
             let mut l = leg();

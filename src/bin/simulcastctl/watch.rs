@@ -99,6 +99,7 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
         "RECONN",
         "DROPS",
         "SRT RTT/LOSS",
+        "AUDIO",
         "LAST ERROR",
     ]);
     for l in &u.legs {
@@ -116,6 +117,11 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
             l.reconnects.to_string(),
             l.dropped_buffers.to_string(),
             srt,
+            match (l.audio.is_empty(), l.audio_missing.is_empty()) {
+                (true, _) => "all".into(),
+                (false, true) => l.audio.join(","),
+                (false, false) => format!("all (lacks {})", l.audio_missing.join(",")),
+            },
             l.last_error.clone(),
         ]);
     }
@@ -150,6 +156,7 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
             "timezone": l.timezone, "local_time": l.local_time,
             "bytes_sent": l.bytes_sent, "bitrate_bps": l.bitrate_bps, "reconnects": l.reconnects,
             "dropped_buffers": l.dropped_buffers, "last_error": l.last_error,
+            "audio": l.audio, "audio_missing": l.audio_missing,
             "srt": l.srt.as_ref().map(|s| serde_json::json!({
                 "rtt_ms": s.rtt_ms, "packets_lost": s.packets_lost, "packets_retransmitted": s.packets_retransmitted,
             })),
