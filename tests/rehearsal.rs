@@ -233,6 +233,58 @@ async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
 
 /// (name, failure message or "") of each test case in a JUnit file, read
 /// by Python's own XML parser, with the suite's counts checked against them.
+/// A partner whose RTMP port takes the connection and then says nothing:
+/// its preflight waits out its read timeout. An event arming meanwhile
+/// stops the rehearsal at once; Arm does not wait for that preflight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_arming_stops_a_rehearsal_in_preflight_without_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bound and listening, never accepting: the kernel completes the
+    // connection, nobody ever answers the RTMP handshake.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let server = server(dir.path()).await;
+    common::server::create_channel(
+        &server,
+        &format!(
+            "id = \"mn-silent\"\nname = \"Silent\"\ncountry = \"MN\"\ntimezone = \"Asia/Ulaanbaatar\"\n\
+             ingest = {{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{port}/live\", stream_key = \"k\" }}\n"
+        ),
+    )
+    .await;
+    let event = schedule_later(&server).await;
+    let op = server.token(Role::Operator).to_owned();
+    let mut r = RehearsalServiceClient::new(server.transport().await);
+    let secs = |s| Some(prost_types::Duration { seconds: s, nanos: 0 });
+    let req = proto::StartRehearsalRequest {
+        event_id: event.clone(),
+        preroll: secs(1),
+        program: secs(3),
+        postroll: secs(1),
+        live_source: false,
+        stamp_legs: false,
+    };
+    let started = r.start_rehearsal(authed(req, &op)).await.expect("start").into_inner();
+    assert_eq!(started.state, proto::RehearsalState::Preflight as i32);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut e = EventServiceClient::new(server.transport().await);
+    let asked = Instant::now();
+    e.arm(authed(proto::EventRef { event_id: event.clone() }, &op)).await.expect("arm");
+    let took = asked.elapsed();
+    // The silent partner's preflight would have held Arm for its 3 s read timeout.
+    assert!(took < Duration::from_millis(1500), "Arm waited {took:?} for the rehearsal's preflight");
+    let get = proto::RehearsalRef { rehearsal_id: started.rehearsal_id.clone() };
+    let rep = r.get_rehearsal_report(authed(get, &op)).await.unwrap().into_inner();
+    assert_eq!(rep.state, proto::RehearsalState::Finished as i32, "{rep:#?}");
+    assert!(!rep.passed, "{rep:#?}");
+    let leg = &rep.legs[0];
+    assert!(leg.preflight.contains("not checked: the rehearsal was stopped"), "{leg:#?}");
+    e.abort(authed(proto::EventRef { event_id: event }, &op)).await.expect("abort");
+    drop(silent);
+    server.stop().await;
+}
+
 fn junit_cases(path: &std::path::Path) -> Vec<(String, String)> {
     common::require("python3", "python3");
     let script = "import sys, xml.etree.ElementTree as E\n\

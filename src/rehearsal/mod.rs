@@ -320,14 +320,31 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
     let id = shared.lock().unwrap_or_else(|p| p.into_inner()).id.clone();
     info!(rehearsal = %id, legs = setup.channels.len(), "Rehearsal preflight.");
 
-    // Preflight: every ingest at once, nothing sent.
+    // Preflight: every ingest at once, nothing sent, within one deadline
+    // (a partner that never answers, or a name that never resolves, holds
+    // up no one), and given up at once when the rehearsal is stopped.
     let mut checks = tokio::task::JoinSet::new();
     for (i, c) in setup.channels.iter().enumerate() {
         let ingest = c.ingest.clone();
         checks.spawn_blocking(move || (i, preflight::check(&ingest)));
     }
-    while let Some(done) = checks.join_next().await {
-        let Ok((i, result)) = done else { continue };
+    let mut answered = vec![false; setup.channels.len()];
+    let deadline = tokio::time::sleep(preflight::DEADLINE);
+    tokio::pin!(deadline);
+    loop {
+        let (i, result) = tokio::select! {
+            done = checks.join_next() => match done {
+                None => break,
+                Some(Ok(found)) => found,
+                Some(Err(_)) => continue,
+            },
+            _ = &mut deadline => break,
+            r = stop.changed() => {
+                if r.is_err() || stop.borrow().is_some() { break }
+                continue;
+            }
+        };
+        answered[i] = true;
         update(&mut |r| {
             let leg = &mut r.legs[i];
             match &result {
@@ -339,6 +356,19 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
             }
         });
     }
+    // Checks still under way are left to end on their own (a blocking
+    // thread cannot be cut short); their answer is no longer awaited.
+    checks.detach_all();
+    let stopped = stop.borrow().is_some();
+    update(&mut |r| {
+        for (leg, _) in r.legs.iter_mut().zip(&answered).filter(|(_, a)| !**a) {
+            leg.preflight = if stopped {
+                format!("{}: not checked: the rehearsal was stopped", leg.target)
+            } else {
+                format!("{}: no answer within {} s", leg.target, preflight::DEADLINE.as_secs())
+            };
+        }
+    });
     let passing: Vec<Channel> = {
         let r = shared.lock().unwrap_or_else(|p| p.into_inner());
         setup

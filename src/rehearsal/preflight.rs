@@ -13,6 +13,9 @@ use crate::config::{Host, Ingest, SrtMode};
 
 /// How long one ingest may take to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a rehearsal's whole preflight may take: every leg is checked
+/// at once, and a leg with no verdict by then fails preflight.
+pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Checks one ingest (blocking; run it on a blocking thread). `Ok` says
 /// what answered, `Err` why the ingest would not take the leg.
