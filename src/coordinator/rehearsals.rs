@@ -2,7 +2,7 @@
 //! task that runs it, its reports in the store and the as-run log, and
 //! recurring rehearsals fired by the clock.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
@@ -21,7 +21,8 @@ const PREFLIGHT_ALLOWANCE: chrono::Duration = chrono::Duration::seconds(30);
 
 /// The rehearsal that runs.
 pub(super) struct Active {
-    pub(super) report: Arc<Mutex<Report>>,
+    /// The task's progress: it writes the report, the loop reads the latest.
+    pub(super) report: watch::Receiver<Report>,
     stop: watch::Sender<Option<String>>,
     task: tokio::task::JoinHandle<Report>,
 }
@@ -67,7 +68,7 @@ impl State {
             )));
         }
         if let Some(a) = &self.rehearsal {
-            let r = a.report.lock().unwrap_or_else(|p| p.into_inner());
+            let r = a.report.borrow();
             return Err(CoordError::FailedPrecondition(format!(
                 "rehearsal {} of event {} is still running",
                 r.id, r.event_id
@@ -117,16 +118,16 @@ impl State {
             channels,
             media: self.options.relay_enabled,
         };
-        let shared = Arc::new(Mutex::new(report.clone()));
+        let (progress, progress_rx) = watch::channel(report.clone());
         let (stop, stop_rx) = watch::channel(None);
-        let task = tokio::spawn(rehearsal::run(setup, Arc::clone(&shared), stop_rx));
-        self.rehearsal = Some(Active { report: shared, stop, task });
+        let task = tokio::spawn(rehearsal::run(setup, progress, stop_rx));
+        self.rehearsal = Some(Active { report: progress_rx, stop, task });
         Ok(report)
     }
 
     /// The rehearsal that runs, as it is now.
     pub(super) fn active_rehearsal(&self) -> Option<Report> {
-        self.rehearsal.as_ref().map(|a| a.report.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        self.rehearsal.as_ref().map(|a| a.report.borrow().clone())
     }
 
     /// A report: the running one from memory, others from the store.
@@ -166,7 +167,7 @@ impl State {
             Ok(r) => r,
             Err(e) => {
                 error!(error = %e, "The rehearsal task failed.");
-                let mut r = active.report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let mut r = active.report.borrow().clone();
                 rehearsal::conclude(&mut r, Some("the rehearsal task failed"), Utc::now());
                 r
             }
@@ -225,7 +226,7 @@ impl State {
         let report = match active.task.await {
             Ok(r) => r,
             Err(_) => {
-                let mut r = active.report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let mut r = active.report.borrow().clone();
                 rehearsal::conclude(&mut r, Some(why), Utc::now());
                 r
             }

@@ -13,7 +13,6 @@
 pub mod preflight;
 pub mod recurring;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -309,15 +308,14 @@ pub struct Setup {
     pub media: bool,
 }
 
-/// Runs a rehearsal to its verdict, keeping `shared` up to date for
-/// readers. `stop` ends it early (an event arming, the daemon stopping).
-pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Receiver<Option<String>>) -> Report {
-    let update = |f: &mut dyn FnMut(&mut Report)| {
-        let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut r);
-    };
-    let plan = shared.lock().unwrap_or_else(|p| p.into_inner()).plan;
-    let id = shared.lock().unwrap_or_else(|p| p.into_inner()).id.clone();
+/// Runs a rehearsal to its verdict, reporting its progress on `progress`
+/// (the task is the report's one writer; the coordinator reads the latest).
+/// `stop` ends it early (an event arming, the daemon stopping).
+pub async fn run(setup: Setup, progress: watch::Sender<Report>, mut stop: watch::Receiver<Option<String>>) -> Report {
+    let shared = &progress;
+    let update = |f: &mut dyn FnMut(&mut Report)| shared.send_modify(|r| f(r));
+    let plan = shared.borrow().plan;
+    let id = shared.borrow().id.clone();
     info!(rehearsal = %id, legs = setup.channels.len(), "Rehearsal preflight.");
 
     // Preflight: every ingest at once, nothing sent, within one deadline
@@ -370,7 +368,7 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
         }
     });
     let passing: Vec<Channel> = {
-        let r = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let r = shared.borrow();
         setup
             .channels
             .iter()
@@ -381,7 +379,7 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
     let early = stop.borrow().clone();
     if passing.is_empty() || early.is_some() || !setup.media {
         let why = early.or_else(|| (!setup.media).then(|| "media disabled in this daemon".to_owned()));
-        return finish(&shared, why.as_deref());
+        return finish(shared, why.as_deref());
     }
 
     // The run: slate, programme at start + preroll, slate until the end.
@@ -417,7 +415,7 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
                     leg.errors.push(why.clone());
                 }
             });
-            return finish(&shared, Some(&why));
+            return finish(shared, Some(&why));
         }
     };
     update(&mut |r| {
@@ -428,7 +426,7 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
     info!(rehearsal = %id, program_at = %program_at, ends_at = %ends_at, "Rehearsal running.");
     let mut early = None;
     loop {
-        look(&relay, &shared, program_at);
+        look(&relay, shared, program_at);
         if Utc::now() >= ends_at {
             break;
         }
@@ -454,14 +452,18 @@ pub async fn run(setup: Setup, shared: Arc<Mutex<Report>>, mut stop: watch::Rece
             }
         }
     });
-    finish(&shared, early.as_deref())
+    finish(shared, early.as_deref())
 }
 
 /// Folds one look at the relay into the report.
-fn look(relay: &Relay, shared: &Mutex<Report>, program_at: DateTime<Utc>) {
+fn look(relay: &Relay, progress: &watch::Sender<Report>, program_at: DateTime<Utc>) {
     let status = relay.status();
     let now = Utc::now();
-    let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
+    progress.send_modify(|r| fold(r, &status, now, program_at));
+}
+
+/// One look at the relay's legs, folded into the report.
+fn fold(r: &mut Report, status: &crate::relay::RelayStatus, now: DateTime<Utc>, program_at: DateTime<Utc>) {
     for s in &status.legs {
         let Some(leg) = r.legs.iter_mut().find(|l| l.channel_id == s.channel_id) else { continue };
         if s.state == LegState::OnAir && leg.connected_at.is_none() {
@@ -489,9 +491,9 @@ fn look(relay: &Relay, shared: &Mutex<Report>, program_at: DateTime<Utc>) {
     }
 }
 
-fn finish(shared: &Mutex<Report>, early: Option<&str>) -> Report {
-    let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
-    conclude(&mut r, early, Utc::now());
+fn finish(progress: &watch::Sender<Report>, early: Option<&str>) -> Report {
+    progress.send_modify(|r| conclude(r, early, Utc::now()));
+    let r = progress.borrow().clone();
     for leg in &r.legs {
         if leg.passed {
             info!(leg = %leg.channel_id, rehearsal = %r.id, "Rehearsal leg passed.");
@@ -500,7 +502,7 @@ fn finish(shared: &Mutex<Report>, early: Option<&str>) -> Report {
         }
     }
     info!(rehearsal = %r.id, passed = r.passed, summary = %r.summary, "Rehearsal finished.");
-    r.clone()
+    r
 }
 
 #[cfg(test)]
