@@ -167,6 +167,8 @@ pub struct Relay {
     utc: UtcClock,
     pending: Vec<Pending>,
     feeds: Vec<DelayedFeed>,
+    /// The recording delayed legs air from, if any.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl Relay {
@@ -199,11 +201,13 @@ impl Relay {
             fanout.add(Arc::clone(leg.input()));
             legs.push(leg);
         }
+        let mut recorder = None;
         if let Some(plan) = delay.as_ref().filter(|_| !pending.is_empty()) {
-            let recorder = Recorder::start(plan.recording.clone(), utc).map_err(|e| {
+            let r = Recorder::start(plan.recording.clone(), utc).map_err(|e| {
                 MediaError::Pipeline(format!("cannot record the program to {}: {e}", plan.recording.dir.display()))
             })?;
-            fanout.set_recorder(recorder);
+            fanout.set_tap(Arc::clone(&r) as Arc<dyn crate::media::fanout::Tap>);
+            recorder = Some(r);
         }
         let plan = ProgramPlan {
             source: config.source.clone(),
@@ -250,6 +254,7 @@ impl Relay {
             utc,
             pending,
             feeds: Vec::new(),
+            recorder,
         })
     }
 
@@ -343,7 +348,7 @@ impl Relay {
 
     /// Programme batches the recording of delayed legs lost (0 without one).
     pub fn recording_lost(&self) -> u64 {
-        self.fanout.recording_lost()
+        self.recorder.as_ref().map_or(0, |r| r.lost.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Live readers of every running leg's counters, by channel id.

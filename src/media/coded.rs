@@ -18,7 +18,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::es::{AudioCodec, VideoCodec};
-use super::source::SourceCounters;
+use super::failover::SourceCounters;
 use super::{MediaError, lock};
 
 /// Access units kept per track before the program takes them (a few
@@ -701,7 +701,7 @@ impl SourceCounters {
     pub(crate) fn note_picture(&self, pts: u64, now: u64) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         let prev = self.last_frame_ns.swap(now, Ordering::Relaxed);
-        if prev == 0 || now.saturating_sub(prev) >= super::source::RUN_GAP.as_nanos() as u64 {
+        if prev == 0 || now.saturating_sub(prev) >= super::failover::RUN_GAP.as_nanos() as u64 {
             self.run_start_pts_ns.store(pts.min(now), Ordering::Relaxed);
         }
     }

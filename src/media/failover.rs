@@ -14,6 +14,7 @@
 //!
 //! By hand, `PRIMARY` or `BACKUP` holds whatever their health until `AUTO`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::FailoverSettings;
@@ -78,6 +79,46 @@ pub struct SourceSwitch {
     pub reason: String,
     /// Master control's slate (put on or released), not the failover.
     pub by_hand: bool,
+}
+
+/// A feed whose pictures stop this long starts a new run when they return
+/// (less than the least failover detection time).
+pub(crate) const RUN_GAP: Duration = Duration::from_millis(100);
+
+/// What the feed has delivered, updated from its streaming threads.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Valid MPEG-TS bytes (raw bytes for the test source).
+    pub bytes: AtomicU64,
+    /// Bytes refused as not MPEG-TS.
+    pub garbage_bytes: AtomicU64,
+    /// Pictures decoded.
+    pub frames: AtomicU64,
+    /// Clock time (ns) of the last picture; 0 if none yet.
+    pub last_frame_ns: AtomicU64,
+    /// Clock time (ns) of the last valid TS; 0 if none yet.
+    pub last_valid_ns: AtomicU64,
+    /// Clock time (ns) of the last garbage; 0 if none yet.
+    pub last_garbage_ns: AtomicU64,
+    /// Clock time (ns) of the timestamp of the first picture since the
+    /// feed last started delivering (after a gap of [`RUN_GAP`] or more).
+    pub run_start_pts_ns: AtomicU64,
+}
+
+impl SourceCounters {
+    /// When the latest run of pictures can first be shown.
+    pub fn shows_from(&self) -> u64 {
+        self.run_start_pts_ns.load(Ordering::Relaxed)
+    }
+
+    /// The instants the failover's health is judged on.
+    pub fn seen(&self) -> Seen {
+        Seen {
+            last_frame_ns: self.last_frame_ns.load(Ordering::Relaxed),
+            last_valid_ns: self.last_valid_ns.load(Ordering::Relaxed),
+            last_garbage_ns: self.last_garbage_ns.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// What a feed's counters say, at one instant (clock ns; 0: never).

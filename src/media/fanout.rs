@@ -295,11 +295,19 @@ impl LegInput {
     }
 }
 
+/// What also gets every batch, beside the legs: the recording that
+/// delayed legs air from (`recording.rs`, which depends on this module,
+/// not the other way round). It must never wait.
+pub trait Tap: Send + Sync + std::fmt::Debug {
+    /// Takes (or drops, and counts) one batch.
+    fn take(&self, list: &gst::BufferList);
+}
+
 /// The set of legs fed from the program.
 #[derive(Debug, Default)]
 pub struct Fanout {
     legs: RwLock<Vec<Arc<LegInput>>>,
-    recorder: RwLock<Option<Arc<super::recording::Recorder>>>,
+    tap: RwLock<Option<Arc<dyn Tap>>>,
     counters: InputCounters,
     /// Stamps (clock ns) of the batches that started the program, oldest
     /// first: delayed legs mark the same instants in the recording.
@@ -322,15 +330,10 @@ impl Fanout {
         self.legs.write().unwrap_or_else(|e| e.into_inner()).retain(|l| !Arc::ptr_eq(l, leg));
     }
 
-    /// Batches the recorder lost (0 without one).
-    pub fn recording_lost(&self) -> u64 {
-        let r = self.recorder.read().unwrap_or_else(|e| e.into_inner());
-        r.as_ref().map_or(0, |r| r.lost.load(Ordering::Relaxed))
-    }
-
-    /// Also hands every batch to `recorder` (delayed legs read it back).
-    pub fn set_recorder(&self, recorder: Arc<super::recording::Recorder>) {
-        *self.recorder.write().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
+    /// Also hands every batch to `tap` (the recording delayed legs read
+    /// back).
+    pub fn set_tap(&self, tap: Arc<dyn Tap>) {
+        *self.tap.write().unwrap_or_else(|e| e.into_inner()) = Some(tap);
     }
 
     /// What has come in.
@@ -452,8 +455,8 @@ impl Fanout {
             }
             leg.offer(&list, pts);
         }
-        if let Some(r) = self.recorder.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            r.record(&list);
+        if let Some(tap) = self.tap.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            tap.take(&list);
         }
     }
 }

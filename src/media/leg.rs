@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::fanout::LegInput;
-use super::{MediaError, lock, template};
+use super::{MediaError, backoff_delay, lock, template};
 use crate::config::{Channel, ChannelId, Ingest, RelaySettings};
 
 /// How often the supervisor looks at its leg.
@@ -245,14 +245,6 @@ impl Leg {
             let _ = task.await;
         }
     }
-}
-
-/// The delay before reconnect attempt `attempt` (0-based): doubling from
-/// `initial`, capped at `max`, then shortened by up to 25 % (`jitter` in
-/// 0..1) so that legs that failed together do not retry in lockstep.
-pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
-    let doubled = initial.saturating_mul(1u32 << attempt.min(20));
-    doubled.min(max).mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
 }
 
 /// Why one run of a leg's pipeline ended.

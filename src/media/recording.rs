@@ -110,6 +110,12 @@ impl Recorder {
     }
 }
 
+impl super::fanout::Tap for Recorder {
+    fn take(&self, list: &gst::BufferList) {
+        self.record(list);
+    }
+}
+
 fn segment_start(path: &Path) -> Option<u64> {
     path.file_name()?.to_str()?.strip_suffix(".seg")?.parse().ok()
 }

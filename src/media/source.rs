@@ -19,7 +19,8 @@ use gstreamer_app as gst_app;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::failover::{Seen, health};
+pub use super::failover::SourceCounters;
+use super::failover::{RUN_GAP, health};
 use super::{MediaError, lock, template, ts};
 use crate::config::{ProgramFormat, Source};
 
@@ -27,9 +28,6 @@ use crate::config::{ProgramFormat, Source};
 pub const SOURCE_RESTART_INITIAL: Duration = Duration::from_millis(500);
 /// Cap of the source restart delay.
 pub const SOURCE_RESTART_MAX: Duration = Duration::from_secs(5);
-/// A feed whose pictures stop this long starts a new run when they return
-/// (less than the least failover detection time).
-pub(crate) const RUN_GAP: Duration = Duration::from_millis(100);
 /// The program shows a feed's very first picture only after this (the
 /// feed's branch of the program pipeline negotiates on it).
 const FIRST_PICTURE_SETTLE: Duration = Duration::from_millis(200);
@@ -86,46 +84,10 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
 }
 
-/// What the feed has delivered, updated from its streaming threads.
-#[derive(Debug, Default)]
-pub struct SourceCounters {
-    /// Valid MPEG-TS bytes (raw bytes for the test source).
-    pub bytes: AtomicU64,
-    /// Bytes refused as not MPEG-TS.
-    pub garbage_bytes: AtomicU64,
-    /// Pictures decoded.
-    pub frames: AtomicU64,
-    /// Clock time (ns) of the last picture; 0 if none yet.
-    pub last_frame_ns: AtomicU64,
-    /// Clock time (ns) of the last valid TS; 0 if none yet.
-    pub last_valid_ns: AtomicU64,
-    /// Clock time (ns) of the last garbage; 0 if none yet.
-    pub last_garbage_ns: AtomicU64,
-    /// Clock time (ns) of the timestamp of the first picture since the
-    /// feed last started delivering (after a gap of [`RUN_GAP`] or more).
-    pub run_start_pts_ns: AtomicU64,
-}
-
-impl SourceCounters {
-    /// When the latest run of pictures can first be shown.
-    pub fn shows_from(&self) -> u64 {
-        self.run_start_pts_ns.load(Ordering::Relaxed)
-    }
-
-    /// The instants the failover's health is judged on.
-    pub fn seen(&self) -> Seen {
-        Seen {
-            last_frame_ns: self.last_frame_ns.load(Ordering::Relaxed),
-            last_valid_ns: self.last_valid_ns.load(Ordering::Relaxed),
-            last_garbage_ns: self.last_garbage_ns.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// Waits out the backoff before restart `attempt` of a source or program
 /// pipeline (and counts it); `false` if told to stop meanwhile.
 pub(crate) async fn restart_backoff(attempt: &mut u32, stop: &mut watch::Receiver<bool>) -> bool {
-    let delay = super::leg::backoff_delay(*attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
+    let delay = super::backoff_delay(*attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
     *attempt = attempt.saturating_add(1);
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
