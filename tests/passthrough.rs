@@ -85,26 +85,34 @@ fn top_field_first_frames(path: &Path) -> (usize, usize) {
     (frames.iter().filter(|l| **l == "1,1").count(), frames.len())
 }
 
+/// Writes a venue's contribution to `path`: H.264 (`video`: its size and
+/// rate, `x264` its extra options) with AAC `kaz`, AAC `rus` and AC-3 `eng`,
+/// `seconds` long, GOP 25.
+fn three_languages(path: &Path, video: &str, seconds: u32, x264: &[&str]) {
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={video}")])
+        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-f", "lavfi", "-i", "sine=f=660:r=48000"])
+        .args(["-f", "lavfi", "-i", "sine=f=880:r=48000", "-t", &seconds.to_string()])
+        .args(["-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:a"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(x264)
+        .args(["-c:a:0", "aac", "-c:a:1", "aac", "-c:a:2", "ac3"])
+        .args(["-metadata:s:a:0", "language=kaz", "-metadata:s:a:1", "language=rus"])
+        .args(["-metadata:s:a:2", "language=eng", "-f", "mpegts"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success(), "the contribution could not be made");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
     require("ffmpeg", "ffmpeg");
     let dir = tempfile::tempdir().expect("tempdir");
     // The venue's encoder: H.264 High 1080p50, AAC kaz, AAC rus, AC-3 eng.
     let contribution = dir.path().join("contribution.ts");
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=50"])
-        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-f", "lavfi", "-i", "sine=f=660:r=48000"])
-        .args(["-f", "lavfi", "-i", "sine=f=880:r=48000", "-t", "6"])
-        .args(["-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:a"])
-        .args(["-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast", "-b:v", "8M", "-g", "25"])
-        .args(["-c:a:0", "aac", "-c:a:1", "aac", "-c:a:2", "ac3"])
-        .args(["-metadata:s:a:0", "language=kaz", "-metadata:s:a:1", "language=rus"])
-        .args(["-metadata:s:a:2", "language=eng", "-f", "mpegts"])
-        .arg(&contribution)
-        .status()
-        .expect("ffmpeg");
-    assert!(made.success(), "the contribution could not be made");
+    three_languages(&contribution, "1920x1080:rate=50", 6, &["-profile:v", "high", "-b:v", "8M"]);
 
     let source_port = free_udp_port();
     let srt = SrtReceiver::start(free_udp_port());
@@ -162,20 +170,7 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
     require("ffmpeg", "ffmpeg");
     let dir = tempfile::tempdir().expect("tempdir");
     let contribution = dir.path().join("contribution.ts");
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-f", "lavfi", "-i", "sine=f=660:r=48000"])
-        .args(["-f", "lavfi", "-i", "sine=f=880:r=48000", "-t", "5"])
-        .args(["-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:a"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "600k", "-g", "25"])
-        .args(["-c:a:0", "aac", "-c:a:1", "aac", "-c:a:2", "ac3"])
-        .args(["-metadata:s:a:0", "language=kaz", "-metadata:s:a:1", "language=rus"])
-        .args(["-metadata:s:a:2", "language=eng", "-f", "mpegts"])
-        .arg(&contribution)
-        .status()
-        .expect("ffmpeg");
-    assert!(made.success(), "the contribution could not be made");
+    three_languages(&contribution, "320x180:rate=25", 5, &["-b:v", "600k"]);
 
     let source_port = free_udp_port();
     let (ru, all, tj) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());

@@ -53,6 +53,20 @@ async fn schedule_later(server: &ApiServer) -> String {
     e.schedule_event(authed(req, server.token(Role::Admin))).await.expect("schedule").into_inner().id
 }
 
+/// A rehearsal of `event`: 1 s of slate, 3 s of programme, 1 s of slate,
+/// from the test source.
+fn short_rehearsal(event: &str) -> proto::StartRehearsalRequest {
+    let secs = |s| Some(prost_types::Duration { seconds: s, nanos: 0 });
+    proto::StartRehearsalRequest {
+        event_id: event.to_owned(),
+        preroll: secs(1),
+        program: secs(3),
+        postroll: secs(1),
+        live_source: false,
+        stamp_legs: false,
+    }
+}
+
 /// `simulcastctl ARGS` against the server as operator: exit code, stdout, stderr.
 fn ctl(server: &ApiServer, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
@@ -155,15 +169,7 @@ async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
     let event = schedule_later(&server).await;
     let op = server.token(Role::Operator).to_owned();
     let mut r = RehearsalServiceClient::new(server.transport().await);
-    let secs = |s| Some(prost_types::Duration { seconds: s, nanos: 0 });
-    let req = proto::StartRehearsalRequest {
-        event_id: event.clone(),
-        preroll: secs(1),
-        program: secs(3),
-        postroll: secs(1),
-        live_source: false,
-        stamp_legs: false,
-    };
+    let req = short_rehearsal(&event);
     let first = r.start_rehearsal(authed(req.clone(), &op)).await.expect("start").into_inner();
     assert_eq!(first.state, proto::RehearsalState::Preflight as i32);
     // A second one while it runs is refused.
@@ -255,15 +261,7 @@ async fn an_event_arming_stops_a_rehearsal_in_preflight_without_waiting_for_it()
     let event = schedule_later(&server).await;
     let op = server.token(Role::Operator).to_owned();
     let mut r = RehearsalServiceClient::new(server.transport().await);
-    let secs = |s| Some(prost_types::Duration { seconds: s, nanos: 0 });
-    let req = proto::StartRehearsalRequest {
-        event_id: event.clone(),
-        preroll: secs(1),
-        program: secs(3),
-        postroll: secs(1),
-        live_source: false,
-        stamp_legs: false,
-    };
+    let req = short_rehearsal(&event);
     let started = r.start_rehearsal(authed(req, &op)).await.expect("start").into_inner();
     assert_eq!(started.state, proto::RehearsalState::Preflight as i32);
     tokio::time::sleep(Duration::from_millis(300)).await;
