@@ -179,6 +179,12 @@ fn an_alert_is_signed_retried_while_refused_and_delivered_after_a_kill_with_the_
     let admin = token(&db, "admin");
     let port = free_tcp_port();
     let mut d = daemon(&db, &config, port);
+    // An event armed an hour before air: live when the daemon is killed.
+    let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ev =
+        ctl_json(port, &admin, &["events", "schedule", "--title", "Silk Way Star", "--at", &at, "--duration", "2h"]);
+    let event = ev[0]["id"].as_str().unwrap().to_owned();
+    ctl(port, &admin, &["events", "arm", &event]);
 
     let sent = ctl_json(port, &admin, &["alerts", "test"]);
     let key = sent["key"].as_str().unwrap().to_owned();
@@ -226,6 +232,14 @@ fn an_alert_is_signed_retried_while_refused_and_delivered_after_a_kill_with_the_
     assert_eq!(row["deliveries"][0]["attempts"], mine.len() as u64);
     let table = ctl(port, &admin, &["alerts", "list"]);
     assert!(table.contains("oncall: delivered") && table.contains("INFO"), "{table}");
+    // The restart itself, mid-event, was alerted: a ticket an hour before air.
+    let restarted = hook.wait("the restart's alert", 10, |r| {
+        r.iter().any(|x| alert(x)["kind"] == "daemon-restarted" && alert(x)["event"]["id"] == event.as_str())
+    });
+    let a = restarted.iter().map(alert).find(|a| a["kind"] == "daemon-restarted").unwrap();
+    assert_eq!(a["severity"], "ticket", "{a:#}");
+    assert_eq!(a["event"]["state"], "ARMED", "{a:#}");
+    ctl(port, &admin, &["events", "abort", &event]);
 }
 
 #[test]
