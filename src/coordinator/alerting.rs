@@ -15,7 +15,6 @@ use crate::store::{AsRunEntry, Store, StoreError};
 
 /// What the coordinator holds for alerts.
 pub(super) struct Alerting {
-    pub(super) settings: AlertSettings,
     names: Vec<String>,
     wake: Arc<Notify>,
     pub(super) counters: Arc<Counters>,
@@ -25,7 +24,7 @@ pub(super) struct Alerting {
 
 impl Alerting {
     /// Starts the deliverer over `store`.
-    pub(super) fn start(store: &Arc<Store>, settings: AlertSettings) -> Self {
+    pub(super) fn start(store: &Arc<Store>, settings: &AlertSettings) -> Self {
         let wake = Arc::new(Notify::new());
         let counters = Arc::new(Counters::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -37,7 +36,7 @@ impl Alerting {
             stop_rx,
         ));
         let names = settings.webhooks.iter().map(|h| h.name.clone()).collect();
-        Self { settings, names, wake, counters, stop, task: Some(task) }
+        Self { names, wake, counters, stop, task: Some(task) }
     }
 
     /// Stops the deliverer (an attempt under way is cut: it is made again
@@ -103,7 +102,7 @@ impl State {
     pub(super) fn test_alert(&self, by: &str) -> Result<Alert, StoreError> {
         let now = self.options.clock.now();
         let detail = format!("sent by {by} with `simulcastctl alerts test`");
-        let a = alerts::raise(&self.alerting.settings, now, Cause::Test, detail, None, None);
+        let a = alerts::raise(&self.options.alerts, now, Cause::Test, detail, None, None);
         self.store.queue_alert(&a, &self.alerting.names)?;
         self.raised(&a);
         Ok(a)
@@ -122,6 +121,6 @@ impl State {
         let event = self.events.get(&e.event_id);
         let channel = ChannelId::parse(&e.channel_id).ok().and_then(|id| self.store.channel(&id).ok().flatten());
         let now = e.utc.parse().unwrap_or_else(|_| self.options.clock.now());
-        alerts::raise(&self.alerting.settings, now, cause, e.detail.clone(), event, channel.as_ref())
+        alerts::raise(&self.options.alerts, now, cause, e.detail.clone(), event, channel.as_ref())
     }
 }

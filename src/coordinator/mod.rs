@@ -226,7 +226,7 @@ impl Coordinator {
         let store = store.into();
         let (tx, rx) = mpsc::channel(256);
         let (status_tx, status) = watch::channel(Arc::new(Snapshot::initial()));
-        let alerting = alerting::Alerting::start(&store, options.alerts.clone());
+        let alerting = alerting::Alerting::start(&store, &options.alerts);
         let state = State {
             store,
             alerting,
