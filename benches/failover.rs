@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use feeds::{Gate, GateMode, feed_of, ffmpeg_feed};
 use simulcast::config;
 use simulcast::media::failover::Feed;
-use simulcast::relay::Relay;
+use simulcast::relay::{Relay, RelayPlan};
 
 /// What `feeds` needs from the tests' common module.
 pub struct ChildGuard(pub Child);
@@ -116,7 +116,7 @@ async fn main() {
          ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{leg_port}\" }}\n"
     );
     let cfg = config::parse(&text).expect("bench config");
-    let relay = Relay::start(&cfg).await.expect("relay starts");
+    let relay = Relay::start(&RelayPlan::from_config(&cfg)).await.expect("relay starts");
     wait_in_use(&relay, Feed::Primary).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use simulcast::config;
 use simulcast::media::program::Cue;
-use simulcast::relay::Relay;
+use simulcast::relay::{Relay, RelayPlan};
 
 const LEGS: usize = 12;
 const PROGRAM_LUMA: f64 = 80.0;
@@ -100,7 +100,7 @@ async fn run_simulcast() -> (Vec<(f64, f64)>, f64) {
     let base = (Instant::now(), Utc::now());
     let t0 = base.1 + chrono::Duration::seconds(3);
     let cue = Cue { program_from: Some(t0), program_until: None, force_slate: false };
-    let relay = Relay::start_with(&cfg, cue, None).await.expect("relay");
+    let relay = Relay::start_with(&RelayPlan::from_config(&cfg), cue, None).await.expect("relay");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let status = relay.shutdown().await;
     let ms =

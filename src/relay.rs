@@ -31,6 +31,37 @@ pub const DELAYED_LEAD: Duration = Duration::from_secs(3);
 /// programme (a GOP of up to 2 s).
 pub const DELAYED_SLATE: Duration = Duration::from_secs(2);
 
+/// What a relay runs: the programme, the legs and their settings. Nothing
+/// else of a config (event length, time zone, alerts) reaches the media.
+#[derive(Debug, Clone)]
+pub struct RelayPlan {
+    /// The contribution(s), the failover, the slate and the programme format.
+    pub program: ProgramPlan,
+    /// One leg per channel, in this order (status lists them so).
+    pub legs: Vec<Channel>,
+    /// Buffers, timeouts, reconnects and stamps for every leg.
+    pub settings: RelaySettings,
+}
+
+impl RelayPlan {
+    /// The plan of a config file: its enabled channels, in file order.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            program: ProgramPlan {
+                source: config.source.clone(),
+                backup: config.backup.clone(),
+                failover: config.failover,
+                format: config.program.clone(),
+                slate: config.slate.clone(),
+                title: config.event.title.clone(),
+                batch_wait: config.relay.batch_wait,
+            },
+            legs: config.enabled_channels().cloned().collect(),
+            settings: config.relay.clone(),
+        }
+    }
+}
+
 /// Legs that air later than the live T0, from a recording of the program.
 #[derive(Debug, Clone)]
 pub struct DelayPlan {
@@ -175,16 +206,16 @@ impl Relay {
     /// Starts the program pipeline and one leg per enabled channel. Fails
     /// only if the program itself cannot be built; a leg that cannot reach
     /// its ingest keeps trying without holding up the others.
-    pub async fn start(config: &Config) -> Result<Self, MediaError> {
+    pub async fn start(plan: &RelayPlan) -> Result<Self, MediaError> {
         let always = Cue { program_from: Some(chrono::DateTime::UNIX_EPOCH), program_until: None, force_slate: false };
-        Self::start_with(config, always, None).await
+        Self::start_with(plan, always, None).await
     }
 
     /// As [`Relay::start`] (which airs the program at once), with the legs
     /// on slate until `cue` says program; channels listed in `delay` air
     /// later, each from the recording, its pipeline started when its air
     /// time comes near (see [`Relay::poll`]).
-    pub async fn start_with(config: &Config, cue: Cue, delay: Option<DelayPlan>) -> Result<Self, MediaError> {
+    pub async fn start_with(plan: &RelayPlan, cue: Cue, delay: Option<DelayPlan>) -> Result<Self, MediaError> {
         media::init()?;
         let utc = UtcClock::new(&media::clock());
         let (stop, stop_rx) = watch::channel(false);
@@ -192,36 +223,28 @@ impl Relay {
         let mut legs = Vec::new();
         let mut pending = Vec::new();
         let delayed = |id: &str| delay.as_ref().and_then(|d| d.delays.iter().find(|(c, _)| c == id).map(|(_, d)| *d));
-        for channel in config.enabled_channels() {
+        for channel in &plan.legs {
             if let Some(d) = delayed(channel.id.as_str()).filter(|d| !d.is_zero()) {
                 pending.push(Pending { channel: channel.clone(), delay: d });
                 continue;
             }
-            let leg = Leg::start(channel, &config.relay, stop_rx.clone());
+            let leg = Leg::start(channel, &plan.settings, stop_rx.clone());
             fanout.add(Arc::clone(leg.input()));
             legs.push(leg);
         }
         let mut recorder = None;
-        if let Some(plan) = delay.as_ref().filter(|_| !pending.is_empty()) {
-            let r = Recorder::start(plan.recording.clone(), utc).map_err(|e| {
-                MediaError::Pipeline(format!("cannot record the program to {}: {e}", plan.recording.dir.display()))
+        if let Some(d) = delay.as_ref().filter(|_| !pending.is_empty()) {
+            let r = Recorder::start(d.recording.clone(), utc).map_err(|e| {
+                MediaError::Pipeline(format!("cannot record the program to {}: {e}", d.recording.dir.display()))
             })?;
             fanout.set_tap(Arc::clone(&r) as Arc<dyn crate::media::fanout::Tap>);
             recorder = Some(r);
         }
-        let plan = ProgramPlan {
-            source: config.source.clone(),
-            backup: config.backup.clone(),
-            failover: config.failover,
-            format: config.program.clone(),
-            slate: config.slate.clone(),
-            title: config.event.title.clone(),
-            batch_wait: config.relay.batch_wait,
-        };
-        let started = match config.program.mode {
-            ProgramMode::Transcode => Program::start(&plan, cue, utc, Arc::clone(&fanout), stop_rx).map(Run::Transcode),
+        let p = &plan.program;
+        let started = match p.format.mode {
+            ProgramMode::Transcode => Program::start(p, cue, utc, Arc::clone(&fanout), stop_rx).map(Run::Transcode),
             ProgramMode::Passthrough => {
-                Passthrough::start(&plan, cue, utc, Arc::clone(&fanout), stop_rx).map(Run::Passthrough)
+                Passthrough::start(p, cue, utc, Arc::clone(&fanout), stop_rx).map(Run::Passthrough)
             }
         };
         let program = match started {
@@ -237,19 +260,19 @@ impl Relay {
         info!(
             legs = legs.len(),
             delayed = pending.len(),
-            source = %config.source.describe(),
-            mode = config.program.mode.as_str(),
+            source = %p.source.describe(),
+            mode = p.format.mode.as_str(),
             "Relay started."
         );
         Ok(Self {
             program,
-            format: config.program.clone(),
+            format: p.format.clone(),
             fanout,
             legs,
             stop,
             started: Instant::now(),
-            order: config.enabled_channels().map(|c| c.id.to_string()).collect(),
-            settings: config.relay.clone(),
+            order: plan.legs.iter().map(|c| c.id.to_string()).collect(),
+            settings: plan.settings.clone(),
             delay,
             utc,
             pending,

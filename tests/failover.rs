@@ -18,7 +18,7 @@ use simulcast::media::failover::Feed;
 use simulcast::proto;
 use simulcast::proto::event_service_client::EventServiceClient;
 use simulcast::proto::monitor_service_client::MonitorServiceClient;
-use simulcast::relay::Relay;
+use simulcast::relay::{Relay, RelayPlan};
 
 /// Generous bounds on a loaded 2-core machine for "lost for 500 ms, then
 /// switched": the detection time, the mixers' wait, the encoder, transport.
@@ -89,7 +89,7 @@ async fn lost_backup_then_slate_and_back(mode: &str) {
         common::channel("kz-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{srt_port}\" }}")),
     );
     let cfg = config::parse(&config_in(p_port, b_port, &channels, mode)).expect("config");
-    let relay = Relay::start(&cfg).await.expect("relay starts");
+    let relay = Relay::start(&RelayPlan::from_config(&cfg)).await.expect("relay starts");
     wait_in_use(&relay, Feed::Primary, Duration::from_secs(10), "at start").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -190,7 +190,7 @@ async fn garbage_or_no_picture_on_the_primary_counts_as_loss() {
     let udp = UdpCapture::start();
     let channels = common::channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port));
     let cfg = config::parse(&config_text(p_port, b_port, &channels)).expect("config");
-    let relay = Relay::start(&cfg).await.expect("relay starts");
+    let relay = Relay::start(&RelayPlan::from_config(&cfg)).await.expect("relay starts");
     wait_in_use(&relay, Feed::Primary, Duration::from_secs(10), "at start").await;
 
     // Valid TS still arrives, and pictures may still decode, but garbage is

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use simulcast::config::{self, Config};
 use simulcast::media::leg::LegState;
 use simulcast::media::program::{Content, Cue};
-use simulcast::relay::{Relay, RelayStatus};
+use simulcast::relay::{Relay, RelayPlan, RelayStatus};
 use simulcast::standin::StandIns;
 use simulcast::table::{self, Table};
 
@@ -201,7 +201,7 @@ async fn demo(path: Option<PathBuf>, duration: Option<Duration>, json: bool) -> 
     let t0 = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + DEMO_T0_IN_S, 0).unwrap_or_default();
     let until = t0 + chrono::Duration::from_std(config.event.duration).unwrap_or(chrono::Duration::MAX);
     let cue = Cue { program_from: Some(t0), program_until: Some(until), force_slate: false };
-    let relay = Relay::start_with(&config, cue, None).await.context("starting the relay")?;
+    let relay = Relay::start_with(&RelayPlan::from_config(&config), cue, None).await.context("starting the relay")?;
     let tty = std::io::stdout().is_terminal() && !json;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let stop = shutdown_signal();
@@ -319,7 +319,7 @@ fn summary(config: &Config, s: &RelayStatus) -> String {
 
 async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
     let config = config::load(&path)?;
-    let relay = Relay::start(&config).await.context("starting the relay")?;
+    let relay = Relay::start(&RelayPlan::from_config(&config)).await.context("starting the relay")?;
     let mut tick = tokio::time::interval(every);
     let stop = shutdown_signal();
     tokio::pin!(stop);

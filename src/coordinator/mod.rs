@@ -26,11 +26,11 @@ use crate::alerts::Cause;
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
 use crate::media::failover::{Feed, SourceMode};
 use crate::media::leg::LegState;
-use crate::media::program::Cue;
+use crate::media::program::{Cue, ProgramPlan};
 use crate::media::recording::RecordingPlan;
 use crate::rehearsal::recurring::Recurring;
 use crate::rehearsal::{Plan, Report};
-use crate::relay::{DelayPlan, Relay};
+use crate::relay::{DelayPlan, Relay, RelayPlan};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
 use alerting::cause_of;
@@ -1263,8 +1263,7 @@ impl State {
             let e = entry(now, &event.id.0, id.as_str(), None, Kind::LegSkipped, skipped, &Actor::Daemon);
             self.append(&e, Kind::LegSkipped)?;
         }
-        let mut cfg = self.base_config(&event.title, channels.clone());
-        cfg.event.duration = event.duration;
+        let relay_plan = self.relay_plan(&event.title, channels.clone());
         let delays: Vec<(String, Duration)> = channels
             .iter()
             .filter_map(|c| schedule::air_time(event.on_air, c).ok().map(|a| (c.id.to_string(), a.delay)))
@@ -1281,7 +1280,7 @@ impl State {
         });
         let relay = if self.options.relay_enabled {
             // Slate until the state the event enters sets the cue.
-            let r = Relay::start_with(&cfg, Cue::default(), plan).await;
+            let r = Relay::start_with(&relay_plan, Cue::default(), plan).await;
             Some(r.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?)
         } else {
             None
@@ -1323,8 +1322,8 @@ impl State {
         }
     }
 
-    /// A relay configuration from the daemon's options for `channels`.
-    fn base_config(&self, title: &str, channels: Vec<Channel>) -> config::Config {
+    /// The relay plan of `channels` from the daemon's options.
+    fn relay_plan(&self, title: &str, channels: Vec<Channel>) -> RelayPlan {
         // File legs write inside the file-leg directory, and nowhere else.
         let channels = channels
             .into_iter()
@@ -1348,20 +1347,18 @@ impl State {
                 Some(c)
             })
             .collect();
-        config::Config {
-            event: config::EventPlan {
+        RelayPlan {
+            program: ProgramPlan {
+                source: self.options.source.clone(),
+                backup: self.options.backup.clone(),
+                failover: self.options.failover,
+                format: self.options.program.clone(),
+                slate: self.options.slate.clone(),
                 title: title.to_owned(),
-                timezone: Tz::UTC,
-                duration: Duration::from_secs(3600),
+                batch_wait: self.options.relay.batch_wait,
             },
-            source: self.options.source.clone(),
-            backup: self.options.backup.clone(),
-            failover: self.options.failover,
-            program: self.options.program.clone(),
-            slate: self.options.slate.clone(),
-            relay: self.options.relay.clone(),
-            alerts: config::AlertSettings::default(),
-            channels,
+            legs: channels,
+            settings: self.options.relay.clone(),
         }
     }
 

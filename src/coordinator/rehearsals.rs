@@ -114,7 +114,7 @@ impl State {
         info!(rehearsal = %report.id, event = %id, actor = actor.name(), "Rehearsal started.");
         let setup = rehearsal::Setup {
             title: event.title.clone(),
-            base: self.base_config(&event.title, channels.clone()),
+            base: self.relay_plan(&event.title, channels.clone()),
             channels,
             media: self.options.relay_enabled,
         };

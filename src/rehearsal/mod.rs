@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::config::{self, Channel, Source};
 use crate::media::leg::{LegState, SrtFigures};
 use crate::media::program::Cue;
-use crate::relay::Relay;
+use crate::relay::{Relay, RelayPlan};
 
 /// Default lengths of `simulcastctl rehearse`.
 pub const DEFAULT_PREROLL: Duration = Duration::from_secs(10);
@@ -302,8 +302,9 @@ pub struct Setup {
     pub title: String,
     /// The event's enabled channels.
     pub channels: Vec<Channel>,
-    /// The daemon's source, backup, failover, programme, slate and relay.
-    pub base: config::Config,
+    /// The relay plan from the daemon's source, backup, failover,
+    /// programme, slate and relay settings (its legs are replaced).
+    pub base: RelayPlan,
     /// `false`: no pipelines (scheduler tests on paused time).
     pub media: bool,
 }
@@ -387,14 +388,14 @@ pub async fn run(setup: Setup, progress: watch::Sender<Report>, mut stop: watch:
     let program_at = now + crate::schedule::chrono_duration(plan.preroll);
     let program_until = program_at + crate::schedule::chrono_duration(plan.program);
     let ends_at = program_until + crate::schedule::chrono_duration(plan.postroll);
-    let mut cfg = setup.base.clone();
-    cfg.event.title = format!("REHEARSAL - {}", setup.title);
-    cfg.channels = passing;
-    cfg.relay.stamp_legs |= plan.stamp;
-    if cfg.relay.stamp_legs {
+    let mut relay_plan = setup.base.clone();
+    relay_plan.program.title = format!("REHEARSAL - {}", setup.title);
+    relay_plan.legs = passing;
+    relay_plan.settings.stamp_legs |= plan.stamp;
+    if relay_plan.settings.stamp_legs {
         update(&mut |r| {
             r.plan.stamp = true;
-            for c in &cfg.channels {
+            for c in &relay_plan.legs {
                 if let Some(leg) = r.legs.iter_mut().find(|l| l.channel_id == c.id.as_str()) {
                     leg.stamp = Some(crate::media::stamp::describe(c));
                 }
@@ -402,11 +403,11 @@ pub async fn run(setup: Setup, progress: watch::Sender<Report>, mut stop: watch:
         });
     }
     if plan.source == RehearsalSource::Test {
-        cfg.source = Source::Test(config::TestSource::default());
-        cfg.backup = None;
+        relay_plan.program.source = Source::Test(config::TestSource::default());
+        relay_plan.program.backup = None;
     }
     let cue = Cue { program_from: Some(program_at), program_until: Some(program_until), force_slate: false };
-    let relay = match Relay::start_with(&cfg, cue, None).await {
+    let relay = match Relay::start_with(&relay_plan, cue, None).await {
         Ok(r) => r,
         Err(e) => {
             let why = format!("the relay could not start: {e}");

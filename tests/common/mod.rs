@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use simulcast::config::{self, Config};
-use simulcast::relay::{Relay, RelayStatus};
+use simulcast::relay::{Relay, RelayPlan, RelayStatus};
 
 /// `simulcastd serve --listen 127.0.0.1:PORT ARGS...`, killed when dropped
 /// (passed or not); returns once it listens. Its metrics port is any free
@@ -611,7 +611,7 @@ pub struct Run {
 
 impl Run {
     pub async fn start(config: &Config) -> Self {
-        let relay = Relay::start(config).await.expect("relay starts");
+        let relay = Relay::start(&RelayPlan::from_config(config)).await.expect("relay starts");
         Self { relay, started: Instant::now() }
     }
 
