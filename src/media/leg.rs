@@ -3,8 +3,9 @@
 //!
 //! Each leg owns its pipeline, bus and state. A bus error, an end of stream,
 //! a stall (input waiting, nothing delivered) or a connection that does not
-//! come up in time ends that pipeline only; the supervisor rebuilds it after a
-//! capped, jittered exponential backoff. No other leg and not the program
+//! come up in time ends that pipeline only; the supervisor (the loop of
+//! [`super::supervise`]) rebuilds it after a capped, jittered exponential
+//! backoff. No other leg and not the program
 //! pipeline can notice: the fan-out only ever offers to a leg's appsrc.
 
 use std::fmt;
@@ -19,7 +20,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::fanout::LegInput;
-use super::{MediaError, backoff_delay, lock, template};
+use super::supervise::{Backoff, Ended, Playing, Supervised};
+use super::{MediaError, lock, template};
 use crate::config::{Channel, ChannelId, Ingest, RelaySettings};
 
 /// How often the supervisor looks at its leg.
@@ -189,9 +191,13 @@ impl Leg {
             settings: settings.clone(),
             input: Arc::clone(&input),
             shared: Arc::clone(&shared),
-            stop,
         };
-        let task = tokio::spawn(sup.run());
+        let backoff = Backoff {
+            initial: settings.reconnect_initial,
+            max: settings.reconnect_max,
+            reset_after: BACKOFF_RESET_AFTER,
+        };
+        let task = super::supervise::spawn(sup, backoff, stop);
         Self {
             id: channel.id.clone(),
             protocol: channel.ingest.protocol(),
@@ -247,18 +253,11 @@ impl Leg {
     }
 }
 
-/// Why one run of a leg's pipeline ended.
-enum Ended {
-    Stopped,
-    Error(String),
-}
-
 struct Supervisor {
     channel: Channel,
     settings: RelaySettings,
     input: Arc<LegInput>,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
 }
 
 /// A built leg pipeline.
@@ -278,70 +277,20 @@ impl Supervisor {
         lock(&self.shared.mutable).last_error = Some(error.to_owned());
     }
 
-    async fn run(mut self) {
-        let leg = self.channel.id.clone();
-        let mut attempt: u32 = 0;
-        loop {
-            if *self.stop.borrow() {
-                break;
-            }
-            let first = self.shared.reconnects.load(Ordering::Relaxed) == 0;
-            self.set_state(if first { LegState::Connecting } else { LegState::Reconnecting });
-            let started = Instant::now();
-            let direct = match &self.channel.ingest {
-                Ingest::Udp(u) if direct_udp_fits(u) => Some(u.clone()),
-                _ => None,
-            };
-            let ended = match direct {
-                Some(u) => self.run_direct(&u).await,
-                None => self.run_pipeline().await,
-            };
-            let ended = match ended {
-                Err(e) if e.is_permanent() => {
-                    tracing::error!(leg = %leg, error = %e, "Leg cannot be built; it will not carry the program.");
-                    self.set_error(&e.to_string());
-                    self.set_state(LegState::Failed);
-                    return;
-                }
-                Err(e) => Ended::Error(e.to_string()),
-                Ok(ended) => ended,
-            };
-            match ended {
-                Ended::Stopped => break,
-                Ended::Error(e) => {
-                    warn!(leg = %leg, error = %e, "Leg lost its ingest.");
-                    self.set_error(&e);
-                }
-            }
-            if started.elapsed() >= BACKOFF_RESET_AFTER {
-                attempt = 0;
-            }
-            let delay =
-                backoff_delay(attempt, self.settings.reconnect_initial, self.settings.reconnect_max, fastrand::f64());
-            attempt = attempt.saturating_add(1);
-            self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
-            self.shared.bitrate.store(0, Ordering::Relaxed);
-            self.set_state(LegState::Reconnecting);
-            info!(leg = %leg, attempt, delay_ms = delay.as_millis() as u64, "Reconnecting.");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.wait_for(|s| *s) => break,
-            }
-        }
-        self.shared.bitrate.store(0, Ordering::Relaxed);
-        self.set_state(LegState::Stopped);
-    }
-
     /// Builds the leg's pipeline and runs it until it fails or the leg is
     /// stopped.
-    async fn run_pipeline(&mut self) -> Result<Ended, MediaError> {
+    async fn run_pipeline(&mut self, stop: watch::Receiver<bool>) -> Result<Ended, MediaError> {
         let built = build(&self.channel, self.settings.stamp_legs, &self.shared, &self.input)?;
-        Ok(self.run_once(built).await)
+        Ok(self.run_built(built, stop).await)
     }
 
     /// A UDP leg without a pipeline: the fan-out thread sends to its socket
     /// (see [`super::fanout::DirectUdp`]); this watches the counters.
-    async fn run_direct(&mut self, u: &crate::config::UdpEndpoint) -> Result<Ended, MediaError> {
+    async fn run_direct(
+        &mut self,
+        u: &crate::config::UdpEndpoint,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Ended, MediaError> {
         let (host, port, ttl) = (u.host.bare(), u.port, u.ttl);
         let shared = Arc::clone(&self.shared);
         let made = tokio::task::spawn_blocking(move || udp_socket(&host, port, ttl, shared))
@@ -349,13 +298,12 @@ impl Supervisor {
             .map_err(|e| MediaError::Pipeline(e.to_string()))?;
         let direct = match made {
             Ok(d) => d,
-            Err(e) => return Ok(Ended::Error(format!("{}: {e}", self.channel.ingest.target()))),
+            Err(e) => return Ok(Ended::Failed(format!("{}: {e}", self.channel.ingest.target()))),
         };
         let error = Arc::clone(&direct.error);
         self.input.attach_direct(direct);
         let mut window = Window::new(self.shared.bytes.load(Ordering::Relaxed));
         let mut tick = tokio::time::interval(TICK);
-        let mut stop = self.stop.clone();
         let (mut on_air, mut told) = (false, None::<String>);
         let ended = loop {
             tokio::select! {
@@ -383,13 +331,16 @@ impl Supervisor {
 
     /// Runs one pipeline until it fails or the leg is stopped; always leaves
     /// the pipeline in `Null`.
-    async fn run_once(&mut self, built: Built) -> Ended {
+    async fn run_built(&mut self, built: Built, stop: watch::Receiver<bool>) -> Ended {
         let Built { pipeline, appsrc, sink, mut bus_rx } = built;
-        let ended = self.watch(&pipeline, appsrc, &sink, &mut bus_rx).await;
+        let playing = match Playing::start(&pipeline, &mut bus_rx).await {
+            Ok(p) => p,
+            Err(detail) => return Ended::Failed(format!("{}: cannot start: {detail}", self.channel.ingest.target())),
+        };
+        self.input.attach(appsrc);
+        let ended = self.watch(&sink, &mut bus_rx, stop).await;
         self.input.detach();
-        // Going to Null unblocks a sink stuck in a send; do it off the runtime.
-        let p = pipeline.clone();
-        let _ = tokio::task::spawn_blocking(move || p.set_state(gst::State::Null)).await;
+        playing.release().await;
         ended
     }
 
@@ -412,18 +363,10 @@ impl Supervisor {
 
     async fn watch(
         &mut self,
-        pipeline: &gst::Pipeline,
-        appsrc: gst_app::AppSrc,
         sink: &gst::Element,
         bus_rx: &mut super::BusRx,
+        mut stop: watch::Receiver<bool>,
     ) -> Ended {
-        let p = pipeline.clone();
-        let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
-        if !matches!(started, Ok(Ok(_))) {
-            let detail = super::first_error(bus_rx).unwrap_or_else(|| "the pipeline refused to start".into());
-            return Ended::Error(format!("{}: cannot start: {detail}", self.channel.ingest.target()));
-        }
-        self.input.attach(appsrc.clone());
         let clock = super::clock();
         let connected_at = clock.time().nseconds();
         let hits_at_start = self.shared.hits.load(Ordering::Relaxed);
@@ -431,7 +374,6 @@ impl Supervisor {
         let mut tick = tokio::time::interval(TICK);
         let mut on_air = false;
         let mut dropped_before = self.input.dropped();
-        let mut stop = self.stop.clone();
         let is_srt = matches!(self.channel.ingest, Ingest::Srt(_));
         // SRT: this pipeline's bytes as libsrt sent them, after the earlier
         // pipelines' (a rebuilt srtsink counts from 0).
@@ -439,13 +381,13 @@ impl Supervisor {
         loop {
             tokio::select! {
                 msg = bus_rx.recv() => match msg {
-                    None => return Ended::Error("the pipeline's bus closed".into()),
+                    None => return Ended::Failed("the pipeline's bus closed".into()),
                     Some(m) => match m.view() {
                         gst::MessageView::Error(e) => {
-                            return Ended::Error(format!("{}: {}", self.channel.ingest.target(), super::describe_error(e)));
+                            return Ended::Failed(format!("{}: {}", self.channel.ingest.target(), super::describe_error(e)));
                         }
                         gst::MessageView::Eos(_) => {
-                            return Ended::Error(format!("{}: the ingest ended the stream", self.channel.ingest.target()));
+                            return Ended::Failed(format!("{}: the ingest ended the stream", self.channel.ingest.target()));
                         }
                         _ => {}
                     },
@@ -476,16 +418,58 @@ impl Supervisor {
                     dropped_before = dropped;
                     let since = Duration::from_nanos(now.saturating_sub(last.max(connected_at)));
                     if backed_up && !on_air && since > self.settings.connect_timeout {
-                        return Ended::Error(format!(
+                        return Ended::Failed(format!(
                             "no answer from {} within {} s", self.channel.ingest.target(), since.as_secs()
                         ));
                     }
                     if backed_up && on_air && since > self.settings.stall_timeout {
-                        return Ended::Error(format!(
+                        return Ended::Failed(format!(
                             "stalled: nothing delivered to {} for {} s", self.channel.ingest.target(), since.as_secs()
                         ));
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Supervised for Supervisor {
+    async fn run_once(&mut self, stop: &watch::Receiver<bool>) -> Ended {
+        let first = self.shared.reconnects.load(Ordering::Relaxed) == 0;
+        self.set_state(if first { LegState::Connecting } else { LegState::Reconnecting });
+        let direct = match &self.channel.ingest {
+            Ingest::Udp(u) if direct_udp_fits(u) => Some(u.clone()),
+            _ => None,
+        };
+        let ended = match direct {
+            Some(u) => self.run_direct(&u, stop.clone()).await,
+            None => self.run_pipeline(stop.clone()).await,
+        };
+        match ended {
+            Ok(ended) => ended,
+            Err(e) if e.is_permanent() => Ended::Permanent(e.to_string()),
+            Err(e) => Ended::Failed(e.to_string()),
+        }
+    }
+
+    fn failed(&mut self, error: &str, delay: Duration) {
+        let leg = &self.channel.id;
+        warn!(leg = %leg, error, "Leg lost its ingest.");
+        self.set_error(error);
+        let attempt = self.shared.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.bitrate.store(0, Ordering::Relaxed);
+        self.set_state(LegState::Reconnecting);
+        info!(leg = %leg, attempt, delay_ms = delay.as_millis() as u64, "Reconnecting.");
+    }
+
+    fn finished(&mut self, failure: Option<&str>) {
+        self.shared.bitrate.store(0, Ordering::Relaxed);
+        match failure {
+            None => self.set_state(LegState::Stopped),
+            Some(error) => {
+                tracing::error!(leg = %self.channel.id, error, "Leg failed for good; it will not carry the program.");
+                self.set_error(error);
+                self.set_state(LegState::Failed);
             }
         }
     }
@@ -703,6 +687,7 @@ fn srt_figures(stats: gst::Structure) -> Option<SrtFigures> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::backoff_delay;
 
     #[test]
     fn backoff_doubles_and_is_capped_with_jitter_below_the_cap() {

@@ -1,6 +1,7 @@
 //! GStreamer media: the program pipeline (contribution source), the fan-out
 //! that hands every batch of MPEG-TS to each leg, and one pipeline per leg
-//! with its own bus, state and supervisor.
+//! with its own bus and state, each run by the one supervision loop of
+//! [`supervise`].
 
 pub mod coded;
 pub mod es;
@@ -15,6 +16,7 @@ pub mod scte35;
 pub mod slate;
 pub mod source;
 pub mod stamp;
+pub(crate) mod supervise;
 pub mod template;
 pub mod tracks;
 pub mod ts;
@@ -155,18 +157,6 @@ pub fn configure_srt(element: &gst::Element, s: &crate::config::SrtEndpoint) -> 
         element.set_property("streamid", id);
     }
     Ok(())
-}
-
-/// Sets its pipeline to `Null` when dropped: every pipeline goes to `Null`
-/// before it is released, even when its task is aborted or panics.
-#[derive(Debug)]
-pub struct NullOnDrop(pub gst::Pipeline);
-
-impl Drop for NullOnDrop {
-    fn drop(&mut self) {
-        use gst::prelude::*;
-        let _ = self.0.set_state(gst::State::Null);
-    }
 }
 
 /// Locks a mutex; a panic elsewhere must not take the relay down with a

@@ -41,7 +41,8 @@ use tracing::{info, warn};
 use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
 use super::recording::UtcClock;
-use super::source::{Contribution, FeedOut, RawSink, SourceCounters, SourceStatus, restart_backoff};
+use super::source::{Contribution, FeedOut, RawSink, SOURCE_BACKOFF, SourceCounters, SourceState, SourceStatus};
+use super::supervise::{Ended, Playing, Supervised};
 use super::{MediaError, lock, template, ts};
 use crate::config::{FailoverSettings, ProgramFormat, SlateSettings, Source};
 
@@ -211,6 +212,8 @@ pub struct Program {
     primary: Contribution,
     backup: Option<Contribution>,
     switch: Arc<Switch>,
+    /// Why the program pipeline failed for good, if it did.
+    failure: Arc<Mutex<Option<String>>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -273,9 +276,17 @@ impl Program {
         };
         let primary = feed(&plan.source, 0)?;
         let backup = plan.backup.as_ref().map(|b| feed(b, 1)).transpose()?;
-        let sup = Supervisor { plan: plan.clone(), switch: Arc::clone(&switch), raws, sender, stop };
-        let task = tokio::spawn(sup.run(first));
-        Ok(Self { primary, backup, switch, task: Some(task) })
+        let failure = Arc::new(Mutex::new(None));
+        let sup = Supervisor {
+            plan: plan.clone(),
+            switch: Arc::clone(&switch),
+            raws,
+            sender,
+            next: Some(first),
+            failure: Arc::clone(&failure),
+        };
+        let task = super::supervise::spawn(sup, SOURCE_BACKOFF, stop);
+        Ok(Self { primary, backup, switch, failure, task: Some(task) })
     }
 
     /// Automatic failover, or a feed held by hand; takes effect on the next
@@ -325,9 +336,14 @@ impl Program {
         Some(self.switch.switched_utc.load(Ordering::Relaxed)).filter(|&n| n > 0)
     }
 
-    /// A snapshot of the primary feed.
+    /// A snapshot of the primary feed; in error, whatever the feed does,
+    /// once the program pipeline has failed for good.
     pub fn status(&self) -> SourceStatus {
-        self.primary.status()
+        let status = self.primary.status();
+        match lock(&self.failure).clone() {
+            Some(why) => SourceStatus { state: SourceState::Error, healthy: false, last_error: Some(why), ..status },
+            None => status,
+        }
     }
 
     /// A snapshot of the backup feed, if there is one.
@@ -359,65 +375,65 @@ struct Supervisor {
     switch: Arc<Switch>,
     raws: [Arc<RawSink>; 2],
     sender: FanoutSender,
-    stop: watch::Receiver<bool>,
+    /// The pipeline built at start, for the first run.
+    next: Option<Built>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
-impl Supervisor {
-    /// Runs the program pipeline; rebuilds it after an error (it has no
-    /// network part, so this is for the unexpected), with a backoff.
-    async fn run(mut self, first: Built) {
-        let mut next = Some(first);
-        let mut attempt = 0u32;
-        loop {
-            let built = match next.take() {
-                Some(b) => Ok(b),
-                None => build(&self.plan, &self.switch, self.sender.clone()),
-            };
-            let error = match built {
-                Ok(b) => match self.run_once(b).await {
-                    None => break,
-                    Some(e) => e,
-                },
-                Err(e) => e.to_string(),
-            };
-            warn!(%error, "Program pipeline failed; restarting it (the legs stay connected).");
-            if !restart_backoff(&mut attempt, &mut self.stop).await {
-                break;
-            }
+/// Runs the program pipeline; rebuilds it after an error (it has no network
+/// part, so this is for the unexpected), with a backoff. The legs stay
+/// connected meanwhile.
+impl Supervised for Supervisor {
+    async fn run_once(&mut self, stop: &watch::Receiver<bool>) -> Ended {
+        let built = match self.next.take() {
+            Some(b) => Ok(b),
+            None => build(&self.plan, &self.switch, self.sender.clone()),
+        };
+        let Built { pipeline, mut bus_rx, inputs } = match built {
+            Ok(b) => b,
+            Err(e) if e.is_permanent() => return Ended::Permanent(e.to_string()),
+            Err(e) => return Ended::Failed(e.to_string()),
+        };
+        let playing = match Playing::start(&pipeline, &mut bus_rx).await {
+            Ok(p) => p,
+            Err(refused) => return Ended::Failed(format!("program pipeline: {refused}")),
+        };
+        for (raw, (video, audio)) in self.raws.iter().zip(inputs) {
+            raw.attach(video, audio);
         }
-    }
-
-    async fn run_once(&mut self, built: Built) -> Option<String> {
-        let Built { pipeline, mut bus_rx, inputs } = built;
-        let guard = super::NullOnDrop(pipeline.clone());
-        let p = pipeline.clone();
-        let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
-        let result = if matches!(started, Ok(Ok(_))) {
-            for (raw, (video, audio)) in self.raws.iter().zip(inputs) {
-                raw.attach(video, audio);
-            }
-            info!("Program pipeline running.");
-            loop {
-                tokio::select! {
-                    _ = self.stop.wait_for(|s| *s) => break None,
-                    msg = bus_rx.recv() => {
-                        let Some(msg) = msg else { break Some("the program pipeline's bus closed".into()) };
-                        match msg.view() {
-                            gst::MessageView::Error(e) => break Some(format!("program pipeline: {}", super::describe_error(e))),
-                            gst::MessageView::Eos(_) => break Some("the program pipeline ended".into()),
-                            _ => {}
+        info!("Program pipeline running.");
+        let mut stop = stop.clone();
+        let ended = loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break Ended::Stopped,
+                msg = bus_rx.recv() => {
+                    let Some(msg) = msg else { break Ended::Failed("the program pipeline's bus closed".into()) };
+                    match msg.view() {
+                        gst::MessageView::Error(e) => {
+                            break Ended::Failed(format!("program pipeline: {}", super::describe_error(e)));
                         }
+                        gst::MessageView::Eos(_) => break Ended::Failed("the program pipeline ended".into()),
+                        _ => {}
                     }
                 }
             }
-        } else {
-            Some(super::first_error(&mut bus_rx).unwrap_or_else(|| "the program pipeline refused to start".into()))
         };
         for raw in &self.raws {
             raw.detach();
         }
-        let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
-        result
+        playing.release().await;
+        ended
+    }
+
+    fn failed(&mut self, error: &str, _delay: Duration) {
+        warn!(error, "Program pipeline failed; restarting it (the legs stay connected).");
+    }
+
+    fn finished(&mut self, failure: Option<&str>) {
+        if let Some(error) = failure {
+            tracing::error!(error, "Program pipeline failed for good; the legs carry nothing new.");
+            *lock(&self.failure) = Some(error.to_owned());
+        }
     }
 }
 

@@ -279,7 +279,7 @@ fn run(pipeline: &gst::Pipeline, what: &str) -> Result<Vec<gst::Buffer>, MediaEr
         .by_name("sink")
         .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
         .ok_or_else(|| MediaError::Pipeline(format!("{what}: no appsink")))?;
-    let guard = super::NullOnDrop(pipeline.clone());
+    let guard = super::supervise::NullOnDrop(pipeline.clone());
     pipeline.set_state(gst::State::Playing).map_err(|e| MediaError::Pipeline(format!("{what}: {e}")))?;
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + ENCODE_TIMEOUT;

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 pub use super::failover::SourceCounters;
 use super::failover::{RUN_GAP, health};
+use super::supervise::{Backoff, Ended, Playing, Supervised};
 use super::{MediaError, lock, template, ts};
 use crate::config::{ProgramFormat, Source};
 
@@ -28,6 +29,10 @@ use crate::config::{ProgramFormat, Source};
 pub const SOURCE_RESTART_INITIAL: Duration = Duration::from_millis(500);
 /// Cap of the source restart delay.
 pub const SOURCE_RESTART_MAX: Duration = Duration::from_secs(5);
+/// The restarts of a contribution feed, or of the transcoding program: a
+/// run that lasted 10 s starts the count again.
+pub(crate) const SOURCE_BACKOFF: Backoff =
+    Backoff { initial: SOURCE_RESTART_INITIAL, max: SOURCE_RESTART_MAX, reset_after: Duration::from_secs(10) };
 /// The program shows a feed's very first picture only after this (the
 /// feed's branch of the program pipeline negotiates on it).
 const FIRST_PICTURE_SETTLE: Duration = Duration::from_millis(200);
@@ -82,17 +87,6 @@ pub struct SourceStatus {
     pub restarts: u32,
     /// The most recent problem, if any.
     pub last_error: Option<String>,
-}
-
-/// Waits out the backoff before restart `attempt` of a source or program
-/// pipeline (and counts it); `false` if told to stop meanwhile.
-pub(crate) async fn restart_backoff(attempt: &mut u32, stop: &mut watch::Receiver<bool>) -> bool {
-    let delay = super::backoff_delay(*attempt, SOURCE_RESTART_INITIAL, SOURCE_RESTART_MAX, fastrand::f64());
-    *attempt = attempt.saturating_add(1);
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => true,
-        _ = stop.wait_for(|s| *s) => false,
-    }
 }
 
 /// Where a feed's media goes: raw pictures and sound for the transcoding
@@ -266,9 +260,9 @@ impl Contribution {
             title: title.to_owned(),
             out,
             shared: Arc::clone(&shared),
-            stop,
+            next: Some(first),
         };
-        let task = tokio::spawn(sup.run(first));
+        let task = super::supervise::spawn(sup, SOURCE_BACKOFF, stop);
         Ok(Self { describe: source.describe(), shared, task: Some(task) })
     }
 
@@ -359,57 +353,52 @@ struct Supervisor {
     title: String,
     out: FeedOut,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
+    /// The pipeline built at start, for the first run.
+    next: Option<Built>,
+}
+
+impl Supervised for Supervisor {
+    async fn run_once(&mut self, stop: &watch::Receiver<bool>) -> Ended {
+        let built = match self.next.take() {
+            Some(b) => Ok(b),
+            None => build(&self.source, &self.format, &self.title, &self.out, &self.shared),
+        };
+        let Built { pipeline, mut bus_rx } = match built {
+            Ok(b) => b,
+            Err(e) if e.is_permanent() => return Ended::Permanent(e.to_string()),
+            Err(e) => return Ended::Failed(e.to_string()),
+        };
+        let playing = match Playing::start(&pipeline, &mut bus_rx).await {
+            Ok(p) => p,
+            Err(refused) => return Ended::Failed(format!("contribution feed {}: {refused}", self.source.describe())),
+        };
+        lock(&self.shared.flags).failing = false;
+        info!(source = %self.source.describe(), "Contribution feed pipeline running.");
+        let ended = self.watch(&mut bus_rx, stop.clone()).await;
+        playing.release().await;
+        ended
+    }
+
+    fn failed(&mut self, error: &str, _delay: Duration) {
+        warn!(source = %self.source.describe(), error, "Contribution feed failed; restarting it.");
+        *lock(&self.shared.flags) = Flags { last_error: Some(error.to_owned()), failing: true, stopped: false };
+        self.shared.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn finished(&mut self, failure: Option<&str>) {
+        let mut flags = lock(&self.shared.flags);
+        match failure {
+            None => flags.stopped = true,
+            Some(error) => {
+                tracing::error!(source = %self.source.describe(), error, "Contribution feed failed for good.");
+                *flags = Flags { last_error: Some(error.to_owned()), failing: true, stopped: false };
+            }
+        }
+    }
 }
 
 impl Supervisor {
-    async fn run(mut self, first: Built) {
-        let mut next = Some(first);
-        let mut attempt = 0u32;
-        loop {
-            let built = match next.take() {
-                Some(b) => Ok(b),
-                None => build(&self.source, &self.format, &self.title, &self.out, &self.shared),
-            };
-            let ended = match built {
-                Ok(b) => self.run_once(b).await,
-                Err(e) => Ended::Failed(e.to_string()),
-            };
-            let error = match ended {
-                Ended::Stopped => break,
-                Ended::Looped => continue,
-                Ended::Failed(e) => e,
-            };
-            warn!(source = %self.source.describe(), %error, "Contribution feed failed; restarting it.");
-            *lock(&self.shared.flags) = Flags { last_error: Some(error), failing: true, stopped: false };
-            self.shared.restarts.fetch_add(1, Ordering::Relaxed);
-            if !restart_backoff(&mut attempt, &mut self.stop).await {
-                break;
-            }
-        }
-        lock(&self.shared.flags).stopped = true;
-    }
-
-    /// Runs the pipeline; `None` when stopped, the error otherwise.
-    async fn run_once(&mut self, built: Built) -> Ended {
-        let Built { pipeline, mut bus_rx } = built;
-        let guard = super::NullOnDrop(pipeline.clone());
-        let p = pipeline.clone();
-        let started = tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing)).await;
-        let result = if matches!(started, Ok(Ok(_))) {
-            lock(&self.shared.flags).failing = false;
-            info!(source = %self.source.describe(), "Contribution feed pipeline running.");
-            self.watch(&mut bus_rx).await
-        } else {
-            Ended::Failed(
-                super::first_error(&mut bus_rx).unwrap_or_else(|| "the source pipeline refused to start".into()),
-            )
-        };
-        let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
-        result
-    }
-
-    async fn watch(&mut self, bus_rx: &mut super::BusRx) -> Ended {
+    async fn watch(&mut self, bus_rx: &mut super::BusRx, mut stop: watch::Receiver<bool>) -> Ended {
         let c = Arc::clone(&self.shared.counters);
         let clock = super::clock();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -420,7 +409,7 @@ impl Supervisor {
         let mut frames = (c.frames.load(Ordering::Relaxed), started);
         loop {
             tokio::select! {
-                _ = self.stop.wait_for(|s| *s) => return Ended::Stopped,
+                _ = stop.wait_for(|s| *s) => return Ended::Stopped,
                 _ = tick.tick(), if self.shared.decoded => {
                     let now = clock.time().nseconds();
                     let (b, f) = (c.bytes.load(Ordering::Relaxed), c.frames.load(Ordering::Relaxed));
@@ -455,7 +444,7 @@ impl Supervisor {
                         // by filesrc refuses seeks (checked by a test), and a
                         // fresh pipeline also restarts the real-time pacing.
                         // Partners see a timestamp jump at the loop point.
-                        gst::MessageView::Eos(_) if matches!(self.source, Source::File(_)) => return Ended::Looped,
+                        gst::MessageView::Eos(_) if matches!(self.source, Source::File(_)) => return Ended::Again,
                         gst::MessageView::Eos(_) => {
                             return Ended::Failed(format!("{} ended the stream", self.source.describe()));
                         }
@@ -487,13 +476,6 @@ fn unfit_for_transcode(s: &gst::StructureRef) -> Option<String> {
     Some(format!(
         "{codec} {kind}: this programme expects {wanted} in transcode mode ([program] mode = \"passthrough\" relays it as it comes)"
     ))
-}
-
-/// How one run of the source pipeline ended.
-enum Ended {
-    Stopped,
-    Looped,
-    Failed(String),
 }
 
 fn describe(source: &Source, e: &gst::message::Error) -> String {
