@@ -446,7 +446,7 @@ fn media_problem() -> Option<String> {
     if let Err(e) = simulcast::media::init() {
         return Some(e.to_string());
     }
-    let broken: Vec<String> = simulcast::media::template::check_all()
+    let broken: Vec<String> = simulcast::media::check_all()
         .into_iter()
         .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
         .collect();

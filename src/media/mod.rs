@@ -34,10 +34,10 @@ pub enum MediaError {
     /// GStreamer itself could not start.
     #[error("GStreamer could not be initialised: {0}")]
     Init(String),
-    /// A pipeline template needs elements that are not installed.
-    #[error("pipeline template {template} needs GStreamer element(s) not installed here: {}{}", .elements.join(", "), install_hint(.elements))]
+    /// A pipeline template or skeleton needs elements that are not installed.
+    #[error("pipeline part {template} needs GStreamer element(s) not installed here: {}{}", .elements.join(", "), install_hint(.elements))]
     MissingElements {
-        /// Template name, e.g. `legs/rtmp`.
+        /// Template or skeleton name, e.g. `legs/rtmp`, `program/playout`.
         template: String,
         /// Element factory names.
         elements: Vec<String>,
@@ -74,7 +74,10 @@ fn install_hint(elements: &[String]) -> String {
             "textoverlay" | "clockoverlay" => Some("gstreamer1.0-x"),
             "compositor" | "audiomixer" | "videoconvert" | "videoscale" | "audioconvert" | "audioresample"
             | "videotestsrc" | "audiotestsrc" | "appsrc" | "appsink" => Some("gstreamer1.0-plugins-base"),
-            "avdec_h264" | "avdec_aac" => Some("gstreamer1.0-libav"),
+            "avdec_h264" | "avdec_aac" | "avenc_mpeg2video" => Some("gstreamer1.0-libav"),
+            "h264parse" | "x265enc" => Some("gstreamer1.0-plugins-bad"),
+            "aacparse" => Some("gstreamer1.0-plugins-good"),
+            "queue" | "capsfilter" | "tee" | "identity" => Some("libgstreamer1.0-0"),
             "pngdec" | "imagefreeze" => Some("gstreamer1.0-plugins-good"),
             "flvmux" | "udpsink" | "udpsrc" | "rtpmp2tpay" => Some("gstreamer1.0-plugins-good"),
             _ => None,
@@ -157,6 +160,53 @@ pub fn configure_srt(element: &gst::Element, s: &crate::config::SrtEndpoint) -> 
         element.set_property("streamid", id);
     }
     Ok(())
+}
+
+/// A pipeline skeleton built in code (the protocol tails are templates):
+/// its name, as `simulcastctl check` reports it, and the element factories
+/// it makes.
+#[derive(Debug)]
+pub struct Skeleton {
+    /// `program/<part>`.
+    pub name: &'static str,
+    /// Every factory the skeleton makes.
+    pub factories: &'static [&'static str],
+}
+
+impl Skeleton {
+    /// Makes `factory`, set up by `set`; a factory that is not installed is
+    /// named with its Debian package.
+    pub(crate) fn make<'a>(
+        &self,
+        factory: &'a str,
+        set: impl FnOnce(gst::element_factory::ElementBuilder<'a>) -> gst::element_factory::ElementBuilder<'a>,
+    ) -> Result<gst::Element, MediaError> {
+        debug_assert!(self.factories.contains(&factory), "{}: {factory} is not listed", self.name);
+        set(gst::ElementFactory::make(factory))
+            .build()
+            .map_err(|_| MediaError::MissingElements { template: self.name.to_owned(), elements: vec![factory.into()] })
+    }
+
+    /// Whether every factory it makes is installed.
+    pub fn check(&self) -> Result<(), MediaError> {
+        let missing: Vec<String> =
+            self.factories.iter().filter(|f| gst::ElementFactory::find(f).is_none()).map(|f| (*f).to_owned()).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(MediaError::MissingElements { template: self.name.to_owned(), elements: missing })
+        }
+    }
+}
+
+/// Checks every template and every skeleton (call [`init`] first): one
+/// result per part, in the order `simulcastctl check` reports them.
+pub fn check_all() -> Vec<(&'static str, Result<(), MediaError>)> {
+    let mut all = template::check_all();
+    for s in [&source::DECODE, &program::PLAYOUT] {
+        all.push((s.name, s.check()));
+    }
+    all
 }
 
 /// Locks a mutex; a panic elsewhere must not take the relay down with a
@@ -254,6 +304,25 @@ mod tests {
             deps.insert(name.clone(), uses);
         }
         deps
+    }
+
+    /// `simulcastctl check` covers the skeletons built in code as it covers
+    /// templates: each is listed, and a missing factory is named.
+    #[test]
+    fn every_skeleton_is_checked_and_a_missing_factory_is_named() {
+        super::init().expect("init");
+        let all = super::check_all();
+        for name in ["program/playout", "program/decode", "legs/srt"] {
+            assert!(all.iter().any(|(n, r)| *n == name && r.is_ok()), "{name}: {all:?}");
+        }
+        let bogus = super::Skeleton { name: "program/bogus", factories: &["queue", "no-such-element"] };
+        let err = bogus.check().expect_err("missing");
+        assert!(
+            matches!(&err, super::MediaError::MissingElements { template, elements }
+                if template == "program/bogus" && elements == &["no-such-element"]),
+            "{err:?}"
+        );
+        assert!(bogus.make("no-such-element", |b| b).is_err());
     }
 
     /// `media/` is layered: no module reaches, through others, back to

@@ -441,33 +441,180 @@ fn format_params(f: &ProgramFormat) -> Vec<(&'static str, u64)> {
     vec![("width", u64::from(f.width)), ("height", u64::from(f.height)), ("framerate", u64::from(f.framerate))]
 }
 
+/// The transcoding program's skeleton: the slate (compositor and mixer pads
+/// `sink_0`), the primary (`sink_1`) and the backup (`sink_2`) switched on
+/// raw pictures and sound, then encoded once and multiplexed once for every
+/// leg. Slate and programme therefore share codec, picture size, frame
+/// rate, audio rate and layout, PIDs, continuity counters and PCR by
+/// construction: partner decoders never re-initialise at a switch. The
+/// switch sets the pads' alpha and mute from code, on output timestamps.
+/// The backup's appsrcs are there even without a backup: they never push.
+pub const PLAYOUT: super::Skeleton = super::Skeleton {
+    name: "program/playout",
+    factories: &[
+        "appsrc",
+        "queue",
+        "videoconvert",
+        "videoscale",
+        "audioconvert",
+        "audioresample",
+        "capsfilter",
+        "audiotestsrc",
+        "compositor",
+        "audiomixer",
+        "x264enc",
+        "h264parse",
+        "avenc_aac",
+        "aacparse",
+        "mpegtsmux",
+    ],
+};
+
+/// A queue holding up to `time` and nothing else as a bound.
+fn timed_queue(time: Duration) -> Result<gst::Element, MediaError> {
+    PLAYOUT.make("queue", |b| {
+        b.property("max-size-time", time.as_nanos() as u64)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-buffers", 0u32)
+    })
+}
+
+/// The elements of the skeleton the build needs to reach again.
+struct Playout {
+    /// (video, audio) appsrcs of the primary, then of the backup.
+    inputs: [(gst_app::AppSrc, gst_app::AppSrc); 2],
+    vmix: gst::Element,
+    amix: gst::Element,
+    venc: gst::Element,
+    tone: gst::Element,
+    mux: gst::Element,
+}
+
+/// Builds the skeleton into `pipeline`, up to the multiplexer.
+fn playout(pipeline: &gst::Pipeline, f: &ProgramFormat) -> Result<Playout, MediaError> {
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("program pipeline: {e}"));
+    let link = |chain: &[&gst::Element]| -> Result<(), MediaError> {
+        pipeline.add_many(chain.iter().copied()).map_err(err)?;
+        gst::Element::link_many(chain.iter().copied()).map_err(err)
+    };
+    let caps = |c: gst::Caps| PLAYOUT.make("capsfilter", |b| b.property("caps", c));
+    let raw_video =
+        || gst::Caps::builder("video/x-raw").field("width", f.width as i32).field("height", f.height as i32);
+    let raw_audio = || gst::Caps::builder("audio/x-raw").field("rate", 48_000i32).field("channels", 2i32).build();
+    let two_s = Duration::from_secs(2);
+    let latency = MIX_LATENCY.as_nanos() as u64;
+
+    let vmix = PLAYOUT
+        .make("compositor", |b| b.name("vmix").property_from_str("background", "black").property("latency", latency))?;
+    let amix = PLAYOUT.make("audiomixer", |b| b.name("amix").property("latency", latency))?;
+    let venc = PLAYOUT.make("x264enc", |b| {
+        b.name("venc")
+            .property_from_str("tune", "zerolatency")
+            .property_from_str("speed-preset", "ultrafast")
+            .property("bitrate", f.video_kbps)
+            .property("key-int-max", f.gop)
+            .property("bframes", 0u32)
+            .property("byte-stream", true)
+    })?;
+    let mux = PLAYOUT.make("mpegtsmux", |b| b.name("out").property("alignment", 7i32))?;
+
+    // The four inputs: live appsrcs that drop their oldest rather than
+    // hold up a feed's pipeline.
+    let input = |name: &str, video: bool| -> Result<(gst_app::AppSrc, gst::Pad), MediaError> {
+        let src = PLAYOUT.make("appsrc", |b| {
+            b.name(name)
+                .property("is-live", true)
+                .property_from_str("format", "time")
+                .property("max-time", two_s.as_nanos() as u64)
+                .property_from_str("leaky-type", "downstream")
+        })?;
+        let chain = if video {
+            [
+                src.clone(),
+                timed_queue(two_s)?,
+                PLAYOUT.make("videoconvert", |b| b)?,
+                PLAYOUT.make("videoscale", |b| b)?,
+                caps(raw_video().build())?,
+            ]
+        } else {
+            [
+                src.clone(),
+                timed_queue(two_s)?,
+                PLAYOUT.make("audioconvert", |b| b)?,
+                PLAYOUT.make("audioresample", |b| b)?,
+                caps(raw_audio())?,
+            ]
+        };
+        link(&chain.iter().collect::<Vec<_>>())?;
+        let out =
+            chain[4].static_pad("src").ok_or_else(|| MediaError::Pipeline("capsfilter without a src pad".into()))?;
+        let app =
+            src.downcast::<gst_app::AppSrc>().map_err(|_| MediaError::Pipeline("appsrc is not an AppSrc".into()))?;
+        Ok((app, out))
+    };
+    let to_pad = |out: gst::Pad, mixer: &gst::Element, pad: &str| -> Result<(), MediaError> {
+        let sink = mixer
+            .request_pad_simple(pad)
+            .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {pad}", mixer.name())))?;
+        out.link(&sink)
+            .map(|_| ())
+            .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link to {}.{pad}: {e}", mixer.name())))
+    };
+    pipeline.add_many([&vmix, &amix, &mux]).map_err(err)?;
+    let mut inputs = Vec::new();
+    for (i, (video, audio)) in [("program_video", "program_audio"), ("backup_video", "backup_audio")].iter().enumerate()
+    {
+        let (v, vout) = input(video, true)?;
+        let (a, aout) = input(audio, false)?;
+        to_pad(vout, &vmix, &format!("sink_{}", i + 1))?;
+        to_pad(aout, &amix, &format!("sink_{}", i + 1))?;
+        inputs.push((v, a));
+    }
+    let backup = inputs.pop().ok_or_else(|| MediaError::Pipeline("no backup inputs".into()))?;
+    let primary = inputs.pop().ok_or_else(|| MediaError::Pipeline("no primary inputs".into()))?;
+
+    // The slate's sound; its picture is linked by the caller.
+    let tone = PLAYOUT.make("audiotestsrc", |b| {
+        b.name("slate_tone").property("is-live", true).property("samplesperbuffer", 960i32).property("volume", 0.25f64)
+    })?;
+    let tone_caps = caps(raw_audio())?;
+    link(&[&tone, &tone_caps])?;
+    let tone_out =
+        tone_caps.static_pad("src").ok_or_else(|| MediaError::Pipeline("capsfilter without a src pad".into()))?;
+    to_pad(tone_out, &amix, "sink_0")?;
+
+    // One encode each, then the one multiplex. Video first: it gets the
+    // first PID, as partners have always seen it.
+    let i420 =
+        raw_video().field("framerate", gst::Fraction::new(f.framerate as i32, 1)).field("format", "I420").build();
+    let baseline = gst::Caps::builder("video/x-h264").field("profile", "constrained-baseline").build();
+    let vparse = PLAYOUT.make("h264parse", |b| b.name("vparse").property("config-interval", -1i32))?;
+    let vchain = [caps(i420)?, venc.clone(), caps(baseline)?, vparse, timed_queue(Duration::from_secs(1))?];
+    pipeline.add_many(vchain.iter()).map_err(err)?;
+    gst::Element::link_many([&vmix].into_iter().chain(vchain.iter()).chain([&mux])).map_err(err)?;
+    let aenc = PLAYOUT.make("avenc_aac", |b| {
+        b.property("bitrate", i32::try_from(u64::from(f.audio_kbps) * 1000).unwrap_or(128_000))
+    })?;
+    let achain = [
+        caps(raw_audio())?,
+        PLAYOUT.make("audioconvert", |b| b)?,
+        aenc,
+        PLAYOUT.make("aacparse", |b| b)?,
+        timed_queue(Duration::from_secs(1))?,
+    ];
+    pipeline.add_many(achain.iter()).map_err(err)?;
+    gst::Element::link_many([&amix].into_iter().chain(achain.iter()).chain([&mux])).map_err(err)?;
+    Ok(Playout { inputs: [primary, backup], vmix, amix, venc, tone, mux })
+}
+
 /// Builds the program pipeline: slate and contribution into the compositor
 /// and the mixer, one encoder each, one multiplexer, the fan-out's appsink.
 fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Result<Built, MediaError> {
     let f = &plan.format;
-    let mut params = format_params(f);
-    params.extend([
-        ("video_kbps", u64::from(f.video_kbps)),
-        ("audio_bps", u64::from(f.audio_kbps) * 1000),
-        ("gop", u64::from(f.gop)),
-        ("latency_ns", MIX_LATENCY.as_nanos() as u64),
-    ]);
-    let name = "program/playout";
-    let bin = template::get(name)?.instantiate(&params)?;
-    let named = |n: &str| {
-        bin.by_name(n).ok_or_else(|| MediaError::Template {
-            template: name.into(),
-            message: format!("has no element named `{n}`"),
-        })
-    };
-    let app = |n: &str| {
-        named(n)?
-            .downcast::<gst_app::AppSrc>()
-            .map_err(|_| MediaError::Template { template: name.into(), message: format!("`{n}` is not an appsrc") })
-    };
-    let inputs = [(app("program_video")?, app("program_audio")?), (app("backup_video")?, app("backup_audio")?)];
-    let (vmix, amix, venc) = (named("vmix")?, named("amix")?, named("venc")?);
-    let tone = named("slate_tone")?;
+    let pipeline = gst::Pipeline::with_name("program");
+    pipeline.use_clock(Some(&super::clock()));
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("program pipeline: {e}"));
+    let Playout { inputs, vmix, amix, venc, tone, mux } = playout(&pipeline, f)?;
     match plan.slate.tone_hz {
         Some(hz) => {
             tone.set_property_from_str("wave", "sine");
@@ -493,12 +640,9 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
         }
     }
 
-    let pipeline = gst::Pipeline::with_name("program");
-    pipeline.use_clock(Some(&super::clock()));
-    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("program pipeline: {e}"));
     let appsink = fanout_sink(switch, sender);
-    pipeline.add_many([bin.upcast_ref::<gst::Element>(), slate.upcast_ref(), &appsink]).map_err(err)?;
-    bin.link(&appsink)
+    pipeline.add_many([slate.upcast_ref::<gst::Element>(), &appsink]).map_err(err)?;
+    mux.link(&appsink)
         .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link to the fan-out: {e}")))?;
 
     let vpad = |n: &str| {
@@ -507,12 +651,11 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
             .ok_or_else(|| MediaError::Pipeline(format!("compositor has no pad {n}")))
     };
     let apad = |n: &str| amix.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("audio mixer has no pad {n}")));
-    // The slate's pad is requested outside the template's bin: ghost it in.
     let slate_target = vpad("sink_0")?;
-    let ghost = gst::GhostPad::builder_with_target(&slate_target).map_err(err)?.name("slate").build();
-    bin.add_pad(&ghost).map_err(err)?;
-    slate
-        .link_pads(Some("video"), &bin, Some("slate"))
+    let slate_out =
+        slate.static_pad("video").ok_or_else(|| MediaError::Pipeline("the slate has no video pad".into()))?;
+    slate_out
+        .link(&slate_target)
         .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link the slate to the compositor: {e}")))?;
     // Pads by feed: slate, primary, backup.
     let video_pads = [slate_target, vpad("sink_1")?, vpad("sink_2")?];

@@ -565,14 +565,15 @@ fn build(
             return Ok(Built { pipeline, bus_rx });
         }
     };
-    // The element whose `video` and `audio` pads carry raw media.
-    let raw: gst::Element = if matches!(source, Source::Test(_)) {
-        bin.clone().upcast()
+    // Where raw pictures and sound come out: the test source's `video`
+    // and `audio` pads, or the decoder's.
+    let raw: [gst::Pad; 2] = if matches!(source, Source::Test(_)) {
+        let pad = |n: &str| bin.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("{name} has no {n} pad")));
+        [pad("video")?, pad("audio")?]
     } else {
-        let decode = template::get("program/decode")?.instantiate(&[])?;
-        pipeline.add(&decode).map_err(err)?;
+        let (demux, video, audio) = decoder(&pipeline)?;
         *lock(&shared.unfit) = None;
-        if let Some(demux) = decode.by_name("in") {
+        {
             let shared = Arc::clone(shared);
             demux.connect_pad_added(move |_, pad| {
                 let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -584,18 +585,89 @@ fn build(
         }
         let ts_pad = bin.static_pad("src").ok_or_else(|| MediaError::Pipeline(format!("{name} has no src pad")))?;
         refuse_garbage(&ts_pad, shared);
-        bin.link(&decode).map_err(|e| MediaError::Pipeline(format!("cannot link {name} to the decoder: {e}")))?;
-        decode.upcast()
+        bin.link(&demux).map_err(|e| MediaError::Pipeline(format!("cannot link {name} to the decoder: {e}")))?;
+        let src = |e: &gst::Element| {
+            e.static_pad("src").ok_or_else(|| MediaError::Pipeline("converter without a src pad".into()))
+        };
+        [src(&video)?, src(&audio)?]
     };
-    for track in [Track::Video, Track::Audio] {
+    for (track, out_pad) in [Track::Video, Track::Audio].into_iter().zip(raw) {
         let sink = raw_sink(track, out, shared);
         pipeline.add(&sink).map_err(err)?;
-        let pad_name = if track == Track::Video { "video" } else { "audio" };
-        raw.link_pads(Some(pad_name), &sink, None)
-            .map_err(|e| MediaError::Pipeline(format!("contribution pipeline: cannot link {pad_name}: {e}")))?;
+        let sink_pad =
+            sink.static_pad("sink").ok_or_else(|| MediaError::Pipeline("appsink without a sink pad".into()))?;
+        out_pad
+            .link(&sink_pad)
+            .map_err(|e| MediaError::Pipeline(format!("contribution pipeline: cannot link {track:?}: {e}")))?;
     }
     let bus_rx = super::forward_bus(&pipeline)?;
     Ok(Built { pipeline, bus_rx })
+}
+
+/// The transcoding feed's decoder, built in code: a contribution's MPEG-TS
+/// (H.264 + AAC) demultiplexed and decoded to raw video and raw audio.
+pub const DECODE: super::Skeleton = super::Skeleton {
+    name: "program/decode",
+    factories: &[
+        "tsdemux",
+        "h264parse",
+        "aacparse",
+        "queue",
+        "avdec_h264",
+        "avdec_aac",
+        "videoconvert",
+        "audioconvert",
+    ],
+};
+
+/// Adds the decoder to `pipeline`: MPEG-TS in on the returned demuxer, raw
+/// video and audio out of the returned (video, audio) converters. The
+/// demuxer's first H.264 stream and first AAC stream are decoded; any
+/// other it offers stays unlinked.
+fn decoder(pipeline: &gst::Pipeline) -> Result<(gst::Element, gst::Element, gst::Element), MediaError> {
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("contribution decoder: {e}"));
+    let queue = || {
+        DECODE.make("queue", |b| {
+            b.property("max-size-time", 2_000_000_000u64)
+                .property("max-size-bytes", 0u32)
+                .property("max-size-buffers", 0u32)
+        })
+    };
+    let demux = DECODE.make("tsdemux", |b| b.name("in"))?;
+    let video = [
+        DECODE.make("h264parse", |b| b)?,
+        queue()?,
+        DECODE.make("avdec_h264", |b| b)?,
+        DECODE.make("videoconvert", |b| b)?,
+    ];
+    let audio = [
+        DECODE.make("aacparse", |b| b)?,
+        queue()?,
+        DECODE.make("avdec_aac", |b| b)?,
+        DECODE.make("audioconvert", |b| b)?,
+    ];
+    pipeline.add(&demux).map_err(err)?;
+    for chain in [&video, &audio] {
+        pipeline.add_many(chain.iter()).map_err(err)?;
+        gst::Element::link_many(chain.iter()).map_err(err)?;
+    }
+    let entries = [(video[0].clone(), "video/x-h264"), (audio[0].clone(), "audio/mpeg")];
+    demux.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(kind) = caps.structure(0).map(|s| s.name().to_string()) else { return };
+        for (parser, wanted) in &entries {
+            let Some(sink) = parser.static_pad("sink") else { continue };
+            if kind == *wanted && !sink.is_linked() {
+                if let Err(e) = pad.link(&sink) {
+                    warn!(pad = %pad.name(), error = ?e, "Cannot link the contribution's stream to its decoder.");
+                }
+                return;
+            }
+        }
+    });
+    let [.., vout] = video;
+    let [.., aout] = audio;
+    Ok((demux, vout, aout))
 }
 
 /// Drops (and counts) what is not whole MPEG-TS packets before the demuxer.

@@ -30,8 +30,6 @@ pub const ALL: &[Template] = &[
     template!("ingest/srt"),
     template!("ingest/udp"),
     template!("ingest/file"),
-    template!("program/decode"),
-    template!("program/playout"),
     template!("program/slate-card"),
     template!("program/slate-image"),
     template!("legs/srt"),
@@ -71,18 +69,14 @@ impl Template {
 
     /// The ghost pads a template's bin gets: `(element, pad, ghost name)`.
     /// A leg has a `sink` pad on the element named `in` (else `sink`); a
-    /// TS ingest and the playout a `src` pad on `out` (else `src`); the test
-    /// ingest, the decoder and slates raw `video` and `audio` pads on the
-    /// elements of those names, the decoder also a `sink` on `in`. Explicit
+    /// TS ingest a `src` pad on `out` (else `src`); the test ingest and the
+    /// slates raw `video` (and `audio`) pads on the elements of those names. Explicit
     /// on purpose: ghosting every unlinked pad would also ghost pads such as
     /// textoverlay's `text_sink`, which then waits for text forever.
     fn pads(&self) -> &'static [(&'static [&'static str], &'static str, &'static str)] {
         match self.name {
             n if n.starts_with("legs/") => &[(&["in", "sink"], "sink", "sink")],
             "ingest/test" => &[(&["video"], "src", "video"), (&["audio"], "src", "audio")],
-            "program/decode" => {
-                &[(&["in"], "sink", "sink"), (&["video"], "src", "video"), (&["audio"], "src", "audio")]
-            }
             "program/slate-card" | "program/slate-image" => &[(&["video"], "src", "video")],
             _ => &[(&["out", "src"], "src", "src")],
         }
@@ -142,15 +136,6 @@ impl Template {
 pub fn sample_params(name: &str) -> Vec<(&'static str, u64)> {
     match name {
         "ingest/test" => vec![("width", 640), ("height", 360), ("framerate", 25), ("tone_hz", 1000)],
-        "program/playout" => vec![
-            ("width", 640),
-            ("height", 360),
-            ("framerate", 25),
-            ("video_kbps", 1000),
-            ("audio_bps", 128_000),
-            ("gop", 25),
-            ("latency_ns", 100_000_000),
-        ],
         "program/slate-card" | "program/slate-image" => vec![("width", 640), ("height", 360), ("framerate", 25)],
         _ => vec![],
     }
@@ -162,10 +147,6 @@ pub fn required_element(name: &str) -> &'static str {
         "sink"
     } else if name == "ingest/test" {
         "title"
-    } else if name == "program/decode" {
-        "in"
-    } else if name == "program/playout" {
-        "venc"
     } else if name == "program/slate-card" {
         "text"
     } else {

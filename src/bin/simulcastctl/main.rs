@@ -32,7 +32,7 @@ use clap::{Parser, Subcommand};
 use simulcast::api::auth::{Role, hash_token, new_token};
 use simulcast::api::convert::channel_to_proto_with_secrets;
 use simulcast::config::{self, AirPolicy, ConfigError};
-use simulcast::media::{self, template};
+use simulcast::media;
 use simulcast::proto;
 use simulcast::proto::channel_service_client::ChannelServiceClient;
 use simulcast::store::{Store, TokenRecord};
@@ -62,8 +62,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Validate a configuration (every problem, each with its key) and parse
-    /// every pipeline template (a missing GStreamer element is named).
+    /// Validate a configuration (every problem, each with its key), parse
+    /// every pipeline template and check that every element the pipelines
+    /// built in code need is installed (a missing one is named).
     /// Exit code 0 when all is well, 1 otherwise. Needs no daemon.
     Check {
         /// Configuration file; default: the embedded grand final.
@@ -443,7 +444,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
         Err(e) => vec![e.to_string()],
     };
     let templates: Vec<(&str, Result<(), String>)> = match media::init() {
-        Ok(()) => template::check_all().into_iter().map(|(n, r)| (n, r.map_err(|e| e.to_string()))).collect(),
+        Ok(()) => media::check_all().into_iter().map(|(n, r)| (n, r.map_err(|e| e.to_string()))).collect(),
         Err(e) => vec![("gstreamer", Err(e.to_string()))],
     };
     let ok = config_problems.is_empty() && templates.iter().all(|(_, r)| r.is_ok());
@@ -538,7 +539,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                 }
             }
         }
-        say!("Pipeline templates:");
+        say!("Pipeline parts (templates and skeletons):");
         for (name, r) in &templates {
             match r {
                 Ok(()) => say!("  ok     {name}"),
