@@ -7,17 +7,24 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Run, SrtReceiver, UdpCapture, channel, free_udp_port, require};
+use common::{NginxRtmp, Run, SrtReceiver, UdpCapture, channel, free_tcp_port, free_udp_port, require};
 
 /// Per-packet hashes of stream `map` (e.g. `0:v:0`) as ffmpeg's framemd5
 /// with `-c copy` gives them: the access units, untouched. The sixth
 /// column is the packet's own hash; a line may end with the hash of side
 /// data ffmpeg's parser attached (new extradata), which is not the packet.
 fn hashes(path: &Path, map: &str) -> Vec<String> {
+    hashes_with(path, map, &[])
+}
+
+/// [`hashes`], the packets first put through `extra` (a bitstream filter).
+fn hashes_with(path: &Path, map: &str, extra: &[&str]) -> Vec<String> {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-i"])
         .arg(path)
-        .args(["-map", map, "-c", "copy", "-f", "framemd5", "-"])
+        .args(["-map", map, "-c", "copy"])
+        .args(extra)
+        .args(["-f", "framemd5", "-"])
         .output()
         .expect("ffmpeg framemd5");
     String::from_utf8_lossy(&out.stdout)
@@ -571,5 +578,51 @@ async fn a_contributions_scte35_cue_reaches_partners_naming_the_same_picture() {
             eprintln!("{what}: the cue lands {off} ticks from the picture it named");
             assert!(off <= 90, "{what}: the cue lands {off} ticks from the picture it named (at {shown}, cue {lands})");
         }
+    }
+}
+
+/// An RTMP leg carries one audio track: the one its channel lists, else the
+/// programme's first. nginx-rtmp records what each leg published; its AAC
+/// frames are the contribution's own (ADTS headers aside, which FLV does
+/// not carry: the contribution's side is put through `aac_adtstoasc`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtmp_leg_carries_the_one_audio_track_it_lists_untouched() {
+    require("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    three_languages(&contribution, "320x180:rate=25", 8, &[]);
+    let source_port = free_udp_port();
+    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let rtmp = |key: &str| {
+        format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{key}\" }}", nginx.port)
+    };
+    let channels = [channel("ru-rtmp", &rtmp("ru")) + "audio = [\"rus\"]\n", channel("first-rtmp", &rtmp("first"))];
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nwidth = 320\nheight = 180\nframerate = 25\ngop = 25\n\
+         audio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n{}",
+        channels.concat()
+    ))
+    .expect("config");
+    let run = Run::start(&config).await;
+    send_live(&contribution, source_port).await;
+    let status = run.relay.shutdown().await;
+    nginx.stop();
+    assert_eq!(status.leg("ru-rtmp").expect("ru").audio, ["rus"]);
+
+    let adts = ["-bsf:a", "aac_adtstoasc"];
+    let sent = |map: &str| hashes_with(&contribution, map, &adts);
+    let (kaz, rus) = (sent("0:a:0"), sent("0:a:1"));
+    for (key, wanted, other, name) in [("ru", &rus, &kaz, "rus"), ("first", &kaz, &rus, "kaz")] {
+        let recordings = nginx.recordings(key);
+        assert!(!recordings.is_empty(), "nginx recorded nothing for {key}");
+        let got: Vec<String> = recordings.iter().flat_map(|r| hashes(r, "0:a")).collect();
+        let run_wanted = longest_run(wanted, &got);
+        let run_other = longest_run(other, &got);
+        assert!(
+            run_wanted >= 100 && run_other == 0,
+            "{key}: {run_wanted} frames of {name} untouched in a row, {run_other} of the other track ({} frames got)",
+            got.len()
+        );
     }
 }

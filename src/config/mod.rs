@@ -410,12 +410,16 @@ mod tests {
         };
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["channels[0].audio[0]", "channels[0].audio[1]", "channels[0].audio[3]"], "{errs:?}");
-        // RTMP legs, and transcode mode, cannot choose.
+        // An RTMP leg takes exactly one track, and only an AAC one; transcode
+        // mode cannot choose.
         let rtmp = "{ type = \"rtmp\", url = \"rtmp://127.0.0.1/live\" }";
-        let ConfigError::Invalid(errs) = parse(&format!("{base}{}", leg("r", rtmp, "[\"rus\"]"))).unwrap_err() else {
-            panic!("expected Invalid")
-        };
-        assert!(errs[0].message.contains("RTMP"), "{errs:?}");
+        assert_eq!(parse(&format!("{base}{}", leg("r", rtmp, "[\"rus\"]"))).unwrap().channels[0].audio, ["rus"]);
+        for (asked, says) in [("[\"rus\", \"kaz\"]", "exactly one audio track"), ("[\"eng\"]", "as ac3")] {
+            let ConfigError::Invalid(errs) = parse(&format!("{base}{}", leg("r", rtmp, asked))).unwrap_err() else {
+                panic!("expected Invalid")
+            };
+            assert!(errs[0].message.contains("RTMP") && errs[0].message.contains(says), "{errs:?}");
+        }
         let transcode = "[event]\ntitle = \"T\"\n";
         let ConfigError::Invalid(errs) = parse(&format!("{transcode}{}", leg("t", udp, "[\"rus\"]"))).unwrap_err()
         else {

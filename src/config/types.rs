@@ -456,7 +456,8 @@ impl ProgramFormat {
 
     /// Why `channel`'s audio languages cannot be given it, if so: a
     /// language the programme lacks (naming those it has), transcode mode
-    /// (one untagged track), or an RTMP leg (FLV carries the first track).
+    /// (one untagged track), or an RTMP leg asking for more than one track,
+    /// or for one that is not AAC (FLV carries one AAC track).
     pub fn audio_refusal(&self, channel: &Channel) -> Option<String> {
         if channel.audio.is_empty() {
             return None;
@@ -470,10 +471,20 @@ impl ProgramFormat {
             ));
         }
         if matches!(channel.ingest, Ingest::Rtmp(_)) {
-            return Some(format!(
-                "channel `{id}` asks for audio {asked}: an RTMP leg carries the programme's first track; \
-                 choosing it is not supported yet (MPEG-TS legs: SRT, UDP, RIST, file)"
-            ));
+            if channel.audio.len() > 1 {
+                return Some(format!(
+                    "channel `{id}` asks for audio {asked}: an RTMP leg carries exactly one audio track; list one \
+                     (MPEG-TS legs, SRT, UDP, RIST and file, carry several)"
+                ));
+            }
+            let track = self.audio.iter().find(|t| t.language.as_deref() == channel.audio.first().map(String::as_str));
+            if let Some(t) = track.filter(|t| t.codec != crate::media::es::AudioCodec::Aac) {
+                return Some(format!(
+                    "channel `{id}` asks for audio {asked}, which the programme carries as {}: an RTMP leg carries \
+                     AAC only",
+                    t.codec.as_str()
+                ));
+            }
         }
         let has: Vec<&str> = self.audio.iter().filter_map(|t| t.language.as_deref()).collect();
         let lacking: Vec<&str> = channel.audio.iter().map(String::as_str).filter(|l| !has.contains(l)).collect();

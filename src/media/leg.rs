@@ -171,7 +171,9 @@ impl Leg {
     /// begins receiving program once its pipeline is up.
     pub fn start(channel: &Channel, settings: &RelaySettings, stop: watch::Receiver<bool>) -> Self {
         let mut input = LegInput::new(settings.leg_buffer);
-        if !channel.audio.is_empty() && !matches!(channel.ingest, Ingest::Rtmp(_)) {
+        // An RTMP leg's FLV takes the first AAC track its input offers: the
+        // one it lists, or the programme's first.
+        if !channel.audio.is_empty() {
             input = input.with_audio(channel.audio.clone());
         }
         if settings.stamp_legs && !matches!(channel.ingest, Ingest::Rtmp(_)) {
