@@ -283,6 +283,128 @@ async fn an_event_arming_stops_a_rehearsal_in_preflight_without_waiting_for_it()
     server.stop().await;
 }
 
+/// The slowest answer to GetEvent and ListEvents, asked one after the
+/// other for `span`.
+async fn slowest_reads(server: &ApiServer, event: &str, span: Duration) -> Duration {
+    let mut e = EventServiceClient::new(server.transport().await);
+    let token = server.token(Role::Observer).to_owned();
+    let (mut slowest, end) = (Duration::ZERO, Instant::now() + span);
+    while Instant::now() < end {
+        let asked = Instant::now();
+        e.get_event(authed(proto::EventRef { event_id: event.to_owned() }, &token)).await.expect("get");
+        slowest = slowest.max(asked.elapsed());
+        let asked = Instant::now();
+        e.list_events(authed(proto::ListEventsRequest {}, &token)).await.expect("list");
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    slowest
+}
+
+/// Master control never waits on a partner (issue 16). An RTMP ingest
+/// that accepts the connection and never answers, and an SRT ingest that
+/// never answers the handshake: while a rehearsal's preflight waits on
+/// them, and then while the event is armed and its legs wait on them,
+/// GetEvent and ListEvents answer within 50 ms, WatchStatus keeps its
+/// 500 ms rhythm, and another event is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_partners_cannot_stall_master_control() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kernel completes the TCP connection; nobody reads or writes.
+    let rtmp_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let srt_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = server(dir.path()).await;
+    let channel = |id: &str, ingest: String| {
+        format!(
+            "id = \"{id}\"\nname = \"Hole\"\ncountry = \"MN\"\ntimezone = \"Asia/Ulaanbaatar\"\ningest = {ingest}\n"
+        )
+    };
+    let rtmp = format!(
+        "{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"k\" }}",
+        rtmp_hole.local_addr().unwrap().port()
+    );
+    let srt = format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt_hole.local_addr().unwrap().port());
+    common::server::create_channel(&server, &channel("mn-rtmp-hole", rtmp)).await;
+    common::server::create_channel(&server, &channel("mn-srt-hole", srt)).await;
+    let event = schedule_later(&server).await;
+    let other = {
+        let mut req = proto::ScheduleEventRequest {
+            title: "Semi-final replay".into(),
+            on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(simulcast::api::convert::timestamp(
+                chrono::Utc::now() + chrono::Duration::hours(6),
+            ))),
+            duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+            ..Default::default()
+        };
+        req.channel_ids = vec!["mn-srt-hole".into()];
+        let mut e = EventServiceClient::new(server.transport().await);
+        e.schedule_event(authed(req, server.token(Role::Admin))).await.expect("schedule other").into_inner().id
+    };
+    let op = server.token(Role::Operator).to_owned();
+
+    // A status stream, its arrival times kept.
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let watcher = {
+        let mut m = proto::monitor_service_client::MonitorServiceClient::new(server.transport().await);
+        let req = authed(proto::EventRef { event_id: event.clone() }, server.token(Role::Observer));
+        let mut stream = m.watch_status(req).await.expect("watch").into_inner();
+        let arrivals = std::sync::Arc::clone(&arrivals);
+        tokio::spawn(async move {
+            while let Ok(Some(_)) = stream.message().await {
+                arrivals.lock().unwrap().push(Instant::now());
+            }
+        })
+    };
+
+    // 1. The rehearsal's preflight waits on both holes.
+    let mut r = RehearsalServiceClient::new(server.transport().await);
+    let started = r.start_rehearsal(authed(short_rehearsal(&event), &op)).await.expect("start").into_inner();
+    assert_eq!(started.state, proto::RehearsalState::Preflight as i32);
+    let in_preflight = slowest_reads(&server, &event, Duration::from_secs(3)).await;
+    let rep = r
+        .get_rehearsal_report(authed(proto::RehearsalRef { rehearsal_id: started.rehearsal_id.clone() }, &op))
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(rep.state, proto::RehearsalState::Preflight as i32, "the holes were to hold the preflight: {rep:#?}");
+    let mut e = EventServiceClient::new(server.transport().await);
+    let asked = Instant::now();
+    let admin = server.token(Role::Admin).to_owned();
+    let cancelled = e.cancel_event(authed(proto::EventRef { event_id: other }, &admin)).await.expect("cancel");
+    let cancel_took = asked.elapsed();
+    assert_eq!(cancelled.into_inner().state, proto::EventState::Cancelled as i32);
+
+    // 2. Armed: the legs connect to the holes in the background.
+    let asked = Instant::now();
+    e.arm(authed(proto::EventRef { event_id: event.clone() }, &op)).await.expect("arm");
+    let arm_took = asked.elapsed();
+    let armed = slowest_reads(&server, &event, Duration::from_secs(3)).await;
+    e.abort(authed(proto::EventRef { event_id: event }, &op)).await.expect("abort");
+    watcher.abort();
+
+    let times = arrivals.lock().unwrap().clone();
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let widest = gaps.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "slowest read: {in_preflight:?} in preflight, {armed:?} armed; cancel {cancel_took:?}; arm {arm_took:?}; \
+         {} status updates, widest gap {widest:?} (gaps: {gaps:?})",
+        times.len()
+    );
+    assert!(in_preflight < Duration::from_millis(50), "a read took {in_preflight:?} during the preflight");
+    assert!(armed < Duration::from_millis(50), "a read took {armed:?} while the legs waited on the holes");
+    assert!(cancel_took < Duration::from_millis(50), "CancelEvent took {cancel_took:?}");
+    assert!(arm_took < Duration::from_millis(1500), "Arm took {arm_took:?}");
+    assert!(times.len() >= 10, "only {} status updates in about 6 s", times.len());
+    // A tick late is noise on a loaded machine; two are a broken rhythm
+    // (every other update was 750 ms late before the publish was due on
+    // the tick nearest 500 ms).
+    let late = gaps.iter().filter(|g| **g > Duration::from_millis(650)).count();
+    assert!(late <= 1, "WatchStatus missed its 500 ms rhythm {late} times: {gaps:?}");
+    assert!(widest < Duration::from_millis(1100), "WatchStatus went quiet for {widest:?} (its rhythm is 500 ms)");
+    drop((rtmp_hole, srt_hole));
+    server.stop().await;
+}
+
 fn junit_cases(path: &std::path::Path) -> Vec<(String, String)> {
     common::require("python3", "python3");
     let script = "import sys, xml.etree.ElementTree as E\n\

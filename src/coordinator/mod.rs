@@ -482,7 +482,12 @@ impl State {
                 },
                 _ = tick.tick() => {
                     let changed = self.on_tick().await;
-                    if changed || last_publish.elapsed() >= self.options.status_every {
+                    // Due on the tick nearest `status_every`: the last
+                    // publish came a moment after its tick, so "at least
+                    // 500 ms" would miss the 500 ms tick and wait for the
+                    // next one (watchers saw 750 ms gaps).
+                    let due = self.options.status_every.saturating_sub(self.options.tick / 2);
+                    if changed || last_publish.elapsed() >= due {
                         self.publish();
                         last_publish = tokio::time::Instant::now();
                     }
