@@ -9,6 +9,8 @@
 //! default 40: each round schedules an event, arms it (untimed: the relay
 //! starts), then times Hold, 5 x Extend and Take, and aborts it).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -17,6 +17,8 @@
 //!
 //! `cargo bench --bench failover` (`FAILOVER_CYCLES`, default 10).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 #[allow(dead_code)]
 #[path = "../tests/common/pictures.rs"]
 mod pictures;

@@ -10,6 +10,8 @@
 //!
 //! `cargo bench --bench slate`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 use std::time::Instant;
 
 use simulcast::media::coded::{AudioFormat, FeedFormat, VideoFormat};
@@ -18,8 +20,9 @@ use simulcast::media::slate::{SlateLook, encode};
 
 /// (user + system CPU seconds, peak RSS in KiB) of this process so far.
 fn usage() -> (f64, u64) {
-    // SAFETY: getrusage only writes the struct it is given.
+    // SAFETY: rusage is plain integers; all zeroes is a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64)

@@ -14,6 +14,8 @@
 //! relays the test source's own encode, where the switch waits for its
 //! next keyframe: the T0 error is then bounded by its GOP, 1 s).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 #[allow(dead_code)]
 #[path = "../tests/common/pictures.rs"]
 mod pictures;

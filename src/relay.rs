@@ -176,7 +176,7 @@ impl Run {
 pub struct ProgramInfo {
     /// Passthrough or transcode.
     pub mode: ProgramMode,
-    /// The format on air (in transcode: the [program] format, H.264 + AAC).
+    /// The format on air (in transcode: the `[program]` format, H.264 + AAC).
     pub format: FeedFormat,
     /// One line for tables.
     pub describe: String,

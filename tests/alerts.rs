@@ -4,6 +4,8 @@
 //! keeps what it has not delivered across a SIGKILL, and grades a leg
 //! down by how close its partner's air time is.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::ffi::OsStr;

@@ -2,6 +2,8 @@
 //! store on disk: every ChannelService RPC and its error codes, the role
 //! matrix, reflection, health, secrets, and a restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use common::server::{ApiServer, authed};

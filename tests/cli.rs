@@ -1,5 +1,7 @@
 //! The operator's command line, run as the real binaries.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::ffi::OsStr;

@@ -3,6 +3,8 @@
 //! partner gets the very same MPEG-TS the live partners got from T0 on,
 //! its delay later; a delay beyond the recording's retention is refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -5,6 +5,8 @@
 //! every metric they name is one the daemon exports is checked against a
 //! live scrape in `tests/observe.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::path::Path;

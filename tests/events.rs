@@ -3,6 +3,8 @@
 //! codes, the role matrix, the status stream (lag skipping, a stalled
 //! watcher blocking nobody), and health following the relay.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::time::Duration;

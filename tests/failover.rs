@@ -4,6 +4,8 @@
 //! What each partner decodes (ffmpeg) is told apart by mean luma: primary
 //! white, backup grey, slate card dark.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::time::{Duration, Instant};

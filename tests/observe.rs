@@ -6,6 +6,8 @@
 //! at debug level with chatty GStreamer categories, never printing a secret
 //! in a log line, a metric or an export.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::ffi::OsStr;

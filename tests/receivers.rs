@@ -2,6 +2,8 @@
 //! with libnginx-mod-rtmp (RTMP) and a plain UDP socket; every capture is
 //! checked with ffprobe.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::time::{Duration, Instant};

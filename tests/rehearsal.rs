@@ -5,6 +5,8 @@
 //! as-run log and metrics; and, on paused tokio time, recurring rehearsals
 //! firing at their local time and the refusal while an event is live.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::process::Command;

@@ -5,6 +5,8 @@
 //! entry written before the kill. Every output captured on the way (daemon
 //! logs, every simulcastctl answer) is searched for the two secrets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::ffi::OsStr;

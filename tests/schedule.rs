@@ -3,6 +3,8 @@
 //! check each instant exactly. Pipelines are off (`relay_enabled: false`):
 //! GStreamer's clock does not pause; the relay has its own tests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -1,6 +1,8 @@
 //! The contribution feed: garbage on its port is refused and reported, and
 //! the legs stay up.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::net::UdpSocket;

@@ -4,6 +4,8 @@
 //! told apart by picture: the slate card is dark, the programme's colour
 //! bars bright. Each picture is timed by the arrival of its first packet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,10 @@
 //! simulcastd: the coordinator daemon. `demo` relays the embedded grand
 //! final to local stand-in ingests with a live table; `run` relays a config.
 
+// Doc comments here are clap's --help texts, written for a terminal:
+// `[source]` names a config table, not a rustdoc link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -218,6 +218,7 @@ pub fn channel_to_toml(ch: &Channel) -> String {
 }
 
 /// The embedded default configuration.
+#[allow(clippy::expect_used, reason = "the embedded text is checked by a unit test; failing is a build defect")]
 pub fn default_config() -> Config {
     // The embedded text is checked by a unit test; failing here is a build defect.
     parse(DEFAULT_CONFIG).expect("embedded default configuration is valid")

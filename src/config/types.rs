@@ -398,7 +398,7 @@ pub enum ProgramMode {
     /// and `file` sources.
     Passthrough,
     /// Decoded, switched as pictures, encoded once (H.264 + AAC in the
-    /// [program] format). The default for the `test` source.
+    /// `[program]` format). The default for the `test` source.
     #[default]
     Transcode,
 }

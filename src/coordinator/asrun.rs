@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 use crate::store::AsRunEntry;
 
 /// What an as-run entry records.
+#[allow(missing_docs, reason = "each variant is documented by its kebab-case name in `as_str` and in api.md")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     // An event entering a state.

@@ -379,6 +379,8 @@ impl Coordinator {
         self.ask(|reply| Command::DeleteSchedule { id, actor, reply }).await
     }
 
+    /// Stops the coordinator: the rehearsal, the relay (legs closed, as-run
+    /// written) and the alert deliverer; returns once it is done.
     pub async fn shutdown(&self) {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Command::Shutdown { reply }).await.is_ok() {

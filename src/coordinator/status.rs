@@ -91,7 +91,7 @@ pub struct Snapshot {
     pub events: Arc<Vec<Event>>,
     /// The running event's media, if one runs.
     pub live: Option<Live>,
-    /// Whether the relay is healthy (see [`Health`]).
+    /// Whether the relay is healthy (what `/healthz` and gRPC health say).
     pub healthy: bool,
     /// The rehearsal that runs, if any.
     pub rehearsal: Option<crate::rehearsal::Report>,

@@ -91,7 +91,7 @@ pub struct FeedFormat {
 }
 
 impl FeedFormat {
-    /// The [program] format: its picture in `codec`, its planned audio
+    /// The `[program]` format: its picture in `codec`, its planned audio
     /// tracks in stereo at 48 kHz (transcode's output, one AAC track;
     /// passthrough's slate before the contribution is known).
     pub fn planned(f: &crate::config::ProgramFormat, codec: VideoCodec, profile: Option<&str>) -> Self {
@@ -211,8 +211,8 @@ const STEER_NS: u64 = 50_000;
 /// ffmpeg -re feed comes out with picture intervals 4 % off); partners are
 /// owed the contribution's own cadence. So each access unit is placed a
 /// whole number of frames after the last, steered by at most
-/// [`STEER_NS`] toward tsdemux's time so that clock drift is followed; a
-/// jump of more than [`REGRID_NS`] starts a new grid.
+/// `STEER_NS` toward tsdemux's time so that clock drift is followed; a
+/// jump of more than `REGRID_NS` starts a new grid.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Regular {
     /// (tsdemux's DTS, our DTS) of the last access unit.

@@ -101,7 +101,7 @@ pub struct SourceCounters {
     /// Clock time (ns) of the last garbage; 0 if none yet.
     pub last_garbage_ns: AtomicU64,
     /// Clock time (ns) of the timestamp of the first picture since the
-    /// feed last started delivering (after a gap of [`RUN_GAP`] or more).
+    /// feed last started delivering (after a gap of `RUN_GAP`, 100 ms, or more).
     pub run_start_pts_ns: AtomicU64,
 }
 

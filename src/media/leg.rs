@@ -4,7 +4,7 @@
 //! Each leg owns its pipeline, bus and state. A bus error, an end of stream,
 //! a stall (input waiting, nothing delivered) or a connection that does not
 //! come up in time ends that pipeline only; the supervisor (the loop of
-//! [`super::supervise`]) rebuilds it after a capped, jittered exponential
+//! `media/supervise.rs`) rebuilds it after a capped, jittered exponential
 //! backoff. No other leg and not the program
 //! pipeline can notice: the fan-out only ever offers to a leg's appsrc.
 

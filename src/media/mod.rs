@@ -1,7 +1,7 @@
 //! GStreamer media: the program pipeline (contribution source), the fan-out
 //! that hands every batch of MPEG-TS to each leg, and one pipeline per leg
 //! with its own bus and state, each run by the one supervision loop of
-//! [`supervise`].
+//! `supervise`.
 
 pub mod coded;
 pub mod es;

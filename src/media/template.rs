@@ -83,7 +83,7 @@ impl Template {
     }
 
     /// Parses the rendered description into a bin with the ghost pads of
-    /// its family (see [`Template::pads`]). A missing element is reported
+    /// its family (see `Template::pads`). A missing element is reported
     /// by name.
     pub fn instantiate(&self, params: &[(&str, u64)]) -> Result<gst::Bin, MediaError> {
         let desc = self.render(params)?;

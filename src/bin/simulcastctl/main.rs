@@ -3,6 +3,10 @@
 //! `rehearse`, `rehearsals` and `alerts` talk to simulcastd's control
 //! plane; `token create` makes an access token.
 
+// Doc comments here are clap's --help texts, written for a terminal:
+// `[source]` names a config table, not a rustdoc link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 /// `println!` for everything simulcastctl prints: a reader that has gone
 /// (`simulcastctl events list | head -1`) ends the process quietly with
 /// success instead of a "failed printing to stdout" panic; another write
@@ -40,6 +44,7 @@ use simulcast::table::Table;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel as Transport;
 
+/// The command line.
 #[derive(Parser)]
 #[command(name = "simulcastctl", version, about = "simulcast operator client")]
 pub struct Cli {
@@ -246,6 +251,7 @@ pub fn status_line(s: &tonic::Status) -> String {
 /// An authenticated connection to simulcastd.
 pub type Conn = InterceptedService<Transport, Auth>;
 
+/// Puts the access token on every request.
 #[derive(Clone)]
 pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
