@@ -62,6 +62,9 @@ impl RelayPlan {
     }
 }
 
+/// How long shutdown waits for each relay thread that was told to end.
+pub const THREAD_GRACE: Duration = Duration::from_secs(5);
+
 /// Legs that air later than the live T0, from a recording of the program.
 #[derive(Debug, Clone)]
 pub struct DelayPlan {
@@ -433,12 +436,24 @@ impl Relay {
     }
 
     /// Stops every pipeline and waits for them; returns the final status.
+    /// Every thread of the relay is joined: the program's supervisor and
+    /// splicer, each leg's, the delayed feeds', then the fan-out thread
+    /// (it ends with the program) and the recorder's (it ends once the
+    /// fan-out lets go of it), each given [`THREAD_GRACE`].
     pub async fn shutdown(mut self) -> RelayStatus {
         self.feeds.clear();
         let _ = self.stop.send(true);
         self.program.join().await;
         for leg in &mut self.legs {
             leg.join().await;
+        }
+        self.fanout.join(THREAD_GRACE).await;
+        if let Some(recorder) = self.recorder.take() {
+            let thread = recorder.take_thread();
+            drop(recorder);
+            if let Some(t) = thread {
+                t.join(THREAD_GRACE).await;
+            }
         }
         info!("Relay stopped.");
         self.status()

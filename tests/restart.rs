@@ -422,3 +422,73 @@ fn asrun_kinds_offline(db: &Path, id: &str) -> Vec<String> {
     let mut stmt = conn.prepare("SELECT kind FROM asrun WHERE event_id = ?1 ORDER BY seq").unwrap();
     stmt.query_map([id], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
 }
+
+/// SIGTERM in the middle of an Arm with 12 legs (issue 16): the daemon
+/// ends cleanly within 5 s, exit code 0, having closed every leg (its log
+/// says the relay stopped and the store took the daemon-stopped entry), and
+/// nothing panicked on the way.
+#[test]
+fn sigterm_during_an_arm_with_12_legs_ends_the_daemon_cleanly_within_5_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("simulcast.db");
+    let log = dir.path().join("simulcastd.log");
+    // Twelve partners' ports, bound for the whole test and never read.
+    let ports: Vec<std::net::UdpSocket> =
+        (0..12).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    let mut text = String::from(
+        "[event]\ntitle = \"Twelve\"\n[source]\ntype = \"test\"\n\
+         [program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n",
+    );
+    for (i, p) in ports.iter().enumerate() {
+        text += &format!(
+            "[[channels]]\nid = \"leg-{i:02}\"\nname = \"Leg {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://{}\" }}\n",
+            p.local_addr().unwrap()
+        );
+    }
+    let config = dir.path().join("twelve.toml");
+    std::fs::write(&config, text).unwrap();
+    let port = free_tcp_port();
+    let mut ctl = Ctl { addr: format!("http://127.0.0.1:{port}"), seen: Vec::new() };
+    let (admin, op) = tokens(&mut ctl, &db);
+    let mut daemon = start_daemon(&db, &config, port, &log);
+    let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ev = ctl.json(&admin, &["events", "schedule", "--title", "Twelve", "--at", &at, "--duration", "1h"]);
+    let id = ev[0]["id"].as_str().unwrap().to_owned();
+
+    // The Arm is sent, and the daemon told to stop while its 12 legs come up.
+    let arm = Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        .args(["events", "arm", &id])
+        .env("SIMULCAST_ADDR", &ctl.addr)
+        .env("SIMULCAST_TOKEN", &op)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulcastctl arm");
+    let armed = Instant::now();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    while !log_text().contains("Relay started.") {
+        assert!(armed.elapsed() < Duration::from_secs(10), "the Arm never started the relay:\n{}", log_text());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    common::terminate(&daemon.0);
+    let told = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(told.elapsed() < Duration::from_secs(5), "simulcastd still running 5 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = told.elapsed();
+    let mut arm = common::ChildGuard(arm);
+    let _ = arm.0.wait();
+    let said = log_text();
+    eprintln!("simulcastd ended {took:?} after SIGTERM with {status}");
+    assert!(status.success(), "simulcastd exited with {status}:\n{said}");
+    assert!(said.contains("Relay stopped."), "the relay was not stopped:\n{said}");
+    assert!(!said.contains("panicked") && !said.contains("did not end within"), "{said}");
+    let kinds = asrun_kinds_offline(&db, &id);
+    assert!(kinds.iter().any(|k| k == "daemon-stopped"), "{kinds:?}");
+    drop(ports);
+}

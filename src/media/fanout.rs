@@ -32,6 +32,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use super::supervise::Thread;
 use super::{lock, ts};
 
 /// Largest batch handed to the legs at once.
@@ -312,6 +313,8 @@ pub struct Fanout {
     /// Stamps (clock ns) of the batches that started the program, oldest
     /// first: delayed legs mark the same instants in the recording.
     program_starts: Mutex<Vec<u64>>,
+    /// The fan-out thread, once started.
+    thread: Mutex<Option<Thread>>,
 }
 
 impl Fanout {
@@ -353,8 +356,22 @@ impl Fanout {
     pub fn spawn(self: &Arc<Self>, batch_wait: Duration) -> std::io::Result<FanoutSender> {
         let (tx, rx) = mpsc::sync_channel::<Item>(CHANNEL_DEPTH);
         let me = Arc::clone(self);
-        std::thread::Builder::new().name("fanout".into()).spawn(move || me.run(rx, batch_wait))?;
+        let thread = Thread::spawn("fanout", move || me.run(rx, batch_wait))?;
+        *lock(&self.thread) = Some(thread);
         Ok(FanoutSender { tx, fanout: Arc::clone(self) })
+    }
+
+    /// Waits for the fan-out thread to end (every sender dropped: the
+    /// program is gone), and lets go of the tap; `false` if the thread was
+    /// still running after `within`.
+    pub async fn join(&self, within: Duration) -> bool {
+        let thread = lock(&self.thread).take();
+        let ended = match thread {
+            Some(t) => t.join(within).await,
+            None => true,
+        };
+        *self.tap.write().unwrap_or_else(|e| e.into_inner()) = None;
+        ended
     }
 
     fn run(&self, rx: mpsc::Receiver<Item>, batch_wait: Duration) {

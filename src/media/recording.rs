@@ -16,9 +16,9 @@
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -26,6 +26,7 @@ use gstreamer::prelude::*;
 use tracing::{debug, error, warn};
 
 use super::fanout::{BATCH_BYTES, LegInput};
+use super::supervise::Thread;
 
 /// Default length of one segment file.
 pub const DEFAULT_SEGMENT: Duration = Duration::from_secs(2);
@@ -83,6 +84,7 @@ pub struct Recorder {
     pub chunks: Arc<AtomicU64>,
     /// Batches lost because the writer fell behind or the disk failed.
     pub lost: Arc<AtomicU64>,
+    thread: Mutex<Option<Thread>>,
 }
 
 impl Recorder {
@@ -98,8 +100,14 @@ impl Recorder {
         let chunks = Arc::new(AtomicU64::new(0));
         let lost = Arc::new(AtomicU64::new(0));
         let (c, l) = (Arc::clone(&chunks), Arc::clone(&lost));
-        std::thread::Builder::new().name("recorder".into()).spawn(move || write_loop(plan, utc, rx, c, l))?;
-        Ok(Arc::new(Self { tx, chunks, lost }))
+        let thread = Thread::spawn("recorder", move || write_loop(plan, utc, rx, c, l))?;
+        Ok(Arc::new(Self { tx, chunks, lost, thread: Mutex::new(Some(thread)) }))
+    }
+
+    /// The writer thread, to join once every holder of the recorder (the
+    /// relay, the fan-out's tap) has let go: it ends when its queue closes.
+    pub(crate) fn take_thread(&self) -> Option<Thread> {
+        super::lock(&self.thread).take()
     }
 
     /// Queues a batch; never waits.

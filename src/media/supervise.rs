@@ -110,6 +110,45 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
+/// A named thread of the relay (the fan-out, the recorder) whose end can be
+/// awaited with a deadline, so that shutdown joins it rather than leaving
+/// it behind.
+#[derive(Debug)]
+pub(crate) struct Thread {
+    name: &'static str,
+    handle: Option<std::thread::JoinHandle<()>>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Thread {
+    /// Starts `run` on a thread called `name`.
+    pub(crate) fn spawn(name: &'static str, run: impl FnOnce() + Send + 'static) -> std::io::Result<Self> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
+            run();
+            let _ = tx.send(());
+        })?;
+        Ok(Self { name, handle: Some(handle), done: Some(rx) })
+    }
+
+    /// Waits up to `within` for the thread to end (it must have been told
+    /// to) and joins it; `false`, with a warning, if it is still running.
+    pub(crate) async fn join(mut self, within: Duration) -> bool {
+        if let Some(done) = self.done.take()
+            && tokio::time::timeout(within, done).await.is_err()
+        {
+            tracing::warn!(thread = self.name, "A relay thread did not end within {within:?}; left running.");
+            return false;
+        }
+        if let Some(handle) = self.handle.take()
+            && let Ok(Err(_)) = tokio::task::spawn_blocking(move || handle.join()).await
+        {
+            tracing::error!(thread = self.name, "A relay thread panicked.");
+        }
+        true
+    }
+}
+
 /// Sets its pipeline to `Null` when dropped: every pipeline goes to `Null`
 /// before it is released, even when its task is aborted or panics.
 #[derive(Debug)]
