@@ -6,8 +6,12 @@
 //! watcher (VmRSS after opening the streams minus before, over W).
 //!
 //! `cargo bench --bench control` (`WATCHERS`, default 200; `ROUNDS`,
-//! default 40: each round schedules an event, arms it (untimed: the relay
-//! starts), then times Hold, 5 x Extend and Take, and aborts it).
+//! default 40: each round schedules an event on `LEGS` UDP legs, default
+//! 12, arms it (untimed), then times Hold, 5 x Extend and Take while the
+//! relay and its legs come up, and aborts it). A last phase, with the
+//! watchers still open, times GetEvent, ListEvents and a ScheduleEvent +
+//! CancelEvent pair while a rehearsal's preflight waits on a black-holed
+//! RTMP partner (TCP accepted, never answered).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
 
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 use simulcast::api::auth::{hash_token, new_token};
 use simulcast::proto::event_service_client::EventServiceClient;
 use simulcast::proto::monitor_service_client::MonitorServiceClient;
+use simulcast::proto::rehearsal_service_client::RehearsalServiceClient;
 use simulcast::proto::{self, schedule_event_request::OnAir};
 use simulcast::store::{Store, TokenRecord};
 use tonic::transport::Channel;
@@ -55,16 +60,22 @@ struct Samples {
     extend: Vec<Duration>,
 }
 
-async fn rounds(e: &mut EventServiceClient<Channel>, token: &str, n: usize) -> Samples {
+/// An event an hour (plus `later_h`) from now on `channels`.
+fn event_on(channels: &[String], later_h: i64) -> proto::ScheduleEventRequest {
+    let at = chrono::Utc::now() + chrono::Duration::hours(1 + later_h);
+    proto::ScheduleEventRequest {
+        title: "bench".into(),
+        on_air: Some(OnAir::OnAirUtc(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 })),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        channel_ids: channels.to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn rounds(e: &mut EventServiceClient<Channel>, token: &str, n: usize, legs: &[String]) -> Samples {
     let mut s = Samples::default();
     for _ in 0..n {
-        let at = chrono::Utc::now() + chrono::Duration::hours(1);
-        let req = proto::ScheduleEventRequest {
-            title: "bench".into(),
-            on_air: Some(OnAir::OnAirUtc(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 })),
-            duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
-            ..Default::default()
-        };
+        let req = event_on(legs, 0);
         let id = e.schedule_event(authed(req, token)).await.expect("schedule").into_inner().id;
         let r = || proto::EventRef { event_id: id.clone() };
         e.arm(authed(r(), token)).await.expect("arm");
@@ -86,13 +97,77 @@ async fn rounds(e: &mut EventServiceClient<Channel>, token: &str, n: usize) -> S
     s
 }
 
+/// Read and schedule/cancel round trips while a rehearsal's preflight
+/// waits on the black-holed partner, for `span`.
+#[derive(Default)]
+struct Preflight {
+    get: Vec<Duration>,
+    list: Vec<Duration>,
+    cancel: Vec<Duration>,
+    /// How many of the samples were taken with the rehearsal in preflight.
+    in_preflight: usize,
+}
+
+async fn during_preflight(
+    e: &mut EventServiceClient<Channel>,
+    r: &mut RehearsalServiceClient<Channel>,
+    token: &str,
+    hole_event: &str,
+    span: Duration,
+) -> Preflight {
+    let mut s = Preflight::default();
+    let end = Instant::now() + span;
+    let mut rehearsal: Option<String> = None;
+    while Instant::now() < end {
+        let running = match &rehearsal {
+            Some(id) => {
+                let req = proto::RehearsalRef { rehearsal_id: id.clone() };
+                r.get_rehearsal_report(authed(req, token)).await.expect("report").into_inner().state
+                    == proto::RehearsalState::Preflight as i32
+            }
+            None => false,
+        };
+        if !running {
+            let secs = |s| Some(prost_types::Duration { seconds: s, nanos: 0 });
+            let req = proto::StartRehearsalRequest {
+                event_id: hole_event.to_owned(),
+                preroll: secs(1),
+                program: secs(3),
+                postroll: secs(1),
+                live_source: false,
+                stamp_legs: false,
+            };
+            let report = r.start_rehearsal(authed(req, token)).await.expect("rehearse").into_inner();
+            rehearsal = Some(report.rehearsal_id);
+            continue;
+        }
+        s.in_preflight += 1;
+        let t = Instant::now();
+        e.get_event(authed(proto::EventRef { event_id: hole_event.to_owned() }, token)).await.expect("get");
+        s.get.push(t.elapsed());
+        let t = Instant::now();
+        e.list_events(authed(proto::ListEventsRequest {}, token)).await.expect("list");
+        s.list.push(t.elapsed());
+        let t = Instant::now();
+        let id = e.schedule_event(authed(event_on(&[], 5), token)).await.expect("schedule").into_inner().id;
+        e.cancel_event(authed(proto::EventRef { event_id: id }, token)).await.expect("cancel");
+        s.cancel.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s
+}
+
 fn report(label: &str, s: &mut Samples) -> serde_json::Value {
+    report_each(label, [("hold", &mut s.hold), ("take", &mut s.take), ("extend", &mut s.extend)])
+}
+
+fn report_each<'a>(label: &str, each: impl IntoIterator<Item = (&'a str, &'a mut Vec<Duration>)>) -> serde_json::Value {
     let mut out = serde_json::Map::new();
-    for (name, v) in [("hold", &mut s.hold), ("take", &mut s.take), ("extend", &mut s.extend)] {
+    for (name, v) in each {
         v.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
-            "{label:<18} {name:<7} n={:<4} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+            "{label:<22} {name:<12} n={:<4} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
             v.len(),
             ms(pct(v, 0.5)),
             ms(pct(v, 0.99)),
@@ -110,6 +185,7 @@ fn report(label: &str, s: &mut Samples) -> serde_json::Value {
 async fn main() {
     let watchers = env_num("WATCHERS", 200);
     let n = env_num("ROUNDS", 40);
+    let leg_count = env_num("LEGS", 12);
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("bench.db");
     let token = new_token().expect("token");
@@ -117,23 +193,35 @@ async fn main() {
     let rec = TokenRecord { name: "bench".into(), role: "admin".into(), sha256: hash_token(&token) };
     store.insert_token(&rec, "2026-11-26T00:00:00Z").expect("token");
     drop(store);
-    // One UDP leg into a socket that drains it; the small test source.
-    let drain = std::net::UdpSocket::bind("127.0.0.1:0").expect("drain");
-    let drain_port = drain.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 65536];
-        while drain.recv(&mut b).is_ok() {}
-    });
-    let config = dir.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[event]\ntitle = \"bench\"\n[source]\ntype = \"test\"\n[program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 800\n\
-             [[channels]]\nid = \"drain\"\nname = \"drain\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+    // LEGS UDP legs, each into a socket that drains it; the small test
+    // source; and a partner that accepts TCP and never answers RTMP.
+    let mut text = String::from(
+        "[event]\ntitle = \"bench\"\n[source]\ntype = \"test\"\n\
+         [program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 800\n",
+    );
+    let mut legs = Vec::new();
+    for i in 0..leg_count {
+        let drain = std::net::UdpSocket::bind("127.0.0.1:0").expect("drain");
+        let drain_port = drain.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 65536];
+            while drain.recv(&mut b).is_ok() {}
+        });
+        let id = format!("drain-{i:02}");
+        text += &format!(
+            "[[channels]]\nid = \"{id}\"\nname = \"drain\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
              ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{drain_port}\" }}\n"
-        ),
-    )
-    .expect("config");
+        );
+        legs.push(id);
+    }
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("hole");
+    text += &format!(
+        "[[channels]]\nid = \"hole\"\nname = \"hole\"\ncountry = \"MN\"\ntimezone = \"Asia/Ulaanbaatar\"\n\
+         ingest = {{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"k\" }}\n",
+        hole.local_addr().expect("addr").port()
+    );
+    let config = dir.path().join("bench.toml");
+    std::fs::write(&config, text).expect("config");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
@@ -154,12 +242,14 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut e = EventServiceClient::new(transport.expect("simulcastd did not listen"));
+    let transport = transport.expect("simulcastd did not listen");
+    let mut e = EventServiceClient::new(transport.clone());
+    let mut r = RehearsalServiceClient::new(transport);
     let pid = daemon.id();
 
     // Warm up, then the baseline without watchers.
-    rounds(&mut e, &token, 2).await;
-    let mut base = rounds(&mut e, &token, n).await;
+    rounds(&mut e, &token, 2, &legs).await;
+    let mut base = rounds(&mut e, &token, n, &legs).await;
     let rss_before = rss_kib(pid);
 
     let received = Arc::new(AtomicU64::new(0));
@@ -181,13 +271,24 @@ async fn main() {
     let rss_after = rss_kib(pid);
     let got_before = received.load(Ordering::Relaxed);
     let started = Instant::now();
-    let mut loaded = rounds(&mut e, &token, n).await;
+    let mut loaded = rounds(&mut e, &token, n, &legs).await;
     let secs = started.elapsed().as_secs_f64();
     let updates = received.load(Ordering::Relaxed) - got_before;
+    let hole_event =
+        e.schedule_event(authed(event_on(&["hole".into()], 2), &token)).await.expect("schedule").into_inner().id;
+    let mut pre = during_preflight(&mut e, &mut r, &token, &hole_event, Duration::from_secs(20)).await;
 
-    println!("simulcastd serve, loopback, {} round(s); {watchers} WatchStatus streams, each on its own connection", n);
+    println!(
+        "simulcastd serve, loopback, {n} round(s) of an Arm with {leg_count} UDP legs; \
+         {watchers} WatchStatus streams, each on its own connection"
+    );
     let b = report("no watchers", &mut base);
     let l = report(&format!("{watchers} watchers"), &mut loaded);
+    let p = report_each(
+        &format!("preflight, {watchers} w"),
+        [("get", &mut pre.get), ("list", &mut pre.list), ("sched+cancel", &mut pre.cancel)],
+    );
+    println!("({} samples with the rehearsal in preflight on the black hole)", pre.in_preflight);
     let per = (rss_after.saturating_sub(rss_before)) as f64 / watchers.max(1) as f64;
     println!(
         "memory: daemon VmRSS {rss_before} KiB before the streams, {rss_after} KiB with them: {per:.1} KiB per watcher"
@@ -207,7 +308,7 @@ async fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "watchers": watchers, "rounds": n, "unloaded": b, "loaded": l,
+            "watchers": watchers, "rounds": n, "legs": leg_count, "unloaded": b, "loaded": l, "preflight": p,
             "rss_kib_before": rss_before, "rss_kib_after": rss_after, "kib_per_watcher": per,
             "updates": updates, "lagged": lagged.load(Ordering::Relaxed),
         })
@@ -217,4 +318,5 @@ async fn main() {
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
+    drop(hole);
 }
