@@ -166,22 +166,7 @@ impl Options {
     }
 }
 
-/// A request to schedule an event; T0 already in UTC.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Title.
-    pub title: String,
-    /// T0.
-    pub on_air: DateTime<Utc>,
-    /// Programme length (must be positive).
-    pub duration: chrono::Duration,
-    /// Default [`schedule::DEFAULT_PREROLL`].
-    pub preroll: Option<chrono::Duration>,
-    /// Default [`schedule::DEFAULT_POSTROLL`].
-    pub postroll: Option<chrono::Duration>,
-    /// Empty: every enabled channel.
-    pub channel_ids: Vec<String>,
-}
+pub use crate::schedule::request::NewEvent;
 
 type Reply<T> = oneshot::Sender<Result<T, CoordError>>;
 
@@ -778,90 +763,15 @@ impl State {
     }
 
     fn schedule(&mut self, new: NewEvent, actor: &Actor) -> Result<Event, CoordError> {
-        let now = self.options.clock.now();
-        let mut errs = Vec::new();
-        let mut bad = |key: &str, message: String| errs.push(FieldError { key: key.into(), message });
-        let title = new.title.trim().to_owned();
-        if title.is_empty() || title.chars().count() > config::MAX_NAME_CHARS || title.chars().any(char::is_control) {
-            bad("title", format!("1 to {} characters, no control characters", config::MAX_NAME_CHARS));
-        }
-        if new.on_air <= now {
-            bad("on_air", format!("{} is in the past (now {})", utc_text(new.on_air), utc_text(now)));
-        }
-        let positive = |d: chrono::Duration, key: &str, errs: &mut Vec<FieldError>, allow_zero: bool| {
-            let ok = if allow_zero { d >= chrono::Duration::zero() } else { d > chrono::Duration::zero() };
-            if !ok || d > chrono::Duration::days(7) {
-                let what = if allow_zero { "zero or more" } else { "more than zero" };
-                errs.push(FieldError { key: key.into(), message: format!("must be {what} and at most 7 days") });
-            }
-            d.to_std().unwrap_or_default()
-        };
-        let duration = positive(new.duration, "duration", &mut errs, false);
-        let preroll = new.preroll.map_or(schedule::DEFAULT_PREROLL, |d| positive(d, "preroll", &mut errs, true));
-        let postroll = new.postroll.map_or(schedule::DEFAULT_POSTROLL, |d| positive(d, "postroll", &mut errs, true));
         let channels = self.store.channels()?;
-        let mut channel_ids = Vec::new();
-        if new.channel_ids.is_empty() {
-            channel_ids.extend(channels.iter().filter(|c| c.enabled).map(|c| c.id.clone()));
-            if channel_ids.is_empty() {
-                errs.push(FieldError { key: "channel_ids".into(), message: "there is no enabled channel".into() });
-            }
-        }
-        if new.channel_ids.len() > config::MAX_EVENT_CHANNELS {
-            let message = format!("{} channels listed; at most {}", new.channel_ids.len(), config::MAX_EVENT_CHANNELS);
-            return Err(CoordError::Invalid(vec![FieldError { key: "channel_ids".into(), message }]));
-        }
-        for (i, raw) in new.channel_ids.iter().enumerate() {
-            let key = format!("channel_ids[{i}]");
-            match channels.iter().find(|c| c.id.as_str() == raw) {
-                None => errs.push(FieldError { key, message: format!("no channel {}", config::quote(raw)) }),
-                Some(c) if !c.enabled => {
-                    errs.push(FieldError { key, message: format!("channel {} is disabled", config::quote(raw)) })
-                }
-                Some(c) if channel_ids.contains(&c.id) => {
-                    errs.push(FieldError { key, message: format!("{} is listed twice", config::quote(raw)) })
-                }
-                Some(c) => channel_ids.push(c.id.clone()),
-            }
-        }
-        let mut max_delay = Duration::ZERO;
-        for (i, id) in channel_ids.iter().enumerate() {
-            let Some(c) = channels.iter().find(|c| &c.id == id) else { continue };
-            let key = if new.channel_ids.is_empty() { "channel_ids".to_owned() } else { format!("channel_ids[{i}]") };
-            if let Some(why) = self.options.refuses(c) {
-                errs.push(FieldError { key: key.clone(), message: why });
-            }
-            match schedule::air_time(new.on_air, c) {
-                Err(why) => errs.push(FieldError { key, message: why }),
-                Ok(a) if a.delay > self.options.retention => errs.push(FieldError {
-                    key,
-                    message: format!(
-                        "channel `{id}` airs at {} local, {} after T0: longer than the recording is kept ({})",
-                        a.local_on_air.format("%H:%M:%S %Z"),
-                        config::uri::format_duration(a.delay),
-                        config::uri::format_duration(self.options.retention)
-                    ),
-                }),
-                Ok(a) => max_delay = max_delay.max(a.delay),
-            }
-        }
-        errs.extend(outside_wire_range(new.on_air, preroll, duration, max_delay, postroll));
-        if !errs.is_empty() {
-            return Err(CoordError::Invalid(errs));
-        }
-        let event = Event {
-            id: new_event_id(),
-            title,
-            on_air: new.on_air,
-            duration,
-            preroll,
-            postroll,
-            channel_ids,
-            state: EventState::Scheduled,
-            ended: None,
-            created: now,
-            max_delay,
+        let refuses = |c: &Channel| self.options.refuses(c);
+        let cx = schedule::request::Context {
+            now: self.options.clock.now(),
+            channels: &channels,
+            refuses: &refuses,
+            retention: self.options.retention,
         };
+        let event = schedule::request::check(&new, new_event_id(), &cx).map_err(CoordError::Invalid)?;
         if !self.store.insert_event(&event)? {
             return Err(CoordError::AlreadyExists(format!("event {} exists already", event.id)));
         }
@@ -1000,7 +910,9 @@ impl State {
             return Err(invalid("by", "the event would last more than 7 days"));
         }
         let new_std = new_duration.to_std().unwrap_or_default();
-        if let Some(mut e) = outside_wire_range(event.on_air, event.preroll, new_std, event.max_delay, event.postroll) {
+        if let Some(mut e) =
+            schedule::request::outside_wire_range(event.on_air, event.preroll, new_std, event.max_delay, event.postroll)
+        {
             e.key = "by".into();
             return Err(CoordError::Invalid(vec![e]));
         }
@@ -1456,47 +1368,6 @@ pub const ABORT_SLATE: Duration = Duration::from_secs(1);
 /// The first of an event's instants, from arming to the end of its last
 /// leg's post-roll, that a protobuf `Timestamp` cannot carry (after
 /// 9999-12-31 UTC), as an error naming the field that puts it there.
-fn outside_wire_range(
-    on_air: DateTime<Utc>,
-    preroll: Duration,
-    duration: Duration,
-    max_delay: Duration,
-    postroll: Duration,
-) -> Option<FieldError> {
-    let last = || {
-        utc_text(DateTime::<Utc>::from_timestamp(schedule::LAST_INSTANT_SECONDS, 0).unwrap_or(DateTime::<Utc>::MAX_UTC))
-    };
-    let add =
-        |t: Option<DateTime<Utc>>, d: Duration| t.and_then(|t| t.checked_add_signed(schedule::chrono_duration(d)));
-    let fits = |t: Option<DateTime<Utc>>| t.is_some_and(schedule::in_wire_range);
-    let error = |key: &str, what: String| {
-        Some(FieldError {
-            key: key.into(),
-            message: format!("{what}: instants after {} cannot be stored or sent", last()),
-        })
-    };
-    if !fits(Some(on_air)) {
-        return error("on_air", format!("T0 {} is out of range", utc_text(on_air)));
-    }
-    if !fits(on_air.checked_sub_signed(schedule::chrono_duration(preroll))) {
-        return error("preroll", "the legs would connect before 0001-01-01".into());
-    }
-    let end = add(Some(on_air), duration);
-    if !fits(end) {
-        return error("duration", "the programme would end out of range".into());
-    }
-    if !fits(add(end, max_delay)) {
-        return error(
-            "channel_ids",
-            format!("a leg airing {} after T0 would end out of range", config::uri::format_duration(max_delay)),
-        );
-    }
-    if !fits(add(add(end, max_delay), postroll)) {
-        return error("postroll", "post-roll would end out of range".into());
-    }
-    None
-}
-
 fn cue_for(event: &Event, now: DateTime<Utc>, prev: Cue, slate_by_hand: bool) -> Cue {
     let program_from = match event.state {
         EventState::Scheduled | EventState::Armed => Some(event.on_air),

@@ -3,6 +3,7 @@
 //! is UTC; zones exist only here and in displays.
 
 pub mod clock;
+pub mod request;
 
 pub use clock::Clock;
 
