@@ -119,15 +119,20 @@ async fn during_preflight(
     let end = Instant::now() + span;
     let mut rehearsal: Option<String> = None;
     while Instant::now() < end {
-        let running = match &rehearsal {
+        let state = match &rehearsal {
             Some(id) => {
                 let req = proto::RehearsalRef { rehearsal_id: id.clone() };
-                r.get_rehearsal_report(authed(req, token)).await.expect("report").into_inner().state
-                    == proto::RehearsalState::Preflight as i32
+                Some(r.get_rehearsal_report(authed(req, token)).await.expect("report").into_inner().state)
             }
-            None => false,
+            None => None,
         };
-        if !running {
+        let (preflight, finished) = (proto::RehearsalState::Preflight as i32, proto::RehearsalState::Finished as i32);
+        if state.is_some_and(|s| s != preflight && s != finished) {
+            // Past its preflight (the hole failed it): let it finish.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if state != Some(preflight) {
             let secs = |s| Some(prost_types::Duration { seconds: s, nanos: 0 });
             let req = proto::StartRehearsalRequest {
                 event_id: hole_event.to_owned(),
@@ -137,8 +142,15 @@ async fn during_preflight(
                 live_source: false,
                 stamp_legs: false,
             };
-            let report = r.start_rehearsal(authed(req, token)).await.expect("rehearse").into_inner();
-            rehearsal = Some(report.rehearsal_id);
+            match r.start_rehearsal(authed(req, token)).await {
+                Ok(report) => rehearsal = Some(report.into_inner().rehearsal_id),
+                // The last one finished a moment ago; the daemon reaps it
+                // on its next tick.
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => panic!("rehearse: {s:?}"),
+            }
             continue;
         }
         s.in_preflight += 1;
@@ -224,7 +236,7 @@ async fn main() {
     std::fs::write(&config, text).expect("config");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "127.0.0.1:0", "--db"])
         .arg(&db)
         .arg("--config")
         .arg(&config)

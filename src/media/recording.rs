@@ -251,7 +251,7 @@ impl DelayedFeed {
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name("delayed-feed".into()).spawn(move || {
-            let feed = Feed { from_utc, delay: delay.as_nanos() as u64, input: &input, utc, program_starts };
+            let feed = Playback { from_utc, delay: delay.as_nanos() as u64, input: &input, utc, program_starts };
             feed.run(&dir, &s)
         })?;
         Ok(Self { stop, thread: Some(thread) })
@@ -315,7 +315,7 @@ impl Cursor {
 }
 
 /// A delayed leg's reader.
-struct Feed<'a> {
+struct Playback<'a> {
     from_utc: u64,
     delay: u64,
     input: &'a LegInput,
@@ -324,7 +324,7 @@ struct Feed<'a> {
     program_starts: Arc<dyn Fn() -> Vec<u64> + Send + Sync>,
 }
 
-impl Feed<'_> {
+impl Playback<'_> {
     fn run(&self, dir: &Path, stop: &AtomicBool) {
         let (from_utc, delay, input, utc) = (self.from_utc, self.delay, self.input, self.utc);
         let clock = super::clock();

@@ -167,6 +167,53 @@ pub struct AsRunEntry {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Checkpoints the WAL from its own thread and connection (file
+    /// stores), so that no write of the coordinator's pays for one.
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// How often the WAL is checkpointed into the database file.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A thread with its own connection that checkpoints the WAL every
+/// [`CHECKPOINT_EVERY`] (PASSIVE: it never waits for, nor blocks, the
+/// writer). SQLite otherwise checkpoints inside the commit that crosses
+/// 1000 pages, syncing the database file there: a write of the
+/// coordinator's, and every command queued behind it, waited up to a
+/// second on a busy disk (`cargo bench --bench control`). Stops, after a
+/// last checkpoint, when the store is dropped.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpoint = move || {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the next one tries again.");
+            }
+        };
+        let thread = std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                checkpoint();
+            }
+            checkpoint();
+        })?;
+        Ok(Self { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Creates `path` (mode 0600) if it is missing, and makes it and its
@@ -244,7 +291,15 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Self::migrate(conn)
+        let mut store = Self::migrate(conn)?;
+        match Checkpointer::start(path) {
+            Ok(c) => {
+                store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+                store._checkpointer = Some(c);
+            }
+            Err(e) => tracing::warn!(error = %e, "No checkpoint thread; SQLite checkpoints inside commits."),
+        }
+        Ok(store)
     }
 
     /// The path of the WAL or shared-memory file of the store at `path`.
@@ -267,7 +322,7 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(conn), _checkpointer: None })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -565,6 +620,33 @@ mod tests {
 
     fn sample() -> Channel {
         config::default_config().channels.into_iter().find(|c| c.id.as_str() == "kz-jibek-joly").unwrap()
+    }
+
+    /// The WAL reaches the database file through the checkpoint thread,
+    /// not through a commit: what the database file alone holds (read
+    /// with `immutable=1`, which ignores the WAL) catches up with a write
+    /// within a few checkpoint periods, while commits never checkpoint.
+    #[test]
+    fn the_wal_is_checkpointed_by_its_own_thread_not_by_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        let auto: i64 = store.conn().pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)).unwrap();
+        assert_eq!(auto, 0, "commits would checkpoint");
+        store.insert_channel(&sample()).unwrap();
+        let in_file = || -> i64 {
+            let uri = format!("file:{}?immutable=1", path.display());
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+            let c = Connection::open_with_flags(uri, flags).unwrap();
+            c.query_row("SELECT count(*) FROM channels", [], |r| r.get(0)).unwrap_or(-1)
+        };
+        let deadline = std::time::Instant::now() + CHECKPOINT_EVERY * 3;
+        while in_file() != 1 {
+            assert!(std::time::Instant::now() < deadline, "the channel never reached the database file");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().channels().unwrap().len(), 1);
     }
 
     #[test]
