@@ -11,7 +11,8 @@
 //! relay and its legs come up, and aborts it). A last phase, with the
 //! watchers still open, times GetEvent, ListEvents and a ScheduleEvent +
 //! CancelEvent pair while a rehearsal's preflight waits on a black-holed
-//! RTMP partner (TCP accepted, never answered).
+//! RTMP partner (TCP accepted, never answered). `RUST_LOG` and
+//! `DAEMON_LOG` (a file) keep the daemon's log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
 
@@ -164,6 +165,13 @@ async fn during_preflight(
         let id = e.schedule_event(authed(event_on(&[], 5), token)).await.expect("schedule").into_inner().id;
         e.cancel_event(authed(proto::EventRef { event_id: id }, token)).await.expect("cancel");
         s.cancel.push(t.elapsed());
+        if t.elapsed() > Duration::from_millis(100) {
+            eprintln!(
+                "slow schedule+cancel: {:?}, started {}",
+                t.elapsed(),
+                chrono::Utc::now() - chrono::Duration::from_std(t.elapsed()).unwrap_or_default()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     s
@@ -240,8 +248,11 @@ async fn main() {
         .arg(&db)
         .arg("--config")
         .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stderr(match std::env::var_os("DAEMON_LOG") {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("DAEMON_LOG")),
+            None => Stdio::null(),
+        })
         .spawn()
         .expect("simulcastd");
     let addr = format!("http://127.0.0.1:{port}");

@@ -680,3 +680,39 @@ async fn file_legs_write_only_inside_their_directory() {
     server.stop().await;
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 }
+
+/// Cancelling (or ending) one event never touches another's relay: with
+/// event A armed and its legs on air, cancelling scheduled event B answers
+/// at once, and A's legs stay on air with nothing closed in its log. (The
+/// coordinator stopped whatever relay ran on any event's way out of being
+/// live, B's cancel included: A's partners went black.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_another_event_leaves_the_armed_ones_legs_on_air() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
+    let (a_cap, b_cap) = (UdpCapture::start(), UdpCapture::start());
+    seed_channels(&server, &[&a_cap, &b_cap]).await;
+    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
+    let mut e = EventServiceClient::new(server.transport().await);
+    let a = e.schedule_event(authed(schedule_in(3600, "A"), &admin)).await.expect("A").into_inner();
+    let b = e.schedule_event(authed(schedule_in(4 * 3600, "B"), &admin)).await.expect("B").into_inner();
+    e.arm(authed(r(&a.id), &op)).await.expect("arm A");
+    let mut m = MonitorServiceClient::new(server.transport().await);
+    // Connected and sending (the slate, before T0).
+    let sending = [LegState::Slate as i32, LegState::OnAir as i32];
+    let on_air = |u: &proto::StatusUpdate| u.legs.len() == 2 && u.legs.iter().all(|l| sending.contains(&l.state));
+    watch_until(&mut m, &a.id, &op, Duration::from_secs(15), on_air).await;
+
+    let asked = std::time::Instant::now();
+    let cancelled = e.cancel_event(authed(r(&b.id), &admin)).await.expect("cancel B").into_inner();
+    let took = asked.elapsed();
+    assert_eq!(state(&cancelled), EventState::Cancelled);
+    assert!(took < Duration::from_millis(200), "CancelEvent of B took {took:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = watch_until(&mut m, &a.id, &op, Duration::from_secs(2), |_| true).await;
+    assert!(on_air(&after), "A's legs after B was cancelled: {:#?}", after.legs);
+    let kinds = asrun_kinds(&mut m, &a.id, &op).await;
+    assert!(!kinds.iter().any(|(k, _, _)| k == "legs-closed" || k == "legs-aborted"), "{kinds:?}");
+    e.abort(authed(r(&a.id), &op)).await.expect("abort A");
+    server.stop().await;
+}

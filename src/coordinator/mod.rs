@@ -874,7 +874,11 @@ impl State {
         };
         info!(event = %id, from = %from, to = %next, actor = actor.name(), "Event state changed.");
         self.update_cue(&event);
-        if !next.is_live() {
+        // Only this event's own relay stops: cancelling another, scheduled
+        // event stopped the live one's (and waited out an earlier abort's
+        // emergency slate).
+        let runs_here = self.running.as_ref().is_some_and(|r| r.event_id == *id);
+        if !next.is_live() && runs_here {
             let aborted = next == EventState::Aborted;
             let kind = if aborted { Kind::LegsAborted } else { Kind::LegsClosed };
             let recording = next.is_final().then(|| self.recording_dir(id));
