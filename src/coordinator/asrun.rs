@@ -155,10 +155,7 @@ impl Actor {
     }
 }
 
-/// An instant as the as-run log writes it (RFC 3339, milliseconds, UTC).
-pub fn utc_text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+pub use crate::schedule::utc_text;
 
 /// An entry at `now`: event-wide when `channel` is empty, its local time
 /// in `tz` (UTC when none).

@@ -570,8 +570,7 @@ fn playout(pipeline: &gst::Pipeline, f: &ProgramFormat) -> Result<Playout, Media
         to_pad(aout, &amix, &format!("sink_{}", i + 1))?;
         inputs.push((v, a));
     }
-    let backup = inputs.pop().ok_or_else(|| MediaError::Pipeline("no backup inputs".into()))?;
-    let primary = inputs.pop().ok_or_else(|| MediaError::Pipeline("no primary inputs".into()))?;
+    let inputs: [_; 2] = inputs.try_into().map_err(|_| MediaError::Pipeline("program inputs: not two feeds".into()))?;
 
     // The slate's sound; its picture is linked by the caller.
     let tone = PLAYOUT.make("audiotestsrc", |b| {
@@ -604,7 +603,7 @@ fn playout(pipeline: &gst::Pipeline, f: &ProgramFormat) -> Result<Playout, Media
     ];
     pipeline.add_many(achain.iter()).map_err(err)?;
     gst::Element::link_many([&amix].into_iter().chain(achain.iter()).chain([&mux])).map_err(err)?;
-    Ok(Playout { inputs: [primary, backup], vmix, amix, venc, tone, mux })
+    Ok(Playout { inputs, vmix, amix, venc, tone, mux })
 }
 
 /// Builds the program pipeline: slate and contribution into the compositor

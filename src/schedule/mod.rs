@@ -34,6 +34,12 @@ pub fn in_wire_range(t: DateTime<Utc>) -> bool {
     (FIRST_INSTANT_SECONDS..=LAST_INSTANT_SECONDS).contains(&t.timestamp())
 }
 
+/// An instant as every message and log line writes it: RFC 3339, UTC,
+/// milliseconds.
+pub fn utc_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// An event's life (design.md, "Event life").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

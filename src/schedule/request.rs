@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{AirTime, Event, EventId, EventState};
+use super::{AirTime, Event, EventId, EventState, utc_text};
 use crate::config::{self, Channel, FieldError};
 
 /// What an operator asks for (ScheduleEvent).
@@ -131,10 +131,6 @@ fn too_late(id: &str, a: &AirTime, retention: Duration) -> String {
         config::uri::format_duration(a.delay),
         config::uri::format_duration(retention)
     )
-}
-
-fn utc_text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The first of an event's instants (arming, T0, end, the latest delayed
