@@ -36,6 +36,16 @@ fn hashes_with(path: &Path, map: &str, extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// A config relaying a UDP contribution on `port` to `channels`, with
+/// `program` (lines of `[program]`).
+fn udp_contribution(port: u16, program: &str, channels: &[String]) -> simulcast::config::Config {
+    simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{port}\"\n[program]\n{program}{}",
+        channels.concat()
+    ))
+    .expect("config")
+}
+
 /// The longest run of `got` that appears, in order and unbroken, in `sent`.
 fn longest_run(sent: &[String], got: &[String]) -> usize {
     let mut best = 0;
@@ -132,13 +142,11 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
         channel("ru-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
         channel("archive", &format!("{{ type = \"file\", path = \"{}\" }}", file.display())),
     ];
-    let config = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 1920\nheight = 1080\nframerate = 50\ngop = 25\n\
-         audio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n{}",
-        channels.join("\n")
-    ))
-    .expect("config");
+    let config = udp_contribution(
+        source_port,
+        "width = 1920\nheight = 1080\nframerate = 50\ngop = 25\naudio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n",
+        &channels,
+    );
     assert_eq!(config.program.mode, simulcast::config::ProgramMode::Passthrough, "the default for a UDP source");
     let run = Run::start(&config).await;
     send_live(&contribution, source_port).await;
@@ -193,13 +201,11 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
         // Planned, but the venue does not send it.
         channel("tj-udp", &udp(tj.port)) + "audio = [\"tgk\"]\n",
     ];
-    let config = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 320\nheight = 180\nframerate = 25\ngop = 25\n\
-         audio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\", \"aac:tgk\"]\n{}",
-        channels.concat()
-    ))
-    .expect("config");
+    let config = udp_contribution(
+        source_port,
+        "width = 320\nheight = 180\nframerate = 25\ngop = 25\naudio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\", \"aac:tgk\"]\n",
+        &channels,
+    );
     assert_eq!(config.channels[2].audio, ["eng", "kaz"]);
     let run = Run::start(&config).await;
     send_live(&contribution, source_port).await;
@@ -284,12 +290,8 @@ async fn relays_untouched_with(
         channel("az-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
         channel("archive", &format!("{{ type = \"file\", path = \"{}\" }}", file.display())),
     ];
-    let config = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 1280\nheight = 720\nframerate = 25\n{declared}{}",
-        channels.join("\n")
-    ))
-    .expect("config");
+    let config =
+        udp_contribution(source_port, &format!("width = 1280\nheight = 720\nframerate = 25\n{declared}"), &channels);
     let run = Run::start(&config).await;
     send_live(&contribution, source_port).await;
     let describe = run.relay.status().program.describe;
@@ -535,12 +537,7 @@ async fn a_contributions_scte35_cue_reaches_partners_naming_the_same_picture() {
         channel("kr-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port)),
         channel("archive", &format!("{{ type = \"file\", path = \"{}\" }}", file.display())),
     ];
-    let config = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 640\nheight = 360\nframerate = 25\nscte35 = true\n{}",
-        channels.join("\n")
-    ))
-    .expect("config");
+    let config = udp_contribution(source_port, "width = 640\nheight = 360\nframerate = 25\nscte35 = true\n", &channels);
     let run = Run::start(&config).await;
     // Played in real time by GStreamer's own TS parser, every PID as it is.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -599,13 +596,11 @@ async fn an_rtmp_leg_carries_the_one_audio_track_it_lists_untouched() {
         format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{key}\" }}", nginx.port)
     };
     let channels = [channel("ru-rtmp", &rtmp("ru")) + "audio = [\"rus\"]\n", channel("first-rtmp", &rtmp("first"))];
-    let config = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 320\nheight = 180\nframerate = 25\ngop = 25\n\
-         audio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n{}",
-        channels.concat()
-    ))
-    .expect("config");
+    let config = udp_contribution(
+        source_port,
+        "width = 320\nheight = 180\nframerate = 25\ngop = 25\naudio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n",
+        &channels,
+    );
     let run = Run::start(&config).await;
     send_live(&contribution, source_port).await;
     let status = run.relay.shutdown().await;
