@@ -2,6 +2,7 @@
 //! enabled channel. Start it with [`Relay::start`], read [`Relay::status`],
 //! end it with [`Relay::shutdown`] (every pipeline goes to `Null`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use crate::config::ProgramMode;
 use crate::config::{Channel, Config, RelaySettings};
+use crate::media::breaks::{Break, LegBreak};
 use crate::media::coded::FeedFormat;
 use crate::media::es::VideoCodec;
 use crate::media::failover::{Feed, SourceMode, SourceSwitch};
@@ -203,6 +205,8 @@ pub struct Relay {
     feeds: Vec<DelayedFeed>,
     /// The recording delayed legs air from, if any.
     recorder: Option<Arc<Recorder>>,
+    /// Each channel's ad breaks (a delayed leg gets them when it starts).
+    breaks: BTreeMap<String, Vec<Break>>,
 }
 
 impl Relay {
@@ -281,6 +285,7 @@ impl Relay {
             pending,
             feeds: Vec::new(),
             recorder,
+            breaks: BTreeMap::new(),
         })
     }
 
@@ -316,11 +321,45 @@ impl Relay {
                 Ok(feed) => self.feeds.push(feed),
                 Err(e) => tracing::error!(leg = %p.channel.id, error = %e, "Cannot start the delayed feed."),
             }
+            self.give_breaks(&leg);
             info!(leg = %p.channel.id, delay_s = p.delay.as_secs_f64(), "Delayed leg started.");
             started.push(p.channel.id.to_string());
             self.legs.push(leg);
         }
         started
+    }
+
+    /// `channel_id`'s ad breaks from now on (see [`crate::media::breaks`]).
+    /// A delayed leg has each its delay later; a leg not started yet gets
+    /// them when it starts. RTMP legs carry no SCTE-35 and are left alone.
+    pub fn set_breaks(&mut self, channel_id: &str, breaks: Vec<Break>) {
+        self.breaks.insert(channel_id.to_owned(), breaks);
+        if let Some(leg) = self.legs.iter().find(|l| l.id().as_str() == channel_id) {
+            self.give_breaks(leg);
+        }
+    }
+
+    fn give_breaks(&self, leg: &Leg) {
+        let Some(breaks) = self.breaks.get(leg.id().as_str()) else { return };
+        if leg.protocol().starts_with("rtmp") {
+            return;
+        }
+        let delay = self.delay_of(leg.id().as_str()).as_nanos() as u64;
+        let on_leg: Vec<LegBreak> = breaks
+            .iter()
+            .map(|b| LegBreak {
+                splice_event_id: b.splice_event_id,
+                start_ns: self.utc.clock_of(b.start_utc_ns + delay),
+                duration: b.duration,
+            })
+            .collect();
+        leg.input().set_breaks(&on_leg);
+    }
+
+    /// A channel's delay (zero for a live leg).
+    fn delay_of(&self, id: &str) -> Duration {
+        let d = self.delay.as_ref().and_then(|p| p.delays.iter().find(|(c, _)| c == id).map(|(_, d)| *d));
+        d.unwrap_or_default()
     }
 
     /// A snapshot of the feed and every leg.
@@ -385,10 +424,7 @@ impl Relay {
     fn leg_statuses(&self) -> Vec<LegStatus> {
         let cue = self.program.cue();
         let now = self.utc.now();
-        let delay_of = |id: &str| {
-            let d = self.delay.as_ref().and_then(|p| p.delays.iter().find(|(c, _)| c == id).map(|(_, d)| *d));
-            d.unwrap_or_default().as_nanos() as u64
-        };
+        let delay_of = |id: &str| self.delay_of(id).as_nanos() as u64;
         // A contribution that arrives in another codec than planned: RTMP
         // legs say why they carry nothing rather than fail quietly.
         let refused = match &self.program {
@@ -430,6 +466,8 @@ impl Relay {
             carries: Content::Slate,
             audio: p.channel.audio.clone(),
             audio_missing: Vec::new(),
+            cues_sent: 0,
+            cues_missed: 0,
         }));
         all.sort_by_key(|l| self.order.iter().position(|id| *id == l.channel_id));
         all

@@ -623,3 +623,82 @@ async fn an_rtmp_leg_carries_the_one_audio_track_it_lists_untouched() {
         );
     }
 }
+
+/// A break scheduled for one partner reaches only that partner: a
+/// splice_insert out (with the break's duration) and in, each announced at
+/// least 4 s ahead on a SCTE-35 PID its PMT lists with `CUEI`, naming the
+/// picture it gets at the break's instant. The other partner's stream has
+/// no cue and no cue PID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_break_reaches_only_its_partner_naming_the_picture_at_its_instant() {
+    use common::cues;
+    require("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi", "-i", "sine=f=440:r=48000"])
+        .args(["-t", "13", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "25", "-c:a", "aac"])
+        .args(["-f", "mpegts"])
+        .arg(&contribution)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success(), "the contribution could not be made");
+    let source_port = free_udp_port();
+    let (kr, kz) = (UdpCapture::start(), UdpCapture::start());
+    let udp = |port: u16| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}");
+    let channels = [channel("kr-udp", &udp(kr.port)), channel("kz-udp", &udp(kz.port))];
+    let config = udp_contribution(source_port, "width = 320\nheight = 180\nframerate = 25\n", &channels);
+    let mut run = Run::start(&config).await;
+    // 7 s from now, for 3 s, on the Korean leg only.
+    let start = std::time::Instant::now() + Duration::from_secs(7);
+    let start_utc = std::time::SystemTime::now() + Duration::from_secs(7);
+    let start_utc_ns = start_utc.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let b = simulcast::media::breaks::Break { splice_event_id: 4242, start_utc_ns, duration: Duration::from_secs(3) };
+    run.relay.set_breaks("kr-udp", vec![b]);
+    send_live(&contribution, source_port).await;
+    let status = run.relay.shutdown().await;
+    let (kr_timed, kz_timed) = (kr.timed(), kz.timed());
+    let (_, kr_grams) = kr.finish();
+    let (_, kz_grams) = kz.finish();
+    common::check_ts(&kr_grams.concat()).assert_clean("the leg with the break");
+    common::check_ts(&kz_grams.concat()).assert_clean("the other leg");
+
+    let (pids, cuei) = cues::cue_pids(&kr_grams.concat());
+    assert!(pids.len() == 1 && cuei, "the leg's PMT lists one SCTE-35 PID and CUEI: {pids:?} {cuei}");
+    let got = cues::splice_inserts(&kr_timed, pids[0]);
+    let outs: Vec<_> = got.iter().filter(|(_, c)| c.out_of_network).collect();
+    let ins: Vec<_> = got.iter().filter(|(_, c)| !c.out_of_network).collect();
+    assert!(!outs.is_empty() && !ins.is_empty(), "an out and an in cue: {got:?}");
+    assert_eq!(status.leg("kr-udp").expect("kr").cues_sent, got.len() as u64, "every cue sent arrived");
+    for (_, c) in &got {
+        assert_eq!((c.event_id, c.cancel), (4242, false));
+    }
+    for (_, c) in &outs {
+        assert_eq!(c.duration, Some((true, 3 * 90_000)), "the break's length, returning by itself");
+        assert_eq!(c.pts, outs[0].1.pts, "every copy names the same picture");
+    }
+    let (out_pts, in_pts) = (outs[0].1.pts.expect("a splice time"), ins[0].1.pts.expect("a splice time"));
+    assert_eq!(in_pts.wrapping_sub(out_pts) & ((1 << 33) - 1), 3 * 90_000, "back in 3 s after");
+    // Announced at least 4 s ahead (every copy).
+    for (at, _) in &outs {
+        let ahead = start.saturating_duration_since(*at);
+        assert!(ahead >= Duration::from_millis(3_900), "an out cue only {ahead:?} ahead");
+    }
+    for (at, _) in &ins {
+        let ahead = (start + Duration::from_secs(3)).saturating_duration_since(*at);
+        assert!(ahead >= Duration::from_millis(3_900), "an in cue only {ahead:?} ahead");
+    }
+    // The picture the partner got at the break's instant is the one named.
+    let shown = cues::pictures_sent(&kr_timed, 0x100);
+    let (_, at_start) = shown.iter().find(|(at, _)| *at >= start).expect("pictures at the break's instant");
+    let off = at_start.abs_diff(out_pts);
+    eprintln!("the out cue names a picture {off} ticks from the one that arrived at its instant");
+    assert!(off <= 3_600, "{off} ticks (more than one frame) from the picture at the break's instant");
+
+    let (pids, cuei) = cues::cue_pids(&kz_grams.concat());
+    assert!(pids.is_empty() && !cuei, "the other leg lists no cue PID: {pids:?}");
+    let any: usize = (0x20..0x1fff).map(|pid| cues::splice_inserts(&kz_timed, pid).len()).sum();
+    assert_eq!(any, 0, "the other leg carries no cue");
+    assert_eq!(status.leg("kz-udp").expect("kz").cues_sent, 0);
+}

@@ -242,6 +242,8 @@ mod tests {
                     carries: crate::media::program::Content::Program,
                     audio: Vec::new(),
                     audio_missing: Vec::new(),
+                    cues_sent: 0,
+                    cues_missed: 0,
                 })
                 .collect(),
             fanout_overflow: 0,

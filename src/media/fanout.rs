@@ -202,6 +202,8 @@ struct Inner {
     stamper: Option<super::stamp::SdtStamper>,
     /// Chooses this leg's audio tracks (legs that list languages).
     tracks: Option<super::tracks::TrackFilter>,
+    /// Adds this leg's ad-break cues (legs given breaks).
+    cues: Option<super::breaks::CueInserter>,
 }
 
 impl LegInput {
@@ -228,6 +230,18 @@ impl LegInput {
     pub fn with_audio(self, languages: Vec<String>) -> Self {
         lock(&self.inner).tracks = Some(super::tracks::TrackFilter::new(languages));
         self
+    }
+
+    /// This leg's ad breaks from now on (see [`super::breaks`]): its PMT
+    /// lists its cue PID from the first call on.
+    pub fn set_breaks(&self, breaks: &[super::breaks::LegBreak]) {
+        lock(&self.inner).cues.get_or_insert_with(super::breaks::CueInserter::new).set(breaks);
+    }
+
+    /// Break cues sent on this leg, and those missed (not sent before
+    /// their instant).
+    pub fn cues(&self) -> (u64, u64) {
+        lock(&self.inner).cues.as_ref().map_or((0, 0), |c| (c.sent(), c.missed()))
     }
 
     /// The languages this leg lists that the programme lacks.
@@ -294,15 +308,16 @@ impl LegInput {
     /// Offers a batch stamped `pts` (clock ns); dropped and counted if the
     /// leg already holds `max_time` of program.
     pub fn offer(&self, list: &gst::BufferList, pts: u64) {
-        let mut inner = lock(&self.inner);
-        let chosen;
-        let list = match inner.tracks.as_mut() {
-            Some(tracks) => {
-                chosen = tracks.filter(list);
-                &chosen
-            }
-            None => list,
-        };
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        // The leg's own copy where it differs: its tracks, its cues.
+        let mut own: Option<gst::BufferList> = inner.tracks.as_mut().map(|t| t.filter(list));
+        if let Some(cues) = inner.cues.as_mut()
+            && let Some(with_cues) = cues.apply(own.as_ref().unwrap_or(list), pts)
+        {
+            own = Some(with_cues);
+        }
+        let list = own.as_ref().unwrap_or(list);
         if inner.direct.is_some() {
             let lost = match inner.stamper.as_mut() {
                 Some(stamper) => {
@@ -315,7 +330,7 @@ impl LegInput {
                 None => inner.direct.as_ref().map_or(0, |d| d.send(list)),
             };
             self.dropped.fetch_add(lost, Ordering::Relaxed);
-            drop(inner);
+            drop(guard);
             // Sent now: the program's first batch left this leg's input.
             self.retire(pts);
             return;

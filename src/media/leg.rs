@@ -106,6 +106,10 @@ pub struct LegStatus {
     pub audio: Vec<String>,
     /// Those the programme lacks: the leg then gets every track.
     pub audio_missing: Vec<String>,
+    /// Ad-break cues sent on this leg (every copy).
+    pub cues_sent: u64,
+    /// Cues that could not be sent before their instant.
+    pub cues_missed: u64,
 }
 
 /// Reads a leg's counters as they are now (cheap to clone; outlives the
@@ -221,6 +225,11 @@ impl Leg {
         &self.id
     }
 
+    /// `srt`, `rtmp`, ...
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+
     /// A live reader of the leg's counters, for scrapes between snapshots.
     pub fn meter(&self) -> LegMeter {
         LegMeter { shared: Arc::clone(&self.shared), input: Arc::clone(&self.input) }
@@ -244,6 +253,8 @@ impl Leg {
             carries: super::program::Content::Slate,
             audio: self.audio.clone(),
             audio_missing: self.input.audio_missing(),
+            cues_sent: self.input.cues().0,
+            cues_missed: self.input.cues().1,
         }
     }
 

@@ -3,6 +3,7 @@
 //! with its own bus and state, each run by the one supervision loop of
 //! `supervise`.
 
+pub mod breaks;
 pub mod coded;
 pub mod es;
 pub mod failover;

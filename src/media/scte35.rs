@@ -56,6 +56,70 @@ pub fn restamp(section: &[u8], add: u64) -> Option<Vec<u8>> {
     Some(s)
 }
 
+/// `splice_command_type` of a splice_insert.
+pub const SPLICE_INSERT: u8 = 0x05;
+
+/// One splice_insert as the relay writes it for a scheduled break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpliceInsert {
+    /// `splice_event_id`: the break's, the same in its out and in cues.
+    pub event_id: u32,
+    /// Out of the network (the break starts) or back in (it ends).
+    pub out_of_network: bool,
+    /// The PTS (90 kHz, 33 bits) of the picture the splice lands on.
+    pub pts: u64,
+    /// The break's length (90 kHz ticks), on the out cue: the receiver
+    /// returns by itself after it (`auto_return`).
+    pub duration: Option<u64>,
+    /// `unique_program_id`.
+    pub program_id: u16,
+}
+
+impl SpliceInsert {
+    /// The whole splice_info_section (SCTE 35 2019 9.6 and 9.7.3): a
+    /// programme splice at a given time, `pts_adjustment` 0, no
+    /// descriptors, its CRC.
+    pub fn section(&self) -> Vec<u8> {
+        let mut cmd = self.event_id.to_be_bytes().to_vec();
+        // Not a cancel; reserved bits set.
+        cmd.push(0x7f);
+        // out_of_network, program_splice, duration, not immediate,
+        // event_id_compliance, reserved.
+        let duration_flag = self.duration.is_some();
+        cmd.push((u8::from(self.out_of_network) << 7) | 0x40 | (u8::from(duration_flag) << 5) | 0x0f);
+        // splice_time: time_specified_flag, reserved, 33-bit PTS.
+        let pts = self.pts & PTS_MASK;
+        cmd.push(0xfe | (pts >> 32) as u8);
+        cmd.extend_from_slice(&(pts as u32).to_be_bytes());
+        if let Some(d) = self.duration {
+            // break_duration: auto_return, reserved, 33-bit duration.
+            let d = d & PTS_MASK;
+            cmd.push(0xfe | (d >> 32) as u8);
+            cmd.extend_from_slice(&(d as u32).to_be_bytes());
+        }
+        cmd.extend_from_slice(&self.program_id.to_be_bytes());
+        // avail_num, avails_expected: not used.
+        cmd.extend_from_slice(&[0, 0]);
+        // table_id; section_syntax 0, private 0, sap_type 3 (not
+        // specified); section_length below; protocol_version 0;
+        // not encrypted, pts_adjustment 0; cw_index; tier 0xfff and the
+        // command's length; its type.
+        let mut s = vec![TABLE_ID, 0x30, 0, 0, 0, 0, 0, 0, 0, 0, 0xff];
+        s.push(0xf0 | (cmd.len() >> 8) as u8);
+        s.push(cmd.len() as u8);
+        s.push(SPLICE_INSERT);
+        s.extend_from_slice(&cmd);
+        // descriptor_loop_length.
+        s.extend_from_slice(&[0, 0]);
+        let length = s.len() + 4 - 3;
+        s[1] = 0x30 | (length >> 8) as u8;
+        s[2] = length as u8;
+        let crc = ts::crc32_mpeg2(&s);
+        s.extend_from_slice(&crc.to_be_bytes());
+        s
+    }
+}
+
 /// Collects the sections of one PID from its TS packets, in order. A
 /// packet lost in between spoils one section, which its CRC then refuses.
 #[derive(Debug, Default)]
@@ -187,6 +251,32 @@ mod tests {
         bad[20] ^= 1;
         assert!(restamp(&bad, 1).is_none());
         assert!(restamp(&s[..10], 1).is_none());
+    }
+
+    #[test]
+    fn a_splice_insert_is_written_as_an_ad_server_writes_it() {
+        let out = SpliceInsert {
+            event_id: 42,
+            out_of_network: true,
+            pts: 0x1_2345_6789,
+            duration: Some(30 * 90_000),
+            program_id: 1,
+        };
+        let s = out.section();
+        assert!(is_splice_info(&s));
+        assert_eq!(command_type(&s), Some(SPLICE_INSERT));
+        let by_hand = splice_insert(0x1_2345_6789, 0);
+        // The same bits, but for avail_num and avails_expected (the hand
+        // one says 1 of 1, the relay 0 of 0) and so the CRC.
+        let n = s.len();
+        assert_eq!(n, by_hand.len());
+        assert_eq!(s[..n - 8], by_hand[..n - 8]);
+        assert_eq!(s[n - 8..n - 6], [0, 0]);
+        // Back in: no duration, the out flag clear.
+        let back = SpliceInsert { out_of_network: false, duration: None, ..out }.section();
+        assert!(is_splice_info(&back));
+        assert_eq!(back.len(), n - 5);
+        assert_eq!(back[19] & 0xe0, 0x40, "in, programme splice, no duration");
     }
 
     #[test]

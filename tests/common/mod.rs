@@ -620,6 +620,7 @@ impl Run {
     }
 }
 
+pub mod cues;
 pub mod feeds;
 mod pictures;
 #[allow(unused_imports)]

@@ -1,0 +1,437 @@
+//! Scheduled ad breaks on one leg: SCTE-35 splice_insert cues on a PID of
+//! the leg's own.
+//!
+//! A leg given breaks lists [`LEG_CUE_PID`] in its copy of the PMT (stream
+//! type 0x86, with the registration descriptor `CUEI` in the programme
+//! loop), as the SDT stamp and the audio choice work: on the leg's own copy
+//! of the shared multiplex, nothing encoded again, no other leg touched.
+//! The PID is listed from the moment the leg is given its first break, so
+//! the partner's receiver knows it well before the first cue.
+//!
+//! A break is two cues with its `splice_event_id`: out of the network
+//! (with the break's duration and `auto_return`) and back in. Each is sent
+//! [`ANNOUNCE`] before its instant and once more [`REPEAT`] later, so the
+//! last copy is still at least [`MIN_NOTICE`] ahead.
+//!
+//! The splice time is the PTS of the picture the leg sends at the break's
+//! instant. The leg learns how its stream's PTS runs against the clock
+//! from the pictures it sends (the latest video PES and the clock time of
+//! its batch), so the same code serves both program modes, and a delayed
+//! leg, whose break instants are its delay later, names the very pictures
+//! the live legs name.
+
+use std::time::Duration;
+
+use gstreamer as gst;
+
+use super::scte35::{PTS_MASK, STREAM_TYPE, SpliceInsert};
+use super::{mux, tracks, ts};
+
+/// The leg's own SCTE-35 PID (the programme's, when the contribution
+/// brings cues, is [`mux::SCTE35_PID`]).
+pub const LEG_CUE_PID: u16 = 0x01f1;
+/// How long before its instant a cue is first sent.
+pub const ANNOUNCE: Duration = Duration::from_secs(5);
+/// The second copy follows the first this much later.
+pub const REPEAT: Duration = Duration::from_secs(1);
+/// The least notice a break is scheduled with: a break due sooner is
+/// refused (SCTE 67 asks for at least 4 s between cue and splice).
+pub const MIN_NOTICE: Duration = Duration::from_secs(4);
+/// The registration descriptor SCTE 35 asks for in the PMT's programme loop.
+const CUEI: [u8; 6] = *b"\x05\x04CUEI";
+
+/// One break as the schedule gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Break {
+    /// `splice_event_id`.
+    pub splice_event_id: u32,
+    /// When it starts on the live programme (UTC ns); a delayed leg has it
+    /// its delay later.
+    pub start_utc_ns: u64,
+    /// How long it lasts.
+    pub duration: Duration,
+}
+
+/// One break on one leg, in the leg's own time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegBreak {
+    /// `splice_event_id`.
+    pub splice_event_id: u32,
+    /// When the break starts on this leg (clock ns; a delayed leg's is its
+    /// delay later).
+    pub start_ns: u64,
+    /// How long it lasts.
+    pub duration: Duration,
+}
+
+/// One cue to send.
+#[derive(Debug, Clone)]
+struct Cue {
+    /// The splice instant (clock ns).
+    at: u64,
+    event_id: u32,
+    out: bool,
+    /// The break's length in 90 kHz ticks, on the out cue.
+    duration: Option<u64>,
+    /// The break's length in 90 kHz ticks.
+    length: u64,
+    /// The section, made when the cue is first sent (its PTS fixed then,
+    /// so that every copy names the same picture).
+    section: Option<Vec<u8>>,
+    /// Copies sent.
+    sent: u8,
+}
+
+impl Cue {
+    /// When the next copy is due, if one is.
+    fn due(&self) -> Option<u64> {
+        let first = self.at.saturating_sub(ANNOUNCE.as_nanos() as u64);
+        match self.sent {
+            0 => Some(first),
+            1 => Some(first + REPEAT.as_nanos() as u64),
+            _ => None,
+        }
+    }
+}
+
+/// Adds one leg's break cues to its copy of each batch.
+#[derive(Debug, Default)]
+pub struct CueInserter {
+    cues: Vec<Cue>,
+    pmt_pid: Option<u16>,
+    /// The last PMT section seen, and the section that replaces it.
+    last: Option<(Vec<u8>, Vec<u8>)>,
+    /// (clock ns, PTS) of the latest picture sent.
+    anchor: Option<(u64, u64)>,
+    cc: u8,
+    sent: u64,
+    missed: u64,
+    /// The PTS each break's out cue named, by `splice_event_id`: its in
+    /// cue names that plus the duration exactly.
+    out_pts: std::collections::BTreeMap<u32, u64>,
+}
+
+impl CueInserter {
+    /// An inserter with no breaks yet (the PID is listed from now on).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The leg's breaks from now on. A cue already sent keeps its section:
+    /// a break left in place names the same picture in every copy.
+    pub fn set(&mut self, breaks: &[LegBreak]) {
+        let mut cues = Vec::with_capacity(2 * breaks.len());
+        for b in breaks {
+            let end = b.start_ns + b.duration.as_nanos() as u64;
+            let ticks = mux::ticks_90k(b.duration.as_nanos() as u64);
+            for (at, out, duration) in [(b.start_ns, true, Some(ticks)), (end, false, None)] {
+                let kept = self.cues.iter().find(|c| c.event_id == b.splice_event_id && c.out == out && c.at == at);
+                let (section, sent) = kept.map_or((None, 0), |c| (c.section.clone(), c.sent));
+                cues.push(Cue { at, event_id: b.splice_event_id, out, duration, length: ticks, section, sent });
+            }
+        }
+        cues.sort_by_key(|c| c.at);
+        self.out_pts.retain(|id, _| cues.iter().any(|c| c.event_id == *id));
+        self.cues = cues;
+    }
+
+    /// Cue sections sent (every copy).
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Cues that could not be sent before their instant (no picture had
+    /// gone out on the leg to time them by).
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// The leg's copy of `list`, sent at clock time `now` (ns): its PMT
+    /// listing the cue PID, and any cue due now added at the end. `None`:
+    /// nothing to change, send `list` as it is.
+    pub fn apply(&mut self, list: &gst::BufferListRef, now: u64) -> Option<gst::BufferList> {
+        let mut touches = false;
+        for b in list.iter() {
+            let Ok(m) = b.map_readable() else { continue };
+            for p in m.chunks_exact(ts::PACKET) {
+                let pid = ts::pid(p);
+                if pid == ts::PAT_PID {
+                    if let Some(pmt) = ts::section(p).and_then(tracks::pmt_pid) {
+                        self.pmt_pid = Some(pmt);
+                    }
+                } else if Some(pid) == self.pmt_pid {
+                    touches = true;
+                } else if p[1] & 0x40 != 0
+                    && let Some(pes) = ts::pes_start(p).filter(|s| s.is_video())
+                    && let Some(pts) = pes.pts
+                {
+                    self.anchor = Some((now, pts));
+                }
+            }
+        }
+        let cues = self.due_cues(now);
+        if !touches && cues.is_empty() {
+            return None;
+        }
+        let mut out = gst::BufferList::new_sized(list.len() + 1);
+        let own = out.get_mut()?;
+        for b in list.iter_owned() {
+            let pmt = self.pmt_pid;
+            let has_pmt = b.map_readable().is_ok_and(|m| m.chunks_exact(ts::PACKET).any(|p| Some(ts::pid(p)) == pmt));
+            if !has_pmt {
+                own.add(b);
+                continue;
+            }
+            let Ok(m) = b.map_readable() else { continue };
+            let mut data = Vec::with_capacity(m.len());
+            for p in m.chunks_exact(ts::PACKET) {
+                if Some(ts::pid(p)) == pmt {
+                    data.extend_from_slice(&self.pmt_packet(p));
+                } else {
+                    data.extend_from_slice(p);
+                }
+            }
+            let mut nb = gst::Buffer::from_mut_slice(data);
+            if let Some(n) = nb.get_mut() {
+                n.set_pts(b.pts());
+                n.set_flags(b.flags());
+            }
+            own.add(nb);
+        }
+        if !cues.is_empty() {
+            let mut data = Vec::with_capacity(cues.len() * ts::PACKET);
+            for section in cues {
+                data.extend_from_slice(&self.cue_packet(&section));
+            }
+            let mut nb = gst::Buffer::from_mut_slice(data);
+            if let Some(n) = nb.get_mut() {
+                n.set_pts(gst::ClockTime::from_nseconds(now));
+            }
+            own.add(nb);
+        }
+        Some(out)
+    }
+
+    /// The sections of the cue copies due at `now`; cues whose instant
+    /// passed are dropped (counted as missed if never sent).
+    fn due_cues(&mut self, now: u64) -> Vec<Vec<u8>> {
+        let mut due = Vec::new();
+        let anchor = self.anchor;
+        for c in &mut self.cues {
+            if c.at <= now {
+                continue;
+            }
+            if c.due().is_none_or(|d| now < d) {
+                continue;
+            }
+            if c.section.is_none() {
+                // No picture yet to time the splice by: try again later.
+                // The in cue of a break whose out cue was timed: exactly
+                // the break's length on from it.
+                let back_in = (!c.out).then(|| self.out_pts.get(&c.event_id)).flatten();
+                let pts = match (back_in, anchor) {
+                    (Some(&out), _) => (out + c.length) & PTS_MASK,
+                    (None, Some((clock, pts))) => (pts + mux::ticks_90k(c.at.saturating_sub(clock))) & PTS_MASK,
+                    // No picture yet to time the splice by: try again later.
+                    (None, None) => continue,
+                };
+                if c.out {
+                    self.out_pts.insert(c.event_id, pts);
+                }
+                let insert = SpliceInsert {
+                    event_id: c.event_id,
+                    out_of_network: c.out,
+                    pts,
+                    duration: c.duration,
+                    program_id: 1,
+                };
+                c.section = Some(insert.section());
+            }
+            if let Some(s) = &c.section {
+                due.push(s.clone());
+                c.sent += 1;
+                // Announced late (scheduled inside the window): one copy.
+                if now >= c.at.saturating_sub(MIN_NOTICE.as_nanos() as u64) {
+                    c.sent = 2;
+                }
+            }
+        }
+        let missed = self.cues.iter().filter(|c| c.at <= now && c.sent == 0).count() as u64;
+        self.missed += missed;
+        self.cues.retain(|c| c.at > now);
+        let cues = &self.cues;
+        self.out_pts.retain(|id, _| cues.iter().any(|c| c.event_id == *id));
+        self.sent += due.len() as u64;
+        due
+    }
+
+    /// One packet of the leg's cue PID carrying `section`.
+    fn cue_packet(&mut self, section: &[u8]) -> [u8; ts::PACKET] {
+        let mut p = [0xffu8; ts::PACKET];
+        p[0] = ts::SYNC;
+        p[1] = 0x40 | (LEG_CUE_PID >> 8) as u8;
+        p[2] = LEG_CUE_PID as u8;
+        p[3] = 0x10 | self.cc;
+        self.cc = (self.cc + 1) & 0x0f;
+        p[4] = 0;
+        let n = section.len().min(ts::PACKET - 5);
+        p[5..5 + n].copy_from_slice(&section[..n]);
+        p
+    }
+
+    /// The leg's version of a PMT packet: the cue PID listed, `CUEI` in
+    /// the programme loop, the version one on from the programme's (a
+    /// receiver that saw the programme's PMT sees a new one). A PMT that
+    /// does not fit one packet, or already lists the PID, passes as it is.
+    fn pmt_packet(&mut self, p: &[u8]) -> [u8; ts::PACKET] {
+        let mut out = [0xffu8; ts::PACKET];
+        out.copy_from_slice(p);
+        let Some(section) = ts::section(p) else { return out };
+        if self.last.as_ref().is_none_or(|(s, _)| s.as_slice() != section) {
+            let Some(entries) = tracks::pmt_entries(section) else { return out };
+            if entries.iter().any(|e| e.pid == LEG_CUE_PID) {
+                return out;
+            }
+            let info = usize::from(u16::from_be_bytes([section[10], section[11]]) & 0x0fff);
+            let Some(program_info) = section.get(12..12 + info) else { return out };
+            let has_cuei = program_info.windows(CUEI.len()).any(|w| w == CUEI);
+            let mut s = section[..10].to_vec();
+            let info_len = info + if has_cuei { 0 } else { CUEI.len() };
+            s.extend_from_slice(&(0xf000 | info_len as u16).to_be_bytes());
+            s.extend_from_slice(program_info);
+            if !has_cuei {
+                s.extend_from_slice(&CUEI);
+            }
+            s.extend_from_slice(&section[12 + info..section.len() - 4]);
+            s.push(STREAM_TYPE);
+            s.extend_from_slice(&(0xe000 | LEG_CUE_PID).to_be_bytes());
+            s.extend_from_slice(&0xf000u16.to_be_bytes());
+            // 4 bytes of CRC, in a packet's 184 - 1 (pointer field).
+            if s.len() + 4 > ts::PACKET - 5 {
+                return out;
+            }
+            let length = (s.len() - 3 + 4) as u16;
+            let flags = u16::from(s[1]) << 8 & 0xf000;
+            s[1..3].copy_from_slice(&(flags | length).to_be_bytes());
+            let version = (((s[5] >> 1) & 0x1f) + 1) & 0x1f;
+            s[5] = (s[5] & !0x3e) | (version << 1);
+            let crc = ts::crc32_mpeg2(&s);
+            s.extend_from_slice(&crc.to_be_bytes());
+            self.last = Some((section.to_vec(), s));
+        }
+        let Some((_, rewritten)) = &self.last else { return out };
+        // Header kept (sync, PUSI, PID, counter), payload only, then the
+        // pointer field, the section and stuffing.
+        out[3] = (p[3] & 0x0f) | 0x10;
+        out[4] = 0;
+        out[5..5 + rewritten.len()].copy_from_slice(rewritten);
+        out[5 + rewritten.len()..].fill(0xff);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::es::VideoCodec;
+    use crate::media::mux::{Layout, Mux, Slot, Timing};
+    use crate::media::scte35::{self, Sections};
+
+    const MS: u64 = 1_000_000;
+
+    /// Ten seconds of 25 fps pictures through the passthrough multiplexer,
+    /// one batch per picture, stamped with the clock time it is sent (the
+    /// picture's PTS runs `lead` ahead of it, as the relay's do); each
+    /// batch through `cues`. Returns every packet out, with the clock time
+    /// of its batch.
+    fn run(cues: &mut CueInserter, lead: u64) -> Vec<(u64, [u8; ts::PACKET])> {
+        gst::init().unwrap();
+        let mut mux = Mux::new();
+        mux.set_layout(Layout { video: Some(VideoCodec::H264), ..Layout::default() });
+        let mut got = Vec::new();
+        for i in 0..250u64 {
+            let now = 1_000 * MS + i * 40 * MS;
+            let mut data = Vec::new();
+            let t = Timing { pts: now + lead, dts: now + lead, keyframe: i % 25 == 0 };
+            mux.write_au(Slot::Video, t, &[0, 0, 1, 0x65, i as u8], now, &mut data);
+            let mut list = gst::BufferList::new();
+            list.get_mut().unwrap().add(gst::Buffer::from_mut_slice(data));
+            let out = cues.apply(list.get_mut().unwrap(), now).unwrap_or(list);
+            for b in out.iter() {
+                let m = b.map_readable().unwrap();
+                got.extend(m.chunks_exact(ts::PACKET).map(|p| (now, <[u8; ts::PACKET]>::try_from(p).unwrap())));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_break_is_announced_twice_on_the_legs_own_pid_naming_the_picture_at_its_instant() {
+        let lead = 200 * MS;
+        let mut cues = CueInserter::new();
+        let start = 8_000 * MS;
+        cues.set(&[LegBreak { splice_event_id: 7, start_ns: start, duration: Duration::from_secs(1) }]);
+        let got = run(&mut cues, lead);
+
+        // Every PMT lists the cue PID and CUEI, one version on.
+        let pmts: Vec<&[u8]> = got.iter().filter(|(_, p)| ts::pid(p) == mux::PMT_PID).map(|(_, p)| &p[..]).collect();
+        assert!(!pmts.is_empty());
+        for p in &pmts {
+            let s = ts::section(p).expect("a whole PMT");
+            let entries = tracks::pmt_entries(s).expect("a good CRC");
+            assert!(entries.iter().any(|e| e.pid == LEG_CUE_PID && e.stream_type == 0x86), "{entries:?}");
+            assert!(s.windows(6).any(|w| w == b"\x05\x04CUEI"));
+            assert_eq!((s[5] >> 1) & 0x1f, 1, "the programme's version is 0");
+        }
+
+        // The cues: out twice (5 s and 4 s ahead), then in twice.
+        let mut sections = Sections::default();
+        let mut cues_got = Vec::new();
+        for (now, p) in got.iter().filter(|(_, p)| ts::pid(p) == LEG_CUE_PID) {
+            for s in sections.push(p) {
+                cues_got.push((*now, s));
+            }
+        }
+        let sent_at: Vec<u64> = cues_got.iter().map(|(t, _)| *t / MS).collect();
+        assert_eq!(sent_at, [3_000, 4_000, 4_000, 5_000]);
+        assert_eq!(cues.sent(), 4);
+        // The picture sent at the break's instant, and at its end.
+        let picture_at = |t: u64| {
+            got.iter()
+                .filter(|(now, p)| *now == t && ts::pid(p) == mux::VIDEO_PID)
+                .find_map(|(_, p)| ts::pes_start(p)?.pts)
+        };
+        let (out_pts, in_pts) = (picture_at(start).unwrap(), picture_at(start + 1_000 * MS).unwrap());
+        for (i, (_, s)) in cues_got.iter().enumerate() {
+            assert!(scte35::is_splice_info(s));
+            assert_eq!(scte35::command_type(s), Some(scte35::SPLICE_INSERT));
+            assert_eq!(u32::from_be_bytes([s[14], s[15], s[16], s[17]]), 7, "splice_event_id");
+            let out = s[19] & 0x80 != 0;
+            let pts = (u64::from(s[20] & 1) << 32) | u64::from(u32::from_be_bytes([s[21], s[22], s[23], s[24]]));
+            if i < 2 {
+                assert!(out && s[19] & 0x20 != 0, "out, with a duration");
+                assert_eq!(pts, out_pts);
+                let d = (u64::from(s[25] & 1) << 32) | u64::from(u32::from_be_bytes([s[26], s[27], s[28], s[29]]));
+                assert_eq!(d, 90_000);
+            } else {
+                assert!(!out);
+                assert_eq!(pts, in_pts);
+            }
+        }
+        // Counters of the cue PID run on.
+        let ccs: Vec<u8> = got.iter().filter(|(_, p)| ts::pid(p) == LEG_CUE_PID).map(|(_, p)| p[3] & 0x0f).collect();
+        assert_eq!(ccs, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_break_without_a_picture_to_time_it_by_is_missed_and_counted() {
+        gst::init().unwrap();
+        let mut cues = CueInserter::new();
+        cues.set(&[LegBreak { splice_event_id: 1, start_ns: 6_000 * MS, duration: Duration::from_secs(1) }]);
+        let list = gst::BufferList::new();
+        for t in [1_000, 2_000, 6_500, 7_500] {
+            assert!(cues.apply(&list, t * MS).is_none(), "nothing to add without a picture");
+        }
+        assert_eq!((cues.sent(), cues.missed()), (0, 2));
+    }
+}
