@@ -189,3 +189,149 @@ async fn the_recording_survives_a_restart() {
     assert_eq!(e2.state, EventState::OnAir as i32);
     server.stop().await;
 }
+
+/// Ad breaks through the API, to real UDP partners: a break for the
+/// Korean legs reaches the live one at its instant and the delayed one its
+/// delay later (same picture), never the Kazakh one; the as-run log has
+/// each leg's start and end in its own local time; a break in a channel's
+/// own local time, a break too soon, an overlap, and the cancel of an
+/// announced break are answered as the operator expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_reaches_its_partners_the_delayed_one_its_delay_later_and_no_other() {
+    use common::cues;
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options(rec.path())).await;
+    let (kr, kz, late) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
+    let (now_instant, now_utc) = (Instant::now(), Utc::now());
+    let t0 = chrono::DateTime::from_timestamp(now_utc.timestamp() + 4, 0).unwrap();
+    let at_instant = |t: chrono::DateTime<Utc>| now_instant + (t - now_utc).to_std().unwrap();
+    let local = (t0 + chrono::Duration::seconds(DELAY_S)).with_timezone(&chrono_tz::Asia::Seoul);
+    create(&server, "kr-live", kr.port, "").await;
+    create_channel(
+        &server,
+        &format!(
+            "id = \"kz-live\"\nname = \"kz\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
+            kz.port
+        ),
+    )
+    .await;
+    let air = format!("air_policy = {{ type = \"local_time\", at = \"{}\" }}\n", local.format("%H:%M:%S"));
+    create(&server, "kr-late", late.port, &air).await;
+    let mut e = EventServiceClient::new(server.transport().await);
+    let (admin, operator) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
+    let ev = e.schedule_event(authed(schedule(t0), &admin)).await.expect("schedule").into_inner();
+
+    let request =
+        |at: proto::schedule_break_request::At, seconds: i64, channels: &[&str]| proto::ScheduleBreakRequest {
+            event_id: ev.id.clone(),
+            at: Some(at),
+            duration: Some(prost_types::Duration { seconds, nanos: 0 }),
+            channel_ids: channels.iter().map(|c| c.to_string()).collect(),
+        };
+    use proto::schedule_break_request::At;
+    // 8 s into the programme, 2 s long, on both Korean legs.
+    let start = t0 + chrono::Duration::seconds(8);
+    let made = e
+        .schedule_break(authed(request(At::AtUtc(timestamp(start)), 2, &["kr-live", "kr-late"]), &operator))
+        .await
+        .expect("a break")
+        .into_inner()
+        .breaks;
+    assert_eq!(made.len(), 1);
+    let b = &made[0];
+    let late_leg = b.legs.iter().find(|l| l.channel_id == "kr-late").expect("the delayed leg's time");
+    let late_start = chrono::DateTime::parse_from_rfc3339(&late_leg.local_start).unwrap();
+    assert_eq!(late_start, start + chrono::Duration::seconds(DELAY_S), "{late_leg:?}");
+    assert_eq!(late_leg.timezone, "Asia/Seoul");
+
+    // A break in a channel's own local time: 20 s into the programme on
+    // Seoul's wall clock, for the live Korean leg; then cancelled.
+    let seoul = (t0 + chrono::Duration::seconds(20)).with_timezone(&chrono_tz::Asia::Seoul);
+    let own = proto::LocalTime { local: seoul.format("%H:%M:%S").to_string(), timezone: String::new(), fold: 0 };
+    let later = e
+        .schedule_break(authed(request(At::AtLocal(own), 1, &["kr-live"]), &operator))
+        .await
+        .expect("local")
+        .into_inner();
+    assert_eq!(later.breaks[0].start_utc, Some(timestamp(t0 + chrono::Duration::seconds(20))));
+    // Refusals, each naming what is wrong.
+    let refused = |r: Result<tonic::Response<proto::ScheduleBreakResponse>, tonic::Status>| {
+        let s = r.expect_err("refused");
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        s.message().to_owned()
+    };
+    let soon = refused(
+        e.schedule_break(authed(request(At::After(prost_types::Duration { seconds: 2, nanos: 0 }), 1, &[]), &operator))
+            .await,
+    );
+    assert!(soon.contains("after: ") && soon.contains("at least 4 s of notice"), "{soon}");
+    let overlap =
+        refused(e.schedule_break(authed(request(At::AtUtc(timestamp(start)), 1, &["kr-live"]), &operator)).await);
+    assert!(overlap.contains(&format!("overlaps break {} on kr-live", b.id)), "{overlap}");
+    let outside = refused(
+        e.schedule_break(authed(request(At::AtUtc(timestamp(t0 + chrono::Duration::hours(2))), 1, &[]), &operator))
+            .await,
+    );
+    assert!(outside.contains("at_utc: ") && outside.contains("ends after the programme"), "{outside}");
+    let observer =
+        e.schedule_break(authed(request(At::AtUtc(timestamp(start)), 1, &[]), server.token(Role::Observer))).await;
+    assert_eq!(observer.unwrap_err().code(), Code::PermissionDenied);
+    e.cancel_break(authed(proto::CancelBreakRequest { break_id: later.breaks[0].id.clone() }, &operator))
+        .await
+        .expect("a break not announced yet is cancelled");
+
+    // Until the delayed leg's break is over.
+    let end_late = at_instant(start + chrono::Duration::seconds(2 + DELAY_S)) + Duration::from_millis(1500);
+    tokio::time::sleep_until(end_late.into()).await;
+    let announced = e.cancel_break(authed(proto::CancelBreakRequest { break_id: b.id.clone() }, &operator)).await;
+    assert_eq!(announced.unwrap_err().code(), Code::FailedPrecondition);
+    let listed = e.list_breaks(authed(proto::ListBreaksRequest { event_id: ev.id.clone() }, &operator)).await.unwrap();
+    let ids: Vec<String> = listed.into_inner().breaks.iter().map(|x| x.id.clone()).collect();
+    assert_eq!(ids, [b.id.as_str()]);
+
+    let (kr_timed, kz_timed, late_timed) = (kr.timed(), kz.timed(), late.timed());
+    let first_cue = |timed: &[(Instant, Vec<u8>)], what: &str| {
+        let data: Vec<u8> = timed.iter().flat_map(|(_, d)| d.clone()).collect();
+        let (pids, cuei) = cues::cue_pids(&data);
+        assert!(pids.len() == 1 && cuei, "{what}: one SCTE-35 PID with CUEI: {pids:?}");
+        let got = cues::splice_inserts(timed, pids[0]);
+        let outs: Vec<_> = got.iter().filter(|(_, c)| c.out_of_network).cloned().collect();
+        assert!(!outs.is_empty() && got.len() > outs.len(), "{what}: out and in cues: {got:?}");
+        assert!(got.iter().all(|(_, c)| c.event_id == b.splice_event_id), "{what}: {got:?}");
+        let (arrived, cue) = outs[0].clone();
+        let video = cues::video_pid(&data).expect("a video PID");
+        (arrived, cue.pts.expect("a splice time"), cues::pictures_sent(timed, video))
+    };
+    let (live_arrived, live_pts, live_pictures) = first_cue(&kr_timed, "live");
+    let (late_arrived, late_pts, _) = first_cue(&late_timed, "delayed");
+    let ahead = at_instant(start).saturating_duration_since(live_arrived);
+    assert!(ahead >= Duration::from_millis(3_900), "the live cue came only {ahead:?} ahead");
+    let lag = late_arrived.saturating_duration_since(live_arrived).as_secs_f64();
+    assert!((lag - DELAY_S as f64).abs() < 0.5, "the delayed leg's cue came {lag:.3} s after the live one's");
+    assert!(late_pts.abs_diff(live_pts) <= 3_600, "the delayed cue names another picture: {late_pts} vs {live_pts}");
+    let (_, shown) = live_pictures.iter().find(|(t, _)| *t >= at_instant(start)).expect("pictures at the break");
+    assert!(shown.abs_diff(live_pts) <= 3_600, "the cue names {live_pts}, the picture at its instant is {shown}");
+    let data: Vec<u8> = kz_timed.iter().flat_map(|(_, d)| d.clone()).collect();
+    assert_eq!(cues::cue_pids(&data), (vec![], false), "the Kazakh leg lists no cue PID");
+
+    let log = asrun(&server, &ev.id, &admin).await;
+    let entry = |kind: &str, leg: &str| {
+        log.iter()
+            .find(|x| x.kind == kind && x.channel_id == leg)
+            .unwrap_or_else(|| panic!("no {kind} on {leg}: {log:?}"))
+    };
+    for (leg, delay) in [("kr-live", 0), ("kr-late", DELAY_S)] {
+        let s = entry("break-start", leg);
+        let want = (start + chrono::Duration::seconds(delay)).with_timezone(&chrono_tz::Asia::Seoul);
+        assert_eq!(s.local_time, want.to_rfc3339_opts(chrono::SecondsFormat::Millis, false), "{leg}");
+        assert_eq!(s.timezone, "Asia/Seoul");
+        assert!(s.detail.starts_with(&b.id), "{}", s.detail);
+        entry("break-end", leg);
+    }
+    assert!(!log.iter().any(|x| x.channel_id == "kz-live" && x.kind.starts_with("break")), "{log:?}");
+    assert!(log.iter().any(|x| x.kind == "break-scheduled" && x.actor != "simulcastd"));
+    assert!(log.iter().any(|x| x.kind == "break-cancelled" && x.detail.starts_with(&later.breaks[0].id)));
+    server.stop().await;
+}

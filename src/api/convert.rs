@@ -6,12 +6,13 @@
 use chrono::{DateTime, Utc};
 use toml::{Table, Value};
 
-use crate::config::{self, AirPolicy, Channel, FieldError, Ingest, SrtMode};
+use crate::config::{self, AirPolicy, Channel, ChannelId, FieldError, Ingest, SrtMode};
 use crate::coordinator::{NewEvent, Snapshot, SourceChoice};
 use crate::media::failover::Feed;
 use crate::media::leg::LegState;
 use crate::media::source::SourceStatus;
 use crate::proto;
+use crate::schedule::breaks::{AdBreak, BreakAt, NewBreak};
 use crate::schedule::{AirTime, Event, EventId, EventState, Fold, resolve_local};
 use crate::store::AsRunEntry;
 
@@ -223,12 +224,7 @@ pub fn new_event_from_proto(r: &proto::ScheduleEventRequest) -> Result<NewEvent,
             from_timestamp(t, "on_air_utc").map_err(|e| errs.push(e)).ok()
         }
         Some(proto::schedule_event_request::OnAir::OnAirLocal(l)) => {
-            let fold = match proto::Fold::try_from(l.fold) {
-                Ok(proto::Fold::Earlier) => Fold::Earlier,
-                Ok(proto::Fold::Later) => Fold::Later,
-                _ => Fold::Unspecified,
-            };
-            resolve_local(&l.local, &l.timezone, fold, "on_air_local").map_err(|e| errs.push(e)).ok()
+            resolve_local(&l.local, &l.timezone, fold(l.fold), "on_air_local").map_err(|e| errs.push(e)).ok()
         }
         None => {
             errs.push(FieldError { key: "on_air".into(), message: "missing: give on_air_utc or on_air_local".into() });
@@ -257,6 +253,77 @@ pub fn new_event_from_proto(r: &proto::ScheduleEventRequest) -> Result<NewEvent,
             channel_ids: r.channel_ids.clone(),
         }),
         _ => Err(errs),
+    }
+}
+
+/// A ScheduleBreak request as the schedule's own; every problem at once.
+pub fn new_break_from_proto(r: &proto::ScheduleBreakRequest, event_id: EventId) -> Result<NewBreak, Vec<FieldError>> {
+    use proto::schedule_break_request::At;
+    let mut errs = Vec::new();
+    let at = match &r.at {
+        Some(At::AtUtc(t)) => from_timestamp(t, "at_utc").map(BreakAt::Utc).map_err(|e| errs.push(e)).ok(),
+        Some(At::AtLocal(l)) => Some(BreakAt::Local {
+            local: l.local.clone(),
+            zone: (!l.timezone.is_empty()).then(|| l.timezone.clone()),
+            fold: fold(l.fold),
+        }),
+        Some(At::After(d)) => from_duration(d, "after").map(BreakAt::After).map_err(|e| errs.push(e)).ok(),
+        None => {
+            errs.push(FieldError { key: "at".into(), message: "missing: give at_utc, at_local or after".into() });
+            None
+        }
+    };
+    let duration = match &r.duration {
+        Some(d) => from_duration(d, "duration").map_err(|e| errs.push(e)).ok(),
+        None => {
+            errs.push(FieldError { key: "duration".into(), message: "missing: how long the break lasts".into() });
+            None
+        }
+    };
+    if r.channel_ids.len() > crate::config::MAX_EVENT_CHANNELS {
+        errs.push(FieldError {
+            key: "channel_ids".into(),
+            message: format!("{} channels; at most {}", r.channel_ids.len(), crate::config::MAX_EVENT_CHANNELS),
+        });
+    }
+    match (at, duration) {
+        (Some(at), Some(duration)) if errs.is_empty() => {
+            Ok(NewBreak { event_id, at, duration, channel_ids: r.channel_ids.clone() })
+        }
+        _ => Err(errs),
+    }
+}
+
+/// A break for a response, with each leg's start in its own zone.
+pub fn break_to_proto(
+    b: &AdBreak,
+    legs: &[(ChannelId, DateTime<chrono_tz::Tz>, std::time::Duration)],
+) -> proto::AdBreak {
+    proto::AdBreak {
+        id: b.id.clone(),
+        event_id: b.event_id.to_string(),
+        start_utc: Some(timestamp(b.start)),
+        duration: Some(duration(b.duration)),
+        channel_ids: b.channel_ids.iter().map(ToString::to_string).collect(),
+        splice_event_id: b.splice_event_id,
+        legs: legs
+            .iter()
+            .map(|(id, local, delay)| proto::BreakAirTime {
+                channel_id: id.to_string(),
+                local_start: local.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+                timezone: local.timezone().name().to_owned(),
+                delay: Some(duration(*delay)),
+            })
+            .collect(),
+        created_utc: Some(timestamp(b.created)),
+    }
+}
+
+fn fold(f: i32) -> Fold {
+    match proto::Fold::try_from(f) {
+        Ok(proto::Fold::Earlier) => Fold::Earlier,
+        Ok(proto::Fold::Later) => Fold::Later,
+        _ => Fold::Unspecified,
     }
 }
 
@@ -327,6 +394,8 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
                     local_time: now.with_timezone(&v.timezone).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
                     audio: s.audio.clone(),
                     audio_missing: s.audio_missing.clone(),
+                    break_cues_sent: s.cues_sent,
+                    break_cues_missed: s.cues_missed,
                 }
             })
             .collect(),

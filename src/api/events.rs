@@ -5,10 +5,13 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::{Role, require};
-use super::convert::{air_time_to_proto, event_to_proto, from_duration, new_event_from_proto};
+use super::convert::{
+    air_time_to_proto, break_to_proto, event_to_proto, from_duration, new_break_from_proto, new_event_from_proto,
+};
 use super::invalid;
 use crate::coordinator::{Coordinator, SourceChoice};
 use crate::proto::{self, event_service_server::EventService};
+use crate::schedule::breaks::{AdBreak, leg_times};
 use crate::schedule::{Action, EventId};
 
 /// The service, a thin translation onto the coordinator.
@@ -33,7 +36,33 @@ pub fn event_id(id: &str) -> Result<EventId, Status> {
     }
 }
 
+/// A break id from a request: `br-` and 12 hex digits.
+pub fn break_id(id: &str) -> Result<String, Status> {
+    let ok = id.len() == 15 && id.starts_with("br-") && id[3..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(id.to_owned())
+    } else if id.is_empty() {
+        Err(Status::invalid_argument("break_id: missing"))
+    } else {
+        Err(Status::invalid_argument(format!(
+            "break_id: {} is not a break id (br- and 12 hex digits)",
+            crate::config::quote(id)
+        )))
+    }
+}
+
 impl EventApi {
+    /// `breaks` for a response, each leg's start in its own zone.
+    async fn with_leg_times(&self, breaks: &[AdBreak]) -> Result<Vec<proto::AdBreak>, Status> {
+        let channels = self.coordinator.channels().await?;
+        let mut out = Vec::with_capacity(breaks.len());
+        for b in breaks {
+            let event = self.coordinator.event(b.event_id.clone()).await?;
+            out.push(break_to_proto(b, &leg_times(b, &event, &channels)));
+        }
+        Ok(out)
+    }
+
     async fn act(&self, req: Request<proto::EventRef>, action: Action) -> Result<Response<proto::Event>, Status> {
         let caller = require(&req, Role::Operator)?;
         let id = event_id(&req.get_ref().event_id)?;
@@ -113,6 +142,36 @@ impl EventService for EventApi {
 
     async fn abort(&self, req: Request<proto::EventRef>) -> Result<Response<proto::Event>, Status> {
         self.act(req, Action::Abort).await
+    }
+
+    async fn schedule_break(
+        &self,
+        req: Request<proto::ScheduleBreakRequest>,
+    ) -> Result<Response<proto::ScheduleBreakResponse>, Status> {
+        let caller = require(&req, Role::Operator)?;
+        let id = event_id(&req.get_ref().event_id)?;
+        let new = new_break_from_proto(req.get_ref(), id).map_err(invalid)?;
+        let made = self.coordinator.schedule_break(new, &caller.name).await?;
+        Ok(Response::new(proto::ScheduleBreakResponse { breaks: self.with_leg_times(&made).await? }))
+    }
+
+    async fn list_breaks(
+        &self,
+        req: Request<proto::ListBreaksRequest>,
+    ) -> Result<Response<proto::ListBreaksResponse>, Status> {
+        require(&req, Role::Observer)?;
+        let wanted = &req.get_ref().event_id;
+        let id = if wanted.is_empty() { None } else { Some(event_id(wanted)?) };
+        let breaks = self.coordinator.breaks(id).await?;
+        Ok(Response::new(proto::ListBreaksResponse { breaks: self.with_leg_times(&breaks).await? }))
+    }
+
+    async fn cancel_break(&self, req: Request<proto::CancelBreakRequest>) -> Result<Response<proto::AdBreak>, Status> {
+        let caller = require(&req, Role::Operator)?;
+        let id = break_id(&req.get_ref().break_id)?;
+        let b = self.coordinator.cancel_break(id, &caller.name).await?;
+        let mut out = self.with_leg_times(std::slice::from_ref(&b)).await?;
+        Ok(Response::new(out.remove(0)))
     }
 
     async fn switch_source(&self, req: Request<proto::SwitchSourceRequest>) -> Result<Response<proto::Event>, Status> {

@@ -45,6 +45,11 @@ pub enum Kind {
     LegNotOnAir,
     // The recording delayed legs air from.
     RecordingLost,
+    // Ad breaks.
+    BreakScheduled,
+    BreakCancelled,
+    BreakStart,
+    BreakEnd,
     // Channels.
     ChannelCreated,
     ChannelUpdated,
@@ -91,6 +96,10 @@ impl Kind {
             Kind::LegDelayedStart => "leg-delayed-start",
             Kind::LegNotOnAir => "leg-not-on-air",
             Kind::RecordingLost => "recording-lost",
+            Kind::BreakScheduled => "break-scheduled",
+            Kind::BreakCancelled => "break-cancelled",
+            Kind::BreakStart => "break-start",
+            Kind::BreakEnd => "break-end",
             Kind::ChannelCreated => "channel-created",
             Kind::ChannelUpdated => "channel-updated",
             Kind::ChannelDeleted => "channel-deleted",

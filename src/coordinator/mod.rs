@@ -31,6 +31,7 @@ use crate::media::recording::RecordingPlan;
 use crate::rehearsal::recurring::Recurring;
 use crate::rehearsal::{Plan, Report};
 use crate::relay::{DelayPlan, Relay, RelayPlan};
+use crate::schedule::breaks::{AdBreak, NewBreak};
 use crate::schedule::{self, Action, Clock, Event, EventId, EventState};
 use crate::store::{AsRunEntry, Store, StoreError};
 use alerting::cause_of;
@@ -189,6 +190,9 @@ enum Command {
     ScheduleRehearsal { new: NewRecurring, actor: Actor, reply: Reply<Recurring> },
     ListSchedules { event_id: Option<String>, reply: Reply<Vec<Recurring>> },
     DeleteSchedule { id: String, actor: Actor, reply: Reply<()> },
+    ScheduleBreak { new: NewBreak, actor: Actor, reply: Reply<Vec<AdBreak>> },
+    ListBreaks { event_id: Option<EventId>, reply: Reply<Vec<AdBreak>> },
+    CancelBreak { id: String, actor: Actor, reply: Reply<AdBreak> },
     ListAlerts { limit: usize, reply: Reply<Vec<crate::store::StoredAlert>> },
     TestAlert { actor: Actor, reply: Reply<crate::alerts::Alert> },
     Shutdown { reply: oneshot::Sender<()> },
@@ -225,6 +229,7 @@ impl Coordinator {
             rehearsal: None,
             verdicts: Arc::default(),
             schedules: Vec::new(),
+            breaks: Vec::new(),
             unreadable: BTreeMap::new(),
             stopping: None,
             stopped: Arc::default(),
@@ -347,6 +352,24 @@ impl Coordinator {
         self.ask(|reply| Command::ListSchedules { event_id, reply }).await
     }
 
+    /// Schedules an ad break (one per distinct start: a local time without
+    /// a zone gives each channel its own).
+    pub async fn schedule_break(&self, new: NewBreak, actor: &str) -> Result<Vec<AdBreak>, CoordError> {
+        let actor = Actor::Token(actor.to_owned());
+        self.ask(|reply| Command::ScheduleBreak { new, actor, reply }).await
+    }
+
+    /// The breaks of one event (or all), by start.
+    pub async fn breaks(&self, event_id: Option<EventId>) -> Result<Vec<AdBreak>, CoordError> {
+        self.ask(|reply| Command::ListBreaks { event_id, reply }).await
+    }
+
+    /// Cancels a break whose cue has not gone out yet.
+    pub async fn cancel_break(&self, id: String, actor: &str) -> Result<AdBreak, CoordError> {
+        let actor = Actor::Token(actor.to_owned());
+        self.ask(|reply| Command::CancelBreak { id, actor, reply }).await
+    }
+
     /// The latest `limit` alerts, newest first, with their deliveries.
     pub async fn alerts(&self, limit: usize) -> Result<Vec<crate::store::StoredAlert>, CoordError> {
         self.ask(|reply| Command::ListAlerts { limit, reply }).await
@@ -400,6 +423,8 @@ struct Running {
     not_on_air_raised: std::collections::BTreeSet<String>,
     /// Legs off air whose trouble was raised (cleared when back on air).
     off_air_raised: std::collections::BTreeSet<String>,
+    /// Break starts and ends in the as-run log: (break id, channel, end).
+    breaks_logged: std::collections::BTreeSet<(String, String, bool)>,
     /// Recording batches lost, as last said in the as-run log, and when.
     recording_lost_said: u64,
     recording_lost_at: Option<DateTime<Utc>>,
@@ -426,6 +451,8 @@ struct State {
     verdicts: Arc<Vec<Report>>,
     /// Recurring rehearsals.
     schedules: Vec<Recurring>,
+    /// Ad breaks, by start.
+    breaks: Vec<AdBreak>,
     /// Stored events that could not be read at start, by id, with why
     /// (left in the store, out of the schedule; their as-run log reads).
     unreadable: BTreeMap<String, String>,
@@ -497,6 +524,7 @@ impl State {
             }
         }
         self.schedules = self.store.schedules()?;
+        self.breaks = self.store.breaks()?;
         // A rehearsal the store holds unfinished died with the daemon.
         for mut r in self.store.rehearsals(None)?.into_iter().filter(|r| r.phase != crate::rehearsal::Phase::Finished) {
             crate::rehearsal::conclude(&mut r, Some("the daemon stopped during it"), self.options.clock.now());
@@ -666,6 +694,17 @@ impl State {
             Command::DeleteSchedule { id, actor, reply } => {
                 let _ = reply.send(self.delete_schedule(&id, &actor));
             }
+            Command::ScheduleBreak { new, actor, reply } => {
+                let r = self.schedule_break(new, &actor);
+                let _ = reply.send(r);
+            }
+            Command::ListBreaks { event_id, reply } => {
+                let v = self.breaks.iter().filter(|b| event_id.as_ref().is_none_or(|e| *e == b.event_id)).cloned();
+                let _ = reply.send(Ok(v.collect()));
+            }
+            Command::CancelBreak { id, actor, reply } => {
+                let _ = reply.send(self.cancel_break(&id, &actor));
+            }
             Command::ListAlerts { limit, reply } => {
                 let _ = reply.send(self.store.alerts(limit).map_err(CoordError::from));
             }
@@ -789,6 +828,85 @@ impl State {
         self.events.insert(event.id.0.clone(), event.clone());
         self.refresh_events();
         Ok(event)
+    }
+
+    fn schedule_break(&mut self, new: NewBreak, actor: &Actor) -> Result<Vec<AdBreak>, CoordError> {
+        let event = self.get(&new.event_id)?;
+        let mut channels = Vec::new();
+        for id in &event.channel_ids {
+            channels.extend(self.store.channel(id)?.filter(|c| c.enabled));
+        }
+        let existing: Vec<AdBreak> = self.breaks.iter().filter(|b| b.event_id == event.id).cloned().collect();
+        let cx = schedule::breaks::BreakContext {
+            now: self.options.clock.now(),
+            event: &event,
+            channels: &channels,
+            existing: &existing,
+        };
+        let mut next_splice = self.breaks.iter().map(|b| b.splice_event_id).max().unwrap_or(0);
+        let make_id = || {
+            next_splice = next_splice.wrapping_add(1);
+            (new_id("br"), next_splice)
+        };
+        let made = schedule::breaks::check(&new, make_id, &cx).map_err(CoordError::Invalid)?;
+        let detail = made.iter().map(describe_break).collect::<Vec<_>>().join("; ");
+        let e = entry(self.options.clock.now(), &event.id.0, "", None, Kind::BreakScheduled, detail, actor);
+        self.store.insert_breaks(&made, &e)?;
+        for b in &made {
+            info!(event = %event.id, brk = %b.id, start = %utc_text(b.start), legs = b.channel_ids.len(), "Break scheduled.");
+        }
+        self.breaks.extend(made.iter().cloned());
+        self.breaks.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.id.cmp(&b.id)));
+        self.push_breaks();
+        Ok(made)
+    }
+
+    /// Cancels a break, unless its first cue may have gone out.
+    fn cancel_break(&mut self, id: &str, actor: &Actor) -> Result<AdBreak, CoordError> {
+        let b = self
+            .breaks
+            .iter()
+            .find(|b| b.id == id)
+            .cloned()
+            .ok_or_else(|| CoordError::NotFound(format!("no break {}", config::quote(id))))?;
+        let now = self.options.clock.now();
+        let announced = b.start - schedule::chrono_duration(crate::media::breaks::ANNOUNCE);
+        if now >= announced {
+            return Err(CoordError::FailedPrecondition(format!(
+                "break {id}: its cue went out at {} ({} s ahead of its start); an announced break stays",
+                utc_text(announced),
+                crate::media::breaks::ANNOUNCE.as_secs()
+            )));
+        }
+        let e = entry(now, &b.event_id.0, "", None, Kind::BreakCancelled, describe_break(&b), actor);
+        if !self.store.delete_break(id, &e)? {
+            return Err(CoordError::NotFound(format!("no break {}", config::quote(id))));
+        }
+        info!(brk = %id, "Break cancelled.");
+        self.breaks.retain(|x| x.id != id);
+        self.push_breaks();
+        Ok(b)
+    }
+
+    /// Gives the running relay each of its legs' breaks (all of them: a
+    /// leg's list is replaced whole).
+    fn push_breaks(&mut self) {
+        let Some(r) = self.running.as_mut() else { return };
+        let Some(relay) = r.relay.as_mut() else { return };
+        for (channel, _) in &r.zones {
+            let id = ChannelId::parse(channel).ok();
+            let on_leg: Vec<crate::media::breaks::Break> = self
+                .breaks
+                .iter()
+                .filter(|b| b.event_id == r.event_id && id.as_ref().is_some_and(|c| b.covers(c)))
+                .map(|b| crate::media::breaks::Break {
+                    splice_event_id: b.splice_event_id,
+                    start_utc_ns: b.start.timestamp_nanos_opt().unwrap_or(0).max(0) as u64,
+                    duration: b.duration,
+                })
+                .collect();
+            relay.set_breaks(channel, on_leg);
+        }
     }
 
     fn air_times(&self, id: &EventId) -> Result<Vec<schedule::AirTime>, CoordError> {
@@ -1128,6 +1246,29 @@ impl State {
                     out.push((e, cause_of(Kind::LegNotOnAir)));
                 }
             }
+            // Each break's start and end on each leg, at the leg's own
+            // time (a delayed leg's is its delay later).
+            for b in self.breaks.iter().filter(|b| b.event_id == r.event_id) {
+                for (channel, tz) in &r.zones {
+                    if !b.channel_ids.iter().any(|c| c.as_str() == channel) {
+                        continue;
+                    }
+                    let delay = r.delays.iter().find(|(c, _)| c == channel).map(|(_, d)| *d).unwrap_or_default();
+                    let cues = status.legs.iter().find(|l| l.channel_id == *channel).map(|l| l.cues_missed);
+                    for (end, kind) in [(false, Kind::BreakStart), (true, Kind::BreakEnd)] {
+                        let at = if end { b.end() } else { b.start } + schedule::chrono_duration(delay);
+                        if now < at || !r.breaks_logged.insert((b.id.clone(), channel.clone(), end)) {
+                            continue;
+                        }
+                        let mut detail = describe_break(b);
+                        if let Some(missed) = cues.filter(|m| *m > 0) {
+                            detail = format!("{detail}; {missed} cue(s) on this leg could not be sent in time");
+                        }
+                        info!(leg = %channel, brk = %b.id, kind = kind.as_str(), "Break.");
+                        out.push((entry(at, &r.event_id.0, channel, Some(*tz), kind, detail, &Actor::Daemon), None));
+                    }
+                }
+            }
             // The recording delayed legs air from lost data: said once per
             // minute at most, with how much.
             let lost = relay.recording_lost();
@@ -1226,9 +1367,18 @@ impl State {
             armed_at: self.options.clock.now(),
             not_on_air_raised: legs_with(Kind::LegNotOnAir).collect(),
             off_air_raised: Default::default(),
+            breaks_logged: logged
+                .iter()
+                .filter(|e| e.kind == Kind::BreakStart.as_str() || e.kind == Kind::BreakEnd.as_str())
+                .filter_map(|e| {
+                    let id = e.detail.split(':').next()?.to_owned();
+                    Some((id, e.channel_id.clone(), e.kind == Kind::BreakEnd.as_str()))
+                })
+                .collect(),
             recording_lost_said: 0,
             recording_lost_at: None,
         });
+        self.push_breaks();
         Ok(())
     }
 
@@ -1382,12 +1532,29 @@ fn cue_for(event: &Event, now: DateTime<Utc>, prev: Cue, slate_by_hand: bool) ->
 }
 
 fn new_event_id() -> EventId {
+    EventId(new_id("ev"))
+}
+
+/// `prefix`, a dash and 12 random hex digits.
+fn new_id(prefix: &str) -> String {
     let mut b = [0u8; 6];
     if getrandom::fill(&mut b).is_err() {
         // Only uniqueness matters here, not secrecy.
         b = fastrand::u64(..).to_le_bytes()[..6].try_into().unwrap_or_default();
     }
-    EventId(format!("ev-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+    format!("{prefix}-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// A break in the as-run log's words.
+fn describe_break(b: &AdBreak) -> String {
+    let legs = b.channel_ids.iter().map(ChannelId::as_str).collect::<Vec<_>>().join(", ");
+    format!(
+        "{}: {} for {}, splice event {}, on {legs}",
+        b.id,
+        utc_text(b.start),
+        config::uri::format_duration(b.duration),
+        b.splice_event_id
+    )
 }
 
 fn not_found(id: &ChannelId) -> CoordError {

@@ -233,9 +233,15 @@ impl LegInput {
     }
 
     /// This leg's ad breaks from now on (see [`super::breaks`]): its PMT
-    /// lists its cue PID from the first call on.
+    /// lists its cue PID from its first break on (and keeps it: a PMT
+    /// that came and went with each break would be news to receivers).
     pub fn set_breaks(&self, breaks: &[super::breaks::LegBreak]) {
-        lock(&self.inner).cues.get_or_insert_with(super::breaks::CueInserter::new).set(breaks);
+        let mut inner = lock(&self.inner);
+        match inner.cues.as_mut() {
+            Some(cues) => cues.set(breaks),
+            None if breaks.is_empty() => {}
+            None => inner.cues.insert(super::breaks::CueInserter::new()).set(breaks),
+        }
     }
 
     /// Break cues sent on this leg, and those missed (not sent before

@@ -347,6 +347,16 @@ impl prometheus_client::collector::Collector for StateCollector {
                 (cl(id), meter(id).map_or(v.status.dropped_buffers, |m| m.dropped_buffers()))
             }),
         )?;
+        f.counter(
+            "leg_break_cues",
+            "SCTE-35 ad-break cue sections a leg sent (each break: out and in, each twice).",
+            legs.iter().map(|v| (cl(&v.status.channel_id), v.status.cues_sent)),
+        )?;
+        f.counter(
+            "leg_break_cues_missed",
+            "Ad-break cues a leg could not send before their instant (no picture had gone out to time them by).",
+            legs.iter().map(|v| (cl(&v.status.channel_id), v.status.cues_missed)),
+        )?;
         f.gauge(
             "leg_carrying_program",
             "1 while a leg carries the programme, 0 while it carries the slate.",

@@ -2,6 +2,7 @@
 //! operator's local wall-clock time becomes a UTC instant. Everything inside
 //! is UTC; zones exist only here and in displays.
 
+pub mod breaks;
 pub mod clock;
 pub mod request;
 

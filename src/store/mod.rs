@@ -19,6 +19,7 @@ mod alerts;
 pub use alerts::{Delivery, DeliveryOutcome, DeliveryState, DueDelivery, StoredAlert};
 
 use crate::config::{self, Channel, ChannelId};
+use crate::schedule::breaks::AdBreak;
 use crate::schedule::{Event, EventId, EventState};
 
 /// Why the store failed.
@@ -125,6 +126,17 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (key, webhook)
      );
      CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_utc);",
+    // 7: ad breaks.
+    "CREATE TABLE breaks (
+         id TEXT PRIMARY KEY,
+         event_id TEXT NOT NULL,
+         start_utc TEXT NOT NULL,
+         duration_ms INTEGER NOT NULL,
+         channel_ids TEXT NOT NULL,
+         splice_event_id INTEGER NOT NULL UNIQUE,
+         created_utc TEXT NOT NULL
+     );
+     CREATE INDEX breaks_event ON breaks (event_id, start_utc);",
 ];
 
 /// The schema version this build writes.
@@ -526,6 +538,80 @@ impl Store {
     /// Deletes a recurring rehearsal; `false` if there was none.
     pub fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.conn().execute("DELETE FROM rehearsal_schedules WHERE id = ?1", params![id])? == 1)
+    }
+}
+
+/// Ad breaks.
+impl Store {
+    /// Adds breaks and the as-run entry that says so, in one transaction.
+    pub fn insert_breaks(&self, breaks: &[AdBreak], entry: &AsRunEntry) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for b in breaks {
+            tx.execute(
+                "INSERT INTO breaks (id, event_id, start_utc, duration_ms, channel_ids, splice_event_id, created_utc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    b.id,
+                    b.event_id.0,
+                    utc_text(b.start),
+                    ms(b.duration),
+                    b.channel_ids.iter().map(ChannelId::as_str).collect::<Vec<_>>().join(","),
+                    b.splice_event_id,
+                    utc_text(b.created),
+                ],
+            )?;
+        }
+        insert_asrun(&tx, entry)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a break and writes the as-run entry that says so; `false`
+    /// (nothing written) if there was none.
+    pub fn delete_break(&self, id: &str, entry: &AsRunEntry) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if tx.execute("DELETE FROM breaks WHERE id = ?1", params![id])? != 1 {
+            return Ok(false);
+        }
+        insert_asrun(&tx, entry)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Every break, by start.
+    pub fn breaks(&self) -> Result<Vec<AdBreak>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, event_id, start_utc, duration_ms, channel_ids, splice_event_id, created_utc
+             FROM breaks ORDER BY start_utc, id",
+        )?;
+        type Row = (String, String, String, i64, String, u32, String);
+        let rows =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))?;
+        let rows: Vec<Row> = rows.collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(id, event_id, start, duration, channels, splice_event_id, created)| {
+                let instant = |s: &str| {
+                    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| corrupt(&id, e))
+                };
+                let channel_ids = channels
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(|c| ChannelId::parse(c).map_err(|e| corrupt(&id, e)))
+                    .collect::<Result<_, _>>()?;
+                Ok(AdBreak {
+                    start: instant(&start)?,
+                    created: instant(&created)?,
+                    id,
+                    event_id: EventId(event_id),
+                    duration: Duration::from_millis(u64::try_from(duration).unwrap_or(0)),
+                    channel_ids,
+                    splice_event_id,
+                })
+            })
+            .collect()
     }
 }
 

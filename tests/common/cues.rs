@@ -164,3 +164,31 @@ pub fn pictures_sent(timed: &[(Instant, Vec<u8>)], video_pid: u16) -> Vec<(Insta
     }
     got
 }
+
+/// The PID of the first video stream (H.264, HEVC, MPEG-2) the capture's
+/// PMT lists.
+pub fn video_pid(data: &[u8]) -> Option<u16> {
+    let mut pmt_pid = None;
+    for p in data.chunks_exact(PACKET) {
+        if pid(p) == 0 {
+            if let Some(s) = section(p) {
+                pmt_pid = s[8..s.len() - 4]
+                    .chunks_exact(4)
+                    .find(|e| u16::from_be_bytes([e[0], e[1]]) != 0)
+                    .map(|e| u16::from_be_bytes([e[2], e[3]]) & 0x1fff);
+            }
+        } else if Some(pid(p)) == pmt_pid
+            && let Some(s) = section(p)
+        {
+            let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
+            let mut at = 12 + info;
+            while at + 5 <= s.len() - 4 {
+                if [0x1b, 0x24, 0x02].contains(&s[at]) {
+                    return Some(u16::from_be_bytes([s[at + 1], s[at + 2]]) & 0x1fff);
+                }
+                at += 5 + usize::from(u16::from_be_bytes([s[at + 3], s[at + 4]]) & 0x0fff);
+            }
+        }
+    }
+    None
+}

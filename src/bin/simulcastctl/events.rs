@@ -86,6 +86,48 @@ pub enum EventsCmd {
         /// Event id.
         event: String,
     },
+    /// Schedule an ad break (operator): a SCTE-35 splice_insert out and in
+    /// on each MPEG-TS leg, announced 5 s ahead. When: --in 2m, --at UTC,
+    /// --at 21:15 --tz Asia/Seoul, or --local 21:15 (each channel's own
+    /// wall clock, on its own air).
+    Break {
+        /// Event id.
+        event: String,
+        /// From now (2m, 90s).
+        #[arg(long = "in", value_parser = parse_duration, conflicts_with_all = ["at", "local"])]
+        after: Option<std::time::Duration>,
+        /// An RFC 3339 instant (2026-12-20T15:15:00Z), or with --tz a local
+        /// HH:MM[:SS] (during the programme) or YYYY-MM-DDTHH:MM[:SS].
+        #[arg(long, conflicts_with = "local")]
+        at: Option<String>,
+        /// The IANA zone of a local --at.
+        #[arg(long, requires = "at")]
+        tz: Option<String>,
+        /// HH:MM[:SS] or YYYY-MM-DDTHH:MM[:SS] on each listed channel's own
+        /// wall clock (a delayed leg's own air).
+        #[arg(long)]
+        local: Option<String>,
+        /// Where a local time happens twice (clocks go back): earlier or later.
+        #[arg(long)]
+        fold: Option<String>,
+        /// Break length (90s, 2m).
+        #[arg(long, value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// A channel to break on (repeat); default: every MPEG-TS leg.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
+    /// Ad breaks, one row per leg with its local start (every event's
+    /// without an id).
+    Breaks {
+        /// Event id.
+        event: Option<String>,
+    },
+    /// Cancel a break whose cue has not gone out (operator).
+    CancelBreak {
+        /// Break id (br-...).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,8 +217,123 @@ fn event_ref(id: &str) -> proto::EventRef {
     proto::EventRef { event_id: id.to_owned() }
 }
 
+fn fold_of(fold: Option<&str>) -> Result<proto::Fold, String> {
+    match fold {
+        None => Ok(proto::Fold::Unspecified),
+        Some("earlier") => Ok(proto::Fold::Earlier),
+        Some("later") => Ok(proto::Fold::Later),
+        Some(f) => Err(format!("--fold `{f}`: use earlier or later")),
+    }
+}
+
+fn break_json(b: &proto::AdBreak) -> serde_json::Value {
+    let iso =
+        |t: &Option<prost_types::Timestamp>| ts(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let legs: Vec<_> = b
+        .legs
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "channel_id": l.channel_id, "local_start": l.local_start, "timezone": l.timezone, "delay": dur(&l.delay),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": b.id, "event_id": b.event_id, "start_utc": iso(&b.start_utc), "duration": dur(&b.duration),
+        "splice_event_id": b.splice_event_id, "channel_ids": b.channel_ids, "legs": legs,
+        "created_utc": iso(&b.created_utc),
+    })
+}
+
+fn print_breaks(list: &[proto::AdBreak], json: bool) {
+    if json {
+        let v: Vec<_> = list.iter().map(break_json).collect();
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    let mut t = Table::new(&[
+        "BREAK",
+        "EVENT",
+        "START (UTC)",
+        "DURATION",
+        "SPLICE ID",
+        "CHANNEL",
+        "LOCAL START",
+        "ZONE",
+        "DELAY",
+    ]);
+    for b in list {
+        for l in &b.legs {
+            let local = DateTime::parse_from_rfc3339(&l.local_start)
+                .map_or(l.local_start.clone(), |t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string());
+            t.row(vec![
+                b.id.clone(),
+                b.event_id.clone(),
+                ts_text(&b.start_utc),
+                dur(&b.duration),
+                b.splice_event_id.to_string(),
+                l.channel_id.clone(),
+                local,
+                l.timezone.clone(),
+                dur(&l.delay),
+            ]);
+        }
+    }
+    say_raw!("{}", t.render());
+}
+
+/// `events break`, `events breaks` and `events cancel-break`; `false` if
+/// `cmd` is none of them.
+async fn breaks(c: &mut EventServiceClient<super::Conn>, cli: &Cli, cmd: &EventsCmd) -> Result<bool, String> {
+    use proto::schedule_break_request::At;
+    let st = |s: tonic::Status| status_line(&s);
+    let shown = match cmd {
+        EventsCmd::Break { event, after, at, tz, local, fold, duration, channels } => {
+            let fold = fold_of(fold.as_deref())? as i32;
+            let at = match (after, at, tz, local) {
+                (Some(d), ..) => At::After(proto_dur(*d)),
+                (None, Some(at), None, None) => {
+                    let t = DateTime::parse_from_rfc3339(at)
+                        .map_err(|e| format!("--at `{at}`: not an RFC 3339 instant ({e}); a local time needs --tz"))?;
+                    At::AtUtc(prost_types::Timestamp {
+                        seconds: t.timestamp(),
+                        nanos: t.timestamp_subsec_nanos() as i32,
+                    })
+                }
+                (None, Some(at), Some(tz), None) => {
+                    At::AtLocal(proto::LocalTime { local: at.clone(), timezone: tz.clone(), fold })
+                }
+                (None, None, None, Some(local)) => {
+                    At::AtLocal(proto::LocalTime { local: local.clone(), timezone: String::new(), fold })
+                }
+                _ => return Err("give --in, --at (with --tz for a local time) or --local".into()),
+            };
+            let req = proto::ScheduleBreakRequest {
+                event_id: event.clone(),
+                at: Some(at),
+                duration: Some(proto_dur(*duration)),
+                channel_ids: channels.clone(),
+            };
+            c.schedule_break(req).await.map_err(st)?.into_inner().breaks
+        }
+        EventsCmd::Breaks { event } => {
+            let req = proto::ListBreaksRequest { event_id: event.clone().unwrap_or_default() };
+            c.list_breaks(req).await.map_err(st)?.into_inner().breaks
+        }
+        EventsCmd::CancelBreak { id } => {
+            vec![c.cancel_break(proto::CancelBreakRequest { break_id: id.clone() }).await.map_err(st)?.into_inner()]
+        }
+        _ => return Ok(false),
+    };
+    print_breaks(&shown, cli.json);
+    Ok(true)
+}
+
 pub async fn run(cli: &Cli, cmd: &EventsCmd) -> Result<(), String> {
     let mut c = EventServiceClient::new(connect(cli).await?);
+    if breaks(&mut c, cli, cmd).await? {
+        return Ok(());
+    }
     let st = |s: tonic::Status| status_line(&s);
     let shown = match cmd {
         EventsCmd::Schedule { title, at, local, tz, fold, duration, preroll, postroll, channels } => {
@@ -190,19 +347,11 @@ pub async fn run(cli: &Cli, cmd: &EventsCmd) -> Result<(), String> {
                         nanos: t.timestamp_subsec_nanos() as i32,
                     })
                 }
-                (None, Some(local), Some(tz)) => {
-                    let fold = match fold.as_deref() {
-                        None => proto::Fold::Unspecified,
-                        Some("earlier") => proto::Fold::Earlier,
-                        Some("later") => proto::Fold::Later,
-                        Some(f) => return Err(format!("--fold `{f}`: use earlier or later")),
-                    };
-                    proto::schedule_event_request::OnAir::OnAirLocal(proto::LocalTime {
-                        local: local.clone(),
-                        timezone: tz.clone(),
-                        fold: fold as i32,
-                    })
-                }
+                (None, Some(local), Some(tz)) => proto::schedule_event_request::OnAir::OnAirLocal(proto::LocalTime {
+                    local: local.clone(),
+                    timezone: tz.clone(),
+                    fold: fold_of(fold.as_deref())? as i32,
+                }),
                 _ => return Err("give --at, or --local with --tz".into()),
             };
             let req = proto::ScheduleEventRequest {
@@ -223,6 +372,7 @@ pub async fn run(cli: &Cli, cmd: &EventsCmd) -> Result<(), String> {
         EventsCmd::Hold { event } => vec![c.hold(event_ref(event)).await.map_err(st)?.into_inner()],
         EventsCmd::End { event } => vec![c.end_event(event_ref(event)).await.map_err(st)?.into_inner()],
         EventsCmd::Abort { event } => vec![c.abort(event_ref(event)).await.map_err(st)?.into_inner()],
+        EventsCmd::Break { .. } | EventsCmd::Breaks { .. } | EventsCmd::CancelBreak { .. } => vec![],
         EventsCmd::Extend { event, by } => {
             let (neg, text) = match by.strip_prefix('-') {
                 Some(rest) => (true, rest),
