@@ -331,7 +331,8 @@ impl Relay {
 
     /// `channel_id`'s ad breaks from now on (see [`crate::media::breaks`]).
     /// A delayed leg has each its delay later; a leg not started yet gets
-    /// them when it starts. RTMP legs carry no SCTE-35 and are left alone.
+    /// them when it starts. MPEG-TS legs carry SCTE-35, RTMP legs AMF
+    /// `onCuePoint` messages.
     pub fn set_breaks(&mut self, channel_id: &str, breaks: Vec<Break>) {
         self.breaks.insert(channel_id.to_owned(), breaks);
         if let Some(leg) = self.legs.iter().find(|l| l.id().as_str() == channel_id) {
@@ -341,9 +342,6 @@ impl Relay {
 
     fn give_breaks(&self, leg: &Leg) {
         let Some(breaks) = self.breaks.get(leg.id().as_str()) else { return };
-        if leg.protocol().starts_with("rtmp") {
-            return;
-        }
         let delay = self.delay_of(leg.id().as_str()).as_nanos() as u64;
         let on_leg: Vec<LegBreak> = breaks
             .iter()

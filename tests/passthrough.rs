@@ -702,3 +702,112 @@ async fn a_scheduled_break_reaches_only_its_partner_naming_the_picture_at_its_in
     assert_eq!(any, 0, "the other leg carries no cue");
     assert_eq!(status.leg("kz-udp").expect("kz").cues_sent, 0);
 }
+
+/// An RTMP leg gets its breaks as AMF `onCuePoint` messages at the
+/// instants, read by ffprobe listening as the RTMP server (its FLV reader
+/// keeps each message's fields as the stream's tags, the last one's
+/// winning). The cue it carries is the `splice_insert` an MPEG-TS leg
+/// gets, timed at the message's own FLV time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtmp_leg_gets_its_break_as_on_cue_point_messages_at_the_instants() {
+    use common::cues;
+    require("ffprobe", "ffmpeg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    three_languages(&contribution, "320x180:rate=25", 10, &[]);
+    let rtmp_port = free_tcp_port();
+    let probe = Command::new("ffprobe")
+        .args(["-hide_banner", "-loglevel", "error", "-listen", "1", "-i"])
+        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/partner"))
+        .args(["-show_entries", "format_tags:packet=codec_type,pts_time", "-of", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffprobe");
+    // Listening, seen in the kernel's table: a connection to look would
+    // be the one ffprobe takes.
+    let listening = common::wait_for(Duration::from_secs(10), || {
+        let wanted = format!("0100007F:{rtmp_port:04X}");
+        std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| {
+            t.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1] == wanted && f[3] == "0A"
+            })
+        })
+    })
+    .await;
+    assert!(listening, "ffprobe never listened");
+    let source_port = free_udp_port();
+    let rtmp = format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{rtmp_port}/live\", stream_key = \"partner\" }}");
+    let config = udp_contribution(
+        source_port,
+        "width = 320\nheight = 180\nframerate = 25\ngop = 25\naudio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\"]\n",
+        &[channel("in-rtmp", &rtmp)],
+    );
+    let mut run = Run::start(&config).await;
+    // 6 s from now, for 2 s.
+    let start = std::time::Instant::now() + Duration::from_secs(6);
+    let start_utc = std::time::SystemTime::now() + Duration::from_secs(6);
+    let start_utc_ns = start_utc.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let b = simulcast::media::breaks::Break { splice_event_id: 31, start_utc_ns, duration: Duration::from_secs(2) };
+    run.relay.set_breaks("in-rtmp", vec![b]);
+    // Sent from a thread of its own: ffmpeg is waited for without holding
+    // a runtime worker (the checks below run on time).
+    let sender = std::thread::spawn(move || {
+        let sent = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+            .arg(&contribution)
+            .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
+            .arg(format!("udp://127.0.0.1:{source_port}?pkt_size=1316"))
+            .stdin(Stdio::null())
+            .status()
+            .expect("ffmpeg sends");
+        assert!(sent.success());
+    });
+    // The sender's side: no cue before the instant, one at it, one at the end.
+    let cues_sent = |relay: &simulcast::relay::Relay| relay.status().leg("in-rtmp").map_or(0, |l| l.cues_sent);
+    tokio::time::sleep_until((start - Duration::from_millis(300)).into()).await;
+    assert_eq!(cues_sent(&run.relay), 0, "a cue went out before the break");
+    tokio::time::sleep_until((start + Duration::from_millis(500)).into()).await;
+    assert_eq!(cues_sent(&run.relay), 1, "the break's start");
+    tokio::time::sleep_until((start + Duration::from_millis(2_500)).into()).await;
+    assert_eq!(cues_sent(&run.relay), 2, "the break's end");
+    assert!(common::wait_for(Duration::from_secs(15), || sender.is_finished()).await, "ffmpeg never finished");
+    sender.join().expect("sent");
+    let status = run.relay.shutdown().await;
+    let out = probe.wait_with_output().expect("ffprobe ends with the stream");
+    let leg = status.leg("in-rtmp").expect("leg");
+    assert_eq!((leg.cues_sent, leg.cues_missed), (2, 0));
+
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ffprobe's JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let tags = &v["format"]["tags"];
+    assert_eq!((tags["name"].as_str(), tags["type"].as_str()), (Some("scte35"), Some("scte35")), "{v}");
+    // The last message is the end's. (The start's `duration` is not among
+    // the tags: ffmpeg takes that key as the stream's own length.)
+    assert_eq!(tags["id"].as_str(), Some("31"));
+    let time: f64 = tags["time"].as_str().and_then(|t| t.parse().ok()).expect("a time");
+    let section = cues::base64_decode(tags["cue"].as_str().expect("a cue")).expect("base64");
+    let cue = cues::read(&section).expect("a splice_insert with a good CRC");
+    assert_eq!((cue.event_id, cue.out_of_network, cue.duration), (31, false, None), "{cue:?}");
+    let pts = cue.pts.expect("a splice time") as f64 / 90_000.0;
+    assert!((pts - time.round()).abs() <= 1.0, "the cue's splice time {pts} s against its message's time {time} s");
+    // Its FLV time is that of the pictures going out at the break's end.
+    let packets = v["packets"].as_array().cloned().unwrap_or_default();
+    let video: Vec<f64> = packets
+        .iter()
+        .filter(|p| p["codec_type"] == "video")
+        .filter_map(|p| p["pts_time"].as_str().and_then(|t| t.parse().ok()))
+        .collect();
+    assert!(video.len() > 200, "the partner got {} pictures", video.len());
+    let last = video.iter().copied().fold(f64::MIN, f64::max);
+    // The end, 8 s after the break was set, is inside the stream (the
+    // contribution plays 10 s from then), not at its edge.
+    assert!(time > 1.0 && time < last - 1.0, "the end's message at {time} s of a stream of {last} s");
+}

@@ -330,6 +330,140 @@ impl CueInserter {
     }
 }
 
+/// How late an RTMP leg may still send a cue whose instant passed (its
+/// FLV had no tag to carry it at the instant: the leg was reconnecting).
+pub const FLV_LATE: Duration = Duration::from_secs(2);
+
+/// One RTMP leg's break cues: an AMF0 `onCuePoint` data message at each
+/// break's start and end, in the leg's FLV. What it carries follows the
+/// "SCTE-35 mode" that ingests taking ad markers over RTMP read (Adobe
+/// Primetime's, as Azure Media Services and Elemental use it): `name` and
+/// `type` `scte35`, `time` (s, the tag's FLV time), `id` (the
+/// `splice_event_id`), `duration` (s, on the start) and `cue`, the
+/// `splice_insert` an MPEG-TS leg gets, base64, its splice time the tag's
+/// own (90 kHz).
+#[derive(Debug, Default)]
+pub struct FlvCues {
+    breaks: Vec<LegBreak>,
+    /// (splice_event_id, out) sent or given up.
+    done: std::collections::BTreeSet<(u32, bool)>,
+    sent: u64,
+    missed: u64,
+}
+
+impl FlvCues {
+    /// The leg's breaks from now on.
+    pub fn set(&mut self, breaks: &[LegBreak]) {
+        self.breaks = breaks.to_vec();
+    }
+
+    /// Cue messages sent.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Cues not sent (more than [`FLV_LATE`] after their instant).
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// The FLV tags (each with its previous-tag-size) due at clock time
+    /// `now`, stamped `flv_ms`, the FLV time of the tag they go before.
+    pub fn due(&mut self, now: u64, flv_ms: u32) -> Vec<Vec<u8>> {
+        let mut tags = Vec::new();
+        for b in &self.breaks {
+            let end = b.start_ns + b.duration.as_nanos() as u64;
+            for (at, out) in [(b.start_ns, true), (end, false)] {
+                if now < at || !self.done.insert((b.splice_event_id, out)) {
+                    continue;
+                }
+                if now - at > FLV_LATE.as_nanos() as u64 {
+                    self.missed += 1;
+                    continue;
+                }
+                tags.push(on_cue_point(b, out, flv_ms));
+                self.sent += 1;
+            }
+        }
+        tags
+    }
+}
+
+/// The FLV script tag of one `onCuePoint` (see [`FlvCues`]).
+fn on_cue_point(b: &LegBreak, out: bool, flv_ms: u32) -> Vec<u8> {
+    let string = |body: &mut Vec<u8>, s: &str| {
+        body.push(0x02);
+        body.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        body.extend_from_slice(s.as_bytes());
+    };
+    let key = |body: &mut Vec<u8>, k: &str| {
+        body.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        body.extend_from_slice(k.as_bytes());
+    };
+    let number = |body: &mut Vec<u8>, n: f64| {
+        body.push(0x00);
+        body.extend_from_slice(&n.to_be_bytes());
+    };
+    let pts = u64::from(flv_ms) * 90;
+    let duration = out.then(|| mux::ticks_90k(b.duration.as_nanos() as u64));
+    let section =
+        SpliceInsert { event_id: b.splice_event_id, out_of_network: out, pts, duration, program_id: 1 }.section();
+    let mut body = Vec::new();
+    string(&mut body, "onCuePoint");
+    body.push(0x03);
+    key(&mut body, "name");
+    string(&mut body, "scte35");
+    key(&mut body, "type");
+    string(&mut body, "scte35");
+    key(&mut body, "time");
+    number(&mut body, f64::from(flv_ms) / 1000.0);
+    key(&mut body, "id");
+    string(&mut body, &b.splice_event_id.to_string());
+    if out {
+        key(&mut body, "duration");
+        number(&mut body, b.duration.as_secs_f64());
+    }
+    key(&mut body, "cue");
+    string(&mut body, &base64(&section));
+    body.extend_from_slice(&[0, 0, 0x09]);
+    let mut tag = vec![18];
+    tag.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    tag.extend_from_slice(&flv_ms.to_be_bytes()[1..]);
+    tag.push((flv_ms >> 24) as u8);
+    tag.extend_from_slice(&[0, 0, 0]);
+    tag.extend_from_slice(&body);
+    let size = tag.len() as u32;
+    tag.extend_from_slice(&size.to_be_bytes());
+    tag
+}
+
+/// The FLV time (ms) of a tag flvmux pushes, if `tag` is one (audio,
+/// video or script data; the file header is not).
+pub fn flv_time(tag: &[u8]) -> Option<u32> {
+    if tag.len() < 11 || ![8, 9, 18].contains(&tag[0]) {
+        return None;
+    }
+    Some(u32::from_be_bytes([tag[7], tag[4], tag[5], tag[6]]))
+}
+
+/// Standard base64 with padding (RFC 4648).
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +555,44 @@ mod tests {
         // Counters of the cue PID run on.
         let ccs: Vec<u8> = got.iter().filter(|(_, p)| ts::pid(p) == LEG_CUE_PID).map(|(_, p)| p[3] & 0x0f).collect();
         assert_eq!(ccs, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn an_rtmp_leg_gets_an_on_cue_point_at_each_instant_once() {
+        let mut cues = FlvCues::default();
+        let b = LegBreak { splice_event_id: 9, start_ns: 5_000 * MS, duration: Duration::from_secs(2) };
+        cues.set(&[b]);
+        assert!(cues.due(4_999 * MS, 3_999).is_empty(), "nothing before the break");
+        let tags = cues.due(5_010 * MS, 4_010);
+        assert_eq!(tags.len(), 1);
+        assert!(cues.due(5_050 * MS, 4_050).is_empty(), "sent once");
+        let tag = &tags[0];
+        assert_eq!((tag[0], flv_time(tag)), (18, Some(4_010)));
+        let size = usize::from(tag[1]) << 16 | usize::from(tag[2]) << 8 | usize::from(tag[3]);
+        assert_eq!(tag.len(), 11 + size + 4);
+        assert_eq!(u32::from_be_bytes(tag[tag.len() - 4..].try_into().unwrap()) as usize, 11 + size);
+        let body = &tag[11..11 + size];
+        assert!(body.starts_with(b"\x02\x00\x0aonCuePoint\x03"));
+        let text = String::from_utf8_lossy(body);
+        for k in ["name", "scte35", "time", "id", "duration", "cue"] {
+            assert!(text.contains(k), "{k} in {text:?}");
+        }
+        // The cue is the splice_insert, base64; its splice time the tag's.
+        let at = body.windows(5).position(|w| w == b"\x00\x03cue").unwrap() + 5;
+        assert_eq!(body[at], 0x02, "a string");
+        let n = usize::from(u16::from_be_bytes([body[at + 1], body[at + 2]]));
+        let encoded = std::str::from_utf8(&body[at + 3..at + 3 + n]).unwrap();
+        let out =
+            SpliceInsert { event_id: 9, out_of_network: true, pts: 4_010 * 90, duration: Some(180_000), program_id: 1 };
+        assert_eq!(encoded, base64(&out.section()));
+        // The end, then a break whose start passed long ago (a reconnect).
+        assert_eq!(cues.due(7_020 * MS, 6_020).len(), 1);
+        cues.set(&[b, LegBreak { splice_event_id: 10, start_ns: 1_000 * MS, duration: Duration::from_secs(1) }]);
+        assert!(cues.due(7_100 * MS, 6_100).is_empty());
+        assert_eq!((cues.sent(), cues.missed()), (2, 2));
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+        assert_eq!(base64(b"M"), "TQ==");
     }
 
     #[test]

@@ -202,8 +202,10 @@ struct Inner {
     stamper: Option<super::stamp::SdtStamper>,
     /// Chooses this leg's audio tracks (legs that list languages).
     tracks: Option<super::tracks::TrackFilter>,
-    /// Adds this leg's ad-break cues (legs given breaks).
+    /// Adds this leg's ad-break cues (MPEG-TS legs given breaks).
     cues: Option<super::breaks::CueInserter>,
+    /// An FLV leg's cues, for its pipeline to add (see [`LegInput::for_flv`]).
+    flv: Option<super::breaks::FlvCues>,
 }
 
 impl LegInput {
@@ -235,8 +237,15 @@ impl LegInput {
     /// This leg's ad breaks from now on (see [`super::breaks`]): its PMT
     /// lists its cue PID from its first break on (and keeps it: a PMT
     /// that came and went with each break would be news to receivers).
+    /// An FLV leg's breaks go out as the `onCuePoint` messages its
+    /// pipeline asks for ([`LegInput::flv_cues`]); the MPEG-TS it reads is
+    /// left as it is.
     pub fn set_breaks(&self, breaks: &[super::breaks::LegBreak]) {
         let mut inner = lock(&self.inner);
+        if let Some(flv) = inner.flv.as_mut() {
+            flv.set(breaks);
+            return;
+        }
         match inner.cues.as_mut() {
             Some(cues) => cues.set(breaks),
             None if breaks.is_empty() => {}
@@ -244,10 +253,26 @@ impl LegInput {
         }
     }
 
+    /// This leg carries FLV (RTMP): its breaks are AMF `onCuePoint`
+    /// messages, not SCTE-35 in its MPEG-TS (a PMT that changed under
+    /// tsdemux would cost the FLV leg its pads).
+    pub fn for_flv(self) -> Self {
+        lock(&self.inner).flv = Some(super::breaks::FlvCues::default());
+        self
+    }
+
+    /// An FLV leg's cue tags due at clock time `now`, stamped `flv_ms`.
+    pub fn flv_cues(&self, now: u64, flv_ms: u32) -> Vec<Vec<u8>> {
+        lock(&self.inner).flv.as_mut().map(|f| f.due(now, flv_ms)).unwrap_or_default()
+    }
+
     /// Break cues sent on this leg, and those missed (not sent before
     /// their instant).
     pub fn cues(&self) -> (u64, u64) {
-        lock(&self.inner).cues.as_ref().map_or((0, 0), |c| (c.sent(), c.missed()))
+        let inner = lock(&self.inner);
+        let ts = inner.cues.as_ref().map_or((0, 0), |c| (c.sent(), c.missed()));
+        let flv = inner.flv.as_ref().map_or((0, 0), |c| (c.sent(), c.missed()));
+        (ts.0 + flv.0, ts.1 + flv.1)
     }
 
     /// The languages this leg lists that the programme lacks.

@@ -180,6 +180,9 @@ impl Leg {
         if !channel.audio.is_empty() {
             input = input.with_audio(channel.audio.clone());
         }
+        if matches!(channel.ingest, Ingest::Rtmp(_)) {
+            input = input.for_flv();
+        }
         if settings.stamp_legs && !matches!(channel.ingest, Ingest::Rtmp(_)) {
             input = input.stamped(super::stamp::text(channel));
         }
@@ -223,11 +226,6 @@ impl Leg {
     /// The channel this leg serves.
     pub fn id(&self) -> &ChannelId {
         &self.id
-    }
-
-    /// `srt`, `rtmp`, ...
-    pub fn protocol(&self) -> &'static str {
-        self.protocol
     }
 
     /// A live reader of the leg's counters, for scrapes between snapshots.
@@ -510,6 +508,39 @@ impl Window {
     }
 }
 
+/// An RTMP leg's break cues: each `onCuePoint` tag goes to the sink just
+/// before the first tag flvmux pushes at or after its instant, with that
+/// tag's FLV time (rtmp2sink takes one FLV tag per buffer).
+fn add_flv_cues(tail: &gst::Bin, template: &str, input: &Arc<LegInput>) -> Result<(), MediaError> {
+    let src = tail.by_name("mux").and_then(|m| m.static_pad("src")).ok_or_else(|| MediaError::Template {
+        template: template.into(),
+        message: "has no flvmux named `mux` to carry break cues".into(),
+    })?;
+    let input = Arc::clone(input);
+    let clock = super::clock();
+    src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else { return gst::PadProbeReturn::Ok };
+        let Some(flv_ms) = buffer.map_readable().ok().and_then(|m| super::breaks::flv_time(&m)) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let tags = input.flv_cues(clock.time().nseconds(), flv_ms);
+        if let (false, Some(peer)) = (tags.is_empty(), pad.peer()) {
+            for tag in tags {
+                let mut cue = gst::Buffer::from_mut_slice(tag);
+                if let Some(c) = cue.get_mut() {
+                    c.set_pts(buffer.pts());
+                    c.set_dts(buffer.dts());
+                }
+                if let Err(e) = peer.chain(cue) {
+                    tracing::warn!(error = ?e, "An onCuePoint did not reach the RTMP sink.");
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
+}
+
 /// Builds the leg's pipeline: a bounded live appsrc, then the protocol tail
 /// from its template, properties set from typed config.
 fn build(channel: &Channel, stamp: bool, shared: &Arc<Shared>, input: &Arc<LegInput>) -> Result<Built, MediaError> {
@@ -527,6 +558,10 @@ fn build(channel: &Channel, stamp: bool, shared: &Arc<Shared>, input: &Arc<LegIn
             message: "has no element named `stamp` (taginject) to stamp the leg".into(),
         })?;
         inject.set_property("tags", super::stamp::flv_tags(channel));
+    }
+
+    if matches!(channel.ingest, Ingest::Rtmp(_)) {
+        add_flv_cues(&tail, name, input)?;
     }
 
     let caps = gst::Caps::builder("video/mpegts").field("systemstream", true).field("packetsize", 188i32).build();

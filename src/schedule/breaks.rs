@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 
 use super::{Event, EventId, EventState, Fold, air_time, chrono_duration, resolve_local, utc_text};
-use crate::config::{Channel, ChannelId, FieldError, Ingest, quote};
+use crate::config::{Channel, ChannelId, FieldError, quote};
 
 /// A break needs this much notice: its cue goes out ahead of it.
 pub use crate::media::breaks::MIN_NOTICE;
@@ -95,7 +95,7 @@ pub struct NewBreak {
     pub at: BreakAt,
     /// How long.
     pub duration: chrono::Duration,
-    /// Empty: every leg of the event that carries cues.
+    /// Empty: every enabled leg of the event.
     pub channel_ids: Vec<String>,
 }
 
@@ -109,17 +109,6 @@ pub struct BreakContext<'a> {
     pub channels: &'a [Channel],
     /// Its breaks already scheduled.
     pub existing: &'a [AdBreak],
-}
-
-/// Why `channel` cannot carry a break cue, if it cannot.
-pub fn refuses(channel: &Channel) -> Option<String> {
-    matches!(channel.ingest, Ingest::Rtmp(_)).then(|| {
-        format!(
-            "{} is an RTMP leg: its break cue (an AMF onCuePoint) is not built yet; \
-             MPEG-TS legs (SRT, UDP, RIST, file) carry SCTE-35 breaks",
-            quote(channel.id.as_str())
-        )
-    })
 }
 
 /// Checks `new`: the breaks to store (one per distinct start; `make_id`
@@ -141,25 +130,19 @@ pub fn check(
     // The legs.
     let mut legs: Vec<&Channel> = Vec::new();
     if new.channel_ids.is_empty() {
-        legs.extend(cx.channels.iter().filter(|c| refuses(c).is_none()));
+        legs.extend(cx.channels.iter());
         if legs.is_empty() {
-            errs.push(field(
-                "channel_ids",
-                "the event has no MPEG-TS leg (SRT, UDP, RIST, file) to carry a break".into(),
-            ));
+            errs.push(field("channel_ids", "the event has no enabled leg to carry a break".into()));
         }
     }
     for (i, id) in new.channel_ids.iter().enumerate() {
         let key = format!("channel_ids[{i}]");
         match cx.channels.iter().find(|c| c.id.as_str() == id) {
-            None => errs.push(field(&key, format!("{} is not a channel of {}", quote(id), event.id))),
-            Some(c) => match refuses(c) {
-                Some(why) => errs.push(field(&key, why)),
-                None if legs.iter().any(|l| l.id == c.id) => {
-                    errs.push(field(&key, format!("{} is listed twice", quote(id))))
-                }
-                None => legs.push(c),
-            },
+            None => errs.push(field(&key, format!("{} is not an enabled channel of {}", quote(id), event.id))),
+            Some(c) if legs.iter().any(|l| l.id == c.id) => {
+                errs.push(field(&key, format!("{} is listed twice", quote(id))))
+            }
+            Some(c) => legs.push(c),
         }
     }
     // The start on each leg's programme (live), grouped by instant.
@@ -413,19 +396,19 @@ mod tests {
         let kr = check(&new(local("20:30", None), 60, &["kr-kbs"]), ids(), &cx).unwrap();
         let kz = check(&new(local("16:30", None), 60, &["kz-khabar"]), ids(), &cx).unwrap();
         assert_eq!(kr[0].start, kz[0].start);
-        let both = check(&new(local("20:30", Some("Asia/Seoul")), 60, &[]), ids(), &cx).unwrap();
-        assert_eq!(both.len(), 1);
-        assert_eq!(both[0].channel_ids.len(), 2, "every MPEG-TS leg; the RTMP one left out");
+        let all = check(&new(local("20:30", Some("Asia/Seoul")), 60, &[]), ids(), &cx).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].channel_ids.len(), 3, "every leg, the RTMP one (onCuePoint) too");
 
         // The refusals, each named.
         let cases: [(NewBreak, &str); 7] = [
+            (new(local("20:10", None), 30, &["kr-kbs", "kr-kbs"]), "channel_ids[1]: `kr-kbs` is listed twice"),
             (new(BreakAt::Utc(e.on_air - chrono::Duration::minutes(5)), 60, &[]), "at_utc: 2026-12-10T10:55"),
             (new(BreakAt::Utc(e.on_air + chrono::Duration::minutes(59)), 90, &[]), "ends after the programme"),
             (new(BreakAt::After(chrono::Duration::seconds(2)), 30, &[]), "at least 4 s of notice"),
             (new(local("25:00", None), 30, &[]), "at_local.local: `25:00` is not a local time"),
             (new(local("20:10", Some("Mars/Olympus")), 30, &[]), "at_local.timezone"),
-            (new(local("20:10", None), 30, &["in-dd"]), "channel_ids[0]: `in-dd` is an RTMP leg"),
-            (new(local("20:10", None), 0, &["nowhere"]), "channel_ids[0]: `nowhere` is not a channel"),
+            (new(local("20:10", None), 0, &["nowhere"]), "channel_ids[0]: `nowhere` is not an enabled channel"),
         ];
         for (request, expected) in cases {
             let got = keys(check(&request, ids(), &cx));

@@ -87,7 +87,8 @@ pub enum EventsCmd {
         event: String,
     },
     /// Schedule an ad break (operator): a SCTE-35 splice_insert out and in
-    /// on each MPEG-TS leg, announced 5 s ahead. When: --in 2m, --at UTC,
+    /// on each MPEG-TS leg, announced 5 s ahead, and an AMF onCuePoint at
+    /// the start and the end on each RTMP leg. When: --in 2m, --at UTC,
     /// --at 21:15 --tz Asia/Seoul, or --local 21:15 (each channel's own
     /// wall clock, on its own air).
     Break {
@@ -113,7 +114,7 @@ pub enum EventsCmd {
         /// Break length (90s, 2m).
         #[arg(long, value_parser = parse_duration)]
         duration: std::time::Duration,
-        /// A channel to break on (repeat); default: every MPEG-TS leg.
+        /// A channel to break on (repeat); default: every leg.
         #[arg(long = "channel")]
         channels: Vec<String>,
     },
