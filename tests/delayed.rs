@@ -241,6 +241,15 @@ async fn a_break_reaches_its_partners_the_delayed_one_its_delay_later_and_no_oth
         .breaks;
     assert_eq!(made.len(), 1);
     let b = &made[0];
+    // The live board shows it.
+    let mut watch = simulcast::proto::monitor_service_client::MonitorServiceClient::new(server.transport().await)
+        .watch_status(authed(proto::EventRef { event_id: ev.id.clone() }, &operator))
+        .await
+        .expect("watch")
+        .into_inner();
+    let update = watch.message().await.expect("an update").expect("an update");
+    assert_eq!(update.breaks.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), [b.id.as_str()]);
+    drop(watch);
     let late_leg = b.legs.iter().find(|l| l.channel_id == "kr-late").expect("the delayed leg's time");
     let late_start = chrono::DateTime::parse_from_rfc3339(&late_leg.local_start).unwrap();
     assert_eq!(late_start, start + chrono::Duration::seconds(DELAY_S), "{late_leg:?}");
@@ -311,7 +320,10 @@ async fn a_break_reaches_its_partners_the_delayed_one_its_delay_later_and_no_oth
     let lag = late_arrived.saturating_duration_since(live_arrived).as_secs_f64();
     assert!((lag - DELAY_S as f64).abs() < 0.5, "the delayed leg's cue came {lag:.3} s after the live one's");
     assert!(late_pts.abs_diff(live_pts) <= 3_600, "the delayed cue names another picture: {late_pts} vs {live_pts}");
-    let (_, shown) = live_pictures.iter().find(|(t, _)| *t >= at_instant(start)).expect("pictures at the break");
+    let instant = at_instant(start);
+    let off = |t: &Instant| t.saturating_duration_since(instant).max(instant.saturating_duration_since(*t));
+    // The picture going out nearest the instant (one comes every frame).
+    let (_, shown) = live_pictures.iter().min_by_key(|(t, _)| off(t)).expect("pictures at the break");
     assert!(shown.abs_diff(live_pts) <= 3_600, "the cue names {live_pts}, the picture at its instant is {shown}");
     let data: Vec<u8> = kz_timed.iter().flat_map(|(_, d)| d.clone()).collect();
     assert_eq!(cues::cue_pids(&data), (vec![], false), "the Kazakh leg lists no cue PID");

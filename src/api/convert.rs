@@ -432,6 +432,10 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
             reason: sw.reason.clone(),
         }),
         program: live.map(|l| program_format(&l.program)),
+        breaks: event.map_or_else(Vec::new, |e| {
+            let over = |b: &AdBreak| b.end() + crate::schedule::chrono_duration(e.max_delay) <= now;
+            snap.breaks.iter().filter(|b| b.event_id == e.id && !over(b)).map(|b| break_to_proto(b, &[])).collect()
+        }),
     }
 }
 

@@ -230,6 +230,7 @@ impl Coordinator {
             verdicts: Arc::default(),
             schedules: Vec::new(),
             breaks: Vec::new(),
+            breaks_arc: Arc::default(),
             unreadable: BTreeMap::new(),
             stopping: None,
             stopped: Arc::default(),
@@ -451,8 +452,9 @@ struct State {
     verdicts: Arc<Vec<Report>>,
     /// Recurring rehearsals.
     schedules: Vec<Recurring>,
-    /// Ad breaks, by start.
+    /// Ad breaks, by start (and shared with the snapshots).
     breaks: Vec<AdBreak>,
+    breaks_arc: Arc<Vec<AdBreak>>,
     /// Stored events that could not be read at start, by id, with why
     /// (left in the store, out of the schedule; their as-run log reads).
     unreadable: BTreeMap<String, String>,
@@ -525,6 +527,7 @@ impl State {
         }
         self.schedules = self.store.schedules()?;
         self.breaks = self.store.breaks()?;
+        self.breaks_arc = Arc::new(self.breaks.clone());
         // A rehearsal the store holds unfinished died with the daemon.
         for mut r in self.store.rehearsals(None)?.into_iter().filter(|r| r.phase != crate::rehearsal::Phase::Finished) {
             crate::rehearsal::conclude(&mut r, Some("the daemon stopped during it"), self.options.clock.now());
@@ -615,6 +618,7 @@ impl State {
             verdicts: Arc::clone(&self.verdicts),
             unreadable_events: self.unreadable.len(),
             alerts: Arc::clone(&self.alerting.counters),
+            breaks: Arc::clone(&self.breaks_arc),
         }));
     }
 
@@ -696,14 +700,15 @@ impl State {
             }
             Command::ScheduleBreak { new, actor, reply } => {
                 let r = self.schedule_break(new, &actor);
-                let _ = reply.send(r);
+                self.answer_change(reply, r);
             }
             Command::ListBreaks { event_id, reply } => {
                 let v = self.breaks.iter().filter(|b| event_id.as_ref().is_none_or(|e| *e == b.event_id)).cloned();
                 let _ = reply.send(Ok(v.collect()));
             }
             Command::CancelBreak { id, actor, reply } => {
-                let _ = reply.send(self.cancel_break(&id, &actor));
+                let r = self.cancel_break(&id, &actor);
+                self.answer_change(reply, r);
             }
             Command::ListAlerts { limit, reply } => {
                 let _ = reply.send(self.store.alerts(limit).map_err(CoordError::from));
@@ -857,6 +862,7 @@ impl State {
         }
         self.breaks.extend(made.iter().cloned());
         self.breaks.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.id.cmp(&b.id)));
+        self.breaks_arc = Arc::new(self.breaks.clone());
         self.push_breaks();
         Ok(made)
     }
@@ -884,6 +890,7 @@ impl State {
         }
         info!(brk = %id, "Break cancelled.");
         self.breaks.retain(|x| x.id != id);
+        self.breaks_arc = Arc::new(self.breaks.clone());
         self.push_breaks();
         Ok(b)
     }

@@ -101,6 +101,8 @@ pub struct Snapshot {
     pub unreadable_events: usize,
     /// Alerts raised and delivered (live counters, shared).
     pub alerts: Arc<crate::alerts::deliver::Counters>,
+    /// Every ad break, by start, shared between snapshots until one changes.
+    pub breaks: Arc<Vec<crate::schedule::breaks::AdBreak>>,
 }
 
 impl Snapshot {
@@ -116,6 +118,7 @@ impl Snapshot {
             verdicts: Arc::default(),
             unreadable_events: 0,
             alerts: Arc::default(),
+            breaks: Arc::default(),
         }
     }
 

@@ -86,6 +86,9 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
             sw.reason
         );
     }
+    for b in &u.breaks {
+        out += &break_line(b, now);
+    }
     if u.lagged > 0 {
         out += &format!("(this board fell behind: {} update(s) skipped)\n", u.lagged);
     }
@@ -100,6 +103,7 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
         "DROPS",
         "SRT RTT/LOSS",
         "AUDIO",
+        "CUES",
         "LAST ERROR",
     ]);
     for l in &u.legs {
@@ -122,11 +126,37 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
                 (false, true) => l.audio.join(","),
                 (false, false) => format!("all (lacks {})", l.audio_missing.join(",")),
             },
+            match l.break_cues_missed {
+                0 => l.break_cues_sent.to_string(),
+                missed => format!("{} ({missed} missed)", l.break_cues_sent),
+            },
             l.last_error.clone(),
         ]);
     }
     let legs = t.render();
     out + &if colour { paint_legs(&legs, &u.legs) } else { legs }
+}
+
+/// One line of the board for an ad break: coming (with its countdown) or
+/// on now (live programme; a delayed leg has it its delay later).
+fn break_line(b: &proto::AdBreak, now: DateTime<Utc>) -> String {
+    let (Some(start), Some(len)) = (ts(&b.start_utc), b.duration.as_ref()) else { return String::new() };
+    let end = start + chrono::Duration::seconds(len.seconds) + chrono::Duration::nanoseconds(i64::from(len.nanos));
+    let when = if now < start {
+        format!("in {}", countdown(now, start).trim_start_matches("T-").trim())
+    } else if now < end {
+        format!("ON NOW, back {} UTC", end.format("%H:%M:%S"))
+    } else {
+        "over live (delayed legs still to come)".into()
+    };
+    format!(
+        "  break {} (splice {}): {} UTC for {}s, {when}  on {}\n",
+        b.id,
+        b.splice_event_id,
+        start.format("%H:%M:%S"),
+        len.seconds,
+        b.channel_ids.join(", ")
+    )
 }
 
 fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
@@ -148,6 +178,10 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
                 "codec": a.codec, "language": a.language, "rate": a.rate, "channels": a.channels,
             })).collect::<Vec<_>>(),
         })),
+        "breaks": u.breaks.iter().map(|b| serde_json::json!({
+            "id": b.id, "splice_event_id": b.splice_event_id, "start_utc": iso(&b.start_utc),
+            "duration_s": b.duration.as_ref().map_or(0, |d| d.seconds), "channel_ids": b.channel_ids,
+        })).collect::<Vec<_>>(),
         "last_switch": u.last_switch.as_ref().map(|sw| serde_json::json!({
             "at": iso(&sw.at), "from": source_name(sw.from), "to": source_name(sw.to), "reason": sw.reason,
         })),
@@ -157,6 +191,7 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
             "bytes_sent": l.bytes_sent, "bitrate_bps": l.bitrate_bps, "reconnects": l.reconnects,
             "dropped_buffers": l.dropped_buffers, "last_error": l.last_error,
             "audio": l.audio, "audio_missing": l.audio_missing,
+            "break_cues_sent": l.break_cues_sent, "break_cues_missed": l.break_cues_missed,
             "srt": l.srt.as_ref().map(|s| serde_json::json!({
                 "rtt_ms": s.rtt_ms, "packets_lost": s.packets_lost, "packets_retransmitted": s.packets_retransmitted,
             })),
@@ -246,5 +281,37 @@ mod tests {
         // Without the colour codes, the very same board.
         let stripped = painted.replace("\x1b[32m", "").replace("\x1b[1;31m", "").replace("\x1b[0m", "");
         assert_eq!(stripped, plain);
+    }
+
+    #[test]
+    fn the_board_counts_down_to_a_break_shows_it_on_and_counts_each_legs_cues() {
+        let start = DateTime::parse_from_rfc3339("2026-12-20T15:15:00Z").unwrap().with_timezone(&Utc);
+        let b = proto::AdBreak {
+            id: "br-0123456789ab".into(),
+            start_utc: Some(prost_types::Timestamp { seconds: start.timestamp(), nanos: 0 }),
+            duration: Some(prost_types::Duration { seconds: 90, nanos: 0 }),
+            channel_ids: vec!["kr-kbs".into(), "kz-khabar".into()],
+            splice_event_id: 7,
+            ..Default::default()
+        };
+        let before = break_line(&b, start - chrono::Duration::seconds(42));
+        assert!(before.contains("15:15:00 UTC for 90s, in 00:00:42  on kr-kbs, kz-khabar"), "{before}");
+        let during = break_line(&b, start + chrono::Duration::seconds(10));
+        assert!(during.contains("ON NOW, back 15:16:30 UTC"), "{during}");
+        let u = proto::StatusUpdate {
+            event_id: "ev-1".into(),
+            at: Some(prost_types::Timestamp { seconds: start.timestamp() - 42, nanos: 0 }),
+            breaks: vec![b],
+            legs: vec![proto::LegStatus {
+                channel_id: "kr-kbs".into(),
+                break_cues_sent: 2,
+                break_cues_missed: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let board = board(&u, false);
+        assert!(board.contains("break br-0123456789ab (splice 7)"), "{board}");
+        assert!(board.contains("CUES") && board.contains("2 (1 missed)"), "{board}");
     }
 }
