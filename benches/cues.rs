@@ -95,10 +95,10 @@ fn main() {
             duration: Duration::from_secs(5),
         })
         .collect();
-    // Warm up, then three rounds each, alternating; the best of each.
+    // Warm up, then seven rounds each, alternating; the best of each.
     run(&batches, None);
     let (mut plain, mut with) = (Duration::MAX, Duration::MAX);
-    for _ in 0..3 {
+    for _ in 0..7 {
         plain = plain.min(run(&batches, None));
         with = with.min(run(&batches, Some(&breaks)));
     }

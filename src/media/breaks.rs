@@ -13,12 +13,12 @@
 //! [`ANNOUNCE`] before its instant and once more [`REPEAT`] later, so the
 //! last copy is still at least [`MIN_NOTICE`] ahead.
 //!
-//! The splice time is the PTS of the picture the leg sends at the break's
-//! instant. The leg learns how its stream's PTS runs against the clock
-//! from the pictures it sends (the latest video PES and the clock time of
-//! its batch), so the same code serves both program modes, and a delayed
-//! leg, whose break instants are its delay later, names the very pictures
-//! the live legs name.
+//! The splice time is the PTS of the picture the leg sends nearest the
+//! break's instant. The leg learns how its stream's PTS runs against the
+//! clock from the pictures it sends (the latest video PES, the clock time
+//! of its batch, and the picture period), so the same code serves both
+//! program modes, and a delayed leg, whose break instants are its delay
+//! later, names the very pictures the live legs name.
 
 use std::time::Duration;
 
@@ -94,6 +94,18 @@ impl Cue {
     }
 }
 
+/// Pictures whose PTS steps give the picture period.
+const PERIOD_WINDOW: usize = 50;
+
+/// `ticks` rounded to the nearest whole `period`, if one is known: a
+/// splice named on the pictures' own grid is a picture's PTS exactly.
+fn on_grid(ticks: u64, period: Option<u64>) -> u64 {
+    match period {
+        Some(p) if p > 0 => (ticks + p / 2) / p * p,
+        _ => ticks,
+    }
+}
+
 /// Adds one leg's break cues to its copy of each batch.
 #[derive(Debug, Default)]
 pub struct CueInserter {
@@ -103,6 +115,10 @@ pub struct CueInserter {
     last: Option<(Vec<u8>, Vec<u8>)>,
     /// (clock ns, PTS) of the latest picture sent.
     anchor: Option<(u64, u64)>,
+    /// The picture period (90 kHz): the smallest step between consecutive
+    /// pictures' PTS among the last [`PERIOD_WINDOW`] (reordered pictures
+    /// step by several periods, or back).
+    steps: std::collections::VecDeque<u64>,
     cc: u8,
     sent: u64,
     missed: u64,
@@ -165,6 +181,15 @@ impl CueInserter {
                     && let Some(pes) = ts::pes_start(p).filter(|s| s.is_video())
                     && let Some(pts) = pes.pts
                 {
+                    if let Some((_, last)) = self.anchor {
+                        let step = pts.wrapping_sub(last) & PTS_MASK;
+                        if step > 0 && step < 90_000 {
+                            self.steps.push_back(step);
+                            if self.steps.len() > PERIOD_WINDOW {
+                                self.steps.pop_front();
+                            }
+                        }
+                    }
                     self.anchor = Some((now, pts));
                 }
             }
@@ -217,6 +242,7 @@ impl CueInserter {
     fn due_cues(&mut self, now: u64) -> Vec<Vec<u8>> {
         let mut due = Vec::new();
         let anchor = self.anchor;
+        let period = self.steps.iter().min().copied();
         for c in &mut self.cues {
             if c.at <= now {
                 continue;
@@ -225,13 +251,14 @@ impl CueInserter {
                 continue;
             }
             if c.section.is_none() {
-                // No picture yet to time the splice by: try again later.
                 // The in cue of a break whose out cue was timed: exactly
                 // the break's length on from it.
                 let back_in = (!c.out).then(|| self.out_pts.get(&c.event_id)).flatten();
                 let pts = match (back_in, anchor) {
                     (Some(&out), _) => (out + c.length) & PTS_MASK,
-                    (None, Some((clock, pts))) => (pts + mux::ticks_90k(c.at.saturating_sub(clock))) & PTS_MASK,
+                    (None, Some((clock, pts))) => {
+                        (pts + on_grid(mux::ticks_90k(c.at.saturating_sub(clock)), period)) & PTS_MASK
+                    }
                     // No picture yet to time the splice by: try again later.
                     (None, None) => continue,
                 };
@@ -593,6 +620,32 @@ mod tests {
         assert_eq!(base64(b"Man"), "TWFu");
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
+    }
+
+    #[test]
+    fn a_break_between_two_pictures_names_the_nearer_one() {
+        let lead = 200 * MS;
+        let mut cues = CueInserter::new();
+        // 15 ms after the picture sent at 8 s, 25 ms before the next.
+        cues.set(&[LegBreak { splice_event_id: 3, start_ns: 8_015 * MS, duration: Duration::from_millis(1_030) }]);
+        let got = run(&mut cues, lead);
+        let mut sections = Sections::default();
+        let named: Vec<u64> = got
+            .iter()
+            .filter(|(_, p)| ts::pid(p) == LEG_CUE_PID)
+            .flat_map(|(_, p)| sections.push(p))
+            .map(|s| (u64::from(s[20] & 1) << 32) | u64::from(u32::from_be_bytes([s[21], s[22], s[23], s[24]])))
+            .collect();
+        let picture_at = |t: u64| {
+            got.iter()
+                .filter(|(now, p)| *now == t && ts::pid(p) == mux::VIDEO_PID)
+                .find_map(|(_, p)| ts::pes_start(p)?.pts)
+        };
+        // Out names the 8 s picture; in, the break's length after it (as
+        // its break_duration says), wherever that falls.
+        assert_eq!(named.len(), 4);
+        assert_eq!(named[0], picture_at(8_000 * MS).unwrap());
+        assert_eq!(named[2], named[0] + 92_700, "{named:?}");
     }
 
     #[test]
