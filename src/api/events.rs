@@ -21,34 +21,34 @@ pub struct EventApi {
     pub coordinator: Coordinator,
 }
 
-/// An event id from a request: `ev-` and 12 hex digits.
-pub fn event_id(id: &str) -> Result<EventId, Status> {
-    let ok = id.len() == 15 && id.starts_with("ev-") && id[3..].bytes().all(|b| b.is_ascii_hexdigit());
+/// An id from a request in `field`: `prefix`, a dash and 12 hex digits;
+/// the error names the field and says what `what` looks like.
+fn prefixed_id(field: &str, prefix: &str, what: &str, id: &str) -> Result<String, Status> {
+    let ok = id.len() == prefix.len() + 13
+        && id
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|r| r.bytes().all(|b| b.is_ascii_hexdigit()));
     if ok {
-        Ok(EventId(id.to_owned()))
+        Ok(id.to_owned())
     } else if id.is_empty() {
-        Err(Status::invalid_argument("event_id: missing"))
+        Err(Status::invalid_argument(format!("{field}: missing")))
     } else {
         Err(Status::invalid_argument(format!(
-            "event_id: {} is not an event id (ev- and 12 hex digits)",
+            "{field}: {} is not {what} ({prefix}- and 12 hex digits)",
             crate::config::quote(id)
         )))
     }
 }
 
+/// An event id from a request: `ev-` and 12 hex digits.
+pub fn event_id(id: &str) -> Result<EventId, Status> {
+    prefixed_id("event_id", "ev", "an event id", id).map(EventId)
+}
+
 /// A break id from a request: `br-` and 12 hex digits.
 pub fn break_id(id: &str) -> Result<String, Status> {
-    let ok = id.len() == 15 && id.starts_with("br-") && id[3..].bytes().all(|b| b.is_ascii_hexdigit());
-    if ok {
-        Ok(id.to_owned())
-    } else if id.is_empty() {
-        Err(Status::invalid_argument("break_id: missing"))
-    } else {
-        Err(Status::invalid_argument(format!(
-            "break_id: {} is not a break id (br- and 12 hex digits)",
-            crate::config::quote(id)
-        )))
-    }
+    prefixed_id("break_id", "br", "a break id", id)
 }
 
 impl EventApi {

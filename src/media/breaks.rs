@@ -111,8 +111,8 @@ fn on_grid(ticks: u64, period: Option<u64>) -> u64 {
 pub struct CueInserter {
     cues: Vec<Cue>,
     pmt_pid: Option<u16>,
-    /// The last PMT section seen, and the section that replaces it.
-    last: Option<(Vec<u8>, Vec<u8>)>,
+    /// The leg's PMT, rewritten once per change of the programme's.
+    rewrite: ts::SectionRewrite,
     /// (clock ns, PTS) of the latest picture sent.
     anchor: Option<(u64, u64)>,
     /// The picture period (90 kHz): the smallest step between consecutive
@@ -311,16 +311,13 @@ impl CueInserter {
     /// receiver that saw the programme's PMT sees a new one). A PMT that
     /// does not fit one packet, or already lists the PID, passes as it is.
     fn pmt_packet(&mut self, p: &[u8]) -> [u8; ts::PACKET] {
-        let mut out = [0xffu8; ts::PACKET];
-        out.copy_from_slice(p);
-        let Some(section) = ts::section(p) else { return out };
-        if self.last.as_ref().is_none_or(|(s, _)| s.as_slice() != section) {
-            let Some(entries) = tracks::pmt_entries(section) else { return out };
+        self.rewrite.packet(p, |section| {
+            let entries = tracks::pmt_entries(section)?;
             if entries.iter().any(|e| e.pid == LEG_CUE_PID) {
-                return out;
+                return None;
             }
             let info = usize::from(u16::from_be_bytes([section[10], section[11]]) & 0x0fff);
-            let Some(program_info) = section.get(12..12 + info) else { return out };
+            let program_info = section.get(12..12 + info)?;
             let has_cuei = program_info.windows(CUEI.len()).any(|w| w == CUEI);
             let mut s = section[..10].to_vec();
             let info_len = info + if has_cuei { 0 } else { CUEI.len() };
@@ -333,27 +330,11 @@ impl CueInserter {
             s.push(STREAM_TYPE);
             s.extend_from_slice(&(0xe000 | LEG_CUE_PID).to_be_bytes());
             s.extend_from_slice(&0xf000u16.to_be_bytes());
-            // 4 bytes of CRC, in a packet's 184 - 1 (pointer field).
-            if s.len() + 4 > ts::PACKET - 5 {
-                return out;
-            }
-            let length = (s.len() - 3 + 4) as u16;
-            let flags = u16::from(s[1]) << 8 & 0xf000;
-            s[1..3].copy_from_slice(&(flags | length).to_be_bytes());
             let version = (((s[5] >> 1) & 0x1f) + 1) & 0x1f;
             s[5] = (s[5] & !0x3e) | (version << 1);
-            let crc = ts::crc32_mpeg2(&s);
-            s.extend_from_slice(&crc.to_be_bytes());
-            self.last = Some((section.to_vec(), s));
-        }
-        let Some((_, rewritten)) = &self.last else { return out };
-        // Header kept (sync, PUSI, PID, counter), payload only, then the
-        // pointer field, the section and stuffing.
-        out[3] = (p[3] & 0x0f) | 0x10;
-        out[4] = 0;
-        out[5..5 + rewritten.len()].copy_from_slice(rewritten);
-        out[5 + rewritten.len()..].fill(0xff);
-        out
+            ts::seal_section(&mut s);
+            Some(s)
+        })
     }
 }
 

@@ -254,8 +254,8 @@ impl LegInput {
     }
 
     /// This leg carries FLV (RTMP): its breaks are AMF `onCuePoint`
-    /// messages, not SCTE-35 in its MPEG-TS (a PMT that changed under
-    /// tsdemux would cost the FLV leg its pads).
+    /// messages, not SCTE-35 in its MPEG-TS (a PMT that changed under its
+    /// tsdemux could cost the FLV leg its pads).
     pub fn for_flv(self) -> Self {
         lock(&self.inner).flv = Some(super::breaks::FlvCues::default());
         self

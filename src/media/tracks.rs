@@ -86,8 +86,8 @@ pub struct TrackFilter {
     pmt_pid: Option<u16>,
     /// The PIDs left out.
     dropped: HashSet<u16>,
-    /// The last PMT section seen, and the packet payload that replaces it.
-    last: Option<(Vec<u8>, Vec<u8>)>,
+    /// The leg's PMT, rewritten once per change of the programme's.
+    rewrite: ts::SectionRewrite,
     /// The version of the leg's own PMT and what it lists (version bits
     /// cleared, no CRC).
     listed: Option<(u8, Vec<u8>)>,
@@ -98,7 +98,14 @@ impl TrackFilter {
     /// A filter keeping the sound tracks in `languages` (ISO 639-2, lower
     /// case).
     pub fn new(languages: Vec<String>) -> Self {
-        Self { keep: languages, pmt_pid: None, dropped: HashSet::new(), last: None, listed: None, missing: Vec::new() }
+        Self {
+            keep: languages,
+            pmt_pid: None,
+            dropped: HashSet::new(),
+            rewrite: ts::SectionRewrite::default(),
+            listed: None,
+            missing: Vec::new(),
+        }
     }
 
     /// The listed languages the programme lacks (all of them: the leg gets
@@ -155,52 +162,39 @@ impl TrackFilter {
     /// tracks, in the packet's own header (PID, counter); a PMT that does not
     /// fit one packet passes as it is.
     fn pmt_packet(&mut self, p: &[u8]) -> [u8; ts::PACKET] {
-        let mut out = [0xffu8; ts::PACKET];
-        out.copy_from_slice(p);
-        let Some(section) = ts::section(p) else { return out };
-        if self.last.as_ref().is_none_or(|(s, _)| s.as_slice() != section) {
-            let Some(entries) = pmt_entries(section) else { return out };
-            let has_any = entries.iter().any(|e| e.language.as_ref().is_some_and(|l| self.keep.contains(l)));
+        let (keep, missing, dropped, listed) = (&self.keep, &mut self.missing, &mut self.dropped, &mut self.listed);
+        self.rewrite.packet(p, |section| {
+            let entries = pmt_entries(section)?;
+            let has_any = entries.iter().any(|e| e.language.as_ref().is_some_and(|l| keep.contains(l)));
             let sound: Vec<&String> = entries
                 .iter()
                 .filter(|e| AUDIO_TYPES.contains(&e.stream_type))
                 .filter_map(|e| e.language.as_ref())
                 .collect();
-            self.missing = self.keep.iter().filter(|k| !sound.contains(k)).cloned().collect();
+            *missing = keep.iter().filter(|k| !sound.contains(k)).cloned().collect();
             // None of the leg's languages: every track rather than silence.
             let drop: Vec<&PmtEntry> =
-                if has_any { entries.iter().filter(|e| unwanted(e, &self.keep)).collect() } else { vec![] };
-            self.dropped = drop.iter().map(|e| e.pid).collect();
+                if has_any { entries.iter().filter(|e| unwanted(e, keep)).collect() } else { vec![] };
+            *dropped = drop.iter().map(|e| e.pid).collect();
             let mut s = section[..section.len() - 4].to_vec();
             for e in drop.iter().rev() {
                 s.drain(e.span.0..e.span.1);
             }
-            let length = (s.len() - 3 + 4) as u16;
-            let flags = u16::from(s[1]) << 8 & 0xf000;
-            s[1..3].copy_from_slice(&(flags | length).to_be_bytes());
+            ts::set_section_length(&mut s);
             // The leg's own version: it changes only when what the leg's
             // PMT lists changes, not when a track it leaves out does.
             let mut body = s.clone();
             body[5] &= !0x3e;
-            let version = match &self.listed {
+            let version = match &*listed {
                 Some((v, b)) if *b == body => *v,
                 Some((v, _)) => (v + 1) & 0x1f,
                 None => (s[5] >> 1) & 0x1f,
             };
             s[5] = (s[5] & !0x3e) | (version << 1);
-            self.listed = Some((version, body));
-            let crc = ts::crc32_mpeg2(&s);
-            s.extend_from_slice(&crc.to_be_bytes());
-            self.last = Some((section.to_vec(), s));
-        }
-        let Some((_, rewritten)) = &self.last else { return out };
-        // Header kept (sync, PUSI, PID, counter), payload only, then the
-        // pointer field, the section and stuffing.
-        out[3] = (p[3] & 0x0f) | 0x10;
-        out[4] = 0;
-        out[5..5 + rewritten.len()].copy_from_slice(rewritten);
-        out[5 + rewritten.len()..].fill(0xff);
-        out
+            *listed = Some((version, body));
+            ts::seal_section(&mut s);
+            Some(s)
+        })
     }
 }
 

@@ -152,6 +152,56 @@ pub fn section(packet: &[u8]) -> Option<&[u8]> {
     s.get(..3 + length)
 }
 
+/// Sets the section_length of `s` (a PSI section from its table_id,
+/// without its CRC yet; its flag bits kept).
+pub fn set_section_length(s: &mut [u8]) {
+    let length = (s.len() - 3 + 4) as u16;
+    let flags = u16::from(s[1]) << 8 & 0xf000;
+    s[1..3].copy_from_slice(&(flags | length).to_be_bytes());
+}
+
+/// Sets the section_length of `s` (as [`set_section_length`]) and appends
+/// its CRC.
+pub fn seal_section(s: &mut Vec<u8>) {
+    set_section_length(s);
+    let crc = crc32_mpeg2(s);
+    s.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// One leg's rewrite of a one-packet PSI section (its PMT), kept for the
+/// next packet carrying the same section.
+#[derive(Debug, Default)]
+pub struct SectionRewrite {
+    /// The section last seen, and what replaces it.
+    last: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl SectionRewrite {
+    /// `p` carrying `rewrite(section)` (a whole section, CRC included)
+    /// instead of its own, in `p`'s header (sync, PUSI, PID, counter):
+    /// payload only, the pointer field, the section, stuffing. `p` as it
+    /// is if it holds no whole section, `rewrite` declines, or the result
+    /// does not fit one packet. `rewrite` runs only for a section not seen
+    /// just before.
+    pub fn packet(&mut self, p: &[u8], rewrite: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> [u8; PACKET] {
+        let mut out = [0xffu8; PACKET];
+        out.copy_from_slice(p);
+        let Some(section) = section(p) else { return out };
+        if self.last.as_ref().is_none_or(|(s, _)| s.as_slice() != section) {
+            match rewrite(section) {
+                Some(new) if new.len() <= PACKET - 5 => self.last = Some((section.to_vec(), new)),
+                _ => return out,
+            }
+        }
+        let Some((_, rewritten)) = &self.last else { return out };
+        out[3] = (p[3] & 0x0f) | 0x10;
+        out[4] = 0;
+        out[5..5 + rewritten.len()].copy_from_slice(rewritten);
+        out[5 + rewritten.len()..].fill(0xff);
+        out
+    }
+}
+
 /// DVB strings are ISO/IEC 6937 unless their first byte says otherwise;
 /// 0x15 says UTF-8. ASCII is the same in both, so only other text is marked.
 fn dvb_text(text: &str, max: usize) -> Vec<u8> {

@@ -93,12 +93,11 @@ fn pid(p: &[u8]) -> u16 {
     u16::from_be_bytes([p[1], p[2]]) & 0x1fff
 }
 
-/// What the PMTs of a capture list: (PIDs of stream type 0x86, whether
-/// the programme loop has the registration descriptor `CUEI`), from the
-/// last PMT seen.
-pub fn cue_pids(data: &[u8]) -> (Vec<u16>, bool) {
+/// Every whole PMT section (good CRC) in a capture, in order, found
+/// through the PAT.
+fn pmts(data: &[u8]) -> Vec<&[u8]> {
     let mut pmt_pid = None;
-    let mut found = (Vec::new(), false);
+    let mut found = Vec::new();
     for p in data.chunks_exact(PACKET) {
         if pid(p) == 0 {
             if let Some(s) = section(p) {
@@ -111,20 +110,32 @@ pub fn cue_pids(data: &[u8]) -> (Vec<u16>, bool) {
             && let Some(s) = section(p)
             && crc32(s) == 0
         {
-            let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
-            let cuei = s[12..12 + info].windows(6).any(|w| w == b"\x05\x04CUEI");
-            let mut pids = Vec::new();
-            let mut at = 12 + info;
-            while at + 5 <= s.len() - 4 {
-                if s[at] == 0x86 {
-                    pids.push(u16::from_be_bytes([s[at + 1], s[at + 2]]) & 0x1fff);
-                }
-                at += 5 + usize::from(u16::from_be_bytes([s[at + 3], s[at + 4]]) & 0x0fff);
-            }
-            found = (pids, cuei);
+            found.push(s);
         }
     }
     found
+}
+
+/// (stream_type, PID) of every stream a PMT section lists.
+fn streams(s: &[u8]) -> Vec<(u8, u16)> {
+    let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
+    let mut found = Vec::new();
+    let mut at = 12 + info;
+    while at + 5 <= s.len() - 4 {
+        found.push((s[at], u16::from_be_bytes([s[at + 1], s[at + 2]]) & 0x1fff));
+        at += 5 + usize::from(u16::from_be_bytes([s[at + 3], s[at + 4]]) & 0x0fff);
+    }
+    found
+}
+
+/// What the PMTs of a capture list: (PIDs of stream type 0x86, whether
+/// the programme loop has the registration descriptor `CUEI`), from the
+/// last PMT seen.
+pub fn cue_pids(data: &[u8]) -> (Vec<u16>, bool) {
+    let Some(s) = pmts(data).pop() else { return (Vec::new(), false) };
+    let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
+    let cuei = s[12..12 + info].windows(6).any(|w| w == b"\x05\x04CUEI");
+    (streams(s).into_iter().filter(|(t, _)| *t == 0x86).map(|(_, p)| p).collect(), cuei)
 }
 
 /// Every splice_insert on `cue_pid` in a timed capture, with the arrival
@@ -166,31 +177,10 @@ pub fn pictures_sent(timed: &[(Instant, Vec<u8>)], video_pid: u16) -> Vec<(Insta
 }
 
 /// The PID of the first video stream (H.264, HEVC, MPEG-2) the capture's
-/// PMT lists.
+/// first PMT lists.
 pub fn video_pid(data: &[u8]) -> Option<u16> {
-    let mut pmt_pid = None;
-    for p in data.chunks_exact(PACKET) {
-        if pid(p) == 0 {
-            if let Some(s) = section(p) {
-                pmt_pid = s[8..s.len() - 4]
-                    .chunks_exact(4)
-                    .find(|e| u16::from_be_bytes([e[0], e[1]]) != 0)
-                    .map(|e| u16::from_be_bytes([e[2], e[3]]) & 0x1fff);
-            }
-        } else if Some(pid(p)) == pmt_pid
-            && let Some(s) = section(p)
-        {
-            let info = usize::from(u16::from_be_bytes([s[10], s[11]]) & 0x0fff);
-            let mut at = 12 + info;
-            while at + 5 <= s.len() - 4 {
-                if [0x1b, 0x24, 0x02].contains(&s[at]) {
-                    return Some(u16::from_be_bytes([s[at + 1], s[at + 2]]) & 0x1fff);
-                }
-                at += 5 + usize::from(u16::from_be_bytes([s[at + 3], s[at + 4]]) & 0x0fff);
-            }
-        }
-    }
-    None
+    let first = *pmts(data).first()?;
+    streams(first).into_iter().find(|(t, _)| [0x1b, 0x24, 0x02].contains(t)).map(|(_, p)| p)
 }
 
 /// Standard base64 (RFC 4648) decoded; `None` on a character outside it.
