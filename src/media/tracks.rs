@@ -313,7 +313,14 @@ mod tests {
         assert_eq!(version_after(pmt_v(3, b"kaz")), 3, "the programme's version to start with");
         // The programme's PMT changes a track this leg leaves out: not its own.
         assert_eq!(version_after(pmt_v(4, b"tgk")), 3);
+        // It drops a track this leg leaves out (a shorter section): not its own either.
+        let mut fewer = pmt_v(5, b"tgk");
+        let eng = pmt_entries(&fewer).unwrap().into_iter().find(|e| e.pid == 0x103).unwrap();
+        fewer.truncate(fewer.len() - 4);
+        fewer.drain(eng.span.0..eng.span.1);
+        ts::seal_section(&mut fewer);
+        assert_eq!(version_after(fewer), 3);
         // One it keeps appears (the first track now in its language): its own changes.
-        assert_eq!(version_after(pmt_v(5, b"rus")), 4);
+        assert_eq!(version_after(pmt_v(6, b"rus")), 4);
     }
 }
