@@ -229,8 +229,7 @@ impl Coordinator {
             rehearsal: None,
             verdicts: Arc::default(),
             schedules: Vec::new(),
-            breaks: Vec::new(),
-            breaks_arc: Arc::default(),
+            breaks: Arc::default(),
             unreadable: BTreeMap::new(),
             stopping: None,
             stopped: Arc::default(),
@@ -452,9 +451,8 @@ struct State {
     verdicts: Arc<Vec<Report>>,
     /// Recurring rehearsals.
     schedules: Vec<Recurring>,
-    /// Ad breaks, by start (and shared with the snapshots).
-    breaks: Vec<AdBreak>,
-    breaks_arc: Arc<Vec<AdBreak>>,
+    /// Ad breaks, by start (shared with the snapshots until one changes).
+    breaks: Arc<Vec<AdBreak>>,
     /// Stored events that could not be read at start, by id, with why
     /// (left in the store, out of the schedule; their as-run log reads).
     unreadable: BTreeMap<String, String>,
@@ -526,8 +524,7 @@ impl State {
             }
         }
         self.schedules = self.store.schedules()?;
-        self.breaks = self.store.breaks()?;
-        self.breaks_arc = Arc::new(self.breaks.clone());
+        self.breaks = Arc::new(self.store.breaks()?);
         // A rehearsal the store holds unfinished died with the daemon.
         for mut r in self.store.rehearsals(None)?.into_iter().filter(|r| r.phase != crate::rehearsal::Phase::Finished) {
             crate::rehearsal::conclude(&mut r, Some("the daemon stopped during it"), self.options.clock.now());
@@ -618,7 +615,7 @@ impl State {
             verdicts: Arc::clone(&self.verdicts),
             unreadable_events: self.unreadable.len(),
             alerts: Arc::clone(&self.alerting.counters),
-            breaks: Arc::clone(&self.breaks_arc),
+            breaks: Arc::clone(&self.breaks),
         }));
     }
 
@@ -860,9 +857,9 @@ impl State {
         for b in &made {
             info!(event = %event.id, brk = %b.id, start = %utc_text(b.start), legs = b.channel_ids.len(), "Break scheduled.");
         }
-        self.breaks.extend(made.iter().cloned());
-        self.breaks.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.id.cmp(&b.id)));
-        self.breaks_arc = Arc::new(self.breaks.clone());
+        let breaks = Arc::make_mut(&mut self.breaks);
+        breaks.extend(made.iter().cloned());
+        breaks.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.id.cmp(&b.id)));
         self.push_breaks();
         Ok(made)
     }
@@ -889,8 +886,7 @@ impl State {
             return Err(CoordError::NotFound(format!("no break {}", config::quote(id))));
         }
         info!(brk = %id, "Break cancelled.");
-        self.breaks.retain(|x| x.id != id);
-        self.breaks_arc = Arc::new(self.breaks.clone());
+        Arc::make_mut(&mut self.breaks).retain(|x| x.id != id);
         self.push_breaks();
         Ok(b)
     }
