@@ -231,13 +231,7 @@ pub fn new_event_from_proto(r: &proto::ScheduleEventRequest) -> Result<NewEvent,
             None
         }
     };
-    let duration = match &r.duration {
-        Some(d) => from_duration(d, "duration").map_err(|e| errs.push(e)).ok(),
-        None => {
-            errs.push(FieldError { key: "duration".into(), message: "missing: how long the programme lasts".into() });
-            None
-        }
-    };
+    let duration = required_duration(&r.duration, "how long the programme lasts", &mut errs);
     let mut optional = |d: &Option<prost_types::Duration>, key: &str| {
         d.as_ref().and_then(|d| from_duration(d, key).map_err(|e| errs.push(e)).ok())
     };
@@ -253,6 +247,22 @@ pub fn new_event_from_proto(r: &proto::ScheduleEventRequest) -> Result<NewEvent,
             channel_ids: r.channel_ids.clone(),
         }),
         _ => Err(errs),
+    }
+}
+
+/// A request's `duration`, which must be there (`what` says what it is);
+/// a problem goes to `errs`.
+fn required_duration(
+    d: &Option<prost_types::Duration>,
+    what: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<chrono::Duration> {
+    match d {
+        Some(d) => from_duration(d, "duration").map_err(|e| errs.push(e)).ok(),
+        None => {
+            errs.push(FieldError { key: "duration".into(), message: format!("missing: {what}") });
+            None
+        }
     }
 }
 
@@ -273,13 +283,7 @@ pub fn new_break_from_proto(r: &proto::ScheduleBreakRequest, event_id: EventId) 
             None
         }
     };
-    let duration = match &r.duration {
-        Some(d) => from_duration(d, "duration").map_err(|e| errs.push(e)).ok(),
-        None => {
-            errs.push(FieldError { key: "duration".into(), message: "missing: how long the break lasts".into() });
-            None
-        }
-    };
+    let duration = required_duration(&r.duration, "how long the break lasts", &mut errs);
     if r.channel_ids.len() > crate::config::MAX_EVENT_CHANNELS {
         errs.push(FieldError {
             key: "channel_ids".into(),
