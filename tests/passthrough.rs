@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{NginxRtmp, Run, SrtReceiver, UdpCapture, channel, free_tcp_port, free_udp_port, require};
+use common::{NginxRtmp, Run, SrtReceiver, UdpCapture, channel, free_tcp_port, free_udp_port, require, wait_for};
 
 /// Per-packet hashes of stream `map` (e.g. `0:v:0`) as ffmpeg's framemd5
 /// with `-c copy` gives them: the access units, untouched. The sixth
@@ -812,4 +812,157 @@ async fn an_rtmp_leg_gets_its_break_as_on_cue_point_messages_at_the_instants() {
     // The end, 8 s after the break was set, is inside the stream (the
     // contribution plays 10 s from then), not at its edge.
     assert!(time > 1.0 && time < last - 1.0, "the end's message at {time} s of a stream of {last} s");
+}
+
+/// The tones heard on audio stream `map` (e.g. `0:a:1`) of `path`: one
+/// frequency (Hz) per quarter second that holds one steady, audible tone
+/// (a quarter second mixing the slate and the programme is left out).
+fn tones(path: &Path, map: &str) -> Vec<f64> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(path)
+        .args(["-map", map, "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
+        .output()
+        .expect("ffmpeg decodes");
+    let samples: Vec<f64> = out.stdout.chunks_exact(2).map(|b| f64::from(i16::from_le_bytes([b[0], b[1]]))).collect();
+    // Zero crossings over an eighth of a second, if it is not near silence.
+    let eighth = |s: &[f64]| -> Option<f64> {
+        let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len() as f64).sqrt();
+        let crossings = s.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+        (rms > 300.0).then(|| crossings as f64 / 2.0 * 8.0)
+    };
+    samples
+        .chunks_exact(12_000)
+        .filter_map(|q| {
+            let (a, b) = (eighth(&q[..6000])?, eighth(&q[6000..])?);
+            ((a - b).abs() <= 0.03 * a).then_some((a + b) / 2.0)
+        })
+        .collect()
+}
+
+/// Writes a venue's contribution to `path`: 320x180 H.264 with three AAC
+/// tracks, each a tone of its own, tagged `tracks` (language, Hz).
+fn aac_tracks(path: &Path, seconds: u32, tracks: &[(&str, u32)]) {
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"]);
+    for (_, hz) in tracks {
+        ffmpeg.args(["-f", "lavfi", "-i", &format!("sine=f={hz}:r=48000")]);
+    }
+    ffmpeg.args(["-t", &seconds.to_string(), "-map", "0:v"]);
+    for (i, (language, _)) in tracks.iter().enumerate() {
+        ffmpeg.args(["-map", &format!("{}:a", i + 1), &format!("-metadata:s:a:{i}"), &format!("language={language}")]);
+    }
+    ffmpeg.args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-b:v", "600k", "-c:a", "aac", "-f", "mpegts"]);
+    assert!(ffmpeg.arg(path).status().expect("ffmpeg").success(), "the contribution could not be made");
+}
+
+/// Transcode mode decodes each of the contribution's tracks and encodes it
+/// once under its planned language, so per-leg audio works as in
+/// passthrough: the SRT partner gets its two languages, the UDP partner
+/// all three, the RTMP partner its one, each track with its own tone (the
+/// venue's commentary it came from) and its exact ISO 639-2 code (`hye`,
+/// which mpegtsmux itself would write as `arm`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcode_mode_carries_every_planned_track_under_its_language_to_each_leg() {
+    require("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    // The venue sends them in another order than planned.
+    aac_tracks(&contribution, 8, &[("rus", 660), ("hye", 880), ("kaz", 440)]);
+    let source_port = free_udp_port();
+    let mut srt = SrtReceiver::start(free_udp_port());
+    let all = UdpCapture::start();
+    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let channels = [
+        channel("kz-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt.port))
+            + "audio = [\"kaz\", \"rus\"]\n",
+        channel("all-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", all.port)),
+        channel(
+            "ru-rtmp",
+            &format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"ru\" }}", nginx.port),
+        ) + "audio = [\"rus\"]\n",
+    ];
+    let config = udp_contribution(
+        source_port,
+        "mode = \"transcode\"\nwidth = 320\nheight = 180\nframerate = 25\ngop = 25\n\
+         audio = [\"aac:kaz\", \"aac:rus\", \"aac:hye\"]\n",
+        &channels,
+    );
+    let run = Run::start(&config).await;
+    send_live(&contribution, source_port).await;
+    let during = run.status().source;
+    let status = run.relay.shutdown().await;
+    srt.stop();
+    nginx.stop();
+    assert_eq!(status.leg("kz-srt").expect("kz").audio, ["kaz", "rus"]);
+    assert!(during.last_error.is_none(), "every track has its lane: {during:?}");
+
+    let (all_path, datagrams) = all.finish();
+    common::check_ts(&datagrams.concat()).assert_clean("the UDP leg");
+    common::check_ts(&std::fs::read(&srt.path).expect("SRT capture")).assert_clean("the SRT leg");
+    let languages = |path: &Path| -> Vec<(String, String)> {
+        streams(path).into_iter().skip(1).map(|(codec, _, lang)| (codec, lang)).collect()
+    };
+    let aac = |l: &[&str]| -> Vec<(String, String)> { l.iter().map(|l| ("aac".into(), l.to_string())).collect() };
+    assert_eq!(languages(&srt.path), aac(&["kaz", "rus"]));
+    assert_eq!(languages(&all_path), aac(&["kaz", "rus", "hye"]));
+
+    let hz = [("kaz", 440.0), ("rus", 660.0), ("hye", 880.0)];
+    let heard = |path: &Path, map: &str, wanted: &str| {
+        let got = tones(path, map);
+        let near = |f: f64| got.iter().filter(|g| (*g - f).abs() <= 0.05 * f).count();
+        for (language, f) in hz {
+            let n = near(f);
+            if language == wanted {
+                assert!(n >= 12, "{}: {map} has {wanted}'s tone in only {n} quarter seconds: {got:?}", path.display());
+            } else {
+                assert_eq!(n, 0, "{}: {map} ({wanted}) carries {language}'s tone: {got:?}", path.display());
+            }
+        }
+    };
+    for (i, l) in ["kaz", "rus"].iter().enumerate() {
+        heard(&srt.path, &format!("0:a:{i}"), l);
+    }
+    for (i, l) in ["kaz", "rus", "hye"].iter().enumerate() {
+        heard(&all_path, &format!("0:a:{i}"), l);
+    }
+    let recordings = nginx.recordings("ru");
+    assert!(!recordings.is_empty(), "nginx recorded nothing for the RTMP leg");
+    let flv = recordings.iter().max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).expect("one");
+    assert_eq!(streams(flv).iter().filter(|s| s.0 == "aac").count(), 1, "one AAC track over RTMP");
+    heard(flv, "0:a:0", "rus");
+}
+
+/// A contribution whose tracks differ from `[program] audio` in transcode
+/// mode: a track in a language not planned is left out rather than put
+/// under another's, a planned one it lacks carries silence, and the
+/// status says both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_transcode_mode_the_status_names_tracks_the_contribution_adds_or_lacks() {
+    require("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    aac_tracks(&contribution, 6, &[("rus", 660), ("tgk", 880)]);
+    let source_port = free_udp_port();
+    let all = UdpCapture::start();
+    let channels = [channel("all-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", all.port))];
+    let config = udp_contribution(
+        source_port,
+        "mode = \"transcode\"\nwidth = 320\nheight = 180\nframerate = 25\ngop = 25\naudio = [\"aac:kaz\", \"aac:rus\"]\n",
+        &channels,
+    );
+    let run = Run::start(&config).await;
+    let sending = tokio::spawn(async move { send_live(&contribution, source_port).await });
+    let said =
+        wait_for(Duration::from_secs(8), || run.status().source.last_error.is_some_and(|e| e.contains("kaz"))).await;
+    let source = run.status().source;
+    sending.await.expect("sent");
+    run.relay.shutdown().await;
+    assert!(said, "the status never named the missing track: {source:?}");
+    let error = source.last_error.unwrap_or_default();
+    assert!(error.contains("AAC tgk has no place in [program] audio"), "{error}");
+    assert!(error.contains("[program] audio plans kaz but the contribution carries no such AAC track"), "{error}");
+    let (path, _) = all.finish();
+    assert!(tones(&path, "0:a:0").is_empty(), "the kaz lane is silent: {:?}", tones(&path, "0:a:0"));
+    assert!(tones(&path, "0:a:1").iter().filter(|f| (*f - 660.0).abs() < 33.0).count() >= 8, "rus is heard");
 }

@@ -411,8 +411,7 @@ mod tests {
         };
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["channels[0].audio[0]", "channels[0].audio[1]", "channels[0].audio[3]"], "{errs:?}");
-        // An RTMP leg takes exactly one track, and only an AAC one; transcode
-        // mode cannot choose.
+        // An RTMP leg takes exactly one track, and only an AAC one.
         let rtmp = "{ type = \"rtmp\", url = \"rtmp://127.0.0.1/live\" }";
         assert_eq!(parse(&format!("{base}{}", leg("r", rtmp, "[\"rus\"]"))).unwrap().channels[0].audio, ["rus"]);
         for (asked, says) in [("[\"rus\", \"kaz\"]", "exactly one audio track"), ("[\"eng\"]", "as ac3")] {
@@ -421,12 +420,15 @@ mod tests {
             };
             assert!(errs[0].message.contains("RTMP") && errs[0].message.contains(says), "{errs:?}");
         }
-        let transcode = "[event]\ntitle = \"T\"\n";
-        let ConfigError::Invalid(errs) = parse(&format!("{transcode}{}", leg("t", udp, "[\"rus\"]"))).unwrap_err()
+        // Transcode mode chooses among its planned tracks the same way.
+        let transcode = "[event]\ntitle = \"T\"\n[program]\nmode = \"transcode\"\naudio = [\"aac:kaz\", \"aac:rus\"]\n";
+        let c = parse(&format!("{transcode}{}", leg("t", rtmp, "[\"rus\"]"))).unwrap();
+        assert_eq!(c.channels[0].audio, ["rus"]);
+        let ConfigError::Invalid(errs) = parse(&format!("{transcode}{}", leg("t", udp, "[\"eng\"]"))).unwrap_err()
         else {
             panic!("expected Invalid")
         };
-        assert!(errs[0].message.contains("passthrough"), "{errs:?}");
+        assert!(errs[0].message.contains("eng") && errs[0].message.contains("kaz, rus"), "{errs:?}");
     }
 
     #[test]
@@ -498,9 +500,15 @@ mod tests {
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["program.audio[0]", "program.audio[1]", "program.audio[2]"], "{errs:?}");
         assert!(errs[0].message.contains("ISO 639-2") && errs[1].message.contains("`dts`"), "{errs:?}");
-        let t = "[event]\ntitle = \"T\"\n[program]\naudio = [\"ac3\"]\n";
+        // Transcode (the test source's mode) decodes and encodes AAC only.
+        let t = "[event]\ntitle = \"T\"\n[program]\naudio = [\"aac:kaz\", \"ac3:eng\"]\n";
         let ConfigError::Invalid(errs) = parse(t).unwrap_err() else { panic!("expected Invalid") };
-        assert_eq!(errs[0].key, "program.audio", "transcode (the test source) encodes one AAC track: {errs:?}");
+        assert_eq!(errs[0].key, "program.audio[1]", "{errs:?}");
+        assert!(errs[0].message.contains("AAC tracks only") && errs[0].message.contains("passthrough"), "{errs:?}");
+        assert_eq!(
+            parse("[event]\ntitle = \"T\"\n[program]\naudio = [\"aac:kaz\", \"aac\"]\n").unwrap().program.audio.len(),
+            2
+        );
     }
 
     #[test]

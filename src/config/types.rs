@@ -455,21 +455,15 @@ impl ProgramFormat {
     }
 
     /// Why `channel`'s audio languages cannot be given it, if so: a
-    /// language the programme lacks (naming those it has), transcode mode
-    /// (one untagged track), or an RTMP leg asking for more than one track,
-    /// or for one that is not AAC (FLV carries one AAC track).
+    /// language the programme lacks (naming those it has), or an RTMP leg
+    /// asking for more than one track, or for one that is not AAC (FLV
+    /// carries one AAC track). Both modes carry `[program] audio`'s tracks.
     pub fn audio_refusal(&self, channel: &Channel) -> Option<String> {
         if channel.audio.is_empty() {
             return None;
         }
         let id = channel.id.as_str();
         let asked = channel.audio.join(", ");
-        if self.mode == ProgramMode::Transcode {
-            return Some(format!(
-                "channel `{id}` asks for audio {asked}: transcode mode carries one untagged AAC track; \
-                 per-leg audio needs passthrough"
-            ));
-        }
         if matches!(channel.ingest, Ingest::Rtmp(_)) {
             if channel.audio.len() > 1 {
                 return Some(format!(

@@ -499,8 +499,18 @@ fn program(w: &mut Walk, t: &Table, default_mode: ProgramMode) -> ProgramFormat 
             d.audio.clone()
         }
     };
-    if mode == ProgramMode::Transcode && t.contains_key("audio") {
-        w.err("program.audio", "transcode mode encodes one AAC track; audio applies to passthrough");
+    if mode == ProgramMode::Transcode {
+        // Each planned track is decoded from the contribution's AAC and
+        // encoded again as AAC under its language.
+        for (i, track) in audio.iter().enumerate().filter(|(_, t)| t.codec != crate::media::es::AudioCodec::Aac) {
+            w.err(
+                format!("program.audio[{i}]"),
+                format!(
+                    "transcode mode decodes and encodes AAC tracks only, not {}; relay it with mode = \"passthrough\"",
+                    track.codec.as_str()
+                ),
+            );
+        }
     }
     let scte35 = w.boolean(t, AT, "scte35").unwrap_or(d.scte35);
     if mode == ProgramMode::Transcode && scte35 {

@@ -366,8 +366,15 @@ impl Program {
 struct Built {
     pipeline: gst::Pipeline,
     bus_rx: super::BusRx,
-    /// (video, audio) appsrcs of the primary, then of the backup.
-    inputs: [(gst_app::AppSrc, gst_app::AppSrc); 2],
+    /// The appsrcs of the primary, then of the backup.
+    inputs: [FeedInputs; 2],
+}
+
+/// One feed's way into the program pipeline: its pictures, and its sound
+/// for each planned audio track (lane), in order.
+struct FeedInputs {
+    video: gst_app::AppSrc,
+    audio: Vec<gst_app::AppSrc>,
 }
 
 struct Supervisor {
@@ -398,7 +405,7 @@ impl Supervised for Supervisor {
             Ok(p) => p,
             Err(refused) => return Ended::Failed(format!("program pipeline: {refused}")),
         };
-        for (raw, (video, audio)) in self.raws.iter().zip(inputs) {
+        for (raw, FeedInputs { video, audio }) in self.raws.iter().zip(inputs) {
             raw.attach(video, audio);
         }
         info!("Program pipeline running.");
@@ -449,6 +456,10 @@ fn format_params(f: &ProgramFormat) -> Vec<(&'static str, u64)> {
 /// construction: partner decoders never re-initialise at a switch. The
 /// switch sets the pads' alpha and mute from code, on output timestamps.
 /// The backup's appsrcs are there even without a backup: they never push.
+///
+/// Sound goes through one lane per `[program] audio` track (its own mixer,
+/// slate tone, encoder and PID, tagged with the planned language), so a
+/// contribution's commentaries stay apart and each leg can choose them.
 pub const PLAYOUT: super::Skeleton = super::Skeleton {
     name: "program/playout",
     factories: &[
@@ -481,13 +492,23 @@ fn timed_queue(time: Duration) -> Result<gst::Element, MediaError> {
 
 /// The elements of the skeleton the build needs to reach again.
 struct Playout {
-    /// (video, audio) appsrcs of the primary, then of the backup.
-    inputs: [(gst_app::AppSrc, gst_app::AppSrc); 2],
+    /// The appsrcs of the primary, then of the backup.
+    inputs: [FeedInputs; 2],
     vmix: gst::Element,
-    amix: gst::Element,
     venc: gst::Element,
-    tone: gst::Element,
+    /// One per planned audio track.
+    lanes: Vec<Lane>,
     mux: gst::Element,
+}
+
+/// One planned audio track's part of the program pipeline.
+struct Lane {
+    /// Its mixer: slate, primary, backup.
+    mixer: gst::Element,
+    /// The slate's sound for it.
+    tone: gst::Element,
+    /// The PID the multiplexer gives it.
+    pid: u16,
 }
 
 /// Builds the skeleton into `pipeline`, up to the multiplexer.
@@ -506,7 +527,6 @@ fn playout(pipeline: &gst::Pipeline, f: &ProgramFormat) -> Result<Playout, Media
 
     let vmix = PLAYOUT
         .make("compositor", |b| b.name("vmix").property_from_str("background", "black").property("latency", latency))?;
-    let amix = PLAYOUT.make("audiomixer", |b| b.name("amix").property("latency", latency))?;
     let venc = PLAYOUT.make("x264enc", |b| {
         b.name("venc")
             .property_from_str("tune", "zerolatency")
@@ -560,27 +580,43 @@ fn playout(pipeline: &gst::Pipeline, f: &ProgramFormat) -> Result<Playout, Media
             .map(|_| ())
             .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link to {}.{pad}: {e}", mixer.name())))
     };
-    pipeline.add_many([&vmix, &amix, &mux]).map_err(err)?;
+    let lane_count = f.audio.len().max(1);
+    let mixers = (0..lane_count)
+        .map(|l| PLAYOUT.make("audiomixer", |b| b.name(format!("amix_{l}")).property("latency", latency)))
+        .collect::<Result<Vec<_>, _>>()?;
+    pipeline.add_many([&vmix, &mux]).map_err(err)?;
+    pipeline.add_many(mixers.iter()).map_err(err)?;
     let mut inputs = Vec::new();
-    for (i, (video, audio)) in [("program_video", "program_audio"), ("backup_video", "backup_audio")].iter().enumerate()
-    {
-        let (v, vout) = input(video, true)?;
-        let (a, aout) = input(audio, false)?;
+    for (i, feed) in ["program", "backup"].iter().enumerate() {
+        let (video, vout) = input(&format!("{feed}_video"), true)?;
         to_pad(vout, &vmix, &format!("sink_{}", i + 1))?;
-        to_pad(aout, &amix, &format!("sink_{}", i + 1))?;
-        inputs.push((v, a));
+        let mut audio = Vec::new();
+        for (l, mixer) in mixers.iter().enumerate() {
+            let (a, aout) = input(&format!("{feed}_audio_{l}"), false)?;
+            to_pad(aout, mixer, &format!("sink_{}", i + 1))?;
+            audio.push(a);
+        }
+        inputs.push(FeedInputs { video, audio });
     }
     let inputs: [_; 2] = inputs.try_into().map_err(|_| MediaError::Pipeline("program inputs: not two feeds".into()))?;
 
-    // The slate's sound; its picture is linked by the caller.
-    let tone = PLAYOUT.make("audiotestsrc", |b| {
-        b.name("slate_tone").property("is-live", true).property("samplesperbuffer", 960i32).property("volume", 0.25f64)
-    })?;
-    let tone_caps = caps(raw_audio())?;
-    link(&[&tone, &tone_caps])?;
-    let tone_out =
-        tone_caps.static_pad("src").ok_or_else(|| MediaError::Pipeline("capsfilter without a src pad".into()))?;
-    to_pad(tone_out, &amix, "sink_0")?;
+    // The slate's sound, one tone for each lane; its picture is linked by
+    // the caller.
+    let mut tones = Vec::new();
+    for (l, mixer) in mixers.iter().enumerate() {
+        let tone = PLAYOUT.make("audiotestsrc", |b| {
+            b.name(format!("slate_tone_{l}"))
+                .property("is-live", true)
+                .property("samplesperbuffer", 960i32)
+                .property("volume", 0.25f64)
+        })?;
+        let tone_caps = caps(raw_audio())?;
+        link(&[&tone, &tone_caps])?;
+        let tone_out =
+            tone_caps.static_pad("src").ok_or_else(|| MediaError::Pipeline("capsfilter without a src pad".into()))?;
+        to_pad(tone_out, mixer, "sink_0")?;
+        tones.push(tone);
+    }
 
     // One encode each, then the one multiplex. Video first: it gets the
     // first PID, as partners have always seen it.
@@ -591,19 +627,32 @@ fn playout(pipeline: &gst::Pipeline, f: &ProgramFormat) -> Result<Playout, Media
     let vchain = [caps(i420)?, venc.clone(), caps(baseline)?, vparse, timed_queue(Duration::from_secs(1))?];
     pipeline.add_many(vchain.iter()).map_err(err)?;
     gst::Element::link_many([&vmix].into_iter().chain(vchain.iter()).chain([&mux])).map_err(err)?;
-    let aenc = PLAYOUT.make("avenc_aac", |b| {
-        b.property("bitrate", i32::try_from(u64::from(f.audio_kbps) * 1000).unwrap_or(128_000))
-    })?;
-    let achain = [
-        caps(raw_audio())?,
-        PLAYOUT.make("audioconvert", |b| b)?,
-        aenc,
-        PLAYOUT.make("aacparse", |b| b)?,
-        timed_queue(Duration::from_secs(1))?,
-    ];
-    pipeline.add_many(achain.iter()).map_err(err)?;
-    gst::Element::link_many([&amix].into_iter().chain(achain.iter()).chain([&mux])).map_err(err)?;
-    Ok(Playout { inputs, vmix, amix, venc, tone, mux })
+    // Then each lane's sound, on PIDs in lane order.
+    let mut lanes = Vec::new();
+    for (mixer, tone) in mixers.into_iter().zip(tones) {
+        let aenc = PLAYOUT.make("avenc_aac", |b| {
+            b.property("bitrate", i32::try_from(u64::from(f.audio_kbps) * 1000).unwrap_or(128_000))
+        })?;
+        let achain = [
+            caps(raw_audio())?,
+            PLAYOUT.make("audioconvert", |b| b)?,
+            aenc,
+            PLAYOUT.make("aacparse", |b| b)?,
+            timed_queue(Duration::from_secs(1))?,
+        ];
+        pipeline.add_many(achain.iter()).map_err(err)?;
+        gst::Element::link_many([&mixer].into_iter().chain(achain.iter())).map_err(err)?;
+        let mux_pad = mux
+            .request_pad_simple("sink_%d")
+            .ok_or_else(|| MediaError::Pipeline("the multiplexer gives no more pads".into()))?;
+        // mpegtsmux names a pad after its PID.
+        let pid = mux_pad.name().strip_prefix("sink_").and_then(|n| n.parse::<u16>().ok()).unwrap_or(0);
+        let out = achain[4].static_pad("src").ok_or_else(|| MediaError::Pipeline("queue without a src pad".into()))?;
+        out.link(&mux_pad)
+            .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link a sound track: {e}")))?;
+        lanes.push(Lane { mixer, tone, pid });
+    }
+    Ok(Playout { inputs, vmix, venc, lanes, mux })
 }
 
 /// Builds the program pipeline: slate and contribution into the compositor
@@ -613,13 +662,15 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
     let pipeline = gst::Pipeline::with_name("program");
     pipeline.use_clock(Some(&super::clock()));
     let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("program pipeline: {e}"));
-    let Playout { inputs, vmix, amix, venc, tone, mux } = playout(&pipeline, f)?;
-    match plan.slate.tone_hz {
-        Some(hz) => {
-            tone.set_property_from_str("wave", "sine");
-            tone.set_property("freq", f64::from(hz));
+    let Playout { inputs, vmix, venc, lanes, mux } = playout(&pipeline, f)?;
+    for Lane { tone, .. } in &lanes {
+        match plan.slate.tone_hz {
+            Some(hz) => {
+                tone.set_property_from_str("wave", "sine");
+                tone.set_property("freq", f64::from(hz));
+            }
+            None => tone.set_property_from_str("wave", "silence"),
         }
-        None => tone.set_property_from_str("wave", "silence"),
     }
 
     // The slate's picture, into the compositor's bottom pad.
@@ -639,7 +690,10 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
         }
     }
 
-    let appsink = fanout_sink(switch, sender);
+    // Each lane's track under its planned language, in the PMT.
+    let languages =
+        lanes.iter().zip(&f.audio).filter_map(|(lane, t)| t.language.clone().map(|l| (lane.pid, l))).collect();
+    let appsink = fanout_sink(switch, sender, super::tracks::LanguageStamp::new(languages));
     pipeline.add_many([slate.upcast_ref::<gst::Element>(), &appsink]).map_err(err)?;
     mux.link(&appsink)
         .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link to the fan-out: {e}")))?;
@@ -649,7 +703,6 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
             .or_else(|| vmix.request_pad_simple(n))
             .ok_or_else(|| MediaError::Pipeline(format!("compositor has no pad {n}")))
     };
-    let apad = |n: &str| amix.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("audio mixer has no pad {n}")));
     let slate_target = vpad("sink_0")?;
     let slate_out =
         slate.static_pad("video").ok_or_else(|| MediaError::Pipeline("the slate has no video pad".into()))?;
@@ -658,7 +711,13 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
         .map_err(|e| MediaError::Pipeline(format!("program pipeline: cannot link the slate to the compositor: {e}")))?;
     // Pads by feed: slate, primary, backup.
     let video_pads = [slate_target, vpad("sink_1")?, vpad("sink_2")?];
-    let audio_pads = [apad("sink_0")?, apad("sink_1")?, apad("sink_2")?];
+    let mut lane_pads = Vec::new();
+    for lane in &lanes {
+        let apad = |n: &str| {
+            lane.mixer.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("audio mixer has no pad {n}")))
+        };
+        lane_pads.push([apad("sink_0")?, apad("sink_1")?, apad("sink_2")?]);
+    }
     for (i, pad) in video_pads.iter().enumerate() {
         pad.set_property("zorder", i as u32);
         if i > 0 {
@@ -667,12 +726,13 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
         }
     }
     show_video(&video_pads, Feed::Slate);
-    show_audio(&audio_pads, Feed::Slate);
+    for pads in &lane_pads {
+        show_audio(pads, Feed::Slate);
+    }
     switch.video_program.store(false, Ordering::Relaxed);
     *lock(&switch.shown) = Shown::default();
 
     vmix.set_property("emit-signals", true);
-    amix.set_property("emit-signals", true);
     {
         let switch = Arc::clone(switch);
         let venc_src = venc.static_pad("src").ok_or_else(|| MediaError::Pipeline("x264enc has no src pad".into()))?;
@@ -729,10 +789,12 @@ fn build(plan: &ProgramPlan, switch: &Arc<Switch>, sender: FanoutSender) -> Resu
             None
         });
     }
-    {
+    // Each lane's sound follows the picture by timestamp.
+    for (lane, audio_pads) in lanes.iter().zip(lane_pads) {
         let switch = Arc::clone(switch);
         let heard = std::sync::atomic::AtomicUsize::new(pad_index(Feed::Slate));
-        amix.connect("samples-selected", false, move |args| {
+        lane.mixer.set_property("emit-signals", true);
+        lane.mixer.connect("samples-selected", false, move |args| {
             let rt = args[2].get::<Option<gst::ClockTime>>().ok().flatten()?.nseconds();
             let show = lock(&switch.shown).at(rt);
             if heard.swap(pad_index(show), Ordering::Relaxed) != pad_index(show) {
@@ -788,10 +850,11 @@ fn show_audio(pads: &[gst::Pad; 3], feed: Feed) {
     }
 }
 
-/// The appsink handing the multiplexed program to the fan-out; it marks the
-/// buffer carrying the first program keyframe, so each leg can tell when
-/// its first program picture went out.
-fn fanout_sink(switch: &Arc<Switch>, sender: FanoutSender) -> gst::Element {
+/// The appsink handing the multiplexed program to the fan-out, its PMT
+/// given the planned languages by `stamp`; it marks the buffer carrying the
+/// first program keyframe, so each leg can tell when its first program
+/// picture went out.
+fn fanout_sink(switch: &Arc<Switch>, sender: FanoutSender, mut stamp: super::tracks::LanguageStamp) -> gst::Element {
     let switch = Arc::clone(switch);
     gst_app::AppSink::builder()
         .name("program")
@@ -804,6 +867,7 @@ fn fanout_sink(switch: &Arc<Switch>, sender: FanoutSender) -> gst::Element {
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     let Some(buffer) = sample.buffer_owned() else { return Ok(gst::FlowSuccess::Ok) };
+                    let buffer = stamp.apply(buffer);
                     let keyframes = buffer
                         .map_readable()
                         .map(|m| ts::pes_starts(&m).filter(|p| p.is_video() && p.keyframe).count() as u64)

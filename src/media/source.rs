@@ -99,8 +99,8 @@ pub enum FeedOut {
     Coded(Arc<super::coded::CodedFeed>),
 }
 
-/// Where a feed's raw pictures and sound go: the program pipeline's two
-/// appsrcs, re-stamped from the feed's running time to the program's (both
+/// Where a feed's raw pictures and sound go: the program pipeline's
+/// appsrcs (the pictures, and one for each planned audio track), re-stamped from the feed's running time to the program's (both
 /// pipelines run on the one system clock, so the instant is kept).
 #[derive(Debug, Default)]
 pub struct RawSink {
@@ -110,16 +110,17 @@ pub struct RawSink {
 #[derive(Debug, Clone)]
 struct RawTarget {
     video: gst_app::AppSrc,
-    audio: gst_app::AppSrc,
+    /// One per lane: the programme's planned audio tracks, in order.
+    audio: Vec<gst_app::AppSrc>,
 }
 
-/// Which of a feed's two outputs.
+/// Which of a feed's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Track {
     /// Raw pictures.
     Video,
-    /// Raw sound.
-    Audio,
+    /// Raw sound for the programme's planned audio track (lane) `n`.
+    Audio(usize),
 }
 
 impl RawSink {
@@ -129,7 +130,7 @@ impl RawSink {
     }
 
     /// Starts handing to these appsrcs (a new program pipeline).
-    pub fn attach(&self, video: gst_app::AppSrc, audio: gst_app::AppSrc) {
+    pub fn attach(&self, video: gst_app::AppSrc, audio: Vec<gst_app::AppSrc>) {
         *lock(&self.target) = Some(RawTarget { video, audio });
     }
 
@@ -143,7 +144,10 @@ impl RawSink {
         let Some(t) = lock(&self.target).clone() else { return };
         let src = match track {
             Track::Video => t.video,
-            Track::Audio => t.audio,
+            Track::Audio(lane) => match t.audio.into_iter().nth(lane) {
+                Some(src) => src,
+                None => return,
+            },
         };
         let Some(base) = src.base_time() else { return };
         let Some(pts) = clock_ns.checked_sub(base.nseconds()) else { return };
@@ -176,6 +180,9 @@ struct Shared {
     /// What the contribution carries that this programme cannot decode
     /// (`HEVC video: ...`), found when the demuxer exposed it.
     unfit: Mutex<Option<String>>,
+    /// How the contribution's sound tracks differ from `[program] audio`
+    /// (a track left out, a planned one missing), as the demuxer found.
+    audio_note: Mutex<Option<String>>,
 }
 
 /// A decoding feed whose data stopped moving for this long, after it had
@@ -252,6 +259,7 @@ impl Contribution {
             srt_listener: matches!(source, Source::Srt(s) if s.mode == crate::config::SrtMode::Listener),
             decoded: matches!(out, FeedOut::Raw(_)) && !matches!(source, Source::Test(_)),
             unfit: Mutex::new(None),
+            audio_note: Mutex::new(None),
         });
         let first = build(source, format, title, &out, &shared)?;
         let sup = Supervisor {
@@ -296,7 +304,11 @@ impl Contribution {
         } else if failing {
             (SourceState::Error, pipeline_error)
         } else if pictures {
-            (SourceState::Receiving, pipeline_error)
+            let note = lock(&self.shared.audio_note).clone();
+            (
+                SourceState::Receiving,
+                pipeline_error.or(note.map(|n| format!("contribution feed {}: {n}", self.describe))),
+            )
         } else if let Some(unfit) = lock(&self.shared.unfit).clone() {
             (SourceState::Error, Some(format!("contribution feed {}: {unfit}", self.describe)))
         } else if ts_only {
@@ -566,13 +578,15 @@ fn build(
         }
     };
     // Where raw pictures and sound come out: the test source's `video`
-    // and `audio` pads, or the decoder's.
-    let raw: [gst::Pad; 2] = if matches!(source, Source::Test(_)) {
+    // and `audio` pads (its one tone is the first planned track), or the
+    // decoder's (each AAC track its own, added as the demuxer finds it).
+    let raw: Vec<(Track, gst::Pad)> = if matches!(source, Source::Test(_)) {
         let pad = |n: &str| bin.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("{name} has no {n} pad")));
-        [pad("video")?, pad("audio")?]
+        vec![(Track::Video, pad("video")?), (Track::Audio(0), pad("audio")?)]
     } else {
-        let (demux, video, audio) = decoder(&pipeline)?;
+        let (demux, video) = decoder(&pipeline)?;
         *lock(&shared.unfit) = None;
+        *lock(&shared.audio_note) = None;
         {
             let shared = Arc::clone(shared);
             demux.connect_pad_added(move |_, pad| {
@@ -585,13 +599,14 @@ fn build(
         }
         let ts_pad = bin.static_pad("src").ok_or_else(|| MediaError::Pipeline(format!("{name} has no src pad")))?;
         refuse_garbage(&ts_pad, shared);
+        let planned = format.audio.iter().map(|t| t.language.clone()).collect();
+        decode_audio(&pipeline, &demux, &ts_pad, planned, out, shared);
         bin.link(&demux).map_err(|e| MediaError::Pipeline(format!("cannot link {name} to the decoder: {e}")))?;
-        let src = |e: &gst::Element| {
-            e.static_pad("src").ok_or_else(|| MediaError::Pipeline("converter without a src pad".into()))
-        };
-        [src(&video)?, src(&audio)?]
+        let video =
+            video.static_pad("src").ok_or_else(|| MediaError::Pipeline("converter without a src pad".into()))?;
+        vec![(Track::Video, video)]
     };
-    for (track, out_pad) in [Track::Video, Track::Audio].into_iter().zip(raw) {
+    for (track, out_pad) in raw {
         let sink = raw_sink(track, out, shared);
         pipeline.add(&sink).map_err(err)?;
         let sink_pad =
@@ -621,53 +636,161 @@ pub const DECODE: super::Skeleton = super::Skeleton {
 };
 
 /// Adds the decoder to `pipeline`: MPEG-TS in on the returned demuxer, raw
-/// video and audio out of the returned (video, audio) converters. The
-/// demuxer's first H.264 stream and first AAC stream are decoded; any
-/// other it offers stays unlinked.
-fn decoder(pipeline: &gst::Pipeline) -> Result<(gst::Element, gst::Element, gst::Element), MediaError> {
+/// video out of the returned converter. The demuxer's first H.264 stream
+/// is decoded; the sound is [`decode_audio`]'s.
+fn decoder(pipeline: &gst::Pipeline) -> Result<(gst::Element, gst::Element), MediaError> {
     let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("contribution decoder: {e}"));
-    let queue = || {
-        DECODE.make("queue", |b| {
-            b.property("max-size-time", 2_000_000_000u64)
-                .property("max-size-bytes", 0u32)
-                .property("max-size-buffers", 0u32)
-        })
-    };
     let demux = DECODE.make("tsdemux", |b| b.name("in"))?;
     let video = [
         DECODE.make("h264parse", |b| b)?,
-        queue()?,
+        decode_queue()?,
         DECODE.make("avdec_h264", |b| b)?,
         DECODE.make("videoconvert", |b| b)?,
     ];
-    let audio = [
-        DECODE.make("aacparse", |b| b)?,
-        queue()?,
-        DECODE.make("avdec_aac", |b| b)?,
-        DECODE.make("audioconvert", |b| b)?,
-    ];
     pipeline.add(&demux).map_err(err)?;
-    for chain in [&video, &audio] {
-        pipeline.add_many(chain.iter()).map_err(err)?;
-        gst::Element::link_many(chain.iter()).map_err(err)?;
-    }
-    let entries = [(video[0].clone(), "video/x-h264"), (audio[0].clone(), "audio/mpeg")];
+    pipeline.add_many(video.iter()).map_err(err)?;
+    gst::Element::link_many(video.iter()).map_err(err)?;
+    let parser = video[0].clone();
     demux.connect_pad_added(move |_, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-        let Some(kind) = caps.structure(0).map(|s| s.name().to_string()) else { return };
-        for (parser, wanted) in &entries {
-            let Some(sink) = parser.static_pad("sink") else { continue };
-            if kind == *wanted && !sink.is_linked() {
-                if let Err(e) = pad.link(&sink) {
-                    warn!(pad = %pad.name(), error = ?e, "Cannot link the contribution's stream to its decoder.");
-                }
-                return;
-            }
+        let h264 = caps.structure(0).is_some_and(|s| s.name() == "video/x-h264");
+        let Some(sink) = parser.static_pad("sink").filter(|s| h264 && !s.is_linked()) else { return };
+        if let Err(e) = pad.link(&sink) {
+            warn!(pad = %pad.name(), error = ?e, "Cannot link the contribution's pictures to their decoder.");
         }
     });
     let [.., vout] = video;
-    let [.., aout] = audio;
-    Ok((demux, vout, aout))
+    Ok((demux, vout))
+}
+
+/// The queue between a parser and its decoder: up to 2 s.
+fn decode_queue() -> Result<gst::Element, MediaError> {
+    DECODE.make("queue", |b| {
+        b.property("max-size-time", 2_000_000_000u64)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-buffers", 0u32)
+    })
+}
+
+/// Decodes each of the contribution's AAC tracks into its lane, one of the
+/// programme's `planned` audio tracks (by language, see
+/// [`super::tracks::lane_for`]): a decoding chain is added for each track
+/// as the demuxer finds it, its language read from the contribution's PMT
+/// as it passes `ts_pad`. A track without a lane is left out, and a lane
+/// without a track carries the mixer's silence; either is noted for the
+/// status and logged.
+fn decode_audio(
+    pipeline: &gst::Pipeline,
+    demux: &gst::Element,
+    ts_pad: &gst::Pad,
+    planned: Vec<Option<String>>,
+    out: &Arc<RawSink>,
+    shared: &Arc<Shared>,
+) {
+    let languages = Arc::new(Mutex::new(super::tracks::PmtLanguages::default()));
+    {
+        let languages = Arc::clone(&languages);
+        ts_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                && let Ok(m) = b.map_readable()
+            {
+                lock(&languages).read(&m);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let taken = Arc::new(Mutex::new(vec![false; planned.len()]));
+    let planned = Arc::new(planned);
+    let name = |planned: &[Option<String>], lane: usize| match &planned[lane] {
+        Some(l) => l.clone(),
+        None => format!("track {}", lane + 1),
+    };
+    {
+        let (weak, out, shared) = (pipeline.downgrade(), Arc::clone(out), Arc::clone(shared));
+        let (taken, planned) = (Arc::clone(&taken), Arc::clone(&planned));
+        demux.connect_pad_added(move |_, pad| {
+            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+            let aac = caps
+                .structure(0)
+                .is_some_and(|s| s.name() == "audio/mpeg" && matches!(s.get::<i32>("mpegversion").ok(), Some(2 | 4)));
+            if !aac {
+                return;
+            }
+            let pid = pad.name().rsplit('_').next().and_then(|h| u16::from_str_radix(h, 16).ok()).unwrap_or(0);
+            let language = lock(&languages).of(pid).map(str::to_owned);
+            let lane = {
+                let mut taken = lock(&taken);
+                let lane = super::tracks::lane_for(&planned, &taken, language.as_deref());
+                if let Some(t) = lane.and_then(|l| taken.get_mut(l)) {
+                    *t = true;
+                }
+                lane
+            };
+            let Some(lane) = lane else {
+                let what =
+                    language.map_or_else(|| format!("an untagged AAC track (PID {pid})"), |l| format!("AAC {l}"));
+                let note = format!("{what} has no place in [program] audio; it is left out");
+                warn!(%note, "The contribution carries a sound track the programme does not plan.");
+                add_note(&shared, note);
+                return;
+            };
+            let Some(pipeline) = weak.upgrade() else { return };
+            match decode_track(&pipeline, pad, lane, &out, &shared) {
+                Ok(()) => {
+                    info!(pid, language = ?language, lane = %name(&planned, lane), "Contribution sound track decoded.")
+                }
+                Err(e) => warn!(pad = %pad.name(), error = %e, "Cannot decode a sound track of the contribution."),
+            }
+        });
+    }
+    let shared = Arc::clone(shared);
+    demux.connect_no_more_pads(move |_| {
+        let taken = lock(&taken).clone();
+        let lacking: Vec<String> = (0..planned.len()).filter(|&l| !taken[l]).map(|l| name(&planned, l)).collect();
+        if !lacking.is_empty() {
+            let note = format!(
+                "[program] audio plans {} but the contribution carries no such AAC track: partners hear silence there",
+                lacking.join(", ")
+            );
+            warn!(%note, "A planned sound track is missing from the contribution.");
+            add_note(&shared, note);
+        }
+    });
+}
+
+/// Adds `note` to what the status says of the feed's sound tracks.
+fn add_note(shared: &Shared, note: String) {
+    let mut n = lock(&shared.audio_note);
+    *n = Some(match n.take() {
+        Some(before) => format!("{before}; {note}"),
+        None => note,
+    });
+}
+
+/// Decodes the AAC track on the demuxer's `pad` into `lane`, with elements
+/// added to the running `pipeline`.
+fn decode_track(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    lane: usize,
+    out: &Arc<RawSink>,
+    shared: &Arc<Shared>,
+) -> Result<(), MediaError> {
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("contribution decoder: {e}"));
+    let chain = [
+        DECODE.make("aacparse", |b| b)?,
+        decode_queue()?,
+        DECODE.make("avdec_aac", |b| b)?,
+        DECODE.make("audioconvert", |b| b)?,
+        raw_sink(Track::Audio(lane), out, shared),
+    ];
+    pipeline.add_many(chain.iter()).map_err(err)?;
+    gst::Element::link_many(chain.iter()).map_err(err)?;
+    for e in &chain {
+        e.sync_state_with_parent().map_err(err)?;
+    }
+    let sink = chain[0].static_pad("sink").ok_or_else(|| MediaError::Pipeline("aacparse without a sink pad".into()))?;
+    pad.link(&sink).map(|_| ()).map_err(|e| MediaError::Pipeline(format!("cannot link {}: {e}", pad.name())))
 }
 
 /// Drops (and counts) what is not whole MPEG-TS packets before the demuxer.
@@ -696,7 +819,10 @@ fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>) -> gst::Elem
     let shared = Arc::clone(shared);
     let clock = super::clock();
     gst_app::AppSink::builder()
-        .name(if track == Track::Video { "raw_video" } else { "raw_audio" })
+        .name(match track {
+            Track::Video => "raw_video".to_owned(),
+            Track::Audio(lane) => format!("raw_audio_{lane}"),
+        })
         .sync(false)
         .max_buffers(64)
         .drop(true)
@@ -755,6 +881,7 @@ mod tests {
             srt_listener: false,
             decoded: false,
             unfit: Mutex::new(None),
+            audio_note: Mutex::new(None),
         });
         let source = Source::Test(crate::config::TestSource::default());
         let format = ProgramFormat { width: 160, height: 90, ..ProgramFormat::default() };

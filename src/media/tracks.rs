@@ -11,7 +11,7 @@
 //! changed mid-event), the leg gets every track rather than none, and
 //! [`TrackFilter::missing`] says which are missing, for the status.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use gstreamer as gst;
 
@@ -120,18 +120,12 @@ impl TrackFilter {
         let mut out = gst::BufferList::new_sized(list.len());
         let Some(own) = out.get_mut() else { return out };
         for b in list.iter_owned() {
-            let Ok(m) = b.map_readable() else { continue };
-            let touches = m.chunks_exact(ts::PACKET).any(|p| {
-                let pid = ts::pid(p);
-                pid == ts::PAT_PID || Some(pid) == self.pmt_pid || self.dropped.contains(&pid)
-            });
-            if !touches {
-                drop(m);
+            let touches = |pid: u16| pid == ts::PAT_PID || Some(pid) == self.pmt_pid || self.dropped.contains(&pid);
+            if !any_pid(&b, touches) {
                 own.add(b);
                 continue;
             }
-            let mut data = Vec::with_capacity(m.len());
-            for p in m.chunks_exact(ts::PACKET) {
+            let rewritten = rewrite_packets(&b, |p, data| {
                 let pid = ts::pid(p);
                 if pid == ts::PAT_PID {
                     if let Some(pmt) = ts::section(p).and_then(pmt_pid) {
@@ -143,17 +137,10 @@ impl TrackFilter {
                 } else if !self.dropped.contains(&pid) {
                     data.extend_from_slice(p);
                 }
+            });
+            if let Some(nb) = rewritten {
+                own.add(nb);
             }
-            if data.is_empty() {
-                continue;
-            }
-            let mut nb = gst::Buffer::from_mut_slice(data);
-            if let Some(n) = nb.get_mut() {
-                n.set_pts(b.pts());
-                n.set_dts(b.dts());
-                n.set_flags(b.flags());
-            }
-            own.add(nb);
         }
         out
     }
@@ -195,6 +182,164 @@ impl TrackFilter {
             ts::seal_section(&mut s);
             Some(s)
         })
+    }
+}
+
+/// Whether any of `b`'s packets has a PID `f` picks.
+fn any_pid(b: &gst::Buffer, f: impl Fn(u16) -> bool) -> bool {
+    b.map_readable().is_ok_and(|m| m.chunks_exact(ts::PACKET).any(|p| f(ts::pid(p))))
+}
+
+/// A new buffer of `b`'s packets through `each` (which appends what
+/// replaces a packet, or nothing), with `b`'s times and flags; `None` if
+/// nothing is left.
+fn rewrite_packets(b: &gst::Buffer, mut each: impl FnMut(&[u8], &mut Vec<u8>)) -> Option<gst::Buffer> {
+    let m = b.map_readable().ok()?;
+    let mut data = Vec::with_capacity(m.len());
+    for p in m.chunks_exact(ts::PACKET) {
+        each(p, &mut data);
+    }
+    if data.is_empty() {
+        return None;
+    }
+    let mut nb = gst::Buffer::from_mut_slice(data);
+    if let Some(n) = nb.get_mut() {
+        n.set_pts(b.pts());
+        n.set_dts(b.dts());
+        n.set_flags(b.flags());
+    }
+    Some(nb)
+}
+
+/// `section` (a whole PMT, its CRC correct) with the ISO 639 language of
+/// each PID in `languages` set to the one given: the stream's own
+/// language descriptor replaced, or added; every other byte as it was,
+/// the CRC computed again. `None` if it is not a well-formed PMT.
+pub fn with_languages(section: &[u8], languages: &[(u16, String)]) -> Option<Vec<u8>> {
+    let entries = pmt_entries(section)?;
+    let info = usize::from(u16::from_be_bytes([section[10], section[11]]) & 0x0fff);
+    let mut s = section.get(..12 + info)?.to_vec();
+    for e in &entries {
+        let entry = &section[e.span.0..e.span.1];
+        let wanted = languages.iter().find(|(pid, _)| *pid == e.pid).map(|(_, l)| l.as_bytes());
+        let Some(language) = wanted.filter(|l| l.len() == 3) else {
+            s.extend_from_slice(entry);
+            continue;
+        };
+        let mut descriptors = Vec::with_capacity(entry.len());
+        let mut d = 5;
+        while d + 2 <= entry.len() {
+            let end = (d + 2 + usize::from(entry[d + 1])).min(entry.len());
+            if entry[d] != 0x0a {
+                descriptors.extend_from_slice(&entry[d..end]);
+            }
+            d = end;
+        }
+        // ISO_639_language_descriptor: the code, audio_type 0 (undefined).
+        descriptors.extend_from_slice(&[0x0a, 4]);
+        descriptors.extend_from_slice(language);
+        descriptors.push(0);
+        s.extend_from_slice(&entry[..3]);
+        s.extend_from_slice(&(0xf000 | descriptors.len() as u16).to_be_bytes());
+        s.extend_from_slice(&descriptors);
+    }
+    ts::seal_section(&mut s);
+    Some(s)
+}
+
+/// Writes the planned languages into a multiplex's PMT: the transcoding
+/// programme's encoded tracks are tagged with `[program] audio`'s ISO
+/// 639-2 codes exactly. (mpegtsmux would take a language tag, but writes
+/// the bibliographic form: `hye` becomes `arm`, `kat` `geo`, `zho` `chi`,
+/// and a code without a two-letter form is dropped.)
+#[derive(Debug)]
+pub struct LanguageStamp {
+    /// (PID, language) of each tagged track.
+    languages: Vec<(u16, String)>,
+    pmt_pid: Option<u16>,
+    rewrite: ts::SectionRewrite,
+}
+
+impl LanguageStamp {
+    /// A stamp giving each PID its language.
+    pub fn new(languages: Vec<(u16, String)>) -> Self {
+        Self { languages, pmt_pid: None, rewrite: ts::SectionRewrite::default() }
+    }
+
+    /// `b` with its PMT packets stamped; shared as it is when it has none
+    /// (or there is nothing to stamp).
+    pub fn apply(&mut self, b: gst::Buffer) -> gst::Buffer {
+        if self.languages.is_empty() {
+            return b;
+        }
+        if !any_pid(&b, |pid| pid == ts::PAT_PID || Some(pid) == self.pmt_pid) {
+            return b;
+        }
+        let rewritten = rewrite_packets(&b, |p, data| {
+            let pid = ts::pid(p);
+            if pid == ts::PAT_PID
+                && let Some(pmt) = ts::section(p).and_then(pmt_pid)
+            {
+                self.pmt_pid = Some(pmt);
+            }
+            if Some(pid) == self.pmt_pid {
+                let languages = &self.languages;
+                data.extend_from_slice(&self.rewrite.packet(p, |s| with_languages(s, languages)));
+            } else {
+                data.extend_from_slice(p);
+            }
+        });
+        rewritten.unwrap_or(b)
+    }
+}
+
+/// The languages a transport stream's PMT gives its PIDs, read from the
+/// packets as they pass (its PAT names the PMT's PID).
+#[derive(Debug, Default)]
+pub struct PmtLanguages {
+    pmt_pid: Option<u16>,
+    languages: HashMap<u16, String>,
+}
+
+impl PmtLanguages {
+    /// Reads the PAT and PMT among `data`'s whole packets.
+    pub fn read(&mut self, data: &[u8]) {
+        for p in data.chunks_exact(ts::PACKET) {
+            let pid = ts::pid(p);
+            if pid == ts::PAT_PID {
+                if let Some(pmt) = ts::section(p).and_then(pmt_pid) {
+                    self.pmt_pid = Some(pmt);
+                }
+            } else if Some(pid) == self.pmt_pid
+                && let Some(entries) = ts::section(p).and_then(pmt_entries)
+            {
+                self.languages = entries.into_iter().filter_map(|e| e.language.map(|l| (e.pid, l))).collect();
+            }
+        }
+    }
+
+    /// The language the PMT gives `pid`, if any.
+    pub fn of(&self, pid: u16) -> Option<&str> {
+        self.languages.get(&pid).map(String::as_str)
+    }
+}
+
+/// Which lane (one of a transcoded programme's planned audio tracks, each
+/// `planned` in a language or none) a contribution's sound track in
+/// `language` is decoded into, the lanes in `taken` being in use:
+/// - the lane planned in its language;
+/// - else, for a track in a language no lane names, a lane planned
+///   without one;
+/// - an untagged track takes a lane planned without a language, else the
+///   first free lane (the venue's tracks in the planned order).
+///
+/// `None`: the track is left out rather than put under another language.
+pub fn lane_for(planned: &[Option<String>], taken: &[bool], language: Option<&str>) -> Option<usize> {
+    let free = |i: &usize| !taken.get(*i).copied().unwrap_or(true);
+    let untagged = (0..planned.len()).filter(free).find(|&i| planned[i].is_none());
+    match language {
+        Some(l) => (0..planned.len()).filter(free).find(|&i| planned[i].as_deref() == Some(l)).or(untagged),
+        None => untagged.or_else(|| (0..planned.len()).find(free)),
     }
 }
 
@@ -322,5 +467,75 @@ mod tests {
         assert_eq!(version_after(fewer), 3);
         // One it keeps appears (the first track now in its language): its own changes.
         assert_eq!(version_after(pmt_v(6, b"rus")), 4);
+    }
+
+    #[test]
+    fn the_programmes_pmt_gets_the_planned_languages_exactly() {
+        gst::init().unwrap();
+        // mpegtsmux writes `arm` for `hye` (or nothing): the stamp writes
+        // the planned code, replacing or adding the descriptor, and leaves
+        // every other byte and PID as it was.
+        let planned = vec![(0x101, "hye".to_owned()), (0x104, "kat".to_owned())];
+        let out = with_languages(&pmt(), &planned).expect("a PMT");
+        assert_eq!(ts::crc32_mpeg2(&out), 0, "the CRC is computed again");
+        let got: Vec<(u16, Option<String>)> =
+            pmt_entries(&out).unwrap().into_iter().map(|e| (e.pid, e.language)).collect();
+        let want = [
+            (0x100, None),
+            (0x101, Some("hye")),
+            (0x102, Some("rus")),
+            (0x103, Some("eng")),
+            (0x104, Some("kat")),
+            (0x1f0, None),
+        ];
+        assert_eq!(got, want.map(|(p, l)| (p, l.map(str::to_owned))));
+        assert_eq!((out[0], &out[3..12]), (pmt()[0], &pmt()[3..12]), "the header kept, but its length");
+        let ac3 = pmt_entries(&out).unwrap().into_iter().find(|e| e.pid == 0x103).unwrap();
+        assert_eq!(&out[ac3.span.0..ac3.span.1], b"\x06\xe1\x03\xf0\x09\x6a\x01\x00\x0a\x04eng\x00");
+
+        // In a buffer: the PMT packet rewritten (its counter kept), the
+        // rest untouched; a buffer without PSI is the same buffer.
+        let pat = ts::pat_packet();
+        let pmt_pid = pmt_pid(ts::section(&pat).unwrap()).unwrap();
+        let mut stamp = LanguageStamp::new(planned);
+        let data = [pat, psi(pmt_pid, 9, &pmt()), packet(0x101, 0, b"kaz", true)].concat();
+        let b = stamp.apply(gst::Buffer::from_mut_slice(data.clone()));
+        let m = b.map_readable().unwrap();
+        assert_eq!(m[..ts::PACKET], data[..ts::PACKET]);
+        assert_eq!(m[2 * ts::PACKET..], data[2 * ts::PACKET..]);
+        assert_eq!(m[ts::PACKET + 3] & 0x0f, 9);
+        assert_eq!(ts::section(&m[ts::PACKET..2 * ts::PACKET]).unwrap(), out.as_slice());
+        let plain = gst::Buffer::from_mut_slice(packet(0x100, 1, b"v", true).to_vec());
+        let ptr = plain.as_ptr();
+        assert_eq!(stamp.apply(plain).as_ptr(), ptr);
+
+        // And the languages are read back as a feed's decoder reads them.
+        let mut read = PmtLanguages::default();
+        read.read(&m);
+        assert_eq!((read.of(0x101), read.of(0x104), read.of(0x100)), (Some("hye"), Some("kat"), None));
+    }
+
+    #[test]
+    fn a_contributions_sound_track_goes_to_the_lane_of_its_language_or_none() {
+        let planned = |l: &[Option<&str>]| l.iter().map(|x| x.map(str::to_owned)).collect::<Vec<_>>();
+        let p = planned(&[Some("kaz"), Some("rus"), Some("eng")]);
+        // By language, whatever the order the venue sends them in.
+        assert_eq!(lane_for(&p, &[false; 3], Some("eng")), Some(2));
+        assert_eq!(lane_for(&p, &[false, false, true], Some("kaz")), Some(0));
+        // A language not planned is left out rather than put under another.
+        assert_eq!(lane_for(&p, &[false; 3], Some("tgk")), None);
+        assert_eq!(lane_for(&p, &[false, true, false], Some("rus")), None, "its lane is taken");
+        // Untagged tracks fill the lanes in order.
+        assert_eq!(lane_for(&p, &[true, false, false], None), Some(1));
+        assert_eq!(lane_for(&p, &[true; 3], None), None);
+        // A lane planned without a language takes any track.
+        let q = planned(&[Some("kaz"), None]);
+        assert_eq!(lane_for(&q, &[false; 2], Some("uzb")), Some(1));
+        assert_eq!(lane_for(&q, &[false; 2], None), Some(1));
+        assert_eq!(lane_for(&q, &[false; 2], Some("kaz")), Some(0));
+        // The default plan: one untagged track, the first the venue sends.
+        let one = planned(&[None]);
+        assert_eq!(lane_for(&one, &[false], Some("kaz")), Some(0));
+        assert_eq!(lane_for(&one, &[true], Some("rus")), None);
     }
 }
