@@ -192,8 +192,11 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
     let source_port = free_udp_port();
     let (ru, all, tj) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
     let file = dir.path().join("en-kz.ts");
+    let mut srt = SrtReceiver::start(free_udp_port());
     let udp = |port: u16| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}");
     let channels = [
+        channel("kz-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt.port))
+            + "audio = [\"kaz\", \"rus\"]\n",
         channel("ru-udp", &udp(ru.port)) + "audio = [\"rus\"]\n",
         channel("all-udp", &udp(all.port)),
         channel("en-kz-file", &format!("{{ type = \"file\", path = \"{}\" }}", file.display()))
@@ -206,7 +209,7 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
         "width = 320\nheight = 180\nframerate = 25\ngop = 25\naudio = [\"aac:kaz\", \"aac:rus\", \"ac3:eng\", \"aac:tgk\"]\n",
         &channels,
     );
-    assert_eq!(config.channels[2].audio, ["eng", "kaz"]);
+    assert_eq!(config.channels[3].audio, ["eng", "kaz"]);
     let run = Run::start(&config).await;
     send_live(&contribution, source_port).await;
     // The status says what each leg carries, and what the programme lacks.
@@ -216,6 +219,7 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
     assert!(leg("all-udp").audio.is_empty());
     assert_eq!(leg("tj-udp").audio_missing, ["tgk"], "{:?}", leg("tj-udp"));
     run.relay.shutdown().await;
+    srt.stop();
     // Without its language, that leg got every track rather than silence.
     let (tj_path, _) = tj.finish();
     let tj_audio: Vec<String> = streams(&tj_path).into_iter().skip(1).map(|s| s.2).collect();
@@ -225,6 +229,7 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
     let (ru_path, ru_datagrams) = ru.finish();
     let (all_path, _) = all.finish();
     common::check_ts(&ru_datagrams.concat()).assert_clean("the leg with one language");
+    common::check_ts(&std::fs::read(&srt.path).expect("SRT capture")).assert_clean("the SRT leg with two");
 
     let languages = |path: &Path| -> Vec<(String, String)> {
         streams(path).into_iter().skip(1).map(|(codec, _, lang)| (codec, lang)).collect()
@@ -233,6 +238,7 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
         v.iter().map(|(c, l)| (c.to_string(), l.to_string())).collect()
     };
     assert_eq!(languages(&ru_path), pairs(&[("aac", "rus")]));
+    assert_eq!(languages(&srt.path), pairs(&[("aac", "kaz"), ("aac", "rus")]));
     assert_eq!(languages(&file), pairs(&[("aac", "kaz"), ("ac3", "eng")]));
     // A leg asking for nothing gets every track (the slate's planned `tgk`
     // too, before the contribution came).
@@ -241,9 +247,13 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
         assert!(every.contains(&track), "{track:?} missing from {every:?}");
     }
     // What a leg keeps is the contribution's, frame for frame.
-    for (what, path, got, sent) in
-        [("ru", &ru_path, "0:a:0", "0:a:1"), ("en-kz", &file, "0:a:0", "0:a:0"), ("en-kz", &file, "0:a:1", "0:a:2")]
-    {
+    for (what, path, got, sent) in [
+        ("ru", &ru_path, "0:a:0", "0:a:1"),
+        ("kz-srt", &srt.path, "0:a:0", "0:a:0"),
+        ("kz-srt", &srt.path, "0:a:1", "0:a:1"),
+        ("en-kz", &file, "0:a:0", "0:a:0"),
+        ("en-kz", &file, "0:a:1", "0:a:2"),
+    ] {
         let run_a = longest_run(&hashes(&contribution, sent), &hashes(path, got));
         assert!(run_a >= 100, "{what} {got}: only {run_a} frames of {sent} untouched in a row");
     }
