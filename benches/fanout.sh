@@ -17,6 +17,9 @@
 #   simulcast in transcode against ffmpeg and gst-launch doing the same
 #   work: decode, x264 ultrafast/zerolatency at the input's size and
 #   bitrate, AAC, one MPEG-TS multiplex, then their tee (UDP legs).
+#   TRACKS=3: the contribution carries three AAC commentaries (kaz, rus,
+#   eng), simulcast plans all three ([program] audio, one lane each) and
+#   the peers decode and encode all three too.
 #
 # The input is live: ffmpeg sends the file paced in real time (-re) to the
 # relay's UDP input port, as a relay gets it on air.
@@ -24,6 +27,7 @@
 #   benches/fanout.sh                            # passthrough, UDP, N = 12 50, 20 s each
 #   PROTO=srt benches/fanout.sh                  # passthrough, SRT, N = 12
 #   MODE=transcode NS="12 50" benches/fanout.sh  # transcode
+#   MODE=transcode TRACKS=3 NS=12 benches/fanout.sh  # three audio tracks
 #   DURATION=10 NS=12 benches/fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +40,8 @@ MODE=${MODE:-passthrough}
 PROTO=${PROTO:-udp}
 if [ "$PROTO" = srt ]; then NS=${NS:-"12"}; else NS=${NS:-"12 50"}; fi
 BATCH_WAIT=${BATCH_WAIT:-2ms}
+TRACKS=${TRACKS:-1}
+case "$TRACKS" in 1|3) ;; *) echo "TRACKS is 1 or 3" >&2; exit 2 ;; esac
 in_port=23999
 base_port=24000   # below the ephemeral range; nothing listens there (same for every relay)
 work=$(mktemp -d)
@@ -51,11 +57,19 @@ if [ "$MODE" = passthrough ]; then
     -c:a aac -b:a 128k -metadata:s:a:0 language=kaz -f mpegts "$work/in.ts"
   w=1920; h=1080; fps=50; kbps=12000; gop=50
 else
-  echo "Making the input: $((D + WARM + 5)) s of 960x540 noise at ~7.7 Mbit/s H.264 + AAC in MPEG-TS..." >&2
+  echo "Making the input: $((D + WARM + 5)) s of 960x540 noise at ~7.7 Mbit/s H.264 + $TRACKS AAC in MPEG-TS..." >&2
+  more=()
+  if [ "$TRACKS" = 3 ]; then
+    for t in rus:660 eng:880; do
+      more+=(audiotestsrc freq="${t#*:}" num-buffers=$(( (D + WARM + 5) * 47 )) ! audioconvert ! avenc_aac ! aacparse
+        ! taginject tags="language-code=${t%%:*}" ! m.)
+    done
+  fi
   gst-launch-1.0 -q videotestsrc num-buffers=$(( (D + WARM + 5) * 25 )) pattern=snow ! video/x-raw,width=960,height=540,framerate=25/1 \
     ! x264enc speed-preset=ultrafast bitrate=7700 key-int-max=50 ! h264parse ! mpegtsmux name=m alignment=7 \
     ! filesink location="$work/in.ts" \
-    audiotestsrc num-buffers=$(( (D + WARM + 5) * 47 )) ! audioconvert ! avenc_aac ! aacparse ! m.
+    audiotestsrc num-buffers=$(( (D + WARM + 5) * 47 )) ! audioconvert ! avenc_aac ! aacparse \
+    ! taginject tags="language-code=kaz" ! m. "${more[@]}"
   w=960; h=540; fps=25; kbps=7700; gop=50
 fi
 rate=$(ffprobe -v error -show_entries format=bit_rate -of default=nw=1:nk=1 "$work/in.ts")
@@ -121,7 +135,7 @@ measure() {  # name N command... -> "cpu_s rss_kb delivered_percent" (receivers 
 }
 
 echo
-echo "Input: $(( rate / 1000 )) kbit/s MPEG-TS ${w}x${h}p${fps} (live over UDP), $MODE, $PROTO legs, $D s measured per run after $WARM s, batch_wait=$BATCH_WAIT, $(nproc) cores."
+echo "Input: $(( rate / 1000 )) kbit/s MPEG-TS ${w}x${h}p${fps} (live over UDP, $TRACKS audio track(s)), $MODE, $PROTO legs, $D s measured per run after $WARM s, batch_wait=$BATCH_WAIT, $(nproc) cores."
 echo
 if [ "$MODE" = passthrough ]; then
   echo "| N | relay | CPU s | CPU % of a core | peak RSS MB | CPU vs ffmpeg copy tee | CPU vs floor | RSS vs ffmpeg | delivered |"
@@ -153,7 +167,11 @@ for n in $NS; do
   if [ "$MODE" = passthrough ]; then
     # The plan of the contribution's tracks goes in [program], before the channels.
     sed -i "s/^gop = $gop\$/gop = $gop\naudio = [\"aac:kaz\"]/" "$cfg"
+  elif [ "$TRACKS" = 3 ]; then
+    sed -i "s/^gop = $gop\$/gop = $gop\naudio = [\"aac:kaz\", \"aac:rus\", \"aac:eng\"]/" "$cfg"
   fi
+  gst_audio=(d. ! queue ! aacparse ! avdec_aac ! audioconvert ! avenc_aac ! aacparse ! m.)
+  [ "$TRACKS" = 3 ] && gst_audio+=("${gst_audio[@]}" "${gst_audio[@]}")
   tee_spec=$(IFS='|'; echo "${tee_args[*]}")
   start_receivers "$n"
   read -r s_cpu s_rss s_del < <(measure simulcast "$n" ./target/release/simulcastd run --config "$cfg" --status-every 1h)
@@ -179,7 +197,7 @@ for n in $NS; do
       d. ! queue ! h264parse ! avdec_h264 ! videoconvert \
       ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=7700 key-int-max=50 bframes=0 ! h264parse \
       ! mpegtsmux name=m alignment=7 ! tee name=t "${gst_args[@]}" \
-      d. ! queue ! aacparse ! avdec_aac ! audioconvert ! avenc_aac ! aacparse ! m.)
+      "${gst_audio[@]}")
     base=$g_cpu
   fi
   row() {  # name cpu rss delivered%
