@@ -21,6 +21,7 @@ packages=(
   python3                             # its XML parser reads the rehearsal JUnit reports in tests
   systemd                             # systemd-analyze verify checks the shipped unit in tests
   man-db                              # ... and asks man for the man pages its Documentation= names
+  chromium chromium-driver            # a real browser, driven over WebDriver, opens the multiviewer page in tests
 )
 
 missing=()

@@ -18,6 +18,7 @@ pub mod schedule;
 pub mod standin;
 pub mod store;
 pub mod table;
+pub mod web;
 
 /// Generated gRPC types for `simulcast.v1` (the control API of api.md).
 pub mod proto {

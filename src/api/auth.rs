@@ -222,6 +222,28 @@ impl Tokens {
         Arc::clone(&self.guard)
     }
 
+    /// The caller an `authorization` header value names (`Bearer <token>`),
+    /// from `peer`: the one check behind the gRPC interceptor and the web
+    /// page. A failure is counted and logged (never the token); a peer
+    /// that keeps failing is refused unheard (see [`LoginGuard`]).
+    pub fn authenticate(&self, header: Option<&[u8]>, peer: Option<IpAddr>) -> Result<Caller, Status> {
+        let now = Instant::now();
+        self.guard.admit(peer, now)?;
+        let fail = |why: Failure, message: &str| {
+            self.guard.failed(peer, why, now);
+            Status::unauthenticated(message)
+        };
+        let header = header.ok_or_else(|| fail(Failure::Missing, "missing `authorization: Bearer <token>`"))?;
+        let text =
+            std::str::from_utf8(header).map_err(|_| fail(Failure::Malformed, "authorization header is not text"))?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| fail(Failure::Malformed, "authorization must be `Bearer <token>`"))?;
+        let caller = self.lookup(token.trim()).ok_or_else(|| fail(Failure::UnknownToken, "unknown token"))?;
+        self.guard.succeeded(peer);
+        Ok(caller)
+    }
+
     /// A tonic interceptor: `UNAUTHENTICATED` without a known bearer token,
     /// otherwise the [`Caller`] goes into the request's extensions. A peer
     /// that keeps failing gets `RESOURCE_EXHAUSTED` unheard (see
@@ -230,22 +252,8 @@ impl Tokens {
         let me = self.clone();
         move |mut req: Request<()>| {
             let peer = req.remote_addr().map(|a| a.ip());
-            let now = Instant::now();
-            me.guard.admit(peer, now)?;
-            let fail = |why: Failure, message: &str| {
-                me.guard.failed(peer, why, now);
-                Status::unauthenticated(message)
-            };
-            let header = req
-                .metadata()
-                .get("authorization")
-                .ok_or_else(|| fail(Failure::Missing, "missing `authorization: Bearer <token>`"))?;
-            let text = header.to_str().map_err(|_| fail(Failure::Malformed, "authorization header is not text"))?;
-            let token = text
-                .strip_prefix("Bearer ")
-                .ok_or_else(|| fail(Failure::Malformed, "authorization must be `Bearer <token>`"))?;
-            let caller = me.lookup(token.trim()).ok_or_else(|| fail(Failure::UnknownToken, "unknown token"))?;
-            me.guard.succeeded(peer);
+            let header = req.metadata().get("authorization").map(|v| v.as_bytes());
+            let caller = me.authenticate(header, peer)?;
             req.extensions_mut().insert(caller);
             Ok(req)
         }

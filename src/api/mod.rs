@@ -113,7 +113,8 @@ pub fn check_tls(tls: &TlsFiles) -> Result<(), tonic::transport::Error> {
 }
 
 /// Serves the control plane on `listener` until `shutdown` resolves, and,
-/// with `http`, `/metrics` and `/healthz` on that second port.
+/// with `http`, `/metrics`, `/healthz` and the multiviewer page on that
+/// second port.
 pub async fn serve(
     listener: TcpListener,
     coordinator: Coordinator,
@@ -138,10 +139,12 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
-    let monitor =
-        MonitorServiceServer::new(monitor::MonitorApi { coordinator: coordinator.clone(), closing: closing_rx })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let monitor = MonitorServiceServer::new(monitor::MonitorApi {
+        coordinator: coordinator.clone(),
+        closing: closing_rx.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     // Health follows the coordinator's snapshots: SERVING while the relay
     // is healthy, NOT_SERVING when it is not or the daemon is stopping.
@@ -182,10 +185,11 @@ pub async fn serve(
     });
 
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let page = crate::web::routes(tokens.clone(), coordinator.subscribe(), closing_rx.clone(), tls.is_some());
     let http_task = http.map(|l| {
         let (m, serving) = (Arc::clone(&metrics), serving.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::observe::http::serve(l, m, serving, async {
+            if let Err(e) = crate::observe::http::serve(l, m, serving, page, async {
                 let _ = http_stopped.await;
             })
             .await

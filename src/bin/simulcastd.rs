@@ -84,9 +84,10 @@ enum Cmd {
         /// How long a recording is kept, so the longest delay a leg may have.
         #[arg(long, default_value = "6h", value_parser = parse_duration)]
         retention: Duration,
-        /// Address of the HTTP port serving `/metrics` (Prometheus) and
-        /// `/healthz`; `off` for none. Off loopback only with
-        /// --allow-insecure-remote.
+        /// Address of the HTTP port serving `/metrics` (Prometheus),
+        /// `/healthz` and the multiviewer page (`/`, sign in with an
+        /// access token; not served when the gRPC port has TLS); `off` for
+        /// none. Off loopback only with --allow-insecure-remote.
         #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_listen)]
         metrics_listen: Listen,
     },

@@ -403,6 +403,8 @@ struct Running {
     /// `None` when the options say events run without pipelines.
     relay: Option<Relay>,
     zones: Vec<(String, Tz)>,
+    /// Each leg's channel name and country, for watchers.
+    labels: BTreeMap<String, (String, String)>,
     observer: LegObserver,
     choice: SourceChoice,
     /// Each delayed leg's delay.
@@ -597,7 +599,13 @@ impl State {
                         let timezone =
                             r.zones.iter().find(|(id, _)| *id == status.channel_id).map_or(Tz::UTC, |(_, tz)| *tz);
                         let t0_error_s = r.t0_errors.get(&status.channel_id).copied();
-                        LegView { status, timezone, t0_error_s }
+                        let (name, country) = r.labels.get(&status.channel_id).cloned().unwrap_or_default();
+                        let delay = r
+                            .delays
+                            .iter()
+                            .find(|(id, _)| *id == status.channel_id)
+                            .map_or(Duration::ZERO, |(_, d)| *d);
+                        LegView { status, timezone, t0_error_s, name, country, delay }
                     })
                     .collect(),
             }
@@ -1353,6 +1361,7 @@ impl State {
             None
         };
         let zones = channels.iter().map(|c| (c.id.to_string(), c.timezone)).collect();
+        let labels = channels.iter().map(|c| (c.id.to_string(), (c.name.clone(), c.country.clone()))).collect();
         // What this event's log says already (before a restart).
         let logged = self.store.asrun(&event.id.0)?;
         let legs_with =
@@ -1361,6 +1370,7 @@ impl State {
             event_id: event.id.clone(),
             relay,
             zones,
+            labels,
             observer: LegObserver::default(),
             choice: SourceChoice::Auto,
             delays,

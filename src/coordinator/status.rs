@@ -53,6 +53,12 @@ pub struct LegView {
     /// When its first programme picture went out minus its air time (T0
     /// plus its delay), in seconds; `None` before it went out.
     pub t0_error_s: Option<f64>,
+    /// The channel's name, as its partner is known.
+    pub name: String,
+    /// The channel's country (ISO 3166-1 alpha-2).
+    pub country: String,
+    /// Its air time after the live T0 (zero for a live leg).
+    pub delay: std::time::Duration,
 }
 
 /// The running event's media.

@@ -1,6 +1,7 @@
 //! The observability port: `GET /metrics` (Prometheus text format) and
 //! `GET /healthz` (200 `SERVING` or 503 `NOT_SERVING`, the very value the
-//! gRPC health service reports, read from the same watch).
+//! gRPC health service reports, read from the same watch); the multiviewer
+//! page ([`crate::web`]) is served beside them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,18 +22,23 @@ struct Shared {
     serving: watch::Receiver<bool>,
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+/// Serves `/metrics` and `/healthz`, and `more` (the multiviewer page), on
+/// `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     serving: watch::Receiver<bool>,
+    more: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
-        .with_state(Shared { metrics, serving });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        .with_state(Shared { metrics, serving })
+        .merge(more);
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn metrics_page(State(s): State<Shared>) -> impl IntoResponse {

@@ -620,6 +620,7 @@ impl Run {
     }
 }
 
+pub mod browser;
 pub mod cues;
 pub mod feeds;
 mod pictures;

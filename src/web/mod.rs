@@ -1,0 +1,156 @@
+//! The multiviewer page (issue 17, its first part): a page served on the
+//! daemon's HTTP port, beside `/metrics` and `/healthz`, that master
+//! control leaves open all night. It shows the event clock (UTC, the
+//! countdown to T0, the time on air), the feeds, and one tile per leg
+//! coloured by its state, with its partner's local time and air time.
+//!
+//! - **Pushed.** `GET /api/web/status` streams the coordinator's snapshots
+//!   (the ones `WatchStatus` sends) as server-sent events, one JSON board
+//!   each ([`view::board`]). Each page has a task that waits on the
+//!   snapshot watch and a 4-deep queue to the browser: a stalled browser
+//!   holds only its own task, never the coordinator or another page.
+//! - **Signed in.** The page asks for an access token, keeps it in the
+//!   tab's session storage and sends it as `authorization: Bearer`, never
+//!   in a URL; the check is the gRPC one ([`Tokens::authenticate`]), with
+//!   its failed-login guard. Any role may watch.
+//! - **Offline.** The page is three static files compiled into the
+//!   binary; it fetches nothing from anywhere else (its Content Security
+//!   Policy says so to the browser).
+//! - **TLS.** When the gRPC port has TLS the page is not served on this
+//!   plain-HTTP port (a token would cross the network in clear); the page
+//!   over TLS is not built yet.
+
+pub mod view;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::auth::{Caller, Tokens};
+use crate::coordinator::Snapshot;
+
+const INDEX: &str = include_str!("../../web/index.html");
+const SCRIPT: &str = include_str!("../../web/app.js");
+const STYLE: &str = include_str!("../../web/app.css");
+
+/// Everything the page's first request needs: the page and its two files
+/// from here, nothing from anywhere else.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
+                      frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Boards a page may have queued before its task waits for the browser.
+const PAGE_QUEUE: usize = 4;
+
+#[derive(Clone)]
+struct Web {
+    tokens: Tokens,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Set when the daemon stops: every page's stream ends.
+    closing: watch::Receiver<bool>,
+}
+
+/// The page's routes. With `tls` (the gRPC port has TLS) the page is
+/// refused with a reason instead: this port is plain HTTP.
+pub fn routes(
+    tokens: Tokens,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    closing: watch::Receiver<bool>,
+    tls: bool,
+) -> Router {
+    if tls {
+        return Router::new().route("/", get(no_page_without_tls));
+    }
+    Router::new()
+        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/api/web/whoami", get(whoami))
+        .route("/api/web/status", get(status))
+        .with_state(Web { tokens, snapshots, closing })
+}
+
+async fn no_page_without_tls() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        "The multiviewer page is not served here: the gRPC port has TLS and this port is plain HTTP, so a token \
+         would cross the network in clear. Watch with `simulcastctl watch`.\n",
+    )
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The caller the request's `authorization` header names, or why not.
+fn caller(web: &Web, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Box<tonic::Status>> {
+    let header = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    web.tokens.authenticate(header, Some(peer.ip())).map_err(Box::new)
+}
+
+/// The answer to a refused login: 401, or 429 for a peer refused after
+/// failing often; the reason in words.
+fn refused(s: &tonic::Status) -> Response {
+    let code = match s.code() {
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    (code, [(header::CACHE_CONTROL, "no-store")], format!("{}\n", s.message())).into_response()
+}
+
+async fn whoami(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    match caller(&web, &headers, peer) {
+        Ok(c) => {
+            let body = serde_json::json!({ "name": c.name, "role": c.role.as_str() }).to_string();
+            ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+        }
+        Err(s) => refused(&s),
+    }
+}
+
+/// The boards, pushed: one server-sent event per snapshot, from the
+/// latest at once.
+async fn status(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    if let Err(s) = caller(&web, &headers, peer) {
+        return refused(&s);
+    }
+    let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(PAGE_QUEUE);
+    let Web { mut snapshots, mut closing, .. } = web;
+    tokio::spawn(async move {
+        loop {
+            let text = {
+                let snap = snapshots.borrow_and_update();
+                format!("data: {}\n\n", view::board(&snap))
+            };
+            tokio::select! {
+                sent = tx.send(Ok(text)) => if sent.is_err() { break },
+                _ = closing.wait_for(|c| *c) => break,
+            }
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { break },
+                _ = tx.closed() => break,
+                _ = closing.wait_for(|c| *c) => break,
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,197 @@
+//! The multiviewer page in a real browser (Debian's chromium, headless,
+//! over WebDriver) during a real event with four legs: one tile per leg
+//! with its partner's local time and air time, a countdown that moves, a
+//! partner that vanishes seen on its tile, and a screenshot kept.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use chrono_tz::Tz;
+use common::browser::Browser;
+use common::server::{ApiServer, authed, create_channel};
+use common::{SrtReceiver, UdpCapture, channel, config_with, free_udp_port, wait_for};
+use serde_json::{Value, json};
+use simulcast::api::auth::Role;
+use simulcast::api::convert::timestamp;
+use simulcast::coordinator::Options;
+use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::{self};
+
+/// Every tile as the page shows it: (leg, state, local now, air time).
+const TILES: &str = "return [...document.querySelectorAll('[data-leg]')].map(t => [t.dataset.leg, \
+    t.querySelector('.state').textContent, t.querySelector('.local-now').textContent, \
+    t.querySelector('.local-air').textContent]);";
+
+fn tiles(b: &Browser) -> Vec<(String, String, String, String)> {
+    let v = b.eval(TILES, json!([]));
+    let text = |x: &Value| x.as_str().unwrap_or_default().to_owned();
+    v.as_array().unwrap().iter().map(|t| (text(&t[0]), text(&t[1]), text(&t[2]), text(&t[3]))).collect()
+}
+
+/// Seconds between two times of day `HH:MM:SS`, the short way round midnight.
+fn apart(a: &str, b: &str) -> i64 {
+    let secs = |t: &str| {
+        chrono::NaiveTime::parse_from_str(t, "%H:%M:%S")
+            .unwrap()
+            .signed_duration_since(chrono::NaiveTime::MIN)
+            .num_seconds()
+    };
+    let d = (secs(a) - secs(b)).rem_euclid(86_400);
+    d.min(86_400 - d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanishes() {
+    let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        Options::from_config(&config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]));
+    options.recordings = rec.path().to_owned();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+
+    // Four partners in four zones, one of them (Tbilisi) over SRT.
+    let mut srt = SrtReceiver::start(free_udp_port());
+    let udp = [UdpCapture::start(), UdpCapture::start(), UdpCapture::start()];
+    let zones: [(&str, &str, &str); 4] = [
+        ("ge-gpb", "GE", "Asia/Tbilisi"),
+        ("kz-khabar", "KZ", "Asia/Almaty"),
+        ("in-dd", "IN", "Asia/Kolkata"),
+        ("kr-kbs", "KR", "Asia/Seoul"),
+    ];
+    for (i, (id, country, zone)) in zones.iter().enumerate() {
+        let ingest = match i {
+            0 => format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt.port),
+            _ => format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp[i - 1].port),
+        };
+        let text = format!(
+            "id = \"{id}\"\nname = \"Partner {country}\"\ncountry = \"{country}\"\ntimezone = \"{zone}\"\ningest = {ingest}\n"
+        );
+        create_channel(&server, &text).await;
+    }
+    // T0 on a whole second, 12 s ahead: armed at once (pre-roll 60 s).
+    let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 12, 0).unwrap();
+    let admin = server.token(Role::Admin).to_owned();
+    let mut events = EventServiceClient::new(server.transport().await);
+    let request = proto::ScheduleEventRequest {
+        title: "Silk Way Star: grand final".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+        channel_ids: vec![],
+    };
+    events.schedule_event(authed(request, &admin)).await.expect("schedule");
+
+    // An observer signs in on the page.
+    let observer = server.token(Role::Observer).to_owned();
+    let url = server.http_addr.clone();
+    let browser = tokio::task::spawn_blocking(move || {
+        browser.open(&format!("{url}/"));
+        browser.eval(
+            "document.getElementById('token').value = arguments[0]; document.getElementById('signin').requestSubmit();",
+            json!([observer]),
+        );
+        browser
+    })
+    .await
+    .unwrap();
+    let b = std::sync::Arc::new(browser);
+    let four = {
+        let b = std::sync::Arc::clone(&b);
+        wait_for(Duration::from_secs(10), move || tiles(&b).len() == 4).await
+    };
+    assert!(four, "the page shows {:?}", tiles(&b));
+
+    // One tile per leg, each with its partner's local time now and its air
+    // time, as chrono-tz has them.
+    let shown = tiles(&b);
+    let now = Utc::now();
+    for (id, _, zone) in zones {
+        let (_, _, local_now, local_air) =
+            shown.iter().find(|t| t.0 == id).unwrap_or_else(|| panic!("no tile for {id}"));
+        let tz: Tz = zone.parse().unwrap();
+        let want_now = now.with_timezone(&tz).format("%H:%M:%S").to_string();
+        assert!(apart(local_now, &want_now) <= 2, "{id}: local time {local_now}, wanted about {want_now}");
+        assert_eq!(local_air, &t0.with_timezone(&tz).format("%H:%M:%S %Z").to_string(), "{id}");
+    }
+    // The countdown moves.
+    let countdown = || b.eval("return document.getElementById('countdown').textContent;", json!([]));
+    let first = countdown();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = countdown();
+    assert_ne!(first, second, "the countdown stood still");
+    assert!(first.as_str().unwrap().starts_with("-00:00:"), "{first}");
+
+    // On air, then the Tbilisi partner's receiver goes away: its tile
+    // says so within 2 s of the relay knowing.
+    let on_air = wait_for(Duration::from_secs(25), || tiles(&b).iter().all(|t| t.1 == "ON_AIR")).await;
+    assert!(on_air, "not every tile went ON_AIR: {:?}", tiles(&b));
+    let shot = b.screenshot(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("multiviewer.png"));
+    assert_eq!(&shot[..8], b"\x89PNG\r\n\x1a\n");
+    let killed = Instant::now();
+    srt.stop();
+    let lost = |s: &str| matches!(s, "RECONNECTING" | "CONNECTING" | "FAILED");
+    let seen = wait_for(Duration::from_secs(15), || tiles(&b).iter().any(|t| t.0 == "ge-gpb" && lost(&t.1))).await;
+    let on_page = killed.elapsed();
+    assert!(seen, "the vanished partner's tile still says {:?}", tiles(&b));
+    println!("The vanished partner's tile changed {:.2} s after its receiver was killed.", on_page.as_secs_f64());
+    assert!(on_page <= Duration::from_secs(2), "the tile changed {on_page:?} after the receiver was killed");
+    let others = tiles(&b);
+    assert!(others.iter().filter(|t| t.0 != "ge-gpb").all(|t| t.1 == "ON_AIR"), "{others:?}");
+    // A page left open does not hold the daemon up when it stops.
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
+    assert!(stopped.is_ok(), "the daemon did not stop within 10 s with a page open");
+    drop(b);
+}
+
+/// `GET path` on `addr` (`http://host:port`) with `headers`; the status
+/// line and the body, as a browser's fetch would get them.
+fn get(addr: &str, path: &str, headers: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let host = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn the_page_carries_no_secret_and_its_data_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
+    let addr = server.http_addr.clone();
+    let observer = server.token(Role::Observer).to_owned();
+    let replies = tokio::task::spawn_blocking(move || {
+        let page = get(&addr, "/", "");
+        let none = get(&addr, "/api/web/whoami", "");
+        let wrong = get(&addr, "/api/web/whoami", "Authorization: Bearer sct_not-a-token\r\n");
+        let good = get(&addr, "/api/web/whoami", &format!("Authorization: Bearer {observer}\r\n"));
+        (page, none, wrong, good, observer)
+    })
+    .await
+    .unwrap();
+    let (page, none, wrong, good, observer) = replies;
+    // The page: served to anyone, with a policy that lets it load nothing
+    // from elsewhere, and no token in it.
+    assert!(page.0.starts_with("HTTP/1.1 200"), "{}", page.0);
+    let head = page.0.to_ascii_lowercase();
+    assert!(head.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{head}");
+    assert!(page.1.contains("<script src=\"/app.js\">") && !page.1.contains("http"), "{}", page.1);
+    assert!(!page.1.contains(&observer));
+    // Its data: refused without a good token, named with one.
+    assert!(none.0.starts_with("HTTP/1.1 401") && none.1.contains("missing"), "{none:?}");
+    assert!(wrong.0.starts_with("HTTP/1.1 401") && wrong.1.contains("unknown token"), "{wrong:?}");
+    assert!(good.0.starts_with("HTTP/1.1 200"), "{good:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&good.1).unwrap(),
+        json!({ "name": "observer-tester", "role": "observer" })
+    );
+    server.stop().await;
+}

@@ -1,0 +1,202 @@
+// The multiviewer page: sign in with a token (kept in this tab's session
+// storage, sent as a header, never in a URL), then draw every board the
+// daemon pushes. Built with the DOM only (text, never markup, from the
+// daemon), so nothing it shows can run as code.
+"use strict";
+
+const KEY = "simulcast-token";
+const SPARK = 600; // bitrate samples kept per leg: 5 minutes at 2 a second
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+const tiles = new Map(); // leg id -> { root, fields, rates }
+let stream = null;
+
+function two(n) { return String(Math.floor(n)).padStart(2, "0"); }
+function hms(s) { return `${two(s / 3600)}:${two((s / 60) % 60)}:${two(s % 60)}`; }
+
+function signIn(error) {
+  $("board").hidden = true;
+  $("signin").hidden = false;
+  $("signin-error").textContent = error || "";
+  $("token").focus();
+}
+
+async function start(token) {
+  const auth = { authorization: `Bearer ${token}` };
+  let r;
+  try {
+    r = await fetch("/api/web/whoami", { headers: auth, cache: "no-store" });
+  } catch (e) {
+    return signIn(`The daemon cannot be reached: ${e.message}`);
+  }
+  if (!r.ok) {
+    sessionStorage.removeItem(KEY);
+    return signIn(`Refused: ${(await r.text()).trim()}`);
+  }
+  const me = await r.json();
+  $("who").textContent = `${me.name} (${me.role})`;
+  $("signin").hidden = true;
+  $("board").hidden = false;
+  follow(auth, 0);
+}
+
+// Reads the pushed boards; on a break, connects again (1 s, then up to 5 s).
+async function follow(auth, failures) {
+  const ctl = new AbortController();
+  stream = ctl;
+  try {
+    const r = await fetch("/api/web/status", { headers: auth, cache: "no-store", signal: ctl.signal });
+    if (r.status === 401) return signIn("The token is no longer valid.");
+    if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+    $("conn").textContent = "live";
+    failures = 0;
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (data) draw(JSON.parse(data));
+      }
+    }
+  } catch (e) {
+    if (ctl.signal.aborted) return;
+  }
+  if (stream !== ctl) return;
+  $("conn").textContent = "connection lost: connecting again";
+  setTimeout(() => follow(auth, failures + 1), Math.min(1000 * (failures + 1), 5000));
+}
+
+function draw(b) {
+  $("utc").textContent = b.utc;
+  $("health").textContent = b.healthy ? "" : "· relay unhealthy";
+  const e = b.event;
+  $("event-title").textContent = e ? e.title : "No event scheduled";
+  $("event-state").textContent = e ? e.state : "";
+  $("event-state").className = `badge ${e ? e.state : ""}`;
+  $("event-t0").textContent = e ? `T0 ${e.t0_utc} · end ${e.end_utc} · ${e.id}` : "";
+  if (e && e.on_air_s !== null && e.on_air_s !== undefined) {
+    $("countdown-label").textContent = "On air";
+    $("countdown").textContent = hms(e.on_air_s);
+  } else if (e && e.to_t0_s !== null && e.to_t0_s !== undefined) {
+    $("countdown-label").textContent = "To T0";
+    $("countdown").textContent = `-${hms(Math.ceil(e.to_t0_s))}`;
+  } else {
+    $("countdown-label").textContent = "T0";
+    $("countdown").textContent = "--";
+  }
+  drawFeeds(b.live);
+  drawLegs(b.live ? b.live.legs : []);
+}
+
+function drawFeeds(live) {
+  const feeds = $("feeds");
+  feeds.replaceChildren();
+  if (!live) return;
+  const on = live.source_in_use;
+  const card = (label, f, key) => {
+    const c = el("div", `feed ${f.state}${on === key ? " on" : ""}`);
+    c.dataset.feed = key;
+    c.append(el("b", "", label), el("div", "sub", `${f.state}${on === key ? " · on air" : ""}`));
+    c.append(el("div", "sub", f.describe));
+    if (f.last_error) c.append(el("div", "sub", f.last_error));
+    return c;
+  };
+  feeds.append(card("Primary", live.source, "PRIMARY"));
+  if (live.backup) feeds.append(card("Backup", live.backup, "BACKUP"));
+  const slate = el("div", `feed${on === "SLATE" ? " on" : ""}`);
+  slate.dataset.feed = "SLATE";
+  slate.append(el("b", "", "Slate"), el("div", "sub", on === "SLATE" ? "on air" : "ready"));
+  feeds.append(slate);
+  const program = el("div", "feed");
+  program.append(el("b", "", "Programme"), el("div", "sub", `${live.program} · source ${live.source_mode}`));
+  feeds.append(program);
+}
+
+function tile(id) {
+  let t = tiles.get(id);
+  if (t) return t;
+  const root = el("article", "leg");
+  root.dataset.leg = id;
+  const f = {};
+  const head = el("h2");
+  f.state = el("span", "state");
+  f.name = el("span", "name");
+  head.append(f.state, f.name);
+  const place = el("div", "sub");
+  f.place = place;
+  const dl = el("dl");
+  for (const [key, label] of [["localNow", "Local now"], ["localAir", "Air time"], ["rate", "Bitrate"],
+    ["health", "Reconnects"], ["srt", "SRT"], ["audio", "Audio"]]) {
+    f[key] = el("dd", key === "localNow" ? "local-now" : key === "localAir" ? "local-air" : "");
+    dl.append(el("dt", "", label), f[key]);
+  }
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${SPARK} 32`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  f.line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  svg.append(f.line);
+  f.error = el("div", "error");
+  root.append(head, place, dl, svg, f.error);
+  t = { root, f, rates: [] };
+  tiles.set(id, t);
+  return t;
+}
+
+function drawLegs(legs) {
+  const box = $("legs");
+  const seen = new Set();
+  for (const l of legs) {
+    seen.add(l.id);
+    const t = tile(l.id);
+    const f = t.f;
+    t.root.className = `leg ${l.state}`;
+    f.state.textContent = l.state;
+    f.name.textContent = l.name || l.id;
+    f.place.textContent = `${l.country} · ${l.protocol.toUpperCase()} · ${l.zone} · ${l.id}`;
+    f.localNow.textContent = l.local_now;
+    f.localAir.textContent = l.local_air ? `${l.local_air}${l.delayed ? " (delayed)" : ""}` : "--";
+    f.rate.textContent = `${l.bitrate_kbps} kbit/s`;
+    f.health.textContent = `${l.reconnects} · drops ${l.drops}`;
+    f.srt.textContent = l.rtt_ms === null ? "--" : `RTT ${l.rtt_ms} ms · lost ${l.lost}`;
+    f.audio.textContent = l.audio.length ? l.audio.join(", ") : "all tracks";
+    f.error.textContent = l.last_error || "";
+    t.rates.push(l.bitrate_kbps);
+    if (t.rates.length > SPARK) t.rates.shift();
+    const top = Math.max(1, ...t.rates);
+    f.line.setAttribute("points", t.rates.map((r, i) => `${i + SPARK - t.rates.length},${31 - (30 * r) / top}`).join(" "));
+    if (t.root.parentNode !== box) box.append(t.root);
+  }
+  for (const [id, t] of tiles) {
+    if (!seen.has(id)) {
+      t.root.remove();
+      tiles.delete(id);
+    }
+  }
+}
+
+$("signin").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const token = $("token").value.trim();
+  $("token").value = "";
+  sessionStorage.setItem(KEY, token);
+  start(token);
+});
+$("signout").addEventListener("click", () => {
+  sessionStorage.removeItem(KEY);
+  if (stream) stream.abort();
+  stream = null;
+  signIn("");
+});
+const saved = sessionStorage.getItem(KEY);
+if (saved) start(saved); else signIn("");
