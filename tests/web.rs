@@ -195,3 +195,134 @@ async fn the_page_carries_no_secret_and_its_data_needs_a_token() {
     );
     server.stop().await;
 }
+
+/// Signs in on the page at `url` with `token` (typed into the form).
+fn sign_in(b: &Browser, url: &str, token: &str) {
+    b.open(&format!("{url}/"));
+    b.eval(
+        "document.getElementById('token').value = arguments[0]; document.getElementById('signin').requestSubmit();",
+        json!([token]),
+    );
+}
+
+/// Whether event `id` is in `want` within `timeout` (looked at every 100 ms).
+async fn reaches(
+    events: &mut EventServiceClient<tonic::transport::Channel>,
+    id: &str,
+    token: &str,
+    want: proto::EventState,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let req = authed(proto::EventRef { event_id: id.to_owned() }, token);
+        if events.get_event(req).await.expect("get").into_inner().state == want as i32 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The page's master-control buttons, by their action.
+fn buttons(b: &Browser) -> Vec<String> {
+    let v = b.eval("return [...document.querySelectorAll('[data-action]')].map(x => x.dataset.action);", json!([]));
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect()
+}
+
+/// A POST of `body` to the action endpoint from the page, with its token,
+/// as a forged request would be: the HTTP status.
+fn post_from_page(b: &Browser, token: &str, body: Value) -> i64 {
+    let v = b.call_async(
+        "const [token, body, done] = arguments; fetch('/api/web/action', { method: 'POST', \
+         headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, \
+         body: JSON.stringify(body) }).then(r => done(r.status), e => done(String(e)));",
+        json!([token, body]),
+    );
+    v.as_i64().unwrap_or_else(|| panic!("{v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_control_from_the_page_is_for_operators_and_lands_in_the_as_run_log_by_name() {
+    let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
+    let b = std::sync::Arc::new(browser);
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        Options::from_config(&config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]));
+    options.recordings = rec.path().to_owned();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+    let rx = UdpCapture::start();
+    let text = format!(
+        "id = \"kz-khabar\"\nname = \"Khabar\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+         ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
+        rx.port
+    );
+    create_channel(&server, &text).await;
+    // T0 in ten minutes: scheduled, not armed yet.
+    let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 600, 0).unwrap();
+    let admin = server.token(Role::Admin).to_owned();
+    let mut events = EventServiceClient::new(server.transport().await);
+    let request = proto::ScheduleEventRequest {
+        title: "Silk Way Star: semi-final".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+        channel_ids: vec![],
+    };
+    let ev = events.schedule_event(authed(request, &admin)).await.expect("schedule").into_inner();
+    let url = server.http_addr.clone();
+    let title = "return document.getElementById('event-title').textContent;";
+
+    // An observer: the board, no buttons, and an action forged from its
+    // page is refused; the event does not move.
+    let observer = server.token(Role::Observer).to_owned();
+    sign_in(&b, &url, &observer);
+    let shown =
+        wait_for(Duration::from_secs(10), || b.eval(title, json!([])) == json!("Silk Way Star: semi-final")).await;
+    assert!(shown, "the observer's page shows no event");
+    assert!(buttons(&b).is_empty(), "an observer sees {:?}", buttons(&b));
+    let forged = post_from_page(&b, &observer, json!({ "event_id": ev.id, "action": "arm" }));
+    assert_eq!(forged, 403);
+    assert!(reaches(&mut events, &ev.id, &admin, proto::EventState::Scheduled, Duration::ZERO).await);
+
+    // An operator: Arm (no question asked), then Take, asked and confirmed;
+    // Hold asked and cancelled changes nothing.
+    b.eval("document.getElementById('signout').click();", json!([]));
+    let operator = server.token(Role::Operator).to_owned();
+    sign_in(&b, &url, &operator);
+    let enabled = "return [...document.querySelectorAll('[data-action]')].filter(x => !x.disabled).length;";
+    let ready = wait_for(Duration::from_secs(10), || b.eval(enabled, json!([])) == json!(10)).await;
+    assert!(ready, "the operator's page has {:?}", buttons(&b));
+    let click =
+        |action: &str| b.eval("document.querySelector(`[data-action=\"${arguments[0]}\"]`).click();", json!([action]));
+    click("arm");
+    let armed = reaches(&mut events, &ev.id, &admin, proto::EventState::Armed, Duration::from_secs(10)).await;
+    let result = "return document.getElementById('action-result').textContent;";
+    assert!(armed, "Arm from the page did not arm: {}", b.eval(result, json!([])));
+    let asked =
+        "return document.getElementById('confirm').open ? document.getElementById('confirm-text').textContent : null;";
+    click("hold");
+    let question = b.eval(asked, json!([]));
+    assert!(question.as_str().unwrap_or_default().starts_with("Hold"), "{question}");
+    b.eval("document.getElementById('confirm-no').click();", json!([]));
+    click("take");
+    let question = b.eval(asked, json!([]));
+    assert!(question.as_str().unwrap_or_default().starts_with("Take"), "{question}");
+    b.eval("document.getElementById('confirm-yes').click();", json!([]));
+    let on_air = reaches(&mut events, &ev.id, &admin, proto::EventState::OnAir, Duration::from_secs(10)).await;
+    assert!(on_air, "Take from the page did not put the event on air: {}", b.eval(result, json!([])));
+    let said = b.eval(result, json!([]));
+    assert_eq!(said, json!("take: ON_AIR"));
+    let log = common::server::asrun(&server, &ev.id, &admin).await;
+    let by_page: Vec<(&str, &str)> =
+        log.iter().filter(|e| e.actor == "operator-tester").map(|e| (e.kind.as_str(), e.actor.as_str())).collect();
+    assert!(by_page.iter().any(|(k, _)| k.contains("arm")), "{log:?}");
+    assert!(by_page.iter().any(|(k, _)| k.contains("take") || k.contains("on-air")), "{log:?}");
+    assert!(!log.iter().any(|e| e.kind.contains("hold")), "the cancelled Hold reached the log: {log:?}");
+    drop(b);
+    server.stop().await;
+}

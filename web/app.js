@@ -15,6 +15,93 @@ const el = (tag, cls, text) => {
 };
 const tiles = new Map(); // leg id -> { root, fields, rates }
 let stream = null;
+let auth = null;
+let eventId = null;
+
+// Master control's buttons (built for operators and admins only); those
+// that change what partners see ask first.
+const ACTIONS = [
+  ["arm", "Arm", null],
+  ["take", "Take", "Take: the programme goes to every partner now."],
+  ["hold", "Hold", "Hold: partners stay on the slate past T0 until Take."],
+  ["extend", "Extend +5 min", "Extend the event by 5 minutes?"],
+  ["end", "End", "End: partners go to the post-roll slate now."],
+  ["abort", "Abort", "ABORT: the emergency slate, then every leg stops."],
+];
+const SOURCES = ["AUTO", "PRIMARY", "BACKUP", "SLATE"];
+
+function controls() {
+  const box = $("controls");
+  box.replaceChildren();
+  const acts = el("div", "group");
+  for (const [action, label, ask] of ACTIONS) {
+    const b = el("button", "", label);
+    b.type = "button";
+    b.disabled = !eventId;
+    b.dataset.action = action;
+    b.addEventListener("click", () => act({ action, by_s: action === "extend" ? 300 : undefined }, ask));
+    acts.append(b);
+  }
+  const src = el("div", "group");
+  src.append(el("small", "", "Source"));
+  for (const source of SOURCES) {
+    const b = el("button", "", source[0] + source.slice(1).toLowerCase());
+    b.type = "button";
+    b.disabled = !eventId;
+    b.dataset.action = `source-${source}`;
+    b.addEventListener("click", () => act({ action: "source", source }, `Switch every partner to ${source}?`));
+    src.append(b);
+  }
+  box.append(acts, src, el("span", "", ""));
+  box.lastChild.id = "action-result";
+  box.hidden = false;
+}
+
+// Asks `text` in a modal; the answer comes from this question's own
+// buttons (not the dialog's close event, which arrives later and could be
+// taken for the next question's answer).
+function confirmed(text) {
+  if (!text) return Promise.resolve(true);
+  const d = $("confirm");
+  $("confirm-text").textContent = text;
+  return new Promise((done) => {
+    const answer = (yes) => () => {
+      $("confirm-yes").onclick = null;
+      $("confirm-no").onclick = null;
+      d.oncancel = null;
+      d.close();
+      done(yes);
+    };
+    $("confirm-yes").onclick = answer(true);
+    $("confirm-no").onclick = answer(false);
+    d.oncancel = answer(false); // Escape
+    d.showModal();
+  });
+}
+
+async function act(what, ask) {
+  const out = $("action-result");
+  if (!eventId) {
+    out.textContent = "No event to act on.";
+    return;
+  }
+  if (!(await confirmed(ask))) return;
+  out.className = "";
+  out.textContent = `${what.action}…`;
+  const r = await fetch("/api/web/action", {
+    method: "POST",
+    headers: { ...auth, "content-type": "application/json" },
+    body: JSON.stringify({ event_id: eventId, ...what }),
+    cache: "no-store",
+  });
+  const text = await r.text();
+  if (r.ok) {
+    out.textContent = `${what.action}: ${JSON.parse(text).state}`;
+  } else {
+    out.className = "refused";
+    out.textContent = `${what.action} refused: ${text.trim()}`;
+  }
+}
 
 function two(n) { return String(Math.floor(n)).padStart(2, "0"); }
 function hms(s) { return `${two(s / 3600)}:${two((s / 60) % 60)}:${two(s % 60)}`; }
@@ -27,7 +114,7 @@ function signIn(error) {
 }
 
 async function start(token) {
-  const auth = { authorization: `Bearer ${token}` };
+  auth = { authorization: `Bearer ${token}` };
   let r;
   try {
     r = await fetch("/api/web/whoami", { headers: auth, cache: "no-store" });
@@ -40,6 +127,8 @@ async function start(token) {
   }
   const me = await r.json();
   $("who").textContent = `${me.name} (${me.role})`;
+  if (me.role === "operator" || me.role === "admin") controls();
+  else $("controls").replaceChildren();
   $("signin").hidden = true;
   $("board").hidden = false;
   follow(auth, 0);
@@ -81,6 +170,8 @@ function draw(b) {
   $("utc").textContent = b.utc;
   $("health").textContent = b.healthy ? "" : "· relay unhealthy";
   const e = b.event;
+  eventId = e ? e.id : null;
+  for (const button of document.querySelectorAll("#controls button")) button.disabled = !eventId;
   $("event-title").textContent = e ? e.title : "No event scheduled";
   $("event-state").textContent = e ? e.state : "";
   $("event-state").className = `badge ${e ? e.state : ""}`;
@@ -196,6 +287,10 @@ $("signout").addEventListener("click", () => {
   sessionStorage.removeItem(KEY);
   if (stream) stream.abort();
   stream = null;
+  auth = null;
+  $("controls").replaceChildren();
+  $("controls").hidden = true;
+  eventId = null;
   signIn("");
 });
 const saved = sessionStorage.getItem(KEY);

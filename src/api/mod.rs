@@ -185,7 +185,7 @@ pub async fn serve(
     });
 
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let page = crate::web::routes(tokens.clone(), coordinator.subscribe(), closing_rx.clone(), tls.is_some());
+    let page = crate::web::routes(tokens.clone(), coordinator.clone(), closing_rx.clone(), tls.is_some());
     let http_task = http.map(|l| {
         let (m, serving) = (Arc::clone(&metrics), serving.clone());
         tokio::spawn(async move {

@@ -12,7 +12,8 @@
 //! - **Signed in.** The page asks for an access token, keeps it in the
 //!   tab's session storage and sends it as `authorization: Bearer`, never
 //!   in a URL; the check is the gRPC one ([`Tokens::authenticate`]), with
-//!   its failed-login guard. Any role may watch.
+//!   its failed-login guard. Any role may watch; operators and admins get
+//!   master control's buttons ([`control`]).
 //! - **Offline.** The page is three static files compiled into the
 //!   binary; it fetches nothing from anywhere else (its Content Security
 //!   Policy says so to the browser).
@@ -20,6 +21,7 @@
 //!   plain-HTTP port (a token would cross the network in clear); the page
 //!   over TLS is not built yet.
 
+pub mod control;
 pub mod view;
 
 use std::convert::Infallible;
@@ -27,15 +29,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::sync::{mpsc, watch};
 
 use crate::api::auth::{Caller, Tokens};
-use crate::coordinator::Snapshot;
+use crate::coordinator::{Coordinator, Snapshot};
 
 const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
@@ -52,6 +54,7 @@ const PAGE_QUEUE: usize = 4;
 #[derive(Clone)]
 struct Web {
     tokens: Tokens,
+    coordinator: Coordinator,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Set when the daemon stops: every page's stream ends.
     closing: watch::Receiver<bool>,
@@ -59,12 +62,7 @@ struct Web {
 
 /// The page's routes. With `tls` (the gRPC port has TLS) the page is
 /// refused with a reason instead: this port is plain HTTP.
-pub fn routes(
-    tokens: Tokens,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    closing: watch::Receiver<bool>,
-    tls: bool,
-) -> Router {
+pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver<bool>, tls: bool) -> Router {
     if tls {
         return Router::new().route("/", get(no_page_without_tls));
     }
@@ -74,7 +72,8 @@ pub fn routes(
         .route("/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/api/web/whoami", get(whoami))
         .route("/api/web/status", get(status))
-        .with_state(Web { tokens, snapshots, closing })
+        .route("/api/web/action", post(action))
+        .with_state(Web { tokens, snapshots: coordinator.subscribe(), coordinator, closing })
 }
 
 async fn no_page_without_tls() -> impl IntoResponse {
@@ -119,6 +118,32 @@ async fn whoami(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAdd
             ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
         }
         Err(s) => refused(&s),
+    }
+}
+
+/// Master control: the action in the body, for an operator or admin
+/// (see [`control`]); the event's state after it, or the refusal in words.
+async fn action(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match caller(&web, &headers, peer) {
+        Ok(c) => c,
+        Err(s) => return refused(&s),
+    };
+    let done = match control::parse(&body) {
+        Ok((id, a)) => control::run(&web.coordinator, &caller, id, a).await,
+        Err(s) => Err(s),
+    };
+    match done {
+        Ok(e) => {
+            let body = serde_json::json!({ "event_id": e.id.0, "state": e.state.as_str() }).to_string();
+            ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+        }
+        Err(s) => (control::http_status(&s), [(header::CACHE_CONTROL, "no-store")], format!("{}\n", s.message()))
+            .into_response(),
     }
 }
 

@@ -102,6 +102,12 @@ impl Browser {
         self.call("POST", &self.at("execute/sync"), Some(json!({ "script": script, "args": args })))
     }
 
+    /// Runs `script` asynchronously: it ends by calling its last argument
+    /// with the result.
+    pub fn call_async(&self, script: &str, args: Value) -> Value {
+        self.call("POST", &self.at("execute/async"), Some(json!({ "script": script, "args": args })))
+    }
+
     /// Saves a PNG of the window to `path`; returns its bytes.
     pub fn screenshot(&self, path: &Path) -> Vec<u8> {
         let v = self.call("GET", &self.at("screenshot"), None);
