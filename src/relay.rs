@@ -23,6 +23,7 @@ use crate::media::passthrough::Passthrough;
 use crate::media::program::{Content, Cue, Program, ProgramPlan};
 use crate::media::recording::{DelayedFeed, Recorder, RecordingPlan, UtcClock};
 use crate::media::source::SourceStatus;
+use crate::media::thumbs::{Thumbnailer, Thumbnails};
 use crate::media::{self, MediaError};
 
 /// A delayed leg's pipeline starts this long before its first chunk is due,
@@ -43,6 +44,9 @@ pub struct RelayPlan {
     pub legs: Vec<Channel>,
     /// Buffers, timeouts, reconnects and stamps for every leg.
     pub settings: RelaySettings,
+    /// Make the multiviewer's thumbnails (the programme, each feed, the
+    /// slate): the daemon does, `simulcastd run` and the benchmarks do not.
+    pub thumbnails: bool,
 }
 
 impl RelayPlan {
@@ -57,9 +61,11 @@ impl RelayPlan {
                 slate: config.slate.clone(),
                 title: config.event.title.clone(),
                 batch_wait: config.relay.batch_wait,
+                feed_thumbs: [None, None],
             },
             legs: config.enabled_channels().cloned().collect(),
             settings: config.relay.clone(),
+            thumbnails: false,
         }
     }
 }
@@ -207,6 +213,10 @@ pub struct Relay {
     recorder: Option<Arc<Recorder>>,
     /// Each channel's ad breaks (a delayed leg gets them when it starts).
     breaks: BTreeMap<String, Vec<Break>>,
+    /// The multiviewer's thumbnails, if this relay makes them.
+    thumbnails: Option<Arc<Thumbnails>>,
+    /// The thumbnailers' supervisors, joined at shutdown.
+    thumb_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Relay {
@@ -244,10 +254,24 @@ impl Relay {
             let r = Recorder::start(d.recording.clone(), utc).map_err(|e| {
                 MediaError::Pipeline(format!("cannot record the program to {}: {e}", d.recording.dir.display()))
             })?;
-            fanout.set_tap(Arc::clone(&r) as Arc<dyn crate::media::fanout::Tap>);
+            fanout.add_tap(Arc::clone(&r) as Arc<dyn crate::media::fanout::Tap>);
             recorder = Some(r);
         }
-        let p = &plan.program;
+        let mut p = plan.program.clone();
+        let mut thumb_tasks = Vec::new();
+        let thumbnails = if plan.thumbnails {
+            // The relay runs without them rather than not at all.
+            match start_thumbnails(&mut p, &fanout, &stop_rx, &mut thumb_tasks) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "No thumbnails for the multiviewer; the relay runs without.");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let p = &p;
         let started = match p.format.mode {
             ProgramMode::Transcode => Program::start(p, cue, utc, Arc::clone(&fanout), stop_rx).map(Run::Transcode),
             ProgramMode::Passthrough => {
@@ -286,7 +310,14 @@ impl Relay {
             feeds: Vec::new(),
             recorder,
             breaks: BTreeMap::new(),
+            thumbnails,
+            thumb_tasks,
         })
+    }
+
+    /// The multiviewer's thumbnails, if this relay makes them.
+    pub fn thumbnails(&self) -> Option<Arc<Thumbnails>> {
+        self.thumbnails.clone()
     }
 
     /// Starts the delayed legs whose air time is near. Call it often (the
@@ -484,6 +515,9 @@ impl Relay {
             leg.join().await;
         }
         self.fanout.join(THREAD_GRACE).await;
+        for task in self.thumb_tasks.drain(..) {
+            let _ = task.await;
+        }
         if let Some(recorder) = self.recorder.take() {
             let thread = recorder.take_thread();
             drop(recorder);
@@ -494,6 +528,37 @@ impl Relay {
         info!("Relay stopped.");
         self.status()
     }
+}
+
+/// Starts the programme's thumbnailer (a fan-out tap), the primary's and
+/// the backup's (given to their feeds through `p`), and draws the slate's.
+fn start_thumbnails(
+    p: &mut ProgramPlan,
+    fanout: &Arc<Fanout>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Arc<Thumbnails>, MediaError> {
+    let thumbs = Thumbnails::new();
+    let (program, task) = Thumbnailer::start("program", Arc::clone(&thumbs), stop.clone())?;
+    tasks.push(task);
+    fanout.add_tap(program as Arc<dyn crate::media::fanout::Tap>);
+    let feeds = [("primary", true), ("backup", p.backup.is_some())];
+    for (i, (name, wanted)) in feeds.into_iter().enumerate() {
+        if wanted {
+            let (t, task) = Thumbnailer::start(name, Arc::clone(&thumbs), stop.clone())?;
+            tasks.push(task);
+            p.feed_thumbs[i] = Some(t);
+        }
+    }
+    let look = media::slate::SlateLook { settings: p.slate.clone(), title: p.title.clone(), gop: 1, video_kbps: 0 };
+    let slate = Arc::clone(&thumbs);
+    tasks.push(tokio::task::spawn_blocking(move || {
+        match media::slate::still(&look, (media::thumbs::WIDTH, media::thumbs::HEIGHT)) {
+            Ok((jpeg, luma)) => slate.put("slate", jpeg, luma),
+            Err(e) => tracing::warn!(error = %e, "Cannot draw the slate's thumbnail."),
+        }
+    }));
+    Ok(thumbs)
 }
 
 /// What transcode mode sends: the [program] format, H.264 and one AAC track.

@@ -13,7 +13,7 @@ use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 use common::browser::Browser;
 use common::server::{ApiServer, authed, create_channel};
-use common::{SrtReceiver, UdpCapture, channel, config_with, free_udp_port, wait_for};
+use common::{ChildGuard, SrtReceiver, UdpCapture, channel, config_with, free_udp_port, require, wait_for};
 use serde_json::{Value, json};
 use simulcast::api::auth::Role;
 use simulcast::api::convert::timestamp;
@@ -44,15 +44,55 @@ fn apart(a: &str, b: &str) -> i64 {
     d.min(86_400 - d)
 }
 
+/// The venue: ffmpeg sending a moving test picture (H.264, GOP 1 s) and a
+/// tone to the relay's UDP input, in real time, for `seconds`.
+fn venue(port: u16, seconds: u32) -> ChildGuard {
+    require("ffmpeg", "ffmpeg");
+    let child = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start ffmpeg");
+    ChildGuard(child)
+}
+
+/// What the page shows of each picture card: (name, width of the loaded
+/// picture, mean luma).
+const CARDS: &str = "return [...document.querySelectorAll('[data-feed]')].map(c => [c.dataset.feed, \
+    c.querySelector('img').naturalWidth, Number(c.dataset.luma || -1)]);";
+
+/// The bytes of `name`'s thumbnail as the page fetches it.
+fn thumb_bytes(b: &Browser, token: &str, name: &str) -> Vec<u8> {
+    let v = b.call_async(
+        "const [token, name, done] = arguments; fetch('/api/web/thumb/' + name, { headers: { authorization: 'Bearer ' + token } }) \
+         .then(r => r.arrayBuffer()).then(a => done([...new Uint8Array(a)]), e => done(String(e)));",
+        json!([token, name]),
+    );
+    v.as_array().unwrap_or_else(|| panic!("{v}")).iter().map(|x| x.as_u64().unwrap() as u8).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanishes() {
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
     let rec = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut options =
-        Options::from_config(&config_with(&[channel("x", "{ type = \"udp\", uri = \"udp://127.0.0.1:9\" }")]));
+    // A real contribution over UDP, relayed in passthrough: the
+    // thumbnails are the only decode.
+    let source_port = free_udp_port();
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nwidth = 640\nheight = 360\nframerate = 25\ngop = 25\n"
+    ))
+    .expect("config");
+    let mut options = Options::from_config(&config);
     options.recordings = rec.path().to_owned();
     let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+    let _venue = venue(source_port, 60);
 
     // Four partners in four zones, one of them (Tbilisi) over SRT.
     let mut srt = SrtReceiver::start(free_udp_port());
@@ -89,6 +129,7 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
 
     // An observer signs in on the page.
     let observer = server.token(Role::Observer).to_owned();
+    let observer_token = observer.clone();
     let url = server.http_addr.clone();
     let browser = tokio::task::spawn_blocking(move || {
         browser.open(&format!("{url}/"));
@@ -127,12 +168,37 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
     assert_ne!(first, second, "the countdown stood still");
     assert!(first.as_str().unwrap().starts_with("-00:00:"), "{first}");
 
-    // On air, then the Tbilisi partner's receiver goes away: its tile
-    // says so within 2 s of the relay knowing.
+    // On air: the pictures. The programme's and the primary's thumbnails
+    // are loaded on the page, the programme's bytes change from one second
+    // to the next (a moving picture), and the programme (test bars) is
+    // brighter than the slate (a dark card).
     let on_air = wait_for(Duration::from_secs(25), || tiles(&b).iter().all(|t| t.1 == "ON_AIR")).await;
     assert!(on_air, "not every tile went ON_AIR: {:?}", tiles(&b));
+    let cards = |b: &Browser| -> Vec<(String, i64, f64)> {
+        let v = b.eval(CARDS, json!([]));
+        let card = |c: &Value| (c[0].as_str().unwrap().to_owned(), c[1].as_i64().unwrap(), c[2].as_f64().unwrap());
+        v.as_array().unwrap().iter().map(card).collect()
+    };
+    let luma_of = |cards: &[(String, i64, f64)], name: &str| cards.iter().find(|c| c.0 == name).map_or(-1.0, |c| c.2);
+    let pictures = wait_for(Duration::from_secs(10), || {
+        let c = cards(&b);
+        let loaded = ["program", "primary", "slate"].iter().all(|n| c.iter().any(|x| x.0 == *n && x.1 == 320));
+        // The programme thumbnail of the first second after T0 may still show the slate.
+        loaded && luma_of(&c, "program") > luma_of(&c, "slate") + 20.0
+    })
+    .await;
+    let shown = cards(&b);
+    assert!(pictures, "the picture cards show {shown:?}");
+    let first = thumb_bytes(&b, &observer_token, "program");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let later = thumb_bytes(&b, &observer_token, "program");
+    assert_eq!((&first[..2], &later[..2]), (&b"\xff\xd8"[..], &b"\xff\xd8"[..]), "JPEG pictures");
+    assert_ne!(first, later, "the programme's thumbnail did not change in 2.2 s");
     let shot = b.screenshot(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("multiviewer.png"));
     assert_eq!(&shot[..8], b"\x89PNG\r\n\x1a\n");
+
+    // Then the Tbilisi partner's receiver goes away: its tile says so
+    // within 2 s.
     let killed = Instant::now();
     srt.stop();
     let lost = |s: &str| matches!(s, "RECONNECTING" | "CONNECTING" | "FAILED");

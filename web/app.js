@@ -190,28 +190,82 @@ function draw(b) {
   drawLegs(b.live ? b.live.legs : []);
 }
 
+// The picture row: the programme as partners get it, the feeds and the
+// slate, each with its latest thumbnail (fetched when its number changes;
+// the previous picture's object URL is let go, so a page open all night
+// holds four pictures, not thousands).
+const CARDS = [["program", "Programme"], ["primary", "Primary"], ["backup", "Backup"], ["slate", "Slate"]];
+const cards = new Map(); // name -> { root, img, status, detail, seq, url, loading }
+
+function card(name, label) {
+  let c = cards.get(name);
+  if (c) return c;
+  const root = el("figure", "feed");
+  root.dataset.feed = name;
+  const img = el("img");
+  img.alt = `${label}: no picture yet`;
+  img.width = 320;
+  img.height = 180;
+  const caption = el("figcaption");
+  const status = el("div", "sub");
+  const detail = el("div", "sub");
+  caption.append(el("b", "", label), status, detail);
+  root.append(img, caption);
+  c = { root, img, status, detail, seq: 0, url: null, loading: false };
+  cards.set(name, c);
+  return c;
+}
+
+async function picture(c, name, seq) {
+  if (!seq || seq === c.seq || c.loading || !auth) return;
+  c.loading = true;
+  try {
+    const r = await fetch(`/api/web/thumb/${name}`, { headers: auth, cache: "no-store" });
+    if (r.ok) {
+      const url = URL.createObjectURL(await r.blob());
+      c.img.src = url;
+      if (c.url) URL.revokeObjectURL(c.url);
+      c.url = url;
+      c.seq = seq;
+    }
+  } finally {
+    c.loading = false;
+  }
+}
+
 function drawFeeds(live) {
-  const feeds = $("feeds");
-  feeds.replaceChildren();
-  if (!live) return;
+  const box = $("feeds");
+  if (!live) {
+    box.replaceChildren();
+    for (const c of cards.values()) if (c.url) URL.revokeObjectURL(c.url);
+    cards.clear();
+    return;
+  }
   const on = live.source_in_use;
-  const card = (label, f, key) => {
-    const c = el("div", `feed ${f.state}${on === key ? " on" : ""}`);
-    c.dataset.feed = key;
-    c.append(el("b", "", label), el("div", "sub", `${f.state}${on === key ? " · on air" : ""}`));
-    c.append(el("div", "sub", f.describe));
-    if (f.last_error) c.append(el("div", "sub", f.last_error));
-    return c;
-  };
-  feeds.append(card("Primary", live.source, "PRIMARY"));
-  if (live.backup) feeds.append(card("Backup", live.backup, "BACKUP"));
-  const slate = el("div", `feed${on === "SLATE" ? " on" : ""}`);
-  slate.dataset.feed = "SLATE";
-  slate.append(el("b", "", "Slate"), el("div", "sub", on === "SLATE" ? "on air" : "ready"));
-  feeds.append(slate);
-  const program = el("div", "feed");
-  program.append(el("b", "", "Programme"), el("div", "sub", `${live.program} · source ${live.source_mode}`));
-  feeds.append(program);
+  const thumbs = live.thumbs || {};
+  const feeds = { primary: live.source, backup: live.backup };
+  for (const [name, label] of CARDS) {
+    if (name === "backup" && !live.backup) continue;
+    const c = card(name, label);
+    const f = feeds[name];
+    const onAir = on === name.toUpperCase();
+    c.root.className = `feed ${f ? f.state : ""}${onAir ? " on" : ""}`;
+    if (name === "program") {
+      c.status.textContent = `${live.program}`;
+      c.detail.textContent = `source ${live.source_mode} · on air: ${on}`;
+    } else if (name === "slate") {
+      c.status.textContent = onAir ? "on air" : "ready";
+      c.detail.textContent = "";
+    } else {
+      c.status.textContent = `${f.state}${f.healthy ? "" : " · unhealthy"}${onAir ? " · on air" : ""}`;
+      c.detail.textContent = f.last_error || f.describe;
+    }
+    const t = thumbs[name];
+    c.root.dataset.luma = t ? t.luma : "";
+    c.root.classList.toggle("stale", !!t && t.age_s > 5);
+    picture(c, name, t && t.seq);
+    if (c.root.parentNode !== box) box.append(c.root);
+  }
 }
 
 function tile(id) {

@@ -581,6 +581,7 @@ impl State {
             let s = relay.status();
             Live {
                 meters: Arc::new(relay.meters()),
+                thumbnails: relay.thumbnails(),
                 event_id: r.event_id.clone(),
                 source_in_use: match s.source_in_use {
                     Feed::Primary => SourceChoice::Primary,
@@ -1442,9 +1443,12 @@ impl State {
                 slate: self.options.slate.clone(),
                 title: title.to_owned(),
                 batch_wait: self.options.relay.batch_wait,
+                feed_thumbs: [None, None],
             },
             legs: channels,
             settings: self.options.relay.clone(),
+            // The daemon serves the multiviewer page.
+            thumbnails: true,
         }
     }
 

@@ -84,6 +84,9 @@ pub struct Live {
     pub meters: Arc<Vec<(String, crate::media::leg::LegMeter)>>,
     /// The program mode and the format on air.
     pub program: crate::relay::ProgramInfo,
+    /// The multiviewer's thumbnails (live: the latest picture of each
+    /// stream, read when a page asks).
+    pub thumbnails: Option<Arc<crate::media::thumbs::Thumbnails>>,
 }
 
 /// One published state of the daemon.

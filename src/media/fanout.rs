@@ -398,7 +398,7 @@ pub trait Tap: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct Fanout {
     legs: RwLock<Vec<Arc<LegInput>>>,
-    tap: RwLock<Option<Arc<dyn Tap>>>,
+    taps: RwLock<Vec<Arc<dyn Tap>>>,
     counters: InputCounters,
     /// Stamps (clock ns) of the batches that started the program, oldest
     /// first: delayed legs mark the same instants in the recording.
@@ -424,9 +424,9 @@ impl Fanout {
     }
 
     /// Also hands every batch to `tap` (the recording delayed legs read
-    /// back).
-    pub fn set_tap(&self, tap: Arc<dyn Tap>) {
-        *self.tap.write().unwrap_or_else(|e| e.into_inner()) = Some(tap);
+    /// back, the programme's thumbnailer).
+    pub fn add_tap(&self, tap: Arc<dyn Tap>) {
+        self.taps.write().unwrap_or_else(|e| e.into_inner()).push(tap);
     }
 
     /// What has come in.
@@ -460,7 +460,7 @@ impl Fanout {
             Some(t) => t.join(within).await,
             None => true,
         };
-        *self.tap.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.taps.write().unwrap_or_else(|e| e.into_inner()).clear();
         ended
     }
 
@@ -562,7 +562,7 @@ impl Fanout {
             }
             leg.offer(&list, pts);
         }
-        if let Some(tap) = self.tap.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        for tap in self.taps.read().unwrap_or_else(|e| e.into_inner()).iter() {
             tap.take(&list);
         }
     }

@@ -19,6 +19,7 @@ pub mod source;
 pub mod stamp;
 pub(crate) mod supervise;
 pub mod template;
+pub mod thumbs;
 pub mod tracks;
 pub mod ts;
 
@@ -204,7 +205,7 @@ impl Skeleton {
 /// result per part, in the order `simulcastctl check` reports them.
 pub fn check_all() -> Vec<(&'static str, Result<(), MediaError>)> {
     let mut all = template::check_all();
-    for s in [&source::DECODE, &program::PLAYOUT] {
+    for s in [&source::DECODE, &program::PLAYOUT, &thumbs::THUMBNAIL] {
         all.push((s.name, s.check()));
     }
     all

@@ -102,7 +102,8 @@ impl Passthrough {
         let start = |source, i: usize| {
             let (f, d) = (&plan.format, plan.failover.detect_after);
             let out = FeedOut::Coded(Arc::clone(&feeds[i]));
-            Contribution::start(source, f, &plan.title, out, Arc::clone(&counters[i]), d, stop.clone())
+            let thumb = plan.feed_thumbs[i].clone();
+            Contribution::start(source, f, &plan.title, out, Arc::clone(&counters[i]), d, thumb, stop.clone())
         };
         let primary = start(&plan.source, 0)?;
         let backup = plan.backup.as_ref().map(|b| start(b, 1)).transpose()?;

@@ -234,6 +234,9 @@ pub struct ProgramPlan {
     pub title: String,
     /// The fan-out's batching wait.
     pub batch_wait: Duration,
+    /// The primary's and the backup's thumbnailers, if the relay makes
+    /// thumbnails: each feed hands them its MPEG-TS.
+    pub feed_thumbs: [Option<Arc<super::thumbs::Thumbnailer>>; 2],
 }
 
 impl Program {
@@ -272,7 +275,9 @@ impl Program {
         let feed = |source: &Source, i: usize| {
             let counters = Arc::clone(&switch.feeds[i]);
             let (f, d) = (&plan.format, plan.failover.detect_after);
-            Contribution::start(source, f, &plan.title, FeedOut::Raw(Arc::clone(&raws[i])), counters, d, stop.clone())
+            let out = FeedOut::Raw(Arc::clone(&raws[i]));
+            let thumb = plan.feed_thumbs[i].clone();
+            Contribution::start(source, f, &plan.title, out, counters, d, thumb, stop.clone())
         };
         let primary = feed(&plan.source, 0)?;
         let backup = plan.backup.as_ref().map(|b| feed(b, 1)).transpose()?;

@@ -186,19 +186,38 @@ fn encode_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, M
             if v.interlaced { 1 } else { 0 }
         ),
     };
-    let src = match &look.settings.image {
-        Some(_) => format!("filesrc name=src ! pngdec ! imagefreeze num-buffers={gop} ! videoconvert ! videoscale"),
-        None => format!(
-            "videotestsrc pattern=solid-color foreground-color=0xff10213a num-buffers={gop} \
-             ! video/x-raw,width={w},height={h},framerate={fn_}/{fd} \
-             ! textoverlay name=text valignment=center halignment=center line-alignment=center font-desc=\"Sans Bold 24\""
-        ),
-    };
+    let src = picture(look, (w, h), (fn_, fd), gop);
     let desc = format!(
         "{src} ! videoconvert ! video/x-raw,format=I420,width={w},height={h},framerate={fn_}/{fd}{interlace} ! {enc} \
          ! appsink name=sink sync=false"
     );
     let pipeline = launch(&desc)?;
+    dress(&pipeline, look);
+    let frames = run(&pipeline, "slate video")?;
+    let frames: Vec<gst::Buffer> = frames.into_iter().take(gop as usize).collect();
+    match frames.first() {
+        Some(f) if !f.flags().contains(gst::BufferFlags::DELTA_UNIT) => Ok(frames),
+        Some(_) => Err(MediaError::Pipeline(format!("the {} slate's first picture is not a keyframe", v.codec))),
+        None => Err(MediaError::Pipeline(format!("the {} slate encoder gave no picture", v.codec))),
+    }
+}
+
+/// The slate's picture as a launch description: the PNG, or the card (a
+/// plain colour with the title), `n` frames; [`dress`] gives it its file
+/// or words once launched.
+fn picture(look: &SlateLook, (w, h): (u32, u32), (fn_, fd): (i32, i32), n: u32) -> String {
+    match &look.settings.image {
+        Some(_) => format!("filesrc name=src ! pngdec ! imagefreeze num-buffers={n} ! videoconvert ! videoscale"),
+        None => format!(
+            "videotestsrc pattern=solid-color foreground-color=0xff10213a num-buffers={n} \
+             ! video/x-raw,width={w},height={h},framerate={fn_}/{fd} \
+             ! textoverlay name=text valignment=center halignment=center line-alignment=center font-desc=\"Sans Bold 24\""
+        ),
+    }
+}
+
+/// Gives a launched [`picture`] its PNG file or its words.
+fn dress(pipeline: &gst::Pipeline, look: &SlateLook) {
     if let Some(path) = &look.settings.image
         && let Some(src) = pipeline.by_name("src")
     {
@@ -208,13 +227,27 @@ fn encode_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, M
         let line = look.settings.text.as_deref().unwrap_or("We will be on air shortly");
         text.set_property("text", format!("{}\n\n{line}", look.title));
     }
-    let frames = run(&pipeline, "slate video")?;
-    let frames: Vec<gst::Buffer> = frames.into_iter().take(gop as usize).collect();
-    match frames.first() {
-        Some(f) if !f.flags().contains(gst::BufferFlags::DELTA_UNIT) => Ok(frames),
-        Some(_) => Err(MediaError::Pipeline(format!("the {} slate's first picture is not a keyframe", v.codec))),
-        None => Err(MediaError::Pipeline(format!("the {} slate encoder gave no picture", v.codec))),
+}
+
+/// The slate as the multiviewer shows it: one JPEG picture, `w`x`h`
+/// (drawn at 1280x720, then scaled, so the card looks as partners see it),
+/// and its mean luma.
+pub fn still(look: &SlateLook, (w, h): (u32, u32)) -> Result<(Vec<u8>, f64), MediaError> {
+    let src = picture(look, (1280, 720), (25, 1), 1);
+    let desc = format!(
+        "{src} ! videoconvert ! videoscale add-borders=true ! video/x-raw,format=I420,width={w},height={h},pixel-aspect-ratio=1/1 \
+         ! jpegenc name=jpeg quality=80 ! appsink name=sink sync=false"
+    );
+    let pipeline = launch(&desc)?;
+    dress(&pipeline, look);
+    let luma = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if let Some(jpeg) = pipeline.by_name("jpeg") {
+        super::thumbs::measure_luma(&jpeg, std::sync::Arc::clone(&luma))?;
     }
+    let frames = run(&pipeline, "slate still")?;
+    let first = frames.first().ok_or_else(|| MediaError::Pipeline("the slate still: no picture".into()))?;
+    let map = first.map_readable().map_err(|_| MediaError::Pipeline("the slate still: unreadable".into()))?;
+    Ok((map.to_vec(), f64::from_bits(luma.load(std::sync::atomic::Ordering::Relaxed))))
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

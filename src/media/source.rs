@@ -183,6 +183,8 @@ struct Shared {
     /// How the contribution's sound tracks differ from `[program] audio`
     /// (a track left out, a planned one missing), as the demuxer found.
     audio_note: Mutex<Option<String>>,
+    /// The feed's thumbnailer, handed the contribution's MPEG-TS.
+    thumb: Option<Arc<super::thumbs::Thumbnailer>>,
 }
 
 /// A decoding feed whose data stopped moving for this long, after it had
@@ -240,7 +242,9 @@ pub struct Contribution {
 impl Contribution {
     /// Builds the feed's pipeline once (so a missing plugin or a broken
     /// template is an error here, at start-up) and starts its supervisor.
-    /// What it delivers is counted in `counters` (the failover reads them).
+    /// What it delivers is counted in `counters` (the failover reads them);
+    /// its MPEG-TS also goes to `thumb`, if given.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         source: &Source,
         format: &ProgramFormat,
@@ -248,6 +252,7 @@ impl Contribution {
         out: FeedOut,
         counters: Arc<SourceCounters>,
         detect_after: Duration,
+        thumb: Option<Arc<super::thumbs::Thumbnailer>>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, MediaError> {
         let shared = Arc::new(Shared {
@@ -260,6 +265,7 @@ impl Contribution {
             decoded: matches!(out, FeedOut::Raw(_)) && !matches!(source, Source::Test(_)),
             unfit: Mutex::new(None),
             audio_note: Mutex::new(None),
+            thumb,
         });
         let first = build(source, format, title, &out, &shared)?;
         let sup = Supervisor {
@@ -793,7 +799,8 @@ fn decode_track(
     pad.link(&sink).map(|_| ()).map_err(|e| MediaError::Pipeline(format!("cannot link {}: {e}", pad.name())))
 }
 
-/// Drops (and counts) what is not whole MPEG-TS packets before the demuxer.
+/// Drops (and counts) what is not whole MPEG-TS packets before the
+/// demuxer; hands the rest to the feed's thumbnailer too, if it has one.
 fn refuse_garbage(pad: &gst::Pad, shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
     let clock = super::clock();
@@ -804,6 +811,9 @@ fn refuse_garbage(pad: &gst::Pad, shared: &Arc<Shared>) {
         if b.map_readable().map(|m| ts::is_aligned_ts(&m)).unwrap_or(false) {
             c.bytes.fetch_add(b.size() as u64, Ordering::Relaxed);
             c.last_valid_ns.store(now, Ordering::Relaxed);
+            if let Some(thumb) = &shared.thumb {
+                thumb.push(b.clone());
+            }
             gst::PadProbeReturn::Ok
         } else {
             c.garbage_bytes.fetch_add(b.size() as u64, Ordering::Relaxed);
@@ -882,6 +892,7 @@ mod tests {
             decoded: false,
             unfit: Mutex::new(None),
             audio_note: Mutex::new(None),
+            thumb: None,
         });
         let source = Source::Test(crate::config::TestSource::default());
         let format = ProgramFormat { width: 160, height: 90, ..ProgramFormat::default() };

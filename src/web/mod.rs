@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,7 +45,7 @@ const STYLE: &str = include_str!("../../web/app.css");
 
 /// Everything the page's first request needs: the page and its two files
 /// from here, nothing from anywhere else.
-const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' blob:; \
                       frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Boards a page may have queued before its task waits for the browser.
@@ -73,6 +73,7 @@ pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver
         .route("/api/web/whoami", get(whoami))
         .route("/api/web/status", get(status))
         .route("/api/web/action", post(action))
+        .route("/api/web/thumb/{name}", get(thumb))
         .with_state(Web { tokens, snapshots: coordinator.subscribe(), coordinator, closing })
 }
 
@@ -118,6 +119,28 @@ async fn whoami(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAdd
             ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
         }
         Err(s) => refused(&s),
+    }
+}
+
+/// The latest thumbnail of `name` (`program`, `primary`, `backup`,
+/// `slate`), JPEG; 404 while there is none.
+async fn thumb(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(s) = caller(&web, &headers, peer) {
+        return refused(&s);
+    }
+    let found = web.snapshots.borrow().live.as_ref().and_then(|l| l.thumbnails.as_ref()).and_then(|t| t.get(&name));
+    match found {
+        Some(t) => (
+            [(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")],
+            Body::from(Bytes::from_owner(t.jpeg)),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no thumbnail of `{}` yet\n", name.escape_debug())).into_response(),
     }
 }
 

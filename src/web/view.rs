@@ -10,6 +10,7 @@ use crate::coordinator::{LegView, Snapshot};
 use crate::media::leg::LegState;
 use crate::media::program::Content;
 use crate::media::source::SourceStatus;
+use crate::media::thumbs::Thumbnails;
 use crate::schedule::{Event, EventState};
 
 /// The board: the event clock, the feeds and one tile per leg.
@@ -29,6 +30,7 @@ pub fn board(s: &Snapshot) -> Value {
             "source": feed(&l.source),
             "backup": l.backup.as_ref().map(feed),
             "legs": l.legs.iter().map(|v| leg(v, event, s.at)).collect::<Vec<_>>(),
+            "thumbs": l.thumbnails.as_ref().map(|t| thumbs(t, s.at)),
         })),
     })
 }
@@ -47,6 +49,20 @@ fn clock(e: &Event, now: DateTime<Utc>) -> Value {
         "to_t0_s": (!on_air).then_some(to_t0.max(0.0)),
         "on_air_s": on_air.then_some((-to_t0).max(0.0)),
     })
+}
+
+/// Each stream's latest thumbnail: its number (a page fetches the picture
+/// again when it changes), mean luma and age.
+fn thumbs(t: &Thumbnails, now: DateTime<Utc>) -> Value {
+    let all: serde_json::Map<String, Value> = t
+        .all()
+        .into_iter()
+        .map(|(name, th)| {
+            let age = (now - th.at).num_milliseconds().max(0) as f64 / 1000.0;
+            (name.to_owned(), json!({ "seq": th.seq, "luma": (th.luma * 10.0).round() / 10.0, "age_s": age }))
+        })
+        .collect();
+    Value::Object(all)
 }
 
 fn feed(f: &SourceStatus) -> Value {

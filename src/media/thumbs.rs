@@ -1,0 +1,333 @@
+//! Thumbnails for the multiviewer page: the programme as the legs carry it,
+//! the primary and backup contributions, and the slate, each a small JPEG
+//! refreshed about once a second.
+//!
+//! Each stream's thumbnailer is a pipeline of its own, fed the stream's
+//! MPEG-TS by reference (the fan-out's batches for the programme, the
+//! feed's packets before its demuxer for a contribution) through a leaky
+//! appsrc: when it falls behind, it drops its oldest data, never holding up
+//! the relay. It decodes **keyframes only** (every other picture is dropped
+//! before the decoder, a keyframe less than [`MIN_INTERVAL`] after the last
+//! one too), so a 1080p50 stream costs one picture decode a second, not
+//! fifty: in passthrough mode these are the only decodes. A stream whose
+//! GOP is longer than a second gets a thumbnail per GOP.
+//!
+//! The slate is drawn once, at start ([`super::slate::still`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::supervise::{Backoff, Ended, Playing, Supervised};
+use super::{MediaError, lock};
+
+/// Thumbnail width.
+pub const WIDTH: u32 = 320;
+/// Thumbnail height.
+pub const HEIGHT: u32 = 180;
+/// The least time between two decoded pictures of one stream.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(900);
+/// What a thumbnailer's appsrc holds before it drops its oldest.
+const QUEUE_BYTES: u64 = 4 << 20;
+/// Restarts of a thumbnailer that failed (garbage in its stream).
+const BACKOFF: Backoff =
+    Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(5), reset_after: Duration::from_secs(10) };
+
+/// One thumbnail.
+#[derive(Debug, Clone)]
+pub struct Thumb {
+    /// Counts the thumbnails of every stream: a page fetches a picture
+    /// again only when this changed.
+    pub seq: u64,
+    /// The picture, JPEG.
+    pub jpeg: Arc<[u8]>,
+    /// Its mean luma, 0-255 (black is 16).
+    pub luma: f64,
+    /// When it was made.
+    pub at: DateTime<Utc>,
+}
+
+/// The latest thumbnail of each stream, by name (`program`, `primary`,
+/// `backup`, `slate`).
+#[derive(Debug, Default)]
+pub struct Thumbnails {
+    slots: Mutex<BTreeMap<&'static str, Thumb>>,
+    seq: AtomicU64,
+}
+
+impl Thumbnails {
+    /// An empty set.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Keeps `jpeg` as `name`'s latest.
+    pub fn put(&self, name: &'static str, jpeg: Vec<u8>, luma: f64) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.slots).insert(name, Thumb { seq, jpeg: Arc::from(jpeg), luma, at: Utc::now() });
+    }
+
+    /// `name`'s latest thumbnail.
+    pub fn get(&self, name: &str) -> Option<Thumb> {
+        lock(&self.slots).get(name).cloned()
+    }
+
+    /// Every stream's latest, by name.
+    pub fn all(&self) -> Vec<(&'static str, Thumb)> {
+        lock(&self.slots).iter().map(|(n, t)| (*n, t.clone())).collect()
+    }
+}
+
+/// The elements a thumbnailer may use.
+pub const THUMBNAIL: super::Skeleton = super::Skeleton {
+    name: "program/thumbnail",
+    factories: &[
+        "appsrc",
+        "tsdemux",
+        "h264parse",
+        "h265parse",
+        "mpegvideoparse",
+        "avdec_h264",
+        "avdec_h265",
+        "avdec_mpeg2video",
+        "videoconvert",
+        "videoscale",
+        "capsfilter",
+        "jpegenc",
+        "appsink",
+    ],
+};
+
+/// One stream's thumbnailer: hand it the stream's packets with
+/// [`Thumbnailer::push`]; pictures land in the shared [`Thumbnails`].
+#[derive(Debug)]
+pub struct Thumbnailer {
+    name: &'static str,
+    /// The running pipeline's input, if one runs.
+    src: Mutex<Option<gst_app::AppSrc>>,
+}
+
+impl Thumbnailer {
+    /// Starts `name`'s thumbnailer (supervised: rebuilt after an error,
+    /// until `stop`).
+    pub fn start(
+        name: &'static str,
+        thumbs: Arc<Thumbnails>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), MediaError> {
+        THUMBNAIL.check()?;
+        let me = Arc::new(Self { name, src: Mutex::new(None) });
+        let task = super::supervise::spawn(Run { me: Arc::clone(&me), thumbs }, BACKOFF, stop);
+        Ok((me, task))
+    }
+
+    /// Hands over one buffer of whole TS packets; never waits (the oldest
+    /// data goes when the thumbnailer is behind).
+    pub fn push(&self, b: gst::Buffer) {
+        if let Some(src) = lock(&self.src).as_ref() {
+            let _ = src.push_buffer(b);
+        }
+    }
+}
+
+impl super::fanout::Tap for Thumbnailer {
+    fn take(&self, list: &gst::BufferList) {
+        if let Some(src) = lock(&self.src).as_ref() {
+            let _ = src.push_buffer_list(list.copy());
+        }
+    }
+}
+
+struct Run {
+    me: Arc<Thumbnailer>,
+    thumbs: Arc<Thumbnails>,
+}
+
+impl Supervised for Run {
+    async fn run_once(&mut self, stop: &watch::Receiver<bool>) -> Ended {
+        let (pipeline, src, mut bus_rx) = match build(self.me.name, &self.thumbs) {
+            Ok(b) => b,
+            Err(e) => return Ended::Permanent(e.to_string()),
+        };
+        let playing = match Playing::start(&pipeline, &mut bus_rx).await {
+            Ok(p) => p,
+            Err(refused) => return Ended::Failed(refused),
+        };
+        *lock(&self.me.src) = Some(src);
+        let mut stop = stop.clone();
+        let ended = tokio::select! {
+            _ = stop.wait_for(|s| *s) => Ended::Stopped,
+            msg = bus_rx.recv() => match msg.as_ref().map(|m| m.view()) {
+                Some(gst::MessageView::Error(e)) => Ended::Failed(super::describe_error(e)),
+                _ => Ended::Failed("the thumbnailer ended".into()),
+            },
+        };
+        *lock(&self.me.src) = None;
+        playing.release().await;
+        ended
+    }
+
+    fn failed(&mut self, error: &str, _delay: Duration) {
+        warn!(stream = self.me.name, error, "Thumbnailer failed; rebuilt (the relay is not affected).");
+    }
+
+    fn finished(&mut self, failure: Option<&str>) {
+        if let Some(error) = failure {
+            warn!(stream = self.me.name, error, "Thumbnailer stopped for good (the relay is not affected).");
+        }
+    }
+}
+
+/// The thumbnailer's pipeline: the leaky appsrc and the demuxer; the
+/// decoding chain is added for the first video stream the demuxer finds.
+fn build(
+    name: &'static str,
+    thumbs: &Arc<Thumbnails>,
+) -> Result<(gst::Pipeline, gst_app::AppSrc, super::BusRx), MediaError> {
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("thumbnailer: {e}"));
+    let pipeline = gst::Pipeline::with_name(&format!("thumbnail-{name}"));
+    let caps = gst::Caps::builder("video/mpegts").field("systemstream", true).field("packetsize", 188i32).build();
+    let src = THUMBNAIL.make("appsrc", |b| {
+        b.property("caps", &caps)
+            .property("is-live", false)
+            .property_from_str("format", "bytes")
+            .property("max-bytes", QUEUE_BYTES)
+            .property("block", false)
+            .property_from_str("leaky-type", "downstream")
+    })?;
+    let demux = THUMBNAIL.make("tsdemux", |b| b)?;
+    pipeline.add_many([&src, &demux]).map_err(err)?;
+    src.link(&demux).map_err(err)?;
+    let weak = pipeline.downgrade();
+    let thumbs = Arc::clone(thumbs);
+    demux.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(s) = caps.structure(0) else { return };
+        let (parser, decoder) = match (s.name().as_str(), s.get::<i32>("mpegversion").ok()) {
+            ("video/x-h264", _) => ("h264parse", "avdec_h264"),
+            ("video/x-h265", _) => ("h265parse", "avdec_h265"),
+            ("video/mpeg", Some(1 | 2)) => ("mpegvideoparse", "avdec_mpeg2video"),
+            _ => return,
+        };
+        let Some(pipeline) = weak.upgrade() else { return };
+        if pipeline.by_name("decoder").is_some() {
+            return; // One video stream is enough.
+        }
+        if let Err(e) = decode(&pipeline, pad, (parser, decoder), name, &thumbs) {
+            warn!(stream = name, error = %e, "Cannot decode the stream for its thumbnail.");
+        }
+    });
+    let app = src.downcast::<gst_app::AppSrc>().map_err(|_| MediaError::Pipeline("appsrc is not an AppSrc".into()))?;
+    let bus_rx = super::forward_bus(&pipeline)?;
+    Ok((pipeline, app, bus_rx))
+}
+
+/// parser ! (keyframes, at most one per [`MIN_INTERVAL`]) decoder !
+/// videoconvert ! videoscale ! 320x180 ! jpegenc ! appsink, added to the
+/// running `pipeline` after `pad`.
+fn decode(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    (parser, decoder): (&str, &str),
+    name: &'static str,
+    thumbs: &Arc<Thumbnails>,
+) -> Result<(), MediaError> {
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("thumbnailer: {e}"));
+    let raw = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", WIDTH as i32)
+        .field("height", HEIGHT as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    let luma = Arc::new(AtomicU64::new(0));
+    let sink = {
+        let (thumbs, luma) = (Arc::clone(thumbs), Arc::clone(&luma));
+        gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(1)
+            .drop(true)
+            .enable_last_sample(false)
+            .callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if let Some(m) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                            thumbs.put(name, m.to_vec(), f64::from_bits(luma.load(Ordering::Relaxed)));
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            )
+            .build()
+    };
+    let chain = [
+        THUMBNAIL.make(parser, |b| b)?,
+        THUMBNAIL.make(decoder, |b| b.name("decoder").property("max-threads", 1i32))?,
+        THUMBNAIL.make("videoconvert", |b| b)?,
+        THUMBNAIL.make("videoscale", |b| b.property("add-borders", true))?,
+        THUMBNAIL.make("capsfilter", |b| b.property("caps", &raw))?,
+        THUMBNAIL.make("jpegenc", |b| b.property("quality", 70i32))?,
+        sink.upcast(),
+    ];
+    pipeline.add_many(chain.iter()).map_err(err)?;
+    gst::Element::link_many(chain.iter()).map_err(err)?;
+    keyframes_only(&chain[0])?;
+    measure_luma(&chain[5], luma)?;
+    for e in &chain {
+        e.sync_state_with_parent().map_err(err)?;
+    }
+    let sink_pad =
+        chain[0].static_pad("sink").ok_or_else(|| MediaError::Pipeline("parser without a sink pad".into()))?;
+    pad.link(&sink_pad)
+        .map(|_| ())
+        .map_err(|e| MediaError::Pipeline(format!("thumbnailer: cannot link {}: {e}", pad.name())))
+}
+
+/// Drops, after `parser`, every picture but keyframes, and a keyframe
+/// less than [`MIN_INTERVAL`] (by its timestamp) after the last one kept.
+fn keyframes_only(parser: &gst::Element) -> Result<(), MediaError> {
+    let pad = parser.static_pad("src").ok_or_else(|| MediaError::Pipeline("parser without a src pad".into()))?;
+    // The timestamp (ns) of the last keyframe kept; u64::MAX: none yet.
+    let last = AtomicU64::new(u64::MAX);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(b)) = &info.data else { return gst::PadProbeReturn::Ok };
+        if b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+            return gst::PadProbeReturn::Drop;
+        }
+        let Some(at) = b.pts().or(b.dts()).map(gst::ClockTime::nseconds) else { return gst::PadProbeReturn::Ok };
+        let before = last.load(Ordering::Relaxed);
+        if before != u64::MAX && at >= before && at - before < MIN_INTERVAL.as_nanos() as u64 {
+            return gst::PadProbeReturn::Drop;
+        }
+        last.store(at, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
+}
+
+/// Notes the mean luma of each raw picture entering `encoder` (I420 at
+/// [`WIDTH`]x[`HEIGHT`]: the first `WIDTH * HEIGHT` bytes are the Y plane).
+pub(crate) fn measure_luma(encoder: &gst::Element, luma: Arc<AtomicU64>) -> Result<(), MediaError> {
+    let pad = encoder.static_pad("sink").ok_or_else(|| MediaError::Pipeline("jpegenc without a sink pad".into()))?;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+            && let Ok(m) = b.map_readable()
+        {
+            let y = &m[..m.len().min((WIDTH * HEIGHT) as usize)];
+            if !y.is_empty() {
+                let mean = y.iter().map(|&v| u64::from(v)).sum::<u64>() as f64 / y.len() as f64;
+                luma.store(mean.to_bits(), Ordering::Relaxed);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
+}
