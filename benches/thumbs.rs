@@ -24,6 +24,7 @@ const CHUNK: usize = 7 * 188;
 
 /// User + system CPU time of this process, or of its waited-for children.
 fn cpu(who: i32) -> Duration {
+    // SAFETY: rusage is plain integers; all zeroes is a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid rusage the call writes.
     unsafe { libc::getrusage(who, &mut u) };

@@ -37,6 +37,11 @@ pub const HEIGHT: u32 = 180;
 pub const MIN_INTERVAL: Duration = Duration::from_millis(900);
 /// What a thumbnailer's appsrc holds before it drops its oldest.
 const QUEUE_BYTES: u64 = 4 << 20;
+/// Buffers handed over one by one (a feed's datagrams) go to the
+/// thumbnailer this many at a time: each hand-over wakes its pipeline's
+/// thread, and one wake-up per datagram cost more than the decoding
+/// (`cargo bench --bench thumbs`).
+const GATHER: usize = 32;
 /// Restarts of a thumbnailer that failed (garbage in its stream).
 const BACKOFF: Backoff =
     Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(5), reset_after: Duration::from_secs(10) };
@@ -113,6 +118,8 @@ pub struct Thumbnailer {
     name: &'static str,
     /// The running pipeline's input, if one runs.
     src: Mutex<Option<gst_app::AppSrc>>,
+    /// Buffers gathered by [`Thumbnailer::push`], not handed over yet.
+    gathered: Mutex<Vec<gst::Buffer>>,
 }
 
 impl Thumbnailer {
@@ -124,16 +131,29 @@ impl Thumbnailer {
         stop: watch::Receiver<bool>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), MediaError> {
         THUMBNAIL.check()?;
-        let me = Arc::new(Self { name, src: Mutex::new(None) });
+        let me = Arc::new(Self { name, src: Mutex::new(None), gathered: Mutex::new(Vec::with_capacity(GATHER)) });
         let task = super::supervise::spawn(Run { me: Arc::clone(&me), thumbs }, BACKOFF, stop);
         Ok((me, task))
     }
 
-    /// Hands over one buffer of whole TS packets; never waits (the oldest
-    /// data goes when the thumbnailer is behind).
+    /// Takes one buffer of whole TS packets, handed over with the next
+    /// [`GATHER`] - 1; never waits (the oldest data goes when the
+    /// thumbnailer is behind).
     pub fn push(&self, b: gst::Buffer) {
+        let full = {
+            let mut g = lock(&self.gathered);
+            g.push(b);
+            if g.len() < GATHER {
+                return;
+            }
+            std::mem::replace(&mut *g, Vec::with_capacity(GATHER))
+        };
         if let Some(src) = lock(&self.src).as_ref() {
-            let _ = src.push_buffer(b);
+            let mut list = gst::BufferList::new_sized(full.len());
+            if let Some(l) = list.get_mut() {
+                full.into_iter().for_each(|b| l.add(b));
+            }
+            let _ = src.push_buffer_list(list);
         }
     }
 }
