@@ -383,6 +383,13 @@ async fn master_control_from_the_page_is_for_operators_and_lands_in_the_as_run_l
     assert!(on_air, "Take from the page did not put the event on air: {}", b.eval(result, json!([])));
     let said = b.eval(result, json!([]));
     assert_eq!(said, json!("take: ON_AIR"));
+    // The page's as-run tail shows it too, by name, without a reload.
+    let tail = "return [...document.querySelectorAll('#asrun li')].map(l => l.textContent).join('\\n');";
+    let listed = wait_for(Duration::from_secs(5), || {
+        b.eval(tail, json!([])).as_str().is_some_and(|t| t.contains("ARMED -> ON_AIR (operator-tester)"))
+    })
+    .await;
+    assert!(listed, "the page's as-run tail: {}", b.eval(tail, json!([])));
     let log = common::server::asrun(&server, &ev.id, &admin).await;
     let by_page: Vec<(&str, &str)> =
         log.iter().filter(|e| e.actor == "operator-tester").map(|e| (e.kind.as_str(), e.actor.as_str())).collect();

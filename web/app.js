@@ -188,6 +188,35 @@ function draw(b) {
   }
   drawFeeds(b.live);
   drawLegs(b.live ? b.live.legs : []);
+  logs(b);
+}
+
+// The as-run tail and the alerts, read again only when the board says
+// they changed (or the event did).
+const seen = { asrun: null, alerts: null };
+async function logs(b) {
+  const asrunKey = `${eventId}:${b.asrun_seq}`;
+  if (eventId && seen.asrun !== asrunKey) {
+    seen.asrun = asrunKey;
+    const r = await fetch(`/api/web/asrun?event=${encodeURIComponent(eventId)}`, { headers: auth, cache: "no-store" });
+    if (r.ok) {
+      list($("asrun"), await r.json(), (e) => [e.utc.slice(11, 19), e.kind, `${e.channel_id ? e.channel_id + ": " : ""}${e.detail} (${e.actor})`, ""]);
+    }
+  }
+  if (seen.alerts !== b.alerts_seq) {
+    seen.alerts = b.alerts_seq;
+    const r = await fetch("/api/web/alerts", { headers: auth, cache: "no-store" });
+    if (r.ok) list($("alerts"), await r.json(), (a) => [a.raised_at.slice(11, 19), a.severity, a.summary, a.severity]);
+  }
+}
+
+function list(ol, items, row) {
+  ol.replaceChildren(...items.map((item) => {
+    const [when, kind, what, cls] = row(item);
+    const li = el("li", cls);
+    li.append(el("span", "when", when), el("span", "kind", kind), el("span", "what", what));
+    return li;
+  }));
 }
 
 // The picture row: the programme as partners get it, the feeds and the
@@ -345,6 +374,8 @@ $("signout").addEventListener("click", () => {
   $("controls").replaceChildren();
   $("controls").hidden = true;
   eventId = null;
+  seen.asrun = null;
+  seen.alerts = null;
   signIn("");
 });
 const saved = sessionStorage.getItem(KEY);

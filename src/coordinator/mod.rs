@@ -625,6 +625,7 @@ impl State {
             unreadable_events: self.unreadable.len(),
             alerts: Arc::clone(&self.alerting.counters),
             breaks: Arc::clone(&self.breaks),
+            asrun_written: self.store.asrun_written(),
         }));
     }
 

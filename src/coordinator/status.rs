@@ -112,6 +112,9 @@ pub struct Snapshot {
     pub alerts: Arc<crate::alerts::deliver::Counters>,
     /// Every ad break, by start, shared between snapshots until one changes.
     pub breaks: Arc<Vec<crate::schedule::breaks::AdBreak>>,
+    /// As-run entries written since the daemon started: a watcher reads
+    /// the log again when this changes.
+    pub asrun_written: u64,
 }
 
 impl Snapshot {
@@ -128,6 +131,7 @@ impl Snapshot {
             unreadable_events: 0,
             alerts: Arc::default(),
             breaks: Arc::default(),
+            asrun_written: 0,
         }
     }
 

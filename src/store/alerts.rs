@@ -126,7 +126,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        insert_asrun(&tx, e)?;
+        insert_asrun(&tx, e, &self.asrun_written)?;
         if let Some(a) = alert {
             queue(&tx, a, webhooks)?;
         }

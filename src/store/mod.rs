@@ -179,6 +179,9 @@ pub struct AsRunEntry {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// As-run entries written since the store was opened (counted before
+    /// their commit): a watcher fetches the log again when it changes.
+    asrun_written: std::sync::atomic::AtomicU64,
     /// Checkpoints the WAL from its own thread and connection (file
     /// stores), so that no write of the coordinator's pays for one.
     _checkpointer: Option<Checkpointer>,
@@ -334,7 +337,7 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
-        Ok(Self { conn: Mutex::new(conn), _checkpointer: None })
+        Ok(Self { conn: Mutex::new(conn), asrun_written: Default::default(), _checkpointer: None })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -443,7 +446,7 @@ impl Store {
             "UPDATE events SET state = ?2, duration_ms = ?3, ended_utc = ?4 WHERE id = ?1",
             params![e.id.0, e.state.as_str(), ms(e.duration), e.ended.map(utc_text)],
         )?;
-        insert_asrun(&tx, entry)?;
+        insert_asrun(&tx, entry, &self.asrun_written)?;
         tx.commit()?;
         Ok(())
     }
@@ -467,7 +470,13 @@ impl Store {
 
     /// Appends an as-run entry (committed before this returns).
     pub fn append_asrun(&self, e: &AsRunEntry) -> Result<(), StoreError> {
-        insert_asrun(&self.conn(), e)
+        insert_asrun(&self.conn(), e, &self.asrun_written)
+    }
+
+    /// As-run entries written since the store was opened (a few may have
+    /// been rolled back): changes whenever the log may have.
+    pub fn asrun_written(&self) -> u64 {
+        self.asrun_written.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The as-run entries of `event_id`, oldest first.
@@ -562,7 +571,7 @@ impl Store {
                 ],
             )?;
         }
-        insert_asrun(&tx, entry)?;
+        insert_asrun(&tx, entry, &self.asrun_written)?;
         tx.commit()?;
         Ok(())
     }
@@ -575,7 +584,7 @@ impl Store {
         if tx.execute("DELETE FROM breaks WHERE id = ?1", params![id])? != 1 {
             return Ok(false);
         }
-        insert_asrun(&tx, entry)?;
+        insert_asrun(&tx, entry, &self.asrun_written)?;
         tx.commit()?;
         Ok(true)
     }
@@ -684,7 +693,8 @@ fn decode_event(row: EventRow) -> Result<Event, StoreError> {
     })
 }
 
-fn insert_asrun(conn: &Connection, e: &AsRunEntry) -> Result<(), StoreError> {
+fn insert_asrun(conn: &Connection, e: &AsRunEntry, written: &std::sync::atomic::AtomicU64) -> Result<(), StoreError> {
+    written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     conn.execute(
         "INSERT INTO asrun (event_id, utc, channel_id, local_time, kind, detail, actor, timezone)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -74,6 +74,8 @@ pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver
         .route("/api/web/status", get(status))
         .route("/api/web/action", post(action))
         .route("/api/web/thumb/{name}", get(thumb))
+        .route("/api/web/asrun", get(asrun))
+        .route("/api/web/alerts", get(alerts))
         .with_state(Web { tokens, snapshots: coordinator.subscribe(), coordinator, closing })
 }
 
@@ -141,6 +143,49 @@ async fn thumb(
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, format!("no thumbnail of `{}` yet\n", name.escape_debug())).into_response(),
+    }
+}
+
+/// As-run entries the page shows.
+const ASRUN_TAIL: usize = 30;
+/// Alerts the page shows.
+const ALERTS_TAIL: usize = 10;
+
+/// JSON, not to be cached.
+fn json(v: &serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], v.to_string()).into_response()
+}
+
+/// The tail of an event's as-run log (`?event=ev-...`), newest first.
+async fn asrun(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(s) = caller(&web, &headers, peer) {
+        return refused(&s);
+    }
+    let raw =
+        query.as_deref().unwrap_or_default().split('&').find_map(|kv| kv.strip_prefix("event=")).unwrap_or_default();
+    let read = match crate::api::events::event_id(raw) {
+        Ok(id) => web.coordinator.asrun(&id.0).await.map_err(tonic::Status::from),
+        Err(s) => Err(s),
+    };
+    match read {
+        Ok(log) => json(&view::asrun_tail(&log, ASRUN_TAIL)),
+        Err(s) => (control::http_status(&s), format!("{}\n", s.message())).into_response(),
+    }
+}
+
+/// The latest alerts, newest first.
+async fn alerts(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    if let Err(s) = caller(&web, &headers, peer) {
+        return refused(&s);
+    }
+    match web.coordinator.alerts(ALERTS_TAIL).await.map_err(tonic::Status::from) {
+        Ok(list) => json(&view::alerts(&list)),
+        Err(s) => (control::http_status(&s), format!("{}\n", s.message())).into_response(),
     }
 }
 

@@ -22,6 +22,9 @@ pub fn board(s: &Snapshot) -> Value {
         "utc": s.at.format("%H:%M:%S").to_string(),
         "date": s.at.format("%Y-%m-%d").to_string(),
         "healthy": s.healthy,
+        // The page reads the as-run tail and the alerts again when these change.
+        "asrun_seq": s.asrun_written,
+        "alerts_seq": s.alerts.raised.iter().map(|r| r.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>(),
         "event": event.map(|e| clock(e, s.at)),
         "live": live.map(|l| json!({
             "source_in_use": l.source_in_use.as_str(),
@@ -49,6 +52,41 @@ fn clock(e: &Event, now: DateTime<Utc>) -> Value {
         "to_t0_s": (!on_air).then_some(to_t0.max(0.0)),
         "on_air_s": on_air.then_some((-to_t0).max(0.0)),
     })
+}
+
+/// The newest `n` entries of an as-run log, newest first.
+pub fn asrun_tail(log: &[crate::store::AsRunEntry], n: usize) -> Value {
+    let entries: Vec<Value> = log
+        .iter()
+        .rev()
+        .take(n)
+        .map(|e| {
+            json!({
+                "utc": e.utc,
+                "channel_id": e.channel_id,
+                "local_time": e.local_time,
+                "kind": e.kind,
+                "detail": e.detail,
+                "actor": e.actor,
+            })
+        })
+        .collect();
+    Value::Array(entries)
+}
+
+/// The latest alerts, newest first.
+pub fn alerts(list: &[crate::store::StoredAlert]) -> Value {
+    let entries: Vec<Value> = list
+        .iter()
+        .map(|a| {
+            json!({
+                "raised_at": a.alert.raised_at,
+                "severity": a.alert.severity.as_str(),
+                "summary": a.alert.summary,
+            })
+        })
+        .collect();
+    Value::Array(entries)
 }
 
 /// Each stream's latest thumbnail: its number (a page fetches the picture
