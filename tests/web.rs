@@ -189,6 +189,23 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
     .await;
     let shown = cards(&b);
     assert!(pictures, "the picture cards show {shown:?}");
+    // Under the programme's and the primary's pictures, a meter for their
+    // one audio track: ffmpeg's sine, 1/8 of full scale, -21 dBFS RMS.
+    let meters = "return [...document.querySelectorAll('[data-feed]')].map(c => [c.dataset.feed, \
+        [...c.querySelectorAll('.meter')].map(m => m.dataset.rms)]);";
+    let heard = wait_for(Duration::from_secs(5), || {
+        let v = b.eval(meters, json!([]));
+        ["program", "primary"].iter().all(|n| {
+            v.as_array().unwrap().iter().any(|c| {
+                let rms = c[1]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(|x| x.as_str()?.parse::<f64>().ok()).collect::<Vec<_>>());
+                c[0] == *n && rms.is_some_and(|r| r.len() == 1 && (-24.0..-18.0).contains(&r[0]))
+            })
+        })
+    })
+    .await;
+    assert!(heard, "the meters show {}", b.eval(meters, json!([])));
     let first = thumb_bytes(&b, &observer_token, "program");
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let later = thumb_bytes(&b, &observer_token, "program");

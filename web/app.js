@@ -245,6 +245,31 @@ function card(name, label) {
   return c;
 }
 
+// One bar per audio track: RMS as the bar, peak as a tick, -60 to 0 dBFS;
+// the language and the RMS figure beside it.
+function meters(c, tracks) {
+  if (!c.meters) {
+    c.meters = el("div", "meters");
+    c.root.insertBefore(c.meters, c.root.querySelector("figcaption"));
+  }
+  while (c.meters.children.length > tracks.length) c.meters.lastChild.remove();
+  tracks.forEach((t, i) => {
+    let row = c.meters.children[i];
+    if (!row) {
+      row = el("div", "meter");
+      row.append(el("span", "lang"), el("span", "bar"), el("span", "db"));
+      row.children[1].append(el("span", "rms"), el("span", "peak"));
+      c.meters.append(row);
+    }
+    const pos = (db) => (db === null || db === undefined ? 0 : Math.max(0, Math.min(100, ((db + 60) / 60) * 100)));
+    row.dataset.rms = t.rms_db === null ? "" : t.rms_db;
+    row.children[0].textContent = t.language || `${i + 1}`;
+    row.children[1].children[0].style.width = `${pos(t.rms_db)}%`;
+    row.children[1].children[1].style.left = `${pos(t.peak_db)}%`;
+    row.children[2].textContent = t.rms_db === null ? "--" : `${t.rms_db.toFixed(0)} dB`;
+  });
+}
+
 async function picture(c, name, seq) {
   if (!seq || seq === c.seq || c.loading || !auth) return;
   c.loading = true;
@@ -289,6 +314,7 @@ function drawFeeds(live) {
       c.status.textContent = `${f.state}${f.healthy ? "" : " · unhealthy"}${onAir ? " · on air" : ""}`;
       c.detail.textContent = f.last_error || f.describe;
     }
+    meters(c, (live.levels || {})[name] || []);
     const t = thumbs[name];
     c.root.dataset.luma = t ? t.luma : "";
     c.root.classList.toggle("stale", !!t && t.age_s > 5);

@@ -13,6 +13,10 @@
 //! GOP is longer than a second gets a thumbnail per GOP.
 //!
 //! The slate is drawn once, at start ([`super::slate::still`]).
+//!
+//! Each audio track of a stream is decoded too, for the page's meters: its
+//! RMS and peak level over each quarter second ([`Level`]), with the
+//! language its PMT gives it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,11 +64,28 @@ pub struct Thumb {
     pub at: DateTime<Utc>,
 }
 
+/// One audio track's level over the last quarter second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Level {
+    /// The track's ISO 639 language, if its PMT gives one.
+    pub language: Option<String>,
+    /// RMS level, dBFS (-100 for silence).
+    pub rms_db: f64,
+    /// Peak level, dBFS.
+    pub peak_db: f64,
+    /// When it was measured.
+    pub at: DateTime<Utc>,
+}
+
+/// How long a level is measured over.
+pub const LEVEL_WINDOW: Duration = Duration::from_millis(250);
+
 /// The latest thumbnail of each stream, by name (`program`, `primary`,
-/// `backup`, `slate`).
+/// `backup`, `slate`), and its audio tracks' levels.
 #[derive(Debug, Default)]
 pub struct Thumbnails {
     slots: Mutex<BTreeMap<&'static str, Thumb>>,
+    levels: Mutex<BTreeMap<(&'static str, usize), Level>>,
     seq: AtomicU64,
 }
 
@@ -89,6 +110,43 @@ impl Thumbnails {
     pub fn all(&self) -> Vec<(&'static str, Thumb)> {
         lock(&self.slots).iter().map(|(n, t)| (*n, t.clone())).collect()
     }
+
+    /// Keeps `level` as track `track` of `name`'s latest.
+    pub fn set_level(&self, name: &'static str, track: usize, level: Level) {
+        lock(&self.levels).insert((name, track), level);
+    }
+
+    /// `name`'s audio tracks' latest levels, in track order.
+    pub fn levels(&self, name: &str) -> Vec<Level> {
+        lock(&self.levels).iter().filter(|((n, _), _)| *n == name).map(|(_, l)| l.clone()).collect()
+    }
+}
+
+/// RMS and peak of a window of samples, in dBFS.
+#[derive(Debug, Default)]
+struct Meter {
+    sum_sq: f64,
+    peak: f32,
+    samples: usize,
+}
+
+impl Meter {
+    /// Adds `x` (interleaved f32 samples); once `window` samples are in,
+    /// the window's (RMS dB, peak dB), and a new window begins.
+    fn add(&mut self, x: &[f32], window: usize) -> Option<(f64, f64)> {
+        for &v in x {
+            self.sum_sq += f64::from(v) * f64::from(v);
+            self.peak = self.peak.max(v.abs());
+        }
+        self.samples += x.len();
+        if self.samples < window.max(1) {
+            return None;
+        }
+        let db = |a: f64| if a > 1e-5 { (20.0 * a.log10()).max(-100.0) } else { -100.0 };
+        let out = (db((self.sum_sq / self.samples as f64).sqrt()), db(f64::from(self.peak)));
+        *self = Meter::default();
+        Some(out)
+    }
 }
 
 /// The elements a thumbnailer may use.
@@ -108,6 +166,14 @@ pub const THUMBNAIL: super::Skeleton = super::Skeleton {
         "capsfilter",
         "jpegenc",
         "appsink",
+        "aacparse",
+        "ac3parse",
+        "mpegaudioparse",
+        "avdec_aac",
+        "avdec_ac3",
+        "avdec_eac3",
+        "avdec_mp2float",
+        "audioconvert",
     ],
 };
 
@@ -226,18 +292,60 @@ fn build(
     let demux = THUMBNAIL.make("tsdemux", |b| b)?;
     pipeline.add_many([&src, &demux]).map_err(err)?;
     src.link(&demux).map_err(err)?;
+    // The audio tracks' languages, from the PMT as it passes.
+    let languages = Arc::new(Mutex::new(super::tracks::PmtLanguages::default()));
+    if let Some(pad) = src.static_pad("src") {
+        let languages = Arc::clone(&languages);
+        pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+            let mut l = lock(&languages);
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => {
+                    if let Ok(m) = b.map_readable() {
+                        l.read(&m);
+                    }
+                }
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    for b in list.iter() {
+                        if let Ok(m) = b.map_readable() {
+                            l.read(&m);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
     let weak = pipeline.downgrade();
     let thumbs = Arc::clone(thumbs);
+    let tracks = AtomicU64::new(0);
     demux.connect_pad_added(move |_, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some(s) = caps.structure(0) else { return };
-        let (parser, decoder) = match (s.name().as_str(), s.get::<i32>("mpegversion").ok()) {
+        let Some(pipeline) = weak.upgrade() else { return };
+        let mpeg = s.get::<i32>("mpegversion").ok();
+        let audio = match (s.name().as_str(), mpeg) {
+            ("audio/mpeg", Some(2 | 4)) => Some(("aacparse", "avdec_aac")),
+            ("audio/mpeg", _) => Some(("mpegaudioparse", "avdec_mp2float")),
+            ("audio/x-ac3", _) => Some(("ac3parse", "avdec_ac3")),
+            ("audio/x-eac3", _) => Some(("ac3parse", "avdec_eac3")),
+            _ => None,
+        };
+        if let Some(elements) = audio {
+            let track = tracks.fetch_add(1, Ordering::Relaxed) as usize;
+            let pid = pad.name().rsplit('_').next().and_then(|h| u16::from_str_radix(h, 16).ok()).unwrap_or(0);
+            let language = lock(&languages).of(pid).map(str::to_owned);
+            if let Err(e) = meter(&pipeline, pad, elements, (name, track, language), &thumbs) {
+                warn!(stream = name, error = %e, "Cannot decode an audio track for its meter.");
+            }
+            return;
+        }
+        let (parser, decoder) = match (s.name().as_str(), mpeg) {
             ("video/x-h264", _) => ("h264parse", "avdec_h264"),
             ("video/x-h265", _) => ("h265parse", "avdec_h265"),
             ("video/mpeg", Some(1 | 2)) => ("mpegvideoparse", "avdec_mpeg2video"),
             _ => return,
         };
-        let Some(pipeline) = weak.upgrade() else { return };
         if pipeline.by_name("decoder").is_some() {
             return; // One video stream is enough.
         }
@@ -311,6 +419,70 @@ fn decode(
         .map_err(|e| MediaError::Pipeline(format!("thumbnailer: cannot link {}: {e}", pad.name())))
 }
 
+/// parser ! decoder ! audioconvert ! F32 ! appsink, added to the running
+/// `pipeline` after `pad`: track `track` of `name`'s levels, each
+/// [`LEVEL_WINDOW`].
+fn meter(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    (parser, decoder): (&str, &str),
+    (name, track, language): (&'static str, usize, Option<String>),
+    thumbs: &Arc<Thumbnails>,
+) -> Result<(), MediaError> {
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("audio meter: {e}"));
+    let f32 = gst::Caps::builder("audio/x-raw").field("format", "F32LE").field("layout", "interleaved").build();
+    let meter = Mutex::new(Meter::default());
+    let thumbs = Arc::clone(thumbs);
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .max_buffers(8)
+        .drop(true)
+        .enable_last_sample(false)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let info = sample.caps().and_then(audio_format);
+                    let (Some(b), Some((rate, channels))) = (sample.buffer(), info) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let Ok(m) = b.map_readable() else { return Ok(gst::FlowSuccess::Ok) };
+                    let x: Vec<f32> = m.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    let window = (rate as f64 * LEVEL_WINDOW.as_secs_f64()) as usize * channels;
+                    if let Some((rms_db, peak_db)) = lock(&meter).add(&x, window) {
+                        let language = language.clone();
+                        thumbs.set_level(name, track, Level { language, rms_db, peak_db, at: Utc::now() });
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build();
+    let chain = [
+        THUMBNAIL.make(parser, |b| b)?,
+        THUMBNAIL.make(decoder, |b| b)?,
+        THUMBNAIL.make("audioconvert", |b| b)?,
+        THUMBNAIL.make("capsfilter", |b| b.property("caps", &f32))?,
+        sink.upcast(),
+    ];
+    pipeline.add_many(chain.iter()).map_err(err)?;
+    gst::Element::link_many(chain.iter()).map_err(err)?;
+    for e in &chain {
+        e.sync_state_with_parent().map_err(err)?;
+    }
+    let sink_pad =
+        chain[0].static_pad("sink").ok_or_else(|| MediaError::Pipeline("parser without a sink pad".into()))?;
+    pad.link(&sink_pad)
+        .map(|_| ())
+        .map_err(|e| MediaError::Pipeline(format!("audio meter: cannot link {}: {e}", pad.name())))
+}
+
+/// (rate, channels) of raw audio caps.
+fn audio_format(caps: &gst::CapsRef) -> Option<(i32, usize)> {
+    let s = caps.structure(0)?;
+    Some((s.get::<i32>("rate").ok()?, s.get::<i32>("channels").ok()?.max(1) as usize))
+}
+
 /// Drops, after `parser`, every picture but keyframes, and a keyframe
 /// less than [`MIN_INTERVAL`] (by its timestamp) after the last one kept.
 fn keyframes_only(parser: &gst::Element) -> Result<(), MediaError> {
@@ -350,4 +522,25 @@ pub(crate) fn measure_luma(encoder: &gst::Element, luma: Arc<AtomicU64>) -> Resu
         gst::PadProbeReturn::Ok
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meter_gives_rms_and_peak_in_dbfs_per_window() {
+        let mut m = Meter::default();
+        // A full-scale square wave: 0 dBFS RMS and peak; the window closes
+        // once 4 samples are in, not before.
+        assert_eq!(m.add(&[1.0, -1.0], 4), None);
+        let (rms, peak) = m.add(&[1.0, -1.0], 4).unwrap();
+        assert!(rms.abs() < 1e-9 && peak.abs() < 1e-9, "{rms} {peak}");
+        // A sine at half scale: RMS -9 dBFS, peak -6 dBFS.
+        let x: Vec<f32> = (0..48_000).map(|i| 0.5 * (i as f32 * 0.05).sin()).collect();
+        let (rms, peak) = m.add(&x, 48_000).unwrap();
+        assert!((rms + 9.03).abs() < 0.05 && (peak + 6.02).abs() < 0.05, "{rms} {peak}");
+        // Silence is -100, not minus infinity.
+        assert_eq!(m.add(&[0.0; 8], 8), Some((-100.0, -100.0)));
+    }
 }

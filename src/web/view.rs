@@ -34,6 +34,7 @@ pub fn board(s: &Snapshot) -> Value {
             "backup": l.backup.as_ref().map(feed),
             "legs": l.legs.iter().map(|v| leg(v, event, s.at)).collect::<Vec<_>>(),
             "thumbs": l.thumbnails.as_ref().map(|t| thumbs(t, s.at)),
+            "levels": l.thumbnails.as_ref().map(|t| levels(t, s.at)),
         })),
     })
 }
@@ -101,6 +102,27 @@ fn thumbs(t: &Thumbnails, now: DateTime<Utc>) -> Value {
         })
         .collect();
     Value::Object(all)
+}
+
+/// Each stream's audio tracks' levels (dBFS), in track order; a level
+/// older than 2 s is not shown (the track stopped).
+fn levels(t: &Thumbnails, now: DateTime<Utc>) -> Value {
+    let streams = ["program", "primary", "backup"].into_iter().map(|name| {
+        let tracks: Vec<Value> = t
+            .levels(name)
+            .into_iter()
+            .map(|l| {
+                let fresh = (now - l.at).num_milliseconds() < 2000;
+                json!({
+                    "language": l.language,
+                    "rms_db": fresh.then_some((l.rms_db * 10.0).round() / 10.0),
+                    "peak_db": fresh.then_some((l.peak_db * 10.0).round() / 10.0),
+                })
+            })
+            .collect();
+        (name.to_owned(), Value::Array(tracks))
+    });
+    Value::Object(streams.collect())
 }
 
 fn feed(f: &SourceStatus) -> Value {
