@@ -19,6 +19,7 @@ use simulcast::api::auth::Role;
 use simulcast::api::convert::timestamp;
 use simulcast::coordinator::Options;
 use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::monitor_service_client::MonitorServiceClient;
 use simulcast::proto::{self};
 
 /// Every tile as the page shows it: (leg, state, local now, air time).
@@ -125,7 +126,7 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
         postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
         channel_ids: vec![],
     };
-    events.schedule_event(authed(request, &admin)).await.expect("schedule");
+    let event_id = events.schedule_event(authed(request, &admin)).await.expect("schedule").into_inner().id;
 
     // An observer signs in on the page.
     let observer = server.token(Role::Observer).to_owned();
@@ -211,6 +212,32 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
     let later = thumb_bytes(&b, &observer_token, "program");
     assert_eq!((&first[..2], &later[..2]), (&b"\xff\xd8"[..], &b"\xff\xd8"[..]), "JPEG pictures");
     assert_ne!(first, later, "the programme's thumbnail did not change in 2.2 s");
+    // The visual as-run: each leg's first programme picture and the switch
+    // to the primary at T0 keep the picture partners got then, in the log
+    // (GetAsRunLog, GetAsRunPicture) and on the page, downloadable.
+    let mut monitor = MonitorServiceClient::new(server.transport().await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (kept, log) = loop {
+        let req = authed(proto::EventRef { event_id: event_id.clone() }, &admin);
+        let log = monitor.get_as_run_log(req).await.expect("as-run").into_inner().entries;
+        let with = |kind: &str| log.iter().filter(|e| e.kind == kind && e.picture_id > 0).count();
+        if with("leg-program") == 4 && with("source-switched") >= 1 {
+            break (true, log);
+        }
+        if Instant::now() > deadline {
+            break (false, log);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(kept, "entries without their picture: {log:#?}");
+    let id = log.iter().find(|e| e.kind == "leg-program").unwrap().picture_id;
+    let req = authed(proto::AsRunPictureRef { picture_id: id }, &observer_token);
+    let pic = monitor.get_as_run_picture(req).await.expect("picture").into_inner();
+    assert_eq!((pic.event_id.as_str(), &pic.jpeg[..2]), (event_id.as_str(), &b"\xff\xd8"[..]));
+    let proofs = "return [...document.querySelectorAll('#asrun img.proof')].filter(i => i.naturalWidth === 320).length \
+        + ':' + document.querySelectorAll('#asrun a.download').length;";
+    let on_page = wait_for(Duration::from_secs(5), || b.eval(proofs, json!([])) == json!("5:5")).await;
+    assert!(on_page, "the page shows {} as-run pictures (loaded:links)", b.eval(proofs, json!([])));
     let shot = b.screenshot(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("multiviewer.png"));
     assert_eq!(&shot[..8], b"\x89PNG\r\n\x1a\n");
 
@@ -415,4 +442,92 @@ async fn master_control_from_the_page_is_for_operators_and_lands_in_the_as_run_l
     assert!(!log.iter().any(|e| e.kind.contains("hold")), "the cancelled Hold reached the log: {log:?}");
     drop(b);
     server.stop().await;
+}
+
+/// This process's resident memory (the daemon runs in it), MB.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb / 1024.0
+}
+
+/// The page left open during a live event with the status pushed at the
+/// normal rate (every 500 ms, four legs, pictures every second): the
+/// daemon's resident memory and the page's JS heap (after a garbage
+/// collection) stay flat. Opt-in (it takes `SOAK_MINUTES`, 10 by default):
+/// `cargo test --release --test web -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn a_page_left_open_keeps_its_memory_and_the_daemons_flat() {
+    let minutes: u64 = std::env::var("SOAK_MINUTES").ok().and_then(|m| m.parse().ok()).unwrap_or(10);
+    let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source_port = free_udp_port();
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nwidth = 640\nheight = 360\nframerate = 25\ngop = 25\n"
+    ))
+    .expect("config");
+    let mut options = Options::from_config(&config);
+    options.recordings = rec.path().to_owned();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+    let _venue = venue(source_port, (minutes * 60 + 60) as u32);
+    // Partners' sockets open but never read (the kernel drops what
+    // overflows): a capture kept in this process would be counted as the
+    // daemon's memory.
+    let legs: Vec<std::net::UdpSocket> = (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for (i, rx) in legs.iter().enumerate() {
+        let text = format!(
+            "id = \"leg-{i}\"\nname = \"Partner {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
+            rx.local_addr().unwrap().port()
+        );
+        create_channel(&server, &text).await;
+    }
+    let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 5, 0).unwrap();
+    let admin = server.token(Role::Admin).to_owned();
+    let request = proto::ScheduleEventRequest {
+        title: "Silk Way Star: the long night".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
+        duration: Some(prost_types::Duration { seconds: 7200, nanos: 0 }),
+        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+        channel_ids: vec![],
+    };
+    EventServiceClient::new(server.transport().await).schedule_event(authed(request, &admin)).await.expect("schedule");
+    let b = std::sync::Arc::new(browser);
+    sign_in(&b, &server.http_addr, server.token(Role::Observer));
+    let on_air =
+        wait_for(Duration::from_secs(30), || tiles(&b).len() == 4 && tiles(&b).iter().all(|t| t.1 == "ON_AIR")).await;
+    assert!(on_air, "{:?}", tiles(&b));
+    let heap = "gc(); return [performance.memory.usedJSHeapSize / 1048576, document.getElementsByTagName('*').length];";
+    let mut samples: Vec<(f64, f64, f64, i64)> = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(minutes * 60) {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let v = b.eval(heap, json!([]));
+        let sample = (start.elapsed().as_secs_f64() / 60.0, rss_mb(), v[0].as_f64().unwrap(), v[1].as_i64().unwrap());
+        println!(
+            "{:5.1} min: daemon RSS {:6.1} MB, page JS heap {:5.2} MB, {} elements",
+            sample.0, sample.1, sample.2, sample.3
+        );
+        samples.push(sample);
+    }
+    server.stop().await;
+    // From the second minute on (pipelines and caches warm), against the
+    // last samples.
+    let settled: Vec<_> = samples.iter().filter(|s| s.0 >= 2.0).collect();
+    let (first, last) = (settled.first().unwrap(), settled.last().unwrap());
+    assert!(last.1 - first.1 < 8.0, "the daemon grew from {:.1} to {:.1} MB", first.1, last.1);
+    assert!(last.2 - first.2 < 2.0, "the page's heap grew from {:.2} to {:.2} MB", first.2, last.2);
+    assert_eq!(first.3, last.3, "the page's element count changed");
 }

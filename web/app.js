@@ -200,13 +200,49 @@ async function logs(b) {
     seen.asrun = asrunKey;
     const r = await fetch(`/api/web/asrun?event=${encodeURIComponent(eventId)}`, { headers: auth, cache: "no-store" });
     if (r.ok) {
-      list($("asrun"), await r.json(), (e) => [e.utc.slice(11, 19), e.kind, `${e.channel_id ? e.channel_id + ": " : ""}${e.detail} (${e.actor})`, ""]);
+      const entries = await r.json();
+      list($("asrun"), entries, (e) => [e.utc.slice(11, 19), e.kind, `${e.channel_id ? e.channel_id + ": " : ""}${e.detail} (${e.actor})`, ""]);
+      proofs(entries);
     }
   }
   if (seen.alerts !== b.alerts_seq) {
     seen.alerts = b.alerts_seq;
     const r = await fetch("/api/web/alerts", { headers: auth, cache: "no-store" });
     if (r.ok) list($("alerts"), await r.json(), (a) => [a.raised_at.slice(11, 19), a.severity, a.summary, a.severity]);
+  }
+}
+
+// The visual as-run: an entry with a picture (what partners got at its
+// instant) shows it small, with a link to download it. Pictures are
+// fetched once each; those no longer listed are let go.
+const proofUrls = new Map(); // picture id -> object URL
+async function proofs(entries) {
+  const items = $("asrun").children;
+  const wanted = new Set(entries.filter((e) => e.picture).map((e) => e.picture));
+  for (const [id, url] of proofUrls) {
+    if (!wanted.has(id)) {
+      URL.revokeObjectURL(url);
+      proofUrls.delete(id);
+    }
+  }
+  for (let i = 0; i < entries.length; i++) {
+    const id = entries[i].picture;
+    if (!id) continue;
+    if (!proofUrls.has(id)) {
+      const r = await fetch(`/api/web/picture/${id}`, { headers: auth, cache: "no-store" });
+      if (!r.ok) continue;
+      proofUrls.set(id, URL.createObjectURL(await r.blob()));
+    }
+    const li = items[i];
+    if (!li || li.querySelector("img")) continue;
+    const img = el("img", "proof");
+    img.src = proofUrls.get(id);
+    img.alt = `what partners got at ${entries[i].utc}`;
+    img.dataset.picture = id;
+    const a = el("a", "download", "download");
+    a.href = proofUrls.get(id);
+    a.download = `${eventId}-${id}.jpg`;
+    li.querySelector(".what").append(el("br"), img, a);
   }
 }
 

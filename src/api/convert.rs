@@ -504,6 +504,11 @@ fn feed(f: Feed) -> proto::SourceSelection {
 
 /// An as-run entry for a response.
 pub fn asrun_to_proto(e: &AsRunEntry) -> proto::AsRunEntry {
+    asrun_with_picture(e, None)
+}
+
+/// An as-run entry for a response, with the id of its picture, if one was kept.
+pub fn asrun_with_picture(e: &AsRunEntry, picture: Option<i64>) -> proto::AsRunEntry {
     proto::AsRunEntry {
         utc: DateTime::parse_from_rfc3339(&e.utc).ok().map(|t| timestamp(t.with_timezone(&Utc))),
         channel_id: e.channel_id.clone(),
@@ -512,6 +517,7 @@ pub fn asrun_to_proto(e: &AsRunEntry) -> proto::AsRunEntry {
         detail: e.detail.clone(),
         actor: e.actor.clone(),
         timezone: e.timezone.clone(),
+        picture_id: picture.unwrap_or(0),
     }
 }
 

@@ -15,9 +15,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::auth::{Role, require};
-use super::convert::{asrun_to_proto, status_update};
+use super::convert::{asrun_with_picture, status_update, timestamp};
 use super::events::event_id;
-use crate::coordinator::{Coordinator, SYSTEM_EVENT};
+use crate::coordinator::{AsRunPicture, Coordinator, SYSTEM_EVENT};
 use crate::proto::{self, monitor_service_server::MonitorService};
 
 /// Updates buffered per stream before the skipping starts.
@@ -84,7 +84,20 @@ impl MonitorService for MonitorApi {
         let raw = &req.get_ref().event_id;
         // `-` is the daemon's own log (channel changes).
         let id = if raw == SYSTEM_EVENT { SYSTEM_EVENT.to_owned() } else { event_id(raw)?.0 };
-        let entries = self.coordinator.asrun(&id).await?.iter().map(asrun_to_proto).collect();
+        let log = self.coordinator.asrun(&id).await?;
+        let pictures = self.coordinator.asrun_pictures(&id).await?;
+        let entries = log.iter().map(|e| asrun_with_picture(e, AsRunPicture::of(e, &pictures))).collect();
         Ok(Response::new(proto::GetAsRunLogResponse { entries }))
+    }
+
+    async fn get_as_run_picture(
+        &self,
+        req: Request<proto::AsRunPictureRef>,
+    ) -> Result<Response<proto::AsRunPicture>, Status> {
+        require(&req, Role::Observer)?;
+        let id = req.get_ref().picture_id;
+        let (event_id, taken, jpeg) = self.coordinator.asrun_picture(id).await?;
+        let taken_utc = chrono::DateTime::parse_from_rfc3339(&taken).ok().map(|t| timestamp(t.to_utc()));
+        Ok(Response::new(proto::AsRunPicture { picture_id: id, event_id, taken_utc, jpeg }))
     }
 }

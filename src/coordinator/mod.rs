@@ -183,6 +183,8 @@ enum Command {
     Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: Actor, reply: Reply<Event> },
     SwitchSource { id: EventId, choice: SourceChoice, actor: Actor, reply: Reply<Event> },
     AsRun { event_id: String, reply: Reply<Vec<AsRunEntry>> },
+    AsRunPictures { event_id: String, reply: Reply<Vec<AsRunPicture>> },
+    AsRunPictureBytes { id: i64, reply: Reply<(String, String, Vec<u8>)> },
     AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
     StartRehearsal { id: EventId, plan: Plan, actor: Actor, reply: Reply<Report> },
     GetRehearsal { id: String, reply: Reply<Report> },
@@ -312,6 +314,18 @@ impl Coordinator {
         self.ask(|reply| Command::SwitchSource { id, choice, actor, reply }).await
     }
 
+    /// The pictures kept with an event's as-run entries (the visual
+    /// as-run): which entry each belongs to.
+    pub async fn asrun_pictures(&self, event_id: &str) -> Result<Vec<AsRunPicture>, CoordError> {
+        let event_id = event_id.to_owned();
+        self.ask(|reply| Command::AsRunPictures { event_id, reply }).await
+    }
+
+    /// As-run picture `id`: (its event, when it was taken, the JPEG).
+    pub async fn asrun_picture(&self, id: i64) -> Result<(String, String, Vec<u8>), CoordError> {
+        self.ask(|reply| Command::AsRunPictureBytes { id, reply }).await
+    }
+
     /// The as-run log of an event ([`SYSTEM_EVENT`] for channel changes).
     pub async fn asrun(&self, event_id: &str) -> Result<Vec<AsRunEntry>, CoordError> {
         let event_id = event_id.to_owned();
@@ -397,6 +411,31 @@ impl Coordinator {
     }
 }
 
+/// A picture kept with an as-run entry: the programme as partners got it
+/// at the entry's instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsRunPicture {
+    /// Its id (`GetAsRunPicture`, `/api/web/picture/{id}`).
+    pub id: i64,
+    /// Its entry's kind, leg and UTC time.
+    pub kind: String,
+    /// Its entry's leg (empty for event-wide entries).
+    pub channel_id: String,
+    /// Its entry's UTC time, as the entry has it.
+    pub utc: String,
+}
+
+impl AsRunPicture {
+    /// The picture of `e` among `pictures`, if one was kept.
+    pub fn of(e: &AsRunEntry, pictures: &[AsRunPicture]) -> Option<i64> {
+        pictures.iter().find(|p| p.kind == e.kind && p.channel_id == e.channel_id && p.utc == e.utc).map(|p| p.id)
+    }
+}
+
+/// How long an as-run entry waits for its picture (the programme's next
+/// keyframe, decoded by its thumbnailer).
+const PICTURE_WAIT: Duration = Duration::from_secs(10);
+
 /// The event whose relay runs.
 struct Running {
     event_id: EventId,
@@ -405,6 +444,8 @@ struct Running {
     zones: Vec<(String, Tz)>,
     /// Each leg's channel name and country, for watchers.
     labels: BTreeMap<String, (String, String)>,
+    /// As-run entries waiting for their picture, with their instant.
+    pictures: Vec<(AsRunEntry, DateTime<Utc>)>,
     observer: LegObserver,
     choice: SourceChoice,
     /// Each delayed leg's delay.
@@ -679,6 +720,22 @@ impl State {
                 } else {
                     self.store.asrun(&event_id).map_err(CoordError::from)
                 };
+                let _ = reply.send(r);
+            }
+            Command::AsRunPictures { event_id, reply } => {
+                let r = self.store.asrun_pictures(&event_id).map_err(CoordError::from).map(|v| {
+                    v.into_iter()
+                        .map(|(id, kind, channel_id, utc)| AsRunPicture { id, kind, channel_id, utc })
+                        .collect()
+                });
+                let _ = reply.send(r);
+            }
+            Command::AsRunPictureBytes { id, reply } => {
+                let r = self
+                    .store
+                    .asrun_picture(id)
+                    .map_err(CoordError::from)
+                    .and_then(|p| p.ok_or_else(|| CoordError::NotFound(format!("no as-run picture {id}"))));
                 let _ = reply.send(r);
             }
             Command::AirTimes { id, reply } => {
@@ -1170,6 +1227,7 @@ impl State {
                 // The slate before T0 and after the end is the plan, not news.
                 let airing = event.as_ref().is_some_and(|e| e.state == EventState::OnAir);
                 let e = entry(at, &r.event_id.0, "", None, Kind::SourceSwitched, detail, &Actor::Daemon);
+                r.pictures.push((e.clone(), at));
                 out.push((e, (airing || sw.to != Feed::Slate).then_some(cause)));
             }
             let status = relay.status();
@@ -1207,10 +1265,13 @@ impl State {
                     None => format!("first program picture went out at {}", utc_text(at)),
                 };
                 info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program.");
-                out.push((
-                    entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, &Actor::Daemon),
-                    None,
-                ));
+                let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, &Actor::Daemon);
+                // A delayed leg airs the recording: its picture is not the
+                // live programme's at that instant (not kept yet).
+                if delay.is_zero() {
+                    r.pictures.push((e.clone(), at));
+                }
+                out.push((e, None));
             }
             for c in r.observer.observe(&status) {
                 match c.kind {
@@ -1303,7 +1364,29 @@ impl State {
         for (e, cause) in out {
             self.record_raising(&e, cause);
         }
+        self.keep_pictures(now);
         changed
+    }
+
+    /// The visual as-run: each entry waiting for its picture gets the
+    /// first programme picture made at or after its instant, kept in the
+    /// store with it; one still without a picture after
+    /// [`PICTURE_WAIT`] (no thumbnails, the programme stalled) goes
+    /// without.
+    fn keep_pictures(&mut self, now: DateTime<Utc>) {
+        let Some(r) = &mut self.running else { return };
+        let thumbs = r.relay.as_ref().and_then(Relay::thumbnails);
+        let wait = schedule::chrono_duration(PICTURE_WAIT);
+        let store = &self.store;
+        r.pictures.retain(|(e, at)| {
+            if let Some(t) = thumbs.as_ref().and_then(|t| t.program_at(*at)) {
+                if let Err(err) = store.insert_asrun_picture(e, &utc_text(t.at), &t.jpeg) {
+                    warn!(kind = %e.kind, error = %err, "The picture of an as-run entry could not be kept.");
+                }
+                return false;
+            }
+            now - *at < wait
+        });
     }
 
     async fn start_relay(&mut self, event: &Event) -> Result<(), CoordError> {
@@ -1373,6 +1456,7 @@ impl State {
             relay,
             zones,
             labels,
+            pictures: Vec::new(),
             observer: LegObserver::default(),
             choice: SourceChoice::Auto,
             delays,

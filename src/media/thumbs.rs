@@ -86,8 +86,14 @@ pub const LEVEL_WINDOW: Duration = Duration::from_millis(250);
 pub struct Thumbnails {
     slots: Mutex<BTreeMap<&'static str, Thumb>>,
     levels: Mutex<BTreeMap<(&'static str, usize), Level>>,
+    /// The programme's last few pictures, oldest first, for the visual
+    /// as-run (the picture partners got at an instant).
+    history: Mutex<std::collections::VecDeque<Thumb>>,
     seq: AtomicU64,
 }
+
+/// Programme pictures kept for the visual as-run (about 8 s).
+const HISTORY: usize = 8;
 
 impl Thumbnails {
     /// An empty set.
@@ -98,7 +104,23 @@ impl Thumbnails {
     /// Keeps `jpeg` as `name`'s latest.
     pub fn put(&self, name: &'static str, jpeg: Vec<u8>, luma: f64) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        lock(&self.slots).insert(name, Thumb { seq, jpeg: Arc::from(jpeg), luma, at: Utc::now() });
+        let thumb = Thumb { seq, jpeg: Arc::from(jpeg), luma, at: Utc::now() };
+        if name == "program" {
+            let mut h = lock(&self.history);
+            if h.len() >= HISTORY {
+                h.pop_front();
+            }
+            h.push_back(thumb.clone());
+        }
+        lock(&self.slots).insert(name, thumb);
+    }
+
+    /// The first programme picture made at or after `t`: what partners
+    /// got at that instant (the next keyframe, within about a second);
+    /// `None` until there is one (or if `t` is older than the pictures
+    /// kept).
+    pub fn program_at(&self, t: DateTime<Utc>) -> Option<Thumb> {
+        lock(&self.history).iter().find(|th| th.at >= t).cloned()
     }
 
     /// `name`'s latest thumbnail.
@@ -360,7 +382,11 @@ fn build(
 
 /// parser ! (keyframes, at most one per [`MIN_INTERVAL`]) decoder !
 /// videoconvert ! videoscale ! 320x180 ! jpegenc ! appsink, added to the
-/// running `pipeline` after `pad`.
+/// running `pipeline` after `pad`. The sinks added while the pipeline runs
+/// take no part in its state changes (`async=false`): a dynamic sink that
+/// waits for its first buffer holds the pipeline in PAUSED, and then the
+/// other sink, prerolled, holds the demuxer's thread, which that first
+/// buffer needs (seen: the audio meter's sink starving the pictures).
 fn decode(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
@@ -380,6 +406,7 @@ fn decode(
         let (thumbs, luma) = (Arc::clone(thumbs), Arc::clone(&luma));
         gst_app::AppSink::builder()
             .sync(false)
+            .async_(false)
             .max_buffers(1)
             .drop(true)
             .enable_last_sample(false)
@@ -408,6 +435,7 @@ fn decode(
     pipeline.add_many(chain.iter()).map_err(err)?;
     gst::Element::link_many(chain.iter()).map_err(err)?;
     keyframes_only(&chain[0])?;
+
     measure_luma(&chain[5], luma)?;
     for e in &chain {
         e.sync_state_with_parent().map_err(err)?;
@@ -435,6 +463,7 @@ fn meter(
     let thumbs = Arc::clone(thumbs);
     let sink = gst_app::AppSink::builder()
         .sync(false)
+        .async_(false)
         .max_buffers(8)
         .drop(true)
         .enable_last_sample(false)

@@ -137,6 +137,17 @@ const MIGRATIONS: &[&str] = &[
          created_utc TEXT NOT NULL
      );
      CREATE INDEX breaks_event ON breaks (event_id, start_utc);",
+    // 8: the visual as-run: the picture partners got at an entry's instant.
+    "CREATE TABLE asrun_pictures (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         event_id TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         channel_id TEXT NOT NULL,
+         utc TEXT NOT NULL,
+         taken_utc TEXT NOT NULL,
+         jpeg BLOB NOT NULL
+     );
+     CREATE INDEX asrun_pictures_event ON asrun_pictures (event_id);",
 ];
 
 /// The schema version this build writes.
@@ -477,6 +488,36 @@ impl Store {
     /// been rolled back): changes whenever the log may have.
     pub fn asrun_written(&self) -> u64 {
         self.asrun_written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Keeps `jpeg`, taken at `taken_utc`, as the picture of as-run entry
+    /// `e` (found again by its event, kind, leg and UTC time); its id.
+    pub fn insert_asrun_picture(&self, e: &AsRunEntry, taken_utc: &str, jpeg: &[u8]) -> Result<i64, StoreError> {
+        // A watcher of the log reads it again for the picture too.
+        self.asrun_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO asrun_pictures (event_id, kind, channel_id, utc, taken_utc, jpeg) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![e.event_id, e.kind, e.channel_id, e.utc, taken_utc, jpeg],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The pictures of `event_id`'s as-run entries: (id, kind, leg, UTC).
+    pub fn asrun_pictures(&self, event_id: &str) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, kind, channel_id, utc FROM asrun_pictures WHERE event_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map(params![event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Picture `id` of an as-run entry: (event, taken UTC, JPEG).
+    pub fn asrun_picture(&self, id: i64) -> Result<Option<(String, String, Vec<u8>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT event_id, taken_utc, jpeg FROM asrun_pictures WHERE id = ?1")?;
+        let mut rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.next().transpose()?)
     }
 
     /// The as-run entries of `event_id`, oldest first.

@@ -76,6 +76,7 @@ pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver
         .route("/api/web/thumb/{name}", get(thumb))
         .route("/api/web/asrun", get(asrun))
         .route("/api/web/alerts", get(alerts))
+        .route("/api/web/picture/{id}", get(picture))
         .with_state(Web { tokens, snapshots: coordinator.subscribe(), coordinator, closing })
 }
 
@@ -169,11 +170,38 @@ async fn asrun(
     let raw =
         query.as_deref().unwrap_or_default().split('&').find_map(|kv| kv.strip_prefix("event=")).unwrap_or_default();
     let read = match crate::api::events::event_id(raw) {
-        Ok(id) => web.coordinator.asrun(&id.0).await.map_err(tonic::Status::from),
+        Ok(id) => {
+            let log = web.coordinator.asrun(&id.0).await;
+            let pictures = web.coordinator.asrun_pictures(&id.0).await;
+            log.and_then(|l| pictures.map(|p| (l, p))).map_err(tonic::Status::from)
+        }
         Err(s) => Err(s),
     };
     match read {
-        Ok(log) => json(&view::asrun_tail(&log, ASRUN_TAIL)),
+        Ok((log, pictures)) => json(&view::asrun_tail(&log, &pictures, ASRUN_TAIL)),
+        Err(s) => (control::http_status(&s), format!("{}\n", s.message())).into_response(),
+    }
+}
+
+/// Picture `id` of the visual as-run, JPEG (a download names its event).
+async fn picture(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(s) = caller(&web, &headers, peer) {
+        return refused(&s);
+    }
+    match web.coordinator.asrun_picture(id).await.map_err(tonic::Status::from) {
+        Ok((event_id, _, jpeg)) => {
+            let name = format!("attachment; filename=\"{event_id}-{id}.jpg\"");
+            let disposition = HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("attachment"));
+            let mut r =
+                ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response();
+            r.headers_mut().insert(header::CONTENT_DISPOSITION, disposition);
+            r
+        }
         Err(s) => (control::http_status(&s), format!("{}\n", s.message())).into_response(),
     }
 }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::coordinator::{LegView, Snapshot};
+use crate::coordinator::{AsRunPicture, LegView, Snapshot};
 use crate::media::leg::LegState;
 use crate::media::program::Content;
 use crate::media::source::SourceStatus;
@@ -55,8 +55,9 @@ fn clock(e: &Event, now: DateTime<Utc>) -> Value {
     })
 }
 
-/// The newest `n` entries of an as-run log, newest first.
-pub fn asrun_tail(log: &[crate::store::AsRunEntry], n: usize) -> Value {
+/// The newest `n` entries of an as-run log, newest first, each with the
+/// id of its picture if one was kept.
+pub fn asrun_tail(log: &[crate::store::AsRunEntry], pictures: &[AsRunPicture], n: usize) -> Value {
     let entries: Vec<Value> = log
         .iter()
         .rev()
@@ -69,6 +70,7 @@ pub fn asrun_tail(log: &[crate::store::AsRunEntry], n: usize) -> Value {
                 "kind": e.kind,
                 "detail": e.detail,
                 "actor": e.actor,
+                "picture": AsRunPicture::of(e, pictures),
             })
         })
         .collect();

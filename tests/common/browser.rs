@@ -39,7 +39,9 @@ impl Browser {
         let caps = json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1600,1000", "--no-first-run", "--disable-extensions"],
+                     "--window-size=1600,1000", "--no-first-run", "--disable-extensions",
+                     // Exact heap figures, and gc() for the long-run test.
+                     "--enable-precise-memory-info", "--js-flags=--expose-gc"],
         }}}});
         let created = b.call("POST", "/session", Some(caps));
         b.session = created["sessionId"].as_str().expect("a WebDriver session").to_owned();
