@@ -310,7 +310,7 @@ async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_sw
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
     let header: Vec<String> = reader.headers().expect("header").iter().map(String::from).collect();
-    assert_eq!(header, ["utc", "channel_id", "local_time", "timezone", "kind", "detail", "actor"]);
+    assert_eq!(header, ["utc", "channel_id", "local_time", "timezone", "kind", "detail", "actor", "picture_id"]);
     let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("CSV parses");
     assert_eq!(rows.len(), log.len(), "one row per as-run entry");
     for (row, entry) in rows.iter().zip(&log) {
@@ -330,5 +330,25 @@ async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_sw
     }
     assert!(rows.iter().any(|r| &r[1] == "kr") && rows.iter().any(|r| &r[1] == "kz"), "{rows:?}");
     assert!(rows.iter().any(|r| r[5].contains(',')), "a detail with a comma, quoted: {rows:?}");
+    // The visual as-run: each source switch kept the picture partners got
+    // then; `--pictures` saves them, one JPEG per entry that has one.
+    let with_picture: Vec<&csv::StringRecord> = rows.iter().filter(|r| !r[7].is_empty()).collect();
+    assert!(with_picture.iter().any(|r| &r[4] == "source-switched"), "no switch kept its picture: {rows:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        .args(["asrun", &ev.id, "--pictures"])
+        .arg(dir.path())
+        .env("SIMULCAST_ADDR", &server.addr)
+        .env("SIMULCAST_TOKEN", obs)
+        .output()
+        .expect("run simulcastctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved: Vec<Vec<u8>> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|f| std::fs::read(f.expect("entry").path()).expect("read"))
+        .collect();
+    // (a picture may have been kept since the CSV was read: at least as many)
+    assert!(saved.len() >= with_picture.len(), "{} saved: {}", saved.len(), String::from_utf8_lossy(&out.stderr));
+    assert!(saved.iter().all(|j| j.starts_with(b"\xff\xd8")), "JPEG pictures");
     server.stop().await;
 }

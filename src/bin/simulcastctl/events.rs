@@ -477,13 +477,38 @@ pub async fn airtimes(cli: &Cli, event: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn asrun(cli: &Cli, event: &str, format: &str) -> Result<(), String> {
+/// Saves each entry's picture in `dir` (created if missing) as
+/// EVENT-ID-KIND[-LEG].jpg; says how many on stderr.
+async fn save_pictures(
+    c: &mut MonitorServiceClient<crate::Conn>,
+    event: &str,
+    entries: &[proto::AsRunEntry],
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut saved = 0;
+    for e in entries.iter().filter(|e| e.picture_id > 0) {
+        let req = proto::AsRunPictureRef { picture_id: e.picture_id };
+        let p = c.get_as_run_picture(req).await.map_err(|s| status_line(&s))?.into_inner();
+        let leg = if e.channel_id.is_empty() { String::new() } else { format!("-{}", e.channel_id) };
+        let path = dir.join(format!("{event}-{}-{}{leg}.jpg", e.picture_id, e.kind));
+        std::fs::write(&path, &p.jpeg).map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        saved += 1;
+    }
+    eprintln!("{saved} picture(s) saved in {}", dir.display());
+    Ok(())
+}
+
+pub async fn asrun(cli: &Cli, event: &str, format: &str, pictures: Option<&std::path::Path>) -> Result<(), String> {
     let format = if cli.json { "json" } else { format };
     if !["table", "csv", "json"].contains(&format) {
         return Err(format!("--format `{format}`: use table, csv or json"));
     }
     let mut c = MonitorServiceClient::new(connect(cli).await?);
     let entries = c.get_as_run_log(event_ref(event)).await.map_err(|s| status_line(&s))?.into_inner().entries;
+    if let Some(dir) = pictures {
+        save_pictures(&mut c, event, &entries, dir).await?;
+    }
     let utc = |e: &proto::AsRunEntry| ts(&e.utc).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     match format {
         "json" => {
@@ -493,6 +518,7 @@ pub async fn asrun(cli: &Cli, event: &str, format: &str) -> Result<(), String> {
                     serde_json::json!({
                         "utc": utc(e), "channel_id": e.channel_id, "local_time": e.local_time,
                         "timezone": e.timezone, "kind": e.kind, "detail": e.detail, "actor": e.actor,
+                        "picture_id": (e.picture_id > 0).then_some(e.picture_id),
                     })
                 })
                 .collect();
@@ -501,21 +527,25 @@ pub async fn asrun(cli: &Cli, event: &str, format: &str) -> Result<(), String> {
         "csv" => {
             let mut w = csv::Writer::from_writer(std::io::stdout().lock());
             let err = |e: csv::Error| format!("cannot write CSV: {e}");
-            w.write_record(["utc", "channel_id", "local_time", "timezone", "kind", "detail", "actor"]).map_err(err)?;
+            let header = ["utc", "channel_id", "local_time", "timezone", "kind", "detail", "actor", "picture_id"];
+            w.write_record(header).map_err(err)?;
             for e in &entries {
                 let u = utc(e).unwrap_or_default();
-                w.write_record([&u, &e.channel_id, &e.local_time, &e.timezone, &e.kind, &e.detail, &e.actor])
+                let p = if e.picture_id > 0 { e.picture_id.to_string() } else { String::new() };
+                w.write_record([&u, &e.channel_id, &e.local_time, &e.timezone, &e.kind, &e.detail, &e.actor, &p])
                     .map_err(err)?;
             }
             w.flush().map_err(|e| format!("cannot write CSV: {e}"))?;
         }
         _ => {
-            let mut t = Table::new(&["UTC", "LEG", "LOCAL TIME", "ZONE", "KIND", "ACTOR", "DETAIL"]);
+            let mut t = Table::new(&["UTC", "LEG", "LOCAL TIME", "ZONE", "KIND", "ACTOR", "PICTURE", "DETAIL"]);
             for e in &entries {
                 let utc = ts(&e.utc).map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
                 let leg = if e.channel_id.is_empty() { "(event)".to_owned() } else { e.channel_id.clone() };
                 let zone = if e.timezone.is_empty() { "-".to_owned() } else { e.timezone.clone() };
-                t.row(vec![utc, leg, e.local_time.clone(), zone, e.kind.clone(), e.actor.clone(), e.detail.clone()]);
+                let picture = if e.picture_id > 0 { e.picture_id.to_string() } else { "-".to_owned() };
+                let row = vec![utc, leg, e.local_time.clone(), zone, e.kind.clone(), e.actor.clone(), picture];
+                t.row([row, vec![e.detail.clone()]].concat());
             }
             say_raw!("{}", t.render());
         }

@@ -93,7 +93,9 @@ enum Cmd {
     #[command(subcommand)]
     Source(events::SourceCmd),
     /// An event's as-run log, oldest first (`-` for channel changes): UTC,
-    /// leg, the leg's local time and zone, kind, actor, detail.
+    /// leg, the leg's local time and zone, kind, actor, detail, and the
+    /// picture partners got at that instant where one was kept (each
+    /// leg's first programme picture, every source switch).
     Asrun {
         /// Event id, or `-`.
         event: String,
@@ -101,6 +103,10 @@ enum Cmd {
         /// (`--json` is the same as `--format json`).
         #[arg(long, default_value = "table")]
         format: String,
+        /// Save the entries' pictures (320x180 JPEG) in DIR, as
+        /// EVENT-ID-KIND[-LEG].jpg: proof for partners.
+        #[arg(long, value_name = "DIR")]
+        pictures: Option<PathBuf>,
     },
     /// Live status board: the event's state and countdown to T0, then per
     /// leg its channel, local time, state, bitrate, reconnects, drops and
@@ -197,7 +203,9 @@ async fn main() -> ExitCode {
         Cmd::Events(ref c) => events::run(&cli, c).await,
         Cmd::Airtimes { ref event } => events::airtimes(&cli, event).await,
         Cmd::Source(ref c) => events::source(&cli, c).await,
-        Cmd::Asrun { ref event, ref format } => events::asrun(&cli, event, format).await,
+        Cmd::Asrun { ref event, ref format, ref pictures } => {
+            events::asrun(&cli, event, format, pictures.as_deref()).await
+        }
         Cmd::Watch { ref event, once } => watch::run(&cli, event.as_deref(), once).await,
         Cmd::Rehearse(ref a) => return exit(rehearse::rehearse(&cli, a).await),
         Cmd::Rehearsals(ref c) => return exit(rehearse::rehearsals(&cli, c).await),
