@@ -211,6 +211,23 @@ pub fn check_all() -> Vec<(&'static str, Result<(), MediaError>)> {
     all
 }
 
+/// Adds `chain` (linked in order) to the running `pipeline`, brings it to
+/// the pipeline's state and links `pad` (a demuxer's new pad) to its
+/// first element: the dynamic branch a demuxer's `pad-added` builds.
+pub(crate) fn attach_chain(pipeline: &gst::Pipeline, pad: &gst::Pad, chain: &[gst::Element]) -> Result<(), MediaError> {
+    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("{}: {e}", pipeline.name()));
+    pipeline.add_many(chain.iter()).map_err(err)?;
+    gst::Element::link_many(chain.iter()).map_err(err)?;
+    for e in chain {
+        e.sync_state_with_parent().map_err(err)?;
+    }
+    let first = chain.first().and_then(|e| e.static_pad("sink"));
+    let sink = first.ok_or_else(|| MediaError::Pipeline(format!("{}: no sink pad to link to", pipeline.name())))?;
+    pad.link(&sink)
+        .map(|_| ())
+        .map_err(|e| MediaError::Pipeline(format!("{}: cannot link {}: {e}", pipeline.name(), pad.name())))
+}
+
 /// Locks a mutex; a panic elsewhere must not take the relay down with a
 /// poisoned lock.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -782,7 +782,6 @@ fn decode_track(
     out: &Arc<RawSink>,
     shared: &Arc<Shared>,
 ) -> Result<(), MediaError> {
-    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("contribution decoder: {e}"));
     let chain = [
         DECODE.make("aacparse", |b| b)?,
         decode_queue()?,
@@ -790,13 +789,7 @@ fn decode_track(
         DECODE.make("audioconvert", |b| b)?,
         raw_sink(Track::Audio(lane), out, shared),
     ];
-    pipeline.add_many(chain.iter()).map_err(err)?;
-    gst::Element::link_many(chain.iter()).map_err(err)?;
-    for e in &chain {
-        e.sync_state_with_parent().map_err(err)?;
-    }
-    let sink = chain[0].static_pad("sink").ok_or_else(|| MediaError::Pipeline("aacparse without a sink pad".into()))?;
-    pad.link(&sink).map(|_| ()).map_err(|e| MediaError::Pipeline(format!("cannot link {}: {e}", pad.name())))
+    super::attach_chain(pipeline, pad, &chain)
 }
 
 /// Drops (and counts) what is not whole MPEG-TS packets before the

@@ -394,7 +394,6 @@ fn decode(
     name: &'static str,
     thumbs: &Arc<Thumbnails>,
 ) -> Result<(), MediaError> {
-    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("thumbnailer: {e}"));
     let raw = gst::Caps::builder("video/x-raw")
         .field("format", "I420")
         .field("width", WIDTH as i32)
@@ -432,19 +431,9 @@ fn decode(
         THUMBNAIL.make("jpegenc", |b| b.property("quality", 70i32))?,
         sink.upcast(),
     ];
-    pipeline.add_many(chain.iter()).map_err(err)?;
-    gst::Element::link_many(chain.iter()).map_err(err)?;
     keyframes_only(&chain[0])?;
-
     measure_luma(&chain[5], luma)?;
-    for e in &chain {
-        e.sync_state_with_parent().map_err(err)?;
-    }
-    let sink_pad =
-        chain[0].static_pad("sink").ok_or_else(|| MediaError::Pipeline("parser without a sink pad".into()))?;
-    pad.link(&sink_pad)
-        .map(|_| ())
-        .map_err(|e| MediaError::Pipeline(format!("thumbnailer: cannot link {}: {e}", pad.name())))
+    super::attach_chain(pipeline, pad, &chain)
 }
 
 /// parser ! decoder ! audioconvert ! F32 ! appsink, added to the running
@@ -457,7 +446,6 @@ fn meter(
     (name, track, language): (&'static str, usize, Option<String>),
     thumbs: &Arc<Thumbnails>,
 ) -> Result<(), MediaError> {
-    let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("audio meter: {e}"));
     let f32 = gst::Caps::builder("audio/x-raw").field("format", "F32LE").field("layout", "interleaved").build();
     let meter = Mutex::new(Meter::default());
     let thumbs = Arc::clone(thumbs);
@@ -494,16 +482,7 @@ fn meter(
         THUMBNAIL.make("capsfilter", |b| b.property("caps", &f32))?,
         sink.upcast(),
     ];
-    pipeline.add_many(chain.iter()).map_err(err)?;
-    gst::Element::link_many(chain.iter()).map_err(err)?;
-    for e in &chain {
-        e.sync_state_with_parent().map_err(err)?;
-    }
-    let sink_pad =
-        chain[0].static_pad("sink").ok_or_else(|| MediaError::Pipeline("parser without a sink pad".into()))?;
-    pad.link(&sink_pad)
-        .map(|_| ())
-        .map_err(|e| MediaError::Pipeline(format!("audio meter: cannot link {}: {e}", pad.name())))
+    super::attach_chain(pipeline, pad, &chain)
 }
 
 /// (rate, channels) of raw audio caps.

@@ -105,22 +105,15 @@ fn caller(web: &Web, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Bo
     web.tokens.authenticate(header, Some(peer.ip())).map_err(Box::new)
 }
 
-/// The answer to a refused login: 401, or 429 for a peer refused after
-/// failing often; the reason in words.
+/// The answer to a refusal, in words, with the RPC's code as HTTP's: a
+/// login refused is 401 (429 for a peer refused after failing often).
 fn refused(s: &tonic::Status) -> Response {
-    let code = match s.code() {
-        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::UNAUTHORIZED,
-    };
-    (code, [(header::CACHE_CONTROL, "no-store")], format!("{}\n", s.message())).into_response()
+    (control::http_status(s), [(header::CACHE_CONTROL, "no-store")], format!("{}\n", s.message())).into_response()
 }
 
 async fn whoami(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
     match caller(&web, &headers, peer) {
-        Ok(c) => {
-            let body = serde_json::json!({ "name": c.name, "role": c.role.as_str() }).to_string();
-            ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
-        }
+        Ok(c) => json(&serde_json::json!({ "name": c.name, "role": c.role.as_str() })),
         Err(s) => refused(&s),
     }
 }
@@ -179,7 +172,7 @@ async fn asrun(
     };
     match read {
         Ok((log, pictures)) => json(&view::asrun_tail(&log, &pictures, ASRUN_TAIL)),
-        Err(s) => (control::http_status(&s), format!("{}\n", s.message())).into_response(),
+        Err(s) => refused(&s),
     }
 }
 
@@ -202,7 +195,7 @@ async fn picture(
             r.headers_mut().insert(header::CONTENT_DISPOSITION, disposition);
             r
         }
-        Err(s) => (control::http_status(&s), format!("{}\n", s.message())).into_response(),
+        Err(s) => refused(&s),
     }
 }
 
@@ -213,7 +206,7 @@ async fn alerts(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAdd
     }
     match web.coordinator.alerts(ALERTS_TAIL).await.map_err(tonic::Status::from) {
         Ok(list) => json(&view::alerts(&list)),
-        Err(s) => (control::http_status(&s), format!("{}\n", s.message())).into_response(),
+        Err(s) => refused(&s),
     }
 }
 
@@ -234,12 +227,8 @@ async fn action(
         Err(s) => Err(s),
     };
     match done {
-        Ok(e) => {
-            let body = serde_json::json!({ "event_id": e.id.0, "state": e.state.as_str() }).to_string();
-            ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
-        }
-        Err(s) => (control::http_status(&s), [(header::CACHE_CONTROL, "no-store")], format!("{}\n", s.message()))
-            .into_response(),
+        Ok(e) => json(&serde_json::json!({ "event_id": e.id.0, "state": e.state.as_str() })),
+        Err(s) => refused(&s),
     }
 }
 
