@@ -531,3 +531,99 @@ async fn a_page_left_open_keeps_its_memory_and_the_daemons_flat() {
     assert!(last.2 - first.2 < 2.0, "the page's heap grew from {:.2} to {:.2} MB", first.2, last.2);
     assert_eq!(first.3, last.3, "the page's element count changed");
 }
+
+/// This process's user + system CPU time (the daemon runs in it).
+fn cpu_s() -> f64 {
+    // SAFETY: rusage is plain integers; all zeroes is a valid value.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid rusage the call writes.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// What open pages cost the daemon: its CPU and memory over a minute of a
+/// live event with one page open, then with ten (five tabs in each of two
+/// chromiums, every one signed in and drawing: a browser opens at most six
+/// HTTP/1.1 connections to one host, and each page holds one for its
+/// stream, so a seventh tab would wait). Opt-in, like the long run:
+/// `cargo test --release --test web -- --ignored --nocapture ten_pages`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn ten_pages_cost_the_daemon_next_to_nothing() {
+    let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
+    let rec = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source_port = free_udp_port();
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nwidth = 640\nheight = 360\nframerate = 25\ngop = 25\n"
+    ))
+    .expect("config");
+    let mut options = Options::from_config(&config);
+    options.recordings = rec.path().to_owned();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+    let _venue = venue(source_port, 240);
+    let legs: Vec<std::net::UdpSocket> = (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for (i, rx) in legs.iter().enumerate() {
+        let text = format!(
+            "id = \"leg-{i}\"\nname = \"Partner {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
+            rx.local_addr().unwrap().port()
+        );
+        create_channel(&server, &text).await;
+    }
+    let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 5, 0).unwrap();
+    let admin = server.token(Role::Admin).to_owned();
+    let request = proto::ScheduleEventRequest {
+        title: "Silk Way Star: ten screens".into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+        channel_ids: vec![],
+    };
+    EventServiceClient::new(server.transport().await).schedule_event(authed(request, &admin)).await.expect("schedule");
+    let b = std::sync::Arc::new(browser);
+    let observer = server.token(Role::Observer).to_owned();
+    sign_in(&b, &server.http_addr, &observer);
+    let on_air = wait_for(Duration::from_secs(30), || tiles(&b).iter().filter(|t| t.1 == "ON_AIR").count() == 4).await;
+    assert!(on_air, "{:?}", tiles(&b));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let measure = || async {
+        let (c0, r0) = (cpu_s(), rss_mb());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        (cpu_s() - c0, rss_mb() - r0, rss_mb())
+    };
+    let one = measure().await;
+    let second = std::sync::Arc::new(tokio::task::spawn_blocking(Browser::start).await.unwrap());
+    for i in 0..9 {
+        let browser = if i < 4 { &b } else { &second };
+        if i != 4 {
+            browser.new_tab();
+        }
+        sign_in(browser, &server.http_addr, &observer);
+    }
+    let ten = wait_for(Duration::from_secs(20), || tiles(&b).len() == 4 && tiles(&second).len() == 4).await;
+    assert!(ten, "the last pages show {:?} and {:?}", tiles(&b), tiles(&second));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let tens = measure().await;
+    server.stop().await;
+    println!(
+        "One page: the daemon used {:.2} CPU s in 60 s ({:.2} % of a core), RSS {:.1} MB ({:+.1} MB)",
+        one.0,
+        one.0 / 60.0 * 100.0,
+        one.2,
+        one.1
+    );
+    println!(
+        "Ten pages: {:.2} CPU s in 60 s ({:.2} % of a core), RSS {:.1} MB ({:+.1} MB); nine pages more cost {:.2} % of a core",
+        tens.0,
+        tens.0 / 60.0 * 100.0,
+        tens.2,
+        tens.1,
+        (tens.0 - one.0) / 60.0 * 100.0
+    );
+    assert!((tens.0 - one.0) / 60.0 < 0.03, "nine more pages cost more than 3 % of a core");
+    assert!(tens.2 - one.2 < 10.0, "nine more pages cost {:.1} MB", tens.2 - one.2);
+}

@@ -104,6 +104,13 @@ impl Browser {
         self.call("POST", &self.at("execute/sync"), Some(json!({ "script": script, "args": args })))
     }
 
+    /// Opens a new tab and switches to it (the page then opens there).
+    pub fn new_tab(&self) {
+        let v = self.call("POST", &self.at("window/new"), Some(json!({ "type": "tab" })));
+        let handle = v["handle"].as_str().expect("a window handle").to_owned();
+        self.call("POST", &self.at("window"), Some(json!({ "handle": handle })));
+    }
+
     /// Runs `script` asynchronously: it ends by calling its last argument
     /// with the result.
     pub fn call_async(&self, script: &str, args: Value) -> Value {
