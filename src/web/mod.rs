@@ -1,8 +1,11 @@
-//! The multiviewer page (issue 17, its first part): a page served on the
-//! daemon's HTTP port, beside `/metrics` and `/healthz`, that master
-//! control leaves open all night. It shows the event clock (UTC, the
-//! countdown to T0, the time on air), the feeds, and one tile per leg
-//! coloured by its state, with its partner's local time and air time.
+//! The multiviewer page: a page served on the daemon's HTTP port, beside
+//! `/metrics` and `/healthz`, that master control leaves open all night.
+//! It shows the event clock (UTC, the countdown to T0, the time on air);
+//! pictures of the programme, the feeds and the slate with a level meter
+//! per audio track ([`crate::media::thumbs`]); one tile per leg coloured
+//! by its state, with its partner's local time and air time; the as-run
+//! tail with the pictures partners got (the visual as-run) and the latest
+//! alerts; and master control's buttons for operators ([`control`]).
 //!
 //! - **Pushed.** `GET /api/web/status` streams the coordinator's snapshots
 //!   (the ones `WatchStatus` sends) as server-sent events, one JSON board
