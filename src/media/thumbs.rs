@@ -224,9 +224,9 @@ impl Thumbnailer {
         Ok((me, task))
     }
 
-    /// Takes one buffer of whole TS packets, handed over with the next
-    /// [`GATHER`] - 1; never waits (the oldest data goes when the
-    /// thumbnailer is behind).
+    /// Takes one buffer of whole TS packets, handed over with the next 31
+    /// (one wake-up of the thumbnailer per 32 buffers); never waits (the
+    /// oldest data goes when the thumbnailer is behind).
     pub fn push(&self, b: gst::Buffer) {
         let full = {
             let mut g = lock(&self.gathered);
