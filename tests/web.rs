@@ -62,6 +62,52 @@ fn venue(port: u16, seconds: u32) -> ChildGuard {
     ChildGuard(child)
 }
 
+/// An event starting at `t0`: an hour long, pre-roll 60 s (armed at once
+/// when T0 is nearer), post-roll 5 s, every channel.
+fn schedule(title: &str, t0: chrono::DateTime<Utc>) -> proto::ScheduleEventRequest {
+    proto::ScheduleEventRequest {
+        title: title.into(),
+        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+        channel_ids: vec![],
+    }
+}
+
+/// The daemon (in this process) relaying a UDP contribution in
+/// passthrough, 640x360p25: it, the contribution's port, and its store's
+/// and recordings' directories (kept while it runs).
+async fn passthrough_daemon() -> (ApiServer, u16, [tempfile::TempDir; 2]) {
+    let (rec, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source_port = free_udp_port();
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
+         [program]\nwidth = 640\nheight = 360\nframerate = 25\ngop = 25\n"
+    ))
+    .expect("config");
+    let mut options = Options::from_config(&config);
+    options.recordings = rec.path().to_owned();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+    (server, source_port, [rec, dir])
+}
+
+/// `n` UDP partners whose sockets are open but never read (the kernel
+/// drops what overflows): a capture kept in this process would count as
+/// the daemon's memory.
+async fn unread_partners(server: &ApiServer, n: usize) -> Vec<std::net::UdpSocket> {
+    let legs: Vec<std::net::UdpSocket> = (0..n).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for (i, rx) in legs.iter().enumerate() {
+        let text = format!(
+            "id = \"leg-{i}\"\nname = \"Partner {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
+            rx.local_addr().unwrap().port()
+        );
+        create_channel(server, &text).await;
+    }
+    legs
+}
+
 /// What the page shows of each picture card: (name, width of the loaded
 /// picture, mean luma).
 const CARDS: &str = "return [...document.querySelectorAll('[data-feed]')].map(c => [c.dataset.feed, \
@@ -80,19 +126,9 @@ fn thumb_bytes(b: &Browser, token: &str, name: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanishes() {
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
-    let rec = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     // A real contribution over UDP, relayed in passthrough: the
     // thumbnails are the only decode.
-    let source_port = free_udp_port();
-    let config = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 640\nheight = 360\nframerate = 25\ngop = 25\n"
-    ))
-    .expect("config");
-    let mut options = Options::from_config(&config);
-    options.recordings = rec.path().to_owned();
-    let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+    let (server, source_port, _dirs) = passthrough_daemon().await;
     let _venue = venue(source_port, 60);
 
     // Four partners in four zones, one of them (Tbilisi) over SRT.
@@ -118,14 +154,7 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
     let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 12, 0).unwrap();
     let admin = server.token(Role::Admin).to_owned();
     let mut events = EventServiceClient::new(server.transport().await);
-    let request = proto::ScheduleEventRequest {
-        title: "Silk Way Star: grand final".into(),
-        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
-        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
-        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
-        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
-        channel_ids: vec![],
-    };
+    let request = schedule("Silk Way Star: grand final", t0);
     let event_id = events.schedule_event(authed(request, &admin)).await.expect("schedule").into_inner().id;
 
     // An observer signs in on the page.
@@ -375,14 +404,7 @@ async fn master_control_from_the_page_is_for_operators_and_lands_in_the_as_run_l
     let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 600, 0).unwrap();
     let admin = server.token(Role::Admin).to_owned();
     let mut events = EventServiceClient::new(server.transport().await);
-    let request = proto::ScheduleEventRequest {
-        title: "Silk Way Star: semi-final".into(),
-        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
-        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
-        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
-        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
-        channel_ids: vec![],
-    };
+    let request = schedule("Silk Way Star: semi-final", t0);
     let ev = events.schedule_event(authed(request, &admin)).await.expect("schedule").into_inner();
     let url = server.http_addr.clone();
     let title = "return document.getElementById('event-title').textContent;";
@@ -469,40 +491,12 @@ fn rss_mb() -> f64 {
 async fn a_page_left_open_keeps_its_memory_and_the_daemons_flat() {
     let minutes: u64 = std::env::var("SOAK_MINUTES").ok().and_then(|m| m.parse().ok()).unwrap_or(10);
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
-    let rec = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let source_port = free_udp_port();
-    let config = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 640\nheight = 360\nframerate = 25\ngop = 25\n"
-    ))
-    .expect("config");
-    let mut options = Options::from_config(&config);
-    options.recordings = rec.path().to_owned();
-    let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+    let (server, source_port, _dirs) = passthrough_daemon().await;
     let _venue = venue(source_port, (minutes * 60 + 60) as u32);
-    // Partners' sockets open but never read (the kernel drops what
-    // overflows): a capture kept in this process would be counted as the
-    // daemon's memory.
-    let legs: Vec<std::net::UdpSocket> = (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-    for (i, rx) in legs.iter().enumerate() {
-        let text = format!(
-            "id = \"leg-{i}\"\nname = \"Partner {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
-             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
-            rx.local_addr().unwrap().port()
-        );
-        create_channel(&server, &text).await;
-    }
+    let _legs = unread_partners(&server, 4).await;
     let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 5, 0).unwrap();
     let admin = server.token(Role::Admin).to_owned();
-    let request = proto::ScheduleEventRequest {
-        title: "Silk Way Star: the long night".into(),
-        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
-        duration: Some(prost_types::Duration { seconds: 7200, nanos: 0 }),
-        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
-        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
-        channel_ids: vec![],
-    };
+    let request = schedule("Silk Way Star: the long night", t0);
     EventServiceClient::new(server.transport().await).schedule_event(authed(request, &admin)).await.expect("schedule");
     let b = std::sync::Arc::new(browser);
     sign_in(&b, &server.http_addr, server.token(Role::Observer));
@@ -552,37 +546,12 @@ fn cpu_s() -> f64 {
 #[ignore]
 async fn ten_pages_cost_the_daemon_next_to_nothing() {
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
-    let rec = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let source_port = free_udp_port();
-    let config = simulcast::config::parse(&format!(
-        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
-         [program]\nwidth = 640\nheight = 360\nframerate = 25\ngop = 25\n"
-    ))
-    .expect("config");
-    let mut options = Options::from_config(&config);
-    options.recordings = rec.path().to_owned();
-    let server = ApiServer::start_with(&dir.path().join("s.db"), options).await;
+    let (server, source_port, _dirs) = passthrough_daemon().await;
     let _venue = venue(source_port, 240);
-    let legs: Vec<std::net::UdpSocket> = (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-    for (i, rx) in legs.iter().enumerate() {
-        let text = format!(
-            "id = \"leg-{i}\"\nname = \"Partner {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
-             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
-            rx.local_addr().unwrap().port()
-        );
-        create_channel(&server, &text).await;
-    }
+    let _legs = unread_partners(&server, 4).await;
     let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 5, 0).unwrap();
     let admin = server.token(Role::Admin).to_owned();
-    let request = proto::ScheduleEventRequest {
-        title: "Silk Way Star: ten screens".into(),
-        on_air: Some(proto::schedule_event_request::OnAir::OnAirUtc(timestamp(t0))),
-        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
-        preroll: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
-        postroll: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
-        channel_ids: vec![],
-    };
+    let request = schedule("Silk Way Star: ten screens", t0);
     EventServiceClient::new(server.transport().await).schedule_event(authed(request, &admin)).await.expect("schedule");
     let b = std::sync::Arc::new(browser);
     let observer = server.token(Role::Observer).to_owned();
