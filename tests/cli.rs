@@ -5,10 +5,9 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::Daemon;
+use common::{Daemon, self_signed};
 
 fn ctl(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_simulcastctl")).args(args).output().expect("run simulcastctl");
@@ -147,6 +146,14 @@ fn operators_manage_channels_through_the_real_daemon() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("without TLS") && err.contains("--tls-cert"), "{err}");
+    // Nor serve the page (it carries tokens) beyond loopback without TLS.
+    let out = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .args(["serve", "--db", db_arg, "--listen", &format!("127.0.0.1:{port}"), "--web-listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("refusing to serve the page on 0.0.0.0:0") && err.contains("--tls-cert"), "{err}");
 
     let token_of = |role: &str, name: &str| {
         let (code, out, err) =
@@ -204,23 +211,6 @@ fn operators_manage_channels_through_the_real_daemon() {
     assert_eq!(code, 1);
     assert!(err.starts_with("simulcastctl: cannot reach simulcastd at http://127.0.0.1:1"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-}
-
-/// A throwaway self-signed certificate for 127.0.0.1 (not a CA: rustls
-/// refuses a CA certificate used as the server's own).
-fn self_signed(cert: &Path, key: &Path, name: &str) {
-    common::require("openssl", "openssl");
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(key)
-        .arg("-out")
-        .arg(cert)
-        .output()
-        .expect("run openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// TLS on the control port: a client that trusts the certificate works, one

@@ -301,6 +301,108 @@ fn get(addr: &str, path: &str, headers: &str) -> (String, String) {
     (head.to_owned(), body.to_owned())
 }
 
+/// The first bytes a port answers to a plain `GET /` (none if it closes).
+fn plain_answer(port: u16) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = vec![0; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+/// Issue 17: when the gRPC port has TLS, so does the page, on its own port
+/// (`--web-listen`) with the same certificate; the plain metrics port
+/// names where it is instead. The browser speaks HTTP/2 to it, so eight
+/// pages in one browser all follow the board: over HTTP/1.1 a browser
+/// opens six connections to a host and each page holds one for its
+/// stream, so the seventh and eighth would wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_page_speaks_https_and_http2_so_eight_pages_in_one_browser_follow_the_board() {
+    use simulcast::api::auth::{hash_token, new_token};
+    let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    common::self_signed(&cert, &key, "simulcastd-page");
+    let db = dir.path().join("s.db");
+    let token = new_token().unwrap();
+    let record =
+        simulcast::store::TokenRecord { name: "noc".into(), role: "observer".into(), sha256: hash_token(&token) };
+    simulcast::store::Store::open(&db).unwrap().insert_token(&record, "2026-12-03T00:00:00Z").unwrap();
+    let (port, web, metrics) = (common::free_tcp_port(), common::free_tcp_port(), common::free_tcp_port());
+    let (web_at, metrics_at) = (format!("127.0.0.1:{web}"), format!("127.0.0.1:{metrics}"));
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+        "--web-listen".as_ref(),
+        web_at.as_ref(),
+        "--metrics-listen".as_ref(),
+        metrics_at.as_ref(),
+    ];
+    let _daemon = common::Daemon::serve(port, &args, std::process::Stdio::null());
+
+    // The plain port: metrics yes, the page no, and it says where it is.
+    let metrics_addr = format!("http://{metrics_at}");
+    let (ok, (head, body)) = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&metrics_at[..]).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (get(&metrics_addr, "/metrics", "").0, get(&metrics_addr, "/", ""))
+    })
+    .await
+    .unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(body.contains(&format!("Open https://127.0.0.1:{web}/ instead")), "{body}");
+    // The page's port speaks no plain HTTP.
+    let answer = tokio::task::spawn_blocking(move || plain_answer(web)).await.unwrap();
+    assert!(!answer.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&answer));
+
+    // In the browser: signed in over HTTPS, over HTTP/2.
+    let b = std::sync::Arc::new(browser);
+    let url = format!("https://127.0.0.1:{web}");
+    let live = |b: &Browser| {
+        b.eval(
+            "return [document.getElementById('who').textContent, document.getElementById('conn').textContent, \
+                document.getElementById('utc').textContent];",
+            json!([]),
+        )
+    };
+    sign_in(&b, &url, &token);
+    let signed_in = wait_for(Duration::from_secs(10), || live(&b)[1] == json!("live")).await;
+    assert!(signed_in, "the page over TLS shows {}", live(&b));
+    assert_eq!(live(&b)[0], json!("noc (observer)"));
+    let protocol = b.eval("return performance.getEntriesByType('navigation')[0].nextHopProtocol;", json!([]));
+    assert_eq!(protocol, json!("h2"));
+    assert!(!b.eval("return location.href;", json!([])).as_str().unwrap().contains(&token));
+
+    // Seven more pages in the same browser: each signs in and follows.
+    for _ in 0..7 {
+        b.new_tab();
+        sign_in(&b, &url, &token);
+    }
+    let tabs = b.tabs();
+    assert_eq!(tabs.len(), 8);
+    for (i, tab) in tabs.iter().enumerate() {
+        b.switch_to(tab);
+        let first = live(&b);
+        let moving = wait_for(Duration::from_secs(10), || {
+            let now = live(&b);
+            now[1] == json!("live") && now[2] != first[2] && now[2] != json!("")
+        })
+        .await;
+        assert!(moving, "page {} of 8 does not follow the board: {} then {}", i + 1, first, live(&b));
+    }
+    drop(b);
+}
+
 #[tokio::test]
 async fn the_page_carries_no_secret_and_its_data_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();

@@ -112,15 +112,24 @@ pub fn check_tls(tls: &TlsFiles) -> Result<(), tonic::transport::Error> {
     Ok(())
 }
 
-/// Serves the control plane on `listener` until `shutdown` resolves, and,
-/// with `http`, `/metrics`, `/healthz` and the multiviewer page on that
-/// second port.
+/// The daemon's HTTP ports beside the gRPC one.
+#[derive(Debug, Default)]
+pub struct HttpPorts {
+    /// `/metrics`, `/healthz`, and the multiviewer page unless the gRPC
+    /// port has TLS (this port is plain HTTP).
+    pub metrics: Option<TcpListener>,
+    /// The multiviewer page alone, over TLS when the gRPC port has it.
+    pub web: Option<TcpListener>,
+}
+
+/// Serves the control plane on `listener` until `shutdown` resolves, and
+/// `/metrics`, `/healthz` and the multiviewer page on the `http` ports.
 pub async fn serve(
     listener: TcpListener,
     coordinator: Coordinator,
     tokens: auth::Tokens,
     tls: Option<TlsFiles>,
-    http: Option<TcpListener>,
+    http: HttpPorts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let metrics = Metrics::new(coordinator.subscribe(), tokens.guard());
@@ -184,9 +193,27 @@ pub async fn serve(
         })
     });
 
+    let page = crate::web::routes(tokens.clone(), coordinator.clone(), closing_rx.clone());
+    let web_config = match &tls {
+        Some(t) if http.web.is_some() => Some(crate::web::tls::server_config(t)?),
+        _ => None,
+    };
+    let web_addr = http.web.as_ref().map(TcpListener::local_addr).transpose()?;
+    let web_task = http.web.map(|l| {
+        let (page, mut closing) = (page.clone(), closing_rx.clone());
+        tokio::spawn(async move {
+            let closed = async move {
+                let _ = closing.wait_for(|c| *c).await;
+            };
+            if let Err(e) = crate::web::serve(l, web_config, page, closed).await {
+                tracing::error!(error = %e, "The page's port failed.");
+            }
+        })
+    });
+    // A plain-HTTP port does not carry the page beside a TLS gRPC port.
+    let page = if tls.is_some() { crate::web::refused_without_tls(web_addr) } else { page };
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let page = crate::web::routes(tokens.clone(), coordinator.clone(), closing_rx.clone(), tls.is_some());
-    let http_task = http.map(|l| {
+    let http_task = http.metrics.map(|l| {
         let (m, serving) = (Arc::clone(&metrics), serving.clone());
         tokio::spawn(async move {
             if let Err(e) = crate::observe::http::serve(l, m, serving, page, async {
@@ -254,6 +281,9 @@ pub async fn serve(
     }
     let _ = http_stop.send(());
     if let Some(t) = http_task {
+        let _ = t.await;
+    }
+    if let Some(t) = web_task {
         let _ = t.await;
     }
     result?;

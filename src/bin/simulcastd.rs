@@ -29,6 +29,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once, at start")]
 enum Cmd {
     /// Relay the embedded "Silk Way Star" grand final (or --config) to local
     /// stand-in ingests, with a live per-leg table. Ctrl-C stops it and prints
@@ -86,10 +87,18 @@ enum Cmd {
         retention: Duration,
         /// Address of the HTTP port serving `/metrics` (Prometheus),
         /// `/healthz` and the multiviewer page (`/`, sign in with an
-        /// access token; not served when the gRPC port has TLS); `off` for
-        /// none. Off loopback only with --allow-insecure-remote.
+        /// access token; not here when the gRPC port has TLS: see
+        /// --web-listen); `off` for none. Off loopback only with
+        /// --allow-insecure-remote.
         #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_listen)]
         metrics_listen: Listen,
+        /// Address of a port for the multiviewer page alone. With
+        /// --tls-cert and --tls-key it speaks HTTPS (HTTP/2 and HTTP/1.1)
+        /// with that certificate: the way to serve the page when the gRPC
+        /// port has TLS. Off loopback only with TLS or
+        /// --allow-insecure-remote. Default: off.
+        #[arg(long, default_value = "off", value_parser = parse_listen)]
+        web_listen: Listen,
     },
     /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
     Run {
@@ -150,11 +159,12 @@ async fn main() -> std::process::ExitCode {
             file_legs,
             retention,
             metrics_listen,
+            web_listen,
         } => {
             let tls = tls_cert.zip(tls_key);
             let recordings = recordings.unwrap_or_else(|| db.with_extension("recordings"));
             let file_legs = file_legs.unwrap_or_else(|| db.with_extension("files"));
-            let net = Net { listen, metrics: metrics_listen.0, tls, allow_insecure_remote };
+            let net = Net { listen, metrics: metrics_listen.0, web: web_listen.0, tls, allow_insecure_remote };
             serve(db, net, config, (recordings, retention, file_legs)).await
         }
     };
@@ -349,6 +359,7 @@ async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
 struct Net {
     listen: std::net::SocketAddr,
     metrics: Option<std::net::SocketAddr>,
+    web: Option<std::net::SocketAddr>,
     tls: Option<(PathBuf, PathBuf)>,
     allow_insecure_remote: bool,
 }
@@ -360,7 +371,7 @@ async fn serve(
     (recordings, retention, file_legs): (PathBuf, Duration, PathBuf),
 ) -> anyhow::Result<()> {
     use simulcast::api::auth::{Caller, Role, Tokens};
-    let Net { listen, metrics, tls, allow_insecure_remote } = net;
+    let Net { listen, metrics, web, tls, allow_insecure_remote } = net;
     if !listen.ip().is_loopback() && tls.is_none() && !allow_insecure_remote {
         anyhow::bail!(
             "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key, \
@@ -377,6 +388,17 @@ async fn serve(
              give --allow-insecure-remote to expose them, or a 127.0.0.1 address"
         );
     }
+    // The page carries tokens: off loopback only over TLS, or when asked.
+    if let Some(addr) = web
+        && !addr.ip().is_loopback()
+        && tls.is_none()
+        && !allow_insecure_remote
+    {
+        anyhow::bail!(
+            "refusing to serve the page on {addr}, off loopback and without TLS: give --tls-cert and --tls-key \
+             (the page then speaks HTTPS), --allow-insecure-remote, or a 127.0.0.1 address"
+        );
+    }
     let tls = match tls {
         Some((cert, key)) => Some(simulcast::api::TlsFiles {
             cert_pem: std::fs::read(&cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?,
@@ -387,6 +409,9 @@ async fn serve(
     let config = load(import.clone())?;
     if let Some(t) = &tls {
         simulcast::api::check_tls(t).context("--tls-cert and --tls-key do not make a TLS configuration")?;
+        if web.is_some() {
+            simulcast::web::tls::server_config(t).context("--tls-cert and --tls-key for the page (--web-listen)")?;
+        }
     }
     // One daemon per store, and nothing in it touched before this one
     // holds it and every port is bound: a start that fails changes nothing.
@@ -397,6 +422,14 @@ async fn serve(
             tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the metrics port {addr} (--metrics-listen; `off` for none)"))?,
+        ),
+        None => None,
+    };
+    let web = match web {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the page's port {addr} (--web-listen)"))?,
         ),
         None => None,
     };
@@ -436,8 +469,13 @@ async fn serve(
     if let Some(h) = &http {
         tracing::info!(addr = %h.local_addr()?, "Metrics and health on http://{}/metrics and /healthz.", h.local_addr()?);
     }
+    if let Some(w) = &web {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %w.local_addr()?, "The multiviewer page on {scheme}://{}/.", w.local_addr()?);
+    }
     tracing::info!(addr = %listener.local_addr()?, db = %db.display(), tls = tls.is_some(), "Control plane listening.");
-    let served = simulcast::api::serve(listener, coordinator.clone(), tokens, tls, http, shutdown_signal()).await;
+    let ports = simulcast::api::HttpPorts { metrics: http, web };
+    let served = simulcast::api::serve(listener, coordinator.clone(), tokens, tls, ports, shutdown_signal()).await;
     // Every pipeline goes to Null; events keep their state for the next start.
     coordinator.shutdown().await;
     let _ = task.await;

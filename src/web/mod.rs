@@ -20,11 +20,14 @@
 //! - **Offline.** The page is three static files compiled into the
 //!   binary; it fetches nothing from anywhere else (its Content Security
 //!   Policy says so to the browser).
-//! - **TLS.** When the gRPC port has TLS the page is not served on this
-//!   plain-HTTP port (a token would cross the network in clear); the page
-//!   over TLS is not built yet.
+//! - **TLS.** When the gRPC port has TLS, so does the page: it is served
+//!   on its own port (`--web-listen`) with the same certificate, HTTP/2
+//!   offered first ([`tls`]), and the plain-HTTP metrics port refuses it
+//!   with the reason (a token would cross the network in clear). Without
+//!   TLS it is on the metrics port, and on `--web-listen` if given.
 
 pub mod control;
+pub mod tls;
 pub mod view;
 
 use std::convert::Infallible;
@@ -63,12 +66,8 @@ struct Web {
     closing: watch::Receiver<bool>,
 }
 
-/// The page's routes. With `tls` (the gRPC port has TLS) the page is
-/// refused with a reason instead: this port is plain HTTP.
-pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver<bool>, tls: bool) -> Router {
-    if tls {
-        return Router::new().route("/", get(no_page_without_tls));
-    }
+/// The page's routes.
+pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
@@ -83,12 +82,40 @@ pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver
         .with_state(Web { tokens, snapshots: coordinator.subscribe(), coordinator, closing })
 }
 
-async fn no_page_without_tls() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        "The multiviewer page is not served here: the gRPC port has TLS and this port is plain HTTP, so a token \
-         would cross the network in clear. Watch with `simulcastctl watch`.\n",
-    )
+/// What a plain-HTTP port answers for the page when the gRPC port has
+/// TLS: where the page is instead.
+pub fn refused_without_tls(web: Option<SocketAddr>) -> Router {
+    let text = match web {
+        Some(addr) => format!(
+            "The multiviewer page is not served here: the gRPC port has TLS and this port is plain HTTP, so a token \
+             would cross the network in clear. Open https://{addr}/ instead.\n"
+        ),
+        None => "The multiviewer page is not served here: the gRPC port has TLS and this port is plain HTTP, so a \
+                 token would cross the network in clear. Serve it over TLS with --web-listen, or watch with \
+                 `simulcastctl watch`.\n"
+            .to_owned(),
+    };
+    Router::new().route("/", get(move || async move { (StatusCode::NOT_FOUND, text) }))
+}
+
+/// Serves `page` on its own port until `shutdown`: over TLS with
+/// `config`, else plain HTTP.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    page: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = page.into_make_service_with_connect_info::<SocketAddr>();
+    match config {
+        Some(config) => {
+            use axum::serve::ListenerExt;
+            // `tap_io` only to have the peer's address as the connection's.
+            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    }
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {

@@ -36,7 +36,8 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut b = Browser { driver, port, session: String::new() };
-        let caps = json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
+        // The TLS test's certificate is its own, self-signed.
+        let caps = json!({ "capabilities": { "alwaysMatch": { "acceptInsecureCerts": true, "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1600,1000", "--no-first-run", "--disable-extensions",
@@ -108,6 +109,17 @@ impl Browser {
     pub fn new_tab(&self) {
         let v = self.call("POST", &self.at("window/new"), Some(json!({ "type": "tab" })));
         let handle = v["handle"].as_str().expect("a window handle").to_owned();
+        self.call("POST", &self.at("window"), Some(json!({ "handle": handle })));
+    }
+
+    /// The handles of every open tab.
+    pub fn tabs(&self) -> Vec<String> {
+        let v = self.call("GET", &self.at("window/handles"), None);
+        v.as_array().expect("window handles").iter().map(|h| h.as_str().expect("a handle").to_owned()).collect()
+    }
+
+    /// Switches to the tab `handle`.
+    pub fn switch_to(&self, handle: &str) {
         self.call("POST", &self.at("window"), Some(json!({ "handle": handle })));
     }
 

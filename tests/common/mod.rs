@@ -626,3 +626,20 @@ pub mod feeds;
 mod pictures;
 #[allow(unused_imports)]
 pub use pictures::{Picture, pictures};
+
+/// A throwaway self-signed certificate for 127.0.0.1 (not a CA: rustls
+/// refuses a CA certificate used as the server's own).
+pub fn self_signed(cert: &Path, key: &Path, name: &str) {
+    require("openssl", "openssl");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use simulcast::api::HttpPorts;
 use simulcast::api::auth::{Caller, Role, Tokens, hash_token, new_token};
 use simulcast::coordinator::{Coordinator, Options};
 use simulcast::store::{Store, TokenRecord};
@@ -65,7 +66,7 @@ impl ApiServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let c = coordinator.clone();
         let task = tokio::spawn(async move {
-            simulcast::api::serve(listener, c.clone(), known, None, http, async {
+            simulcast::api::serve(listener, c.clone(), known, None, HttpPorts { metrics: http, web: None }, async {
                 let _ = stopped.await;
             })
             .await
