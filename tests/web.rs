@@ -288,6 +288,102 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
     drop(b);
 }
 
+/// How long the delayed legs of the visual as-run tests wait.
+const DELAY_S: i64 = 4;
+
+/// A passthrough event whose `kr-late` leg airs `DELAY_S` after T0 at its
+/// own local time, beside a live `kz-live` leg when `with_live`: the
+/// pictures kept with each leg's first programme entry (live, delayed),
+/// and when the delayed one went out.
+async fn delayed_proof(with_live: bool) -> (Option<proto::AsRunPicture>, proto::AsRunPicture, chrono::DateTime<Utc>) {
+    let (server, source_port, _dirs) = passthrough_daemon().await;
+    let _venue = venue(source_port, 40);
+    let (live, late) = (UdpCapture::start(), UdpCapture::start());
+    let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 6, 0).unwrap();
+    let local = (t0 + chrono::Duration::seconds(DELAY_S)).with_timezone(&chrono_tz::Asia::Seoul);
+    let air = format!("air_policy = {{ type = \"local_time\", at = \"{}\" }}\n", local.format("%H:%M:%S"));
+    let mut legs = vec![("kr-late", late.port, air)];
+    if with_live {
+        legs.push(("kz-live", live.port, String::new()));
+    }
+    for (id, port, air) in legs {
+        let text = format!(
+            "id = \"{id}\"\nname = \"{id}\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n{air}\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}\n"
+        );
+        create_channel(&server, &text).await;
+    }
+    let admin = server.token(Role::Admin).to_owned();
+    let request = schedule("Silk Way Star: delayed proof", t0);
+    let mut events = EventServiceClient::new(server.transport().await);
+    let event_id = events.schedule_event(authed(request, &admin)).await.expect("schedule").into_inner().id;
+    // The legs' first programme entries, with their pictures.
+    let mut monitor = MonitorServiceClient::new(server.transport().await);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let first = |log: &[proto::AsRunEntry], leg: &str| {
+        log.iter().find(|e| e.kind == "leg-program" && e.channel_id == leg && e.picture_id > 0).cloned()
+    };
+    let (live_entry, late_entry) = loop {
+        let req = authed(proto::EventRef { event_id: event_id.clone() }, &admin);
+        let log = monitor.get_as_run_log(req).await.expect("as-run").into_inner().entries;
+        let (a, b) = (first(&log, "kz-live"), first(&log, "kr-late"));
+        if let Some(b) = b
+            && (a.is_some() || !with_live)
+        {
+            break (a, b);
+        }
+        assert!(Instant::now() < deadline, "a first programme entry without its picture: {log:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut get = async |id: i64| {
+        let req = authed(proto::AsRunPictureRef { picture_id: id }, &admin);
+        monitor.get_as_run_picture(req).await.expect("picture").into_inner()
+    };
+    let live_pic = match live_entry {
+        Some(e) => Some(get(e.picture_id).await),
+        None => None,
+    };
+    let late_pic = get(late_entry.picture_id).await;
+    server.stop().await;
+    (live_pic, late_pic, utc_of(late_entry.utc.as_ref().unwrap()))
+}
+
+fn utc_of(t: &prost_types::Timestamp) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
+}
+
+/// Issue 17, the visual as-run for a delayed leg: it airs the recording
+/// from T0 at its own local time, so the picture kept with its first
+/// programme instant is the live programme's first (the live leg's), taken
+/// its delay later; not the live picture at its air time, which the
+/// moving test picture has left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_legs_as_run_picture_is_the_live_programmes_first_its_delay_later() {
+    let (live, late, aired) = delayed_proof(true).await;
+    let live = live.unwrap();
+    assert_eq!(&late.jpeg[..2], b"\xff\xd8", "a JPEG");
+    assert!(late.jpeg == live.jpeg, "the delayed leg's picture is not the live programme's first");
+    let later = utc_of(late.taken_utc.as_ref().unwrap()) - utc_of(live.taken_utc.as_ref().unwrap());
+    assert!(
+        (later - chrono::Duration::seconds(DELAY_S)).num_milliseconds().abs() <= 1,
+        "the delayed picture's time is {later} after the live one's"
+    );
+    // Its time is when the partner got it: about its air time.
+    let off = (utc_of(late.taken_utc.as_ref().unwrap()) - aired).num_milliseconds();
+    assert!(off.abs() < 1500, "the delayed picture is dated {off} ms from the leg's first programme instant");
+}
+
+/// With every leg delayed there is no live leg's picture: the delayed
+/// leg's is the programme's first after T0, dated its delay later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_leg_delayed_the_as_run_picture_is_the_programmes_first_after_t0() {
+    let (live, late, aired) = delayed_proof(false).await;
+    assert!(live.is_none());
+    assert_eq!(&late.jpeg[..2], b"\xff\xd8", "a JPEG");
+    let off = (utc_of(late.taken_utc.as_ref().unwrap()) - aired).num_milliseconds();
+    assert!(off.abs() < 1500, "the delayed picture is dated {off} ms from the leg's first programme instant");
+}
+
 /// `GET path` on `addr` (`http://host:port`) with `headers`; the status
 /// line and the body, as a browser's fetch would get them.
 fn get(addr: &str, path: &str, headers: &str) -> (String, String) {

@@ -28,6 +28,7 @@ use crate::media::failover::{Feed, SourceMode};
 use crate::media::leg::LegState;
 use crate::media::program::{Cue, ProgramPlan};
 use crate::media::recording::RecordingPlan;
+use crate::media::thumbs::Thumb;
 use crate::rehearsal::recurring::Recurring;
 use crate::rehearsal::{Plan, Report};
 use crate::relay::{DelayPlan, Relay, RelayPlan};
@@ -436,6 +437,16 @@ impl AsRunPicture {
 /// keyframe, decoded by its thumbnailer).
 const PICTURE_WAIT: Duration = Duration::from_secs(10);
 
+/// An as-run entry waiting for the picture partners got at its instant.
+struct WaitingPicture {
+    entry: AsRunEntry,
+    /// When it went out.
+    at: DateTime<Utc>,
+    /// The leg's delay: a delayed leg airs the recording, so its picture
+    /// is the live programme's `delay` earlier.
+    delay: Duration,
+}
+
 /// The event whose relay runs.
 struct Running {
     event_id: EventId,
@@ -444,8 +455,12 @@ struct Running {
     zones: Vec<(String, Tz)>,
     /// Each leg's channel name and country, for watchers.
     labels: BTreeMap<String, (String, String)>,
-    /// As-run entries waiting for their picture, with their instant.
-    pictures: Vec<(AsRunEntry, DateTime<Utc>)>,
+    /// As-run entries waiting for their picture.
+    pictures: Vec<WaitingPicture>,
+    /// The programme's first picture from its start (T0): what each
+    /// delayed leg airs first, its delay later, long after the
+    /// thumbnailer's short history has moved on.
+    live_start: Option<Thumb>,
     observer: LegObserver,
     choice: SourceChoice,
     /// Each delayed leg's delay.
@@ -1227,7 +1242,7 @@ impl State {
                 // The slate before T0 and after the end is the plan, not news.
                 let airing = event.as_ref().is_some_and(|e| e.state == EventState::OnAir);
                 let e = entry(at, &r.event_id.0, "", None, Kind::SourceSwitched, detail, &Actor::Daemon);
-                r.pictures.push((e.clone(), at));
+                r.pictures.push(WaitingPicture { entry: e.clone(), at, delay: Duration::ZERO });
                 out.push((e, (airing || sw.to != Feed::Slate).then_some(cause)));
             }
             let status = relay.status();
@@ -1266,11 +1281,7 @@ impl State {
                 };
                 info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program.");
                 let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, &Actor::Daemon);
-                // A delayed leg airs the recording: its picture is not the
-                // live programme's at that instant (not kept yet).
-                if delay.is_zero() {
-                    r.pictures.push((e.clone(), at));
-                }
+                r.pictures.push(WaitingPicture { entry: e.clone(), at, delay });
                 out.push((e, None));
             }
             for c in r.observer.observe(&status) {
@@ -1373,19 +1384,47 @@ impl State {
     /// store with it; one still without a picture after
     /// [`PICTURE_WAIT`] (no thumbnails, the programme stalled) goes
     /// without.
+    ///
+    /// A delayed leg airs the recording from T0: its first programme
+    /// picture is the live programme's first, `live_start`, kept with the
+    /// time the partner got it (its delay later). That is the first live
+    /// leg's picture, or, with every leg delayed, the first made after
+    /// T0. A daemon started again after T0 has no such picture: a delayed
+    /// leg's first picture then goes without.
     fn keep_pictures(&mut self, now: DateTime<Utc>) {
         let Some(r) = &mut self.running else { return };
         let thumbs = r.relay.as_ref().and_then(Relay::thumbnails);
         let wait = schedule::chrono_duration(PICTURE_WAIT);
+        let delayed = |id: &str| r.delays.iter().any(|(c, d)| c == id && !d.is_zero());
+        let all_delayed = !r.zones.is_empty() && r.zones.iter().all(|(id, _)| delayed(id));
+        if r.live_start.is_none()
+            && all_delayed
+            && let Some(from) = r.relay.as_ref().and_then(|x| x.cue().program_from)
+            && let Some(first) = thumbs.as_ref().and_then(|t| t.program_at(from))
+            && first.at - from < wait
+        {
+            r.live_start = Some(first);
+        }
         let store = &self.store;
-        r.pictures.retain(|(e, at)| {
-            if let Some(t) = thumbs.as_ref().and_then(|t| t.program_at(*at)) {
-                if let Err(err) = store.insert_asrun_picture(e, &utc_text(t.at), &t.jpeg) {
+        let live_start = &mut r.live_start;
+        r.pictures.retain(|p| {
+            let e = &p.entry;
+            let found = if p.delay.is_zero() {
+                let t = thumbs.as_ref().and_then(|t| t.program_at(p.at));
+                if e.kind == Kind::LegProgram.as_str() && live_start.is_none() {
+                    live_start.clone_from(&t);
+                }
+                t.map(|t| (t.at, t.jpeg))
+            } else {
+                live_start.as_ref().map(|t| (t.at + schedule::chrono_duration(p.delay), Arc::clone(&t.jpeg)))
+            };
+            if let Some((taken, jpeg)) = found {
+                if let Err(err) = store.insert_asrun_picture(e, &utc_text(taken), &jpeg) {
                     warn!(kind = %e.kind, error = %err, "The picture of an as-run entry could not be kept.");
                 }
                 return false;
             }
-            now - *at < wait
+            now - p.at < wait
         });
     }
 
@@ -1457,6 +1496,7 @@ impl State {
             zones,
             labels,
             pictures: Vec::new(),
+            live_start: None,
             observer: LegObserver::default(),
             choice: SourceChoice::Auto,
             delays,
