@@ -453,3 +453,65 @@ async fn a_peer_guessing_tokens_is_counted_and_refused_unheard_after_ten_tries()
     let e = c.list_channels(authed(proto::ListChannelsRequest {}, "sct_00")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "the peer starts afresh after a good login");
 }
+
+/// Issue 16: a configuration file and the API refuse the same channels
+/// with the same words: the three mistakes of the CLI's check, and two
+/// channels sharing one UDP port (which the API once let through).
+#[tokio::test]
+async fn the_file_and_the_api_refuse_the_same_channels_with_the_same_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(&dir.path().join("s.db")).await;
+    let admin = server.token(Role::Admin).to_owned();
+    let mut c = client(&server).await;
+    let udp = |port: u16| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}");
+    let table = |id: &str, zone: &str, air: &str, ingest: &str| {
+        format!(
+            "[[channels]]\nid = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"{zone}\"\n{air}ingest = {ingest}\n"
+        )
+    };
+    // What the file says of each, after its key.
+    let file_says = |channels: &str| -> Vec<String> {
+        let text = format!("[event]\ntitle = \"t\"\n{channels}");
+        match config::parse(&text) {
+            Err(config::ConfigError::Invalid(errs)) => errs.iter().map(|e| e.message.clone()).collect(),
+            other => panic!("the file was not refused: {other:?}"),
+        }
+    };
+    // What the API says, after its key.
+    let words = |e: tonic::Status| {
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        e.message().split_once(": ").map(|(_, m)| m.to_owned()).unwrap_or_default()
+    };
+    let sent = |id: &str| {
+        let mut ch = common::server::proto_channel(id, &udp(5000));
+        ch.country = "KZ".into();
+        ch
+    };
+
+    let mut bad = sent("kz-zone");
+    bad.timezone = "Asia/Almati".into();
+    let api = words(c.create_channel(create(bad, &admin)).await.unwrap_err());
+    assert_eq!(vec![api], file_says(&table("kz-zone", "Asia/Almati", "", &udp(5000))));
+
+    let mut bad = sent("kz-uri");
+    if let Some(Kind::Udp(u)) = bad.ingest.as_mut().and_then(|i| i.kind.as_mut()) {
+        u.uri = "udp//127.0.0.1:5000".into();
+    }
+    let api = words(c.create_channel(create(bad, &admin)).await.unwrap_err());
+    let ingest = "{ type = \"udp\", uri = \"udp//127.0.0.1:5000\" }";
+    assert_eq!(vec![api], file_says(&table("kz-uri", "Asia/Almaty", "", ingest)));
+
+    let mut bad = sent("kz-air");
+    bad.air_policy = Some(proto::AirPolicy { policy: Some(proto::air_policy::Policy::LocalTime("25:00".into())) });
+    let api = words(c.create_channel(create(bad, &admin)).await.unwrap_err());
+    let air = "air_policy = { type = \"local_time\", at = \"25:00\" }\n";
+    assert_eq!(vec![api], file_says(&table("kz-air", "Asia/Almaty", air, &udp(5000))));
+
+    // Two channels on one UDP port: the second is refused, by both.
+    c.create_channel(create(sent("kz-first"), &admin)).await.expect("the first channel");
+    let api = words(c.create_channel(create(sent("kz-second"), &admin)).await.unwrap_err());
+    let both = table("kz-first", "Asia/Almaty", "", &udp(5000)) + &table("kz-second", "Asia/Almaty", "", &udp(5000));
+    assert!(api.starts_with("127.0.0.1:5000 is already used by channel `kz-first`"), "{api}");
+    assert_eq!(vec![api], file_says(&both));
+    server.stop().await;
+}

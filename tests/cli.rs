@@ -53,10 +53,27 @@ ingest = { type = "rist", uri = "rist://127.0.0.1:6000" }
     assert_eq!(code, 1, "{out}");
     let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("  channels[")).collect();
     assert_eq!(problems.len(), 3, "{out}");
-    assert!(problems[0].starts_with("  channels[0].timezone: `Asia/Almati`"), "{out}");
-    assert!(problems[1].starts_with("  channels[1].ingest.uri: `udp//127.0.0.1:5000` is not a URI"), "{out}");
-    assert!(problems[2].starts_with("  channels[2].air_policy.at: `25:00`"), "{out}");
+    // Each with the line and column of its value, as an editor counts them.
+    assert!(problems[0].starts_with("  channels[0].timezone (line 9, column 12): `Asia/Almati`"), "{out}");
+    assert!(
+        problems[1].starts_with("  channels[1].ingest.uri (line 17, column 32): `udp//127.0.0.1:5000` is not a URI"),
+        "{out}"
+    );
+    assert!(problems[2].starts_with("  channels[2].air_policy.at (line 24, column 42): `25:00`"), "{out}");
     assert!(out.contains("3 problem(s)"), "{out}");
+    // And for scripts, by key and place.
+    let (code, out) = ctl(&["check", "--json", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let problems = v["problems"].as_array().expect("problems");
+    let places: Vec<(&str, i64, i64)> = problems
+        .iter()
+        .map(|p| (p["key"].as_str().unwrap(), p["line"].as_i64().unwrap(), p["column"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        places,
+        [("channels[0].timezone", 9, 12), ("channels[1].ingest.uri", 17, 32), ("channels[2].air_policy.at", 24, 42)]
+    );
 }
 
 #[test]

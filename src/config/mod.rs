@@ -2,6 +2,7 @@
 //! domain values ([`Config`]). Validation is pure and reports every problem
 //! in one pass, each with its key (`channels[3].ingest.uri: ...`).
 
+pub mod spans;
 mod types;
 pub mod uri;
 mod validate;
@@ -9,6 +10,7 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
+pub use spans::{Located, Position};
 pub use types::*;
 pub use validate::port_clash;
 
@@ -92,19 +94,20 @@ pub enum ConfigError {
     /// The text is not valid TOML.
     #[error("not valid TOML: {0}")]
     Syntax(String),
-    /// The TOML is valid but its values are not.
+    /// The TOML is valid but its values are not: each problem with its
+    /// key and where that is in the text.
     #[error("{} problem(s) in the configuration:\n{}", .0.len(), list(.0))]
-    Invalid(Vec<FieldError>),
+    Invalid(Vec<Located>),
 }
 
-fn list(errors: &[FieldError]) -> String {
+fn list(errors: &[Located]) -> String {
     errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Parses and validates configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
-    validate::validate(&doc).map_err(ConfigError::Invalid)
+    validate::validate(&doc).map_err(|errors| ConfigError::Invalid(spans::locate(text, errors)))
 }
 
 /// Reads, parses and validates a configuration file.

@@ -494,6 +494,14 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                 "not_on_air_before_s": c.alerts.not_on_air_before.as_secs(),
             })),
             "config_problems": config_problems,
+            // The same, by key and place in the file, for scripts.
+            "problems": match &loaded {
+                Err(ConfigError::Invalid(errs)) => errs.iter().map(|e| serde_json::json!({
+                    "key": e.key, "message": e.message,
+                    "line": e.at.map(|p| p.line), "column": e.at.map(|p| p.column),
+                })).collect::<Vec<_>>(),
+                _ => vec![],
+            },
             "templates": templates.iter().map(|(n, r)| serde_json::json!({
                 "name": n, "ok": r.is_ok(), "error": r.as_ref().err(),
             })).collect::<Vec<_>>(),
