@@ -86,7 +86,11 @@ fn check_names_the_programme_and_refuses_an_rtmp_leg_for_hevc() {
     std::fs::write(&path, format!("{base}ingest = {{ type = \"rtmp\", url = \"rtmp://127.0.0.1/live\" }}\n")).unwrap();
     let (code, out) = ctl(&["check", "--config", path.to_str().expect("utf-8 path")]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("channels[0].ingest (line 14, column 10): channel `kg-ktrk` is an RTMP leg") && out.contains("HEVC"), "{out}");
+    assert!(
+        out.contains("channels[0].ingest (line 14, column 10): channel `kg-ktrk` is an RTMP leg")
+            && out.contains("HEVC"),
+        "{out}"
+    );
     std::fs::write(&path, format!("{base}ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:5002\" }}\n")).unwrap();
     let (code, out) = ctl(&["check", "--config", path.to_str().expect("utf-8 path")]);
     assert_eq!(code, 0, "{out}");
