@@ -16,7 +16,7 @@ use crate::config::{Channel, Config, RelaySettings};
 use crate::media::breaks::{Break, LegBreak};
 use crate::media::coded::FeedFormat;
 use crate::media::es::VideoCodec;
-use crate::media::failover::{Feed, SourceMode, SourceSwitch};
+use crate::media::failover::{Feed, SourceChoice, SourceSwitch};
 use crate::media::fanout::Fanout;
 use crate::media::leg::{Leg, LegState, LegStatus};
 use crate::media::passthrough::Passthrough;
@@ -103,7 +103,7 @@ pub struct RelayStatus {
     /// What the legs carry: the slate, the primary or the backup.
     pub source_in_use: Feed,
     /// Automatic failover, or a feed held by hand.
-    pub source_mode: SourceMode,
+    pub source_choice: SourceChoice,
     /// The latest switch between feeds, and why.
     pub last_switch: Option<SourceSwitch>,
     /// Every leg, in config order.
@@ -152,11 +152,11 @@ impl Run {
     fn shown(&self) -> Feed {
         each!(self, p => p.shown())
     }
-    fn source_mode(&self) -> SourceMode {
-        each!(self, p => p.source_mode())
+    fn source_choice(&self) -> SourceChoice {
+        each!(self, p => p.source_choice())
     }
-    fn set_source_mode(&self, mode: SourceMode) {
-        each!(self, p => p.set_source_mode(mode))
+    fn set_source_choice(&self, choice: SourceChoice) {
+        each!(self, p => p.set_source_choice(choice))
     }
     fn last_switch(&self) -> Option<SourceSwitch> {
         each!(self, p => p.last_switch())
@@ -398,7 +398,7 @@ impl Relay {
             source: self.program.status(),
             backup: self.program.backup_status(),
             source_in_use: self.program.shown(),
-            source_mode: self.program.source_mode(),
+            source_choice: self.program.source_choice(),
             last_switch: self.program.last_switch(),
             legs: self.leg_statuses(),
             fanout_overflow: self.fanout.counters().overflow_buffers.load(std::sync::atomic::Ordering::Relaxed),
@@ -430,8 +430,8 @@ impl Relay {
 
     /// Automatic failover, or a feed held by hand (see
     /// [`crate::media::failover`]); takes effect on the next picture.
-    pub fn set_source_mode(&self, mode: SourceMode) {
-        self.program.set_source_mode(mode);
+    pub fn set_source_choice(&self, choice: SourceChoice) {
+        self.program.set_source_choice(choice);
     }
 
     /// The switches between feeds since the last call, oldest first, for

@@ -342,7 +342,7 @@ function drawFeeds(live) {
     c.root.className = `feed ${f ? f.state : ""}${onAir ? " on" : ""}`;
     if (name === "program") {
       c.status.textContent = `${live.program}`;
-      c.detail.textContent = `source ${live.source_mode} · on air: ${on}`;
+      c.detail.textContent = `source ${live.source_choice} · on air: ${on}`;
     } else if (name === "slate") {
       c.status.textContent = onAir ? "on air" : "ready";
       c.detail.textContent = "";

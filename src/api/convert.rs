@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use toml::{Table, Value};
 
 use crate::config::{self, AirPolicy, Channel, ChannelId, FieldError, Ingest, SrtMode};
-use crate::coordinator::{NewEvent, Snapshot, SourceChoice};
-use crate::media::failover::Feed;
+use crate::coordinator::{NewEvent, Snapshot};
+use crate::media::failover::{Feed, SourceChoice};
 use crate::media::leg::LegState;
 use crate::media::source::SourceStatus;
 use crate::proto;
@@ -418,7 +418,7 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
     proto::StatusUpdate {
         event_id: event.map(|e| e.id.to_string()).unwrap_or_default(),
         event_state: event.map_or(proto::EventState::Unspecified, |e| event_state(e.state)) as i32,
-        source_in_use: live.map_or(proto::SourceSelection::Unspecified, |l| source_choice(l.source_in_use)) as i32,
+        source_in_use: live.map_or(proto::SourceSelection::Unspecified, |l| feed(l.source_in_use)) as i32,
         legs,
         at: Some(timestamp(now)),
         lagged,
@@ -427,7 +427,7 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
         end_utc: event.map(|e| timestamp(e.end())),
         source: live.map(|l| source_health(&l.source)),
         seq: snap.seq,
-        source_mode: live.map_or(proto::SourceSelection::Unspecified, |l| source_choice(l.source_mode)) as i32,
+        source_mode: live.map_or(proto::SourceSelection::Unspecified, |l| source_choice(l.source_choice)) as i32,
         backup: live.and_then(|l| l.backup.as_ref().map(source_health)),
         last_switch: live.and_then(|l| l.last_switch.as_ref()).map(|sw| proto::SourceSwitch {
             at: Some(timestamp(DateTime::<Utc>::from_timestamp_nanos(sw.at_utc_ns.min(i64::MAX as u64) as i64))),

@@ -9,7 +9,8 @@ use super::convert::{
     air_time_to_proto, break_to_proto, event_to_proto, from_duration, new_break_from_proto, new_event_from_proto,
 };
 use super::invalid;
-use crate::coordinator::{Coordinator, SourceChoice};
+use crate::coordinator::Coordinator;
+use crate::media::failover::SourceChoice;
 use crate::proto::{self, event_service_server::EventService};
 use crate::schedule::breaks::{AdBreak, leg_times};
 use crate::schedule::{Action, EventId};

@@ -10,7 +10,7 @@ mod rehearsals;
 mod status;
 
 pub use rehearsals::NewRecurring;
-pub use status::{LegChange, LegObserver, LegView, Live, Snapshot, SourceChoice};
+pub use status::{LegChange, LegObserver, LegView, Live, Snapshot};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::alerts::Cause;
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
-use crate::media::failover::{Feed, SourceMode};
+use crate::media::failover::{Feed, SourceChoice};
 use crate::media::leg::LegState;
 use crate::media::program::{Cue, ProgramPlan};
 use crate::media::recording::RecordingPlan;
@@ -639,12 +639,8 @@ impl State {
                 meters: Arc::new(relay.meters()),
                 thumbnails: relay.thumbnails(),
                 event_id: r.event_id.clone(),
-                source_in_use: match s.source_in_use {
-                    Feed::Primary => SourceChoice::Primary,
-                    Feed::Backup => SourceChoice::Backup,
-                    Feed::Slate => SourceChoice::Slate,
-                },
-                source_mode: r.choice,
+                source_in_use: s.source_in_use,
+                source_choice: r.choice,
                 source: s.source,
                 backup: s.backup,
                 last_switch: s.last_switch,
@@ -1148,11 +1144,7 @@ impl State {
         let from = running.choice;
         running.choice = choice;
         if let Some(relay) = &running.relay {
-            relay.set_source_mode(match choice {
-                SourceChoice::Primary => SourceMode::Primary,
-                SourceChoice::Backup => SourceMode::Backup,
-                SourceChoice::Auto | SourceChoice::Slate => SourceMode::Auto,
-            });
+            relay.set_source_choice(choice);
         }
         // The request; the switch itself is logged as `source-switched`
         // when the program's picture changes.

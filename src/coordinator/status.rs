@@ -10,38 +10,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::media::failover::SourceSwitch;
+use crate::media::failover::{Feed, SourceChoice, SourceSwitch};
 use crate::media::leg::{LegState, LegStatus};
 use crate::media::source::SourceStatus;
 use crate::relay::RelayStatus;
 use crate::schedule::{Event, EventId};
-
-/// Which source the program carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SourceChoice {
-    /// Automatic failover: the primary, the backup while the primary is
-    /// lost, the slate when both are.
-    Auto,
-    /// The primary contribution feed, held by hand.
-    Primary,
-    /// The backup feed.
-    Backup,
-    /// The slate.
-    Slate,
-}
-
-impl SourceChoice {
-    /// The displayed name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceChoice::Auto => "AUTO",
-            SourceChoice::Primary => "PRIMARY",
-            SourceChoice::Backup => "BACKUP",
-            SourceChoice::Slate => "SLATE",
-        }
-    }
-}
 
 /// One leg as watchers see it.
 #[derive(Debug, Clone)]
@@ -67,9 +40,9 @@ pub struct Live {
     /// Which event.
     pub event_id: EventId,
     /// What the legs carry now: the primary, the backup or the slate.
-    pub source_in_use: SourceChoice,
-    /// The operator's choice: `AUTO`, or a source held by hand.
-    pub source_mode: SourceChoice,
+    pub source_in_use: Feed,
+    /// Master control's choice: `AUTO`, or a source held by hand.
+    pub source_choice: SourceChoice,
     /// The primary contribution feed.
     pub source: SourceStatus,
     /// The backup feed, if one is configured.
@@ -237,8 +210,8 @@ mod tests {
                 last_error: None,
             },
             backup: None,
-            source_in_use: crate::media::failover::Feed::Primary,
-            source_mode: crate::media::failover::SourceMode::Auto,
+            source_in_use: Feed::Primary,
+            source_choice: SourceChoice::Auto,
             last_switch: None,
             legs: legs
                 .into_iter()

@@ -42,26 +42,34 @@ impl Feed {
     }
 }
 
-/// Automatic failover, or a feed held by hand.
+/// Which source the programme carries, as master control chose it: the
+/// automatic failover, or a source held by hand. The one name for that
+/// choice from the API to the pipelines; [`Feed`] is what is on air.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SourceMode {
-    /// The rules above.
+pub enum SourceChoice {
+    /// Automatic failover: the primary, the backup while the primary is
+    /// lost, the slate when both are (the rules above).
     #[default]
     Auto,
     /// The primary, whatever its health.
     Primary,
     /// The backup, whatever its health.
     Backup,
+    /// The slate. The programme's cue puts it on air (it is the cue's
+    /// slate, as before T0); meanwhile the failover goes on following the
+    /// feeds' health, so a return to `Auto` finds the right one ready.
+    Slate,
 }
 
-impl SourceMode {
+impl SourceChoice {
     /// The displayed name.
     pub fn as_str(self) -> &'static str {
         match self {
-            SourceMode::Auto => "AUTO",
-            SourceMode::Primary => "PRIMARY",
-            SourceMode::Backup => "BACKUP",
+            SourceChoice::Auto => "AUTO",
+            SourceChoice::Primary => "PRIMARY",
+            SourceChoice::Backup => "BACKUP",
+            SourceChoice::Slate => "SLATE",
         }
     }
 }
@@ -169,7 +177,7 @@ pub fn health(now_ns: u64, seen: Seen, detect_after: Duration) -> Result<(), Str
 pub struct Selector {
     settings: FailoverSettings,
     has_backup: bool,
-    mode: SourceMode,
+    choice: SourceChoice,
     on: Feed,
     started_ns: Option<u64>,
     /// Since when each feed (primary, backup) has been healthy (clock ns).
@@ -182,7 +190,7 @@ impl Selector {
         Self {
             settings,
             has_backup,
-            mode: SourceMode::Auto,
+            choice: SourceChoice::Auto,
             on: Feed::Slate,
             started_ns: None,
             healthy_since: [None; 2],
@@ -194,14 +202,14 @@ impl Selector {
         self.on
     }
 
-    /// The mode in force.
-    pub fn mode(&self) -> SourceMode {
-        self.mode
+    /// The choice in force.
+    pub fn choice(&self) -> SourceChoice {
+        self.choice
     }
 
-    /// Sets the mode; takes effect at the next [`Selector::decide`].
-    pub fn set_mode(&mut self, mode: SourceMode) {
-        self.mode = mode;
+    /// Sets the choice; takes effect at the next [`Selector::decide`].
+    pub fn set_choice(&mut self, choice: SourceChoice) {
+        self.choice = choice;
     }
 
     /// Looks at both feeds at clock time `now_ns`, for the output picture
@@ -241,32 +249,32 @@ impl Selector {
                 format!("primary lost ({why_p}), no backup configured")
             }
         };
-        let (to, reason) = match (self.mode, self.on) {
-            (SourceMode::Primary, on) if on != Feed::Primary => (Feed::Primary, "held by hand: PRIMARY".to_owned()),
-            (SourceMode::Backup, on) if on != Feed::Backup => (Feed::Backup, "held by hand: BACKUP".to_owned()),
-            (SourceMode::Primary | SourceMode::Backup, _) => return None,
-            (SourceMode::Auto, Feed::Primary) if p_ok => return None,
-            (SourceMode::Auto, Feed::Primary) if b_ok => (Feed::Backup, format!("primary lost: {why_p}")),
-            (SourceMode::Auto, Feed::Primary) => (Feed::Slate, lost_both()),
-            (SourceMode::Auto, Feed::Backup) if p_for.is_some_and(|d| d >= self.settings.return_after) => {
+        let (to, reason) = match (self.choice, self.on) {
+            (SourceChoice::Primary, on) if on != Feed::Primary => (Feed::Primary, "held by hand: PRIMARY".to_owned()),
+            (SourceChoice::Backup, on) if on != Feed::Backup => (Feed::Backup, "held by hand: BACKUP".to_owned()),
+            (SourceChoice::Primary | SourceChoice::Backup, _) => return None,
+            // Auto, and Slate (the cue's slate is on air; the feeds are
+            // followed as in Auto):
+            (_, Feed::Primary) if p_ok => return None,
+            (_, Feed::Primary) if b_ok => (Feed::Backup, format!("primary lost: {why_p}")),
+            (_, Feed::Primary) => (Feed::Slate, lost_both()),
+            (_, Feed::Backup) if p_for.is_some_and(|d| d >= self.settings.return_after) => {
                 (Feed::Primary, format!("primary healthy again for {:.1} s", self.settings.return_after.as_secs_f64()))
             }
-            (SourceMode::Auto, Feed::Backup) if b_ok => return None,
-            (SourceMode::Auto, Feed::Backup) if p_ok => {
-                (Feed::Primary, format!("backup lost ({why_b}); primary healthy"))
-            }
-            (SourceMode::Auto, Feed::Backup) => (Feed::Slate, lost_both()),
-            (SourceMode::Auto, Feed::Slate) if p_ok => (Feed::Primary, "primary delivering".to_owned()),
+            (_, Feed::Backup) if b_ok => return None,
+            (_, Feed::Backup) if p_ok => (Feed::Primary, format!("backup lost ({why_b}); primary healthy")),
+            (_, Feed::Backup) => (Feed::Slate, lost_both()),
+            (_, Feed::Slate) if p_ok => (Feed::Primary, "primary delivering".to_owned()),
             // A healthy primary whose pictures are not due yet is waited
             // for: it goes on within its buffering, not the backup.
-            (SourceMode::Auto, Feed::Slate)
+            (_, Feed::Slate)
                 if b_ok
                     && !primary_healthy
                     && Duration::from_nanos(now_ns.saturating_sub(started)) >= self.settings.detect_after =>
             {
                 (Feed::Backup, format!("backup delivering; primary lost ({why_p})"))
             }
-            (SourceMode::Auto, Feed::Slate) => return None,
+            (_, Feed::Slate) => return None,
         };
         self.on = to;
         Some((to, reason))
@@ -410,13 +418,23 @@ mod tests {
     fn a_feed_held_by_hand_stays_until_auto() {
         let mut s = Selector::new(settings(), true);
         s.decide(0, 0, ok(), Some(ok()));
-        s.set_mode(SourceMode::Backup);
+        s.set_choice(SourceChoice::Backup);
         assert_eq!(s.decide(40 * MS, 40 * MS, ok(), Some(ok())), Some((Feed::Backup, "held by hand: BACKUP".into())));
         assert_eq!(s.decide(80 * MS, 80 * MS, ok(), Some(lost())), None, "held even when lost");
-        s.set_mode(SourceMode::Primary);
+        s.set_choice(SourceChoice::Primary);
         assert_eq!(s.decide(120 * MS, 120 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Primary));
         assert_eq!(s.decide(900 * MS, 900 * MS, lost(), Some(ok())), None);
-        s.set_mode(SourceMode::Auto);
+        s.set_choice(SourceChoice::Auto);
         assert_eq!(s.decide(940 * MS, 940 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+    }
+
+    #[test]
+    fn under_the_slate_by_hand_the_feeds_are_followed_as_in_auto() {
+        let mut s = Selector::new(settings(), true);
+        s.decide(0, 0, ok(), Some(ok()));
+        s.set_choice(SourceChoice::Slate);
+        assert_eq!(s.decide(1000 * MS, 1000 * MS, lost(), Some(ok())).map(|c| c.0), Some(Feed::Backup));
+        s.set_choice(SourceChoice::Auto);
+        assert_eq!(s.decide(1040 * MS, 1040 * MS, lost(), Some(ok())), None, "the backup was ready");
     }
 }

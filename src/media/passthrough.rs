@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::coded::{Au, CodedFeed, FeedFormat, SpliceCue};
-use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
+use super::failover::{Feed, Look, Selector, SourceChoice, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
 use super::mux::{AudioSlot, Layout, Mux, Slot, Timing};
 use super::program::{Content, Cue, HandSlate, ProgramPlan};
@@ -133,13 +133,13 @@ impl Passthrough {
     }
 
     /// Automatic failover, or a feed held by hand.
-    pub fn set_source_mode(&self, mode: SourceMode) {
-        lock(&self.shared.selector).set_mode(mode);
+    pub fn set_source_choice(&self, choice: SourceChoice) {
+        lock(&self.shared.selector).set_choice(choice);
     }
 
-    /// The failover's mode.
-    pub fn source_mode(&self) -> SourceMode {
-        lock(&self.shared.selector).mode()
+    /// The choice in force.
+    pub fn source_choice(&self) -> SourceChoice {
+        lock(&self.shared.selector).choice()
     }
 
     /// What the legs' pictures come from now.

@@ -38,7 +38,7 @@ use gstreamer_app as gst_app;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::failover::{Feed, Look, Selector, SourceMode, SourceSwitch, health};
+use super::failover::{Feed, Look, Selector, SourceChoice, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
 use super::recording::UtcClock;
 use super::source::{Contribution, FeedOut, RawSink, SOURCE_BACKOFF, SourceCounters, SourceState, SourceStatus};
@@ -50,7 +50,10 @@ use crate::config::{FailoverSettings, ProgramFormat, SlateSettings, Source};
 /// pictures arrive a few milliseconds after their capture time.
 pub const MIX_LATENCY: Duration = Duration::from_millis(100);
 
-/// What the legs carry.
+/// What the cue puts out: the programme or the slate. Which source fills
+/// the programme is the failover's [`Feed`] (the slate too, when every
+/// feed is lost); what master control asked for is its
+/// [`super::failover::SourceChoice`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Content {
@@ -296,13 +299,13 @@ impl Program {
 
     /// Automatic failover, or a feed held by hand; takes effect on the next
     /// output picture.
-    pub fn set_source_mode(&self, mode: SourceMode) {
-        lock(&self.switch.selector).set_mode(mode);
+    pub fn set_source_choice(&self, choice: SourceChoice) {
+        lock(&self.switch.selector).set_choice(choice);
     }
 
-    /// The failover's mode.
-    pub fn source_mode(&self) -> SourceMode {
-        lock(&self.switch.selector).mode()
+    /// The choice in force.
+    pub fn source_choice(&self) -> SourceChoice {
+        lock(&self.switch.selector).choice()
     }
 
     /// What the picture shows now: the slate, or the feed on air.

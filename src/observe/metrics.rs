@@ -22,7 +22,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::coordinator::{Snapshot, SourceChoice};
+use crate::coordinator::Snapshot;
+use crate::media::failover::Feed;
 use crate::media::leg::LegState;
 use crate::media::source::SourceStatus;
 use crate::schedule::EventState;
@@ -250,7 +251,7 @@ impl prometheus_client::collector::Collector for StateCollector {
             "source_in_use",
             "1 for what the legs carry now (primary, backup or slate), 0 for the others.",
             live.into_iter().flat_map(|l| {
-                [SourceChoice::Primary, SourceChoice::Backup, SourceChoice::Slate]
+                [Feed::Primary, Feed::Backup, Feed::Slate]
                     .map(|c| ([("source", c.as_str().to_ascii_lowercase())] as L1, b(l.source_in_use == c)))
             }),
         )?;

@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use tonic::{Code, Status};
 
 use crate::api::auth::{Caller, Role};
-use crate::coordinator::{Coordinator, SourceChoice};
+use crate::coordinator::Coordinator;
+use crate::media::failover::SourceChoice;
 use crate::schedule::{Action, EventId};
 
 /// The longest action body taken.

@@ -28,7 +28,7 @@ pub fn board(s: &Snapshot) -> Value {
         "event": event.map(|e| clock(e, s.at)),
         "live": live.map(|l| json!({
             "source_in_use": l.source_in_use.as_str(),
-            "source_mode": l.source_mode.as_str(),
+            "source_choice": l.source_choice.as_str(),
             "program": l.program.describe,
             "source": feed(&l.source),
             "backup": l.backup.as_ref().map(feed),
