@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use chrono::{NaiveDate, NaiveTime, Utc};
-use chrono_tz::Tz;
+use chrono::Utc;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::asrun::{Actor, Kind, entry, utc_text};
-use super::{CoordError, State, invalid};
-use crate::config::{self, FieldError};
+use super::{CoordError, State};
+use crate::config;
 use crate::rehearsal::recurring::{self, Recurring};
 use crate::rehearsal::{self, Phase, Plan, Report};
 use crate::schedule::EventId;
@@ -241,30 +240,9 @@ impl State {
         if event.state.is_final() {
             return Err(CoordError::FailedPrecondition(format!("event {} is {}", event.id, event.state)));
         }
-        let mut errs = Vec::new();
-        let tz: Option<Tz> = match new.timezone.parse() {
-            Ok(tz) => Some(tz),
-            Err(_) => {
-                errs.push(FieldError {
-                    key: "timezone".into(),
-                    message: format!("{} is not an IANA time zone", crate::config::quote(&new.timezone)),
-                });
-                None
-            }
-        };
-        let at = NaiveTime::parse_from_str(&new.local_time, "%H:%M").ok();
-        if at.is_none() {
-            errs.push(FieldError { key: "local_time".into(), message: "give HH:MM (14:00)".into() });
-        }
-        let until = NaiveDate::parse_from_str(&new.until, "%Y-%m-%d").ok();
-        if until.is_none() {
-            errs.push(FieldError { key: "until".into(), message: "give a date, YYYY-MM-DD".into() });
-        }
-        let (Some(tz), Some(at), Some(until)) = (tz, at, until) else { return Err(CoordError::Invalid(errs)) };
         let now = self.options.clock.now();
-        if recurring::next_fire(now, at, tz, until).is_none() {
-            return Err(invalid("until", format!("{until} is past: the rehearsal would never run")));
-        }
+        let (tz, at, until) =
+            recurring::when(&new.timezone, &new.local_time, &new.until, now).map_err(CoordError::Invalid)?;
         let rec = Recurring {
             id: new_id("rs"),
             event_id: event.id.0.clone(),

@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::Plan;
+use crate::config::FieldError;
 
 /// A fire this late (the daemon was down) is skipped, not run.
 pub const LATE_LIMIT: ChronoDuration = ChronoDuration::minutes(10);
@@ -45,6 +46,37 @@ impl Recurring {
         let from = self.last_fired.unwrap_or(self.created_at).max(self.created_at);
         next_fire(from, self.at, self.tz(), self.until)
     }
+}
+
+/// When a recurring rehearsal is asked to fire, as a request gives it:
+/// every problem with its key, or the zone, the time of day and the last
+/// date, with at least one fire after `now` still to come. Pure.
+pub fn when(
+    timezone: &str,
+    local_time: &str,
+    until: &str,
+    now: DateTime<Utc>,
+) -> Result<(Tz, NaiveTime, NaiveDate), Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let mut err = |key: &str, message: String| errs.push(FieldError { key: key.into(), message });
+    let tz: Option<Tz> = timezone.parse().ok();
+    if tz.is_none() {
+        err("timezone", format!("{} is not an IANA time zone", crate::config::quote(timezone)));
+    }
+    let at = NaiveTime::parse_from_str(local_time, "%H:%M").ok();
+    if at.is_none() {
+        err("local_time", "give HH:MM (14:00)".into());
+    }
+    let last = NaiveDate::parse_from_str(until, "%Y-%m-%d").ok();
+    if last.is_none() {
+        err("until", "give a date, YYYY-MM-DD".into());
+    }
+    let (Some(tz), Some(at), Some(last)) = (tz, at, last) else { return Err(errs) };
+    if next_fire(now, at, tz, last).is_none() {
+        err("until", format!("{last} is past: the rehearsal would never run"));
+        return Err(errs);
+    }
+    Ok((tz, at, last))
 }
 
 /// The first instant strictly after `after` at which the wall clock in `tz`
@@ -121,5 +153,26 @@ mod tests {
         let first = next_fire(utc("2026-11-01T00:00:00Z"), half_one, ny, until).unwrap();
         assert_eq!(first, utc("2026-11-01T05:30:00Z"));
         assert_eq!(next_fire(first, half_one, ny, until), Some(utc("2026-11-02T06:30:00Z")));
+    }
+
+    #[test]
+    fn a_request_names_each_of_its_mistakes_and_a_last_date_already_past() {
+        let now = utc("2026-12-03T05:00:00Z");
+        let (tz, at, until) = when("Asia/Seoul", "14:00", "2026-12-10", now).unwrap();
+        assert_eq!(
+            (tz.name(), at.to_string(), until.to_string()),
+            ("Asia/Seoul", "14:00:00".into(), "2026-12-10".into())
+        );
+        let errs = when("Asia/Seul", "2pm", "10/12/2026", now).unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["timezone", "local_time", "until"]);
+        assert!(errs[0].message.contains("`Asia/Seul`"), "{errs:?}");
+        // 14:00 in Seoul on 2026-12-03 is 05:00 UTC: already gone by 05:00:01.
+        let errs = when("Asia/Seoul", "14:00", "2026-12-03", utc("2026-12-03T05:00:01Z")).unwrap_err();
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].message.as_str()),
+            ("until", "2026-12-03 is past: the rehearsal would never run")
+        );
+        assert!(when("Asia/Seoul", "14:00", "2026-12-03", utc("2026-12-03T04:59:59Z")).is_ok());
     }
 }
