@@ -1,0 +1,240 @@
+//! The running event's relay: started from the event's enabled channels
+//! (a leg that cannot carry the programme is skipped with the reason, a
+//! delayed leg given its recording), and stopped off the coordinator's
+//! loop (the abort's emergency slate first), its legs' totals logged and
+//! its recording removed once it has.
+
+use super::asrun::{Actor, Kind, entry};
+use super::{CoordError, LegObserver, Running, State};
+use crate::config::{Channel, Ingest};
+use crate::media::failover::SourceChoice;
+use crate::media::program::{Cue, ProgramPlan};
+use crate::media::recording::RecordingPlan;
+use crate::relay::{DelayPlan, Relay, RelayPlan};
+use crate::schedule::{Event, EventId};
+use crate::{config, schedule};
+use chrono_tz::Tz;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, warn};
+
+impl State {
+    pub(super) async fn start_relay(&mut self, event: &Event) -> Result<(), CoordError> {
+        if self.running.as_ref().is_some_and(|r| r.event_id == event.id) {
+            return Ok(());
+        }
+        if let Some(problem) = &self.options.media_problem {
+            return Err(CoordError::Relay(format!("the relay cannot run: {problem}")));
+        }
+        // The last event's pipelines may still hold its ports (a
+        // contribution listener): they are gone before new ones start.
+        self.finish_stop().await;
+        // The event's legs go to the same ingests: the event wins.
+        self.stop_rehearsal(&format!("event {} went live", event.id)).await;
+        let mut channels = Vec::new();
+        for id in &event.channel_ids {
+            let skipped = match self.store.channel(id)? {
+                Some(c) if c.enabled => match self.options.refuses(&c) {
+                    // The clock arms without an operator: the other legs go
+                    // on air, this one is skipped with the reason.
+                    Some(why) => {
+                        warn!(leg = %c.id, why = %why, "Leg skipped: it cannot carry the programme.");
+                        why
+                    }
+                    None => {
+                        channels.push(c);
+                        continue;
+                    }
+                },
+                Some(_) => "channel disabled".into(),
+                None => "channel deleted".into(),
+            };
+            let now = self.options.clock.now();
+            let e = entry(now, &event.id.0, id.as_str(), None, Kind::LegSkipped, skipped, &Actor::Daemon);
+            self.append(&e, Kind::LegSkipped)?;
+        }
+        let relay_plan = self.relay_plan(&event.title, channels.clone());
+        let delays: Vec<(String, Duration)> = channels
+            .iter()
+            .filter_map(|c| schedule::air_time(event.on_air, c).ok().map(|a| (c.id.to_string(), a.delay)))
+            .filter(|(_, d)| !d.is_zero())
+            .collect();
+        let plan = (!delays.is_empty()).then(|| DelayPlan {
+            recording: RecordingPlan {
+                dir: self.recording_dir(&event.id),
+                retention: self.options.retention,
+                max_bytes: self.options.recording_max_bytes,
+            },
+            t0_utc: event.on_air,
+            delays: delays.clone(),
+        });
+        let relay = if self.options.relay_enabled {
+            // Slate until the state the event enters sets the cue.
+            let r = Relay::start_with(&relay_plan, Cue::default(), plan).await;
+            Some(r.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?)
+        } else {
+            None
+        };
+        let zones = channels.iter().map(|c| (c.id.to_string(), c.timezone)).collect();
+        let labels = channels.iter().map(|c| (c.id.to_string(), (c.name.clone(), c.country.clone()))).collect();
+        // What this event's log says already (before a restart).
+        let logged = self.store.asrun(&event.id.0)?;
+        let legs_with =
+            |kind: Kind| logged.iter().filter(move |e| e.kind == kind.as_str()).map(|e| e.channel_id.clone());
+        self.running = Some(Running {
+            event_id: event.id.clone(),
+            relay,
+            zones,
+            labels,
+            pictures: Vec::new(),
+            live_start: None,
+            observer: LegObserver::default(),
+            choice: SourceChoice::Auto,
+            delays,
+            program_logged: BTreeMap::new(),
+            t0_errors: BTreeMap::new(),
+            program_first_logged: legs_with(Kind::LegProgram).collect(),
+            armed_at: self.options.clock.now(),
+            not_on_air_raised: legs_with(Kind::LegNotOnAir).collect(),
+            off_air_raised: Default::default(),
+            breaks_logged: logged
+                .iter()
+                .filter(|e| e.kind == Kind::BreakStart.as_str() || e.kind == Kind::BreakEnd.as_str())
+                .filter_map(|e| {
+                    let id = e.detail.split(':').next()?.to_owned();
+                    Some((id, e.channel_id.clone(), e.kind == Kind::BreakEnd.as_str()))
+                })
+                .collect(),
+            recording_lost_said: 0,
+            recording_lost_at: None,
+        });
+        self.push_breaks();
+        Ok(())
+    }
+
+    /// The relay plan of `channels` from the daemon's options.
+    pub(super) fn relay_plan(&self, title: &str, channels: Vec<Channel>) -> RelayPlan {
+        // File legs write inside the file-leg directory, and nowhere else.
+        let channels = channels
+            .into_iter()
+            .filter_map(|mut c| {
+                if let Ingest::File(p) = &mut c.ingest {
+                    match config::confine_file_leg(p, &self.options.file_legs) {
+                        Ok(full) => {
+                            if let Some(parent) = full.parent()
+                                && let Err(e) = std::fs::create_dir_all(parent)
+                            {
+                                warn!(leg = %c.id, dir = %parent.display(), error = %e, "Cannot create a file leg's directory.");
+                            }
+                            *p = full;
+                        }
+                        Err(why) => {
+                            warn!(leg = %c.id, why = %why, "File leg left out.");
+                            return None;
+                        }
+                    }
+                }
+                Some(c)
+            })
+            .collect();
+        RelayPlan {
+            program: ProgramPlan {
+                source: self.options.source.clone(),
+                backup: self.options.backup.clone(),
+                failover: self.options.failover,
+                format: self.options.program.clone(),
+                slate: self.options.slate.clone(),
+                title: title.to_owned(),
+                batch_wait: self.options.relay.batch_wait,
+                feed_thumbs: [None, None],
+            },
+            legs: channels,
+            settings: self.options.relay.clone(),
+            // The daemon serves the multiviewer page.
+            thumbnails: true,
+        }
+    }
+
+    pub(super) fn recording_dir(&self, id: &EventId) -> PathBuf {
+        self.options.recordings.join(&id.0)
+    }
+
+    /// Stops the running relay and waits for it, logging each leg's totals.
+    pub(super) async fn stop_relay(&mut self, kind: Kind, why: &str) {
+        self.begin_stop(kind, why, false, None);
+        self.finish_stop().await;
+    }
+
+    /// Starts stopping the running relay off the loop: with `slate`, the
+    /// emergency slate goes out on every leg for [`ABORT_SLATE`] first;
+    /// then every pipeline goes to Null. [`State::finish_stop`] writes the
+    /// legs' totals and removes `recording` once that is done; the loop
+    /// goes on deciding meanwhile.
+    pub(super) fn begin_stop(&mut self, kind: Kind, why: &str, slate: bool, recording: Option<PathBuf>) {
+        let Some(r) = self.running.take() else { return };
+        let Some(relay) = r.relay else { return };
+        if slate {
+            relay.set_cue(Cue { force_slate: true, ..relay.cue() });
+        }
+        let done = Arc::clone(&self.stopped);
+        let task = tokio::spawn(async move {
+            if slate {
+                tokio::time::sleep(ABORT_SLATE).await;
+            }
+            let status = relay.shutdown().await;
+            done.notify_one();
+            status
+        });
+        self.stopping =
+            Some(Stopping { event_id: r.event_id, zones: r.zones, kind, why: why.to_owned(), recording, task });
+    }
+
+    /// Waits for a relay stopping, if one is, then logs each leg's totals
+    /// and removes its recording (off the loop).
+    pub(super) async fn finish_stop(&mut self) {
+        let Some(s) = self.stopping.take() else { return };
+        let status = match s.task.await {
+            Ok(status) => status,
+            Err(e) => {
+                error!(event = %s.event_id, error = %e, "The relay's stop failed.");
+                return;
+            }
+        };
+        // The event's pipelines are freed: their pages go back too.
+        crate::media::trim_heap();
+        for leg in &status.legs {
+            let tz = s.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
+            let detail = format!(
+                "{}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
+                s.why, leg.bytes_sent, leg.reconnects, leg.dropped_buffers
+            );
+            let e = entry(self.options.clock.now(), &s.event_id.0, &leg.channel_id, tz, s.kind, detail, &Actor::Daemon);
+            self.record(&e, s.kind);
+        }
+        if let Some(dir) = s.recording {
+            tokio::task::spawn_blocking(move || {
+                if dir.exists()
+                    && let Err(e) = std::fs::remove_dir_all(&dir)
+                {
+                    warn!(dir = %dir.display(), error = %e, "Cannot remove the event's recording.");
+                }
+            });
+        }
+    }
+}
+
+/// A relay being stopped off the coordinator's loop (see
+/// [`State::begin_stop`]).
+pub(super) struct Stopping {
+    event_id: EventId,
+    zones: Vec<(String, Tz)>,
+    kind: Kind,
+    why: String,
+    recording: Option<PathBuf>,
+    task: tokio::task::JoinHandle<crate::relay::RelayStatus>,
+}
+
+/// How long the emergency slate goes out after an abort, before the legs close.
+pub const ABORT_SLATE: Duration = Duration::from_secs(1);

@@ -1,0 +1,292 @@
+//! Event transitions as master control and the clock make them: each
+//! checked against the event's state (`schedule::transition`), the relay
+//! started on the way into a live state and stopped on the way out, the
+//! cue set from the new state, and the as-run entry written; Extend and
+//! the source choice beside them.
+
+use super::invalid;
+
+use super::asrun::{Actor, Kind, entry, utc_text};
+use super::{CoordError, State};
+use crate::media::failover::SourceChoice;
+use crate::media::program::Cue;
+use crate::schedule;
+use crate::schedule::{Action, Event, EventId, EventState};
+use chrono::{DateTime, Utc};
+use tracing::{error, info};
+
+impl State {
+    /// Applies `action`; starts the relay on entering a live state and stops
+    /// it on leaving one.
+    pub(super) async fn apply(
+        &mut self,
+        id: &EventId,
+        action: Action,
+        actor: &Actor,
+        why: String,
+    ) -> Result<Event, CoordError> {
+        let mut event = self.get(id)?;
+        let next = schedule::transition(event.state, action)
+            .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
+        if next.is_live() && !event.state.is_live() {
+            if let Some(other) = self.events.values().find(|e| e.state.is_live() && e.id != *id) {
+                return Err(CoordError::FailedPrecondition(format!(
+                    "event {} (\"{}\") is {}: one event runs at a time",
+                    other.id, other.title, other.state
+                )));
+            }
+            if action == Action::Arm && actor.is_person() {
+                // Channels may have changed since the event was scheduled.
+                let refused: Vec<String> = event
+                    .channel_ids
+                    .iter()
+                    .filter_map(|c| self.store.channel(c).ok().flatten())
+                    .filter(|c| c.enabled)
+                    .filter_map(|c| self.options.refuses(&c))
+                    .collect();
+                if !refused.is_empty() {
+                    return Err(CoordError::FailedPrecondition(format!("event {id}: {}", refused.join("; "))));
+                }
+            }
+            self.start_relay(&event).await?;
+        }
+        let started_here = !event.state.is_live() && next.is_live();
+        let now = self.options.clock.now();
+        match action {
+            Action::End if actor.is_person() && now < event.end() => event.ended = Some(now),
+            Action::Abort => event.ended = Some(now),
+            _ => {}
+        }
+        let from = event.state;
+        event.state = next;
+        let mut detail = format!("{from} -> {next}");
+        if !why.is_empty() {
+            detail = format!("{detail}: {why}");
+        }
+        let event = match self
+            .save(event, entry(self.options.clock.now(), &id.0, "", None, Kind::entering(next), detail, actor))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                if started_here {
+                    self.stop_relay(Kind::LegsClosed, "the store failed; the event did not change").await;
+                }
+                return Err(e);
+            }
+        };
+        info!(event = %id, from = %from, to = %next, actor = actor.name(), "Event state changed.");
+        self.update_cue(&event);
+        // Only this event's own relay stops: cancelling another, scheduled
+        // event stopped the live one's (and waited out an earlier abort's
+        // emergency slate).
+        let runs_here = self.running.as_ref().is_some_and(|r| r.event_id == *id);
+        if !next.is_live() && runs_here {
+            let aborted = next == EventState::Aborted;
+            let kind = if aborted { Kind::LegsAborted } else { Kind::LegsClosed };
+            let recording = next.is_final().then(|| self.recording_dir(id));
+            self.begin_stop(kind, &format!("event {next}"), aborted, recording);
+            // An abort's emergency slate runs its second off the loop (the
+            // legs' totals are logged when they have closed); any other
+            // stop is a moment's work, done before the answer, so a leg
+            // shown stopped has stopped sending.
+            if !aborted {
+                self.finish_stop().await;
+            }
+        }
+        Ok(event)
+    }
+
+    pub(super) fn extend(
+        &mut self,
+        id: &EventId,
+        by: Option<chrono::Duration>,
+        actor: &Actor,
+    ) -> Result<Event, CoordError> {
+        let mut event = self.get(id)?;
+        schedule::transition(event.state, Action::Extend)
+            .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
+        let by = by.ok_or_else(|| invalid("by", "missing: how far to move the end"))?;
+        if by.is_zero() {
+            return Err(invalid("by", "zero moves nothing"));
+        }
+        let new_duration = schedule::chrono_duration(event.duration) + by;
+        let new_end = event.on_air + new_duration;
+        if new_duration <= chrono::Duration::zero() || new_end <= self.options.clock.now() {
+            return Err(invalid(
+                "by",
+                format!("the end would move to {}, which is past or before T0", utc_text(new_end)),
+            ));
+        }
+        if new_duration > chrono::Duration::days(7) {
+            return Err(invalid("by", "the event would last more than 7 days"));
+        }
+        let new_std = new_duration.to_std().unwrap_or_default();
+        if let Some(mut e) =
+            schedule::request::outside_wire_range(event.on_air, event.preroll, new_std, event.max_delay, event.postroll)
+        {
+            e.key = "by".into();
+            return Err(CoordError::Invalid(vec![e]));
+        }
+        let old_end = event.end();
+        event.duration = new_std;
+        let detail = format!("end moved from {} to {}", utc_text(old_end), utc_text(event.end()));
+        let event =
+            self.save(event, entry(self.options.clock.now(), &id.0, "", None, Kind::Extended, detail, actor))?;
+        self.update_cue(&event);
+        Ok(event)
+    }
+
+    pub(super) fn switch_source(
+        &mut self,
+        id: &EventId,
+        choice: SourceChoice,
+        actor: &Actor,
+    ) -> Result<Event, CoordError> {
+        let event = self.get(id)?;
+        let Some(running) = self.running.as_mut().filter(|r| r.event_id == *id) else {
+            return Err(CoordError::FailedPrecondition(format!(
+                "event {id} is {}: the source can be switched only while its legs run",
+                event.state
+            )));
+        };
+        if choice == SourceChoice::Backup && self.options.backup.is_none() {
+            return Err(CoordError::FailedPrecondition(
+                "no backup source is configured for this daemon ([backup] in its config)".into(),
+            ));
+        }
+        let from = running.choice;
+        running.choice = choice;
+        if let Some(relay) = &running.relay {
+            relay.set_source_choice(choice);
+        }
+        // The request; the switch itself is logged as `source-switched`
+        // when the program's picture changes.
+        let detail = format!("source {} -> {} (by hand)", from.as_str(), choice.as_str());
+        self.log(&id.0, Kind::SourceSelected, detail, actor)?;
+        self.update_cue(&event);
+        Ok(event)
+    }
+
+    /// Moves every event the clock has made due; returns whether any moved.
+    pub(super) async fn step_clock(&mut self) -> bool {
+        let mut changed = false;
+        // A daemon started late may apply several steps to one event.
+        for _ in 0..8 {
+            let now = self.options.clock.now();
+            let due: Vec<(EventId, Action)> =
+                self.events.values().filter_map(|e| e.due(now).map(|a| (e.id.clone(), a))).collect();
+            if due.is_empty() {
+                break;
+            }
+            let mut moved = false;
+            for (id, action) in due {
+                if action == Action::Arm && self.events.values().any(|e| e.state.is_live() && e.id != id) {
+                    continue; // Another event runs; this one waits for an operator.
+                }
+                let why = match action {
+                    Action::Arm => "T0 - preroll reached",
+                    Action::Take => "T0 reached",
+                    Action::End => "end reached",
+                    _ => "post-roll over",
+                };
+                match self.apply(&id, action, &Actor::Scheduler, why.into()).await {
+                    Ok(_) => {
+                        moved = true;
+                        self.arm_failure = None;
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        if self.arm_failure.as_deref() != Some(&text) {
+                            error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
+                            let _ = self.log(&id.0, Kind::ArmFailed, text.clone(), &Actor::Scheduler);
+                            self.arm_failure = Some(text);
+                        }
+                    }
+                }
+            }
+            changed |= moved;
+            if !moved {
+                break;
+            }
+        }
+        changed
+    }
+
+    /// Sets the relay's cue from the event's state: slate before T0, on
+    /// hold and from the end; program from T0 (or from a Take) until the end.
+    pub(super) fn update_cue(&mut self, event: &Event) {
+        let now = self.options.clock.now();
+        let Some(r) = self.running.as_mut().filter(|r| r.event_id == event.id) else { return };
+        let Some(relay) = &r.relay else { return };
+        let cue = cue_for(event, now, relay.cue(), r.choice == SourceChoice::Slate);
+        if cue != relay.cue() {
+            info!(event = %event.id, ?cue, "Cue set.");
+            relay.set_cue(cue);
+        }
+    }
+}
+
+/// The cue for `event` in its current state (see [`State::update_cue`]).
+/// `prev` keeps a program start already passed (T0, or an earlier Take).
+pub(super) fn cue_for(event: &Event, now: DateTime<Utc>, prev: Cue, slate_by_hand: bool) -> Cue {
+    let program_from = match event.state {
+        EventState::Scheduled | EventState::Armed => Some(event.on_air),
+        EventState::OnAir | EventState::PostRoll => Some(prev.program_from.filter(|t| *t <= now).unwrap_or(now)),
+        _ => None,
+    };
+    Cue { program_from, program_until: Some(event.end()), force_slate: slate_by_hand || event.state.is_final() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn event(state: EventState) -> Event {
+        Event {
+            id: EventId("ev-000000000001".into()),
+            title: "t".into(),
+            on_air: at("2026-11-22T15:00:00Z"),
+            duration: Duration::from_secs(3 * 3600),
+            preroll: Duration::from_secs(600),
+            postroll: Duration::from_secs(60),
+            channel_ids: vec![],
+            state,
+            ended: None,
+            created: at("2026-11-01T00:00:00Z"),
+            max_delay: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_cue_follows_the_event() {
+        let t0 = at("2026-11-22T15:00:00Z");
+        let end = at("2026-11-22T18:00:00Z");
+        let none = Cue::default();
+        // Armed: programme from T0 to the end.
+        let armed = cue_for(&event(EventState::Armed), at("2026-11-22T14:55:00Z"), none, false);
+        assert_eq!(armed, Cue { program_from: Some(t0), program_until: Some(end), force_slate: false });
+        // The clock's Take at T0 (a tick late) keeps T0; an early Take is now.
+        let on = cue_for(&event(EventState::OnAir), at("2026-11-22T15:00:00.2Z"), armed, false);
+        assert_eq!(on.program_from, Some(t0));
+        let early = at("2026-11-22T14:58:00Z");
+        assert_eq!(cue_for(&event(EventState::OnAir), early, armed, false).program_from, Some(early));
+        // Held: slate; Take after the hold: programme from then.
+        let held = cue_for(&event(EventState::Held), at("2026-11-22T15:01:00Z"), armed, false);
+        assert_eq!(held.program_from, None);
+        let taken = at("2026-11-22T15:03:00Z");
+        assert_eq!(cue_for(&event(EventState::OnAir), taken, held, false).program_from, Some(taken));
+        // Ended early: slate from the new end; slate by hand; aborted.
+        let mut ended = event(EventState::PostRoll);
+        ended.ended = Some(at("2026-11-22T16:00:00Z"));
+        let post = cue_for(&ended, at("2026-11-22T16:00:00Z"), on, false);
+        assert_eq!((post.program_from, post.program_until), (Some(t0), ended.ended));
+        assert!(cue_for(&event(EventState::OnAir), taken, on, true).force_slate);
+        assert!(cue_for(&event(EventState::Aborted), taken, on, false).force_slate);
+    }
+}
