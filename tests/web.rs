@@ -219,6 +219,9 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
     .await;
     let shown = cards(&b);
     assert!(pictures, "the picture cards show {shown:?}");
+    // The programme's card says master control's choice and the feed on air.
+    let said = b.eval("return document.querySelectorAll('[data-feed=\"program\"] .sub')[1].textContent;", json!([]));
+    assert_eq!(said, json!("source AUTO · on air: PRIMARY"));
     // Under the programme's and the primary's pictures, a meter for their
     // one audio track: ffmpeg's sine, 1/8 of full scale, -21 dBFS RMS.
     let meters = "return [...document.querySelectorAll('[data-feed]')].map(c => [c.dataset.feed, \
