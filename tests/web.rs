@@ -352,7 +352,7 @@ async fn delayed_proof(with_live: bool) -> (Option<proto::AsRunPicture>, proto::
 }
 
 fn utc_of(t: &prost_types::Timestamp) -> chrono::DateTime<Utc> {
-    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
+    simulcast::api::convert::from_timestamp(t, "utc").unwrap()
 }
 
 /// Issue 17, the visual as-run for a delayed leg: it airs the recording
