@@ -86,6 +86,11 @@ pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver
 /// TLS: where the page is instead.
 pub fn refused_without_tls(web: Option<SocketAddr>) -> Router {
     let text = match web {
+        Some(addr) if addr.ip().is_unspecified() => format!(
+            "The multiviewer page is not served here: the gRPC port has TLS and this port is plain HTTP, so a token \
+             would cross the network in clear. Open https://(this host):{}/ instead.\n",
+            addr.port()
+        ),
         Some(addr) => format!(
             "The multiviewer page is not served here: the gRPC port has TLS and this port is plain HTTP, so a token \
              would cross the network in clear. Open https://{addr}/ instead.\n"
