@@ -417,22 +417,8 @@ async fn serve(
     // holds it and every port is bound: a start that fails changes nothing.
     let _lock = simulcast::store::StoreLock::take(&db)?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    let http = match metrics {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics port {addr} (--metrics-listen; `off` for none)"))?,
-        ),
-        None => None,
-    };
-    let web = match web {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the page's port {addr} (--web-listen)"))?,
-        ),
-        None => None,
-    };
+    let http = bind_optional(metrics, "the metrics port", "--metrics-listen; `off` for none").await?;
+    let web = bind_optional(web, "the page's port", "--web-listen").await?;
     let store = simulcast::store::Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
     let tokens = Tokens::default();
     for t in store.tokens()? {
@@ -482,6 +468,18 @@ async fn serve(
     served.map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!("Control plane stopped.");
     Ok(())
+}
+
+/// A listener on `addr`, if one is asked for; a failure names `what` and
+/// the option (`how`) that gave the address.
+async fn bind_optional(
+    addr: Option<std::net::SocketAddr>,
+    what: &str,
+    how: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {what} {addr} ({how})"))?;
+    Ok(Some(l))
 }
 
 /// Why the relay could not run here at all, if so.
