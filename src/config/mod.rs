@@ -1,7 +1,10 @@
 //! Configuration: the TOML file an operator writes, validated into typed
-//! domain values ([`Config`]). Validation is pure and reports every problem
-//! in one pass, each with its key (`channels[3].ingest.uri: ...`).
+//! domain values ([`Config`]). Validation reports every problem in one
+//! pass, each with its key and, for a file, its line and column
+//! (`channels[3].ingest.uri (line 40, column 32): ...`); the files the
+//! configuration names are checked beside it (`config/files.rs`).
 
+mod files;
 pub mod spans;
 mod types;
 pub mod uri;
@@ -107,7 +110,17 @@ fn list(errors: &[Located]) -> String {
 /// Parses and validates configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
-    validate::validate(&doc).map_err(|errors| ConfigError::Invalid(spans::locate(text, errors)))
+    // The pure validation, then the files it names, in one report.
+    let validated = validate::validate(&doc);
+    let files = files::check(&doc);
+    match validated {
+        Ok(config) if files.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError::Invalid(spans::locate(text, files))),
+        Err(mut errors) => {
+            errors.extend(files);
+            Err(ConfigError::Invalid(spans::locate(text, errors)))
+        }
+    }
 }
 
 /// Reads, parses and validates a configuration file.
@@ -230,6 +243,17 @@ pub fn default_config() -> Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_slate_image_is_reported_in_the_same_pass_as_the_rest() {
+        let text = "[event]\ntitle = \"t\"\n[slate]\nimage = \"/nonexistent/card.png\"\n\
+                    [[channels]]\nid = \"kz\"\nname = \"KZ\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almati\"\n\
+                    ingest = { type = \"udp\", uri = \"udp://127.0.0.1:5000\" }\n";
+        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else { panic!("expected Invalid") };
+        let found: Vec<(&str, usize)> = errs.iter().map(|e| (e.key.as_str(), e.at.map_or(0, |p| p.line))).collect();
+        assert_eq!(found, [("channels[0].timezone", 9), ("slate.image", 4)], "{errs:?}");
+        assert!(errs[1].message.starts_with("cannot read `/nonexistent/card.png`"), "{errs:?}");
+    }
 
     #[test]
     fn embedded_default_is_the_grand_final_to_twelve_countries() {

@@ -1,6 +1,8 @@
 //! Raw TOML to validated [`Config`], in one pass that collects every problem
-//! with the key it concerns, so an operator fixes a file once. Pure: no I/O,
-//! no clock.
+//! with the key it concerns, so an operator fixes a file once. No clock, and
+//! no I/O but the secret files (`passphrase_file`, `stream_key_file`, a
+//! webhook's `secret_file`), read as what holds them is built; the slate's
+//! image and a file source are checked apart ([`super::files`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -332,18 +334,8 @@ fn source(w: &mut Walk, t: &Table, at: &str) -> Option<Source> {
         }
         "file" => {
             w.unknown(t, at, &["type", "path"]);
-            let path = file_path(w, t, at)?;
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => Some(Source::File(path)),
-                Ok(_) => {
-                    w.err(join(at, "path"), format!("`{}` is not a file", path.display()));
-                    None
-                }
-                Err(e) => {
-                    w.err(join(at, "path"), format!("cannot read `{}`: {e}", path.display()));
-                    None
-                }
-            }
+            // Whether it can be read is the file check's (`super::files`).
+            file_path(w, t, at).map(Source::File)
         }
         _ => unreachable!("kind() only returns listed kinds"),
     }
@@ -540,18 +532,13 @@ fn program(w: &mut Walk, t: &Table, default_mode: ProgramMode) -> ProgramFormat 
 fn slate(w: &mut Walk, t: &Table) -> SlateSettings {
     const AT: &str = "slate";
     w.unknown(t, AT, &["image", "text", "tone_hz"]);
+    // Whether it can be read is the file check's (`super::files`).
     let image = w.string(t, AT, "image", false).and_then(|s| {
-        let path = PathBuf::from(&s);
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && s.to_ascii_lowercase().ends_with(".png") => Some(path),
-            Ok(_) => {
-                w.err("slate.image", format!("`{s}` is not a PNG file"));
-                None
-            }
-            Err(e) => {
-                w.err("slate.image", format!("cannot read `{s}`: {e}"));
-                None
-            }
+        if s.to_ascii_lowercase().ends_with(".png") {
+            Some(PathBuf::from(s))
+        } else {
+            w.err("slate.image", format!("`{s}` is not a PNG file"));
+            None
         }
     });
     let text = w.string(t, AT, "text", false);
