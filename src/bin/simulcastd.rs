@@ -96,7 +96,7 @@ enum Cmd {
         /// --tls-cert and --tls-key it speaks HTTPS (HTTP/2 and HTTP/1.1)
         /// with that certificate: the way to serve the page when the gRPC
         /// port has TLS. Off loopback only with TLS or
-        /// --allow-insecure-remote. Default: off.
+        /// --allow-insecure-remote.
         #[arg(long, default_value = "off", value_parser = parse_listen)]
         web_listen: Listen,
     },
