@@ -702,7 +702,11 @@ async fn a_page_left_open_keeps_its_memory_and_the_daemons_flat() {
     let _legs = unread_partners(&server, 4).await;
     let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 5, 0).unwrap();
     let admin = server.token(Role::Admin).to_owned();
-    let request = schedule("Silk Way Star: the long night", t0);
+    // On air for the whole run: the programme outlasts it by 10 minutes
+    // (a 90-minute run once saw the event end at 60, its tiles go, and
+    // the relay's memory return).
+    let mut request = schedule("Silk Way Star: the long night", t0);
+    request.duration = Some(prost_types::Duration { seconds: (minutes * 60 + 600) as i64, nanos: 0 });
     EventServiceClient::new(server.transport().await).schedule_event(authed(request, &admin)).await.expect("schedule");
     let b = std::sync::Arc::new(browser);
     sign_in(&b, &server.http_addr, server.token(Role::Observer));
