@@ -412,6 +412,63 @@ fn plain_answer(port: u16) -> Vec<u8> {
     buf
 }
 
+/// `simulcastd serve` in its own process with TLS (a throwaway openssl
+/// certificate) and the page on its own port (`--web-listen`).
+struct TlsDaemon {
+    daemon: common::Daemon,
+    /// The gRPC port.
+    port: u16,
+    /// The page's `host:port`.
+    web_at: String,
+    cert: std::path::PathBuf,
+    /// The tokens asked for, in order.
+    tokens: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts one with a token for each `(name, role)`, the configuration
+/// `config` if given, and `extra` arguments.
+fn tls_daemon(tokens: &[(&str, &str)], config: Option<&str>, extra: &[&str]) -> TlsDaemon {
+    use simulcast::api::auth::{hash_token, new_token};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    common::self_signed(&cert, &key, "simulcastd-page");
+    let db = dir.path().join("s.db");
+    let store = simulcast::store::Store::open(&db).unwrap();
+    let tokens: Vec<String> = tokens
+        .iter()
+        .map(|(name, role)| {
+            let t = new_token().unwrap();
+            let record =
+                simulcast::store::TokenRecord { name: (*name).into(), role: (*role).into(), sha256: hash_token(&t) };
+            store.insert_token(&record, "2026-12-03T00:00:00Z").unwrap();
+            t
+        })
+        .collect();
+    drop(store);
+    let (port, web) = (common::free_tcp_port(), common::free_tcp_port());
+    let web_at = format!("127.0.0.1:{web}");
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--db".into(),
+        db.into(),
+        "--tls-cert".into(),
+        cert.clone().into(),
+        "--tls-key".into(),
+        key.into(),
+        "--web-listen".into(),
+        web_at.clone().into(),
+    ];
+    if let Some(text) = config {
+        let path = dir.path().join("simulcast.toml");
+        std::fs::write(&path, text).unwrap();
+        args.extend(["--config".into(), path.into()]);
+    }
+    args.extend(extra.iter().map(std::ffi::OsString::from));
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let daemon = common::Daemon::serve(port, &args, std::process::Stdio::null());
+    TlsDaemon { daemon, port, web_at, cert, tokens, _dir: dir }
+}
+
 /// Issue 17: when the gRPC port has TLS, so does the page, on its own port
 /// (`--web-listen`) with the same certificate; the plain metrics port
 /// names where it is instead. The browser speaks HTTP/2 to it, so eight
@@ -420,31 +477,11 @@ fn plain_answer(port: u16) -> Vec<u8> {
 /// stream, so the seventh and eighth would wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_the_page_speaks_https_and_http2_so_eight_pages_in_one_browser_follow_the_board() {
-    use simulcast::api::auth::{hash_token, new_token};
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    common::self_signed(&cert, &key, "simulcastd-page");
-    let db = dir.path().join("s.db");
-    let token = new_token().unwrap();
-    let record =
-        simulcast::store::TokenRecord { name: "noc".into(), role: "observer".into(), sha256: hash_token(&token) };
-    simulcast::store::Store::open(&db).unwrap().insert_token(&record, "2026-12-03T00:00:00Z").unwrap();
-    let (port, web, metrics) = (common::free_tcp_port(), common::free_tcp_port(), common::free_tcp_port());
-    let (web_at, metrics_at) = (format!("127.0.0.1:{web}"), format!("127.0.0.1:{metrics}"));
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--tls-cert".as_ref(),
-        cert.as_os_str(),
-        "--tls-key".as_ref(),
-        key.as_os_str(),
-        "--web-listen".as_ref(),
-        web_at.as_ref(),
-        "--metrics-listen".as_ref(),
-        metrics_at.as_ref(),
-    ];
-    let _daemon = common::Daemon::serve(port, &args, std::process::Stdio::null());
+    let metrics_at = format!("127.0.0.1:{}", common::free_tcp_port());
+    let d = tls_daemon(&[("noc", "observer")], None, &["--metrics-listen", &metrics_at]);
+    let (token, web_at) = (d.tokens[0].clone(), d.web_at.clone());
+    let web: u16 = web_at.rsplit_once(':').unwrap().1.parse().unwrap();
 
     // The plain port: metrics yes, the page no, and it says where it is.
     let metrics_addr = format!("http://{metrics_at}");
@@ -788,22 +825,19 @@ async fn ten_pages_cost_the_daemon_next_to_nothing() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let tens = measure().await;
     server.stop().await;
-    println!(
-        "One page: the daemon used {:.2} CPU s in 60 s ({:.2} % of a core), RSS {:.1} MB ({:+.1} MB)",
-        one.0,
-        one.0 / 60.0 * 100.0,
-        one.2,
-        one.1
-    );
-    println!(
-        "Ten pages: {:.2} CPU s in 60 s ({:.2} % of a core), RSS {:.1} MB ({:+.1} MB); nine pages more cost {:.2} % of a core",
-        tens.0,
-        tens.0 / 60.0 * 100.0,
-        tens.2,
-        tens.1,
-        (tens.0 - one.0) / 60.0 * 100.0
-    );
-    assert!((tens.0 - one.0) / 60.0 < 0.03, "nine more pages cost more than 3 % of a core");
+    pages_cost("One page", "Ten pages", one, tens);
+}
+
+/// Prints what one page and ten cost the daemon over 60 s each (CPU s,
+/// RSS change, RSS), and checks that nine more cost next to nothing.
+fn pages_cost(one_is: &str, ten_are: &str, one: (f64, f64, f64), tens: (f64, f64, f64)) {
+    let cost = |(cpu, grew, rss): (f64, f64, f64)| {
+        format!("{cpu:.2} CPU s in 60 s ({:.2} % of a core), RSS {rss:.1} MB ({grew:+.1} MB)", cpu / 60.0 * 100.0)
+    };
+    println!("{one_is}: the daemon used {}", cost(one));
+    let more = (tens.0 - one.0) / 60.0 * 100.0;
+    println!("{ten_are}: {}; nine pages more cost {more:.2} % of a core", cost(tens));
+    assert!(more < 3.0, "nine more pages cost more than 3 % of a core");
     assert!(tens.2 - one.2 < 10.0, "nine more pages cost {:.1} MB", tens.2 - one.2);
 }
 
@@ -826,19 +860,7 @@ fn cpu_s_of(pid: u32) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn ten_pages_in_one_browser_over_https_cost_the_daemon_next_to_nothing() {
-    use simulcast::api::auth::{hash_token, new_token};
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    common::self_signed(&cert, &key, "simulcastd-page");
-    let db = dir.path().join("s.db");
-    let (admin, observer) = (new_token().unwrap(), new_token().unwrap());
-    let store = simulcast::store::Store::open(&db).unwrap();
-    for (name, role, t) in [("night-admin", "admin", &admin), ("noc", "observer", &observer)] {
-        let record = simulcast::store::TokenRecord { name: name.into(), role: role.into(), sha256: hash_token(t) };
-        store.insert_token(&record, "2026-12-03T00:00:00Z").unwrap();
-    }
-    drop(store);
     let source_port = free_udp_port();
     let legs: Vec<std::net::UdpSocket> = (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
     let mut config = format!(
@@ -852,24 +874,10 @@ async fn ten_pages_in_one_browser_over_https_cost_the_daemon_next_to_nothing() {
             rx.local_addr().unwrap().port()
         );
     }
-    let config_path = dir.path().join("simulcast.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let (port, web) = (common::free_tcp_port(), common::free_tcp_port());
-    let web_at = format!("127.0.0.1:{web}");
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--config".as_ref(),
-        config_path.as_os_str(),
-        "--tls-cert".as_ref(),
-        cert.as_os_str(),
-        "--tls-key".as_ref(),
-        key.as_os_str(),
-        "--web-listen".as_ref(),
-        web_at.as_ref(),
-    ];
-    let daemon = common::Daemon::serve(port, &args, std::process::Stdio::null());
-    let pid = daemon.0.id();
+    let d = tls_daemon(&[("night-admin", "admin"), ("noc", "observer")], Some(&config), &[]);
+    let (admin, observer) = (d.tokens[0].clone(), d.tokens[1].clone());
+    let (port, cert, web_at) = (d.port, d.cert.clone(), d.web_at.clone());
+    let pid = d.daemon.0.id();
     let _venue = venue(source_port, 240);
     let t0 = Utc.timestamp_opt(Utc::now().timestamp() + 5, 0).unwrap();
     let scheduled = std::process::Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
@@ -910,22 +918,6 @@ async fn ten_pages_in_one_browser_over_https_cost_the_daemon_next_to_nothing() {
     assert_eq!(protocol, json!("h2"));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let tens = measure().await;
-    drop(daemon);
-    println!(
-        "One page over HTTPS: the daemon used {:.2} CPU s in 60 s ({:.2} % of a core), RSS {:.1} MB ({:+.1} MB)",
-        one.0,
-        one.0 / 60.0 * 100.0,
-        one.2,
-        one.1
-    );
-    println!(
-        "Ten pages, one browser, HTTP/2: {:.2} CPU s in 60 s ({:.2} % of a core), RSS {:.1} MB ({:+.1} MB); nine pages more cost {:.2} % of a core",
-        tens.0,
-        tens.0 / 60.0 * 100.0,
-        tens.2,
-        tens.1,
-        (tens.0 - one.0) / 60.0 * 100.0
-    );
-    assert!((tens.0 - one.0) / 60.0 < 0.03, "nine more pages cost more than 3 % of a core");
-    assert!(tens.2 - one.2 < 10.0, "nine more pages cost {:.1} MB", tens.2 - one.2);
+    drop(d);
+    pages_cost("One page over HTTPS", "Ten pages, one browser, HTTP/2", one, tens);
 }
