@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 
 use super::es::{AudioCodec, VideoCodec};
 use super::failover::SourceCounters;
@@ -546,36 +545,24 @@ fn au_sink(which: Which, out: &Arc<CodedFeed>, counters: &Arc<SourceCounters>) -
     let clock = super::clock();
     // Not async: a sink added while the pipeline plays must not hold the
     // others in preroll until its own stream's first buffer.
-    gst_app::AppSink::builder()
-        .sync(false)
-        .async_(false)
-        .max_buffers(256)
-        .drop(true)
-        .enable_last_sample(false)
-        .callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let (Some(buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let segment = segment.downcast_ref::<gst::ClockTime>();
-                    let base = sink.base_time().map(|b| b.nseconds()).unwrap_or(0);
-                    let rt = |t: Option<gst::ClockTime>| {
-                        segment.and_then(|s| s.to_running_time(t)).map(|r| r.nseconds() + base)
-                    };
-                    let Some(pts) = rt(buffer.pts()).or_else(|| rt(buffer.dts())) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let dts = rt(buffer.dts()).unwrap_or(pts).min(pts);
-                    let now = clock.time().nseconds();
-                    deliver(which, &out, &counters, Au { pts, dts, keyframe: true, data: buffer }, now);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        )
-        .build()
-        .upcast()
+    super::dropping_appsink(256, move |sink, sample| {
+        let (Some(buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        let base = sink.base_time().map(|b| b.nseconds()).unwrap_or(0);
+        let rt = |t: Option<gst::ClockTime>| segment.and_then(|s| s.to_running_time(t)).map(|r| r.nseconds() + base);
+        let Some(pts) = rt(buffer.pts()).or_else(|| rt(buffer.dts())) else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let dts = rt(buffer.dts()).unwrap_or(pts).min(pts);
+        let now = clock.time().nseconds();
+        deliver(which, &out, &counters, Au { pts, dts, keyframe: true, data: buffer }, now);
+        Ok(gst::FlowSuccess::Ok)
+    })
+    .async_(false)
+    .build()
+    .upcast()
 }
 
 /// Queues one access unit of `which`, reading what it says of the format.

@@ -211,6 +211,29 @@ pub fn check_all() -> Vec<(&'static str, Result<(), MediaError>)> {
     all
 }
 
+/// An appsink that never holds up its pipeline: not synced to the clock,
+/// dropping its oldest sample when `max_buffers` wait, keeping no last
+/// sample; `on_sample` is handed the sink and each sample. Callers add a
+/// name, or `async_(false)` for a sink added to a playing pipeline, then
+/// build it.
+pub(crate) fn dropping_appsink<'a>(
+    max_buffers: u32,
+    mut on_sample: impl FnMut(&gstreamer_app::AppSink, gst::Sample) -> Result<gst::FlowSuccess, gst::FlowError>
+    + Send
+    + 'static,
+) -> gstreamer_app::app_sink::AppSinkBuilder<'a> {
+    gstreamer_app::AppSink::builder()
+        .sync(false)
+        .max_buffers(max_buffers)
+        .drop(true)
+        .enable_last_sample(false)
+        .callbacks(
+            gstreamer_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| on_sample(sink, sink.pull_sample().map_err(|_| gst::FlowError::Eos)?))
+                .build(),
+        )
+}
+
 /// Adds `chain` (linked in order) to the running `pipeline`, brings it to
 /// the pipeline's state and links `pad` (a demuxer's new pad) to its
 /// first element: the dynamic branch a demuxer's `pad-added` builds.

@@ -864,37 +864,27 @@ fn show_audio(pads: &[gst::Pad; 3], feed: Feed) {
 /// picture went out.
 fn fanout_sink(switch: &Arc<Switch>, sender: FanoutSender, mut stamp: super::tracks::LanguageStamp) -> gst::Element {
     let switch = Arc::clone(switch);
-    gst_app::AppSink::builder()
-        .name("program")
-        .sync(false)
-        .max_buffers(1024)
-        .drop(true)
-        .enable_last_sample(false)
-        .callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let Some(buffer) = sample.buffer_owned() else { return Ok(gst::FlowSuccess::Ok) };
-                    let buffer = stamp.apply(buffer);
-                    let keyframes = buffer
-                        .map_readable()
-                        .map(|m| ts::pes_starts(&m).filter(|p| p.is_video() && p.keyframe).count() as u64)
-                        .unwrap_or(0);
-                    if keyframes > 0 {
-                        let before = switch.keyframes_muxed.fetch_add(keyframes, Ordering::Relaxed);
-                        let wanted = switch.program_keyframe.load(Ordering::Relaxed);
-                        if wanted > before && wanted <= before + keyframes {
-                            switch.program_keyframe.store(0, Ordering::Relaxed);
-                            sender.mark_program_start();
-                        }
-                    }
-                    sender.send(buffer);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        )
-        .build()
-        .upcast()
+    super::dropping_appsink(1024, move |_, sample| {
+        let Some(buffer) = sample.buffer_owned() else { return Ok(gst::FlowSuccess::Ok) };
+        let buffer = stamp.apply(buffer);
+        let keyframes = buffer
+            .map_readable()
+            .map(|m| ts::pes_starts(&m).filter(|p| p.is_video() && p.keyframe).count() as u64)
+            .unwrap_or(0);
+        if keyframes > 0 {
+            let before = switch.keyframes_muxed.fetch_add(keyframes, Ordering::Relaxed);
+            let wanted = switch.program_keyframe.load(Ordering::Relaxed);
+            if wanted > before && wanted <= before + keyframes {
+                switch.program_keyframe.store(0, Ordering::Relaxed);
+                sender.mark_program_start();
+            }
+        }
+        sender.send(buffer);
+        Ok(gst::FlowSuccess::Ok)
+    })
+    .name("program")
+    .build()
+    .upcast()
 }
 
 fn utc_text(ns: u64) -> String {

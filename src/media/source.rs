@@ -821,48 +821,38 @@ fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>) -> gst::Elem
     let out = Arc::clone(out);
     let shared = Arc::clone(shared);
     let clock = super::clock();
-    gst_app::AppSink::builder()
-        .name(match track {
-            Track::Video => "raw_video".to_owned(),
-            Track::Audio(lane) => format!("raw_audio_{lane}"),
-        })
-        .sync(false)
-        .max_buffers(64)
-        .drop(true)
-        .enable_last_sample(false)
-        .callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let (Some(buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let segment = segment.downcast_ref::<gst::ClockTime>();
-                    let rt = segment.and_then(|s| s.to_running_time(buffer.pts()));
-                    let (Some(rt), Some(base)) = (rt, sink.base_time()) else { return Ok(gst::FlowSuccess::Ok) };
-                    if !shared.ts_input {
-                        shared.counters.bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
-                    }
-                    if track == Track::Video {
-                        let c = &shared.counters;
-                        let now = clock.time().nseconds();
-                        c.frames.fetch_add(1, Ordering::Relaxed);
-                        let prev = c.last_frame_ns.swap(now, Ordering::Relaxed);
-                        if prev == 0 || now.saturating_sub(prev) >= RUN_GAP.as_nanos() as u64 {
-                            // The program pipeline's branch for this feed
-                            // negotiates on its very first picture and shows
-                            // a few later: not before then.
-                            let settle = if prev == 0 { FIRST_PICTURE_SETTLE.as_nanos() as u64 } else { 0 };
-                            c.run_start_pts_ns.store((rt + base).nseconds() + settle, Ordering::Relaxed);
-                        }
-                    }
-                    out.push(track, buffer, sample.caps_owned(), (rt + base).nseconds());
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        )
-        .build()
-        .upcast()
+    super::dropping_appsink(64, move |sink, sample| {
+        let (Some(buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        let rt = segment.and_then(|s| s.to_running_time(buffer.pts()));
+        let (Some(rt), Some(base)) = (rt, sink.base_time()) else { return Ok(gst::FlowSuccess::Ok) };
+        if !shared.ts_input {
+            shared.counters.bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
+        }
+        if track == Track::Video {
+            let c = &shared.counters;
+            let now = clock.time().nseconds();
+            c.frames.fetch_add(1, Ordering::Relaxed);
+            let prev = c.last_frame_ns.swap(now, Ordering::Relaxed);
+            if prev == 0 || now.saturating_sub(prev) >= RUN_GAP.as_nanos() as u64 {
+                // The program pipeline's branch for this feed
+                // negotiates on its very first picture and shows
+                // a few later: not before then.
+                let settle = if prev == 0 { FIRST_PICTURE_SETTLE.as_nanos() as u64 } else { 0 };
+                c.run_start_pts_ns.store((rt + base).nseconds() + settle, Ordering::Relaxed);
+            }
+        }
+        out.push(track, buffer, sample.caps_owned(), (rt + base).nseconds());
+        Ok(gst::FlowSuccess::Ok)
+    })
+    .name(match track {
+        Track::Video => "raw_video".to_owned(),
+        Track::Audio(lane) => format!("raw_audio_{lane}"),
+    })
+    .build()
+    .upcast()
 }
 
 #[cfg(test)]

@@ -403,24 +403,14 @@ fn decode(
     let luma = Arc::new(AtomicU64::new(0));
     let sink = {
         let (thumbs, luma) = (Arc::clone(thumbs), Arc::clone(&luma));
-        gst_app::AppSink::builder()
-            .sync(false)
-            .async_(false)
-            .max_buffers(1)
-            .drop(true)
-            .enable_last_sample(false)
-            .callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |sink| {
-                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        if let Some(m) = sample.buffer().and_then(|b| b.map_readable().ok()) {
-                            thumbs.put(name, m.to_vec(), f64::from_bits(luma.load(Ordering::Relaxed)));
-                        }
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            )
-            .build()
+        super::dropping_appsink(1, move |_, sample| {
+            if let Some(m) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                thumbs.put(name, m.to_vec(), f64::from_bits(luma.load(Ordering::Relaxed)));
+            }
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .async_(false)
+        .build()
     };
     let chain = [
         THUMBNAIL.make(parser, |b| b)?,
@@ -449,32 +439,22 @@ fn meter(
     let f32 = gst::Caps::builder("audio/x-raw").field("format", "F32LE").field("layout", "interleaved").build();
     let meter = Mutex::new(Meter::default());
     let thumbs = Arc::clone(thumbs);
-    let sink = gst_app::AppSink::builder()
-        .sync(false)
-        .async_(false)
-        .max_buffers(8)
-        .drop(true)
-        .enable_last_sample(false)
-        .callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let info = sample.caps().and_then(audio_format);
-                    let (Some(b), Some((rate, channels))) = (sample.buffer(), info) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let Ok(m) = b.map_readable() else { return Ok(gst::FlowSuccess::Ok) };
-                    let x: Vec<f32> = m.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                    let window = (rate as f64 * LEVEL_WINDOW.as_secs_f64()) as usize * channels;
-                    if let Some((rms_db, peak_db)) = lock(&meter).add(&x, window) {
-                        let language = language.clone();
-                        thumbs.set_level(name, track, Level { language, rms_db, peak_db, at: Utc::now() });
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        )
-        .build();
+    let sink = super::dropping_appsink(8, move |_, sample| {
+        let info = sample.caps().and_then(audio_format);
+        let (Some(b), Some((rate, channels))) = (sample.buffer(), info) else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let Ok(m) = b.map_readable() else { return Ok(gst::FlowSuccess::Ok) };
+        let x: Vec<f32> = m.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let window = (rate as f64 * LEVEL_WINDOW.as_secs_f64()) as usize * channels;
+        if let Some((rms_db, peak_db)) = lock(&meter).add(&x, window) {
+            let language = language.clone();
+            thumbs.set_level(name, track, Level { language, rms_db, peak_db, at: Utc::now() });
+        }
+        Ok(gst::FlowSuccess::Ok)
+    })
+    .async_(false)
+    .build();
     let chain = [
         THUMBNAIL.make(parser, |b| b)?,
         THUMBNAIL.make(decoder, |b| b)?,
