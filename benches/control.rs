@@ -16,6 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,9 +243,12 @@ async fn main() {
     );
     let config = dir.path().join("bench.toml");
     std::fs::write(&config, text).expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let (port, metrics_port) = (free(), free());
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "127.0.0.1:0", "--db"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen"])
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .arg("--db")
         .arg(&db)
         .arg("--config")
         .arg(&config)
@@ -328,9 +332,15 @@ async fn main() {
         ratio("take"),
         ratio("extend")
     );
+    let turns = loop_turns(metrics_port);
+    println!("master control's loop over the whole run (work: turns, turns over 10 ms, longest ms):");
+    for (work, t) in &turns {
+        println!("  {work:<24} {:>7} {:>5} {:>9.2}", t[0] as u64, t[1] as u64, t[2] * 1000.0);
+    }
     println!(
         "{}",
         serde_json::json!({
+            "loop_turns": turns,
             "watchers": watchers, "rounds": n, "legs": leg_count, "unloaded": b, "loaded": l, "preflight": p,
             "rss_kib_before": rss_before, "rss_kib_after": rss_after, "kib_per_watcher": per,
             "updates": updates, "lagged": lagged.load(Ordering::Relaxed),
@@ -342,4 +352,27 @@ async fn main() {
     let _ = daemon.kill();
     let _ = daemon.wait();
     drop(hole);
+}
+
+/// The daemon's `simulcast_control_loop_*` figures by work: [turns, slow
+/// turns, longest seconds], read from its metrics port.
+fn loop_turns(port: u16) -> BTreeMap<String, [f64; 3]> {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("metrics request");
+    s.read_to_string(&mut text).expect("metrics");
+    let mut out: BTreeMap<String, [f64; 3]> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once("{work=\"") else { continue };
+        let Some((work, value)) = rest.split_once("\"} ") else { continue };
+        let i = match name {
+            "simulcast_control_loop_turns_total" => 0,
+            "simulcast_control_loop_slow_turns_total" => 1,
+            "simulcast_control_loop_longest_turn_seconds" => 2,
+            _ => continue,
+        };
+        out.entry(work.to_owned()).or_default()[i] = value.trim().parse().unwrap_or(f64::NAN);
+    }
+    out
 }

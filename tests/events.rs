@@ -716,3 +716,65 @@ async fn cancelling_another_event_leaves_the_armed_ones_legs_on_air() {
     e.abort(authed(r(&a.id), &op)).await.expect("abort A");
     server.stop().await;
 }
+
+/// Master control never waits on a relay being built: an Arm whose relay
+/// must wait for the last one to be gone (an abort's second of emergency
+/// slate) is answered when its legs are up, and meanwhile reads answer at
+/// once and a second action on the arming event is refused, naming why.
+/// (The coordinator built the relay on its loop, after waiting for the
+/// last one: every RPC waited about a second behind the Arm.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arm_waiting_for_the_last_relay_leaves_master_control_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
+    let (a_cap, b_cap) = (UdpCapture::start(), UdpCapture::start());
+    seed_channels(&server, &[&a_cap, &b_cap]).await;
+    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
+    let mut e = EventServiceClient::new(server.transport().await);
+    let a = e.schedule_event(authed(schedule_in(3600, "A"), &admin)).await.expect("A").into_inner();
+    let b = e.schedule_event(authed(schedule_in(2 * 3600, "B"), &admin)).await.expect("B").into_inner();
+    e.arm(authed(r(&a.id), &op)).await.expect("arm A");
+    let mut m = MonitorServiceClient::new(server.transport().await);
+    let sending = [LegState::Slate as i32, LegState::OnAir as i32];
+    let on_air = |u: &proto::StatusUpdate| u.legs.len() == 2 && u.legs.iter().all(|l| sending.contains(&l.state));
+    watch_until(&mut m, &a.id, &op, Duration::from_secs(15), on_air).await;
+
+    e.abort(authed(r(&a.id), &op)).await.expect("abort A");
+    let arm_b = {
+        let (mut e, id, op) = (e.clone(), b.id.clone(), op.clone());
+        tokio::spawn(async move {
+            let asked = std::time::Instant::now();
+            let armed = e.arm(authed(r(&id), &op)).await;
+            (armed, asked.elapsed())
+        })
+    };
+    // B's Arm is under way (its relay waits for A's to be gone).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut reads = Vec::new();
+    for _ in 0..8 {
+        let asked = std::time::Instant::now();
+        let got = e.get_event(authed(r(&a.id), &op)).await.expect("get A").into_inner();
+        assert_eq!(state(&got), EventState::Aborted);
+        e.list_events(authed(proto::ListEventsRequest::default(), &op)).await.expect("list");
+        reads.push(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let slowest = reads.iter().max().copied().unwrap_or_default();
+    assert!(slowest < Duration::from_millis(100), "reads while B armed took {reads:?}");
+    let again = e.hold(authed(r(&b.id), &op)).await.expect_err("hold B while its relay starts");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    assert!(again.message().contains("relay is starting"), "{}", again.message());
+    let (armed, took) = arm_b.await.expect("arm task");
+    let armed = armed.expect("arm B").into_inner();
+    assert_eq!(state(&armed), EventState::Armed);
+    assert!(
+        took > Duration::from_millis(500),
+        "B's Arm did not wait for A's relay ({took:?}): the reads proved nothing"
+    );
+    let b_on_air = |u: &proto::StatusUpdate| {
+        u.event_id == b.id && u.legs.len() == 2 && u.legs.iter().all(|l| sending.contains(&l.state))
+    };
+    watch_until(&mut m, &b.id, &op, Duration::from_secs(15), b_on_air).await;
+    e.abort(authed(r(&b.id), &op)).await.expect("abort B");
+    server.stop().await;
+}

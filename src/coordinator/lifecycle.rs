@@ -1,17 +1,18 @@
-//! The running event's relay: started from the event's enabled channels
-//! (a leg that cannot carry the programme is skipped with the reason, a
-//! delayed leg given its recording), and stopped off the coordinator's
-//! loop (the abort's emergency slate first), its legs' totals logged and
-//! its recording removed once it has.
+//! The running event's relay: started off the coordinator's loop from the
+//! event's enabled channels (a leg that cannot carry the programme is
+//! skipped with the reason, a delayed leg given its recording), the media
+//! side answering when its pipelines are up; and stopped off the loop (the
+//! abort's emergency slate first), its legs' totals logged and its
+//! recording removed once it has.
 
 use super::asrun::{Actor, Kind, entry};
-use super::{CoordError, LegObserver, Running, State};
+use super::{CoordError, LegObserver, Reply, Running, State};
 use crate::config::{Channel, Ingest};
 use crate::media::failover::SourceChoice;
 use crate::media::program::{Cue, ProgramPlan};
 use crate::media::recording::RecordingPlan;
 use crate::relay::{DelayPlan, Relay, RelayPlan};
-use crate::schedule::{Event, EventId};
+use crate::schedule::{Action, Event, EventId};
 use crate::{config, schedule};
 use chrono_tz::Tz;
 use std::collections::BTreeMap;
@@ -21,16 +22,18 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 impl State {
-    pub(super) async fn start_relay(&mut self, event: &Event) -> Result<(), CoordError> {
+    /// Prepares the relay of `event` and has it started off the loop:
+    /// `Ok(true)` when its pipelines are being built (the loop goes on
+    /// deciding; [`State::relay_started`] does `then` when the media side
+    /// answers), `Ok(false)` when the event's relay runs already, or events
+    /// run without pipelines (`then` is the caller's to do, now).
+    pub(super) async fn start_relay(&mut self, event: &Event, then: Then) -> Result<bool, CoordError> {
         if self.running.as_ref().is_some_and(|r| r.event_id == event.id) {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(problem) = &self.options.media_problem {
             return Err(CoordError::Relay(format!("the relay cannot run: {problem}")));
         }
-        // The last event's pipelines may still hold its ports (a
-        // contribution listener): they are gone before new ones start.
-        self.finish_stop().await;
         // The event's legs go to the same ingests: the event wins.
         self.stop_rehearsal(&format!("event {} went live", event.id)).await;
         let mut channels = Vec::new();
@@ -55,39 +58,120 @@ impl State {
             let e = entry(now, &event.id.0, id.as_str(), None, Kind::LegSkipped, skipped, &Actor::Daemon);
             self.append(&e, Kind::LegSkipped)?;
         }
-        let relay_plan = self.relay_plan(&event.title, channels.clone());
         let delays: Vec<(String, Duration)> = channels
             .iter()
             .filter_map(|c| schedule::air_time(event.on_air, c).ok().map(|a| (c.id.to_string(), a.delay)))
             .filter(|(_, d)| !d.is_zero())
             .collect();
-        let plan = (!delays.is_empty()).then(|| DelayPlan {
+        // What this event's log says already (before a restart).
+        let logged = self.store.asrun(&event.id.0)?;
+        let mut starting = Starting {
+            event_id: event.id.clone(),
+            plan: None,
+            running: self.running_for(event, &channels, delays.clone(), logged),
+            then,
+        };
+        if !self.options.relay_enabled {
+            self.keep_running(starting.running, None);
+            return Ok(false);
+        }
+        let relay_plan = self.relay_plan(&event.title, channels);
+        let delay = (!delays.is_empty()).then(|| DelayPlan {
             recording: RecordingPlan {
                 dir: self.recording_dir(&event.id),
                 retention: self.options.retention,
                 max_bytes: self.options.recording_max_bytes,
             },
             t0_utc: event.on_air,
-            delays: delays.clone(),
+            delays,
         });
-        let relay = if self.options.relay_enabled {
+        starting.plan = Some((relay_plan, delay));
+        self.starting = Some(starting);
+        self.launch_start();
+        Ok(true)
+    }
+
+    /// Starts building the pipelines of the relay waiting to start, in a
+    /// task of their own, once the last event's relay is gone (its
+    /// pipelines may hold the same ports: a contribution listener). The
+    /// task answers on the loop's started channel.
+    pub(super) fn launch_start(&mut self) {
+        if self.stopping.is_some() {
+            return; // Launched when it has stopped.
+        }
+        let Some(s) = self.starting.as_mut() else { return };
+        let Some((plan, delay)) = s.plan.take() else { return };
+        let (tx, event_id) = (self.started_tx.clone(), s.event_id.clone());
+        tokio::spawn(async move {
             // Slate until the state the event enters sets the cue.
-            let r = Relay::start_with(&relay_plan, Cue::default(), plan).await;
-            Some(r.map_err(|e| CoordError::Relay(format!("the relay could not start: {e}")))?)
-        } else {
-            None
+            let relay = Relay::start_with(&plan, Cue::default(), delay).await.map_err(|e| e.to_string());
+            let _ = tx.send(Started { event_id, relay });
+        });
+    }
+
+    /// The media side's answer to a start: the relay runs (and what waited
+    /// for it is done), or the start failed (and whoever waited is told).
+    pub(super) async fn relay_started(&mut self, started: Started) {
+        let Some(s) = self.starting.take_if(|s| s.event_id == started.event_id) else {
+            // Nobody waits for it any more.
+            started.stop().await;
+            return;
         };
-        let zones = channels.iter().map(|c| (c.id.to_string(), c.timezone)).collect();
-        let labels = channels.iter().map(|c| (c.id.to_string(), (c.name.clone(), c.country.clone()))).collect();
-        // What this event's log says already (before a restart).
-        let logged = self.store.asrun(&event.id.0)?;
+        let result = match started.relay {
+            Ok(relay) => {
+                self.keep_running(s.running, Some(relay));
+                Ok(())
+            }
+            Err(e) => Err(CoordError::Relay(format!("the relay could not start: {e}"))),
+        };
+        let id = s.event_id;
+        match s.then {
+            Then::Resume => self.resumed(&id, result),
+            Then::Apply { action, actor, why, reply } => {
+                let r = match result {
+                    Ok(()) => self.finish_apply(&id, action, &actor, why).await,
+                    Err(e) => Err(e),
+                };
+                let still_runs = self.running.as_ref().is_some_and(|x| x.event_id == id);
+                if r.is_err() && still_runs && !self.events.get(&id.0).is_some_and(|e| e.state.is_live()) {
+                    self.stop_relay(Kind::LegsClosed, "the event did not change").await;
+                }
+                if actor == Actor::Scheduler {
+                    self.clock_moved(&id, action, r.as_ref().map(|_| ()).map_err(ToString::to_string));
+                }
+                match reply {
+                    Some(reply) => self.answer_change(reply, r),
+                    None if r.is_ok() => self.publish(),
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Makes `running` the running event's, with its relay, and gives its
+    /// legs their ad breaks.
+    fn keep_running(&mut self, mut running: Running, relay: Option<Relay>) {
+        running.relay = relay;
+        running.armed_at = self.options.clock.now();
+        self.running = Some(running);
+        self.push_breaks();
+    }
+
+    /// What the loop keeps about `event`'s relay, before it has one.
+    fn running_for(
+        &self,
+        event: &Event,
+        channels: &[Channel],
+        delays: Vec<(String, Duration)>,
+        logged: Vec<crate::store::AsRunEntry>,
+    ) -> Running {
         let legs_with =
             |kind: Kind| logged.iter().filter(move |e| e.kind == kind.as_str()).map(|e| e.channel_id.clone());
-        self.running = Some(Running {
+        Running {
             event_id: event.id.clone(),
-            relay,
-            zones,
-            labels,
+            relay: None,
+            zones: channels.iter().map(|c| (c.id.to_string(), c.timezone)).collect(),
+            labels: channels.iter().map(|c| (c.id.to_string(), (c.name.clone(), c.country.clone()))).collect(),
             pictures: Vec::new(),
             live_start: None,
             observer: LegObserver::default(),
@@ -109,9 +193,7 @@ impl State {
                 .collect(),
             recording_lost_said: 0,
             recording_lost_at: None,
-        });
-        self.push_breaks();
-        Ok(())
+        }
     }
 
     /// The relay plan of `channels` from the daemon's options.
@@ -234,6 +316,48 @@ pub(super) struct Stopping {
     why: String,
     recording: Option<PathBuf>,
     task: tokio::task::JoinHandle<crate::relay::RelayStatus>,
+}
+
+/// What the loop does once an event's relay has started off it.
+pub(super) enum Then {
+    /// Finish the transition that needed the relay (an operator's action
+    /// or the clock's), answering the operator if one waits.
+    Apply { action: Action, actor: Actor, why: String, reply: Option<Reply<Event>> },
+    /// An event found live at start: its legs are back.
+    Resume,
+}
+
+/// An event's relay being started off the loop (see [`State::start_relay`]).
+pub(super) struct Starting {
+    pub(super) event_id: EventId,
+    /// What the task builds the relay from; taken when it is launched.
+    plan: Option<(RelayPlan, Option<DelayPlan>)>,
+    /// What the loop keeps once it runs.
+    running: Running,
+    pub(super) then: Then,
+}
+
+impl Starting {
+    /// Whether its pipelines are being built (rather than waiting for the
+    /// last relay to be gone).
+    pub(super) fn launched(&self) -> bool {
+        self.plan.is_none()
+    }
+}
+
+/// The media side's answer to a start.
+pub(super) struct Started {
+    event_id: EventId,
+    relay: Result<Relay, String>,
+}
+
+impl Started {
+    /// Stops the relay it brings, if it brings one (nobody waits for it).
+    pub(super) async fn stop(self) {
+        if let Ok(relay) = self.relay {
+            relay.shutdown().await;
+        }
+    }
 }
 
 /// How long the emergency slate goes out after an abort, before the legs close.

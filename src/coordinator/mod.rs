@@ -6,6 +6,7 @@
 
 mod alerting;
 pub mod asrun;
+pub mod busy;
 mod legs;
 mod lifecycle;
 mod rehearsals;
@@ -35,6 +36,8 @@ use crate::relay::Relay;
 use crate::schedule::breaks::{AdBreak, NewBreak};
 use crate::schedule::{self, Action, Clock, Event, EventId};
 use crate::store::{AsRunEntry, Store, StoreError};
+use lifecycle::{Started, Starting, Then};
+use transitions::Applied;
 
 use asrun::{Actor, Kind, entry, utc_text};
 use lifecycle::Stopping;
@@ -201,6 +204,49 @@ enum Command {
     Shutdown { reply: oneshot::Sender<()> },
 }
 
+impl Command {
+    /// What the loop's turn accounting calls it.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::CreateChannel { .. } => "command:create-channel",
+            Command::GetChannel { .. } => "command:get-channel",
+            Command::ListChannels { .. } => "command:list-channels",
+            Command::UpdateChannel { .. } => "command:update-channel",
+            Command::DeleteChannel { .. } => "command:delete-channel",
+            Command::Schedule { .. } => "command:schedule",
+            Command::GetEvent { .. } => "command:get-event",
+            Command::ListEvents { .. } => "command:list-events",
+            Command::Act { action, .. } => match action {
+                Action::Arm => "command:arm",
+                Action::Take => "command:take",
+                Action::Hold => "command:hold",
+                Action::Extend => "command:extend",
+                Action::End => "command:end",
+                Action::Abort => "command:abort",
+                Action::Cancel => "command:cancel",
+                Action::Finish => "command:finish",
+            },
+            Command::SwitchSource { .. } => "command:switch-source",
+            Command::AsRun { .. } => "command:as-run",
+            Command::AsRunPictures { .. } => "command:as-run-pictures",
+            Command::AsRunPictureBytes { .. } => "command:as-run-picture-bytes",
+            Command::AirTimes { .. } => "command:air-times",
+            Command::StartRehearsal { .. } => "command:start-rehearsal",
+            Command::GetRehearsal { .. } => "command:get-rehearsal",
+            Command::ListRehearsals { .. } => "command:list-rehearsals",
+            Command::ScheduleRehearsal { .. } => "command:schedule-rehearsal",
+            Command::ListSchedules { .. } => "command:list-schedules",
+            Command::DeleteSchedule { .. } => "command:delete-schedule",
+            Command::ScheduleBreak { .. } => "command:schedule-break",
+            Command::ListBreaks { .. } => "command:list-breaks",
+            Command::CancelBreak { .. } => "command:cancel-break",
+            Command::ListAlerts { .. } => "command:list-alerts",
+            Command::TestAlert { .. } => "command:test-alert",
+            Command::Shutdown { .. } => "command:shutdown",
+        }
+    }
+}
+
 /// A handle on the coordinator; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Coordinator {
@@ -218,6 +264,7 @@ impl Coordinator {
         let store = store.into();
         let (tx, rx) = mpsc::channel(256);
         let (status_tx, status) = watch::channel(Arc::new(Snapshot::initial()));
+        let (started_tx, started_rx) = mpsc::unbounded_channel();
         let alerting = alerting::Alerting::start(&store, &options.alerts);
         let state = State {
             store,
@@ -236,8 +283,11 @@ impl Coordinator {
             unreadable: BTreeMap::new(),
             stopping: None,
             stopped: Arc::default(),
+            starting: None,
+            started_tx,
+            loop_times: Arc::default(),
         };
-        let task = tokio::spawn(state.run(rx));
+        let task = tokio::spawn(state.run(rx, started_rx));
         (Self { tx, status }, task)
     }
 
@@ -513,10 +563,16 @@ struct State {
     /// The relay being stopped, if one is, and the signal that it has.
     stopping: Option<Stopping>,
     stopped: Arc<tokio::sync::Notify>,
+    /// The relay being started off the loop, if one is, and where the
+    /// media side says it has.
+    starting: Option<Starting>,
+    started_tx: mpsc::UnboundedSender<Started>,
+    /// How long each turn of the loop took, by what it did.
+    loop_times: Arc<busy::LoopTimes>,
 }
 
 impl State {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut started: mpsc::UnboundedReceiver<Started>) {
         if let Err(e) = self.resume().await {
             error!(error = %e, "Cannot read events from the store; the schedule is empty until it can.");
         }
@@ -528,20 +584,35 @@ impl State {
         loop {
             tokio::select! {
                 _ = stopped.notified() => {
+                    let at = std::time::Instant::now();
                     self.finish_stop().await;
+                    // A relay waiting for this one to be gone starts now.
+                    self.launch_start();
                     self.publish();
                     last_publish = tokio::time::Instant::now();
+                    self.loop_times.turn("relay-stopped", at);
+                }
+                Some(s) = started.recv() => {
+                    let at = std::time::Instant::now();
+                    self.relay_started(s).await;
+                    self.loop_times.turn("relay-started", at);
                 }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
+                        self.abandon_start(&mut started).await;
                         self.stop_rehearsal("the daemon stopped").await;
                         self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
                         self.alerting.stop().await;
                         let _ = reply.send(());
                         break;
                     }
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => {
+                        let (started, work) = (std::time::Instant::now(), cmd.name());
+                        self.handle(cmd).await;
+                        self.loop_times.turn(work, started);
+                    }
                     None => {
+                        self.abandon_start(&mut started).await;
                         self.stop_rehearsal("the daemon stopped").await;
                         self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
                         self.alerting.stop().await;
@@ -549,6 +620,7 @@ impl State {
                     }
                 },
                 _ = tick.tick() => {
+                    let started = std::time::Instant::now();
                     let changed = self.on_tick().await;
                     // Due on the tick nearest `status_every`: the last
                     // publish came a moment after its tick, so "at least
@@ -559,6 +631,7 @@ impl State {
                         self.publish();
                         last_publish = tokio::time::Instant::now();
                     }
+                    self.loop_times.turn("tick", started);
                 }
             }
         }
@@ -597,21 +670,52 @@ impl State {
             self.log(&e.id.0, Kind::DaemonRestarted, detail, &Actor::Daemon)?;
         }
         self.step_clock().await;
-        // The clock may have ended the event; if not, its legs come back.
-        if let Some(e) = self.events.values().find(|e| e.state.is_live()).cloned() {
-            match self.start_relay(&e).await {
-                Ok(()) => {
-                    self.update_cue(&e);
-                    let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
-                    self.log(&e.id.0, Kind::LegsRebuilt, detail, &Actor::Daemon)?;
-                }
-                Err(err) => {
-                    error!(event = %e.id, error = %err, "Cannot rebuild the legs of a resumed event.");
-                    self.log(&e.id.0, Kind::RelayFailed, err.to_string(), &Actor::Daemon)?;
-                }
+        // The clock may have ended the event (or be starting its relay);
+        // if not, its legs come back, built off the loop.
+        let idle = self.running.is_none() && self.starting.is_none();
+        if let Some(e) = self.events.values().find(|e| e.state.is_live()).filter(|_| idle).cloned() {
+            match self.start_relay(&e, Then::Resume).await {
+                Ok(true) => {}
+                Ok(false) => self.resumed(&e.id, Ok(())),
+                Err(err) => self.resumed(&e.id, Err(err)),
             }
         }
         Ok(())
+    }
+
+    /// A resumed event's legs are rebuilt, or cannot be: said in its log.
+    fn resumed(&mut self, id: &EventId, result: Result<(), CoordError>) {
+        let r = match result {
+            Ok(()) => {
+                if let Some(e) = self.events.get(&id.0).cloned() {
+                    self.update_cue(&e);
+                }
+                let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
+                self.log(&id.0, Kind::LegsRebuilt, detail, &Actor::Daemon)
+            }
+            Err(err) => {
+                error!(event = %id, error = %err, "Cannot rebuild the legs of a resumed event.");
+                self.log(&id.0, Kind::RelayFailed, err.to_string(), &Actor::Daemon)
+            }
+        };
+        if let Err(e) = r {
+            error!(event = %id, error = %e, "The resumed event's as-run entry was lost.");
+        }
+        self.publish();
+    }
+
+    /// At shutdown: a relay being started is waited for and stopped, and
+    /// whoever waits for it is told the daemon stopped.
+    async fn abandon_start(&mut self, started: &mut mpsc::UnboundedReceiver<Started>) {
+        let Some(s) = self.starting.take() else { return };
+        if s.launched()
+            && let Some(answer) = started.recv().await
+        {
+            answer.stop().await;
+        }
+        if let Then::Apply { reply: Some(reply), .. } = s.then {
+            let _ = reply.send(Err(CoordError::Stopped));
+        }
     }
 
     /// Appends an event-wide as-run entry (committed before this returns).
@@ -674,6 +778,7 @@ impl State {
             alerts: Arc::clone(&self.alerting.counters),
             breaks: Arc::clone(&self.breaks),
             asrun_written: self.store.asrun_written(),
+            loop_times: Arc::clone(&self.loop_times),
         }));
     }
 
@@ -712,7 +817,18 @@ impl State {
             Command::Act { id, action, by, actor, reply } => {
                 let r = match action {
                     Action::Extend => self.extend(&id, by, &actor),
-                    _ => self.apply(&id, action, &actor, String::new()).await,
+                    _ => match self.apply(&id, action, &actor, String::new()).await {
+                        Ok(Applied::Done(e)) => Ok(e),
+                        Ok(Applied::Starting) => {
+                            // Answered when the relay runs (or cannot).
+                            if let Some(Starting { then: Then::Apply { reply: waiting, .. }, .. }) = &mut self.starting
+                            {
+                                *waiting = Some(reply);
+                            }
+                            return;
+                        }
+                        Err(e) => Err(e),
+                    },
                 };
                 self.answer_change(reply, r);
             }

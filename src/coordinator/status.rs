@@ -88,6 +88,8 @@ pub struct Snapshot {
     /// As-run entries written since the daemon started: a watcher reads
     /// the log again when this changes.
     pub asrun_written: u64,
+    /// How long the coordinator's loop turns take, by work (live, shared).
+    pub loop_times: Arc<super::busy::LoopTimes>,
 }
 
 impl Snapshot {
@@ -105,6 +107,7 @@ impl Snapshot {
             alerts: Arc::default(),
             breaks: Arc::default(),
             asrun_written: 0,
+            loop_times: Arc::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 use super::invalid;
 
 use super::asrun::{Actor, Kind, entry, utc_text};
+use super::lifecycle::Then;
 use super::{CoordError, State};
 use crate::media::failover::SourceChoice;
 use crate::media::program::Cue;
@@ -15,17 +16,33 @@ use crate::schedule::{Action, Event, EventId, EventState};
 use chrono::{DateTime, Utc};
 use tracing::{error, info};
 
+/// What [`State::apply`] came to.
+pub(super) enum Applied {
+    /// The event is in its new state.
+    Done(Event),
+    /// Its relay is being started off the loop; the action is finished,
+    /// and its answer given, when the relay runs.
+    Starting,
+}
+
 impl State {
     /// Applies `action`; starts the relay on entering a live state and stops
-    /// it on leaving one.
+    /// it on leaving one. A relay to start is built off the loop: the
+    /// action is then [`Applied::Starting`], finished (and whoever waits
+    /// answered) when the media side says the relay runs.
     pub(super) async fn apply(
         &mut self,
         id: &EventId,
         action: Action,
         actor: &Actor,
         why: String,
-    ) -> Result<Event, CoordError> {
-        let mut event = self.get(id)?;
+    ) -> Result<Applied, CoordError> {
+        if self.starting.as_ref().is_some_and(|s| s.event_id == *id) {
+            return Err(CoordError::FailedPrecondition(format!(
+                "event {id}: its relay is starting; try again when it has (a moment)"
+            )));
+        }
+        let event = self.get(id)?;
         let next = schedule::transition(event.state, action)
             .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
         if next.is_live() && !event.state.is_live() {
@@ -33,6 +50,12 @@ impl State {
                 return Err(CoordError::FailedPrecondition(format!(
                     "event {} (\"{}\") is {}: one event runs at a time",
                     other.id, other.title, other.state
+                )));
+            }
+            if let Some(other) = &self.starting {
+                return Err(CoordError::FailedPrecondition(format!(
+                    "event {}'s relay is starting: one event runs at a time",
+                    other.event_id
                 )));
             }
             if action == Action::Arm && actor.is_person() {
@@ -48,8 +71,27 @@ impl State {
                     return Err(CoordError::FailedPrecondition(format!("event {id}: {}", refused.join("; "))));
                 }
             }
-            self.start_relay(&event).await?;
+            let then = Then::Apply { action, actor: actor.clone(), why: why.clone(), reply: None };
+            if self.start_relay(&event, then).await? {
+                return Ok(Applied::Starting);
+            }
         }
+        self.finish_apply(id, action, actor, why).await.map(Applied::Done)
+    }
+
+    /// The rest of [`State::apply`], once the relay it needed runs: the
+    /// new state saved with its as-run entry, the cue set, and the relay
+    /// stopped on leaving a live state.
+    pub(super) async fn finish_apply(
+        &mut self,
+        id: &EventId,
+        action: Action,
+        actor: &Actor,
+        why: String,
+    ) -> Result<Event, CoordError> {
+        let mut event = self.get(id)?;
+        let next = schedule::transition(event.state, action)
+            .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
         let started_here = !event.state.is_live() && next.is_live();
         let now = self.options.clock.now();
         match action {
@@ -180,7 +222,11 @@ impl State {
             }
             let mut moved = false;
             for (id, action) in due {
-                if action == Action::Arm && self.events.values().any(|e| e.state.is_live() && e.id != id) {
+                if self.starting.as_ref().is_some_and(|s| s.event_id == id) {
+                    continue; // Its relay is starting; the step is taken when it has.
+                }
+                let other_runs = self.events.values().any(|e| e.state.is_live() && e.id != id);
+                if action == Action::Arm && (other_runs || self.starting.is_some()) {
                     continue; // Another event runs; this one waits for an operator.
                 }
                 let why = match action {
@@ -190,18 +236,13 @@ impl State {
                     _ => "post-roll over",
                 };
                 match self.apply(&id, action, &Actor::Scheduler, why.into()).await {
-                    Ok(_) => {
+                    Ok(Applied::Done(_)) => {
                         moved = true;
-                        self.arm_failure = None;
+                        self.clock_moved(&id, action, Ok(()));
                     }
-                    Err(e) => {
-                        let text = e.to_string();
-                        if self.arm_failure.as_deref() != Some(&text) {
-                            error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
-                            let _ = self.log(&id.0, Kind::ArmFailed, text.clone(), &Actor::Scheduler);
-                            self.arm_failure = Some(text);
-                        }
-                    }
+                    // Finished when the relay runs.
+                    Ok(Applied::Starting) => {}
+                    Err(e) => self.clock_moved(&id, action, Err(e.to_string())),
                 }
             }
             changed |= moved;
@@ -210,6 +251,21 @@ impl State {
             }
         }
         changed
+    }
+
+    /// What the clock's step on `id` came to: a failure is logged once
+    /// (`arm-failed`), until a step succeeds.
+    pub(super) fn clock_moved(&mut self, id: &EventId, action: Action, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => self.arm_failure = None,
+            Err(text) => {
+                if self.arm_failure.as_deref() != Some(&text) {
+                    error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
+                    let _ = self.log(&id.0, Kind::ArmFailed, text.clone(), &Actor::Scheduler);
+                    self.arm_failure = Some(text);
+                }
+            }
+        }
     }
 
     /// Sets the relay's cue from the event's state: slate before T0, on

@@ -127,11 +127,11 @@ impl Fam<'_, '_> {
         Ok(())
     }
 
-    fn counter<L: EncodeLabelSet>(
+    fn counter<L: EncodeLabelSet, N: prometheus_client::encoding::EncodeCounterValue>(
         &mut self,
         name: &str,
         help: &str,
-        rows: impl IntoIterator<Item = (L, u64)>,
+        rows: impl IntoIterator<Item = (L, N)>,
     ) -> Result<(), std::fmt::Error> {
         let mut m = self.enc.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (labels, v) in rows {
@@ -193,6 +193,32 @@ impl prometheus_client::collector::Collector for StateCollector {
             "alert_deliveries_pending",
             "Alert deliveries not yet taken by their webhook (kept in the store across restarts).",
             [([("daemon", "simulcastd".to_owned())] as L1, n(&a.pending) as f64)],
+        )?;
+
+        let turns = snap.loop_times.all();
+        let by_work = |v: fn(&crate::coordinator::busy::Turns) -> u64| {
+            turns.iter().map(move |(w, t)| ([("work", (*w).to_owned())] as L1, v(t)))
+        };
+        f.counter(
+            "control_loop_turns",
+            "Turns of master control's loop, by what each did (command:<rpc>, tick, relay-stopped); \
+             every RPC and status update waits while one runs.",
+            by_work(|t| t.count),
+        )?;
+        f.counter(
+            "control_loop_busy_seconds",
+            "Time master control's loop spent in its turns, by work.",
+            turns.iter().map(|(w, t)| ([("work", (*w).to_owned())] as L1, t.busy.as_secs_f64())),
+        )?;
+        f.counter(
+            "control_loop_slow_turns",
+            "Turns of master control's loop longer than 10 ms (the control plane's target), by work.",
+            by_work(|t| t.slow),
+        )?;
+        f.gauge(
+            "control_loop_longest_turn_seconds",
+            "The longest turn of master control's loop since the daemon started, by work.",
+            turns.iter().map(|(w, t)| ([("work", (*w).to_owned())] as L1, t.longest.as_secs_f64())),
         )?;
 
         // Events not over yet, and the one whose relay runs.
