@@ -39,6 +39,7 @@ for b in simulcastd simulcastctl; do
   install -m 0644 "$stage/gen/$b/completions/$b.fish" "$root/usr/share/fish/vendor_completions.d/$b.fish"
 done
 install -m 0644 deploy/systemd/simulcastd.service "$root/lib/systemd/system/"
+install -m 0644 deploy/systemd/simulcastd.socket "$root/lib/systemd/system/"
 install -m 0644 deploy/systemd/simulcast.sysusers "$root/usr/lib/sysusers.d/simulcast.conf"
 install -m 0644 README.md "$doc/"
 install -m 0644 deploy/prometheus/simulcast.rules.yml deploy/grafana/simulcast.json "$doc/examples/"

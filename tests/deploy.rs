@@ -80,11 +80,13 @@ fn unit_for_this_build(dir: &Path) -> std::path::PathBuf {
         .replace("/usr/bin/simulcastctl", env!("CARGO_BIN_EXE_simulcastctl"));
     let path = dir.join("simulcastd.service");
     std::fs::write(&path, unit).expect("write unit");
+    let socket = std::fs::read_to_string(common::deploy("systemd/simulcastd.socket")).expect("socket unit");
+    std::fs::write(dir.join("simulcastd.socket"), socket).expect("write socket unit");
     path
 }
 
 #[test]
-fn the_service_unit_passes_systemd_analyze_verify() {
+fn the_service_and_socket_units_pass_systemd_analyze_verify() {
     common::require("systemd-analyze", "systemd");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = unit_for_this_build(dir.path());
@@ -98,6 +100,7 @@ fn the_service_unit_passes_systemd_analyze_verify() {
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
+        .arg(dir.path().join("simulcastd.socket"))
         .env("MANPATH", &pages)
         .output()
         .expect("systemd-analyze");
@@ -113,6 +116,11 @@ fn the_service_unit_passes_systemd_analyze_verify() {
         &format!("ExecStartPre={} check --config", env!("CARGO_BIN_EXE_simulcastctl")),
     ] {
         assert!(unit.lines().any(|l| l.starts_with(line)), "the unit has no {line}");
+    }
+    // The socket unit hands simulcastd its gRPC socket by the name it looks for.
+    let socket = std::fs::read_to_string(dir.path().join("simulcastd.socket")).expect("socket unit");
+    for line in ["FileDescriptorName=grpc", "ListenStream=127.0.0.1:50051", "Service=simulcastd.service"] {
+        assert!(socket.lines().any(|l| l == line), "the socket unit has no {line}");
     }
     let sysusers = std::fs::read_to_string(common::deploy("systemd/simulcast.sysusers")).expect("sysusers");
     assert!(sysusers.lines().any(|l| l.starts_with("u simulcast ")), "{sysusers}");

@@ -33,8 +33,11 @@ struct Ctl {
 }
 
 impl Ctl {
+    /// Its output; a call still waiting after 30 s is killed (coreutils'
+    /// `timeout`), so a daemon that never answers fails the test.
     fn output(&self, token: &str, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        Command::new("timeout")
+            .args(["30", env!("CARGO_BIN_EXE_simulcastctl")])
             .args(args)
             .env("SIMULCAST_ADDR", &self.addr)
             .env("SIMULCAST_TOKEN", token)
@@ -491,4 +494,75 @@ fn sigterm_during_an_arm_with_12_legs_ends_the_daemon_cleanly_within_5_s() {
     let kinds = asrun_kinds_offline(&db, &id);
     assert!(kinds.iter().any(|k| k == "daemon-stopped"), "{kinds:?}");
     drop(ports);
+}
+
+/// Socket activation (`deploy/systemd/simulcastd.socket`): simulcastd
+/// serves gRPC and metrics on sockets handed over as systemd does (the
+/// test plays systemd and keeps them), in place of its flags' addresses.
+/// Killed and started again, it loses no client: one that asks while no
+/// daemon runs waits in the socket's backlog and is answered by the next.
+/// A socket that is not a listening one is refused, naming it.
+#[test]
+fn a_daemon_on_sockets_handed_over_restarts_without_refusing_a_client() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("simulcast.db");
+    let log = dir.path().join("simulcastd.log");
+    let udp = UdpCapture::start();
+    let config = one_udp_partner(dir.path(), udp.port);
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc_addr = grpc.local_addr().unwrap().to_string();
+    let mut ctl = Ctl { addr: format!("http://{grpc_addr}"), seen: Vec::new() };
+    let (admin, op) = tokens(&mut ctl, &db);
+    let log_to = || Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap());
+    // --listen names the handed-over socket's own address: bound again,
+    // it would be in use.
+    let args = [
+        OsStr::new("--db"),
+        db.as_os_str(),
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--listen"),
+        OsStr::new(&grpc_addr),
+    ];
+    let sockets: [(&str, &dyn AsRawFd); 2] = [("grpc", &grpc), ("metrics", &metrics)];
+    let mut first = Daemon::serve_on(&sockets, &args, log_to());
+    let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ev = ctl.json(&admin, &["events", "schedule", "--title", "Final", "--at", &at, "--duration", "2h"]);
+    let id = ev[0]["id"].as_str().unwrap().to_owned();
+    let page = {
+        use std::io::{Read, Write};
+        let addr = metrics.local_addr().unwrap();
+        let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut page = String::new();
+        s.read_to_string(&mut page).unwrap();
+        page
+    };
+    assert!(page.contains("simulcast_event_state{"), "{page}");
+
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let asking = {
+        let (addr, op) = (ctl.addr.clone(), op.clone());
+        std::thread::spawn(move || Ctl { addr, seen: Vec::new() }.json(&op, &["events", "list"]))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!asking.is_finished(), "a client was answered (refused) while no daemon ran");
+    let _second = Daemon::serve_on(&sockets, &args, log_to());
+    let listed = asking.join().expect("the client asking between the daemons");
+    assert!(listed.as_array().unwrap().iter().any(|e| e["id"] == id), "{listed:#}");
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logs.matches("Listening on a socket systemd handed over").count(), 4, "{logs}");
+    drop(_second);
+
+    // A socket that does not listen is refused, naming what it was given as.
+    let not_listening = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut bad = Daemon::serve_on(&[("grpc", &not_listening)], &args, Stdio::piped());
+    let status = bad.0.wait().unwrap();
+    let mut said = String::new();
+    std::io::Read::read_to_string(bad.0.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert!(!status.success());
+    assert!(said.contains("the socket systemd handed over as grpc is not a listening stream socket"), "{said}");
 }

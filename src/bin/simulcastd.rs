@@ -54,7 +54,9 @@ enum Cmd {
         #[arg(long, default_value = "simulcast.db")]
         db: PathBuf,
         /// Address to listen on. A non-loopback address needs --tls-cert and
-        /// --tls-key, or --allow-insecure-remote.
+        /// --tls-key, or --allow-insecure-remote. A socket systemd hands
+        /// over named `grpc` (simulcastd.socket) stands for it; `metrics` and
+        /// `web` for the two ports below.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: std::net::SocketAddr,
         /// Configuration: its channels are imported when the store has none,
@@ -372,6 +374,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     use simulcast::api::auth::{Caller, Role, Tokens};
     let Net { listen, metrics, web, tls, allow_insecure_remote } = net;
+    // Sockets systemd handed over stand for the flags' addresses (and are
+    // checked against the same rules); the others are bound below.
+    let [mut handed_grpc, mut handed_metrics, mut handed_web] = handed_sockets()?;
+    let addr_of = |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let listen = addr_of(&handed_grpc).unwrap_or(listen);
+    let metrics = addr_of(&handed_metrics).or(metrics);
+    let web = addr_of(&handed_web).or(web);
     if !listen.ip().is_loopback() && tls.is_none() && !allow_insecure_remote {
         anyhow::bail!(
             "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key, \
@@ -416,9 +425,13 @@ async fn serve(
     // One daemon per store, and nothing in it touched before this one
     // holds it and every port is bound: a start that fails changes nothing.
     let _lock = simulcast::store::StoreLock::take(&db)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    let http = bind_optional(metrics, "the metrics port", "--metrics-listen; `off` for none").await?;
-    let web = bind_optional(web, "the page's port", "--web-listen").await?;
+    let listener = match handed_grpc.take() {
+        Some(l) => tokio::net::TcpListener::from_std(l).context("the gRPC socket systemd handed over")?,
+        None => tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?,
+    };
+    let http =
+        bind_optional(handed_metrics.take(), metrics, "the metrics port", "--metrics-listen; `off` for none").await?;
+    let web = bind_optional(handed_web.take(), web, "the page's port", "--web-listen").await?;
     let store = simulcast::store::Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
     let tokens = Tokens::default();
     for t in store.tokens()? {
@@ -470,16 +483,59 @@ async fn serve(
     Ok(())
 }
 
-/// A listener on `addr`, if one is asked for; a failure names `what` and
-/// the option (`how`) that gave the address.
+/// The socket systemd handed over for it, or a listener on `addr` if one
+/// is asked for; a failure names `what` and the option (`how`) that gave
+/// the address.
 async fn bind_optional(
+    handed: Option<std::net::TcpListener>,
     addr: Option<std::net::SocketAddr>,
     what: &str,
     how: &str,
 ) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    if let Some(l) = handed {
+        return Ok(Some(tokio::net::TcpListener::from_std(l).with_context(|| format!("{what} systemd handed over"))?));
+    }
     let Some(addr) = addr else { return Ok(None) };
     let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {what} {addr} ({how})"))?;
     Ok(Some(l))
+}
+
+/// The listening sockets systemd handed over (socket activation), by their
+/// `FileDescriptorName=`: `grpc` (or a single unnamed one), `metrics` and
+/// `web`, in that order. Each replaces the address of its flag; a socket
+/// that is not a listening TCP socket, or a name given twice, is refused.
+fn handed_sockets() -> anyhow::Result<[Option<std::net::TcpListener>; 3]> {
+    use simulcast::observe::systemd;
+    let mut out: [Option<std::net::TcpListener>; 3] = Default::default();
+    let fds = systemd::listen_fds();
+    let alone = fds.len() == 1;
+    for (name, fd) in fds {
+        let slot = match name.as_str() {
+            "grpc" => 0,
+            "unknown" if alone => 0,
+            "metrics" => 1,
+            "web" => 2,
+            other => {
+                tracing::warn!(
+                    name = other,
+                    "systemd handed over a socket simulcastd has no use for (FileDescriptorName= grpc, metrics or web); closed."
+                );
+                continue;
+            }
+        };
+        if !systemd::is_listening(&fd) {
+            anyhow::bail!("the socket systemd handed over as {name} is not a listening stream socket (ListenStream=)");
+        }
+        let l = std::net::TcpListener::from(fd);
+        // A Unix socket has no IP address: refused here.
+        let addr = l.local_addr().with_context(|| format!("the socket systemd handed over as {name} is not TCP"))?;
+        l.set_nonblocking(true).with_context(|| format!("the socket systemd handed over as {name}"))?;
+        if out[slot].replace(l).is_some() {
+            anyhow::bail!("systemd handed over two sockets named {name}");
+        }
+        tracing::info!(name, %addr, "Listening on a socket systemd handed over; its flag's address is not used.");
+    }
+    Ok(out)
 }
 
 /// Why the relay could not run here at all, if so.

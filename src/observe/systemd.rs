@@ -88,3 +88,63 @@ pub async fn follow(n: Notifier, mut serving: tokio::sync::watch::Receiver<bool>
         }
     }
 }
+
+/// The first descriptor systemd hands over (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// Taken once: a second call finds nothing.
+static LISTEN_FDS_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The sockets systemd handed over (socket activation, `sd_listen_fds(3)`),
+/// each with its `FileDescriptorName=` (`unknown` when the unit gives
+/// none). They are this process's only if `$LISTEN_PID` is its pid (a child
+/// never takes its parent's), and are taken once; each is made
+/// close-on-exec, so no pipeline or peer started later inherits it.
+pub fn listen_fds() -> Vec<(String, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let ours = std::env::var("LISTEN_PID").is_ok_and(|p| p.trim() == std::process::id().to_string());
+    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.trim().parse::<i32>().ok()).unwrap_or(0);
+    if !ours || count <= 0 || LISTEN_FDS_TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Vec::new();
+    }
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let names: Vec<&str> = names.split(':').collect();
+    (0..count.min(64))
+        .filter_map(|i| {
+            let fd = LISTEN_FDS_START + i;
+            let name = names.get(i as usize).filter(|n| !n.is_empty()).map_or("unknown", |n| n).to_owned();
+            // SAFETY: fcntl on a descriptor number; it touches no memory,
+            // and fails harmlessly (EBADF) on a number that is not open.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            // SAFETY: as above.
+            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+                tracing::warn!(fd, name, "systemd said it handed over this descriptor, but it is not open; ignored.");
+                return None;
+            }
+            // SAFETY: systemd handed `fd` (open, checked above) to this
+            // process, whose pid is $LISTEN_PID, and nothing else in it
+            // owns it: the flag above lets it be taken only once.
+            Some((name, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+        })
+        .collect()
+}
+
+/// Whether `fd` is a socket listening for connections (`SO_ACCEPTCONN`):
+/// what a socket handed over for a TCP port must be.
+pub fn is_listening(fd: &impl std::os::fd::AsFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut on: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `on`, a c_int
+    // that lives across the call; `fd` is borrowed open.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut on).cast(),
+            &raw mut len,
+        )
+    };
+    r == 0 && on != 0
+}

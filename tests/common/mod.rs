@@ -50,17 +50,57 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// `simulcastd serve ARGS...` on listening sockets bound by the test and
+    /// handed over as systemd does (socket activation: descriptors from 3,
+    /// `$LISTEN_FDS`, `$LISTEN_FDNAMES`, and `$LISTEN_PID` set to the
+    /// daemon's pid by the `sh` that execs it). The test keeps its sockets:
+    /// no port is released and bound again, and a client that connects
+    /// between two daemons waits in the backlog instead of being refused.
+    /// Returns at once (the sockets already listen).
+    pub fn serve_on(sockets: &[(&str, &dyn std::os::fd::AsRawFd)], args: &[&std::ffi::OsStr], stderr: Stdio) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let fds: Vec<i32> = sockets.iter().map(|(_, l)| l.as_raw_fd()).collect();
+        let names: Vec<&str> = sockets.iter().map(|(n, _)| *n).collect();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_simulcastd"))
+            .arg("serve")
+            .args(args)
+            .env("LISTEN_FDS", fds.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"));
+        if !names.contains(&"metrics") && !args.iter().any(|a| *a == "--metrics-listen") {
+            cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+        }
+        // SAFETY: between fork and exec the closure only calls dup2 and
+        // fcntl (async-signal-safe) on descriptors the parent holds open.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Moved out of the way first, so no dup2 below overwrites
+                // a descriptor still to be placed.
+                let high: Vec<i32> = fds.iter().map(|&fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100)).collect();
+                for (i, &fd) in high.iter().enumerate() {
+                    if fd < 0 || libc::dup2(fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        Daemon(cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("start simulcastd"))
+    }
+}
+
 /// A free UDP port on loopback (the socket is closed before returning).
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind UDP").port()
 }
 
-/// A free even UDP port whose successor is free too (RIST: RTP + RTCP).
+/// A free TCP port on loopback (the socket is closed before returning).
 pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind TCP").port()
 }
 
-/// Fails the test with the package to install when `tool` is missing.
 /// A file under the repository's `deploy/`.
 pub fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
@@ -83,6 +123,7 @@ pub fn monitored_metrics() -> std::collections::BTreeSet<String> {
     names
 }
 
+/// Fails the test with the package to install when `tool` is missing.
 pub fn require(tool: &str, package: &str) {
     let found = Command::new("sh")
         .arg("-c")
