@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, free_tcp_port};
+use common::{Daemon, free_tcp_port, tcp_listener};
 
 const SECRET: &str = "webhook-secret-3f9a-almaty-final";
 
@@ -21,8 +21,8 @@ const SECRET: &str = "webhook-secret-3f9a-almaty-final";
 /// writes one JSON line per request to `log`, with whether its signature
 /// is the HMAC-SHA256 of the body under the secret.
 const RECEIVER: &str = r#"
-import hashlib, hmac, http.server, json, sys
-port, log_path, answer_path, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].encode()
+import hashlib, hmac, http.server, json, socket, sys
+log_path, answer_path, secret = sys.argv[1], sys.argv[2], sys.argv[3].encode()
 class Hook(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -42,7 +42,11 @@ class Hook(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *args):
         pass
-http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
+# The test bound the socket and handed it over as descriptor 3.
+server = http.server.HTTPServer(("127.0.0.1", 0), Hook, bind_and_activate=False)
+server.socket.close()
+server.socket = socket.socket(fileno=3)
+server.serve_forever()
 "#;
 
 struct Receiver {
@@ -58,18 +62,15 @@ impl Receiver {
         let (script, log, answer) = (dir.join("receiver.py"), dir.join("hooks.jsonl"), dir.join("answer"));
         std::fs::write(&script, RECEIVER).unwrap();
         std::fs::write(&answer, "500").unwrap();
-        let port = free_tcp_port();
-        let child = Command::new("python3")
-            .arg(&script)
-            .args([port.to_string(), log.display().to_string(), answer.display().to_string(), SECRET.to_owned()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the receiver did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Bound here and handed over: it listens before python starts.
+        let socket = common::tcp_listener();
+        let port = socket.local_addr().unwrap().port();
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .args([log.display().to_string(), answer.display().to_string(), SECRET.to_owned()])
+            .stdout(Stdio::null());
+        common::hand_over(&mut cmd, vec![std::os::fd::AsRawFd::as_raw_fd(&socket)]);
+        let child = cmd.spawn().expect("python3");
         Self { child, log, answer, port }
     }
 
@@ -167,9 +168,9 @@ fn token(db: &Path, role: &str) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
-fn daemon(db: &Path, config: &Path, port: u16) -> Daemon {
+fn daemon(db: &Path, config: &Path, grpc: &std::net::TcpListener) -> Daemon {
     let args = [OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()];
-    Daemon::serve(port, &args, Stdio::null())
+    Daemon::serve(grpc, &args, Stdio::null())
 }
 
 #[test]
@@ -179,8 +180,9 @@ fn an_alert_is_signed_retried_while_refused_and_delivered_after_a_kill_with_the_
     let config = setup(dir.path(), hook.port);
     let db = dir.path().join("simulcast.db");
     let admin = token(&db, "admin");
-    let port = free_tcp_port();
-    let mut d = daemon(&db, &config, port);
+    let grpc = tcp_listener();
+    let port = grpc.local_addr().unwrap().port();
+    let mut d = daemon(&db, &config, &grpc);
     // An event armed an hour before air: live when the daemon is killed.
     let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ev =
@@ -215,7 +217,7 @@ fn an_alert_is_signed_retried_while_refused_and_delivered_after_a_kill_with_the_
     d.0.wait().unwrap();
     let before_kill = hook.requests().iter().filter(|x| x["key"] == key.as_str()).count();
     hook.answer(200);
-    let _d = daemon(&db, &config, port);
+    let _d = daemon(&db, &config, &grpc);
     let all = hook.wait("the delivery after the restart", 30, |r| {
         r.iter().any(|x| x["key"] == key.as_str() && x["answered"] == 200)
     });
@@ -252,8 +254,9 @@ fn a_leg_down_two_hours_before_air_is_a_ticket_and_five_minutes_before_a_page() 
     let config = setup(dir.path(), hook.port);
     let db = dir.path().join("simulcast.db");
     let (admin, op) = (token(&db, "admin"), token(&db, "operator"));
-    let port = free_tcp_port();
-    let _d = daemon(&db, &config, port);
+    let grpc = tcp_listener();
+    let port = grpc.local_addr().unwrap().port();
+    let _d = daemon(&db, &config, &grpc);
 
     let schedule = |in_min: i64| {
         let at =

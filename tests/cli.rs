@@ -149,12 +149,13 @@ fn operators_manage_channels_through_the_real_daemon() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("simulcast.db");
     let db_arg = db.to_str().expect("utf-8");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let grpc = common::tcp_listener();
+    let port = grpc.local_addr().unwrap().port();
     let addr = format!("http://127.0.0.1:{port}");
 
     // No token yet: the daemon refuses to start, and says how to make one.
     let out = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-        .args(["serve", "--db", db_arg, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--db", db_arg, "--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -169,7 +170,7 @@ fn operators_manage_channels_through_the_real_daemon() {
     assert!(err.contains("without TLS") && err.contains("--tls-cert"), "{err}");
     // Nor serve the page (it carries tokens) beyond loopback without TLS.
     let out = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-        .args(["serve", "--db", db_arg, "--listen", &format!("127.0.0.1:{port}"), "--web-listen", "0.0.0.0:0"])
+        .args(["serve", "--db", db_arg, "--listen", "127.0.0.1:0", "--web-listen", "0.0.0.0:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -191,7 +192,7 @@ fn operators_manage_channels_through_the_real_daemon() {
     let config = dir.path().join("final.toml");
     std::fs::write(&config, simulcast::config::DEFAULT_CONFIG).unwrap();
     let _daemon = Daemon::serve(
-        port,
+        &grpc,
         &[OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()],
         Stdio::null(),
     );
@@ -247,7 +248,8 @@ fn the_control_port_speaks_tls_when_given_a_certificate() {
         ctl_env(&["--json", "token", "create", "--role", "observer", "--name", "noc", "--db", db_arg], "", None);
     assert_eq!(code, 0, "{err}");
     let token = serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"].as_str().unwrap().to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let grpc = common::tcp_listener();
+    let port = grpc.local_addr().unwrap().port();
     let args = [
         OsStr::new("--db"),
         db.as_os_str(),
@@ -256,7 +258,7 @@ fn the_control_port_speaks_tls_when_given_a_certificate() {
         OsStr::new("--tls-key"),
         key.as_os_str(),
     ];
-    let _daemon = Daemon::serve(port, &args, Stdio::null());
+    let _daemon = Daemon::serve(&grpc, &args, Stdio::null());
     let https = format!("https://127.0.0.1:{port}");
     let ca = cert.to_str().unwrap();
     let (code, out, err) = ctl_env(&["--ca-cert", ca, "events", "list"], &https, Some(&token));

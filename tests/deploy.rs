@@ -144,10 +144,10 @@ fn simulcastd_tells_systemd_it_is_ready_pings_the_watchdog_and_says_it_stops() {
     let socket_path = dir.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
     socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let port = common::free_tcp_port();
+    let grpc = common::tcp_listener();
     let mut daemon = common::Daemon(
-        Command::new(env!("CARGO_BIN_EXE_simulcastd"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "127.0.0.1:0", "--db"])
+        common::simulcastd_on(&[("grpc", &grpc)])
+            .args(["serve", "--metrics-listen", "127.0.0.1:0", "--db"])
             .arg(&db)
             .env("NOTIFY_SOCKET", &socket_path)
             .env("WATCHDOG_USEC", "400000")

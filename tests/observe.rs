@@ -238,8 +238,9 @@ fn no_secret_in_any_log_line_metric_or_export() {
         v["token"].as_str().unwrap().to_owned()
     };
     let (admin, operator) = (token("admin"), token("operator"));
-    let port = free_tcp_port();
-    let metrics_port = free_tcp_port();
+    let (grpc, metrics) = (common::tcp_listener(), common::tcp_listener());
+    let port = grpc.local_addr().unwrap().port();
+    let metrics_port = metrics.local_addr().unwrap().port();
     let addr = format!("http://127.0.0.1:{port}");
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -247,10 +248,9 @@ fn no_secret_in_any_log_line_metric_or_export() {
     // at DEBUG: the elements that hold the secrets talk about their
     // connections at that level.
     let mut daemon = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_simulcastd"));
-        cmd.args(["--log-json", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        let mut cmd = common::simulcastd_on(&[("grpc", &grpc), ("metrics", &metrics)]);
+        cmd.args(["--log-json", "serve"])
             .args([OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .arg("--recordings")
             .arg(dir.path().join("rec"))
             .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info")
@@ -260,11 +260,7 @@ fn no_secret_in_any_log_line_metric_or_export() {
             .stderr(Stdio::from(log));
         ChildGuard(cmd.spawn().expect("start simulcastd"))
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "simulcastd did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_answering(&mut daemon.0, grpc.local_addr().unwrap());
     let mut seen = Vec::new();
     let at = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let args =

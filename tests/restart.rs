@@ -19,11 +19,12 @@ use common::{Daemon, NginxRtmp, SrtReceiver, UdpCapture, free_tcp_port, free_udp
 const PASSPHRASE: &str = "restart-pp-9d1c-tashkent";
 const STREAM_KEY: &str = "restart-sk-5b7e-ulaanbaatar";
 
-/// The daemon, its log (info level, the default) appended to `log`.
-fn start_daemon(db: &Path, config: &Path, port: u16, log: &Path) -> Daemon {
+/// The daemon on `grpc` (bound by the test, kept across restarts), its log
+/// (info level, the default) appended to `log`.
+fn start_daemon(db: &Path, config: &Path, grpc: &std::net::TcpListener, log: &Path) -> Daemon {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
     let args = [OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()];
-    Daemon::serve(port, &args, Stdio::from(log))
+    Daemon::serve(grpc, &args, Stdio::from(log))
 }
 
 /// Runs simulcastctl; every output is kept for the secret search.
@@ -118,7 +119,8 @@ fn a_daemon_killed_mid_event_resumes_it_and_its_legs_flow_again() {
         ),
     )
     .unwrap();
-    let port = free_tcp_port();
+    let grpc = common::tcp_listener();
+    let port = grpc.local_addr().unwrap().port();
     let mut ctl = Ctl { addr: format!("http://127.0.0.1:{port}"), seen: Vec::new() };
     let db_arg = db.to_str().unwrap();
     let admin = ctl.json("", &["token", "create", "--role", "admin", "--name", "night-admin", "--db", db_arg])["token"]
@@ -130,7 +132,7 @@ fn a_daemon_killed_mid_event_resumes_it_and_its_legs_flow_again() {
         .unwrap()
         .to_owned();
 
-    let mut daemon = start_daemon(&db, &config, port, &log);
+    let mut daemon = start_daemon(&db, &config, &grpc, &log);
     let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ev = ctl.json(
         &admin,
@@ -154,7 +156,7 @@ fn a_daemon_killed_mid_event_resumes_it_and_its_legs_flow_again() {
     std::thread::sleep(Duration::from_millis(500));
     let (srt_at_kill, rtmp_at_kill, udp_at_kill) = (srt.bytes(), nginx.recorded_bytes(STREAM_KEY), udp.bytes());
 
-    let _daemon = start_daemon(&db, &config, port, &log);
+    let _daemon = start_daemon(&db, &config, &grpc, &log);
     let got = ctl.json(&op, &["events", "get", &id]);
     assert_eq!(got[0]["state"], "ON_AIR", "the event lost its state: {got:#}");
     let u = ctl.wait_legs_on_air(&op, &id, 3);
@@ -231,21 +233,17 @@ fn a_t0_past_year_9999_is_refused_naming_its_field_and_an_unreadable_stored_even
     let log = dir.path().join("simulcastd.log");
     let udp = UdpCapture::start();
     let config = one_udp_partner(dir.path(), udp.port);
-    let (port, metrics_port) = (free_tcp_port(), free_tcp_port());
+    let (grpc, metrics_socket) = (common::tcp_listener(), common::tcp_listener());
+    let port = grpc.local_addr().unwrap().port();
     let mut ctl = Ctl { addr: format!("http://127.0.0.1:{port}"), seen: Vec::new() };
     let (admin, op) = tokens(&mut ctl, &db);
-    let metrics = format!("127.0.0.1:{metrics_port}");
+    let metrics = metrics_socket.local_addr().unwrap().to_string();
     let start = |log: &Path| {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let args = [
-            OsStr::new("--db"),
-            db.as_os_str(),
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("--metrics-listen"),
-            OsStr::new(&metrics),
-        ];
-        Daemon::serve(port, &args, Stdio::from(log))
+        let args = [OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()];
+        let mut daemon = Daemon::serve_on(&[("grpc", &grpc), ("metrics", &metrics_socket)], &args, Stdio::from(log));
+        common::wait_answering(&mut daemon.0, grpc.local_addr().unwrap());
+        daemon
     };
     let mut daemon = start(&log);
 
@@ -350,10 +348,11 @@ fn one_store_one_daemon_and_a_start_that_fails_writes_nothing() {
     let log = dir.path().join("simulcastd.log");
     let udp = UdpCapture::start();
     let config = one_udp_partner(dir.path(), udp.port);
-    let port = free_tcp_port();
+    let grpc = common::tcp_listener();
+    let port = grpc.local_addr().unwrap().port();
     let mut ctl = Ctl { addr: format!("http://127.0.0.1:{port}"), seen: Vec::new() };
     let (admin, op) = tokens(&mut ctl, &db);
-    let mut daemon = start_daemon(&db, &config, port, &log);
+    let mut daemon = start_daemon(&db, &config, &grpc, &log);
     let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ev = ctl.json(&admin, &["events", "schedule", "--title", "Final", "--at", &at, "--duration", "2h"]);
     let id = ev[0]["id"].as_str().unwrap().to_owned();
@@ -362,9 +361,9 @@ fn one_store_one_daemon_and_a_start_that_fails_writes_nothing() {
     ctl.wait_legs_on_air(&op, &id, 1);
     wait_growth("udp", || udp.bytes(), 50_000);
 
-    // A second daemon on the same store, on another port, is refused
-    // before it resumes anything: the partner keeps one copy.
-    let other = format!("127.0.0.1:{}", free_tcp_port());
+    // A second daemon on the same store, on another port (any free one),
+    // is refused before it resumes anything: the partner keeps one copy.
+    let other = "127.0.0.1:0".to_owned();
     let base = [OsStr::new("--db"), db.as_os_str(), OsStr::new("--config"), config.as_os_str()];
     let said = refused_start(&[&base[..], &[OsStr::new("--listen"), OsStr::new(&other)]].concat());
     assert!(said.contains("in use by another simulcastd") && said.contains(&daemon.0.id().to_string()), "{said}");
@@ -386,11 +385,10 @@ fn one_store_one_daemon_and_a_start_that_fails_writes_nothing() {
     daemon.0.kill().unwrap();
     daemon.0.wait().unwrap();
     let before = asrun_kinds_offline(&db, &id);
-    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // The test's own socket (kept across restarts) takes the port.
     let said =
         refused_start(&[&base[..], &[OsStr::new("--listen"), OsStr::new(&format!("127.0.0.1:{port}"))]].concat());
     assert!(said.contains(&format!("binding 127.0.0.1:{port}")), "{said}");
-    drop(squatter);
     let metrics_squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = metrics_squatter.local_addr().unwrap().to_string();
     let said = refused_start(
@@ -409,7 +407,7 @@ fn one_store_one_daemon_and_a_start_that_fails_writes_nothing() {
     assert!(said.contains("refusing to serve metrics on 0.0.0.0:0"), "{said}");
     assert_eq!(asrun_kinds_offline(&db, &id), before, "a failed start wrote into the live event's as-run log");
 
-    let _daemon = start_daemon(&db, &config, port, &log);
+    let _daemon = start_daemon(&db, &config, &grpc, &log);
     ctl.wait_legs_on_air(&op, &id, 1);
     wait_growth("udp after the restart", || udp.bytes(), 50_000);
     let kinds = asrun_kinds(&mut ctl);
@@ -451,10 +449,11 @@ fn sigterm_during_an_arm_with_12_legs_ends_the_daemon_cleanly_within_5_s() {
     }
     let config = dir.path().join("twelve.toml");
     std::fs::write(&config, text).unwrap();
-    let port = free_tcp_port();
+    let grpc = common::tcp_listener();
+    let port = grpc.local_addr().unwrap().port();
     let mut ctl = Ctl { addr: format!("http://127.0.0.1:{port}"), seen: Vec::new() };
     let (admin, op) = tokens(&mut ctl, &db);
-    let mut daemon = start_daemon(&db, &config, port, &log);
+    let mut daemon = start_daemon(&db, &config, &grpc, &log);
     let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ev = ctl.json(&admin, &["events", "schedule", "--title", "Twelve", "--at", &at, "--duration", "1h"]);
     let id = ev[0]["id"].as_str().unwrap().to_owned();

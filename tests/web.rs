@@ -413,13 +413,16 @@ fn plain_answer(port: u16) -> Vec<u8> {
 }
 
 /// `simulcastd serve` in its own process with TLS (a throwaway openssl
-/// certificate) and the page on its own port (`--web-listen`).
+/// certificate) and the page on its own port (as `--web-listen` would),
+/// its three sockets bound by the test and handed over.
 struct TlsDaemon {
     daemon: common::Daemon,
     /// The gRPC port.
     port: u16,
     /// The page's `host:port`.
     web_at: String,
+    /// The plain metrics port's `host:port`.
+    metrics_at: String,
     cert: std::path::PathBuf,
     /// The tokens asked for, in order.
     tokens: Vec<String>,
@@ -446,18 +449,13 @@ fn tls_daemon(tokens: &[(&str, &str)], config: Option<&str>, extra: &[&str]) -> 
         })
         .collect();
     drop(store);
-    let (port, web) = (common::free_tcp_port(), common::free_tcp_port());
-    let web_at = format!("127.0.0.1:{web}");
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "--db".into(),
-        db.into(),
-        "--tls-cert".into(),
-        cert.clone().into(),
-        "--tls-key".into(),
-        key.into(),
-        "--web-listen".into(),
-        web_at.clone().into(),
-    ];
+    // Every port bound here and handed over, named as systemd would.
+    let (grpc, web, metrics) = (common::tcp_listener(), common::tcp_listener(), common::tcp_listener());
+    let port = grpc.local_addr().unwrap().port();
+    let web_at = web.local_addr().unwrap().to_string();
+    let metrics_at = metrics.local_addr().unwrap().to_string();
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["--db".into(), db.into(), "--tls-cert".into(), cert.clone().into(), "--tls-key".into(), key.into()];
     if let Some(text) = config {
         let path = dir.path().join("simulcast.toml");
         std::fs::write(&path, text).unwrap();
@@ -465,8 +463,10 @@ fn tls_daemon(tokens: &[(&str, &str)], config: Option<&str>, extra: &[&str]) -> 
     }
     args.extend(extra.iter().map(std::ffi::OsString::from));
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    let daemon = common::Daemon::serve(port, &args, std::process::Stdio::null());
-    TlsDaemon { daemon, port, web_at, cert, tokens, _dir: dir }
+    let sockets: [(&str, &dyn std::os::fd::AsRawFd); 3] = [("grpc", &grpc), ("web", &web), ("metrics", &metrics)];
+    let mut daemon = common::Daemon::serve_on(&sockets, &args, std::process::Stdio::null());
+    common::wait_answering(&mut daemon.0, grpc.local_addr().unwrap());
+    TlsDaemon { daemon, port, web_at, metrics_at, cert, tokens, _dir: dir }
 }
 
 /// Issue 17: when the gRPC port has TLS, so does the page, on its own port
@@ -478,22 +478,16 @@ fn tls_daemon(tokens: &[(&str, &str)], config: Option<&str>, extra: &[&str]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_the_page_speaks_https_and_http2_so_eight_pages_in_one_browser_follow_the_board() {
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
-    let metrics_at = format!("127.0.0.1:{}", common::free_tcp_port());
-    let d = tls_daemon(&[("noc", "observer")], None, &["--metrics-listen", &metrics_at]);
-    let (token, web_at) = (d.tokens[0].clone(), d.web_at.clone());
+    let d = tls_daemon(&[("noc", "observer")], None, &[]);
+    let (token, web_at, metrics_at) = (d.tokens[0].clone(), d.web_at.clone(), d.metrics_at.clone());
     let web: u16 = web_at.rsplit_once(':').unwrap().1.parse().unwrap();
 
     // The plain port: metrics yes, the page no, and it says where it is.
     let metrics_addr = format!("http://{metrics_at}");
-    let (ok, (head, body)) = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&metrics_at[..]).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (get(&metrics_addr, "/metrics", "").0, get(&metrics_addr, "/", ""))
-    })
-    .await
-    .unwrap();
+    let (ok, (head, body)) =
+        tokio::task::spawn_blocking(move || (get(&metrics_addr, "/metrics", "").0, get(&metrics_addr, "/", "")))
+            .await
+            .unwrap();
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     assert!(body.contains(&format!("Open https://127.0.0.1:{web}/ instead")), "{body}");

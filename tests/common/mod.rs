@@ -20,25 +20,17 @@ use std::time::{Duration, Instant};
 use simulcast::config::{self, Config};
 use simulcast::relay::{Relay, RelayPlan, RelayStatus};
 
-/// `simulcastd serve --listen 127.0.0.1:PORT ARGS...`, killed when dropped
-/// (passed or not); returns once it listens. Its metrics port is any free
-/// one unless ARGS give `--metrics-listen`.
+/// A running `simulcastd serve`, killed when dropped (passed or not).
 pub struct Daemon(pub Child);
 
 impl Daemon {
-    pub fn serve(port: u16, args: &[&std::ffi::OsStr], stderr: Stdio) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_simulcastd"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
-        if !args.iter().any(|a| *a == "--metrics-listen") {
-            cmd.args(["--metrics-listen", "127.0.0.1:0"]);
-        }
-        let child = cmd.args(args).stdout(Stdio::null()).stderr(stderr).spawn().expect("start simulcastd");
-        let daemon = Daemon(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "simulcastd did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// `simulcastd serve ARGS...` on `grpc`, a socket the test bound and
+    /// keeps (handed over as systemd does, see [`Daemon::serve_on`]);
+    /// returns once it answers there. Its metrics port is any free one
+    /// unless ARGS give `--metrics-listen`.
+    pub fn serve(grpc: &TcpListener, args: &[&std::ffi::OsStr], stderr: Stdio) -> Daemon {
+        let mut daemon = Daemon::serve_on(&[("grpc", grpc)], args, stderr);
+        wait_answering(&mut daemon.0, grpc.local_addr().expect("gRPC socket"));
         daemon
     }
 }
@@ -50,6 +42,36 @@ impl Drop for Daemon {
     }
 }
 
+/// Waits (20 s at most) until `daemon` has taken connections off `addr`:
+/// a connection it has not accepted waits in the backlog, and a read on it
+/// times out; once accepted, the daemon answers (HTTP/2 settings, or a TLS
+/// alert). Fails at once if the daemon has exited.
+pub fn wait_answering(daemon: &mut Child, addr: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = daemon.try_wait().expect("simulcastd status") {
+            panic!("simulcastd exited ({status}) before answering on {addr}");
+        }
+        let answered = std::net::TcpStream::connect(addr).is_ok_and(|mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+            s.read(&mut [0u8; 64]).is_ok()
+        });
+        if answered {
+            return;
+        }
+        assert!(Instant::now() < deadline, "simulcastd did not answer on {addr} within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A TCP socket listening on a free loopback port, to hand to the process
+/// that serves it (bound once: the port is never released and bound again).
+pub fn tcp_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind TCP")
+}
+
 impl Daemon {
     /// `simulcastd serve ARGS...` on listening sockets bound by the test and
     /// handed over as systemd does (socket activation: descriptors from 3,
@@ -59,35 +81,53 @@ impl Daemon {
     /// between two daemons waits in the backlog instead of being refused.
     /// Returns at once (the sockets already listen).
     pub fn serve_on(sockets: &[(&str, &dyn std::os::fd::AsRawFd)], args: &[&std::ffi::OsStr], stderr: Stdio) -> Daemon {
-        use std::os::unix::process::CommandExt;
-        let fds: Vec<i32> = sockets.iter().map(|(_, l)| l.as_raw_fd()).collect();
-        let names: Vec<&str> = sockets.iter().map(|(n, _)| *n).collect();
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
-            .arg(env!("CARGO_BIN_EXE_simulcastd"))
-            .arg("serve")
-            .args(args)
-            .env("LISTEN_FDS", fds.len().to_string())
-            .env("LISTEN_FDNAMES", names.join(":"));
-        if !names.contains(&"metrics") && !args.iter().any(|a| *a == "--metrics-listen") {
+        let mut cmd = simulcastd_on(sockets);
+        cmd.arg("serve").args(args);
+        if !sockets.iter().any(|(n, _)| *n == "metrics") && !args.iter().any(|a| *a == "--metrics-listen") {
             cmd.args(["--metrics-listen", "127.0.0.1:0"]);
         }
-        // SAFETY: between fork and exec the closure only calls dup2 and
-        // fcntl (async-signal-safe) on descriptors the parent holds open.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Moved out of the way first, so no dup2 below overwrites
-                // a descriptor still to be placed.
-                let high: Vec<i32> = fds.iter().map(|&fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100)).collect();
-                for (i, &fd) in high.iter().enumerate() {
-                    if fd < 0 || libc::dup2(fd, 3 + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
         Daemon(cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("start simulcastd"))
+    }
+}
+
+/// A command that runs `simulcastd` (add its arguments) with `sockets`
+/// handed over as systemd does: descriptors from 3, `$LISTEN_FDS`,
+/// `$LISTEN_FDNAMES`, and `$LISTEN_PID` set to the daemon's own pid by the
+/// `sh` that execs it.
+pub fn simulcastd_on(sockets: &[(&str, &dyn std::os::fd::AsRawFd)]) -> Command {
+    let fds: Vec<i32> = sockets.iter().map(|(_, l)| l.as_raw_fd()).collect();
+    let names: Vec<&str> = sockets.iter().map(|(n, _)| *n).collect();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_simulcastd"))
+        .env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"));
+    hand_over(&mut cmd, fds);
+    cmd
+}
+
+/// Has `cmd`'s process start with `fds` (open in this one) as its
+/// descriptors 3, 4, ...: sockets the test bound, handed over.
+pub fn hand_over(cmd: &mut Command, fds: Vec<i32>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls fcntl and dup2
+    // (async-signal-safe) on descriptors the parent holds open; the Vec it
+    // iterates was allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Moved out of the way first, so no dup2 below overwrites a
+            // descriptor still to be placed.
+            let mut high = [-1i32; 8];
+            for (slot, &fd) in high.iter_mut().zip(fds.iter()) {
+                *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+            }
+            for (i, &fd) in high.iter().take(fds.len()).enumerate() {
+                if fd < 0 || libc::dup2(fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 
