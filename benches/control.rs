@@ -13,6 +13,11 @@
 //! CancelEvent pair while a rehearsal's preflight waits on a black-holed
 //! RTMP partner (TCP accepted, never answered). `RUST_LOG` and
 //! `DAEMON_LOG` (a file) keep the daemon's log.
+//!
+//! The watchers run in a process of their own (this bench again, with
+//! `CONTROL_BENCH_WATCH`), as other people's clients would: decoding 200
+//! streams' updates in the timing client's own runtime delayed its replies
+//! too. `WATCHERS_IN=bench` puts them back in the bench's process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
 
@@ -202,8 +207,103 @@ fn report_each<'a>(label: &str, each: impl IntoIterator<Item = (&'a str, &'a mut
     serde_json::Value::Object(out)
 }
 
+/// The watchers: in this process, or (the default) in a process of their
+/// own, as other people's clients would be, so that decoding their
+/// updates does not hold up the timed calls' client.
+enum Watchers {
+    Here(Counts),
+    Process { child: std::process::Child, lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>> },
+}
+
+/// Updates received and updates skipped as lagged, counted by the streams.
+type Counts = (Arc<AtomicU64>, Arc<AtomicU64>, Vec<tokio::task::JoinHandle<()>>);
+
+impl Watchers {
+    /// This bench again as a child that only watches (`CONTROL_BENCH_WATCH`),
+    /// once it says its streams are open.
+    fn spawn(addr: &str, token: &str, n: usize) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe().expect("the bench's path"))
+            .env("CONTROL_BENCH_WATCH", format!("{addr} {token} {n}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the watchers' process");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = lines.next().and_then(Result::ok);
+        assert_eq!(ready.as_deref(), Some("ready"), "the watchers' process did not open its streams");
+        Self::Process { child, lines }
+    }
+
+    /// (received, lagged) so far.
+    fn counts(&mut self) -> (u64, u64) {
+        match self {
+            Self::Here((received, lagged, _)) => (received.load(Ordering::Relaxed), lagged.load(Ordering::Relaxed)),
+            Self::Process { child, lines } => {
+                use std::io::Write;
+                writeln!(child.stdin.as_mut().expect("stdin"), "count").expect("ask the watchers");
+                let line = lines.next().and_then(Result::ok).expect("the watchers' counts");
+                let (r, l) = line.split_once(' ').expect("two counts");
+                (r.parse().expect("received"), l.parse().expect("lagged"))
+            }
+        }
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        match self {
+            Self::Here((_, _, tasks)) => tasks.iter().for_each(|t| t.abort()),
+            Self::Process { child, .. } => {
+                drop(child.stdin.take());
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// `n` WatchStatus streams on connections of their own, each reading.
+async fn open_watchers(addr: &str, token: &str, n: usize) -> Counts {
+    let received = Arc::new(AtomicU64::new(0));
+    let lagged = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let t = Channel::from_shared(addr.to_owned()).expect("addr").connect().await.expect("watcher connect");
+        let mut m = MonitorServiceClient::new(t);
+        let mut stream = m.watch_status(authed(proto::EventRef::default(), token)).await.expect("watch").into_inner();
+        let (received, lagged) = (Arc::clone(&received), Arc::clone(&lagged));
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(u)) = stream.message().await {
+                received.fetch_add(1, Ordering::Relaxed);
+                lagged.fetch_add(u.lagged, Ordering::Relaxed);
+            }
+        }));
+    }
+    (received, lagged, tasks)
+}
+
+/// The watchers' process: opens the streams, says `ready`, then answers
+/// each `count` line on stdin with its counts, until stdin closes.
+async fn watch_only(spec: &str) {
+    let mut parts = spec.split(' ');
+    let (addr, token) = (parts.next().expect("addr"), parts.next().expect("token"));
+    let n: usize = parts.next().and_then(|n| n.parse().ok()).expect("count");
+    let (received, lagged, _tasks) = open_watchers(addr, token, n).await;
+    println!("ready");
+    tokio::task::spawn_blocking(move || {
+        for _ in std::io::stdin().lines().map_while(Result::ok) {
+            println!("{} {}", received.load(Ordering::Relaxed), lagged.load(Ordering::Relaxed));
+        }
+    })
+    .await
+    .expect("stdin");
+}
+
 #[tokio::main]
 async fn main() {
+    if let Ok(spec) = std::env::var("CONTROL_BENCH_WATCH") {
+        return watch_only(&spec).await;
+    }
     let watchers = env_num("WATCHERS", 200);
     let n = env_num("ROUNDS", 40);
     let leg_count = env_num("LEGS", 12);
@@ -279,36 +379,29 @@ async fn main() {
     let mut base = rounds(&mut e, &token, n, &legs).await;
     let rss_before = rss_kib(pid);
 
-    let received = Arc::new(AtomicU64::new(0));
-    let lagged = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..watchers {
-        let t = connect().await.expect("watcher connect");
-        let mut m = MonitorServiceClient::new(t);
-        let mut stream = m.watch_status(authed(proto::EventRef::default(), &token)).await.expect("watch").into_inner();
-        let (received, lagged) = (Arc::clone(&received), Arc::clone(&lagged));
-        tasks.push(tokio::spawn(async move {
-            while let Ok(Some(u)) = stream.message().await {
-                received.fetch_add(1, Ordering::Relaxed);
-                lagged.fetch_add(u.lagged, Ordering::Relaxed);
-            }
-        }));
-    }
+    let in_process = std::env::var("WATCHERS_IN").is_ok_and(|w| w == "bench");
+    let mut watching = if in_process {
+        Watchers::Here(open_watchers(&addr, &token, watchers).await)
+    } else {
+        Watchers::spawn(&addr, &token, watchers)
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = rss_kib(pid);
-    let got_before = received.load(Ordering::Relaxed);
+    let (got_before, _) = watching.counts();
     let started = Instant::now();
     let mut loaded = rounds(&mut e, &token, n, &legs).await;
     let secs = started.elapsed().as_secs_f64();
-    let updates = received.load(Ordering::Relaxed) - got_before;
+    let updates = watching.counts().0 - got_before;
     let hole_event =
         e.schedule_event(authed(event_on(&["hole".into()], 2), &token)).await.expect("schedule").into_inner().id;
     let mut pre = during_preflight(&mut e, &mut r, &token, &hole_event, Duration::from_secs(20)).await;
 
     println!(
         "simulcastd serve, loopback, {n} round(s) of an Arm with {leg_count} UDP legs; \
-         {watchers} WatchStatus streams, each on its own connection"
+         {watchers} WatchStatus streams, each on its own connection, {}",
+        if in_process { "in the timing client's process (WATCHERS_IN=bench)" } else { "in a process of their own" }
     );
+    let lagged = watching.counts().1;
     let b = report("no watchers", &mut base);
     let l = report(&format!("{watchers} watchers"), &mut loaded);
     let p = report_each(
@@ -323,7 +416,7 @@ async fn main() {
     println!(
         "watchers received {updates} updates in {secs:.1} s ({:.1} per watcher per second), {} skipped as lagged",
         updates as f64 / secs / watchers.max(1) as f64,
-        lagged.load(Ordering::Relaxed)
+        lagged
     );
     let ratio = |k: &str| l[k]["p99_ms"].as_f64().unwrap_or(0.0) / b[k]["p99_ms"].as_f64().unwrap_or(1.0).max(1e-9);
     println!(
@@ -343,12 +436,10 @@ async fn main() {
             "loop_turns": turns,
             "watchers": watchers, "rounds": n, "legs": leg_count, "unloaded": b, "loaded": l, "preflight": p,
             "rss_kib_before": rss_before, "rss_kib_after": rss_after, "kib_per_watcher": per,
-            "updates": updates, "lagged": lagged.load(Ordering::Relaxed),
+            "updates": updates, "lagged": lagged, "watchers_in": if in_process { "bench" } else { "process" },
         })
     );
-    for t in tasks {
-        t.abort();
-    }
+    drop(watching);
     let _ = daemon.kill();
     let _ = daemon.wait();
     drop(hole);

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod coordinator;
+pub mod legview;
 pub mod media;
 pub mod observe;
 pub mod packaging;

@@ -8,6 +8,7 @@ use super::alerting::cause_of;
 use super::asrun::{Actor, Kind, entry, utc_text};
 use super::{NOT_ON_AIR_GRACE, State, WaitingPicture, describe_break};
 use crate::alerts::Cause;
+use crate::legview::Change;
 use crate::media::failover::Feed;
 use crate::media::leg::LegState;
 use crate::relay::Relay;
@@ -65,41 +66,39 @@ impl State {
             let status = relay.status();
             let from = relay.cue().program_from;
             for leg in &status.legs {
-                let Some(at_ns) = leg.program_since_utc_ns else { continue };
-                if r.program_logged.get(&leg.channel_id) == Some(&at_ns) {
-                    continue;
-                }
-                r.program_logged.insert(leg.channel_id.clone(), at_ns);
-                let at = DateTime::<Utc>::from_timestamp_nanos(at_ns.min(i64::MAX as u64) as i64);
-                let tz = tz_of(&leg.channel_id);
-                if !r.program_first_logged.insert(leg.channel_id.clone()) {
-                    // Back on programme after the slate (by hand, a
-                    // failover to it, a restart): not its T0 any more.
-                    let detail = format!("programme pictures again from {}", utc_text(at));
-                    info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program again.");
-                    let e =
-                        entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgramResumed, detail, &Actor::Daemon);
-                    out.push((e, None));
-                    continue;
-                }
-                let delay = r.delays.iter().find(|(c, _)| *c == leg.channel_id).map(|(_, d)| *d).unwrap_or_default();
-                let detail = match from {
-                    Some(f) => {
-                        let due = f + schedule::chrono_duration(delay);
-                        let ms = (at - due).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-                        r.t0_errors.insert(leg.channel_id.clone(), ms / 1000.0);
-                        format!(
-                            "first program picture went out at {}, {ms:+.1} ms from its air time {}",
-                            utc_text(at),
-                            utc_text(due)
-                        )
+                let id = &leg.channel_id;
+                let delay = r.delays.iter().find(|(c, _)| c == id).map(|(_, d)| *d).unwrap_or_default();
+                let due = from.map(|f| f + schedule::chrono_duration(delay));
+                let tz = tz_of(id);
+                // On air and errors: the observer below says those, with
+                // their details; here, the programme's starts.
+                for change in r.seen.entry(id.clone()).or_default().fold(leg, now, due) {
+                    match change {
+                        Change::ProgramAgain(at) => {
+                            // Back on programme after the slate (by hand,
+                            // a failover to it, a restart): not its T0.
+                            let detail = format!("programme pictures again from {}", utc_text(at));
+                            info!(leg = %id, detail = %detail, "Leg carries the program again.");
+                            let e = entry(at, &r.event_id.0, id, tz, Kind::LegProgramResumed, detail, &Actor::Daemon);
+                            out.push((e, None));
+                        }
+                        Change::FirstProgram { at, error_ms } => {
+                            let detail = match (error_ms, due) {
+                                (Some(ms), Some(due)) => format!(
+                                    "first program picture went out at {}, {ms:+.1} ms from its air time {}",
+                                    utc_text(at),
+                                    utc_text(due)
+                                ),
+                                _ => format!("first program picture went out at {}", utc_text(at)),
+                            };
+                            info!(leg = %id, detail = %detail, "Leg carries the program.");
+                            let e = entry(at, &r.event_id.0, id, tz, Kind::LegProgram, detail, &Actor::Daemon);
+                            r.pictures.push(WaitingPicture { entry: e.clone(), at, delay });
+                            out.push((e, None));
+                        }
+                        Change::OnAir(_) | Change::Error(_) => {}
                     }
-                    None => format!("first program picture went out at {}", utc_text(at)),
-                };
-                info!(leg = %leg.channel_id, detail = %detail, "Leg carries the program.");
-                let e = entry(at, &r.event_id.0, &leg.channel_id, tz, Kind::LegProgram, detail, &Actor::Daemon);
-                r.pictures.push(WaitingPicture { entry: e.clone(), at, delay });
-                out.push((e, None));
+                }
             }
             for c in r.observer.observe(&status) {
                 match c.kind {

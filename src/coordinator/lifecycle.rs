@@ -8,6 +8,7 @@
 use super::asrun::{Actor, Kind, entry};
 use super::{CoordError, LegObserver, Reply, Running, State};
 use crate::config::{Channel, Ingest};
+use crate::legview::LegSeen;
 use crate::media::failover::SourceChoice;
 use crate::media::program::{Cue, ProgramPlan};
 use crate::media::recording::RecordingPlan;
@@ -15,7 +16,6 @@ use crate::relay::{DelayPlan, Relay, RelayPlan};
 use crate::schedule::{Action, Event, EventId};
 use crate::{config, schedule};
 use chrono_tz::Tz;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,9 +177,7 @@ impl State {
             observer: LegObserver::default(),
             choice: SourceChoice::Auto,
             delays,
-            program_logged: BTreeMap::new(),
-            t0_errors: BTreeMap::new(),
-            program_first_logged: legs_with(Kind::LegProgram).collect(),
+            seen: legs_with(Kind::LegProgram).map(|id| (id, LegSeen::after_restart())).collect(),
             armed_at: self.options.clock.now(),
             not_on_air_raised: legs_with(Kind::LegNotOnAir).collect(),
             off_air_raised: Default::default(),

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Channel, ChannelId, FieldError, Ingest, RelaySettings, Source};
+use crate::legview::LegSeen;
 use crate::media::failover::SourceChoice;
 use crate::media::thumbs::Thumb;
 use crate::rehearsal::recurring::Recurring;
@@ -511,15 +512,11 @@ struct Running {
     choice: SourceChoice,
     /// Each delayed leg's delay.
     delays: Vec<(String, Duration)>,
-    /// The program start last logged per leg (UTC ns).
-    program_logged: BTreeMap<String, u64>,
-    /// Each leg's first programme picture minus its air time, in seconds:
-    /// its T0 error, measured once.
-    t0_errors: BTreeMap<String, f64>,
-    /// Legs whose first programme picture is in the as-run log (this run
-    /// or before a restart): a later return to programme is logged as
-    /// `leg-program-resumed`, and leaves the T0 error alone.
-    program_first_logged: std::collections::BTreeSet<String>,
+    /// What each leg has shown so far (the fold rehearsals use too): its
+    /// first programme picture (logged as `leg-program` with its T0 error,
+    /// measured once; a leg logged so before a restart starts as
+    /// returned), and each later return (`leg-program-resumed`).
+    seen: BTreeMap<String, LegSeen>,
     /// When its legs were started (this run): the not-on-air check gives
     /// them [`NOT_ON_AIR_GRACE`] to connect.
     armed_at: DateTime<Utc>,
@@ -751,7 +748,11 @@ impl State {
                     .map(|status| {
                         let timezone =
                             r.zones.iter().find(|(id, _)| *id == status.channel_id).map_or(Tz::UTC, |(_, tz)| *tz);
-                        let t0_error_s = r.t0_errors.get(&status.channel_id).copied();
+                        let t0_error_s = r
+                            .seen
+                            .get(&status.channel_id)
+                            .and_then(LegSeen::first_program_error_ms)
+                            .map(|ms| ms / 1000.0);
                         let (name, country) = r.labels.get(&status.channel_id).cloned().unwrap_or_default();
                         let delay = r
                             .delays

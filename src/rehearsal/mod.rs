@@ -21,7 +21,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{self, Channel, Source};
-use crate::media::leg::{LegState, SrtFigures};
+use crate::legview::{Change, LegSeen};
+use crate::media::leg::SrtFigures;
 use crate::media::program::Cue;
 use crate::relay::{Relay, RelayPlan};
 
@@ -426,8 +427,9 @@ pub async fn run(setup: Setup, progress: watch::Sender<Report>, mut stop: watch:
     });
     info!(rehearsal = %id, program_at = %program_at, ends_at = %ends_at, "Rehearsal running.");
     let mut early = None;
+    let mut seen = LegsSeen::new();
     loop {
-        look(&relay, shared, program_at);
+        look(&relay, shared, &mut seen, program_at);
         if Utc::now() >= ends_at {
             break;
         }
@@ -457,28 +459,36 @@ pub async fn run(setup: Setup, progress: watch::Sender<Report>, mut stop: watch:
 }
 
 /// Folds one look at the relay into the report.
-fn look(relay: &Relay, progress: &watch::Sender<Report>, program_at: DateTime<Utc>) {
+fn look(relay: &Relay, progress: &watch::Sender<Report>, seen: &mut LegsSeen, program_at: DateTime<Utc>) {
     let status = relay.status();
     let now = Utc::now();
-    progress.send_modify(|r| fold(r, &status, now, program_at));
+    progress.send_modify(|r| fold(r, seen, &status, now, program_at));
 }
 
+/// Each leg's view so far, by channel (the fold master control uses too).
+type LegsSeen = std::collections::BTreeMap<String, LegSeen>;
+
 /// One look at the relay's legs, folded into the report.
-fn fold(r: &mut Report, status: &crate::relay::RelayStatus, now: DateTime<Utc>, program_at: DateTime<Utc>) {
+fn fold(
+    r: &mut Report,
+    seen: &mut LegsSeen,
+    status: &crate::relay::RelayStatus,
+    now: DateTime<Utc>,
+    program_at: DateTime<Utc>,
+) {
     for s in &status.legs {
         let Some(leg) = r.legs.iter_mut().find(|l| l.channel_id == s.channel_id) else { continue };
-        if s.state == LegState::OnAir && leg.connected_at.is_none() {
-            leg.connected_at = Some(now);
-        }
-        if let (Some(ns), None) = (s.program_since_utc_ns, leg.first_program_at) {
-            let at = DateTime::<Utc>::from_timestamp_nanos(ns.min(i64::MAX as u64) as i64);
-            leg.first_program_at = Some(at);
-            leg.first_program_error_ms = Some((at - program_at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-        }
-        if let Some(e) = &s.last_error
-            && !leg.errors.contains(e)
-        {
-            leg.errors.push(e.clone());
+        for change in seen.entry(s.channel_id.clone()).or_default().fold(s, now, Some(program_at)) {
+            match change {
+                Change::OnAir(at) => leg.connected_at = Some(at),
+                Change::FirstProgram { at, error_ms } => {
+                    leg.first_program_at = Some(at);
+                    leg.first_program_error_ms = error_ms;
+                }
+                // A rehearsal times the first picture only.
+                Change::ProgramAgain(_) => {}
+                Change::Error(e) => leg.errors.push(e),
+            }
         }
         leg.bytes_sent = s.bytes_sent;
         leg.reconnects = s.reconnects;
