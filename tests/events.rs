@@ -288,6 +288,12 @@ async fn every_event_rpc_and_its_error_codes() {
         watch_until(&mut m, &ev.id, &obs, Duration::from_secs(10), |u| u.event_state == EventState::Completed as i32)
             .await;
     assert!(u.legs.iter().all(|l| l.state == LegState::Stopped as i32), "{:?}", u.legs);
+    // The legs close off master control's loop; their totals say when.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while asrun_kinds(&mut m, &ev.id, &obs).await.iter().filter(|(k, _, _)| k == "legs-closed").count() < legs.len() {
+        assert!(std::time::Instant::now() < deadline, "the legs' totals were not logged within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let frozen = (a.bytes(), b.bytes());
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!((a.bytes(), b.bytes()), frozen, "legs still sending after the event completed");

@@ -126,14 +126,11 @@ impl State {
             let aborted = next == EventState::Aborted;
             let kind = if aborted { Kind::LegsAborted } else { Kind::LegsClosed };
             let recording = next.is_final().then(|| self.recording_dir(id));
+            // Off the loop (an abort's emergency slate first): the legs'
+            // totals are logged (`legs-closed`, `legs-aborted`) once their
+            // pipelines are down. A leg that cannot close at once (a
+            // partner that never answered) holds up nobody.
             self.begin_stop(kind, &format!("event {next}"), aborted, recording);
-            // An abort's emergency slate runs its second off the loop (the
-            // legs' totals are logged when they have closed); any other
-            // stop is a moment's work, done before the answer, so a leg
-            // shown stopped has stopped sending.
-            if !aborted {
-                self.finish_stop().await;
-            }
         }
         Ok(event)
     }
