@@ -74,12 +74,17 @@ fn r(id: &str) -> proto::EventRef {
     proto::EventRef { event_id: id.into() }
 }
 
+/// The first page of event `id`'s as-run log.
+fn log_of(id: &str) -> proto::GetAsRunLogRequest {
+    proto::GetAsRunLogRequest { event_id: id.to_owned(), ..Default::default() }
+}
+
 fn state(e: &proto::Event) -> EventState {
     EventState::try_from(e.state).unwrap()
 }
 
 async fn asrun_kinds(m: &mut MonitorServiceClient<Transport>, id: &str, token: &str) -> Vec<(String, String, String)> {
-    let log = m.get_as_run_log(authed(r(id), token)).await.expect("asrun").into_inner().entries;
+    let log = m.get_as_run_log(authed(log_of(id), token)).await.expect("asrun").into_inner().entries;
     log.into_iter().map(|e| (e.kind, e.channel_id, e.actor)).collect()
 }
 
@@ -177,7 +182,7 @@ async fn every_event_rpc_and_its_error_codes() {
     let err = e.get_event(authed(r("final"), &obs)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("event_id: "), "{}", err.message());
-    let err = m.get_as_run_log(authed(r("ev-000000000000"), &obs)).await.unwrap_err();
+    let err = m.get_as_run_log(authed(log_of("ev-000000000000"), &obs)).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
     // Cancel, and the transitions a cancelled event refuses.
@@ -393,7 +398,7 @@ async fn the_role_matrix_for_events_and_monitoring() {
         assert!(e.get_event(authed(r(&ev.id), &t)).await.is_ok(), "{role} get");
         assert!(e.list_events(authed(proto::ListEventsRequest {}, &t)).await.is_ok(), "{role} list");
         assert!(e.get_air_times(authed(r(&ev.id), &t)).await.is_ok(), "{role} air times");
-        assert!(m.get_as_run_log(authed(r(&ev.id), &t)).await.is_ok(), "{role} as-run");
+        assert!(m.get_as_run_log(authed(log_of(&ev.id), &t)).await.is_ok(), "{role} as-run");
         let mut w = m.watch_status(authed(r(&ev.id), &t)).await.expect("watch").into_inner();
         assert!(w.message().await.unwrap().is_some(), "{role} watch");
 
@@ -448,14 +453,18 @@ async fn the_role_matrix_for_events_and_monitoring() {
     let ev =
         e.list_events(authed(proto::ListEventsRequest {}, &admin)).await.unwrap().into_inner().events[0].id.clone();
     for token in [None, Some("sct_00")] {
-        let req = |x: proto::EventRef| match token {
-            Some(t) => authed(x, t),
-            None => tonic::Request::new(x),
-        };
+        fn with_token<T>(token: Option<&str>, x: T) -> tonic::Request<T> {
+            match token {
+                Some(t) => authed(x, t),
+                None => tonic::Request::new(x),
+            }
+        }
+        let req = |x: proto::EventRef| with_token(token, x);
+        let log_req = |x: proto::GetAsRunLogRequest| with_token(token, x);
         let codes = [
             e.arm(req(r(&ev))).await.unwrap_err().code(),
             e.get_event(req(r(&ev))).await.unwrap_err().code(),
-            m.get_as_run_log(req(r(&ev))).await.unwrap_err().code(),
+            m.get_as_run_log(log_req(log_of(&ev))).await.unwrap_err().code(),
             m.watch_status(req(r(&ev))).await.map(|_| ()).unwrap_err().code(),
         ];
         assert!(codes.iter().all(|c| *c == Code::Unauthenticated), "{token:?}: {codes:?}");
@@ -782,5 +791,100 @@ async fn an_arm_waiting_for_the_last_relay_leaves_master_control_answering() {
     };
     watch_until(&mut m, &b.id, &op, Duration::from_secs(15), b_on_air).await;
     e.abort(authed(r(&b.id), &op)).await.expect("abort B");
+    server.stop().await;
+}
+
+/// A long event's as-run log comes in pages. With 200 000 entries (27 MB
+/// of messages) GetAsRunLog failed outright (OUT_OF_RANGE: the response
+/// passed the 1 MiB message limit) and `simulcastctl asrun` with it. Now
+/// each page stays under the limit, the pages give every entry once, in
+/// order, a forged page token is refused, and master control answers
+/// while a client pages through the log (its reads go beside the loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_as_run_log_comes_in_pages_and_holds_up_no_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let server = ApiServer::start_with(&db, options()).await;
+    let partner = UdpCapture::start();
+    seed_channels(&server, &[&partner]).await;
+    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
+    let mut e = EventServiceClient::new(server.transport().await);
+    let ev = e.schedule_event(authed(schedule_in(3600, "Export"), &admin)).await.expect("schedule").into_inner();
+    {
+        // Written beside the daemon, as years of entries would be.
+        let mut conn = rusqlite::Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO asrun (event_id, utc, channel_id, local_time, kind, detail, actor, timezone) \
+                 VALUES (?1, '2026-12-03T10:00:00Z', 'kz-khabar', '2026-12-03T15:00:00+05:00', 'leg-error', ?2, \
+                 'simulcastd', 'Asia/Almaty')",
+            )
+            .unwrap();
+        for i in 0..200_000 {
+            insert.execute(rusqlite::params![ev.id, format!("srt://127.0.0.1:9000: connection refused ({i})")]).unwrap();
+        }
+        drop(insert);
+        tx.commit().unwrap();
+    }
+    let paging = {
+        let mut m = MonitorServiceClient::new(server.transport().await);
+        let (id, op) = (ev.id.clone(), op.clone());
+        tokio::spawn(async move {
+            let (mut details, mut pages, mut token) = (Vec::new(), 0, String::new());
+            loop {
+                let req = proto::GetAsRunLogRequest { event_id: id.clone(), page_size: 0, page_token: token };
+                let page = m.get_as_run_log(authed(req, &op)).await.expect("a page").into_inner();
+                assert!(prost::Message::encoded_len(&page) < 1 << 20, "page {pages} is too big");
+                assert!(page.entries.len() <= 2000, "page {pages}: {} entries", page.entries.len());
+                details.extend(page.entries.into_iter().map(|e| e.detail));
+                pages += 1;
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            (details, pages)
+        })
+    };
+    let mut answers = Vec::new();
+    while !paging.is_finished() {
+        let asked = std::time::Instant::now();
+        e.get_event(authed(r(&ev.id), &op)).await.expect("get");
+        answers.push(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (details, pages) = paging.await.unwrap();
+    let refused = |i: usize| format!("srt://127.0.0.1:9000: connection refused ({i})");
+    let written: Vec<&String> = details.iter().filter(|d| d.contains("connection refused (")).collect();
+    assert_eq!(written.len(), 200_000, "{pages} pages");
+    assert!(written.iter().enumerate().all(|(i, d)| **d == refused(i)), "out of order or repeated");
+    // The event's own `scheduled` entry, written before them, comes first.
+    assert_eq!(details.len(), 200_001);
+    assert!(!details[0].contains("connection refused"), "{:?}", &details[..2]);
+    let slowest = answers.iter().max().copied().unwrap_or_default();
+    eprintln!("{pages} pages; {} GetEvent while paging, slowest {slowest:?}", answers.len());
+    assert!(slowest < Duration::from_millis(50), "GetEvent took {slowest:?} while a client paged the log");
+    // Beyond the last page, and a token this server never gave.
+    let mut m = MonitorServiceClient::new(server.transport().await);
+    let forged = proto::GetAsRunLogRequest { event_id: ev.id.clone(), page_size: 10, page_token: "x".into() };
+    let err = m.get_as_run_log(authed(forged, &op)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("page_token"), "{}", err.message());
+    let small = proto::GetAsRunLogRequest { event_id: ev.id.clone(), page_size: 10, page_token: String::new() };
+    let first = m.get_as_run_log(authed(small, &op)).await.expect("10").into_inner();
+    assert_eq!(first.entries.len(), 10);
+    assert!(!first.next_page_token.is_empty());
+    // simulcastctl reads every page.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulcastctl"))
+        .args(["--json", "asrun", &ev.id])
+        .env("SIMULCAST_ADDR", &server.addr)
+        .env("SIMULCAST_TOKEN", &op)
+        .output()
+        .expect("simulcastctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(all.as_array().map(Vec::len), Some(details.len()));
     server.stop().await;
 }

@@ -250,7 +250,7 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
     let mut monitor = MonitorServiceClient::new(server.transport().await);
     let deadline = Instant::now() + Duration::from_secs(10);
     let (kept, log) = loop {
-        let req = authed(proto::EventRef { event_id: event_id.clone() }, &admin);
+        let req = authed(proto::GetAsRunLogRequest { event_id: event_id.clone(), ..Default::default() }, &admin);
         let log = monitor.get_as_run_log(req).await.expect("as-run").into_inner().entries;
         let with = |kind: &str| log.iter().filter(|e| e.kind == kind && e.picture_id > 0).count();
         if with("leg-program") == 4 && with("source-switched") >= 1 {
@@ -327,7 +327,7 @@ async fn delayed_proof(with_live: bool) -> (Option<proto::AsRunPicture>, proto::
         log.iter().find(|e| e.kind == "leg-program" && e.channel_id == leg && e.picture_id > 0).cloned()
     };
     let (live_entry, late_entry) = loop {
-        let req = authed(proto::EventRef { event_id: event_id.clone() }, &admin);
+        let req = authed(proto::GetAsRunLogRequest { event_id: event_id.clone(), ..Default::default() }, &admin);
         let log = monitor.get_as_run_log(req).await.expect("as-run").into_inner().entries;
         let (a, b) = (first(&log, "kz-live"), first(&log, "kr-late"));
         if let Some(b) = b

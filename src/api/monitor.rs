@@ -20,6 +20,14 @@ use super::events::event_id;
 use crate::coordinator::{AsRunPicture, Coordinator, SYSTEM_EVENT};
 use crate::proto::{self, monitor_service_server::MonitorService};
 
+/// As-run entries in a page unless the client asks for fewer.
+pub const ASRUN_PAGE: usize = 2000;
+/// The most a client may ask for in one page.
+pub const ASRUN_PAGE_MAX: usize = 5000;
+/// A page ends before its entries pass this many bytes, so that the
+/// response stays under [`super::MAX_MESSAGE_BYTES`].
+pub const ASRUN_PAGE_BYTES: usize = 960 * 1024;
+
 /// Updates buffered per stream before the skipping starts.
 pub const WATCH_BUFFER: usize = 2;
 
@@ -78,16 +86,45 @@ impl MonitorService for MonitorApi {
 
     async fn get_as_run_log(
         &self,
-        req: Request<proto::EventRef>,
+        req: Request<proto::GetAsRunLogRequest>,
     ) -> Result<Response<proto::GetAsRunLogResponse>, Status> {
+        use prost::Message;
         require(&req, Role::Observer)?;
-        let raw = &req.get_ref().event_id;
+        let r = req.get_ref();
         // `-` is the daemon's own log (channel changes).
-        let id = if raw == SYSTEM_EVENT { SYSTEM_EVENT.to_owned() } else { event_id(raw)?.0 };
-        let log = self.coordinator.asrun(&id).await?;
+        let id = if r.event_id == SYSTEM_EVENT { SYSTEM_EVENT.to_owned() } else { event_id(&r.event_id)?.0 };
+        let after = match r.page_token.as_str() {
+            "" => 0,
+            t => t.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Status::invalid_argument("page_token: not one this server gave (use next_page_token as it came)")
+            })?,
+        };
+        let size = match r.page_size {
+            0 => ASRUN_PAGE,
+            n => (n as usize).min(ASRUN_PAGE_MAX),
+        };
+        // One more than asked: whether another page follows.
+        let mut page = self.coordinator.asrun_page(&id, after, size + 1).await?;
+        let more = page.len() > size;
+        page.truncate(size);
         let pictures = self.coordinator.asrun_pictures(&id).await?;
-        let entries = log.iter().map(|e| asrun_with_picture(e, AsRunPicture::of(e, &pictures))).collect();
-        Ok(Response::new(proto::GetAsRunLogResponse { entries }))
+        let mut entries = Vec::with_capacity(page.len());
+        let (mut bytes, mut last) = (0, None);
+        for (seq, e) in &page {
+            let entry = asrun_with_picture(e, AsRunPicture::of(e, &pictures));
+            let len = entry.encoded_len() + 8;
+            if bytes + len > ASRUN_PAGE_BYTES && !entries.is_empty() {
+                break;
+            }
+            bytes += len;
+            entries.push(entry);
+            last = Some(*seq);
+        }
+        let next_page_token = match last {
+            Some(seq) if more || entries.len() < page.len() => seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::GetAsRunLogResponse { entries, next_page_token }))
     }
 
     async fn get_as_run_picture(

@@ -178,8 +178,6 @@ type Reply<T> = oneshot::Sender<Result<T, CoordError>>;
 
 enum Command {
     CreateChannel { channel: Channel, actor: Actor, reply: Reply<Channel> },
-    GetChannel { id: ChannelId, reply: Reply<Channel> },
-    ListChannels { reply: Reply<Vec<Channel>> },
     UpdateChannel { channel: Channel, actor: Actor, reply: Reply<Channel> },
     DeleteChannel { id: ChannelId, actor: Actor, reply: Reply<()> },
     Schedule { new: NewEvent, actor: Actor, reply: Reply<Event> },
@@ -187,9 +185,6 @@ enum Command {
     ListEvents { reply: Reply<Vec<Event>> },
     Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: Actor, reply: Reply<Event> },
     SwitchSource { id: EventId, choice: SourceChoice, actor: Actor, reply: Reply<Event> },
-    AsRun { event_id: String, reply: Reply<Vec<AsRunEntry>> },
-    AsRunPictures { event_id: String, reply: Reply<Vec<AsRunPicture>> },
-    AsRunPictureBytes { id: i64, reply: Reply<(String, String, Vec<u8>)> },
     AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
     StartRehearsal { id: EventId, plan: Plan, actor: Actor, reply: Reply<Report> },
     GetRehearsal { id: String, reply: Reply<Report> },
@@ -200,7 +195,6 @@ enum Command {
     ScheduleBreak { new: NewBreak, actor: Actor, reply: Reply<Vec<AdBreak>> },
     ListBreaks { event_id: Option<EventId>, reply: Reply<Vec<AdBreak>> },
     CancelBreak { id: String, actor: Actor, reply: Reply<AdBreak> },
-    ListAlerts { limit: usize, reply: Reply<Vec<crate::store::StoredAlert>> },
     TestAlert { actor: Actor, reply: Reply<crate::alerts::Alert> },
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -210,8 +204,6 @@ impl Command {
     fn name(&self) -> &'static str {
         match self {
             Command::CreateChannel { .. } => "command:create-channel",
-            Command::GetChannel { .. } => "command:get-channel",
-            Command::ListChannels { .. } => "command:list-channels",
             Command::UpdateChannel { .. } => "command:update-channel",
             Command::DeleteChannel { .. } => "command:delete-channel",
             Command::Schedule { .. } => "command:schedule",
@@ -228,9 +220,6 @@ impl Command {
                 Action::Finish => "command:finish",
             },
             Command::SwitchSource { .. } => "command:switch-source",
-            Command::AsRun { .. } => "command:as-run",
-            Command::AsRunPictures { .. } => "command:as-run-pictures",
-            Command::AsRunPictureBytes { .. } => "command:as-run-picture-bytes",
             Command::AirTimes { .. } => "command:air-times",
             Command::StartRehearsal { .. } => "command:start-rehearsal",
             Command::GetRehearsal { .. } => "command:get-rehearsal",
@@ -241,7 +230,6 @@ impl Command {
             Command::ScheduleBreak { .. } => "command:schedule-break",
             Command::ListBreaks { .. } => "command:list-breaks",
             Command::CancelBreak { .. } => "command:cancel-break",
-            Command::ListAlerts { .. } => "command:list-alerts",
             Command::TestAlert { .. } => "command:test-alert",
             Command::Shutdown { .. } => "command:shutdown",
         }
@@ -253,6 +241,8 @@ impl Command {
 pub struct Coordinator {
     tx: mpsc::Sender<Command>,
     status: watch::Receiver<Arc<Snapshot>>,
+    /// What reads the store beside the loop (see [`Coordinator::read`]).
+    reads: Arc<Store>,
 }
 
 impl Coordinator {
@@ -263,6 +253,14 @@ impl Coordinator {
     /// Alerts are delivered by a task it starts, and stops with it.
     pub fn start(store: impl Into<Arc<Store>>, options: Options) -> (Self, tokio::task::JoinHandle<()>) {
         let store = store.into();
+        let reads = match store.reader() {
+            Some(Ok(reader)) => Arc::new(reader),
+            Some(Err(e)) => {
+                warn!(error = %e, "No reading connection to the store; reads share the coordinator's.");
+                Arc::clone(&store)
+            }
+            None => Arc::clone(&store),
+        };
         let (tx, rx) = mpsc::channel(256);
         let (status_tx, status) = watch::channel(Arc::new(Snapshot::initial()));
         let (started_tx, started_rx) = mpsc::unbounded_channel();
@@ -289,7 +287,7 @@ impl Coordinator {
             loop_times: Arc::default(),
         };
         let task = tokio::spawn(state.run(rx, started_rx));
-        (Self { tx, status }, task)
+        (Self { tx, status, reads }, task)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, CoordError> {
@@ -309,14 +307,25 @@ impl Coordinator {
         self.ask(|reply| Command::CreateChannel { channel, actor, reply }).await
     }
 
+    /// Reads the store on a blocking task, beside the coordinator's loop
+    /// (its own connection where the store is a file): a long read, an
+    /// as-run log of thousands of entries, holds up no command.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, CoordError> + Send + 'static,
+    ) -> Result<T, CoordError> {
+        let store = Arc::clone(&self.reads);
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|_| CoordError::Stopped)?
+    }
+
     /// One channel.
     pub async fn channel(&self, id: ChannelId) -> Result<Channel, CoordError> {
-        self.ask(|reply| Command::GetChannel { id, reply }).await
+        self.read(move |s| s.channel(&id)?.ok_or_else(|| not_found(&id))).await
     }
 
     /// Every channel.
     pub async fn channels(&self) -> Result<Vec<Channel>, CoordError> {
-        self.ask(|reply| Command::ListChannels { reply }).await
+        self.read(|s| Ok(s.channels()?)).await
     }
 
     /// Replaces a channel. A secret left empty keeps the stored one: secrets
@@ -370,18 +379,58 @@ impl Coordinator {
     /// as-run): which entry each belongs to.
     pub async fn asrun_pictures(&self, event_id: &str) -> Result<Vec<AsRunPicture>, CoordError> {
         let event_id = event_id.to_owned();
-        self.ask(|reply| Command::AsRunPictures { event_id, reply }).await
+        self.read(move |s| {
+            let all = s.asrun_pictures(&event_id)?;
+            Ok(all.into_iter().map(|(id, kind, channel_id, utc)| AsRunPicture { id, kind, channel_id, utc }).collect())
+        })
+        .await
     }
 
     /// As-run picture `id`: (its event, when it was taken, the JPEG).
     pub async fn asrun_picture(&self, id: i64) -> Result<(String, String, Vec<u8>), CoordError> {
-        self.ask(|reply| Command::AsRunPictureBytes { id, reply }).await
+        self.read(move |s| s.asrun_picture(id)?.ok_or_else(|| CoordError::NotFound(format!("no as-run picture {id}"))))
+            .await
     }
 
     /// The as-run log of an event ([`SYSTEM_EVENT`] for channel changes).
+    /// An event the store cannot read has its entries (`event-unreadable`
+    /// first); an id with none and no event is not found.
     pub async fn asrun(&self, event_id: &str) -> Result<Vec<AsRunEntry>, CoordError> {
+        Ok(self.asrun_page(event_id, 0, usize::MAX).await?.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// The newest `n` entries of an event's as-run log, oldest first.
+    pub async fn asrun_tail(&self, event_id: &str, n: usize) -> Result<Vec<AsRunEntry>, CoordError> {
         let event_id = event_id.to_owned();
-        self.ask(|reply| Command::AsRun { event_id, reply }).await
+        let scheduled = self.status.borrow().events.iter().any(|e| e.id.0 == event_id);
+        self.read(move |s| {
+            let tail = s.asrun_tail(&event_id, n)?;
+            if tail.is_empty() && !scheduled && event_id != SYSTEM_EVENT {
+                return Err(event_not_found(&EventId(event_id)));
+            }
+            Ok(tail)
+        })
+        .await
+    }
+
+    /// Up to `limit` entries of an event's as-run log after the one
+    /// numbered `after` (0: from the start), each with its number.
+    pub async fn asrun_page(
+        &self,
+        event_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, AsRunEntry)>, CoordError> {
+        let event_id = event_id.to_owned();
+        let scheduled = self.status.borrow().events.iter().any(|e| e.id.0 == event_id);
+        self.read(move |s| {
+            let page = s.asrun_page(&event_id, after, limit)?;
+            if page.is_empty() && after == 0 && !scheduled && event_id != SYSTEM_EVENT {
+                return Err(event_not_found(&EventId(event_id)));
+            }
+            Ok(page)
+        })
+        .await
     }
 
     /// Each leg's air time in its own zone.
@@ -438,7 +487,7 @@ impl Coordinator {
 
     /// The latest `limit` alerts, newest first, with their deliveries.
     pub async fn alerts(&self, limit: usize) -> Result<Vec<crate::store::StoredAlert>, CoordError> {
-        self.ask(|reply| Command::ListAlerts { limit, reply }).await
+        self.read(move |s| Ok(s.alerts(limit)?)).await
     }
 
     /// Queues a test alert to every webhook.
@@ -790,13 +839,6 @@ impl State {
                 let r = self.create_channel(channel, &actor);
                 let _ = reply.send(r);
             }
-            Command::GetChannel { id, reply } => {
-                let r = self.store.channel(&id).map_err(CoordError::from).and_then(|c| c.ok_or_else(|| not_found(&id)));
-                let _ = reply.send(r);
-            }
-            Command::ListChannels { reply } => {
-                let _ = reply.send(self.store.channels().map_err(CoordError::from));
-            }
             Command::UpdateChannel { channel, actor, reply } => {
                 let r = self.update_channel(channel, &actor);
                 let _ = reply.send(r);
@@ -837,31 +879,6 @@ impl State {
                 let r = self.switch_source(&id, choice, &actor);
                 self.answer_change(reply, r);
             }
-            Command::AsRun { event_id, reply } => {
-                let known = self.events.contains_key(&event_id) || self.unreadable.contains_key(&event_id);
-                let r = if event_id != SYSTEM_EVENT && !known {
-                    Err(event_not_found(&EventId(event_id)))
-                } else {
-                    self.store.asrun(&event_id).map_err(CoordError::from)
-                };
-                let _ = reply.send(r);
-            }
-            Command::AsRunPictures { event_id, reply } => {
-                let r = self.store.asrun_pictures(&event_id).map_err(CoordError::from).map(|v| {
-                    v.into_iter()
-                        .map(|(id, kind, channel_id, utc)| AsRunPicture { id, kind, channel_id, utc })
-                        .collect()
-                });
-                let _ = reply.send(r);
-            }
-            Command::AsRunPictureBytes { id, reply } => {
-                let r = self
-                    .store
-                    .asrun_picture(id)
-                    .map_err(CoordError::from)
-                    .and_then(|p| p.ok_or_else(|| CoordError::NotFound(format!("no as-run picture {id}"))));
-                let _ = reply.send(r);
-            }
             Command::AirTimes { id, reply } => {
                 let _ = reply.send(self.air_times(&id));
             }
@@ -897,9 +914,6 @@ impl State {
             Command::CancelBreak { id, actor, reply } => {
                 let r = self.cancel_break(&id, &actor);
                 self.answer_change(reply, r);
-            }
-            Command::ListAlerts { limit, reply } => {
-                let _ = reply.send(self.store.alerts(limit).map_err(CoordError::from));
             }
             Command::TestAlert { actor, reply } => {
                 let _ = reply.send(self.test_alert(actor.name()).map_err(CoordError::from));

@@ -187,9 +187,12 @@ pub struct AsRunEntry {
 
 /// The store. One connection, used by the coordinator (the one owner of
 /// state); the mutex only makes it shareable with read-only helpers.
+/// [`Store::reader`] gives readers a connection of their own.
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The file (none in memory), for [`Store::reader`].
+    path: Option<std::path::PathBuf>,
     /// As-run entries written since the store was opened (counted before
     /// their commit): a watcher fetches the log again when it changes.
     asrun_written: std::sync::atomic::AtomicU64,
@@ -318,6 +321,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut store = Self::migrate(conn)?;
+        store.path = Some(path.to_owned());
         match Checkpointer::start(path) {
             Ok(c) => {
                 store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -348,7 +352,23 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
-        Ok(Self { conn: Mutex::new(conn), asrun_written: Default::default(), _checkpointer: None })
+        Ok(Self { conn: Mutex::new(conn), path: None, asrun_written: Default::default(), _checkpointer: None })
+    }
+
+    /// A connection of its own to the same file, that only reads (`PRAGMA
+    /// query_only`): what the API reads (channels, as-run logs and their
+    /// pictures, alerts) goes through it, beside the coordinator's writes
+    /// (WAL: a reader sees every committed write and blocks no writer).
+    /// `None` for a store in memory, which a second connection cannot see.
+    pub fn reader(&self) -> Option<Result<Store, StoreError>> {
+        let path = self.path.as_ref()?;
+        let open = || -> Result<Store, StoreError> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.pragma_update(None, "query_only", true)?;
+            Ok(Self { conn: Mutex::new(conn), path: None, asrun_written: Default::default(), _checkpointer: None })
+        };
+        Some(open())
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -522,23 +542,31 @@ impl Store {
 
     /// The as-run entries of `event_id`, oldest first.
     pub fn asrun(&self, event_id: &str) -> Result<Vec<AsRunEntry>, StoreError> {
+        Ok(self.asrun_page(event_id, 0, usize::MAX)?.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// The newest `n` entries of an event's log, oldest first.
+    pub fn asrun_tail(&self, event_id: &str, n: usize) -> Result<Vec<AsRunEntry>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT event_id, utc, channel_id, local_time, kind, detail, actor, timezone FROM asrun
-             WHERE event_id = ?1 ORDER BY seq",
+            "SELECT event_id, utc, channel_id, local_time, kind, detail, actor, timezone FROM
+             (SELECT * FROM asrun WHERE event_id = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![event_id], |r| {
-            Ok(AsRunEntry {
-                event_id: r.get(0)?,
-                utc: r.get(1)?,
-                channel_id: r.get(2)?,
-                local_time: r.get(3)?,
-                kind: r.get(4)?,
-                detail: r.get(5)?,
-                actor: r.get(6)?,
-                timezone: r.get(7)?,
-            })
-        })?;
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![event_id, n], |r| asrun_row(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` entries of an event's log after the one numbered
+    /// `after` (0: from the start), oldest first, each with its number.
+    pub fn asrun_page(&self, event_id: &str, after: i64, limit: usize) -> Result<Vec<(i64, AsRunEntry)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, event_id, utc, channel_id, local_time, kind, detail, actor, timezone FROM asrun
+             WHERE event_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![event_id, after, limit], |r| Ok((r.get(0)?, asrun_row(r, 1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -663,6 +691,21 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// An as-run entry from its columns `event_id, utc, channel_id,
+/// local_time, kind, detail, actor, timezone`, the first at `at`.
+fn asrun_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AsRunEntry> {
+    Ok(AsRunEntry {
+        event_id: r.get(at)?,
+        utc: r.get(at + 1)?,
+        channel_id: r.get(at + 2)?,
+        local_time: r.get(at + 3)?,
+        kind: r.get(at + 4)?,
+        detail: r.get(at + 5)?,
+        actor: r.get(at + 6)?,
+        timezone: r.get(at + 7)?,
+    })
 }
 
 fn corrupt(id: &str, e: impl std::fmt::Display) -> StoreError {
@@ -825,6 +868,25 @@ mod tests {
         assert_eq!(kinds, ["a", "b", "c"]);
         assert!(all.iter().all(|e| e.timezone == "Asia/Almaty"), "{all:?}");
         assert!(s.asrun("other").unwrap().is_empty());
+        // Pages after an entry's number, and the tail, keep the order.
+        let kinds = |v: Vec<AsRunEntry>| v.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+        let first = s.asrun_page("ev", 0, 2).unwrap();
+        assert_eq!(kinds(first.iter().map(|(_, e)| e.clone()).collect()), ["a", "b"]);
+        let rest = s.asrun_page("ev", first[1].0, 2).unwrap();
+        assert_eq!(kinds(rest.into_iter().map(|(_, e)| e).collect()), ["c"]);
+        assert_eq!(kinds(s.asrun_tail("ev", 2).unwrap()), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_reader_sees_every_committed_write_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let reader = store.reader().expect("a file store has a reader").unwrap();
+        let ch = crate::config::default_config().channels.remove(0);
+        store.insert_channel(&ch).unwrap();
+        assert_eq!(reader.channels().unwrap(), vec![ch.clone()]);
+        assert!(reader.delete_channel(&ch.id).is_err(), "the reader wrote");
+        assert!(Store::open_in_memory().unwrap().reader().is_none());
     }
 
     #[test]

@@ -199,7 +199,7 @@ async fn asrun(
         query.as_deref().unwrap_or_default().split('&').find_map(|kv| kv.strip_prefix("event=")).unwrap_or_default();
     let read = match crate::api::events::event_id(raw) {
         Ok(id) => {
-            let log = web.coordinator.asrun(&id.0).await;
+            let log = web.coordinator.asrun_tail(&id.0, ASRUN_TAIL).await;
             let pictures = web.coordinator.asrun_pictures(&id.0).await;
             log.and_then(|l| pictures.map(|p| (l, p))).map_err(tonic::Status::from)
         }

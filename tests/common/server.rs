@@ -144,7 +144,7 @@ pub async fn watch_until(
 
 /// The as-run log of event `id`, oldest first, read through MonitorService.
 pub async fn asrun(server: &ApiServer, id: &str, token: &str) -> Vec<simulcast::proto::AsRunEntry> {
-    let req = simulcast::proto::EventRef { event_id: id.to_owned() };
+    let req = simulcast::proto::GetAsRunLogRequest { event_id: id.to_owned(), ..Default::default() };
     simulcast::proto::monitor_service_client::MonitorServiceClient::new(server.transport().await)
         .get_as_run_log(authed(req, token))
         .await

@@ -505,7 +505,17 @@ pub async fn asrun(cli: &Cli, event: &str, format: &str, pictures: Option<&std::
         return Err(format!("--format `{format}`: use table, csv or json"));
     }
     let mut c = MonitorServiceClient::new(connect(cli).await?);
-    let entries = c.get_as_run_log(event_ref(event)).await.map_err(|s| status_line(&s))?.into_inner().entries;
+    // Page after page: a long event's log outgrows one message.
+    let (mut entries, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let req = proto::GetAsRunLogRequest { event_id: event.to_owned(), page_size: 0, page_token };
+        let page = c.get_as_run_log(req).await.map_err(|s| status_line(&s))?.into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     if let Some(dir) = pictures {
         save_pictures(&mut c, event, &entries, dir).await?;
     }
