@@ -264,6 +264,9 @@ impl State {
                 tokio::time::sleep(ABORT_SLATE).await;
             }
             let status = relay.shutdown().await;
+            // The event's pipelines are freed: their pages go back too
+            // (malloc_trim walks the heap: milliseconds, off the loop).
+            let _ = tokio::task::spawn_blocking(crate::media::trim_heap).await;
             done.notify_one();
             status
         });
@@ -282,8 +285,6 @@ impl State {
                 return;
             }
         };
-        // The event's pipelines are freed: their pages go back too.
-        crate::media::trim_heap();
         for leg in &status.legs {
             let tz = s.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
             let detail = format!(
