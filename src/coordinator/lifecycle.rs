@@ -285,14 +285,22 @@ impl State {
                 return;
             }
         };
-        for leg in &status.legs {
-            let tz = s.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
-            let detail = format!(
-                "{}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
-                s.why, leg.bytes_sent, leg.reconnects, leg.dropped_buffers
-            );
-            let e = entry(self.options.clock.now(), &s.event_id.0, &leg.channel_id, tz, s.kind, detail, &Actor::Daemon);
-            self.record(&e, s.kind);
+        let now = self.options.clock.now();
+        let totals: Vec<_> = status
+            .legs
+            .iter()
+            .map(|leg| {
+                let tz = s.zones.iter().find(|(id, _)| *id == leg.channel_id).map(|(_, tz)| *tz);
+                let detail = format!(
+                    "{}; {} bytes sent, {} reconnect(s), {} dropped buffer(s)",
+                    s.why, leg.bytes_sent, leg.reconnects, leg.dropped_buffers
+                );
+                entry(now, &s.event_id.0, &leg.channel_id, tz, s.kind, detail, &Actor::Daemon)
+            })
+            .collect();
+        // One commit for every leg (they raise no alert).
+        if let Err(err) = self.store.append_asrun_all(&totals) {
+            error!(error = %err, event = %s.event_id, legs = totals.len(), "The legs' totals were lost: the store failed.");
         }
         if let Some(dir) = s.recording {
             tokio::task::spawn_blocking(move || {

@@ -504,6 +504,18 @@ impl Store {
         insert_asrun(&self.conn(), e, &self.asrun_written)
     }
 
+    /// Appends `entries` in one transaction (a relay's legs' totals): one
+    /// commit, not one per leg.
+    pub fn append_asrun_all(&self, entries: &[AsRunEntry]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for e in entries {
+            insert_asrun(&tx, e, &self.asrun_written)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// As-run entries written since the store was opened (a few may have
     /// been rolled back): changes whenever the log may have.
     pub fn asrun_written(&self) -> u64 {
