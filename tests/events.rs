@@ -696,6 +696,41 @@ async fn file_legs_write_only_inside_their_directory() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 }
 
+/// Two events on two UDP partners: A armed, its legs connected and
+/// sending (the slate, before T0); B scheduled `b_in` seconds from now.
+struct AArmed {
+    _dir: tempfile::TempDir,
+    server: ApiServer,
+    _partners: (UdpCapture, UdpCapture),
+    admin: String,
+    op: String,
+    e: EventServiceClient<Transport>,
+    m: MonitorServiceClient<Transport>,
+    a: proto::Event,
+    b: proto::Event,
+}
+
+async fn a_armed_b_scheduled(b_in: i64) -> AArmed {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
+    let partners = (UdpCapture::start(), UdpCapture::start());
+    seed_channels(&server, &[&partners.0, &partners.1]).await;
+    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
+    let mut e = EventServiceClient::new(server.transport().await);
+    let a = e.schedule_event(authed(schedule_in(3600, "A"), &admin)).await.expect("A").into_inner();
+    let b = e.schedule_event(authed(schedule_in(b_in, "B"), &admin)).await.expect("B").into_inner();
+    e.arm(authed(r(&a.id), &op)).await.expect("arm A");
+    let mut m = MonitorServiceClient::new(server.transport().await);
+    watch_until(&mut m, &a.id, &op, Duration::from_secs(15), sending).await;
+    AArmed { _dir: dir, server, _partners: partners, admin, op, e, m, a, b }
+}
+
+/// Both legs connected and sending (the slate or the programme).
+fn sending(u: &proto::StatusUpdate) -> bool {
+    let sending = [LegState::Slate as i32, LegState::OnAir as i32];
+    u.legs.len() == 2 && u.legs.iter().all(|l| sending.contains(&l.state))
+}
+
 /// Cancelling (or ending) one event never touches another's relay: with
 /// event A armed and its legs on air, cancelling scheduled event B answers
 /// at once, and A's legs stay on air with nothing closed in its log. (The
@@ -703,20 +738,7 @@ async fn file_legs_write_only_inside_their_directory() {
 /// live, B's cancel included: A's partners went black.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_another_event_leaves_the_armed_ones_legs_on_air() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
-    let (a_cap, b_cap) = (UdpCapture::start(), UdpCapture::start());
-    seed_channels(&server, &[&a_cap, &b_cap]).await;
-    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
-    let mut e = EventServiceClient::new(server.transport().await);
-    let a = e.schedule_event(authed(schedule_in(3600, "A"), &admin)).await.expect("A").into_inner();
-    let b = e.schedule_event(authed(schedule_in(4 * 3600, "B"), &admin)).await.expect("B").into_inner();
-    e.arm(authed(r(&a.id), &op)).await.expect("arm A");
-    let mut m = MonitorServiceClient::new(server.transport().await);
-    // Connected and sending (the slate, before T0).
-    let sending = [LegState::Slate as i32, LegState::OnAir as i32];
-    let on_air = |u: &proto::StatusUpdate| u.legs.len() == 2 && u.legs.iter().all(|l| sending.contains(&l.state));
-    watch_until(&mut m, &a.id, &op, Duration::from_secs(15), on_air).await;
+    let AArmed { _dir, server, _partners, admin, op, mut e, mut m, a, b } = a_armed_b_scheduled(4 * 3600).await;
 
     let asked = std::time::Instant::now();
     let cancelled = e.cancel_event(authed(r(&b.id), &admin)).await.expect("cancel B").into_inner();
@@ -725,7 +747,7 @@ async fn cancelling_another_event_leaves_the_armed_ones_legs_on_air() {
     assert!(took < Duration::from_millis(200), "CancelEvent of B took {took:?}");
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = watch_until(&mut m, &a.id, &op, Duration::from_secs(2), |_| true).await;
-    assert!(on_air(&after), "A's legs after B was cancelled: {:#?}", after.legs);
+    assert!(sending(&after), "A's legs after B was cancelled: {:#?}", after.legs);
     let kinds = asrun_kinds(&mut m, &a.id, &op).await;
     assert!(!kinds.iter().any(|(k, _, _)| k == "legs-closed" || k == "legs-aborted"), "{kinds:?}");
     e.abort(authed(r(&a.id), &op)).await.expect("abort A");
@@ -740,19 +762,7 @@ async fn cancelling_another_event_leaves_the_armed_ones_legs_on_air() {
 /// last one: every RPC waited about a second behind the Arm.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_arm_waiting_for_the_last_relay_leaves_master_control_answering() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
-    let (a_cap, b_cap) = (UdpCapture::start(), UdpCapture::start());
-    seed_channels(&server, &[&a_cap, &b_cap]).await;
-    let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
-    let mut e = EventServiceClient::new(server.transport().await);
-    let a = e.schedule_event(authed(schedule_in(3600, "A"), &admin)).await.expect("A").into_inner();
-    let b = e.schedule_event(authed(schedule_in(2 * 3600, "B"), &admin)).await.expect("B").into_inner();
-    e.arm(authed(r(&a.id), &op)).await.expect("arm A");
-    let mut m = MonitorServiceClient::new(server.transport().await);
-    let sending = [LegState::Slate as i32, LegState::OnAir as i32];
-    let on_air = |u: &proto::StatusUpdate| u.legs.len() == 2 && u.legs.iter().all(|l| sending.contains(&l.state));
-    watch_until(&mut m, &a.id, &op, Duration::from_secs(15), on_air).await;
+    let AArmed { _dir, server, _partners, admin: _, op, mut e, mut m, a, b } = a_armed_b_scheduled(2 * 3600).await;
 
     e.abort(authed(r(&a.id), &op)).await.expect("abort A");
     let arm_b = {
@@ -786,10 +796,7 @@ async fn an_arm_waiting_for_the_last_relay_leaves_master_control_answering() {
         took > Duration::from_millis(500),
         "B's Arm did not wait for A's relay ({took:?}): the reads proved nothing"
     );
-    let b_on_air = |u: &proto::StatusUpdate| {
-        u.event_id == b.id && u.legs.len() == 2 && u.legs.iter().all(|l| sending.contains(&l.state))
-    };
-    watch_until(&mut m, &b.id, &op, Duration::from_secs(15), b_on_air).await;
+    watch_until(&mut m, &b.id, &op, Duration::from_secs(15), |u| u.event_id == b.id && sending(u)).await;
     e.abort(authed(r(&b.id), &op)).await.expect("abort B");
     server.stop().await;
 }
@@ -823,7 +830,9 @@ async fn a_long_as_run_log_comes_in_pages_and_holds_up_no_command() {
             )
             .unwrap();
         for i in 0..200_000 {
-            insert.execute(rusqlite::params![ev.id, format!("srt://127.0.0.1:9000: connection refused ({i})")]).unwrap();
+            insert
+                .execute(rusqlite::params![ev.id, format!("srt://127.0.0.1:9000: connection refused ({i})")])
+                .unwrap();
         }
         drop(insert);
         tx.commit().unwrap();
