@@ -294,11 +294,7 @@ async fn every_event_rpc_and_its_error_codes() {
             .await;
     assert!(u.legs.iter().all(|l| l.state == LegState::Stopped as i32), "{:?}", u.legs);
     // The legs close off master control's loop; their totals say when.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while asrun_kinds(&mut m, &ev.id, &obs).await.iter().filter(|(k, _, _)| k == "legs-closed").count() < legs.len() {
-        assert!(std::time::Instant::now() < deadline, "the legs' totals were not logged within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::server::asrun_when_closed(&server, &ev.id, &obs, legs.len()).await;
     let frozen = (a.bytes(), b.bytes());
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!((a.bytes(), b.bytes()), frozen, "legs still sending after the event completed");

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::feeds::{Gate, GateMode, feed_of, ffmpeg_feed};
-use common::server::{ApiServer, asrun, authed, watch_until};
+use common::server::{ApiServer, asrun_when_closed, authed, watch_until};
 use common::{Picture, SrtReceiver, UdpCapture, check_ts, decodes_cleanly, free_udp_port, pictures, require, wait_for};
 use simulcast::api::auth::Role;
 use simulcast::config;
@@ -286,7 +286,8 @@ async fn the_operator_holds_the_backup_until_auto_and_the_as_run_log_has_each_sw
     e.end_event(authed(r(), &op)).await.expect("end");
     watch_until(&mut m, &ev.id, obs, t, |u| u.event_state == proto::EventState::Completed as i32).await;
 
-    let log = asrun(&server, &ev.id, obs).await;
+    // Read once the legs' totals are in: the export below must match it.
+    let log = asrun_when_closed(&server, &ev.id, obs, 2).await;
     let lines: Vec<(String, String, String)> = log
         .iter()
         .filter(|e| e.kind.starts_with("source-"))

@@ -153,6 +153,26 @@ pub async fn asrun(server: &ApiServer, id: &str, token: &str) -> Vec<simulcast::
         .entries
 }
 
+/// The as-run log of event `id` once its relay has closed `legs` legs (their
+/// `legs-closed` totals are written when the pipelines are down, a moment
+/// after the event completes); 10 s at most.
+pub async fn asrun_when_closed(
+    server: &ApiServer,
+    id: &str,
+    token: &str,
+    legs: usize,
+) -> Vec<simulcast::proto::AsRunEntry> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = asrun(server, id, token).await;
+        if log.iter().filter(|e| e.kind == "legs-closed").count() >= legs {
+            return log;
+        }
+        assert!(std::time::Instant::now() < deadline, "{legs} legs' totals not logged within 10 s: {log:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `GET base+path` over plain HTTP/1.1 (the metrics port): status and body.
 pub async fn http_get(base: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
