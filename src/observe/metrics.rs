@@ -196,29 +196,33 @@ impl prometheus_client::collector::Collector for StateCollector {
         )?;
 
         let turns = snap.loop_times.all();
-        let by_work = |v: fn(&crate::coordinator::busy::Turns) -> u64| {
+        // One row per kind of work, with `v` of its turns.
+        fn by_work<N>(
+            turns: &[(&'static str, crate::coordinator::busy::Turns)],
+            v: impl Fn(&crate::coordinator::busy::Turns) -> N,
+        ) -> impl Iterator<Item = (L1, N)> {
             turns.iter().map(move |(w, t)| ([("work", (*w).to_owned())] as L1, v(t)))
-        };
+        }
         f.counter(
             "control_loop_turns",
             "Turns of master control's loop, by what each did (command:<rpc>, tick, relay-stopped); \
              every RPC and status update waits while one runs.",
-            by_work(|t| t.count),
+            by_work(&turns, |t| t.count),
         )?;
         f.counter(
             "control_loop_busy_seconds",
             "Time master control's loop spent in its turns, by work.",
-            turns.iter().map(|(w, t)| ([("work", (*w).to_owned())] as L1, t.busy.as_secs_f64())),
+            by_work(&turns, |t| t.busy.as_secs_f64()),
         )?;
         f.counter(
             "control_loop_slow_turns",
             "Turns of master control's loop longer than 10 ms (the control plane's target), by work.",
-            by_work(|t| t.slow),
+            by_work(&turns, |t| t.slow),
         )?;
         f.gauge(
             "control_loop_longest_turn_seconds",
             "The longest turn of master control's loop since the daemon started, by work.",
-            turns.iter().map(|(w, t)| ([("work", (*w).to_owned())] as L1, t.longest.as_secs_f64())),
+            by_work(&turns, |t| t.longest.as_secs_f64()),
         )?;
 
         // Events not over yet, and the one whose relay runs.
