@@ -1,12 +1,11 @@
-//! Proto <-> domain conversion. A request is turned into the same table a
-//! configuration file holds and validated by the same code, so the API and
-//! the file accept and refuse exactly the same things (keys under `channel.`).
+//! Proto <-> domain conversion. A request's channel is turned into the raw
+//! form a configuration file holds ([`RawChannel`]) and compiled by the
+//! same code, so the API and the file accept and refuse exactly the same
+//! things (keys under `channel.`); a response shows that raw form.
 //! Responses never carry a secret: only `has_passphrase` / `has_stream_key`.
 
-use chrono::{DateTime, Utc};
-use toml::{Table, Value};
-
-use crate::config::{self, AirPolicy, Channel, ChannelId, FieldError, Ingest, SrtMode};
+use crate::config::raw::{RawAirPolicy, RawChannel, RawFile, RawIngest, RawRist, RawRtmp, RawSrt, RawUdp, SecretText};
+use crate::config::{self, Channel, ChannelId, FieldError, Ingest};
 use crate::coordinator::{NewEvent, Snapshot};
 use crate::media::failover::{Feed, SourceChoice};
 use crate::media::leg::LegState;
@@ -15,92 +14,69 @@ use crate::proto;
 use crate::schedule::breaks::{AdBreak, BreakAt, NewBreak};
 use crate::schedule::{AirTime, Event, EventId, EventState, Fold, resolve_local};
 use crate::store::AsRunEntry;
+use chrono::{DateTime, Utc};
 
-fn put(t: &mut Table, key: &str, v: impl Into<Value>) {
-    t.insert(key.into(), v.into());
-}
-
-fn put_nonempty(t: &mut Table, key: &str, v: &str) {
-    if !v.is_empty() {
-        put(t, key, v);
-    }
+fn nonempty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
 }
 
 fn duration_text(d: &prost_types::Duration) -> String {
     format!("{}ms", i128::from(d.seconds) * 1000 + i128::from(d.nanos) / 1_000_000)
 }
 
-/// A request's channel, validated (keys under `channel.`).
+/// A request's channel, compiled (keys under `channel.`): the proto turned
+/// into the raw form a file holds, then the one compile step.
 pub fn channel_from_proto(p: &proto::Channel) -> Result<Channel, Vec<FieldError>> {
-    let mut t = Table::new();
-    put(&mut t, "id", p.id.as_str());
-    put(&mut t, "name", p.name.as_str());
-    put(&mut t, "country", p.country.as_str());
-    put(&mut t, "timezone", p.timezone.as_str());
-    put(&mut t, "enabled", p.enabled.unwrap_or(true));
-    if !p.audio.is_empty() {
-        t.insert("audio".into(), Value::Array(p.audio.iter().map(|l| Value::String(l.clone())).collect()));
-    }
-    if let Some(policy) = p.air_policy.as_ref().and_then(|a| a.policy.as_ref()) {
-        let mut a = Table::new();
-        match policy {
-            proto::air_policy::Policy::Live(_) => put(&mut a, "type", "live"),
-            proto::air_policy::Policy::LocalTime(at) => {
-                put(&mut a, "type", "local_time");
-                put(&mut a, "at", at.as_str());
-            }
-        }
-        t.insert("air_policy".into(), Value::Table(a));
-    }
-    if let Some(kind) = p.ingest.as_ref().and_then(|i| i.kind.as_ref()) {
-        let mut i = Table::new();
-        use proto::ingest::Kind;
-        match kind {
-            Kind::Srt(s) => {
-                put(&mut i, "type", "srt");
-                put(&mut i, "uri", s.uri.as_str());
-                match proto::SrtMode::try_from(s.mode) {
-                    Ok(proto::SrtMode::Listener) => put(&mut i, "mode", "listener"),
-                    _ => put(&mut i, "mode", "caller"),
-                }
-                if let Some(l) = &s.latency {
-                    put(&mut i, "latency", duration_text(l));
-                }
-                put_nonempty(&mut i, "passphrase", &s.passphrase);
-                put_nonempty(&mut i, "stream_id", &s.stream_id);
-            }
-            Kind::Rtmp(r) => {
-                put(&mut i, "type", "rtmp");
-                put(&mut i, "url", r.url.as_str());
-                put_nonempty(&mut i, "stream_key", &r.stream_key);
-            }
-            Kind::Udp(u) => {
-                put(&mut i, "type", "udp");
-                put(&mut i, "uri", u.uri.as_str());
-                if u.ttl != 0 {
-                    put(&mut i, "ttl", i64::from(u.ttl));
-                }
-                put_nonempty(&mut i, "interface", &u.interface);
-            }
-            Kind::Rist(r) => {
-                put(&mut i, "type", "rist");
-                put(&mut i, "uri", r.uri.as_str());
-            }
-            Kind::File(f) => {
-                put(&mut i, "type", "file");
-                put(&mut i, "path", f.path.as_str());
-            }
-        }
-        t.insert("ingest".into(), Value::Table(i));
-    }
-    config::validate_channel_table(&t, "channel")
+    let missing = |key: &str| vec![FieldError { key: format!("channel.{key}"), message: "missing".into() }];
+    let air_policy = p.air_policy.as_ref().and_then(|a| a.policy.as_ref()).map(|policy| match policy {
+        proto::air_policy::Policy::Live(_) => RawAirPolicy::Live,
+        proto::air_policy::Policy::LocalTime(at) => RawAirPolicy::LocalTime { at: at.clone() },
+    });
+    use proto::ingest::Kind;
+    let ingest = match p.ingest.as_ref().and_then(|i| i.kind.as_ref()).ok_or_else(|| missing("ingest"))? {
+        Kind::Srt(s) => RawIngest::Srt(RawSrt {
+            uri: s.uri.clone(),
+            mode: Some(match proto::SrtMode::try_from(s.mode) {
+                Ok(proto::SrtMode::Listener) => "listener".into(),
+                _ => "caller".into(),
+            }),
+            latency: s.latency.as_ref().map(duration_text),
+            passphrase: nonempty(&s.passphrase).map(SecretText),
+            passphrase_file: None,
+            stream_id: nonempty(&s.stream_id),
+        }),
+        Kind::Rtmp(r) => RawIngest::Rtmp(RawRtmp {
+            url: r.url.clone(),
+            stream_key: nonempty(&r.stream_key).map(SecretText),
+            stream_key_file: None,
+        }),
+        Kind::Udp(u) => RawIngest::Udp(RawUdp {
+            uri: u.uri.clone(),
+            ttl: (u.ttl != 0).then_some(i64::from(u.ttl)),
+            interface: nonempty(&u.interface),
+        }),
+        Kind::Rist(r) => RawIngest::Rist(RawRist { uri: r.uri.clone() }),
+        Kind::File(f) => RawIngest::File(RawFile { path: f.path.clone() }),
+    };
+    let raw = RawChannel {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        country: p.country.clone(),
+        timezone: p.timezone.clone(),
+        enabled: Some(p.enabled.unwrap_or(true)),
+        audio: p.audio.clone(),
+        air_policy,
+        ingest,
+    };
+    config::compile_channel(raw.checked("channel")?, "channel")
 }
 
 fn duration(d: std::time::Duration) -> prost_types::Duration {
     prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
-/// A channel for a request (the CLI creating one): secrets included.
+/// A channel for a request (the CLI creating one): secrets included, a
+/// secret file's read here, since a request carries values, not names.
 pub fn channel_to_proto_with_secrets(ch: &Channel) -> proto::Channel {
     to_proto(ch, true)
 }
@@ -110,54 +86,59 @@ pub fn channel_to_proto(ch: &Channel) -> proto::Channel {
     to_proto(ch, false)
 }
 
+/// `ch` as written ([`Channel::spec`]) on the wire; with `secrets`, the
+/// values its secrets compiled to.
 fn to_proto(ch: &Channel, secrets: bool) -> proto::Channel {
     use proto::ingest::Kind;
-    let kind = match &ch.ingest {
-        Ingest::Srt(s) => Kind::Srt(proto::SrtIngest {
-            uri: s.uri(),
-            mode: match s.mode {
-                SrtMode::Caller => proto::SrtMode::Caller as i32,
-                SrtMode::Listener => proto::SrtMode::Listener as i32,
+    let shown = |s: Option<&config::Secret>| match s {
+        Some(s) if secrets => s.expose().to_owned(),
+        _ => String::new(),
+    };
+    let spec = &ch.spec;
+    let kind = match (&spec.ingest, &ch.ingest) {
+        (RawIngest::Srt(s), compiled) => Kind::Srt(proto::SrtIngest {
+            uri: s.uri.clone(),
+            mode: match s.mode.as_deref() {
+                Some("listener") => proto::SrtMode::Listener as i32,
+                _ => proto::SrtMode::Caller as i32,
             },
-            latency: Some(duration(s.latency)),
-            passphrase: if secrets {
-                s.passphrase.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            latency: s.latency.as_deref().and_then(|l| config::uri::parse_duration(l).ok()).map(duration),
+            passphrase: shown(match compiled {
+                Ingest::Srt(c) => c.passphrase.as_ref(),
+                _ => None,
+            }),
             stream_id: s.stream_id.clone().unwrap_or_default(),
-            has_passphrase: s.passphrase.is_some(),
+            has_passphrase: s.passphrase.is_some() || s.passphrase_file.is_some(),
         }),
-        Ingest::Rtmp(r) => Kind::Rtmp(proto::RtmpIngest {
+        (RawIngest::Rtmp(r), compiled) => Kind::Rtmp(proto::RtmpIngest {
             url: r.url.clone(),
-            stream_key: if secrets {
-                r.stream_key.as_ref().map(|k| k.expose().to_owned()).unwrap_or_default()
-            } else {
-                String::new()
-            },
-            has_stream_key: r.stream_key.is_some(),
+            stream_key: shown(match compiled {
+                Ingest::Rtmp(c) => c.stream_key.as_ref(),
+                _ => None,
+            }),
+            has_stream_key: r.stream_key.is_some() || r.stream_key_file.is_some(),
         }),
-        Ingest::Udp(u) => Kind::Udp(proto::UdpIngest {
-            uri: u.uri(),
-            ttl: u32::from(u.ttl),
+        (RawIngest::Udp(u), _) => Kind::Udp(proto::UdpIngest {
+            uri: u.uri.clone(),
+            ttl: u.ttl.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
             interface: u.interface.clone().unwrap_or_default(),
         }),
-        Ingest::Rist(r) => Kind::Rist(proto::RistIngest { uri: format!("rist://{}:{}", r.host, r.port) }),
-        Ingest::File(p) => Kind::File(proto::FileIngest { path: p.display().to_string() }),
+        (RawIngest::Rist(r), _) => Kind::Rist(proto::RistIngest { uri: r.uri.clone() }),
+        (RawIngest::File(f), _) => Kind::File(proto::FileIngest { path: f.path.clone() }),
     };
-    let policy = match ch.air_policy {
-        AirPolicy::Live => proto::air_policy::Policy::Live(proto::air_policy::Live {}),
-        AirPolicy::LocalTime(t) => proto::air_policy::Policy::LocalTime(config::format_time_of_day(t)),
+    let policy = match &spec.air_policy {
+        None | Some(RawAirPolicy::Live) => proto::air_policy::Policy::Live(proto::air_policy::Live {}),
+        Some(RawAirPolicy::LocalTime { at }) => proto::air_policy::Policy::LocalTime(at.clone()),
     };
     proto::Channel {
-        id: ch.id.to_string(),
-        name: ch.name.clone(),
-        country: ch.country.clone(),
-        timezone: ch.timezone.name().to_owned(),
+        id: spec.id.clone(),
+        name: spec.name.clone(),
+        country: spec.country.clone(),
+        timezone: spec.timezone.clone(),
         ingest: Some(proto::Ingest { kind: Some(kind) }),
         air_policy: Some(proto::AirPolicy { policy: Some(policy) }),
         enabled: Some(ch.enabled),
-        audio: ch.audio.clone(),
+        audio: spec.audio.clone(),
     }
 }
 
@@ -529,7 +510,9 @@ mod tests {
     fn every_default_channel_round_trips_and_responses_hold_no_secret() {
         for ch in config::default_config().channels {
             let back = channel_from_proto(&channel_to_proto_with_secrets(&ch)).unwrap();
-            assert_eq!(back, ch);
+            // The same channel; its raw form now says what the file left
+            // to the defaults (the wire has no "absent" for them).
+            assert_eq!(Channel { spec: ch.spec.clone(), ..back }, ch);
             let shown = format!("{:?}", channel_to_proto(&ch));
             for secret in ["demo-passphrase-kz", "am-1tv-demo", "kg-ktrk-demo"] {
                 assert!(!shown.contains(secret), "{shown}");

@@ -1,32 +1,29 @@
 //! The files a configuration names, checked where they are: the slate's
 //! image and a file source's (or backup's) recording must be files this
-//! process can read. Kept out of the pure validation ([`super::validate`])
-//! so that it stays a function of the text alone; run on the raw table
-//! beside it, so a file problem is reported in the same pass as the rest.
+//! process can read. Kept out of the pure compile step
+//! ([`super::compile`]) so that it stays a function of the text alone;
+//! run on the raw configuration beside it, so a file problem is reported
+//! in the same pass as the rest.
 
 use std::path::Path;
 
-use toml::{Table, Value};
-
 use super::FieldError;
+use super::raw::{Part, RawConfig, RawSource};
 
-/// The problems with the files `doc` names, by key.
-pub fn check(doc: &Table) -> Vec<FieldError> {
+/// The problems with the files `raw` names, by key.
+pub fn check(raw: &RawConfig) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let text = |t: &Table, key: &str| t.get(key).and_then(Value::as_str).map(str::to_owned);
-    let table = |key: &str| doc.get(key).and_then(Value::as_table);
-    if let Some(image) = table("slate").and_then(|t| text(t, "image")) {
-        // Not a `.png` name is the validation's to say.
-        if image.to_ascii_lowercase().ends_with(".png")
-            && let Err(why) = readable(Path::new(&image), "is not a PNG file")
-        {
-            errors.push(FieldError { key: "slate.image".into(), message: why });
-        }
+    if let Some(Part::Read(slate)) = &raw.slate
+        && let Some(image) = &slate.image
+        // Not a `.png` name is the compile step's to say.
+        && image.to_ascii_lowercase().ends_with(".png")
+        && let Err(why) = readable(Path::new(image), "is not a PNG file")
+    {
+        errors.push(FieldError { key: "slate.image".into(), message: why });
     }
-    for at in ["source", "backup"] {
-        let Some(t) = table(at).filter(|t| text(t, "type").as_deref() == Some("file")) else { continue };
-        if let Some(path) = text(t, "path")
-            && let Err(why) = readable(Path::new(&path), "is not a file")
+    for (at, source) in [("source", &raw.source), ("backup", &raw.backup)] {
+        if let Some(Part::Read(RawSource::File(f))) = source
+            && let Err(why) = readable(Path::new(&f.path), "is not a file")
         {
             errors.push(FieldError { key: format!("{at}.path"), message: why });
         }
@@ -55,7 +52,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let png = dir.path().join("card.png");
         std::fs::write(&png, b"\x89PNG").unwrap();
-        let doc = |text: String| text.parse::<Table>().unwrap();
+        let doc = |text: String| RawConfig::from_table(text.parse().unwrap()).unwrap();
         let ok = doc(format!(
             "[slate]\nimage = \"{}\"\n[source]\ntype = \"file\"\npath = \"{}\"\n",
             png.display(),
@@ -64,7 +61,7 @@ mod tests {
         assert_eq!(check(&ok), []);
         let missing = dir.path().join("gone.png");
         let bad = doc(format!(
-            "[slate]\nimage = \"{}\"\n[source]\ntype = \"udp\"\npath = \"x\"\n[backup]\ntype = \"file\"\npath = \"{}\"\n",
+            "[slate]\nimage = \"{}\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n[backup]\ntype = \"file\"\npath = \"{}\"\n",
             missing.display(),
             dir.path().display()
         ));

@@ -1,21 +1,25 @@
-//! Configuration: the TOML file an operator writes, validated into typed
-//! domain values ([`Config`]). Validation reports every problem in one
-//! pass, each with its key and, for a file, its line and column
-//! (`channels[3].ingest.uri (line 40, column 32): ...`); the files the
-//! configuration names are checked beside it (`config/files.rs`).
+//! Configuration: the TOML file an operator writes, read by serde into raw
+//! types ([`raw`]) and compiled into typed domain values ([`Config`]).
+//! Compiling reports every problem in one pass, each with its key and,
+//! for a file, its line and column (`channels[3].ingest.uri (line 40,
+//! column 32): ...`); the files the configuration names are checked
+//! beside it (`config/files.rs`). A channel from a file, from the store
+//! and from an API request is one [`raw::RawChannel`] compiled by one
+//! function ([`compile_channel`]).
 
+mod compile;
 mod files;
+pub mod raw;
 pub mod spans;
 mod types;
 pub mod uri;
-mod validate;
 
 use std::fmt;
 use std::path::Path;
 
+pub use compile::port_clash;
 pub use spans::{Located, Position};
 pub use types::*;
-pub use validate::port_clash;
 
 /// The embedded default: the "Silk Way Star" grand final to 12 partner
 /// channels, every ingest on loopback (what `simulcastd demo` runs).
@@ -107,13 +111,13 @@ fn list(errors: &[Located]) -> String {
     errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
 }
 
-/// Parses and validates configuration text.
+/// Parses and compiles configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
-    // The pure validation, then the files it names, in one report.
-    let validated = validate::validate(&doc);
-    let files = files::check(&doc);
-    match validated {
+    let raw = raw::RawConfig::from_table(doc).map_err(|e| ConfigError::Invalid(spans::locate(text, vec![e])))?;
+    // The pure compile step, then the files it names, in one report.
+    let files = files::check(&raw);
+    match compile::config(raw) {
         Ok(config) if files.is_empty() => Ok(config),
         Ok(_) => Err(ConfigError::Invalid(spans::locate(text, files))),
         Err(mut errors) => {
@@ -123,114 +127,36 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     }
 }
 
-/// Reads, parses and validates a configuration file.
+/// Reads, parses and compiles a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.display().to_string(), error })?;
     parse(&text)
 }
 
-/// Validates one channel given as a TOML table (the `[[channels]]` form).
+/// Compiles one channel given as a TOML table (the `[[channels]]` form).
 pub fn parse_channel(text: &str) -> Result<Channel, Vec<FieldError>> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| vec![FieldError { key: "channel".into(), message: e.to_string() }])?;
-    validate::validate_channel(&table, "")
+    compile_channel(raw::RawChannel::from_toml(text, "")?, "")
 }
 
 /// [`parse_channel`] for a channel already accepted and stored: a secret
 /// file that cannot be read now fails that channel's leg, naming the file,
 /// not the reading of every channel.
 pub fn parse_stored_channel(text: &str) -> Result<Channel, Vec<FieldError>> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| vec![FieldError { key: "channel".into(), message: e.to_string() }])?;
-    validate::validate_channel_with(&table, "", true)
+    compile::channel(raw::RawChannel::from_toml(text, "")?, "", true)
 }
 
-/// Validates one channel table, reporting keys under `at` (`channel`).
-pub fn validate_channel_table(table: &toml::Table, at: &str) -> Result<Channel, Vec<FieldError>> {
-    validate::validate_channel(table, at)
+/// Compiles one raw channel, reporting keys under `at` (`channel` for an
+/// API request): the one function a file's, a stored and a requested
+/// channel all go through.
+pub fn compile_channel(raw: raw::RawChannel, at: &str) -> Result<Channel, Vec<FieldError>> {
+    compile::channel(raw, at, false)
 }
 
-/// A channel as a `[[channels]]` TOML table, secrets included: for the
-/// store and for requests, never for display.
-pub fn channel_table(ch: &Channel) -> toml::Table {
-    use toml::Value;
-    let mut t = toml::Table::new();
-    t.insert("id".into(), ch.id.as_str().into());
-    t.insert("name".into(), ch.name.as_str().into());
-    t.insert("country".into(), ch.country.as_str().into());
-    t.insert("timezone".into(), ch.timezone.name().into());
-    t.insert("enabled".into(), ch.enabled.into());
-    if !ch.audio.is_empty() {
-        t.insert("audio".into(), Value::Array(ch.audio.iter().map(|l| Value::String(l.clone())).collect()));
-    }
-    let mut air = toml::Table::new();
-    match ch.air_policy {
-        AirPolicy::Live => {
-            air.insert("type".into(), "live".into());
-        }
-        AirPolicy::LocalTime(at) => {
-            air.insert("type".into(), "local_time".into());
-            air.insert("at".into(), format_time_of_day(at).into());
-        }
-    }
-    t.insert("air_policy".into(), Value::Table(air));
-    let mut i = toml::Table::new();
-    let mut put = |k: &str, v: Value| {
-        i.insert(k.into(), v);
-    };
-    match &ch.ingest {
-        Ingest::Srt(s) => {
-            put("type", "srt".into());
-            put("uri", s.uri().into());
-            put("mode", s.mode.as_str().into());
-            put("latency", uri::format_duration(s.latency).into());
-            if let Some(p) = &s.passphrase {
-                match p.file() {
-                    Some(f) => put("passphrase_file", f.into()),
-                    None => put("passphrase", p.expose().into()),
-                }
-            }
-            if let Some(id) = &s.stream_id {
-                put("stream_id", id.as_str().into());
-            }
-        }
-        Ingest::Rtmp(r) => {
-            put("type", "rtmp".into());
-            put("url", r.url.as_str().into());
-            if let Some(k) = &r.stream_key {
-                match k.file() {
-                    Some(f) => put("stream_key_file", f.into()),
-                    None => put("stream_key", k.expose().into()),
-                }
-            }
-        }
-        Ingest::Udp(u) => {
-            put("type", "udp".into());
-            put("uri", u.uri().into());
-            put("ttl", i64::from(u.ttl).into());
-            if let Some(iface) = &u.interface {
-                put("interface", iface.as_str().into());
-            }
-        }
-        Ingest::Rist(r) => {
-            put("type", "rist".into());
-            put("uri", format!("rist://{}:{}", r.host, r.port).into());
-        }
-        Ingest::File(p) => {
-            put("type", "file".into());
-            put("path", p.display().to_string().into());
-        }
-    }
-    t.insert("ingest".into(), Value::Table(i));
-    t
-}
-
-/// [`channel_table`] as text.
+/// A channel as the store keeps it: its raw form as TOML text, secrets
+/// included (a secret file by its name only), never for display.
 pub fn channel_to_toml(ch: &Channel) -> String {
-    toml::to_string(&channel_table(ch)).unwrap_or_default()
+    ch.spec.to_toml()
 }
 
 /// The embedded default configuration.
@@ -315,6 +241,23 @@ mod tests {
             let text = channel_to_toml(&ch);
             assert_eq!(parse_channel(&text).as_ref(), Ok(&ch), "{text}");
         }
+    }
+
+    #[test]
+    fn a_channel_stored_in_the_earlier_hand_written_form_still_loads() {
+        // What the store held before the raw form was serde's: every key
+        // written out, defaults included, tables as sections.
+        let stored = "audio = [\"rus\"]\ncountry = \"KZ\"\nenabled = false\nid = \"kz-khabar\"\nname = \"Khabar\"\n\
+                      timezone = \"Asia/Almaty\"\n\n[air_policy]\nat = \"21:00\"\ntype = \"local_time\"\n\n\
+                      [ingest]\nlatency = \"120ms\"\nmode = \"caller\"\npassphrase = \"0123456789ab\"\n\
+                      type = \"srt\"\nuri = \"srt://127.0.0.1:9000\"\n";
+        let ch = parse_stored_channel(stored).unwrap();
+        assert_eq!((ch.id.as_str(), ch.enabled, ch.audio.as_slice()), ("kz-khabar", false, &["rus".to_owned()][..]));
+        assert_eq!(ch.air_policy, AirPolicy::LocalTime(chrono::NaiveTime::from_hms_opt(21, 0, 0).unwrap()));
+        let Ingest::Srt(s) = &ch.ingest else { panic!("srt") };
+        assert_eq!(s.passphrase.as_ref().map(Secret::expose), Some("0123456789ab"));
+        // Written again in the raw form, it reads back the same.
+        assert_eq!(parse_stored_channel(&channel_to_toml(&ch)).as_ref(), Ok(&ch));
     }
 
     #[test]
@@ -432,12 +375,18 @@ mod tests {
         assert!(errs[0].message.contains("tgk") && errs[0].message.contains("kaz, rus, eng"), "{errs:?}");
         // Not codes; twice.
         let ConfigError::Invalid(errs) =
-            parse(&format!("{base}{}", leg("x", udp, "[\"russian\", 7, \"kaz\", \"KAZ\"]"))).unwrap_err()
+            parse(&format!("{base}{}", leg("x", udp, "[\"russian\", \"kaz\", \"KAZ\"]"))).unwrap_err()
         else {
             panic!("expected Invalid")
         };
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["channels[0].audio[0]", "channels[0].audio[1]", "channels[0].audio[3]"], "{errs:?}");
+        assert_eq!(keys, ["channels[0].audio[0]", "channels[0].audio[2]"], "{errs:?}");
+        // Not a string: that channel's shape is wrong, named by its path.
+        let ConfigError::Invalid(errs) = parse(&format!("{base}{}", leg("x", udp, "[\"kaz\", 7]"))).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(errs[0].key, "channels[0].audio[1]", "{errs:?}");
+        assert!(errs[0].message.contains("expected a string"), "{errs:?}");
         // An RTMP leg takes exactly one track, and only an AAC one.
         let rtmp = "{ type = \"rtmp\", url = \"rtmp://127.0.0.1/live\" }";
         assert_eq!(parse(&format!("{base}{}", leg("r", rtmp, "[\"rus\"]"))).unwrap().channels[0].audio, ["rus"]);
@@ -476,7 +425,7 @@ mod tests {
         assert_eq!(a.webhooks[0].secret.expose(), "0123456789abcdef");
 
         let text = format!(
-            "{base}[alerts]\nnot_on_air_before = \"soon\"\nsirens = true\n\
+            "{base}[alerts]\nnot_on_air_before = \"soon\"\n\
              [[alerts.webhooks]]\nname = \"a b\"\nurl = \"ftp://x/\"\nsecret = \"short\"\n\
              [[alerts.webhooks]]\nname = \"ok\"\nurl = \"http://127.0.0.1:9/\"\n"
         );
@@ -485,7 +434,6 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "alerts.sirens",
                 "alerts.not_on_air_before",
                 "alerts.webhooks[0].name",
                 "alerts.webhooks[0].url",
@@ -495,7 +443,43 @@ mod tests {
             "{errs:?}"
         );
         assert!(!errs.iter().any(|e| e.message.contains("short")), "a secret is never echoed: {errs:?}");
-        assert!(errs[5].message.contains("every alert is signed"), "{errs:?}");
+        assert!(errs[4].message.contains("every alert is signed"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_table_of_the_wrong_shape_is_refused_alone_and_the_rest_still_checked() {
+        // An unknown key refuses [alerts] (serde's deny_unknown_fields,
+        // naming the keys it knows), a wrong type refuses one channel; the
+        // other channel's zone and the slate are still checked, each at
+        // its line and column.
+        let text = "[event]\ntitle = \"T\"\n[alerts]\nsirens = true\n[slate]\nimage = \"card.jpg\"\n\
+                    [[channels]]\nid = \"a\"\nname = \"A\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+                    ingest = { type = \"udp\", uri = \"udp://127.0.0.1:5000\", ttl = \"high\" }\n\
+                    [[channels]]\nid = \"b\"\nname = \"B\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almati\"\n\
+                    ingest = { type = \"udp\", uri = \"udp://127.0.0.1:5002\" }\n\
+                    [[channels]]\nid = \"c\"\nname = \"C\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+                    ingest = { type = \"ftp\", uri = \"ftp://127.0.0.1\" }\n";
+        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else { panic!("expected Invalid") };
+        let found: Vec<(&str, usize)> = errs.iter().map(|e| (e.key.as_str(), e.at.map_or(0, |p| p.line))).collect();
+        assert_eq!(
+            found,
+            [
+                ("slate.image", 6),
+                ("alerts.sirens", 4),
+                ("channels[0].ingest", 12),
+                ("channels[1].timezone", 17),
+                ("channels[2].ingest.type", 24)
+            ],
+            "{errs:?}"
+        );
+        assert!(errs[1].message.contains("unknown field `sirens`") && errs[1].message.contains("`page_within`"));
+        assert!(errs[2].message.contains("invalid type: string \"high\""), "{errs:?}");
+        assert!(errs[4].message.contains("unknown variant `ftp`"), "{errs:?}");
+        // A section that is not known at all refuses the document.
+        let ConfigError::Invalid(errs) = parse("[event]\ntitle = \"T\"\n[chanels]\n").unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!((errs[0].key.as_str(), errs[0].at.map(|p| p.line)), ("chanels", Some(3)), "{errs:?}");
     }
 
     #[test]

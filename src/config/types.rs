@@ -1,5 +1,7 @@
-//! Validated domain types. Nothing here depends on serde's raw shapes or on
-//! proto types: a value of these types has already passed validation.
+//! Compiled domain types: a value of these types has passed
+//! [`super::compile`]. Nothing here depends on proto types; a channel
+//! keeps the raw form it was compiled from ([`Channel::spec`]), which is
+//! what the store writes and responses show.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -374,6 +376,31 @@ pub struct Channel {
     /// The programme's audio tracks this leg carries, by ISO 639-2
     /// language (lower case); empty: all of them.
     pub audio: Vec<String>,
+    /// The channel as written (normalized where compiling normalizes):
+    /// what the store keeps and a response shows, without a second,
+    /// reverse conversion that could drift from this one.
+    pub spec: super::raw::RawChannel,
+}
+
+impl Channel {
+    /// An update that names no secret (a client never sees one) keeps
+    /// `old`'s, compiled and as written: an SRT passphrase, an RTMP key.
+    pub fn keep_secrets(&mut self, old: &Channel) {
+        use super::raw::RawIngest;
+        match (&old.ingest, &mut self.ingest, &old.spec.ingest, &mut self.spec.ingest) {
+            (Ingest::Srt(o), Ingest::Srt(n), RawIngest::Srt(os), RawIngest::Srt(ns)) if n.passphrase.is_none() => {
+                n.passphrase = o.passphrase.clone();
+                ns.passphrase = os.passphrase.clone();
+                ns.passphrase_file = os.passphrase_file.clone();
+            }
+            (Ingest::Rtmp(o), Ingest::Rtmp(n), RawIngest::Rtmp(os), RawIngest::Rtmp(ns)) if n.stream_key.is_none() => {
+                n.stream_key = o.stream_key.clone();
+                ns.stream_key = os.stream_key.clone();
+                ns.stream_key_file = os.stream_key_file.clone();
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The built-in test source's sound (its picture is the program's size).

@@ -974,7 +974,7 @@ impl State {
                 channel.id, e.id, e.state
             )));
         }
-        keep_secrets(&old, &mut channel);
+        channel.keep_secrets(&old);
         self.fits_beside_others(&channel)?;
         self.store.update_channel(&channel)?;
         self.record_channel(&channel, Kind::ChannelUpdated, describe(&channel), actor)?;
@@ -1184,12 +1184,4 @@ fn event_not_found(id: &EventId) -> CoordError {
 /// A channel for the as-run log: never a secret.
 fn describe(ch: &Channel) -> String {
     format!("{} ({}, {}): {} {}", ch.name, ch.country, ch.timezone.name(), ch.ingest.protocol(), ch.ingest.target())
-}
-
-fn keep_secrets(old: &Channel, new: &mut Channel) {
-    match (&old.ingest, &mut new.ingest) {
-        (Ingest::Srt(o), Ingest::Srt(n)) if n.passphrase.is_none() => n.passphrase = o.passphrase.clone(),
-        (Ingest::Rtmp(o), Ingest::Rtmp(n)) if n.stream_key.is_none() => n.stream_key = o.stream_key.clone(),
-        _ => {}
-    }
 }
