@@ -619,8 +619,9 @@ async fn an_rtmp_leg_is_refused_at_schedule_and_arm_for_a_passthrough_programme_
     let mut req = schedule_in(3600, "Final");
     req.channel_ids = legs.clone();
     let ev = e.schedule_event(authed(req, &admin)).await.expect("schedule").into_inner();
-    let mut leg = kg.clone();
-    leg.id = config::ChannelId::parse(&legs[0]).unwrap();
+    let mut spec = kg.spec.clone();
+    spec.id = legs[0].clone();
+    let leg = config::compile_channel(spec, "").unwrap();
     let upd = proto::UpdateChannelRequest { channel: Some(channel_to_proto_with_secrets(&leg)) };
     ch.update_channel(authed(upd, &admin)).await.expect("update the channel to RTMP");
     let err = e.arm(authed(r(&ev.id), &op)).await.unwrap_err();

@@ -147,8 +147,9 @@ async fn channels_disabled_or_deleted_after_scheduling_are_skipped_at_arming() {
     let mut new = event("2026-11-22T15:00:00Z", 30);
     new.channel_ids = ["kr-kbs", "mn-hovd", "kz-jibek-joly"].map(String::from).to_vec();
     let ev = c.schedule(new, "admin").await.unwrap();
-    let mut kbs = c.channels().await.unwrap().into_iter().find(|ch| ch.id.as_str() == "kr-kbs").unwrap();
-    kbs.enabled = false;
+    let mut kbs = c.channels().await.unwrap().into_iter().find(|ch| ch.id.as_str() == "kr-kbs").unwrap().spec;
+    kbs.enabled = Some(false);
+    let kbs = config::compile_channel(kbs, "").unwrap();
     c.update_channel(kbs, "admin").await.unwrap();
     c.delete_channel(ChannelId::parse("mn-hovd").unwrap(), "admin").await.unwrap();
     until(&clock, "2026-11-22T14:59:00.300Z").await;

@@ -356,7 +356,10 @@ pub fn format_time_of_day(t: NaiveTime) -> String {
     if t.second() == 0 { t.format("%H:%M").to_string() } else { t.format("%H:%M:%S").to_string() }
 }
 
-/// A partner channel.
+/// A partner channel, compiled from its raw form ([`Channel::spec`]). To
+/// change one, change its spec and compile it again
+/// ([`super::compile_channel`]): the other fields are derived from it, and
+/// the store keeps the spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Channel {
     /// Unique id.
