@@ -63,8 +63,10 @@ impl State {
             .filter_map(|c| schedule::air_time(event.on_air, c).ok().map(|a| (c.id.to_string(), a.delay)))
             .filter(|(_, d)| !d.is_zero())
             .collect();
-        // What this event's log says already (before a restart).
-        let logged = self.store.asrun(&event.id.0)?;
+        // What this event's log says already (before a restart): only the
+        // kinds the loop keeps track of, not a long log whole.
+        let kinds = [Kind::LegProgram, Kind::LegNotOnAir, Kind::BreakStart, Kind::BreakEnd].map(Kind::as_str);
+        let logged = self.store.asrun_kinds(&event.id.0, &kinds)?;
         let mut starting = Starting {
             event_id: event.id.clone(),
             plan: None,

@@ -148,6 +148,9 @@ const MIGRATIONS: &[&str] = &[
          jpeg BLOB NOT NULL
      );
      CREATE INDEX asrun_pictures_event ON asrun_pictures (event_id);",
+    // 9: an event's entries of a few kinds, read when its relay starts,
+    // without reading its whole log.
+    "CREATE INDEX asrun_event_kind ON asrun (event_id, kind, seq);",
 ];
 
 /// The schema version this build writes.
@@ -557,6 +560,23 @@ impl Store {
         Ok(self.asrun_page(event_id, 0, usize::MAX)?.into_iter().map(|(_, e)| e).collect())
     }
 
+    /// An event's entries of the given kinds, oldest first: what a relay
+    /// starting again needs of a long log, read through its own index.
+    pub fn asrun_kinds(&self, event_id: &str, kinds: &[&str]) -> Result<Vec<AsRunEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, event_id, utc, channel_id, local_time, kind, detail, actor, timezone FROM asrun
+             WHERE event_id = ?1 AND kind = ?2",
+        )?;
+        let mut found: Vec<(i64, AsRunEntry)> = Vec::new();
+        for kind in kinds {
+            let rows = stmt.query_map(params![event_id, kind], |r| Ok((r.get(0)?, asrun_row(r, 1)?)))?;
+            found.extend(rows.collect::<Result<Vec<_>, _>>()?);
+        }
+        found.sort_by_key(|(seq, _)| *seq);
+        Ok(found.into_iter().map(|(_, e)| e).collect())
+    }
+
     /// The newest `n` entries of an event's log, oldest first.
     pub fn asrun_tail(&self, event_id: &str, n: usize) -> Result<Vec<AsRunEntry>, StoreError> {
         let conn = self.conn();
@@ -887,6 +907,14 @@ mod tests {
         let rest = s.asrun_page("ev", first[1].0, 2).unwrap();
         assert_eq!(kinds(rest.into_iter().map(|(_, e)| e).collect()), ["c"]);
         assert_eq!(kinds(s.asrun_tail("ev", 2).unwrap()), ["b", "c"]);
+        // Some kinds only, in log order, through their own index.
+        s.append_asrun(&AsRunEntry { kind: "a".into(), ..s.asrun("ev").unwrap()[0].clone() }).unwrap();
+        assert_eq!(kinds(s.asrun_kinds("ev", &["c", "a"]).unwrap()), ["a", "c", "a"]);
+        let conn = s.conn();
+        let plan: String = conn
+            .query_row("EXPLAIN QUERY PLAN SELECT * FROM asrun WHERE event_id = 'ev' AND kind = 'a'", [], |r| r.get(3))
+            .unwrap();
+        assert!(plan.contains("asrun_event_kind"), "{plan}");
     }
 
     #[test]
