@@ -560,9 +560,13 @@ async fn health_is_serving_only_while_the_relay_can_run() {
         let svc = svc.to_owned();
         async move { h.check(HealthCheckRequest { service: svc }).await.unwrap().into_inner().status }
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The health service says so as soon as the daemon has looked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     for svc in ["", "simulcast.v1.EventService"] {
-        assert_eq!(status(&mut h, svc).await, ServingStatus::NotServing as i32, "{svc}");
+        while status(&mut h, svc).await != ServingStatus::NotServing as i32 {
+            assert!(std::time::Instant::now() < deadline, "{svc} still SERVING 5 s in");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     // Arm says why.
     let mut e = EventServiceClient::new(server.transport().await);
@@ -770,8 +774,17 @@ async fn an_arm_waiting_for_the_last_relay_leaves_master_control_answering() {
             (armed, asked.elapsed())
         })
     };
-    // B's Arm is under way (its relay waits for A's to be gone).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // B's Arm is under way (its relay waits for A's to be gone): master
+    // control refuses to move B, saying why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let refused = e.hold(authed(r(&b.id), &op)).await.expect_err("hold B before its relay runs");
+        if refused.message().contains("relay is starting") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B's Arm never got under way: {refused:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut reads = Vec::new();
     for _ in 0..8 {
         let asked = std::time::Instant::now();

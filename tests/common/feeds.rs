@@ -5,7 +5,7 @@
 
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,6 @@ pub fn ffmpeg_feed(port: u16, colour: &str, video: bool) -> ChildGuard {
 
 /// What a [`Gate`] does with the datagrams it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum GateMode {
     /// Passes them on.
     Open = 0,
@@ -74,8 +73,10 @@ pub enum GateMode {
 pub struct Gate {
     /// Where the feed sends (the gate's own port).
     pub port: u16,
-    mode: Arc<AtomicU8>,
-    last_sent: Arc<Mutex<Option<Instant>>>,
+    /// The mode and the instant the last datagram passed, under one lock
+    /// the forwarder holds while it passes one on: a change of mode is
+    /// never overtaken by a datagram already under way.
+    state: Arc<Mutex<(GateMode, Option<Instant>)>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -88,38 +89,36 @@ impl Gate {
         socket.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
         let out = UdpSocket::bind("127.0.0.1:0").expect("bind gate out");
         out.connect(("127.0.0.1", to)).expect("connect gate");
-        let mode = Arc::new(AtomicU8::new(GateMode::Open as u8));
-        let last_sent = Arc::new(Mutex::new(None));
+        let state = Arc::new(Mutex::new((GateMode::Open, None)));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, l, s) = (Arc::clone(&mode), Arc::clone(&last_sent), Arc::clone(&stop));
+        let (st, s) = (Arc::clone(&state), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             let mut junk = vec![0u8; 1316];
             while !s.load(Ordering::Relaxed) {
                 let Ok(n) = socket.recv(&mut buf) else { continue };
-                let mode = m.load(Ordering::Relaxed);
-                if mode == GateMode::Closed as u8 {
+                let mut state = st.lock().unwrap();
+                if state.0 == GateMode::Closed {
                     continue;
                 }
                 // A refused send (nobody listening yet) is not the gate's business.
                 let _ = out.send(&buf[..n]);
-                *l.lock().unwrap() = Some(Instant::now());
-                if mode == GateMode::Garbage as u8 {
+                state.1 = Some(Instant::now());
+                if state.0 == GateMode::Garbage {
                     junk.iter_mut().for_each(|b| *b = fastrand::u8(..));
                     let _ = out.send(&junk);
                 }
             }
         });
-        Self { port, mode, last_sent, stop, thread: Some(thread) }
+        Self { port, state, stop, thread: Some(thread) }
     }
 
     /// Sets what the gate does; returns the instant the last datagram went
     /// through before the change (`None`: none yet).
     pub fn set(&self, mode: GateMode) -> Option<Instant> {
-        self.mode.store(mode as u8, Ordering::Relaxed);
-        // The forwarding thread may be mid-send: let it finish.
-        std::thread::sleep(Duration::from_millis(5));
-        *self.last_sent.lock().unwrap()
+        let mut state = self.state.lock().unwrap();
+        state.0 = mode;
+        state.1
     }
 }
 
