@@ -153,8 +153,9 @@ fn a_daemon_killed_mid_event_resumes_it_and_its_legs_flow_again() {
     // SIGKILL: no chance to clean up.
     daemon.0.kill().unwrap();
     daemon.0.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let (srt_at_kill, rtmp_at_kill, udp_at_kill) = (srt.bytes(), nginx.recorded_bytes(STREAM_KEY), udp.bytes());
+    // What the partners had once the last bytes in flight landed.
+    let (srt_at_kill, rtmp_at_kill, udp_at_kill) =
+        settled(|| (srt.bytes(), nginx.recorded_bytes(STREAM_KEY), udp.bytes()), Duration::from_secs(5));
 
     let _daemon = start_daemon(&db, &config, &grpc, &log);
     let got = ctl.json(&op, &["events", "get", &id]);
@@ -289,7 +290,6 @@ fn a_t0_past_year_9999_is_refused_naming_its_field_and_an_unreadable_stored_even
     }
     daemon.0.kill().unwrap();
     daemon.0.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
 
     let _daemon = start(&log);
     let list = ctl.json(&op, &["events", "list"]);
@@ -564,4 +564,20 @@ fn a_daemon_on_sockets_handed_over_restarts_without_refusing_a_client() {
     std::io::Read::read_to_string(bad.0.stderr.as_mut().unwrap(), &mut said).unwrap();
     assert!(!status.success());
     assert!(said.contains("the socket systemd handed over as grpc is not a listening stream socket"), "{said}");
+}
+
+/// `read()` once it has stopped changing (the same for 200 ms), within
+/// `deadline`.
+fn settled<T: PartialEq + Copy + std::fmt::Debug>(read: impl Fn() -> T, deadline: Duration) -> T {
+    let end = Instant::now() + deadline;
+    let mut last = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < end, "still changing after {deadline:?}: {now:?}");
+        last = now;
+    }
 }
