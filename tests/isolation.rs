@@ -32,8 +32,8 @@ fn assert_continuous(data: &[u8], what: &str) {
 async fn rtmp_partner_vanishing_leaves_srt_and_udp_gapless_and_its_leg_returns() {
     let mut srt_rx = SrtReceiver::start(free_udp_port());
     let udp_rx = UdpCapture::start();
-    let rtmp_port = free_tcp_port();
-    let mut nginx = NginxRtmp::start(rtmp_port);
+    let mut nginx = NginxRtmp::start();
+    let rtmp_port = nginx.port;
     let config = config_with(&[
         channel("a-srt", &srt(srt_rx.port)),
         channel("b-udp", &udp(udp_rx.port)),
@@ -53,6 +53,7 @@ async fn rtmp_partner_vanishing_leaves_srt_and_udp_gapless_and_its_leg_returns()
 
     let dir = nginx.dir.clone();
     let before = nginx.recorded_bytes("sk-c-secret-7f3a");
+    // The partner comes back on its own port (bound again: it was gone).
     let nginx = NginxRtmp::start_in(rtmp_port, dir);
     let back = Instant::now();
     let flowing = wait_for(Duration::from_secs(3), || nginx.recorded_bytes("sk-c-secret-7f3a") > before + 2_000).await;

@@ -68,7 +68,7 @@ fn promtool_check(page: &str) {
 async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers() {
     let dir = tempfile::tempdir().unwrap();
     let mut srt = SrtReceiver::start_with_passphrase(free_udp_port(), PASSPHRASE);
-    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let mut nginx = NginxRtmp::start();
     let udp = UdpCapture::start();
     let mut options = Options::from_config(&config::parse(SMALL).unwrap());
     options.recordings = dir.path().join("rec");
@@ -209,7 +209,7 @@ fn no_secret_in_any_log_line_metric_or_export() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
     let mut srt = SrtReceiver::start_with_passphrase(free_udp_port(), PASSPHRASE);
-    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let mut nginx = NginxRtmp::start();
     let config = dir.path().join("final.toml");
     // The SRT passphrase as systemd's LoadCredential= hands it over: a
     // private file in $CREDENTIALS_DIRECTORY, named in the config.

@@ -601,7 +601,7 @@ async fn an_rtmp_leg_carries_the_one_audio_track_it_lists_untouched() {
     let contribution = dir.path().join("contribution.ts");
     three_languages(&contribution, "320x180:rate=25", 8, &[]);
     let source_port = free_udp_port();
-    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let mut nginx = NginxRtmp::start();
     let rtmp = |key: &str| {
         format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{key}\" }}", nginx.port)
     };
@@ -882,7 +882,7 @@ async fn transcode_mode_carries_every_planned_track_under_its_language_to_each_l
     let source_port = free_udp_port();
     let mut srt = SrtReceiver::start(free_udp_port());
     let all = UdpCapture::start();
-    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let mut nginx = NginxRtmp::start();
     let channels = [
         channel("kz-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt.port))
             + "audio = [\"kaz\", \"rus\"]\n",

@@ -13,7 +13,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_rtmp_and_udp_partners_receive_decodable_h264_and_aac() {
     let mut srt = SrtReceiver::start(free_udp_port());
-    let mut nginx = NginxRtmp::start(free_tcp_port());
+    let mut nginx = NginxRtmp::start();
     let udp = UdpCapture::start();
     let config = config_with(&[
         channel("kz-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt.port)),

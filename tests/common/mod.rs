@@ -320,7 +320,23 @@ impl Drop for SrtReceiver {
     }
 }
 
+/// Whether an RTMP server answers C0+C1 on `port` with its S0.
+fn answers_rtmp(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut c0c1 = vec![0u8; 1537];
+    c0c1[0] = 3;
+    let mut s0 = [0u8; 1];
+    s.write_all(&c0c1).is_ok() && s.read_exact(&mut s0).is_ok() && s0[0] == 3
+}
+
 /// nginx with libnginx-mod-rtmp on a port, recording every stream as FLV.
+/// Its listening socket is bound here and handed over the way nginx takes
+/// sockets on a binary upgrade (`$NGINX`, descriptor 3), so the port is
+/// never free between the test choosing it and nginx listening on it.
+/// (nginx 1.22 with the RTMP module takes it only with a master process:
+/// without one it dies on SIGSEGV at start.)
 pub struct NginxRtmp {
     pub port: u16,
     pub dir: PathBuf,
@@ -330,40 +346,47 @@ pub struct NginxRtmp {
 pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
 impl NginxRtmp {
-    pub fn start(port: u16) -> Self {
-        Self::start_in(port, temp_dir("nginx"))
+    /// Starts on a port of its own.
+    pub fn start() -> Self {
+        Self::start_in(0, temp_dir("nginx"))
     }
 
-    /// Starts (again) on `port` with its files in `dir`.
+    /// Starts (again) on `port` (0: any) with its files in `dir`.
     pub fn start_in(port: u16, dir: PathBuf) -> Self {
         require("nginx", "nginx");
         assert!(Path::new(RTMP_MODULE).exists(), "{RTMP_MODULE} missing: apt-get install libnginx-mod-rtmp");
         std::fs::create_dir_all(dir.join("rec")).expect("rec dir");
         std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the RTMP partner's port");
+        let port = listener.local_addr().expect("addr").port();
+        // The worker records as the user the test runs as (`user` is
+        // ignored, with a warning, unless that is root).
         let conf = format!(
-            "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+            "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\n\
              error_log {d}/logs/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
              rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; meta copy; record all; \
              record_path {d}/rec; record_unique on; }} }} }}\n",
             d = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let me = Self { port, dir, child: Some(child) };
-        // nginx binds within milliseconds; wait so the leg's first connect
-        // does not race it.
+        let mut cmd = Command::new("nginx");
+        cmd.arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(&dir).env("NGINX", "3;");
+        hand_over(&mut cmd, vec![std::os::fd::AsRawFd::as_raw_fd(&listener)]);
+        let stderr = std::fs::File::create(dir.join("logs/stderr")).expect("nginx stderr");
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn nginx");
+        // nginx holds it now: when nginx goes, the port refuses.
+        drop(listener);
+        let mut me = Self { port, dir, child: Some(child) };
+        // Listening already; wait until nginx itself answers (the kernel
+        // accepts into the socket's backlog before it does), so a leg's
+        // first publish does not race its start.
         let end = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "nginx did not listen on {port}");
+        while !answers_rtmp(port) {
+            let exited = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > end {
+                let log = |f: &str| std::fs::read_to_string(me.dir.join("logs").join(f)).unwrap_or_default();
+                panic!("nginx does not answer on {port} ({exited:?}): {}{}", log("stderr"), log("error.log"));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         me
@@ -393,10 +416,9 @@ impl NginxRtmp {
 
 impl Drop for NginxRtmp {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // SIGTERM: the master stops its worker before it exits (SIGKILL
+        // would leave the worker holding the port).
+        self.stop();
     }
 }
 
