@@ -832,7 +832,7 @@ impl State {
         }));
     }
 
-    /// Answers one command; a change is published before the answer goes.
+    /// Answers one command; a change is published right after the answer.
     async fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::CreateChannel { channel, actor, reply } => {
@@ -925,13 +925,18 @@ impl State {
         }
     }
 
-    /// Answers a command that may have changed state: watchers see the
-    /// change before the caller hears of it.
+    /// Answers a command that may have changed state, then publishes the
+    /// change, in the same turn: no other command is handled, and no
+    /// status taken, before the watchers have it. The caller is woken
+    /// first: published first, it waited behind every watcher's task
+    /// (200 watchers: Hold p50 10.3 ms, 1.6 ms without them; GetEvent,
+    /// which publishes nothing, 0.4 ms).
     fn answer_change<T>(&mut self, reply: Reply<T>, r: Result<T, CoordError>) {
-        if r.is_ok() {
+        let changed = r.is_ok();
+        let _ = reply.send(r);
+        if changed {
             self.publish();
         }
-        let _ = reply.send(r);
     }
 
     fn live_event_with(&self, id: &ChannelId) -> Option<&Event> {
