@@ -1,6 +1,6 @@
 //! The configuration as written: serde types with the file's own keys and
 //! nothing checked but their shape. A `[[channels]]` table, a stored
-//! channel and an API request are all a [`RawChannel`]; [`super::compile`]
+//! channel and an API request are all a [`RawChannel`]; `config::compile`
 //! turns raw values into the domain types of `types.rs`, collecting every
 //! problem with its key.
 //!
