@@ -143,7 +143,7 @@ impl State {
                 }
                 match reply {
                     Some(reply) => self.answer_change(reply, r),
-                    None if r.is_ok() => self.publish(),
+                    None if r.is_ok() => self.changed(),
                     None => {}
                 }
             }
