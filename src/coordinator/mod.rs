@@ -186,7 +186,7 @@ enum Command {
     DeleteChannel { id: ChannelId, actor: Actor, reply: Reply<()> },
     Schedule { new: NewEvent, actor: Actor, reply: Reply<Event> },
     GetEvent { id: EventId, reply: Reply<Event> },
-    ListEvents { reply: Reply<Vec<Event>> },
+    ListEvents { reply: Reply<Arc<Vec<Event>>> },
     Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: Actor, reply: Reply<Event> },
     SwitchSource { id: EventId, choice: SourceChoice, actor: Actor, reply: Reply<Event> },
     AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
@@ -359,7 +359,7 @@ impl Coordinator {
     }
 
     /// Every event, by T0.
-    pub async fn events(&self) -> Result<Vec<Event>, CoordError> {
+    pub async fn events(&self) -> Result<Arc<Vec<Event>>, CoordError> {
         self.ask(|reply| Command::ListEvents { reply }).await
     }
 
@@ -886,7 +886,8 @@ impl State {
                 let _ = reply.send(self.get(&id));
             }
             Command::ListEvents { reply } => {
-                let _ = reply.send(Ok(self.events_arc.as_ref().clone()));
+                // Shared, not copied: the caller's task converts it.
+                let _ = reply.send(Ok(Arc::clone(&self.events_arc)));
             }
             Command::Act { id, action, by, actor, reply } => {
                 let r = match action {
