@@ -57,7 +57,8 @@ impl MonitorService for MonitorApi {
             self.coordinator.event(id.clone()).await?;
             Some(id)
         };
-        let mut rx = self.coordinator.subscribe();
+        // From a snapshot with every change the caller has been answered.
+        let mut rx = self.coordinator.subscribe_fresh().await?;
         let (tx, out) = mpsc::channel(WATCH_BUFFER);
         let mut closing = self.closing.clone();
         tokio::spawn(async move {

@@ -181,26 +181,103 @@ pub use crate::schedule::request::NewEvent;
 type Reply<T> = oneshot::Sender<Result<T, CoordError>>;
 
 enum Command {
-    CreateChannel { channel: Channel, actor: Actor, reply: Reply<Channel> },
-    UpdateChannel { channel: Channel, actor: Actor, reply: Reply<Channel> },
-    DeleteChannel { id: ChannelId, actor: Actor, reply: Reply<()> },
-    Schedule { new: NewEvent, actor: Actor, reply: Reply<Event> },
-    GetEvent { id: EventId, reply: Reply<Event> },
-    ListEvents { reply: Reply<Arc<Vec<Event>>> },
-    Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: Actor, reply: Reply<Event> },
-    SwitchSource { id: EventId, choice: SourceChoice, actor: Actor, reply: Reply<Event> },
-    AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
-    StartRehearsal { id: EventId, plan: Plan, actor: Actor, reply: Reply<Report> },
-    GetRehearsal { id: String, reply: Reply<Report> },
-    ListRehearsals { event_id: Option<String>, reply: Reply<Vec<Report>> },
-    ScheduleRehearsal { new: NewRecurring, actor: Actor, reply: Reply<Recurring> },
-    ListSchedules { event_id: Option<String>, reply: Reply<Vec<Recurring>> },
-    DeleteSchedule { id: String, actor: Actor, reply: Reply<()> },
-    ScheduleBreak { new: NewBreak, actor: Actor, reply: Reply<Vec<AdBreak>> },
-    ListBreaks { event_id: Option<EventId>, reply: Reply<Vec<AdBreak>> },
-    CancelBreak { id: String, actor: Actor, reply: Reply<AdBreak> },
-    TestAlert { actor: Actor, reply: Reply<crate::alerts::Alert> },
-    Shutdown { reply: oneshot::Sender<()> },
+    CreateChannel {
+        channel: Channel,
+        actor: Actor,
+        reply: Reply<Channel>,
+    },
+    UpdateChannel {
+        channel: Channel,
+        actor: Actor,
+        reply: Reply<Channel>,
+    },
+    DeleteChannel {
+        id: ChannelId,
+        actor: Actor,
+        reply: Reply<()>,
+    },
+    Schedule {
+        new: NewEvent,
+        actor: Actor,
+        reply: Reply<Event>,
+    },
+    GetEvent {
+        id: EventId,
+        reply: Reply<Event>,
+    },
+    /// Publishes a change still waiting for the end of its gap.
+    Publish {
+        reply: Reply<()>,
+    },
+    ListEvents {
+        reply: Reply<Arc<Vec<Event>>>,
+    },
+    Act {
+        id: EventId,
+        action: Action,
+        by: Option<chrono::Duration>,
+        actor: Actor,
+        reply: Reply<Event>,
+    },
+    SwitchSource {
+        id: EventId,
+        choice: SourceChoice,
+        actor: Actor,
+        reply: Reply<Event>,
+    },
+    AirTimes {
+        id: EventId,
+        reply: Reply<Vec<schedule::AirTime>>,
+    },
+    StartRehearsal {
+        id: EventId,
+        plan: Plan,
+        actor: Actor,
+        reply: Reply<Report>,
+    },
+    GetRehearsal {
+        id: String,
+        reply: Reply<Report>,
+    },
+    ListRehearsals {
+        event_id: Option<String>,
+        reply: Reply<Vec<Report>>,
+    },
+    ScheduleRehearsal {
+        new: NewRecurring,
+        actor: Actor,
+        reply: Reply<Recurring>,
+    },
+    ListSchedules {
+        event_id: Option<String>,
+        reply: Reply<Vec<Recurring>>,
+    },
+    DeleteSchedule {
+        id: String,
+        actor: Actor,
+        reply: Reply<()>,
+    },
+    ScheduleBreak {
+        new: NewBreak,
+        actor: Actor,
+        reply: Reply<Vec<AdBreak>>,
+    },
+    ListBreaks {
+        event_id: Option<EventId>,
+        reply: Reply<Vec<AdBreak>>,
+    },
+    CancelBreak {
+        id: String,
+        actor: Actor,
+        reply: Reply<AdBreak>,
+    },
+    TestAlert {
+        actor: Actor,
+        reply: Reply<crate::alerts::Alert>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 impl Command {
@@ -212,6 +289,7 @@ impl Command {
             Command::DeleteChannel { .. } => "command:delete-channel",
             Command::Schedule { .. } => "command:schedule",
             Command::GetEvent { .. } => "command:get-event",
+            Command::Publish { .. } => "command:publish",
             Command::ListEvents { .. } => "command:list-events",
             Command::Act { action, .. } => match action {
                 Action::Arm => "command:arm",
@@ -305,6 +383,15 @@ impl Coordinator {
     /// Watch the published snapshots.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.status.clone()
+    }
+
+    /// [`Coordinator::subscribe`], its first snapshot holding every change
+    /// answered before this call (one still waiting for the end of its
+    /// [`PUBLISH_GAP`] is published first): a client that schedules a
+    /// break and then opens a watch sees the break at once.
+    pub async fn subscribe_fresh(&self) -> Result<watch::Receiver<Arc<Snapshot>>, CoordError> {
+        self.ask(|reply| Command::Publish { reply }).await?;
+        Ok(self.subscribe())
     }
 
     /// Adds a channel.
@@ -884,6 +971,12 @@ impl State {
             }
             Command::GetEvent { id, reply } => {
                 let _ = reply.send(self.get(&id));
+            }
+            Command::Publish { reply } => {
+                if self.publish_due.is_some() {
+                    self.publish();
+                }
+                let _ = reply.send(Ok(()));
             }
             Command::ListEvents { reply } => {
                 // Shared, not copied: the caller's task converts it.

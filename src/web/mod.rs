@@ -273,8 +273,13 @@ async fn status(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAdd
     if let Err(s) = caller(&web, &headers, peer) {
         return refused(&s);
     }
+    // From a snapshot with every change the page's user has been answered.
+    let mut snapshots = match web.coordinator.subscribe_fresh().await {
+        Ok(s) => s,
+        Err(e) => return refused(&tonic::Status::from(e)),
+    };
     let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(PAGE_QUEUE);
-    let Web { mut snapshots, mut closing, .. } = web;
+    let Web { mut closing, .. } = web;
     tokio::spawn(async move {
         loop {
             let text = {
