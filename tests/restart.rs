@@ -531,7 +531,7 @@ fn a_daemon_on_sockets_handed_over_restarts_without_refusing_a_client() {
     let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ev = ctl.json(&admin, &["events", "schedule", "--title", "Final", "--at", &at, "--duration", "2h"]);
     let id = ev[0]["id"].as_str().unwrap().to_owned();
-    let page = {
+    let scrape = || {
         use std::io::{Read, Write};
         let addr = metrics.local_addr().unwrap();
         let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
@@ -540,7 +540,17 @@ fn a_daemon_on_sockets_handed_over_restarts_without_refusing_a_client() {
         s.read_to_string(&mut page).unwrap();
         page
     };
-    assert!(page.contains("simulcast_event_state{"), "{page}");
+    // The metrics read the published snapshot: the event is in it once
+    // its change is published (within 50 ms of the answer).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = scrape();
+        if page.contains("simulcast_event_state{") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{page}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     first.0.kill().unwrap();
     first.0.wait().unwrap();
