@@ -181,103 +181,27 @@ pub use crate::schedule::request::NewEvent;
 type Reply<T> = oneshot::Sender<Result<T, CoordError>>;
 
 enum Command {
-    CreateChannel {
-        channel: Channel,
-        actor: Actor,
-        reply: Reply<Channel>,
-    },
-    UpdateChannel {
-        channel: Channel,
-        actor: Actor,
-        reply: Reply<Channel>,
-    },
-    DeleteChannel {
-        id: ChannelId,
-        actor: Actor,
-        reply: Reply<()>,
-    },
-    Schedule {
-        new: NewEvent,
-        actor: Actor,
-        reply: Reply<Event>,
-    },
-    GetEvent {
-        id: EventId,
-        reply: Reply<Event>,
-    },
-    /// Publishes a change still waiting for the end of its gap.
-    Publish {
-        reply: Reply<()>,
-    },
-    ListEvents {
-        reply: Reply<Arc<Vec<Event>>>,
-    },
-    Act {
-        id: EventId,
-        action: Action,
-        by: Option<chrono::Duration>,
-        actor: Actor,
-        reply: Reply<Event>,
-    },
-    SwitchSource {
-        id: EventId,
-        choice: SourceChoice,
-        actor: Actor,
-        reply: Reply<Event>,
-    },
-    AirTimes {
-        id: EventId,
-        reply: Reply<Vec<schedule::AirTime>>,
-    },
-    StartRehearsal {
-        id: EventId,
-        plan: Plan,
-        actor: Actor,
-        reply: Reply<Report>,
-    },
-    GetRehearsal {
-        id: String,
-        reply: Reply<Report>,
-    },
-    ListRehearsals {
-        event_id: Option<String>,
-        reply: Reply<Vec<Report>>,
-    },
-    ScheduleRehearsal {
-        new: NewRecurring,
-        actor: Actor,
-        reply: Reply<Recurring>,
-    },
-    ListSchedules {
-        event_id: Option<String>,
-        reply: Reply<Vec<Recurring>>,
-    },
-    DeleteSchedule {
-        id: String,
-        actor: Actor,
-        reply: Reply<()>,
-    },
-    ScheduleBreak {
-        new: NewBreak,
-        actor: Actor,
-        reply: Reply<Vec<AdBreak>>,
-    },
-    ListBreaks {
-        event_id: Option<EventId>,
-        reply: Reply<Vec<AdBreak>>,
-    },
-    CancelBreak {
-        id: String,
-        actor: Actor,
-        reply: Reply<AdBreak>,
-    },
-    TestAlert {
-        actor: Actor,
-        reply: Reply<crate::alerts::Alert>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
+    CreateChannel { channel: Channel, actor: Actor, reply: Reply<Channel> },
+    UpdateChannel { channel: Channel, actor: Actor, reply: Reply<Channel> },
+    DeleteChannel { id: ChannelId, actor: Actor, reply: Reply<()> },
+    Schedule { new: NewEvent, actor: Actor, reply: Reply<Event> },
+    GetEvent { id: EventId, reply: Reply<Event> },
+    Publish { reply: Reply<()> },
+    ListEvents { reply: Reply<Arc<Vec<Event>>> },
+    Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: Actor, reply: Reply<Event> },
+    SwitchSource { id: EventId, choice: SourceChoice, actor: Actor, reply: Reply<Event> },
+    AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
+    StartRehearsal { id: EventId, plan: Plan, actor: Actor, reply: Reply<Report> },
+    GetRehearsal { id: String, reply: Reply<Report> },
+    ListRehearsals { event_id: Option<String>, reply: Reply<Vec<Report>> },
+    ScheduleRehearsal { new: NewRecurring, actor: Actor, reply: Reply<Recurring> },
+    ListSchedules { event_id: Option<String>, reply: Reply<Vec<Recurring>> },
+    DeleteSchedule { id: String, actor: Actor, reply: Reply<()> },
+    ScheduleBreak { new: NewBreak, actor: Actor, reply: Reply<Vec<AdBreak>> },
+    ListBreaks { event_id: Option<EventId>, reply: Reply<Vec<AdBreak>> },
+    CancelBreak { id: String, actor: Actor, reply: Reply<AdBreak> },
+    TestAlert { actor: Actor, reply: Reply<crate::alerts::Alert> },
+    Shutdown { reply: oneshot::Sender<()> },
 }
 
 impl Command {
