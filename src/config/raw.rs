@@ -54,7 +54,9 @@ impl<T: DeserializeOwned> Part<T> {
             Err(e) => Part::Refused(vec![refusal(&e)]),
         }
     }
+}
 
+impl<T> Part<T> {
     /// The value, or its problems with their keys under `at`.
     pub fn read(self, at: &str) -> Result<T, Vec<FieldError>> {
         match self {
