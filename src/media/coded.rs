@@ -204,6 +204,9 @@ const MAP_SLACK: u64 = 900;
 const REGRID_NS: u64 = 500_000_000;
 /// At most this much correction per access unit toward tsdemux's times.
 const STEER_NS: u64 = 50_000;
+/// A cue naming a splice point further ahead than this (90 kHz ticks) of
+/// the pictures now arriving does not stop the steering.
+const STEADY_MAX: u64 = 60 * 90_000;
 
 /// Keeps a track's timestamps on its own frame grid. tsdemux maps PTS to
 /// the clock through the PCR's arrival, which follows network jitter (an
@@ -211,7 +214,9 @@ const STEER_NS: u64 = 50_000;
 /// owed the contribution's own cadence. So each access unit is placed a
 /// whole number of frames after the last, steered by at most
 /// `STEER_NS` toward tsdemux's time so that clock drift is followed; a
-/// jump of more than `REGRID_NS` starts a new grid.
+/// jump of more than `REGRID_NS` starts a new grid. While a SCTE-35 cue
+/// waits for its splice point the feed is not steered (see
+/// [`Queues::place`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Regular {
     /// (tsdemux's DTS, our DTS) of the last access unit.
@@ -220,8 +225,9 @@ pub struct Regular {
 
 impl Regular {
     /// Our (pts, dts) for an access unit tsdemux timed (`pts`, `dts`),
-    /// with `frame` the track's frame duration (0: not known, times kept).
-    pub fn place(&mut self, pts: u64, dts: u64, frame: u64) -> (u64, u64) {
+    /// with `frame` the track's frame duration (0: not known, times kept),
+    /// steered by at most `steer` ns.
+    pub fn place(&mut self, pts: u64, dts: u64, frame: u64, steer: u64) -> (u64, u64) {
         let snap = |d: u64| (d + frame / 2).checked_div(frame).map_or(d, |k| k * frame);
         let out = match self.last {
             Some((in_last, out_last)) if frame > 0 && dts > in_last => {
@@ -229,9 +235,9 @@ impl Regular {
                 if grid.abs_diff(dts) > REGRID_NS {
                     dts
                 } else if dts > grid {
-                    grid + (dts - grid).min(STEER_NS)
+                    grid + (dts - grid).min(steer)
                 } else {
-                    grid - (grid - dts).min(STEER_NS)
+                    grid - (grid - dts).min(steer)
                 }
             }
             _ => dts,
@@ -261,9 +267,59 @@ pub struct Queues {
     raw_pts: VecDeque<u64>,
     /// (clock ns, contribution PTS) of the latest picture handed out.
     pts_map: Option<(u64, u64)>,
+    /// The contribution PTS of the splice point the pending cues name, the
+    /// furthest one: until a picture at or past it is handed out, no track
+    /// of the feed is steered.
+    steady_until: Option<u64>,
 }
 
 impl Queues {
+    /// Our (pts, dts) for an access unit of `track` (0 the video, then
+    /// each audio track): on the track's frame grid, steered toward
+    /// tsdemux's times unless a cue is pending. A cue's mapping ties the
+    /// contribution's PTS to ours at one picture; steering between that
+    /// picture and the splice point would move the picture the cue names
+    /// away from where the cue lands (by up to `STEER_NS` per picture,
+    /// 2.5 ms in 2 s at 25 fps). Held, every track keeps its cadence and
+    /// the audio its place against the pictures.
+    fn place(&mut self, track: usize, pts: u64, dts: u64, frame: u64) -> (u64, u64) {
+        if self.grids.len() <= track {
+            self.grids.resize(track + 1, Regular::default());
+        }
+        let steer = if self.steady_until.is_some() { 0 } else { STEER_NS };
+        self.grids[track].place(pts, dts, frame, steer)
+    }
+
+    /// A picture handed out at `pts` (clock ns, placed): its contribution
+    /// PTS is read, and a splice point reached lets the steering go on.
+    fn picture(&mut self, pts: u64) {
+        self.map_picture(pts);
+        if let (Some(until), Some((_, raw))) = (self.steady_until, self.pts_map)
+            && raw.wrapping_sub(until) & super::scte35::PTS_MASK < 1 << 32
+        {
+            self.steady_until = None;
+        }
+    }
+
+    /// A cue the contribution carried, arrived at clock time `at`: kept
+    /// with the mapping of the latest picture, and if it names a splice
+    /// point ahead, the steering waits for that point.
+    fn cue(&mut self, section: Vec<u8>, at: u64) {
+        if self.cues.len() >= CUES_MAX {
+            self.cues.pop_front();
+        }
+        if let (Some(point), Some((_, raw))) = (super::scte35::splice_pts(&section), self.pts_map) {
+            let ahead = |from: u64, to: u64| to.wrapping_sub(from) & super::scte35::PTS_MASK;
+            if ahead(raw, point) <= STEADY_MAX {
+                let until =
+                    self.steady_until.filter(|&u| ahead(raw, u) > ahead(raw, point) && ahead(raw, u) <= STEADY_MAX);
+                self.steady_until = Some(until.unwrap_or(point));
+            }
+        }
+        let map = self.pts_map;
+        self.cues.push_back(SpliceCue { at, section, map });
+    }
+
     /// Pairs the picture tsdemux handed out at clock time `pts` with the
     /// contribution PTS it came with: the oldest one read, unless a PES
     /// tsdemux dropped (a damaged one) stands before the one that keeps
@@ -307,6 +363,7 @@ impl CodedFeed {
         q.cues.clear();
         q.raw_pts.clear();
         q.pts_map = None;
+        q.steady_until = None;
         drop(q);
         *lock(&self.sections) = super::scte35::Sections::default();
     }
@@ -352,12 +409,7 @@ fn read_tables(pad: &gst::Pad, out: &Arc<CodedFeed>) {
             } else if pid == scte35 && scte35 != 0 {
                 let found = lock(&out.sections).push(p);
                 for section in found.into_iter().filter(|s| super::scte35::is_splice_info(s)) {
-                    let mut q = out.lock();
-                    if q.cues.len() >= CUES_MAX {
-                        q.cues.pop_front();
-                    }
-                    let map = q.pts_map;
-                    q.cues.push_back(SpliceCue { at: clock.time().nseconds(), section, map });
+                    out.lock().cue(section, clock.time().nseconds());
                 }
             }
         }
@@ -569,13 +621,6 @@ fn au_sink(which: Which, out: &Arc<CodedFeed>, counters: &Arc<SourceCounters>) -
 fn deliver(which: Which, out: &CodedFeed, counters: &SourceCounters, mut au: Au, now: u64) {
     let Ok(map) = au.data.map_readable() else { return };
     let mut q = out.lock();
-    let track = match which {
-        Which::Video(_) => 0,
-        Which::Audio(i, _) => i + 1,
-    };
-    if q.grids.len() <= track {
-        q.grids.resize(track + 1, Regular::default());
-    }
     match which {
         Which::Video(codec) => {
             au.keyframe = codec.is_keyframe(&map);
@@ -584,8 +629,8 @@ fn deliver(which: Which, out: &CodedFeed, counters: &SourceCounters, mut au: Au,
                 (n, d) if n > 0 && d > 0 => d as u64 * 1_000_000_000 / n as u64,
                 _ => 0,
             });
-            (au.pts, au.dts) = q.grids[track].place(au.pts, au.dts, frame);
-            q.map_picture(au.pts);
+            (au.pts, au.dts) = q.place(0, au.pts, au.dts, frame);
+            q.picture(au.pts);
             counters.note_picture(au.pts, now);
             push(&mut q.video, au);
         }
@@ -601,7 +646,7 @@ fn deliver(which: Which, out: &CodedFeed, counters: &SourceCounters, mut au: Au,
                 q.format.audio.get(i).map_or(0, |a| {
                     if a.rate > 0 { u64::from(a.samples) * 1_000_000_000 / u64::from(a.rate) } else { 0 }
                 });
-            (au.pts, au.dts) = q.grids[track].place(au.pts, au.dts, frame);
+            (au.pts, au.dts) = q.place(i + 1, au.pts, au.dts, frame);
             if let Some(track) = q.audio.get_mut(i) {
                 push(track, au);
             }
@@ -707,7 +752,7 @@ mod tests {
         for i in 0..500u64 {
             let jitter = [0, 1_600_000, 400_000, 1_200_000][i as usize % 4];
             let t = 1_000_000_000 + i * (F + 40_000) + jitter;
-            outs.push(r.place(t + 80_000_000, t, F));
+            outs.push(r.place(t + 80_000_000, t, F, STEER_NS));
         }
         for w in outs.windows(2) {
             let step = w[1].1 - w[0].1;
@@ -717,9 +762,55 @@ mod tests {
         let last_in = 1_000_000_000 + 499 * (F + 40_000);
         assert!(outs[499].1.abs_diff(last_in) < 5_000_000, "drift followed: {} vs {last_in}", outs[499].1);
         // A jump of seconds (a new stream): a new grid, not a run of steps.
-        let (_, d) = r.place(last_in + 10_000_000_000, last_in + 10_000_000_000, F);
+        let (_, d) = r.place(last_in + 10_000_000_000, last_in + 10_000_000_000, F, STEER_NS);
         assert_eq!(d, last_in + 10_000_000_000);
         // Unknown frame duration: times kept.
-        assert_eq!(Regular::default().place(7, 5, 0), (7, 5));
+        assert_eq!(Regular::default().place(7, 5, 0, STEER_NS), (7, 5));
+    }
+
+    /// Where the cue the program relays lands (the mapping its offset is
+    /// made from, applied to the splice point), in our 90 kHz ticks.
+    fn lands(cue: &SpliceCue, point: u64) -> u64 {
+        let (at, raw) = cue.map.expect("a mapping");
+        super::super::mux::ticks_90k(at).wrapping_sub(raw).wrapping_add(point) & super::super::scte35::PTS_MASK
+    }
+
+    #[test]
+    fn a_pending_cue_holds_the_steering_so_it_lands_on_the_picture_it_names() {
+        const F: u64 = 40_000_000;
+        let mut q = Queues::default();
+        let raw = |i: u64| 900_000 + i * 3_600;
+        // tsdemux's times drift 5 ms/s from the contribution's cadence
+        // (a PCR arriving ever later on a loaded machine): every picture
+        // is steered as far as it may be.
+        let tsdemux = |i: u64| 1_000_000_000 + i * (F + 200_000);
+        let point = raw(70);
+        let cue = crate::media::scte35::SpliceInsert {
+            event_id: 1,
+            out_of_network: true,
+            pts: point,
+            duration: None,
+            program_id: 1,
+        };
+        let mut placed = Vec::new();
+        for i in 0..100 {
+            if i == 20 {
+                q.cue(cue.section(), tsdemux(i));
+            }
+            q.raw_pts.push_back(raw(i));
+            let (pts, _) = q.place(0, tsdemux(i), tsdemux(i), F);
+            q.picture(pts);
+            placed.push(pts);
+        }
+        let relayed = q.cues.front().expect("the cue is kept");
+        let shown = super::super::mux::ticks_90k(placed[70]);
+        assert_eq!(lands(relayed, point), shown, "the cue names the picture it named");
+        // Held from the cue to the splice point, steered before and after.
+        assert_eq!(placed[70] - placed[20], 50 * F);
+        assert_eq!(placed[19] - placed[18], F + STEER_NS);
+        assert_eq!(placed[99] - placed[98], F + STEER_NS);
+        // A cue naming a point a minute and more ahead holds nothing.
+        q.cue(crate::media::scte35::SpliceInsert { pts: raw(99) + 61 * 90_000, ..cue }.section(), 0);
+        assert_eq!(q.steady_until, None);
     }
 }

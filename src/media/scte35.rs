@@ -58,6 +58,40 @@ pub fn restamp(section: &[u8], add: u64) -> Option<Vec<u8>> {
 
 /// `splice_command_type` of a splice_insert.
 pub const SPLICE_INSERT: u8 = 0x05;
+/// `splice_command_type` of a time_signal.
+pub const TIME_SIGNAL: u8 = 0x06;
+
+/// The PTS (90 kHz, `pts_adjustment` applied, 33 bits) of the picture a
+/// clear splice_insert or time_signal names. `None` for a splice with no
+/// time (immediate, cancelled, per component), an encrypted section,
+/// another command, or a section that is not whole.
+pub fn splice_pts(section: &[u8]) -> Option<u64> {
+    // encrypted_packet: the command cannot be read.
+    if !is_splice_info(section) || section[4] & 0x80 != 0 {
+        return None;
+    }
+    let time = match command_type(section)? {
+        SPLICE_INSERT => {
+            // splice_event_cancel_indicator; then out_of_network,
+            // program_splice_flag, duration_flag, splice_immediate_flag.
+            let (cancel, flags) = (*section.get(18)?, *section.get(19)?);
+            if cancel & 0x80 != 0 || flags & 0x40 == 0 || flags & 0x10 != 0 {
+                return None;
+            }
+            20
+        }
+        TIME_SIGNAL => 14,
+        _ => return None,
+    };
+    // splice_time(): time_specified_flag, reserved, pts_time. The CRC's 4
+    // bytes are not the command's.
+    let t = section.get(time..(time + 5).min(section.len() - 4))?;
+    if t.len() < 5 || t[0] & 0x80 == 0 {
+        return None;
+    }
+    let pts = (u64::from(t[0] & 1) << 32) | u64::from(u32::from_be_bytes([t[1], t[2], t[3], t[4]]));
+    Some((pts + pts_adjustment(section)?) & PTS_MASK)
+}
 
 /// One splice_insert as the relay writes it for a scheduled break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +285,50 @@ mod tests {
         bad[20] ^= 1;
         assert!(restamp(&bad, 1).is_none());
         assert!(restamp(&s[..10], 1).is_none());
+    }
+
+    /// `s` with its CRC made good after an edit.
+    fn crc_again(mut s: Vec<u8>) -> Vec<u8> {
+        let n = s.len();
+        let crc = ts::crc32_mpeg2(&s[..n - 4]);
+        s[n - 4..].copy_from_slice(&crc.to_be_bytes());
+        s
+    }
+
+    #[test]
+    fn the_splice_point_is_read_with_its_adjustment_and_only_when_it_is_given() {
+        let s = splice_insert(0x1_2345_6789, 0);
+        assert_eq!(splice_pts(&s), Some(0x1_2345_6789));
+        assert_eq!(splice_pts(&splice_insert(PTS_MASK - 10, 20)), Some(9), "modulo 2^33");
+        let moved = restamp(&s, 90_000).expect("good");
+        assert_eq!(splice_pts(&moved), Some(0x1_2345_6789 + 90_000));
+        // splice_immediate_flag: no time to read.
+        let mut immediate = s.clone();
+        immediate[19] |= 0x10;
+        assert_eq!(splice_pts(&crc_again(immediate)), None);
+        // A cancel.
+        let mut cancel = s.clone();
+        cancel[18] |= 0x80;
+        assert_eq!(splice_pts(&crc_again(cancel)), None);
+        // Encrypted: the command is not clear.
+        let mut encrypted = s.clone();
+        encrypted[4] |= 0x80;
+        assert_eq!(splice_pts(&crc_again(encrypted)), None);
+        // A damaged section.
+        let mut bad = s.clone();
+        bad[21] ^= 1;
+        assert_eq!(splice_pts(&bad), None);
+        // A time_signal with its time; one without.
+        let signal = |time: &[u8]| {
+            let mut t = vec![TABLE_ID, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xf0, time.len() as u8, TIME_SIGNAL];
+            t.extend_from_slice(time);
+            t.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            let len = t.len() - 3;
+            (t[1], t[2]) = (0x30 | (len >> 8) as u8, len as u8);
+            crc_again(t)
+        };
+        assert_eq!(splice_pts(&signal(&[0xff, 0x00, 0x00, 0x01, 0x00])), Some((1 << 32) | 0x100));
+        assert_eq!(splice_pts(&signal(&[0x7e])), None);
     }
 
     #[test]
