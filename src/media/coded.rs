@@ -216,7 +216,7 @@ const STEADY_MAX: u64 = 60 * 90_000;
 /// `STEER_NS` toward tsdemux's time so that clock drift is followed; a
 /// jump of more than `REGRID_NS` starts a new grid. While a SCTE-35 cue
 /// waits for its splice point the feed is not steered (see
-/// [`Queues::place`]).
+/// `Queues::place`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Regular {
     /// (tsdemux's DTS, our DTS) of the last access unit.
@@ -256,6 +256,10 @@ pub struct Queues {
     pub epoch: u64,
     /// What the feed carries.
     pub format: FeedFormat,
+    /// tsdemux has added a pad for every track of the programme
+    /// (`no-more-pads`) since the pipeline (re)started: `format` lists all
+    /// of them. Until then it is being built, track by track.
+    pub complete: bool,
     /// Video access units, oldest first.
     pub video: VecDeque<Au>,
     /// Audio access units per track, oldest first.
@@ -360,6 +364,7 @@ impl CodedFeed {
         q.audio.clear();
         q.grids.clear();
         q.format = FeedFormat::default();
+        q.complete = false;
         q.cues.clear();
         q.raw_pts.clear();
         q.pts_map = None;
@@ -457,6 +462,8 @@ pub fn demux_into(
     pipeline.add(&demux).map_err(|e| MediaError::Pipeline(format!("contribution pipeline: {e}")))?;
     let sink = demux.static_pad("sink").ok_or_else(|| MediaError::Pipeline("tsdemux without sink pad".into()))?;
     ts_pad.link(&sink).map_err(|e| MediaError::Pipeline(format!("cannot link the contribution to tsdemux: {e}")))?;
+    let built = Arc::clone(out);
+    demux.connect_no_more_pads(move |_| built.lock().complete = true);
     let weak = pipeline.downgrade();
     let out = Arc::clone(out);
     let counters = Arc::clone(counters);

@@ -253,6 +253,12 @@ struct Splicer {
     video: Vec<VecDeque<Au>>,
     audio: Vec<Vec<VecDeque<Au>>>,
     formats: Vec<FeedFormat>,
+    /// Per feed: tsdemux has added every track's pad since the feed's
+    /// pipeline last started ([`Queues::complete`](super::coded::Queues)).
+    /// A format still being built never sets the layout: a feed
+    /// restarting on air would otherwise announce a PMT without its
+    /// tracks, and partners would see two PMT changes.
+    complete: Vec<bool>,
     on: Feed,
     pending: Option<Pending>,
     play: SlatePlay,
@@ -310,6 +316,7 @@ impl Splicer {
             video: vec![VecDeque::new(); n],
             audio: vec![Vec::new(); n],
             formats: vec![FeedFormat::default(); n],
+            complete: vec![false; n],
             on: Feed::Slate,
             // The first slate picture starts the stream.
             pending: Some(Pending { to: Feed::Slate, from: 0, asked: 0 }),
@@ -419,6 +426,7 @@ impl Splicer {
                 }
             }
             self.formats[i] = q.format.clone();
+            self.complete[i] = q.complete;
             self.scte35 |= q.format.scte35;
             self.cues[i].extend(q.cues.drain(..));
             self.video[i].extend(q.video.drain(..));
@@ -466,7 +474,7 @@ impl Splicer {
             self.pending = Some(Pending { to: want, from: due, asked: now });
         }
         self.video(now, due, out);
-        if self.on != Feed::Slate {
+        if self.on != Feed::Slate && self.complete[index(self.on)] {
             let format = self.formats[index(self.on)].clone();
             self.set_layout(&format);
         }
@@ -577,18 +585,20 @@ impl Splicer {
         let (pts, format) = match p.to {
             Feed::Slate => {
                 self.play = SlatePlay { origin: at, count: 0 };
-                (at, self.slate.as_ref().map(|s| s.format.clone()).unwrap_or_default())
+                (at, Some(self.slate.as_ref().map(|s| s.format.clone()).unwrap_or_default()))
             }
             f => {
                 let pts = self.video[index(f)].front().map_or(at, |a| a.pts);
-                (pts, self.formats[index(f)].clone())
+                (pts, self.complete[index(f)].then(|| self.formats[index(f)].clone()))
             }
         };
         self.changes.push_back((pts, p.to));
         while self.changes.len() > 32 {
             self.changes.pop_front();
         }
-        self.set_layout(&format);
+        if let Some(format) = format {
+            self.set_layout(&format);
+        }
         *lock(&self.shared.shown) = p.to;
         let program = p.to != Feed::Slate;
         let waited_ms = now.saturating_sub(p.asked.max(1)) as f64 / 1e6;
