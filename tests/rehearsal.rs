@@ -287,20 +287,35 @@ async fn an_event_arming_stops_a_rehearsal_in_preflight_without_waiting_for_it()
 
 /// The slowest answer to GetEvent and ListEvents, asked one after the
 /// other for `span`.
-async fn slowest_reads(server: &ApiServer, event: &str, span: Duration) -> Duration {
+/// How long each GetEvent and ListEvents took, asked in turn for `span`,
+/// slowest first.
+async fn read_times(server: &ApiServer, event: &str, span: Duration) -> Vec<Duration> {
     let mut e = EventServiceClient::new(server.transport().await);
     let token = server.token(Role::Observer).to_owned();
-    let (mut slowest, end) = (Duration::ZERO, Instant::now() + span);
+    let (mut took, end) = (Vec::new(), Instant::now() + span);
     while Instant::now() < end {
         let asked = Instant::now();
         e.get_event(authed(proto::EventRef { event_id: event.to_owned() }, &token)).await.expect("get");
-        slowest = slowest.max(asked.elapsed());
+        took.push(asked.elapsed());
         let asked = Instant::now();
         e.list_events(authed(proto::ListEventsRequest {}, &token)).await.expect("list");
-        slowest = slowest.max(asked.elapsed());
+        took.push(asked.elapsed());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    slowest
+    took.sort_by(|a, b| b.cmp(a));
+    took
+}
+
+/// Reads answer within 50 ms. One of the hundred and more may be
+/// preempted past that on a loaded 2-core machine running other tests
+/// (seen once: 53.7 ms), but not past 250 ms: a read waiting on a
+/// black hole waits seconds (the connect timeouts), and every read
+/// asked meanwhile with it.
+fn assert_reads_answered(took: &[Duration], while_: &str) {
+    assert!(took.len() >= 20, "only {} reads {while_}", took.len());
+    let over = took.iter().filter(|t| **t >= Duration::from_millis(50)).count();
+    assert!(over <= 1, "{over} reads took 50 ms or more {while_}: {:?}", &took[..over.min(10)]);
+    assert!(took[0] < Duration::from_millis(250), "a read took {:?} {while_}", took[0]);
 }
 
 /// Master control never waits on a partner (issue 16). An RTMP ingest
@@ -362,7 +377,7 @@ async fn black_holed_partners_cannot_stall_master_control() {
     let mut r = RehearsalServiceClient::new(server.transport().await);
     let started = r.start_rehearsal(authed(short_rehearsal(&event), &op)).await.expect("start").into_inner();
     assert_eq!(started.state, proto::RehearsalState::Preflight as i32);
-    let in_preflight = slowest_reads(&server, &event, Duration::from_secs(3)).await;
+    let in_preflight = read_times(&server, &event, Duration::from_secs(3)).await;
     let rep = r
         .get_rehearsal_report(authed(proto::RehearsalRef { rehearsal_id: started.rehearsal_id.clone() }, &op))
         .await
@@ -380,7 +395,7 @@ async fn black_holed_partners_cannot_stall_master_control() {
     let asked = Instant::now();
     e.arm(authed(proto::EventRef { event_id: event.clone() }, &op)).await.expect("arm");
     let arm_took = asked.elapsed();
-    let armed = slowest_reads(&server, &event, Duration::from_secs(3)).await;
+    let armed = read_times(&server, &event, Duration::from_secs(3)).await;
     e.abort(authed(proto::EventRef { event_id: event }, &op)).await.expect("abort");
     watcher.abort();
 
@@ -388,13 +403,17 @@ async fn black_holed_partners_cannot_stall_master_control() {
     let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
     let widest = gaps.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "slowest read: {in_preflight:?} in preflight, {armed:?} armed; cancel {cancel_took:?}; arm {arm_took:?}; \
+        "slowest reads: {:?} in preflight, {:?} armed; cancel {cancel_took:?}; arm {arm_took:?}; \
          {} status updates, widest gap {widest:?} (gaps: {gaps:?})",
+        &in_preflight[..3],
+        &armed[..3],
         times.len()
     );
-    assert!(in_preflight < Duration::from_millis(50), "a read took {in_preflight:?} during the preflight");
-    assert!(armed < Duration::from_millis(50), "a read took {armed:?} while the legs waited on the holes");
-    assert!(cancel_took < Duration::from_millis(50), "CancelEvent took {cancel_took:?}");
+    assert_reads_answered(&in_preflight, "during the preflight");
+    assert_reads_answered(&armed, "while the legs waited on the holes");
+    // Served, not queued behind the holes; it writes the store (a sync on
+    // a loaded disk), so it gets the reads' ceiling.
+    assert!(cancel_took < Duration::from_millis(250), "CancelEvent took {cancel_took:?}");
     assert!(arm_took < Duration::from_millis(1500), "Arm took {arm_took:?}");
     assert!(times.len() >= 10, "only {} status updates in about 6 s", times.len());
     // A tick late is noise on a loaded machine; two are a broken rhythm
