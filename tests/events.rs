@@ -907,3 +907,55 @@ async fn a_long_as_run_log_comes_in_pages_and_holds_up_no_command() {
     assert_eq!(all.as_array().map(Vec::len), Some(details.len()));
     server.stop().await;
 }
+
+/// A write the store refuses (a trigger here, as a full disk would) fails
+/// the command that asked for it, and only that: the client hears the
+/// store failed, nothing stored before is lost, and master control's
+/// memory follows the store (the refused event is not in the schedule).
+/// Once the store takes writes again, scheduling works, and a daemon
+/// started again on the store finds what was answered "done".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_store_refuses_fails_its_command_and_the_schedule_follows_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("simulcast.db");
+    let server = ApiServer::start_with(&db, options()).await;
+    let admin = server.token(Role::Admin).to_owned();
+    // One channel (nothing is armed: nothing is sent to it).
+    let ch = config::parse_channel(
+        "id = \"kz\"\nname = \"KZ\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+         ingest = { type = \"udp\", uri = \"udp://127.0.0.1:9\" }\n",
+    )
+    .expect("channel");
+    let req = proto::CreateChannelRequest { channel: Some(channel_to_proto_with_secrets(&ch)) };
+    let mut c = ChannelServiceClient::new(server.transport().await);
+    c.create_channel(authed(req, &admin)).await.expect("create channel");
+    let mut e = EventServiceClient::new(server.transport().await);
+    let titles = |events: &[proto::Event]| events.iter().map(|e| e.title.clone()).collect::<Vec<_>>();
+    let kept = e.schedule_event(authed(schedule_in(3600, "Kept"), &admin)).await.expect("schedule").into_inner();
+
+    // Another connection to the same file, as an operator's sqlite3.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other
+        .execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(FAIL, 'disk full'); END;")
+        .unwrap();
+    let refused = e.schedule_event(authed(schedule_in(7200, "Refused"), &admin)).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::Internal, "{refused:?}");
+    assert!(refused.message().contains("store failed"), "{}", refused.message());
+    let listed = e.list_events(authed(proto::ListEventsRequest {}, &admin)).await.expect("list").into_inner();
+    assert_eq!(titles(&listed.events), ["Kept"], "memory holds what the store holds");
+    // Writes of other kinds still go through.
+    let cancelled = e.cancel_event(authed(r(&kept.id), &admin)).await.expect("cancel").into_inner();
+    assert_eq!(state(&cancelled), EventState::Cancelled);
+
+    other.execute_batch("DROP TRIGGER refuse;").unwrap();
+    e.schedule_event(authed(schedule_in(7200, "Again"), &admin)).await.expect("schedule again");
+    server.stop().await;
+
+    let again = ApiServer::start_with(&db, options()).await;
+    let mut e = EventServiceClient::new(again.transport().await);
+    let listed = e.list_events(authed(proto::ListEventsRequest {}, again.token(Role::Admin))).await.unwrap();
+    let listed = listed.into_inner().events;
+    assert_eq!(titles(&listed), ["Kept", "Again"]);
+    assert_eq!(state(&listed[0]), EventState::Cancelled);
+    again.stop().await;
+}

@@ -11,7 +11,7 @@ use super::asrun::Kind;
 use crate::alerts::deliver::Counters;
 use crate::alerts::{self, Alert, Cause};
 use crate::config::{AlertSettings, ChannelId};
-use crate::store::{AsRunEntry, Store, StoreError};
+use crate::store::{AsRunEntry, Store};
 
 /// What the coordinator holds for alerts.
 pub(super) struct Alerting {
@@ -69,57 +69,56 @@ pub(super) fn cause_of(kind: Kind) -> Option<Cause> {
 }
 
 impl State {
-    /// Appends `e`, with the alert its kind raises, in one transaction.
-    pub(super) fn append(&self, e: &AsRunEntry, kind: Kind) -> Result<(), StoreError> {
-        self.append_raising(e, cause_of(kind))
-    }
-
-    /// Appends `e` and queues the alert for `cause`, if any, in one
-    /// transaction, then wakes the deliverer.
-    pub(super) fn append_raising(&self, e: &AsRunEntry, cause: Option<Cause>) -> Result<(), StoreError> {
-        let alert = cause.map(|c| self.alert_for(c, e));
-        self.store.append_asrun_alerting(e, alert.as_ref(), &self.alerting.names)?;
-        if let Some(a) = &alert {
-            self.raised(a);
-        }
-        Ok(())
-    }
-
-    /// [`State::append`] where nothing can be undone if the store fails
-    /// (what happened, happened): the loss is logged instead.
+    /// Appends `e`, with the alert its kind raises, in one transaction
+    /// (with this turn's writes; a loss is logged by the writer).
     pub(super) fn record(&self, e: &AsRunEntry, kind: Kind) {
         self.record_raising(e, cause_of(kind));
     }
 
-    /// [`State::append_raising`], the loss logged if the store fails.
+    /// Appends `e` and queues the alert for `cause`, if any, in one
+    /// transaction; the deliverer is woken once it is committed.
     pub(super) fn record_raising(&self, e: &AsRunEntry, cause: Option<Cause>) {
-        if let Err(err) = self.append_raising(e, cause) {
-            tracing::error!(error = %err, kind = %e.kind, event = %e.event_id, "As-run entry lost: the store failed.");
+        let alert = cause.map(|c| self.alert_for(c, e));
+        if let Some(a) = &alert {
+            self.raised(a);
         }
+        let (entry, names, wake) = (e.clone(), self.alerting.names.clone(), Arc::clone(&self.alerting.wake));
+        self.write(format!("as-run entry {} of {}", e.kind, e.event_id), move |s| {
+            s.append_asrun_alerting(&entry, alert.as_ref(), &names)?;
+            if alert.is_some() {
+                wake.notify_one();
+            }
+            Ok(())
+        });
     }
 
     /// Queues a test alert to every webhook.
-    pub(super) fn test_alert(&self, by: &str) -> Result<Alert, StoreError> {
+    pub(super) fn test_alert(&self, by: &str) -> Alert {
         let now = self.options.clock.now();
         let detail = format!("sent by {by} with `simulcastctl alerts test`");
         let a = alerts::raise(&self.options.alerts, now, Cause::Test, detail, None, None);
-        self.store.queue_alert(&a, &self.alerting.names)?;
         self.raised(&a);
-        Ok(a)
+        let (queued, names, wake) = (a.clone(), self.alerting.names.clone(), Arc::clone(&self.alerting.wake));
+        self.write(format!("test alert {}", a.idempotency_key), move |s| {
+            s.queue_alert(&queued, &names)?;
+            wake.notify_one();
+            Ok(())
+        });
+        a
     }
 
+    /// Counts and logs an alert (the deliverer is woken once it is stored).
     fn raised(&self, a: &Alert) {
         self.alerting.counters.raised(a.severity);
         tracing::warn!(key = %a.idempotency_key, kind = a.kind.as_str(), severity = a.severity.as_str(),
             summary = %a.summary, "Alert raised.");
-        self.alerting.wake.notify_one();
     }
 
     /// The alert `cause` raises for the entry `e`: its event and leg looked
     /// up for their air time, zone and country.
     fn alert_for(&self, cause: Cause, e: &AsRunEntry) -> Alert {
         let event = self.events.get(&e.event_id);
-        let channel = ChannelId::parse(&e.channel_id).ok().and_then(|id| self.store.channel(&id).ok().flatten());
+        let channel = ChannelId::parse(&e.channel_id).ok().and_then(|id| self.channel(&id));
         let now = e.utc.parse().unwrap_or_else(|_| self.options.clock.now());
         alerts::raise(&self.options.alerts, now, cause, e.detail.clone(), event, channel.as_ref())
     }

@@ -221,7 +221,7 @@ impl State {
         {
             r.live_start = Some(first);
         }
-        let store = &self.store;
+        let mut kept = Vec::new();
         let live_start = &mut r.live_start;
         r.pictures.retain(|p| {
             let e = &p.entry;
@@ -235,12 +235,20 @@ impl State {
                 live_start.as_ref().map(|t| (t.at + schedule::chrono_duration(p.delay), Arc::clone(&t.jpeg)))
             };
             if let Some((taken, jpeg)) = found {
-                if let Err(err) = store.insert_asrun_picture(e, &utc_text(taken), &jpeg) {
-                    warn!(kind = %e.kind, error = %err, "The picture of an as-run entry could not be kept.");
-                }
+                kept.push((e.clone(), utc_text(taken), jpeg));
                 return false;
             }
             now - p.at < wait
         });
+        for (e, taken, jpeg) in kept {
+            // A picture that cannot be kept is only a picture: the turn's
+            // other writes go on.
+            self.write(format!("the picture of as-run entry {}", e.kind), move |s| {
+                if let Err(err) = s.insert_asrun_picture(&e, &taken, &jpeg) {
+                    warn!(kind = %e.kind, error = %err, "The picture of an as-run entry could not be kept.");
+                }
+                Ok(())
+            });
+        }
     }
 }

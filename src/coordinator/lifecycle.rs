@@ -38,7 +38,7 @@ impl State {
         self.stop_rehearsal(&format!("event {} went live", event.id)).await;
         let mut channels = Vec::new();
         for id in &event.channel_ids {
-            let skipped = match self.store.channel(id)? {
+            let skipped = match self.channel(id) {
                 Some(c) if c.enabled => match self.options.refuses(&c) {
                     // The clock arms without an operator: the other legs go
                     // on air, this one is skipped with the reason.
@@ -56,7 +56,7 @@ impl State {
             };
             let now = self.options.clock.now();
             let e = entry(now, &event.id.0, id.as_str(), None, Kind::LegSkipped, skipped, &Actor::Daemon);
-            self.append(&e, Kind::LegSkipped)?;
+            self.record(&e, Kind::LegSkipped);
         }
         let delays: Vec<(String, Duration)> = channels
             .iter()
@@ -66,7 +66,10 @@ impl State {
         // What this event's log says already (before a restart): only the
         // kinds the loop keeps track of, not a long log whole.
         let kinds = [Kind::LegProgram, Kind::LegNotOnAir, Kind::BreakStart, Kind::BreakEnd].map(Kind::as_str);
-        let logged = self.store.asrun_kinds(&event.id.0, &kinds)?;
+        // Read after every write asked for (this turn's too).
+        self.flush();
+        let event_id = event.id.0.clone();
+        let logged = self.writer.call(move |s| s.asrun_kinds(&event_id, &kinds)).await.ok_or(CoordError::Stopped)??;
         let mut starting = Starting {
             event_id: event.id.clone(),
             plan: None,
@@ -301,9 +304,9 @@ impl State {
             })
             .collect();
         // One commit for every leg (they raise no alert).
-        if let Err(err) = self.store.append_asrun_all(&totals) {
-            error!(error = %err, event = %s.event_id, legs = totals.len(), "The legs' totals were lost: the store failed.");
-        }
+        self.write(format!("the totals of {} leg(s) of event {}", totals.len(), s.event_id), move |store| {
+            store.append_asrun_all(&totals)
+        });
         if let Some(dir) = s.recording {
             tokio::task::spawn_blocking(move || {
                 if dir.exists()

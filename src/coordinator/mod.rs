@@ -1,7 +1,8 @@
 //! The coordinator: the one owner of mutable state. API services send it
-//! commands over a channel and await the answer; it applies the rules, writes
-//! the store and the as-run log, runs the clock (arm at T0 - preroll, air at
-//! T0, post-roll at the end), starts and stops the relay of the event that
+//! commands over a channel and await the answer; it applies the rules, has
+//! the store and the as-run log written (by the store's writer, off its
+//! loop: `writes.rs`), runs the clock (arm at T0 - preroll, air at T0,
+//! post-roll at the end), starts and stops the relay of the event that
 //! runs, and publishes snapshots for watchers. Nothing else changes state.
 
 mod alerting;
@@ -12,6 +13,7 @@ mod lifecycle;
 mod rehearsals;
 mod status;
 mod transitions;
+mod writes;
 
 pub use lifecycle::ABORT_SLATE;
 pub use rehearsals::NewRecurring;
@@ -36,7 +38,7 @@ use crate::rehearsal::{Plan, Report};
 use crate::relay::Relay;
 use crate::schedule::breaks::{AdBreak, NewBreak};
 use crate::schedule::{self, Action, Clock, Event, EventId};
-use crate::store::{AsRunEntry, Store, StoreError};
+use crate::store::{AsRunEntry, Store, StoreError, Writer};
 use lifecycle::{Started, Starting, Then};
 use transitions::Applied;
 
@@ -270,8 +272,13 @@ impl Coordinator {
         let (tx, rx) = mpsc::channel(256);
         let (status_tx, status) = watch::channel(Arc::new(Snapshot::initial()));
         let (started_tx, started_rx) = mpsc::unbounded_channel();
+        let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let alerting = alerting::Alerting::start(&store, &options.alerts);
         let state = State {
+            writer: Writer::start(Arc::clone(&store)),
+            batch: std::sync::Mutex::default(),
+            failed_tx,
+            channels: Vec::new(),
             store,
             alerting,
             options,
@@ -294,7 +301,7 @@ impl Coordinator {
             started_tx,
             loop_times: Arc::default(),
         };
-        let task = tokio::spawn(state.run(rx, started_rx));
+        let task = tokio::spawn(state.run(rx, started_rx, failed_rx));
         (Self { tx, status, reads }, task)
     }
 
@@ -602,7 +609,17 @@ struct Running {
 pub const NOT_ON_AIR_GRACE: Duration = Duration::from_secs(10);
 
 struct State {
+    /// Read by the loop only at start; every other store access goes
+    /// through `writer`.
     store: Arc<Store>,
+    /// The store's writer thread ([`writes`]).
+    writer: Writer,
+    /// This turn's writes, handed to the writer at its end.
+    batch: std::sync::Mutex<Vec<writes::Write>>,
+    /// Where the writer says a write failed.
+    failed_tx: mpsc::UnboundedSender<String>,
+    /// Every channel, as stored, in the store's order (creation).
+    channels: Vec<Channel>,
     alerting: alerting::Alerting,
     options: Options,
     events: BTreeMap<String, Event>,
@@ -640,10 +657,16 @@ struct State {
 }
 
 impl State {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut started: mpsc::UnboundedReceiver<Started>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut started: mpsc::UnboundedReceiver<Started>,
+        mut failed: mpsc::UnboundedReceiver<String>,
+    ) {
         if let Err(e) = self.resume().await {
             error!(error = %e, "Cannot read events from the store; the schedule is empty until it can.");
         }
+        self.flush();
         self.publish();
         let mut tick = tokio::time::interval(self.options.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -657,7 +680,14 @@ impl State {
                     // A relay waiting for this one to be gone starts now.
                     self.launch_start();
                     self.changed();
+                    self.flush();
                     self.loop_times.turn("relay-stopped", at);
+                }
+                Some(why) = failed.recv() => {
+                    let at = std::time::Instant::now();
+                    self.store_failed(why).await;
+                    self.flush();
+                    self.loop_times.turn("store-failed", at);
                 }
                 _ = tokio::time::sleep_until(publish_due.unwrap_or_else(tokio::time::Instant::now)),
                     if publish_due.is_some() => {
@@ -668,27 +698,28 @@ impl State {
                 Some(s) = started.recv() => {
                     let at = std::time::Instant::now();
                     self.relay_started(s).await;
+                    self.flush();
                     self.loop_times.turn("relay-started", at);
                 }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
-                        self.abandon_start(&mut started).await;
-                        self.stop_rehearsal("the daemon stopped").await;
-                        self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
-                        self.alerting.stop().await;
+                        self.shut_down(&mut started).await;
                         let _ = reply.send(());
                         break;
                     }
                     Some(cmd) => {
-                        let (started, work) = (std::time::Instant::now(), cmd.name());
+                        let (at, work) = (std::time::Instant::now(), cmd.name());
+                        // A write that failed is read back first: the
+                        // client told of it then sees the store's state.
+                        while let Ok(why) = failed.try_recv() {
+                            self.store_failed(why).await;
+                        }
                         self.handle(cmd).await;
-                        self.loop_times.turn(work, started);
+                        self.flush();
+                        self.loop_times.turn(work, at);
                     }
                     None => {
-                        self.abandon_start(&mut started).await;
-                        self.stop_rehearsal("the daemon stopped").await;
-                        self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
-                        self.alerting.stop().await;
+                        self.shut_down(&mut started).await;
                         break;
                     }
                 },
@@ -703,14 +734,27 @@ impl State {
                     if changed || self.published_at.elapsed() >= due {
                         self.publish();
                     }
+                    self.flush();
                     self.loop_times.turn("tick", started);
                 }
             }
         }
     }
 
+    /// At shutdown: the rehearsal, the relay and the alert deliverer
+    /// stopped, and every write asked for committed.
+    async fn shut_down(&mut self, started: &mut mpsc::UnboundedReceiver<Started>) {
+        self.abandon_start(started).await;
+        self.stop_rehearsal("the daemon stopped").await;
+        self.stop_relay(Kind::DaemonStopped, "simulcastd stopped; legs closed").await;
+        self.flush();
+        self.writer.close().await;
+        self.alerting.stop().await;
+    }
+
     /// Loads events; an event found live means the daemon died mid-event.
     async fn resume(&mut self) -> Result<(), CoordError> {
+        self.channels = self.store.channels()?;
         let (events, unreadable) = self.store.events()?;
         for e in events {
             self.events.insert(e.id.0.clone(), e);
@@ -718,7 +762,7 @@ impl State {
         for bad in unreadable {
             error!(error = %bad, "A stored event cannot be read: it is left out of the schedule (and left in the store); every other event is loaded.");
             if let StoreError::Corrupt { id, reason } = &bad {
-                self.log(id, Kind::EventUnreadable, format!("{reason}; left out of the schedule"), &Actor::Daemon)?;
+                self.log(id, Kind::EventUnreadable, format!("{reason}; left out of the schedule"), &Actor::Daemon);
                 self.unreadable.insert(id.clone(), reason.clone());
             }
         }
@@ -727,19 +771,20 @@ impl State {
         // A rehearsal the store holds unfinished died with the daemon.
         for mut r in self.store.rehearsals(None)?.into_iter().filter(|r| r.phase != crate::rehearsal::Phase::Finished) {
             crate::rehearsal::conclude(&mut r, Some("the daemon stopped during it"), self.options.clock.now());
-            self.store.save_rehearsal(&r)?;
+            self.save_rehearsal(&r);
             let detail = format!("{}: {}", r.id, r.summary);
             let e =
                 entry(self.options.clock.now(), &r.event_id, "", None, Kind::RehearsalFinished, detail, &Actor::Daemon);
-            self.append_raising(&e, Some(crate::alerts::Cause::RehearsalFailed))?;
+            self.record_raising(&e, Some(crate::alerts::Cause::RehearsalFailed));
         }
-        self.refresh_verdicts();
+        self.flush();
+        self.load_verdicts().await;
         self.refresh_events();
         let live: Vec<Event> = self.events.values().filter(|e| e.state.is_live()).cloned().collect();
         for e in live {
             let detail = format!("simulcastd started again while the event was {}; resuming", e.state);
             warn!(event = %e.id, state = %e.state, "Resuming an event after a restart.");
-            self.log(&e.id.0, Kind::DaemonRestarted, detail, &Actor::Daemon)?;
+            self.log(&e.id.0, Kind::DaemonRestarted, detail, &Actor::Daemon);
         }
         self.step_clock().await;
         // The clock may have ended the event (or be starting its relay);
@@ -757,21 +802,18 @@ impl State {
 
     /// A resumed event's legs are rebuilt, or cannot be: said in its log.
     fn resumed(&mut self, id: &EventId, result: Result<(), CoordError>) {
-        let r = match result {
+        match result {
             Ok(()) => {
                 if let Some(e) = self.events.get(&id.0).cloned() {
                     self.update_cue(&e);
                 }
                 let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
-                self.log(&id.0, Kind::LegsRebuilt, detail, &Actor::Daemon)
+                self.log(&id.0, Kind::LegsRebuilt, detail, &Actor::Daemon);
             }
             Err(err) => {
                 error!(event = %id, error = %err, "Cannot rebuild the legs of a resumed event.");
-                self.log(&id.0, Kind::RelayFailed, err.to_string(), &Actor::Daemon)
+                self.log(&id.0, Kind::RelayFailed, err.to_string(), &Actor::Daemon);
             }
-        };
-        if let Err(e) = r {
-            error!(event = %id, error = %e, "The resumed event's as-run entry was lost.");
         }
         self.publish();
     }
@@ -790,11 +832,10 @@ impl State {
         }
     }
 
-    /// Appends an event-wide as-run entry (committed before this returns).
-    fn log(&self, event_id: &str, kind: Kind, detail: String, actor: &Actor) -> Result<(), CoordError> {
+    /// Appends an event-wide as-run entry (with this turn's writes).
+    fn log(&self, event_id: &str, kind: Kind, detail: String, actor: &Actor) {
         let now = self.options.clock.now();
-        self.append(&entry(now, event_id, "", None, kind, detail, actor), kind)?;
-        Ok(())
+        self.record(&entry(now, event_id, "", None, kind, detail, actor), kind);
     }
 
     fn refresh_events(&mut self) {
@@ -879,15 +920,15 @@ impl State {
         match cmd {
             Command::CreateChannel { channel, actor, reply } => {
                 let r = self.create_channel(channel, &actor);
-                let _ = reply.send(r);
+                self.answer(reply, r);
             }
             Command::UpdateChannel { channel, actor, reply } => {
                 let r = self.update_channel(channel, &actor);
-                let _ = reply.send(r);
+                self.answer(reply, r);
             }
             Command::DeleteChannel { id, actor, reply } => {
                 let r = self.delete_channel(&id, &actor);
-                let _ = reply.send(r);
+                self.answer(reply, r);
             }
             Command::Schedule { new, actor, reply } => {
                 let r = self.schedule(new, &actor);
@@ -935,22 +976,19 @@ impl State {
                 let r = self.start_rehearsal(&id, plan, &actor);
                 self.answer_change(reply, r);
             }
-            Command::GetRehearsal { id, reply } => {
-                let _ = reply.send(self.rehearsal_report(&id));
-            }
-            Command::ListRehearsals { event_id, reply } => {
-                let _ = reply.send(self.rehearsal_reports(event_id.as_deref()));
-            }
+            Command::GetRehearsal { id, reply } => self.rehearsal_report(id, reply),
+            Command::ListRehearsals { event_id, reply } => self.rehearsal_reports(event_id, reply),
             Command::ScheduleRehearsal { new, actor, reply } => {
                 let r = self.schedule_rehearsal(new, &actor);
-                let _ = reply.send(r);
+                self.answer(reply, r);
             }
             Command::ListSchedules { event_id, reply } => {
                 let v = self.schedules.iter().filter(|s| event_id.as_ref().is_none_or(|e| *e == s.event_id)).cloned();
                 let _ = reply.send(Ok(v.collect()));
             }
             Command::DeleteSchedule { id, actor, reply } => {
-                let _ = reply.send(self.delete_schedule(&id, &actor));
+                let r = self.delete_schedule(&id, &actor);
+                self.answer(reply, r);
             }
             Command::ScheduleBreak { new, actor, reply } => {
                 let r = self.schedule_break(new, &actor);
@@ -965,7 +1003,8 @@ impl State {
                 self.answer_change(reply, r);
             }
             Command::TestAlert { actor, reply } => {
-                let _ = reply.send(self.test_alert(actor.name()).map_err(CoordError::from));
+                let r = Ok(self.test_alert(actor.name()));
+                self.answer(reply, r);
             }
             // run() answers Shutdown itself, after stopping the relay.
             Command::Shutdown { reply } => {
@@ -980,9 +1019,10 @@ impl State {
     /// waited behind every watcher's task (200 watchers: Hold p50 10.3 ms,
     /// 1.6 ms without them; GetEvent, which publishes nothing, 0.4 ms).
     /// A command after it reads the loop's state, never the snapshot.
-    fn answer_change<T>(&mut self, reply: Reply<T>, r: Result<T, CoordError>) {
+    /// The answer waits for the command's writes ([`State::answer`]).
+    fn answer_change<T: Send + 'static>(&mut self, reply: Reply<T>, r: Result<T, CoordError>) {
         let changed = r.is_ok();
-        let _ = reply.send(r);
+        self.answer(reply, r);
         if changed {
             self.changed();
         }
@@ -999,7 +1039,7 @@ impl State {
     /// channel outlives one event's contribution format.)
     fn fits_beside_others(&self, channel: &Channel) -> Result<(), CoordError> {
         let mut errs = Vec::new();
-        if let Some(why) = config::port_clash(channel, &self.store.channels()?) {
+        if let Some(why) = config::port_clash(channel, &self.channel_list()) {
             errs.push(FieldError { key: "ingest.uri".into(), message: why });
         }
         if let Some(why) = self.options.file_leg_refused(channel) {
@@ -1008,20 +1048,36 @@ impl State {
         if errs.is_empty() { Ok(()) } else { Err(CoordError::Invalid(errs)) }
     }
 
-    fn create_channel(&self, channel: Channel, actor: &Actor) -> Result<Channel, CoordError> {
-        if self.store.channel(&channel.id)?.is_some() {
+    /// The stored channel `id`, if there is one.
+    fn channel(&self, id: &ChannelId) -> Option<Channel> {
+        self.channels.iter().find(|c| c.id == *id).cloned()
+    }
+
+    /// Every stored channel.
+    fn channel_list(&self) -> Vec<Channel> {
+        self.channels.clone()
+    }
+
+    fn create_channel(&mut self, channel: Channel, actor: &Actor) -> Result<Channel, CoordError> {
+        if self.channels.iter().any(|c| c.id == channel.id) {
             return Err(CoordError::AlreadyExists(format!("channel `{}` exists already", channel.id)));
         }
         self.fits_beside_others(&channel)?;
-        if !self.store.insert_channel(&channel)? {
-            return Err(CoordError::AlreadyExists(format!("channel `{}` exists already", channel.id)));
-        }
-        self.record_channel(&channel, Kind::ChannelCreated, describe(&channel), actor)?;
+        let stored = channel.clone();
+        self.write(format!("channel `{}` created", channel.id), move |s| {
+            if s.insert_channel(&stored)? {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!("channel `{}` is stored already", stored.id)))
+            }
+        });
+        self.record_channel(&channel, Kind::ChannelCreated, describe(&channel), actor);
+        self.channels.push(channel.clone());
         Ok(channel)
     }
 
-    fn update_channel(&self, mut channel: Channel, actor: &Actor) -> Result<Channel, CoordError> {
-        let old = self.store.channel(&channel.id)?.ok_or_else(|| not_found(&channel.id))?;
+    fn update_channel(&mut self, mut channel: Channel, actor: &Actor) -> Result<Channel, CoordError> {
+        let old = self.channel(&channel.id).ok_or_else(|| not_found(&channel.id))?;
         if let Some(e) = self.live_event_with(&channel.id) {
             return Err(CoordError::FailedPrecondition(format!(
                 "channel `{}` is on air in event {} ({}); change it after the event",
@@ -1030,40 +1086,51 @@ impl State {
         }
         channel.keep_secrets(&old);
         self.fits_beside_others(&channel)?;
-        self.store.update_channel(&channel)?;
-        self.record_channel(&channel, Kind::ChannelUpdated, describe(&channel), actor)?;
+        let stored = channel.clone();
+        self.write(format!("channel `{}` updated", channel.id), move |s| {
+            if s.update_channel(&stored)? {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!("channel `{}` is not stored", stored.id)))
+            }
+        });
+        self.record_channel(&channel, Kind::ChannelUpdated, describe(&channel), actor);
+        if let Some(c) = self.channels.iter_mut().find(|c| c.id == channel.id) {
+            *c = channel.clone();
+        }
         Ok(channel)
     }
 
-    fn delete_channel(&self, id: &ChannelId, actor: &Actor) -> Result<(), CoordError> {
-        let ch = self.store.channel(id)?.ok_or_else(|| not_found(id))?;
+    fn delete_channel(&mut self, id: &ChannelId, actor: &Actor) -> Result<(), CoordError> {
+        let ch = self.channel(id).ok_or_else(|| not_found(id))?;
         if let Some(e) = self.live_event_with(id) {
             return Err(CoordError::FailedPrecondition(format!(
                 "channel `{id}` is on air in event {} ({}); delete it after the event",
                 e.id, e.state
             )));
         }
-        self.store.delete_channel(id)?;
-        self.record_channel(&ch, Kind::ChannelDeleted, String::new(), actor)
-    }
-
-    /// Writes an as-run entry about a channel; the entry is committed before
-    /// the caller hears "done".
-    fn record_channel(&self, ch: &Channel, kind: Kind, detail: String, actor: &Actor) -> Result<(), CoordError> {
-        self.store.append_asrun(&entry(
-            self.options.clock.now(),
-            SYSTEM_EVENT,
-            ch.id.as_str(),
-            Some(ch.timezone),
-            kind,
-            detail,
-            actor,
-        ))?;
+        let gone = id.clone();
+        self.write(format!("channel `{id}` deleted"), move |s| {
+            if s.delete_channel(&gone)? {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!("channel `{gone}` is not stored")))
+            }
+        });
+        self.record_channel(&ch, Kind::ChannelDeleted, String::new(), actor);
+        self.channels.retain(|c| c.id != *id);
         Ok(())
     }
 
+    /// Writes an as-run entry about a channel, with the channel's change:
+    /// the caller hears "done" once both are committed.
+    fn record_channel(&self, ch: &Channel, kind: Kind, detail: String, actor: &Actor) {
+        let e = entry(self.options.clock.now(), SYSTEM_EVENT, ch.id.as_str(), Some(ch.timezone), kind, detail, actor);
+        self.record(&e, kind);
+    }
+
     fn schedule(&mut self, new: NewEvent, actor: &Actor) -> Result<Event, CoordError> {
-        let channels = self.store.channels()?;
+        let channels = self.channel_list();
         let refuses = |c: &Channel| self.options.refuses(c);
         let cx = schedule::request::Context {
             now: self.options.clock.now(),
@@ -1072,9 +1139,17 @@ impl State {
             retention: self.options.retention,
         };
         let event = schedule::request::check(&new, new_event_id(), &cx).map_err(CoordError::Invalid)?;
-        if !self.store.insert_event(&event)? {
+        if self.events.contains_key(&event.id.0) {
             return Err(CoordError::AlreadyExists(format!("event {} exists already", event.id)));
         }
+        let stored = event.clone();
+        self.write(format!("event {} scheduled", event.id), move |s| {
+            if s.insert_event(&stored)? {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!("event {} is stored already", stored.id)))
+            }
+        });
         let detail = format!(
             "\"{}\" at {} for {}, {} leg(s), preroll {}, postroll {}",
             event.title,
@@ -1084,7 +1159,7 @@ impl State {
             config::uri::format_duration(event.preroll),
             config::uri::format_duration(event.postroll),
         );
-        self.log(&event.id.0, Kind::Scheduled, detail, actor)?;
+        self.log(&event.id.0, Kind::Scheduled, detail, actor);
         info!(event = %event.id, on_air = %utc_text(event.on_air), legs = event.channel_ids.len(), "Event scheduled.");
         self.events.insert(event.id.0.clone(), event.clone());
         self.refresh_events();
@@ -1095,7 +1170,7 @@ impl State {
         let event = self.get(&new.event_id)?;
         let mut channels = Vec::new();
         for id in &event.channel_ids {
-            channels.extend(self.store.channel(id)?.filter(|c| c.enabled));
+            channels.extend(self.channel(id).filter(|c| c.enabled));
         }
         let existing: Vec<AdBreak> = self.breaks.iter().filter(|b| b.event_id == event.id).cloned().collect();
         let cx = schedule::breaks::BreakContext {
@@ -1112,7 +1187,8 @@ impl State {
         let made = schedule::breaks::check(&new, make_id, &cx).map_err(CoordError::Invalid)?;
         let detail = made.iter().map(describe_break).collect::<Vec<_>>().join("; ");
         let e = entry(self.options.clock.now(), &event.id.0, "", None, Kind::BreakScheduled, detail, actor);
-        self.store.insert_breaks(&made, &e)?;
+        let stored = made.clone();
+        self.write(format!("{} break(s) of event {}", made.len(), event.id), move |s| s.insert_breaks(&stored, &e));
         for b in &made {
             info!(event = %event.id, brk = %b.id, start = %utc_text(b.start), legs = b.channel_ids.len(), "Break scheduled.");
         }
@@ -1141,9 +1217,14 @@ impl State {
             )));
         }
         let e = entry(now, &b.event_id.0, "", None, Kind::BreakCancelled, describe_break(&b), actor);
-        if !self.store.delete_break(id, &e)? {
-            return Err(CoordError::NotFound(format!("no break {}", config::quote(id))));
-        }
+        let gone = id.to_owned();
+        self.write(format!("break {id} cancelled"), move |s| {
+            if s.delete_break(&gone, &e)? {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!("break {gone} is not stored")))
+            }
+        });
         info!(brk = %id, "Break cancelled.");
         Arc::make_mut(&mut self.breaks).retain(|x| x.id != id);
         self.push_breaks();
@@ -1176,7 +1257,7 @@ impl State {
         let mut out = Vec::new();
         for cid in &event.channel_ids {
             // A channel deleted since has no zone any more: it is left out.
-            if let Some(ch) = self.store.channel(cid)? {
+            if let Some(ch) = self.channel(cid) {
                 out.push(schedule::air_time(event.on_air, &ch).map_err(CoordError::FailedPrecondition)?);
             }
         }
@@ -1192,12 +1273,14 @@ impl State {
         })
     }
 
-    /// Persists `event` with the entry explaining it, then updates memory.
-    fn save(&mut self, event: Event, e: AsRunEntry) -> Result<Event, CoordError> {
-        self.store.update_event(&event, &e)?;
+    /// Updates memory and asks for `event` to be stored with the entry
+    /// explaining it.
+    fn save(&mut self, event: Event, e: AsRunEntry) -> Event {
+        let stored = event.clone();
+        self.write(format!("event {} ({}): {}", event.id, event.state, e.detail), move |s| s.update_event(&stored, &e));
         self.events.insert(event.id.0.clone(), event.clone());
         self.refresh_events();
-        Ok(event)
+        event
     }
 }
 

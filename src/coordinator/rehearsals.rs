@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::asrun::{Actor, Kind, entry, utc_text};
-use super::{CoordError, State};
+use super::{CoordError, Reply, State};
 use crate::config;
 use crate::rehearsal::recurring::{self, Recurring};
 use crate::rehearsal::{self, Phase, Plan, Report};
@@ -93,12 +93,12 @@ impl State {
         }
         let mut channels = Vec::new();
         for cid in &event.channel_ids {
-            if let Some(c) = self.store.channel(cid)?.filter(|c| c.enabled) {
+            if let Some(c) = self.channel(cid).filter(|c| c.enabled) {
                 channels.push(c);
             }
         }
         let report = Report::new(new_id("rh"), id.0.clone(), actor.name().to_owned(), plan, now, &channels);
-        self.store.save_rehearsal(&report)?;
+        self.save_rehearsal(&report);
         let detail = format!(
             "{}: pre-roll {}, programme {}, post-roll {}, {} source, {} leg(s){}",
             report.id,
@@ -109,7 +109,7 @@ impl State {
             channels.len(),
             if plan.stamp { ", each stamped with its channel name" } else { "" }
         );
-        self.log(&id.0, Kind::RehearsalStarted, detail, actor)?;
+        self.log(&id.0, Kind::RehearsalStarted, detail, actor);
         info!(rehearsal = %report.id, event = %id, actor = actor.name(), "Rehearsal started.");
         let setup = rehearsal::Setup {
             title: event.title.clone(),
@@ -129,30 +129,47 @@ impl State {
         self.rehearsal.as_ref().map(|a| a.report.borrow().clone())
     }
 
-    /// A report: the running one from memory, others from the store.
-    pub(super) fn rehearsal_report(&self, id: &str) -> Result<Report, CoordError> {
+    /// Answers with a report: the running one from memory, others read
+    /// from the store after every write asked for (a report just saved
+    /// included), on the writer thread.
+    pub(super) fn rehearsal_report(&self, id: String, reply: Reply<Report>) {
         if let Some(r) = self.active_rehearsal().filter(|r| r.id == id) {
-            return Ok(r);
+            self.answer(reply, Ok(r));
+            return;
         }
-        self.store
-            .rehearsals(None)?
-            .into_iter()
-            .find(|r| r.id == id)
-            .ok_or_else(|| CoordError::NotFound(format!("no rehearsal {}", crate::config::quote(id))))
+        self.flush();
+        self.writer.run(move |s| {
+            let found = s.rehearsals(None).map_err(CoordError::from).and_then(|all| {
+                all.into_iter()
+                    .find(|r| r.id == id)
+                    .ok_or_else(|| CoordError::NotFound(format!("no rehearsal {}", crate::config::quote(&id))))
+            });
+            let _ = reply.send(found);
+        });
     }
 
-    /// Reports of one event (or all), oldest first; the running one current.
-    pub(super) fn rehearsal_reports(&self, event_id: Option<&str>) -> Result<Vec<Report>, CoordError> {
+    /// Answers with the reports of one event (or all), oldest first; the
+    /// running one current (see [`State::rehearsal_report`]).
+    pub(super) fn rehearsal_reports(&self, event_id: Option<String>, reply: Reply<Vec<Report>>) {
         let active = self.active_rehearsal();
-        Ok(self
-            .store
-            .rehearsals(event_id)?
-            .into_iter()
-            .map(|r| match &active {
-                Some(a) if a.id == r.id => a.clone(),
-                _ => r,
-            })
-            .collect())
+        self.flush();
+        self.writer.run(move |s| {
+            let all = s.rehearsals(event_id.as_deref()).map_err(CoordError::from).map(|all| {
+                all.into_iter()
+                    .map(|r| match &active {
+                        Some(a) if a.id == r.id => a.clone(),
+                        _ => r,
+                    })
+                    .collect()
+            });
+            let _ = reply.send(all);
+        });
+    }
+
+    /// Asks for `report` to be stored.
+    pub(super) fn save_rehearsal(&self, report: &Report) {
+        let stored = report.clone();
+        self.write(format!("rehearsal report {}", report.id), move |s| s.save_rehearsal(&stored));
     }
 
     /// Collects a finished rehearsal: stores its report and writes the
@@ -176,13 +193,11 @@ impl State {
     }
 
     fn record_rehearsal(&mut self, report: &Report) {
-        if let Err(e) = self.store.save_rehearsal(report) {
-            error!(error = %e, rehearsal = %report.id, "Rehearsal report lost: the store failed.");
-        }
+        self.save_rehearsal(report);
         let at = report.finished_at.unwrap_or_else(|| self.options.clock.now());
         for leg in &report.legs {
             let id = config::ChannelId::parse(&leg.channel_id).ok();
-            let tz = id.and_then(|id| self.store.channel(&id).ok().flatten()).map(|c| c.timezone);
+            let tz = id.and_then(|id| self.channel(&id)).map(|c| c.timezone);
             let verdict = if leg.passed { "PASSED".to_owned() } else { format!("FAILED: {}", leg.errors.join("; ")) };
             let stamp = leg.stamp.as_ref().map(|s| format!("; stamped: {s}")).unwrap_or_default();
             let detail = format!("{}: {verdict}; {} bytes sent{stamp}", report.id, leg.bytes_sent);
@@ -199,21 +214,32 @@ impl State {
             &Actor::Daemon,
         );
         self.record_raising(&e, (!report.passed).then_some(crate::alerts::Cause::RehearsalFailed));
-        self.refresh_verdicts();
+        self.note_verdict(report);
     }
 
-    /// The latest finished report of each event, for metrics.
-    pub(super) fn refresh_verdicts(&mut self) {
-        match self.store.rehearsals(None) {
-            Ok(all) => {
-                let mut latest: std::collections::BTreeMap<String, Report> = Default::default();
-                for r in all.into_iter().filter(|r| r.phase == Phase::Finished) {
-                    latest.insert(r.event_id.clone(), r);
+    /// The latest finished report of each event, for metrics, read from
+    /// the store at start.
+    pub(super) async fn load_verdicts(&mut self) {
+        match self.writer.call(|s| s.rehearsals(None)).await {
+            Some(Ok(all)) => {
+                for r in all.iter().filter(|r| r.phase == Phase::Finished) {
+                    self.note_verdict(r);
                 }
-                self.verdicts = Arc::new(latest.into_values().collect());
             }
-            Err(e) => error!(error = %e, "Cannot read rehearsal reports."),
+            Some(Err(e)) => error!(error = %e, "Cannot read rehearsal reports."),
+            None => {}
         }
+    }
+
+    /// `report`, finished, is its event's latest verdict.
+    fn note_verdict(&mut self, report: &Report) {
+        if report.phase != Phase::Finished {
+            return;
+        }
+        let verdicts = Arc::make_mut(&mut self.verdicts);
+        verdicts.retain(|r| r.event_id != report.event_id);
+        verdicts.push(report.clone());
+        verdicts.sort_by(|a, b| a.event_id.cmp(&b.event_id));
     }
 
     /// Stops a running rehearsal (an event arms, the daemon stops) and
@@ -254,9 +280,10 @@ impl State {
             created_at: now,
             last_fired: None,
         };
-        self.store.save_schedule(&rec)?;
+        let stored = rec.clone();
+        self.write(format!("recurring rehearsal {}", rec.id), move |s| s.save_schedule(&stored));
         let detail = format!("{}: every day at {} {} until {}", rec.id, at.format("%H:%M"), rec.timezone, until);
-        self.log(&event.id.0, Kind::RehearsalScheduled, detail, actor)?;
+        self.log(&event.id.0, Kind::RehearsalScheduled, detail, actor);
         self.schedules.push(rec.clone());
         Ok(rec)
     }
@@ -266,9 +293,16 @@ impl State {
         let Some(rec) = self.schedules.iter().find(|s| s.id == id).cloned() else {
             return Err(CoordError::NotFound(format!("no recurring rehearsal {}", crate::config::quote(id))));
         };
-        self.store.delete_schedule(id)?;
+        let gone = id.to_owned();
+        self.write(format!("recurring rehearsal {id} deleted"), move |s| {
+            if s.delete_schedule(&gone)? {
+                Ok(())
+            } else {
+                Err(crate::store::StoreError::Conflict(format!("recurring rehearsal {gone} is not stored")))
+            }
+        });
         self.schedules.retain(|s| s.id != id);
-        self.log(&rec.event_id, Kind::RehearsalUnscheduled, rec.id.clone(), actor)?;
+        self.log(&rec.event_id, Kind::RehearsalUnscheduled, rec.id.clone(), actor);
         Ok(())
     }
 
@@ -294,14 +328,18 @@ impl State {
                 Ok(id) => info!(schedule = %rec.id, rehearsal = %id, "Recurring rehearsal fired."),
                 Err(why) => {
                     warn!(schedule = %rec.id, why = %why, "Recurring rehearsal skipped.");
-                    let _ =
-                        self.log(&rec.event_id, Kind::RehearsalSkipped, format!("{}: {why}", rec.id), &Actor::Daemon);
+                    self.log(&rec.event_id, Kind::RehearsalSkipped, format!("{}: {why}", rec.id), &Actor::Daemon);
                 }
             }
             self.schedules[i].last_fired = Some(due);
-            if let Err(e) = self.store.save_schedule(&self.schedules[i]) {
-                error!(error = %e, "Cannot store a recurring rehearsal's last run.");
-            }
+            let stored = self.schedules[i].clone();
+            self.write(format!("the last run of recurring rehearsal {}", stored.id), move |s| {
+                if let Err(e) = s.save_schedule(&stored) {
+                    // Fired again at the next start, as late as it is then.
+                    error!(error = %e, "Cannot store a recurring rehearsal's last run.");
+                }
+                Ok(())
+            });
             fired = true;
         }
         fired

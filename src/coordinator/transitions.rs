@@ -63,7 +63,7 @@ impl State {
                 let refused: Vec<String> = event
                     .channel_ids
                     .iter()
-                    .filter_map(|c| self.store.channel(c).ok().flatten())
+                    .filter_map(|c| self.channel(c))
                     .filter(|c| c.enabled)
                     .filter_map(|c| self.options.refuses(&c))
                     .collect();
@@ -92,7 +92,6 @@ impl State {
         let mut event = self.get(id)?;
         let next = schedule::transition(event.state, action)
             .map_err(|m| CoordError::FailedPrecondition(format!("event {id}: {m}")))?;
-        let started_here = !event.state.is_live() && next.is_live();
         let now = self.options.clock.now();
         match action {
             Action::End if actor.is_person() && now < event.end() => event.ended = Some(now),
@@ -105,17 +104,10 @@ impl State {
         if !why.is_empty() {
             detail = format!("{detail}: {why}");
         }
-        let event = match self
-            .save(event, entry(self.options.clock.now(), &id.0, "", None, Kind::entering(next), detail, actor))
-        {
-            Ok(e) => e,
-            Err(e) => {
-                if started_here {
-                    self.stop_relay(Kind::LegsClosed, "the store failed; the event did not change").await;
-                }
-                return Err(e);
-            }
-        };
+        // Should the write fail, the store is read back and a relay started
+        // here stops (`State::store_failed`).
+        let event =
+            self.save(event, entry(self.options.clock.now(), &id.0, "", None, Kind::entering(next), detail, actor));
         info!(event = %id, from = %from, to = %next, actor = actor.name(), "Event state changed.");
         self.update_cue(&event);
         // Only this event's own relay stops: cancelling another, scheduled
@@ -169,8 +161,7 @@ impl State {
         let old_end = event.end();
         event.duration = new_std;
         let detail = format!("end moved from {} to {}", utc_text(old_end), utc_text(event.end()));
-        let event =
-            self.save(event, entry(self.options.clock.now(), &id.0, "", None, Kind::Extended, detail, actor))?;
+        let event = self.save(event, entry(self.options.clock.now(), &id.0, "", None, Kind::Extended, detail, actor));
         self.update_cue(&event);
         Ok(event)
     }
@@ -201,7 +192,7 @@ impl State {
         // The request; the switch itself is logged as `source-switched`
         // when the program's picture changes.
         let detail = format!("source {} -> {} (by hand)", from.as_str(), choice.as_str());
-        self.log(&id.0, Kind::SourceSelected, detail, actor)?;
+        self.log(&id.0, Kind::SourceSelected, detail, actor);
         self.update_cue(&event);
         Ok(event)
     }
@@ -258,7 +249,7 @@ impl State {
             Err(text) => {
                 if self.arm_failure.as_deref() != Some(&text) {
                     error!(event = %id, action = action.as_str(), error = %text, "The clock could not move the event.");
-                    let _ = self.log(&id.0, Kind::ArmFailed, text.clone(), &Actor::Scheduler);
+                    self.log(&id.0, Kind::ArmFailed, text.clone(), &Actor::Scheduler);
                     self.arm_failure = Some(text);
                 }
             }

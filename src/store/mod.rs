@@ -16,7 +16,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod alerts;
+pub mod writer;
 pub use alerts::{Delivery, DeliveryOutcome, DeliveryState, DueDelivery, StoredAlert};
+pub use writer::Writer;
 
 use crate::config::{self, Channel, ChannelId};
 use crate::schedule::breaks::AdBreak;
@@ -39,6 +41,10 @@ pub enum StoreError {
         /// What the lock file says about its holder.
         holder: String,
     },
+    /// The store holds what the coordinator's memory does not (a row it
+    /// was to insert, or lacks one it was to change).
+    #[error("store: {0}")]
+    Conflict(String),
     /// A stored row no longer validates (edited by hand, or a newer schema).
     #[error("store: stored row {id} is invalid: {reason}")]
     Corrupt {

@@ -1,0 +1,118 @@
+//! The loop's store work, off the loop. A turn decides and changes its
+//! memory; the writes it asks for ([`State::write`]) go, at the end of the
+//! turn, to the store's writer thread as one job ([`State::flush`]). A
+//! client whose command changed something is answered by that job, once
+//! the writes are committed ([`State::answer`]): "done" still means
+//! stored, and the loop never waits on the disk.
+//!
+//! A write that fails stops its turn's other writes, answers the client
+//! with the store's error, and tells the loop, which reads the schedule,
+//! the channels, the breaks and the recurring rehearsals back from the
+//! store ([`State::store_failed`]): nothing stored is lost, and memory
+//! holds what the store holds again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tracing::{error, warn};
+
+use super::asrun::Kind;
+use super::{CoordError, Reply, State};
+use crate::store::{Store, StoreError};
+
+/// What a write does, on the writer thread.
+type Run = Box<dyn FnOnce(&Store) -> Result<(), StoreError> + Send>;
+
+/// One write a turn asks for.
+pub(super) struct Write {
+    /// What is lost if it fails, for the log.
+    what: String,
+    run: Run,
+}
+
+/// A turn's writes, run in order on the writer thread; the first failure
+/// stops them, is logged and is told to the loop.
+fn run_all(
+    store: &Store,
+    writes: Vec<Write>,
+    failed: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<(), StoreError> {
+    for w in writes {
+        if let Err(e) = (w.run)(store) {
+            error!(error = %e, lost = %w.what, "A store write failed: it and the rest of its turn's writes are lost.");
+            let _ = failed.send(format!("{}: {e}", w.what));
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+impl State {
+    /// Asks for a write at the end of this turn, after the ones asked for
+    /// before it. `what` names what is lost should it fail.
+    pub(super) fn write(
+        &self,
+        what: impl Into<String>,
+        run: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
+    ) {
+        crate::media::lock(&self.batch).push(Write { what: what.into(), run: Box::new(run) });
+    }
+
+    /// Hands the turn's writes to the writer thread.
+    pub(super) fn flush(&self) {
+        let writes = std::mem::take(&mut *crate::media::lock(&self.batch));
+        if writes.is_empty() {
+            return;
+        }
+        let failed = self.failed_tx.clone();
+        self.writer.run(move |store| {
+            let _ = run_all(store, writes, &failed);
+        });
+    }
+
+    /// Answers `reply` with `r` once the writes asked for so far are
+    /// committed: with the store's error instead if one failed.
+    pub(super) fn answer<T: Send + 'static>(&self, reply: Reply<T>, r: Result<T, CoordError>) {
+        let writes = std::mem::take(&mut *crate::media::lock(&self.batch));
+        if writes.is_empty() {
+            let _ = reply.send(r);
+            return;
+        }
+        let failed = self.failed_tx.clone();
+        self.writer.run(move |store| {
+            let r = run_all(store, writes, &failed).map_err(CoordError::Store).and(r);
+            let _ = reply.send(r);
+        });
+    }
+
+    /// A write failed (the writer logged it): memory is read
+    /// back from the store, after every write queued so far. A running
+    /// relay whose event the store does not hold live is stopped, as an
+    /// event that could not be saved live never went on air.
+    pub(super) async fn store_failed(&mut self, why: String) {
+        warn!(why = %why, "Reading the schedule back from the store after a failed write.");
+        let read = self
+            .writer
+            .call(|s| -> Result<_, StoreError> { Ok((s.events()?.0, s.channels()?, s.breaks()?, s.schedules()?)) })
+            .await;
+        let (events, channels, breaks, schedules) = match read {
+            Some(Ok(all)) => all,
+            Some(Err(e)) => {
+                error!(error = %e, "Cannot read the store back either; memory keeps what it has.");
+                return;
+            }
+            None => return,
+        };
+        self.events = events.into_iter().map(|e| (e.id.0.clone(), e)).collect::<BTreeMap<_, _>>();
+        self.channels = channels;
+        self.breaks = Arc::new(breaks);
+        self.schedules = schedules;
+        self.refresh_events();
+        let stale =
+            self.running.as_ref().is_some_and(|r| self.events.get(&r.event_id.0).is_none_or(|e| !e.state.is_live()));
+        if stale {
+            self.begin_stop(Kind::LegsClosed, "the store failed; the event did not change", false, None);
+        }
+        self.changed();
+    }
+}
