@@ -1,14 +1,18 @@
 //! The store's writer: the coordinator's store work, one job at a time in
-//! the order it was asked for, each on a blocking thread. The coordinator's
-//! loop hands it jobs and goes on deciding; a job that answers a client
-//! answers after its writes are committed. A read that must see every
-//! write asked for before it (a report just saved, an as-run entry just
-//! appended) is a job too.
+//! the order it was asked for. The coordinator's loop hands it jobs and
+//! goes on deciding; a job that answers a client answers after its writes
+//! are committed. A read that must see every write asked for before it
+//! (a report just saved, an as-run entry just appended) is a job too.
 //!
-//! Each job is a `spawn_blocking` awaited by one task, not a thread of its
-//! own: on tokio's paused test clock a blocking task holds time still
-//! while it runs, so a scheduler test's clock does not run ahead while a
-//! commit is under way.
+//! The jobs run in one task of their own, each inside `block_in_place`:
+//! the task is woken on the thread that queued the job (tokio runs a task
+//! woken by the running one next, on the same worker), and the job runs
+//! there at once while the worker's other tasks move to another thread.
+//! A handoff to a thread of its own cost a wake-up per command, measured
+//! (docs/benchmarks.md). On a current-thread runtime (the scheduler tests
+//! on paused time), where `block_in_place` is not allowed, the job runs
+//! in the task as it is; the runtime is busy meanwhile, so the paused
+//! clock does not run ahead.
 
 use std::sync::Arc;
 
@@ -29,11 +33,14 @@ impl Writer {
     /// Starts the writer task over `store` (on the current runtime).
     pub fn start(store: Arc<Store>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let multi_thread =
+            tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
         let task = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
-                let store = Arc::clone(&store);
-                if tokio::task::spawn_blocking(move || job(&store)).await.is_err() {
-                    tracing::error!("A store job panicked; the jobs after it still run.");
+                if multi_thread {
+                    tokio::task::block_in_place(|| job(&store));
+                } else {
+                    job(&store);
                 }
             }
         });
