@@ -425,8 +425,9 @@ impl RawChannel {
         }
     }
 
-    /// The TOML text the store keeps.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// The TOML text the store keeps. An error only for a value TOML
+    /// cannot hold; the store refuses the write rather than keep nothing.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
     }
 }

@@ -41,6 +41,14 @@ pub enum StoreError {
         /// What the lock file says about its holder.
         holder: String,
     },
+    /// A channel cannot be written as TOML (a value TOML cannot hold).
+    #[error("store: channel {id} cannot be written: {reason}")]
+    Unwritable {
+        /// The channel.
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// The store holds what the coordinator's memory does not (a row it
     /// was to insert, or lacks one it was to change).
     #[error("store: {0}")]
@@ -53,6 +61,11 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+/// The TOML text a channel is stored as.
+fn channel_doc(ch: &Channel) -> Result<String, StoreError> {
+    config::channel_to_toml(ch).map_err(|e| StoreError::Unwritable { id: ch.id.to_string(), reason: e.to_string() })
 }
 
 /// Migrations, in order; index + 1 is the schema version each one reaches.
@@ -395,17 +408,16 @@ impl Store {
         let n = conn.execute(
             "INSERT OR IGNORE INTO channels (id, doc, position)
              VALUES (?1, ?2, (SELECT IFNULL(MAX(position), 0) + 1 FROM channels))",
-            params![ch.id.as_str(), config::channel_to_toml(ch)],
+            params![ch.id.as_str(), channel_doc(ch)?],
         )?;
         Ok(n == 1)
     }
 
     /// Replaces a channel; `false` if there is none with that id.
     pub fn update_channel(&self, ch: &Channel) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE channels SET doc = ?2 WHERE id = ?1",
-            params![ch.id.as_str(), config::channel_to_toml(ch)],
-        )?;
+        let n = self
+            .conn()
+            .execute("UPDATE channels SET doc = ?2 WHERE id = ?1", params![ch.id.as_str(), channel_doc(ch)?])?;
         Ok(n == 1)
     }
 
