@@ -1065,11 +1065,9 @@ impl State {
         self.fits_beside_others(&channel)?;
         let stored = channel.clone();
         self.write(format!("channel `{}` created", channel.id), move |s| {
-            if s.insert_channel(&stored)? {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!("channel `{}` is stored already", stored.id)))
-            }
+            writes::done_or_conflict(s.insert_channel(&stored)?, || {
+                format!("channel `{}` is stored already", stored.id)
+            })
         });
         self.record_channel(&channel, Kind::ChannelCreated, describe(&channel), actor);
         self.channels.push(channel.clone());
@@ -1088,11 +1086,7 @@ impl State {
         self.fits_beside_others(&channel)?;
         let stored = channel.clone();
         self.write(format!("channel `{}` updated", channel.id), move |s| {
-            if s.update_channel(&stored)? {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!("channel `{}` is not stored", stored.id)))
-            }
+            writes::done_or_conflict(s.update_channel(&stored)?, || format!("channel `{}` is not stored", stored.id))
         });
         self.record_channel(&channel, Kind::ChannelUpdated, describe(&channel), actor);
         if let Some(c) = self.channels.iter_mut().find(|c| c.id == channel.id) {
@@ -1111,11 +1105,7 @@ impl State {
         }
         let gone = id.clone();
         self.write(format!("channel `{id}` deleted"), move |s| {
-            if s.delete_channel(&gone)? {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!("channel `{gone}` is not stored")))
-            }
+            writes::done_or_conflict(s.delete_channel(&gone)?, || format!("channel `{gone}` is not stored"))
         });
         self.record_channel(&ch, Kind::ChannelDeleted, String::new(), actor);
         self.channels.retain(|c| c.id != *id);
@@ -1144,11 +1134,7 @@ impl State {
         }
         let stored = event.clone();
         self.write(format!("event {} scheduled", event.id), move |s| {
-            if s.insert_event(&stored)? {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!("event {} is stored already", stored.id)))
-            }
+            writes::done_or_conflict(s.insert_event(&stored)?, || format!("event {} is stored already", stored.id))
         });
         let detail = format!(
             "\"{}\" at {} for {}, {} leg(s), preroll {}, postroll {}",
@@ -1219,11 +1205,7 @@ impl State {
         let e = entry(now, &b.event_id.0, "", None, Kind::BreakCancelled, describe_break(&b), actor);
         let gone = id.to_owned();
         self.write(format!("break {id} cancelled"), move |s| {
-            if s.delete_break(&gone, &e)? {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!("break {gone} is not stored")))
-            }
+            writes::done_or_conflict(s.delete_break(&gone, &e)?, || format!("break {gone} is not stored"))
         });
         info!(brk = %id, "Break cancelled.");
         Arc::make_mut(&mut self.breaks).retain(|x| x.id != id);

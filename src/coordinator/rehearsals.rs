@@ -295,11 +295,9 @@ impl State {
         };
         let gone = id.to_owned();
         self.write(format!("recurring rehearsal {id} deleted"), move |s| {
-            if s.delete_schedule(&gone)? {
-                Ok(())
-            } else {
-                Err(crate::store::StoreError::Conflict(format!("recurring rehearsal {gone} is not stored")))
-            }
+            super::writes::done_or_conflict(s.delete_schedule(&gone)?, || {
+                format!("recurring rehearsal {gone} is not stored")
+            })
         });
         self.schedules.retain(|s| s.id != id);
         self.log(&rec.event_id, Kind::RehearsalUnscheduled, rec.id.clone(), actor);

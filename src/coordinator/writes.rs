@@ -30,6 +30,13 @@ pub(super) struct Write {
     run: Run,
 }
 
+/// `Ok` if the store did what a write asked (`done`); else the conflict
+/// `what` names (memory and store differ: the write fails, and the store
+/// is read back).
+pub(super) fn done_or_conflict(done: bool, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if done { Ok(()) } else { Err(StoreError::Conflict(what())) }
+}
+
 /// A turn's writes, run in order on the writer thread; the first failure
 /// stops them, is logged and is told to the loop.
 fn run_all(
