@@ -612,7 +612,7 @@ struct State {
     /// Read by the loop only at start; every other store access goes
     /// through `writer`.
     store: Arc<Store>,
-    /// The store's writer thread ([`writes`]).
+    /// The store's writer (see `writes.rs`).
     writer: Writer,
     /// This turn's writes, handed to the writer at its end.
     batch: std::sync::Mutex<Vec<writes::Write>>,

@@ -131,7 +131,7 @@ impl State {
 
     /// Answers with a report: the running one from memory, others read
     /// from the store after every write asked for (a report just saved
-    /// included), on the writer thread.
+    /// included), in the store's writer.
     pub(super) fn rehearsal_report(&self, id: String, reply: Reply<Report>) {
         if let Some(r) = self.active_rehearsal().filter(|r| r.id == id) {
             self.answer(reply, Ok(r));

@@ -1,9 +1,11 @@
 //! The loop's store work, off the loop. A turn decides and changes its
 //! memory; the writes it asks for ([`State::write`]) go, at the end of the
-//! turn, to the store's writer thread as one job ([`State::flush`]). A
-//! client whose command changed something is answered by that job, once
-//! the writes are committed ([`State::answer`]): "done" still means
-//! stored, and the loop never waits on the disk.
+//! turn, to the store's writer ([`crate::store::Writer`]) as one job
+//! ([`State::flush`]). A client whose command changed something is
+//! answered by that job, once the writes are committed ([`State::answer`]):
+//! "done" still means stored, and the loop does not wait on the disk. It
+//! waits on the writer only where it needs a read that follows every write
+//! (the as-run kinds an arming relay starts from, the read-back below).
 //!
 //! A write that fails stops its turn's other writes, answers the client
 //! with the store's error, and tells the loop, which reads the schedule,
@@ -20,7 +22,7 @@ use super::asrun::Kind;
 use super::{CoordError, Reply, State};
 use crate::store::{Store, StoreError};
 
-/// What a write does, on the writer thread.
+/// What a write does, in the writer.
 type Run = Box<dyn FnOnce(&Store) -> Result<(), StoreError> + Send>;
 
 /// One write a turn asks for.
@@ -37,7 +39,7 @@ pub(super) fn done_or_conflict(done: bool, what: impl FnOnce() -> String) -> Res
     if done { Ok(()) } else { Err(StoreError::Conflict(what())) }
 }
 
-/// A turn's writes, run in order on the writer thread; the first failure
+/// A turn's writes, run in order in the writer; the first failure
 /// stops them, is logged and is told to the loop.
 fn run_all(
     store: &Store,
@@ -65,7 +67,7 @@ impl State {
         crate::media::lock(&self.batch).push(Write { what: what.into(), run: Box::new(run) });
     }
 
-    /// Hands the turn's writes to the writer thread.
+    /// Hands the turn's writes to the writer.
     pub(super) fn flush(&self) {
         let writes = std::mem::take(&mut *crate::media::lock(&self.batch));
         if writes.is_empty() {
