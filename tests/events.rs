@@ -943,6 +943,16 @@ async fn a_write_the_store_refuses_fails_its_command_and_the_schedule_follows_th
     assert!(refused.message().contains("store failed"), "{}", refused.message());
     let listed = e.list_events(authed(proto::ListEventsRequest {}, &admin)).await.expect("list").into_inner();
     assert_eq!(titles(&listed.events), ["Kept"], "memory holds what the store holds");
+    // Counted for the on-call engineer (the published snapshot follows
+    // within the 50 ms publish gap).
+    let counted = "simulcast_store_write_failures_total{daemon=\"simulcastd\"} 1\n";
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let mut page = String::new();
+    while std::time::Instant::now() < end && !page.contains(counted) {
+        page = common::server::http_get(&server.http_addr, "/metrics").await.1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(page.contains(counted), "{page}");
     // Writes of other kinds still go through.
     let cancelled = e.cancel_event(authed(r(&kept.id), &admin)).await.expect("cancel").into_inner();
     assert_eq!(state(&cancelled), EventState::Cancelled);

@@ -278,6 +278,7 @@ impl Coordinator {
             writer: Writer::start(Arc::clone(&store)),
             batch: std::sync::Mutex::default(),
             failed_tx,
+            write_failures: Arc::default(),
             channels: Vec::new(),
             store,
             alerting,
@@ -618,6 +619,8 @@ struct State {
     batch: std::sync::Mutex<Vec<writes::Write>>,
     /// Where the writer says a write failed.
     failed_tx: mpsc::UnboundedSender<String>,
+    /// Writes that failed (counted by the writer).
+    write_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Every channel, as stored, in the store's order (creation).
     channels: Vec<Channel>,
     alerting: alerting::Alerting,
@@ -908,6 +911,7 @@ impl State {
             rehearsal: self.active_rehearsal(),
             verdicts: Arc::clone(&self.verdicts),
             unreadable_events: self.unreadable.len(),
+            store_write_failures: self.write_failures.load(std::sync::atomic::Ordering::Relaxed),
             alerts: Arc::clone(&self.alerting.counters),
             breaks: Arc::clone(&self.breaks),
             asrun_written: self.store.asrun_written(),

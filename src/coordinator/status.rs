@@ -81,6 +81,9 @@ pub struct Snapshot {
     pub verdicts: Arc<Vec<crate::rehearsal::Report>>,
     /// Stored events the daemon could not read at start.
     pub unreadable_events: usize,
+    /// Store writes that failed since the daemon started (each lost with
+    /// the rest of its turn's writes; the store was read back).
+    pub store_write_failures: u64,
     /// Alerts raised and delivered (live counters, shared).
     pub alerts: Arc<crate::alerts::deliver::Counters>,
     /// Every ad break, by start, shared between snapshots until one changes.
@@ -104,6 +107,7 @@ impl Snapshot {
             rehearsal: None,
             verdicts: Arc::default(),
             unreadable_events: 0,
+            store_write_failures: 0,
             alerts: Arc::default(),
             breaks: Arc::default(),
             asrun_written: 0,

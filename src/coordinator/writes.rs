@@ -41,19 +41,22 @@ pub(super) fn done_or_conflict(done: bool, what: impl FnOnce() -> String) -> Res
 
 /// A turn's writes, run in order in the writer; the first failure
 /// stops them, is logged and is told to the loop.
-fn run_all(
-    store: &Store,
-    writes: Vec<Write>,
-    failed: &tokio::sync::mpsc::UnboundedSender<String>,
-) -> Result<(), StoreError> {
+fn run_all(store: &Store, writes: Vec<Write>, failed: &Failed) -> Result<(), StoreError> {
     for w in writes {
         if let Err(e) = (w.run)(store) {
             error!(error = %e, lost = %w.what, "A store write failed: it and the rest of its turn's writes are lost.");
-            let _ = failed.send(format!("{}: {e}", w.what));
+            failed.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = failed.tell.send(format!("{}: {e}", w.what));
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// Where a failed write is counted and told.
+struct Failed {
+    count: Arc<std::sync::atomic::AtomicU64>,
+    tell: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 impl State {
@@ -67,13 +70,17 @@ impl State {
         crate::media::lock(&self.batch).push(Write { what: what.into(), run: Box::new(run) });
     }
 
+    fn failed(&self) -> Failed {
+        Failed { count: Arc::clone(&self.write_failures), tell: self.failed_tx.clone() }
+    }
+
     /// Hands the turn's writes to the writer.
     pub(super) fn flush(&self) {
         let writes = std::mem::take(&mut *crate::media::lock(&self.batch));
         if writes.is_empty() {
             return;
         }
-        let failed = self.failed_tx.clone();
+        let failed = self.failed();
         self.writer.run(move |store| {
             let _ = run_all(store, writes, &failed);
         });
@@ -87,7 +94,7 @@ impl State {
             let _ = reply.send(r);
             return;
         }
-        let failed = self.failed_tx.clone();
+        let failed = self.failed();
         self.writer.run(move |store| {
             let r = run_all(store, writes, &failed).map_err(CoordError::Store).and(r);
             let _ = reply.send(r);

@@ -175,6 +175,12 @@ impl prometheus_client::collector::Collector for StateCollector {
             [([("daemon", "simulcastd".to_owned())] as L1, snap.unreadable_events as f64)],
         )?;
 
+        f.counter(
+            "store_write_failures",
+            "Store writes that failed (each lost with the rest of its turn's writes; the schedule was read back).",
+            [([("daemon", "simulcastd".to_owned())] as L1, snap.store_write_failures)],
+        )?;
+
         let a = &snap.alerts;
         let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         f.counter(
