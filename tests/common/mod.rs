@@ -243,6 +243,40 @@ fn temp_dir(tag: &str) -> PathBuf {
     tempfile::Builder::new().prefix(&format!("simulcast-{tag}-")).tempdir().expect("tempdir").keep()
 }
 
+/// Waits (5 s at most) until `child` holds a UDP socket bound to `port`
+/// (one of its descriptors is a socket whose inode /proc/net/udp lists on
+/// that port), so that nothing is sent to it before it listens. A peer
+/// that cannot take a socket from the test binds the port itself after
+/// the test freed it; one that exits meanwhile (the port taken in
+/// between) fails the test here, naming the port, rather than as an
+/// empty capture later.
+fn wait_listening_udp(child: &mut Child, port: u16, what: &str) {
+    let end = Instant::now() + Duration::from_secs(5);
+    let local = format!(":{port:04X} ");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before it listened on UDP port {port} ({status}): was the port taken meanwhile?");
+        }
+        let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+            .collect();
+        let bound = ["/proc/net/udp", "/proc/net/udp6"].iter().any(|t| {
+            std::fs::read_to_string(t).unwrap_or_default().lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 9 && format!("{} ", f[1]).ends_with(&local) && inodes.contains(f[9])
+            })
+        });
+        if bound {
+            return;
+        }
+        assert!(Instant::now() < end, "{what} did not listen on UDP port {port} within 5 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `srt-live-transmit` listening on a port, writing what it receives to a file.
 pub struct SrtReceiver {
     pub port: u16,
@@ -265,7 +299,7 @@ impl SrtReceiver {
     /// loopback (so a [`UdpCapture`] can time every datagram).
     pub fn start_to_udp(port: u16, udp_port: u16) -> Self {
         require("srt-live-transmit", "srt-tools");
-        let child = Command::new("srt-live-transmit")
+        let mut child = Command::new("srt-live-transmit")
             .arg("-q")
             .arg(format!("srt://127.0.0.1:{port}?mode=listener"))
             .arg(format!("udp://127.0.0.1:{udp_port}"))
@@ -274,6 +308,7 @@ impl SrtReceiver {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn srt-live-transmit");
+        wait_listening_udp(&mut child, port, "srt-live-transmit");
         Self { port, path: PathBuf::new(), child: Some(child) }
     }
 
@@ -286,7 +321,7 @@ impl SrtReceiver {
         require("srt-live-transmit", "srt-tools");
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("capture file");
         let secret = passphrase.map(|p| format!("&passphrase={p}")).unwrap_or_default();
-        let child = Command::new("srt-live-transmit")
+        let mut child = Command::new("srt-live-transmit")
             .arg("-q")
             .arg(format!("srt://127.0.0.1:{port}?mode=listener{secret}"))
             .arg("file://con")
@@ -295,6 +330,7 @@ impl SrtReceiver {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn srt-live-transmit");
+        wait_listening_udp(&mut child, port, "srt-live-transmit");
         Self { port, path, child: Some(child) }
     }
 
