@@ -22,6 +22,8 @@ packages=(
   systemd                             # systemd-analyze verify checks the shipped unit in tests
   man-db                              # ... and asks man for the man pages its Documentation= names
   chromium chromium-driver            # a real browser, driven over WebDriver, opens the multiviewer page in tests
+  etcd-server                         # cluster mode's coordination engine, run on loopback in tests
+  protobuf-compiler libprotobuf-dev   # protoc and its well-known types: the etcd-client crate compiles etcd's protos
 )
 
 missing=()

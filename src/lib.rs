@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod legview;

@@ -4,7 +4,7 @@
 //!
 //! Served: ChannelService, EventService, MonitorService,
 //! `grpc.health.v1.Health` (SERVING only while the relay is healthy) and
-//! server reflection, RehearsalService and AlertService.
+//! server reflection, RehearsalService, AlertService and NodeService.
 //! Every RPC is counted by [`GrpcMetricsLayer`]; with a second listener,
 //! `/metrics` and `/healthz` are served there (see [`crate::observe`]).
 
@@ -14,6 +14,7 @@ pub mod channels;
 pub mod convert;
 pub mod events;
 pub mod monitor;
+pub mod nodes;
 pub mod rehearsals;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use crate::proto::alert_service_server::AlertServiceServer;
 use crate::proto::channel_service_server::ChannelServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::monitor_service_server::MonitorServiceServer;
+use crate::proto::node_service_server::NodeServiceServer;
 use crate::proto::rehearsal_service_server::RehearsalServiceServer;
 
 /// Largest request or response message, either way.
@@ -41,11 +43,12 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("simulcast_descriptor");
 
 /// The services whose health is reported (besides the overall `""`).
-pub const SERVICES: [&str; 5] = [
+pub const SERVICES: [&str; 6] = [
     "simulcast.v1.AlertService",
     "simulcast.v1.ChannelService",
     "simulcast.v1.EventService",
     "simulcast.v1.MonitorService",
+    "simulcast.v1.NodeService",
     "simulcast.v1.RehearsalService",
 ];
 
@@ -122,16 +125,28 @@ pub struct HttpPorts {
     pub web: Option<TcpListener>,
 }
 
+/// What the daemon serves besides its ports.
+#[derive(Debug)]
+pub struct Served {
+    /// The one owner of state.
+    pub coordinator: Coordinator,
+    /// Accepted tokens.
+    pub tokens: auth::Tokens,
+    /// TLS for the gRPC port (and the page's port), if any.
+    pub tls: Option<TlsFiles>,
+    /// The cluster this node is in, if any (NodeService answers from it).
+    pub cluster: Option<crate::cluster::Cluster>,
+}
+
 /// Serves the control plane on `listener` until `shutdown` resolves, and
 /// `/metrics`, `/healthz` and the multiviewer page on the `http` ports.
 pub async fn serve(
     listener: TcpListener,
-    coordinator: Coordinator,
-    tokens: auth::Tokens,
-    tls: Option<TlsFiles>,
+    served: Served,
     http: HttpPorts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Served { coordinator, tokens, tls, cluster } = served;
     let metrics = Metrics::new(coordinator.subscribe(), tokens.guard());
     let (health, health_service) = tonic_health::server::health_reporter();
     let interceptor = tokens.interceptor();
@@ -145,6 +160,9 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let alerts = AlertServiceServer::new(alerts::AlertApi { coordinator: coordinator.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let nodes = NodeServiceServer::new(nodes::NodeApi { cluster })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
@@ -257,6 +275,7 @@ pub async fn serve(
         .add_service(InterceptedService::new(channels, interceptor.clone()))
         .add_service(InterceptedService::new(events, interceptor.clone()))
         .add_service(InterceptedService::new(monitor, interceptor.clone()))
+        .add_service(InterceptedService::new(nodes, interceptor.clone()))
         .add_service(InterceptedService::new(rehearsals, interceptor.clone()))
         .add_service(InterceptedService::new(alerts, interceptor))
         .serve_with_incoming_shutdown(incoming, async {

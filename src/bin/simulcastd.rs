@@ -101,6 +101,27 @@ enum Cmd {
         /// --allow-insecure-remote.
         #[arg(long, default_value = "off", value_parser = parse_listen)]
         web_listen: Listen,
+        /// Cluster mode (preview): join the cluster coordinated by the etcd
+        /// at these client URLs (comma-separated, e.g.
+        /// http://127.0.0.1:2379). The node keeps a lease, campaigns for
+        /// leadership and is listed by `simulcastctl nodes`. Each node still
+        /// keeps its own store and runs its own events: shared state and
+        /// leg placement are not built yet (docs/cluster.md). Default:
+        /// single-node mode, no etcd.
+        #[arg(long, value_delimiter = ',', requires = "node")]
+        cluster: Vec<String>,
+        /// This node's name in the cluster (letters, digits, `-`, `_`, `.`).
+        #[arg(long, requires = "cluster")]
+        node: Option<String>,
+        /// How long the node's etcd lease lives without renewal (whole
+        /// seconds): a node silent this long loses its place and, if it
+        /// led, another node leads.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        lease_ttl: Duration,
+        /// The gRPC address other nodes and operators reach this node on,
+        /// as listed by `simulcastctl nodes`; default: the --listen address.
+        #[arg(long)]
+        advertise: Option<String>,
     },
     /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
     Run {
@@ -162,12 +183,17 @@ async fn main() -> std::process::ExitCode {
             retention,
             metrics_listen,
             web_listen,
+            cluster,
+            node,
+            lease_ttl,
+            advertise,
         } => {
             let tls = tls_cert.zip(tls_key);
             let recordings = recordings.unwrap_or_else(|| db.with_extension("recordings"));
             let file_legs = file_legs.unwrap_or_else(|| db.with_extension("files"));
             let net = Net { listen, metrics: metrics_listen.0, web: web_listen.0, tls, allow_insecure_remote };
-            serve(db, net, config, (recordings, retention, file_legs)).await
+            let cluster = node.map(|node| JoinAs { endpoints: cluster, node, lease_ttl, advertise });
+            serve(db, net, config, (recordings, retention, file_legs), cluster).await
         }
     };
     match result {
@@ -357,6 +383,14 @@ async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How `serve` joins a cluster (--cluster, --node, --lease-ttl, --advertise).
+struct JoinAs {
+    endpoints: Vec<String>,
+    node: String,
+    lease_ttl: Duration,
+    advertise: Option<String>,
+}
+
 /// Where `serve` listens.
 struct Net {
     listen: std::net::SocketAddr,
@@ -371,6 +405,7 @@ async fn serve(
     net: Net,
     import: Option<PathBuf>,
     (recordings, retention, file_legs): (PathBuf, Duration, PathBuf),
+    join: Option<JoinAs>,
 ) -> anyhow::Result<()> {
     use simulcast::api::auth::{Caller, Role, Tokens};
     let Net { listen, metrics, web, tls, allow_insecure_remote } = net;
@@ -422,6 +457,19 @@ async fn serve(
             simulcast::web::tls::server_config(t).context("--tls-cert and --tls-key for the page (--web-listen)")?;
         }
     }
+    // Options refused before anything is bound or touched.
+    let cluster_options = join.map(|j| simulcast::cluster::Options {
+        endpoints: j.endpoints,
+        node: j.node,
+        address: j.advertise.unwrap_or_else(|| listen.to_string()),
+        lease_ttl: j.lease_ttl,
+    });
+    if let Some(o) = &cluster_options {
+        let problems = o.problems();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("; "));
+        }
+    }
     // One daemon per store, and nothing in it touched before this one
     // holds it and every port is bound: a start that fails changes nothing.
     let _lock = simulcast::store::StoreLock::take(&db)?;
@@ -465,6 +513,16 @@ async fn serve(
         tracing::error!(problem = %p, "The relay cannot run; health reports NOT_SERVING.");
     }
     let (coordinator, task) = simulcast::coordinator::Coordinator::start(store, options);
+    let cluster = match cluster_options {
+        Some(o) => {
+            let endpoints = o.endpoints.join(",");
+            let c = simulcast::cluster::Cluster::join(o).await?;
+            tracing::info!(node = c.node(), etcd = %endpoints, "Cluster mode (preview): joining through etcd.");
+            c.follow(coordinator.subscribe());
+            Some(c)
+        }
+        None => None,
+    };
     if let Some(h) = &http {
         tracing::info!(addr = %h.local_addr()?, "Metrics and health on http://{}/metrics and /healthz.", h.local_addr()?);
     }
@@ -474,7 +532,13 @@ async fn serve(
     }
     tracing::info!(addr = %listener.local_addr()?, db = %db.display(), tls = tls.is_some(), "Control plane listening.");
     let ports = simulcast::api::HttpPorts { metrics: http, web };
-    let served = simulcast::api::serve(listener, coordinator.clone(), tokens, tls, ports, shutdown_signal()).await;
+    let what = simulcast::api::Served { coordinator: coordinator.clone(), tokens, tls, cluster: cluster.clone() };
+    let served = simulcast::api::serve(listener, what, ports, shutdown_signal()).await;
+    // Leadership and membership are given up first, so another node may
+    // lead at once instead of after the lease's TTL.
+    if let Some(c) = &cluster {
+        c.leave().await;
+    }
     // Every pipeline goes to Null; events keep their state for the next start.
     coordinator.shutdown().await;
     let _ = task.await;

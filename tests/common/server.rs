@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use simulcast::api::HttpPorts;
 use simulcast::api::auth::{Caller, Role, Tokens, hash_token, new_token};
+use simulcast::api::{HttpPorts, Served};
 use simulcast::coordinator::{Coordinator, Options};
 use simulcast::store::{Store, TokenRecord};
 use tonic::Request;
@@ -66,7 +66,8 @@ impl ApiServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let c = coordinator.clone();
         let task = tokio::spawn(async move {
-            simulcast::api::serve(listener, c.clone(), known, None, HttpPorts { metrics: http, web: None }, async {
+            let served = Served { coordinator: c.clone(), tokens: known, tls: None, cluster: None };
+            simulcast::api::serve(listener, served, HttpPorts { metrics: http, web: None }, async {
                 let _ = stopped.await;
             })
             .await

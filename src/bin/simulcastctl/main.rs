@@ -26,6 +26,7 @@ macro_rules! say_raw {
 
 mod alerts;
 mod events;
+mod nodes;
 mod rehearse;
 mod watch;
 
@@ -130,6 +131,10 @@ enum Cmd {
     /// delivery state, or send a test alert.
     #[command(subcommand)]
     Alerts(alerts::AlertsCmd),
+    /// Cluster mode: every node, its role (leader or follower), health
+    /// (UP, or LAPSING when it missed lease renewals), address, legs,
+    /// source and lease, read from etcd by the node asked.
+    Nodes,
     /// Access tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -210,6 +215,7 @@ async fn main() -> ExitCode {
         Cmd::Rehearse(ref a) => return exit(rehearse::rehearse(&cli, a).await),
         Cmd::Rehearsals(ref c) => return exit(rehearse::rehearsals(&cli, c).await),
         Cmd::Alerts(ref c) => alerts::run(&cli, c).await,
+        Cmd::Nodes => nodes::run(&cli).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

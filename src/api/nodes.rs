@@ -1,0 +1,57 @@
+//! NodeService: the cluster's nodes as etcd holds them (observer).
+
+use tonic::{Request, Response, Status};
+
+use super::auth::{Role, require};
+use super::convert::timestamp;
+use crate::cluster::{Cluster, ClusterError, Member};
+use crate::proto::{self, node_service_server::NodeService};
+
+/// The service; `None` in single-node mode.
+#[derive(Debug, Clone)]
+pub struct NodeApi {
+    /// This node's cluster, if it runs in one.
+    pub cluster: Option<Cluster>,
+}
+
+impl From<ClusterError> for Status {
+    fn from(e: ClusterError) -> Self {
+        Status::unavailable(super::bounded(e.to_string(), super::MAX_ERROR_CHARS))
+    }
+}
+
+fn node_to_proto(m: Member) -> proto::Node {
+    let health = if m.up() { proto::NodeHealth::Up } else { proto::NodeHealth::Lapsing };
+    proto::Node {
+        leader: m.leader,
+        health: health.into(),
+        legs: m.record.legs,
+        source: m.record.source,
+        lease_remaining_s: m.lease_remaining_s,
+        lease_ttl_s: m.lease_ttl_s,
+        joined_at: m.record.joined_utc.parse::<chrono::DateTime<chrono::Utc>>().ok().map(timestamp),
+        name: m.record.name,
+        address: m.record.address,
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn list_nodes(
+        &self,
+        req: Request<proto::ListNodesRequest>,
+    ) -> Result<Response<proto::ListNodesResponse>, Status> {
+        require(&req, Role::Observer)?;
+        let Some(cluster) = &self.cluster else {
+            return Err(Status::failed_precondition(
+                "this daemon runs in single-node mode (no --cluster): it is the only node",
+            ));
+        };
+        let members = cluster.members().await?;
+        Ok(Response::new(proto::ListNodesResponse {
+            nodes: members.into_iter().map(node_to_proto).collect(),
+            answered_by: cluster.node().to_owned(),
+            answered_by_leads: cluster.view().leads(),
+        }))
+    }
+}

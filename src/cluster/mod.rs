@@ -1,0 +1,362 @@
+//! Cluster mode (preview): nodes that join through etcd, each under a lease,
+//! and elect one leader with etcd's election API. Nothing here is a protocol
+//! of our own: membership is a key bound to the node's lease, leadership is
+//! etcd's `Campaign` on that same lease.
+//!
+//! What a node knows of itself is fenced by time. It counts its lease as
+//! held only until the TTL that etcd last granted runs out, measured from
+//! when the renewal was *sent*; once that instant passes without a newer
+//! answer (etcd lost, the process stopped), it no longer calls itself
+//! leader, gives the lease up, and joins again as a follower with a new
+//! one. etcd expires the old lease no earlier than that instant, so no two
+//! nodes count themselves leader at once.
+//!
+//! Built so far: membership, health (a node whose renewals stop shows
+//! LAPSING, then leaves the list), the election, and `ListNodes`. Each
+//! node still keeps its own store and runs its own events; shared state,
+//! leg placement and backup ingests come next (issue 18, docs/cluster.md).
+
+mod session;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// Where every node's membership key lives (one key per node, bound to its lease).
+pub const NODES_PREFIX: &str = "/simulcast/nodes/";
+/// The election every node campaigns in.
+pub const ELECTION: &str = "/simulcast/election/leader";
+/// The longest an etcd request may take before it counts as unanswered.
+pub const ETCD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a node joins.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// etcd's client URLs (`http://127.0.0.1:2379`, ...).
+    pub endpoints: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// The gRPC address other nodes and operators reach this node on.
+    pub address: String,
+    /// The lease's time to live: how long a silent node keeps its place.
+    pub lease_ttl: Duration,
+}
+
+impl Options {
+    /// The problems with these options, one message each (empty: fine).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.endpoints.is_empty() {
+            out.push("--cluster needs at least one etcd URL (http://HOST:PORT)".to_owned());
+        }
+        for e in &self.endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() > 256 {
+                out.push(format!("--cluster: `{e}` is not an etcd URL (http://HOST:PORT)"));
+            }
+        }
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+        if self.node.is_empty() || self.node.len() > 63 || !self.node.chars().all(name_ok) {
+            out.push(format!(
+                "--node `{}`: a node name is 1 to 63 letters, digits, `-`, `_` or `.`",
+                self.node.chars().take(80).collect::<String>()
+            ));
+        }
+        let ttl = self.lease_ttl.as_secs();
+        if !(1..=60).contains(&ttl) || self.lease_ttl.subsec_nanos() != 0 {
+            out.push(format!("--lease-ttl {:?}: etcd leases count whole seconds; give 1s to 60s", self.lease_ttl));
+        }
+        out
+    }
+}
+
+/// What a node writes under its membership key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeRecord {
+    /// The node's name.
+    pub name: String,
+    /// Its gRPC address.
+    pub address: String,
+    /// When it joined (this lease), UTC, RFC 3339.
+    pub joined_utc: String,
+    /// Legs its relay carries now.
+    pub legs: u32,
+    /// Its source's state (`-` when no relay runs).
+    pub source: String,
+}
+
+/// This node's own view, published by its session.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Whether etcd answered the last request, and if not why.
+    pub etcd: Result<(), String>,
+    /// The lease held now, if any.
+    pub lease: Option<i64>,
+    /// Until when this node leads: set once its campaign won, to the end
+    /// of the lease as last renewed. Past it, it does not lead.
+    pub leads_until: Option<Instant>,
+    /// Leadership changes seen (won or lost) since the node started.
+    pub elections: u64,
+}
+
+impl View {
+    /// Whether this node leads at this instant.
+    pub fn leads(&self) -> bool {
+        self.leads_until.is_some_and(|u| Instant::now() < u)
+    }
+}
+
+/// A node in `ListNodes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// What it wrote.
+    pub record: NodeRecord,
+    /// Whether it holds the election.
+    pub leader: bool,
+    /// Seconds left on its lease, as etcd counts them.
+    pub lease_remaining_s: i64,
+    /// Its lease's time to live.
+    pub lease_ttl_s: i64,
+}
+
+impl Member {
+    /// Whether it renews on time. A node renews every third of its TTL; one
+    /// with less than half of it left (etcd counts whole seconds, rounded
+    /// down) missed renewals: it is lapsing (stopped, partitioned, or etcd
+    /// is slow to it) and leaves the list when the lease runs out.
+    pub fn up(&self) -> bool {
+        self.lease_remaining_s >= self.lease_ttl_s / 2
+    }
+}
+
+/// The cluster as one node sees it, with the etcd it talks to.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: Options,
+    client: Client,
+    view: watch::Receiver<View>,
+    /// What this node writes under its key (legs and source change).
+    record: watch::Sender<NodeRecord>,
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.inner.options.node).finish_non_exhaustive()
+    }
+}
+
+/// Why a cluster request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// etcd did not answer, or refused.
+    #[error("etcd ({endpoints}) did not answer: {reason}")]
+    Etcd {
+        /// The URLs tried.
+        endpoints: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Cluster {
+    /// Joins: connects to etcd (lazily: a node starts while etcd is away,
+    /// and joins once it answers) and starts the session that keeps the
+    /// lease, the membership key and the campaign.
+    pub async fn join(options: Options) -> anyhow::Result<Cluster> {
+        let problems = options.problems();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("; "));
+        }
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&options.endpoints, Some(connect))
+            .await
+            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", options.endpoints.join(",")))?;
+        let initial = View { etcd: Err("not yet asked".into()), lease: None, leads_until: None, elections: 0 };
+        let (view_tx, view) = watch::channel(initial);
+        let record = NodeRecord {
+            name: options.node.clone(),
+            address: options.address.clone(),
+            joined_utc: String::new(),
+            legs: 0,
+            source: "-".into(),
+        };
+        let (record, record_rx) = watch::channel(record);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(session::run(options.clone(), client.clone(), view_tx, record_rx, stop_rx));
+        let inner = Inner { options, client, view, record, stop, task: std::sync::Mutex::new(Some(task)) };
+        Ok(Cluster { inner: Arc::new(inner) })
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.options.node
+    }
+
+    /// This node's own view now.
+    pub fn view(&self) -> View {
+        self.inner.view.borrow().clone()
+    }
+
+    /// A receiver of this node's view as its session changes it.
+    pub fn subscribe(&self) -> watch::Receiver<View> {
+        self.inner.view.clone()
+    }
+
+    /// Says what this node's relay carries (written under its key).
+    pub fn set_load(&self, legs: u32, source: &str) {
+        self.inner.record.send_if_modified(|r| {
+            let changed = r.legs != legs || r.source != source;
+            r.legs = legs;
+            source.clone_into(&mut r.source);
+            changed
+        });
+    }
+
+    /// Keeps this node's record in step with what its coordinator runs
+    /// (legs carried, the source's state) until the coordinator stops.
+    pub fn follow(
+        &self,
+        mut snaps: watch::Receiver<std::sync::Arc<crate::coordinator::Snapshot>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (legs, source) = {
+                    let s = snaps.borrow_and_update();
+                    match &s.live {
+                        Some(live) => (live.legs.len() as u32, live.source.state.as_str()),
+                        None => (0, "-"),
+                    }
+                };
+                cluster.set_load(legs, source);
+                if snaps.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+
+    fn etcd_error(&self, e: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Etcd { endpoints: self.inner.options.endpoints.join(","), reason: e.to_string() }
+    }
+
+    /// Every node whose lease is alive, by name, with the leader marked:
+    /// read from etcd now (a node that cannot reach etcd answers an error
+    /// naming it, never a stale list).
+    pub async fn members(&self) -> Result<Vec<Member>, ClusterError> {
+        let mut client = self.inner.client.clone();
+        let ask = async {
+            let nodes = client.get(NODES_PREFIX, Some(GetOptions::new().with_prefix())).await?;
+            let leader = match client.leader(ELECTION).await {
+                Ok(r) => r.kv().and_then(|kv| kv.value_str().ok()).map(str::to_owned),
+                // etcd answers "election: no leader" while nobody holds it.
+                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => None,
+                Err(e) => return Err(e),
+            };
+            let mut out = Vec::new();
+            for kv in nodes.kvs() {
+                let Ok(record) = serde_json::from_slice::<NodeRecord>(kv.value()) else {
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "A node key that is not a node record; skipped.");
+                    continue;
+                };
+                let lease = client.lease_time_to_live(kv.lease(), None).await?;
+                out.push(Member {
+                    leader: leader.as_deref() == Some(record.name.as_str()),
+                    record,
+                    lease_remaining_s: lease.ttl(),
+                    lease_ttl_s: lease.granted_ttl(),
+                });
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(ETCD_TIMEOUT, ask).await {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(e)) => Err(self.etcd_error(e)),
+            Err(_) => Err(self.etcd_error(format!("no answer within {} s", ETCD_TIMEOUT.as_secs()))),
+        }
+    }
+
+    /// Leaves: stops the session and revokes the lease, so the node's key
+    /// goes and another node may lead at once instead of after the TTL.
+    pub async fn leave(&self) {
+        let _ = self.inner.stop.send(true);
+        let task = self.inner.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task
+            && tokio::time::timeout(ETCD_TIMEOUT + Duration::from_secs(1), t).await.is_err()
+        {
+            tracing::warn!("The cluster session did not end in time.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            node: "node-a".into(),
+            address: "127.0.0.1:50051".into(),
+            lease_ttl: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn options_name_each_problem() {
+        assert!(options().problems().is_empty());
+        let mut o = options();
+        o.endpoints = vec!["127.0.0.1:2379".into()];
+        o.node = "a b".into();
+        o.lease_ttl = Duration::from_millis(1500);
+        let p = o.problems();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("`127.0.0.1:2379` is not an etcd URL"), "{p:?}");
+        assert!(p[1].contains("--node `a b`"), "{p:?}");
+        assert!(p[2].contains("whole seconds"), "{p:?}");
+        o.endpoints.clear();
+        assert!(o.problems()[0].contains("at least one etcd URL"));
+    }
+
+    #[test]
+    fn a_member_with_less_than_half_its_ttl_left_is_not_up() {
+        let m = |remaining| Member {
+            record: NodeRecord {
+                name: "n".into(),
+                address: String::new(),
+                joined_utc: String::new(),
+                legs: 0,
+                source: String::new(),
+            },
+            leader: false,
+            lease_remaining_s: remaining,
+            lease_ttl_s: 10,
+        };
+        assert!(m(10).up());
+        assert!(m(6).up());
+        assert!(m(5).up());
+        assert!(!m(4).up());
+        assert!(!m(0).up());
+    }
+
+    #[test]
+    fn leadership_ends_with_the_lease_as_last_renewed() {
+        let mut v = View { etcd: Ok(()), lease: Some(1), leads_until: None, elections: 0 };
+        assert!(!v.leads());
+        v.leads_until = Some(Instant::now() + Duration::from_secs(1));
+        assert!(v.leads());
+        v.leads_until = Instant::now().checked_sub(Duration::from_millis(1));
+        assert!(!v.leads());
+    }
+}

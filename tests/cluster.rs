@@ -1,0 +1,325 @@
+//! Cluster mode (preview) with a real etcd (Debian's etcd-server) on
+//! loopback and real `simulcastd serve --cluster` processes: membership,
+//! the election, a leader killed with SIGKILL, a leader stopped with
+//! SIGSTOP (it must not count itself leader when it wakes), and etcd lost
+//! for 10 s. Each test runs its own etcd, so they run in parallel.
+//!
+//! etcd binds its own ports (it cannot take a socket handed over): they
+//! are picked free just before it starts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::authed;
+use common::{ChildGuard, Daemon, free_tcp_port, require, tcp_listener};
+use simulcast::api::auth::{Role, hash_token, new_token};
+use simulcast::proto::node_service_client::NodeServiceClient;
+use simulcast::proto::{ListNodesRequest, ListNodesResponse, NodeHealth};
+use simulcast::store::{Store, TokenRecord};
+
+/// The lease every node here keeps.
+const TTL: Duration = Duration::from_secs(2);
+
+/// A real etcd, single member, on two free loopback ports.
+struct Etcd {
+    child: ChildGuard,
+    url: String,
+}
+
+impl Etcd {
+    fn start(dir: &Path) -> Etcd {
+        require("etcd", "etcd-server");
+        let (client, peer) = (free_tcp_port(), free_tcp_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start etcd");
+        let mut etcd = Etcd { child: ChildGuard(child), url };
+        etcd.wait_healthy(client);
+        etcd
+    }
+
+    /// Waits (20 s at most) until etcd says it is healthy on `/health`.
+    fn wait_healthy(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                panic!("etcd exited ({status}) before it was healthy on port {port}");
+            }
+            let healthy = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                body.contains("\"health\":\"true\"")
+            });
+            if healthy {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd was not healthy on port {port} within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child this test started and still holds.
+        assert_eq!(unsafe { libc::kill(self.child.0.id() as i32, sig) }, 0);
+    }
+}
+
+/// A `simulcastd serve --cluster` node with its own store and an observer token.
+struct Node {
+    name: String,
+    daemon: Daemon,
+    addr: String,
+    token: String,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(dir: &Path, name: &str, etcd: &Etcd) -> Node {
+        let db = dir.join(format!("{name}.db"));
+        let token = new_token().unwrap();
+        let rec =
+            TokenRecord { name: "observer".into(), role: Role::Observer.as_str().into(), sha256: hash_token(&token) };
+        Store::open(&db).unwrap().insert_token(&rec, "2026-12-03T00:00:00Z").unwrap();
+        let grpc = tcp_listener();
+        let addr = format!("http://{}", grpc.local_addr().unwrap());
+        let log = dir.join(format!("{name}.log"));
+        let ttl = format!("{}s", TTL.as_secs());
+        let args: Vec<&OsStr> = vec![
+            OsStr::new("--db"),
+            db.as_os_str(),
+            OsStr::new("--cluster"),
+            OsStr::new(&etcd.url),
+            OsStr::new("--node"),
+            OsStr::new(name),
+            OsStr::new("--lease-ttl"),
+            OsStr::new(&ttl),
+        ];
+        let daemon = Daemon::serve(&grpc, &args, Stdio::from(std::fs::File::create(&log).unwrap()));
+        // The daemon holds its own copy of the socket.
+        drop(grpc);
+        Node { name: name.into(), daemon, addr, token, log }
+    }
+
+    /// `ListNodes` on this node, within `within` (a stopped node does not answer).
+    async fn list(&self, within: Duration) -> Result<ListNodesResponse, String> {
+        let ask = async {
+            let transport = tonic::transport::Endpoint::from_shared(self.addr.clone())
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut c = NodeServiceClient::new(transport);
+            c.list_nodes(authed(ListNodesRequest {}, &self.token))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        };
+        tokio::time::timeout(within, ask).await.unwrap_or_else(|_| Err("no answer".into()))
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child this test started and still holds.
+        assert_eq!(unsafe { libc::kill(self.daemon.0.id() as i32, sig) }, 0);
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn names(r: &ListNodesResponse) -> Vec<String> {
+    r.nodes.iter().map(|n| n.name.clone()).collect()
+}
+
+fn leader(r: &ListNodesResponse) -> Option<String> {
+    let leaders: Vec<&str> = r.nodes.iter().filter(|n| n.leader).map(|n| n.name.as_str()).collect();
+    assert!(leaders.len() <= 1, "two leaders listed at once: {r:?}");
+    leaders.first().map(|s| (*s).to_owned())
+}
+
+/// Waits until every node in `nodes` lists exactly `expect` (by name), all
+/// UP, and names one and the same leader, which alone counts itself
+/// leader; returns that leader.
+async fn settled(nodes: &[&Node], expect: &[&str], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut answers = Vec::new();
+        for n in nodes {
+            answers.push(n.list(Duration::from_secs(2)).await);
+        }
+        let agreed = answers.iter().all(|a| {
+            a.as_ref().is_ok_and(|r| {
+                names(r) == expect
+                    && r.nodes.iter().all(|n| n.health == NodeHealth::Up as i32)
+                    && leader(r).is_some()
+                    && r.answered_by_leads == (leader(r).as_deref() == Some(r.answered_by.as_str()))
+            })
+        });
+        let leaders: Vec<Option<String>> = answers.iter().map(|a| a.as_ref().ok().and_then(leader)).collect();
+        if agreed && leaders.windows(2).all(|w| w[0] == w[1]) {
+            return leaders[0].clone().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not settle on {expect:?} with one leader in {within:?}: {answers:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_one_leader_and_a_killed_leader_is_replaced_within_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| Node::start(dir.path(), n, &etcd)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    // The table each node lists names every node's address and lease.
+    let r = nodes[0].list(Duration::from_secs(2)).await.unwrap();
+    for (n, node) in r.nodes.iter().zip(&nodes) {
+        assert_eq!(format!("http://{}", n.address), node.addr, "{r:?}");
+        assert_eq!(n.lease_ttl_s, TTL.as_secs() as i64, "{r:?}");
+        assert!(n.joined_at.is_some(), "{r:?}");
+    }
+
+    let at = nodes.iter().position(|n| n.name == first).unwrap();
+    let mut dead = nodes.remove(at);
+    dead.daemon.0.kill().unwrap();
+    let killed = Instant::now();
+    dead.daemon.0.wait().unwrap();
+    let survivors: Vec<&Node> = nodes.iter().collect();
+    let expect: Vec<&str> = survivors.iter().map(|n| n.name.as_str()).collect();
+    let next = settled(&survivors, &expect, TTL + Duration::from_secs(5)).await;
+    let took = killed.elapsed();
+    eprintln!(
+        "leader {first} killed; {next} leads, listed by both survivors, after {:.0} ms",
+        took.as_secs_f64() * 1e3
+    );
+    assert_ne!(next, first);
+    assert!(took <= TTL + Duration::from_secs(1), "a new leader took {took:?}, more than the lease's TTL + 1 s");
+    assert!(nodes.iter().find(|n| n.name == next).unwrap().log_text().contains("This node leads."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_stops_counting_itself_leader_and_comes_back_a_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| Node::start(dir.path(), n, &etcd)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let stopped = nodes.iter().find(|n| n.name == first).unwrap();
+    let others: Vec<&Node> = nodes.iter().filter(|n| n.name != first).collect();
+
+    stopped.signal(libc::SIGSTOP);
+    let since = Instant::now();
+    // While it sleeps: the others list it LAPSING, then not at all, and one
+    // of them leads. At every sample at most one node counts itself leader.
+    let expect: Vec<&str> = others.iter().map(|n| n.name.as_str()).collect();
+    let next = settled(&others, &expect, Duration::from_secs(8)).await;
+    assert_ne!(next, first);
+    while since.elapsed() < Duration::from_secs(10) {
+        let mut leading = Vec::new();
+        for n in &others {
+            if n.list(Duration::from_secs(1)).await.is_ok_and(|r| r.answered_by_leads) {
+                leading.push(n.name.clone());
+            }
+        }
+        assert_eq!(leading, vec![next.clone()], "exactly the new leader counts itself leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // It wakes. The first thing it answers: it does not lead (its lease
+    // may have lapsed, and did), whatever its campaign said before.
+    stopped.signal(libc::SIGCONT);
+    let woke = stopped.list(Duration::from_secs(3)).await.expect("the woken node answers");
+    assert!(!woke.answered_by_leads, "a node woken after its lease ran out still counts itself leader: {woke:?}");
+    let all_back: Vec<&Node> = nodes.iter().collect();
+    let after = settled(&all_back, &["n1", "n2", "n3"], Duration::from_secs(10)).await;
+    assert_eq!(after, next, "the woken node took leadership back instead of following");
+    let log = stopped.log_text();
+    assert!(log.contains("This node no longer leads."), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start(dir.path(), n, &etcd)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+
+    etcd.signal(libc::SIGSTOP);
+    let since = Instant::now();
+    let mut answers = 0;
+    while since.elapsed() < Duration::from_secs(10) {
+        for n in &nodes {
+            let e = n.list(Duration::from_secs(4)).await.expect_err("a node without etcd listed nodes");
+            assert!(e.starts_with("Unavailable") && e.contains(&format!("etcd ({})", etcd.url)), "{e}");
+            answers += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(answers >= 4, "only {answers} answers in 10 s");
+    // Past its TTL without etcd, no node counts itself leader; that is
+    // what a node says of itself in its log.
+    for n in &nodes {
+        let log = n.log_text();
+        assert!(log.contains("Cluster session lost; joining again."), "{}: {log}", n.name);
+    }
+    etcd.signal(libc::SIGCONT);
+    let back = Instant::now();
+    settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+    eprintln!("etcd back: both nodes listed with one leader after {:.0} ms", back.elapsed().as_secs_f64() * 1e3);
+}
+
+#[test]
+fn bad_cluster_options_are_refused_naming_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .args(["serve", "--db"])
+        .arg(&db)
+        .args(["--cluster", "127.0.0.1:2379", "--node", "a b", "--lease-ttl", "1500ms", "--metrics-listen", "off"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("`127.0.0.1:2379` is not an etcd URL"), "{err}");
+    assert!(err.contains("--node `a b`"), "{err}");
+    assert!(err.contains("whole seconds"), "{err}");
+    assert!(!db.exists(), "a refused start created the store");
+    // --node without --cluster, and the reverse, are refused by the parser.
+    let out = Command::new(env!("CARGO_BIN_EXE_simulcastd")).args(["serve", "--node", "n1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster"));
+}
+
+#[tokio::test]
+async fn a_single_node_daemon_says_it_has_no_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::server::ApiServer::start(&dir.path().join("s.db")).await;
+    let mut c = NodeServiceClient::new(server.transport().await);
+    let e = c.list_nodes(authed(ListNodesRequest {}, server.token(Role::Observer))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("single-node mode"), "{e:?}");
+    server.stop().await;
+}
