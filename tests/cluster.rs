@@ -18,8 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::server::authed;
-use common::{ChildGuard, Daemon, free_tcp_port, require, tcp_listener};
+use common::{ChildGuard, Daemon, UdpCapture, free_tcp_port, require, tcp_listener};
 use simulcast::api::auth::{Role, hash_token, new_token};
+use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::monitor_service_client::MonitorServiceClient;
 use simulcast::proto::node_service_client::NodeServiceClient;
 use simulcast::proto::{ListNodesRequest, ListNodesResponse, NodeHealth};
 use simulcast::store::{Store, TokenRecord};
@@ -83,7 +85,7 @@ impl Etcd {
     }
 }
 
-/// A `simulcastd serve --cluster` node with its own store and an observer token.
+/// A `simulcastd serve --cluster` node with its own store and an admin token.
 struct Node {
     name: String,
     daemon: Daemon,
@@ -94,16 +96,24 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, name: &str, etcd: &Etcd) -> Node {
+        Node::start_with(dir, name, etcd, &[])
+    }
+
+    /// With `extra` arguments for `simulcastd serve`.
+    fn start_with(dir: &Path, name: &str, etcd: &Etcd, extra: &[&OsStr]) -> Node {
         let db = dir.join(format!("{name}.db"));
         let token = new_token().unwrap();
-        let rec =
-            TokenRecord { name: "observer".into(), role: Role::Observer.as_str().into(), sha256: hash_token(&token) };
+        let rec = TokenRecord {
+            name: format!("admin-{name}"),
+            role: Role::Admin.as_str().into(),
+            sha256: hash_token(&token),
+        };
         Store::open(&db).unwrap().insert_token(&rec, "2026-12-03T00:00:00Z").unwrap();
         let grpc = tcp_listener();
         let addr = format!("http://{}", grpc.local_addr().unwrap());
         let log = dir.join(format!("{name}.log"));
         let ttl = format!("{}s", TTL.as_secs());
-        let args: Vec<&OsStr> = vec![
+        let mut args: Vec<&OsStr> = vec![
             OsStr::new("--db"),
             db.as_os_str(),
             OsStr::new("--cluster"),
@@ -113,6 +123,7 @@ impl Node {
             OsStr::new("--lease-ttl"),
             OsStr::new(&ttl),
         ];
+        args.extend_from_slice(extra);
         let daemon = Daemon::serve(&grpc, &args, Stdio::from(std::fs::File::create(&log).unwrap()));
         // The daemon holds its own copy of the socket.
         drop(grpc);
@@ -139,6 +150,11 @@ impl Node {
     fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on the pid of a child this test started and still holds.
         assert_eq!(unsafe { libc::kill(self.daemon.0.id() as i32, sig) }, 0);
+    }
+
+    async fn events(&self) -> Result<EventServiceClient<tonic::transport::Channel>, String> {
+        let t = tonic::transport::Endpoint::from_shared(self.addr.clone()).unwrap().connect().await;
+        t.map(EventServiceClient::new).map_err(|e| e.to_string())
     }
 
     fn log_text(&self) -> String {
@@ -266,6 +282,22 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
     let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start(dir.path(), n, &etcd)).collect();
     let all: Vec<&Node> = nodes.iter().collect();
     settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    let schedule = |title: &str| simulcast::proto::ScheduleEventRequest {
+        title: title.into(),
+        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
+            seconds: (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp(),
+            nanos: 0,
+        })),
+        duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+        preroll: None,
+        postroll: None,
+        channel_ids: vec![],
+    };
+    // No channel: the request is refused by master control itself, which
+    // shows it reached the leader (and its error is not etcd's).
+    let e = nodes[1].events().await.unwrap().schedule_event(authed(schedule("Before"), &token)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 
     etcd.signal(libc::SIGSTOP);
     let since = Instant::now();
@@ -274,13 +306,19 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
         for n in &nodes {
             let e = n.list(Duration::from_secs(4)).await.expect_err("a node without etcd listed nodes");
             assert!(e.starts_with("Unavailable") && e.contains(&format!("etcd ({})", etcd.url)), "{e}");
+            // A change is refused naming etcd too (by the leader while its
+            // lease may hold, by the node asked once nobody leads).
+            let mut c = n.events().await.unwrap();
+            let asked =
+                tokio::time::timeout(Duration::from_secs(6), c.schedule_event(authed(schedule("During"), &token)));
+            let e = asked.await.expect("a change during etcd's loss was not answered within 6 s").unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+            assert!(e.message().contains("etcd"), "{e:?}");
             answers += 1;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(answers >= 4, "only {answers} answers in 10 s");
-    // Past its TTL without etcd, no node counts itself leader; that is
-    // what a node says of itself in its log.
     for n in &nodes {
         let log = n.log_text();
         assert!(log.contains("Cluster session lost; joining again."), "{}: {log}", n.name);
@@ -289,6 +327,121 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
     let back = Instant::now();
     settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
     eprintln!("etcd back: both nodes listed with one leader after {:.0} ms", back.elapsed().as_secs_f64() * 1e3);
+    // Master control answers again, through either node.
+    let e = nodes[0].events().await.unwrap().schedule_event(authed(schedule("After"), &token)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+}
+
+/// The longest silence in `capture` after `from`, and when data came after it.
+fn longest_gap(capture: &UdpCapture, from: Instant) -> (Duration, Option<Instant>) {
+    let times: Vec<Instant> = capture.timed().into_iter().map(|(t, _)| t).filter(|t| *t >= from).collect();
+    let mut worst = (Duration::ZERO, None);
+    for w in times.windows(2) {
+        if w[1] - w[0] > worst.0 {
+            worst = (w[1] - w[0], Some(w[1]));
+        }
+    }
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let partner = UdpCapture::start();
+    let config = dir.path().join("final.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[event]\ntitle = \"Silk Way Star: grand final\"\n\
+             [source]\ntype = \"test\"\n[program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n\
+             [[channels]]\nid = \"kr-kbs\"\nname = \"KBS\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
+            partner.port
+        ),
+    )
+    .unwrap();
+    let extra = [OsStr::new("--config"), config.as_os_str()];
+    let mut nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd, &extra)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let followers: Vec<usize> = (0..3).filter(|i| nodes[*i].name != first).collect();
+    // n1's token, made on n1's file only, works on every node (tokens are shared).
+    let token = nodes[0].token.clone();
+
+    // Scheduled through one follower, armed and taken through the other:
+    // each forwards to the leader, which alone writes.
+    let t0 = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let req = simulcast::proto::ScheduleEventRequest {
+        title: "Final".into(),
+        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
+            seconds: t0.timestamp(),
+            nanos: 0,
+        })),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: None,
+        postroll: None,
+        channel_ids: vec![],
+    };
+    let mut via = nodes[followers[0]].events().await.unwrap();
+    let event = via.schedule_event(authed(req, &token)).await.expect("schedule through a follower").into_inner();
+    let mut other = nodes[followers[1]].events().await.unwrap();
+    let id = simulcast::proto::EventRef { event_id: event.id.clone() };
+    other.arm(authed(id.clone(), &token)).await.expect("arm through a follower");
+    other.take(authed(id.clone(), &token)).await.expect("take through a follower");
+    for n in &nodes {
+        let mut c = n.events().await.unwrap();
+        let list = c.list_events(authed(simulcast::proto::ListEventsRequest {}, &token)).await;
+        let list = list.expect("list").into_inner().events;
+        assert_eq!(list.len(), 1, "{}: {list:?}", n.name);
+        assert_eq!(list[0].id, event.id, "{}", n.name);
+    }
+    // Written once: only the leader's file holds the event.
+    for n in &nodes {
+        let held = Store::open(&dir.path().join(format!("{}.db", n.name))).unwrap().events().unwrap().0.len();
+        assert_eq!(held, usize::from(n.name == first), "{} holds {held} event(s)", n.name);
+    }
+    assert!(
+        common::wait_for(Duration::from_secs(20), || partner.bytes() > 100_000).await,
+        "the partner got {} bytes from the leader",
+        partner.bytes()
+    );
+
+    let at = nodes.iter().position(|n| n.name == first).unwrap();
+    let mut dead = nodes.remove(at);
+    let killed = Instant::now();
+    dead.daemon.0.kill().unwrap();
+    dead.daemon.0.wait().unwrap();
+    let before = partner.bytes();
+    assert!(
+        common::wait_for(Duration::from_secs(20), || partner.bytes() > before + 100_000).await,
+        "the partner got no data after the leader was killed"
+    );
+    let (gap, resumed) = longest_gap(&partner, killed - Duration::from_millis(200));
+    eprintln!(
+        "leader {first} killed: the partner's longest silence {:.0} ms (lease TTL {} s)",
+        gap.as_secs_f64() * 1e3,
+        TTL.as_secs()
+    );
+    assert!(resumed.is_some() && gap >= Duration::from_millis(500), "no gap at all: did two nodes send? {gap:?}");
+    assert!(gap <= TTL + Duration::from_secs(4), "the partner was silent {gap:?} after the leader died");
+
+    // The next leader names itself in the as-run log.
+    let survivors: Vec<&Node> = nodes.iter().collect();
+    let expect: Vec<&str> = survivors.iter().map(|n| n.name.as_str()).collect();
+    let next = settled(&survivors, &expect, Duration::from_secs(10)).await;
+    let via = nodes.iter().find(|n| n.name != next).unwrap();
+    let t = tonic::transport::Endpoint::from_shared(via.addr.clone()).unwrap().connect().await.unwrap();
+    let log_req = simulcast::proto::GetAsRunLogRequest { event_id: event.id.clone(), ..Default::default() };
+    let log = MonitorServiceClient::new(t).get_as_run_log(authed(log_req, &token)).await.expect("as-run").into_inner();
+    let details: Vec<String> = log.entries.iter().map(|e| format!("{} {}", e.kind, e.detail)).collect();
+    assert!(
+        details.iter().any(|d| d.contains(&format!("node {next} took over as leader while the event was ON_AIR"))),
+        "{details:#?}"
+    );
+    assert!(details.iter().any(|d| d.contains(&format!("leg(s) rebuilt on node {next}"))), "{details:#?}");
+    assert!(details.iter().any(|d| d.starts_with("on-air")), "the log before the kill was kept: {details:#?}");
 }
 
 #[test]

@@ -34,6 +34,7 @@ use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::monitor_service_server::MonitorServiceServer;
 use crate::proto::node_service_server::NodeServiceServer;
 use crate::proto::rehearsal_service_server::RehearsalServiceServer;
+use crate::store::StoreError;
 
 /// Largest request or response message, either way.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -84,6 +85,8 @@ impl From<CoordError> for Status {
             CoordError::Unimplemented(m) => Status::unimplemented(bounded(m, MAX_ERROR_CHARS)),
             CoordError::Relay(m) => Status::internal(bounded(m, MAX_ERROR_CHARS)),
             CoordError::Stopped => Status::unavailable("the daemon is shutting down"),
+            CoordError::Unavailable(m) => Status::unavailable(bounded(m, MAX_ERROR_CHARS)),
+            CoordError::Store(StoreError::Shared(m)) => Status::unavailable(bounded(m, MAX_ERROR_CHARS)),
             CoordError::Store(e) => {
                 tracing::error!(error = %e, "Store failed.");
                 Status::internal("the daemon's store failed; see its log")
@@ -162,6 +165,7 @@ pub async fn serve(
     let alerts = AlertServiceServer::new(alerts::AlertApi { coordinator: coordinator.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let forward = crate::cluster::forward::ForwardLayer(cluster.clone());
     let nodes = NodeServiceServer::new(nodes::NodeApi { cluster })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -269,6 +273,7 @@ pub async fn serve(
     }
     let result = builder
         .layer(GrpcMetricsLayer(Arc::clone(&metrics)))
+        .layer(forward)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -465,6 +465,12 @@ async fn serve(
         lease_ttl: j.lease_ttl,
     });
     if let Some(o) = &cluster_options {
+        if tls.is_some() {
+            anyhow::bail!(
+                "--cluster with --tls-cert is not supported yet: a follower forwards requests to the leader \
+                 in clear; run the cluster's nodes on a private network without TLS for now"
+            );
+        }
         let problems = o.problems();
         if !problems.is_empty() {
             anyhow::bail!("{}", problems.join("; "));
@@ -512,17 +518,43 @@ async fn serve(
     if let Some(p) = &options.media_problem {
         tracing::error!(problem = %p, "The relay cannot run; health reports NOT_SERVING.");
     }
-    let (coordinator, task) = simulcast::coordinator::Coordinator::start(store, options);
+    // Cluster mode: the store shares its shared tables through etcd while
+    // this node leads, and master control runs only then.
     let cluster = match cluster_options {
         Some(o) => {
             let endpoints = o.endpoints.join(",");
+            store.share_through(&o.endpoints).context("--cluster: the shared store")?;
             let c = simulcast::cluster::Cluster::join(o).await?;
             tracing::info!(node = c.node(), etcd = %endpoints, "Cluster mode (preview): joining through etcd.");
-            c.follow(coordinator.subscribe());
+            options.leading = Some(c.leading());
+            options.node = Some(c.node().to_owned());
             Some(c)
         }
         None => None,
     };
+    // Tokens made on other nodes' files are shared through etcd: read
+    // again every second, so every node knows every one.
+    let token_reload = match &cluster {
+        Some(c) => {
+            let (tokens, c) = (tokens.clone(), c.clone());
+            Some(tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    every.tick().await;
+                    for t in c.tokens().await.unwrap_or_default() {
+                        if let Some(role) = Role::parse(&t.role) {
+                            tokens.insert(&t.sha256, Caller { name: t.name.clone(), role });
+                        }
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
+    let (coordinator, task) = simulcast::coordinator::Coordinator::start(store, options);
+    if let Some(c) = &cluster {
+        c.follow(coordinator.subscribe());
+    }
     if let Some(h) = &http {
         tracing::info!(addr = %h.local_addr()?, "Metrics and health on http://{}/metrics and /healthz.", h.local_addr()?);
     }
@@ -534,14 +566,19 @@ async fn serve(
     let ports = simulcast::api::HttpPorts { metrics: http, web };
     let what = simulcast::api::Served { coordinator: coordinator.clone(), tokens, tls, cluster: cluster.clone() };
     let served = simulcast::api::serve(listener, what, ports, shutdown_signal()).await;
-    // Leadership and membership are given up first, so another node may
-    // lead at once instead of after the lease's TTL.
+    // Every pipeline goes to Null; events keep their state for the next start
+    // (in cluster mode, for the next leader: this node still leads while
+    // it writes its last entries).
+    coordinator.shutdown().await;
+    let _ = task.await;
+    // Then leadership and membership are given up, so another node leads
+    // at once instead of after the lease's TTL.
     if let Some(c) = &cluster {
         c.leave().await;
     }
-    // Every pipeline goes to Null; events keep their state for the next start.
-    coordinator.shutdown().await;
-    let _ = task.await;
+    if let Some(t) = token_reload {
+        t.abort();
+    }
     served.map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!("Control plane stopped.");
     Ok(())

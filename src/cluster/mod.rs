@@ -16,6 +16,7 @@
 //! node still keeps its own store and runs its own events; shared state,
 //! leg placement and backup ingests come next (issue 18, docs/cluster.md).
 
+pub mod forward;
 mod session;
 
 use std::sync::Arc;
@@ -97,8 +98,30 @@ pub struct View {
     /// Until when this node leads: set once its campaign won, to the end
     /// of the lease as last renewed. Past it, it does not lead.
     pub leads_until: Option<Instant>,
+    /// The election key this node holds while it leads: the shared
+    /// store's writes are conditional on it (a deposed leader's fail).
+    pub leader_key: Option<Vec<u8>>,
     /// Leadership changes seen (won or lost) since the node started.
     pub elections: u64,
+    /// The leader as etcd last said (a few hundred ms old at most while
+    /// etcd answers): where a follower forwards requests.
+    pub leader: Option<Candidate>,
+}
+
+/// What a node campaigns with: its name and gRPC address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Candidate {
+    /// The node's name.
+    pub name: String,
+    /// Its gRPC address (`HOST:PORT`).
+    pub address: String,
+}
+
+impl Candidate {
+    /// The candidate in an election value, if it is one.
+    pub fn parse(value: &[u8]) -> Option<Candidate> {
+        serde_json::from_slice(value).ok()
+    }
 }
 
 impl View {
@@ -182,7 +205,14 @@ impl Cluster {
         let client = Client::connect(&options.endpoints, Some(connect))
             .await
             .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", options.endpoints.join(",")))?;
-        let initial = View { etcd: Err("not yet asked".into()), lease: None, leads_until: None, elections: 0 };
+        let initial = View {
+            etcd: Err("not yet asked".into()),
+            lease: None,
+            leads_until: None,
+            leader_key: None,
+            elections: 0,
+            leader: None,
+        };
         let (view_tx, view) = watch::channel(initial);
         let record = NodeRecord {
             name: options.node.clone(),
@@ -206,6 +236,40 @@ impl Cluster {
     /// This node's own view now.
     pub fn view(&self) -> View {
         self.inner.view.borrow().clone()
+    }
+
+    /// Whether this node leads, as it changes, with the election key it
+    /// holds (`None`: it follows). It turns to `None` when the lease as
+    /// last renewed runs out, even if no news came from etcd (a node
+    /// stopped, then woken).
+    pub fn leading(&self) -> watch::Receiver<Option<Vec<u8>>> {
+        let mut view = self.inner.view.clone();
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            loop {
+                let (now, until) = {
+                    let v = view.borrow_and_update();
+                    (if v.leads() { v.leader_key.clone() } else { None }, v.leads_until)
+                };
+                tx.send_if_modified(|k| {
+                    let changed = *k != now;
+                    *k = now.clone();
+                    changed
+                });
+                let wake = async {
+                    match until.filter(|_| now.is_some()) {
+                        Some(u) => tokio::time::sleep_until(u.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = view.changed() => if r.is_err() { break },
+                    () = wake => {}
+                    () = tx.closed() => break,
+                }
+            }
+        });
+        rx
     }
 
     /// A receiver of this node's view as its session changes it.
@@ -259,7 +323,7 @@ impl Cluster {
         let ask = async {
             let nodes = client.get(NODES_PREFIX, Some(GetOptions::new().with_prefix())).await?;
             let leader = match client.leader(ELECTION).await {
-                Ok(r) => r.kv().and_then(|kv| kv.value_str().ok()).map(str::to_owned),
+                Ok(r) => r.kv().and_then(|kv| Candidate::parse(kv.value())).map(|c| c.name),
                 // etcd answers "election: no leader" while nobody holds it.
                 Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => None,
                 Err(e) => return Err(e),
@@ -285,6 +349,31 @@ impl Cluster {
             Ok(Err(e)) => Err(self.etcd_error(e)),
             Err(_) => Err(self.etcd_error(format!("no answer within {} s", ETCD_TIMEOUT.as_secs()))),
         }
+    }
+
+    /// The token records the cluster shares (name, role, SHA-256), read
+    /// from etcd now.
+    pub async fn tokens(&self) -> Result<Vec<crate::store::TokenRecord>, ClusterError> {
+        let mut client = self.inner.client.clone();
+        let prefix = format!("{}tokens/", crate::store::mirror::STATE_PREFIX);
+        let ask = client.get(prefix, Some(GetOptions::new().with_prefix()));
+        let rows = match tokio::time::timeout(ETCD_TIMEOUT, ask).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(self.etcd_error(e)),
+            Err(_) => return Err(self.etcd_error(format!("no answer within {} s", ETCD_TIMEOUT.as_secs()))),
+        };
+        #[derive(Deserialize)]
+        struct Row {
+            name: String,
+            role: String,
+            sha256: String,
+        }
+        Ok(rows
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<Row>(kv.value()).ok())
+            .map(|r| crate::store::TokenRecord { name: r.name, role: r.role, sha256: r.sha256 })
+            .collect())
     }
 
     /// Leaves: stops the session and revokes the lease, so the node's key
@@ -352,7 +441,8 @@ mod tests {
 
     #[test]
     fn leadership_ends_with_the_lease_as_last_renewed() {
-        let mut v = View { etcd: Ok(()), lease: Some(1), leads_until: None, elections: 0 };
+        let mut v =
+            View { etcd: Ok(()), lease: Some(1), leads_until: None, leader_key: None, elections: 0, leader: None };
         assert!(!v.leads());
         v.leads_until = Some(Instant::now() + Duration::from_secs(1));
         assert!(v.leads());

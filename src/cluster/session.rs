@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, PutOptions};
 use tokio::sync::watch;
 
-use super::{ELECTION, ETCD_TIMEOUT, NODES_PREFIX, NodeRecord, Options, View};
+use super::{Candidate, ELECTION, ETCD_TIMEOUT, NODES_PREFIX, NodeRecord, Options, View};
 
 /// Why a session ended.
 enum Ended {
@@ -43,11 +43,13 @@ pub(super) async fn run(
         };
         let lease = view.borrow().lease;
         view.send_modify(|v| {
+            v.leader_key = None;
             if v.leads_until.take().is_some() {
                 v.elections += 1;
                 tracing::warn!(node = %options.node, "This node no longer leads.");
             }
             v.lease = None;
+            v.leader = None;
         });
         // Given up at once, so the key goes and another node may lead
         // without waiting out the TTL (refused if it expired already).
@@ -77,6 +79,17 @@ async fn ask<T>(what: &str, f: impl Future<Output = Result<T, etcd_client::Error
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("{what}: {e}")),
         Err(_) => Err(format!("{what}: etcd did not answer within {} s", ETCD_TIMEOUT.as_secs())),
+    }
+}
+
+/// The leader etcd names now (`Some(None)` while an election is under
+/// way), or `None` when etcd did not say within `within` (the renewals,
+/// not this, decide whether the session holds).
+async fn current_leader(client: &mut Client, within: Duration) -> Option<Option<Candidate>> {
+    match tokio::time::timeout(within, client.leader(ELECTION)).await {
+        Ok(Ok(r)) => Some(r.kv().and_then(|kv| Candidate::parse(kv.value()))),
+        Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("no leader") => Some(None),
+        Ok(Err(_)) | Err(_) => None,
     }
 }
 
@@ -118,8 +131,9 @@ async fn session_inner(
     let (mut keeper, mut acks) = ask("renewing the lease", client.lease_keep_alive(lease)).await?;
     tracing::info!(node = %options.node, lease, ttl_s = ttl, "Joined the cluster.");
     let mut campaign = {
-        let (mut c, name) = (client.clone(), options.node.clone());
-        AbortOnDrop(tokio::spawn(async move { c.campaign(ELECTION, name, lease).await }))
+        let me = Candidate { name: options.node.clone(), address: options.address.clone() };
+        let (mut c, value) = (client.clone(), serde_json::to_vec(&me).unwrap_or_default());
+        AbortOnDrop(tokio::spawn(async move { c.campaign(ELECTION, value, lease).await }))
     };
     let mut won = false;
     let mut tick = tokio::time::interval(options.lease_ttl / 3);
@@ -141,10 +155,14 @@ async fn session_inner(
                 match renewed {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => {
                         valid_until = sent + Duration::from_secs(r.ttl() as u64);
+                        let leader = current_leader(client, options.lease_ttl / 4).await;
                         view.send_modify(|v| {
                             v.etcd = Ok(());
                             if won {
                                 v.leads_until = Some(valid_until);
+                            }
+                            if let Some(l) = leader {
+                                v.leader = l;
                             }
                         });
                     }
@@ -156,11 +174,15 @@ async fn session_inner(
             }
             r = &mut campaign.0, if !won => {
                 match r {
-                    Ok(Ok(_)) if Instant::now() < valid_until => {
+                    Ok(Ok(r)) if Instant::now() < valid_until => {
                         won = true;
+                        let me = Candidate { name: options.node.clone(), address: options.address.clone() };
+                        let key = r.leader().map(|l| l.key().to_vec());
                         view.send_modify(|v| {
                             v.leads_until = Some(valid_until);
+                            v.leader_key = key;
                             v.elections += 1;
+                            v.leader = Some(me);
                         });
                         tracing::info!(node = %options.node, "This node leads.");
                     }

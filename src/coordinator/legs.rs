@@ -26,6 +26,10 @@ const PICTURE_WAIT: Duration = Duration::from_secs(10);
 
 impl State {
     pub(super) async fn on_tick(&mut self) -> bool {
+        // A follower runs no clock (cluster mode).
+        if !self.leads {
+            return false;
+        }
         let mut changed = self.step_clock().await;
         changed |= self.collect_rehearsal().await;
         changed |= self.fire_schedules();

@@ -84,6 +84,9 @@ pub enum CoordError {
     /// The coordinator is gone (shutting down).
     #[error("the coordinator has stopped")]
     Stopped,
+    /// Cluster mode: this node does not run master control now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> CoordError {
@@ -130,6 +133,12 @@ pub struct Options {
     pub file_legs: PathBuf,
     /// Where alerts go, and how urgent trouble is by air time.
     pub alerts: config::AlertSettings,
+    /// Cluster mode: whether this node leads, with the election key it
+    /// holds. Master control (the clock, the relay, every command) runs
+    /// only while it does; `None`: single-node mode, it always runs.
+    pub leading: Option<watch::Receiver<Option<Vec<u8>>>>,
+    /// Cluster mode: this node's name, for the as-run log.
+    pub node: Option<String>,
 }
 
 /// Default longest delay of a leg airing at its own local time.
@@ -157,6 +166,8 @@ impl Options {
             recording_max_bytes: DEFAULT_RECORDING_MAX_BYTES,
             file_legs: std::env::temp_dir().join("simulcast-file-legs"),
             alerts: config.alerts.clone(),
+            leading: None,
+            node: None,
         }
     }
 
@@ -207,6 +218,29 @@ enum Command {
 }
 
 impl Command {
+    /// Answers the command with `e()` without doing it.
+    fn refuse(self, e: impl Fn() -> CoordError) {
+        match self {
+            Command::CreateChannel { reply, .. } | Command::UpdateChannel { reply, .. } => drop(reply.send(Err(e()))),
+            Command::DeleteChannel { reply, .. } | Command::DeleteSchedule { reply, .. } => drop(reply.send(Err(e()))),
+            Command::Publish { reply } => drop(reply.send(Err(e()))),
+            Command::Schedule { reply, .. }
+            | Command::GetEvent { reply, .. }
+            | Command::Act { reply, .. }
+            | Command::SwitchSource { reply, .. } => drop(reply.send(Err(e()))),
+            Command::ListEvents { reply } => drop(reply.send(Err(e()))),
+            Command::AirTimes { reply, .. } => drop(reply.send(Err(e()))),
+            Command::StartRehearsal { reply, .. } | Command::GetRehearsal { reply, .. } => drop(reply.send(Err(e()))),
+            Command::ListRehearsals { reply, .. } => drop(reply.send(Err(e()))),
+            Command::ScheduleRehearsal { reply, .. } => drop(reply.send(Err(e()))),
+            Command::ListSchedules { reply, .. } => drop(reply.send(Err(e()))),
+            Command::ScheduleBreak { reply, .. } | Command::ListBreaks { reply, .. } => drop(reply.send(Err(e()))),
+            Command::CancelBreak { reply, .. } => drop(reply.send(Err(e()))),
+            Command::TestAlert { reply, .. } => drop(reply.send(Err(e()))),
+            Command::Shutdown { reply } => drop(reply.send(())),
+        }
+    }
+
     /// What the loop's turn accounting calls it.
     fn name(&self) -> &'static str {
         match self {
@@ -301,6 +335,7 @@ impl Coordinator {
             starting: None,
             started_tx,
             loop_times: Arc::default(),
+            leads: false,
         };
         let task = tokio::spawn(state.run(rx, started_rx, failed_rx));
         (Self { tx, status, reads }, task)
@@ -657,6 +692,9 @@ struct State {
     started_tx: mpsc::UnboundedSender<Started>,
     /// How long each turn of the loop took, by what it did.
     loop_times: Arc<busy::LoopTimes>,
+    /// Whether master control runs here: always in single-node mode; in
+    /// cluster mode while this node leads and holds the shared state.
+    leads: bool,
 }
 
 impl State {
@@ -666,8 +704,19 @@ impl State {
         mut started: mpsc::UnboundedReceiver<Started>,
         mut failed: mpsc::UnboundedReceiver<String>,
     ) {
-        if let Err(e) = self.resume().await {
-            error!(error = %e, "Cannot read events from the store; the schedule is empty until it can.");
+        let mut leading = self.options.leading.clone();
+        match &mut leading {
+            None => {
+                self.leads = true;
+                if let Err(e) = self.resume().await {
+                    error!(error = %e, "Cannot read events from the store; the schedule is empty until it can.");
+                }
+            }
+            Some(l) => {
+                info!("Cluster mode: master control runs on the leader; this node waits to be elected.");
+                let key = l.borrow_and_update().clone();
+                self.leadership(key, &mut started).await;
+            }
         }
         self.flush();
         self.publish();
@@ -704,11 +753,27 @@ impl State {
                     self.flush();
                     self.loop_times.turn("relay-started", at);
                 }
+                Some(key) = async {
+                    match &mut leading {
+                        Some(l) => l.changed().await.ok().map(|()| l.borrow_and_update().clone()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let at = std::time::Instant::now();
+                    self.leadership(key, &mut started).await;
+                    self.flush();
+                    self.loop_times.turn("leadership", at);
+                }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         self.shut_down(&mut started).await;
                         let _ = reply.send(());
                         break;
+                    }
+                    Some(cmd) if !self.leads => {
+                        let leader = "this node does not run master control now (cluster mode: it is not the leader, \
+                                      or lost its lease); ask again: a follower forwards to the leader";
+                        cmd.refuse(|| CoordError::Unavailable(leader.to_owned()));
                     }
                     Some(cmd) => {
                         let (at, work) = (std::time::Instant::now(), cmd.name());
@@ -755,6 +820,52 @@ impl State {
         self.alerting.stop().await;
     }
 
+    /// Cluster mode: leadership won (`Some`, with the election key) or lost.
+    /// Won: the shared state is taken from etcd into the store, then loaded
+    /// as at a restart (a live event resumes here). Lost: nothing written
+    /// here is shared any more, the relay and any rehearsal stop, and
+    /// memory is emptied: a follower runs nothing.
+    async fn leadership(&mut self, key: Option<Vec<u8>>, started: &mut mpsc::UnboundedReceiver<Started>) {
+        match key {
+            Some(fence) if !self.leads => match self.writer.call(move |s| s.take_over(fence)).await {
+                Some(Ok(what)) => {
+                    info!(what = %what, "This node leads: master control runs here.");
+                    self.leads = true;
+                    self.forget();
+                    if let Err(e) = self.resume().await {
+                        error!(error = %e, "Cannot read events from the store; the schedule is empty until it can.");
+                    }
+                }
+                Some(Err(e)) => {
+                    error!(error = %e, "Elected, but the shared state cannot be taken: master control does not run here.")
+                }
+                None => {}
+            },
+            None if self.leads => {
+                self.store.follow();
+                self.leads = false;
+                warn!("This node no longer leads: master control stops here (the new leader resumes it).");
+                self.abandon_start(started).await;
+                self.stop_rehearsal("this node no longer leads").await;
+                self.stop_relay(Kind::LegsClosed, "this node no longer leads; the new leader takes the legs").await;
+                self.forget();
+            }
+            _ => {}
+        }
+        self.changed();
+    }
+
+    /// Empties what memory holds of the store (a follower's state).
+    fn forget(&mut self) {
+        self.events.clear();
+        self.channels.clear();
+        self.schedules.clear();
+        self.breaks = Arc::default();
+        self.verdicts = Arc::default();
+        self.unreadable.clear();
+        self.refresh_events();
+    }
+
     /// Loads events; an event found live means the daemon died mid-event.
     async fn resume(&mut self) -> Result<(), CoordError> {
         self.channels = self.store.channels()?;
@@ -785,7 +896,10 @@ impl State {
         self.refresh_events();
         let live: Vec<Event> = self.events.values().filter(|e| e.state.is_live()).cloned().collect();
         for e in live {
-            let detail = format!("simulcastd started again while the event was {}; resuming", e.state);
+            let detail = match &self.options.node {
+                Some(n) => format!("node {n} took over as leader while the event was {}; resuming", e.state),
+                None => format!("simulcastd started again while the event was {}; resuming", e.state),
+            };
             warn!(event = %e.id, state = %e.state, "Resuming an event after a restart.");
             self.log(&e.id.0, Kind::DaemonRestarted, detail, &Actor::Daemon);
         }
@@ -810,7 +924,10 @@ impl State {
                 if let Some(e) = self.events.get(&id.0).cloned() {
                     self.update_cue(&e);
                 }
-                let detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
+                let mut detail = format!("{} leg(s) rebuilt", self.running.as_ref().map_or(0, |r| r.zones.len()));
+                if let Some(n) = &self.options.node {
+                    detail += &format!(" on node {n}");
+                }
                 self.log(&id.0, Kind::LegsRebuilt, detail, &Actor::Daemon);
             }
             Err(err) => {

@@ -42,15 +42,27 @@ pub(super) fn done_or_conflict(done: bool, what: impl FnOnce() -> String) -> Res
 /// A turn's writes, run in order in the writer; the first failure
 /// stops them, is logged and is told to the loop.
 fn run_all(store: &Store, writes: Vec<Write>, failed: &Failed) -> Result<(), StoreError> {
-    for w in writes {
-        if let Err(e) = (w.run)(store) {
-            error!(error = %e, lost = %w.what, "A store write failed: it and the rest of its turn's writes are lost.");
-            failed.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = failed.tell.send(format!("{}: {e}", w.what));
-            return Err(e);
+    let mut lost = String::new();
+    // In cluster mode the turn's writes commit together, once etcd holds
+    // them, or not at all.
+    let r = store.shared(|| {
+        for w in writes {
+            if let Err(e) = (w.run)(store) {
+                lost = w.what;
+                return Err(e);
+            }
         }
+        Ok(())
+    });
+    if let Err(e) = &r {
+        if lost.is_empty() {
+            lost = "the turn's writes (etcd did not take them)".into();
+        }
+        error!(error = %e, lost = %lost, "A store write failed: it and the rest of its turn's writes are lost.");
+        failed.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = failed.tell.send(format!("{lost}: {e}"));
     }
-    Ok(())
+    r
 }
 
 /// Where a failed write is counted and told.

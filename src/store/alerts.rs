@@ -125,7 +125,7 @@ impl Store {
         webhooks: &[String],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         insert_asrun(&tx, e, &self.asrun_written)?;
         if let Some(a) = alert {
             queue(&tx, a, webhooks)?;
@@ -137,7 +137,7 @@ impl Store {
     /// Queues an alert no as-run entry records (a test alert).
     pub fn queue_alert(&self, alert: &Alert, webhooks: &[String]) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         queue(&tx, alert, webhooks)?;
         tx.commit()?;
         Ok(())

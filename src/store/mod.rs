@@ -16,6 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod alerts;
+pub mod mirror;
 pub mod writer;
 pub use alerts::{Delivery, DeliveryOutcome, DeliveryState, DueDelivery, StoredAlert};
 pub use writer::Writer;
@@ -53,6 +54,10 @@ pub enum StoreError {
     /// was to insert, or lacks one it was to change).
     #[error("store: {0}")]
     Conflict(String),
+    /// Cluster mode: etcd did not take a shared write (it is away, or this
+    /// node no longer leads), so the store did not either.
+    #[error("shared state: {0}")]
+    Shared(String),
     /// A stored row no longer validates (edited by hand, or a newer schema).
     #[error("store: stored row {id} is invalid: {reason}")]
     Corrupt {
@@ -221,6 +226,8 @@ pub struct Store {
     /// Checkpoints the WAL from its own thread and connection (file
     /// stores), so that no write of the coordinator's pays for one.
     _checkpointer: Option<Checkpointer>,
+    /// Cluster mode: the shared tables' mirror in etcd.
+    mirror: std::sync::OnceLock<mirror::Mirror>,
 }
 
 /// How often the WAL is checkpointed into the database file.
@@ -374,7 +381,13 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
-        Ok(Self { conn: Mutex::new(conn), path: None, asrun_written: Default::default(), _checkpointer: None })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: None,
+            asrun_written: Default::default(),
+            _checkpointer: None,
+            mirror: std::sync::OnceLock::new(),
+        })
     }
 
     /// A connection of its own to the same file, that only reads (`PRAGMA
@@ -388,13 +401,73 @@ impl Store {
             let conn = Connection::open(path)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.pragma_update(None, "query_only", true)?;
-            Ok(Self { conn: Mutex::new(conn), path: None, asrun_written: Default::default(), _checkpointer: None })
+            Ok(Self {
+                conn: Mutex::new(conn),
+                path: None,
+                asrun_written: Default::default(),
+                _checkpointer: None,
+                mirror: std::sync::OnceLock::new(),
+            })
         };
         Some(open())
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Cluster mode: shares the shared tables through the etcd at
+    /// `endpoints` (see [`mirror`]). Nothing is shared until
+    /// [`Store::take_over`].
+    pub fn share_through(&self, endpoints: &[String]) -> Result<(), StoreError> {
+        let m = mirror::Mirror::start(endpoints)?;
+        m.install(&self.conn())?;
+        match m.offer_tokens(&self.conn()) {
+            Ok(n) => tracing::info!(added = n, "This store's tokens offered to the cluster."),
+            Err(e) => {
+                tracing::warn!(error = %e, "This store's tokens could not be offered to the cluster (etcd away?); they work once this node leads.")
+            }
+        }
+        self.mirror.set(m).map_err(|_| StoreError::Shared("the store is shared already".into()))
+    }
+
+    /// Cluster mode: this node leads holding the election key `fence`.
+    /// The shared tables are replaced by etcd's (or seed it, the first
+    /// time), and every change to them is shared from now on. Says what
+    /// it did.
+    pub fn take_over(&self, fence: Vec<u8>) -> Result<String, StoreError> {
+        let m = self.mirror.get().ok_or_else(|| StoreError::Shared("this store is not shared".into()))?;
+        m.take_over(&mut self.conn(), fence)
+    }
+
+    /// Cluster mode: this node follows; nothing it writes is shared.
+    pub fn follow(&self) {
+        if let Some(m) = self.mirror.get() {
+            m.follow();
+        }
+    }
+
+    /// Runs `f`'s writes as one transaction that, while this node leads
+    /// a cluster, commits only once etcd holds the shared rows it changed
+    /// (and is rolled back if etcd refuses them). In single-node mode, or
+    /// on a follower, just `f`.
+    pub fn shared<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let Some(m) = self.mirror.get().filter(|m| m.leads()) else { return f() };
+        self.conn().execute_batch("BEGIN IMMEDIATE")?;
+        let r = f();
+        let conn = self.conn();
+        match r.and_then(|v| m.push(&conn).map(|()| v)) {
+            Ok(v) => {
+                conn.execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                if let Err(rb) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %rb, "Cannot roll back a refused shared write.");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The schema version of the open store.
@@ -493,7 +566,7 @@ impl Store {
     /// disagrees with the state.
     pub fn update_event(&self, e: &Event, entry: &AsRunEntry) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         tx.execute(
             "UPDATE events SET state = ?2, duration_ms = ?3, ended_utc = ?4 WHERE id = ?1",
             params![e.id.0, e.state.as_str(), ms(e.duration), e.ended.map(utc_text)],
@@ -529,7 +602,7 @@ impl Store {
     /// commit, not one per leg.
     pub fn append_asrun_all(&self, entries: &[AsRunEntry]) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         for e in entries {
             insert_asrun(&tx, e, &self.asrun_written)?;
         }
@@ -674,7 +747,7 @@ impl Store {
     /// Adds breaks and the as-run entry that says so, in one transaction.
     pub fn insert_breaks(&self, breaks: &[AdBreak], entry: &AsRunEntry) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         for b in breaks {
             tx.execute(
                 "INSERT INTO breaks (id, event_id, start_utc, duration_ms, channel_ids, splice_event_id, created_utc)
@@ -699,7 +772,7 @@ impl Store {
     /// (nothing written) if there was none.
     pub fn delete_break(&self, id: &str, entry: &AsRunEntry) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         if tx.execute("DELETE FROM breaks WHERE id = ?1", params![id])? != 1 {
             return Ok(false);
         }
