@@ -444,6 +444,127 @@ async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_le
     assert!(details.iter().any(|d| d.starts_with("on-air")), "the log before the kill was kept: {details:#?}");
 }
 
+/// A partner's UDP ingest that notes who sent each datagram, and when.
+struct Senders {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, std::net::SocketAddr)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Senders {
+    fn start() -> Senders {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                    s.lock().unwrap().push((Instant::now(), from));
+                }
+            }
+        });
+        Senders { port, seen, stop }
+    }
+
+    fn seen(&self) -> Vec<(Instant, std::net::SocketAddr)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A config whose one channel is a UDP leg to `port` (a small test source).
+fn one_udp_leg(dir: &Path, port: u16) -> PathBuf {
+    let config = dir.join("final.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[event]\ntitle = \"Silk Way Star: grand final\"\n\
+             [source]\ntype = \"test\"\n[program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n\
+             [[channels]]\nid = \"kr-kbs\"\nname = \"KBS\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Schedules an event an hour ahead through `node`, arms it and takes it.
+async fn on_air_through(node: &Node, token: &str) -> String {
+    let req = simulcast::proto::ScheduleEventRequest {
+        title: "Final".into(),
+        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
+            seconds: (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp(),
+            nanos: 0,
+        })),
+        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        preroll: None,
+        postroll: None,
+        channel_ids: vec![],
+    };
+    let mut c = node.events().await.unwrap();
+    let event = c.schedule_event(authed(req, token)).await.expect("schedule").into_inner();
+    let id = simulcast::proto::EventRef { event_id: event.id.clone() };
+    c.arm(authed(id.clone(), token)).await.expect("arm");
+    c.take(authed(id, token)).await.expect("take");
+    event.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_mid_programme_never_sends_beside_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let partner = Senders::start();
+    let config = one_udp_leg(dir.path(), partner.port);
+    let extra = [OsStr::new("--config"), config.as_os_str()];
+    let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd, &extra)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    on_air_through(&nodes[0], &token).await;
+    assert!(common::wait_for(Duration::from_secs(20), || partner.seen().len() > 200).await, "no data from the leader");
+    let old = partner.seen().last().unwrap().1;
+
+    let stopped = nodes.iter().find(|n| n.name == first).unwrap();
+    stopped.signal(libc::SIGSTOP);
+    let since = Instant::now();
+    // The next leader resumes the event and sends from its own socket.
+    assert!(
+        common::wait_for(Duration::from_secs(10), || partner.seen().iter().any(|(_, from)| *from != old)).await,
+        "no other node took the leg while the leader was stopped"
+    );
+    let took = partner.seen().iter().find(|(_, from)| *from != old).unwrap().0;
+    eprintln!("leader {first} stopped: another node sent {:.0} ms later", (took - since).as_secs_f64() * 1e3);
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(since.elapsed())).await;
+    stopped.signal(libc::SIGCONT);
+    let woke = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // One sender at a time: nothing from the stopped node once another sent.
+    let seen = partner.seen();
+    let late: Vec<_> = seen.iter().filter(|(t, from)| *t > took && *from == old).collect();
+    assert!(
+        late.is_empty(),
+        "the woken leader sent {} datagram(s) beside the next one, the first {:.0} ms after waking",
+        late.len(),
+        (late[0].0.saturating_duration_since(woke)).as_secs_f64() * 1e3
+    );
+    let senders_after: std::collections::BTreeSet<_> =
+        seen.iter().filter(|(t, _)| *t > took).map(|(_, f)| *f).collect();
+    assert_eq!(senders_after.len(), 1, "several senders after the takeover: {senders_after:?}");
+    // It comes back as a follower.
+    let next = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(10)).await;
+    assert_ne!(next, first);
+}
+
 #[test]
 fn bad_cluster_options_are_refused_naming_each() {
     let dir = tempfile::tempdir().unwrap();

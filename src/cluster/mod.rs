@@ -11,10 +11,15 @@
 //! one. etcd expires the old lease no earlier than that instant, so no two
 //! nodes count themselves leader at once.
 //!
+//! The same instant bounds what the node sends: its legs check
+//! `crate::media::fence` on every batch.
+//!
 //! Built so far: membership, health (a node whose renewals stop shows
-//! LAPSING, then leaves the list), the election, and `ListNodes`. Each
-//! node still keeps its own store and runs its own events; shared state,
-//! leg placement and backup ingests come next (issue 18, docs/cluster.md).
+//! LAPSING, then leaves the list), the election, `ListNodes`, forwarding to
+//! the leader ([`forward`]), the shared store (`crate::store::mirror`), and
+//! master control on the leader alone, which carries every leg. Leg
+//! placement on several nodes and backup ingests are not built yet
+//! (docs/cluster.md).
 
 pub mod forward;
 mod session;
@@ -198,6 +203,8 @@ impl Cluster {
         if !problems.is_empty() {
             anyhow::bail!("{}", problems.join("; "));
         }
+        // No leg sends before this node holds a lease.
+        crate::media::fence::close();
         let connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))

@@ -41,6 +41,8 @@ pub(super) async fn run(
             e = session(&options, client.clone(), &view, &mut record) => e,
             _ = stop.wait_for(|s| *s) => Ended::Stopped,
         };
+        // Nothing more goes out under the lease this session held.
+        crate::media::fence::close();
         let lease = view.borrow().lease;
         view.send_modify(|v| {
             v.leader_key = None;
@@ -116,6 +118,7 @@ async fn session_inner(
     let grant = ask("granting a lease", client.lease_grant(ttl, None)).await?;
     let lease = grant.id();
     let mut valid_until = sent + Duration::from_secs(grant.ttl().max(0) as u64);
+    crate::media::fence::open_until(valid_until);
     view.send_modify(|v| {
         v.lease = Some(lease);
         v.etcd = Ok(());
@@ -155,6 +158,7 @@ async fn session_inner(
                 match renewed {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => {
                         valid_until = sent + Duration::from_secs(r.ttl() as u64);
+                        crate::media::fence::open_until(valid_until);
                         let leader = current_leader(client, options.lease_ttl / 4).await;
                         view.send_modify(|v| {
                             v.etcd = Ok(());

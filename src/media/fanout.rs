@@ -339,6 +339,11 @@ impl LegInput {
     /// Offers a batch stamped `pts` (clock ns); dropped and counted if the
     /// leg already holds `max_time` of program.
     pub fn offer(&self, list: &gst::BufferList, pts: u64) {
+        // Cluster mode: nothing goes out once this node's lease may have
+        // lapsed (see `fence`).
+        if !super::fence::open() {
+            return;
+        }
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         // The leg's own copy where it differs: its tracks, its cues.

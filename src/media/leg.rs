@@ -616,6 +616,11 @@ fn build(channel: &Channel, stamp: bool, shared: &Arc<Shared>, input: &Arc<LegIn
     let pad = sink
         .static_pad("sink")
         .ok_or_else(|| MediaError::Pipeline(format!("leg {}: sink has no sink pad", channel.id)))?;
+    // Cluster mode: what this leg queued goes nowhere once the node's lease
+    // may have lapsed (a process woken from SIGSTOP sends from here first).
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| {
+        if super::fence::open() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+    });
     let counters = Arc::clone(shared);
     let clock = super::clock();
     let counted_here = !matches!(channel.ingest, Ingest::Srt(_));

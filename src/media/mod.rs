@@ -8,6 +8,7 @@ pub mod coded;
 pub mod es;
 pub mod failover;
 pub mod fanout;
+pub mod fence;
 pub mod leg;
 pub mod mux;
 pub mod passthrough;
