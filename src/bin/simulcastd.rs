@@ -48,7 +48,8 @@ enum Cmd {
     /// Serve the gRPC control plane (channels, events and master control,
     /// status streams and the as-run log, health, reflection) with the
     /// embedded store, and run the scheduled events. Needs at least one
-    /// access token (`simulcastctl token create --db FILE ...`).
+    /// access token (`simulcastctl token create --db FILE ...`), in its
+    /// store or, with --cluster, shared by another node.
     Serve {
         /// The store (SQLite file; created if missing).
         #[arg(long, default_value = "simulcast.db")]
@@ -494,7 +495,9 @@ async fn serve(
             None => tracing::warn!(token = %t.name, role = %t.role, "Token with an unknown role ignored."),
         }
     }
-    if tokens.is_empty() {
+    if tokens.is_empty() && cluster_options.is_some() {
+        tracing::warn!("No access token in this node's store: it accepts the tokens the cluster shares (etcd).");
+    } else if tokens.is_empty() {
         anyhow::bail!(
             "no access token in {}: create one with `simulcastctl token create --role admin --name NAME --db {}`",
             db.display(),

@@ -70,6 +70,11 @@ impl Options {
                 self.node.chars().take(80).collect::<String>()
             ));
         }
+        if let Ok(a) = self.address.parse::<std::net::SocketAddr>()
+            && a.ip().is_unspecified()
+        {
+            out.push(format!("the node's address {a} is no address other nodes can reach: give --advertise HOST:PORT"));
+        }
         let ttl = self.lease_ttl.as_secs();
         if !(1..=60).contains(&ttl) || self.lease_ttl.subsec_nanos() != 0 {
             out.push(format!("--lease-ttl {:?}: etcd leases count whole seconds; give 1s to 60s", self.lease_ttl));
@@ -423,6 +428,9 @@ mod tests {
         assert!(p[2].contains("whole seconds"), "{p:?}");
         o.endpoints.clear();
         assert!(o.problems()[0].contains("at least one etcd URL"));
+        let mut o = options();
+        o.address = "0.0.0.0:50051".into();
+        assert!(o.problems()[0].contains("give --advertise"), "{:?}", o.problems());
     }
 
     #[test]

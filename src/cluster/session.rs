@@ -132,7 +132,16 @@ async fn session_inner(
     let value = write(&record.borrow_and_update());
     ask("writing the node's key", client.put(key.as_str(), value, Some(PutOptions::new().with_lease(lease)))).await?;
     let (mut keeper, mut acks) = ask("renewing the lease", client.lease_keep_alive(lease)).await?;
-    tracing::info!(node = %options.node, lease, ttl_s = ttl, "Joined the cluster.");
+    if grant.ttl() != ttl {
+        // etcd raises a TTL below its minimum (1.5 election timeouts,
+        // rounded up: 2 s with etcd's defaults).
+        tracing::warn!(
+            asked_s = ttl,
+            granted_s = grant.ttl(),
+            "etcd granted another lease TTL than --lease-ttl asked."
+        );
+    }
+    tracing::info!(node = %options.node, lease, ttl_s = grant.ttl(), "Joined the cluster.");
     let mut campaign = {
         let me = Candidate { name: options.node.clone(), address: options.address.clone() };
         let (mut c, value) = (client.clone(), serde_json::to_vec(&me).unwrap_or_default());

@@ -1,0 +1,286 @@
+//! Cluster failover: a real etcd and three `simulcastd serve --cluster`
+//! nodes on loopback, an event on air with `LEGS` UDP legs (default 12) to
+//! partner sockets this bench holds. `KILLS` times (default 10) the leader,
+//! which carries every leg, is killed with SIGKILL; measured each time:
+//!
+//! - election: from the kill to a survivor's `ListNodes` naming another
+//!   leader (polled every 20 ms);
+//! - partner silence: the longest gap in datagrams at the first partner
+//!   around the kill, i.e. from the dead node's last packet to the next
+//!   node's first (the partner's own clock, 1 ms resolution or better);
+//!
+//! then the killed node is started again (as a follower) before the next
+//! kill. At the end, CPU (user + system, over 10 s) and RSS of each node:
+//! the leader carrying the legs, and the followers.
+//!
+//! `cargo bench --bench cluster` (`LEGS`, `KILLS`, `TTL` in seconds, default 2).
+//! Needs etcd (Debian's etcd-server; `scripts/deps.sh` installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a bench fails
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use simulcast::api::auth::{hash_token, new_token};
+use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::node_service_client::NodeServiceClient;
+use simulcast::proto::{self, schedule_event_request::OnAir};
+use simulcast::store::{Store, TokenRecord};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// CPU seconds (user + system) a process has used, and its RSS in KiB.
+fn cpu_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (ticks(11) + ticks(12)) / hz;
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+struct Node {
+    name: String,
+    db: std::path::PathBuf,
+    port: u16,
+    child: Child,
+}
+
+fn start_node(dir: &Path, name: &str, etcd: &str, ttl: usize, config: &Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .arg("serve")
+        .arg("--db")
+        .arg(dir.join(format!("{name}.db")))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off"])
+        .arg("--config")
+        .arg(config)
+        .args(["--cluster", etcd, "--node", name, "--lease-ttl", &format!("{ttl}s")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start simulcastd")
+}
+
+async fn list(port: u16, token: &str) -> Option<proto::ListNodesResponse> {
+    let ask = async {
+        let t =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).ok()?.connect().await.ok()?;
+        NodeServiceClient::new(t)
+            .list_nodes(authed(proto::ListNodesRequest {}, token))
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten()
+}
+
+fn leader_of(r: &proto::ListNodesResponse) -> Option<String> {
+    r.nodes.iter().find(|n| n.leader).map(|n| n.name.clone())
+}
+
+#[tokio::main]
+async fn main() {
+    let legs = env_num("LEGS", 12);
+    let kills = env_num("KILLS", 10);
+    let ttl = env_num("TTL", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let etcd_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut etcd = Command::new("etcd")
+        .args(["--name", "b", "--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("b={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd (apt-get install etcd-server)");
+    let healthy = || {
+        std::net::TcpStream::connect(("127.0.0.1", client)).is_ok_and(|mut s| {
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            body.contains("\"health\":\"true\"")
+        })
+    };
+    while !healthy() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The partners: one socket per leg; the first one's arrivals are timed.
+    let partners: Vec<std::net::UdpSocket> =
+        (0..legs).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let mut config = String::from(
+        "[event]\ntitle = \"Silk Way Star: grand final\"\n[source]\ntype = \"test\"\n\
+         [program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 1000\ngop = 25\n",
+    );
+    for (i, p) in partners.iter().enumerate() {
+        config += &format!(
+            "[[channels]]\nid = \"leg-{i}\"\nname = \"Leg {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://{}\" }}\n",
+            p.local_addr().unwrap()
+        );
+    }
+    let config_path = dir.path().join("bench.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let mut drains = Vec::new();
+    for (i, p) in partners.into_iter().enumerate() {
+        let arrivals = Arc::clone(&arrivals);
+        drains.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            p.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            loop {
+                if p.recv(&mut buf).is_ok() && i == 0 {
+                    arrivals.lock().unwrap().push(Instant::now());
+                }
+            }
+        }));
+    }
+
+    let token = new_token().unwrap();
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let db = dir.path().join(format!("{name}.db"));
+        let rec = TokenRecord { name: "bench".into(), role: "admin".into(), sha256: hash_token(&token) };
+        Store::open(&db).unwrap().insert_token(&rec, "2026-12-03T00:00:00Z").unwrap();
+        let port = free_port();
+        let child = start_node(dir.path(), name, &etcd_url, ttl, &config_path, port);
+        nodes.push(Node { name: name.into(), db, port, child });
+    }
+    // Wait for a leader listed by all three.
+    let leader = loop {
+        let mut l = Vec::new();
+        for n in &nodes {
+            l.push(list(n.port, &token).await.filter(|r| r.nodes.len() == 3).and_then(|r| leader_of(&r)));
+        }
+        if l.iter().all(|x| x.is_some() && *x == l[0]) {
+            break l[0].clone().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let port = nodes.iter().find(|n| n.name == leader).unwrap().port;
+    let t =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let mut events = EventServiceClient::new(t);
+    let t0 = chrono::Utc::now() + chrono::Duration::hours(1);
+    let req = proto::ScheduleEventRequest {
+        title: "Bench".into(),
+        on_air: Some(OnAir::OnAirUtc(prost_types::Timestamp { seconds: t0.timestamp(), nanos: 0 })),
+        duration: Some(prost_types::Duration { seconds: 7200, nanos: 0 }),
+        preroll: None,
+        postroll: None,
+        channel_ids: vec![],
+    };
+    let ev = events.schedule_event(authed(req, &token)).await.unwrap().into_inner();
+    let id = proto::EventRef { event_id: ev.id.clone() };
+    events.arm(authed(id.clone(), &token)).await.unwrap();
+    events.take(authed(id, &token)).await.unwrap();
+    let flowing = |since: Instant| arrivals.lock().unwrap().iter().filter(|t| **t > since).count() > 50;
+    let start = Instant::now();
+    while !flowing(start) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("cluster failover: {legs} UDP legs on the leader, lease TTL {ttl} s, {kills} kills");
+
+    let (mut elections, mut silences) = (Vec::new(), Vec::new());
+    for k in 0..kills {
+        // Who leads now (as a survivor will say).
+        let leader = loop {
+            if let Some(l) = list(nodes[0].port, &token).await.and_then(|r| leader_of(&r)) {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let i = nodes.iter().position(|n| n.name == leader).unwrap();
+        let killed = Instant::now();
+        nodes[i].child.kill().unwrap();
+        nodes[i].child.wait().unwrap();
+        let survivor = nodes.iter().find(|n| n.name != leader).unwrap().port;
+        let elected = loop {
+            if let Some(l) = list(survivor, &token).await.and_then(|r| leader_of(&r))
+                && l != leader
+            {
+                break killed.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Data again, then the longest silence around the kill.
+        while !flowing(killed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let times: Vec<Instant> =
+            arrivals.lock().unwrap().iter().copied().filter(|t| *t > killed - Duration::from_secs(1)).collect();
+        let silence = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+        println!(
+            "  kill {k}: {leader} killed; elected after {:.0} ms; partner silent {:.0} ms",
+            elected.as_secs_f64() * 1e3,
+            silence.as_secs_f64() * 1e3
+        );
+        elections.push(elected.as_secs_f64() * 1e3);
+        silences.push(silence.as_secs_f64() * 1e3);
+        // The killed node comes back as a follower.
+        let (name, db_dir, p) = (nodes[i].name.clone(), nodes[i].db.parent().unwrap().to_owned(), nodes[i].port);
+        nodes[i].child = start_node(&db_dir, &name, &etcd_url, ttl, &config_path, p);
+        loop {
+            if list(p, &token).await.is_some_and(|r| r.nodes.len() == 3) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    println!(
+        "election: p50 {:.0} ms, p99 {:.0} ms; partner silence: p50 {:.0} ms, p99 {:.0} ms (n = {kills})",
+        pct(&mut elections.clone(), 0.5),
+        pct(&mut elections, 0.99),
+        pct(&mut silences.clone(), 0.5),
+        pct(&mut silences, 0.99)
+    );
+
+    // CPU and RSS per node over 10 s.
+    let leader = list(nodes[0].port, &token).await.and_then(|r| leader_of(&r)).unwrap_or_default();
+    let before: Vec<(f64, u64)> = nodes.iter().map(|n| cpu_rss(n.child.id())).collect();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for (n, b) in nodes.iter().zip(before) {
+        let (cpu, rss) = cpu_rss(n.child.id());
+        let role = if n.name == leader { format!("leader, {legs} legs") } else { "follower".into() };
+        println!("  {} ({role}): CPU {:.1} % of one core, RSS {} MiB", n.name, (cpu - b.0) * 10.0, rss / 1024);
+    }
+    for n in &mut nodes {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+    }
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+}
