@@ -92,6 +92,8 @@ struct Node {
     addr: String,
     token: String,
     log: PathBuf,
+    /// Its /metrics port.
+    metrics: std::net::SocketAddr,
 }
 
 impl Node {
@@ -124,10 +126,25 @@ impl Node {
             OsStr::new(&ttl),
         ];
         args.extend_from_slice(extra);
-        let daemon = Daemon::serve(&grpc, &args, Stdio::from(std::fs::File::create(&log).unwrap()));
-        // The daemon holds its own copy of the socket.
-        drop(grpc);
-        Node { name: name.into(), daemon, addr, token, log }
+        let metrics = tcp_listener();
+        let metrics_addr = metrics.local_addr().unwrap();
+        let log_file = Stdio::from(std::fs::File::create(&log).unwrap());
+        let mut daemon = Daemon::serve_on(&[("grpc", &grpc), ("metrics", &metrics)], &args, log_file);
+        common::wait_answering(&mut daemon.0, grpc.local_addr().unwrap());
+        // The daemon holds its own copies of the sockets.
+        drop((grpc, metrics));
+        Node { name: name.into(), daemon, addr, token, log, metrics: metrics_addr }
+    }
+
+    /// The value of `metric` (with this node's label) on its /metrics.
+    fn metric(&self, metric: &str) -> Option<f64> {
+        let mut s = std::net::TcpStream::connect(self.metrics).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let want = format!("{metric}{{node=\"{}\"}} ", self.name);
+        text.lines().find_map(|l| l.strip_prefix(&want)).and_then(|v| v.trim().parse().ok())
     }
 
     /// `ListNodes` on this node, within `within` (a stopped node does not answer).
@@ -281,7 +298,12 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
     let etcd = Etcd::start(dir.path());
     let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start(dir.path(), n, &etcd)).collect();
     let all: Vec<&Node> = nodes.iter().collect();
-    settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+    let first = settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+    for n in &nodes {
+        assert_eq!(n.metric("simulcast_cluster_etcd_up"), Some(1.0), "{}", n.name);
+        assert_eq!(n.metric("simulcast_cluster_leader"), Some(f64::from(u8::from(n.name == first))), "{}", n.name);
+        assert!(n.metric("simulcast_cluster_lease_remaining_seconds").is_some_and(|s| s > 0.0), "{}", n.name);
+    }
     let token = nodes[0].token.clone();
     let schedule = |title: &str| simulcast::proto::ScheduleEventRequest {
         title: title.into(),
@@ -322,6 +344,10 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
     for n in &nodes {
         let log = n.log_text();
         assert!(log.contains("Cluster session lost; joining again."), "{}: {log}", n.name);
+        // What the SimulcastEtcdUnreachable and SimulcastClusterNoLeader alerts read.
+        assert_eq!(n.metric("simulcast_cluster_etcd_up"), Some(0.0), "{}", n.name);
+        assert_eq!(n.metric("simulcast_cluster_leader"), Some(0.0), "{}", n.name);
+        assert_eq!(n.metric("simulcast_cluster_lease_remaining_seconds"), Some(0.0), "{}", n.name);
     }
     etcd.signal(libc::SIGCONT);
     let back = Instant::now();

@@ -150,7 +150,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let Served { coordinator, tokens, tls, cluster } = served;
-    let metrics = Metrics::new(coordinator.subscribe(), tokens.guard());
+    let metrics = Metrics::new(coordinator.subscribe(), tokens.guard(), cluster.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     let interceptor = tokens.interceptor();
     let channels = ChannelServiceServer::new(channels::ChannelApi { coordinator: coordinator.clone() })

@@ -105,6 +105,9 @@ pub struct View {
     pub etcd: Result<(), String>,
     /// The lease held now, if any.
     pub lease: Option<i64>,
+    /// When that lease, as last renewed, runs out (counted from when the
+    /// renewal was sent).
+    pub lease_until: Option<Instant>,
     /// Until when this node leads: set once its campaign won, to the end
     /// of the lease as last renewed. Past it, it does not lead.
     pub leads_until: Option<Instant>,
@@ -220,6 +223,7 @@ impl Cluster {
         let initial = View {
             etcd: Err("not yet asked".into()),
             lease: None,
+            lease_until: None,
             leads_until: None,
             leader_key: None,
             elections: 0,
@@ -456,8 +460,15 @@ mod tests {
 
     #[test]
     fn leadership_ends_with_the_lease_as_last_renewed() {
-        let mut v =
-            View { etcd: Ok(()), lease: Some(1), leads_until: None, leader_key: None, elections: 0, leader: None };
+        let mut v = View {
+            etcd: Ok(()),
+            lease: Some(1),
+            lease_until: None,
+            leads_until: None,
+            leader_key: None,
+            elections: 0,
+            leader: None,
+        };
         assert!(!v.leads());
         v.leads_until = Some(Instant::now() + Duration::from_secs(1));
         assert!(v.leads());

@@ -51,6 +51,7 @@ pub(super) async fn run(
                 tracing::warn!(node = %options.node, "This node no longer leads.");
             }
             v.lease = None;
+            v.lease_until = None;
             v.leader = None;
         });
         // Given up at once, so the key goes and another node may lead
@@ -121,6 +122,7 @@ async fn session_inner(
     crate::media::fence::open_until(valid_until);
     view.send_modify(|v| {
         v.lease = Some(lease);
+        v.lease_until = Some(valid_until);
         v.etcd = Ok(());
     });
     let key = format!("{NODES_PREFIX}{}", options.node);
@@ -171,6 +173,7 @@ async fn session_inner(
                         let leader = current_leader(client, options.lease_ttl / 4).await;
                         view.send_modify(|v| {
                             v.etcd = Ok(());
+                            v.lease_until = Some(valid_until);
                             if won {
                                 v.leads_until = Some(valid_until);
                             }

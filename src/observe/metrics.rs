@@ -52,8 +52,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// Metrics over the coordinator's snapshots and the control plane's
-    /// failed logins.
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, logins: Arc<crate::api::auth::LoginGuard>) -> Arc<Self> {
+    /// failed logins, and the node's view of its cluster in cluster mode.
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        logins: Arc<crate::api::auth::LoginGuard>,
+        cluster: Option<crate::cluster::Cluster>,
+    ) -> Arc<Self> {
         let mut registry = Registry::with_prefix("simulcast");
         let requests = Family::<RpcLabels, Counter>::default();
         let latency = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(rpc_buckets);
@@ -65,6 +69,9 @@ impl Metrics {
         );
         registry.register_collector(Box::new(StateCollector { snapshots }));
         registry.register_collector(Box::new(LoginCollector(logins)));
+        if let Some(c) = cluster {
+            registry.register_collector(Box::new(ClusterCollector(c)));
+        }
         Arc::new(Self { registry, requests, latency })
     }
 
@@ -98,6 +105,39 @@ impl prometheus_client::collector::Collector for LoginCollector {
             "Control-plane calls refused before any work: no token, a malformed header, an unknown token, \
              or refused unheard from a peer that kept failing (blocked).",
             Failure::ALL.iter().map(|f| ([("reason", f.as_str().to_owned())] as L1, self.0.count(*f))),
+        )
+    }
+}
+
+/// Cluster mode: this node's own view, read at scrape time.
+#[derive(Debug)]
+struct ClusterCollector(crate::cluster::Cluster);
+
+impl prometheus_client::collector::Collector for ClusterCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let v = self.0.view();
+        let node = || [("node", self.0.node().to_owned())] as L1;
+        let mut f = Fam { enc: &mut enc };
+        f.gauge(
+            "cluster_leader",
+            "1 while this node leads (runs master control and carries the legs), by its own fenced view.",
+            [(node(), f64::from(u8::from(v.leads())))],
+        )?;
+        f.gauge(
+            "cluster_etcd_up",
+            "1 while etcd answers this node's lease renewals; 0 once a request failed or went unanswered.",
+            [(node(), f64::from(u8::from(v.etcd.is_ok())))],
+        )?;
+        let left = v.lease_until.map_or(0.0, |u| u.saturating_duration_since(std::time::Instant::now()).as_secs_f64());
+        f.gauge(
+            "cluster_lease_remaining_seconds",
+            "Until this node's lease, as last renewed, runs out: past it, its legs send nothing.",
+            [(node(), left)],
+        )?;
+        f.counter(
+            "cluster_leadership_changes",
+            "Times this node won or lost the leadership since it started.",
+            [(node(), v.elections)],
         )
     }
 }
@@ -564,7 +604,7 @@ mod tests {
     #[test]
     fn an_idle_daemon_exposes_its_health_and_rpc_counts() {
         let (_tx, rx) = watch::channel(Arc::new(Snapshot::initial()));
-        let m = Metrics::new(rx, Arc::default());
+        let m = Metrics::new(rx, Arc::default(), None);
         m.observe_rpc("simulcast.v1.EventService/Arm", "FAILED_PRECONDITION", 0.002);
         let text = m.render();
         assert!(text.contains("simulcast_healthy{daemon=\"simulcastd\"} 0"), "{text}");
@@ -585,7 +625,7 @@ mod tests {
         crate::rehearsal::conclude(&mut r, None, chrono::Utc::now());
         let snap = Snapshot { verdicts: Arc::new(vec![r]), ..Snapshot::initial() };
         let (_tx, rx) = watch::channel(Arc::new(snap));
-        let text = Metrics::new(rx, Arc::default()).render();
+        let text = Metrics::new(rx, Arc::default(), None).render();
         assert!(text.contains("simulcast_rehearsal_passed{event=\"ev-1\"} 0"), "{text}");
         assert!(text.contains("simulcast_rehearsal_running{daemon=\"simulcastd\"} 0"), "{text}");
     }
