@@ -136,13 +136,20 @@ impl Node {
         Node { name: name.into(), daemon, addr, token, log, metrics: metrics_addr }
     }
 
+    /// Its /metrics page (empty if it does not answer).
+    fn scrape(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect(self.metrics) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let _ = s.read_to_string(&mut text);
+        }
+        text
+    }
+
     /// The value of `metric` (with this node's label) on its /metrics.
     fn metric(&self, metric: &str) -> Option<f64> {
-        let mut s = std::net::TcpStream::connect(self.metrics).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
+        let text = self.scrape();
         let want = format!("{metric}{{node=\"{}\"}} ", self.name);
         text.lines().find_map(|l| l.strip_prefix(&want)).and_then(|v| v.trim().parse().ok())
     }
@@ -299,6 +306,11 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
     let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start(dir.path(), n, &etcd)).collect();
     let all: Vec<&Node> = nodes.iter().collect();
     let first = settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+    // The shipped alert rules (deploy/) query only families a node exports.
+    let page = nodes[0].scrape();
+    for name in common::monitored_metrics().into_iter().filter(|n| n.starts_with("simulcast_cluster_")) {
+        assert!(page.contains(&format!("# TYPE {name} ")), "deploy/ queries {name}, which a node does not export");
+    }
     for n in &nodes {
         assert_eq!(n.metric("simulcast_cluster_etcd_up"), Some(1.0), "{}", n.name);
         assert_eq!(n.metric("simulcast_cluster_leader"), Some(f64::from(u8::from(n.name == first))), "{}", n.name);
