@@ -480,6 +480,18 @@ async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_le
     );
     assert!(details.iter().any(|d| d.contains(&format!("leg(s) rebuilt on node {next}"))), "{details:#?}");
     assert!(details.iter().any(|d| d.starts_with("on-air")), "the log before the kill was kept: {details:#?}");
+    // The status, watched through the follower, names the node carrying the leg.
+    let t = tonic::transport::Endpoint::from_shared(via.addr.clone()).unwrap().connect().await.unwrap();
+    let req = simulcast::proto::EventRef { event_id: event.id.clone() };
+    let mut updates = MonitorServiceClient::new(t).watch_status(authed(req, &token)).await.expect("watch").into_inner();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let u = tokio::time::timeout(Duration::from_secs(5), updates.message()).await.unwrap().unwrap().unwrap();
+        if u.legs.first().is_some_and(|l| l.node == next) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no update names {next} as the leg's node: {:?}", u.legs);
+    }
 }
 
 /// A partner's UDP ingest that notes who sent each datagram, and when.

@@ -381,6 +381,7 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
                     audio_missing: s.audio_missing.clone(),
                     break_cues_sent: s.cues_sent,
                     break_cues_missed: s.cues_missed,
+                    node: l.node.clone().unwrap_or_default(),
                 }
             })
             .collect(),

@@ -987,6 +987,7 @@ impl State {
             Live {
                 meters: Arc::new(relay.meters()),
                 thumbnails: relay.thumbnails(),
+                node: self.options.node.clone(),
                 event_id: r.event_id.clone(),
                 source_in_use: s.source_in_use,
                 source_choice: r.choice,

@@ -60,6 +60,8 @@ pub struct Live {
     /// The multiviewer's thumbnails (live: the latest picture of each
     /// stream, read when a page asks).
     pub thumbnails: Option<Arc<crate::media::thumbs::Thumbnails>>,
+    /// Cluster mode: the node that carries the legs (the leader).
+    pub node: Option<String>,
 }
 
 /// One published state of the daemon.

@@ -92,6 +92,12 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
     if u.lagged > 0 {
         out += &format!("(this board fell behind: {} update(s) skipped)\n", u.lagged);
     }
+    // Cluster mode: the node carrying the legs (the leader, today).
+    let mut nodes: Vec<&str> = u.legs.iter().map(|l| l.node.as_str()).filter(|n| !n.is_empty()).collect();
+    nodes.dedup();
+    if !nodes.is_empty() {
+        out += &format!("legs carried by node {}\n", nodes.join(", "));
+    }
     let mut t = Table::new(&[
         "CHANNEL",
         "PROTO",
@@ -192,6 +198,7 @@ fn update_json(u: &proto::StatusUpdate) -> serde_json::Value {
             "dropped_buffers": l.dropped_buffers, "last_error": l.last_error,
             "audio": l.audio, "audio_missing": l.audio_missing,
             "break_cues_sent": l.break_cues_sent, "break_cues_missed": l.break_cues_missed,
+            "node": l.node,
             "srt": l.srt.as_ref().map(|s| serde_json::json!({
                 "rtt_ms": s.rtt_ms, "packets_lost": s.packets_lost, "packets_retransmitted": s.packets_retransmitted,
             })),
