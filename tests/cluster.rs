@@ -615,6 +615,70 @@ async fn a_leader_stopped_mid_programme_never_sends_beside_the_next_one() {
     assert_ne!(next, first);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_2_s_before_t0_still_puts_the_event_on_air() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let partner = UdpCapture::start();
+    let config = one_udp_leg(dir.path(), partner.port);
+    let extra = [OsStr::new("--config"), config.as_os_str()];
+    let mut nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd, &extra)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    // T0 on a whole second, 8 s ahead: armed at once (the preroll is 1 min).
+    let t0 = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + 8, 0).unwrap();
+    let req = simulcast::proto::ScheduleEventRequest {
+        title: "Final".into(),
+        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
+            seconds: t0.timestamp(),
+            nanos: 0,
+        })),
+        duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+        preroll: None,
+        postroll: None,
+        channel_ids: vec![],
+    };
+    let follower = nodes.iter().find(|n| n.name != first).unwrap();
+    let event = follower.events().await.unwrap().schedule_event(authed(req, &token)).await.unwrap().into_inner();
+    assert!(common::wait_for(Duration::from_secs(6), || partner.bytes() > 10_000).await, "no slate before T0");
+
+    let kill_at = t0 - chrono::Duration::seconds(2);
+    tokio::time::sleep((kill_at - chrono::Utc::now()).to_std().expect("T0 came too soon")).await;
+    let at = nodes.iter().position(|n| n.name == first).unwrap();
+    let mut dead = nodes.remove(at);
+    dead.daemon.0.kill().unwrap();
+    dead.daemon.0.wait().unwrap();
+    tokio::time::sleep((t0 + chrono::Duration::seconds(8) - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+
+    let via = &nodes[0];
+    let t = tonic::transport::Endpoint::from_shared(via.addr.clone()).unwrap().connect().await.unwrap();
+    let log_req = simulcast::proto::GetAsRunLogRequest { event_id: event.id.clone(), ..Default::default() };
+    let log = MonitorServiceClient::new(t).get_as_run_log(authed(log_req, &token)).await.expect("as-run").into_inner();
+    let at_utc = |e: &simulcast::proto::AsRunEntry| {
+        let t = e.utc.as_ref().unwrap();
+        chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
+    };
+    let kinds: Vec<String> = log.entries.iter().map(|e| format!("{} {} {}", at_utc(e), e.kind, e.detail)).collect();
+    let on_air = log.entries.iter().find(|e| e.kind == "on-air").unwrap_or_else(|| panic!("never on air: {kinds:#?}"));
+    let first_picture = log
+        .entries
+        .iter()
+        .find(|e| e.kind == "leg-program")
+        .unwrap_or_else(|| panic!("no programme picture reached the partner: {kinds:#?}"));
+    let late = (at_utc(first_picture) - t0).num_milliseconds();
+    eprintln!(
+        "leader {first} killed 2 s before T0: on air at T0{:+} ms, first programme picture at T0{late:+} ms",
+        (at_utc(on_air) - t0).num_milliseconds()
+    );
+    // A T0 switch as in single-node mode (within a GOP and the latency of
+    // T0), plus one election: the lease's TTL.
+    assert!(late >= -100, "programme before T0: {kinds:#?}");
+    assert!(late <= (TTL + Duration::from_secs(2)).as_millis() as i64, "programme {late} ms after T0: {kinds:#?}");
+    assert!(kinds.iter().any(|k| k.contains("took over as leader while the event was ARMED")), "{kinds:#?}");
+}
+
 #[test]
 fn bad_cluster_options_are_refused_naming_each() {
     let dir = tempfile::tempdir().unwrap();
