@@ -319,14 +319,7 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
     let token = nodes[0].token.clone();
     let schedule = |title: &str| simulcast::proto::ScheduleEventRequest {
         title: title.into(),
-        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
-            seconds: (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp(),
-            nanos: 0,
-        })),
-        duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
-        preroll: None,
-        postroll: None,
-        channel_ids: vec![],
+        ..final_at(chrono::Utc::now() + chrono::Duration::hours(1), 600)
     };
     // No channel: the request is refused by master control itself, which
     // shows it reached the leader (and its error is not etcd's).
@@ -370,6 +363,21 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 }
 
+/// ScheduleEvent for "Final" at `t0`, `duration_s` long, every channel.
+fn final_at(t0: chrono::DateTime<chrono::Utc>, duration_s: i64) -> simulcast::proto::ScheduleEventRequest {
+    simulcast::proto::ScheduleEventRequest {
+        title: "Final".into(),
+        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
+            seconds: t0.timestamp(),
+            nanos: 0,
+        })),
+        duration: Some(prost_types::Duration { seconds: duration_s, nanos: 0 }),
+        preroll: None,
+        postroll: None,
+        channel_ids: vec![],
+    }
+}
+
 /// The longest silence in `capture` after `from`, and when data came after it.
 fn longest_gap(capture: &UdpCapture, from: Instant) -> (Duration, Option<Instant>) {
     let times: Vec<Instant> = capture.timed().into_iter().map(|(t, _)| t).filter(|t| *t >= from).collect();
@@ -387,21 +395,8 @@ async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_le
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path());
     let partner = UdpCapture::start();
-    let config = dir.path().join("final.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[event]\ntitle = \"Silk Way Star: grand final\"\n\
-             [source]\ntype = \"test\"\n[program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n\
-             [[channels]]\nid = \"kr-kbs\"\nname = \"KBS\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\n\
-             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
-            partner.port
-        ),
-    )
-    .unwrap();
-    let extra = [OsStr::new("--config"), config.as_os_str()];
-    let mut nodes: Vec<Node> =
-        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd, &extra)).collect();
+    let config = one_udp_leg(dir.path(), partner.port);
+    let mut nodes = three_with(dir.path(), &etcd, &config);
     let all: Vec<&Node> = nodes.iter().collect();
     let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
     let followers: Vec<usize> = (0..3).filter(|i| nodes[*i].name != first).collect();
@@ -410,18 +405,7 @@ async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_le
 
     // Scheduled through one follower, armed and taken through the other:
     // each forwards to the leader, which alone writes.
-    let t0 = chrono::Utc::now() + chrono::Duration::minutes(10);
-    let req = simulcast::proto::ScheduleEventRequest {
-        title: "Final".into(),
-        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
-            seconds: t0.timestamp(),
-            nanos: 0,
-        })),
-        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
-        preroll: None,
-        postroll: None,
-        channel_ids: vec![],
-    };
+    let req = final_at(chrono::Utc::now() + chrono::Duration::minutes(10), 3600);
     let mut via = nodes[followers[0]].events().await.unwrap();
     let event = via.schedule_event(authed(req, &token)).await.expect("schedule through a follower").into_inner();
     let mut other = nodes[followers[1]].events().await.unwrap();
@@ -531,6 +515,12 @@ impl Drop for Senders {
     }
 }
 
+/// Nodes n1, n2 and n3 started with `config`.
+fn three_with(dir: &Path, etcd: &Etcd, config: &Path) -> Vec<Node> {
+    let extra = [OsStr::new("--config"), config.as_os_str()];
+    ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir, n, etcd, &extra)).collect()
+}
+
 /// A config whose one channel is a UDP leg to `port` (a small test source).
 fn one_udp_leg(dir: &Path, port: u16) -> PathBuf {
     let config = dir.join("final.toml");
@@ -549,17 +539,7 @@ fn one_udp_leg(dir: &Path, port: u16) -> PathBuf {
 
 /// Schedules an event an hour ahead through `node`, arms it and takes it.
 async fn on_air_through(node: &Node, token: &str) -> String {
-    let req = simulcast::proto::ScheduleEventRequest {
-        title: "Final".into(),
-        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
-            seconds: (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp(),
-            nanos: 0,
-        })),
-        duration: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
-        preroll: None,
-        postroll: None,
-        channel_ids: vec![],
-    };
+    let req = final_at(chrono::Utc::now() + chrono::Duration::hours(1), 3600);
     let mut c = node.events().await.unwrap();
     let event = c.schedule_event(authed(req, token)).await.expect("schedule").into_inner();
     let id = simulcast::proto::EventRef { event_id: event.id.clone() };
@@ -574,8 +554,7 @@ async fn a_leader_stopped_mid_programme_never_sends_beside_the_next_one() {
     let etcd = Etcd::start(dir.path());
     let partner = Senders::start();
     let config = one_udp_leg(dir.path(), partner.port);
-    let extra = [OsStr::new("--config"), config.as_os_str()];
-    let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd, &extra)).collect();
+    let nodes = three_with(dir.path(), &etcd, &config);
     let all: Vec<&Node> = nodes.iter().collect();
     let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
     let token = nodes[0].token.clone();
@@ -621,25 +600,13 @@ async fn a_leader_killed_2_s_before_t0_still_puts_the_event_on_air() {
     let etcd = Etcd::start(dir.path());
     let partner = UdpCapture::start();
     let config = one_udp_leg(dir.path(), partner.port);
-    let extra = [OsStr::new("--config"), config.as_os_str()];
-    let mut nodes: Vec<Node> =
-        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd, &extra)).collect();
+    let mut nodes = three_with(dir.path(), &etcd, &config);
     let all: Vec<&Node> = nodes.iter().collect();
     let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
     let token = nodes[0].token.clone();
     // T0 on a whole second, 8 s ahead: armed at once (the preroll is 1 min).
     let t0 = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + 8, 0).unwrap();
-    let req = simulcast::proto::ScheduleEventRequest {
-        title: "Final".into(),
-        on_air: Some(simulcast::proto::schedule_event_request::OnAir::OnAirUtc(prost_types::Timestamp {
-            seconds: t0.timestamp(),
-            nanos: 0,
-        })),
-        duration: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
-        preroll: None,
-        postroll: None,
-        channel_ids: vec![],
-    };
+    let req = final_at(t0, 600);
     let follower = nodes.iter().find(|n| n.name != first).unwrap();
     let event = follower.events().await.unwrap().schedule_event(authed(req, &token)).await.unwrap().into_inner();
     assert!(common::wait_for(Duration::from_secs(6), || partner.bytes() > 10_000).await, "no slate before T0");

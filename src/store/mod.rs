@@ -381,13 +381,18 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
-        Ok(Self {
+        Ok(Self::over(conn))
+    }
+
+    /// A store over `conn`, as opened (no file path, checkpointer or mirror yet).
+    fn over(conn: Connection) -> Self {
+        Self {
             conn: Mutex::new(conn),
             path: None,
             asrun_written: Default::default(),
             _checkpointer: None,
             mirror: std::sync::OnceLock::new(),
-        })
+        }
     }
 
     /// A connection of its own to the same file, that only reads (`PRAGMA
@@ -401,13 +406,7 @@ impl Store {
             let conn = Connection::open(path)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.pragma_update(None, "query_only", true)?;
-            Ok(Self {
-                conn: Mutex::new(conn),
-                path: None,
-                asrun_written: Default::default(),
-                _checkpointer: None,
-                mirror: std::sync::OnceLock::new(),
-            })
+            Ok(Self::over(conn))
         };
         Some(open())
     }
