@@ -336,6 +336,8 @@ impl Coordinator {
             started_tx,
             loop_times: Arc::default(),
             leads: false,
+            fence: None,
+            take_over_again: None,
         };
         let task = tokio::spawn(state.run(rx, started_rx, failed_rx));
         (Self { tx, status, reads }, task)
@@ -695,7 +697,16 @@ struct State {
     /// Whether master control runs here: always in single-node mode; in
     /// cluster mode while this node leads and holds the shared state.
     leads: bool,
+    /// Cluster mode: the election key master control runs under here.
+    fence: Option<Vec<u8>>,
+    /// Cluster mode: elected, but taking the shared state failed; when to
+    /// try again.
+    take_over_again: Option<tokio::time::Instant>,
 }
+
+/// How long an elected node waits before taking the shared state again
+/// after it failed to (etcd away).
+const TAKE_OVER_AGAIN: Duration = Duration::from_secs(2);
 
 impl State {
     async fn run(
@@ -755,10 +766,23 @@ impl State {
                 }
                 Some(key) = async {
                     match &mut leading {
-                        Some(l) => l.changed().await.ok().map(|()| l.borrow_and_update().clone()),
+                        Some(l) => {
+                            // A take-over that failed is tried again.
+                            let again = self.take_over_again;
+                            tokio::select! {
+                                r = l.changed() => r.ok().map(|()| l.borrow_and_update().clone()),
+                                () = async {
+                                    match again {
+                                        Some(at) => tokio::time::sleep_until(at).await,
+                                        None => std::future::pending().await,
+                                    }
+                                } => Some(l.borrow().clone()),
+                            }
+                        }
                         None => std::future::pending().await,
                     }
                 } => {
+                    self.take_over_again = None;
                     let at = std::time::Instant::now();
                     self.leadership(key, &mut started).await;
                     self.flush();
@@ -826,31 +850,39 @@ impl State {
     /// here is shared any more, the relay and any rehearsal stop, and
     /// memory is emptied: a follower runs nothing.
     async fn leadership(&mut self, key: Option<Vec<u8>>, started: &mut mpsc::UnboundedReceiver<Started>) {
-        match key {
-            Some(fence) if !self.leads => match self.writer.call(move |s| s.take_over(fence)).await {
+        if key == self.fence {
+            return;
+        }
+        // Lost, or won again under another election key (a lease lost and
+        // taken anew between two looks): what runs under the old key stops.
+        if self.leads {
+            self.store.follow();
+            self.leads = false;
+            self.fence = None;
+            warn!("This node no longer leads: master control stops here (the new leader resumes it).");
+            self.abandon_start(started).await;
+            self.stop_rehearsal("this node no longer leads").await;
+            self.stop_relay(Kind::LegsClosed, "this node no longer leads; the new leader takes the legs").await;
+            self.forget();
+        }
+        if let Some(fence) = key {
+            let held = fence.clone();
+            match self.writer.call(move |s| s.take_over(held)).await {
                 Some(Ok(what)) => {
                     info!(what = %what, "This node leads: master control runs here.");
                     self.leads = true;
+                    self.fence = Some(fence);
                     self.forget();
                     if let Err(e) = self.resume().await {
                         error!(error = %e, "Cannot read events from the store; the schedule is empty until it can.");
                     }
                 }
                 Some(Err(e)) => {
-                    error!(error = %e, "Elected, but the shared state cannot be taken: master control does not run here.")
+                    error!(error = %e, "Elected, but the shared state cannot be taken: master control does not run here; trying again in 2 s.");
+                    self.take_over_again = Some(tokio::time::Instant::now() + TAKE_OVER_AGAIN);
                 }
                 None => {}
-            },
-            None if self.leads => {
-                self.store.follow();
-                self.leads = false;
-                warn!("This node no longer leads: master control stops here (the new leader resumes it).");
-                self.abandon_start(started).await;
-                self.stop_rehearsal("this node no longer leads").await;
-                self.stop_relay(Kind::LegsClosed, "this node no longer leads; the new leader takes the legs").await;
-                self.forget();
             }
-            _ => {}
         }
         self.changed();
     }
