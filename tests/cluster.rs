@@ -647,6 +647,60 @@ async fn a_leader_killed_2_s_before_t0_still_puts_the_event_on_air() {
 }
 
 #[test]
+fn a_shared_write_lands_in_etcd_and_sqlite_or_in_neither_and_a_deposed_leader_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut client = rt.block_on(etcd_client::Client::connect([etcd.url.as_str()], None)).unwrap();
+    // The election key a leader would hold (the fence), written by hand.
+    let fence = b"/simulcast/election/leader/test-a".to_vec();
+    rt.block_on(client.put(fence.clone(), "a", None)).unwrap();
+    let channel = |id: &str| {
+        simulcast::config::parse_channel(&format!(
+            "id = \"{id}\"\nname = \"{id}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+             ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:4{}\" }}\n",
+            id.len()
+        ))
+        .unwrap()
+    };
+    let ids = |s: &Store| s.channels().unwrap().into_iter().map(|c| c.id.to_string()).collect::<Vec<_>>();
+
+    let a = Store::open(&dir.path().join("a.db")).unwrap();
+    a.insert_channel(&channel("before")).unwrap();
+    a.share_through(std::slice::from_ref(&etcd.url)).unwrap();
+    // The first leader seeds etcd from its file.
+    assert!(a.take_over(fence.clone()).unwrap().contains("seeded"));
+    a.shared(|| a.insert_channel(&channel("kz")).map(drop)).unwrap();
+    let held = rt.block_on(client.get("/simulcast/state/channels/kz", None)).unwrap();
+    assert_eq!(held.kvs().len(), 1, "the write did not reach etcd");
+
+    // Deposed: its election key is gone. The write fails naming why, and
+    // SQLite rolled it back.
+    rt.block_on(client.delete(fence.clone(), None)).unwrap();
+    let e = a.shared(|| a.insert_channel(&channel("late")).map(drop)).unwrap_err();
+    assert!(e.to_string().contains("no longer holds the election"), "{e}");
+    assert_eq!(ids(&a), ["before", "kz"], "a refused write stayed in SQLite");
+
+    // etcd away: refused too, and rolled back.
+    rt.block_on(client.put(fence.clone(), "a", None)).unwrap();
+    etcd.signal(libc::SIGSTOP);
+    let e = a.shared(|| a.insert_channel(&channel("away")).map(drop)).unwrap_err();
+    etcd.signal(libc::SIGCONT);
+    eprintln!("etcd away: {e}");
+    assert!(e.to_string().contains(&format!("etcd ({})", etcd.url)), "{e}");
+    assert_eq!(ids(&a), ["before", "kz"]);
+
+    // Another node taking over gets exactly what was applied.
+    let b = Store::open(&dir.path().join("b.db")).unwrap();
+    b.insert_channel(&channel("stale")).unwrap();
+    b.share_through(std::slice::from_ref(&etcd.url)).unwrap();
+    let fence_b = b"/simulcast/election/leader/test-b".to_vec();
+    rt.block_on(client.put(fence_b.clone(), "b", None)).unwrap();
+    assert!(b.take_over(fence_b).unwrap().contains("imported"));
+    assert_eq!(ids(&b), ["before", "kz"]);
+}
+
+#[test]
 fn bad_cluster_options_are_refused_naming_each() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("x.db");
