@@ -273,6 +273,17 @@ async fn a_stopped_leader_stops_counting_itself_leader_and_comes_back_a_follower
     let since = Instant::now();
     // While it sleeps: the others list it LAPSING, then not at all, and one
     // of them leads. At every sample at most one node counts itself leader.
+    let mut health = Vec::new();
+    while since.elapsed() < Duration::from_secs(6) {
+        let Ok(r) = others[0].list(Duration::from_secs(1)).await else { continue };
+        match r.nodes.iter().find(|n| n.name == first) {
+            Some(n) => health.push(n.health),
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(health.contains(&(NodeHealth::Lapsing as i32)), "never listed LAPSING before it left: {health:?}");
+    assert!(since.elapsed() < Duration::from_secs(6), "still listed 6 s after it stopped: {health:?}");
     let expect: Vec<&str> = others.iter().map(|n| n.name.as_str()).collect();
     let next = settled(&others, &expect, Duration::from_secs(8)).await;
     assert_ne!(next, first);
