@@ -441,6 +441,23 @@ async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_le
         partner.bytes()
     );
 
+    // The node table says who carries the leg and how its source is.
+    let carried = |r: &ListNodesResponse| -> Vec<(String, u32, String)> {
+        r.nodes.iter().map(|n| (n.name.clone(), n.legs, n.source.clone())).collect()
+    };
+    let mut table = Vec::new();
+    for _ in 0..40 {
+        table = carried(&nodes[followers[0]].list(Duration::from_secs(2)).await.unwrap());
+        if table.iter().any(|(n, legs, _)| *n == first && *legs == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (name, legs, source) in &table {
+        let leads = *name == first;
+        assert_eq!(*legs, u32::from(leads), "{table:?}");
+        assert_eq!(source != "-", leads, "{table:?}");
+    }
     let at = nodes.iter().position(|n| n.name == first).unwrap();
     let mut dead = nodes.remove(at);
     let killed = Instant::now();
