@@ -60,7 +60,14 @@ struct Shared {
     fence: Option<Vec<u8>>,
     /// Each shared table's column names, in order.
     columns: HashMap<String, Vec<String>>,
+    /// A write went to etcd and no answer came (a timeout, a broken
+    /// connection): etcd may still apply it. The store is read again from
+    /// etcd before the next write.
+    uncertain: bool,
 }
+
+/// etcd's answer to a write conditional on an election key that is gone.
+const FENCED: &str = "this node no longer holds the election: write refused (fenced)";
 
 /// Whether etcd was seeded, and every shared row (key, JSON).
 type Everything = (bool, Vec<(String, String)>);
@@ -178,7 +185,7 @@ async fn write(client: &mut Client, changes: Vec<Change>, fence: Option<Vec<u8>>
             .map_err(|_| format!("no answer within {} s", ETCD_WAIT.as_secs()))?
             .map_err(|e| e.to_string())?;
         if !r.succeeded() {
-            return Err("this node no longer holds the election: write refused (fenced)".into());
+            return Err(FENCED.into());
         }
     }
     Ok(())
@@ -359,8 +366,29 @@ impl Mirror {
             }
         }
         let fence = lock(&self.state).fence.clone();
-        self.ask(|reply| Job::Write { changes, fence, reply }, ETCD_WAIT + Duration::from_secs(1))
-            .map_err(|e| self.unavailable(e))
+        self.ask(|reply| Job::Write { changes, fence, reply }, ETCD_WAIT + Duration::from_secs(1)).map_err(|e| {
+            // Refused is refused; anything else may still land in etcd.
+            if e != FENCED {
+                lock(&self.state).uncertain = true;
+            }
+            self.unavailable(e)
+        })
+    }
+
+    /// Whether a write's outcome is unknown (see `Shared::uncertain`).
+    pub(super) fn uncertain(&self) -> bool {
+        lock(&self.state).uncertain
+    }
+
+    /// Reads the shared tables again from etcd (after a write whose
+    /// outcome is unknown), keeping the fence; the store then holds
+    /// whatever etcd did with that write.
+    pub(super) fn resync(&self, conn: &mut Connection) -> Result<String, StoreError> {
+        let (_, kvs) = self.ask(|reply| Job::ReadAll { reply }, ETCD_WAIT * 6).map_err(|e| self.unavailable(e))?;
+        let done = self.import(conn, &kvs)?;
+        conn.execute("DELETE FROM temp.shared_log", [])?;
+        lock(&self.state).uncertain = false;
+        Ok(done)
     }
 
     /// This node follows: nothing it writes is shared.
@@ -375,7 +403,9 @@ impl Mirror {
         let (seeded, kvs) = self.ask(|reply| Job::ReadAll { reply }, ETCD_WAIT * 6).map_err(|e| self.unavailable(e))?;
         let done = if seeded { self.import(conn, &kvs)? } else { self.seed(conn, &fence)? };
         conn.execute("DELETE FROM temp.shared_log", [])?;
-        lock(&self.state).fence = Some(fence);
+        let mut st = lock(&self.state);
+        st.fence = Some(fence);
+        st.uncertain = false;
         Ok(done)
     }
 

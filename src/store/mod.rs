@@ -452,6 +452,18 @@ impl Store {
     /// on a follower, just `f`.
     pub fn shared<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         let Some(m) = self.mirror.get().filter(|m| m.leads()) else { return f() };
+        if m.uncertain() {
+            // etcd never answered an earlier write, and may have applied
+            // it: the store follows etcd again first, and this batch fails
+            // so that master control reads the store back.
+            let done = m.resync(&mut self.conn())?;
+            tracing::warn!(what = %done, "Read the shared state again from etcd after a write it never answered.");
+            return Err(StoreError::Shared(
+                "etcd did not answer an earlier write and may have applied it: the state was read again from etcd; \
+                 try again"
+                    .into(),
+            ));
+        }
         self.conn().execute_batch("BEGIN IMMEDIATE")?;
         let r = f();
         let conn = self.conn();
