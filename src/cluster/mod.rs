@@ -167,6 +167,16 @@ impl Member {
     }
 }
 
+/// The leader etcd names now; `None` while an election is under way.
+async fn leader(client: &mut Client) -> Result<Option<Candidate>, etcd_client::Error> {
+    match client.leader(ELECTION).await {
+        Ok(r) => Ok(r.kv().and_then(|kv| Candidate::parse(kv.value()))),
+        // etcd answers "election: no leader" while nobody holds it.
+        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The cluster as one node sees it, with the etcd it talks to.
 #[derive(Clone)]
 pub struct Cluster {
@@ -338,12 +348,7 @@ impl Cluster {
         let mut client = self.inner.client.clone();
         let ask = async {
             let nodes = client.get(NODES_PREFIX, Some(GetOptions::new().with_prefix())).await?;
-            let leader = match client.leader(ELECTION).await {
-                Ok(r) => r.kv().and_then(|kv| Candidate::parse(kv.value())).map(|c| c.name),
-                // etcd answers "election: no leader" while nobody holds it.
-                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => None,
-                Err(e) => return Err(e),
-            };
+            let leader = leader(&mut client).await?.map(|c| c.name);
             let mut out = Vec::new();
             for kv in nodes.kvs() {
                 let Ok(record) = serde_json::from_slice::<NodeRecord>(kv.value()) else {
@@ -358,7 +363,7 @@ impl Cluster {
                     lease_ttl_s: lease.granted_ttl(),
                 });
             }
-            Ok(out)
+            Ok::<_, etcd_client::Error>(out)
         };
         match tokio::time::timeout(ETCD_TIMEOUT, ask).await {
             Ok(Ok(m)) => Ok(m),

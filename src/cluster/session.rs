@@ -89,11 +89,7 @@ async fn ask<T>(what: &str, f: impl Future<Output = Result<T, etcd_client::Error
 /// way), or `None` when etcd did not say within `within` (the renewals,
 /// not this, decide whether the session holds).
 async fn current_leader(client: &mut Client, within: Duration) -> Option<Option<Candidate>> {
-    match tokio::time::timeout(within, client.leader(ELECTION)).await {
-        Ok(Ok(r)) => Some(r.kv().and_then(|kv| Candidate::parse(kv.value()))),
-        Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("no leader") => Some(None),
-        Ok(Err(_)) | Err(_) => None,
-    }
+    tokio::time::timeout(within, super::leader(client)).await.ok()?.ok()
 }
 
 async fn session(

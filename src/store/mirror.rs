@@ -145,21 +145,16 @@ fn row_key(table: &str, key: &serde_json::Value) -> String {
 }
 
 /// A row as JSON (column name to value), and its key; `get(i)` reads
-/// column `i`, `rowid` stands for an INTEGER PRIMARY KEY column.
+/// column `i`.
 fn row(
     table: &str,
     columns: &[String],
-    rowid: i64,
-    get: impl Fn(i32) -> Option<serde_json::Value>,
+    get: impl Fn(usize) -> Option<serde_json::Value>,
 ) -> (String, serde_json::Map<String, serde_json::Value>) {
     let key_column = SHARED.iter().find(|(t, _)| *t == table).map_or("", |(_, k)| *k);
     let mut doc = serde_json::Map::new();
     for (i, name) in columns.iter().enumerate() {
-        let mut v = get(i as i32).unwrap_or(serde_json::Value::Null);
-        if name == key_column && v.is_null() {
-            v = rowid.into();
-        }
-        doc.insert(name.clone(), v);
+        doc.insert(name.clone(), get(i).unwrap_or(serde_json::Value::Null));
     }
     let key = row_key(table, doc.get(key_column).unwrap_or(&serde_json::Value::Null));
     (key, doc)
@@ -228,8 +223,8 @@ async fn read_all(client: &mut Client) -> Result<Everything, String> {
 }
 
 impl Mirror {
-    /// A mirror to the etcd at `endpoints`, with its own thread (a commit
-    /// hook may run in any context, async or not, and waits for etcd).
+    /// A mirror to the etcd at `endpoints`, with its own thread: a store
+    /// write may run in any context, async or not, and waits for etcd.
     pub fn start(endpoints: &[String]) -> Result<Self, StoreError> {
         let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let urls = endpoints.to_vec();
@@ -456,10 +451,9 @@ impl Mirror {
     /// Every row of `table` as (etcd key, JSON).
     fn rows(&self, conn: &Connection, table: &str) -> Result<Vec<(String, String)>, StoreError> {
         let columns = lock(&self.state).columns.get(table).cloned().unwrap_or_default();
-        let mut stmt = conn.prepare(&format!("SELECT rowid, * FROM {table}"))?;
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}"))?;
         let rows = stmt.query_map([], |r| {
-            let rowid: i64 = r.get(0)?;
-            let (key, doc) = row(table, &columns, rowid, |i| r.get_ref(i as usize + 1).ok().map(json));
+            let (key, doc) = row(table, &columns, |i| r.get_ref(i).ok().map(json));
             Ok((key, serde_json::Value::Object(doc).to_string()))
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
