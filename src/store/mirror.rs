@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use rusqlite::Connection;
@@ -42,6 +42,13 @@ pub const SHARED: [(&str, &str); 7] = [
 ];
 /// The longest a commit waits for etcd.
 const ETCD_WAIT: Duration = Duration::from_secs(2);
+/// How long the look that ends a run of refusals may take.
+const LOOK: Duration = Duration::from_millis(500);
+/// How often, at most, the shared store looks whether etcd is back.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+/// The start of a refusal for a request not sent (etcd failed just
+/// before): its outcome is certain.
+const NOT_SENT: &str = "not sent: etcd failed the request before this and has not answered since";
 /// Operations per etcd transaction (etcd's default limit is 128).
 const OPS_PER_TXN: usize = 100;
 
@@ -246,17 +253,59 @@ impl Mirror {
                         return;
                     }
                 };
+                // Once a request failed, the next ones are refused at once
+                // (not sent) until a short look finds etcd answering; one
+                // look a second at most. So while etcd is away a write
+                // fails in well under a second instead of each waiting out
+                // ETCD_WAIT in turn behind the others.
+                let mut away: Option<(Instant, String)> = None;
                 while let Some(job) = rx.recv().await {
-                    match job {
+                    if let Some((at, why)) = &away {
+                        // Reading everything (a take-over) always looks.
+                        let due = at.elapsed() >= LOOK_AGAIN || matches!(job, Job::ReadAll { .. });
+                        let back = due && {
+                            let look = tokio::time::timeout(LOOK, client.get(SEEDED, None)).await;
+                            matches!(look, Ok(Ok(_)))
+                        };
+                        if back {
+                            tracing::info!("etcd answers the shared store again.");
+                            away = None;
+                        } else {
+                            let refusal = format!("{NOT_SENT} ({why}; {:.1} s ago)", at.elapsed().as_secs_f64());
+                            if due {
+                                away = Some((Instant::now(), why.clone()));
+                            }
+                            match job {
+                                Job::Offer { reply, .. } => drop(reply.send(Err(refusal))),
+                                Job::Write { reply, .. } => drop(reply.send(Err(refusal))),
+                                Job::ReadAll { reply } => drop(reply.send(Err(refusal))),
+                            }
+                            continue;
+                        }
+                    }
+                    let failed = match job {
                         Job::Write { changes, fence, reply } => {
-                            let _ = reply.send(write(&mut client, changes, fence).await);
+                            let r = write(&mut client, changes, fence).await;
+                            let failed = r.as_ref().err().filter(|e| *e != FENCED).cloned();
+                            let _ = reply.send(r);
+                            failed
                         }
                         Job::ReadAll { reply } => {
-                            let _ = reply.send(read_all(&mut client).await);
+                            let r = read_all(&mut client).await;
+                            let failed = r.as_ref().err().cloned();
+                            let _ = reply.send(r);
+                            failed
                         }
                         Job::Offer { rows, reply } => {
-                            let _ = reply.send(offer(&mut client, rows).await);
+                            let r = offer(&mut client, rows).await;
+                            let failed = r.as_ref().err().cloned();
+                            let _ = reply.send(r);
+                            failed
                         }
+                    };
+                    if let Some(why) = failed {
+                        tracing::warn!(error = %why, "The shared store's etcd request failed: later ones are refused at once until etcd answers a look (one a second).");
+                        away = Some((Instant::now(), why));
                     }
                 }
             });
@@ -362,8 +411,9 @@ impl Mirror {
         }
         let fence = lock(&self.state).fence.clone();
         self.ask(|reply| Job::Write { changes, fence, reply }, ETCD_WAIT + Duration::from_secs(1)).map_err(|e| {
-            // Refused is refused; anything else may still land in etcd.
-            if e != FENCED {
+            // Refused is refused, and not sent is not sent; anything else
+            // may still land in etcd.
+            if e != FENCED && !e.starts_with(NOT_SENT) {
                 lock(&self.state).uncertain = true;
             }
             self.unavailable(e)
