@@ -98,11 +98,11 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, name: &str, etcd: &Etcd) -> Node {
-        Node::start_with(dir, name, etcd, &[])
+        Node::start_with(dir, name, &etcd.url, &[])
     }
 
-    /// With `extra` arguments for `simulcastd serve`.
-    fn start_with(dir: &Path, name: &str, etcd: &Etcd, extra: &[&OsStr]) -> Node {
+    /// With etcd at `etcd` (a URL) and `extra` arguments for `simulcastd serve`.
+    fn start_with(dir: &Path, name: &str, etcd: &str, extra: &[&OsStr]) -> Node {
         let db = dir.join(format!("{name}.db"));
         let token = new_token().unwrap();
         let rec = TokenRecord {
@@ -119,7 +119,7 @@ impl Node {
             OsStr::new("--db"),
             db.as_os_str(),
             OsStr::new("--cluster"),
-            OsStr::new(&etcd.url),
+            OsStr::new(etcd),
             OsStr::new("--node"),
             OsStr::new(name),
             OsStr::new("--lease-ttl"),
@@ -197,7 +197,7 @@ fn leader(r: &ListNodesResponse) -> Option<String> {
 }
 
 /// Waits until every node in `nodes` lists exactly `expect` (by name), all
-/// UP, and names one and the same leader, which alone counts itself
+/// UP and on the failsafe list, and names one and the same leader, which alone counts itself
 /// leader; returns that leader.
 async fn settled(nodes: &[&Node], expect: &[&str], within: Duration) -> String {
     let deadline = Instant::now() + within;
@@ -209,7 +209,7 @@ async fn settled(nodes: &[&Node], expect: &[&str], within: Duration) -> String {
         let agreed = answers.iter().all(|a| {
             a.as_ref().is_ok_and(|r| {
                 names(r) == expect
-                    && r.nodes.iter().all(|n| n.health == NodeHealth::Up as i32)
+                    && r.nodes.iter().all(|n| n.health == NodeHealth::Up as i32 && n.may_lead)
                     && leader(r).is_some()
                     && r.answered_by_leads == (leader(r).as_deref() == Some(r.answered_by.as_str()))
             })
@@ -307,14 +307,17 @@ async fn a_stopped_leader_stops_counting_itself_leader_and_comes_back_a_follower
     let after = settled(&all_back, &["n1", "n2", "n3"], Duration::from_secs(10)).await;
     assert_eq!(after, next, "the woken node took leadership back instead of following");
     let log = stopped.log_text();
-    assert!(log.contains("This node no longer leads."), "{log}");
+    assert!(log.contains("This node no longer leads"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again() {
+async fn etcd_lost_for_10_s_mid_event_the_leg_flows_on_changes_are_refused_naming_etcd_and_a_take_works_after() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path());
-    let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start(dir.path(), n, &etcd)).collect();
+    let partner = Senders::start();
+    let config = one_udp_leg(dir.path(), partner.port);
+    let extra = [OsStr::new("--config"), config.as_os_str()];
+    let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
     let all: Vec<&Node> = nodes.iter().collect();
     let first = settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
     // The shipped alert rules (deploy/) query only families a node exports.
@@ -325,53 +328,90 @@ async fn etcd_lost_for_10_s_is_named_by_every_node_and_the_cluster_forms_again()
     for n in &nodes {
         assert_eq!(n.metric("simulcast_cluster_etcd_up"), Some(1.0), "{}", n.name);
         assert_eq!(n.metric("simulcast_cluster_leader"), Some(f64::from(u8::from(n.name == first))), "{}", n.name);
+        assert_eq!(n.metric("simulcast_cluster_failsafe"), Some(0.0), "{}", n.name);
         assert!(n.metric("simulcast_cluster_lease_remaining_seconds").is_some_and(|s| s > 0.0), "{}", n.name);
     }
     let token = nodes[0].token.clone();
+    // Armed: the partner gets the slate until a Take.
+    let req = final_at(chrono::Utc::now() + chrono::Duration::hours(1), 3600);
+    let mut c = nodes[0].events().await.unwrap();
+    let event = c.schedule_event(authed(req, &token)).await.expect("schedule").into_inner().id;
+    let id = simulcast::proto::EventRef { event_id: event.clone() };
+    c.arm(authed(id.clone(), &token)).await.expect("arm");
+    assert!(common::wait_for(Duration::from_secs(20), || partner.seen().len() > 200).await, "no data from the leader");
+    let leader = nodes.iter().find(|n| n.name == first).unwrap();
+    let follower = nodes.iter().find(|n| n.name != first).unwrap();
     let schedule = |title: &str| simulcast::proto::ScheduleEventRequest {
         title: title.into(),
-        ..final_at(chrono::Utc::now() + chrono::Duration::hours(1), 600)
+        ..final_at(chrono::Utc::now() + chrono::Duration::hours(2), 600)
     };
-    // No channel: the request is refused by master control itself, which
-    // shows it reached the leader (and its error is not etcd's).
-    let e = nodes[1].events().await.unwrap().schedule_event(authed(schedule("Before"), &token)).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 
     etcd.signal(libc::SIGSTOP);
-    let since = Instant::now();
+    let stopped = Instant::now();
     let mut answers = 0;
-    while since.elapsed() < Duration::from_secs(10) {
+    while stopped.elapsed() < Duration::from_secs(10) {
         for n in &nodes {
             let e = n.list(Duration::from_secs(4)).await.expect_err("a node without etcd listed nodes");
             assert!(e.starts_with("Unavailable") && e.contains(&format!("etcd ({})", etcd.url)), "{e}");
-            // A change is refused naming etcd too (by the leader while its
-            // lease may hold, by the node asked once nobody leads).
+            // A change is refused naming etcd, by the leader (asked, or
+            // forwarded to) or by a follower that lost sight of it.
             let mut c = n.events().await.unwrap();
             let asked =
                 tokio::time::timeout(Duration::from_secs(6), c.schedule_event(authed(schedule("During"), &token)));
             let e = asked.await.expect("a change during etcd's loss was not answered within 6 s").unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
             assert!(e.message().contains("etcd"), "{e:?}");
+            // Reads are answered: master control still runs, on the leader.
+            let list = c.list_events(authed(simulcast::proto::ListEventsRequest {}, &token)).await;
+            assert_eq!(list.expect("ListEvents while etcd is away").into_inner().events.len(), 1, "{}", n.name);
             answers += 1;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(answers >= 4, "only {answers} answers in 10 s");
+    // What the SimulcastEtcdUnreachable and SimulcastClusterNoLeader
+    // alerts read: etcd is down for both; the leader leads on its peer's
+    // word (so no "no leader" page while the legs flow).
     for n in &nodes {
-        let log = n.log_text();
-        assert!(log.contains("Cluster session lost; joining again."), "{}: {log}", n.name);
-        // What the SimulcastEtcdUnreachable and SimulcastClusterNoLeader alerts read.
         assert_eq!(n.metric("simulcast_cluster_etcd_up"), Some(0.0), "{}", n.name);
-        assert_eq!(n.metric("simulcast_cluster_leader"), Some(0.0), "{}", n.name);
-        assert_eq!(n.metric("simulcast_cluster_lease_remaining_seconds"), Some(0.0), "{}", n.name);
     }
+    assert_eq!(leader.metric("simulcast_cluster_leader"), Some(1.0), "{}", leader.log_text());
+    assert_eq!(leader.metric("simulcast_cluster_failsafe"), Some(1.0), "{}", leader.log_text());
+    assert_eq!(follower.metric("simulcast_cluster_leader"), Some(0.0));
+    assert_eq!(follower.metric("simulcast_cluster_lease_remaining_seconds"), Some(0.0));
+    assert!(leader.log_text().contains("keeps leading and sending on its peers' word"), "{}", leader.log_text());
+    assert!(follower.log_text().contains("vouched for the leader"), "{}", follower.log_text());
+
     etcd.signal(libc::SIGCONT);
     let back = Instant::now();
-    settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
-    eprintln!("etcd back: both nodes listed with one leader after {:.0} ms", back.elapsed().as_secs_f64() * 1e3);
-    // Master control answers again, through either node.
-    let e = nodes[0].events().await.unwrap().schedule_event(authed(schedule("After"), &token)).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let next = settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+    eprintln!(
+        "etcd back: both nodes listed with one leader ({next}) after {:.0} ms",
+        back.elapsed().as_secs_f64() * 1e3
+    );
+    // A Take works, through the follower.
+    let mut c = follower.events().await.unwrap();
+    let taken = c.take(authed(id, &token)).await.expect("take after etcd came back").into_inner();
+    assert_eq!(taken.state, simulcast::proto::EventState::OnAir as i32, "{taken:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The leg flowed throughout, from one sender: no gap, no second node.
+    let seen = partner.seen();
+    let during: Vec<_> = seen.iter().filter(|(t, _)| *t >= stopped - Duration::from_secs(1)).collect();
+    let gap = during.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
+    let senders: std::collections::BTreeSet<_> = during.iter().map(|(_, f)| *f).collect();
+    eprintln!(
+        "etcd stopped 10 s: the partner's longest silence {:.0} ms, from {} sender(s)",
+        gap.as_secs_f64() * 1e3,
+        senders.len()
+    );
+    assert!(
+        during.last().is_some_and(|(t, _)| *t > back + Duration::from_secs(2)),
+        "the leg stopped after etcd came back"
+    );
+    assert!(gap < Duration::from_millis(500), "the partner was silent {gap:?} while etcd was away or after");
+    assert_eq!(senders.len(), 1, "several senders: {senders:?}: {}", leader.log_text());
+    assert_eq!(next, first, "the leader changed: {}", leader.log_text());
 }
 
 /// ScheduleEvent for "Final" at `t0`, `duration_s` long, every channel.
@@ -546,7 +586,7 @@ impl Drop for Senders {
 /// Nodes n1, n2 and n3 started with `config`.
 fn three_with(dir: &Path, etcd: &Etcd, config: &Path) -> Vec<Node> {
     let extra = [OsStr::new("--config"), config.as_os_str()];
-    ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir, n, etcd, &extra)).collect()
+    ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir, n, &etcd.url, &extra)).collect()
 }
 
 /// A config whose one channel is a UDP leg to `port` (a small test source).
@@ -768,4 +808,96 @@ async fn a_single_node_daemon_says_it_has_no_cluster() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("single-node mode"), "{e:?}");
     server.stop().await;
+}
+
+/// A TCP relay to etcd that can be cut like a partition: once cut, bytes
+/// either way are read and dropped (nothing is closed, nothing answers).
+struct Partition {
+    url: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    fn to(etcd: &Etcd) -> Partition {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let target = etcd.url.trim_start_matches("http://").to_owned();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    let c = c.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                                break;
+                            }
+                            if !c.load(std::sync::atomic::Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Partition { url, cut }
+    }
+
+    fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_alone_stops_its_leg_before_the_next_leader_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let partner = Senders::start();
+    let config = one_udp_leg(dir.path(), partner.port);
+    let extra = [OsStr::new("--config"), config.as_os_str()];
+    // n1 reaches etcd through a link the test can cut; it leads first.
+    let link = Partition::to(&etcd);
+    let n1 = Node::start_with(dir.path(), "n1", &link.url, &extra);
+    assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
+    let others: Vec<Node> = ["n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let all = [&n1, &others[0], &others[1]];
+    assert_eq!(settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await, "n1");
+    let token = n1.token.clone();
+    on_air_through(&others[0], &token).await;
+    assert!(common::wait_for(Duration::from_secs(20), || partner.seen().len() > 200).await, "no data from n1");
+    let old = partner.seen().last().unwrap().1;
+
+    // The partition: n1 alone loses etcd; n2 and n3 still reach it, so
+    // they do not vouch, and n1 must stop before either may send.
+    link.cut(true);
+    let since = Instant::now();
+    assert!(
+        common::wait_for(Duration::from_secs(15), || partner.seen().iter().any(|(_, from)| *from != old)).await,
+        "no other node took the leg from the cut-off leader"
+    );
+    let took = partner.seen().iter().find(|(_, from)| *from != old).unwrap().0;
+    let last_old = partner.seen().iter().filter(|(_, from)| *from == old).map(|(t, _)| *t).max().unwrap();
+    eprintln!(
+        "leader cut off from etcd: it sent last {:.0} ms after the cut, the next leader first {:.0} ms after it",
+        (last_old - since).as_secs_f64() * 1e3,
+        (took - since).as_secs_f64() * 1e3
+    );
+    assert!(last_old < took, "the cut-off leader sent {:?} after the next one began", last_old - took);
+    let log = n1.log_text();
+    assert!(log.contains("not every peer vouches"), "{log}");
+    assert!(log.contains("reaches etcd"), "{log}");
+    assert!(!log.contains("on its peers' word (failsafe)"), "{log}");
+    // Healed: n1 comes back as a follower and sends nothing.
+    link.cut(false);
+    let healed = Instant::now();
+    let next = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(20)).await;
+    assert_ne!(next, "n1");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let late = partner.seen().iter().filter(|(t, from)| *t > took && *from == old).count();
+    assert_eq!(late, 0, "n1 sent {late} datagram(s) beside the next leader (healed {healed:?} ago)");
 }

@@ -29,6 +29,7 @@ fn node_to_proto(m: Member) -> proto::Node {
         source: m.record.source,
         lease_remaining_s: m.lease_remaining_s,
         lease_ttl_s: m.lease_ttl_s,
+        may_lead: m.may_lead,
         joined_at: m.record.joined_utc.parse::<chrono::DateTime<chrono::Utc>>().ok().map(timestamp),
         name: m.record.name,
         address: m.record.address,
@@ -53,5 +54,24 @@ impl NodeService for NodeApi {
             answered_by: cluster.node().to_owned(),
             answered_by_leads: cluster.view().leads(),
         }))
+    }
+
+    async fn failsafe(
+        &self,
+        req: Request<proto::FailsafeRequest>,
+    ) -> Result<Response<proto::FailsafeResponse>, Status> {
+        require(&req, Role::Observer)?;
+        let Some(cluster) = &self.cluster else {
+            return Err(Status::failed_precondition("this daemon runs in single-node mode (no --cluster)"));
+        };
+        let credential = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let r = req.into_inner();
+        if r.leader.is_empty() || r.leader.len() > 63 {
+            return Err(Status::invalid_argument("leader: a node name is 1 to 63 characters"));
+        }
+        let hold = std::time::Duration::from_millis(u64::from(r.hold_ms));
+        let reachable =
+            cluster.answer_failsafe(credential.as_deref(), &r.leader, hold).await.map_err(Status::permission_denied)?;
+        Ok(Response::new(proto::FailsafeResponse { node: cluster.node().to_owned(), etcd_reachable: reachable }))
     }
 }

@@ -105,10 +105,12 @@ enum Cmd {
         /// Cluster mode (preview): join the cluster coordinated by the etcd
         /// at these client URLs (comma-separated, e.g.
         /// http://127.0.0.1:2379). The node keeps a lease, campaigns for
-        /// leadership and is listed by `simulcastctl nodes`. Each node still
-        /// keeps its own store and runs its own events: shared state and
-        /// leg placement are not built yet (docs/cluster.md). Default:
-        /// single-node mode, no etcd.
+        /// leadership and is listed by `simulcastctl nodes`; any node
+        /// answers every RPC. The leader runs master control and carries
+        /// every leg, the shared state lives in etcd, and while etcd is
+        /// away from every node the leader keeps its legs on the others'
+        /// word. Leg placement on several nodes is not built yet
+        /// (docs/cluster.md). Default: single-node mode, no etcd.
         #[arg(long, value_delimiter = ',', requires = "node")]
         cluster: Vec<String>,
         /// This node's name in the cluster (letters, digits, `-`, `_`, `.`).
@@ -544,6 +546,13 @@ async fn serve(
                 let mut every = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     every.tick().await;
+                    // The nodes' own credential (they ask each other while
+                    // etcd is away): read-only, and answered only by
+                    // NodeService.Failsafe beyond what an observer sees.
+                    if let Some(credential) = c.credential() {
+                        let caller = Caller { name: "cluster".into(), role: Role::Observer };
+                        tokens.insert(&simulcast::api::auth::hash_token(&credential), caller);
+                    }
                     for t in c.tokens().await.unwrap_or_default() {
                         if let Some(role) = Role::parse(&t.role) {
                             tokens.insert(&t.sha256, Caller { name: t.name.clone(), role });

@@ -23,6 +23,9 @@ use tower::ServiceExt;
 
 use super::Cluster;
 
+/// How long a follower that knows no leader asks etcd for one.
+const LOOK_UP: Duration = Duration::from_millis(500);
+
 /// The header a forwarded request carries: the node that forwarded it.
 pub const FORWARDED_BY: &str = "x-simulcast-forwarded-by";
 
@@ -53,23 +56,21 @@ pub struct Forward<S> {
     to: Arc<Mutex<Option<(String, Channel)>>>,
 }
 
-impl<S> Forward<S> {
-    /// A channel to `address`, kept while the leader stays there.
-    fn channel(&self, address: &str) -> Result<Channel, String> {
-        let mut to = self.to.lock().map_err(|_| "the forwarding channel's lock is poisoned".to_owned())?;
-        if let Some((a, c)) = to.as_ref()
-            && a == address
-        {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("the leader's address `{address}`: {e}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true);
-        let c = endpoint.connect_lazy();
-        *to = Some((address.to_owned(), c.clone()));
-        Ok(c)
+/// A channel to `address`, kept in `to` while the leader stays there.
+fn channel(to: &Mutex<Option<(String, Channel)>>, address: &str) -> Result<Channel, String> {
+    let mut to = to.lock().map_err(|_| "the forwarding channel's lock is poisoned".to_owned())?;
+    if let Some((a, c)) = to.as_ref()
+        && a == address
+    {
+        return Ok(c.clone());
     }
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("the leader's address `{address}`: {e}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true);
+    let c = endpoint.connect_lazy();
+    *to = Some((address.to_owned(), c.clone()));
+    Ok(c)
 }
 
 fn refuse(s: Status) -> Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>> {
@@ -109,23 +110,28 @@ where
                 "{by} forwarded this to {me}, which does not lead: leadership moved; retry"
             )));
         }
-        let leader = match view.leader {
-            Some(l) if l.name != me => l,
-            _ => {
-                let etcd = view.etcd.err().map(|e| format!(" (etcd: {e})")).unwrap_or_default();
-                return refuse(Status::unavailable(format!(
-                    "no node leads now: an election is under way{etcd}; retry"
-                )));
-            }
-        };
-        let channel = match self.channel(&leader.address) {
-            Ok(c) => c,
-            Err(e) => return refuse(Status::unavailable(e)),
-        };
         if let Ok(v) = http::HeaderValue::from_str(&me) {
             req.headers_mut().insert(FORWARDED_BY, v);
         }
+        let (cluster, to) = (self.cluster.clone(), Arc::clone(&self.to));
         Box::pin(async move {
+            // The leader as this node last heard, else as etcd says now
+            // (a node that just joined again has not heard yet).
+            let known = view.leader.filter(|l| l.name != me);
+            let leader = match (known, cluster) {
+                (Some(l), _) => Some(l),
+                (None, Some(c)) => c.leader_now(LOOK_UP).await.filter(|l| l.name != me),
+                (None, None) => None,
+            };
+            let Some(leader) = leader else {
+                let etcd = view.etcd.err().map(|e| format!(" (etcd: {e})")).unwrap_or_default();
+                return Ok(Status::unavailable(format!("no node leads now: an election is under way{etcd}; retry"))
+                    .into_http());
+            };
+            let channel = match channel(&to, &leader.address) {
+                Ok(c) => c,
+                Err(e) => return Ok(Status::unavailable(e).into_http()),
+            };
             let answer = async { channel.ready_oneshot().await?.call(req).await };
             match answer.await {
                 Ok(r) => Ok(r),

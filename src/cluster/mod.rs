@@ -17,10 +17,13 @@
 //! Built so far: membership, health (a node whose renewals stop shows
 //! LAPSING, then leaves the list), the election, `ListNodes`, forwarding to
 //! the leader ([`forward`]), the shared store (`crate::store::mirror`), and
-//! master control on the leader alone, which carries every leg. Leg
-//! placement on several nodes and backup ingests are not built yet
-//! (docs/cluster.md).
+//! master control on the leader alone, which carries every leg, and
+//! failsafe (`failsafe.rs`, Patroni's rule): a leader whose renewals fail
+//! keeps its legs while every node that may lead says etcd is away from it
+//! too. Leg placement on several nodes and backup ingests are not built
+//! yet (docs/cluster.md).
 
+mod failsafe;
 pub mod forward;
 mod session;
 
@@ -119,6 +122,29 @@ pub struct View {
     /// The leader as etcd last said (a few hundred ms old at most while
     /// etcd answers): where a follower forwards requests.
     pub leader: Option<Candidate>,
+    /// Whether this node leads on its peers' word now: etcd does not
+    /// answer, and every listed node said it does not reach it either.
+    pub failsafe: bool,
+    /// Counts leaderships: a node that wins again before its failsafe
+    /// word ran out keeps the same term (its legs never stopped).
+    pub term: u64,
+    /// Counts the times etcd answered this leader again after failsafe:
+    /// each time, the shared state is read again from etcd (a write sent
+    /// while it was away may have landed).
+    pub synced: u64,
+}
+
+/// What a leading node holds: the election key its writes are
+/// conditional on, and the term (unchanged when it won again without a
+/// lapse, under a new key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lead {
+    /// The election key.
+    pub key: Vec<u8>,
+    /// The leadership's term.
+    pub term: u64,
+    /// See `View::synced`.
+    pub synced: u64,
 }
 
 /// What a node campaigns with: its name and gRPC address.
@@ -151,6 +177,8 @@ pub struct Member {
     pub record: NodeRecord,
     /// Whether it holds the election.
     pub leader: bool,
+    /// Whether it is on the failsafe list (may campaign).
+    pub may_lead: bool,
     /// Seconds left on its lease, as etcd counts them.
     pub lease_remaining_s: i64,
     /// Its lease's time to live.
@@ -189,6 +217,8 @@ struct Inner {
     view: watch::Receiver<View>,
     /// What this node writes under its key (legs and source change).
     record: watch::Sender<NodeRecord>,
+    /// The vouch this node gave and the cluster's credential.
+    failsafe: Arc<failsafe::Failsafe>,
     stop: watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -238,6 +268,9 @@ impl Cluster {
             leader_key: None,
             elections: 0,
             leader: None,
+            failsafe: false,
+            term: 0,
+            synced: 0,
         };
         let (view_tx, view) = watch::channel(initial);
         let record = NodeRecord {
@@ -249,8 +282,10 @@ impl Cluster {
         };
         let (record, record_rx) = watch::channel(record);
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(session::run(options.clone(), client.clone(), view_tx, record_rx, stop_rx));
-        let inner = Inner { options, client, view, record, stop, task: std::sync::Mutex::new(Some(task)) };
+        let failsafe = Arc::new(failsafe::Failsafe::default());
+        let session = session::run(options.clone(), client.clone(), view_tx, record_rx, Arc::clone(&failsafe), stop_rx);
+        let task = tokio::spawn(session);
+        let inner = Inner { options, client, view, record, failsafe, stop, task: std::sync::Mutex::new(Some(task)) };
         Ok(Cluster { inner: Arc::new(inner) })
     }
 
@@ -265,17 +300,18 @@ impl Cluster {
     }
 
     /// Whether this node leads, as it changes, with the election key it
-    /// holds (`None`: it follows). It turns to `None` when the lease as
-    /// last renewed runs out, even if no news came from etcd (a node
-    /// stopped, then woken).
-    pub fn leading(&self) -> watch::Receiver<Option<Vec<u8>>> {
+    /// holds and the term (`None`: it follows). It turns to `None` when
+    /// the lease as last renewed (or the peers' word) runs out, even if no
+    /// news came from etcd (a node stopped, then woken).
+    pub fn leading(&self) -> watch::Receiver<Option<Lead>> {
         let mut view = self.inner.view.clone();
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
             loop {
                 let (now, until) = {
                     let v = view.borrow_and_update();
-                    (if v.leads() { v.leader_key.clone() } else { None }, v.leads_until)
+                    let lead = v.leader_key.clone().map(|key| Lead { key, term: v.term, synced: v.synced });
+                    (if v.leads() { lead } else { None }, v.leads_until)
                 };
                 tx.send_if_modified(|k| {
                     let changed = *k != now;
@@ -349,6 +385,7 @@ impl Cluster {
         let ask = async {
             let nodes = client.get(NODES_PREFIX, Some(GetOptions::new().with_prefix())).await?;
             let leader = leader(&mut client).await?.map(|c| c.name);
+            let listed = failsafe::listed(&mut client).await?;
             let mut out = Vec::new();
             for kv in nodes.kvs() {
                 let Ok(record) = serde_json::from_slice::<NodeRecord>(kv.value()) else {
@@ -358,6 +395,7 @@ impl Cluster {
                 let lease = client.lease_time_to_live(kv.lease(), None).await?;
                 out.push(Member {
                     leader: leader.as_deref() == Some(record.name.as_str()),
+                    may_lead: listed.as_ref().is_none_or(|l| l.iter().any(|c| c.name == record.name)),
                     record,
                     lease_remaining_s: lease.ttl(),
                     lease_ttl_s: lease.granted_ttl(),
@@ -370,6 +408,36 @@ impl Cluster {
             Ok(Err(e)) => Err(self.etcd_error(e)),
             Err(_) => Err(self.etcd_error(format!("no answer within {} s", ETCD_TIMEOUT.as_secs()))),
         }
+    }
+
+    /// The leader etcd names now, asked within `within` (`None`: none,
+    /// or etcd did not say in time).
+    pub async fn leader_now(&self, within: Duration) -> Option<Candidate> {
+        let mut client = self.inner.client.clone();
+        tokio::time::timeout(within, leader(&mut client)).await.ok()?.ok()?
+    }
+
+    /// The cluster's own credential (made once, kept in etcd), once this
+    /// node has read it: nodes present it to each other.
+    pub fn credential(&self) -> Option<String> {
+        self.inner.failsafe.secret()
+    }
+
+    /// Answers a leader cut off from etcd (`NodeService.Failsafe`):
+    /// whether this node reaches etcd; if not, it vouches for that leader
+    /// for `hold` (and will not lead itself before that has run out).
+    /// `Err` names why the question is refused (not the cluster's
+    /// credential).
+    pub async fn answer_failsafe(
+        &self,
+        credential: Option<&str>,
+        leader: &str,
+        hold: Duration,
+    ) -> Result<bool, &'static str> {
+        // The longest TTL a node may run with (a bound on what a question
+        // may ask; the vouch must cover the leader's whole extension).
+        let hold = hold.min(Duration::from_secs(60));
+        self.inner.failsafe.answer(&self.inner.options.endpoints, credential, leader, hold).await
     }
 
     /// The token records the cluster shares (name, role, SHA-256), read
@@ -453,6 +521,7 @@ mod tests {
                 source: String::new(),
             },
             leader: false,
+            may_lead: true,
             lease_remaining_s: remaining,
             lease_ttl_s: 10,
         };
@@ -473,6 +542,9 @@ mod tests {
             leader_key: None,
             elections: 0,
             leader: None,
+            failsafe: false,
+            term: 0,
+            synced: 0,
         };
         assert!(!v.leads());
         v.leads_until = Some(Instant::now() + Duration::from_secs(1));

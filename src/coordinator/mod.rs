@@ -136,7 +136,7 @@ pub struct Options {
     /// Cluster mode: whether this node leads, with the election key it
     /// holds. Master control (the clock, the relay, every command) runs
     /// only while it does; `None`: single-node mode, it always runs.
-    pub leading: Option<watch::Receiver<Option<Vec<u8>>>>,
+    pub leading: Option<watch::Receiver<Option<crate::cluster::Lead>>>,
     /// Cluster mode: this node's name, for the as-run log.
     pub node: Option<String>,
 }
@@ -697,8 +697,8 @@ struct State {
     /// Whether master control runs here: always in single-node mode; in
     /// cluster mode while this node leads and holds the shared state.
     leads: bool,
-    /// Cluster mode: the election key master control runs under here.
-    fence: Option<Vec<u8>>,
+    /// Cluster mode: the election key (and term) master control runs under here.
+    fence: Option<crate::cluster::Lead>,
     /// Cluster mode: elected, but taking the shared state failed; when to
     /// try again.
     take_over_again: Option<tokio::time::Instant>,
@@ -848,10 +848,38 @@ impl State {
     /// Won: the shared state is taken from etcd into the store, then loaded
     /// as at a restart (a live event resumes here). Lost: nothing written
     /// here is shared any more, the relay and any rehearsal stop, and
-    /// memory is emptied: a follower runs nothing.
-    async fn leadership(&mut self, key: Option<Vec<u8>>, started: &mut mpsc::UnboundedReceiver<Started>) {
-        if key == self.fence {
+    /// memory is emptied: a follower runs nothing. The same term again
+    /// (the node kept leading on its peers' word while etcd was away, and
+    /// etcd answers again, or it won again before that word ran out): the
+    /// shared state is read again from etcd, under the new key if any,
+    /// and the relay runs on.
+    async fn leadership(&mut self, lead: Option<crate::cluster::Lead>, started: &mut mpsc::UnboundedReceiver<Started>) {
+        if lead == self.fence {
             return;
+        }
+        // The same term: taken again from etcd (a new key, or etcd back
+        // after failsafe), the relay running on.
+        if let (true, Some(old), Some(new)) = (self.leads, &self.fence, &lead)
+            && old.term == new.term
+        {
+            let held = new.key.clone();
+            match self.writer.call(move |s| s.take_over(held)).await {
+                Some(Ok(what)) => {
+                    info!(what = %what, "This node leads on, without a lapse (etcd answers again): the shared state was read again from etcd; its legs ran on.");
+                    self.fence = lead;
+                    self.read_back().await;
+                    self.changed();
+                    return;
+                }
+                Some(Err(e)) => {
+                    // Writes under the old key are refused meanwhile (it
+                    // is gone from etcd); the legs run on.
+                    warn!(error = %e, "etcd answers again, but the shared state cannot be read from it yet; trying again in 2 s.");
+                    self.take_over_again = Some(tokio::time::Instant::now() + TAKE_OVER_AGAIN);
+                    return;
+                }
+                None => {}
+            }
         }
         // Lost, or won again under another election key (a lease lost and
         // taken anew between two looks): what runs under the old key stops.
@@ -865,8 +893,8 @@ impl State {
             self.stop_relay(Kind::LegsClosed, "this node no longer leads; the new leader takes the legs").await;
             self.forget();
         }
-        if let Some(fence) = key {
-            let held = fence.clone();
+        if let Some(fence) = lead {
+            let held = fence.key.clone();
             match self.writer.call(move |s| s.take_over(held)).await {
                 Some(Ok(what)) => {
                     info!(what = %what, "This node leads: master control runs here.");

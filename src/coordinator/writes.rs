@@ -119,6 +119,13 @@ impl State {
     /// event that could not be saved live never went on air.
     pub(super) async fn store_failed(&mut self, why: String) {
         warn!(why = %why, "Reading the schedule back from the store after a failed write.");
+        self.read_back().await;
+    }
+
+    /// Memory reloaded from the store (the events, channels, breaks and
+    /// rehearsal schedules); a relay whose event is no longer live there
+    /// stops.
+    pub(super) async fn read_back(&mut self) {
         let read = self
             .writer
             .call(|s| -> Result<_, StoreError> { Ok((s.events()?.0, s.channels()?, s.breaks()?, s.schedules()?)) })

@@ -124,6 +124,11 @@ impl prometheus_client::collector::Collector for ClusterCollector {
             [(node(), f64::from(u8::from(v.leads())))],
         )?;
         f.gauge(
+            "cluster_failsafe",
+            "1 while this node leads on its peers' word: etcd does not answer it, and every node that may lead said etcd is away from it too.",
+            [(node(), f64::from(u8::from(v.failsafe && v.leads())))],
+        )?;
+        f.gauge(
             "cluster_etcd_up",
             "1 while etcd answers this node's lease renewals; 0 once a request failed or went unanswered.",
             [(node(), f64::from(u8::from(v.etcd.is_ok())))],

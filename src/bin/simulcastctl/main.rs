@@ -133,7 +133,8 @@ enum Cmd {
     Alerts(alerts::AlertsCmd),
     /// Cluster mode: every node, its role (leader or follower), health
     /// (UP, or LAPSING when it missed lease renewals), address, legs,
-    /// source and lease, read from etcd by the node asked.
+    /// source, lease, and whether it may lead (on the failsafe list the
+    /// leader keeps), read from etcd by the node asked.
     Nodes,
     /// Access tokens.
     #[command(subcommand)]

@@ -27,7 +27,7 @@ fn json(r: &proto::ListNodesResponse) -> serde_json::Value {
         "nodes": r.nodes.iter().map(|n| serde_json::json!({
             "name": n.name, "address": n.address, "leader": n.leader, "health": health(n.health),
             "legs": n.legs, "source": n.source, "lease_remaining_s": n.lease_remaining_s,
-            "lease_ttl_s": n.lease_ttl_s, "joined_utc": joined(n.joined_at.as_ref()),
+            "lease_ttl_s": n.lease_ttl_s, "joined_utc": joined(n.joined_at.as_ref()), "may_lead": n.may_lead,
         })).collect::<Vec<_>>(),
     })
 }
@@ -39,7 +39,8 @@ pub async fn run(cli: &Cli) -> Result<(), String> {
         say!("{}", serde_json::to_string_pretty(&json(&r)).unwrap_or_default());
         return Ok(());
     }
-    let mut t = Table::new(&["NODE", "ROLE", "HEALTH", "ADDRESS", "LEGS", "SOURCE", "LEASE", "JOINED (UTC)"]);
+    let mut t =
+        Table::new(&["NODE", "ROLE", "HEALTH", "ADDRESS", "LEGS", "SOURCE", "LEASE", "MAY LEAD", "JOINED (UTC)"]);
     for n in &r.nodes {
         t.row(vec![
             n.name.clone(),
@@ -49,6 +50,7 @@ pub async fn run(cli: &Cli) -> Result<(), String> {
             n.legs.to_string(),
             n.source.clone(),
             format!("{}/{} s", n.lease_remaining_s, n.lease_ttl_s),
+            if n.may_lead { "yes" } else { "not yet" }.to_owned(),
             joined(n.joined_at.as_ref()),
         ]);
     }
