@@ -373,7 +373,8 @@ impl prometheus_client::collector::Collector for StateCollector {
         let cl = |id: &str| [("channel", id.to_owned())] as L1;
         f.gauge(
             "leg_info",
-            "One series per leg of the running event: its protocol and zone.",
+            "One series per leg of the running event: its protocol, zone, and (cluster mode) the node carrying \
+             it; join on `channel` to label any leg family by node.",
             legs.iter().map(|v| {
                 let s = &v.status;
                 (
@@ -381,6 +382,7 @@ impl prometheus_client::collector::Collector for StateCollector {
                         ("channel", s.channel_id.clone()),
                         ("protocol", s.protocol.to_owned()),
                         ("timezone", v.timezone.name().to_owned()),
+                        ("node", live.and_then(|l| l.node.clone()).unwrap_or_default()),
                     ],
                     1.0,
                 )
