@@ -94,6 +94,8 @@ struct Node {
     log: PathBuf,
     /// Its /metrics port.
     metrics: std::net::SocketAddr,
+    /// Its multiviewer page's port.
+    web: std::net::SocketAddr,
 }
 
 impl Node {
@@ -128,12 +130,14 @@ impl Node {
         args.extend_from_slice(extra);
         let metrics = tcp_listener();
         let metrics_addr = metrics.local_addr().unwrap();
+        let web = tcp_listener();
+        let web_addr = web.local_addr().unwrap();
         let log_file = Stdio::from(std::fs::File::create(&log).unwrap());
-        let mut daemon = Daemon::serve_on(&[("grpc", &grpc), ("metrics", &metrics)], &args, log_file);
+        let mut daemon = Daemon::serve_on(&[("grpc", &grpc), ("metrics", &metrics), ("web", &web)], &args, log_file);
         common::wait_answering(&mut daemon.0, grpc.local_addr().unwrap());
         // The daemon holds its own copies of the sockets.
-        drop((grpc, metrics));
-        Node { name: name.into(), daemon, addr, token, log, metrics: metrics_addr }
+        drop((grpc, metrics, web));
+        Node { name: name.into(), daemon, addr, token, log, metrics: metrics_addr, web: web_addr }
     }
 
     /// Its /metrics page (empty if it does not answer).
@@ -145,6 +149,34 @@ impl Node {
             let _ = s.read_to_string(&mut text);
         }
         text
+    }
+
+    /// The status line and headers its page's `/` answers.
+    fn page_head(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect(self.web) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let _ = s.read_to_string(&mut text);
+        }
+        text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    /// The first board its page's status stream sends (JSON).
+    fn board(&self) -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(self.web).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let ask =
+            format!("GET /api/web/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n", self.token);
+        s.write_all(ask.as_bytes()).unwrap();
+        let (mut got, mut buf) = (String::new(), [0u8; 4096]);
+        while !got.contains("\n\n") || !got.split("data: ").nth(1).is_some_and(|d| d.contains("\n\n")) {
+            let n = s.read(&mut buf).expect("the status stream");
+            assert!(n > 0, "the status stream ended: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let data = got.split("data: ").nth(1).unwrap().split("\n\n").next().unwrap();
+        serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"))
     }
 
     /// The value of `metric` (with this node's label) on its /metrics.
@@ -240,6 +272,25 @@ async fn three_nodes_elect_one_leader_and_a_killed_leader_is_replaced_within_the
         assert_eq!(n.lease_ttl_s, TTL.as_secs() as i64, "{r:?}");
         assert!(n.joined_at.is_some(), "{r:?}");
     }
+    // A follower's page sends the operator to the leader's; the leader's is the page.
+    let leader_node = nodes.iter().find(|n| n.name == first).unwrap();
+    assert!(leader_node.page_head().starts_with("HTTP/1.0 200"), "{}", leader_node.page_head());
+    for n in nodes.iter().filter(|n| n.name != first) {
+        let head = n.page_head();
+        assert!(head.starts_with("HTTP/1.0 307"), "{}: {head}", n.name);
+        assert!(
+            head.to_ascii_lowercase().contains(&format!("location: http://{}/", leader_node.web)),
+            "{}: {head}",
+            n.name
+        );
+    }
+    // A board opened on a follower says where master control runs.
+    let follower = nodes.iter().find(|n| n.name != first).unwrap();
+    let c = &follower.board()["cluster"];
+    assert_eq!(c["leads"], false, "{c}");
+    assert_eq!(c["leader"], first.as_str(), "{c}");
+    assert_eq!(c["leader_page"], format!("http://{}/", leader_node.web).as_str(), "{c}");
+    assert_eq!(leader_node.board()["cluster"]["leads"], true);
 
     let at = nodes.iter().position(|n| n.name == first).unwrap();
     let mut dead = nodes.remove(at);
@@ -498,6 +549,10 @@ async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_le
         assert_eq!(*legs, u32::from(leads), "{table:?}");
         assert_eq!(source != "-", leads, "{table:?}");
     }
+    // The leader's metrics label the leg with the node carrying it.
+    let page = nodes.iter().find(|n| n.name == first).unwrap().scrape();
+    let info = page.lines().find(|l| l.starts_with("simulcast_leg_info{")).unwrap_or_else(|| panic!("{page}"));
+    assert!(info.contains("channel=\"kr-kbs\"") && info.contains(&format!("node=\"{first}\"")), "{info}");
     let at = nodes.iter().position(|n| n.name == first).unwrap();
     let mut dead = nodes.remove(at);
     let killed = Instant::now();

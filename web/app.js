@@ -166,7 +166,23 @@ async function follow(auth, failures) {
   setTimeout(() => follow(auth, failures + 1), Math.min(1000 * (failures + 1), 5000));
 }
 
+// Cluster mode: a follower's board is empty; it says where master control runs.
+function drawCluster(c) {
+  const box = $("follower");
+  box.hidden = !c || c.leads;
+  if (box.hidden) return;
+  const leader = c.leader ? `node ${c.leader}` : "no node yet (an election is under way)";
+  box.replaceChildren(`This node (${c.node}) follows: master control and the legs run on ${leader}. `);
+  if (c.leader_page) {
+    const a = document.createElement("a");
+    a.href = c.leader_page;
+    a.textContent = "Open its page";
+    box.append(a);
+  }
+}
+
 function draw(b) {
+  drawCluster(b.cluster);
   $("utc").textContent = b.utc;
   $("health").textContent = b.healthy ? "" : "· relay unhealthy";
   const e = b.event;

@@ -166,7 +166,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let forward = crate::cluster::forward::ForwardLayer(cluster.clone());
-    let nodes = NodeServiceServer::new(nodes::NodeApi { cluster })
+    let nodes = NodeServiceServer::new(nodes::NodeApi { cluster: cluster.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
@@ -215,7 +215,7 @@ pub async fn serve(
         })
     });
 
-    let page = crate::web::routes(tokens.clone(), coordinator.clone(), closing_rx.clone());
+    let page = crate::web::routes(tokens.clone(), coordinator.clone(), closing_rx.clone(), cluster.clone());
     let web_config = match &tls {
         Some(t) if http.web.is_some() => Some(crate::web::tls::server_config(t)?),
         _ => None,

@@ -386,6 +386,21 @@ async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The page's URL as other nodes' operators reach it: the page's own
+/// address, or, bound to every interface, the advertised host with the
+/// page's port. (Cluster mode has no TLS, so `http`.)
+fn page_url(web: std::net::SocketAddr, advertised: &str) -> String {
+    if !web.ip().is_unspecified() {
+        return format!("http://{web}/");
+    }
+    let host = match advertised.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().to_string(),
+        Err(_) => advertised.rsplit_once(':').map_or(advertised, |(h, _)| h).to_owned(),
+    };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    format!("http://{host}:{}/", web.port())
+}
+
 /// How `serve` joins a cluster (--cluster, --node, --lease-ttl, --advertise).
 struct JoinAs {
     endpoints: Vec<String>,
@@ -461,11 +476,10 @@ async fn serve(
         }
     }
     // Options refused before anything is bound or touched.
-    let cluster_options = join.map(|j| simulcast::cluster::Options {
-        endpoints: j.endpoints,
-        node: j.node,
-        address: j.advertise.unwrap_or_else(|| listen.to_string()),
-        lease_ttl: j.lease_ttl,
+    let cluster_options = join.map(|j| {
+        let address = j.advertise.unwrap_or_else(|| listen.to_string());
+        let page = web.map(|w| page_url(w, &address));
+        simulcast::cluster::Options { endpoints: j.endpoints, node: j.node, address, lease_ttl: j.lease_ttl, page }
     });
     if let Some(o) = &cluster_options {
         if tls.is_some() {

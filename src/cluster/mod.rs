@@ -52,6 +52,9 @@ pub struct Options {
     pub address: String,
     /// The lease's time to live: how long a silent node keeps its place.
     pub lease_ttl: Duration,
+    /// Its multiviewer page as others reach it (`http://HOST:PORT/`), if
+    /// it serves one: a follower's page sends the operator there.
+    pub page: Option<String>,
 }
 
 impl Options {
@@ -147,13 +150,16 @@ pub struct Lead {
     pub synced: u64,
 }
 
-/// What a node campaigns with: its name and gRPC address.
+/// What a node campaigns with: its name, gRPC address and page.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Candidate {
     /// The node's name.
     pub name: String,
     /// Its gRPC address (`HOST:PORT`).
     pub address: String,
+    /// Its multiviewer page (`http://HOST:PORT/`), if it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
 }
 
 impl Candidate {
@@ -488,6 +494,7 @@ mod tests {
             node: "node-a".into(),
             address: "127.0.0.1:50051".into(),
             lease_ttl: Duration::from_secs(2),
+            page: None,
         }
     }
 

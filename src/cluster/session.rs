@@ -199,7 +199,7 @@ async fn session_inner(
         );
     }
     tracing::info!(node = %options.node, lease, ttl_s = grant.ttl(), "Joined the cluster.");
-    let me = Candidate { name: options.node.clone(), address: options.address.clone() };
+    let me = Candidate { name: options.node.clone(), address: options.address.clone(), page: options.page.clone() };
     // Started once this node is on the failsafe list and vouches for nobody.
     let mut campaign: Option<AbortOnDrop<Result<etcd_client::CampaignResponse, etcd_client::Error>>> = None;
     let mut won = false;
@@ -423,7 +423,7 @@ async fn keep_list(
             .kvs()
             .iter()
             .filter_map(|kv| serde_json::from_slice::<NodeRecord>(kv.value()).ok())
-            .map(|r| Candidate { name: r.name, address: r.address })
+            .map(|r| Candidate { name: r.name, address: r.address, page: None })
             .collect();
         if !now.iter().any(|c| c.name == me.name) {
             now.push(me.clone());

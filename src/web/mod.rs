@@ -64,12 +64,19 @@ struct Web {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Set when the daemon stops: every page's stream ends.
     closing: watch::Receiver<bool>,
+    /// Cluster mode: a follower's page points at the leader's.
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The page's routes.
-pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver<bool>) -> Router {
+pub fn routes(
+    tokens: Tokens,
+    coordinator: Coordinator,
+    closing: watch::Receiver<bool>,
+    cluster: Option<crate::cluster::Cluster>,
+) -> Router {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route("/", get(index))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/api/web/whoami", get(whoami))
@@ -79,7 +86,47 @@ pub fn routes(tokens: Tokens, coordinator: Coordinator, closing: watch::Receiver
         .route("/api/web/asrun", get(asrun))
         .route("/api/web/alerts", get(alerts))
         .route("/api/web/picture/{id}", get(picture))
-        .with_state(Web { tokens, snapshots: coordinator.subscribe(), coordinator, closing })
+        .with_state(Web { tokens, snapshots: coordinator.subscribe(), coordinator, closing, cluster })
+}
+
+/// The page; on a cluster follower, a redirect to the leader's page
+/// (master control and the legs run there).
+async fn index(State(web): State<Web>) -> Response {
+    if let Some(c) = &web.cluster
+        && !c.view().leads()
+    {
+        // As last heard, else as etcd says now (a node that just joined).
+        let known = c.view().leader.filter(|l| l.name != c.node());
+        let leader = match known {
+            Some(l) => Some(l),
+            None => c.leader_now(std::time::Duration::from_millis(500)).await.filter(|l| l.name != c.node()),
+        };
+        if let Some(page) = leader.and_then(|l| l.page) {
+            return axum::response::Redirect::temporary(&page).into_response();
+        }
+    }
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+/// Cluster mode, on a node that does not lead: the leader's page, if
+/// the leader is known and serves one.
+fn leader_page(c: &crate::cluster::Cluster) -> Option<String> {
+    let v = c.view();
+    if v.leads() {
+        return None;
+    }
+    v.leader.filter(|l| l.name != c.node()).and_then(|l| l.page)
+}
+
+/// What the board says of the cluster (absent in single-node mode).
+fn cluster_board(c: &crate::cluster::Cluster) -> serde_json::Value {
+    let v = c.view();
+    serde_json::json!({
+        "node": c.node(),
+        "leads": v.leads(),
+        "leader": v.leader.as_ref().map(|l| l.name.clone()),
+        "leader_page": leader_page(c),
+    })
 }
 
 /// What a plain-HTTP port answers for the page when the gRPC port has
@@ -276,15 +323,22 @@ async fn status(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAdd
     // From a snapshot with every change the page's user has been answered.
     let mut snapshots = match web.coordinator.subscribe_fresh().await {
         Ok(s) => s,
+        // A cluster follower runs no master control: its board (empty, and
+        // saying where the leader is) is what it has.
+        Err(crate::coordinator::CoordError::Unavailable(_)) if web.cluster.is_some() => web.coordinator.subscribe(),
         Err(e) => return refused(&tonic::Status::from(e)),
     };
     let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(PAGE_QUEUE);
-    let Web { mut closing, .. } = web;
+    let Web { mut closing, cluster, .. } = web;
     tokio::spawn(async move {
         loop {
             let text = {
                 let snap = snapshots.borrow_and_update();
-                format!("data: {}\n\n", view::board(&snap))
+                let mut board = view::board(&snap);
+                if let Some(c) = &cluster {
+                    board["cluster"] = cluster_board(c);
+                }
+                format!("data: {board}\n\n")
             };
             tokio::select! {
                 sent = tx.send(Ok(text)) => if sent.is_err() { break },
