@@ -956,3 +956,77 @@ async fn a_leader_cut_off_from_etcd_alone_stops_its_leg_before_the_next_leader_s
     let late = partner.seen().iter().filter(|(t, from)| *t > took && *from == old).count();
     assert_eq!(late, 0, "n1 sent {late} datagram(s) beside the next leader (healed {healed:?} ago)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_t0_inside_an_etcd_outage_still_switches_at_t0_and_the_event_is_on_air_once_etcd_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let partner = Senders::start();
+    let config = one_udp_leg(dir.path(), partner.port);
+    let extra = [OsStr::new("--config"), config.as_os_str()];
+    let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+    let leader = nodes.iter().find(|n| n.name == first).unwrap();
+    let token = nodes[0].token.clone();
+    // T0 on a whole second, 8 s ahead: armed at once (the preroll is 1 min).
+    let t0 = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + 8, 0).unwrap();
+    let mut c = nodes[0].events().await.unwrap();
+    let event = c.schedule_event(authed(final_at(t0, 600), &token)).await.expect("schedule").into_inner();
+    assert!(common::wait_for(Duration::from_secs(6), || partner.seen().len() > 50).await, "no slate before T0");
+
+    // etcd goes 2 s before T0 and comes back 6 s after it.
+    tokio::time::sleep((t0 - chrono::Duration::seconds(2) - chrono::Utc::now()).to_std().expect("T0 came too soon"))
+        .await;
+    etcd.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    tokio::time::sleep((t0 + chrono::Duration::seconds(6) - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    etcd.signal(libc::SIGCONT);
+    settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+
+    // The programme went out at T0, while etcd was away (the media side
+    // logs each switch with its UTC instant).
+    let log = leader.log_text();
+    let switched: Vec<&str> =
+        log.lines().filter(|l| l.contains("Program switched.") && l.contains("PROGRAM")).collect();
+    let first_switch = switched.first().unwrap_or_else(|| panic!("no switch to the programme: {log}"));
+    let utc = first_switch.split("utc=").nth(1).unwrap_or_default().trim();
+    let at = chrono::NaiveTime::parse_from_str(utc.trim_end_matches('Z'), "%H:%M:%S%.3f").unwrap();
+    let late = (at - t0.time()).num_milliseconds();
+    eprintln!("T0 inside an etcd outage: the programme went out at T0{late:+} ms");
+    assert!((-100..=1500).contains(&late), "the programme went out at T0{late:+} ms: {first_switch}");
+    // The leg never stopped, and one node sent it.
+    let seen = partner.seen();
+    let during: Vec<_> = seen.iter().filter(|(t, _)| *t >= stopped).collect();
+    let gap = during.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
+    let senders: std::collections::BTreeSet<_> = during.iter().map(|(_, f)| *f).collect();
+    assert!(gap < Duration::from_millis(500), "the partner was silent {gap:?}");
+    assert_eq!(senders.len(), 1, "several senders: {senders:?}");
+    // Once etcd is back, the event is ON_AIR, and the as-run log says so.
+    let id = simulcast::proto::EventRef { event_id: event.id.clone() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = nodes[0].events().await.unwrap().get_event(authed(id.clone(), &token)).await;
+        if got.as_ref().is_ok_and(|e| e.get_ref().state == simulcast::proto::EventState::OnAir as i32) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ON_AIR 10 s after etcd came back: {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let t = tonic::transport::Endpoint::from_shared(nodes[0].addr.clone()).unwrap().connect().await.unwrap();
+    let log_req = simulcast::proto::GetAsRunLogRequest { event_id: event.id.clone(), ..Default::default() };
+    let asrun =
+        MonitorServiceClient::new(t).get_as_run_log(authed(log_req, &token)).await.expect("as-run").into_inner();
+    let at_utc = |e: &simulcast::proto::AsRunEntry| {
+        let t = e.utc.as_ref().unwrap();
+        chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
+    };
+    let kinds: Vec<String> = asrun
+        .entries
+        .iter()
+        .map(|e| format!("T0{:+} ms {} {}", (at_utc(e) - t0).num_milliseconds(), e.kind, e.detail))
+        .collect();
+    // Written once etcd took it, saying when it was due (the cue switched then).
+    let due = format!("T0 reached (due {}, written ", t0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    assert!(kinds.iter().any(|k| k.contains(" on-air ") && k.contains(&due)), "{kinds:#?}");
+}

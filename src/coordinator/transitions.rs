@@ -217,13 +217,27 @@ impl State {
                 if action == Action::Arm && (other_runs || self.starting.is_some()) {
                     continue; // Another event runs; this one waits for an operator.
                 }
-                let why = match action {
-                    Action::Arm => "T0 - preroll reached",
-                    Action::Take => "T0 reached",
-                    Action::End => "end reached",
-                    _ => "post-roll over",
+                let Some(event) = self.events.get(&id.0) else { continue };
+                let (why, due_at) = match action {
+                    Action::Arm => ("T0 - preroll reached", event.arm_at()),
+                    Action::Take => ("T0 reached", event.on_air),
+                    Action::End => ("end reached", event.end()),
+                    _ => ("post-roll over", event.finish_at()),
                 };
-                match self.apply(&id, action, &Actor::Scheduler, why.into()).await {
+                // A step taken late (the store refused it until now: etcd
+                // away in cluster mode; the daemon down) says when it was
+                // due: the legs' cue switched then if a relay ran.
+                let late = now - due_at;
+                let why = if late > chrono::Duration::seconds(1) {
+                    format!(
+                        "{why} (due {}, written {:.1} s late)",
+                        due_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        late.num_milliseconds() as f64 / 1e3
+                    )
+                } else {
+                    why.to_owned()
+                };
+                match self.apply(&id, action, &Actor::Scheduler, why).await {
                     Ok(Applied::Done(_)) => {
                         moved = true;
                         self.clock_moved(&id, action, Ok(()));
