@@ -364,13 +364,8 @@ async fn a_stopped_leader_stops_counting_itself_leader_and_comes_back_a_follower
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_lost_for_10_s_mid_event_the_leg_flows_on_changes_are_refused_naming_etcd_and_a_take_works_after() {
     let dir = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(dir.path());
-    let partner = Senders::start();
-    let config = one_udp_leg(dir.path(), partner.port);
-    let extra = [OsStr::new("--config"), config.as_os_str()];
-    let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let (etcd, partner, nodes, first) = two_with_one_udp_leg(dir.path()).await;
     let all: Vec<&Node> = nodes.iter().collect();
-    let first = settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
     // The shipped alert rules (deploy/) query only families a node exports.
     let page = nodes[0].scrape();
     for name in common::monitored_metrics().into_iter().filter(|n| n.starts_with("simulcast_cluster_")) {
@@ -447,19 +442,14 @@ async fn etcd_lost_for_10_s_mid_event_the_leg_flows_on_changes_are_refused_namin
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The leg flowed throughout, from one sender: no gap, no second node.
-    let seen = partner.seen();
-    let during: Vec<_> = seen.iter().filter(|(t, _)| *t >= stopped - Duration::from_secs(1)).collect();
-    let gap = during.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
-    let senders: std::collections::BTreeSet<_> = during.iter().map(|(_, f)| *f).collect();
+    let (gap, senders) = partner.since(stopped - Duration::from_secs(1));
     eprintln!(
         "etcd stopped 10 s: the partner's longest silence {:.0} ms, from {} sender(s)",
         gap.as_secs_f64() * 1e3,
         senders.len()
     );
-    assert!(
-        during.last().is_some_and(|(t, _)| *t > back + Duration::from_secs(2)),
-        "the leg stopped after etcd came back"
-    );
+    let last = partner.seen().last().map(|(t, _)| *t);
+    assert!(last.is_some_and(|t| t > back + Duration::from_secs(2)), "the leg stopped after etcd came back");
     assert!(gap < Duration::from_millis(500), "the partner was silent {gap:?} while etcd was away or after");
     assert_eq!(senders.len(), 1, "several senders: {senders:?}: {}", leader.log_text());
     assert_eq!(next, first, "the leader changed: {}", leader.log_text());
@@ -577,10 +567,8 @@ async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_le
     let expect: Vec<&str> = survivors.iter().map(|n| n.name.as_str()).collect();
     let next = settled(&survivors, &expect, Duration::from_secs(10)).await;
     let via = nodes.iter().find(|n| n.name != next).unwrap();
-    let t = tonic::transport::Endpoint::from_shared(via.addr.clone()).unwrap().connect().await.unwrap();
-    let log_req = simulcast::proto::GetAsRunLogRequest { event_id: event.id.clone(), ..Default::default() };
-    let log = MonitorServiceClient::new(t).get_as_run_log(authed(log_req, &token)).await.expect("as-run").into_inner();
-    let details: Vec<String> = log.entries.iter().map(|e| format!("{} {}", e.kind, e.detail)).collect();
+    let entries = asrun_of(via, &event.id, &token).await;
+    let details: Vec<String> = entries.iter().map(|e| format!("{} {}", e.kind, e.detail)).collect();
     assert!(
         details.iter().any(|d| d.contains(&format!("node {next} took over as leader while the event was ON_AIR"))),
         "{details:#?}"
@@ -630,6 +618,38 @@ impl Senders {
     fn seen(&self) -> Vec<(Instant, std::net::SocketAddr)> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// Since `from`: the longest silence between two datagrams, and every sender.
+    fn since(&self, from: Instant) -> (Duration, std::collections::BTreeSet<std::net::SocketAddr>) {
+        let seen: Vec<_> = self.seen().into_iter().filter(|(t, _)| *t >= from).collect();
+        let gap = seen.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
+        (gap, seen.iter().map(|(_, f)| *f).collect())
+    }
+}
+
+/// etcd, a partner noting who sends, and nodes n1 and n2 whose one
+/// channel is a UDP leg to it, settled; with the leader's name.
+async fn two_with_one_udp_leg(dir: &Path) -> (Etcd, Senders, Vec<Node>, String) {
+    let etcd = Etcd::start(dir);
+    let partner = Senders::start();
+    let config = one_udp_leg(dir, partner.port);
+    let extra = [OsStr::new("--config"), config.as_os_str()];
+    let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start_with(dir, n, &etcd.url, &extra)).collect();
+    let first = settled(&nodes.iter().collect::<Vec<_>>(), &["n1", "n2"], Duration::from_secs(15)).await;
+    (etcd, partner, nodes, first)
+}
+
+/// The as-run log of `event`, read through `node`.
+async fn asrun_of(node: &Node, event: &str, token: &str) -> Vec<simulcast::proto::AsRunEntry> {
+    let t = tonic::transport::Endpoint::from_shared(node.addr.clone()).unwrap().connect().await.unwrap();
+    let req = simulcast::proto::GetAsRunLogRequest { event_id: event.to_owned(), ..Default::default() };
+    MonitorServiceClient::new(t).get_as_run_log(authed(req, token)).await.expect("as-run").into_inner().entries
+}
+
+/// An as-run entry's UTC instant.
+fn at_utc(e: &simulcast::proto::AsRunEntry) -> chrono::DateTime<chrono::Utc> {
+    let t = e.utc.as_ref().unwrap();
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
 }
 
 impl Drop for Senders {
@@ -742,18 +762,10 @@ async fn a_leader_killed_2_s_before_t0_still_puts_the_event_on_air() {
     dead.daemon.0.wait().unwrap();
     tokio::time::sleep((t0 + chrono::Duration::seconds(8) - chrono::Utc::now()).to_std().unwrap_or_default()).await;
 
-    let via = &nodes[0];
-    let t = tonic::transport::Endpoint::from_shared(via.addr.clone()).unwrap().connect().await.unwrap();
-    let log_req = simulcast::proto::GetAsRunLogRequest { event_id: event.id.clone(), ..Default::default() };
-    let log = MonitorServiceClient::new(t).get_as_run_log(authed(log_req, &token)).await.expect("as-run").into_inner();
-    let at_utc = |e: &simulcast::proto::AsRunEntry| {
-        let t = e.utc.as_ref().unwrap();
-        chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
-    };
-    let kinds: Vec<String> = log.entries.iter().map(|e| format!("{} {} {}", at_utc(e), e.kind, e.detail)).collect();
-    let on_air = log.entries.iter().find(|e| e.kind == "on-air").unwrap_or_else(|| panic!("never on air: {kinds:#?}"));
-    let first_picture = log
-        .entries
+    let entries = asrun_of(&nodes[0], &event.id, &token).await;
+    let kinds: Vec<String> = entries.iter().map(|e| format!("{} {} {}", at_utc(e), e.kind, e.detail)).collect();
+    let on_air = entries.iter().find(|e| e.kind == "on-air").unwrap_or_else(|| panic!("never on air: {kinds:#?}"));
+    let first_picture = entries
         .iter()
         .find(|e| e.kind == "leg-program")
         .unwrap_or_else(|| panic!("no programme picture reached the partner: {kinds:#?}"));
@@ -960,13 +972,8 @@ async fn a_leader_cut_off_from_etcd_alone_stops_its_leg_before_the_next_leader_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_t0_inside_an_etcd_outage_still_switches_at_t0_and_the_event_is_on_air_once_etcd_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(dir.path());
-    let partner = Senders::start();
-    let config = one_udp_leg(dir.path(), partner.port);
-    let extra = [OsStr::new("--config"), config.as_os_str()];
-    let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let (etcd, partner, nodes, first) = two_with_one_udp_leg(dir.path()).await;
     let all: Vec<&Node> = nodes.iter().collect();
-    let first = settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
     let leader = nodes.iter().find(|n| n.name == first).unwrap();
     let token = nodes[0].token.clone();
     // T0 on a whole second, 8 s ahead: armed at once (the preroll is 1 min).
@@ -996,10 +1003,7 @@ async fn a_t0_inside_an_etcd_outage_still_switches_at_t0_and_the_event_is_on_air
     eprintln!("T0 inside an etcd outage: the programme went out at T0{late:+} ms");
     assert!((-100..=1500).contains(&late), "the programme went out at T0{late:+} ms: {first_switch}");
     // The leg never stopped, and one node sent it.
-    let seen = partner.seen();
-    let during: Vec<_> = seen.iter().filter(|(t, _)| *t >= stopped).collect();
-    let gap = during.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
-    let senders: std::collections::BTreeSet<_> = during.iter().map(|(_, f)| *f).collect();
+    let (gap, senders) = partner.since(stopped);
     assert!(gap < Duration::from_millis(500), "the partner was silent {gap:?}");
     assert_eq!(senders.len(), 1, "several senders: {senders:?}");
     // Once etcd is back, the event is ON_AIR, and the as-run log says so.
@@ -1013,16 +1017,8 @@ async fn a_t0_inside_an_etcd_outage_still_switches_at_t0_and_the_event_is_on_air
         assert!(Instant::now() < deadline, "not ON_AIR 10 s after etcd came back: {got:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let t = tonic::transport::Endpoint::from_shared(nodes[0].addr.clone()).unwrap().connect().await.unwrap();
-    let log_req = simulcast::proto::GetAsRunLogRequest { event_id: event.id.clone(), ..Default::default() };
-    let asrun =
-        MonitorServiceClient::new(t).get_as_run_log(authed(log_req, &token)).await.expect("as-run").into_inner();
-    let at_utc = |e: &simulcast::proto::AsRunEntry| {
-        let t = e.utc.as_ref().unwrap();
-        chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
-    };
-    let kinds: Vec<String> = asrun
-        .entries
+    let kinds: Vec<String> = asrun_of(&nodes[0], &event.id, &token)
+        .await
         .iter()
         .map(|e| format!("T0{:+} ms {} {}", (at_utc(e) - t0).num_milliseconds(), e.kind, e.detail))
         .collect();
