@@ -1025,4 +1025,10 @@ async fn a_t0_inside_an_etcd_outage_still_switches_at_t0_and_the_event_is_on_air
     // Written once etcd took it, saying when it was due (the cue switched then).
     let due = format!("T0 reached (due {}, written ", t0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     assert!(kinds.iter().any(|k| k.contains(" on-air ") && k.contains(&due)), "{kinds:#?}");
+    // What the leg did meanwhile was kept and written once etcd was back:
+    // its first programme picture, at its own instant, once.
+    let pictures: Vec<&String> = kinds.iter().filter(|k| k.contains(" leg-program ")).collect();
+    assert_eq!(pictures.len(), 1, "{kinds:#?}");
+    let ms: i64 = pictures[0].trim_start_matches("T0").split(" ms").next().unwrap().parse().unwrap();
+    assert!((0..=1500).contains(&ms), "the first programme picture at T0{ms:+} ms: {kinds:#?}");
 }

@@ -82,10 +82,28 @@ impl State {
         if let Some(a) = &alert {
             self.raised(a);
         }
+        if Kind::is_observed(&e.kind) {
+            self.append_observed(e.clone(), alert);
+            return;
+        }
         let (entry, names, wake) = (e.clone(), self.alerting.names.clone(), Arc::clone(&self.alerting.wake));
         self.write(format!("as-run entry {} of {}", e.kind, e.event_id), move |s| {
             s.append_asrun_alerting(&entry, alert.as_ref(), &names)?;
             if alert.is_some() {
+                wake.notify_one();
+            }
+            Ok(())
+        });
+    }
+
+    /// Appends an observed entry (and its alert, already counted): kept
+    /// and written again if etcd refuses its turn.
+    pub(super) fn append_observed(&self, entry: AsRunEntry, alert: Option<Alert>) {
+        let (names, wake) = (self.alerting.names.clone(), Arc::clone(&self.alerting.wake));
+        let (e, a) = (entry.clone(), alert.clone());
+        self.write_observed((entry, alert), move |s| {
+            s.append_asrun_alerting(&e, a.as_ref(), &names)?;
+            if a.is_some() {
                 wake.notify_one();
             }
             Ok(())

@@ -64,6 +64,33 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Kinds that report what the relay did (a leg's first programme
+    /// picture, a source switch, a break cued): facts the loop does not
+    /// derive again from the store, so an entry etcd refused is kept and
+    /// written again. A state change is not among them: after a refused
+    /// write memory is read back and the change is made again.
+    const OBSERVED: [Kind; 14] = [
+        Kind::SourceSwitched,
+        Kind::LegOnAir,
+        Kind::LegLost,
+        Kind::LegError,
+        Kind::LegFailed,
+        Kind::LegProgram,
+        Kind::LegProgramResumed,
+        Kind::LegDelayedStart,
+        Kind::LegNotOnAir,
+        Kind::RecordingLost,
+        Kind::BreakStart,
+        Kind::BreakEnd,
+        Kind::LegsRebuilt,
+        Kind::LegsClosed,
+    ];
+
+    /// Whether an entry of kind `name` (stored name) reports what the relay did.
+    pub fn is_observed(name: &str) -> bool {
+        Self::OBSERVED.iter().any(|k| k.as_str() == name)
+    }
+
     /// The stored name (`leg-program`, `source-switched`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -196,6 +223,18 @@ pub fn entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_legs_did_is_kept_for_etcd_and_state_changes_are_not() {
+        assert!(Kind::is_observed("leg-program"));
+        assert!(Kind::is_observed("source-switched"));
+        assert!(Kind::is_observed("break-start"));
+        // Made again by the clock or the operator after a read-back.
+        assert!(!Kind::is_observed("on-air"));
+        assert!(!Kind::is_observed("scheduled"));
+        assert!(!Kind::is_observed("channel-created"));
+        assert!(!Kind::is_observed("nonsense"));
+    }
 
     #[test]
     fn every_event_state_has_its_kind_and_names_are_kebab_case() {

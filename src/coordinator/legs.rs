@@ -30,6 +30,7 @@ impl State {
         if !self.leads {
             return false;
         }
+        self.append_kept();
         let mut changed = self.step_clock().await;
         changed |= self.collect_rehearsal().await;
         changed |= self.fire_schedules();

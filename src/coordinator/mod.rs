@@ -312,6 +312,8 @@ impl Coordinator {
             writer: Writer::start(Arc::clone(&store)),
             batch: std::sync::Mutex::default(),
             failed_tx,
+            observed_again: Vec::new(),
+            observed_tried: None,
             write_failures: Arc::default(),
             channels: Vec::new(),
             store,
@@ -655,7 +657,11 @@ struct State {
     /// This turn's writes, handed to the writer at its end.
     batch: std::sync::Mutex<Vec<writes::Write>>,
     /// Where the writer says a write failed.
-    failed_tx: mpsc::UnboundedSender<String>,
+    failed_tx: mpsc::UnboundedSender<writes::Lost>,
+    /// Observed as-run entries etcd refused, to append again.
+    observed_again: Vec<writes::Observed>,
+    /// When those were last tried.
+    observed_tried: Option<std::time::Instant>,
     /// Writes that failed (counted by the writer).
     write_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Every channel, as stored, in the store's order (creation).
@@ -713,7 +719,7 @@ impl State {
         mut self,
         mut rx: mpsc::Receiver<Command>,
         mut started: mpsc::UnboundedReceiver<Started>,
-        mut failed: mpsc::UnboundedReceiver<String>,
+        mut failed: mpsc::UnboundedReceiver<writes::Lost>,
     ) {
         let mut leading = self.options.leading.clone();
         match &mut leading {
@@ -917,6 +923,13 @@ impl State {
 
     /// Empties what memory holds of the store (a follower's state).
     fn forget(&mut self) {
+        if !self.observed_again.is_empty() {
+            error!(
+                lost = self.observed_again.len(),
+                "As-run entries kept for etcd are lost: this node no longer runs master control."
+            );
+            self.observed_again.clear();
+        }
         self.events.clear();
         self.channels.clear();
         self.schedules.clear();

@@ -11,7 +11,9 @@
 //! with the store's error, and tells the loop, which reads the schedule,
 //! the channels, the breaks and the recurring rehearsals back from the
 //! store ([`State::store_failed`]): nothing stored is lost, and memory
-//! holds what the store holds again.
+//! holds what the store holds again. In cluster mode, a turn etcd refused
+//! keeps its entries of what the legs did ([`Lost::again`]): the leader
+//! appends them again until etcd takes them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,17 +21,38 @@ use std::sync::Arc;
 use tracing::{error, warn};
 
 use super::asrun::Kind;
+
+/// The most as-run entries kept while etcd is away.
+const MAX_KEPT: usize = 10_000;
+/// How often entries etcd refused are tried again.
+const AGAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 use super::{CoordError, Reply, State};
 use crate::store::{Store, StoreError};
 
 /// What a write does, in the writer.
 type Run = Box<dyn FnOnce(&Store) -> Result<(), StoreError> + Send>;
 
+/// An as-run entry reporting what the media side saw (and the alert it
+/// raises), kept to be written again if etcd refused its turn.
+pub(super) type Observed = (crate::store::AsRunEntry, Option<crate::alerts::Alert>);
+
 /// One write a turn asks for.
 pub(super) struct Write {
     /// What is lost if it fails, for the log.
     what: String,
     run: Run,
+    /// An observed entry this write appends (see [`Lost::again`]).
+    again: Option<Observed>,
+}
+
+/// A turn's writes that failed, told to the loop.
+pub(super) struct Lost {
+    /// What was lost, and why.
+    pub(super) why: String,
+    /// Cluster mode, etcd away: the observed as-run entries the turn held,
+    /// to append again later. A state change is not among them: memory is
+    /// read back and the clock or the operator makes it again.
+    pub(super) again: Vec<Observed>,
 }
 
 /// `Ok` if the store did what a write asked (`done`); else the conflict
@@ -43,6 +66,7 @@ pub(super) fn done_or_conflict(done: bool, what: impl FnOnce() -> String) -> Res
 /// stops them, is logged and is told to the loop.
 fn run_all(store: &Store, writes: Vec<Write>, failed: &Failed) -> Result<(), StoreError> {
     let mut lost = String::new();
+    let again: Vec<Observed> = writes.iter().filter_map(|w| w.again.clone()).collect();
     // In cluster mode the turn's writes commit together, once etcd holds
     // them, or not at all.
     let r = store.shared(|| {
@@ -58,9 +82,16 @@ fn run_all(store: &Store, writes: Vec<Write>, failed: &Failed) -> Result<(), Sto
         if lost.is_empty() {
             lost = "the turn's writes (etcd did not take them)".into();
         }
-        error!(error = %e, lost = %lost, "A store write failed: it and the rest of its turn's writes are lost.");
+        // etcd refused the turn (it rolled back whole): its observed
+        // entries are kept and written again once etcd takes them.
+        let again = if matches!(e, StoreError::Shared(_)) { again } else { Vec::new() };
+        if again.is_empty() {
+            error!(error = %e, lost = %lost, "A store write failed: it and the rest of its turn's writes are lost.");
+        } else {
+            error!(error = %e, lost = %lost, kept = again.len(), "A store write failed: its turn's writes are lost but for the as-run entries of what the legs did, kept to be written again.");
+        }
         failed.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = failed.tell.send(format!("{lost}: {e}"));
+        let _ = failed.tell.send(Lost { why: format!("{lost}: {e}"), again });
     }
     r
 }
@@ -68,7 +99,7 @@ fn run_all(store: &Store, writes: Vec<Write>, failed: &Failed) -> Result<(), Sto
 /// Where a failed write is counted and told.
 struct Failed {
     count: Arc<std::sync::atomic::AtomicU64>,
-    tell: tokio::sync::mpsc::UnboundedSender<String>,
+    tell: tokio::sync::mpsc::UnboundedSender<Lost>,
 }
 
 impl State {
@@ -79,7 +110,42 @@ impl State {
         what: impl Into<String>,
         run: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
     ) {
-        crate::media::lock(&self.batch).push(Write { what: what.into(), run: Box::new(run) });
+        crate::media::lock(&self.batch).push(Write { what: what.into(), run: Box::new(run), again: None });
+    }
+
+    /// [`State::write`] of an observed as-run entry: kept if etcd refuses
+    /// its turn (see [`Lost::again`]).
+    pub(super) fn write_observed(
+        &self,
+        observed: Observed,
+        run: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
+    ) {
+        let what = format!("as-run entry {} of {}", observed.0.kind, observed.0.event_id);
+        crate::media::lock(&self.batch).push(Write { what, run: Box::new(run), again: Some(observed) });
+    }
+
+    /// Keeps entries etcd refused, to append again (the oldest dropped,
+    /// with an error, past `MAX_KEPT`).
+    pub(super) fn keep_observed(&mut self, again: Vec<Observed>) {
+        self.observed_again.extend(again);
+        let over = self.observed_again.len().saturating_sub(MAX_KEPT);
+        if over > 0 {
+            error!(dropped = over, "Too many as-run entries waiting for etcd: the oldest are lost.");
+            self.observed_again.drain(..over);
+        }
+    }
+
+    /// Appends again the entries etcd refused, at most every
+    /// `AGAIN_EVERY` (a refusal brings them back).
+    pub(super) fn append_kept(&mut self) {
+        let due = self.observed_tried.is_none_or(|t| t.elapsed() >= AGAIN_EVERY);
+        if self.observed_again.is_empty() || !due {
+            return;
+        }
+        self.observed_tried = Some(std::time::Instant::now());
+        for (entry, alert) in std::mem::take(&mut self.observed_again) {
+            self.append_observed(entry, alert);
+        }
     }
 
     fn failed(&self) -> Failed {
@@ -117,7 +183,9 @@ impl State {
     /// back from the store, after every write queued so far. A running
     /// relay whose event the store does not hold live is stopped, as an
     /// event that could not be saved live never went on air.
-    pub(super) async fn store_failed(&mut self, why: String) {
+    pub(super) async fn store_failed(&mut self, lost: Lost) {
+        self.keep_observed(lost.again);
+        let why = lost.why;
         warn!(why = %why, "Reading the schedule back from the store after a failed write.");
         self.read_back().await;
     }
