@@ -83,7 +83,7 @@ impl State {
             self.raised(a);
         }
         if Kind::is_observed(&e.kind) {
-            self.append_observed(e.clone(), alert);
+            self.append_observed(e.clone(), alert, false);
             return;
         }
         let (entry, names, wake) = (e.clone(), self.alerting.names.clone(), Arc::clone(&self.alerting.wake));
@@ -97,13 +97,20 @@ impl State {
     }
 
     /// Appends an observed entry (and its alert, already counted): kept
-    /// and written again if etcd refuses its turn.
-    pub(super) fn append_observed(&self, entry: AsRunEntry, alert: Option<Alert>) {
+    /// and written again if etcd refuses its turn. `again`: it was kept,
+    /// and may be in the log already (an earlier write etcd never answered
+    /// may have landed): then it is not written twice.
+    pub(super) fn append_observed(&self, entry: AsRunEntry, alert: Option<Alert>, again: bool) {
         let (names, wake) = (self.alerting.names.clone(), Arc::clone(&self.alerting.wake));
         let (e, a) = (entry.clone(), alert.clone());
         self.write_observed((entry, alert), move |s| {
-            s.append_asrun_alerting(&e, a.as_ref(), &names)?;
-            if a.is_some() {
+            let added = if again {
+                s.append_asrun_once(&e, a.as_ref(), &names)?
+            } else {
+                s.append_asrun_alerting(&e, a.as_ref(), &names)?;
+                true
+            };
+            if added && a.is_some() {
                 wake.notify_one();
             }
             Ok(())

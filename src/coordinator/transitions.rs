@@ -226,9 +226,10 @@ impl State {
                 };
                 // A step taken late (the store refused it until now: etcd
                 // away in cluster mode; the daemon down) says when it was
-                // due: the legs' cue switched then if a relay ran.
+                // due: the legs' cue switched then if a relay ran. Not an
+                // arm: an event scheduled inside its preroll arms at once.
                 let late = now - due_at;
-                let why = if late > chrono::Duration::seconds(1) {
+                let why = if late > chrono::Duration::seconds(1) && action != Action::Arm {
                     format!(
                         "{why} (due {}, written {:.1} s late)",
                         due_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -144,7 +144,7 @@ impl State {
         }
         self.observed_tried = Some(std::time::Instant::now());
         for (entry, alert) in std::mem::take(&mut self.observed_again) {
-            self.append_observed(entry, alert);
+            self.append_observed(entry, alert, true);
         }
     }
 

@@ -134,6 +134,34 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::append_asrun_alerting`], unless the log holds this very
+    /// entry already (same event, leg, kind, instant and words): an entry
+    /// written again after a write whose outcome was unknown (etcd may have
+    /// applied it after all). `false` when it was there.
+    pub fn append_asrun_once(
+        &self,
+        e: &AsRunEntry,
+        alert: Option<&Alert>,
+        webhooks: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.savepoint()?;
+        let there: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM asrun WHERE event_id = ?1 AND utc = ?2 AND channel_id = ?3 AND kind = ?4 AND detail = ?5)",
+            params![e.event_id, e.utc, e.channel_id, e.kind, e.detail],
+            |r| r.get(0),
+        )?;
+        if there {
+            return Ok(false);
+        }
+        insert_asrun(&tx, e, &self.asrun_written)?;
+        if let Some(a) = alert {
+            queue(&tx, a, webhooks)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Queues an alert no as-run entry records (a test alert).
     pub fn queue_alert(&self, alert: &Alert, webhooks: &[String]) -> Result<(), StoreError> {
         let mut conn = self.conn();
@@ -258,6 +286,31 @@ mod tests {
             channel: None,
             source: "test".into(),
         }
+    }
+
+    #[test]
+    fn an_entry_written_again_is_not_logged_twice_nor_its_alert_queued_twice() {
+        let s = Store::open_in_memory().unwrap();
+        let e = AsRunEntry {
+            event_id: "ev-1".into(),
+            utc: "2026-12-02T10:00:00.189Z".into(),
+            channel_id: "kr-kbs".into(),
+            local_time: "2026-12-02T19:00:00.189+09:00".into(),
+            timezone: "Asia/Seoul".into(),
+            kind: "leg-program".into(),
+            detail: "first program picture".into(),
+            actor: "simulcastd".into(),
+        };
+        let hooks = ["a".to_owned()];
+        let a = alert("alr-1", "2026-12-02T10:00:00.189Z");
+        assert!(s.append_asrun_once(&e, Some(&a), &hooks).unwrap());
+        assert!(!s.append_asrun_once(&e, Some(&a), &hooks).unwrap());
+        // Another instant is another entry.
+        let later = AsRunEntry { utc: "2026-12-02T10:00:01.000Z".into(), ..e.clone() };
+        assert!(s.append_asrun_once(&later, None, &hooks).unwrap());
+        assert_eq!(s.asrun("ev-1").unwrap().len(), 2);
+        let due = s.due_deliveries("2026-12-02T10:00:02Z".parse().unwrap(), 10).unwrap();
+        assert_eq!(due.len(), 1, "{due:?}");
     }
 
     #[test]
