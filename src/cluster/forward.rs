@@ -115,13 +115,9 @@ where
         }
         let (cluster, to) = (self.cluster.clone(), Arc::clone(&self.to));
         Box::pin(async move {
-            // The leader as this node last heard, else as etcd says now
-            // (a node that just joined again has not heard yet).
-            let known = view.leader.filter(|l| l.name != me);
-            let leader = match (known, cluster) {
-                (Some(l), _) => Some(l),
-                (None, Some(c)) => c.leader_now(LOOK_UP).await.filter(|l| l.name != me),
-                (None, None) => None,
+            let leader = match cluster {
+                Some(c) => c.other_leader(LOOK_UP).await,
+                None => None,
             };
             let Some(leader) = leader else {
                 let etcd = view.etcd.err().map(|e| format!(" (etcd: {e})")).unwrap_or_default();

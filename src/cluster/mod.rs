@@ -416,11 +416,17 @@ impl Cluster {
         }
     }
 
-    /// The leader etcd names now, asked within `within` (`None`: none,
-    /// or etcd did not say in time).
-    pub async fn leader_now(&self, within: Duration) -> Option<Candidate> {
+    /// The leader, when it is another node: as this node last heard, else
+    /// as etcd says now, asked within `within` (a node that just joined
+    /// again has not heard yet). `None`: none, or etcd did not say in time.
+    pub async fn other_leader(&self, within: Duration) -> Option<Candidate> {
+        let me = self.node();
+        if let Some(l) = self.view().leader.filter(|l| l.name != me) {
+            return Some(l);
+        }
         let mut client = self.inner.client.clone();
-        tokio::time::timeout(within, leader(&mut client)).await.ok()?.ok()?
+        let now = tokio::time::timeout(within, leader(&mut client)).await.ok()?.ok()?;
+        now.filter(|l| l.name != me)
     }
 
     /// The cluster's own credential (made once, kept in etcd), once this

@@ -429,11 +429,16 @@ async fn keep_list(
             now.push(me.clone());
         }
         now.sort_by(|a, b| a.name.cmp(&b.name));
+        // Unchanged since this leader wrote it: nothing more to read.
+        if was.as_ref() == Some(&now) {
+            return Ok((now, None, true));
+        }
         let stored = failsafe::listed(client).await?;
-        Ok::<_, etcd_client::Error>((now, stored))
+        Ok::<_, etcd_client::Error>((now, stored, false))
     };
     let (now, stored) = match tokio::time::timeout(within, read).await {
-        Ok(Ok(got)) => got,
+        Ok(Ok((now, _, true))) => return Some(now),
+        Ok(Ok((now, stored, false))) => (now, stored),
         _ => return was,
     };
     if stored.as_ref() == Some(&now) {

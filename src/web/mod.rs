@@ -95,12 +95,7 @@ async fn index(State(web): State<Web>) -> Response {
     if let Some(c) = &web.cluster
         && !c.view().leads()
     {
-        // As last heard, else as etcd says now (a node that just joined).
-        let known = c.view().leader.filter(|l| l.name != c.node());
-        let leader = match known {
-            Some(l) => Some(l),
-            None => c.leader_now(std::time::Duration::from_millis(500)).await.filter(|l| l.name != c.node()),
-        };
+        let leader = c.other_leader(std::time::Duration::from_millis(500)).await;
         if let Some(page) = leader.and_then(|l| l.page) {
             return axum::response::Redirect::temporary(&page).into_response();
         }
