@@ -943,4 +943,34 @@ mod tests {
         let open = Cue { program_until: None, ..cue };
         assert_eq!(open.content_at(ns("2026-11-23T16:00:00Z")), Content::Program);
     }
+
+    /// The transcoding slate is drawn in the compositor's own format: with
+    /// no format in its caps, videotestsrc took the first the compositor
+    /// accepts (a 16-bit one, Y412 or ABGR64: 8 bytes a pixel), and the
+    /// card cost 4 MB a picture at 960x540 and a conversion each frame.
+    #[test]
+    fn the_slate_card_reaches_the_compositor_in_i420() {
+        crate::media::init().expect("GStreamer");
+        let f = ProgramFormat { width: 320, height: 180, framerate: 25, ..ProgramFormat::default() };
+        let card = template::get("program/slate-card").unwrap().instantiate(&format_params(&f)).unwrap();
+        let pipeline = gst::Pipeline::new();
+        let vmix = gst::ElementFactory::make("compositor").build().unwrap();
+        let sink = gst::ElementFactory::make("fakesink").property("sync", false).build().unwrap();
+        pipeline.add_many([card.upcast_ref(), &vmix, &sink]).unwrap();
+        let out = card.static_pad("video").expect("the card's video pad");
+        out.link(&vmix.request_pad_simple("sink_%u").unwrap()).unwrap();
+        vmix.link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let caps = loop {
+            if let Some(caps) = out.current_caps() {
+                break caps;
+            }
+            assert!(std::time::Instant::now() < deadline, "the card negotiated no caps in 5 s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        pipeline.set_state(gst::State::Null).unwrap();
+        let format = caps.structure(0).and_then(|s| s.get::<String>("format").ok());
+        assert_eq!(format.as_deref(), Some("I420"), "{caps}");
+    }
 }

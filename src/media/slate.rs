@@ -210,7 +210,7 @@ fn picture(look: &SlateLook, (w, h): (u32, u32), (fn_, fd): (i32, i32), n: u32) 
         Some(_) => format!("filesrc name=src ! pngdec ! imagefreeze num-buffers={n} ! videoconvert ! videoscale"),
         None => format!(
             "videotestsrc pattern=solid-color foreground-color=0xff10213a num-buffers={n} \
-             ! video/x-raw,width={w},height={h},framerate={fn_}/{fd} \
+             ! video/x-raw,format=I420,width={w},height={h},framerate={fn_}/{fd} \
              ! textoverlay name=text valignment=center halignment=center line-alignment=center font-desc=\"Sans Bold 24\""
         ),
     }
