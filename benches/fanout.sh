@@ -13,7 +13,8 @@
 #                                                   to N sockets, UDP only)
 #   PROTO=udp legs (N = 12 50 by default) or PROTO=srt legs (N = 12), each
 #   SRT leg received by srt-live-transmit (listener; not measured).
-# MODE=transcode: a 960x540 H.264 + AAC contribution at about 7.7 Mbit/s;
+# MODE=transcode: a 960x540 H.264 High 4:2:0 + AAC contribution at about
+#   7.7 Mbit/s;
 #   simulcast in transcode against ffmpeg and gst-launch doing the same
 #   work: decode, x264 ultrafast/zerolatency at the input's size and
 #   bitrate, AAC, one MPEG-TS multiplex, then their tee (UDP legs).
@@ -57,7 +58,7 @@ if [ "$MODE" = passthrough ]; then
     -c:a aac -b:a 128k -metadata:s:a:0 language=kaz -f mpegts "$work/in.ts"
   w=1920; h=1080; fps=50; kbps=12000; gop=50
 else
-  echo "Making the input: $((D + WARM + 5)) s of 960x540 noise at ~7.7 Mbit/s H.264 + $TRACKS AAC in MPEG-TS..." >&2
+  echo "Making the input: $((D + WARM + 5)) s of 960x540 noise at ~7.7 Mbit/s H.264 High 4:2:0 + $TRACKS AAC in MPEG-TS..." >&2
   more=()
   if [ "$TRACKS" = 3 ]; then
     for t in rus:660 eng:880; do
@@ -65,8 +66,13 @@ else
         ! taginject tags="language-code=${t%%:*}" ! m.)
     done
   fi
-  gst-launch-1.0 -q videotestsrc num-buffers=$(( (D + WARM + 5) * 25 )) pattern=snow ! video/x-raw,width=960,height=540,framerate=25/1 \
-    ! x264enc speed-preset=ultrafast bitrate=7700 key-int-max=50 ! h264parse ! mpegtsmux name=m alignment=7 \
+  # A venue's encoder: H.264 High 4:2:0 with B-frames. (Without the
+  # format, x264enc took videotestsrc's first, 4:4:4, a picture twice the
+  # size of any contribution's.)
+  gst-launch-1.0 -q videotestsrc num-buffers=$(( (D + WARM + 5) * 25 )) pattern=snow \
+    ! video/x-raw,format=I420,width=960,height=540,framerate=25/1 \
+    ! x264enc speed-preset=superfast bitrate=7700 key-int-max=50 ! video/x-h264,profile=high \
+    ! h264parse ! mpegtsmux name=m alignment=7 \
     ! filesink location="$work/in.ts" \
     audiotestsrc num-buffers=$(( (D + WARM + 5) * 47 )) ! audioconvert ! avenc_aac ! aacparse \
     ! taginject tags="language-code=kaz" ! m. "${more[@]}"
