@@ -96,6 +96,8 @@ struct Node {
     metrics: std::net::SocketAddr,
     /// Its multiviewer page's port.
     web: std::net::SocketAddr,
+    /// The certificate its gRPC port is checked against, when it speaks TLS.
+    ca: Option<Vec<u8>>,
 }
 
 impl Node {
@@ -114,7 +116,14 @@ impl Node {
         };
         Store::open(&db).unwrap().insert_token(&rec, "2026-12-03T00:00:00Z").unwrap();
         let grpc = tcp_listener();
-        let addr = format!("http://{}", grpc.local_addr().unwrap());
+        // A node given a certificate speaks TLS, and is checked against it.
+        let ca = extra
+            .iter()
+            .position(|a| *a == OsStr::new("--tls-cert"))
+            .and_then(|i| extra.get(i + 1))
+            .map(|cert| std::fs::read(cert).unwrap());
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let addr = format!("{scheme}://{}", grpc.local_addr().unwrap());
         let log = dir.join(format!("{name}.log"));
         let ttl = format!("{}s", TTL.as_secs());
         let mut args: Vec<&OsStr> = vec![
@@ -137,7 +146,18 @@ impl Node {
         common::wait_answering(&mut daemon.0, grpc.local_addr().unwrap());
         // The daemon holds its own copies of the sockets.
         drop((grpc, metrics, web));
-        Node { name: name.into(), daemon, addr, token, log, metrics: metrics_addr, web: web_addr }
+        Node { name: name.into(), daemon, addr, token, log, metrics: metrics_addr, web: web_addr, ca }
+    }
+
+    /// A connection to its gRPC port (TLS when it speaks it).
+    async fn connect(&self) -> Result<tonic::transport::Channel, String> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.addr.clone()).unwrap();
+        if let Some(pem) = &self.ca {
+            let tls =
+                tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            endpoint = endpoint.tls_config(tls).unwrap();
+        }
+        endpoint.connect().await.map_err(|e| e.to_string())
     }
 
     /// Its /metrics page (empty if it does not answer).
@@ -189,11 +209,7 @@ impl Node {
     /// `ListNodes` on this node, within `within` (a stopped node does not answer).
     async fn list(&self, within: Duration) -> Result<ListNodesResponse, String> {
         let ask = async {
-            let transport = tonic::transport::Endpoint::from_shared(self.addr.clone())
-                .unwrap()
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?;
+            let transport = self.connect().await?;
             let mut c = NodeServiceClient::new(transport);
             c.list_nodes(authed(ListNodesRequest {}, &self.token))
                 .await
@@ -209,8 +225,7 @@ impl Node {
     }
 
     async fn events(&self) -> Result<EventServiceClient<tonic::transport::Channel>, String> {
-        let t = tonic::transport::Endpoint::from_shared(self.addr.clone()).unwrap().connect().await;
-        t.map(EventServiceClient::new).map_err(|e| e.to_string())
+        self.connect().await.map(EventServiceClient::new)
     }
 
     fn log_text(&self) -> String {
@@ -310,6 +325,43 @@ async fn three_nodes_elect_one_leader_and_a_killed_leader_is_replaced_within_the
     assert!(nodes.iter().find(|n| n.name == next).unwrap().log_text().contains("This node leads."));
 }
 
+/// Nodes that speak TLS check each other: a follower that does not trust
+/// the leader's certificate refuses to forward to it, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_does_not_trust_the_leaders_certificate_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let pair = |name: &str| {
+        let (cert, key) = (dir.path().join(format!("{name}.pem")), dir.path().join(format!("{name}-key.pem")));
+        common::self_signed(&cert, &key, name);
+        (cert, key)
+    };
+    let ((cert1, key1), (cert2, key2)) = (pair("n1"), pair("n2"));
+    let tls = |cert: &PathBuf, key: &PathBuf| -> Vec<std::ffi::OsString> {
+        vec!["--tls-cert".into(), cert.into(), "--tls-key".into(), key.into()]
+    };
+    let args1 = tls(&cert1, &key1);
+    let n1 = Node::start_with(dir.path(), "n1", &etcd.url, &args1.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
+    // n2 checks the other nodes against its own certificate alone.
+    let mut args2 = tls(&cert2, &key2);
+    args2.extend(["--cluster-ca-cert".into(), cert2.clone().into()]);
+    let n2 = Node::start_with(dir.path(), "n2", &etcd.url, &args2.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    assert_eq!(settled(&[&n1, &n2], &["n1", "n2"], Duration::from_secs(15)).await, "n1");
+
+    let req = final_at(chrono::Utc::now() + chrono::Duration::hours(1), 600);
+    let mut c = n2.events().await.unwrap();
+    let e = c.schedule_event(authed(req.clone(), &n2.token)).await.expect_err("forwarded to an untrusted leader");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("the leader n1") && e.message().contains("certificate"), "{e:?}");
+    eprintln!("forwarding to an untrusted leader: {}", e.message());
+    // The leader itself answers it (with its own word on the request:
+    // these nodes have no channel).
+    let mut c = n1.events().await.unwrap();
+    let e = c.schedule_event(authed(req, &n1.token)).await.expect_err("no channel to schedule on");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_leader_stops_counting_itself_leader_and_comes_back_a_follower() {
     let dir = tempfile::tempdir().unwrap();
@@ -365,7 +417,14 @@ async fn a_stopped_leader_stops_counting_itself_leader_and_comes_back_a_follower
 async fn etcd_lost_for_10_s_mid_event_the_leg_flows_on_changes_are_refused_naming_etcd_and_a_take_works_after() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Senders::start();
-    let (etcd, nodes, first) = on_one_udp_leg(dir.path(), &["n1", "n2"], partner.port).await;
+    // The nodes speak TLS, to operators and to each other (one certificate
+    // for both, checked against itself): the failsafe's questions and the
+    // follower's forwarded requests below go over it.
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    common::self_signed(&cert, &key, "simulcast-node");
+    let tls = [OsStr::new("--tls-cert"), cert.as_os_str(), OsStr::new("--tls-key"), key.as_os_str()];
+    let (etcd, nodes, first) = on_one_udp_leg_with(dir.path(), &["n1", "n2"], partner.port, &tls).await;
+    assert!(nodes.iter().all(|n| n.addr.starts_with("https://")));
     let all: Vec<&Node> = nodes.iter().collect();
     // The shipped alert rules (deploy/) query only families a node exports.
     let page = nodes[0].scrape();
@@ -573,7 +632,7 @@ async fn any_node_answers_and_a_killed_leaders_live_event_resumes_on_the_next_le
     assert!(details.iter().any(|d| d.contains(&format!("leg(s) rebuilt on node {next}"))), "{details:#?}");
     assert!(details.iter().any(|d| d.starts_with("on-air")), "the log before the kill was kept: {details:#?}");
     // The status, watched through the follower, names the node carrying the leg.
-    let t = tonic::transport::Endpoint::from_shared(via.addr.clone()).unwrap().connect().await.unwrap();
+    let t = via.connect().await.unwrap();
     let req = simulcast::proto::EventRef { event_id: event.id.clone() };
     let mut updates = MonitorServiceClient::new(t).watch_status(authed(req, &token)).await.expect("watch").into_inner();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -627,9 +686,15 @@ impl Senders {
 /// etcd and the nodes `names`, whose one channel is a UDP leg to the
 /// partner on `port`, settled; with the leader's name.
 async fn on_one_udp_leg(dir: &Path, names: &[&str], port: u16) -> (Etcd, Vec<Node>, String) {
+    on_one_udp_leg_with(dir, names, port, &[]).await
+}
+
+/// [`on_one_udp_leg`], each node also given `more` arguments.
+async fn on_one_udp_leg_with(dir: &Path, names: &[&str], port: u16, more: &[&OsStr]) -> (Etcd, Vec<Node>, String) {
     let etcd = Etcd::start(dir);
     let config = one_udp_leg(dir, port);
-    let extra = [OsStr::new("--config"), config.as_os_str()];
+    let mut extra = vec![OsStr::new("--config"), config.as_os_str()];
+    extra.extend_from_slice(more);
     let nodes: Vec<Node> = names.iter().map(|n| Node::start_with(dir, n, &etcd.url, &extra)).collect();
     let first = settled(&nodes.iter().collect::<Vec<_>>(), names, Duration::from_secs(15)).await;
     (etcd, nodes, first)
@@ -637,7 +702,7 @@ async fn on_one_udp_leg(dir: &Path, names: &[&str], port: u16) -> (Etcd, Vec<Nod
 
 /// The as-run log of `event`, read through `node`.
 async fn asrun_of(node: &Node, event: &str, token: &str) -> Vec<simulcast::proto::AsRunEntry> {
-    let t = tonic::transport::Endpoint::from_shared(node.addr.clone()).unwrap().connect().await.unwrap();
+    let t = node.connect().await.unwrap();
     let req = simulcast::proto::GetAsRunLogRequest { event_id: event.to_owned(), ..Default::default() };
     MonitorServiceClient::new(t).get_as_run_log(authed(req, token)).await.expect("as-run").into_inner().entries
 }
@@ -847,6 +912,14 @@ fn bad_cluster_options_are_refused_naming_each() {
     let out = Command::new(env!("CARGO_BIN_EXE_simulcastd")).args(["serve", "--node", "n1"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster"));
+    // --cluster-ca-cert checks the other nodes' TLS: without --tls-cert
+    // the nodes speak in clear, and it is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+        .args(["serve", "--cluster", "http://127.0.0.1:2379", "--node", "n1", "--cluster-ca-cert", "ca.pem"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]

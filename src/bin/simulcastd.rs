@@ -125,6 +125,14 @@ enum Cmd {
         /// as listed by `simulcastctl nodes`; default: the --listen address.
         #[arg(long)]
         advertise: Option<String>,
+        /// With --cluster and --tls-cert (the nodes then speak TLS to each
+        /// other: give every node the same choice): the PEM certificate(s)
+        /// the other nodes' certificates are checked against, their CA.
+        /// Each node's certificate must name the host it advertises.
+        /// Default: this node's own --tls-cert (every node with one
+        /// certificate).
+        #[arg(long, requires_all = ["cluster", "tls_cert"])]
+        cluster_ca_cert: Option<PathBuf>,
     },
     /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
     Run {
@@ -190,12 +198,14 @@ async fn main() -> std::process::ExitCode {
             node,
             lease_ttl,
             advertise,
+            cluster_ca_cert,
         } => {
             let tls = tls_cert.zip(tls_key);
             let recordings = recordings.unwrap_or_else(|| db.with_extension("recordings"));
             let file_legs = file_legs.unwrap_or_else(|| db.with_extension("files"));
             let net = Net { listen, metrics: metrics_listen.0, web: web_listen.0, tls, allow_insecure_remote };
-            let cluster = node.map(|node| JoinAs { endpoints: cluster, node, lease_ttl, advertise });
+            let cluster =
+                node.map(|node| JoinAs { endpoints: cluster, node, lease_ttl, advertise, ca: cluster_ca_cert });
             serve(db, net, config, (recordings, retention, file_legs), cluster).await
         }
     };
@@ -388,25 +398,29 @@ async fn run(path: PathBuf, every: Duration) -> anyhow::Result<()> {
 
 /// The page's URL as other nodes' operators reach it: the page's own
 /// address, or, bound to every interface, the advertised host with the
-/// page's port. (Cluster mode has no TLS, so `http`.)
-fn page_url(web: std::net::SocketAddr, advertised: &str) -> String {
+/// page's port; `https` when the node has a certificate (the page then
+/// speaks HTTPS).
+fn page_url(web: std::net::SocketAddr, advertised: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if !web.ip().is_unspecified() {
-        return format!("http://{web}/");
+        return format!("{scheme}://{web}/");
     }
     let host = match advertised.parse::<std::net::SocketAddr>() {
         Ok(a) => a.ip().to_string(),
         Err(_) => advertised.rsplit_once(':').map_or(advertised, |(h, _)| h).to_owned(),
     };
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
-    format!("http://{host}:{}/", web.port())
+    format!("{scheme}://{host}:{}/", web.port())
 }
 
-/// How `serve` joins a cluster (--cluster, --node, --lease-ttl, --advertise).
+/// How `serve` joins a cluster (--cluster, --node, --lease-ttl, --advertise,
+/// --cluster-ca-cert).
 struct JoinAs {
     endpoints: Vec<String>,
     node: String,
     lease_ttl: Duration,
     advertise: Option<String>,
+    ca: Option<PathBuf>,
 }
 
 /// Where `serve` listens.
@@ -476,18 +490,32 @@ async fn serve(
         }
     }
     // Options refused before anything is bound or touched.
-    let cluster_options = join.map(|j| {
-        let address = j.advertise.unwrap_or_else(|| listen.to_string());
-        let page = web.map(|w| page_url(w, &address));
-        simulcast::cluster::Options { endpoints: j.endpoints, node: j.node, address, lease_ttl: j.lease_ttl, page }
-    });
-    if let Some(o) = &cluster_options {
-        if tls.is_some() {
-            anyhow::bail!(
-                "--cluster with --tls-cert is not supported yet: a follower forwards requests to the leader \
-                 in clear; run the cluster's nodes on a private network without TLS for now"
-            );
+    let cluster_options = match join {
+        Some(j) => {
+            let address = j.advertise.unwrap_or_else(|| listen.to_string());
+            let page = web.map(|w| page_url(w, &address, tls.is_some()));
+            // The nodes speak TLS to each other when they have a certificate:
+            // another node's is checked against --cluster-ca-cert, else
+            // against this node's own.
+            let peer_ca = match (&tls, j.ca) {
+                (None, _) => None,
+                (Some(_), Some(ca)) => {
+                    Some(std::fs::read(&ca).with_context(|| format!("reading --cluster-ca-cert {}", ca.display()))?)
+                }
+                (Some(own), None) => Some(own.cert_pem.clone()),
+            };
+            Some(simulcast::cluster::Options {
+                endpoints: j.endpoints,
+                node: j.node,
+                address,
+                lease_ttl: j.lease_ttl,
+                page,
+                peer_ca,
+            })
         }
+        None => None,
+    };
+    if let Some(o) = &cluster_options {
         let problems = o.problems();
         if !problems.is_empty() {
             anyhow::bail!("{}", problems.join("; "));

@@ -160,15 +160,15 @@ pub(super) async fn ask_peers(
     secret: &str,
     hold: Duration,
     within: Duration,
+    ca: Option<&[u8]>,
 ) -> Result<usize, String> {
     let mut asks = tokio::task::JoinSet::new();
     for p in peers.iter().filter(|p| p.name != me).cloned() {
         let (me, bearer) = (me.to_owned(), format!("Bearer {secret}"));
+        let endpoint = super::peer_endpoint(&p.address, ca);
         asks.spawn(async move {
             let ask = async {
-                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", p.address))
-                    .map_err(|e| e.to_string())?
-                    .connect_timeout(within);
+                let endpoint = endpoint?.connect_timeout(within);
                 let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
                 let mut client = crate::proto::node_service_client::NodeServiceClient::new(channel);
                 let hold_ms = u32::try_from(hold.as_millis()).unwrap_or(u32::MAX);

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tonic::Status;
 use tonic::body::Body;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower::ServiceExt;
 
 use super::Cluster;
@@ -56,21 +56,38 @@ pub struct Forward<S> {
     to: Arc<Mutex<Option<(String, Channel)>>>,
 }
 
-/// A channel to `address`, kept in `to` while the leader stays there.
-fn channel(to: &Mutex<Option<(String, Channel)>>, address: &str) -> Result<Channel, String> {
+/// A channel to `address` (TLS checked against `ca`, when the nodes speak
+/// it), kept in `to` while the leader stays there.
+fn channel(to: &Mutex<Option<(String, Channel)>>, address: &str, ca: Option<&[u8]>) -> Result<Channel, String> {
     let mut to = to.lock().map_err(|_| "the forwarding channel's lock is poisoned".to_owned())?;
     if let Some((a, c)) = to.as_ref()
         && a == address
     {
         return Ok(c.clone());
     }
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("the leader's address `{address}`: {e}"))?
+    let endpoint = super::peer_endpoint(address, ca)
+        .map_err(|e| format!("the leader: {e}"))?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true);
     let c = endpoint.connect_lazy();
     *to = Some((address.to_owned(), c.clone()));
     Ok(c)
+}
+
+/// `e` and each error under it, `: `-separated (tonic's own says only
+/// "transport error"; what went wrong, a refused certificate say, is
+/// underneath).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut under = e.source();
+    while let Some(cause) = under {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        under = cause.source();
+    }
+    text
 }
 
 fn refuse(s: Status) -> Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>> {
@@ -115,16 +132,16 @@ where
         }
         let (cluster, to) = (self.cluster.clone(), Arc::clone(&self.to));
         Box::pin(async move {
-            let leader = match cluster {
-                Some(c) => c.other_leader(LOOK_UP).await,
-                None => None,
+            let (leader, ca) = match &cluster {
+                Some(c) => (c.other_leader(LOOK_UP).await, c.peer_ca()),
+                None => (None, None),
             };
             let Some(leader) = leader else {
                 let etcd = view.etcd.err().map(|e| format!(" (etcd: {e})")).unwrap_or_default();
                 return Ok(Status::unavailable(format!("no node leads now: an election is under way{etcd}; retry"))
                     .into_http());
             };
-            let channel = match channel(&to, &leader.address) {
+            let channel = match channel(&to, &leader.address, ca) {
                 Ok(c) => c,
                 Err(e) => return Ok(Status::unavailable(e).into_http()),
             };
@@ -132,8 +149,10 @@ where
             match answer.await {
                 Ok(r) => Ok(r),
                 Err(e) => Ok(Status::unavailable(format!(
-                    "the leader {} ({}) did not answer: {e}; retry",
-                    leader.name, leader.address
+                    "the leader {} ({}) did not answer: {}; retry",
+                    leader.name,
+                    leader.address,
+                    with_causes(&e)
                 ))
                 .into_http()),
             }

@@ -55,6 +55,27 @@ pub struct Options {
     /// Its multiviewer page as others reach it (`http://HOST:PORT/`), if
     /// it serves one: a follower's page sends the operator there.
     pub page: Option<String>,
+    /// When the nodes speak TLS: the PEM certificate(s) another node's
+    /// certificate is checked against, for forwarding and the failsafe's
+    /// questions. `None`: the nodes speak plain HTTP/2 to each other.
+    pub peer_ca: Option<Vec<u8>>,
+}
+
+/// An endpoint for another node's gRPC `address` (`HOST:PORT`, as it
+/// advertises it): TLS checked against `ca` when the nodes speak it (the
+/// certificate must name `HOST`), plain HTTP/2 otherwise.
+pub(crate) fn peer_endpoint(address: &str, ca: Option<&[u8]>) -> Result<tonic::transport::Endpoint, String> {
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+        .map_err(|e| format!("the node address `{address}`: {e}"))?;
+    match ca {
+        Some(pem) => {
+            let tls =
+                tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            endpoint.tls_config(tls).map_err(|e| format!("TLS to the node at `{address}`: {e}"))
+        }
+        None => Ok(endpoint),
+    }
 }
 
 impl Options {
@@ -429,6 +450,12 @@ impl Cluster {
         now.filter(|l| l.name != me)
     }
 
+    /// What another node's TLS certificate is checked against (`None`:
+    /// the nodes speak plain HTTP/2); see [`Options::peer_ca`].
+    pub fn peer_ca(&self) -> Option<&[u8]> {
+        self.inner.options.peer_ca.as_deref()
+    }
+
     /// The cluster's own credential (made once, kept in etcd), once this
     /// node has read it: nodes present it to each other.
     pub fn credential(&self) -> Option<String> {
@@ -501,6 +528,7 @@ mod tests {
             address: "127.0.0.1:50051".into(),
             lease_ttl: Duration::from_secs(2),
             page: None,
+            peer_ca: None,
         }
     }
 

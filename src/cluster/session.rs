@@ -291,7 +291,7 @@ async fn session_inner(
                         renewals = None;
                         let secret = failsafe.secret().unwrap_or_default();
                         let asked = match &peers {
-                            Some(p) => failsafe::ask_peers(p, &me.name, &secret, granted, step).await,
+                            Some(p) => failsafe::ask_peers(p, &me.name, &secret, granted, step, options.peer_ca.as_deref()).await,
                             None => Err("the failsafe list was never read: nobody to ask".to_owned()),
                         };
                         match asked {
