@@ -169,7 +169,7 @@ pub(super) async fn ask_peers(
         asks.spawn(async move {
             let ask = async {
                 let endpoint = endpoint?.connect_timeout(within);
-                let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+                let channel = endpoint.connect().await.map_err(|e| super::with_causes(&e))?;
                 let mut client = crate::proto::node_service_client::NodeServiceClient::new(channel);
                 let hold_ms = u32::try_from(hold.as_millis()).unwrap_or(u32::MAX);
                 let mut req = tonic::Request::new(crate::proto::FailsafeRequest { leader: me, hold_ms });

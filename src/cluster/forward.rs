@@ -74,22 +74,6 @@ fn channel(to: &Mutex<Option<(String, Channel)>>, address: &str, ca: Option<&[u8
     Ok(c)
 }
 
-/// `e` and each error under it, `: `-separated (tonic's own says only
-/// "transport error"; what went wrong, a refused certificate say, is
-/// underneath).
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut under = e.source();
-    while let Some(cause) = under {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        under = cause.source();
-    }
-    text
-}
-
 fn refuse(s: Status) -> Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>> {
     Box::pin(std::future::ready(Ok(s.into_http())))
 }
@@ -152,7 +136,7 @@ where
                     "the leader {} ({}) did not answer: {}; retry",
                     leader.name,
                     leader.address,
-                    with_causes(&e)
+                    super::with_causes(&e)
                 ))
                 .into_http()),
             }

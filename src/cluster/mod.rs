@@ -61,6 +61,22 @@ pub struct Options {
     pub peer_ca: Option<Vec<u8>>,
 }
 
+/// `e` and each error under it, `: `-separated (tonic's own says only
+/// "transport error"; what went wrong, a refused certificate say, is
+/// underneath).
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut under = e.source();
+    while let Some(cause) = under {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        under = cause.source();
+    }
+    text
+}
+
 /// An endpoint for another node's gRPC `address` (`HOST:PORT`, as it
 /// advertises it): TLS checked against `ca` when the nodes speak it (the
 /// certificate must name `HOST`), plain HTTP/2 otherwise.
