@@ -336,10 +336,18 @@ impl Splicer {
 
     fn run(mut self) {
         let hold = HOLD.as_nanos() as u64;
+        // Each tick's output starts as big as the last one's with a
+        // margin, so that it is not grown by doubling from nothing (a
+        // dozen reallocations a tick), up to `ROOM_MAX`: the buffer keeps
+        // its capacity downstream, and a keyframe's tick would otherwise
+        // make every later one as big.
+        const ROOM_MAX: usize = 32 * 1024;
+        let mut room = 0;
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = self.clock.time().nseconds();
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(room);
             self.tick(now, now.saturating_sub(hold), &mut out);
+            room = (out.len() + out.len() / 4).min(ROOM_MAX);
             if !out.is_empty() {
                 self.sender.send(gstreamer::Buffer::from_mut_slice(out));
             }
