@@ -162,23 +162,12 @@ impl Node {
 
     /// Its /metrics page (empty if it does not answer).
     fn scrape(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut s) = std::net::TcpStream::connect(self.metrics) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-            let _ = s.read_to_string(&mut text);
-        }
-        text
+        http_get(self.metrics, "/metrics")
     }
 
     /// The status line and headers its page's `/` answers.
     fn page_head(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut s) = std::net::TcpStream::connect(self.web) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-            let _ = s.read_to_string(&mut text);
-        }
+        let text = http_get(self.web, "/");
         text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
     }
 
@@ -231,6 +220,18 @@ impl Node {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// What `GET path` over HTTP/1.0 to `addr` answers, head and body (empty
+/// if nothing answers).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut text = String::new();
+    if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes());
+        let _ = s.read_to_string(&mut text);
+    }
+    text
 }
 
 fn names(r: &ListNodesResponse) -> Vec<String> {
