@@ -99,7 +99,7 @@ mod tests {
     fn look(state: LegState, program_ns: Option<u64>, error: Option<&str>) -> LegStatus {
         LegStatus {
             channel_id: "kz".into(),
-            protocol: "srt",
+            protocol: "srt".into(),
             target: "srt://127.0.0.1:9000 (caller)".into(),
             state,
             bytes_sent: 0,

@@ -360,6 +360,39 @@ impl Relay {
         started
     }
 
+    /// Starts a live leg for `channel` on the running programme (cluster
+    /// mode: a leg moved here from a node that died). Its first batch is
+    /// the fan-out's next; a passthrough leg starts at the next keyframe
+    /// the splicer hands over with its tables. A channel already carried
+    /// is left as it is (returns `false`).
+    pub fn add_leg(&mut self, channel: &Channel) -> bool {
+        if self.legs.iter().any(|l| l.id() == &channel.id) || self.pending.iter().any(|p| p.channel.id == channel.id) {
+            return false;
+        }
+        let leg = Leg::start(channel, &self.settings, self.stop.subscribe());
+        if self.program.content() == Content::Program {
+            // Joining the programme under way: its first batch is the
+            // leg's programme start (the status and the as-run log say
+            // when it went out).
+            leg.input().mark_program(0);
+        }
+        self.fanout.add(Arc::clone(leg.input()));
+        self.give_breaks(&leg);
+        if !self.order.iter().any(|id| *id == channel.id.as_str()) {
+            self.order.push(channel.id.to_string());
+        }
+        info!(leg = %channel.id, "Leg added to the running relay.");
+        self.legs.push(leg);
+        true
+    }
+
+    /// The channels whose legs run (or wait for their air time) here.
+    pub fn carries(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.legs.iter().map(|l| l.id().to_string()).collect();
+        ids.extend(self.pending.iter().map(|p| p.channel.id.to_string()));
+        ids
+    }
+
     /// `channel_id`'s ad breaks from now on (see [`crate::media::breaks`]).
     /// A delayed leg has each its delay later; a leg not started yet gets
     /// them when it starts. MPEG-TS legs carry SCTE-35, RTMP legs AMF
@@ -482,7 +515,7 @@ impl Relay {
             .collect();
         all.extend(self.pending.iter().map(|p| LegStatus {
             channel_id: p.channel.id.to_string(),
-            protocol: p.channel.ingest.protocol(),
+            protocol: p.channel.ingest.protocol().to_owned(),
             target: p.channel.ingest.target(),
             state: LegState::Idle,
             bytes_sent: 0,

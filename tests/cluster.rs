@@ -1103,3 +1103,162 @@ async fn a_t0_inside_an_etcd_outage_still_switches_at_t0_and_the_event_is_on_air
     assert_eq!(pictures.len(), 1, "{kinds:#?}");
     assert!(in_time(pictures[0]).is_some_and(|ms| (0..=1500).contains(&ms)), "{kinds:#?}");
 }
+
+/// A config of six legs, `udp` then `srt` then `rtmp` ingests (each given
+/// as the TOML inline table), for `--placement spread`.
+fn six_legs(dir: &Path, ingests: &[String]) -> PathBuf {
+    let config = dir.join("six.toml");
+    let mut text = "[event]\ntitle = \"Silk Way Star: grand final\"\n\
+                    [source]\ntype = \"test\"\n[program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n"
+        .to_owned();
+    for (i, ingest) in ingests.iter().enumerate() {
+        text += &format!(
+            "[[channels]]\nid = \"leg-{}\"\nname = \"Partner {i}\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\ningest = {ingest}\n",
+            (b'a' + i as u8) as char
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The node carrying each leg, as `WatchStatus` through `node` says once
+/// every leg of `event` names one and says ON_AIR.
+async fn carriers(
+    node: &Node,
+    event: &str,
+    token: &str,
+    within: Duration,
+) -> std::collections::BTreeMap<String, String> {
+    let t = node.connect().await.unwrap();
+    let req = simulcast::proto::EventRef { event_id: event.to_owned() };
+    let mut updates = MonitorServiceClient::new(t).watch_status(authed(req, token)).await.expect("watch").into_inner();
+    let deadline = Instant::now() + within;
+    loop {
+        let u = tokio::time::timeout(Duration::from_secs(5), updates.message()).await.unwrap().unwrap().unwrap();
+        let on_air = simulcast::proto::LegState::OnAir as i32;
+        if u.legs.len() == 6 && u.legs.iter().all(|l| !l.node.is_empty() && l.state == on_air) {
+            return u.legs.iter().map(|l| (l.channel_id.clone(), l.node.clone())).collect();
+        }
+        let seen: Vec<(String, String, i32, String)> =
+            u.legs.iter().map(|l| (l.channel_id.clone(), l.node.clone(), l.state, l.last_error.clone())).collect();
+        assert!(Instant::now() < deadline, "not every leg on air with its node within {within:?}: {seen:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_legs_spread_over_three_nodes_and_a_killed_nodes_legs_start_on_another_within_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let udp: Vec<UdpCapture> = (0..5).map(|_| UdpCapture::start()).collect();
+    // leg-e: SRT to srt-live-transmit, which hands what it gets to udp[4].
+    let srt_port = common::free_udp_port();
+    let _srt = common::SrtReceiver::start_to_udp(srt_port, udp[4].port);
+    let nginx = common::NginxRtmp::start();
+    let mut ingests: Vec<String> =
+        udp[..4].iter().map(|u| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", u.port)).collect();
+    ingests.push(format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{srt_port}\" }}"));
+    ingests
+        .push(format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"leg-f\" }}", nginx.port));
+    let config = six_legs(dir.path(), &ingests);
+    // The UDP capture of each leg but the RTMP one.
+    let capture = |leg: &str| &udp[usize::from(leg.as_bytes()[4] - b'a')];
+    let etcd = Etcd::start(dir.path());
+    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let mut nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let first = settled(&nodes.iter().collect::<Vec<_>>(), &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    let event = on_air_through(&nodes[0], &token).await;
+
+    // Two legs on each node, each partner fed by the node carrying its leg.
+    let placed = carriers(&nodes[1], &event, &token, Duration::from_secs(30)).await;
+    for n in &nodes {
+        let legs = placed.values().filter(|c| **c == n.name).count();
+        assert_eq!(legs, 2, "{} carries {legs} legs: {placed:?}", n.name);
+    }
+    for (leg, _) in placed.iter().filter(|(l, _)| *l != "leg-f") {
+        let u = capture(leg);
+        assert!(common::wait_for(Duration::from_secs(10), || u.bytes() > 50_000).await, "{leg}: {} bytes", u.bytes());
+    }
+    assert!(
+        common::wait_for(Duration::from_secs(10), || nginx.recorded_bytes("leg-f") > 20_000).await,
+        "the RTMP partner got {} bytes",
+        nginx.recorded_bytes("leg-f")
+    );
+    let mut table = Vec::new();
+    for _ in 0..40 {
+        let r = nodes[0].list(Duration::from_secs(2)).await.unwrap();
+        table = r.nodes.iter().map(|n| (n.name.clone(), n.legs, n.source.clone())).collect::<Vec<_>>();
+        if table.iter().all(|(_, legs, source)| *legs == 2 && source != "-") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(table.iter().all(|(_, legs, source)| *legs == 2 && source != "-"), "ListNodes: {table:?}");
+
+    // Kill -9 the follower carrying the SRT leg (leg-e) mid-programme.
+    let victim = placed["leg-e"].clone();
+    assert_ne!(victim, first, "the SRT leg went to the leader: {placed:?}");
+    let moved: Vec<String> = placed.iter().filter(|(_, n)| **n == victim).map(|(l, _)| l.clone()).collect();
+    let stayed: Vec<String> =
+        placed.iter().filter(|(l, n)| **n != victim && *l != "leg-f").map(|(l, _)| l.clone()).collect();
+    let at = nodes.iter().position(|n| n.name == victim).unwrap();
+    let mut dead = nodes.remove(at);
+    let killed = Instant::now();
+    dead.daemon.0.kill().unwrap();
+    dead.daemon.0.wait().unwrap();
+    let rtmp_before = nginx.recorded_bytes("leg-f");
+    for leg in &moved {
+        let u = capture(leg);
+        let back = common::wait_for(Duration::from_secs(15), || {
+            u.timed().iter().any(|(t, _)| *t > killed + Duration::from_millis(300))
+        })
+        .await;
+        assert!(back, "{leg}: no data after node {victim} was killed");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for leg in &moved {
+        let (gap, resumed) = longest_gap(capture(leg), killed - Duration::from_millis(200));
+        eprintln!(
+            "{leg} on killed node {victim}: partner silent {:.0} ms (lease TTL {} s)",
+            gap.as_secs_f64() * 1e3,
+            TTL.as_secs()
+        );
+        assert!(resumed.is_some(), "{leg}: no data again");
+        // A UDP partner takes the new sender at once: within the TTL and
+        // 1 s. srt-live-transmit, as a listener, takes a new caller only
+        // once the dead one's connection has timed out (its peer idle
+        // timeout, 5 s by default): its partner waits that long whoever
+        // sends next.
+        let bound = if leg == "leg-e" { TTL + Duration::from_secs(6) } else { TTL + Duration::from_secs(1) };
+        assert!(gap <= bound, "{leg}: the partner was silent {gap:?} (TTL {TTL:?}, bound {bound:?})");
+    }
+    // The other legs did not notice: every TS packet from a second before
+    // the kill until now, without a continuity error.
+    for leg in &stayed {
+        let data: Vec<u8> = capture(leg)
+            .timed()
+            .into_iter()
+            .filter(|(t, _)| *t >= killed - Duration::from_secs(1))
+            .flat_map(|(_, d)| d)
+            .collect();
+        let r = common::check_ts(&data);
+        assert!(r.packets > 500, "{leg}: only {} packets since the kill", r.packets);
+        assert_eq!((r.not_sync, r.cc_errors), (0, 0), "{leg} (on {}): {r:?}", placed[leg]);
+    }
+    assert!(nginx.recorded_bytes("leg-f") > rtmp_before, "the RTMP leg (on {}) stopped", placed["leg-f"]);
+
+    // The as-run log says which node took each leg, and the status agrees.
+    let now_on = carriers(&nodes[0], &event, &token, Duration::from_secs(10)).await;
+    let entries = asrun_of(&nodes[0], &event, &token).await;
+    let details: Vec<String> = entries.iter().map(|e| format!("{} {} {}", e.kind, e.channel_id, e.detail)).collect();
+    assert!(details.iter().any(|d| d.starts_with("legs-placed ")), "{details:#?}");
+    for leg in &moved {
+        let to = &now_on[leg];
+        assert_ne!(*to, victim, "{now_on:?}");
+        let said = format!("leg-moved {leg} moved to node {to}: node {victim}'s lease ran out");
+        assert!(details.iter().any(|d| d.starts_with(&said)), "{said}: {details:#?}");
+    }
+    for leg in &stayed {
+        assert_eq!(now_on[leg], placed[leg], "{leg} moved though its node lives");
+    }
+}

@@ -374,14 +374,14 @@ pub fn status_update(snap: &Snapshot, watched: Option<&EventId>, lagged: u64) ->
                         packets_lost: f.packets_lost,
                         packets_retransmitted: f.packets_retransmitted,
                     }),
-                    protocol: s.protocol.to_owned(),
+                    protocol: s.protocol.clone(),
                     timezone: v.timezone.name().to_owned(),
                     local_time: now.with_timezone(&v.timezone).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
                     audio: s.audio.clone(),
                     audio_missing: s.audio_missing.clone(),
                     break_cues_sent: s.cues_sent,
                     break_cues_missed: s.cues_missed,
-                    node: l.node.clone().unwrap_or_default(),
+                    node: v.node.clone().or_else(|| l.node.clone()).unwrap_or_default(),
                 }
             })
             .collect(),

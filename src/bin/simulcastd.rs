@@ -106,11 +106,11 @@ enum Cmd {
         /// at these client URLs (comma-separated, e.g.
         /// http://127.0.0.1:2379). The node keeps a lease, campaigns for
         /// leadership and is listed by `simulcastctl nodes`; any node
-        /// answers every RPC. The leader runs master control and carries
-        /// every leg, the shared state lives in etcd, and while etcd is
-        /// away from every node the leader keeps its legs on the others'
-        /// word. Leg placement on several nodes is not built yet
-        /// (docs/cluster.md). Default: single-node mode, no etcd.
+        /// answers every RPC. The leader runs master control, the shared
+        /// state lives in etcd, and while etcd is away from every node the
+        /// leader keeps its legs on the others' word. The legs run on the
+        /// leader, or spread over the nodes (--placement). Default:
+        /// single-node mode, no etcd (docs/cluster.md).
         #[arg(long, value_delimiter = ',', requires = "node")]
         cluster: Vec<String>,
         /// This node's name in the cluster (letters, digits, `-`, `_`, `.`).
@@ -133,6 +133,13 @@ enum Cmd {
         /// certificate).
         #[arg(long, requires_all = ["cluster", "tls_cert"])]
         cluster_ca_cert: Option<PathBuf>,
+        /// With --cluster, where the legs run: `leader` (it carries every
+        /// leg) or `spread` (each live leg on one node, the least loaded,
+        /// moved when that node's lease runs out; every node then needs
+        /// the contribution at its own --config [source]). Delayed and
+        /// file legs stay on the leader. Give every node the same choice.
+        #[arg(long, default_value = "leader", requires = "cluster", value_parser = ["leader", "spread"])]
+        placement: String,
     },
     /// Relay the configuration's source to its channels until Ctrl-C or SIGTERM.
     Run {
@@ -199,13 +206,20 @@ async fn main() -> std::process::ExitCode {
             lease_ttl,
             advertise,
             cluster_ca_cert,
+            placement,
         } => {
             let tls = tls_cert.zip(tls_key);
             let recordings = recordings.unwrap_or_else(|| db.with_extension("recordings"));
             let file_legs = file_legs.unwrap_or_else(|| db.with_extension("files"));
             let net = Net { listen, metrics: metrics_listen.0, web: web_listen.0, tls, allow_insecure_remote };
-            let cluster =
-                node.map(|node| JoinAs { endpoints: cluster, node, lease_ttl, advertise, ca: cluster_ca_cert });
+            let cluster = node.map(|node| JoinAs {
+                endpoints: cluster,
+                node,
+                lease_ttl,
+                advertise,
+                ca: cluster_ca_cert,
+                spread: placement == "spread",
+            });
             serve(db, net, config, (recordings, retention, file_legs), cluster).await
         }
     };
@@ -421,6 +435,8 @@ struct JoinAs {
     lease_ttl: Duration,
     advertise: Option<String>,
     ca: Option<PathBuf>,
+    /// --placement spread.
+    spread: bool,
 }
 
 /// Where `serve` listens.
@@ -490,6 +506,7 @@ async fn serve(
         }
     }
     // Options refused before anything is bound or touched.
+    let spread = join.as_ref().is_some_and(|j| j.spread);
     let cluster_options = match join {
         Some(j) => {
             let address = j.advertise.unwrap_or_else(|| listen.to_string());
@@ -575,9 +592,20 @@ async fn serve(
             tracing::info!(node = c.node(), etcd = %endpoints, "Cluster mode (preview): joining through etcd.");
             options.leading = Some(c.leading());
             options.node = Some(c.node().to_owned());
+            if spread {
+                options.placement = Some(simulcast::cluster::carry::Placement::start(&c));
+            }
             Some(c)
         }
         None => None,
+    };
+    // --placement spread: this node carries what the leader places on it
+    // while it follows, from its own contribution input.
+    let carriage = match &cluster {
+        Some(c) if spread && options.media_problem.is_none() => {
+            Some(simulcast::cluster::carry::Carriage::start(c, options.relay_plan("", Vec::new())))
+        }
+        _ => None,
     };
     // Tokens made on other nodes' files are shared through etcd: read
     // again every second, so every node knows every one.
@@ -625,6 +653,9 @@ async fn serve(
     // it writes its last entries).
     coordinator.shutdown().await;
     let _ = task.await;
+    if let Some(c) = carriage {
+        c.stop().await;
+    }
     // Then leadership and membership are given up, so another node leads
     // at once instead of after the lease's TTL.
     if let Some(c) = &cluster {

@@ -23,6 +23,7 @@
 //! too. Leg placement on several nodes and backup ingests are not built
 //! yet (docs/cluster.md).
 
+pub mod carry;
 mod failsafe;
 pub mod forward;
 mod session;
@@ -226,6 +227,8 @@ pub struct Member {
     pub lease_remaining_s: i64,
     /// Its lease's time to live.
     pub lease_ttl_s: i64,
+    /// Its lease (what is put for it under [`carry`] is bound to it).
+    pub lease: i64,
 }
 
 impl Member {
@@ -264,6 +267,9 @@ struct Inner {
     failsafe: Arc<failsafe::Failsafe>,
     stop: watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether a `carry::Carriage` says what this node carries while it
+    /// follows.
+    carries: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -328,7 +334,16 @@ impl Cluster {
         let failsafe = Arc::new(failsafe::Failsafe::default());
         let session = session::run(options.clone(), client.clone(), view_tx, record_rx, Arc::clone(&failsafe), stop_rx);
         let task = tokio::spawn(session);
-        let inner = Inner { options, client, view, record, failsafe, stop, task: std::sync::Mutex::new(Some(task)) };
+        let inner = Inner {
+            options,
+            client,
+            view,
+            record,
+            failsafe,
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+            carries: std::sync::atomic::AtomicBool::new(false),
+        };
         Ok(Cluster { inner: Arc::new(inner) })
     }
 
@@ -393,22 +408,34 @@ impl Cluster {
     }
 
     /// Keeps this node's record in step with what its coordinator runs
-    /// (legs carried, the source's state) until the coordinator stops.
+    /// (legs carried, the source's state) while this node leads, until the
+    /// coordinator stops. A follower's record says what it carries
+    /// (`carry::Carriage`).
     pub fn follow(
         &self,
         mut snaps: watch::Receiver<std::sync::Arc<crate::coordinator::Snapshot>>,
     ) -> tokio::task::JoinHandle<()> {
         let cluster = self.clone();
         tokio::spawn(async move {
+            let me = cluster.node().to_owned();
             loop {
+                let leads = cluster.view().leads();
                 let (legs, source) = {
                     let s = snaps.borrow_and_update();
                     match &s.live {
-                        Some(live) => (live.legs.len() as u32, live.source.state.as_str()),
+                        // Its own legs: not those placed on other nodes.
+                        Some(live) => {
+                            let own = live.legs.iter().filter(|l| l.node.as_deref().is_none_or(|n| n == me)).count();
+                            (own as u32, live.source.state.as_str())
+                        }
                         None => (0, "-"),
                     }
                 };
-                cluster.set_load(legs, source);
+                if leads {
+                    cluster.set_load(legs, source);
+                } else if !cluster.inner.carries.load(std::sync::atomic::Ordering::Relaxed) {
+                    cluster.set_load(0, "-");
+                }
                 if snaps.changed().await.is_err() {
                     break;
                 }
@@ -442,6 +469,7 @@ impl Cluster {
                     record,
                     lease_remaining_s: lease.ttl(),
                     lease_ttl_s: lease.granted_ttl(),
+                    lease: kv.lease(),
                 });
             }
             Ok::<_, etcd_client::Error>(out)
@@ -581,6 +609,7 @@ mod tests {
             may_lead: true,
             lease_remaining_s: remaining,
             lease_ttl_s: 10,
+            lease: 1,
         };
         assert!(m(10).up());
         assert!(m(6).up());

@@ -30,6 +30,7 @@ pub enum Kind {
     EventUnreadable,
     LegsRebuilt,
     LegsClosed,
+    LegsPlaced,
     LegsAborted,
     SourceSelected,
     SourceSwitched,
@@ -43,6 +44,7 @@ pub enum Kind {
     LegProgramResumed,
     LegDelayedStart,
     LegNotOnAir,
+    LegMoved,
     // The recording delayed legs air from.
     RecordingLost,
     // Ad breaks.
@@ -69,7 +71,7 @@ impl Kind {
     /// derive again from the store, so an entry etcd refused is kept and
     /// written again. A state change is not among them: after a refused
     /// write memory is read back and the change is made again.
-    const OBSERVED: [Kind; 14] = [
+    const OBSERVED: [Kind; 16] = [
         Kind::SourceSwitched,
         Kind::LegOnAir,
         Kind::LegLost,
@@ -84,6 +86,8 @@ impl Kind {
         Kind::BreakEnd,
         Kind::LegsRebuilt,
         Kind::LegsClosed,
+        Kind::LegsPlaced,
+        Kind::LegMoved,
     ];
 
     /// Whether an entry of kind `name` (stored name) reports what the relay did.
@@ -110,6 +114,7 @@ impl Kind {
             Kind::EventUnreadable => "event-unreadable",
             Kind::LegsRebuilt => "legs-rebuilt",
             Kind::LegsClosed => "legs-closed",
+            Kind::LegsPlaced => "legs-placed",
             Kind::LegsAborted => "legs-aborted",
             Kind::SourceSelected => "source-selected",
             Kind::SourceSwitched => "source-switched",
@@ -122,6 +127,7 @@ impl Kind {
             Kind::LegProgramResumed => "leg-program-resumed",
             Kind::LegDelayedStart => "leg-delayed-start",
             Kind::LegNotOnAir => "leg-not-on-air",
+            Kind::LegMoved => "leg-moved",
             Kind::RecordingLost => "recording-lost",
             Kind::BreakScheduled => "break-scheduled",
             Kind::BreakCancelled => "break-cancelled",

@@ -68,7 +68,11 @@ impl State {
                 r.pictures.push(WaitingPicture { entry: e.clone(), at, delay: Duration::ZERO });
                 out.push((e, (airing || sw.to != Feed::Slate).then_some(cause)));
             }
-            let status = relay.status();
+            let mut status = relay.status();
+            let placement = self.options.placement.as_ref();
+            status
+                .legs
+                .extend(super::placing::remote_legs(&r.event_id.0, &r.remote, placement).into_iter().map(|(_, l)| l));
             let from = relay.cue().program_from;
             for leg in &status.legs {
                 let id = &leg.channel_id;
@@ -196,6 +200,7 @@ impl State {
         for (e, cause) in out {
             self.record_raising(&e, cause);
         }
+        self.tend_placement();
         self.keep_pictures(now);
         changed
     }

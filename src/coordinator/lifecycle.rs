@@ -10,12 +10,13 @@ use super::{CoordError, LegObserver, Reply, Running, State};
 use crate::config::{Channel, Ingest};
 use crate::legview::LegSeen;
 use crate::media::failover::SourceChoice;
-use crate::media::program::{Cue, ProgramPlan};
+use crate::media::program::Cue;
 use crate::media::recording::RecordingPlan;
 use crate::relay::{DelayPlan, Relay, RelayPlan};
 use crate::schedule::{Action, Event, EventId};
 use crate::{config, schedule};
 use chrono_tz::Tz;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,7 @@ impl State {
             self.keep_running(starting.running, None);
             return Ok(false);
         }
+        let channels = self.place_legs(&event.id.0, channels, &delays, &mut starting.running.remote);
         let relay_plan = self.relay_plan(&event.title, channels);
         let delay = (!delays.is_empty()).then(|| DelayPlan {
             recording: RecordingPlan {
@@ -196,6 +198,7 @@ impl State {
                 .collect(),
             recording_lost_said: 0,
             recording_lost_at: None,
+            remote: BTreeMap::new(),
         }
     }
 
@@ -224,22 +227,8 @@ impl State {
                 Some(c)
             })
             .collect();
-        RelayPlan {
-            program: ProgramPlan {
-                source: self.options.source.clone(),
-                backup: self.options.backup.clone(),
-                failover: self.options.failover,
-                format: self.options.program.clone(),
-                slate: self.options.slate.clone(),
-                title: title.to_owned(),
-                batch_wait: self.options.relay.batch_wait,
-                feed_thumbs: [None, None],
-            },
-            legs: channels,
-            settings: self.options.relay.clone(),
-            // The daemon serves the multiviewer page.
-            thumbnails: true,
-        }
+        // The daemon serves the multiviewer page.
+        RelayPlan { thumbnails: true, ..self.options.relay_plan(title, channels) }
     }
 
     pub(super) fn recording_dir(&self, id: &EventId) -> PathBuf {

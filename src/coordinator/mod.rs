@@ -10,6 +10,7 @@ pub mod asrun;
 pub mod busy;
 mod legs;
 mod lifecycle;
+mod placing;
 mod rehearsals;
 mod status;
 mod transitions;
@@ -139,6 +140,9 @@ pub struct Options {
     pub leading: Option<watch::Receiver<Option<crate::cluster::Lead>>>,
     /// Cluster mode: this node's name, for the as-run log.
     pub node: Option<String>,
+    /// Cluster mode with `--placement spread`: where the live legs go
+    /// (`None`: this node carries every leg).
+    pub placement: Option<crate::cluster::carry::Placement>,
 }
 
 /// Default longest delay of a leg airing at its own local time.
@@ -168,6 +172,27 @@ impl Options {
             alerts: config.alerts.clone(),
             leading: None,
             node: None,
+            placement: None,
+        }
+    }
+
+    /// The relay plan of `legs` under `title` (no thumbnails), from these
+    /// options' contribution, programme, slate and relay settings.
+    pub fn relay_plan(&self, title: &str, legs: Vec<Channel>) -> crate::relay::RelayPlan {
+        crate::relay::RelayPlan {
+            program: crate::media::program::ProgramPlan {
+                source: self.source.clone(),
+                backup: self.backup.clone(),
+                failover: self.failover,
+                format: self.program.clone(),
+                slate: self.slate.clone(),
+                title: title.to_owned(),
+                batch_wait: self.relay.batch_wait,
+                feed_thumbs: [None, None],
+            },
+            legs,
+            settings: self.relay.clone(),
+            thumbnails: false,
         }
     }
 
@@ -642,6 +667,8 @@ struct Running {
     /// Recording batches lost, as last said in the as-run log, and when.
     recording_lost_said: u64,
     recording_lost_at: Option<DateTime<Utc>>,
+    /// Cluster mode: the legs other nodes carry, by node.
+    remote: BTreeMap<String, Vec<Channel>>,
 }
 
 /// How long legs have after they start before one not on air near its air
@@ -897,6 +924,10 @@ impl State {
             self.abandon_start(started).await;
             self.stop_rehearsal("this node no longer leads").await;
             self.stop_relay(Kind::LegsClosed, "this node no longer leads; the new leader takes the legs").await;
+            if let Some(p) = &self.options.placement {
+                // The next leader decides; nothing more is put from here.
+                p.want(None);
+            }
             self.forget();
         }
         if let Some(fence) = lead {
@@ -1056,7 +1087,12 @@ impl State {
         self.publish_due = None;
         self.seq += 1;
         let live = self.running.as_ref().and_then(|r| r.relay.as_ref().map(|relay| (r, relay))).map(|(r, relay)| {
-            let s = relay.status();
+            let mut s = relay.status();
+            let mut nodes: BTreeMap<String, String> = BTreeMap::new();
+            for (node, leg) in placing::remote_legs(&r.event_id.0, &r.remote, self.options.placement.as_ref()) {
+                nodes.insert(leg.channel_id.clone(), node);
+                s.legs.push(leg);
+            }
             Live {
                 meters: Arc::new(relay.meters()),
                 thumbnails: relay.thumbnails(),
@@ -1085,7 +1121,8 @@ impl State {
                             .iter()
                             .find(|(id, _)| *id == status.channel_id)
                             .map_or(Duration::ZERO, |(_, d)| *d);
-                        LegView { status, timezone, t0_error_s, name, country, delay }
+                        let node = nodes.get(&status.channel_id).cloned().or_else(|| self.options.node.clone());
+                        LegView { status, timezone, t0_error_s, name, country, delay, node }
                     })
                     .collect(),
             }

@@ -32,6 +32,8 @@ pub struct LegView {
     pub country: String,
     /// Its air time after the live T0 (zero for a live leg).
     pub delay: std::time::Duration,
+    /// Cluster mode: the node carrying it.
+    pub node: Option<String>,
 }
 
 /// The running event's media.
@@ -227,7 +229,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (state, reconnects, err))| LegStatus {
                     channel_id: format!("leg-{i}"),
-                    protocol: "srt",
+                    protocol: "srt".into(),
                     target: format!("srt://127.0.0.1:{}", 9000 + i),
                     state,
                     bytes_sent: 0,

@@ -45,7 +45,7 @@ impl Feed {
 /// Which source the programme carries, as master control chose it: the
 /// automatic failover, or a source held by hand. The one name for that
 /// choice from the API to the pipelines; [`Feed`] is what is on air.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SourceChoice {
     /// Automatic failover: the primary, the backup while the primary is

@@ -30,7 +30,7 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 
 /// What a leg is doing (api.md's `LegState`; `SLATE` arrives with the T0 work).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LegState {
     /// Not started.
@@ -74,12 +74,12 @@ pub struct SrtFigures {
 }
 
 /// A snapshot of one leg, for tables, the API and tests.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LegStatus {
     /// The channel.
     pub channel_id: String,
     /// `srt`, `rtmp`, ...
-    pub protocol: &'static str,
+    pub protocol: String,
     /// Where it sends, without secrets.
     pub target: String,
     /// Current state.
@@ -238,7 +238,7 @@ impl Leg {
         let m = lock(&self.shared.mutable);
         LegStatus {
             channel_id: self.id.to_string(),
-            protocol: self.protocol,
+            protocol: self.protocol.to_owned(),
             target: self.target.clone(),
             state: m.state,
             bytes_sent: self.shared.bytes.load(Ordering::Relaxed),

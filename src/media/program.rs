@@ -54,7 +54,7 @@ pub const MIX_LATENCY: Duration = Duration::from_millis(100);
 /// the programme is the failover's [`Feed`] (the slate too, when every
 /// feed is lost); what master control asked for is its
 /// [`super::failover::SourceChoice`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Content {
     /// The slate.
@@ -75,7 +75,7 @@ impl Content {
 
 /// When the program is on: from `program_from` (inclusive) until
 /// `program_until` (exclusive), unless `force_slate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Cue {
     /// Program from this instant; `None`: slate (not taken yet, or held).
     pub program_from: Option<DateTime<Utc>>,

@@ -382,7 +382,7 @@ impl prometheus_client::collector::Collector for StateCollector {
                         ("channel", s.channel_id.clone()),
                         ("protocol", s.protocol.to_owned()),
                         ("timezone", v.timezone.name().to_owned()),
-                        ("node", live.and_then(|l| l.node.clone()).unwrap_or_default()),
+                        ("node", v.node.clone().or_else(|| live.and_then(|l| l.node.clone())).unwrap_or_default()),
                     ],
                     1.0,
                 )
