@@ -47,6 +47,10 @@ pub struct RelayPlan {
     /// Make the multiviewer's thumbnails (the programme, each feed, the
     /// slate): the daemon does, `simulcastd run` and the benchmarks do not.
     pub thumbnails: bool,
+    /// Cluster mode: the send fence's generation the legs send in (a
+    /// carrier's: the one its placement's lease was read in); `None`: the
+    /// generation when the relay starts (see `crate::media::fence`).
+    pub fence: Option<u64>,
 }
 
 impl RelayPlan {
@@ -66,6 +70,7 @@ impl RelayPlan {
             legs: config.enabled_channels().cloned().collect(),
             settings: config.relay.clone(),
             thumbnails: false,
+            fence: None,
         }
     }
 }
@@ -215,6 +220,8 @@ pub struct Relay {
     breaks: BTreeMap<String, Vec<Break>>,
     /// The multiviewer's thumbnails, if this relay makes them.
     thumbnails: Option<Arc<Thumbnails>>,
+    /// The send fence's generation every leg sends in.
+    fence: u64,
     /// The thumbnailers' supervisors, joined at shutdown.
     thumb_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -237,6 +244,7 @@ impl Relay {
         let utc = UtcClock::new(&media::clock());
         let (stop, stop_rx) = watch::channel(false);
         let fanout = Fanout::new();
+        let fence = plan.fence.unwrap_or_else(media::fence::generation);
         let mut legs = Vec::new();
         let mut pending = Vec::new();
         let delayed = |id: &str| delay.as_ref().and_then(|d| d.delays.iter().find(|(c, _)| c == id).map(|(_, d)| *d));
@@ -246,6 +254,7 @@ impl Relay {
                 continue;
             }
             let leg = Leg::start(channel, &plan.settings, stop_rx.clone());
+            leg.input().fence_in(fence);
             fanout.add(Arc::clone(leg.input()));
             legs.push(leg);
         }
@@ -311,6 +320,7 @@ impl Relay {
             recorder,
             breaks: BTreeMap::new(),
             thumbnails,
+            fence,
             thumb_tasks,
         })
     }
@@ -337,6 +347,7 @@ impl Relay {
             }
             let p = self.pending.remove(i);
             let leg = Leg::start(&p.channel, &self.settings, self.stop.subscribe());
+            leg.input().fence_in(self.fence);
             let fanout = Arc::clone(&self.fanout);
             let starts = Arc::new(move || fanout.program_starts());
             // From just before T0: the leg carries a moment of slate first.
@@ -370,6 +381,7 @@ impl Relay {
             return false;
         }
         let leg = Leg::start(channel, &self.settings, self.stop.subscribe());
+        leg.input().fence_in(self.fence);
         if self.program.content() == Content::Program {
             // Joining the programme under way: its first batch is the
             // leg's programme start (the status and the as-run log say

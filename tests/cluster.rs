@@ -1104,10 +1104,10 @@ async fn a_t0_inside_an_etcd_outage_still_switches_at_t0_and_the_event_is_on_air
     assert!(in_time(pictures[0]).is_some_and(|ms| (0..=1500).contains(&ms)), "{kinds:#?}");
 }
 
-/// A config of six legs, `udp` then `srt` then `rtmp` ingests (each given
-/// as the TOML inline table), for `--placement spread`.
-fn six_legs(dir: &Path, ingests: &[String]) -> PathBuf {
-    let config = dir.join("six.toml");
+/// A config of one leg per ingest (each given as the TOML inline table),
+/// `leg-a`, `leg-b`, ..., for `--placement spread`.
+fn legs_to(dir: &Path, ingests: &[String]) -> PathBuf {
+    let config = dir.join("legs.toml");
     let mut text = "[event]\ntitle = \"Silk Way Star: grand final\"\n\
                     [source]\ntype = \"test\"\n[program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n"
         .to_owned();
@@ -1122,11 +1122,12 @@ fn six_legs(dir: &Path, ingests: &[String]) -> PathBuf {
 }
 
 /// The node carrying each leg, as `WatchStatus` through `node` says once
-/// every leg of `event` names one and says ON_AIR.
+/// all `legs` legs of `event` name one and say ON_AIR.
 async fn carriers(
     node: &Node,
     event: &str,
     token: &str,
+    legs: usize,
     within: Duration,
 ) -> std::collections::BTreeMap<String, String> {
     let t = node.connect().await.unwrap();
@@ -1136,7 +1137,7 @@ async fn carriers(
     loop {
         let u = tokio::time::timeout(Duration::from_secs(5), updates.message()).await.unwrap().unwrap().unwrap();
         let on_air = simulcast::proto::LegState::OnAir as i32;
-        if u.legs.len() == 6 && u.legs.iter().all(|l| !l.node.is_empty() && l.state == on_air) {
+        if u.legs.len() == legs && u.legs.iter().all(|l| !l.node.is_empty() && l.state == on_air) {
             return u.legs.iter().map(|l| (l.channel_id.clone(), l.node.clone())).collect();
         }
         let seen: Vec<(String, String, i32, String)> =
@@ -1158,7 +1159,7 @@ async fn six_legs_spread_over_three_nodes_and_a_killed_nodes_legs_start_on_anoth
     ingests.push(format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{srt_port}\" }}"));
     ingests
         .push(format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"leg-f\" }}", nginx.port));
-    let config = six_legs(dir.path(), &ingests);
+    let config = legs_to(dir.path(), &ingests);
     // The UDP capture of each leg but the RTMP one.
     let capture = |leg: &str| &udp[usize::from(leg.as_bytes()[4] - b'a')];
     let etcd = Etcd::start(dir.path());
@@ -1170,7 +1171,7 @@ async fn six_legs_spread_over_three_nodes_and_a_killed_nodes_legs_start_on_anoth
     let event = on_air_through(&nodes[0], &token).await;
 
     // Two legs on each node, each partner fed by the node carrying its leg.
-    let placed = carriers(&nodes[1], &event, &token, Duration::from_secs(30)).await;
+    let placed = carriers(&nodes[1], &event, &token, 6, Duration::from_secs(30)).await;
     for n in &nodes {
         let legs = placed.values().filter(|c| **c == n.name).count();
         assert_eq!(legs, 2, "{} carries {legs} legs: {placed:?}", n.name);
@@ -1248,7 +1249,7 @@ async fn six_legs_spread_over_three_nodes_and_a_killed_nodes_legs_start_on_anoth
     assert!(nginx.recorded_bytes("leg-f") > rtmp_before, "the RTMP leg (on {}) stopped", placed["leg-f"]);
 
     // The as-run log says which node took each leg, and the status agrees.
-    let now_on = carriers(&nodes[0], &event, &token, Duration::from_secs(10)).await;
+    let now_on = carriers(&nodes[0], &event, &token, 6, Duration::from_secs(10)).await;
     let entries = asrun_of(&nodes[0], &event, &token).await;
     let details: Vec<String> = entries.iter().map(|e| format!("{} {} {}", e.kind, e.channel_id, e.detail)).collect();
     assert!(details.iter().any(|d| d.starts_with("legs-placed ")), "{details:#?}");
@@ -1261,4 +1262,71 @@ async fn six_legs_spread_over_three_nodes_and_a_killed_nodes_legs_start_on_anoth
     for leg in &stayed {
         assert_eq!(now_on[leg], placed[leg], "{leg} moved though its node lives");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_stopped_for_10_s_never_sends_beside_the_node_that_took_its_leg() {
+    let dir = tempfile::tempdir().unwrap();
+    let partners: Vec<Senders> = (0..3).map(|_| Senders::start()).collect();
+    let ingests: Vec<String> =
+        partners.iter().map(|p| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", p.port)).collect();
+    let config = legs_to(dir.path(), &ingests);
+    let etcd = Etcd::start(dir.path());
+    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = settled(&all, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    let event = on_air_through(&nodes[0], &token).await;
+    let placed = carriers(&nodes[0], &event, &token, 3, Duration::from_secs(30)).await;
+    let (leg, victim) = placed.iter().find(|(_, n)| **n != first).map(|(l, n)| (l.clone(), n.clone())).unwrap();
+    let partner = &partners[usize::from(leg.as_bytes()[4] - b'a')];
+    assert!(common::wait_for(Duration::from_secs(20), || partner.seen().len() > 200).await, "{leg}: no data");
+    let old = partner.seen().last().unwrap().1;
+
+    let stopped = nodes.iter().find(|n| n.name == victim).unwrap();
+    stopped.signal(libc::SIGSTOP);
+    let since = Instant::now();
+    // Its leg moves once etcd lets its lease go, and goes out from another node.
+    assert!(
+        common::wait_for(Duration::from_secs(10), || partner.seen().iter().any(|(_, from)| *from != old)).await,
+        "no other node took {leg} while {victim} was stopped"
+    );
+    let took = partner.seen().iter().find(|(_, from)| *from != old).unwrap().0;
+    eprintln!(
+        "carrier {victim} of {leg} stopped: another node sent {:.0} ms later",
+        (took - since).as_secs_f64() * 1e3
+    );
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(since.elapsed())).await;
+    stopped.signal(libc::SIGCONT);
+    let woke = Instant::now();
+    // It joins again with a new lease: its old legs must stay silent, in
+    // the new lease too.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let seen = partner.seen();
+    let late: Vec<_> = seen.iter().filter(|(t, from)| *t > took && *from == old).collect();
+    assert!(
+        late.is_empty(),
+        "the woken carrier sent {} datagram(s) beside the next one, the first {:.0} ms after waking",
+        late.len(),
+        (late[0].0.saturating_duration_since(woke)).as_secs_f64() * 1e3
+    );
+    let senders_after: std::collections::BTreeSet<_> =
+        seen.iter().filter(|(t, _)| *t > took).map(|(_, f)| *f).collect();
+    assert_eq!(senders_after.len(), 1, "several senders after the move: {senders_after:?}");
+    assert!(seen.last().unwrap().0 > woke + Duration::from_secs(3), "{leg} stopped after {victim} woke");
+    // It is back as a follower carrying nothing; the leader did not change.
+    assert_eq!(settled(&all, &["n1", "n2", "n3"], Duration::from_secs(10)).await, first);
+    let mut table = Vec::new();
+    for _ in 0..40 {
+        let r = nodes[0].list(Duration::from_secs(2)).await.unwrap();
+        table = r.nodes.iter().map(|n| (n.name.clone(), n.legs)).collect::<Vec<_>>();
+        if table.iter().any(|(n, legs)| *n == victim && *legs == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(table.iter().any(|(n, legs)| *n == victim && *legs == 0), "ListNodes: {table:?}");
 }

@@ -58,8 +58,23 @@ fn a_leg_sends_only_while_the_fence_is_open() {
     leg.offer(&batch(), 4);
     assert_eq!(received(&rx), 0, "a leg sent with the fence closed");
 
-    // A new lease: it sends again.
+    // A new lease: a leg started under the lost one never sends again (a
+    // carrier's placement went with that lease; another node may carry
+    // the leg now), one started under the new lease sends.
     fence::open_until(Instant::now() + Duration::from_secs(60));
     leg.offer(&batch(), 5);
-    assert_eq!(received(&rx), 1);
+    assert_eq!(received(&rx), 0, "a leg of the lost lease sent under the new one");
+    let new = LegInput::new(Duration::from_secs(1));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    new.attach_direct(DirectUdp::new(socket, rx.local_addr().unwrap(), |_| {}).unwrap());
+    new.offer(&batch(), 6);
+    assert_eq!(received(&rx), 1, "a leg of the new lease sent nothing");
+    // A relay started for a placement read under the lost lease gives its
+    // legs that lease's generation: they stay silent.
+    let stale = LegInput::new(Duration::from_secs(1));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stale.attach_direct(DirectUdp::new(socket, rx.local_addr().unwrap(), |_| {}).unwrap());
+    stale.fence_in(fence::generation() - 1);
+    stale.offer(&batch(), 7);
+    assert_eq!(received(&rx), 0, "a leg given a lost lease's generation sent");
 }

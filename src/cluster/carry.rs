@@ -330,6 +330,9 @@ struct Carried {
     event_id: String,
     relay: Relay,
     choice: SourceChoice,
+    /// The send fence's generation its legs send in: that of the lease
+    /// the placement was bound to.
+    fence: u64,
 }
 
 async fn carry(c: Cluster, base: RelayPlan, mut stop: watch::Receiver<bool>) {
@@ -344,6 +347,10 @@ async fn carry(c: Cluster, base: RelayPlan, mut stop: watch::Receiver<bool>) {
             r = leading.changed() => if r.is_err() { break },
             _ = stop.wait_for(|s| *s) => break,
         }
+        // The fence's generation before the view (see `session::run`): a
+        // placement bound to the lease the view shows is started in it, so
+        // a lease lost meanwhile leaves its legs silent for good.
+        let generation = crate::media::fence::generation();
         let view = c.view();
         if view.leads() {
             // Master control carries this node's share in its own relay.
@@ -353,6 +360,10 @@ async fn carry(c: Cluster, base: RelayPlan, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
+        if let Some(old) = now.take_if(|n| n.fence != generation) {
+            info!(event = %old.event_id, "The lease this node's legs were placed under is lost; its relay stops.");
+            old.relay.shutdown().await;
+        }
         let mut client = c.inner.client.clone();
         let got = tokio::time::timeout(ETCD_TIMEOUT, client.get(key.as_str(), None)).await;
         match got {
@@ -360,8 +371,13 @@ async fn carry(c: Cluster, base: RelayPlan, mut stop: watch::Receiver<bool>) {
             // stops them at the lease's end).
             Err(_) | Ok(Err(_)) => {}
             Ok(Ok(r)) => {
-                let placed = r.kvs().first().and_then(|kv| serde_json::from_slice::<Carry>(kv.value()).ok());
-                now = apply(now, placed, &base).await;
+                // Only a placement bound to the lease this node holds now.
+                let placed = r
+                    .kvs()
+                    .first()
+                    .filter(|kv| view.lease.is_some_and(|l| l == kv.lease()))
+                    .and_then(|kv| serde_json::from_slice::<Carry>(kv.value()).ok());
+                now = apply(now, placed, &base, generation).await;
             }
         }
         if reported.elapsed() >= REPORT_EVERY {
@@ -375,7 +391,7 @@ async fn carry(c: Cluster, base: RelayPlan, mut stop: watch::Receiver<bool>) {
 }
 
 /// Makes the node's relay carry `placed` (or nothing).
-async fn apply(now: Option<Carried>, placed: Option<Carry>, base: &RelayPlan) -> Option<Carried> {
+async fn apply(now: Option<Carried>, placed: Option<Carry>, base: &RelayPlan, generation: u64) -> Option<Carried> {
     let Some(placed) = placed else {
         if let Some(old) = now {
             info!(event = %old.event_id, "No legs placed on this node any more; its relay stops.");
@@ -405,10 +421,11 @@ async fn apply(now: Option<Carried>, placed: Option<Carry>, base: &RelayPlan) ->
             let mut plan = base.clone();
             plan.program.title.clone_from(&placed.title);
             plan.legs = channels.clone();
+            plan.fence = Some(generation);
             match Relay::start_with(&plan, placed.cue, None).await {
                 Ok(relay) => {
                     info!(event = %placed.event_id, legs = ids.len(), "Carrying the legs placed on this node.");
-                    Carried { event_id: placed.event_id.clone(), relay, choice: SourceChoice::Auto }
+                    Carried { event_id: placed.event_id.clone(), relay, choice: SourceChoice::Auto, fence: generation }
                 }
                 Err(e) => {
                     warn!(event = %placed.event_id, error = %e, "Cannot start the relay for the legs placed here.");

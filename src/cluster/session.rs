@@ -56,10 +56,6 @@ pub(super) async fn run(
             let v = view.borrow();
             v.failsafe && v.leads()
         };
-        if !keep {
-            // Nothing more goes out under the lease this session held.
-            crate::media::fence::close();
-        }
         view.send_modify(|v| {
             if !keep {
                 v.leader_key = None;
@@ -74,6 +70,14 @@ pub(super) async fn run(
             // `leader` stays as last heard: while etcd is away a follower
             // still forwards to a leader that kept its legs (failsafe).
         });
+        if !keep {
+            // Nothing more goes out under the lease this session held. The
+            // view says the lease is gone first: whoever reads the fence's
+            // generation, then the view, never pairs the new generation
+            // with the old lease (a carrier starting a placement bound to
+            // it, `carry.rs`).
+            crate::media::fence::close();
+        }
         // Given up at once, so the key goes and another node may lead
         // without waiting out the TTL (refused if it expired already).
         if let Some(id) = lease {

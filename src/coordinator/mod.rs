@@ -193,6 +193,7 @@ impl Options {
             legs,
             settings: self.relay.clone(),
             thumbnails: false,
+            fence: None,
         }
     }
 

@@ -75,6 +75,8 @@ pub struct LegInput {
     program_from: AtomicU64,
     /// Clock time (ns) the program's first batch left appsrc; 0: not yet.
     program_out_ns: AtomicU64,
+    /// The send fence's generation this leg sends in (see `fence`).
+    fence: AtomicU64,
 }
 
 /// A UDP leg's socket, written from the fan-out thread.
@@ -217,7 +219,20 @@ impl LegInput {
             dropped: AtomicU64::new(0),
             program_from: AtomicU64::new(NONE),
             program_out_ns: AtomicU64::new(0),
+            fence: AtomicU64::new(super::fence::generation()),
         }
+    }
+
+    /// Sends only in the send fence's `generation` (by default, the one
+    /// it was made in): a relay started under a lease gives its legs
+    /// that lease's.
+    pub fn fence_in(&self, generation: u64) {
+        self.fence.store(generation, Ordering::Relaxed);
+    }
+
+    /// Whether the send fence lets this leg's batches out now.
+    pub fn fence_open(&self) -> bool {
+        super::fence::open_in(self.fence.load(Ordering::Relaxed))
     }
 
     /// Stamps this leg's copy of every batch with an SDT naming `service`
@@ -341,7 +356,7 @@ impl LegInput {
     pub fn offer(&self, list: &gst::BufferList, pts: u64) {
         // Cluster mode: nothing goes out once this node's lease may have
         // lapsed (see `fence`).
-        if !super::fence::open() {
+        if !self.fence_open() {
             return;
         }
         let mut guard = lock(&self.inner);

@@ -10,6 +10,13 @@
 //! deadline. What a sink library already holds (libsrt's send buffer, up
 //! to the leg's SRT latency) is beyond this fence.
 //!
+//! Each closing starts a new *generation*. A leg sends only while the
+//! fence is open in the generation it was started in
+//! ([`open_in`]): legs started under a lease that was lost can never send
+//! again, even once the node holds a new lease and the fence is open
+//! again (a carrier's placement was bound to the old lease; another node
+//! may carry those legs now).
+//!
 //! Single-node mode never sets it: the fence is open for ever.
 
 use std::sync::OnceLock;
@@ -18,6 +25,8 @@ use std::time::Instant;
 
 /// Nanoseconds after [`epoch`] until which sending is allowed.
 static UNTIL: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Counts the closings.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -33,14 +42,26 @@ pub fn open_until(at: Instant) {
     UNTIL.store(ns(at), Ordering::Release);
 }
 
-/// Allows no sending from now on (the lease is lost).
+/// Allows no sending from now on (the lease is lost), and starts a new
+/// generation: what was started before never sends again.
 pub fn close() {
     UNTIL.store(0, Ordering::Release);
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The generation now: a leg started now sends only in it.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
 }
 
 /// Whether a batch may go out now.
 pub fn open() -> bool {
     allows(UNTIL.load(Ordering::Acquire), || ns(Instant::now()))
+}
+
+/// Whether a batch of a leg started in `generation` may go out now.
+pub fn open_in(generation: u64) -> bool {
+    GENERATION.load(Ordering::Acquire) == generation && open()
 }
 
 /// Whether a fence set to `until` lets a batch out at `now` (read only if needed).

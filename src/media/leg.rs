@@ -618,8 +618,9 @@ fn build(channel: &Channel, stamp: bool, shared: &Arc<Shared>, input: &Arc<LegIn
         .ok_or_else(|| MediaError::Pipeline(format!("leg {}: sink has no sink pad", channel.id)))?;
     // Cluster mode: what this leg queued goes nowhere once the node's lease
     // may have lapsed (a process woken from SIGSTOP sends from here first).
-    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| {
-        if super::fence::open() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+    let fenced = Arc::clone(input);
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+        if fenced.fence_open() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
     });
     let counters = Arc::clone(shared);
     let clock = super::clock();
