@@ -1330,3 +1330,66 @@ async fn a_carrier_stopped_for_10_s_never_sends_beside_the_node_that_took_its_le
     }
     assert!(table.iter().any(|(n, legs)| *n == victim && *legs == 0), "ListNodes: {table:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_legs_spread_a_killed_leaders_leg_moves_and_a_follower_carrying_one_never_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let partners: Vec<UdpCapture> = (0..3).map(|_| UdpCapture::start()).collect();
+    let ingests: Vec<String> =
+        partners.iter().map(|p| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", p.port)).collect();
+    let config = legs_to(dir.path(), &ingests);
+    let etcd = Etcd::start(dir.path());
+    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let mut nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let first = settled(&nodes.iter().collect::<Vec<_>>(), &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    let event = on_air_through(&nodes[0], &token).await;
+    let placed = carriers(&nodes[0], &event, &token, 3, Duration::from_secs(30)).await;
+    let partner = |leg: &str| &partners[usize::from(leg.as_bytes()[4] - b'a')];
+    for leg in placed.keys() {
+        assert!(common::wait_for(Duration::from_secs(10), || partner(leg).bytes() > 50_000).await, "{leg}: no data");
+    }
+
+    let at = nodes.iter().position(|n| n.name == first).unwrap();
+    let mut dead = nodes.remove(at);
+    let killed = Instant::now();
+    dead.daemon.0.kill().unwrap();
+    dead.daemon.0.wait().unwrap();
+    let survivors: Vec<&Node> = nodes.iter().collect();
+    let names: Vec<&str> = survivors.iter().map(|n| n.name.as_str()).collect();
+    let next = settled(&survivors, &names, Duration::from_secs(15)).await;
+    let now_on = carriers(&nodes[0], &event, &token, 3, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = killed - Duration::from_millis(200);
+    for (leg, node) in &placed {
+        let (gap, _) = longest_gap(partner(leg), from);
+        eprintln!(
+            "leader {first} killed: {leg} (on {node}, now on {}): partner silent {:.0} ms",
+            now_on[leg],
+            gap.as_secs_f64() * 1e3
+        );
+    }
+    // The dead leader's leg: on a survivor, within the TTL, an election
+    // and the start of a leg.
+    let (orphan, _) = placed.iter().find(|(_, n)| **n == first).unwrap();
+    assert_ne!(now_on[orphan], first);
+    let (gap, resumed) = longest_gap(partner(orphan), from);
+    assert!(resumed.is_some() && gap <= TTL + Duration::from_secs(4), "{orphan}: silent {gap:?}");
+    // The follower that kept following carried its leg through the leader
+    // change: not a continuity error in it.
+    let (kept, node) = placed.iter().find(|(_, n)| **n != first && **n != next).unwrap();
+    assert_eq!(now_on[kept], *node, "{kept} moved though its node lives: {now_on:?}");
+    let data: Vec<u8> = partner(kept)
+        .timed()
+        .into_iter()
+        .filter(|(t, _)| *t >= killed - Duration::from_secs(1))
+        .flat_map(|(_, d)| d)
+        .collect();
+    let r = common::check_ts(&data);
+    assert!(r.packets > 500, "{kept}: only {} packets since the kill", r.packets);
+    assert_eq!((r.not_sync, r.cc_errors), (0, 0), "{kept} on {node}: {r:?}");
+    let entries = asrun_of(&nodes[0], &event, &token).await;
+    let details: Vec<String> = entries.iter().map(|e| format!("{} {}", e.kind, e.detail)).collect();
+    assert!(details.iter().any(|d| d.starts_with("legs-placed ") && d.contains(&format!("{next}: "))), "{details:#?}");
+}

@@ -43,10 +43,13 @@ impl State {
         let Some(p) = &self.options.placement else { return channels };
         let me = p.node().to_owned();
         let roster = p.roster();
-        // Before the first roster, this node alone (moves come with the next).
-        let nodes = roster.up();
-        let placed: BTreeMap<String, Vec<String>> = p
-            .placed()
+        let placed_now = p.placed();
+        // The nodes up, and those holding a placement: it is bound to their
+        // lease, so they live (a leader just elected may not have read the
+        // roster yet; it keeps the legs where they run).
+        let mut nodes = roster.up();
+        nodes.extend(placed_now.keys().cloned());
+        let placed: BTreeMap<String, Vec<String>> = placed_now
             .into_iter()
             .filter(|(_, c)| c.event_id == event_id)
             .map(|(n, c)| {
