@@ -13,8 +13,14 @@
 //! kill. At the end, CPU (user + system, over 10 s) and RSS of each node:
 //! the leader carrying the legs, and the followers.
 //!
-//! `cargo bench --bench cluster` (`LEGS`, `KILLS`, `TTL` in seconds, default 2).
-//! Needs etcd (Debian's etcd-server; `scripts/deps.sh` installs it).
+//! With `PLACEMENT=spread` the nodes run `--placement spread` (each leg on
+//! one node) and each kill is of the follower carrying most legs: measured
+//! is the longest silence at any partner whose leg was on it, until the
+//! leg goes out from another node (no election: the leader lives).
+//!
+//! `cargo bench --bench cluster` (`LEGS`, `KILLS`, `TTL` in seconds, default
+//! 2, `PLACEMENT` `leader` or `spread`). Needs etcd (Debian's etcd-server;
+//! `scripts/deps.sh` installs it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a bench fails
 
@@ -26,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use simulcast::api::auth::{hash_token, new_token};
 use simulcast::proto::event_service_client::EventServiceClient;
+use simulcast::proto::monitor_service_client::MonitorServiceClient;
 use simulcast::proto::node_service_client::NodeServiceClient;
 use simulcast::proto::{self, schedule_event_request::OnAir};
 use simulcast::store::{Store, TokenRecord};
@@ -73,7 +80,7 @@ struct Node {
     child: Child,
 }
 
-fn start_node(dir: &Path, name: &str, etcd: &str, ttl: usize, config: &Path, port: u16) -> Child {
+fn start_node(dir: &Path, name: &str, etcd: &str, ttl: usize, config: &Path, port: u16, spread: bool) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_simulcastd"))
         .arg("serve")
@@ -83,6 +90,7 @@ fn start_node(dir: &Path, name: &str, etcd: &str, ttl: usize, config: &Path, por
         .arg("--config")
         .arg(config)
         .args(["--cluster", etcd, "--node", name, "--lease-ttl", &format!("{ttl}s")])
+        .args(["--placement", if spread { "spread" } else { "leader" }])
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
@@ -106,129 +114,275 @@ fn leader_of(r: &proto::ListNodesResponse) -> Option<String> {
     r.nodes.iter().find(|n| n.leader).map(|n| n.name.clone())
 }
 
+/// etcd, three nodes, `legs` UDP partners (every datagram's arrival
+/// timed), and an event on air through the leader.
+struct Bench {
+    dir: tempfile::TempDir,
+    etcd: Child,
+    etcd_url: String,
+    config: std::path::PathBuf,
+    nodes: Vec<Node>,
+    token: String,
+    /// Each leg's partner's arrivals, in leg order.
+    arrivals: Vec<Arc<Mutex<Vec<Instant>>>>,
+    event_id: String,
+    ttl: usize,
+    spread: bool,
+}
+
+impl Bench {
+    async fn start(legs: usize, ttl: usize, spread: bool) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let etcd = Command::new("etcd")
+            .args(["--name", "b", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("b={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (apt-get install etcd-server)");
+        let healthy = || {
+            std::net::TcpStream::connect(("127.0.0.1", client)).is_ok_and(|mut s| {
+                let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                body.contains("\"health\":\"true\"")
+            })
+        };
+        while !healthy() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // The partners: one socket per leg, each datagram's arrival kept.
+        let partners: Vec<std::net::UdpSocket> =
+            (0..legs).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let mut config = String::from(
+            "[event]\ntitle = \"Silk Way Star: grand final\"\n[source]\ntype = \"test\"\n\
+             [program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 1000\ngop = 25\n",
+        );
+        for (i, p) in partners.iter().enumerate() {
+            config += &format!(
+                "[[channels]]\nid = \"leg-{i}\"\nname = \"Leg {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+                 ingest = {{ type = \"udp\", uri = \"udp://{}\" }}\n",
+                p.local_addr().unwrap()
+            );
+        }
+        let config_path = dir.path().join("bench.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut arrivals = Vec::new();
+        for p in partners {
+            let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
+            arrivals.push(Arc::clone(&seen));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                p.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                loop {
+                    if p.recv(&mut buf).is_ok() {
+                        seen.lock().unwrap().push(Instant::now());
+                    }
+                }
+            });
+        }
+
+        let token = new_token().unwrap();
+        let mut nodes = Vec::new();
+        for name in ["n1", "n2", "n3"] {
+            let db = dir.path().join(format!("{name}.db"));
+            let rec = TokenRecord { name: "bench".into(), role: "admin".into(), sha256: hash_token(&token) };
+            Store::open(&db).unwrap().insert_token(&rec, "2026-12-03T00:00:00Z").unwrap();
+            let port = free_port();
+            let child = start_node(dir.path(), name, &etcd_url, ttl, &config_path, port, spread);
+            nodes.push(Node { name: name.into(), db, port, child });
+        }
+        let mut b = Bench {
+            dir,
+            etcd,
+            etcd_url,
+            config: config_path,
+            nodes,
+            token,
+            arrivals,
+            event_id: String::new(),
+            ttl,
+            spread,
+        };
+        // Wait for a leader listed by all three.
+        let leader = loop {
+            let mut l = Vec::new();
+            for n in &b.nodes {
+                l.push(list(n.port, &b.token).await.filter(|r| r.nodes.len() == 3).and_then(|r| leader_of(&r)));
+            }
+            if l.iter().all(|x| x.is_some() && *x == l[0]) {
+                break l[0].clone().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let port = b.nodes.iter().find(|n| n.name == leader).unwrap().port;
+        let t = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut events = EventServiceClient::new(t);
+        let t0 = chrono::Utc::now() + chrono::Duration::hours(1);
+        let req = proto::ScheduleEventRequest {
+            title: "Bench".into(),
+            on_air: Some(OnAir::OnAirUtc(prost_types::Timestamp { seconds: t0.timestamp(), nanos: 0 })),
+            duration: Some(prost_types::Duration { seconds: 7200, nanos: 0 }),
+            preroll: None,
+            postroll: None,
+            channel_ids: vec![],
+        };
+        let ev = events.schedule_event(authed(req, &b.token)).await.unwrap().into_inner();
+        let id = proto::EventRef { event_id: ev.id.clone() };
+        events.arm(authed(id.clone(), &b.token)).await.unwrap();
+        events.take(authed(id, &b.token)).await.unwrap();
+        b.event_id = ev.id;
+        let start = Instant::now();
+        while !(0..legs).all(|i| b.flowing(i, start)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        b
+    }
+
+    /// Whether leg `i`'s partner got 50 datagrams since `since`.
+    fn flowing(&self, i: usize, since: Instant) -> bool {
+        self.arrivals[i].lock().unwrap().iter().filter(|t| **t > since).count() > 50
+    }
+
+    /// Leg `i`'s partner's longest silence from a second before `at`.
+    fn silence(&self, i: usize, at: Instant) -> Duration {
+        let times: Vec<Instant> =
+            self.arrivals[i].lock().unwrap().iter().copied().filter(|t| *t > at - Duration::from_secs(1)).collect();
+        times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    }
+
+    /// The leader, as the first node that answers says.
+    async fn leader(&self) -> String {
+        loop {
+            for n in &self.nodes {
+                if let Some(l) = list(n.port, &self.token).await.and_then(|r| leader_of(&r)) {
+                    return l;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills node `i` with SIGKILL (returns when).
+    fn kill(&mut self, i: usize) -> Instant {
+        let killed = Instant::now();
+        self.nodes[i].child.kill().unwrap();
+        self.nodes[i].child.wait().unwrap();
+        killed
+    }
+
+    /// Starts node `i` again, as a follower, and waits until it is listed.
+    async fn restart(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let (name, db_dir, p) = (n.name.clone(), n.db.parent().unwrap().to_owned(), n.port);
+        self.nodes[i].child = start_node(&db_dir, &name, &self.etcd_url, self.ttl, &self.config, p, self.spread);
+        while list(p, &self.token).await.is_none_or(|r| r.nodes.len() != 3) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    /// Each leg's node, as the status says (`leg-N` -> node).
+    async fn placement(&self) -> Vec<String> {
+        let t = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.nodes[0].port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let req = proto::EventRef { event_id: self.event_id.clone() };
+        let mut s = MonitorServiceClient::new(t).watch_status(authed(req, &self.token)).await.unwrap().into_inner();
+        loop {
+            let u = s.message().await.unwrap().unwrap();
+            let on_air = proto::LegState::OnAir as i32;
+            if u.legs.iter().all(|l| !l.node.is_empty() && l.state == on_air) {
+                let mut by_leg = vec![String::new(); self.arrivals.len()];
+                for l in u.legs {
+                    let i: usize = l.channel_id.trim_start_matches("leg-").parse().unwrap();
+                    by_leg[i] = l.node;
+                }
+                return by_leg;
+            }
+        }
+    }
+
+    /// CPU (over 10 s) and RSS of each node, with what it carries.
+    async fn report_load(&self) {
+        let leader = self.leader().await;
+        let placed = if self.spread { Some(self.placement().await) } else { None };
+        let before: Vec<(f64, u64)> = self.nodes.iter().map(|n| cpu_rss(n.child.id())).collect();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for (n, b) in self.nodes.iter().zip(before) {
+            let (cpu, rss) = cpu_rss(n.child.id());
+            let legs = match &placed {
+                Some(p) => p.iter().filter(|c| **c == n.name).count(),
+                None if n.name == leader => self.arrivals.len(),
+                None => 0,
+            };
+            let role = if n.name == leader { "leader" } else { "follower" };
+            println!(
+                "  {} ({role}, {legs} legs): CPU {:.1} % of one core, RSS {} MiB",
+                n.name,
+                (cpu - b.0) * 10.0,
+                rss / 1024
+            );
+        }
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+        let _ = &self.dir;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let legs = env_num("LEGS", 12);
     let kills = env_num("KILLS", 10);
     let ttl = env_num("TTL", 2);
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let etcd_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut etcd = Command::new("etcd")
-        .args(["--name", "b", "--data-dir"])
-        .arg(dir.path().join("etcd"))
-        .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("b={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd (apt-get install etcd-server)");
-    let healthy = || {
-        std::net::TcpStream::connect(("127.0.0.1", client)).is_ok_and(|mut s| {
-            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            body.contains("\"health\":\"true\"")
-        })
-    };
-    while !healthy() {
-        std::thread::sleep(Duration::from_millis(100));
+    let spread = std::env::var("PLACEMENT").is_ok_and(|p| p == "spread");
+    let mut b = Bench::start(legs, ttl, spread).await;
+    if spread {
+        // The load as placed at arming (a node started again after a
+        // kill carries nothing until another node dies).
+        println!("load at arming:");
+        b.report_load().await;
+        spread_kills(&mut b, kills).await;
+    } else {
+        leader_kills(&mut b, kills).await;
     }
+    println!("load after the kills:");
+    b.report_load().await;
+}
 
-    // The partners: one socket per leg; the first one's arrivals are timed.
-    let partners: Vec<std::net::UdpSocket> =
-        (0..legs).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-    let mut config = String::from(
-        "[event]\ntitle = \"Silk Way Star: grand final\"\n[source]\ntype = \"test\"\n\
-         [program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 1000\ngop = 25\n",
-    );
-    for (i, p) in partners.iter().enumerate() {
-        config += &format!(
-            "[[channels]]\nid = \"leg-{i}\"\nname = \"Leg {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
-             ingest = {{ type = \"udp\", uri = \"udp://{}\" }}\n",
-            p.local_addr().unwrap()
-        );
-    }
-    let config_path = dir.path().join("bench.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let mut drains = Vec::new();
-    for (i, p) in partners.into_iter().enumerate() {
-        let arrivals = Arc::clone(&arrivals);
-        drains.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            p.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-            loop {
-                if p.recv(&mut buf).is_ok() && i == 0 {
-                    arrivals.lock().unwrap().push(Instant::now());
-                }
-            }
-        }));
-    }
-
-    let token = new_token().unwrap();
-    let mut nodes = Vec::new();
-    for name in ["n1", "n2", "n3"] {
-        let db = dir.path().join(format!("{name}.db"));
-        let rec = TokenRecord { name: "bench".into(), role: "admin".into(), sha256: hash_token(&token) };
-        Store::open(&db).unwrap().insert_token(&rec, "2026-12-03T00:00:00Z").unwrap();
-        let port = free_port();
-        let child = start_node(dir.path(), name, &etcd_url, ttl, &config_path, port);
-        nodes.push(Node { name: name.into(), db, port, child });
-    }
-    // Wait for a leader listed by all three.
-    let leader = loop {
-        let mut l = Vec::new();
-        for n in &nodes {
-            l.push(list(n.port, &token).await.filter(|r| r.nodes.len() == 3).and_then(|r| leader_of(&r)));
-        }
-        if l.iter().all(|x| x.is_some() && *x == l[0]) {
-            break l[0].clone().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let port = nodes.iter().find(|n| n.name == leader).unwrap().port;
-    let t =
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
-    let mut events = EventServiceClient::new(t);
-    let t0 = chrono::Utc::now() + chrono::Duration::hours(1);
-    let req = proto::ScheduleEventRequest {
-        title: "Bench".into(),
-        on_air: Some(OnAir::OnAirUtc(prost_types::Timestamp { seconds: t0.timestamp(), nanos: 0 })),
-        duration: Some(prost_types::Duration { seconds: 7200, nanos: 0 }),
-        preroll: None,
-        postroll: None,
-        channel_ids: vec![],
-    };
-    let ev = events.schedule_event(authed(req, &token)).await.unwrap().into_inner();
-    let id = proto::EventRef { event_id: ev.id.clone() };
-    events.arm(authed(id.clone(), &token)).await.unwrap();
-    events.take(authed(id, &token)).await.unwrap();
-    let flowing = |since: Instant| arrivals.lock().unwrap().iter().filter(|t| **t > since).count() > 50;
-    let start = Instant::now();
-    while !flowing(start) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    println!("cluster failover: {legs} UDP legs on the leader, lease TTL {ttl} s, {kills} kills");
-
+/// Kills the leader `kills` times: election time and partner silence.
+async fn leader_kills(b: &mut Bench, kills: usize) {
+    println!("cluster failover: {} UDP legs on the leader, lease TTL {} s, {kills} kills", b.arrivals.len(), b.ttl);
     let (mut elections, mut silences) = (Vec::new(), Vec::new());
     for k in 0..kills {
-        // Who leads now (as a survivor will say).
-        let leader = loop {
-            if let Some(l) = list(nodes[0].port, &token).await.and_then(|r| leader_of(&r)) {
-                break l;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let i = nodes.iter().position(|n| n.name == leader).unwrap();
-        let killed = Instant::now();
-        nodes[i].child.kill().unwrap();
-        nodes[i].child.wait().unwrap();
-        let survivor = nodes.iter().find(|n| n.name != leader).unwrap().port;
+        let leader = b.leader().await;
+        let i = b.nodes.iter().position(|n| n.name == leader).unwrap();
+        let killed = b.kill(i);
+        let survivor = b.nodes.iter().find(|n| n.name != leader).unwrap().port;
         let elected = loop {
-            if let Some(l) = list(survivor, &token).await.and_then(|r| leader_of(&r))
+            if let Some(l) = list(survivor, &b.token).await.and_then(|r| leader_of(&r))
                 && l != leader
             {
                 break killed.elapsed();
@@ -236,12 +390,10 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         // Data again, then the longest silence around the kill.
-        while !flowing(killed) {
+        while !b.flowing(0, killed) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let times: Vec<Instant> =
-            arrivals.lock().unwrap().iter().copied().filter(|t| *t > killed - Duration::from_secs(1)).collect();
-        let silence = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+        let silence = b.silence(0, killed);
         println!(
             "  kill {k}: {leader} killed; elected after {:.0} ms; partner silent {:.0} ms",
             elected.as_secs_f64() * 1e3,
@@ -249,16 +401,7 @@ async fn main() {
         );
         elections.push(elected.as_secs_f64() * 1e3);
         silences.push(silence.as_secs_f64() * 1e3);
-        // The killed node comes back as a follower.
-        let (name, db_dir, p) = (nodes[i].name.clone(), nodes[i].db.parent().unwrap().to_owned(), nodes[i].port);
-        nodes[i].child = start_node(&db_dir, &name, &etcd_url, ttl, &config_path, p);
-        loop {
-            if list(p, &token).await.is_some_and(|r| r.nodes.len() == 3) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        b.restart(i).await;
     }
     println!(
         "election: p50 {:.0} ms, p99 {:.0} ms; partner silence: p50 {:.0} ms, p99 {:.0} ms (n = {kills})",
@@ -267,20 +410,46 @@ async fn main() {
         pct(&mut silences.clone(), 0.5),
         pct(&mut silences, 0.99)
     );
+}
 
-    // CPU and RSS per node over 10 s.
-    let leader = list(nodes[0].port, &token).await.and_then(|r| leader_of(&r)).unwrap_or_default();
-    let before: Vec<(f64, u64)> = nodes.iter().map(|n| cpu_rss(n.child.id())).collect();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    for (n, b) in nodes.iter().zip(before) {
-        let (cpu, rss) = cpu_rss(n.child.id());
-        let role = if n.name == leader { format!("leader, {legs} legs") } else { "follower".into() };
-        println!("  {} ({role}): CPU {:.1} % of one core, RSS {} MiB", n.name, (cpu - b.0) * 10.0, rss / 1024);
+/// Kills the follower carrying most legs `kills` times: the longest
+/// silence at a partner of one of its legs until another node sends.
+async fn spread_kills(b: &mut Bench, kills: usize) {
+    println!(
+        "cluster leg moves: {} UDP legs spread over 3 nodes, lease TTL {} s, {kills} kills of a carrier",
+        b.arrivals.len(),
+        b.ttl
+    );
+    let mut silences = Vec::new();
+    for k in 0..kills {
+        let leader = b.leader().await;
+        let placed = b.placement().await;
+        let victim = b
+            .nodes
+            .iter()
+            .filter(|n| n.name != leader)
+            .max_by_key(|n| placed.iter().filter(|p| **p == n.name).count())
+            .unwrap()
+            .name
+            .clone();
+        let moved: Vec<usize> = (0..placed.len()).filter(|i| placed[*i] == victim).collect();
+        let i = b.nodes.iter().position(|n| n.name == victim).unwrap();
+        let killed = b.kill(i);
+        while !moved.iter().all(|l| b.flowing(*l, killed)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let worst = moved.iter().map(|l| b.silence(*l, killed)).max().unwrap_or_default();
+        println!(
+            "  kill {k}: {victim} killed with {} legs; its partners silent {:.0} ms at most",
+            moved.len(),
+            worst.as_secs_f64() * 1e3
+        );
+        silences.push(worst.as_secs_f64() * 1e3);
+        b.restart(i).await;
     }
-    for n in &mut nodes {
-        let _ = n.child.kill();
-        let _ = n.child.wait();
-    }
-    let _ = etcd.kill();
-    let _ = etcd.wait();
+    println!(
+        "moved legs' partner silence: p50 {:.0} ms, p99 {:.0} ms (n = {kills})",
+        pct(&mut silences.clone(), 0.5),
+        pct(&mut silences, 0.99)
+    );
 }

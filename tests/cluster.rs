@@ -1205,6 +1205,7 @@ async fn six_legs_spread_over_three_nodes_and_a_killed_nodes_legs_start_on_anoth
     let at = nodes.iter().position(|n| n.name == victim).unwrap();
     let mut dead = nodes.remove(at);
     let killed = Instant::now();
+    let killed_utc = chrono::Utc::now();
     dead.daemon.0.kill().unwrap();
     dead.daemon.0.wait().unwrap();
     let rtmp_before = nginx.recorded_bytes("leg-f");
@@ -1253,6 +1254,15 @@ async fn six_legs_spread_over_three_nodes_and_a_killed_nodes_legs_start_on_anoth
     let entries = asrun_of(&nodes[0], &event, &token).await;
     let details: Vec<String> = entries.iter().map(|e| format!("{} {} {}", e.kind, e.channel_id, e.detail)).collect();
     assert!(details.iter().any(|d| d.starts_with("legs-placed ")), "{details:#?}");
+    // Placing is not trouble: no leg error before the kill (a leg waiting
+    // for its node to say it carries it is connecting).
+    let early: Vec<&String> = entries
+        .iter()
+        .zip(&details)
+        .filter(|(e, _)| e.kind == "leg-error" && at_utc(e) < killed_utc)
+        .map(|(_, d)| d)
+        .collect();
+    assert!(early.is_empty(), "{early:#?}");
     for leg in &moved {
         let to = &now_on[leg];
         assert_ne!(*to, victim, "{now_on:?}");

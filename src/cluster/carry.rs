@@ -164,6 +164,7 @@ pub fn place(
 pub struct Placement {
     node: String,
     roster: watch::Receiver<Roster>,
+    alive: watch::Receiver<Vec<String>>,
     carrying: watch::Receiver<BTreeMap<String, Carrying>>,
     placed: watch::Receiver<BTreeMap<String, Carry>>,
     want: watch::Sender<Option<BTreeMap<String, Carry>>>,
@@ -174,6 +175,7 @@ impl Placement {
     /// wants, while this node leads.
     pub fn start(cluster: &Cluster) -> Placement {
         let (roster_tx, roster) = watch::channel(Roster::default());
+        let (alive_tx, alive) = watch::channel(Vec::new());
         let (carrying_tx, carrying) = watch::channel(BTreeMap::new());
         let (placed_tx, placed) = watch::channel(BTreeMap::new());
         let (want, want_rx) = watch::channel(None);
@@ -201,9 +203,15 @@ impl Placement {
                     continue;
                 };
                 sync(&c, &key, &want_rx, &roster_tx, &placed).await;
+                let names: Vec<String> = roster_tx.borrow().nodes.iter().map(|(n, _)| n.node.clone()).collect();
+                alive_tx.send_if_modified(|a| {
+                    let changed = *a != names;
+                    *a = names;
+                    changed
+                });
             }
         });
-        Placement { node: cluster.node().to_owned(), roster, carrying, placed, want }
+        Placement { node: cluster.node().to_owned(), roster, alive, carrying, placed, want }
     }
 
     /// This node's name.
@@ -214,6 +222,13 @@ impl Placement {
     /// The roster as last read.
     pub fn roster(&self) -> Roster {
         self.roster.borrow().clone()
+    }
+
+    /// The nodes whose lease etcd holds, changed when one joins or goes
+    /// (master control moves a dead node's legs at once, not at its next
+    /// tick).
+    pub fn alive(&self) -> watch::Receiver<Vec<String>> {
+        self.alive.clone()
     }
 
     /// What each other node said it carries, as last read.

@@ -17,11 +17,11 @@
 //! Built so far: membership, health (a node whose renewals stop shows
 //! LAPSING, then leaves the list), the election, `ListNodes`, forwarding to
 //! the leader ([`forward`]), the shared store (`crate::store::mirror`), and
-//! master control on the leader alone, which carries every leg, and
-//! failsafe (`failsafe.rs`, Patroni's rule): a leader whose renewals fail
-//! keeps its legs while every node that may lead says etcd is away from it
-//! too. Leg placement on several nodes and backup ingests are not built
-//! yet (docs/cluster.md).
+//! master control on the leader alone, failsafe (`failsafe.rs`, Patroni's
+//! rule): a leader whose renewals fail keeps its legs while every node that
+//! may lead says etcd is away from it too, and leg placement ([`carry`]):
+//! the leader carries every leg, or each leg runs on one node under that
+//! node's lease. Backup ingests are not built yet (docs/cluster.md).
 
 pub mod carry;
 mod failsafe;

@@ -768,9 +768,24 @@ impl State {
         let mut tick = tokio::time::interval(self.options.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let stopped = Arc::clone(&self.stopped);
+        let mut alive = self.options.placement.as_ref().map(crate::cluster::carry::Placement::alive);
         loop {
             let publish_due = self.publish_due;
             tokio::select! {
+                Some(()) = async {
+                    match &mut alive {
+                        Some(a) => a.changed().await.ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // A node joined or left: its legs move now.
+                    if self.leads {
+                        let at = std::time::Instant::now();
+                        self.tend_placement();
+                        self.flush();
+                        self.loop_times.turn("nodes-changed", at);
+                    }
+                }
                 _ = stopped.notified() => {
                     let at = std::time::Instant::now();
                     self.finish_stop().await;

@@ -141,7 +141,8 @@ impl State {
 }
 
 /// The legs other nodes carry for `event_id` (`remote`: by node), each
-/// with its node: as that node last said, or waiting for it.
+/// with its node: as that node last said, or `CONNECTING` until it says
+/// (not an error: no as-run entry, no alert).
 pub(super) fn remote_legs(
     event_id: &str,
     remote: &BTreeMap<String, Vec<Channel>>,
@@ -159,12 +160,12 @@ pub(super) fn remote_legs(
                     channel_id: id.clone(),
                     protocol: c.ingest.protocol().to_owned(),
                     target: c.ingest.target(),
-                    state: LegState::Idle,
+                    state: LegState::Connecting,
                     bytes_sent: 0,
                     bitrate_bps: 0,
                     reconnects: 0,
                     dropped_buffers: 0,
-                    last_error: Some(format!("waiting for node {node} to say it carries the leg")),
+                    last_error: None,
                     srt: None,
                     program_since_utc_ns: None,
                     carries: Content::Slate,

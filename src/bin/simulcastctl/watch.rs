@@ -92,13 +92,17 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
     if u.lagged > 0 {
         out += &format!("(this board fell behind: {} update(s) skipped)\n", u.lagged);
     }
-    // Cluster mode: the node carrying the legs (the leader, today).
+    // Cluster mode: the nodes carrying the legs; with legs spread over
+    // several, a NODE column says which carries each.
     let mut nodes: Vec<&str> = u.legs.iter().map(|l| l.node.as_str()).filter(|n| !n.is_empty()).collect();
+    nodes.sort_unstable();
     nodes.dedup();
     if !nodes.is_empty() {
-        out += &format!("legs carried by node {}\n", nodes.join(", "));
+        let s = if nodes.len() > 1 { "s" } else { "" };
+        out += &format!("legs carried by node{s} {}\n", nodes.join(", "));
     }
-    let mut t = Table::new(&[
+    let spread = nodes.len() > 1;
+    let mut headers = vec![
         "CHANNEL",
         "PROTO",
         "LOCAL TIME",
@@ -111,13 +115,17 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
         "AUDIO",
         "CUES",
         "LAST ERROR",
-    ]);
+    ];
+    if spread {
+        headers.insert(1, "NODE");
+    }
+    let mut t = Table::new(&headers);
     for l in &u.legs {
         let local = DateTime::parse_from_rfc3339(&l.local_time)
             .map(|t| t.format("%a %H:%M:%S %:z").to_string())
             .unwrap_or_else(|_| "-".into());
         let srt = l.srt.as_ref().map_or("-".into(), |s| format!("{:.1} ms / {}", s.rtt_ms, s.packets_lost));
-        t.row(vec![
+        let mut row = vec![
             l.channel_id.clone(),
             if l.protocol.is_empty() { "-".into() } else { l.protocol.clone() },
             local,
@@ -137,7 +145,11 @@ fn board(u: &proto::StatusUpdate, colour: bool) -> String {
                 missed => format!("{} ({missed} missed)", l.break_cues_sent),
             },
             l.last_error.clone(),
-        ]);
+        ];
+        if spread {
+            row.insert(1, if l.node.is_empty() { "-".into() } else { l.node.clone() });
+        }
+        t.row(row);
     }
     let legs = t.render();
     out + &if colour { paint_legs(&legs, &u.legs) } else { legs }
@@ -320,5 +332,25 @@ mod tests {
         let board = board(&u, false);
         assert!(board.contains("break br-0123456789ab (splice 7)"), "{board}");
         assert!(board.contains("CUES") && board.contains("2 (1 missed)"), "{board}");
+    }
+
+    #[test]
+    fn legs_spread_over_nodes_get_a_node_column_and_one_node_a_line() {
+        let on = |id: &str, node: &str| proto::LegStatus { node: node.into(), ..leg(id, proto::LegState::OnAir) };
+        let u = proto::StatusUpdate {
+            event_id: "ev-1".into(),
+            legs: vec![on("kr-kbs", "n2"), on("cn-cctv", "n1"), on("kz-khabar", "n2")],
+            ..Default::default()
+        };
+        let b = board(&u, false);
+        assert!(b.contains("legs carried by nodes n1, n2\n"), "{b}");
+        let header = b.lines().find(|l| l.starts_with("CHANNEL")).unwrap_or_default();
+        assert!(header.starts_with("CHANNEL") && header.contains(" NODE "), "{b}");
+        let row = b.lines().find(|l| l.starts_with("cn-cctv")).unwrap_or_default();
+        assert_eq!(row.split_whitespace().nth(1), Some("n1"), "{b}");
+        // One node (the leader carries every leg): a line, no column.
+        let u = proto::StatusUpdate { legs: vec![on("kr-kbs", "n2"), on("cn-cctv", "n2")], ..u };
+        let b = board(&u, false);
+        assert!(b.contains("legs carried by node n2\n") && !b.contains(" NODE "), "{b}");
     }
 }
