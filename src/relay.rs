@@ -67,7 +67,7 @@ impl RelayPlan {
                 batch_wait: config.relay.batch_wait,
                 feed_thumbs: [None, None],
             },
-            legs: config.enabled_channels().cloned().collect(),
+            legs: crate::config::legs_of(config.enabled_channels()),
             settings: config.relay.clone(),
             thumbnails: false,
             fence: None,

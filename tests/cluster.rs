@@ -1403,3 +1403,64 @@ async fn with_legs_spread_a_killed_leaders_leg_moves_and_a_follower_carrying_one
     let details: Vec<String> = entries.iter().map(|e| format!("{} {}", e.kind, e.detail)).collect();
     assert!(details.iter().any(|d| d.starts_with("legs-placed ") && d.contains(&format!("{next}: "))), "{details:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channels_main_path_node_killed_its_backup_ingest_flows_on_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    // leg-a (another partner), then leg-b with a main and a backup ingest.
+    let (other, main, backup) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
+    let udp = |port: u16| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}");
+    let ingests = [udp(other.port), format!("{}\ningest_backup = {}", udp(main.port), udp(backup.port))];
+    let config = legs_to(dir.path(), &ingests);
+    let etcd = Etcd::start(dir.path());
+    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let mut nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let first = settled(&nodes.iter().collect::<Vec<_>>(), &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    let event = on_air_through(&nodes[0], &token).await;
+    // Three legs: leg-a, leg-b and leg-b+backup, each on its own node.
+    let placed = carriers(&nodes[0], &event, &token, 3, Duration::from_secs(30)).await;
+    let on: std::collections::BTreeSet<&String> = placed.values().collect();
+    assert_eq!(on.len(), 3, "main and backup on two nodes, one leg each: {placed:?}");
+    let victim = placed["leg-b"].clone();
+    assert_ne!(victim, first, "{placed:?}");
+    for (what, u) in [("main", &main), ("backup", &backup)] {
+        assert!(common::wait_for(Duration::from_secs(10), || u.bytes() > 50_000).await, "{what}: {} bytes", u.bytes());
+    }
+
+    let at = nodes.iter().position(|n| n.name == victim).unwrap();
+    let mut dead = nodes.remove(at);
+    let killed = Instant::now();
+    dead.daemon.0.kill().unwrap();
+    dead.daemon.0.wait().unwrap();
+    let back = common::wait_for(Duration::from_secs(15), || {
+        main.timed().iter().any(|(t, _)| *t > killed + Duration::from_millis(300))
+    })
+    .await;
+    assert!(back, "the main ingest got nothing after {victim} was killed");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (gap, _) = longest_gap(&main, killed - Duration::from_millis(200));
+    let (backup_gap, _) = longest_gap(&backup, killed - Duration::from_secs(1));
+    eprintln!(
+        "main path's node {victim} killed: main ingest silent {:.0} ms, backup ingest's longest gap {:.0} ms",
+        gap.as_secs_f64() * 1e3,
+        backup_gap.as_secs_f64() * 1e3
+    );
+    assert!(gap <= TTL + Duration::from_secs(1), "the main ingest was silent {gap:?}");
+    // The backup path: every TS packet from a second before the kill, no
+    // continuity error, no silence beyond the source's own spacing.
+    let data: Vec<u8> = backup
+        .timed()
+        .into_iter()
+        .filter(|(t, _)| *t >= killed - Duration::from_secs(1))
+        .flat_map(|(_, d)| d)
+        .collect();
+    let r = common::check_ts(&data);
+    assert!(r.packets > 500, "backup: only {} packets since the kill", r.packets);
+    assert_eq!((r.not_sync, r.cc_errors), (0, 0), "backup: {r:?}");
+    assert!(backup_gap < Duration::from_millis(300), "the backup ingest was silent {backup_gap:?}");
+    let now_on = carriers(&nodes[0], &event, &token, 3, Duration::from_secs(10)).await;
+    assert_eq!(now_on["leg-b+backup"], placed["leg-b+backup"], "{now_on:?}");
+    assert_ne!(now_on["leg-b"], now_on["leg-b+backup"], "main and backup on one node: {now_on:?}");
+}

@@ -239,6 +239,41 @@ async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_ingest_is_rehearsed_as_its_own_leg_with_its_own_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, backup) = (UdpCapture::start(), UdpCapture::start());
+    let server = server(dir.path()).await;
+    let toml = format!(
+        "id = \"mn-mnb\"\nname = \"MNB\"\ncountry = \"MN\"\ntimezone = \"Asia/Ulaanbaatar\"\n\
+         ingest = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n\
+         ingest_backup = {{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}\n",
+        main.port, backup.port
+    );
+    common::server::create_channel(&server, &toml).await;
+    let event = schedule_later(&server).await;
+    let op = server.token(Role::Operator).to_owned();
+    let mut r = RehearsalServiceClient::new(server.transport().await);
+    let id = r.start_rehearsal(authed(short_rehearsal(&event), &op)).await.expect("start").into_inner().rehearsal_id;
+    let get = proto::RehearsalRef { rehearsal_id: id };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let done = loop {
+        let rep = r.get_rehearsal_report(authed(get.clone(), &op)).await.unwrap().into_inner();
+        if rep.state == proto::RehearsalState::Finished as i32 {
+            break rep;
+        }
+        assert!(Instant::now() < deadline, "did not finish: {rep:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let legs: Vec<(&str, bool)> = done.legs.iter().map(|l| (l.channel_id.as_str(), l.passed)).collect();
+    assert_eq!(legs, [("mn-mnb", true), ("mn-mnb+backup", true)], "{done:#?}");
+    assert!(done.passed, "{done:#?}");
+    for (what, capture) in [("main", &main), ("backup", &backup)] {
+        assert!(capture.bytes() > 100_000, "the {what} ingest got {} bytes", capture.bytes());
+    }
+    server.stop().await;
+}
+
 /// (name, failure message or "") of each test case in a JUnit file, read
 /// by Python's own XML parser, with the suite's counts checked against them.
 /// A partner whose RTMP port takes the connection and then says nothing:

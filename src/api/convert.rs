@@ -32,8 +32,26 @@ pub fn channel_from_proto(p: &proto::Channel) -> Result<Channel, Vec<FieldError>
         proto::air_policy::Policy::Live(_) => RawAirPolicy::Live,
         proto::air_policy::Policy::LocalTime(at) => RawAirPolicy::LocalTime { at: at.clone() },
     });
+    let ingest = raw_ingest(p.ingest.as_ref().and_then(|i| i.kind.as_ref()).ok_or_else(|| missing("ingest"))?);
+    let ingest_backup = p.ingest_backup.as_ref().and_then(|i| i.kind.as_ref()).map(raw_ingest);
+    let raw = RawChannel {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        country: p.country.clone(),
+        timezone: p.timezone.clone(),
+        enabled: Some(p.enabled.unwrap_or(true)),
+        audio: p.audio.clone(),
+        air_policy,
+        ingest,
+        ingest_backup,
+    };
+    config::compile_channel(raw.checked("channel")?, "channel")
+}
+
+/// A request's ingest in the raw form a file holds.
+fn raw_ingest(kind: &proto::ingest::Kind) -> RawIngest {
     use proto::ingest::Kind;
-    let ingest = match p.ingest.as_ref().and_then(|i| i.kind.as_ref()).ok_or_else(|| missing("ingest"))? {
+    match kind {
         Kind::Srt(s) => RawIngest::Srt(RawSrt {
             uri: s.uri.clone(),
             mode: Some(match proto::SrtMode::try_from(s.mode) {
@@ -57,18 +75,7 @@ pub fn channel_from_proto(p: &proto::Channel) -> Result<Channel, Vec<FieldError>
         }),
         Kind::Rist(r) => RawIngest::Rist(RawRist { uri: r.uri.clone() }),
         Kind::File(f) => RawIngest::File(RawFile { path: f.path.clone() }),
-    };
-    let raw = RawChannel {
-        id: p.id.clone(),
-        name: p.name.clone(),
-        country: p.country.clone(),
-        timezone: p.timezone.clone(),
-        enabled: Some(p.enabled.unwrap_or(true)),
-        audio: p.audio.clone(),
-        air_policy,
-        ingest,
-    };
-    config::compile_channel(raw.checked("channel")?, "channel")
+    }
 }
 
 fn duration(d: std::time::Duration) -> prost_types::Duration {
@@ -89,13 +96,38 @@ pub fn channel_to_proto(ch: &Channel) -> proto::Channel {
 /// `ch` as written ([`Channel::spec`]) on the wire; with `secrets`, the
 /// values its secrets compiled to.
 fn to_proto(ch: &Channel, secrets: bool) -> proto::Channel {
+    let spec = &ch.spec;
+    let kind = ingest_to_proto(&spec.ingest, &ch.ingest, secrets);
+    let backup = match (&spec.ingest_backup, &ch.ingest_backup) {
+        (Some(raw), Some(compiled)) => Some(proto::Ingest { kind: Some(ingest_to_proto(raw, compiled, secrets)) }),
+        _ => None,
+    };
+    let policy = match &spec.air_policy {
+        None | Some(RawAirPolicy::Live) => proto::air_policy::Policy::Live(proto::air_policy::Live {}),
+        Some(RawAirPolicy::LocalTime { at }) => proto::air_policy::Policy::LocalTime(at.clone()),
+    };
+    proto::Channel {
+        id: spec.id.clone(),
+        name: spec.name.clone(),
+        country: spec.country.clone(),
+        timezone: spec.timezone.clone(),
+        ingest: Some(proto::Ingest { kind: Some(kind) }),
+        air_policy: Some(proto::AirPolicy { policy: Some(policy) }),
+        enabled: Some(ch.enabled),
+        audio: spec.audio.clone(),
+        ingest_backup: backup,
+    }
+}
+
+/// An ingest as written (`spec`) on the wire; with `secrets`, the values
+/// its secrets compiled to.
+fn ingest_to_proto(spec: &RawIngest, compiled: &Ingest, secrets: bool) -> proto::ingest::Kind {
     use proto::ingest::Kind;
     let shown = |s: Option<&config::Secret>| match s {
         Some(s) if secrets => s.expose().to_owned(),
         _ => String::new(),
     };
-    let spec = &ch.spec;
-    let kind = match (&spec.ingest, &ch.ingest) {
+    match (spec, compiled) {
         (RawIngest::Srt(s), compiled) => Kind::Srt(proto::SrtIngest {
             uri: s.uri.clone(),
             mode: match s.mode.as_deref() {
@@ -125,20 +157,6 @@ fn to_proto(ch: &Channel, secrets: bool) -> proto::Channel {
         }),
         (RawIngest::Rist(r), _) => Kind::Rist(proto::RistIngest { uri: r.uri.clone() }),
         (RawIngest::File(f), _) => Kind::File(proto::FileIngest { path: f.path.clone() }),
-    };
-    let policy = match &spec.air_policy {
-        None | Some(RawAirPolicy::Live) => proto::air_policy::Policy::Live(proto::air_policy::Live {}),
-        Some(RawAirPolicy::LocalTime { at }) => proto::air_policy::Policy::LocalTime(at.clone()),
-    };
-    proto::Channel {
-        id: spec.id.clone(),
-        name: spec.name.clone(),
-        country: spec.country.clone(),
-        timezone: spec.timezone.clone(),
-        ingest: Some(proto::Ingest { kind: Some(kind) }),
-        air_policy: Some(proto::AirPolicy { policy: Some(policy) }),
-        enabled: Some(ch.enabled),
-        audio: spec.audio.clone(),
     }
 }
 

@@ -73,6 +73,9 @@ pub struct Carry {
     /// Each channel as the store keeps it (its spec as TOML, secrets
     /// included: the placement is readable by etcd's users only).
     pub channels: Vec<String>,
+    /// The legs to carry, by leg id: a channel's id, or `ID+backup` for
+    /// its backup ingest's leg.
+    pub legs: Vec<String>,
     /// When the programme is on.
     pub cue: Cue,
     /// The source master control chose.
@@ -147,9 +150,12 @@ pub fn place(
         }
     }
     for leg in left {
+        // A channel's main and backup legs on two nodes when there are two
+        // (anti-affinity: one node's death costs the partner one path).
+        let pair = |ids: &Vec<String>| ids.iter().any(|i| crate::config::main_of(i) == crate::config::main_of(&leg));
         let to = out
             .iter()
-            .min_by_key(|(n, ids)| (ids.len(), n.as_str() != me, (*n).clone()))
+            .min_by_key(|(n, ids)| (pair(ids), ids.len(), n.as_str() != me, (*n).clone()))
             .map(|(n, _)| n.clone())
             .unwrap_or_else(|| me.to_owned());
         out.entry(to).or_default().push(leg);
@@ -414,7 +420,7 @@ async fn apply(now: Option<Carried>, placed: Option<Carry>, base: &RelayPlan, ge
         }
         return None;
     };
-    let channels: Vec<crate::config::Channel> = placed
+    let compiled: Vec<crate::config::Channel> = placed
         .channels
         .iter()
         .filter_map(|doc| match crate::config::parse_stored_channel(doc) {
@@ -424,6 +430,10 @@ async fn apply(now: Option<Carried>, placed: Option<Carry>, base: &RelayPlan, ge
                 None
             }
         })
+        .collect();
+    let channels: Vec<crate::config::Channel> = crate::config::legs_of(&compiled)
+        .into_iter()
+        .filter(|leg| placed.legs.iter().any(|id| *id == leg.id.as_str()))
         .collect();
     let ids: BTreeSet<String> = channels.iter().map(|c| c.id.to_string()).collect();
     let mut now = match now {
@@ -503,6 +513,26 @@ mod tests {
         assert!(!q.contains_key("n3"), "{q:?}");
         // Nobody else: the leader carries it all.
         assert_eq!(place(&legs, &[], "n9", &p)["n9"], legs);
+    }
+
+    #[test]
+    fn a_channels_backup_leg_goes_to_another_node_than_its_main() {
+        let legs = ids(&["a", "a+backup", "b", "b+backup"]);
+        let p = place(&legs, &ids(&["n1", "n2"]), "n1", &BTreeMap::new());
+        for n in p.values() {
+            assert!(!(n.contains(&"a".into()) && n.contains(&"a+backup".into())), "{p:?}");
+            assert!(!(n.contains(&"b".into()) && n.contains(&"b+backup".into())), "{p:?}");
+        }
+        // Where load alone would put both on the emptier node.
+        let busy = BTreeMap::from([("n1".to_owned(), ids(&["x", "y"]))]);
+        let r = place(&ids(&["x", "y", "c", "c+backup"]), &ids(&["n1", "n2"]), "n1", &busy);
+        assert_eq!((r["n1"].len(), r["n2"].len()), (3, 1), "{r:?}");
+        assert!(r["n2"] == ids(&["c"]) || r["n2"] == ids(&["c+backup"]), "{r:?}");
+        // The main's node died: its leg goes to the other node, even the backup's.
+        let q = place(&legs, &ids(&["n2"]), "n2", &p);
+        assert_eq!(q["n2"].len(), 4, "{q:?}");
+        // One node only: both there.
+        assert_eq!(place(&legs, &[], "n1", &BTreeMap::new())["n1"].len(), 4);
     }
 
     #[test]

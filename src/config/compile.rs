@@ -129,6 +129,9 @@ pub fn config(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     }
     udp_port_collisions(&mut p, &channels);
     for (i, c) in channels.iter().enumerate() {
+        if let Some(why) = backup_clash(c) {
+            p.err(format!("channels[{i}].ingest_backup"), why);
+        }
         if let Some(why) = program.refuses(c) {
             p.err(format!("channels[{i}].ingest"), why);
         }
@@ -152,6 +155,9 @@ pub fn channel(raw: RawChannel, at: &str, lenient_files: bool) -> Result<Channel
     let c = channel_into(&mut p, raw, at);
     if let Some(c) = &c {
         udp_port_collisions(&mut p, std::slice::from_ref(c));
+        if let Some(why) = backup_clash(c) {
+            p.err(join(at, "ingest_backup"), why);
+        }
     }
     match c {
         Some(c) if p.errors.is_empty() => Ok(c),
@@ -442,9 +448,25 @@ fn channel_into(p: &mut Problems, raw: RawChannel, at: &str) -> Option<Channel> 
             }
         }
     };
-    let ingest = ingest(p, raw.ingest.clone(), &join(at, "ingest"));
+    let main = ingest(p, raw.ingest.clone(), &join(at, "ingest"));
+    let backup = match raw.ingest_backup.clone() {
+        Some(b) => match ingest(p, b, &join(at, "ingest_backup")) {
+            Some(b) if main.as_ref().is_some_and(|m| m.target() == b.target() && m.protocol() == b.protocol()) => {
+                p.err(join(at, "ingest_backup"), "is the main ingest again: a backup path needs another ingest");
+                None
+            }
+            Some(Ingest::File(_)) => {
+                p.err(join(at, "ingest_backup"), "a file is not a partner's backup ingest (srt, rtmp, udp or rist)");
+                None
+            }
+            Some(b) => Some(Some(b)),
+            None => None,
+        },
+        None => Some(None),
+    };
     let audio = languages(p, &raw.audio, &join(at, "audio"));
-    let (id, country, timezone, air_policy, ingest) = (id?, country?, timezone?, air_policy?, ingest?);
+    let (id, country, timezone, air_policy, ingest, ingest_backup) =
+        (id?, country?, timezone?, air_policy?, main?, backup?);
     // Kept as written but for what compiling normalizes (the country's
     // case, the languages'), so that it compiles again to this channel.
     let spec = RawChannel { country: country.clone(), audio: audio.clone(), ..raw };
@@ -454,6 +476,7 @@ fn channel_into(p: &mut Problems, raw: RawChannel, at: &str) -> Option<Channel> 
         country,
         timezone,
         ingest,
+        ingest_backup,
         air_policy,
         enabled: spec.enabled.unwrap_or(true),
         audio,
@@ -635,12 +658,25 @@ fn udp_port_collisions(p: &mut Problems, channels: &[Channel]) {
 
 /// The UDP ports a leg sends to, by host (RIST uses its port and the next).
 fn udp_ports(c: &Channel) -> Vec<(String, u16)> {
-    match &c.ingest {
+    let of = |i: &Ingest| match i {
         Ingest::Srt(s) => vec![(s.host.bare(), s.port)],
         Ingest::Udp(u) => vec![(u.host.bare(), u.port)],
         Ingest::Rist(r) => vec![(r.host.bare(), r.port), (r.host.bare(), r.port.saturating_add(1))],
         _ => vec![],
-    }
+    };
+    let mut ports = of(&c.ingest);
+    ports.extend(c.ingest_backup.iter().flat_map(of));
+    ports
+}
+
+/// Why `c`'s backup ingest cannot sit beside its main one: the same UDP
+/// host and port.
+fn backup_clash(c: &Channel) -> Option<String> {
+    let backup = c.ingest_backup.as_ref()?;
+    let main = Channel { ingest_backup: None, ..c.clone() };
+    let other = Channel { ingest: backup.clone(), ingest_backup: None, ..c.clone() };
+    let (mine, theirs) = (udp_ports(&main), udp_ports(&other));
+    mine.iter().find(|p| theirs.contains(p)).map(|(host, port)| format!("{host}:{port} is the main ingest's port too"))
 }
 
 /// Why channel `c` cannot sit beside `others`: a UDP host and port one of

@@ -236,6 +236,50 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_ingest_makes_a_second_leg_and_is_refused_where_it_is_no_second_path() {
+        let ch = |backup: &str| {
+            format!(
+                "id = \"kz\"\nname = \"Khabar\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
+                 ingest = {{ type = \"srt\", uri = \"srt://127.0.0.1:7001\", passphrase = \"main-secret-1234\" }}\n\
+                 ingest_backup = {backup}\n"
+            )
+        };
+        let c = parse_channel(&ch(
+            "{ type = \"srt\", uri = \"srt://127.0.0.1:7002\", passphrase = \"backup-secret-123\" }",
+        ))
+        .unwrap();
+        let legs = legs_of([&c]);
+        let ids: Vec<&str> = legs.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["kz", "kz+backup"]);
+        assert_eq!(legs[1].ingest.target(), "srt://127.0.0.1:7002 (caller)");
+        assert_eq!(legs[1].name, "Khabar (backup)");
+        assert_eq!(main_of("kz+backup"), "kz");
+        // Stored and read back (its secrets too), and through the API.
+        assert_eq!(parse_stored_channel(&channel_to_toml(&c).unwrap()).unwrap(), c);
+        let wire = crate::api::convert::channel_to_proto_with_secrets(&c);
+        // (the wire has no "absent": its raw form names the defaults)
+        let back = crate::api::convert::channel_from_proto(&wire).unwrap();
+        assert_eq!(Channel { spec: c.spec.clone(), ..back }, c);
+        let shown = format!("{:?}", crate::api::convert::channel_to_proto(&c));
+        assert!(!shown.contains("backup-secret-123") && shown.contains("has_passphrase: true"), "{shown}");
+        // An update that names no secret keeps the backup's.
+        let mut changed = parse_channel(&ch("{ type = \"srt\", uri = \"srt://127.0.0.1:7002\" }")).unwrap();
+        changed.keep_secrets(&c);
+        assert_eq!(changed, c);
+        // No second path: the main ingest again, its port, or a file.
+        let refused = |backup: &str| parse_channel(&ch(backup)).unwrap_err()[0].to_string();
+        let again = refused("{ type = \"srt\", uri = \"srt://127.0.0.1:7001\" }");
+        assert!(again.contains("ingest_backup") && again.contains("main ingest again"), "{again}");
+        let port = refused("{ type = \"udp\", uri = \"udp://127.0.0.1:7001\" }");
+        assert!(
+            port.contains("ingest_backup") && port.contains("127.0.0.1:7001 is the main ingest's port too"),
+            "{port}"
+        );
+        let file = refused("{ type = \"file\", path = \"backup.ts\" }");
+        assert!(file.contains("a file is not a partner's backup ingest"), "{file}");
+    }
+
+    #[test]
     fn every_default_channel_survives_a_round_trip_through_its_table() {
         for ch in default_config().channels {
             let text = channel_to_toml(&ch).unwrap();

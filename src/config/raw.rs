@@ -350,6 +350,10 @@ pub struct RawChannel {
     pub air_policy: Option<RawAirPolicy>,
     /// Where the leg sends.
     pub ingest: RawIngest,
+    /// The partner's backup ingest: a second leg carries the same
+    /// programme there (in cluster mode, from another node than the main).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_backup: Option<RawIngest>,
 }
 
 /// A channel's `air_policy`.

@@ -372,6 +372,9 @@ pub struct Channel {
     pub timezone: Tz,
     /// Where the leg sends.
     pub ingest: Ingest,
+    /// The partner's backup ingest, if any: a second leg
+    /// ([`Channel::backup_leg`]) carries the programme there too.
+    pub ingest_backup: Option<Ingest>,
     /// Live or delayed to a local time.
     pub air_policy: AirPolicy,
     /// Disabled channels get no leg.
@@ -389,20 +392,63 @@ impl Channel {
     /// An update that names no secret (a client never sees one) keeps
     /// `old`'s, compiled and as written: an SRT passphrase, an RTMP key.
     pub fn keep_secrets(&mut self, old: &Channel) {
-        use super::raw::RawIngest;
-        match (&old.ingest, &mut self.ingest, &old.spec.ingest, &mut self.spec.ingest) {
-            (Ingest::Srt(o), Ingest::Srt(n), RawIngest::Srt(os), RawIngest::Srt(ns)) if n.passphrase.is_none() => {
-                n.passphrase = o.passphrase.clone();
-                ns.passphrase = os.passphrase.clone();
-                ns.passphrase_file = os.passphrase_file.clone();
-            }
-            (Ingest::Rtmp(o), Ingest::Rtmp(n), RawIngest::Rtmp(os), RawIngest::Rtmp(ns)) if n.stream_key.is_none() => {
-                n.stream_key = o.stream_key.clone();
-                ns.stream_key = os.stream_key.clone();
-                ns.stream_key_file = os.stream_key_file.clone();
-            }
-            _ => {}
+        keep_secrets(&old.ingest, &mut self.ingest, &old.spec.ingest, &mut self.spec.ingest);
+        if let (Some(o), Some(n), Some(os), Some(ns)) =
+            (&old.ingest_backup, &mut self.ingest_backup, &old.spec.ingest_backup, &mut self.spec.ingest_backup)
+        {
+            keep_secrets(o, n, os, ns);
         }
+    }
+
+    /// The leg that carries the programme to this channel's backup ingest,
+    /// if it has one: the channel under the leg id `ID+backup` (no channel
+    /// id has a `+`, see [`main_of`]) and the name `NAME (backup)`. Its
+    /// spec stays the channel's (it compiles to the channel, not the leg).
+    pub fn backup_leg(&self) -> Option<Channel> {
+        let ingest = self.ingest_backup.clone()?;
+        Some(Channel {
+            id: ChannelId(format!("{}{BACKUP_LEG}", self.id)),
+            name: format!("{} (backup)", self.name),
+            ingest,
+            ingest_backup: None,
+            ..self.clone()
+        })
+    }
+}
+
+/// What a backup leg's id adds to its channel's.
+pub const BACKUP_LEG: &str = "+backup";
+
+/// The channel a leg id belongs to (a backup leg's: its channel's id).
+pub fn main_of(leg_id: &str) -> &str {
+    leg_id.strip_suffix(BACKUP_LEG).unwrap_or(leg_id)
+}
+
+/// The legs of `channels`: each channel's, then its backup's if it has one.
+pub fn legs_of<'a>(channels: impl IntoIterator<Item = &'a Channel>) -> Vec<Channel> {
+    channels.into_iter().flat_map(|c| std::iter::once(c.clone()).chain(c.backup_leg())).collect()
+}
+
+/// A secret of `old` that `new` (the same kind of ingest) does not name is kept.
+fn keep_secrets(
+    old: &Ingest,
+    new: &mut Ingest,
+    old_spec: &super::raw::RawIngest,
+    new_spec: &mut super::raw::RawIngest,
+) {
+    use super::raw::RawIngest;
+    match (old, new, old_spec, new_spec) {
+        (Ingest::Srt(o), Ingest::Srt(n), RawIngest::Srt(os), RawIngest::Srt(ns)) if n.passphrase.is_none() => {
+            n.passphrase = o.passphrase.clone();
+            ns.passphrase = os.passphrase.clone();
+            ns.passphrase_file = os.passphrase_file.clone();
+        }
+        (Ingest::Rtmp(o), Ingest::Rtmp(n), RawIngest::Rtmp(os), RawIngest::Rtmp(ns)) if n.stream_key.is_none() => {
+            n.stream_key = o.stream_key.clone();
+            ns.stream_key = os.stream_key.clone();
+            ns.stream_key_file = os.stream_key_file.clone();
+        }
+        _ => {}
     }
 }
 
@@ -477,6 +523,10 @@ impl ProgramFormat {
     /// carries H.264 and AAC in FLV, so a passthrough programme in another
     /// video codec is refused, never silently transcoded.
     pub fn refuses(&self, channel: &Channel) -> Option<String> {
+        // Its backup leg carries the same programme: refused alike.
+        if let Some(why) = channel.backup_leg().and_then(|b| self.refuses(&b)) {
+            return Some(why);
+        }
         let rtmp = matches!(channel.ingest, Ingest::Rtmp(_));
         if rtmp && self.mode == ProgramMode::Passthrough && self.video_codec != crate::media::es::VideoCodec::H264 {
             return Some(rtmp_refusal(channel.id.as_str(), self.video_codec));

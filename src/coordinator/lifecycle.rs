@@ -59,6 +59,8 @@ impl State {
             let e = entry(now, &event.id.0, id.as_str(), None, Kind::LegSkipped, skipped, &Actor::Daemon);
             self.record(&e, Kind::LegSkipped);
         }
+        // Each channel's leg, then its backup's (refused with it, above).
+        let channels = config::legs_of(&channels);
         let delays: Vec<(String, Duration)> = channels
             .iter()
             .filter_map(|c| schedule::air_time(event.on_air, c).ok().map(|a| (c.id.to_string(), a.delay)))

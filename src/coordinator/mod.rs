@@ -1467,7 +1467,8 @@ impl State {
         let Some(r) = self.running.as_mut() else { return };
         let Some(relay) = r.relay.as_mut() else { return };
         for (channel, _) in &r.zones {
-            let id = ChannelId::parse(channel).ok();
+            // A backup leg has its channel's breaks.
+            let id = ChannelId::parse(config::main_of(channel)).ok();
             let on_leg: Vec<crate::media::breaks::Break> = self
                 .breaks
                 .iter()

@@ -49,15 +49,8 @@ impl State {
         // roster yet; it keeps the legs where they run).
         let mut nodes = roster.up();
         nodes.extend(placed_now.keys().cloned());
-        let placed: BTreeMap<String, Vec<String>> = placed_now
-            .into_iter()
-            .filter(|(_, c)| c.event_id == event_id)
-            .map(|(n, c)| {
-                let ids =
-                    c.channels.iter().filter_map(|d| config::parse_stored_channel(d).ok()).map(|c| c.id.to_string());
-                (n, ids.collect())
-            })
-            .collect();
+        let placed: BTreeMap<String, Vec<String>> =
+            placed_now.into_iter().filter(|(_, c)| c.event_id == event_id).map(|(n, c)| (n, c.legs)).collect();
         let ids: Vec<String> = channels.iter().filter(|c| movable(c, delays)).map(|c| c.id.to_string()).collect();
         let plan = carry::place(&ids, &nodes, &me, &placed);
         let mut local = Vec::new();
@@ -128,8 +121,12 @@ impl State {
             .remote
             .iter()
             .map(|(node, cs)| {
-                let channels = cs.iter().filter_map(|c| config::channel_to_toml(c).ok()).collect();
-                let carry = Carry { event_id: r.event_id.0.clone(), title: title.clone(), channels, cue, choice };
+                // A backup leg's spec is its channel's: each channel once.
+                let mut channels: Vec<String> = cs.iter().filter_map(|c| config::channel_to_toml(c).ok()).collect();
+                channels.sort_unstable();
+                channels.dedup();
+                let legs = cs.iter().map(|c| c.id.to_string()).collect();
+                let carry = Carry { event_id: r.event_id.0.clone(), title: title.clone(), channels, legs, cue, choice };
                 (node.clone(), carry)
             })
             .collect();

@@ -97,6 +97,8 @@ impl State {
                 channels.push(c);
             }
         }
+        // A backup ingest is rehearsed as its own leg, as it airs.
+        let channels = crate::config::legs_of(&channels);
         let report = Report::new(new_id("rh"), id.0.clone(), actor.name().to_owned(), plan, now, &channels);
         self.save_rehearsal(&report);
         let detail = format!(

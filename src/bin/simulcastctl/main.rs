@@ -355,8 +355,23 @@ async fn channels(cli: &Cli, cmd: &ChannelsCmd) -> Result<(), String> {
 }
 
 fn ingest_summary(ch: &proto::Channel) -> (String, String, bool) {
+    summary_of(ch.ingest.as_ref())
+}
+
+/// A channel's backup ingest as `PROTO TARGET`, or `-`.
+fn backup_summary(ch: &proto::Channel) -> String {
+    match ch.ingest_backup.as_ref() {
+        Some(b) => {
+            let (protocol, target, _) = summary_of(Some(b));
+            format!("{protocol} {target}")
+        }
+        None => "-".into(),
+    }
+}
+
+fn summary_of(ingest: Option<&proto::Ingest>) -> (String, String, bool) {
     use proto::ingest::Kind;
-    match ch.ingest.as_ref().and_then(|i| i.kind.as_ref()) {
+    match ingest.and_then(|i| i.kind.as_ref()) {
         Some(Kind::Srt(s)) => ("srt".into(), s.uri.clone(), s.has_passphrase),
         Some(Kind::Rtmp(r)) => ("rtmp".into(), r.url.clone(), r.has_stream_key),
         Some(Kind::Udp(u)) => ("udp".into(), u.uri.clone(), false),
@@ -382,6 +397,7 @@ fn print_channels(list: &[proto::Channel], json: bool) {
                 serde_json::json!({
                     "id": c.id, "name": c.name, "country": c.country, "timezone": c.timezone,
                     "protocol": protocol, "target": target, "has_secret": secret,
+                    "backup": c.ingest_backup.as_ref().map(|_| backup_summary(c)),
                     "air_policy": air(c), "enabled": c.enabled.unwrap_or(true), "audio": c.audio,
                 })
             })
@@ -389,7 +405,8 @@ fn print_channels(list: &[proto::Channel], json: bool) {
         say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
-    let mut t = Table::new(&["ID", "NAME", "CC", "TIMEZONE", "PROTO", "TARGET", "SECRET", "AIR", "AUDIO", "ENABLED"]);
+    let mut t =
+        Table::new(&["ID", "NAME", "CC", "TIMEZONE", "PROTO", "TARGET", "SECRET", "BACKUP", "AIR", "AUDIO", "ENABLED"]);
     for c in list {
         let (protocol, target, secret) = ingest_summary(c);
         t.row(vec![
@@ -400,6 +417,7 @@ fn print_channels(list: &[proto::Channel], json: bool) {
             protocol,
             target,
             if secret { "set" } else { "-" }.into(),
+            backup_summary(c),
             air(c),
             if c.audio.is_empty() { "all".into() } else { c.audio.join(",") },
             if c.enabled.unwrap_or(true) { "yes" } else { "no" }.into(),
@@ -480,6 +498,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                         "id": ch.id.as_str(), "name": ch.name, "country": ch.country,
                         "timezone": ch.timezone.name(), "protocol": ch.ingest.protocol(),
                         "target": ch.ingest.target(), "enabled": ch.enabled, "audio": ch.audio,
+                        "backup": ch.ingest_backup.as_ref().map(|b| format!("{} {}", b.protocol(), b.target())),
                     })
                 })
                 .collect()
@@ -541,8 +560,9 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                 if c.relay.stamp_legs {
                     say!("Legs stamped: each names its own channel in its stream (MPEG-TS service name, RTMP title)");
                 }
-                let mut t =
-                    Table::new(&["CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "AIR", "AUDIO", "ENABLED"]);
+                let mut t = Table::new(&[
+                    "CHANNEL", "COUNTRY", "TIMEZONE", "PROTO", "TARGET", "BACKUP", "AIR", "AUDIO", "ENABLED",
+                ]);
                 for ch in &c.channels {
                     let air = match ch.air_policy {
                         AirPolicy::Live => "live".to_owned(),
@@ -554,6 +574,7 @@ fn check(path: Option<PathBuf>, json: bool) -> ExitCode {
                         ch.timezone.name().to_owned(),
                         ch.ingest.protocol().to_owned(),
                         ch.ingest.target(),
+                        ch.ingest_backup.as_ref().map_or("-".into(), |b| format!("{} {}", b.protocol(), b.target())),
                         air,
                         if ch.audio.is_empty() { "all".to_owned() } else { ch.audio.join(",") },
                         if ch.enabled { "yes" } else { "no" }.to_owned(),
