@@ -1464,3 +1464,29 @@ async fn a_channels_main_path_node_killed_its_backup_ingest_flows_on_without_a_g
     assert_eq!(now_on["leg-b+backup"], placed["leg-b+backup"], "{now_on:?}");
     assert_ne!(now_on["leg-b"], now_on["leg-b+backup"], "main and backup on one node: {now_on:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_carries_no_placed_legs_is_given_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let partners: Vec<UdpCapture> = (0..3).map(|_| UdpCapture::start()).collect();
+    let ingests: Vec<String> =
+        partners.iter().map(|p| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", p.port)).collect();
+    let config = legs_to(dir.path(), &ingests);
+    let etcd = Etcd::start(dir.path());
+    let spread = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    // n1 leads (alone at first); n3 was started without --placement spread
+    // (a configuration mistake): it runs no carrier.
+    let n1 = Node::start_with(dir.path(), "n1", &etcd.url, &spread);
+    assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
+    let n2 = Node::start_with(dir.path(), "n2", &etcd.url, &spread);
+    let n3 = Node::start_with(dir.path(), "n3", &etcd.url, &spread[..2]);
+    assert_eq!(settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"], Duration::from_secs(15)).await, "n1");
+    let token = n1.token.clone();
+    let event = on_air_through(&n1, &token).await;
+    let placed = carriers(&n1, &event, &token, 3, Duration::from_secs(30)).await;
+    assert!(placed.values().all(|n| n != "n3"), "a leg went to n3, which carries none: {placed:?}");
+    assert!(placed.values().any(|n| n == "n2"), "{placed:?}");
+    for p in &partners {
+        assert!(common::wait_for(Duration::from_secs(10), || p.bytes() > 50_000).await, "{} bytes", p.bytes());
+    }
+}

@@ -107,7 +107,8 @@ pub struct Carrier {
 pub struct Roster {
     /// When they were read (`None`: not yet, or etcd did not answer).
     pub read_at: Option<Instant>,
-    /// The nodes, up (renewing on time) or lapsing.
+    /// The nodes, each with whether it may take legs now: up (renewing on
+    /// time, not lapsing) and carrying placed legs (`--placement spread`).
     pub nodes: Vec<(Carrier, bool)>,
 }
 
@@ -119,7 +120,7 @@ impl Roster {
         (read.elapsed() <= fresh).then(|| self.nodes.iter().any(|(c, _)| c.node == node))
     }
 
-    /// The nodes up now, by name.
+    /// The nodes that may take legs now (up and carrying), by name.
     pub fn up(&self) -> Vec<String> {
         self.nodes.iter().filter(|(_, up)| *up).map(|(c, _)| c.node.clone()).collect()
     }
@@ -270,7 +271,10 @@ async fn sync(
 ) {
     match c.members().await {
         Ok(m) => {
-            let nodes = m.iter().map(|m| (Carrier { node: m.record.name.clone(), lease: m.lease }, m.up())).collect();
+            let nodes = m
+                .iter()
+                .map(|m| (Carrier { node: m.record.name.clone(), lease: m.lease }, m.up() && m.record.carries))
+                .collect();
             roster_tx.send_replace(Roster { read_at: Some(Instant::now()), nodes });
         }
         Err(e) => {
@@ -335,6 +339,7 @@ impl Carriage {
     pub fn start(cluster: &Cluster, base: RelayPlan) -> Carriage {
         let (stop, stop_rx) = watch::channel(false);
         cluster.inner.carries.store(true, std::sync::atomic::Ordering::Relaxed);
+        cluster.inner.record.send_modify(|r| r.carries = true);
         let task = tokio::spawn(carry(cluster.clone(), base, stop_rx));
         Carriage { stop, task }
     }
@@ -543,7 +548,7 @@ mod tests {
         r.nodes.push((Carrier { node: "n1".into(), lease: 7 }, false));
         assert_eq!(r.alive("n1", Duration::from_secs(1)), Some(true));
         assert_eq!(r.alive("n2", Duration::from_secs(1)), Some(false));
-        assert!(r.up().is_empty(), "lapsing is alive but not up");
+        assert!(r.up().is_empty(), "lapsing (or not carrying) is alive but takes no leg");
         r.read_at = Instant::now().checked_sub(Duration::from_secs(5));
         assert_eq!(r.alive("n1", Duration::from_secs(1)), None);
     }

@@ -140,6 +140,10 @@ pub struct NodeRecord {
     pub legs: u32,
     /// Its source's state (`-` when no relay runs).
     pub source: String,
+    /// Whether it carries legs placed on it (`--placement spread`, and
+    /// its media work): the leader places legs on no other node.
+    #[serde(default)]
+    pub carries: bool,
 }
 
 /// This node's own view, published by its session.
@@ -328,6 +332,7 @@ impl Cluster {
             joined_utc: String::new(),
             legs: 0,
             source: "-".into(),
+            carries: false,
         };
         let (record, record_rx) = watch::channel(record);
         let (stop, stop_rx) = watch::channel(false);
@@ -604,6 +609,7 @@ mod tests {
                 joined_utc: String::new(),
                 legs: 0,
                 source: String::new(),
+                carries: false,
             },
             leader: false,
             may_lead: true,
