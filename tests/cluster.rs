@@ -1490,3 +1490,64 @@ async fn a_node_that_carries_no_placed_legs_is_given_none() {
         assert!(common::wait_for(Duration::from_secs(10), || p.bytes() > 50_000).await, "{} bytes", p.bytes());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_legs_spread_etcd_lost_for_10_s_the_leaders_leg_flows_on_and_a_followers_comes_back_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let partners: Vec<Senders> = (0..2).map(|_| Senders::start()).collect();
+    let ingests: Vec<String> =
+        partners.iter().map(|p| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", p.port)).collect();
+    let config = legs_to(dir.path(), &ingests);
+    let etcd = Etcd::start(dir.path());
+    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let nodes: Vec<Node> = ["n1", "n2"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = settled(&all, &["n1", "n2"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    let event = on_air_through(&nodes[0], &token).await;
+    let placed = carriers(&nodes[0], &event, &token, 2, Duration::from_secs(30)).await;
+    let partner = |leg: &str| &partners[usize::from(leg.as_bytes()[4] - b'a')];
+    let (leaders, followers) = {
+        let l = placed.iter().find(|(_, n)| **n == first).map(|(l, _)| l.clone()).unwrap();
+        let f = placed.iter().find(|(_, n)| **n != first).map(|(l, _)| l.clone()).unwrap();
+        (l, f)
+    };
+    for p in &partners {
+        assert!(common::wait_for(Duration::from_secs(10), || p.seen().len() > 200).await, "no data");
+    }
+
+    etcd.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    etcd.signal(libc::SIGCONT);
+    let back = Instant::now();
+    assert_eq!(settled(&all, &["n1", "n2"], Duration::from_secs(15)).await, first);
+    let f = partner(&followers);
+    let resumed = common::wait_for(Duration::from_secs(15), || f.seen().iter().any(|(t, _)| *t > back)).await;
+    assert!(resumed, "{followers} (on the follower) did not come back after etcd did");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The leader's leg: failsafe, as with every leg on the leader.
+    let (gap, senders) = partner(&leaders).since(stopped - Duration::from_secs(1));
+    assert!(gap < Duration::from_millis(500), "{leaders} on the leader was silent {gap:?}");
+    assert_eq!(senders.len(), 1, "{leaders}: several senders {senders:?}");
+    // The follower's: it stops when the follower's own lease runs out (no
+    // failsafe for a follower's legs, docs/cluster.md) and comes back once
+    // etcd does, from one sender at a time.
+    let seen: Vec<_> = f.seen().into_iter().filter(|(t, _)| *t >= stopped - Duration::from_secs(1)).collect();
+    let (gap, _) = f.since(stopped - Duration::from_secs(1));
+    let last_before = seen.iter().filter(|(t, _)| *t < back).map(|(t, _)| *t).max().unwrap();
+    let first_after = seen.iter().find(|(t, _)| *t > back).map(|(t, _)| *t).unwrap();
+    eprintln!(
+        "etcd stopped 10 s, legs spread: {followers} (follower) silent {:.0} ms, from {:.0} ms after the stop to {:.0} ms after etcd was back",
+        gap.as_secs_f64() * 1e3,
+        (last_before - stopped).as_secs_f64() * 1e3,
+        (first_after - back).as_secs_f64() * 1e3
+    );
+    assert!(last_before < stopped + TTL + Duration::from_millis(500), "it sent past its lease: {last_before:?}");
+    let order: Vec<std::net::SocketAddr> = seen.iter().map(|(_, from)| *from).collect();
+    let mut runs = order.clone();
+    runs.dedup();
+    let distinct: std::collections::BTreeSet<_> = runs.iter().collect();
+    assert_eq!(runs.len(), distinct.len(), "two senders took turns on {followers}: {runs:?}");
+}
