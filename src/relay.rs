@@ -525,24 +525,7 @@ impl Relay {
                 }
             })
             .collect();
-        all.extend(self.pending.iter().map(|p| LegStatus {
-            channel_id: p.channel.id.to_string(),
-            protocol: p.channel.ingest.protocol().to_owned(),
-            target: p.channel.ingest.target(),
-            state: LegState::Idle,
-            bytes_sent: 0,
-            bitrate_bps: 0,
-            reconnects: 0,
-            dropped_buffers: 0,
-            last_error: None,
-            srt: None,
-            program_since_utc_ns: None,
-            carries: Content::Slate,
-            audio: p.channel.audio.clone(),
-            audio_missing: Vec::new(),
-            cues_sent: 0,
-            cues_missed: 0,
-        }));
+        all.extend(self.pending.iter().map(|p| LegStatus::not_started(&p.channel, LegState::Idle)));
         all.sort_by_key(|l| self.order.iter().position(|id| *id == l.channel_id));
         all
     }

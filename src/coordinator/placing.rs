@@ -16,7 +16,6 @@ use super::asrun::{Actor, Kind, entry};
 use crate::cluster::carry::{self, Carry, Placement};
 use crate::config::{self, Channel, Ingest};
 use crate::media::leg::{LegState, LegStatus};
-use crate::media::program::Content;
 use tracing::{info, warn};
 
 /// A roster older than this says nothing about who is alive: no leg moves
@@ -152,25 +151,9 @@ pub(super) fn remote_legs(
         let theirs = said.get(node).filter(|c| c.event_id == event_id);
         for c in channels {
             let id = c.id.to_string();
-            let status =
-                theirs.and_then(|t| t.legs.iter().find(|l| l.channel_id == id).cloned()).unwrap_or_else(|| LegStatus {
-                    channel_id: id.clone(),
-                    protocol: c.ingest.protocol().to_owned(),
-                    target: c.ingest.target(),
-                    state: LegState::Connecting,
-                    bytes_sent: 0,
-                    bitrate_bps: 0,
-                    reconnects: 0,
-                    dropped_buffers: 0,
-                    last_error: None,
-                    srt: None,
-                    program_since_utc_ns: None,
-                    carries: Content::Slate,
-                    audio: c.audio.clone(),
-                    audio_missing: Vec::new(),
-                    cues_sent: 0,
-                    cues_missed: 0,
-                });
+            let status = theirs
+                .and_then(|t| t.legs.iter().find(|l| l.channel_id == id).cloned())
+                .unwrap_or_else(|| LegStatus::not_started(c, LegState::Connecting));
             out.push((node.clone(), status));
         }
     }

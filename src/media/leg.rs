@@ -112,6 +112,31 @@ pub struct LegStatus {
     pub cues_missed: u64,
 }
 
+impl LegStatus {
+    /// A leg of `channel` that has not started here (yet): `state`, no
+    /// figures, no error.
+    pub fn not_started(channel: &crate::config::Channel, state: LegState) -> LegStatus {
+        LegStatus {
+            channel_id: channel.id.to_string(),
+            protocol: channel.ingest.protocol().to_owned(),
+            target: channel.ingest.target(),
+            state,
+            bytes_sent: 0,
+            bitrate_bps: 0,
+            reconnects: 0,
+            dropped_buffers: 0,
+            last_error: None,
+            srt: None,
+            program_since_utc_ns: None,
+            carries: super::program::Content::Slate,
+            audio: channel.audio.clone(),
+            audio_missing: Vec::new(),
+            cues_sent: 0,
+            cues_missed: 0,
+        }
+    }
+}
+
 /// Reads a leg's counters as they are now (cheap to clone; outlives the
 /// leg harmlessly, reading its last values).
 #[derive(Debug, Clone)]
