@@ -1177,7 +1177,8 @@ async fn spread_on_air(dir: &Path, names: &[&str], ingests: &[String], legs: usi
 }
 
 /// The node carrying each leg, as `WatchStatus` through `node` says once
-/// all `legs` legs of `event` name one and say ON_AIR.
+/// all `legs` legs of `event` name one and send (SLATE before the
+/// programme, ON_AIR).
 async fn carriers(
     node: &Node,
     event: &str,
@@ -1191,13 +1192,13 @@ async fn carriers(
     let deadline = Instant::now() + within;
     loop {
         let u = tokio::time::timeout(Duration::from_secs(5), updates.message()).await.unwrap().unwrap().unwrap();
-        let on_air = simulcast::proto::LegState::OnAir as i32;
-        if u.legs.len() == legs && u.legs.iter().all(|l| !l.node.is_empty() && l.state == on_air) {
+        let sending = [simulcast::proto::LegState::OnAir as i32, simulcast::proto::LegState::Slate as i32];
+        if u.legs.len() == legs && u.legs.iter().all(|l| !l.node.is_empty() && sending.contains(&l.state)) {
             return u.legs.iter().map(|l| (l.channel_id.clone(), l.node.clone())).collect();
         }
         let seen: Vec<(String, String, i32, String)> =
             u.legs.iter().map(|l| (l.channel_id.clone(), l.node.clone(), l.state, l.last_error.clone())).collect();
-        assert!(Instant::now() < deadline, "not every leg on air with its node within {within:?}: {seen:#?}");
+        assert!(Instant::now() < deadline, "not every leg sending from its node within {within:?}: {seen:#?}");
     }
 }
 
@@ -1519,4 +1520,42 @@ async fn with_legs_spread_etcd_lost_for_10_s_the_leaders_leg_flows_on_and_a_foll
     runs.dedup();
     let distinct: std::collections::BTreeSet<_> = runs.iter().collect();
     assert_eq!(runs.len(), distinct.len(), "two senders took turns on {followers}: {runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_legs_spread_every_node_switches_its_legs_at_the_same_t0() {
+    let dir = tempfile::tempdir().unwrap();
+    let partners: Vec<UdpCapture> = (0..3).map(|_| UdpCapture::start()).collect();
+    let ingests: Vec<String> = partners.iter().map(|p| udp_ingest(p.port)).collect();
+    let config = legs_to(dir.path(), &ingests);
+    let etcd = Etcd::start(dir.path());
+    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
+    settled(&nodes.iter().collect::<Vec<_>>(), &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+    let token = nodes[0].token.clone();
+    // T0 on a whole second, 10 s ahead: armed at once (the preroll is 1 min),
+    // on slate on every node until then.
+    let t0 = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + 10, 0).unwrap();
+    let mut c = nodes[0].events().await.unwrap();
+    let event = c.schedule_event(authed(final_at(t0, 600), &token)).await.unwrap().into_inner().id;
+    let placed = carriers(&nodes[0], &event, &token, 3, Duration::from_secs(9)).await;
+    let on: std::collections::BTreeSet<&String> = placed.values().collect();
+    assert_eq!(on.len(), 3, "one leg on each node before T0: {placed:?}");
+    tokio::time::sleep((t0 + chrono::Duration::seconds(5) - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+
+    // Each leg's first programme picture, as the as-run log has it (the
+    // instant it left its node, as that node's relay says).
+    let entries = asrun_of(&nodes[0], &event, &token).await;
+    let firsts: Vec<(String, i64)> = entries
+        .iter()
+        .filter(|e| e.kind == "leg-program")
+        .map(|e| (e.channel_id.clone(), (at_utc(e) - t0).num_milliseconds()))
+        .collect();
+    let errors: Vec<i64> = firsts.iter().map(|(_, ms)| *ms).collect();
+    eprintln!("legs spread over 3 nodes: first programme picture at T0 {firsts:?} ms (by leg: node {placed:?})");
+    assert_eq!(firsts.len(), 3, "{entries:#?}");
+    assert!(errors.iter().all(|ms| (-40..=1000).contains(ms)), "a leg switched off T0: {firsts:?}");
+    let spread = errors.iter().max().unwrap() - errors.iter().min().unwrap();
+    assert!(spread <= 500, "the nodes switched {spread} ms apart: {firsts:?}");
 }
