@@ -601,9 +601,9 @@ async fn serve(
     };
     // --placement spread: this node carries what the leader places on it
     // while it follows, from its own contribution input.
-    let carriage = match &cluster {
-        Some(c) if spread && options.media_problem.is_none() => {
-            Some(simulcast::cluster::carry::Carriage::start(c, options.relay_plan("", Vec::new())))
+    let carriage = match (&cluster, &options.placement) {
+        (Some(c), Some(p)) if options.media_problem.is_none() => {
+            Some(simulcast::cluster::carry::Carriage::start(c, p.clone(), options.relay_plan("", Vec::new())))
         }
         _ => None,
     };

@@ -173,7 +173,8 @@ pub struct Placement {
     roster: watch::Receiver<Roster>,
     alive: watch::Receiver<Vec<String>>,
     carrying: watch::Receiver<BTreeMap<String, Carrying>>,
-    placed: watch::Receiver<BTreeMap<String, Carry>>,
+    /// Each node's placement with the lease it is bound to.
+    placed: watch::Receiver<BTreeMap<String, (Carry, i64)>>,
     want: watch::Sender<Option<BTreeMap<String, Carry>>>,
 }
 
@@ -203,12 +204,13 @@ impl Placement {
                     continue;
                 };
                 placed_tx.send_replace(placed.clone());
-                carrying_tx.send_replace(carrying);
+                carrying_tx.send_replace(carrying.into_iter().map(|(n, (c, _))| (n, c)).collect());
                 let view = c.view();
                 let Some(key) = view.leader_key.clone().filter(|_| view.leads()) else {
                     roster_tx.send_replace(Roster::default());
                     continue;
                 };
+                let placed = placed.into_iter().map(|(n, (carry, _))| (n, carry)).collect();
                 sync(&c, &key, &want_rx, &roster_tx, &placed).await;
                 let names: Vec<String> = roster_tx.borrow().nodes.iter().map(|(n, _)| n.node.clone()).collect();
                 alive_tx.send_if_modified(|a| {
@@ -246,7 +248,13 @@ impl Placement {
     /// The placements etcd held when last read (a new leader keeps legs
     /// where they run).
     pub fn placed(&self) -> BTreeMap<String, Carry> {
-        self.placed.borrow().clone()
+        self.placed.borrow().iter().map(|(n, (carry, _))| (n.clone(), carry.clone())).collect()
+    }
+
+    /// This node's own placement as last read, with the lease it is bound
+    /// to (what its carrier carries; unchanged while etcd does not answer).
+    fn placed_here(&self) -> Option<(Carry, i64)> {
+        self.placed.borrow().get(&self.node).cloned()
     }
 
     /// Asks for these placements (`None`: leave etcd's as they are, as
@@ -311,8 +319,12 @@ async fn sync(
     }
 }
 
-/// Every value under `prefix`, by the key's last part (a node's name).
-async fn read_prefix<T: for<'de> Deserialize<'de>>(c: &Cluster, prefix: &str) -> Result<BTreeMap<String, T>, ()> {
+/// Every value under `prefix`, by the key's last part (a node's name),
+/// with the lease its key is bound to.
+async fn read_prefix<T: for<'de> Deserialize<'de>>(
+    c: &Cluster,
+    prefix: &str,
+) -> Result<BTreeMap<String, (T, i64)>, ()> {
     let mut client = c.inner.client.clone();
     let ask = client.get(prefix, Some(GetOptions::new().with_prefix()));
     let Ok(Ok(r)) = tokio::time::timeout(ETCD_TIMEOUT, ask).await else { return Err(()) };
@@ -320,7 +332,7 @@ async fn read_prefix<T: for<'de> Deserialize<'de>>(c: &Cluster, prefix: &str) ->
         .iter()
         .filter_map(|kv| {
             let node = String::from_utf8_lossy(kv.key()).strip_prefix(prefix)?.to_owned();
-            Some((node, serde_json::from_slice(kv.value()).ok()?))
+            Some((node, (serde_json::from_slice(kv.value()).ok()?, kv.lease())))
         })
         .collect())
 }
@@ -333,14 +345,14 @@ pub struct Carriage {
 }
 
 impl Carriage {
-    /// Starts carrying this node's placement, each relay built from
-    /// `base` (the programme of this node's own config: its contribution
-    /// input) with the placed channels as legs.
-    pub fn start(cluster: &Cluster, base: RelayPlan) -> Carriage {
+    /// Starts carrying this node's placement as `placement` reads it, each
+    /// relay built from `base` (the programme of this node's own config:
+    /// its contribution input) with the placed channels as legs.
+    pub fn start(cluster: &Cluster, placement: Placement, base: RelayPlan) -> Carriage {
         let (stop, stop_rx) = watch::channel(false);
         cluster.inner.carries.store(true, std::sync::atomic::Ordering::Relaxed);
         cluster.inner.record.send_modify(|r| r.carries = true);
-        let task = tokio::spawn(carry(cluster.clone(), base, stop_rx));
+        let task = tokio::spawn(carry(cluster.clone(), placement, base, stop_rx));
         Carriage { stop, task }
     }
 
@@ -361,9 +373,7 @@ struct Carried {
     fence: u64,
 }
 
-async fn carry(c: Cluster, base: RelayPlan, mut stop: watch::Receiver<bool>) {
-    let me = c.node().to_owned();
-    let key = format!("{CARRY_PREFIX}{me}");
+async fn carry(c: Cluster, placement: Placement, base: RelayPlan, mut stop: watch::Receiver<bool>) {
     let mut now: Option<Carried> = None;
     let mut reported = Instant::now() - REPORT_EVERY;
     let mut leading = c.leading();
@@ -390,22 +400,12 @@ async fn carry(c: Cluster, base: RelayPlan, mut stop: watch::Receiver<bool>) {
             info!(event = %old.event_id, "The lease this node's legs were placed under is lost; its relay stops.");
             old.relay.shutdown().await;
         }
-        let mut client = c.inner.client.clone();
-        let got = tokio::time::timeout(ETCD_TIMEOUT, client.get(key.as_str(), None)).await;
-        match got {
-            // etcd away: the legs flow on their last placement (the fence
-            // stops them at the lease's end).
-            Err(_) | Ok(Err(_)) => {}
-            Ok(Ok(r)) => {
-                // Only a placement bound to the lease this node holds now.
-                let placed = r
-                    .kvs()
-                    .first()
-                    .filter(|kv| view.lease.is_some_and(|l| l == kv.lease()))
-                    .and_then(|kv| serde_json::from_slice::<Carry>(kv.value()).ok());
-                now = apply(now, placed, &base, generation).await;
-            }
-        }
+        // As last read (every `PERIOD`; while etcd does not answer, the
+        // legs flow on their last placement and the fence stops them at
+        // the lease's end), and only a placement bound to the lease this
+        // node holds now.
+        let placed = placement.placed_here().filter(|(_, lease)| view.lease == Some(*lease)).map(|(carry, _)| carry);
+        now = apply(now, placed, &base, generation).await;
         if reported.elapsed() >= REPORT_EVERY {
             reported = Instant::now();
             report(&c, now.as_ref(), view.lease).await;
