@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, free_tcp_port, tcp_listener};
+use common::{Daemon, peer_port, tcp_listener};
 
 const SECRET: &str = "webhook-secret-3f9a-almaty-final";
 
@@ -121,7 +121,7 @@ fn setup(dir: &Path, hook_port: u16) -> PathBuf {
     let secret_file = dir.join("webhook.secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let refused = free_tcp_port();
+    let refused = peer_port();
     let config = dir.join("final.toml");
     std::fs::write(
         &config,

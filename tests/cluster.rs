@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::server::authed;
-use common::{ChildGuard, Daemon, UdpCapture, free_tcp_port, require, tcp_listener};
+use common::{ChildGuard, Daemon, UdpCapture, peer_port, require, tcp_listener};
 use simulcast::api::auth::{Role, hash_token, new_token};
 use simulcast::proto::event_service_client::EventServiceClient;
 use simulcast::proto::monitor_service_client::MonitorServiceClient;
@@ -38,7 +38,7 @@ struct Etcd {
 impl Etcd {
     fn start(dir: &Path) -> Etcd {
         require("etcd", "etcd-server");
-        let (client, peer) = (free_tcp_port(), free_tcp_port());
+        let (client, peer) = (peer_port(), peer_port());
         let url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
@@ -1207,7 +1207,7 @@ async fn six_legs_spread_over_three_nodes_and_a_killed_nodes_legs_start_on_anoth
     let dir = tempfile::tempdir().unwrap();
     let udp: Vec<UdpCapture> = (0..5).map(|_| UdpCapture::start()).collect();
     // leg-e: SRT to srt-live-transmit, which hands what it gets to udp[4].
-    let srt_port = common::free_udp_port();
+    let srt_port = common::peer_port();
     let _srt = common::SrtReceiver::start_to_udp(srt_port, udp[4].port);
     let nginx = common::NginxRtmp::start();
     let mut ingests: Vec<String> = udp[..4].iter().map(|u| udp_ingest(u.port)).collect();

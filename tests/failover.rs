@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::feeds::{Gate, GateMode, feed_of, ffmpeg_feed};
 use common::server::{ApiServer, asrun_when_closed, authed, watch_until};
-use common::{Picture, SrtReceiver, UdpCapture, check_ts, decodes_cleanly, free_udp_port, pictures, require, wait_for};
+use common::{Picture, SrtReceiver, UdpCapture, check_ts, decodes_cleanly, peer_port, pictures, require, wait_for};
 use simulcast::api::auth::Role;
 use simulcast::config;
 use simulcast::coordinator::Options;
@@ -78,12 +78,12 @@ async fn in_passthrough_primary_lost_backup_then_slate_and_back_on_keyframes() {
 
 async fn lost_backup_then_slate_and_back(mode: &str) {
     require("srt-live-transmit", "srt-tools");
-    let (p_port, b_port) = (free_udp_port(), free_udp_port());
+    let (p_port, b_port) = (peer_port(), peer_port());
     let (gate_p, gate_b) = (Gate::start(p_port), Gate::start(b_port));
     let _primary = ffmpeg_feed(gate_p.port, "white", true);
     let _backup = ffmpeg_feed(gate_b.port, "0x808080", true);
     let (udp, via_srt) = (UdpCapture::start(), UdpCapture::start());
-    let srt_port = free_udp_port();
+    let srt_port = peer_port();
     let mut srt = SrtReceiver::start_to_udp(srt_port, via_srt.port);
     let channels = format!(
         "{}{}",
@@ -185,7 +185,7 @@ fn runs_text(r: &[(Feed, Picture, usize)]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_or_no_picture_on_the_primary_counts_as_loss() {
-    let (p_port, b_port) = (free_udp_port(), free_udp_port());
+    let (p_port, b_port) = (peer_port(), peer_port());
     let (gate_p, gate_b) = (Gate::start(p_port), Gate::start(b_port));
     let mut primary = ffmpeg_feed(gate_p.port, "white", true);
     let _backup = ffmpeg_feed(gate_b.port, "0x808080", true);

@@ -30,7 +30,7 @@ fn assert_continuous(data: &[u8], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_partner_vanishing_leaves_srt_and_udp_gapless_and_its_leg_returns() {
-    let mut srt_rx = SrtReceiver::start(free_udp_port());
+    let mut srt_rx = SrtReceiver::start(peer_port());
     let udp_rx = UdpCapture::start();
     let mut nginx = NginxRtmp::start();
     let rtmp_port = nginx.port;
@@ -79,7 +79,7 @@ async fn rtmp_partner_vanishing_leaves_srt_and_udp_gapless_and_its_leg_returns()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_partner_vanishing_leaves_udp_legs_gapless_and_its_leg_returns() {
-    let srt_port = free_udp_port();
+    let srt_port = peer_port();
     let mut srt_rx = SrtReceiver::start(srt_port);
     let (u1, u2) = (UdpCapture::start(), UdpCapture::start());
     let config = config_with(&[
@@ -125,7 +125,7 @@ async fn ingests_that_never_answer_do_not_delay_the_others() {
     // Takes SRT handshake packets and never answers them.
     let silent_udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let silent_udp_port = silent_udp.local_addr().expect("addr").port();
-    let mut srt_rx = SrtReceiver::start(free_udp_port());
+    let mut srt_rx = SrtReceiver::start(peer_port());
     let udp_rx = UdpCapture::start();
     let config = config_with(&[
         channel("dead-rtmp", &rtmp(silent_tcp_port, "x")),

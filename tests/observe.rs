@@ -67,7 +67,7 @@ fn promtool_check(page: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_scraped_during_a_real_run_pass_promtool_and_match_the_receivers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut srt = SrtReceiver::start_with_passphrase(free_udp_port(), PASSPHRASE);
+    let mut srt = SrtReceiver::start_with_passphrase(peer_port(), PASSPHRASE);
     let mut nginx = NginxRtmp::start();
     let udp = UdpCapture::start();
     let mut options = Options::from_config(&config::parse(SMALL).unwrap());
@@ -210,7 +210,7 @@ fn ctl(seen: &mut Vec<String>, addr: &str, token: &str, args: &[&str]) -> String
 fn no_secret_in_any_log_line_metric_or_export() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
-    let mut srt = SrtReceiver::start_with_passphrase(free_udp_port(), PASSPHRASE);
+    let mut srt = SrtReceiver::start_with_passphrase(peer_port(), PASSPHRASE);
     let mut nginx = NginxRtmp::start();
     let config = dir.path().join("final.toml");
     // The SRT passphrase as systemd's LoadCredential= hands it over: a

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{NginxRtmp, Run, SrtReceiver, UdpCapture, channel, free_tcp_port, free_udp_port, require, wait_for};
+use common::{NginxRtmp, Run, SrtReceiver, UdpCapture, channel, peer_port, require, wait_for};
 
 /// Per-packet hashes of stream `map` (e.g. `0:v:0`) as ffmpeg's framemd5
 /// with `-c copy` gives them: the access units, untouched. The sixth
@@ -133,8 +133,8 @@ async fn every_access_unit_and_audio_track_reaches_partners_untouched() {
     let contribution = dir.path().join("contribution.ts");
     three_languages(&contribution, "1920x1080:rate=50", 6, &["-profile:v", "high", "-b:v", "8M"]);
 
-    let source_port = free_udp_port();
-    let srt = SrtReceiver::start(free_udp_port());
+    let source_port = peer_port();
+    let srt = SrtReceiver::start(peer_port());
     let udp = UdpCapture::start();
     let file = dir.path().join("leg.ts");
     let channels = [
@@ -228,10 +228,10 @@ async fn each_leg_gets_the_audio_languages_it_lists_untouched() {
     let contribution = dir.path().join("contribution.ts");
     three_languages(&contribution, "320x180:rate=25", 5, &["-b:v", "600k"]);
 
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let (ru, all, tj) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
     let file = dir.path().join("en-kz.ts");
-    let mut srt = SrtReceiver::start(free_udp_port());
+    let mut srt = SrtReceiver::start(peer_port());
     let udp = |port: u16| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}");
     let channels = [
         channel("kz-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt.port))
@@ -332,7 +332,7 @@ async fn relays_untouched_with(
         .expect("ffmpeg");
     assert!(made.success(), "the contribution could not be made");
 
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let udp = UdpCapture::start();
     let file = dir.path().join("leg.ts");
     let channels = [
@@ -579,7 +579,7 @@ async fn a_contributions_scte35_cue_reaches_partners_naming_the_same_picture() {
     std::fs::write(&contribution, with_cue(&std::fs::read(&plain).expect("read"), splice, &cue)).expect("write");
     assert_eq!(scte35_sections(&contribution), [cue.clone(), cue.clone()], "ffprobe reads the cues sent");
 
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let udp = UdpCapture::start();
     let file = dir.path().join("leg.ts");
     let channels = [
@@ -639,7 +639,7 @@ async fn an_rtmp_leg_carries_the_one_audio_track_it_lists_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let contribution = dir.path().join("contribution.ts");
     three_languages(&contribution, "320x180:rate=25", 8, &[]);
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let mut nginx = NginxRtmp::start();
     let rtmp = |key: &str| {
         format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{}/live\", stream_key = \"{key}\" }}", nginx.port)
@@ -693,7 +693,7 @@ async fn a_scheduled_break_reaches_only_its_partner_naming_the_picture_at_its_in
         .status()
         .expect("ffmpeg");
     assert!(made.success(), "the contribution could not be made");
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let (kr, kz) = (UdpCapture::start(), UdpCapture::start());
     let udp = |port: u16| format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}");
     let channels = [channel("kr-udp", &udp(kr.port)), channel("kz-udp", &udp(kz.port))];
@@ -766,7 +766,7 @@ async fn an_rtmp_leg_gets_its_break_as_on_cue_point_messages_at_the_instants() {
     let dir = tempfile::tempdir().expect("tempdir");
     let contribution = dir.path().join("contribution.ts");
     three_languages(&contribution, "320x180:rate=25", 10, &[]);
-    let rtmp_port = free_tcp_port();
+    let rtmp_port = peer_port();
     let probe = Command::new("ffprobe")
         .args(["-hide_banner", "-loglevel", "error", "-listen", "1", "-i"])
         .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/partner"))
@@ -789,7 +789,7 @@ async fn an_rtmp_leg_gets_its_break_as_on_cue_point_messages_at_the_instants() {
     })
     .await;
     assert!(listening, "ffprobe never listened");
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let rtmp = format!("{{ type = \"rtmp\", url = \"rtmp://127.0.0.1:{rtmp_port}/live\", stream_key = \"partner\" }}");
     let config = udp_contribution(
         source_port,
@@ -918,8 +918,8 @@ async fn transcode_mode_carries_every_planned_track_under_its_language_to_each_l
     let contribution = dir.path().join("contribution.ts");
     // The venue sends them in another order than planned.
     aac_tracks(&contribution, 8, &[("rus", 660), ("hye", 880), ("kaz", 440)]);
-    let source_port = free_udp_port();
-    let mut srt = SrtReceiver::start(free_udp_port());
+    let source_port = peer_port();
+    let mut srt = SrtReceiver::start(peer_port());
     let all = UdpCapture::start();
     let mut nginx = NginxRtmp::start();
     let channels = [
@@ -992,7 +992,7 @@ async fn in_transcode_mode_the_status_names_tracks_the_contribution_adds_or_lack
     let dir = tempfile::tempdir().expect("tempdir");
     let contribution = dir.path().join("contribution.ts");
     aac_tracks(&contribution, 6, &[("rus", 660), ("tgk", 880)]);
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let all = UdpCapture::start();
     let channels = [channel("all-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", all.port))];
     let config = udp_contribution(

@@ -12,7 +12,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_rtmp_and_udp_partners_receive_decodable_h264_and_aac() {
-    let mut srt = SrtReceiver::start(free_udp_port());
+    let mut srt = SrtReceiver::start(peer_port());
     let mut nginx = NginxRtmp::start();
     let udp = UdpCapture::start();
     let config = config_with(&[
@@ -51,10 +51,11 @@ async fn srt_rtmp_and_udp_partners_receive_decodable_h264_and_aac() {
 async fn srt_listener_rist_and_file_legs_deliver_decodable_streams() {
     require("ffmpeg", "ffmpeg");
     let dir = tempfile::tempdir().expect("tempdir");
-    let listen_port = free_udp_port();
+    let listen_port = peer_port();
+    // RIST's RTCP is the odd port after it, which `peer_port` keeps too.
     let rist_port = loop {
-        let p = free_udp_port();
-        if p.is_multiple_of(2) && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+        let p = peer_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
             break p;
         }
     };
@@ -134,4 +135,28 @@ async fn srt_listener_rist_and_file_legs_deliver_decodable_streams() {
         p.duration,
         rist_sent.as_secs_f64()
     );
+}
+
+/// The ports handed to peers that bind their own: never one a socket bound
+/// to port 0 could get (below the ephemeral range), never the same one
+/// twice in a process, and even (the odd one after it is RIST's RTCP),
+/// also from parallel threads.
+#[test]
+fn peer_ports_are_outside_the_ephemeral_range_and_never_handed_out_twice() {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let threads: Vec<_> =
+        (0..4).map(|_| std::thread::spawn(|| (0..250).map(|_| peer_port()).collect::<Vec<_>>())).collect();
+    let ports: Vec<u16> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut taken = std::collections::HashSet::new();
+    for p in &ports {
+        assert!(*p < low, "port {p} is in the ephemeral range (from {low})");
+        assert!(p % 2 == 0, "port {p} is odd");
+        assert!(taken.insert(*p), "port {p} handed out twice");
+    }
 }

@@ -87,7 +87,7 @@ fn ctl(server: &ApiServer, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehearsal_to_real_receivers_passes_and_each_legs_bytes_match_its_capture() {
     let dir = tempfile::tempdir().unwrap();
-    let mut srt = SrtReceiver::start_with_passphrase(free_udp_port(), PASSPHRASE);
+    let mut srt = SrtReceiver::start_with_passphrase(peer_port(), PASSPHRASE);
     let mut nginx = NginxRtmp::start();
     let udp = UdpCapture::start();
     let server = server(dir.path()).await;
@@ -163,7 +163,7 @@ async fn a_rehearsal_to_real_receivers_passes_and_each_legs_bytes_match_its_capt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_ingest_fails_preflight_before_the_run_and_only_its_leg_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let dead_port = free_udp_port(); // nobody listens here
+    let dead_port = peer_port(); // nobody listens here
     let mut nginx = NginxRtmp::start();
     let udp = UdpCapture::start();
     let server = server(dir.path()).await;
@@ -492,7 +492,7 @@ fn sdt_packets(data: &[u8]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stamped_legs_each_carry_their_own_channel_name_to_their_partner() {
     let dir = tempfile::tempdir().unwrap();
-    let mut srt = SrtReceiver::start(free_udp_port());
+    let mut srt = SrtReceiver::start(peer_port());
     let mut nginx = NginxRtmp::start();
     let udp = UdpCapture::start();
     let server = server(dir.path()).await;

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, NginxRtmp, SrtReceiver, UdpCapture, free_udp_port};
+use common::{Daemon, NginxRtmp, SrtReceiver, UdpCapture, peer_port};
 
 const PASSPHRASE: &str = "restart-pp-9d1c-tashkent";
 const STREAM_KEY: &str = "restart-sk-5b7e-ulaanbaatar";
@@ -99,7 +99,7 @@ fn a_daemon_killed_mid_event_resumes_it_and_its_legs_flow_again() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("simulcast.db");
     let log = dir.path().join("simulcastd.log");
-    let srt_port = free_udp_port();
+    let srt_port = peer_port();
     let srt = SrtReceiver::start_with_passphrase(srt_port, PASSPHRASE);
     let nginx = NginxRtmp::start();
     let rtmp_port = nginx.port;

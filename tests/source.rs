@@ -38,9 +38,9 @@ fn contribution_encoder(port: u16) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_contribution_port_is_refused_reported_and_the_legs_stay_up() {
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let encoder = ChildGuard(contribution_encoder(source_port));
-    let mut srt_rx = SrtReceiver::start(free_udp_port());
+    let mut srt_rx = SrtReceiver::start(peer_port());
     let udp_rx = UdpCapture::start();
     let mut config = config_with(&[
         channel("a-srt", &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", srt_rx.port)),
@@ -100,7 +100,7 @@ async fn garbage_on_the_contribution_port_is_refused_reported_and_the_legs_stay_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_srt_contribution_in_listener_mode_is_relayed() {
     require("gst-launch-1.0", "gstreamer1.0-tools");
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let udp_rx = UdpCapture::start();
     let config = srt_listener_to_udp(source_port, udp_rx.port);
     let run = Run::start(&config).await;
@@ -187,7 +187,7 @@ async fn a_file_contribution_is_paced_in_real_time_and_looped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_srt_caller_with_the_wrong_passphrase_is_named_in_the_status() {
     require("ffmpeg", "ffmpeg");
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let udp_rx = UdpCapture::start();
     let config = srt_listener_to_udp(source_port, udp_rx.port);
     let run = Run::start(&config).await;
@@ -228,7 +228,7 @@ fn ffmpeg_to(port: u16, vcodec: &str, seconds: u32) -> Child {
 /// H.264 that follows it is decoded again: the feed never wedges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contribution_in_another_codec_is_named_and_the_feed_recovers_when_h264_comes() {
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let udp_rx = UdpCapture::start();
     let mut config =
         config_with(&[channel("b-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp_rx.port))]);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::server::{ApiServer, asrun, authed, create_channel};
-use common::{Picture, SrtReceiver, UdpCapture, channel, config_with, free_udp_port, pictures, wait_for};
+use common::{Picture, SrtReceiver, UdpCapture, channel, config_with, peer_port, pictures, wait_for};
 use simulcast::api::auth::Role;
 use simulcast::api::convert::timestamp;
 use simulcast::coordinator::Options;
@@ -71,7 +71,7 @@ async fn at_air_time(mode: simulcast::config::ProgramMode) {
     let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
 
     let (udp, late, via_srt) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
-    let srt_port = free_udp_port();
+    let srt_port = peer_port();
     let mut srt = SrtReceiver::start_to_udp(srt_port, via_srt.port);
     let base = (Instant::now(), Utc::now());
     let t0 = DateTime::from_timestamp(base.1.timestamp() + 6, 0).unwrap();

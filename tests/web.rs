@@ -13,7 +13,7 @@ use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 use common::browser::Browser;
 use common::server::{ApiServer, authed, create_channel};
-use common::{ChildGuard, SrtReceiver, UdpCapture, channel, config_with, free_udp_port, require, wait_for};
+use common::{ChildGuard, SrtReceiver, UdpCapture, channel, config_with, peer_port, require, wait_for};
 use serde_json::{Value, json};
 use simulcast::api::auth::Role;
 use simulcast::api::convert::timestamp;
@@ -80,7 +80,7 @@ fn schedule(title: &str, t0: chrono::DateTime<Utc>) -> proto::ScheduleEventReque
 /// and recordings' directories (kept while it runs).
 async fn passthrough_daemon() -> (ApiServer, u16, [tempfile::TempDir; 2]) {
     let (rec, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let config = simulcast::config::parse(&format!(
         "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\
          [program]\nwidth = 640\nheight = 360\nframerate = 25\ngop = 25\n"
@@ -132,7 +132,7 @@ async fn the_page_shows_every_leg_in_its_partners_time_and_a_partner_that_vanish
     let _venue = venue(source_port, 60);
 
     // Four partners in four zones, one of them (Tbilisi) over SRT.
-    let mut srt = SrtReceiver::start(free_udp_port());
+    let mut srt = SrtReceiver::start(peer_port());
     let udp = [UdpCapture::start(), UdpCapture::start(), UdpCapture::start()];
     let zones: [(&str, &str, &str); 4] = [
         ("ge-gpb", "GE", "Asia/Tbilisi"),
@@ -855,7 +855,7 @@ fn cpu_s_of(pid: u32) -> f64 {
 #[ignore]
 async fn ten_pages_in_one_browser_over_https_cost_the_daemon_next_to_nothing() {
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
-    let source_port = free_udp_port();
+    let source_port = peer_port();
     let legs: Vec<std::net::UdpSocket> = (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
     let mut config = format!(
         "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{source_port}\"\n\

@@ -22,7 +22,7 @@ impl Browser {
     pub fn start() -> Browser {
         super::require("chromium", "chromium");
         super::require("chromedriver", "chromium-driver");
-        let port = super::free_tcp_port();
+        let port = super::peer_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())

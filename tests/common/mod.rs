@@ -131,14 +131,42 @@ pub fn hand_over(cmd: &mut Command, fds: Vec<i32>) {
     }
 }
 
-/// A free UDP port on loopback (the socket is closed before returning).
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind UDP").port()
-}
-
-/// A free TCP port on loopback (the socket is closed before returning).
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind TCP").port()
+/// A loopback port for a peer that binds its own: srt-live-transmit,
+/// etcd, chromedriver, and the relay's own SRT or UDP contribution
+/// input. None of them can take a socket the test bound (our own sockets
+/// are bound once and handed over: [`Daemon::serve_on`], [`UdpCapture`]),
+/// so the port is one that nothing else takes meanwhile:
+/// - below the kernel's ephemeral range (`ip_local_port_range`), where no
+///   `bind` to port 0 and no outgoing connection is ever given a port, so
+///   the parallel tests' own sockets cannot land on it;
+/// - each port at most once per test process (a counter from a start that
+///   differs per process), so two tests never get the same one; the port
+///   is even and the odd one after it is never handed out either (RIST and
+///   RTP take the pair);
+/// - free for UDP and TCP when handed out (a peer left over from an
+///   earlier run, or a service, is skipped).
+///
+/// A peer that still finds it taken exits, and the test that waits for it
+/// to listen says so, naming the port (`wait_listening_udp`).
+pub fn peer_port() -> u16 {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let pairs = ephemeral_low.saturating_sub(FIRST).max(1_000) / 2;
+    let start = std::process::id().wrapping_mul(7_919) % pairs;
+    for _ in 0..pairs {
+        let port = (FIRST + 2 * ((start + NEXT.fetch_add(1, Ordering::Relaxed)) % pairs)) as u16;
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {ephemeral_low}");
 }
 
 /// A file under the repository's `deploy/`.
