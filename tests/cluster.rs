@@ -485,7 +485,10 @@ async fn etcd_lost_for_10_s_mid_event_the_leg_flows_on_changes_are_refused_namin
     assert_eq!(leader.metric("simulcast_cluster_leader"), Some(1.0), "{}", leader.log_text());
     assert_eq!(leader.metric("simulcast_cluster_failsafe"), Some(1.0), "{}", leader.log_text());
     assert_eq!(follower.metric("simulcast_cluster_leader"), Some(0.0));
-    assert_eq!(follower.metric("simulcast_cluster_lease_remaining_seconds"), Some(0.0));
+    // The follower is on the leader's word too (it would send its legs,
+    // were any placed on it): its lease counts on with the leader's.
+    let left = follower.metric("simulcast_cluster_lease_remaining_seconds").unwrap_or_default();
+    assert!(left > 0.0 && left <= TTL.as_secs_f64(), "{left} {}", follower.log_text());
     assert!(leader.log_text().contains("keeps leading and sending on its peers' word"), "{}", leader.log_text());
     assert!(follower.log_text().contains("vouched for the leader"), "{}", follower.log_text());
 
@@ -1469,7 +1472,7 @@ async fn a_node_that_carries_no_placed_legs_is_given_none() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_legs_spread_etcd_lost_for_10_s_the_leaders_leg_flows_on_and_a_followers_comes_back_after() {
+async fn with_legs_spread_etcd_lost_for_10_s_every_leg_flows_on_from_one_sender() {
     let dir = tempfile::tempdir().unwrap();
     let partners: Vec<Senders> = (0..2).map(|_| Senders::start()).collect();
     let ingests: Vec<String> = partners.iter().map(|p| udp_ingest(p.port)).collect();
@@ -1494,32 +1497,91 @@ async fn with_legs_spread_etcd_lost_for_10_s_the_leaders_leg_flows_on_and_a_foll
     assert_eq!(settled(&all, &["n1", "n2"], Duration::from_secs(15)).await, first);
     let f = partner(&followers);
     let resumed = common::wait_for(Duration::from_secs(15), || f.seen().iter().any(|(t, _)| *t > back)).await;
-    assert!(resumed, "{followers} (on the follower) did not come back after etcd did");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(resumed, "{followers} (on the follower) did not flow after etcd was back");
+    tokio::time::sleep((back + TTL + Duration::from_secs(2)).saturating_duration_since(Instant::now())).await;
 
-    // The leader's leg: failsafe, as with every leg on the leader.
+    // The leader's leg: on its peers' word.
     let (gap, senders) = partner(&leaders).since(stopped - Duration::from_secs(1));
     assert!(gap < Duration::from_millis(500), "{leaders} on the leader was silent {gap:?}");
     assert_eq!(senders.len(), 1, "{leaders}: several senders {senders:?}");
-    // The follower's: it stops when the follower's own lease runs out (no
-    // failsafe for a follower's legs, docs/cluster.md) and comes back once
-    // etcd does, from one sender at a time.
+    // The follower's: on the leader's word, as long as the leader's, so
+    // through the whole outage. Once etcd is back its lease there has
+    // expired: it joins again, and its legs start again under the new one.
     let seen: Vec<_> = f.seen().into_iter().filter(|(t, _)| *t >= stopped - Duration::from_secs(1)).collect();
-    let (gap, _) = f.since(stopped - Duration::from_secs(1));
-    let last_before = seen.iter().filter(|(t, _)| *t < back).map(|(t, _)| *t).max().unwrap();
-    let first_after = seen.iter().find(|(t, _)| *t > back).map(|(t, _)| *t).unwrap();
+    let gaps = |from: Instant, to: Instant| {
+        let times: Vec<Instant> = seen.iter().map(|(t, _)| *t).filter(|t| *t >= from && *t <= to).collect();
+        let edges = std::iter::once(from).chain(times.iter().copied()).chain(std::iter::once(to)).collect::<Vec<_>>();
+        edges.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    };
+    let during = gaps(stopped - Duration::from_secs(1), back);
+    let after = gaps(back, back + TTL + Duration::from_secs(2));
     eprintln!(
-        "etcd stopped 10 s, legs spread: {followers} (follower) silent {:.0} ms, from {:.0} ms after the stop to {:.0} ms after etcd was back",
-        gap.as_secs_f64() * 1e3,
-        (last_before - stopped).as_secs_f64() * 1e3,
-        (first_after - back).as_secs_f64() * 1e3
+        "etcd stopped 10 s, legs spread: {followers} (follower) longest silence {:.0} ms while etcd was away, {:.0} ms after it was back",
+        during.as_secs_f64() * 1e3,
+        after.as_secs_f64() * 1e3
     );
-    assert!(last_before < stopped + TTL + Duration::from_millis(500), "it sent past its lease: {last_before:?}");
+    assert!(
+        during < Duration::from_millis(500),
+        "{followers} on the follower was silent {during:?} while etcd was away"
+    );
+    // Its lease expired in etcd meanwhile: it joins again and its leg is
+    // placed again under the new lease, within TTL + 1 s.
+    assert!(
+        after < TTL + Duration::from_secs(1),
+        "{followers} on the follower was silent {after:?} after etcd was back"
+    );
     let order: Vec<std::net::SocketAddr> = seen.iter().map(|(_, from)| *from).collect();
     let mut runs = order.clone();
     runs.dedup();
     let distinct: std::collections::BTreeSet<_> = runs.iter().collect();
     assert_eq!(runs.len(), distinct.len(), "two senders took turns on {followers}: {runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_legs_spread_a_follower_cut_off_from_etcd_alone_gets_no_word_and_stops_before_its_leg_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let partners: Vec<Senders> = (0..2).map(|_| Senders::start()).collect();
+    let ingests: Vec<String> = partners.iter().map(|p| udp_ingest(p.port)).collect();
+    let config = legs_to(dir.path(), &ingests);
+    let etcd = Etcd::start(dir.path());
+    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    // n1 leads; n2 reaches etcd through a link the test can cut.
+    let n1 = Node::start_with(dir.path(), "n1", &etcd.url, &extra);
+    assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
+    let link = Partition::to(&etcd);
+    let n2 = Node::start_with(dir.path(), "n2", &link.url, &extra);
+    assert_eq!(settled(&[&n1, &n2], &["n1", "n2"], Duration::from_secs(15)).await, "n1");
+    let token = n1.token.clone();
+    let event = on_air_through(&n1, &token).await;
+    let placed = carriers(&n1, &event, &token, 2, Duration::from_secs(30)).await;
+    let leg = placed.iter().find(|(_, n)| *n == "n2").map(|(l, _)| l.clone()).expect("a leg on n2");
+    let partner = &partners[usize::from(leg.as_bytes()[4] - b'a')];
+    assert!(common::wait_for(Duration::from_secs(10), || partner.seen().len() > 200).await, "no data from n2");
+    let old = partner.seen().last().unwrap().1;
+
+    // Only n2 loses etcd: the leader reaches it, so it has no word to give,
+    // and n2 must stop before the leader moves its leg.
+    link.cut(true);
+    let since = Instant::now();
+    assert!(
+        common::wait_for(Duration::from_secs(15), || partner.seen().iter().any(|(_, from)| *from != old)).await,
+        "nobody took {leg} from the cut-off follower"
+    );
+    let took = partner.seen().iter().find(|(_, from)| *from != old).unwrap().0;
+    let last_old = partner.seen().iter().filter(|(_, from)| *from == old).map(|(t, _)| *t).max().unwrap();
+    eprintln!(
+        "follower cut off from etcd: it sent {leg} last {:.0} ms after the cut, the leader's node first {:.0} ms after it",
+        (last_old - since).as_secs_f64() * 1e3,
+        (took - since).as_secs_f64() * 1e3
+    );
+    assert!(last_old < took, "the cut-off follower sent {:?} after the leg moved", last_old - took);
+    assert!(last_old < since + TTL + Duration::from_millis(500), "it sent past its lease: {:?}", last_old - since);
+    // Its session ends with the leader's refusal (said as the lease ends).
+    let refused = || n2.log_text().contains("does not send on its peers' word now");
+    assert!(common::wait_for(Duration::from_secs(5), refused).await, "{}", n2.log_text());
+    let log = n2.log_text();
+    assert!(!log.contains("on the leader's word (failsafe)"), "{log}");
+    link.cut(false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,4 +74,30 @@ impl NodeService for NodeApi {
             cluster.answer_failsafe(credential.as_deref(), &r.leader, hold).await.map_err(Status::permission_denied)?;
         Ok(Response::new(proto::FailsafeResponse { node: cluster.node().to_owned(), etcd_reachable: reachable }))
     }
+
+    async fn failsafe_grant(
+        &self,
+        req: Request<proto::FailsafeGrantRequest>,
+    ) -> Result<Response<proto::FailsafeGrantResponse>, Status> {
+        require(&req, Role::Observer)?;
+        let Some(cluster) = &self.cluster else {
+            return Err(Status::failed_precondition("this daemon runs in single-node mode (no --cluster)"));
+        };
+        let credential = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let node = &req.get_ref().node;
+        if node.is_empty() || node.len() > 63 {
+            return Err(Status::invalid_argument("node: a node name is 1 to 63 characters"));
+        }
+        cluster.check_peer(credential.as_deref()).map_err(Status::permission_denied)?;
+        let leader = cluster.node().to_owned();
+        Ok(Response::new(match cluster.grant_failsafe(node) {
+            Ok(left) => proto::FailsafeGrantResponse {
+                leader,
+                // At least 1 ms: 0 means no grant.
+                remaining_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
+                refused: String::new(),
+            },
+            Err(why) => proto::FailsafeGrantResponse { leader, remaining_ms: 0, refused: why },
+        }))
+    }
 }

@@ -176,6 +176,7 @@ pub struct Placement {
     /// Each node's placement with the lease it is bound to.
     placed: watch::Receiver<BTreeMap<String, (Carry, i64)>>,
     want: watch::Sender<Option<BTreeMap<String, Carry>>>,
+    cluster: Cluster,
 }
 
 impl Placement {
@@ -220,7 +221,14 @@ impl Placement {
                 });
             }
         });
-        Placement { node: cluster.node().to_owned(), roster, alive, carrying, placed, want }
+        Placement { node: cluster.node().to_owned(), roster, alive, carrying, placed, want, cluster: cluster.clone() }
+    }
+
+    /// Whether legs may move off a node whose lease is gone now: not while
+    /// this leader's word may still cover them (failsafe, see
+    /// `Cluster::may_move_legs`).
+    pub fn may_move(&self) -> bool {
+        self.cluster.may_move_legs()
     }
 
     /// This node's name.

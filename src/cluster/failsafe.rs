@@ -20,6 +20,15 @@
 //! extensions: the leader then stops at its lease's end, as without
 //! failsafe. Only the cluster's own credential ([`SECRET_KEY`], kept in
 //! etcd) may ask.
+//!
+//! A follower carrying legs (legs spread over the nodes) has the same
+//! problem with its own lease. It does not ask the peers itself: it asks
+//! the leader how much of the leader's extension is left, and sends its
+//! legs that long, counted from *before it asked* (so at most until the
+//! leader's extension ends, in real time, whatever the question's flight).
+//! Every voucher's word runs past that end, so no node elected once etcd
+//! is back places those legs before then; the leader itself moves no leg
+//! off a node before its last extension (and the margin) has run out.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,7 +43,7 @@ pub const FAILSAFE_KEY: &str = "/simulcast/failsafe";
 pub const SECRET_KEY: &str = "/simulcast/cluster-secret";
 /// What a vouching node adds to the TTL: the question's flight and the
 /// two machines' clock rates.
-const VOUCH_MARGIN: Duration = Duration::from_millis(250);
+pub(super) const VOUCH_MARGIN: Duration = Duration::from_millis(250);
 /// The longest a peer's look at etcd may take before it counts as "no"
 /// (an eighth of the hold asked for, if less: the leader waits a fifth).
 const PROBE: Duration = Duration::from_millis(500);
@@ -76,6 +85,19 @@ impl Failsafe {
         *lock(&self.secret) = Some(s);
     }
 
+    /// `Err` unless `credential` (an `authorization` header) is the
+    /// cluster's own.
+    pub(super) fn check(&self, credential: Option<&str>) -> Result<(), &'static str> {
+        let Some(secret) = self.secret() else {
+            return Err("this node has not read the cluster's credential from etcd yet");
+        };
+        let given = credential.unwrap_or_default().strip_prefix("Bearer ").unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), secret.as_bytes()) {
+            return Err("only the cluster's own nodes may ask this");
+        }
+        Ok(())
+    }
+
     /// A leader asks: does this node reach etcd? If not, it vouches.
     /// `Err` when the credential is not the cluster's.
     pub(super) async fn answer(
@@ -85,13 +107,7 @@ impl Failsafe {
         leader: &str,
         hold: Duration,
     ) -> Result<bool, &'static str> {
-        let Some(secret) = self.secret() else {
-            return Err("this node has not read the cluster's credential from etcd yet");
-        };
-        let given = credential.unwrap_or_default().strip_prefix("Bearer ").unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), secret.as_bytes()) {
-            return Err("only the cluster's own nodes may ask this");
-        }
+        self.check(credential)?;
         let reachable = etcd_answers(endpoints, (hold / 8).min(PROBE)).await;
         if !reachable {
             self.vouch(leader, hold);
@@ -196,6 +212,43 @@ pub(super) async fn ask_peers(
         }
     }
     if refused.is_empty() { Ok(vouched) } else { Err(refused.join("; ")) }
+}
+
+/// Why a leader gave no word.
+#[derive(Debug)]
+pub(super) enum NoWord {
+    /// It answered, and says why not.
+    Refused(String),
+    /// It did not answer.
+    Silent(String),
+}
+
+/// A node carrying legs, its renewals failing, asks `leader` how long it
+/// may send them on the peers' word.
+pub(super) async fn ask_grant(
+    leader: &Candidate,
+    me: &str,
+    secret: &str,
+    within: Duration,
+    ca: Option<&[u8]>,
+) -> Result<Duration, NoWord> {
+    let ask = async {
+        let endpoint = super::peer_endpoint(&leader.address, ca)?.connect_timeout(within);
+        let channel = endpoint.connect().await.map_err(|e| super::with_causes(&e))?;
+        let mut client = crate::proto::node_service_client::NodeServiceClient::new(channel);
+        let mut req = tonic::Request::new(crate::proto::FailsafeGrantRequest { node: me.to_owned() });
+        let value =
+            format!("Bearer {secret}").parse().map_err(|_| "the credential is not a header value".to_owned())?;
+        req.metadata_mut().insert("authorization", value);
+        let r = client.failsafe_grant(req).await.map_err(|s| s.message().to_owned())?.into_inner();
+        Ok::<_, String>(r)
+    };
+    match tokio::time::timeout(within, ask).await {
+        Ok(Ok(r)) if r.remaining_ms > 0 => Ok(Duration::from_millis(u64::from(r.remaining_ms))),
+        Ok(Ok(r)) => Err(NoWord::Refused(format!("{}: {}", r.leader, r.refused))),
+        Ok(Err(e)) => Err(NoWord::Silent(format!("{}: {e}", leader.name))),
+        Err(_) => Err(NoWord::Silent(format!("{}: no answer within {} ms", leader.name, within.as_millis()))),
+    }
 }
 
 #[cfg(test)]

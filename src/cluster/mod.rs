@@ -167,9 +167,14 @@ pub struct View {
     /// The leader as etcd last said (a few hundred ms old at most while
     /// etcd answers): where a follower forwards requests.
     pub leader: Option<Candidate>,
-    /// Whether this node leads on its peers' word now: etcd does not
-    /// answer, and every listed node said it does not reach it either.
+    /// Whether this node sends on its peers' word now: etcd does not
+    /// answer, and every listed node said it does not reach it either (a
+    /// leader asked them; a follower has the leader's word for it).
     pub failsafe: bool,
+    /// The end of this leader's last extension on its peers' word, kept
+    /// after etcd is back: the nodes it granted their legs to may send
+    /// until then, so it moves none of their legs before.
+    pub failsafe_until: Option<Instant>,
     /// Counts leaderships: a node that wins again before its failsafe
     /// word ran out keeps the same term (its legs never stopped).
     pub term: u64,
@@ -322,6 +327,7 @@ impl Cluster {
             elections: 0,
             leader: None,
             failsafe: false,
+            failsafe_until: None,
             term: 0,
             synced: 0,
         };
@@ -528,6 +534,42 @@ impl Cluster {
         self.inner.failsafe.answer(&self.inner.options.endpoints, credential, leader, hold).await
     }
 
+    /// `Err` unless `credential` (an `authorization` header) is the
+    /// cluster's own: only its nodes may ask each other for their word.
+    pub fn check_peer(&self, credential: Option<&str>) -> Result<(), &'static str> {
+        self.inner.failsafe.check(credential)
+    }
+
+    /// A node carrying legs asks this leader how long it may send them on
+    /// the peers' word: what is left of the leader's own extension.
+    /// `Err` names why not (not leading, not on its peers' word now).
+    /// Ask [`Cluster::check_peer`] first.
+    pub fn grant_failsafe(&self, node: &str) -> Result<Duration, String> {
+        let v = self.view();
+        if !v.leads() {
+            return Err("this node does not lead".into());
+        }
+        if !v.failsafe {
+            return Err(
+                "this leader does not send on its peers' word now (it reaches etcd, or not every peer vouched)".into(),
+            );
+        }
+        let left = v.leads_until.map(|u| u.saturating_duration_since(Instant::now())).unwrap_or_default();
+        tracing::info!(
+            node,
+            left_ms = left.as_millis() as u64,
+            "A node sends its legs on the peers' word too (failsafe)."
+        );
+        Ok(left)
+    }
+
+    /// Whether this leader may move legs off a node whose lease is gone:
+    /// not while a node it granted its legs to (failsafe) may still send
+    /// them.
+    pub fn may_move_legs(&self) -> bool {
+        self.view().failsafe_until.is_none_or(|u| Instant::now() >= u + failsafe::VOUCH_MARGIN)
+    }
+
     /// The token records the cluster shares (name, role, SHA-256), read
     /// from etcd now.
     pub async fn tokens(&self) -> Result<Vec<crate::store::TokenRecord>, ClusterError> {
@@ -635,6 +677,7 @@ mod tests {
             elections: 0,
             leader: None,
             failsafe: false,
+            failsafe_until: None,
             term: 0,
             synced: 0,
         };

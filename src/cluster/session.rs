@@ -224,15 +224,15 @@ async fn session_inner(
                 if sent >= valid_until {
                     return Err("the lease ran out before etcd renewed it".into());
                 }
-                // A leader leaves itself time to ask its peers before its
-                // lease (or their word) runs out: each of its etcd requests
-                // waits a fifth of the TTL at most, so a renewal, the list
-                // and a failed renewal with the peers' answers end within
-                // 4/5 of it. A follower waits for etcd to the end.
-                let patience = match (won, view.borrow().failsafe) {
-                    (false, _) => valid_until - sent,
-                    (true, false) => (valid_until - sent).min(step),
-                    (true, true) => (valid_until - sent).min(granted / 6),
+                // A node leaves itself time to ask for its peers' word
+                // before its lease (or that word) runs out: each of its
+                // etcd requests waits a fifth of the TTL at most, so a
+                // renewal, the list and a failed renewal with the peers'
+                // answers end within 4/5 of it. A follower then asks the
+                // leader (`ask_leader_for_word`), until its lease's end.
+                let patience = match view.borrow().failsafe {
+                    false => (valid_until - sent).min(step),
+                    true => (valid_until - sent).min(granted / 6),
                 };
                 let renewed = tokio::time::timeout(patience, async {
                     if renewals.is_none() {
@@ -264,7 +264,7 @@ async fn session_inner(
                         let was_failsafe = view.borrow().failsafe;
                         view.send_modify(|v| {
                             v.etcd = Ok(());
-                            if v.failsafe {
+                            if v.failsafe && won {
                                 v.synced += 1;
                             }
                             v.failsafe = false;
@@ -276,8 +276,10 @@ async fn session_inner(
                                 v.leader = l;
                             }
                         });
-                        if was_failsafe {
+                        if was_failsafe && won {
                             tracing::info!(node = %options.node, "etcd answers again: this node leads on its lease again.");
+                        } else if was_failsafe {
+                            tracing::info!(node = %options.node, "etcd answers again: this node's legs run on its lease again.");
                         }
                         if won {
                             peers = keep_list(client, view, &me, peers, step).await;
@@ -313,6 +315,7 @@ async fn session_inner(
                                     v.failsafe = true;
                                     v.leads_until = Some(valid_until);
                                     v.lease_until = Some(valid_until);
+                                    v.failsafe_until = Some(valid_until);
                                 });
                                 if first {
                                     tracing::warn!(node = %options.node, reason = %why, vouched, "etcd is away from every node: this node keeps leading and sending on its peers' word (failsafe); changes are refused until etcd is back.");
@@ -325,7 +328,35 @@ async fn session_inner(
                             }
                         }
                     }
-                    Some(why) => return Err(why),
+                    Some(why) => {
+                        // A follower: its legs go on for as long as the
+                        // leader's own extension, if it has one.
+                        renewals = None;
+                        match ask_leader_for_word(options, view, failsafe, valid_until).await {
+                            Ok(until) if until > valid_until => {
+                                valid_until = until;
+                                crate::media::fence::open_until(valid_until);
+                                let first = !view.borrow().failsafe;
+                                view.send_modify(|v| {
+                                    v.etcd = Err(why.clone());
+                                    v.failsafe = true;
+                                    v.lease_until = Some(valid_until);
+                                });
+                                if first {
+                                    tracing::warn!(node = %options.node, reason = %why, "etcd is away from every node: this node sends its legs on the leader's word (failsafe), as long as the leader does.");
+                                }
+                            }
+                            Ok(_) => view.send_modify(|v| v.etcd = Err(why.clone())),
+                            Err(refused) => {
+                                // No grant: the legs stop at the lease's end
+                                // (the fence), and the session with them.
+                                view.send_modify(|v| v.etcd = Err(why.clone()));
+                                if Instant::now() + Duration::from_millis(100) >= valid_until {
+                                    return Err(format!("{why}; the leader's word: {refused}"));
+                                }
+                            }
+                        }
+                    }
                 }
             }
             r = async {
@@ -364,6 +395,11 @@ async fn session_inner(
                         tracing::info!(node = %options.node, "This node leads.");
                     }
                     Ok(Ok(_)) => return Err("elected after the lease ran out".into()),
+                    // On the leader's word, etcd is away: the campaign is
+                    // started again once etcd answers (a renewal).
+                    Ok(Err(e)) if view.borrow().failsafe => {
+                        tracing::debug!(node = %options.node, error = %e, "The campaign ended while etcd is away; started again once it answers.");
+                    }
                     Ok(Err(e)) => return Err(format!("campaigning: {e}")),
                     Err(e) => return Err(format!("the campaign ended: {e}")),
                 }
@@ -384,6 +420,44 @@ async fn session_inner(
             }
         }
     }
+}
+
+/// A follower whose renewal failed asks the leader how long it may send
+/// its legs on the peers' word: the instant (this node's clock) until
+/// which it may, counted from before it asked. The leader may not be on
+/// its peers' word yet (it asks them once its own renewal fails): asked
+/// again every 100 ms until `until`, this node's lease's end.
+async fn ask_leader_for_word(
+    options: &Options,
+    view: &watch::Sender<View>,
+    failsafe: &Failsafe,
+    until: Instant,
+) -> Result<Instant, String> {
+    let leader = view.borrow().leader.clone().ok_or("no leader known")?;
+    if leader.name == options.node {
+        return Err("this node was the leader".into());
+    }
+    let secret = failsafe.secret().ok_or("the cluster's credential was never read")?;
+    // What the leader said, else why it said nothing.
+    let (mut refused, mut silent) = (None, format!("{} gave no word before this node's lease ran out", leader.name));
+    loop {
+        let asked = Instant::now();
+        let left = until.saturating_duration_since(asked);
+        if left.is_zero() {
+            break;
+        }
+        match failsafe::ask_grant(&leader, &options.node, &secret, left, options.peer_ca.as_deref()).await {
+            Ok(word) => return Ok(asked + word),
+            Err(failsafe::NoWord::Refused(r)) => refused = Some(r),
+            Err(failsafe::NoWord::Silent(s)) => silent = s,
+        }
+        let again = Instant::now() + Duration::from_millis(100);
+        if again >= until {
+            break;
+        }
+        tokio::time::sleep_until(again.into()).await;
+    }
+    Err(refused.unwrap_or(silent))
 }
 
 /// The campaign, started if this node may lead now: on the failsafe list

@@ -85,7 +85,13 @@ impl State {
         let Some(relay) = &mut r.relay else { return };
         let me = p.node().to_owned();
         let roster = p.roster();
-        let gone: Vec<String> = r.remote.keys().filter(|n| roster.alive(n, FRESH) == Some(false)).cloned().collect();
+        // A node that sent its legs on this leader's word through an etcd
+        // outage may send until that word runs out: nothing moves before.
+        let gone: Vec<String> = if p.may_move() {
+            r.remote.keys().filter(|n| roster.alive(n, FRESH) == Some(false)).cloned().collect()
+        } else {
+            Vec::new()
+        };
         let mut moved = Vec::new();
         if !gone.is_empty() {
             let orphans: Vec<(String, Channel)> = gone
