@@ -1123,10 +1123,16 @@ async fn a_t0_inside_an_etcd_outage_still_switches_at_t0_and_the_event_is_on_air
 /// A config of one leg per ingest (each given as the TOML inline table),
 /// `leg-a`, `leg-b`, ..., for `--placement spread`.
 fn legs_to(dir: &Path, ingests: &[String]) -> PathBuf {
-    let config = dir.join("legs.toml");
-    let mut text = "[event]\ntitle = \"Silk Way Star: grand final\"\n\
-                    [source]\ntype = \"test\"\n[program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n"
-        .to_owned();
+    legs_from(&dir.join("legs.toml"), "type = \"test\"", ingests)
+}
+
+/// [`legs_to`] with the `[source]` table's keys `source`, written to `config`.
+fn legs_from(config: &Path, source: &str, ingests: &[String]) -> PathBuf {
+    let config = config.to_owned();
+    let mut text = format!(
+        "[event]\ntitle = \"Silk Way Star: grand final\"\n[source]\n{source}\n\
+         [program]\nwidth = 320\nheight = 180\nframerate = 25\nvideo_kbps = 400\ngop = 25\n"
+    );
     for (i, ingest) in ingests.iter().enumerate() {
         text += &format!(
             "[[channels]]\nid = \"leg-{}\"\nname = \"Partner {i}\"\ncountry = \"KR\"\ntimezone = \"Asia/Seoul\"\ningest = {ingest}\n",
@@ -1398,6 +1404,111 @@ async fn with_legs_spread_a_killed_leaders_leg_moves_and_a_follower_carrying_one
     let entries = asrun_of(&nodes[0], &event, &token).await;
     let details: Vec<String> = entries.iter().map(|e| format!("{} {}", e.kind, e.detail)).collect();
     assert!(details.iter().any(|d| d.starts_with("legs-placed ") && d.contains(&format!("{next}: "))), "{details:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_legs_spread_and_a_udp_contribution_the_next_leader_takes_its_own_port_over_and_both_legs_carry_the_programme()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let partners: Vec<UdpCapture> = (0..2).map(|_| UdpCapture::start()).collect();
+    let ingests: Vec<String> = partners.iter().map(|p| udp_ingest(p.port)).collect();
+    // Each node listens for the venue on its own UDP port; the venue's
+    // encoder sends to both (as to a main and a backup site).
+    let ports = [peer_port(), peer_port()];
+    let etcd = Etcd::start(dir.path());
+    let start = |name: &str, port: u16| {
+        let source = format!("type = \"udp\"\nuri = \"udp://127.0.0.1:{port}\"");
+        let config = legs_from(&dir.path().join(format!("legs-{name}.toml")), &source, &ingests);
+        let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+        Node::start_with(dir.path(), name, &etcd.url, &extra)
+    };
+    let n1 = start("n1", ports[0]);
+    assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
+    let n2 = start("n2", ports[1]);
+    assert_eq!(settled(&[&n1, &n2], &["n1", "n2"], Duration::from_secs(15)).await, "n1");
+    require("gst-launch-1.0", "gstreamer1.0-tools");
+    let clients = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let _venue = ChildGuard(
+        Command::new("gst-launch-1.0")
+            .args([
+                "-q",
+                "videotestsrc",
+                "is-live=true",
+                "pattern=ball",
+                "!",
+                "video/x-raw,width=320,height=180,framerate=25/1",
+            ])
+            .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600"])
+            .args(["!", "h264parse", "!", "mpegtsmux", "name=m", "alignment=7", "!", "multiudpsink", "sync=false"])
+            .arg(format!("clients={clients}"))
+            .args(["audiotestsrc", "is-live=true", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the venue's encoder"),
+    );
+    let token = n1.token.clone();
+    let event = on_air_through(&n1, &token).await;
+    let placed = carriers(&n1, &event, &token, 2, Duration::from_secs(30)).await;
+    let own = placed.iter().find(|(_, n)| *n == "n2").map(|(l, _)| l.clone()).expect("a leg on n2");
+    let moved = placed.iter().find(|(_, n)| *n == "n1").map(|(l, _)| l.clone()).expect("a leg on n1");
+    let partner = |leg: &str| &partners[usize::from(leg.as_bytes()[4] - b'a')];
+    programme_on_every_leg(&n1, &event, &token, Duration::from_secs(20)).await;
+
+    // n1, the leader, dies: n2 leads, and stops its carrier's relay for
+    // master control's, on the same contribution port.
+    let mut n1 = n1;
+    let killed = Instant::now();
+    n1.daemon.0.kill().unwrap();
+    n1.daemon.0.wait().unwrap();
+    assert_eq!(settled(&[&n2], &["n2"], Duration::from_secs(15)).await, "n2");
+    let on = programme_on_every_leg(&n2, &event, &token, TTL + Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = killed - Duration::from_millis(200);
+    let (own_gap, _) = longest_gap(partner(&own), from);
+    let (moved_gap, resumed) = longest_gap(partner(&moved), from);
+    eprintln!(
+        "leader killed, UDP contribution: the next leader's own leg silent {:.0} ms, the dead leader's leg {:.0} ms; programme on both {:.0} ms after the kill",
+        own_gap.as_secs_f64() * 1e3,
+        moved_gap.as_secs_f64() * 1e3,
+        (on - killed).as_secs_f64() * 1e3
+    );
+    assert!(own_gap < Duration::from_secs(1), "{own} on n2 was silent {own_gap:?} when n2 took master control over");
+    assert!(resumed.is_some() && moved_gap <= TTL + Duration::from_secs(4), "{moved}: silent {moved_gap:?}");
+    continuous_since(partner(&own), on, &format!("{own} on n2"));
+    continuous_since(partner(&moved), on, &format!("{moved} moved to n2"));
+}
+
+/// Waits until every leg of `event`, as `node` reports it, carries the
+/// contribution's programme (ON_AIR, not the slate) from the primary
+/// source; returns when.
+async fn programme_on_every_leg(node: &Node, event: &str, token: &str, within: Duration) -> Instant {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(t) = node.connect().await {
+            let req = simulcast::proto::EventRef { event_id: event.to_owned() };
+            if let Ok(r) = MonitorServiceClient::new(t).watch_status(authed(req, token)).await {
+                let mut updates = r.into_inner();
+                while let Ok(Ok(Some(u))) = tokio::time::timeout(left, updates.message()).await {
+                    let on_air = simulcast::proto::LegState::OnAir as i32;
+                    let primary = simulcast::proto::SourceSelection::Primary as i32;
+                    if !u.legs.is_empty() && u.legs.iter().all(|l| l.state == on_air) && u.source_in_use == primary {
+                        return Instant::now();
+                    }
+                    let seen: Vec<(String, i32, String)> =
+                        u.legs.iter().map(|l| (l.channel_id.clone(), l.state, l.last_error.clone())).collect();
+                    assert!(
+                        Instant::now() < deadline,
+                        "not every leg on the programme within {within:?}: {seen:?} {u:?}"
+                    );
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{} gave no status within {within:?}", node.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
