@@ -1,4 +1,4 @@
-//! Cluster failover: a real etcd and three `simulcastd serve --cluster`
+//! Cluster failover: a real etcd and `NODES` `simulcastd serve --cluster`
 //! nodes on loopback, an event on air with `LEGS` UDP legs (default 12) to
 //! partner sockets this bench holds. `KILLS` times (default 10) the leader,
 //! which carries every leg, is killed with SIGKILL; measured each time:
@@ -19,8 +19,14 @@
 //! leg goes out from another node (no election: the leader lives).
 //!
 //! `cargo bench --bench cluster` (`LEGS`, `KILLS`, `TTL` in seconds, default
-//! 2, `PLACEMENT` `leader` or `spread`). Needs etcd (Debian's etcd-server;
-//! `scripts/deps.sh` installs it).
+//! 2, `PLACEMENT` `leader` or `spread`, `NODES`, default 3). Needs etcd
+//! (Debian's etcd-server; `scripts/deps.sh` installs it).
+//!
+//! `SOURCE=udp` gives each node a contribution of its own, as a venue's
+//! encoder feeding every site: each node listens on its own UDP port, and
+//! one gst-launch-1.0 (x264 640x360p25 at 1.5 Mbit/s with AAC, MPEG-TS)
+//! sends to all of them; the relays then pass it through rather than
+//! encode a test source each. The default is each node's test source.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a bench fails
 
@@ -51,6 +57,10 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -78,6 +88,8 @@ struct Node {
     db: std::path::PathBuf,
     port: u16,
     child: Child,
+    /// Its `--config` (its own `[source]`).
+    config: std::path::PathBuf,
 }
 
 fn start_node(dir: &Path, name: &str, etcd: &str, ttl: usize, config: &Path, port: u16, spread: bool) -> Child {
@@ -114,14 +126,15 @@ fn leader_of(r: &proto::ListNodesResponse) -> Option<String> {
     r.nodes.iter().find(|n| n.leader).map(|n| n.name.clone())
 }
 
-/// etcd, three nodes, `legs` UDP partners (every datagram's arrival
+/// etcd, `count` nodes, `legs` UDP partners (every datagram's arrival
 /// timed), and an event on air through the leader.
 struct Bench {
     dir: tempfile::TempDir,
     etcd: Child,
     etcd_url: String,
-    config: std::path::PathBuf,
     nodes: Vec<Node>,
+    /// The venue's encoder, with `SOURCE=udp`.
+    venue: Option<Child>,
     token: String,
     /// Each leg's partner's arrivals, in leg order.
     arrivals: Vec<Arc<Mutex<Vec<Instant>>>>,
@@ -131,7 +144,7 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start(legs: usize, ttl: usize, spread: bool) -> Bench {
+    async fn start(legs: usize, ttl: usize, spread: bool, count: usize, udp: bool) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{client}");
@@ -161,19 +174,56 @@ impl Bench {
         // The partners: one socket per leg, each datagram's arrival kept.
         let partners: Vec<std::net::UdpSocket> =
             (0..legs).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-        let mut config = String::from(
-            "[event]\ntitle = \"Silk Way Star: grand final\"\n[source]\ntype = \"test\"\n\
-             [program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 1000\ngop = 25\n",
-        );
+        let mut channels = String::new();
         for (i, p) in partners.iter().enumerate() {
-            config += &format!(
+            channels += &format!(
                 "[[channels]]\nid = \"leg-{i}\"\nname = \"Leg {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
                  ingest = {{ type = \"udp\", uri = \"udp://{}\" }}\n",
                 p.local_addr().unwrap()
             );
         }
-        let config_path = dir.path().join("bench.toml");
-        std::fs::write(&config_path, config).unwrap();
+        let names: Vec<String> = (1..=count).map(|i| format!("n{i}")).collect();
+        let source_ports: Vec<u16> = names.iter().map(|_| free_udp_port()).collect();
+        let config_of = |i: usize| {
+            let source = if udp {
+                format!("type = \"udp\"\nuri = \"udp://127.0.0.1:{}\"", source_ports[i])
+            } else {
+                "type = \"test\"".to_owned()
+            };
+            let text = format!(
+                "[event]\ntitle = \"Silk Way Star: grand final\"\n[source]\n{source}\n\
+                 [program]\nwidth = 480\nheight = 270\nframerate = 25\nvideo_kbps = 1000\ngop = 25\n{channels}"
+            );
+            let path = dir.path().join(format!("{}.toml", names[i]));
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let venue = udp.then(|| {
+            let clients = source_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+            Command::new("gst-launch-1.0")
+                .args(["-q", "videotestsrc", "is-live=true", "pattern=ball", "!"])
+                .args(["video/x-raw,format=I420,width=640,height=360,framerate=25/1", "!"])
+                .args(["x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=50", "bitrate=1500", "!"])
+                .args(["h264parse", "!", "mpegtsmux", "name=m", "alignment=7", "!", "multiudpsink", "sync=false"])
+                .arg(format!("clients={clients}"))
+                .args([
+                    "audiotestsrc",
+                    "is-live=true",
+                    "!",
+                    "audioconvert",
+                    "!",
+                    "avenc_aac",
+                    "!",
+                    "aacparse",
+                    "!",
+                    "m.",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("gst-launch-1.0 (apt-get install gstreamer1.0-tools)")
+        });
         let mut arrivals = Vec::new();
         for p in partners {
             let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -191,31 +241,21 @@ impl Bench {
 
         let token = new_token().unwrap();
         let mut nodes = Vec::new();
-        for name in ["n1", "n2", "n3"] {
+        for (i, name) in names.iter().enumerate() {
             let db = dir.path().join(format!("{name}.db"));
             let rec = TokenRecord { name: "bench".into(), role: "admin".into(), sha256: hash_token(&token) };
             Store::open(&db).unwrap().insert_token(&rec, "2026-12-03T00:00:00Z").unwrap();
             let port = free_port();
-            let child = start_node(dir.path(), name, &etcd_url, ttl, &config_path, port, spread);
-            nodes.push(Node { name: name.into(), db, port, child });
+            let config = config_of(i);
+            let child = start_node(dir.path(), name, &etcd_url, ttl, &config, port, spread);
+            nodes.push(Node { name: name.clone(), db, port, child, config });
         }
-        let mut b = Bench {
-            dir,
-            etcd,
-            etcd_url,
-            config: config_path,
-            nodes,
-            token,
-            arrivals,
-            event_id: String::new(),
-            ttl,
-            spread,
-        };
-        // Wait for a leader listed by all three.
+        let mut b = Bench { dir, etcd, etcd_url, nodes, venue, token, arrivals, event_id: String::new(), ttl, spread };
+        // Wait for a leader listed by all of them.
         let leader = loop {
             let mut l = Vec::new();
             for n in &b.nodes {
-                l.push(list(n.port, &b.token).await.filter(|r| r.nodes.len() == 3).and_then(|r| leader_of(&r)));
+                l.push(list(n.port, &b.token).await.filter(|r| r.nodes.len() == count).and_then(|r| leader_of(&r)));
             }
             if l.iter().all(|x| x.is_some() && *x == l[0]) {
                 break l[0].clone().unwrap();
@@ -286,8 +326,9 @@ impl Bench {
     async fn restart(&mut self, i: usize) {
         let n = &self.nodes[i];
         let (name, db_dir, p) = (n.name.clone(), n.db.parent().unwrap().to_owned(), n.port);
-        self.nodes[i].child = start_node(&db_dir, &name, &self.etcd_url, self.ttl, &self.config, p, self.spread);
-        while list(p, &self.token).await.is_none_or(|r| r.nodes.len() != 3) {
+        self.nodes[i].child = start_node(&db_dir, &name, &self.etcd_url, self.ttl, &n.config, p, self.spread);
+        let count = self.nodes.len();
+        while list(p, &self.token).await.is_none_or(|r| r.nodes.len() != count) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -348,6 +389,10 @@ impl Drop for Bench {
         }
         let _ = self.etcd.kill();
         let _ = self.etcd.wait();
+        if let Some(v) = &mut self.venue {
+            let _ = v.kill();
+            let _ = v.wait();
+        }
         let _ = &self.dir;
     }
 }
@@ -358,7 +403,9 @@ async fn main() {
     let kills = env_num("KILLS", 10);
     let ttl = env_num("TTL", 2);
     let spread = std::env::var("PLACEMENT").is_ok_and(|p| p == "spread");
-    let mut b = Bench::start(legs, ttl, spread).await;
+    let count = env_num("NODES", 3);
+    let udp = std::env::var("SOURCE").is_ok_and(|s| s == "udp");
+    let mut b = Bench::start(legs, ttl, spread, count, udp).await;
     if spread {
         // The load as placed at arming (a node started again after a
         // kill carries nothing until another node dies).
@@ -416,8 +463,9 @@ async fn leader_kills(b: &mut Bench, kills: usize) {
 /// silence at a partner of one of its legs until another node sends.
 async fn spread_kills(b: &mut Bench, kills: usize) {
     println!(
-        "cluster leg moves: {} UDP legs spread over 3 nodes, lease TTL {} s, {kills} kills of a carrier",
+        "cluster leg moves: {} UDP legs spread over {} nodes, lease TTL {} s, {kills} kills of a carrier",
         b.arrivals.len(),
+        b.nodes.len(),
         b.ttl
     );
     let mut silences = Vec::new();
