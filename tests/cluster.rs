@@ -1,4 +1,4 @@
-//! Cluster mode (preview) with a real etcd (Debian's etcd-server) on
+//! Cluster mode with a real etcd (Debian's etcd-server) on
 //! loopback and real `simulcastd serve --cluster` processes: membership,
 //! the election, a leader killed with SIGKILL, a leader stopped with
 //! SIGSTOP (it must not count itself leader when it wakes), and etcd lost

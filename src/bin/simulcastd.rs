@@ -102,7 +102,7 @@ enum Cmd {
         /// --allow-insecure-remote.
         #[arg(long, default_value = "off", value_parser = parse_listen)]
         web_listen: Listen,
-        /// Cluster mode (preview): join the cluster coordinated by the etcd
+        /// Cluster mode: join the cluster coordinated by the etcd
         /// at these client URLs (comma-separated, e.g.
         /// http://127.0.0.1:2379). The node keeps a lease, campaigns for
         /// leadership and is listed by `simulcastctl nodes`; any node
@@ -589,7 +589,7 @@ async fn serve(
             let endpoints = o.endpoints.join(",");
             store.share_through(&o.endpoints).context("--cluster: the shared store")?;
             let c = simulcast::cluster::Cluster::join(o).await?;
-            tracing::info!(node = c.node(), etcd = %endpoints, "Cluster mode (preview): joining through etcd.");
+            tracing::info!(node = c.node(), etcd = %endpoints, "Cluster mode: joining through etcd.");
             options.leading = Some(c.leading());
             options.node = Some(c.node().to_owned());
             if spread {

@@ -1,4 +1,4 @@
-//! Cluster mode (preview): nodes that join through etcd, each under a lease,
+//! Cluster mode: nodes that join through etcd, each under a lease,
 //! and elect one leader with etcd's election API. Nothing here is a protocol
 //! of our own: membership is a key bound to the node's lease, leadership is
 //! etcd's `Campaign` on that same lease.
