@@ -679,6 +679,18 @@ impl Senders {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Waits (`within`) until a sender other than `old` sends; then
+    /// `old`'s last datagram and the other's first.
+    async fn handed_over(&self, old: std::net::SocketAddr, within: Duration) -> Option<(Instant, Instant)> {
+        if !common::wait_for(within, || self.seen().iter().any(|(_, from)| *from != old)).await {
+            return None;
+        }
+        let seen = self.seen();
+        let took = seen.iter().find(|(_, from)| *from != old)?.0;
+        let last_old = seen.iter().filter(|(_, from)| *from == old).map(|(t, _)| *t).max()?;
+        Some((last_old, took))
+    }
+
     /// Since `from`: the longest silence between two datagrams, and every sender.
     fn since(&self, from: Instant) -> (Duration, std::collections::BTreeSet<std::net::SocketAddr>) {
         let seen: Vec<_> = self.seen().into_iter().filter(|(t, _)| *t >= from).collect();
@@ -1016,12 +1028,10 @@ async fn a_leader_cut_off_from_etcd_alone_stops_its_leg_before_the_next_leader_s
     // they do not vouch, and n1 must stop before either may send.
     link.cut(true);
     let since = Instant::now();
-    assert!(
-        common::wait_for(Duration::from_secs(15), || partner.seen().iter().any(|(_, from)| *from != old)).await,
-        "no other node took the leg from the cut-off leader"
-    );
-    let took = partner.seen().iter().find(|(_, from)| *from != old).unwrap().0;
-    let last_old = partner.seen().iter().filter(|(_, from)| *from == old).map(|(t, _)| *t).max().unwrap();
+    let (last_old, took) = partner
+        .handed_over(old, Duration::from_secs(15))
+        .await
+        .expect("no other node took the leg from the cut-off leader");
     eprintln!(
         "leader cut off from etcd: it sent last {:.0} ms after the cut, the next leader first {:.0} ms after it",
         (last_old - since).as_secs_f64() * 1e3,
@@ -1426,28 +1436,7 @@ async fn with_legs_spread_and_a_udp_contribution_the_next_leader_takes_its_own_p
     assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
     let n2 = start("n2", ports[1]);
     assert_eq!(settled(&[&n1, &n2], &["n1", "n2"], Duration::from_secs(15)).await, "n1");
-    require("gst-launch-1.0", "gstreamer1.0-tools");
-    let clients = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let _venue = ChildGuard(
-        Command::new("gst-launch-1.0")
-            .args([
-                "-q",
-                "videotestsrc",
-                "is-live=true",
-                "pattern=ball",
-                "!",
-                "video/x-raw,width=320,height=180,framerate=25/1",
-            ])
-            .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600"])
-            .args(["!", "h264parse", "!", "mpegtsmux", "name=m", "alignment=7", "!", "multiudpsink", "sync=false"])
-            .arg(format!("clients={clients}"))
-            .args(["audiotestsrc", "is-live=true", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the venue's encoder"),
-    );
+    let _venue = ChildGuard(common::venue_encoder(&ports));
     let token = n1.token.clone();
     let event = on_air_through(&n1, &token).await;
     let placed = carriers(&n1, &event, &token, 2, Duration::from_secs(30)).await;
@@ -1674,12 +1663,10 @@ async fn with_legs_spread_a_follower_cut_off_from_etcd_alone_gets_no_word_and_st
     // and n2 must stop before the leader moves its leg.
     link.cut(true);
     let since = Instant::now();
-    assert!(
-        common::wait_for(Duration::from_secs(15), || partner.seen().iter().any(|(_, from)| *from != old)).await,
-        "nobody took {leg} from the cut-off follower"
-    );
-    let took = partner.seen().iter().find(|(_, from)| *from != old).unwrap().0;
-    let last_old = partner.seen().iter().filter(|(_, from)| *from == old).map(|(t, _)| *t).max().unwrap();
+    let (last_old, took) = partner
+        .handed_over(old, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("nobody took {leg} from the cut-off follower"));
     eprintln!(
         "follower cut off from etcd: it sent {leg} last {:.0} ms after the cut, the leader's node first {:.0} ms after it",
         (last_old - since).as_secs_f64() * 1e3,

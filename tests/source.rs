@@ -13,33 +13,10 @@ use common::*;
 use simulcast::media::failover::Feed;
 use simulcast::media::source::SourceState;
 
-/// An encoder nobody here wrote, sending MPEG-TS (H.264 + AAC) to `port`.
-fn contribution_encoder(port: u16) -> Child {
-    require("gst-launch-1.0", "gstreamer1.0-tools");
-    Command::new("gst-launch-1.0")
-        .args([
-            "-q",
-            "videotestsrc",
-            "is-live=true",
-            "pattern=ball",
-            "!",
-            "video/x-raw,width=320,height=180,framerate=25/1",
-        ])
-        .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600"])
-        .args(["!", "h264parse", "!", "mpegtsmux", "name=m", "alignment=7"])
-        .args(["!", "udpsink", "host=127.0.0.1", &format!("port={port}"), "sync=false"])
-        .args(["audiotestsrc", "is-live=true", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn gst-launch-1.0")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_contribution_port_is_refused_reported_and_the_legs_stay_up() {
     let source_port = peer_port();
-    let encoder = ChildGuard(contribution_encoder(source_port));
+    let encoder = ChildGuard(venue_encoder(&[source_port]));
     let mut srt_rx = SrtReceiver::start(peer_port());
     let udp_rx = UdpCapture::start();
     let mut config = config_with(&[

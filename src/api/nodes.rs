@@ -36,6 +36,23 @@ fn node_to_proto(m: Member) -> proto::Node {
     }
 }
 
+impl NodeApi {
+    /// What a question from another node needs: this node's cluster, the
+    /// credential it came with, and the asking (or named) node's name in
+    /// `field` checked.
+    fn peer<T>(&self, req: &Request<T>, field: &str, name: &str) -> Result<(&Cluster, Option<String>), Status> {
+        require(req, Role::Observer)?;
+        let Some(cluster) = &self.cluster else {
+            return Err(Status::failed_precondition("this daemon runs in single-node mode (no --cluster)"));
+        };
+        if name.is_empty() || name.len() > 63 {
+            return Err(Status::invalid_argument(format!("{field}: a node name is 1 to 63 characters")));
+        }
+        let credential = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok((cluster, credential))
+    }
+}
+
 #[tonic::async_trait]
 impl NodeService for NodeApi {
     async fn list_nodes(
@@ -60,15 +77,8 @@ impl NodeService for NodeApi {
         &self,
         req: Request<proto::FailsafeRequest>,
     ) -> Result<Response<proto::FailsafeResponse>, Status> {
-        require(&req, Role::Observer)?;
-        let Some(cluster) = &self.cluster else {
-            return Err(Status::failed_precondition("this daemon runs in single-node mode (no --cluster)"));
-        };
-        let credential = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (cluster, credential) = self.peer(&req, "leader", &req.get_ref().leader)?;
         let r = req.into_inner();
-        if r.leader.is_empty() || r.leader.len() > 63 {
-            return Err(Status::invalid_argument("leader: a node name is 1 to 63 characters"));
-        }
         let hold = std::time::Duration::from_millis(u64::from(r.hold_ms));
         let reachable =
             cluster.answer_failsafe(credential.as_deref(), &r.leader, hold).await.map_err(Status::permission_denied)?;
@@ -79,15 +89,8 @@ impl NodeService for NodeApi {
         &self,
         req: Request<proto::FailsafeGrantRequest>,
     ) -> Result<Response<proto::FailsafeGrantResponse>, Status> {
-        require(&req, Role::Observer)?;
-        let Some(cluster) = &self.cluster else {
-            return Err(Status::failed_precondition("this daemon runs in single-node mode (no --cluster)"));
-        };
-        let credential = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let node = &req.get_ref().node;
-        if node.is_empty() || node.len() > 63 {
-            return Err(Status::invalid_argument("node: a node name is 1 to 63 characters"));
-        }
+        let (cluster, credential) = self.peer(&req, "node", node)?;
         cluster.check_peer(credential.as_deref()).map_err(Status::permission_denied)?;
         let leader = cluster.node().to_owned();
         Ok(Response::new(match cluster.grant_failsafe(node) {

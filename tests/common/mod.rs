@@ -305,6 +305,32 @@ fn wait_listening_udp(child: &mut Child, port: u16, what: &str) {
     }
 }
 
+/// A venue's encoder nobody here wrote: gst-launch-1.0 sending a live
+/// H.264 (320x180p25, a keyframe a second) + AAC MPEG-TS to UDP `ports` on
+/// loopback, the same datagrams to each (a contribution to every site).
+pub fn venue_encoder(ports: &[u16]) -> Child {
+    require("gst-launch-1.0", "gstreamer1.0-tools");
+    let clients = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            "is-live=true",
+            "pattern=ball",
+            "!",
+            "video/x-raw,width=320,height=180,framerate=25/1",
+        ])
+        .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "bitrate=600"])
+        .args(["!", "h264parse", "!", "mpegtsmux", "name=m", "alignment=7", "!", "multiudpsink", "sync=false"])
+        .arg(format!("clients={clients}"))
+        .args(["audiotestsrc", "is-live=true", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gst-launch-1.0 (the venue's encoder)")
+}
+
 /// `srt-live-transmit` listening on a port, writing what it receives to a file.
 pub struct SrtReceiver {
     pub port: u16,
