@@ -489,6 +489,7 @@ async fn etcd_lost_for_10_s_mid_event_the_leg_flows_on_changes_are_refused_namin
     // were any placed on it): its lease counts on with the leader's.
     let left = follower.metric("simulcast_cluster_lease_remaining_seconds").unwrap_or_default();
     assert!(left > 0.0 && left <= TTL.as_secs_f64(), "{left} {}", follower.log_text());
+    assert_eq!(follower.metric("simulcast_cluster_failsafe"), Some(1.0), "{}", follower.log_text());
     assert!(leader.log_text().contains("keeps leading and sending on its peers' word"), "{}", leader.log_text());
     assert!(follower.log_text().contains("vouched for the leader"), "{}", follower.log_text());
 

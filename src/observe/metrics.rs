@@ -125,8 +125,8 @@ impl prometheus_client::collector::Collector for ClusterCollector {
         )?;
         f.gauge(
             "cluster_failsafe",
-            "1 while this node leads on its peers' word: etcd does not answer it, and every node that may lead said etcd is away from it too.",
-            [(node(), f64::from(u8::from(v.failsafe && v.leads())))],
+            "1 while this node sends on its peers' word: etcd answers nobody (a leader has every node that may lead say so; a follower has the leader's word). 0 with cluster_etcd_up 0: this node is cut off alone, and its legs stop at its lease's end.",
+            [(node(), f64::from(u8::from(v.failsafe && v.lease_until.is_some_and(|u| std::time::Instant::now() < u))))],
         )?;
         f.gauge(
             "cluster_etcd_up",
