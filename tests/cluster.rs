@@ -1163,6 +1163,12 @@ fn continuous_since(capture: &UdpCapture, from: Instant, what: &str) {
     assert_eq!((r.not_sync, r.cc_errors), (0, 0), "{what}: {r:?}");
 }
 
+/// `simulcastd serve` arguments for a node carrying spread legs from
+/// `config` (its channels and its own `[source]`).
+fn spread_args(config: &Path) -> [&OsStr; 4] {
+    [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")]
+}
+
 /// A UDP ingest to `port` on loopback, as a TOML inline table.
 fn udp_ingest(port: u16) -> String {
     format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{port}\" }}")
@@ -1187,7 +1193,7 @@ struct Spread {
 async fn spread_on_air(dir: &Path, names: &[&str], ingests: &[String], legs: usize) -> Spread {
     let config = legs_to(dir, ingests);
     let etcd = Etcd::start(dir);
-    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let extra = spread_args(&config);
     let nodes: Vec<Node> = names.iter().map(|n| Node::start_with(dir, n, &etcd.url, &extra)).collect();
     let first = settled(&nodes.iter().collect::<Vec<_>>(), names, Duration::from_secs(15)).await;
     let token = nodes[0].token.clone();
@@ -1430,7 +1436,7 @@ async fn with_legs_spread_and_a_udp_contribution_the_next_leader_takes_its_own_p
     let start = |name: &str, port: u16| {
         let source = format!("type = \"udp\"\nuri = \"udp://127.0.0.1:{port}\"");
         let config = legs_from(&dir.path().join(format!("legs-{name}.toml")), &source, &ingests);
-        let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+        let extra = spread_args(&config);
         Node::start_with(dir.path(), name, &etcd.url, &extra)
     };
     let n1 = start("n1", ports[0]);
@@ -1554,7 +1560,7 @@ async fn a_node_that_carries_no_placed_legs_is_given_none() {
     let ingests: Vec<String> = partners.iter().map(|p| udp_ingest(p.port)).collect();
     let config = legs_to(dir.path(), &ingests);
     let etcd = Etcd::start(dir.path());
-    let spread = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let spread = spread_args(&config);
     // n1 leads (alone at first); n3 was started without --placement spread
     // (a configuration mistake): it runs no carrier.
     let n1 = Node::start_with(dir.path(), "n1", &etcd.url, &spread);
@@ -1645,7 +1651,7 @@ async fn with_legs_spread_a_follower_cut_off_from_etcd_alone_gets_no_word_and_st
     let ingests: Vec<String> = partners.iter().map(|p| udp_ingest(p.port)).collect();
     let config = legs_to(dir.path(), &ingests);
     let etcd = Etcd::start(dir.path());
-    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let extra = spread_args(&config);
     // n1 leads; n2 reaches etcd through a link the test can cut.
     let n1 = Node::start_with(dir.path(), "n1", &etcd.url, &extra);
     assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
@@ -1690,7 +1696,7 @@ async fn with_legs_spread_every_node_switches_its_legs_at_the_same_t0() {
     let ingests: Vec<String> = partners.iter().map(|p| udp_ingest(p.port)).collect();
     let config = legs_to(dir.path(), &ingests);
     let etcd = Etcd::start(dir.path());
-    let extra = [OsStr::new("--config"), config.as_os_str(), OsStr::new("--placement"), OsStr::new("spread")];
+    let extra = spread_args(&config);
     let nodes: Vec<Node> =
         ["n1", "n2", "n3"].iter().map(|n| Node::start_with(dir.path(), n, &etcd.url, &extra)).collect();
     settled(&nodes.iter().collect::<Vec<_>>(), &["n1", "n2", "n3"], Duration::from_secs(15)).await;
