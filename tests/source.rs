@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::*;
 use simulcast::media::failover::Feed;
 use simulcast::media::source::SourceState;
+use std::sync::atomic::Ordering::Relaxed;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_contribution_port_is_refused_reported_and_the_legs_stay_up() {
@@ -253,4 +254,110 @@ fn srt_listener_to_udp(source_port: u16, udp_port: u16) -> simulcast::config::Co
     .expect("source config")
     .source;
     config
+}
+
+/// A transcoding feed's pictures reach the program shortly before they
+/// are due, not as soon as they decode. ffmpeg stamps its MPEG-TS 0.7 s
+/// ahead of its PCR (its default mux delay), as venues' encoders do; that
+/// wait is now spent compressed before the decoder, where decoded pictures
+/// used to wait in the program's queue (12 MB at 960x540, 93 MB at 1080p50).
+/// Each picture is still counted as it arrives, so the failover's health
+/// does not lag behind the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decoding_feeds_pictures_wait_compressed_and_are_counted_as_they_come() {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use simulcast::media::source::{Contribution, DECODED_AHEAD, FeedOut, RawSink, SourceCounters};
+    use std::sync::{Arc, Mutex};
+
+    simulcast::media::init().expect("GStreamer");
+    let port = peer_port();
+    let config = simulcast::config::parse(&format!(
+        "[event]\ntitle = \"t\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:{port}\"\n\
+         [program]\nmode = \"transcode\"\n"
+    ))
+    .expect("config");
+    let format = config.program.clone();
+
+    // The program's side: an appsrc, as the program pipeline has one per
+    // feed, read by an appsink noting how long before its time each
+    // picture came (its due clock time less the clock's now).
+    let clock = simulcast::media::clock();
+    let leads: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let program = gst::Pipeline::new();
+    program.use_clock(Some(&clock));
+    let appsrc = gstreamer_app::AppSrc::builder().is_live(true).format(gst::Format::Time).build();
+    let sink = {
+        let (leads, clock) = (Arc::clone(&leads), clock.clone());
+        gstreamer_app::AppSink::builder()
+            .sync(false)
+            .callbacks(
+                gstreamer_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let now = clock.time().nseconds() as i64;
+                        if let (Some(pts), Some(base)) = (sample.buffer().and_then(|b| b.pts()), sink.base_time()) {
+                            leads.lock().unwrap().push((pts + base).nseconds() as i64 - now);
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            )
+            .build()
+    };
+    program.add_many([appsrc.upcast_ref::<gst::Element>(), sink.upcast_ref()]).unwrap();
+    appsrc.link(&sink).unwrap();
+    program.set_state(gst::State::Playing).unwrap();
+    let raw = RawSink::new();
+    raw.attach(appsrc.clone(), vec![]);
+
+    let counters = Arc::new(SourceCounters::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let feed = Contribution::start(
+        &config.source,
+        &format,
+        "t",
+        FeedOut::Raw(Arc::clone(&raw)),
+        Arc::clone(&counters),
+        Duration::from_millis(500),
+        None,
+        stop_rx,
+    )
+    .expect("the feed starts");
+    let _venue = common::feeds::ffmpeg_feed(port, "white", true);
+
+    // Pictures counted as they come run ahead of those decoded by the
+    // lead: 0.6 s at 25 pictures a second is 15.
+    let mut widest = 0u64;
+    let ahead = wait_for(Duration::from_secs(8), || {
+        let (got, decoded) = (counters.frames.load(Relaxed), counters.decoded.load(Relaxed));
+        widest = widest.max(got.saturating_sub(decoded));
+        decoded > 50 && widest >= 8
+    })
+    .await;
+    let leads: Vec<i64> = leads.lock().unwrap().clone();
+    stop_tx.send(true).unwrap();
+    drop(feed);
+    raw.detach();
+    program.set_state(gst::State::Null).unwrap();
+
+    assert!(leads.len() > 50, "only {} pictures reached the program", leads.len());
+    // The first second's pictures settle the decoder; the rest are judged.
+    let mut judged: Vec<i64> = leads[25..].to_vec();
+    judged.sort_unstable();
+    let (median, earliest) = (judged[judged.len() / 2], judged[judged.len() - 1]);
+    let ms = |ns: i64| ns as f64 / 1e6;
+    println!(
+        "pictures reached the program {:.0} ms before they were due (median), {:.0} ms at the earliest; {widest} pictures counted before they decoded",
+        ms(median),
+        ms(earliest)
+    );
+    let ahead_ns = DECODED_AHEAD.as_nanos() as i64;
+    assert!(
+        earliest < ahead_ns + 150_000_000,
+        "a picture reached the program {:.0} ms before its time: it waited decoded, not compressed",
+        ms(earliest)
+    );
+    assert!(median > -20_000_000, "pictures reached the program {:.0} ms late (median)", -ms(median));
+    assert!(ahead, "arrivals were not counted before the decoder: at most {widest} pictures ahead of the decoded ones");
 }

@@ -100,8 +100,13 @@ pub struct SourceCounters {
     pub bytes: AtomicU64,
     /// Bytes refused as not MPEG-TS.
     pub garbage_bytes: AtomicU64,
-    /// Pictures decoded.
+    /// Pictures received: access units as they come (passthrough, and a
+    /// transcoding feed's before its decoder), the test source's raw
+    /// pictures.
     pub frames: AtomicU64,
+    /// Pictures decoded (transcode mode): a feed whose data comes but
+    /// decodes nothing is rebuilt.
+    pub decoded: AtomicU64,
     /// Clock time (ns) of the last picture; 0 if none yet.
     pub last_frame_ns: AtomicU64,
     /// Clock time (ns) of the last valid TS; 0 if none yet.
@@ -132,7 +137,7 @@ impl SourceCounters {
 /// What a feed's counters say, at one instant (clock ns; 0: never).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Seen {
-    /// The last decoded picture.
+    /// The last picture received.
     pub last_frame_ns: u64,
     /// The last valid MPEG-TS.
     pub last_valid_ns: u64,
@@ -152,9 +157,10 @@ pub struct Look {
     pub shows_from_ns: u64,
 }
 
-/// A feed is healthy when a picture decoded within `detect_after` and no
-/// garbage arrived within it: garbage mixed into a feed counts as loss even
-/// if some pictures still decode.
+/// A feed is healthy when a picture came within `detect_after` (counted as
+/// it arrives, before any decoding) and no garbage arrived within it:
+/// garbage mixed into a feed counts as loss even if some pictures still
+/// come.
 pub fn health(now_ns: u64, seen: Seen, detect_after: Duration) -> Result<(), String> {
     let d = detect_after.as_nanos() as u64;
     let recent = |t: u64| t > 0 && now_ns.saturating_sub(t) < d;

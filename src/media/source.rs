@@ -36,6 +36,14 @@ pub(crate) const SOURCE_BACKOFF: Backoff =
 /// The program shows a feed's very first picture only after this (the
 /// feed's branch of the program pipeline negotiates on it).
 const FIRST_PICTURE_SETTLE: Duration = Duration::from_millis(200);
+/// A decoded picture (or sound) reaches the program pipeline this long
+/// before it is due there, not as soon as it is decoded: a contribution's
+/// timestamps run ahead of its arrival (by its encoder's multiplexing
+/// delay, 600 ms from ffmpeg), and that wait is spent compressed, in the
+/// queue before the decoder, rather than as decoded pictures in the
+/// program's queue. Its arrival is counted before the wait (health and
+/// failover see it as soon as it comes).
+pub const DECODED_AHEAD: Duration = Duration::from_millis(100);
 /// How long after the last garbage the source is still reported in error.
 pub const GARBAGE_HOLD: Duration = Duration::from_secs(2);
 
@@ -76,9 +84,10 @@ pub struct SourceStatus {
     pub bytes_in: u64,
     /// Bytes refused as not MPEG-TS.
     pub garbage_bytes: u64,
-    /// Pictures decoded.
+    /// Pictures received: access units as they come (see
+    /// `SourceCounters::frames`).
     pub frames: u64,
-    /// Pictures decoded within the failover's detection time, and no
+    /// Pictures received within the failover's detection time, and no
     /// garbage within it: the program can carry this feed.
     pub healthy: bool,
     /// Why it is not healthy, if it is not.
@@ -424,13 +433,13 @@ impl Supervisor {
         let started = clock.time().nseconds();
         let mut bytes = (c.bytes.load(Ordering::Relaxed), started);
         let mut moved = false;
-        let mut frames = (c.frames.load(Ordering::Relaxed), started);
+        let mut frames = (c.decoded.load(Ordering::Relaxed), started);
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return Ended::Stopped,
                 _ = tick.tick(), if self.shared.decoded => {
                     let now = clock.time().nseconds();
-                    let (b, f) = (c.bytes.load(Ordering::Relaxed), c.frames.load(Ordering::Relaxed));
+                    let (b, f) = (c.bytes.load(Ordering::Relaxed), c.decoded.load(Ordering::Relaxed));
                     if b != bytes.0 {
                         moved = true;
                         bytes = (b, now);
@@ -590,7 +599,7 @@ fn build(
         let pad = |n: &str| bin.static_pad(n).ok_or_else(|| MediaError::Pipeline(format!("{name} has no {n} pad")));
         vec![(Track::Video, pad("video")?), (Track::Audio(0), pad("audio")?)]
     } else {
-        let (demux, video) = decoder(&pipeline)?;
+        let (demux, video) = decoder(&pipeline, shared)?;
         *lock(&shared.unfit) = None;
         *lock(&shared.audio_note) = None;
         {
@@ -612,8 +621,9 @@ fn build(
             video.static_pad("src").ok_or_else(|| MediaError::Pipeline("converter without a src pad".into()))?;
         vec![(Track::Video, video)]
     };
+    let decoding = !matches!(source, Source::Test(_));
     for (track, out_pad) in raw {
-        let sink = raw_sink(track, out, shared);
+        let sink = raw_sink(track, out, shared, decoding);
         pipeline.add(&sink).map_err(err)?;
         let sink_pad =
             sink.static_pad("sink").ok_or_else(|| MediaError::Pipeline("appsink without a sink pad".into()))?;
@@ -643,8 +653,10 @@ pub const DECODE: super::Skeleton = super::Skeleton {
 
 /// Adds the decoder to `pipeline`: MPEG-TS in on the returned demuxer, raw
 /// video out of the returned converter. The demuxer's first H.264 stream
-/// is decoded; the sound is [`decode_audio`]'s.
-fn decoder(pipeline: &gst::Pipeline) -> Result<(gst::Element, gst::Element), MediaError> {
+/// is decoded; the sound is [`decode_audio`]'s. Each picture is counted
+/// in `shared`'s counters as it reaches the decoder's queue, before it
+/// waits for its time (see [`DECODED_AHEAD`]).
+fn decoder(pipeline: &gst::Pipeline, shared: &Arc<Shared>) -> Result<(gst::Element, gst::Element), MediaError> {
     let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("contribution decoder: {e}"));
     let demux = DECODE.make("tsdemux", |b| b.name("in"))?;
     let video = [
@@ -656,6 +668,20 @@ fn decoder(pipeline: &gst::Pipeline) -> Result<(gst::Element, gst::Element), Med
     pipeline.add(&demux).map_err(err)?;
     pipeline.add_many(video.iter()).map_err(err)?;
     gst::Element::link_many(video.iter()).map_err(err)?;
+    let parsed =
+        video[0].static_pad("src").ok_or_else(|| MediaError::Pipeline("h264parse without a src pad".into()))?;
+    {
+        let shared = Arc::clone(shared);
+        let clock = super::clock();
+        parsed.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                let now = clock.time().nseconds();
+                let due = due_at(pad, b.pts()).unwrap_or(now);
+                note_arrival(&shared.counters, due, now);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
     let parser = video[0].clone();
     demux.connect_pad_added(move |_, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -669,7 +695,32 @@ fn decoder(pipeline: &gst::Pipeline) -> Result<(gst::Element, gst::Element), Med
     Ok((demux, vout))
 }
 
-/// The queue between a parser and its decoder: up to 2 s.
+/// The clock time (ns) a buffer leaving `pad` with timestamp `pts` is due.
+fn due_at(pad: &gst::Pad, pts: Option<gst::ClockTime>) -> Option<u64> {
+    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+    let rt = segment.segment().downcast_ref::<gst::ClockTime>()?.to_running_time(pts?)?;
+    let base = pad.parent_element()?.base_time()?;
+    Some((rt + base).nseconds())
+}
+
+/// A picture due at clock time `due` came at `now`: counted, and after a
+/// gap of [`RUN_GAP`] the start of a new run noted (when the program can
+/// first show it).
+fn note_arrival(c: &SourceCounters, due: u64, now: u64) {
+    c.frames.fetch_add(1, Ordering::Relaxed);
+    let prev = c.last_frame_ns.swap(now, Ordering::Relaxed);
+    if prev == 0 || now.saturating_sub(prev) >= RUN_GAP.as_nanos() as u64 {
+        // The program pipeline's branch for this feed negotiates on its
+        // very first picture and shows a few later: not before then.
+        let settle = if prev == 0 { FIRST_PICTURE_SETTLE.as_nanos() as u64 } else { 0 };
+        c.run_start_pts_ns.store(due + settle, Ordering::Relaxed);
+    }
+}
+
+/// The queue between a parser and its decoder: up to 2 s. Decoding
+/// feeds' pictures wait here, compressed, until [`DECODED_AHEAD`] before
+/// they are due, so it holds the contribution's lead: a lead past 2 s
+/// holds up the demuxer.
 fn decode_queue() -> Result<gst::Element, MediaError> {
     DECODE.make("queue", |b| {
         b.property("max-size-time", 2_000_000_000u64)
@@ -787,7 +838,7 @@ fn decode_track(
         decode_queue()?,
         DECODE.make("avdec_aac", |b| b)?,
         DECODE.make("audioconvert", |b| b)?,
-        raw_sink(Track::Audio(lane), out, shared),
+        raw_sink(Track::Audio(lane), out, shared, true),
     ];
     super::attach_chain(pipeline, pad, &chain)
 }
@@ -816,12 +867,15 @@ fn refuse_garbage(pad: &gst::Pad, shared: &Arc<Shared>) {
     });
 }
 
-/// An appsink handing each raw buffer to `out` at its clock time.
-fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>) -> gst::Element {
+/// An appsink handing each raw buffer to `out` at its clock time. The
+/// decoder's (`decoded`) hand each over [`DECODED_AHEAD`] before it is due
+/// and count only that a picture decoded (its arrival was counted before
+/// the decoder); the test source's count each picture here.
+fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>, decoded: bool) -> gst::Element {
     let out = Arc::clone(out);
     let shared = Arc::clone(shared);
     let clock = super::clock();
-    super::dropping_appsink(64, move |sink, sample| {
+    let builder = super::dropping_appsink(64, move |sink, sample| {
         let (Some(buffer), Some(segment)) = (sample.buffer_owned(), sample.segment()) else {
             return Ok(gst::FlowSuccess::Ok);
         };
@@ -833,15 +887,9 @@ fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>) -> gst::Elem
         }
         if track == Track::Video {
             let c = &shared.counters;
-            let now = clock.time().nseconds();
-            c.frames.fetch_add(1, Ordering::Relaxed);
-            let prev = c.last_frame_ns.swap(now, Ordering::Relaxed);
-            if prev == 0 || now.saturating_sub(prev) >= RUN_GAP.as_nanos() as u64 {
-                // The program pipeline's branch for this feed
-                // negotiates on its very first picture and shows
-                // a few later: not before then.
-                let settle = if prev == 0 { FIRST_PICTURE_SETTLE.as_nanos() as u64 } else { 0 };
-                c.run_start_pts_ns.store((rt + base).nseconds() + settle, Ordering::Relaxed);
+            c.decoded.fetch_add(1, Ordering::Relaxed);
+            if !decoded {
+                note_arrival(c, (rt + base).nseconds(), clock.time().nseconds());
             }
         }
         out.push(track, buffer, sample.caps_owned(), (rt + base).nseconds());
@@ -850,9 +898,31 @@ fn raw_sink(track: Track, out: &Arc<RawSink>, shared: &Arc<Shared>) -> gst::Elem
     .name(match track {
         Track::Video => "raw_video".to_owned(),
         Track::Audio(lane) => format!("raw_audio_{lane}"),
-    })
-    .build()
-    .upcast()
+    });
+    if !decoded {
+        return builder.build().upcast();
+    }
+    let sink = builder
+        .sync(true)
+        .ts_offset(-(DECODED_AHEAD.as_nanos() as i64))
+        .processing_deadline(gst::ClockTime::ZERO)
+        .build();
+    // It waits for each buffer's time counted from its timestamp alone:
+    // what is upstream reports no latency to the pipeline (tsdemux alone
+    // reports 700 ms, for timestamps running that far ahead), so none is
+    // added to the wait.
+    if let Some(pad) = sink.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::QUERY_UPSTREAM | gst::PadProbeType::PULL, |_, info| {
+            if let Some(gst::PadProbeData::Query(q)) = &mut info.data
+                && let gst::QueryViewMut::Latency(l) = q.view_mut()
+            {
+                let (live, _, max) = l.result();
+                l.set(live, gst::ClockTime::ZERO, max);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    sink.upcast()
 }
 
 #[cfg(test)]

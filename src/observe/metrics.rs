@@ -320,7 +320,7 @@ impl prometheus_client::collector::Collector for StateCollector {
         )?;
         f.counter(
             "source_frames_decoded",
-            "Pictures decoded from a feed.",
+            "Pictures received from a feed: access units as they come (in transcode, before they wait to be decoded).",
             feeds.iter().map(|(n, s)| (fl(n), s.frames)),
         )?;
         f.counter(
