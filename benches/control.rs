@@ -12,7 +12,8 @@
 //! watchers still open, times GetEvent, ListEvents and a ScheduleEvent +
 //! CancelEvent pair while a rehearsal's preflight waits on a black-holed
 //! RTMP partner (TCP accepted, never answered). `RUST_LOG` and
-//! `DAEMON_LOG` (a file) keep the daemon's log.
+//! `DAEMON_LOG` (a file) keep the daemon's log; `SIMULCASTD` runs another
+//! build of the daemon (to compare two builds in the same hour).
 //!
 //! The watchers run in a process of their own (this bench again, with
 //! `CONTROL_BENCH_WATCH`), as other people's clients would: decoding 200
@@ -345,7 +346,10 @@ async fn main() {
     std::fs::write(&config, text).expect("config");
     let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let (port, metrics_port) = (free(), free());
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_simulcastd"))
+    // SIMULCASTD: another build of the daemon, to compare two builds in
+    // one hour with the same bench.
+    let daemon_path = std::env::var_os("SIMULCASTD").unwrap_or_else(|| env!("CARGO_BIN_EXE_simulcastd").into());
+    let mut daemon = Command::new(daemon_path)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen"])
         .arg(format!("127.0.0.1:{metrics_port}"))
         .arg("--db")

@@ -5,9 +5,12 @@
 //! reads slowly, the task's send waits (HTTP/2 flow control), and the next
 //! update it sends is the latest snapshot, with `lagged` counting the ones
 //! skipped. So a stalled client costs one task and a few buffered messages,
-//! and slows nobody else.
+//! and slows nobody else. A change reaches the streams spread over
+//! `WATCH_SPREAD`, not all in one burst.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -30,6 +33,32 @@ pub const ASRUN_PAGE_BYTES: usize = 960 * 1024;
 
 /// Updates buffered per stream before the skipping starts.
 pub const WATCH_BUFFER: usize = 2;
+
+/// A change reaches the streams spread over this long, each stream at its
+/// own offset (1 ms apart, the timer's step), rather than all at once: 200
+/// streams woken together are 400 tasks (the stream's, then its
+/// connection's) queued ahead of any RPC that comes meanwhile.
+pub const WATCH_SPREAD: Duration = Duration::from_millis(40);
+
+/// The next stream's offset within [`WATCH_SPREAD`] (the web page's
+/// boards take one too).
+pub(crate) fn next_offset() -> Duration {
+    static STREAMS: AtomicU64 = AtomicU64::new(0);
+    let n = STREAMS.fetch_add(1, Ordering::Relaxed);
+    Duration::from_millis(n % WATCH_SPREAD.as_millis() as u64)
+}
+
+/// Waits out a stream's `offset` after a change: false if the server
+/// began closing meanwhile.
+pub(crate) async fn after_offset(offset: Duration, closing: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    if offset.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(offset) => true,
+        _ = closing.wait_for(|c| *c) => false,
+    }
+}
 
 /// The service, a thin translation onto the coordinator.
 #[derive(Debug, Clone)]
@@ -61,6 +90,7 @@ impl MonitorService for MonitorApi {
         let mut rx = self.coordinator.subscribe_fresh().await?;
         let (tx, out) = mpsc::channel(WATCH_BUFFER);
         let mut closing = self.closing.clone();
+        let offset = next_offset();
         tokio::spawn(async move {
             let mut last_seq: Option<u64> = None;
             loop {
@@ -79,6 +109,11 @@ impl MonitorService for MonitorApi {
                     changed = rx.changed() => if changed.is_err() { break },
                     _ = tx.closed() => break,
                     _ = closing.wait_for(|c| *c) => break,
+                }
+                // What is sent is the snapshot as it stands after the
+                // offset, with any change made meanwhile.
+                if !after_offset(offset, &mut closing).await {
+                    break;
                 }
             }
         });

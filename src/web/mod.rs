@@ -310,7 +310,8 @@ async fn action(
 }
 
 /// The boards, pushed: one server-sent event per snapshot, from the
-/// latest at once.
+/// latest at once, then each change taken at the page's own offset (see
+/// `WATCH_SPREAD`).
 async fn status(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
     if let Err(s) = caller(&web, &headers, peer) {
         return refused(&s);
@@ -325,6 +326,7 @@ async fn status(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAdd
     };
     let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(PAGE_QUEUE);
     let Web { mut closing, cluster, .. } = web;
+    let offset = crate::api::monitor::next_offset();
     tokio::spawn(async move {
         loop {
             let text = {
@@ -343,6 +345,10 @@ async fn status(State(web): State<Web>, ConnectInfo(peer): ConnectInfo<SocketAdd
                 changed = snapshots.changed() => if changed.is_err() { break },
                 _ = tx.closed() => break,
                 _ = closing.wait_for(|c| *c) => break,
+            }
+            // As `WatchStatus` streams: each page at its own offset.
+            if !crate::api::monitor::after_offset(offset, &mut closing).await {
+                break;
             }
         }
     });
