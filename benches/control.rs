@@ -8,7 +8,8 @@
 //! `cargo bench --bench control` (`WATCHERS`, default 200; `ROUNDS`,
 //! default 40: each round schedules an event on `LEGS` UDP legs, default
 //! 12, arms it (untimed), then times Hold, 5 x Extend and Take while the
-//! relay and its legs come up, and aborts it). A last phase, with the
+//! relay and its legs come up, and aborts it; `EVENTS`, default 0, events
+//! are scheduled before the first round, a schedule with history). A last phase, with the
 //! watchers still open, times GetEvent, ListEvents and a ScheduleEvent +
 //! CancelEvent pair while a rehearsal's preflight waits on a black-holed
 //! RTMP partner (TCP accepted, never answered). `RUST_LOG` and
@@ -378,6 +379,11 @@ async fn main() {
     let mut r = RehearsalServiceClient::new(transport);
     let pid = daemon.id();
 
+    // A schedule with history: EVENTS events scheduled beforehand.
+    let history = env_num("EVENTS", 0);
+    for i in 0..history {
+        e.schedule_event(authed(event_on(&[], 24 + i as i64), &token)).await.expect("schedule");
+    }
     // Warm up, then the baseline without watchers.
     rounds(&mut e, &token, 2, &legs).await;
     let mut base = rounds(&mut e, &token, n, &legs).await;
@@ -401,8 +407,8 @@ async fn main() {
     let mut pre = during_preflight(&mut e, &mut r, &token, &hole_event, Duration::from_secs(20)).await;
 
     println!(
-        "simulcastd serve, loopback, {n} round(s) of an Arm with {leg_count} UDP legs; \
-         {watchers} WatchStatus streams, each on its own connection, {}",
+        "simulcastd serve, loopback, {n} round(s) of an Arm with {leg_count} UDP legs, {history} events \
+         scheduled beforehand; {watchers} WatchStatus streams, each on its own connection, {}",
         if in_process { "in the timing client's process (WATCHERS_IN=bench)" } else { "in a process of their own" }
     );
     let lagged = watching.counts().1;

@@ -95,7 +95,7 @@ impl EventService for EventApi {
         req: Request<proto::ListEventsRequest>,
     ) -> Result<Response<proto::ListEventsResponse>, Status> {
         require(&req, Role::Observer)?;
-        let events = self.coordinator.events().await?.iter().map(event_to_proto).collect();
+        let events = self.coordinator.events().await?.iter().map(|e| event_to_proto(e)).collect();
         Ok(Response::new(proto::ListEventsResponse { events }))
     }
 

@@ -226,7 +226,7 @@ enum Command {
     Schedule { new: NewEvent, actor: Actor, reply: Reply<Event> },
     GetEvent { id: EventId, reply: Reply<Event> },
     Publish { reply: Reply<()> },
-    ListEvents { reply: Reply<Arc<Vec<Event>>> },
+    ListEvents { reply: Reply<Arc<Vec<Arc<Event>>>> },
     Act { id: EventId, action: Action, by: Option<chrono::Duration>, actor: Actor, reply: Reply<Event> },
     SwitchSource { id: EventId, choice: SourceChoice, actor: Actor, reply: Reply<Event> },
     AirTimes { id: EventId, reply: Reply<Vec<schedule::AirTime>> },
@@ -346,6 +346,7 @@ impl Coordinator {
             alerting,
             options,
             events: BTreeMap::new(),
+            listed: BTreeMap::new(),
             events_arc: Arc::default(),
             running: None,
             status: status_tx,
@@ -443,7 +444,7 @@ impl Coordinator {
     }
 
     /// Every event, by T0.
-    pub async fn events(&self) -> Result<Arc<Vec<Event>>, CoordError> {
+    pub async fn events(&self) -> Result<Arc<Vec<Arc<Event>>>, CoordError> {
         self.ask(|reply| Command::ListEvents { reply }).await
     }
 
@@ -697,7 +698,11 @@ struct State {
     alerting: alerting::Alerting,
     options: Options,
     events: BTreeMap<String, Event>,
-    events_arc: Arc<Vec<Event>>,
+    /// The events as clients read them, by T0, each shared until it
+    /// changes: a change to one event copies that event alone.
+    listed: BTreeMap<(DateTime<Utc>, String), Arc<Event>>,
+    /// `listed` in order, shared with every snapshot until an event changes.
+    events_arc: Arc<Vec<Arc<Event>>>,
     running: Option<Running>,
     status: watch::Sender<Arc<Snapshot>>,
     seq: u64,
@@ -1078,10 +1083,19 @@ impl State {
         self.record(&entry(now, event_id, "", None, kind, detail, actor), kind);
     }
 
+    /// Lists every event again (after they were all read or dropped).
     fn refresh_events(&mut self) {
-        let mut v: Vec<Event> = self.events.values().cloned().collect();
-        v.sort_by(|a, b| a.on_air.cmp(&b.on_air).then_with(|| a.id.0.cmp(&b.id.0)));
-        self.events_arc = Arc::new(v);
+        self.listed = self.events.values().map(|e| ((e.on_air, e.id.0.clone()), Arc::new(e.clone()))).collect();
+        self.events_arc = Arc::new(self.listed.values().cloned().collect());
+    }
+
+    /// Lists `event` (new, or in place of `old`), sharing every other one.
+    fn refresh_event(&mut self, event: &Event, old: Option<Event>) {
+        if let Some(old) = old {
+            self.listed.remove(&(old.on_air, old.id.0));
+        }
+        self.listed.insert((event.on_air, event.id.0.clone()), Arc::new(event.clone()));
+        self.events_arc = Arc::new(self.listed.values().cloned().collect());
     }
 
     /// Publishes a change: now, or, within [`PUBLISH_GAP`] of the last
@@ -1395,8 +1409,8 @@ impl State {
         );
         self.log(&event.id.0, Kind::Scheduled, detail, actor);
         info!(event = %event.id, on_air = %utc_text(event.on_air), legs = event.channel_ids.len(), "Event scheduled.");
-        self.events.insert(event.id.0.clone(), event.clone());
-        self.refresh_events();
+        let old = self.events.insert(event.id.0.clone(), event.clone());
+        self.refresh_event(&event, old);
         Ok(event)
     }
 
@@ -1509,8 +1523,8 @@ impl State {
     fn save(&mut self, event: Event, e: AsRunEntry) -> Event {
         let stored = event.clone();
         self.write(format!("event {} ({}): {}", event.id, event.state, e.detail), move |s| s.update_event(&stored, &e));
-        self.events.insert(event.id.0.clone(), event.clone());
-        self.refresh_events();
+        let old = self.events.insert(event.id.0.clone(), event.clone());
+        self.refresh_event(&event, old);
         event
     }
 }

@@ -74,7 +74,7 @@ pub struct Snapshot {
     /// When it was taken.
     pub at: DateTime<Utc>,
     /// Every event, shared between snapshots until one changes.
-    pub events: Arc<Vec<Event>>,
+    pub events: Arc<Vec<Arc<Event>>>,
     /// The running event's media, if one runs.
     pub live: Option<Live>,
     /// Whether the relay is healthy (what `/healthz` and gRPC health say).
@@ -123,12 +123,14 @@ impl Snapshot {
     /// the next one to start.
     pub fn event(&self, id: Option<&EventId>) -> Option<&Event> {
         match id {
-            Some(id) => self.events.iter().find(|e| &e.id == id),
+            Some(id) => self.events.iter().map(AsRef::as_ref).find(|e| &e.id == id),
             None => self
                 .live
                 .as_ref()
-                .and_then(|l| self.events.iter().find(|e| e.id == l.event_id))
-                .or_else(|| self.events.iter().filter(|e| !e.state.is_final()).min_by_key(|e| e.on_air)),
+                .and_then(|l| self.events.iter().map(AsRef::as_ref).find(|e| e.id == l.event_id))
+                .or_else(|| {
+                    self.events.iter().map(AsRef::as_ref).filter(|e| !e.state.is_final()).min_by_key(|e| e.on_air)
+                }),
         }
     }
 }
