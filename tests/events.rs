@@ -53,6 +53,16 @@ async fn seed_channels(server: &ApiServer, captures: &[&UdpCapture]) -> Vec<Stri
     ids
 }
 
+/// A server on a fresh store with one channel, to a partner that drains
+/// its leg (kept alive with the store's directory).
+async fn one_partner() -> (tempfile::TempDir, ApiServer, UdpCapture) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
+    let cap = UdpCapture::start();
+    seed_channels(&server, &[&cap]).await;
+    (dir, server, cap)
+}
+
 fn dur(s: i64) -> Option<prost_types::Duration> {
     Some(prost_types::Duration { seconds: s, nanos: 0 })
 }
@@ -376,10 +386,7 @@ async fn every_event_rpc_and_its_error_codes() {
 /// Which mutating RPCs each role may call.
 #[tokio::test]
 async fn the_role_matrix_for_events_and_monitoring() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
-    let cap = UdpCapture::start();
-    seed_channels(&server, &[&cap]).await;
+    let (_dir, server, _cap) = one_partner().await;
     let admin = server.token(Role::Admin).to_owned();
     let mut e = EventServiceClient::new(server.transport().await);
     let mut m = MonitorServiceClient::new(server.transport().await);
@@ -979,10 +986,7 @@ async fn a_write_the_store_refuses_fails_its_command_and_the_schedule_follows_th
 async fn a_change_reaches_the_watchers_spread_out_not_in_one_burst() {
     use simulcast::api::monitor::WATCH_SPREAD;
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
-    let cap = UdpCapture::start();
-    seed_channels(&server, &[&cap]).await;
+    let (_dir, server, _cap) = one_partner().await;
     let (admin, obs) = (server.token(Role::Admin).to_owned(), server.token(Role::Observer).to_owned());
     let mut e = EventServiceClient::new(server.transport().await);
     let ev = e.schedule_event(authed(schedule_in(3600, "Spread"), &admin)).await.unwrap().into_inner();
@@ -1031,10 +1035,7 @@ async fn a_change_reaches_the_watchers_spread_out_not_in_one_burst() {
 async fn a_change_to_one_event_leaves_the_others_shared_in_the_list() {
     use std::sync::Arc;
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = ApiServer::start_with(&dir.path().join("s.db"), options()).await;
-    let cap = UdpCapture::start();
-    seed_channels(&server, &[&cap]).await;
+    let (_dir, server, _cap) = one_partner().await;
     let (admin, op) = (server.token(Role::Admin).to_owned(), server.token(Role::Operator).to_owned());
     let mut e = EventServiceClient::new(server.transport().await);
     let first = e.schedule_event(authed(schedule_in(3600, "First"), &admin)).await.unwrap().into_inner();
