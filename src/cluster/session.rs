@@ -140,6 +140,25 @@ async fn session(
 /// A lease's renewals: the keeper and the stream of etcd's answers.
 type Renewals = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
 
+/// Sends this node's legs on until `until` on others' word while etcd is
+/// away (`why`): the send fence opened that long, the view in failsafe;
+/// a leader (`leads`) also leads on, and tells followers how long. True
+/// if the node was not in failsafe before.
+fn on_word(view: &watch::Sender<View>, until: Instant, why: &str, leads: bool) -> bool {
+    crate::media::fence::open_until(until);
+    let first = !view.borrow().failsafe;
+    view.send_modify(|v| {
+        v.etcd = Err(why.to_owned());
+        v.failsafe = true;
+        v.lease_until = Some(until);
+        if leads {
+            v.leads_until = Some(until);
+            v.failsafe_until = Some(until);
+        }
+    });
+    first
+}
+
 /// Ends a leadership whose lease or peers' word ran out before a renewal
 /// or a new win (counted and said once).
 fn lapse(view: &watch::Sender<View>, node: &str) {
@@ -308,16 +327,7 @@ async fn session_inner(
                             }
                             Ok(vouched) => {
                                 valid_until = sent + granted;
-                                crate::media::fence::open_until(valid_until);
-                                let first = !view.borrow().failsafe;
-                                view.send_modify(|v| {
-                                    v.etcd = Err(why.clone());
-                                    v.failsafe = true;
-                                    v.leads_until = Some(valid_until);
-                                    v.lease_until = Some(valid_until);
-                                    v.failsafe_until = Some(valid_until);
-                                });
-                                if first {
+                                if on_word(view, valid_until, &why, true) {
                                     tracing::warn!(node = %options.node, reason = %why, vouched, "etcd is away from every node: this node keeps leading and sending on its peers' word (failsafe); changes are refused until etcd is back.");
                                 }
                             }
@@ -335,14 +345,7 @@ async fn session_inner(
                         match ask_leader_for_word(options, view, failsafe, valid_until).await {
                             Ok(until) if until > valid_until => {
                                 valid_until = until;
-                                crate::media::fence::open_until(valid_until);
-                                let first = !view.borrow().failsafe;
-                                view.send_modify(|v| {
-                                    v.etcd = Err(why.clone());
-                                    v.failsafe = true;
-                                    v.lease_until = Some(valid_until);
-                                });
-                                if first {
+                                if on_word(view, valid_until, &why, false) {
                                     tracing::warn!(node = %options.node, reason = %why, "etcd is away from every node: this node sends its legs on the leader's word (failsafe), as long as the leader does.");
                                 }
                             }
