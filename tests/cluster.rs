@@ -1202,6 +1202,29 @@ async fn spread_on_air(dir: &Path, names: &[&str], ingests: &[String], legs: usi
     Spread { etcd, nodes, first, token, event, placed }
 }
 
+/// n1 started first and settled as the leader, then `others` joining it
+/// (name, etcd URL, arguments each); an event taken on air through n1,
+/// and the node carrying each of its `legs` legs. The nodes come back in
+/// order, n1 first.
+async fn n1_leads_then(
+    dir: &Path,
+    etcd: &str,
+    n1_args: &[&OsStr],
+    others: &[(&str, &str, &[&OsStr])],
+    legs: usize,
+) -> (Vec<Node>, String, std::collections::BTreeMap<String, String>) {
+    let n1 = Node::start_with(dir, "n1", etcd, n1_args);
+    assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
+    let mut nodes = vec![n1];
+    nodes.extend(others.iter().map(|(name, url, args)| Node::start_with(dir, name, url, args)));
+    let names: Vec<&str> = std::iter::once("n1").chain(others.iter().map(|o| o.0)).collect();
+    assert_eq!(settled(&nodes.iter().collect::<Vec<_>>(), &names, Duration::from_secs(15)).await, "n1");
+    let token = nodes[0].token.clone();
+    let event = on_air_through(&nodes[0], &token).await;
+    let placed = carriers(&nodes[0], &event, &token, legs, Duration::from_secs(30)).await;
+    (nodes, token, placed)
+}
+
 /// The node carrying each leg, as `WatchStatus` through `node` says once
 /// all `legs` legs of `event` name one and send (SLATE before the
 /// programme, ON_AIR).
@@ -1563,14 +1586,8 @@ async fn a_node_that_carries_no_placed_legs_is_given_none() {
     let spread = spread_args(&config);
     // n1 leads (alone at first); n3 was started without --placement spread
     // (a configuration mistake): it runs no carrier.
-    let n1 = Node::start_with(dir.path(), "n1", &etcd.url, &spread);
-    assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
-    let n2 = Node::start_with(dir.path(), "n2", &etcd.url, &spread);
-    let n3 = Node::start_with(dir.path(), "n3", &etcd.url, &spread[..2]);
-    assert_eq!(settled(&[&n1, &n2, &n3], &["n1", "n2", "n3"], Duration::from_secs(15)).await, "n1");
-    let token = n1.token.clone();
-    let event = on_air_through(&n1, &token).await;
-    let placed = carriers(&n1, &event, &token, 3, Duration::from_secs(30)).await;
+    let others: [(&str, &str, &[&OsStr]); 2] = [("n2", &etcd.url, &spread), ("n3", &etcd.url, &spread[..2])];
+    let (_nodes, _token, placed) = n1_leads_then(dir.path(), &etcd.url, &spread, &others, 3).await;
     assert!(placed.values().all(|n| n != "n3"), "a leg went to n3, which carries none: {placed:?}");
     assert!(placed.values().any(|n| n == "n2"), "{placed:?}");
     for p in &partners {
@@ -1653,14 +1670,9 @@ async fn with_legs_spread_a_follower_cut_off_from_etcd_alone_gets_no_word_and_st
     let etcd = Etcd::start(dir.path());
     let extra = spread_args(&config);
     // n1 leads; n2 reaches etcd through a link the test can cut.
-    let n1 = Node::start_with(dir.path(), "n1", &etcd.url, &extra);
-    assert_eq!(settled(&[&n1], &["n1"], Duration::from_secs(15)).await, "n1");
     let link = Partition::to(&etcd);
-    let n2 = Node::start_with(dir.path(), "n2", &link.url, &extra);
-    assert_eq!(settled(&[&n1, &n2], &["n1", "n2"], Duration::from_secs(15)).await, "n1");
-    let token = n1.token.clone();
-    let event = on_air_through(&n1, &token).await;
-    let placed = carriers(&n1, &event, &token, 2, Duration::from_secs(30)).await;
+    let (nodes, _token, placed) = n1_leads_then(dir.path(), &etcd.url, &extra, &[("n2", &link.url, &extra)], 2).await;
+    let n2 = &nodes[1];
     let leg = placed.iter().find(|(_, n)| *n == "n2").map(|(l, _)| l.clone()).expect("a leg on n2");
     let partner = &partners[usize::from(leg.as_bytes()[4] - b'a')];
     assert!(common::wait_for(Duration::from_secs(10), || partner.seen().len() > 200).await, "no data from n2");
