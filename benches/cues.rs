@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a bench fails
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -66,7 +67,7 @@ fn run(batches: &[(u64, gst::BufferList)], breaks: Option<&[LegBreak]>) -> Durat
     rx.set_nonblocking(true).unwrap();
     let input = LegInput::new(Duration::from_secs(1));
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    input.attach_direct(DirectUdp::new(tx, rx.local_addr().unwrap(), |_| {}).unwrap());
+    input.attach_direct(Arc::new(DirectUdp::new(tx, rx.local_addr().unwrap(), |_| {}).unwrap()));
     if let Some(b) = breaks {
         input.set_breaks(b);
     }

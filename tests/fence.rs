@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -38,7 +39,7 @@ fn a_leg_sends_only_while_the_fence_is_open() {
     rx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let leg = LegInput::new(Duration::from_secs(1));
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    leg.attach_direct(DirectUdp::new(socket, rx.local_addr().unwrap(), |_| {}).unwrap());
+    leg.attach_direct(Arc::new(DirectUdp::new(socket, rx.local_addr().unwrap(), |_| {}).unwrap()));
 
     // Single-node mode: never set, always open.
     leg.offer(&batch(), 1);
@@ -66,14 +67,14 @@ fn a_leg_sends_only_while_the_fence_is_open() {
     assert_eq!(received(&rx), 0, "a leg of the lost lease sent under the new one");
     let new = LegInput::new(Duration::from_secs(1));
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    new.attach_direct(DirectUdp::new(socket, rx.local_addr().unwrap(), |_| {}).unwrap());
+    new.attach_direct(Arc::new(DirectUdp::new(socket, rx.local_addr().unwrap(), |_| {}).unwrap()));
     new.offer(&batch(), 6);
     assert_eq!(received(&rx), 1, "a leg of the new lease sent nothing");
     // A relay started for a placement read under the lost lease gives its
     // legs that lease's generation: they stay silent.
     let stale = LegInput::new(Duration::from_secs(1));
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    stale.attach_direct(DirectUdp::new(socket, rx.local_addr().unwrap(), |_| {}).unwrap());
+    stale.attach_direct(Arc::new(DirectUdp::new(socket, rx.local_addr().unwrap(), |_| {}).unwrap()));
     stale.fence_in(fence::generation() - 1);
     stale.offer(&batch(), 7);
     assert_eq!(received(&rx), 0, "a leg given a lost lease's generation sent");

@@ -160,3 +160,41 @@ fn peer_ports_are_outside_the_ephemeral_range_and_never_handed_out_twice() {
         assert!(taken.insert(*p), "port {p} handed out twice");
     }
 }
+
+/// The grand final's twelve partners as SRT callers, connecting at the
+/// same instant, each to its own srt-live-transmit (which takes one caller
+/// and exits when it leaves: a false break would lose its partner for good).
+/// Every leg is on air from its first connection, and each partner got
+/// what its leg says it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_srt_callers_connect_at_once_and_each_partner_gets_what_its_leg_sent() {
+    let mut receivers: Vec<SrtReceiver> = (0..12).map(|_| SrtReceiver::start(peer_port())).collect();
+    let ids: Vec<String> = (1..=12).map(|i| format!("srt-{i}")).collect();
+    let channels: Vec<String> = ids
+        .iter()
+        .zip(&receivers)
+        .map(|(id, rx)| channel(id, &format!("{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\" }}", rx.port)))
+        .collect();
+    let run = Run::start(&config_with(&channels)).await;
+    let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+    wait_on_air(&run.relay, &names, Duration::from_secs(10)).await;
+    // Long enough that what a receiver still holds at the end (its 120 ms
+    // SRT latency) is well inside the 5 % allowed below.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = run.relay.shutdown().await;
+    for rx in &mut receivers {
+        rx.stop();
+    }
+    for (id, rx) in ids.iter().zip(&receivers) {
+        let leg = status.leg(id).expect("leg");
+        assert_eq!((leg.reconnects, leg.dropped_buffers, leg.last_error.as_deref()), (0, 0, None), "{leg:?}");
+        let srt = leg.srt.expect("SRT figures");
+        assert!(srt.packets_sent > 100, "{leg:?}");
+        let received = rx.bytes();
+        assert!(
+            leg.bytes_sent > 100_000 && leg.bytes_sent.abs_diff(received) * 20 <= received,
+            "{id}: reported {}, received {received}",
+            leg.bytes_sent
+        );
+    }
+}

@@ -16,11 +16,13 @@
 //! list ([`super::stamp`]).
 //! A leg that blocks, errors or reconnects therefore never slows the others.
 //!
-//! UDP legs have no pipeline: the fan-out thread sends their datagrams
-//! itself ([`DirectUdp`], a non-blocking socket that never waits), as
-//! multiudpsink or ffmpeg's tee would. A pipeline per UDP leg cost a thread
-//! wake-up per batch and GStreamer's per-buffer bookkeeping per leg, about
-//! twice multiudpsink's CPU per datagram (docs/benchmarks.md).
+//! UDP legs and SRT caller legs have no pipeline: the fan-out thread sends
+//! their data itself ([`DirectSend`]: a non-blocking UDP socket,
+//! [`DirectUdp`], or libsrt's non-blocking socket, `srt::DirectSrt`), as
+//! multiudpsink or ffmpeg's tee would. A pipeline per leg cost a thread
+//! wake-up per batch and GStreamer's per-buffer bookkeeping per leg: about
+//! twice multiudpsink's CPU per datagram for UDP, and a third of the
+//! relay's CPU at 12 SRT legs (docs/benchmarks.md).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +81,14 @@ pub struct LegInput {
     fence: AtomicU64,
 }
 
+/// A leg the fan-out thread sends to itself, without a pipeline: a UDP
+/// socket ([`DirectUdp`]) or an SRT caller socket (`srt::DirectSrt`).
+/// `send` must never wait.
+pub trait DirectSend: Send + Sync + std::fmt::Debug {
+    /// Sends the buffers of `list`; returns how many were not sent.
+    fn send(&self, list: &gst::BufferListRef) -> u64;
+}
+
 /// A UDP leg's socket, written from the fan-out thread.
 pub struct DirectUdp {
     socket: std::net::UdpSocket,
@@ -92,6 +102,12 @@ pub struct DirectUdp {
 impl std::fmt::Debug for DirectUdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirectUdp").field("to", &self.to).finish_non_exhaustive()
+    }
+}
+
+impl DirectSend for DirectUdp {
+    fn send(&self, list: &gst::BufferListRef) -> u64 {
+        self.send_list(list)
     }
 }
 
@@ -114,7 +130,7 @@ impl DirectUdp {
     /// The datagrams go out in one `sendmmsg` call per [`MMSG_MAX`] (one
     /// system call for the batch, as multiudpsink does); whatever that
     /// does not take goes one by one, which names the error.
-    fn send(&self, list: &gst::BufferListRef) -> u64 {
+    fn send_list(&self, list: &gst::BufferListRef) -> u64 {
         let maps: Vec<gst::buffer::BufferMap<'_, gst::buffer::Readable>> =
             list.iter().filter_map(|b| b.map_readable().ok()).collect();
         let (mut lost, mut sent) = (0, 0);
@@ -196,8 +212,8 @@ const MMSG_MAX: usize = 16;
 #[derive(Debug, Default)]
 struct Inner {
     appsrc: Option<gst_app::AppSrc>,
-    /// A UDP leg sends from here instead of through a pipeline.
-    direct: Option<DirectUdp>,
+    /// A leg without a pipeline (UDP, SRT caller) sends from here.
+    direct: Option<Arc<dyn DirectSend>>,
     /// PTS (ns) of batches pushed into appsrc and not yet out of it.
     queued: VecDeque<u64>,
     /// Names this leg's channel in its copy of each batch (stamped legs).
@@ -313,8 +329,8 @@ impl LegInput {
         inner.queued.clear();
     }
 
-    /// Starts sending straight to a UDP socket (no pipeline).
-    pub fn attach_direct(&self, direct: DirectUdp) {
+    /// Starts sending straight to a socket (no pipeline).
+    pub fn attach_direct(&self, direct: Arc<dyn DirectSend>) {
         let mut inner = lock(&self.inner);
         inner.direct = Some(direct);
         inner.queued.clear();

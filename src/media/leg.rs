@@ -7,6 +7,11 @@
 //! `media/supervise.rs`) rebuilds it after a capped, jittered exponential
 //! backoff. No other leg and not the program
 //! pipeline can notice: the fan-out only ever offers to a leg's appsrc.
+//!
+//! UDP legs and SRT caller legs have a socket instead of a pipeline, which
+//! the fan-out thread writes without ever waiting (`fanout::DirectSend`);
+//! their supervisor watches the socket the same way and opens a new one
+//! after the same backoff.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -60,18 +65,7 @@ impl fmt::Display for LegState {
     }
 }
 
-/// SRT figures from srtsink's `stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SrtFigures {
-    /// Round-trip time.
-    pub rtt_ms: f64,
-    /// Packets reported lost by the receiver.
-    pub packets_lost: u64,
-    /// Packets sent again.
-    pub packets_retransmitted: u64,
-    /// Packets sent.
-    pub packets_sent: u64,
-}
+pub use super::srt::SrtFigures;
 
 /// A snapshot of one leg, for tables, the API and tests.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -337,7 +331,7 @@ impl Supervisor {
             Err(e) => return Ok(Ended::Failed(format!("{}: {e}", self.channel.ingest.target()))),
         };
         let error = Arc::clone(&direct.error);
-        self.input.attach_direct(direct);
+        self.input.attach_direct(Arc::new(direct));
         let mut window = Window::new(self.shared.bytes.load(Ordering::Relaxed));
         let mut tick = tokio::time::interval(TICK);
         let (mut on_air, mut told) = (false, None::<String>);
@@ -357,6 +351,89 @@ impl Supervisor {
                         warn!(leg = %self.channel.id, error = e.as_deref().unwrap_or_default(), "UDP send failed.");
                         self.set_error(e.as_deref().unwrap_or_default());
                         told = e;
+                    }
+                }
+            }
+        };
+        self.input.detach();
+        Ok(ended)
+    }
+
+    /// An SRT caller leg without a pipeline: the fan-out thread hands its
+    /// batches to libsrt (see [`super::srt`]); this watches the socket.
+    /// The handshake, the partner's silence (libsrt's 5 s peer idle
+    /// timeout) and a partner that stops taking data end this socket as
+    /// srtsink's errors ended its pipeline.
+    async fn run_direct_srt(
+        &mut self,
+        s: &crate::config::SrtEndpoint,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Ended, MediaError> {
+        let target = self.channel.ingest.target();
+        let (endpoint, shared) = (s.clone(), Arc::clone(&self.shared));
+        let made = tokio::task::spawn_blocking(move || srt_socket(&endpoint, shared))
+            .await
+            .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+        let direct = match made {
+            Ok(d) => Arc::new(d),
+            Err(e) => return Ok(Ended::Failed(format!("{target}: {e}"))),
+        };
+        self.input.attach_direct(Arc::clone(&direct) as Arc<dyn super::fanout::DirectSend>);
+        let clock = super::clock();
+        let opened_at = clock.time().nseconds();
+        let mut window = Window::new(self.shared.bytes.load(Ordering::Relaxed));
+        let mut tick = tokio::time::interval(TICK);
+        let (mut on_air, mut told) = (false, None::<String>);
+        let mut dropped_before = self.input.dropped();
+        let mut down = false;
+        let ended = loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break Ended::Stopped,
+                _ = tick.tick() => {
+                    let now = clock.time().nseconds();
+                    let bytes = self.shared.bytes.load(Ordering::Relaxed);
+                    self.shared.bitrate.store(window.push(bytes), Ordering::Relaxed);
+                    let figures = direct.figures();
+                    lock(&self.shared.mutable).srt = figures;
+                    // libsrt 1.5 reads a socket as broken for an instant
+                    // between the handshake's end and "connected" (seen here
+                    // on loopback, 1 leg in 4): it is down once read so twice,
+                    // a tick apart.
+                    let state = direct.state();
+                    let was_down = std::mem::replace(&mut down, state == super::srt::State::Down);
+                    if down && was_down {
+                        break Ended::Failed(if on_air {
+                            format!("{target}: the partner stopped answering (SRT connection lost)")
+                        } else {
+                            format!("{target}: {}", direct.rejection())
+                        });
+                    }
+                    if !on_air && state == super::srt::State::Connected && figures.is_some_and(|f| f.packets_sent > 0) {
+                        on_air = true;
+                        self.set_state(LegState::OnAir);
+                        info!(leg = %self.channel.id, target = %target, "On air.");
+                    }
+                    let e = lock(&direct.error).clone();
+                    if e.is_some() && e != told {
+                        warn!(leg = %self.channel.id, error = e.as_deref().unwrap_or_default(), "SRT send failed.");
+                        self.set_error(e.as_deref().unwrap_or_default());
+                        told = e;
+                    }
+                    let since_open = Duration::from_nanos(now.saturating_sub(opened_at));
+                    if !on_air && since_open > self.settings.connect_timeout {
+                        break Ended::Failed(format!("no answer from {target} within {} s", since_open.as_secs()));
+                    }
+                    // Connected, yet libsrt refuses every batch: the partner
+                    // has stopped taking data.
+                    let dropped = self.input.dropped();
+                    let refusing = dropped > dropped_before;
+                    dropped_before = dropped;
+                    let last = self.shared.last_delivered_ns.load(Ordering::Relaxed).max(opened_at);
+                    let since = Duration::from_nanos(now.saturating_sub(last));
+                    if refusing && on_air && since > self.settings.stall_timeout {
+                        break Ended::Failed(format!(
+                            "stalled: nothing delivered to {target} for {} s", since.as_secs()
+                        ));
                     }
                 }
             }
@@ -473,13 +550,16 @@ impl Supervised for Supervisor {
     async fn run_once(&mut self, stop: &watch::Receiver<bool>) -> Ended {
         let first = self.shared.reconnects.load(Ordering::Relaxed) == 0;
         self.set_state(if first { LegState::Connecting } else { LegState::Reconnecting });
-        let direct = match &self.channel.ingest {
-            Ingest::Udp(u) if direct_udp_fits(u) => Some(u.clone()),
-            _ => None,
-        };
-        let ended = match direct {
-            Some(u) => self.run_direct(&u, stop.clone()).await,
-            None => self.run_pipeline(stop.clone()).await,
+        let ended = match &self.channel.ingest {
+            Ingest::Udp(u) if direct_udp_fits(u) => {
+                let u = u.clone();
+                self.run_direct(&u, stop.clone()).await
+            }
+            Ingest::Srt(s) if s.mode == crate::config::SrtMode::Caller && super::srt::available() => {
+                let s = s.clone();
+                self.run_direct_srt(&s, stop.clone()).await
+            }
+            _ => self.run_pipeline(stop.clone()).await,
         };
         match ended {
             Ok(ended) => ended,
@@ -691,6 +771,24 @@ fn udp_socket(host: &str, port: u16, ttl: u8, shared: Arc<Shared>) -> std::io::R
         shared.hits.fetch_add(1, Ordering::Relaxed);
         shared.last_delivered_ns.store(clock.time().nseconds(), Ordering::Relaxed);
     })
+}
+
+/// A non-blocking SRT caller socket connecting to `s` (a name is resolved
+/// here), counting into `shared`.
+fn srt_socket(s: &crate::config::SrtEndpoint, shared: Arc<Shared>) -> Result<super::srt::DirectSrt, String> {
+    use std::net::ToSocketAddrs;
+    let to = (s.host.bare().as_str(), s.port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| "the name resolves to no address".to_owned())?;
+    let clock = super::clock();
+    let count = move |bytes| {
+        shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+        shared.hits.fetch_add(1, Ordering::Relaxed);
+        shared.last_delivered_ns.store(clock.time().nseconds(), Ordering::Relaxed);
+    };
+    super::srt::DirectSrt::connect(s, to, count).unwrap_or_else(|| Err("libsrt is not available".into()))
 }
 
 /// Sets the sink's properties from the typed ingest. The only place a secret

@@ -17,6 +17,7 @@ pub mod recording;
 pub mod scte35;
 pub mod slate;
 pub mod source;
+pub mod srt;
 pub mod stamp;
 pub(crate) mod supervise;
 pub mod template;
