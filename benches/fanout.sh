@@ -30,11 +30,14 @@
 #   MODE=transcode NS="12 50" benches/fanout.sh  # transcode
 #   MODE=transcode TRACKS=3 NS=12 benches/fanout.sh  # three audio tracks
 #   DURATION=10 NS=12 benches/fanout.sh
+#   SIMULCASTD=/tmp/simulcastd-old PROTO=srt benches/fanout.sh  # another build
+#                                                  # (alternate two builds in one hour)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 cargo build --release --locked --bin simulcastd >&2
 
+SIMULCASTD=${SIMULCASTD:-./target/release/simulcastd}
 D=${DURATION:-20}
 WARM=${WARM:-5}
 MODE=${MODE:-passthrough}
@@ -180,7 +183,7 @@ for n in $NS; do
   [ "$TRACKS" = 3 ] && gst_audio+=("${gst_audio[@]}" "${gst_audio[@]}")
   tee_spec=$(IFS='|'; echo "${tee_args[*]}")
   start_receivers "$n"
-  read -r s_cpu s_rss s_del < <(measure simulcast "$n" ./target/release/simulcastd run --config "$cfg" --status-every 1h)
+  read -r s_cpu s_rss s_del < <(measure simulcast "$n" "$SIMULCASTD" run --config "$cfg" --status-every 1h)
   if [ "$MODE" = passthrough ]; then
     start_receivers "$n"
     read -r f_cpu f_rss f_del < <(measure ffmpeg "$n" ffmpeg -hide_banner -loglevel error "${ff_in[@]}" -map 0 -c copy -f tee "$tee_spec")

@@ -188,8 +188,20 @@ async fn twelve_srt_callers_connect_at_once_and_each_partner_gets_what_its_leg_s
     for (id, rx) in ids.iter().zip(&receivers) {
         let leg = status.leg(id).expect("leg");
         assert_eq!((leg.reconnects, leg.dropped_buffers, leg.last_error.as_deref()), (0, 0, None), "{leg:?}");
+        // libsrt's own figures, read from its statistics structure: each
+        // packet carries 188 to 1316 bytes (the figures are from the last
+        // look, up to a tick before the final byte count: 100 packets'
+        // slack), and loopback's RTT is a fraction of a millisecond.
         let srt = leg.srt.expect("SRT figures");
         assert!(srt.packets_sent > 100, "{leg:?}");
+        let slack = 100 * 1316;
+        assert!(
+            (srt.packets_sent * 1316 + slack >= leg.bytes_sent) && (srt.packets_sent * 188 <= leg.bytes_sent + slack),
+            "{id}: {} packets for {} bytes",
+            srt.packets_sent,
+            leg.bytes_sent
+        );
+        assert!(srt.rtt_ms > 0.0 && srt.rtt_ms < 50.0, "{id}: RTT {} ms", srt.rtt_ms);
         let received = rx.bytes();
         assert!(
             leg.bytes_sent > 100_000 && leg.bytes_sent.abs_diff(received) * 20 <= received,

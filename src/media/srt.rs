@@ -64,7 +64,7 @@ const SRT_EASYNCSND: c_int = 6001;
 /// `SRTS_CONNECTED`; the states after it end the socket.
 const SRTS_CONNECTED: c_int = 5;
 
-/// Where `CBytePerfMon` (1.5.1, x86-64 and aarch64 alike) keeps the
+/// Where `CBytePerfMon` (1.5.1, 64-bit Linux: LP64 alignment) keeps the
 /// figures read here; checked against the 1.5.1 header with `offsetof`.
 mod stats {
     pub const PKT_SENT_TOTAL: usize = 8;
