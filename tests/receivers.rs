@@ -210,3 +210,27 @@ async fn twelve_srt_callers_connect_at_once_and_each_partner_gets_what_its_leg_s
         );
     }
 }
+
+/// A partner whose listener wants another passphrase refuses the leg at
+/// the handshake: the leg says so in its error, naming its ingest, and
+/// nothing counts as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srt_partner_refusing_the_passphrase_is_named_in_the_legs_error() {
+    let mut rx = SrtReceiver::start_with_passphrase(peer_port(), "the-partners-own-secret");
+    let ingest = format!(
+        "{{ type = \"srt\", uri = \"srt://127.0.0.1:{}\", passphrase = \"not-the-partners-secret\" }}",
+        rx.port
+    );
+    let run = Run::start(&config_with(&[channel("kz-srt", &ingest)])).await;
+    let error = || run.status().leg("kz-srt").and_then(|l| l.last_error.clone());
+    let named = wait_for(Duration::from_secs(8), || error().is_some()).await;
+    let said = error();
+    let status = run.relay.shutdown().await;
+    rx.stop();
+    let leg = status.leg("kz-srt").expect("leg");
+    assert!(named, "no error on a refused leg: {leg:?}");
+    let said = said.unwrap_or_default();
+    assert!(said.contains(&format!("127.0.0.1:{}", rx.port)), "the error does not name the ingest: {said}");
+    assert!(said.contains("passphrase"), "the error does not say the passphrase was refused: {said}");
+    assert_eq!(leg.bytes_sent, 0, "{leg:?}");
+}

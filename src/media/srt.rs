@@ -61,6 +61,8 @@ const SRTO_PASSPHRASE: c_int = 26;
 const SRTO_STREAMID: c_int = 46;
 // Error codes (SRT_ERRNO).
 const SRT_EASYNCSND: c_int = 6001;
+/// `SRT_REJ_UNKNOWN`: no rejection, the connection broke.
+const SRT_REJ_UNKNOWN: c_int = 0;
 /// `SRTS_CONNECTED`; the states after it end the socket.
 const SRTS_CONNECTED: c_int = 5;
 
@@ -272,10 +274,14 @@ impl DirectSrt {
     }
 
     /// Why the handshake failed, in libsrt's words ("Connection timeout",
-    /// "Password required or unexpected", ...).
+    /// "Incorrect passphrase", ...).
     pub fn rejection(&self) -> String {
         // SAFETY: any socket id is accepted.
         let reason = unsafe { (self.lib.getrejectreason)(self.sock) };
+        if reason == SRT_REJ_UNKNOWN {
+            // libsrt's words for it, "Unknown or erroneous", say nothing.
+            return "the connection broke before the programme went out".into();
+        }
         // SAFETY: returns a static string for any id (or null).
         let p = unsafe { (self.lib.rejectreason_str)(reason) };
         if p.is_null() {
