@@ -262,56 +262,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A pipeline's errors and end of stream, as its supervisor reads them.
 pub(crate) type BusRx = mpsc::UnboundedReceiver<gst::Message>;
 
-/// How much lower media threads run than master control (a nice value
-/// added to the process's own): GStreamer's streaming threads (and the
-/// encoders' threads they start), the fan-out, the splicer, the recorder.
-/// On a busy machine the scheduler then runs master control's short turns
-/// before a streaming thread's next slice instead of after it; media,
-/// which has its buffers, takes the rest of the CPU as before. Measured
-/// (docs/benchmarks.md): master control's longest Hold turn during Arms
-/// went from 8.8 ms to 2.3 ms.
-pub const MEDIA_NICE: i32 = 5;
-
-/// The process's nice value when media first asked (the base
-/// [`MEDIA_NICE`] is added to, whatever the thread asking had).
-fn base_nice() -> i32 {
-    static BASE: OnceLock<i32> = OnceLock::new();
-    *BASE.get_or_init(|| {
-        // SAFETY: getpriority has no preconditions; on Linux, `getpid()`
-        // names the main thread, whose nice value the process started with.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t) }
-    })
-}
-
-/// Runs the calling thread [`MEDIA_NICE`] lower than the process (per
-/// thread on Linux; threads it starts inherit it). Idempotent; a failure
-/// (already lower, not allowed) leaves the thread as it was.
-pub(crate) fn media_thread() {
-    let want = (base_nice() + MEDIA_NICE).min(19);
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() } as libc::id_t;
-    // SAFETY: sets this thread's own nice value; nothing is borrowed.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, want) };
-}
-
-/// Whether `msg` is a streaming thread saying it has started: it is posted
-/// from that thread, so a sync handler can lower it ([`media_thread`]).
-pub(crate) fn lower_if_entering(msg: &gst::Message) {
-    if let gst::MessageView::StreamStatus(s) = msg.view()
-        && s.get().0 == gst::StreamStatusType::Enter
-    {
-        media_thread();
-    }
-}
-
 /// Forwards `pipeline`'s error and end-of-stream messages to its supervisor
 /// (from the posting thread: no GLib main loop needed); drops the rest.
-/// Its streaming threads run as media threads ([`MEDIA_NICE`]).
 pub(crate) fn forward_bus(pipeline: &gst::Pipeline) -> Result<BusRx, MediaError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let bus = pipeline.bus().ok_or_else(|| MediaError::Pipeline("pipeline without a bus".into()))?;
     bus.set_sync_handler(move |_, msg| {
-        lower_if_entering(msg);
         if matches!(msg.view(), gst::MessageView::Error(_) | gst::MessageView::Eos(_)) {
             let _ = tx.send(msg.clone());
         }
@@ -351,49 +307,6 @@ pub(crate) fn count_bytes(pad: &gst::Pad, count: impl Fn(usize) + Send + Sync + 
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
-
-    use super::gst;
-    use gstreamer::prelude::*;
-
-    fn nice_of_this_thread() -> i32 {
-        // SAFETY: gettid and getpriority have no preconditions.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
-    }
-
-    /// A pipeline's streaming threads and the relay's own threads run
-    /// `MEDIA_NICE` lower than the process; the thread that built and
-    /// started the pipeline (master control's, in the daemon) does not.
-    #[test]
-    fn streaming_and_relay_threads_run_lower_than_master_control() {
-        super::init().expect("init");
-        let want = super::base_nice() + super::MEDIA_NICE;
-        let before = nice_of_this_thread();
-        let pipeline = gst::parse::launch("audiotestsrc num-buffers=5 ! fakesink name=sink")
-            .expect("launch")
-            .downcast::<gst::Pipeline>()
-            .expect("pipeline");
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let s = std::sync::Arc::clone(&seen);
-        let pad = pipeline.by_name("sink").and_then(|e| e.static_pad("sink")).expect("pad");
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            s.lock().expect("lock").push(nice_of_this_thread());
-            gst::PadProbeReturn::Ok
-        });
-        let mut bus = super::forward_bus(&pipeline).expect("bus");
-        pipeline.set_state(gst::State::Playing).expect("play");
-        let end = bus.blocking_recv().expect("end of stream");
-        assert!(matches!(end.view(), gst::MessageView::Eos(_)), "{end:?}");
-        pipeline.set_state(gst::State::Null).expect("stop");
-        let seen = seen.lock().expect("lock").clone();
-        assert!(!seen.is_empty() && seen.iter().all(|&n| n == want), "streaming thread nice {seen:?}, want {want}");
-        assert_eq!(nice_of_this_thread(), before, "the thread that started the pipeline was lowered");
-
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = super::supervise::Thread::spawn("test", move || tx.send(nice_of_this_thread()).expect("send"))
-            .expect("thread");
-        assert_eq!(rx.recv().expect("nice"), want, "a relay thread's nice value");
-        drop(thread);
-    }
 
     /// The modules of `media/` each one names (`super::x`, `crate::media::x`),
     /// outside comments and its tests.

@@ -127,10 +127,7 @@ impl Passthrough {
         let splicer = Splicer::new(plan, look, Arc::clone(&shared), feeds, counters, utc, sender);
         let thread = std::thread::Builder::new()
             .name("splicer".into())
-            .spawn(move || {
-                super::media_thread();
-                splicer.run()
-            })
+            .spawn(move || splicer.run())
             .map_err(|e| MediaError::Pipeline(format!("cannot start the splicer thread: {e}")))?;
         Ok(Self { primary, backup, shared, thread: Some(thread) })
     }
@@ -411,7 +408,6 @@ impl Splicer {
             let format = want.clone();
             let previous = self.slate.clone();
             let spawned = std::thread::Builder::new().name("slate-encode".into()).spawn(move || {
-                super::media_thread();
                 let _ = tx.send(super::slate::encode_reusing(&format, &look, previous.as_deref()));
                 // The encoder's frames are freed, but glibc keeps the pages
                 // of the thread's arena: give them back.

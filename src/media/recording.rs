@@ -251,7 +251,6 @@ impl DelayedFeed {
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name("delayed-feed".into()).spawn(move || {
-            super::media_thread();
             let feed = Playback { from_utc, delay: delay.as_nanos() as u64, input: &input, utc, program_starts };
             feed.run(&dir, &s)
         })?;

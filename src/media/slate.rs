@@ -303,17 +303,7 @@ fn encode_audio(a: &AudioFormat, tone_hz: Option<u32>) -> Result<AudioLoop, Medi
 
 fn launch(desc: &str) -> Result<gst::Pipeline, MediaError> {
     let element = gst::parse::launch(desc).map_err(|e| MediaError::Pipeline(format!("slate encoder: {e}")))?;
-    let pipeline = element
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| MediaError::Pipeline("slate encoder is not a pipeline".into()))?;
-    // Its streaming threads (the encoder's) run as media threads.
-    if let Some(bus) = pipeline.bus() {
-        bus.set_sync_handler(|_, msg| {
-            super::lower_if_entering(msg);
-            gst::BusSyncReply::Pass
-        });
-    }
-    Ok(pipeline)
+    element.downcast::<gst::Pipeline>().map_err(|_| MediaError::Pipeline("slate encoder is not a pipeline".into()))
 }
 
 /// Runs `pipeline` to its end; every buffer its appsink `sink` got.

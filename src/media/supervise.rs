@@ -121,11 +121,10 @@ pub(crate) struct Thread {
 }
 
 impl Thread {
-    /// Starts `run` on a media thread (see `MEDIA_NICE`) called `name`.
+    /// Starts `run` on a thread called `name`.
     pub(crate) fn spawn(name: &'static str, run: impl FnOnce() + Send + 'static) -> std::io::Result<Self> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
-            super::media_thread();
             run();
             let _ = tx.send(());
         })?;
