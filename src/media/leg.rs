@@ -307,6 +307,19 @@ impl Supervisor {
         lock(&self.shared.mutable).last_error = Some(error.to_owned());
     }
 
+    /// A socket leg's latest send error (`error`, kept by the fan-out
+    /// thread), logged and set on the leg once; `told` is the last one said.
+    fn report_send_error(&self, error: &Mutex<Option<String>>, told: &mut Option<String>, protocol: &str) {
+        let e = lock(error).clone();
+        if let Some(why) = e.as_deref()
+            && e != *told
+        {
+            warn!(leg = %self.channel.id, error = why, "{protocol} send failed.");
+            self.set_error(why);
+            *told = e;
+        }
+    }
+
     /// Builds the leg's pipeline and runs it until it fails or the leg is
     /// stopped.
     async fn run_pipeline(&mut self, stop: watch::Receiver<bool>) -> Result<Ended, MediaError> {
@@ -346,12 +359,7 @@ impl Supervisor {
                         self.set_state(LegState::OnAir);
                         info!(leg = %self.channel.id, target = %self.channel.ingest.target(), "On air.");
                     }
-                    let e = lock(&error).clone();
-                    if e.is_some() && e != told {
-                        warn!(leg = %self.channel.id, error = e.as_deref().unwrap_or_default(), "UDP send failed.");
-                        self.set_error(e.as_deref().unwrap_or_default());
-                        told = e;
-                    }
+                    self.report_send_error(&error, &mut told, "UDP");
                 }
             }
         };
@@ -413,12 +421,7 @@ impl Supervisor {
                         self.set_state(LegState::OnAir);
                         info!(leg = %self.channel.id, target = %target, "On air.");
                     }
-                    let e = lock(&direct.error).clone();
-                    if e.is_some() && e != told {
-                        warn!(leg = %self.channel.id, error = e.as_deref().unwrap_or_default(), "SRT send failed.");
-                        self.set_error(e.as_deref().unwrap_or_default());
-                        told = e;
-                    }
+                    self.report_send_error(&direct.error, &mut told, "SRT");
                     let since_open = Duration::from_nanos(now.saturating_sub(opened_at));
                     if !on_air && since_open > self.settings.connect_timeout {
                         break Ended::Failed(format!("no answer from {target} within {} s", since_open.as_secs()));

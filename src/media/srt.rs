@@ -75,6 +75,9 @@ mod stats {
     pub const MS_RTT: usize = 328;
     /// The structure's size is 496 bytes; room for later additions.
     pub const ROOM: usize = 2048;
+    /// Where libsrt writes it: aligned as the structure is.
+    #[repr(C, align(8))]
+    pub struct Room(pub [u8; ROOM]);
 }
 
 /// The libraries tried, in order: Debian's GnuTLS build (the one its
@@ -293,21 +296,19 @@ impl DirectSrt {
 
     /// Round-trip time, loss and retransmits, as libsrt counts them.
     pub fn figures(&self) -> Option<SrtFigures> {
-        let mut buf = vec![0u64; stats::ROOM / 8];
-        // SAFETY: `buf` is 8-byte aligned and larger than CBytePerfMon;
+        let mut room = stats::Room([0; stats::ROOM]);
+        // SAFETY: `room` is 8-byte aligned and larger than CBytePerfMon;
         // libsrt fills the structure in place.
-        if unsafe { (self.lib.bstats)(self.sock, buf.as_mut_ptr().cast(), 0) } < 0 {
+        if unsafe { (self.lib.bstats)(self.sock, room.0.as_mut_ptr().cast(), 0) } < 0 {
             return None;
         }
-        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let at = |o: usize, n: usize| &bytes[o..o + n];
-        let i64_at = |o| i64::from_ne_bytes(at(o, 8).try_into().unwrap_or([0; 8]));
-        let i32_at = |o| i32::from_ne_bytes(at(o, 4).try_into().unwrap_or([0; 4]));
+        let at = |o: usize| -> [u8; 8] { room.0[o..o + 8].try_into().unwrap_or([0; 8]) };
+        let i32_at = |o: usize| i32::from_ne_bytes([room.0[o], room.0[o + 1], room.0[o + 2], room.0[o + 3]]);
         Some(SrtFigures {
-            rtt_ms: f64::from_ne_bytes(at(stats::MS_RTT, 8).try_into().unwrap_or([0; 8])),
+            rtt_ms: f64::from_ne_bytes(at(stats::MS_RTT)),
             packets_lost: i32_at(stats::PKT_SND_LOSS_TOTAL).max(0) as u64,
             packets_retransmitted: i32_at(stats::PKT_RETRANS_TOTAL).max(0) as u64,
-            packets_sent: i64_at(stats::PKT_SENT_TOTAL).max(0) as u64,
+            packets_sent: i64::from_ne_bytes(at(stats::PKT_SENT_TOTAL)).max(0) as u64,
         })
     }
 }
