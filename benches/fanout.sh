@@ -110,7 +110,12 @@ stop_receivers() {
   rm -f "$work"/rx.*.ts
 }
 
-udp_out() { awk '/^Udp: [0-9]/ { print $5 }' /proc/net/snmp; }   # OutDatagrams, system-wide
+# Datagrams that reached a UDP socket, system-wide: read (InDatagrams: the
+# relay's input) or dropped at a full receive buffer (InErrors: the legs'
+# ports, open and never read). Counted where they arrive, not where they
+# leave: OutDatagrams counts a segmented send (UDP GSO) once, whatever the
+# number of datagrams the kernel cut it into.
+udp_out() { awk '/^Udp: [0-9]/ { print $2 + $4 }' /proc/net/snmp; }
 
 cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }   # clock ticks, all threads
 
@@ -132,8 +137,8 @@ measure() {  # name N command... -> "cpu_s rss_kb delivered_percent" (receivers 
   kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   kill "$sender" 2>/dev/null || true; wait "$sender" 2>/dev/null || true
   # What reached the legs over the window, against the input's bytes
-  # times N: UDP from the kernel's datagram count (less the sender's own),
-  # SRT from what the receivers wrote.
+  # times N: UDP from the kernel's count of datagrams received (less the
+  # relay's input), SRT from what the receivers wrote.
   if [ "$PROTO" = srt ]; then
     got=$(( got1 - got0 ))
   else
