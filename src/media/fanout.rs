@@ -28,7 +28,7 @@
 //! which put the relay's CPU below multiudpsink's own.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -102,9 +102,9 @@ pub struct DirectUdp {
     pub error: Arc<Mutex<Option<String>>>,
     /// Whether the kernel cuts one send into datagrams (UDP GSO, see
     /// [`DirectUdp::send_runs`]); cleared if a send says it cannot.
-    gso: std::sync::atomic::AtomicBool,
+    gso: AtomicBool,
     /// Sends that went out as several datagrams in one (UDP GSO).
-    pub gso_sends: AtomicU64,
+    gso_sends: AtomicU64,
 }
 
 impl std::fmt::Debug for DirectUdp {
@@ -130,7 +130,7 @@ impl DirectUdp {
     ) -> std::io::Result<Self> {
         socket.connect(to)?;
         socket.set_nonblocking(true)?;
-        let gso = std::sync::atomic::AtomicBool::new(gso_supported(&socket));
+        let gso = AtomicBool::new(gso_supported(&socket));
         Ok(Self { socket, to, count: Box::new(count), error: Arc::default(), gso, gso_sends: AtomicU64::new(0) })
     }
 
