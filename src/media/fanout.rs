@@ -163,7 +163,7 @@ impl DirectUdp {
             // error is consumed by that call, so send it once more.
             let result = match self.socket.send(m) {
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    *lock(&self.error) = Some(format!("udp://{}: nobody listens (ICMP port unreachable)", self.to));
+                    self.nobody_listens();
                     self.socket.send(m)
                 }
                 r => r,
@@ -176,7 +176,7 @@ impl DirectUdp {
                         std::io::ErrorKind::WouldBlock => None,
                         // The partner's host answered "port unreachable"
                         // (ICMP) to an earlier datagram: nobody listens.
-                        std::io::ErrorKind::ConnectionRefused => Some("nobody listens (ICMP port unreachable)".into()),
+                        std::io::ErrorKind::ConnectionRefused => Some(NOBODY_LISTENS.into()),
                         _ => Some(e.to_string()),
                     };
                     if let Some(why) = why {
@@ -254,7 +254,7 @@ impl DirectUdp {
                     // The ICMP "port unreachable" of an earlier datagram,
                     // consumed by this call: the next send goes through.
                     Some(libc::ECONNREFUSED) => {
-                        *lock(&self.error) = Some(format!("udp://{}: nobody listens (ICMP port unreachable)", self.to));
+                        self.nobody_listens();
                     }
                     Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP) => {
                         self.gso.store(false, Ordering::Relaxed);
@@ -271,6 +271,12 @@ impl DirectUdp {
             from = end;
         }
         (from, bytes)
+    }
+
+    /// Keeps, for the leg's status, that the partner's host answered "port
+    /// unreachable" (ICMP) to an earlier datagram.
+    fn nobody_listens(&self) {
+        *lock(&self.error) = Some(format!("udp://{}: {NOBODY_LISTENS}", self.to));
     }
 
     /// Sends `datagrams` with one `sendmmsg`; (how many went, their bytes).
@@ -294,7 +300,7 @@ impl DirectUdp {
         // An ICMP "port unreachable" for an earlier datagram fails the call
         // and is consumed by it: say so here, the next send goes through.
         if sent < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::ConnectionRefused {
-            *lock(&self.error) = Some(format!("udp://{}: nobody listens (ICMP port unreachable)", self.to));
+            self.nobody_listens();
         }
         let went = usize::try_from(sent).unwrap_or(0);
         (went, msgs[..went].iter().map(|m| u64::from(m.msg_len)).sum())
@@ -304,6 +310,8 @@ impl DirectUdp {
 /// Datagrams per `sendmmsg` call (a batch holds [`BATCH_BYTES`], 12
 /// datagrams, at most).
 const MMSG_MAX: usize = 16;
+/// A UDP leg's error when its partner's host says nobody listens.
+const NOBODY_LISTENS: &str = "nobody listens (ICMP port unreachable)";
 /// Datagrams per segmented send: 48 chunks stay under a UDP datagram's
 /// 65 507 bytes and the kernel's 64 segments.
 const GSO_MAX: usize = 48;
