@@ -234,3 +234,90 @@ async fn an_srt_partner_refusing_the_passphrase_is_named_in_the_legs_error() {
     assert!(said.contains("passphrase"), "the error does not say the passphrase was refused: {said}");
     assert_eq!(leg.bytes_sent, 0, "{leg:?}");
 }
+
+/// An SRT caller leg holds its chunks and hands them to libsrt together,
+/// every 20 ms of programme (libsrt's send thread then wakes once per
+/// hold, not once per fan-out batch), each chunk with its arrival time as
+/// its SRT source time: the partner's srt-live-transmit still plays them
+/// out at the pace they came in, not in 20 ms bursts.
+#[test]
+fn an_srt_leg_hands_libsrt_its_chunks_in_holds_and_the_partner_gets_them_at_their_pace() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use simulcast::config::{Host, SrtEndpoint, SrtMode};
+    use simulcast::media::fanout::DirectSend;
+    use simulcast::media::srt::DirectSrt;
+
+    simulcast::media::init().expect("GStreamer");
+    let capture = UdpCapture::start();
+    let port = peer_port();
+    let mut rx = SrtReceiver::start_to_udp(port, capture.port);
+    let endpoint = SrtEndpoint {
+        host: Host::Ip([127, 0, 0, 1].into()),
+        port,
+        mode: SrtMode::Caller,
+        latency: Duration::from_millis(120),
+        passphrase: None,
+        stream_id: None,
+    };
+    let hand_overs = Arc::new(AtomicU64::new(0));
+    let h = Arc::clone(&hand_overs);
+    let leg = DirectSrt::connect(&endpoint, ([127, 0, 0, 1], port).into(), move |_| {
+        h.fetch_add(1, Ordering::Relaxed);
+    })
+    .expect("libsrt 1.5 (libsrt1.5-gnutls)")
+    .expect("an SRT socket");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while leg.state() != simulcast::media::srt::State::Connected {
+        assert!(Instant::now() < deadline, "srt-live-transmit on {port} never answered: {:?}", leg.state());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // A chunk (7 TS packets, numbered) every 2 ms for 1.5 s, stamped with
+    // its arrival on the shared clock as the fan-out does.
+    const CHUNKS: u32 = 750;
+    let clock = simulcast::media::clock();
+    for n in 0..CHUNKS {
+        let mut chunk = vec![0xffu8; 1316];
+        for packet in chunk.chunks_mut(188) {
+            packet[..4].copy_from_slice(&[0x47, 0x1f, 0xff, 0x10]);
+            packet[4..8].copy_from_slice(&n.to_be_bytes());
+        }
+        let mut buffer = gst::Buffer::from_mut_slice(chunk);
+        buffer.get_mut().unwrap().set_pts(clock.time());
+        let mut list = gst::BufferList::new();
+        list.get_mut().unwrap().add(buffer);
+        assert_eq!(leg.send(&list), 0, "libsrt refused chunk {n}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // What a hold keeps at the end (a hold's worth) never goes out.
+    let expected = CHUNKS - 20;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while capture.timed().len() < expected as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rx.stop();
+    let got = capture.timed();
+
+    // Everything, in order.
+    let numbers: Vec<u32> = got.iter().map(|(_, d)| u32::from_be_bytes(d[4..8].try_into().unwrap())).collect();
+    assert!(numbers.len() >= expected as usize, "the partner got {} chunks of {CHUNKS}", numbers.len());
+    assert!(numbers.iter().enumerate().all(|(i, &n)| n == i as u32), "out of order or missing: {numbers:?}");
+    // Handed over in holds: about one per 10 chunks, not one per chunk.
+    let hand_overs = hand_overs.load(Ordering::Relaxed);
+    assert!(hand_overs <= u64::from(CHUNKS) / 4, "{hand_overs} hand-overs for {CHUNKS} chunks");
+    // Played out at their pace: the partner's datagrams come about 2 ms
+    // apart, not in bursts of back-to-back ones.
+    let mut gaps: Vec<f64> = got.windows(2).map(|w| (w[1].0 - w[0].0).as_secs_f64() * 1e3).collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    let close = gaps.iter().filter(|&&g| g < 0.5).count();
+    assert!(
+        median >= 1.0 && close * 4 < gaps.len(),
+        "the partner got chunks in bursts: median gap {median:.2} ms, {close} of {} under 0.5 ms",
+        gaps.len()
+    );
+}

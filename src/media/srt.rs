@@ -14,12 +14,26 @@
 //! partner is not keeping up). What the fan-out hands a socket still
 //! connecting goes nowhere, as with srtsink's `wait-for-connection=false`:
 //! a partner gets the programme from the moment it answers.
+//!
+//! Chunks are held and handed to libsrt together, every [`HOLD_MAX`] of
+//! programme at most (less for a leg with a short SRT latency), each with
+//! its arrival time as its SRT source time. Handed every fan-out batch
+//! (a few milliseconds of programme), libsrt's send thread woke about 200
+//! times a second per leg, against 120 for ffmpeg's tee, whose bursts are
+//! whole frames; held, it wakes as often as ffmpeg's (measured in
+//! docs/benchmarks.md). The source times keep the partner's output
+//! paced as the programme came in: its receiver plays each packet out at
+//! its source time plus the latency, so the hold takes nothing from the
+//! partner's timing, only that much from the latency's room for
+//! retransmissions.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use gstreamer as gst;
+use gstreamer::prelude::*;
 
 use super::lock;
 use crate::config::SrtEndpoint;
@@ -43,13 +57,44 @@ struct Lib {
     setsockflag: unsafe extern "C" fn(c_int, c_int, *const c_void, c_int) -> c_int,
     connect: unsafe extern "C" fn(c_int, *const libc::sockaddr, c_int) -> c_int,
     close: unsafe extern "C" fn(c_int) -> c_int,
-    sendmsg2: unsafe extern "C" fn(c_int, *const c_char, c_int, *mut c_void) -> c_int,
+    sendmsg2: unsafe extern "C" fn(c_int, *const c_char, c_int, *mut MsgCtrl) -> c_int,
     getlasterror: unsafe extern "C" fn(*mut c_int) -> c_int,
     getlasterror_str: unsafe extern "C" fn() -> *const c_char,
     bstats: unsafe extern "C" fn(c_int, *mut c_void, c_int) -> c_int,
     getsockstate: unsafe extern "C" fn(c_int) -> c_int,
     getrejectreason: unsafe extern "C" fn(c_int) -> c_int,
     rejectreason_str: unsafe extern "C" fn(c_int) -> *const c_char,
+    msgctrl_init: unsafe extern "C" fn(*mut MsgCtrl),
+    time_now: unsafe extern "C" fn() -> i64,
+    connection_time: unsafe extern "C" fn(c_int) -> i64,
+}
+
+/// `SRT_MSGCTRL` (srt.h, 1.5): what goes with one message.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MsgCtrl {
+    flags: c_int,
+    msgttl: c_int,
+    inorder: c_int,
+    boundary: c_int,
+    /// Source time, microseconds on libsrt's clock (`srt_time_now`); 0:
+    /// the time of the call.
+    srctime: i64,
+    pktseq: i32,
+    msgno: i32,
+    grpdata: *mut c_void,
+    grpdata_size: usize,
+}
+
+/// The longest an SRT caller leg holds chunks before handing them to
+/// libsrt together (see the module's notes).
+pub const HOLD_MAX: Duration = Duration::from_millis(20);
+
+/// How long a leg with SRT latency `latency` holds chunks: [`HOLD_MAX`],
+/// or a sixth of a short latency, so that most of it stays room for
+/// retransmissions.
+pub fn hold_for(latency: Duration) -> Duration {
+    (latency / 6).min(HOLD_MAX)
 }
 
 // Socket options (SRT_SOCKOPT).
@@ -142,6 +187,9 @@ fn load() -> Option<Lib> {
             getsockstate: as_fn(sym("srt_getsockstate")?),
             getrejectreason: as_fn(sym("srt_getrejectreason")?),
             rejectreason_str: as_fn(sym("srt_rejectreason_str")?),
+            msgctrl_init: as_fn(sym("srt_msgctrl_init")?),
+            time_now: as_fn(sym("srt_time_now")?),
+            connection_time: as_fn(sym("srt_connection_time")?),
         }
     };
     // SAFETY: srt_startup takes nothing; it is counted, and libsrt also
@@ -199,6 +247,10 @@ pub struct DirectSrt {
     count: Box<dyn Fn(u64) + Send + Sync>,
     /// The latest send error other than a full buffer, for the status.
     pub error: Arc<Mutex<Option<String>>>,
+    /// Chunks not yet handed to libsrt, oldest first.
+    held: Mutex<Vec<gst::Buffer>>,
+    /// How much programme (ns, by arrival) is held before a hand-over.
+    hold_ns: u64,
 }
 
 impl std::fmt::Debug for DirectSrt {
@@ -224,7 +276,15 @@ impl DirectSrt {
             return Some(Err(lib.last_error()));
         }
         // From here, the socket is closed on every path (Drop).
-        let me = Self { lib, sock, target: endpoint.uri(), count: Box::new(count), error: Arc::default() };
+        let me = Self {
+            lib,
+            sock,
+            target: endpoint.uri(),
+            count: Box::new(count),
+            error: Arc::default(),
+            held: Mutex::default(),
+            hold_ns: hold_for(endpoint.latency).as_nanos().min(u64::MAX as u128) as u64,
+        };
         Some(me.open(endpoint, to).map(|()| me))
     }
 
@@ -314,17 +374,56 @@ impl DirectSrt {
 }
 
 impl super::fanout::DirectSend for DirectSrt {
-    /// Hands each buffer of `list` (a 7-packet chunk at most, SRT's live
-    /// payload) to libsrt as one message; returns how many it refused.
-    /// Nothing is counted lost while the partner has not answered.
+    /// Holds the buffers of `list` (7-packet chunks at most, SRT's live
+    /// payload, stamped with their arrival on the shared clock); once the
+    /// oldest held arrived the hold before the newest, hands them all to
+    /// libsrt, one message each. Returns how many libsrt refused. Nothing
+    /// is counted lost while the partner has not answered.
     fn send(&self, list: &gst::BufferListRef) -> u64 {
+        let mut held = lock(&self.held);
+        held.extend(list.iter_owned());
+        let arrived = |b: Option<&gst::Buffer>| b.and_then(|b| b.pts()).map(gst::ClockTime::nseconds);
+        let (Some(oldest), Some(newest)) = (arrived(held.first()), arrived(held.last())) else {
+            // Unstamped: nothing to pace by, so nothing to hold for.
+            return self.hand_over(&mut held);
+        };
+        if newest.saturating_sub(oldest) < self.hold_ns {
+            return 0;
+        }
+        self.hand_over(&mut held)
+    }
+}
+
+impl DirectSrt {
+    /// Hands every held chunk to libsrt with its arrival time as its
+    /// source time; returns how many it refused.
+    fn hand_over(&self, held: &mut Vec<gst::Buffer>) -> u64 {
+        let mut template = std::mem::MaybeUninit::<MsgCtrl>::uninit();
+        // SAFETY: srt_msgctrl_init fills the whole structure with libsrt's
+        // defaults; it is `repr(C)` as srt.h declares it.
+        let template = unsafe {
+            (self.lib.msgctrl_init)(template.as_mut_ptr());
+            template.assume_init()
+        };
+        // SAFETY: takes nothing; reads libsrt's clock.
+        let srt_now = unsafe { (self.lib.time_now)() };
+        // SAFETY: any socket id is accepted (an error is negative). libsrt
+        // refuses a source time before it.
+        let start = unsafe { (self.lib.connection_time)(self.sock) };
+        let now = super::clock().time().nseconds();
         let (mut sent, mut lost) = (0u64, 0u64);
-        for buffer in list.iter() {
+        for buffer in held.drain(..) {
             let Ok(map) = buffer.map_readable() else { continue };
+            let mut ctrl = template;
+            if let (Some(pts), true) = (buffer.pts(), start > 0) {
+                let age_us = i64::try_from(now.saturating_sub(pts.nseconds()) / 1000).unwrap_or(i64::MAX);
+                ctrl.srctime = srt_now.saturating_sub(age_us).max(start).min(srt_now);
+            }
             let len = c_int::try_from(map.len()).unwrap_or(c_int::MAX);
             // SAFETY: the mapped buffer is alive and `len` bytes long for the
-            // call; libsrt copies it into its send buffer; no control block.
-            let r = unsafe { (self.lib.sendmsg2)(self.sock, map.as_ptr().cast(), len, std::ptr::null_mut()) };
+            // call; libsrt copies it into its send buffer; `ctrl` is a valid
+            // control block it may write its output fields into.
+            let r = unsafe { (self.lib.sendmsg2)(self.sock, map.as_ptr().cast(), len, &raw mut ctrl) };
             if r >= 0 {
                 sent += r as u64;
                 continue;
@@ -335,7 +434,7 @@ impl super::fanout::DirectSend for DirectSrt {
                 continue;
             }
             // Not connected (yet, or any more): the supervisor sees the
-            // socket's state and says why.
+            // socket's state and says why. The rest of the hold goes too.
             if self.state() == State::Connected {
                 *lock(&self.error) = Some(format!("{}: {}", self.target, self.lib.last_error()));
             }
