@@ -236,10 +236,10 @@ async fn an_srt_partner_refusing_the_passphrase_is_named_in_the_legs_error() {
 }
 
 /// An SRT caller leg holds its chunks and hands them to libsrt together,
-/// every 20 ms of programme (libsrt's send thread then wakes once per
-/// hold, not once per fan-out batch), each chunk with its arrival time as
-/// its SRT source time: the partner's srt-live-transmit still plays them
-/// out at the pace they came in, not in 20 ms bursts.
+/// every 40 ms of programme at 120 ms latency (libsrt's send thread then
+/// wakes once per hold, not once per fan-out batch), each chunk with its
+/// arrival time as its SRT source time: the partner's srt-live-transmit
+/// still plays them out at the pace they came in, not in 40 ms bursts.
 #[test]
 fn an_srt_leg_hands_libsrt_its_chunks_in_holds_and_the_partner_gets_them_at_their_pace() {
     use std::sync::Arc;
@@ -294,7 +294,8 @@ fn an_srt_leg_hands_libsrt_its_chunks_in_holds_and_the_partner_gets_them_at_thei
         std::thread::sleep(Duration::from_millis(2));
     }
     // What a hold keeps at the end (a hold's worth) never goes out.
-    let expected = CHUNKS - 20;
+    let held = simulcast::media::srt::hold_for(endpoint.latency).as_millis() as u32 / 2 + 1;
+    let expected = CHUNKS - held;
     let deadline = Instant::now() + Duration::from_secs(3);
     while capture.timed().len() < expected as usize && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

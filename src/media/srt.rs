@@ -20,10 +20,12 @@
 //! its arrival time as its SRT source time. Handed every fan-out batch
 //! (a few milliseconds of programme), libsrt's send thread woke about 200
 //! times a second per leg, against 120 for ffmpeg's tee, whose bursts are
-//! whole frames; held, it wakes as often as ffmpeg's (measured in
-//! docs/benchmarks.md). The source times keep the partner's output
-//! paced as the programme came in: its receiver plays each packet out at
-//! its source time plus the latency, so the hold takes nothing from the
+//! whole frames. Fewer, larger hand-overs also go out as fewer, larger
+//! bursts, and a partner's receiver answers each burst with an ACK that
+//! the sender's receive thread must take in and answer (measured in
+//! docs/benchmarks.md). The source times keep the partner's output paced
+//! as the programme came in: its receiver plays each packet out at its
+//! source time plus the latency, so the hold takes nothing from the
 //! partner's timing, only that much from the latency's room for
 //! retransmissions.
 
@@ -88,13 +90,13 @@ struct MsgCtrl {
 
 /// The longest an SRT caller leg holds chunks before handing them to
 /// libsrt together (see the module's notes).
-pub const HOLD_MAX: Duration = Duration::from_millis(20);
+pub const HOLD_MAX: Duration = Duration::from_millis(40);
 
 /// How long a leg with SRT latency `latency` holds chunks: [`HOLD_MAX`],
-/// or a sixth of a short latency, so that most of it stays room for
+/// or a third of a short latency, so that two thirds of it stay room for
 /// retransmissions.
 pub fn hold_for(latency: Duration) -> Duration {
-    (latency / 6).min(HOLD_MAX)
+    (latency / 3).min(HOLD_MAX)
 }
 
 // Socket options (SRT_SOCKOPT).
