@@ -446,6 +446,98 @@ fn the_slate_loops_cleanly_in_every_video_codec() {
     }
 }
 
+/// A slate encoded for one relay is kept for the next (a re-arm, the live
+/// event after its rehearsal): the same card and format give back the
+/// very buffers encoded before, without a second encode, while another
+/// title, a replaced slate image or another picture size is encoded anew,
+/// and so is the multiviewer's still of a replaced image.
+#[test]
+fn a_slate_encoded_once_is_kept_for_the_next_relay_until_its_look_changes() {
+    use simulcast::config::SlateSettings;
+    use simulcast::media::coded::{AudioFormat, FeedFormat, VideoFormat};
+    use simulcast::media::es::{AudioCodec, VideoCodec};
+    use simulcast::media::slate::{SlateLook, encode, still};
+    gstreamer::init().expect("GStreamer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let png = dir.path().join("slate.png");
+    let draw = |colour: &str, size: &str| {
+        let out = Command::new("gst-launch-1.0")
+            .args(["-q", "videotestsrc", "num-buffers=1", &format!("pattern={colour}"), "!"])
+            .arg(format!(
+                "video/x-raw,width={},height={}",
+                size.split('x').next().unwrap(),
+                size.split('x').nth(1).unwrap()
+            ))
+            .args(["!", "pngenc", "!", "filesink"])
+            .arg(format!("location={}", png.display()))
+            .output()
+            .expect("gst-launch-1.0");
+        assert!(out.status.success(), "drawing the PNG: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    draw("red", "64x36");
+    // A title no other test uses: what is kept is the whole process's.
+    let title = format!("kept slate {}", std::process::id());
+    let card = SlateLook { settings: SlateSettings::default(), title: title.clone(), gop: 10, video_kbps: 400 };
+    let image = SlateLook {
+        settings: SlateSettings { image: Some(png.clone()), ..SlateSettings::default() },
+        title: title.clone(),
+        gop: 10,
+        video_kbps: 400,
+    };
+    let format = |width| FeedFormat {
+        video: Some(VideoFormat {
+            codec: VideoCodec::H264,
+            profile: Some("high".into()),
+            level: None,
+            width,
+            height: 180,
+            framerate: (25, 1),
+            interlaced: false,
+            top_field_first: true,
+        }),
+        audio: vec![AudioFormat {
+            codec: AudioCodec::Aac,
+            language: Some("kaz".into()),
+            rate: 48000,
+            channels: 2,
+            samples: 0,
+            layer: 0,
+            pid: 0,
+        }],
+        scte35: false,
+    };
+    let same = |a: &[gstreamer::Buffer], b: &[gstreamer::Buffer]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.as_ptr() == y.as_ptr())
+    };
+
+    let first = encode(&format(320), &card).expect("slate");
+    let again = encode(&format(320), &card).expect("slate");
+    assert!(same(&first.video, &again.video), "the same card and format were encoded a second time");
+    assert!(same(&first.audio[0].frames, &again.audio[0].frames), "the same track's loop was encoded a second time");
+    let retitled = SlateLook { title: format!("{title}, retitled"), ..card.clone() };
+    assert!(
+        !same(&first.video, &encode(&format(320), &retitled).expect("slate").video),
+        "a new title kept the old card"
+    );
+    assert!(!same(&first.video, &encode(&format(352), &card).expect("slate").video), "a new size kept the old card");
+
+    let pictures = encode(&format(320), &image).expect("image slate");
+    let (red, _) = still(&image, (160, 90)).expect("still");
+    assert!(
+        same(&pictures.video, &encode(&format(320), &image).expect("image slate").video),
+        "the image was encoded again"
+    );
+    // The operator replaces the PNG (another size, so the file's size
+    // differs even where its modification time does not).
+    draw("blue", "96x54");
+    assert!(
+        !same(&pictures.video, &encode(&format(320), &image).expect("image slate").video),
+        "a replaced slate image kept the old pictures"
+    );
+    let (blue, _) = still(&image, (160, 90)).expect("still");
+    assert_ne!(red, blue, "a replaced slate image kept the old still");
+}
+
 /// PID the test contribution carries its SCTE-35 cues on (the relay's is
 /// its own).
 const CUE_PID: u16 = 0x0300;
