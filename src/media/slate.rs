@@ -220,8 +220,8 @@ static STILLS: Kept<StillKey, Still> = Kept::new();
 /// [`encode_video`], or the pictures a relay before encoded for the same
 /// card and format.
 fn kept_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, MediaError> {
-    // The level and language-like details the encoder does not use stay
-    // out of the key; the profile is in it (x264 is told it).
+    // The level, which the encoder is not told, stays out of the key; the
+    // profile is in it (x264 is).
     let format = VideoFormat { level: None, ..v.clone() };
     let key = VideoKey { card: CardKey::of(look), format, gop: look.gop, kbps: look.video_kbps };
     VIDEO.get_or(key, || encode_video(v, look))
