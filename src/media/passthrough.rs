@@ -406,9 +406,8 @@ impl Splicer {
             let (tx, rx) = mpsc::channel();
             let look = self.look.clone();
             let format = want.clone();
-            let previous = self.slate.clone();
             let spawned = std::thread::Builder::new().name("slate-encode".into()).spawn(move || {
-                let _ = tx.send(super::slate::encode_reusing(&format, &look, previous.as_deref()));
+                let _ = tx.send(super::slate::encode(&format, &look));
                 // The encoder's frames are freed, but glibc keeps the pages
                 // of the thread's arena: give them back.
                 super::trim_heap();

@@ -98,40 +98,18 @@ pub struct SlateLook {
 }
 
 /// Encodes the slate to match `format` (whose video must be known with
-/// its size and rate).
+/// its size and rate), or takes what was encoded before for the same
+/// pictures and sounds: a contribution that differs from the plan in its
+/// audio alone costs no second encode of the pictures (at 1080p the costly
+/// part, in CPU and in memory), nor does a second relay with the same slate.
 pub fn encode(format: &FeedFormat, look: &SlateLook) -> Result<SlateLoop, MediaError> {
-    encode_reusing(format, look, None)
-}
-
-/// [`encode`], keeping from `previous` the video and any audio track made
-/// for the same parameters: a contribution that differs from the plan in
-/// its audio alone costs no second encode of the pictures (at 1080p the
-/// costly part, in CPU and in memory).
-pub fn encode_reusing(
-    format: &FeedFormat,
-    look: &SlateLook,
-    previous: Option<&SlateLoop>,
-) -> Result<SlateLoop, MediaError> {
     let v = format
         .video
         .as_ref()
         .ok_or_else(|| MediaError::Pipeline("the slate needs the programme's video format".into()))?;
     let (n, d) = (v.framerate.0.max(1) as u64, v.framerate.1.max(1) as u64);
-    let video = match previous.filter(|p| p.format.video.as_ref().is_some_and(|pv| same_video(pv, v))) {
-        Some(p) => p.video.clone(),
-        None => kept_video(v, look)?,
-    };
-    let audio = format
-        .audio
-        .iter()
-        .map(|a| {
-            let kept = previous.and_then(|p| p.format.audio.iter().zip(&p.audio).find(|(pa, _)| same_audio(pa, a)));
-            match kept {
-                Some((_, l)) => Ok(l.clone()),
-                None => kept_audio(a, look.settings.tone_hz),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let video = kept_video(v, look)?;
+    let audio = format.audio.iter().map(|a| kept_audio(a, look.settings.tone_hz)).collect::<Result<Vec<_>, _>>()?;
     Ok(SlateLoop { format: format.clone(), video, framerate: (n, d), audio })
 }
 
@@ -189,16 +167,23 @@ impl CardKey {
     }
 }
 
-/// Everything an encode of the slate's pictures depends on.
+/// What the slate's pictures are encoded for: the card, and the codec,
+/// size, rate and field order. Not the profile: a slate in another profile
+/// of the same codec (its own SPS, see [`SLATE_SPS_ID`]) decodes wherever
+/// the programme does, and a second 1080 encode costs 20 MB at its peak.
 #[derive(Debug, Clone, PartialEq)]
 struct VideoKey {
     card: CardKey,
-    format: VideoFormat,
+    codec: VideoCodec,
+    size: (u32, u32),
+    framerate: (i32, i32),
+    fields: Option<bool>,
     gop: u32,
     kbps: u32,
 }
 
-/// Everything an encode of one audio track's loop depends on.
+/// What one audio track's loop is encoded for, as the encoder is told it
+/// (the language is the PMT's business, not the frames').
 #[derive(Debug, Clone, PartialEq)]
 struct AudioKey {
     codec: AudioCodec,
@@ -209,6 +194,28 @@ struct AudioKey {
     tone_hz: Option<u32>,
 }
 
+impl AudioKey {
+    fn of(a: &AudioFormat, tone_hz: Option<u32>) -> Self {
+        let samples = if a.samples > 0 {
+            a.samples
+        } else {
+            match a.codec {
+                AudioCodec::Aac => 1024,
+                AudioCodec::Ac3 | AudioCodec::Eac3 => 1536,
+                AudioCodec::Mpeg => 1152,
+            }
+        };
+        Self {
+            codec: a.codec,
+            rate: if a.rate > 0 { a.rate } else { 48000 },
+            channels: a.channels.clamp(1, 2),
+            samples,
+            layer: a.layer,
+            tone_hz,
+        }
+    }
+}
+
 static VIDEO: Kept<VideoKey, Vec<gst::Buffer>> = Kept::new();
 static AUDIO: Kept<AudioKey, AudioLoop> = Kept::new();
 /// A still: the card or image and the picture size.
@@ -217,38 +224,26 @@ type StillKey = (CardKey, (u32, u32));
 type Still = (Vec<u8>, f64);
 static STILLS: Kept<StillKey, Still> = Kept::new();
 
-/// [`encode_video`], or the pictures a relay before encoded for the same
-/// card and format.
+/// [`encode_video`], or the pictures encoded before for the same card and
+/// format.
 fn kept_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, MediaError> {
-    // The level, which the encoder is not told, stays out of the key; the
-    // profile is in it (x264 is).
-    let format = VideoFormat { level: None, ..v.clone() };
-    let key = VideoKey { card: CardKey::of(look), format, gop: look.gop, kbps: look.video_kbps };
+    let key = VideoKey {
+        card: CardKey::of(look),
+        codec: v.codec,
+        size: (v.width, v.height),
+        framerate: v.framerate,
+        fields: v.interlaced.then_some(v.top_field_first),
+        gop: look.gop,
+        kbps: look.video_kbps,
+    };
     VIDEO.get_or(key, || encode_video(v, look))
 }
 
-/// [`encode_audio`], or the loop a relay before encoded for the same track
-/// format and tone.
+/// [`encode_audio`], or the loop encoded before for the same track format
+/// and tone.
 fn kept_audio(a: &AudioFormat, tone_hz: Option<u32>) -> Result<AudioLoop, MediaError> {
-    let key =
-        AudioKey { codec: a.codec, rate: a.rate, channels: a.channels, samples: a.samples, layer: a.layer, tone_hz };
-    AUDIO.get_or(key, || encode_audio(a, tone_hz))
-}
-
-/// Whether pictures encoded for `a` serve `b`: same codec, size, rate and
-/// field order. Not the profile: a slate in another profile of the same
-/// codec (its own SPS, see [`SLATE_SPS_ID`]) decodes wherever the
-/// programme does, and a second 1080 encode costs 20 MB at its peak.
-fn same_video(a: &VideoFormat, b: &VideoFormat) -> bool {
-    (a.codec, a.width, a.height, a.framerate, a.interlaced, a.top_field_first)
-        == (b.codec, b.width, b.height, b.framerate, b.interlaced, b.top_field_first)
-}
-
-/// Whether an audio loop encoded for `a` serves `b` (the language is the
-/// PMT's business, not the frames').
-fn same_audio(a: &AudioFormat, b: &AudioFormat) -> bool {
-    let rate = |f: &AudioFormat| if f.rate > 0 { f.rate } else { 48000 };
-    (a.codec, rate(a), a.channels.clamp(1, 2), a.layer) == (b.codec, rate(b), b.channels.clamp(1, 2), b.layer)
+    let key = AudioKey::of(a, tone_hz);
+    AUDIO.get_or(key.clone(), || encode_audio(&key))
 }
 
 /// The x264 profile the slate is encoded in for `v`.
@@ -368,18 +363,9 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-fn encode_audio(a: &AudioFormat, tone_hz: Option<u32>) -> Result<AudioLoop, MediaError> {
-    let rate = if a.rate > 0 { a.rate } else { 48000 };
-    let channels = a.channels.clamp(1, 2);
-    let samples = u64::from(if a.samples > 0 {
-        a.samples
-    } else {
-        match a.codec {
-            AudioCodec::Aac => 1024,
-            AudioCodec::Ac3 | AudioCodec::Eac3 => 1536,
-            AudioCodec::Mpeg => 1152,
-        }
-    });
+fn encode_audio(k: &AudioKey) -> Result<AudioLoop, MediaError> {
+    let AudioKey { codec, rate, channels, samples, layer, tone_hz } = *k;
+    let samples = u64::from(samples);
     // Frames whose length is a whole number of the tone's periods.
     let frames = match tone_hz {
         Some(hz) if hz > 0 => {
@@ -392,11 +378,11 @@ fn encode_audio(a: &AudioFormat, tone_hz: Option<u32>) -> Result<AudioLoop, Medi
         Some(hz) if hz > 0 => format!("wave=sine freq={hz} volume=0.25"),
         _ => "wave=silence".to_owned(),
     };
-    let enc = match a.codec {
+    let enc = match codec {
         AudioCodec::Aac => "avenc_aac ! aacparse ! audio/mpeg,stream-format=adts".to_owned(),
         AudioCodec::Ac3 => "avenc_ac3 ! ac3parse".to_owned(),
         AudioCodec::Eac3 => "avenc_eac3 ! ac3parse".to_owned(),
-        AudioCodec::Mpeg if a.layer == 3 => "lamemp3enc ! mpegaudioparse".to_owned(),
+        AudioCodec::Mpeg if layer == 3 => "lamemp3enc ! mpegaudioparse".to_owned(),
         AudioCodec::Mpeg => "avenc_mp2 ! mpegaudioparse".to_owned(),
     };
     let warm = 8;
@@ -410,7 +396,7 @@ fn encode_audio(a: &AudioFormat, tone_hz: Option<u32>) -> Result<AudioLoop, Medi
     let from = (warm + frames) as usize;
     let frames: Vec<gst::Buffer> = out.into_iter().skip(from).take(frames as usize).collect();
     if frames.is_empty() {
-        return Err(MediaError::Pipeline(format!("the {} slate encoder gave no audio frame", a.codec)));
+        return Err(MediaError::Pipeline(format!("the {} slate encoder gave no audio frame", codec)));
     }
     Ok(AudioLoop { frames, samples, rate: u64::from(rate) })
 }
