@@ -32,6 +32,9 @@
 #   DURATION=10 NS=12 benches/fanout.sh
 #   SIMULCASTD=/tmp/simulcastd-old PROTO=srt benches/fanout.sh  # another build
 #                                                  # (alternate two builds in one hour)
+#   THREADS=1 PROTO=srt benches/fanout.sh          # also each relay's CPU by kind of
+#                                                  # thread (libsrt's send and receive
+#                                                  # threads, the fan-out, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -118,6 +121,27 @@ stop_receivers() {
 udp_out() { awk '/^Udp: [0-9]/ { print $2 + $4 }' /proc/net/snmp; }
 
 cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }   # clock ticks, all threads
+# THREADS=1: each thread's CPU time in ms (the scheduler's own count,
+# /proc/<pid>/task/<tid>/schedstat; a thread's ticks in .../stat are
+# sampled at the timer tick and charge threads that wake for a few
+# microseconds at a time wrongly, libsrt's among them) and its voluntary
+# context switches, "tid ms switches name", for a breakdown after the table.
+threads_of() {
+  [ "${THREADS:-0}" = 1 ] || return 0
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s %s %s\n' "${t##*/}" "$(awk '{ printf "%d", $1 / 1e6 }' "$t/schedstat" 2>/dev/null || echo 0)" \
+      "$(awk '/^voluntary_ctxt_switches/ { print $2 }' "$t/status" 2>/dev/null || echo 0)" "$(tr ' ' _ < "$t/comm" 2>/dev/null)"
+  done | sort
+}
+# The breakdown of one relay's threads over the measured window, by kind
+# (libsrt's per-connection threads together, digits dropped from names).
+thread_kinds() {  # name N
+  join "$work/th0.$1.$2" "$work/th1.$1.$2" | awk '{
+      k = $4; sub(/^SRT:SndQ.*/, "libsrt send", k); sub(/^SRT:RcvQ.*/, "libsrt receive", k); gsub(/[0-9]+/, "", k)
+      ms[k] += $5 - $2; sw[k] += $6 - $3; n[k]++; all += $5 - $2 }
+    END { for (k in ms) printf "|   %s (%d) | %d | %d |\n", k, n[k], ms[k], sw[k]; printf "|   all threads | %d | |\n", all }' \
+    | sort -t'|' -k3 -nr
+}
 
 measure() {  # name N command... -> "cpu_s rss_kb delivered_percent" (receivers started by the caller)
   # CPU is counted from WARM s after the start to the end (steady state:
@@ -128,8 +152,10 @@ measure() {  # name N command... -> "cpu_s rss_kb delivered_percent" (receivers 
       -f mpegts "udp://127.0.0.1:$in_port?pkt_size=1316" ) & sender=$!
   "${@:3}" </dev/null >/dev/null 2>"$work/err.$1.$2" & pid=$!
   sleep "$WARM"
+  threads_of "$pid" > "$work/th0.$1.$2"
   c0=$(cpu_of "$pid"); before=$(udp_out); [ "$PROTO" = srt ] && got0=$(cat "$work"/rx.*.ts 2>/dev/null | wc -c)
   sleep "$D"
+  threads_of "$pid" > "$work/th1.$1.$2"
   c1=$(cpu_of "$pid"); after=$(udp_out); [ "$PROTO" = srt ] && got1=$(cat "$work"/rx.*.ts 2>/dev/null | wc -c)
   hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
   kill -INT "$pid" 2>/dev/null || true
@@ -226,6 +252,19 @@ for n in $NS; do
   else
     row "ffmpeg tee" "$f_cpu" "$f_rss" "$f_del"
     row "gst-launch tee" "$g_cpu" "$g_rss" "$g_del"
+  fi
+  if [ "${THREADS:-0}" = 1 ]; then
+    echo
+    echo "CPU time and voluntary context switches over the measured $D s, by kind of thread (N = $n):"
+    echo
+    echo "| relay / thread (how many) | CPU ms | switches |"
+    echo "|---|---|---|"
+    for r in simulcast ffmpeg gst floor; do
+      [ -s "$work/th0.$r.$n" ] || continue
+      echo "| $r | | |"
+      thread_kinds "$r" "$n"
+    done
+    echo
   fi
   # The relay must have relayed: simulcast's warnings and errors, if any.
   if grep -qE " (ERROR|WARN) " "$work/err.simulcast.$n"; then

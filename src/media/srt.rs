@@ -20,14 +20,11 @@
 //! its arrival time as its SRT source time. Handed every fan-out batch
 //! (a few milliseconds of programme), libsrt's send thread woke about 200
 //! times a second per leg, against 120 for ffmpeg's tee, whose bursts are
-//! whole frames. Fewer, larger hand-overs also go out as fewer, larger
-//! bursts, and a partner's receiver answers each burst with an ACK that
-//! the sender's receive thread must take in and answer (measured in
-//! docs/benchmarks.md). The source times keep the partner's output paced
-//! as the programme came in: its receiver plays each packet out at its
-//! source time plus the latency, so the hold takes nothing from the
-//! partner's timing, only that much from the latency's room for
-//! retransmissions.
+//! whole frames (measured in docs/benchmarks.md). The source times keep
+//! the partner's output paced as the programme came in: its receiver
+//! plays each packet out at its source time plus the latency, so the hold
+//! takes nothing from the partner's timing, only that much from the
+//! latency's room for retransmissions.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::net::SocketAddr;
