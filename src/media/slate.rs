@@ -224,6 +224,14 @@ type StillKey = (CardKey, (u32, u32));
 type Still = (Vec<u8>, f64);
 static STILLS: Kept<StillKey, Still> = Kept::new();
 
+/// Drops every kept encode and still: the next [`encode`] and [`still`]
+/// encode afresh (the slate bench measures an encode with it).
+pub fn forget_kept() {
+    lock(&VIDEO.entries).clear();
+    lock(&AUDIO.entries).clear();
+    lock(&STILLS.entries).clear();
+}
+
 /// [`encode_video`], or the pictures encoded before for the same card and
 /// format.
 fn kept_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, MediaError> {
