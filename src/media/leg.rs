@@ -727,8 +727,8 @@ fn build(channel: &Channel, stamp: bool, shared: &Arc<Shared>, input: &Arc<LegIn
     // Cluster mode: what this leg queued goes nowhere once the node's lease
     // may have lapsed (a process woken from SIGSTOP sends from here first).
     let fenced = Arc::clone(input);
-    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
-        if fenced.fence_open() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        if fenced.fence_open() { gst::PadProbeReturn::Ok } else { super::drop_data(info) }
     });
     let counters = Arc::clone(shared);
     let clock = super::clock();

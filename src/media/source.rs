@@ -862,7 +862,7 @@ fn refuse_garbage(pad: &gst::Pad, shared: &Arc<Shared>) {
         } else {
             c.garbage_bytes.fetch_add(b.size() as u64, Ordering::Relaxed);
             c.last_garbage_ns.store(now, Ordering::Relaxed);
-            gst::PadProbeReturn::Drop
+            super::drop_data(info)
         }
     });
 }

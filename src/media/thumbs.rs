@@ -480,12 +480,12 @@ fn keyframes_only(parser: &gst::Element) -> Result<(), MediaError> {
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         let Some(gst::PadProbeData::Buffer(b)) = &info.data else { return gst::PadProbeReturn::Ok };
         if b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-            return gst::PadProbeReturn::Drop;
+            return super::drop_data(info);
         }
         let Some(at) = b.pts().or(b.dts()).map(gst::ClockTime::nseconds) else { return gst::PadProbeReturn::Ok };
         let before = last.load(Ordering::Relaxed);
         if before != u64::MAX && at >= before && at - before < MIN_INTERVAL.as_nanos() as u64 {
-            return gst::PadProbeReturn::Drop;
+            return super::drop_data(info);
         }
         last.store(at, Ordering::Relaxed);
         gst::PadProbeReturn::Ok
