@@ -559,6 +559,19 @@ fn attach(
         pipeline.add_many([&tee, &q1, &q2, &parser, &fake]).map_err(err)?;
         gst::Element::link_many([&tee, &q1, &appsink]).map_err(err)?;
         gst::Element::link_many([&tee, &q2, &parser, &fake]).map_err(err)?;
+        // The parser sees keyframes only: every header it reads the format
+        // from (H.264/HEVC SPS, an MPEG-2 sequence header) makes its access
+        // unit a keyframe (`VideoCodec::is_keyframe`), and parsing every
+        // picture cost a thread's wake-up and a scan of each at 50 a second.
+        if let Some(sink) = q2.static_pad("sink") {
+            sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let Some(gst::PadProbeData::Buffer(b)) = &info.data else { return gst::PadProbeReturn::Ok };
+                if b.map_readable().is_ok_and(|m| !codec.is_keyframe(&m)) {
+                    return super::drop_data(info);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         if let Some(src) = parser.static_pad("src") {
             let out = Arc::clone(out);
             src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {

@@ -68,11 +68,22 @@ impl VideoCodec {
     /// can begin from: an IDR or IRAP picture, or one that carries its
     /// sequence parameters (an encoder's periodic I picture); for MPEG-2 a
     /// sequence header or an I picture.
+    ///
+    /// Only the units up to the first slice are read: the parameter sets
+    /// come before it, and the rest of a picture is most of its bytes (a
+    /// whole scan of every picture cost more than the parser it spares).
     pub fn is_keyframe(self, au: &[u8]) -> bool {
-        let mut units = start_codes(au);
+        let units = start_codes(au);
         match self {
-            VideoCodec::H264 => units.any(|b| matches!(b & 0x1f, 5 | 7)),
-            VideoCodec::Hevc => units.any(|b| matches!((b >> 1) & 0x3f, 16..=21 | 32 | 33)),
+            // Slices are types 1 to 5, 5 an IDR; 7 is the SPS.
+            VideoCodec::H264 => {
+                units.map(|b| b & 0x1f).find(|t| matches!(t, 1..=5 | 7)).is_some_and(|t| matches!(t, 5 | 7))
+            }
+            // Slices are types 0 to 31, 16 to 21 IRAP; 32 and 33 are the
+            // VPS and SPS.
+            VideoCodec::Hevc => {
+                units.map(|b| (b >> 1) & 0x3f).find(|&t| t <= 33).is_some_and(|t| matches!(t, 16..=21 | 32 | 33))
+            }
             VideoCodec::Mpeg2 => {
                 let mut at = 0;
                 while let Some(i) = find_start(au, at) {
@@ -328,11 +339,21 @@ mod tests {
         let aud_p = [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x41, 0x9a];
         assert!(VideoCodec::H264.is_keyframe(&aud_idr));
         assert!(!VideoCodec::H264.is_keyframe(&aud_p));
+        // SPS and PPS ahead of an I slice that is not an IDR: an
+        // encoder's periodic I picture.
+        assert!(VideoCodec::H264.is_keyframe(&[0, 0, 1, 0x67, 0x64, 0, 0, 1, 0x68, 0xee, 0, 0, 1, 0x41, 0x88]));
+        // What follows the first slice is not read: the picture is decided
+        // by it (the bytes after it here only look like an IDR's header).
+        let p_then_idr = [&aud_p[..], &[0, 0, 1, 0x65, 0x88]].concat();
+        assert!(!VideoCodec::H264.is_keyframe(&p_then_idr));
         // HEVC: AUD (35), then IDR_W_RADL (19) / TRAIL_R (1).
         let hevc_idr = [0, 0, 1, 0x46, 0x01, 0x10, 0, 0, 1, 0x26, 0x01];
         let hevc_p = [0, 0, 1, 0x46, 0x01, 0x10, 0, 0, 1, 0x02, 0x01];
         assert!(VideoCodec::Hevc.is_keyframe(&hevc_idr));
         assert!(!VideoCodec::Hevc.is_keyframe(&hevc_p));
+        assert!(!VideoCodec::Hevc.is_keyframe(&[&hevc_p[..], &[0, 0, 1, 0x26, 0x01]].concat()));
+        // VPS (32) first: a keyframe.
+        assert!(VideoCodec::Hevc.is_keyframe(&[0, 0, 1, 0x40, 0x01, 0, 0, 1, 0x02, 0x01]));
         // MPEG-2: picture header with coding type I (1) and P (2).
         let i = [0, 0, 1, 0x00, 0x00, 0x0f, 0xff, 0xf8];
         let p = [0, 0, 1, 0x00, 0x00, 0x17, 0xff, 0xf8];
