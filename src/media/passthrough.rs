@@ -50,10 +50,10 @@ pub const HOLD: Duration = Duration::from_millis(200);
 /// Added to every timestamp: the decoder's buffer is `DELAY - HOLD`.
 pub const DELAY: Duration = Duration::from_millis(600);
 /// The splicer's period: an access unit leaves up to this late, at 100
-/// wake-ups a second. Against 5 ms, the splicer's CPU falls by a third and
-/// the fan-out's by a tenth (12 SRT legs, docs/benchmarks.md); what a
-/// partner sees is UDP datagrams in bursts of 10 ms, inside a decoder
-/// buffer of `DELAY - HOLD`. SRT legs hold longer anyway.
+/// wake-ups a second. Against 5 ms, the splicer's CPU falls by a quarter
+/// to a third (12 SRT legs, docs/benchmarks.md); what a partner sees is
+/// UDP datagrams in bursts of 10 ms, inside a decoder buffer of
+/// `DELAY - HOLD`. SRT legs hold longer anyway.
 const TICK: Duration = Duration::from_millis(10);
 /// A feed whose pictures jump by more than this starts a new stream.
 const JUMP: u64 = 2_000_000_000;
