@@ -25,6 +25,8 @@ const DURATION_S: i64 = 5;
 const PROGRAM_LUMA: f64 = 80.0;
 /// One GOP of the test program (25 frames at 25 fps).
 const GOP: f64 = 1.0;
+/// One picture of the test program.
+const FRAME: f64 = 0.04;
 /// Generous transport latency on a loaded 2-core machine: the mixers'
 /// wait, the encoder, SRT's 120 ms, and the scheduler's noise.
 const LATENCY: f64 = 0.7;
@@ -54,10 +56,13 @@ async fn every_leg_switches_from_slate_to_programme_at_its_air_time() {
     at_air_time(simulcast::config::ProgramMode::Transcode).await;
 }
 
-/// The same in passthrough: the test source's own encode relayed, each
-/// switch on its next keyframe (the T0 error within its GOP).
+/// The same in passthrough: the test source's own encode relayed. T0
+/// lands on the first picture at or after it, not on the next keyframe
+/// up to a GOP later: the keyframe bridge re-encodes the pictures between
+/// (the first of them a keyframe) and the contribution's own resume at
+/// its keyframe. The end lands on the slate at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_passthrough_every_leg_switches_on_the_first_keyframe_after_its_air_time() {
+async fn in_passthrough_every_leg_switches_at_its_air_time_bridged_to_the_next_keyframe() {
     at_air_time(simulcast::config::ProgramMode::Passthrough).await;
 }
 
@@ -69,6 +74,10 @@ async fn at_air_time(mode: simulcast::config::ProgramMode) {
     let mut o = Options::from_config(&cfg);
     o.recordings = rec.path().to_owned();
     let server = ApiServer::start_with(&dir.path().join("s.db"), o).await;
+    // The relay runs in this process: its clock, read against UTC here,
+    // gives the timestamp T0's picture has at the partner.
+    simulcast::media::init().expect("GStreamer");
+    let utc = simulcast::media::recording::UtcClock::new(&simulcast::media::clock());
 
     let (udp, late, via_srt) = (UdpCapture::start(), UdpCapture::start(), UdpCapture::start());
     let srt_port = peer_port();
@@ -112,14 +121,49 @@ async fn at_air_time(mode: simulcast::config::ProgramMode) {
     for (leg, capture, air, off) in
         [("kz-udp", &udp, t0, end), ("kz-srt", &via_srt, t0, end), ("kz-late", &late, t_late, end_late)]
     {
-        let pics = pictures(&capture.timed());
+        let timed = capture.timed();
+        let pics = pictures(&timed);
         assert!(pics.len() > 50, "{leg}: only {} pictures decoded", pics.len());
+        // Over both switches (and the bridge's own parameter sets): one
+        // clean transport stream, every picture decoded without an error.
+        let data: Vec<u8> = timed.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        common::check_ts(&data).assert_clean(leg);
+        // The delayed leg joins its copy of the slate wherever the copy is
+        // at its start: its first pictures may need a keyframe it never got.
+        if leg != "kz-late" {
+            common::decodes_cleanly(&data, leg);
+        }
         let (i, first) = first_program(&pics, leg);
         // Slate before: pictures that decoded, all dark, for a while.
         assert!(i >= 10, "{leg}: only {i} slate pictures before the programme");
         assert!(pics[..i].iter().all(|p| p.luma < PROGRAM_LUMA));
         // The switch lands on a keyframe: the partner's decoder needs nothing earlier.
         assert!(first.keyframe, "{leg}: the first programme picture is not a keyframe");
+        // In passthrough, T0's own picture, by its timestamp: the first at
+        // or after T0 (the bridge), not the contribution's next keyframe.
+        let picture_ms = (mode == simulcast::config::ProgramMode::Passthrough && leg != "kz-late").then(|| {
+            let delay = simulcast::media::passthrough::DELAY.as_nanos() as u64;
+            let at = utc.clock_of(air.timestamp_nanos_opt().unwrap() as u64) + delay;
+            let mask = (1u64 << 33) - 1;
+            let d = first.pts.wrapping_sub(simulcast::media::mux::ticks_90k(at)) & mask;
+            let d = if d > mask / 2 { d as i64 - (mask as i64 + 1) } else { d as i64 };
+            d as f64 / 90.0
+        });
+        if let Some(ms) = picture_ms {
+            assert!(
+                (-2.0..1000.0 * FRAME + 2.0).contains(&ms),
+                "{leg}: the first programme picture is {ms:+.1} ms from T0, not T0's picture"
+            );
+            // Every picture from there is the programme's, the bridge's
+            // and then the contribution's from its keyframe, a GOP later
+            // at most: no gap, no slate between them.
+            let next_key = pics[i + 1..].iter().position(|p| p.keyframe).map(|k| i + 1 + k);
+            let next_key = next_key.unwrap_or_else(|| panic!("{leg}: no keyframe after the first programme picture"));
+            assert!(next_key - i <= 25, "{leg}: {} pictures to the next keyframe", next_key - i);
+            let steps: Vec<u64> = pics[i..=next_key].windows(2).map(|w| w[1].pts - w[0].pts).collect();
+            assert!(steps.iter().all(|&d| d == 3600), "{leg}: picture steps over the bridge {steps:?} (90 kHz)");
+            assert!(pics[i..=next_key].iter().all(|p| p.luma > PROGRAM_LUMA), "{leg}: slate inside the bridge");
+        }
         let after = since(air, base, first.arrived);
         assert!(
             (-0.02..GOP + LATENCY).contains(&after),
@@ -131,10 +175,8 @@ async fn at_air_time(mode: simulcast::config::ProgramMode) {
         let at_end = since(off, base, back.arrived);
         assert!((-0.02..GOP + LATENCY).contains(&at_end), "{leg}: slate came back {at_end:+.3} s from the end");
         let program_s = (back.pts - first.pts) as f64 / 90_000.0;
-        // Passthrough starts on the first keyframe after T0 (up to a GOP
-        // late) and ends on time.
-        let shortest = if mode == simulcast::config::ProgramMode::Passthrough { GOP + 0.05 } else { 0.25 };
-        assert!((-shortest..0.25).contains(&(program_s - DURATION_S as f64)), "{leg}: {program_s:.3} s of programme");
+        // Both modes start at T0's picture and end on time.
+        assert!((-0.25..0.25).contains(&(program_s - DURATION_S as f64)), "{leg}: {program_s:.3} s of programme");
 
         // The as-run log has the instant the first programme picture went
         // out on this leg: after its air time, before the partner got it.
@@ -150,7 +192,8 @@ async fn at_air_time(mode: simulcast::config::ProgramMode) {
         let got = since(went_out, base, first.arrived);
         assert!(got > -0.005, "{leg}: the partner got the picture {got:.3} s before it went out: {entry:?}");
         eprintln!(
-            "{mode:?} {leg}: first programme picture at the partner {after:+.3} s from air time; slate back {at_end:+.3} s from the end; {}",
+            "{mode:?} {leg}: first programme picture at the partner {after:+.3} s from air time, its timestamp {} from T0; slate back {at_end:+.3} s from the end; {}",
+            picture_ms.map_or("-".into(), |ms| format!("{ms:+.1} ms")),
             entry.detail
         );
     }

@@ -4,6 +4,7 @@
 //! `supervise`.
 
 pub mod breaks;
+pub mod bridge;
 pub mod coded;
 pub mod es;
 pub mod failover;

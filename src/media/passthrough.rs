@@ -33,6 +33,7 @@ use gstreamer::prelude::*;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::bridge::{self, Bridge};
 use super::coded::{Au, CodedFeed, FeedFormat, SpliceCue};
 use super::failover::{Feed, Look, Selector, SourceChoice, SourceSwitch, health};
 use super::fanout::{Fanout, FanoutSender};
@@ -267,6 +268,8 @@ struct Splicer {
     play: SlatePlay,
     /// Per track: the slate audio loop's start (clock ns) and frames given.
     slate_audio: Vec<Option<(u64, u64)>>,
+    /// The T0 a bridge was last started for (one try each).
+    bridge_tried: Option<u64>,
     /// Where the feeds change, by presentation time: audio follows them.
     changes: VecDeque<(u64, Feed)>,
     last_video_dts: u64,
@@ -286,6 +289,16 @@ struct Splicer {
     /// Whether a feed has carried SCTE-35: the PMT lists its PID from
     /// then on, on the slate too, so that switches do not change the PMT.
     scte35: bool,
+    /// The feed the selector has for the programme (the slate while
+    /// neither contribution is fit).
+    chosen: Feed,
+    /// The keyframe bridge for the next scheduled T0, or the one on air.
+    bridge: Option<Bridge>,
+    /// What is on air is the bridge's pictures (until its keyframe).
+    bridging: bool,
+    /// Per feed: the video's bit rate, over about two seconds (window
+    /// start, bytes since, the last figure in kbit/s).
+    rates: Vec<(u64, u64, u32)>,
 }
 
 impl Splicer {
@@ -334,6 +347,11 @@ impl Splicer {
             hand: HandSlate::default(),
             cues: vec![VecDeque::new(); n],
             scte35: plan.format.scte35,
+            chosen: Feed::Slate,
+            bridge: None,
+            bridging: false,
+            bridge_tried: None,
+            rates: vec![(0, 0, 0); n],
         }
     }
 
@@ -428,6 +446,10 @@ impl Splicer {
             let mut q = self.feeds[i].lock();
             if q.epoch != self.epochs[i] {
                 self.epochs[i] = q.epoch;
+                if self.bridge.as_ref().is_some_and(|b| b.feed == i) {
+                    self.bridge = None;
+                    self.bridging = false;
+                }
                 self.video[i].clear();
                 self.audio[i].clear();
                 self.cues[i].clear();
@@ -439,7 +461,20 @@ impl Splicer {
             self.complete[i] = q.complete;
             self.scte35 |= q.format.scte35;
             self.cues[i].extend(q.cues.drain(..));
-            self.video[i].extend(q.video.drain(..));
+            let (since, bytes, kbps) = &mut self.rates[i];
+            for au in q.video.drain(..) {
+                if let Some(b) = self.bridge.as_mut().filter(|b| b.feed == i) {
+                    b.push(&au);
+                }
+                if au.dts < *since || au.dts > *since + 2 * JUMP {
+                    (*since, *bytes) = (au.dts, 0);
+                } else if au.dts >= *since + JUMP {
+                    *kbps = (*bytes * 8_000_000 / (au.dts - *since).max(1)) as u32;
+                    (*since, *bytes) = (au.dts, 0);
+                }
+                *bytes += au.data.size() as u64;
+                self.video[i].push_back(au);
+            }
             let tracks = q.audio.len();
             self.audio[i].resize_with(tracks, VecDeque::new);
             for (t, a) in q.audio.iter_mut().enumerate() {
@@ -464,6 +499,7 @@ impl Splicer {
             by_hand: false,
         });
         let feed = sel.on();
+        self.chosen = feed;
         drop(sel);
         let cue = *lock(&self.shared.cue);
         let by_hand = self.hand.observe(&cue, at_utc, feed);
@@ -475,13 +511,61 @@ impl Splicer {
         if cue.content_at(at_utc) == Content::Program { feed } else { Feed::Slate }
     }
 
+    /// The cue's T0 on the clock, if one is set; and the keyframe bridge
+    /// for it, started [`bridge::PREPARE`] before it on the feed the
+    /// selector has (if that feed's video can be bridged), dropped once it
+    /// is of no use.
+    fn prepare_bridge(&mut self, due: u64) -> Option<u64> {
+        let cue = *lock(&self.shared.cue);
+        let t0 = cue
+            .program_from
+            .filter(|_| !cue.force_slate)
+            .map(|f| self.utc.clock_of(f.timestamp_nanos_opt().unwrap_or(i64::MAX).max(0) as u64));
+        let prepare = bridge::PREPARE.as_nanos() as u64;
+        if !self.bridging
+            && let Some(b) = &self.bridge
+        {
+            let feed = feed_of(b.feed);
+            let awaited = self.chosen == feed || self.pending.is_some_and(|p| p.to == feed);
+            if t0 != Some(b.t0) || !awaited || due > b.t0 + prepare {
+                info!(feed = feed.as_str(), "Keyframe bridge dropped: its switch did not come as planned.");
+                self.bridge = None;
+            }
+        }
+        let t = t0?;
+        let ahead = t > due && t - due <= prepare;
+        if self.bridge.is_none() && ahead && self.on == Feed::Slate && self.chosen != Feed::Slate && self.bridge_tried != Some(t) {
+            let i = index(self.chosen);
+            let video = self.formats[i].video.clone().filter(Bridge::supports);
+            if let Some(v) = video {
+                self.bridge_tried = Some(t);
+                let kbps = self.rates[i].2.max(self.look.video_kbps);
+                match Bridge::start(i, t, &v, kbps) {
+                    Ok(mut b) => {
+                        for au in &self.video[i] {
+                            b.push(au);
+                        }
+                        info!(feed = self.chosen.as_str(), kbps, "Keyframe bridge started for T0.");
+                        self.bridge = Some(b);
+                    }
+                    Err(e) => warn!(error = %e, "Cannot start the keyframe bridge: T0 lands on the next keyframe."),
+                }
+            }
+        }
+        t0
+    }
+
     fn tick(&mut self, now: u64, due: u64, out: &mut Vec<u8>) {
         self.keep_slate();
         self.take_feeds(due);
         let want = self.decide(now, due);
+        let t0 = self.prepare_bridge(due);
         let target = self.pending.map_or(self.on, |p| p.to);
         if want != target {
-            self.pending = Some(Pending { to: want, from: due, asked: now });
+            // A scheduled switch lands from its instant, not from the tick
+            // that saw it come.
+            let from = t0.filter(|&t| want != Feed::Slate && t <= due && due - t < HOLD.as_nanos() as u64);
+            self.pending = Some(Pending { to: want, from: from.unwrap_or(due), asked: now });
         }
         self.video(now, due, out);
         if self.on != Feed::Slate && self.complete[index(self.on)] {
@@ -497,6 +581,7 @@ impl Splicer {
 
     fn video(&mut self, now: u64, due: u64, out: &mut Vec<u8>) {
         loop {
+            self.advance_bridge(due);
             let next_on = self.next_on().filter(|&(dts, _)| dts <= due);
             let Some(p) = self.pending else {
                 match next_on {
@@ -507,7 +592,7 @@ impl Splicer {
             };
             // Where the switch lands, once the picture it lands on is known
             // (possibly not due yet).
-            let Some((at, at_pts)) = self.landing(p, due) else {
+            let Some((at, at_pts, ready)) = self.landing(p, due) else {
                 match next_on {
                     Some(_) => self.emit_on(now, out),
                     None => break,
@@ -520,7 +605,7 @@ impl Splicer {
             let frame = self.on_frame_ns();
             match next_on {
                 Some((n, np)) if at >= n + frame && at_pts >= np + frame => self.emit_on(now, out),
-                _ if at <= due => self.land(p, at, now),
+                _ if at <= due && ready => self.land(p, at, now),
                 _ => break,
             }
         }
@@ -558,23 +643,105 @@ impl Splicer {
                 let t = self.play.origin + s.picture_at(self.play.count);
                 (t, t)
             }),
+            _ if self.bridging => self.bridge.as_ref().and_then(Bridge::front),
             f => self.video[index(f)].front().map(|a| (a.dts, a.pts)),
         }
     }
 
-    /// Where a pending switch lands as (decoding, presentation) time: the
-    /// slate's next picture (by `due`), or the feed's first keyframe at or
-    /// after the switch, once it is queued (perhaps not due yet).
-    fn landing(&mut self, p: Pending, due: u64) -> Option<(u64, u64)> {
+    /// While the bridge is on air: the feed's own pictures before the
+    /// keyframe it ends at are never shown, and the bridge ends once it
+    /// has given every picture and that keyframe is in hand. A bridge
+    /// whose next picture is more than [`bridge::WAIT`] late, or that
+    /// failed, gives up: the feed's keyframe comes next, after a freeze.
+    fn advance_bridge(&mut self, due: u64) {
+        if !self.bridging {
+            return;
+        }
+        let frame = self.on_frame_ns();
+        let Some(b) = self.bridge.as_mut() else {
+            self.bridging = false;
+            return;
+        };
+        b.check();
+        let q = &mut self.video[b.feed];
+        while q.front().is_some_and(|a| !(a.keyframe && a.pts >= b.t0)) {
+            q.pop_front();
+        }
+        let keyframe = q.front().map(|a| (a.dts, a.pts));
+        let late = b.front().is_none() && !b.done() && due > self.last_video_dts + frame + bridge::WAIT.as_nanos() as u64;
+        if late || b.failed.is_some() {
+            let error = b.failed.clone().unwrap_or_else(|| "its next picture is late".into());
+            warn!(error = %error, pictures = b.given, "Keyframe bridge given up: the contribution's keyframe comes next.");
+            b.abandon();
+        }
+        // Nothing bridged at or after the keyframe's times.
+        if let Some((kd, kp)) = keyframe {
+            while b.front().is_some_and(|(d, p)| d >= kd || p >= kp) {
+                b.pop();
+            }
+        }
+        if b.front().is_none() && b.done() && keyframe.is_some() {
+            let after_ms = keyframe.map_or(0, |(_, kp)| kp.saturating_sub(b.t0)) / 1_000_000;
+            info!(pictures = b.given, keyframe_after_ms = after_ms, "Keyframe bridge ended: the contribution's own pictures from its keyframe on.");
+            self.bridging = false;
+            self.bridge = None;
+        }
+    }
+
+    /// Where a switch to a contribution lands with the keyframe bridge:
+    /// on its first picture, or where that will be while it is not ready
+    /// (false). `None` where the bridge is not for this switch, or is not
+    /// used: not needed (a keyframe within a picture of T0), failed, or
+    /// not ready [`bridge::WAIT`] after T0 (dropped: the keyframe rule).
+    fn bridge_landing(&mut self, p: Pending, due: u64) -> Option<(u64, u64, bool)> {
+        let b = self.bridge.as_mut()?;
+        if self.bridging || feed_of(b.feed) != p.to || p.from != b.t0 {
+            return None;
+        }
+        b.check();
+        let rate = self.formats[b.feed].video.as_ref().map_or((0, 0), |v| v.framerate);
+        let frame = if rate.0 > 0 && rate.1 > 0 { rate.1 as u64 * 1_000_000_000 / rate.0 as u64 } else { 20_000_000 };
+        let (t0, wait) = (b.t0, bridge::WAIT.as_nanos() as u64);
+        let on_time = self.video[b.feed].iter().any(|a| a.keyframe && a.pts >= t0 && a.pts < t0 + frame);
+        let empty = b.done() && b.front().is_none();
+        let why = if on_time {
+            Some("the contribution has a keyframe within a picture of T0".to_owned())
+        } else if let Some(e) = &b.failed {
+            Some(e.clone())
+        } else if empty {
+            Some("it has no picture before the contribution's keyframe".to_owned())
+        } else if b.front().is_none() && due > t0 + wait {
+            Some(format!("its first picture was not ready {} ms after T0", wait / 1_000_000))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            info!(reason = %why, "Keyframe bridge not used: T0 lands on the contribution's keyframe.");
+            self.bridge = None;
+            return None;
+        }
+        // Decoded after every picture already out.
+        b.after(self.last_video_dts);
+        Some(b.front().map_or((t0, t0, false), |(dts, pts)| (dts, pts, true)))
+    }
+
+    /// Where a pending switch lands as (decoding, presentation) time, and
+    /// whether it can land there yet: the slate's next picture (by `due`),
+    /// the keyframe bridge's first picture, or the feed's first keyframe
+    /// at or after the switch, once it is queued (perhaps not due yet).
+    fn landing(&mut self, p: Pending, due: u64) -> Option<(u64, u64, bool)> {
         match p.to {
             Feed::Slate => {
                 let slate = self.slate.as_ref()?;
                 let frame = slate.picture_at(1).max(1);
                 // On the picture grid of what is on, just after the last picture.
                 let at = (self.last_video_dts + frame).max(due.saturating_sub(frame));
-                (at <= due).then_some((at, at))
+                (at <= due).then_some((at, at, true))
             }
             f => {
+                if let Some(bridged) = self.bridge_landing(p, due) {
+                    return Some(bridged);
+                }
                 // The last picture on air keeps its whole duration.
                 let after = if self.last_video_dts == 0 { 0 } else { self.last_video_dts + self.on_frame_ns() };
                 let q = &mut self.video[index(f)];
@@ -583,7 +750,7 @@ impl Splicer {
                 while q.front().is_some_and(|a| !(a.keyframe && a.pts >= p.from && a.dts >= after)) {
                     q.pop_front();
                 }
-                q.front().map(|a| (a.dts, a.pts))
+                q.front().map(|a| (a.dts, a.pts, true))
             }
         }
     }
@@ -592,13 +759,21 @@ impl Splicer {
         self.pending = None;
         let from = self.on;
         self.on = p.to;
+        // On the bridge's first picture ([`Self::bridge_landing`] kept it
+        // for this switch only when it had one).
+        let bridged = self.bridge.as_ref().filter(|b| !self.bridging && feed_of(b.feed) == p.to && p.from == b.t0);
+        let bridged = bridged.and_then(|b| b.front()).map(|(_, pts)| pts);
+        self.bridging = bridged.is_some();
+        if !self.bridging {
+            self.bridge = None;
+        }
         let (pts, format) = match p.to {
             Feed::Slate => {
                 self.play = SlatePlay { origin: at, count: 0 };
                 (at, Some(self.slate.as_ref().map(|s| s.format.clone()).unwrap_or_default()))
             }
             f => {
-                let pts = self.video[index(f)].front().map_or(at, |a| a.pts);
+                let pts = bridged.or_else(|| self.video[index(f)].front().map(|a| a.pts)).unwrap_or(at);
                 (pts, self.complete[index(f)].then(|| self.formats[index(f)].clone()))
             }
         };
@@ -619,13 +794,23 @@ impl Splicer {
                 self.shared.switched_utc.store(utc, Ordering::Relaxed);
                 self.sender.mark_program_start();
             }
-            info!(
-                from = from.as_str(),
-                to = p.to.as_str(),
-                keyframe_after_ms = late_ms,
-                waited_ms,
-                "Passthrough switch landed on a keyframe."
-            );
+            if self.bridging {
+                info!(
+                    from = from.as_str(),
+                    to = p.to.as_str(),
+                    picture_after_ms = late_ms,
+                    waited_ms,
+                    "Passthrough switch landed on T0's picture, bridged (re-encoded) to the contribution's next keyframe."
+                );
+            } else {
+                info!(
+                    from = from.as_str(),
+                    to = p.to.as_str(),
+                    keyframe_after_ms = late_ms,
+                    waited_ms,
+                    "Passthrough switch landed on a keyframe."
+                );
+            }
         }
     }
 
@@ -665,7 +850,12 @@ impl Splicer {
                 self.last_video_dts = t;
             }
             f => {
-                let Some(au) = self.video[index(f)].pop_front() else { return };
+                let next = if self.bridging {
+                    self.bridge.as_mut().and_then(Bridge::pop)
+                } else {
+                    self.video[index(f)].pop_front()
+                };
+                let Some(au) = next else { return };
                 if au.dts < self.last_video_dts || au.dts > self.last_video_dts + JUMP && self.last_video_dts > 0 {
                     // Out of order or a jump: a new stream, from a keyframe.
                     if !au.keyframe {

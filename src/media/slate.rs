@@ -262,6 +262,18 @@ fn h264_profile(v: &VideoFormat) -> &str {
         .unwrap_or("high")
 }
 
+/// x264enc as a launch description for `v`'s profile and field order, a
+/// keyframe every `gop` pictures, no B-pictures, no lookahead, its
+/// parameter sets numbered `sps_id`.
+pub(crate) fn h264_encoder(v: &VideoFormat, gop: u32, kbps: u32, sps_id: u32) -> String {
+    format!(
+        "x264enc key-int-max={gop} bframes=0 speed-preset=ultrafast tune=zerolatency threads=1 bitrate={kbps} interlaced={} \
+         option-string=sps-id={sps_id} ! video/x-h264,stream-format=byte-stream,alignment=au,profile={}",
+        v.interlaced,
+        h264_profile(v)
+    )
+}
+
 fn encode_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, MediaError> {
     let (w, h) = (v.width.max(16), v.height.max(16));
     let (fn_, fd) = (v.framerate.0.max(1), v.framerate.1.max(1));
@@ -276,17 +288,10 @@ fn encode_video(v: &VideoFormat, look: &SlateLook) -> Result<Vec<gst::Buffer>, M
     let gop = if v.codec == VideoCodec::Mpeg2 { MPEG2_LOOP } else { look.gop.max(2) };
     let kbps = look.video_kbps.max(200);
     let enc = match v.codec {
-        VideoCodec::H264 => {
-            let profile = format!(",profile={}", h264_profile(v));
-            // Parameter sets numbered 31, not the 0 encoders use: ffmpeg's
-            // decoder mis-parses pictures after an SPS/PPS is redefined
-            // under the same id (slate to contribution and back).
-            format!(
-                "x264enc key-int-max={gop} bframes=0 speed-preset=ultrafast tune=zerolatency threads=1 bitrate={kbps} interlaced={} \
-                 option-string=sps-id={SLATE_SPS_ID} ! video/x-h264,stream-format=byte-stream,alignment=au{profile}",
-                v.interlaced
-            )
-        }
+        // Parameter sets numbered 31, not the 0 encoders use: ffmpeg's
+        // decoder mis-parses pictures after an SPS/PPS is redefined under
+        // the same id (slate to contribution and back).
+        VideoCodec::H264 => h264_encoder(v, gop, kbps, SLATE_SPS_ID),
         VideoCodec::Hevc => format!(
             "x265enc key-int-max={gop} bitrate={kbps} speed-preset=veryfast tune=zerolatency option-string=bframes=0 \
              ! video/x-h265,stream-format=byte-stream,alignment=au"
