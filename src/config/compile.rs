@@ -382,6 +382,13 @@ fn program(p: &mut Problems, raw: raw::RawProgram, default_mode: ProgramMode) ->
             "transcode mode does not carry the contribution's SCTE-35 cues; scte35 applies to passthrough",
         );
     }
+    if mode == ProgramMode::Transcode && raw.keyframe_bridge.is_some() {
+        p.err(
+            "program.keyframe_bridge",
+            "transcode mode lands T0 on its own picture anyway; keyframe_bridge applies to passthrough",
+        );
+    }
+    let keyframe_bridge = raw.keyframe_bridge.unwrap_or(d.keyframe_bridge);
     let mut get = |v: Option<i64>, key: &str, range, default: u32| {
         p.int(v, &join("program", key), range).map_or(default, |v| v as u32)
     };
@@ -390,6 +397,7 @@ fn program(p: &mut Problems, raw: raw::RawProgram, default_mode: ProgramMode) ->
         video_codec,
         audio,
         scte35,
+        keyframe_bridge,
         width: get(raw.width, "width", (64, 3840), d.width),
         height: get(raw.height, "height", (64, 2160), d.height),
         framerate: get(raw.framerate, "framerate", (1, 60), d.framerate),

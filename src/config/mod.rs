@@ -643,4 +643,15 @@ mod tests {
         };
         assert_eq!(errs[0].key, "program.scte35", "transcode (the test source) carries no cues: {errs:?}");
     }
+
+    #[test]
+    fn the_keyframe_bridge_is_on_by_default_and_for_passthrough_only() {
+        let udp = "[event]\ntitle = \"T\"\n[source]\ntype = \"udp\"\nuri = \"udp://127.0.0.1:5000\"\n[program]\n";
+        assert!(parse(udp).unwrap().program.keyframe_bridge, "on unless turned off");
+        assert!(!parse(&format!("{udp}keyframe_bridge = false\n")).unwrap().program.keyframe_bridge);
+        let text = "[event]\ntitle = \"T\"\n[program]\nkeyframe_bridge = false\n";
+        let ConfigError::Invalid(errs) = parse(text).unwrap_err() else { panic!("expected Invalid") };
+        assert_eq!(errs[0].key, "program.keyframe_bridge", "transcode has no keyframes to wait for: {errs:?}");
+        assert!(errs[0].message.contains("applies to passthrough"), "{errs:?}");
+    }
 }

@@ -252,6 +252,8 @@ pub struct RawProgram {
     pub audio: Option<Vec<Part<String>>>,
     /// Carry the contribution's SCTE-35.
     pub scte35: Option<bool>,
+    /// Bridge T0 to the contribution's next keyframe.
+    pub keyframe_bridge: Option<bool>,
     /// Picture width.
     pub width: Option<i64>,
     /// Picture height.

@@ -504,6 +504,10 @@ pub struct ProgramFormat {
     /// In passthrough, whether the contribution carries SCTE-35 cues, so
     /// the pre-show slate's PMT already lists their PID.
     pub scte35: bool,
+    /// In passthrough, whether T0 lands on its own picture, the pictures
+    /// up to the contribution's next keyframe re-encoded (H.264,
+    /// progressive), rather than on that keyframe.
+    pub keyframe_bridge: bool,
     /// Frame width in pixels.
     pub width: u32,
     /// Frame height in pixels.
@@ -622,6 +626,7 @@ impl Default for ProgramFormat {
             video_codec: crate::media::es::VideoCodec::H264,
             audio: vec![PlannedTrack { codec: crate::media::es::AudioCodec::Aac, language: None }],
             scte35: false,
+            keyframe_bridge: true,
             width: 1280,
             height: 720,
             framerate: 25,
