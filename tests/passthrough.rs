@@ -376,6 +376,78 @@ async fn relays_untouched_with(
 /// Field-coded H.264 (576i50, the PAL broadcast format: the same fields as
 /// 1080i50 at a fifth of the pixels, so that it costs the 2-core machine
 /// little beside the 1080p50 test running at the same time).
+/// T0 mid-GOP on a contribution with B-pictures (decoded ahead of being
+/// shown) and a keyframe every 2 s: the programme starts on T0's own
+/// picture, re-encoded by the keyframe bridge up to the contribution's
+/// next keyframe, and from there the contribution's own access units run
+/// unbroken. The partner's stream stays clean and decodes without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t0_mid_gop_lands_on_its_own_picture_and_the_contribution_resumes_at_its_keyframe() {
+    require("ffmpeg", "ffmpeg");
+    simulcast::media::init().expect("GStreamer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "12", "-c:v", "libx264", "-preset", "superfast"])
+        .args(["-bf", "3", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-c:a", "aac", "-f", "mpegts"])
+        .arg(&contribution)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+    let b_frames = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=has_b_frames", "-of", "csv=p=0"])
+        .arg(&contribution)
+        .output()
+        .expect("ffprobe");
+    assert_ne!(String::from_utf8_lossy(&b_frames.stdout).trim(), "0", "the contribution has no B-pictures");
+
+    let source_port = peer_port();
+    let udp = UdpCapture::start();
+    let legs = [channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port))];
+    let config = udp_contribution(source_port, "width = 320\nheight = 180\nframerate = 25\ngop = 25\n", &legs);
+    let utc = simulcast::media::recording::UtcClock::new(&simulcast::media::clock());
+    // The contribution starts 2 s after the relay; T0 about 5 s into it,
+    // a second from its keyframes at 4 s and 6 s.
+    let t0 = chrono::Utc::now() + chrono::Duration::milliseconds(7000);
+    let cue = simulcast::media::program::Cue { program_from: Some(t0), program_until: None, force_slate: false };
+    let plan = simulcast::relay::RelayPlan::from_config(&config);
+    let relay = simulcast::relay::Relay::start_with(&plan, cue, None).await.expect("relay starts");
+    send_live(&contribution, source_port).await;
+    relay.shutdown().await;
+    let timed = udp.timed();
+    let (path, datagrams) = udp.finish();
+    let data = datagrams.concat();
+    common::check_ts(&data).assert_clean("UDP leg");
+    common::decodes_cleanly(&data, "UDP leg");
+
+    let pics = common::pictures(&timed);
+    let i = pics.iter().position(|p| p.luma > 80.0).expect("programme pictures");
+    let first = pics[i];
+    assert!(first.keyframe, "the first programme picture is not a keyframe");
+    let delay = simulcast::media::passthrough::DELAY.as_nanos() as u64;
+    let t0_pts = simulcast::media::mux::ticks_90k(utc.clock_of(t0.timestamp_nanos_opt().unwrap() as u64) + delay);
+    let mask = (1u64 << 33) - 1;
+    let after = first.pts.wrapping_sub(t0_pts) & mask;
+    assert!(after < 3600 + 180, "the first programme picture is {} ms after T0, not T0's picture", after / 90);
+    // The bridge runs to the contribution's next keyframe, well after T0:
+    // no gap, no slate, every picture in between.
+    let key = i + 1 + pics[i + 1..].iter().position(|p| p.keyframe).expect("the contribution's keyframe");
+    assert!((5..=50).contains(&(key - i)), "{} pictures from T0 to the next keyframe", key - i);
+    let steps: Vec<u64> = pics[i..=key].windows(2).map(|w| w[1].pts - w[0].pts).collect();
+    // A live feed's timestamps are steered onto its frame grid by a few
+    // microseconds at a time.
+    assert!(steps.iter().all(|&d| d.abs_diff(3600) <= 5), "picture steps over the bridge {steps:?} (90 kHz)");
+    // From that keyframe on, the contribution's own access units.
+    let own = longest_run(&hashes(&contribution, "0:v:0"), &hashes(&path, "0:v:0"));
+    assert!(own >= 100, "only {own} of the contribution's pictures in a row after the bridge");
+    eprintln!(
+        "T0's picture {} ms after T0; {} pictures bridged; then {own} of the contribution's own",
+        after / 90,
+        key - i
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interlaced_576i50_contribution_keeps_its_fields() {
     let video = ["-vf", "scale=720:576", "-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ilme+ildct"];

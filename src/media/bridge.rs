@@ -106,20 +106,28 @@ impl Bridge {
         let queue = make("queue")?;
         let convert = make("videoconvert")?;
         let (w, h) = (format.width, format.height);
-        let raw = gst::Caps::builder("video/x-raw").field("format", "I420").field("width", w as i32).field("height", h as i32);
-        let filter = gst::ElementFactory::make("capsfilter").property("caps", raw.build()).build().map_err(|_| err("capsfilter"))?;
+        let raw = gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", w as i32)
+            .field("height", h as i32);
+        let filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", raw.build())
+            .build()
+            .map_err(|_| err("capsfilter"))?;
         // Caps last in a description would be read as an element's name.
-        let desc = format!("{} ! identity", super::slate::h264_encoder(format, u32::MAX / 2, kbps.max(200), BRIDGE_SPS_ID));
+        let desc =
+            format!("{} ! identity", super::slate::h264_encoder(format, u32::MAX / 2, kbps.max(200), BRIDGE_SPS_ID));
         let encode = gst::parse::bin_from_description(&desc, true).map_err(|e| err(&e.to_string()))?;
         // Sliced threads (zerolatency): both cores, no picture of latency.
-        if let Some(x264) = encode.iterate_elements().into_iter().flatten().find(|e| {
-            e.factory().is_some_and(|f| f.name() == "x264enc")
-        }) {
+        if let Some(x264) =
+            encode.iterate_elements().into_iter().flatten().find(|e| e.factory().is_some_and(|f| f.name() == "x264enc"))
+        {
             x264.set_property("threads", 0u32);
         }
         let sink = gst_app::AppSink::builder().sync(false).build();
         let pipeline = gst::Pipeline::with_name("keyframe-bridge");
-        let elements = [src.upcast_ref(), &parse, &decode, &queue, &convert, &filter, encode.upcast_ref(), sink.upcast_ref()];
+        let elements =
+            [src.upcast_ref(), &parse, &decode, &queue, &convert, &filter, encode.upcast_ref(), sink.upcast_ref()];
         pipeline.add_many(elements).map_err(|e| err(&e.to_string()))?;
         gst::Element::link_many(elements).map_err(|e| err(&e.to_string()))?;
 

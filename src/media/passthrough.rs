@@ -14,6 +14,9 @@
 //!   lands on its first keyframe whose presentation time is at or after
 //!   the switch instant; the old feed runs until that keyframe's decoding
 //!   time;
+//! - T0, known ahead, lands on its own picture instead, the first at or
+//!   after it: a keyframe bridge ([`super::bridge`]) re-encodes the
+//!   pictures from there to the contribution's next keyframe;
 //! - a switch to the slate lands on the next picture, the slate loop's
 //!   keyframe;
 //! - audio follows the video: each track takes a feed's frames from the
@@ -270,9 +273,21 @@ struct Splicer {
     slate_audio: Vec<Option<(u64, u64)>>,
     /// The T0 a bridge was last started for (one try each).
     bridge_tried: Option<u64>,
+    /// `[program] keyframe_bridge`.
+    bridge_on: bool,
+    /// A T0 still ahead (clock ns) that will put a feed on: the slate's
+    /// last picture before it ends by it, so that T0's own picture (or a
+    /// keyframe just after T0) can follow at once.
+    t0_ahead: Option<u64>,
     /// Where the feeds change, by presentation time: audio follows them.
     changes: VecDeque<(u64, Feed)>,
     last_video_dts: u64,
+    /// Where the pictures out so far stop being shown: the greatest
+    /// presentation time plus a picture. A contribution with B-pictures
+    /// shows pictures decoded earlier after its last one decoded: what
+    /// follows a switch starts after them, or a decoder would show two
+    /// pictures at one instant, or time going back.
+    shown_until: u64,
     last_audio_pts: Vec<u64>,
     /// Per track: where the last audio access unit written ends (its pts
     /// plus its span). A contribution's PES may carry several frames
@@ -340,6 +355,7 @@ impl Splicer {
             slate_audio: Vec::new(),
             changes: VecDeque::from([(0, Feed::Slate)]),
             last_video_dts: 0,
+            shown_until: 0,
             last_audio_pts: Vec::new(),
             audio_end: Vec::new(),
             audio_span: vec![Vec::new(); n],
@@ -351,6 +367,8 @@ impl Splicer {
             bridge: None,
             bridging: false,
             bridge_tried: None,
+            bridge_on: plan.format.keyframe_bridge,
+            t0_ahead: None,
             rates: vec![(0, 0, 0); n],
         }
     }
@@ -534,7 +552,13 @@ impl Splicer {
         }
         let t = t0?;
         let ahead = t > due && t - due <= prepare;
-        if self.bridge.is_none() && ahead && self.on == Feed::Slate && self.chosen != Feed::Slate && self.bridge_tried != Some(t) {
+        if self.bridge_on
+            && self.bridge.is_none()
+            && ahead
+            && self.on == Feed::Slate
+            && self.chosen != Feed::Slate
+            && self.bridge_tried != Some(t)
+        {
             let i = index(self.chosen);
             let video = self.formats[i].video.clone().filter(Bridge::supports);
             if let Some(v) = video {
@@ -560,6 +584,7 @@ impl Splicer {
         self.take_feeds(due);
         let want = self.decide(now, due);
         let t0 = self.prepare_bridge(due);
+        self.t0_ahead = t0.filter(|&t| t > due && self.chosen != Feed::Slate);
         let target = self.pending.map_or(self.on, |p| p.to);
         if want != target {
             // A scheduled switch lands from its instant, not from the tick
@@ -585,8 +610,8 @@ impl Splicer {
             let next_on = self.next_on().filter(|&(dts, _)| dts <= due);
             let Some(p) = self.pending else {
                 match next_on {
-                    Some(_) => self.emit_on(now, out),
-                    None => break,
+                    Some((n, _)) if !self.ends_after_t0(n) => self.emit_on(now, out),
+                    _ => break,
                 }
                 continue;
             };
@@ -618,6 +643,12 @@ impl Splicer {
                 }
             }
         }
+    }
+
+    /// Whether a slate picture at `dts` would still be shown at a T0 that
+    /// puts a feed on: it waits, and the switch lands in its place.
+    fn ends_after_t0(&self, dts: u64) -> bool {
+        self.on == Feed::Slate && self.t0_ahead.is_some_and(|t| dts < t && dts + self.on_frame_ns() > t)
     }
 
     /// One picture's duration of what is on (20 ms until known).
@@ -668,7 +699,8 @@ impl Splicer {
             q.pop_front();
         }
         let keyframe = q.front().map(|a| (a.dts, a.pts));
-        let late = b.front().is_none() && !b.done() && due > self.last_video_dts + frame + bridge::WAIT.as_nanos() as u64;
+        let late =
+            b.front().is_none() && !b.done() && due > self.last_video_dts + frame + bridge::WAIT.as_nanos() as u64;
         if late || b.failed.is_some() {
             let error = b.failed.clone().unwrap_or_else(|| "its next picture is late".into());
             warn!(error = %error, pictures = b.given, "Keyframe bridge given up: the contribution's keyframe comes next.");
@@ -682,7 +714,11 @@ impl Splicer {
         }
         if b.front().is_none() && b.done() && keyframe.is_some() {
             let after_ms = keyframe.map_or(0, |(_, kp)| kp.saturating_sub(b.t0)) / 1_000_000;
-            info!(pictures = b.given, keyframe_after_ms = after_ms, "Keyframe bridge ended: the contribution's own pictures from its keyframe on.");
+            info!(
+                pictures = b.given,
+                keyframe_after_ms = after_ms,
+                "Keyframe bridge ended: the contribution's own pictures from its keyframe on."
+            );
             self.bridging = false;
             self.bridge = None;
         }
@@ -694,6 +730,8 @@ impl Splicer {
     /// used: not needed (a keyframe within a picture of T0), failed, or
     /// not ready [`bridge::WAIT`] after T0 (dropped: the keyframe rule).
     fn bridge_landing(&mut self, p: Pending, due: u64) -> Option<(u64, u64, bool)> {
+        let after = self.last_video_dts + self.on_frame_ns();
+        let shown = self.shown(due);
         let b = self.bridge.as_mut()?;
         if self.bridging || feed_of(b.feed) != p.to || p.from != b.t0 {
             return None;
@@ -702,7 +740,10 @@ impl Splicer {
         let rate = self.formats[b.feed].video.as_ref().map_or((0, 0), |v| v.framerate);
         let frame = if rate.0 > 0 && rate.1 > 0 { rate.1 as u64 * 1_000_000_000 / rate.0 as u64 } else { 20_000_000 };
         let (t0, wait) = (b.t0, bridge::WAIT.as_nanos() as u64);
-        let on_time = self.video[b.feed].iter().any(|a| a.keyframe && a.pts >= t0 && a.pts < t0 + frame);
+        // The keyframe rule lands there anyway: a keyframe within a
+        // picture of T0, decoded after the last picture out has ended.
+        let on_time =
+            self.video[b.feed].iter().any(|a| a.keyframe && a.pts >= t0 && a.pts < t0 + frame && a.dts >= after);
         let empty = b.done() && b.front().is_none();
         let why = if on_time {
             Some("the contribution has a keyframe within a picture of T0".to_owned())
@@ -710,6 +751,8 @@ impl Splicer {
             Some(e.clone())
         } else if empty {
             Some("it has no picture before the contribution's keyframe".to_owned())
+        } else if b.front().is_some_and(|(_, pts)| pts < shown) {
+            Some("its first picture would be shown before the last picture out has ended".to_owned())
         } else if b.front().is_none() && due > t0 + wait {
             Some(format!("its first picture was not ready {} ms after T0", wait / 1_000_000))
         } else {
@@ -734,8 +777,9 @@ impl Splicer {
             Feed::Slate => {
                 let slate = self.slate.as_ref()?;
                 let frame = slate.picture_at(1).max(1);
-                // On the picture grid of what is on, just after the last picture.
-                let at = (self.last_video_dts + frame).max(due.saturating_sub(frame));
+                // On the picture grid of what is on, just after the last
+                // picture, once every picture out has been shown.
+                let at = (self.last_video_dts + frame).max(self.shown(due)).max(due.saturating_sub(frame));
                 (at <= due).then_some((at, at, true))
             }
             f => {
@@ -744,15 +788,22 @@ impl Splicer {
                 }
                 // The last picture on air keeps its whole duration.
                 let after = if self.last_video_dts == 0 { 0 } else { self.last_video_dts + self.on_frame_ns() };
+                let shown = self.shown(due);
                 let q = &mut self.video[index(f)];
                 // What comes before the keyframe the switch lands on is
                 // never shown.
-                while q.front().is_some_and(|a| !(a.keyframe && a.pts >= p.from && a.dts >= after)) {
+                while q.front().is_some_and(|a| !(a.keyframe && a.pts >= p.from.max(shown) && a.dts >= after)) {
                     q.pop_front();
                 }
                 q.front().map(|a| (a.dts, a.pts, true))
             }
         }
+    }
+
+    /// [`Self::shown_until`], if it is near `due` (a stream that jumped
+    /// does not hold switches up).
+    fn shown(&self, due: u64) -> u64 {
+        if self.shown_until > due + JUMP / 2 { 0 } else { self.shown_until }
     }
 
     fn land(&mut self, p: Pending, at: u64, now: u64) {
@@ -848,6 +899,7 @@ impl Splicer {
                     self.mux.write_au(Slot::Video, at, &m, now, out);
                 }
                 self.last_video_dts = t;
+                self.shown_until = t + slate.picture_at(1);
             }
             f => {
                 let next = if self.bridging {
@@ -868,6 +920,7 @@ impl Splicer {
                     self.mux.write_au(Slot::Video, at, &m, now, out);
                 }
                 self.last_video_dts = au.dts;
+                self.shown_until = self.shown_until.max(au.pts + self.on_frame_ns());
             }
         }
     }
