@@ -11,8 +11,9 @@
 //! programme picture across the 12 legs of one run.
 //!
 //! `cargo bench --bench t0` (`T0_RUNS`, default 10; `T0_MODE=passthrough`
-//! relays the test source's own encode, where the switch waits for its
-//! next keyframe: the T0 error is then bounded by its GOP, 1 s).
+//! relays the test source's own encode: T0 lands on its own picture through
+//! the keyframe bridge, or with `T0_BRIDGE=off` on the next keyframe, up to
+//! its GOP, 1 s, later; `RUST_LOG=simulcast::media=info` logs each switch).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a panic is how a test fails
 
@@ -82,16 +83,53 @@ fn ms_after(t0: DateTime<Utc>, base: (Instant, DateTime<Utc>), at: Instant) -> f
     (utc - t0).num_microseconds().unwrap() as f64 / 1000.0
 }
 
-/// One run of simulcast: per leg, ms from T0 to the first programme
-/// picture at the partner, and ms from T0 to when it left the relay; and
-/// ms from T0 to that picture's own timestamp.
-async fn run_simulcast() -> (Vec<(f64, f64)>, f64) {
+/// CPU seconds this process has used (user and system, every thread).
+fn cpu_s() -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let u = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr());
+        u.assume_init()
+    };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// One run of simulcast, T0 `phase_ms` past a whole second after the
+/// relay's start (the contribution's keyframes fall at a different place
+/// around T0 in each run): per leg, ms from T0 to the first programme
+/// picture at the partner, and ms from T0 to when it left the relay; ms
+/// from T0 to that picture's own timestamp; and the CPU seconds of the run.
+async fn run_simulcast(phase_ms: i64) -> (Vec<(f64, f64)>, f64, f64) {
     let c = captures(LEGS);
     let mode = std::env::var("T0_MODE").unwrap_or_else(|_| "transcode".into());
-    let mut text = format!(
-        "[event]\ntitle = \"T0 bench\"\n[source]\ntype = \"test\"\n\
-         [program]\nmode = \"{mode}\"\nwidth = 640\nheight = 360\nframerate = 25\nvideo_kbps = 1500\ngop = 25\n",
-    );
+    // A recorded contribution (MPEG-TS, 1080p50) played in real time by
+    // ffmpeg over UDP, or the built-in test source.
+    let file = std::env::var("T0_CONTRIBUTION").ok();
+    let mut player = None;
+    let source = match &file {
+        Some(f) => {
+            let port = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("port").port();
+            let url = format!("udp://127.0.0.1:{port}?pkt_size=1316");
+            player = Command::new("ffmpeg")
+                .args(["-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", f, "-map", "0", "-c", "copy"])
+                .args(["-f", "mpegts", &url])
+                .stdout(Stdio::null())
+                .spawn()
+                .ok();
+            format!("type = \"udp\"\nuri = \"udp://127.0.0.1:{port}\"\n")
+        }
+        None => "type = \"test\"\n".to_owned(),
+    };
+    let picture = if file.is_some() {
+        "width = 1920\nheight = 1080\nframerate = 50\nvideo_kbps = 12000\ngop = 50\n"
+    } else {
+        "width = 640\nheight = 360\nframerate = 25\nvideo_kbps = 1500\ngop = 25\n"
+    };
+    let mut text = format!("[event]\ntitle = \"T0 bench\"\n[source]\n{source}[program]\nmode = \"{mode}\"\n{picture}");
+    if std::env::var("T0_BRIDGE").is_ok_and(|v| v == "off") {
+        text.push_str("keyframe_bridge = false\n");
+    }
     for (i, port) in c.ports.iter().enumerate() {
         text.push_str(&format!(
             "[[channels]]\nid = \"leg-{i:02}\"\nname = \"leg {i}\"\ncountry = \"KZ\"\ntimezone = \"Asia/Almaty\"\n\
@@ -100,11 +138,17 @@ async fn run_simulcast() -> (Vec<(f64, f64)>, f64) {
     }
     let cfg = config::parse(&text).expect("config");
     let base = (Instant::now(), Utc::now());
-    let t0 = base.1 + chrono::Duration::seconds(3);
+    let t0 = base.1 + chrono::Duration::milliseconds(3000 + phase_ms);
     let cue = Cue { program_from: Some(t0), program_until: None, force_slate: false };
+    let cpu = cpu_s();
     let relay = Relay::start_with(&RelayPlan::from_config(&cfg), cue, None).await.expect("relay");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let status = relay.shutdown().await;
+    let cpu = cpu_s() - cpu;
+    if let Some(mut p) = player {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
     let ms =
         |ns: u64| (DateTime::<Utc>::from_timestamp_nanos(ns as i64) - t0).num_microseconds().unwrap() as f64 / 1000.0;
     let stamped = status.switched_utc_ns.map_or(f64::NAN, ms);
@@ -119,7 +163,7 @@ async fn run_simulcast() -> (Vec<(f64, f64)>, f64) {
         let sent = status.legs[i].program_since_utc_ns.map_or(f64::NAN, ms);
         out.push((ms_after(t0, base, first.arrived), sent));
     }
-    (out, stamped)
+    (out, stamped, cpu)
 }
 
 /// One run of the timer-started peer: per leg, ms from T0 to the first
@@ -170,17 +214,25 @@ fn spread(v: &[f64]) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG=simulcast::media=info shows each switch and bridge.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     simulcast::media::init().expect("GStreamer");
     let runs: usize = std::env::var("T0_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let (mut at_partner, mut left_relay, mut spreads) = (Vec::new(), Vec::new(), Vec::new());
-    let mut stamps = Vec::new();
+    let (mut stamps, mut cpus) = (Vec::new(), Vec::new());
     let (mut peer, mut peer_spreads) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        let (legs, stamped) = run_simulcast().await;
+        // T0 moves by 370 ms a run against the contribution's keyframes.
+        let (legs, stamped, cpu) = run_simulcast((run as i64 * 370) % 1000).await;
         stamps.push(stamped);
+        cpus.push(cpu);
         let arrivals: Vec<f64> = legs.iter().map(|l| l.0).collect();
         eprintln!(
-            "run {run}: simulcast {} legs, first programme picture {:.1}..{:.1} ms after T0",
+            "run {run}: simulcast {} legs, its own timestamp {stamped:.1} ms, at the partners {:.1}..{:.1} ms after T0; \
+             {cpu:.2} s of CPU",
             legs.len(),
             arrivals.iter().copied().fold(f64::MAX, f64::min),
             arrivals.iter().copied().fold(f64::MIN, f64::max)
@@ -195,7 +247,12 @@ async fn main() {
         }
     }
     let mode = std::env::var("T0_MODE").unwrap_or_else(|_| "transcode".into());
-    println!("\nT0 accuracy, {mode}, {runs} runs x {LEGS} UDP legs, 640x360@25 (one frame = {FRAME_MS} ms, GOP 1 s)\n");
+    let bridge = if std::env::var("T0_BRIDGE").is_ok_and(|v| v == "off") { ", no keyframe bridge" } else { "" };
+    let (what, frame_ms) = match std::env::var("T0_CONTRIBUTION") {
+        Ok(f) => (format!("{f} relayed"), 20.0),
+        Err(_) => ("the test source, 640x360@25, GOP 1 s".to_owned(), FRAME_MS),
+    };
+    println!("\nT0 accuracy, {mode}{bridge}, {runs} runs x {LEGS} UDP legs, {what} (one frame = {frame_ms} ms)\n");
     println!("| | legs measured | p50 ms | p99 ms | max ms | spread p50 ms | spread max ms |");
     println!("|---|---|---|---|---|---|---|");
     let row = |name: &str, v: &mut Vec<f64>, s: &mut Vec<f64>| {
@@ -211,6 +268,8 @@ async fn main() {
     let mut none = Vec::new();
     row("simulcast: first programme picture out of the relay - T0", &mut left_relay, &mut none);
     row("simulcast: the first programme picture's own timestamp - T0", &mut stamps, &mut Vec::new());
+    let mean = cpus.iter().sum::<f64>() / cpus.len().max(1) as f64;
+    println!("\nsimulcast's CPU per run (the relay's 5 s and 12 capture threads): mean {mean:.2} s");
     if peer.is_empty() {
         println!("| gst-launch started by a timer at T0 | gst-launch-1.0 not found | | | | | |");
     } else {
