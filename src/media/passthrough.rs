@@ -845,23 +845,16 @@ impl Splicer {
                 self.shared.switched_utc.store(utc, Ordering::Relaxed);
                 self.sender.mark_program_start();
             }
-            if self.bridging {
-                info!(
-                    from = from.as_str(),
-                    to = p.to.as_str(),
-                    picture_after_ms = late_ms,
-                    waited_ms,
-                    "Passthrough switch landed on T0's picture, bridged (re-encoded) to the contribution's next keyframe."
-                );
-            } else {
-                info!(
-                    from = from.as_str(),
-                    to = p.to.as_str(),
-                    keyframe_after_ms = late_ms,
-                    waited_ms,
-                    "Passthrough switch landed on a keyframe."
-                );
-            }
+            let on =
+                if self.bridging { "T0's picture, bridged to the contribution's next keyframe" } else { "a keyframe" };
+            info!(
+                from = from.as_str(),
+                to = p.to.as_str(),
+                on,
+                after_ms = late_ms,
+                waited_ms,
+                "Passthrough switch landed."
+            );
         }
     }
 
