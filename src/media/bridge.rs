@@ -60,7 +60,7 @@ pub struct Bridge {
     started: bool,
     /// The contribution's first keyframe at or after `t0` (dts, pts):
     /// nothing from it on is bridged.
-    pub keyframe: Option<(u64, u64)>,
+    keyframe: Option<(u64, u64)>,
     /// How far the feed's keyframes are decoded before they are shown:
     /// the bridged pictures' decoding times are their presentation times
     /// less this, so that they stay before the keyframe's.
