@@ -550,6 +550,10 @@ impl LegInput {
 pub trait Tap: Send + Sync + std::fmt::Debug {
     /// Takes (or drops, and counts) one batch.
     fn take(&self, list: &gst::BufferList);
+
+    /// The next batch starts the programme (its first picture, after the
+    /// slate).
+    fn program_start(&self) {}
 }
 
 /// The set of legs fed from the program.
@@ -721,6 +725,9 @@ impl Fanout {
             leg.offer(&list, pts);
         }
         for tap in self.taps.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if start {
+                tap.program_start();
+            }
             tap.take(&list);
         }
     }

@@ -19,7 +19,7 @@
 //! language its PMT gives it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -208,6 +208,11 @@ pub struct Thumbnailer {
     src: Mutex<Option<gst_app::AppSrc>>,
     /// Buffers gathered by [`Thumbnailer::push`], not handed over yet.
     gathered: Mutex<Vec<gst::Buffer>>,
+    /// The programme starts with the next keyframe: it is kept however
+    /// soon it follows the last (the programme's first picture, which the
+    /// as-run log keeps, is T0's own, often under [`MIN_INTERVAL`] after
+    /// the slate's last keyframe).
+    program_start: Arc<AtomicBool>,
 }
 
 impl Thumbnailer {
@@ -219,7 +224,12 @@ impl Thumbnailer {
         stop: watch::Receiver<bool>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), MediaError> {
         THUMBNAIL.check()?;
-        let me = Arc::new(Self { name, src: Mutex::new(None), gathered: Mutex::new(Vec::with_capacity(GATHER)) });
+        let me = Arc::new(Self {
+            name,
+            src: Mutex::new(None),
+            gathered: Mutex::new(Vec::with_capacity(GATHER)),
+            program_start: Arc::default(),
+        });
         let task = super::supervise::spawn(Run { me: Arc::clone(&me), thumbs }, BACKOFF, stop);
         Ok((me, task))
     }
@@ -252,6 +262,10 @@ impl super::fanout::Tap for Thumbnailer {
             let _ = src.push_buffer_list(list.copy());
         }
     }
+
+    fn program_start(&self) {
+        self.program_start.store(true, Ordering::Relaxed);
+    }
 }
 
 struct Run {
@@ -261,7 +275,7 @@ struct Run {
 
 impl Supervised for Run {
     async fn run_once(&mut self, stop: &watch::Receiver<bool>) -> Ended {
-        let (pipeline, src, mut bus_rx) = match build(self.me.name, &self.thumbs) {
+        let (pipeline, src, mut bus_rx) = match build(self.me.name, &self.thumbs, &self.me.program_start) {
             Ok(b) => b,
             Err(e) => return Ended::Permanent(e.to_string()),
         };
@@ -299,6 +313,7 @@ impl Supervised for Run {
 fn build(
     name: &'static str,
     thumbs: &Arc<Thumbnails>,
+    program_start: &Arc<AtomicBool>,
 ) -> Result<(gst::Pipeline, gst_app::AppSrc, super::BusRx), MediaError> {
     let err = |e: gst::glib::BoolError| MediaError::Pipeline(format!("thumbnailer: {e}"));
     let pipeline = gst::Pipeline::with_name(&format!("thumbnail-{name}"));
@@ -340,6 +355,7 @@ fn build(
     }
     let weak = pipeline.downgrade();
     let thumbs = Arc::clone(thumbs);
+    let program_start = Arc::clone(program_start);
     let tracks = AtomicU64::new(0);
     demux.connect_pad_added(move |_, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -371,7 +387,7 @@ fn build(
         if pipeline.by_name("decoder").is_some() {
             return; // One video stream is enough.
         }
-        if let Err(e) = decode(&pipeline, pad, (parser, decoder), name, &thumbs) {
+        if let Err(e) = decode(&pipeline, pad, (parser, decoder), name, &thumbs, Arc::clone(&program_start)) {
             warn!(stream = name, error = %e, "Cannot decode the stream for its thumbnail.");
         }
     });
@@ -393,6 +409,7 @@ fn decode(
     (parser, decoder): (&str, &str),
     name: &'static str,
     thumbs: &Arc<Thumbnails>,
+    program_start: Arc<AtomicBool>,
 ) -> Result<(), MediaError> {
     let raw = gst::Caps::builder("video/x-raw")
         .field("format", "I420")
@@ -421,7 +438,7 @@ fn decode(
         THUMBNAIL.make("jpegenc", |b| b.property("quality", 70i32))?,
         sink.upcast(),
     ];
-    keyframes_only(&chain[0])?;
+    keyframes_only(&chain[0], program_start)?;
     measure_luma(&chain[5], luma)?;
     super::attach_chain(pipeline, pad, &chain)
 }
@@ -472,8 +489,9 @@ fn audio_format(caps: &gst::CapsRef) -> Option<(i32, usize)> {
 }
 
 /// Drops, after `parser`, every picture but keyframes, and a keyframe
-/// less than [`MIN_INTERVAL`] (by its timestamp) after the last one kept.
-fn keyframes_only(parser: &gst::Element) -> Result<(), MediaError> {
+/// less than [`MIN_INTERVAL`] (by its timestamp) after the last one kept,
+/// but for the first after `program_start` was set.
+fn keyframes_only(parser: &gst::Element, program_start: Arc<AtomicBool>) -> Result<(), MediaError> {
     let pad = parser.static_pad("src").ok_or_else(|| MediaError::Pipeline("parser without a src pad".into()))?;
     // The timestamp (ns) of the last keyframe kept; u64::MAX: none yet.
     let last = AtomicU64::new(u64::MAX);
@@ -484,7 +502,8 @@ fn keyframes_only(parser: &gst::Element) -> Result<(), MediaError> {
         }
         let Some(at) = b.pts().or(b.dts()).map(gst::ClockTime::nseconds) else { return gst::PadProbeReturn::Ok };
         let before = last.load(Ordering::Relaxed);
-        if before != u64::MAX && at >= before && at - before < MIN_INTERVAL.as_nanos() as u64 {
+        let first_of_programme = program_start.swap(false, Ordering::Relaxed);
+        if !first_of_programme && before != u64::MAX && at >= before && at - before < MIN_INTERVAL.as_nanos() as u64 {
             return super::drop_data(info);
         }
         last.store(at, Ordering::Relaxed);
