@@ -61,6 +61,9 @@ pub const DELAY: Duration = Duration::from_millis(600);
 const TICK: Duration = Duration::from_millis(10);
 /// A feed whose pictures jump by more than this starts a new stream.
 const JUMP: u64 = 2_000_000_000;
+/// Over how long a feed's video bit rate is measured (for the bridge's
+/// encoder).
+const RATE_WINDOW: u64 = 2_000_000_000;
 /// The most an audio unit's timestamp is moved so that it starts where
 /// the previous one ends.
 const AUDIO_NUDGE: u64 = 5_000_000;
@@ -484,9 +487,9 @@ impl Splicer {
                 if let Some(b) = self.bridge.as_mut().filter(|b| b.feed == i) {
                     b.push(&au);
                 }
-                if au.dts < *since || au.dts > *since + 2 * JUMP {
+                if au.dts < *since || au.dts > *since + 2 * RATE_WINDOW {
                     (*since, *bytes) = (au.dts, 0);
-                } else if au.dts >= *since + JUMP {
+                } else if au.dts >= *since + RATE_WINDOW {
                     *kbps = (*bytes * 8_000_000 / (au.dts - *since).max(1)) as u32;
                     (*since, *bytes) = (au.dts, 0);
                 }
@@ -653,7 +656,12 @@ impl Splicer {
 
     /// One picture's duration of what is on (20 ms until known).
     fn on_frame_ns(&self) -> u64 {
-        let rate = match self.on {
+        self.frame_ns(self.on)
+    }
+
+    /// One picture's duration of `feed` (20 ms until known).
+    fn frame_ns(&self, feed: Feed) -> u64 {
+        let rate = match feed {
             Feed::Slate => self.slate.as_ref().map(|s| (s.framerate.0, s.framerate.1)),
             f => self.formats[index(f)]
                 .video
@@ -732,13 +740,12 @@ impl Splicer {
     fn bridge_landing(&mut self, p: Pending, due: u64) -> Option<(u64, u64, bool)> {
         let after = self.last_video_dts + self.on_frame_ns();
         let shown = self.shown(due);
+        let frame = self.frame_ns(p.to);
         let b = self.bridge.as_mut()?;
         if self.bridging || feed_of(b.feed) != p.to || p.from != b.t0 {
             return None;
         }
         b.check();
-        let rate = self.formats[b.feed].video.as_ref().map_or((0, 0), |v| v.framerate);
-        let frame = if rate.0 > 0 && rate.1 > 0 { rate.1 as u64 * 1_000_000_000 / rate.0 as u64 } else { 20_000_000 };
         let (t0, wait) = (b.t0, bridge::WAIT.as_nanos() as u64);
         // The keyframe rule lands there anyway: a keyframe within a
         // picture of T0, decoded after the last picture out has ended.
