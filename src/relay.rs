@@ -29,8 +29,9 @@ use crate::media::{self, MediaError};
 /// A delayed leg's pipeline starts this long before its first chunk is due,
 /// so that it is connected when the chunk comes.
 pub const DELAYED_LEAD: Duration = Duration::from_secs(3);
-/// A delayed leg carries this much of the recorded slate before its air
-/// time: more than a GOP, so that the partner decodes slate before the
+/// A delayed leg's copy starts this long before its air time, at the
+/// recorded slate's first keyframe from there (the copy's first picture):
+/// more than a GOP, so that the partner decodes slate before the
 /// programme (a GOP of up to 2 s).
 pub const DELAYED_SLATE: Duration = Duration::from_secs(2);
 

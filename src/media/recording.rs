@@ -27,12 +27,16 @@ use tracing::{debug, error, warn};
 
 use super::fanout::{BATCH_BYTES, LegInput};
 use super::supervise::Thread;
+use super::ts::{self, PACKET};
 
 /// Default length of one segment file.
 pub const DEFAULT_SEGMENT: Duration = Duration::from_secs(2);
 /// Lists queued for the writer before new ones are dropped (and counted).
 const WRITER_DEPTH: usize = 1024;
 const HEADER: usize = 12;
+/// A delayed leg waits this long in recorded time (ns) for a keyframe to
+/// start at; past it, it starts wherever the recording is.
+const JOIN_WAIT_NS: u64 = 5_000_000_000;
 
 /// Where and how long the program is kept.
 #[derive(Debug, Clone)]
@@ -314,6 +318,55 @@ impl Cursor {
     }
 }
 
+/// Where a delayed leg's copy starts: at a keyframe, after the tables in
+/// force, as a live leg starts on the programme. Started anywhere else, a
+/// partner's decoder gets pictures whose parameter sets and references it
+/// never saw. The records before are held back.
+#[derive(Debug, Default)]
+struct Join {
+    /// The latest PAT, SDT and PMT seen, one packet per PID.
+    tables: Vec<[u8; PACKET]>,
+    /// When the first record looked at was recorded (UTC ns).
+    since: Option<u64>,
+    started: bool,
+}
+
+impl Join {
+    /// What of record `data` (recorded at UTC `at`) goes out: nothing
+    /// before the first keyframe, then the tables and that keyframe's
+    /// packets on; everything after it.
+    fn offer(&mut self, at: u64, data: Vec<u8>) -> Option<Vec<u8>> {
+        if self.started {
+            return Some(data);
+        }
+        let since = *self.since.get_or_insert(at);
+        for (i, p) in data.chunks_exact(PACKET).enumerate() {
+            if ts::starts_random_access(p) {
+                self.started = true;
+                self.tables.sort_by_key(|t| ts::pid(t));
+                let mut out = Vec::with_capacity((self.tables.len() + 1) * PACKET + data.len() - i * PACKET);
+                out.extend(self.tables.iter().flatten());
+                out.extend_from_slice(&data[i * PACKET..]);
+                return Some(out);
+            }
+            let table = ts::section(p).and_then(|s| s.first().copied());
+            if let (Some(0x00 | 0x02 | 0x42), Ok(packet)) = (table, <[u8; PACKET]>::try_from(p)) {
+                self.tables.retain(|t| ts::pid(t) != ts::pid(p));
+                self.tables.push(packet);
+            }
+        }
+        if at.saturating_sub(since) >= JOIN_WAIT_NS {
+            warn!(
+                waited_s = JOIN_WAIT_NS / 1_000_000_000,
+                "No keyframe in the recording: the delayed leg starts without one."
+            );
+            self.started = true;
+            return Some(data);
+        }
+        None
+    }
+}
+
 /// A delayed leg's reader.
 struct Playback<'a> {
     from_utc: u64,
@@ -339,6 +392,7 @@ impl Playback<'_> {
         let mut next_start: Option<u64> = None;
         let mut looked = 0u64;
         let mut mark_next = false;
+        let mut join = Join::default();
         let flush = |batch: &mut Vec<Vec<u8>>, bytes: &mut usize, mark: &mut bool| {
             if batch.is_empty() {
                 return;
@@ -370,6 +424,7 @@ impl Playback<'_> {
             if at < from_utc || at + delay + 1_000_000_000 < now() {
                 continue;
             }
+            let Some(data) = join.offer(at, data) else { continue };
             // The chunk that started the live program starts it here too
             // (the fan-out's list is looked at every 100 ms of programme).
             if next_start.is_none() && at >= looked + 100_000_000 {
@@ -414,6 +469,45 @@ mod tests {
         assert_eq!(u.clock_of(u.utc_of(c)), c);
         let wall = chrono::Utc::now().timestamp_nanos_opt().unwrap() as u64;
         assert!(u.utc_of(c).abs_diff(wall) < 50_000_000, "UTC of now is off by more than 50 ms");
+    }
+
+    /// A delayed leg's copy starts at the recording's first keyframe (here
+    /// HEVC, known by its random_access_indicator), after the PAT and PMT
+    /// recorded before it; nothing before that keyframe goes out.
+    #[test]
+    fn a_delayed_copy_starts_at_a_keyframe_after_the_tables() {
+        use crate::media::es::VideoCodec;
+        use crate::media::mux::{Layout, Mux, PMT_PID, Slot, Timing, VIDEO_PID};
+        let mut mux = Mux::new();
+        mux.set_layout(Layout { video: Some(VideoCodec::Hevc), audio: vec![], scte35: false });
+        let ms = 1_000_000u64;
+        let mut record = |at: u64, keyframe: bool| {
+            let au: Vec<u8> = [&[0u8, 0, 1, if keyframe { 0x26 } else { 0x02 }, 1][..], &[0x55; 400]].concat();
+            let mut out = Vec::new();
+            mux.write_au(Slot::Video, Timing { pts: at, dts: at, keyframe }, &au, at, &mut out);
+            out
+        };
+        // The tables go out with the first picture, not with the keyframe.
+        let (r1, r2, r3, r4) =
+            (record(0, false), record(40 * ms, false), record(80 * ms, true), record(120 * ms, false));
+        assert_eq!(ts::pid(&r1), 0, "the multiplexer's first record starts with the PAT");
+        assert!(r3.chunks_exact(PACKET).all(|p| ts::pid(p) == VIDEO_PID), "the keyframe's record has no tables");
+        let mut join = Join::default();
+        assert_eq!(join.offer(0, r1), None, "a picture before the first keyframe went out");
+        assert_eq!(join.offer(40 * ms, r2), None, "a picture before the first keyframe went out");
+        let first = join.offer(80 * ms, r3.clone()).expect("the keyframe's record");
+        let pids: Vec<u16> = first.chunks_exact(PACKET).take(3).map(ts::pid).collect();
+        assert_eq!(pids, [0, PMT_PID, VIDEO_PID], "PAT, PMT, then the keyframe");
+        assert!(ts::starts_random_access(&first[2 * PACKET..3 * PACKET]));
+        let key = r3.chunks_exact(PACKET).position(ts::starts_random_access).expect("a keyframe in its record");
+        assert_eq!(&first[2 * PACKET..], &r3[key * PACKET..], "the keyframe's record from the keyframe on");
+        assert_eq!(join.offer(120 * ms, r4.clone()), Some(r4), "after the start, records go out as they are");
+
+        // A recording without a keyframe starts anyway, five seconds on.
+        let mut join = Join::default();
+        let p = record(200 * ms, false);
+        assert_eq!(join.offer(0, p.clone()), None);
+        assert_eq!(join.offer(JOIN_WAIT_NS, p.clone()), Some(p));
     }
 
     #[test]

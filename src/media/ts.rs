@@ -69,6 +69,15 @@ pub fn pes_start(packet: &[u8]) -> Option<PesStart> {
     Some(PesStart { pid, stream_id, pts, dts, keyframe })
 }
 
+/// Whether a decoder can start at `packet`: it starts a video PES that is
+/// a keyframe, by its adaptation field's random_access_indicator (any
+/// codec) or by its first NAL units (H.264, [`PesStart::keyframe`]).
+pub fn starts_random_access(packet: &[u8]) -> bool {
+    let Some(start) = pes_start(packet).filter(PesStart::is_video) else { return false };
+    let indicator = packet[3] & 0x20 != 0 && packet[4] > 0 && packet[5] & 0x40 != 0;
+    start.keyframe || indicator
+}
+
 /// Every PES start in `data` (whole packets), in order.
 pub fn pes_starts(data: &[u8]) -> impl Iterator<Item = PesStart> + '_ {
     data.chunks_exact(PACKET).filter_map(pes_start)
