@@ -383,6 +383,19 @@ async fn relays_untouched_with(
 /// unbroken. The partner's stream stays clean and decodes without an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t0_mid_gop_lands_on_its_own_picture_and_the_contribution_resumes_at_its_keyframe() {
+    t0_mid_gop(&[]).await;
+}
+
+/// The same with open GOPs: the keyframe the bridge ends at is a recovery
+/// point whose leading B-pictures, shown before it, are bridged too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t0_mid_gop_bridges_an_open_gops_leading_pictures_too() {
+    t0_mid_gop(&["-x264-params", "open-gop=1"]).await;
+}
+
+/// T0 a second from the keyframes of an H.264 contribution with
+/// B-pictures (x264 `-bf 3`, a keyframe every 2 s, `x264` more options).
+async fn t0_mid_gop(x264: &[&str]) {
     require("ffmpeg", "ffmpeg");
     simulcast::media::init().expect("GStreamer");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -390,7 +403,9 @@ async fn t0_mid_gop_lands_on_its_own_picture_and_the_contribution_resumes_at_its
     let made = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "12", "-c:v", "libx264", "-preset", "superfast"])
-        .args(["-bf", "3", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-c:a", "aac", "-f", "mpegts"])
+        .args(["-bf", "3", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
+        .args(x264)
+        .args(["-c:a", "aac", "-f", "mpegts"])
         .arg(&contribution)
         .status()
         .expect("ffmpeg");
@@ -431,21 +446,163 @@ async fn t0_mid_gop_lands_on_its_own_picture_and_the_contribution_resumes_at_its
     let after = first.pts.wrapping_sub(t0_pts) & mask;
     assert!(after < 3600 + 180, "the first programme picture is {} ms after T0, not T0's picture", after / 90);
     // The bridge runs to the contribution's next keyframe, well after T0:
-    // no gap, no slate, every picture in between.
-    let key = i + 1 + pics[i + 1..].iter().position(|p| p.keyframe).expect("the contribution's keyframe");
-    assert!((5..=50).contains(&(key - i)), "{} pictures from T0 to the next keyframe", key - i);
-    let steps: Vec<u64> = pics[i..=key].windows(2).map(|w| w[1].pts - w[0].pts).collect();
+    // its first own picture, by its bytes, a keyframe of the contribution.
+    let (sent, got) = (packets(&contribution, "0:v:0"), packets(&path, "0:v:0"));
+    let k = got.iter().position(|g| sent.iter().any(|s| s.2 == g.2)).expect("the contribution's own pictures");
+    assert!(
+        keyframe_hashes(&contribution, "0:v:0").contains(&got[k].2),
+        "the bridge ended on a picture that is not a keyframe"
+    );
+    // Every picture slot from T0's to the keyframe's is filled, by the
+    // stream's own timestamps (what a decoder shows of them is its own
+    // policy: see the open-GOP test), with programme, never slate.
+    let (from, to) = (first.pts as i64, got[k].1);
+    let mut slots: Vec<i64> = got.iter().map(|p| p.1).filter(|&pts| (from..=to).contains(&pts)).collect();
+    slots.sort_unstable();
+    let bridged = slots.len() - 1;
+    assert!((5..=50).contains(&bridged), "{bridged} pictures from T0 to the next keyframe");
+    let steps: Vec<i64> = slots.windows(2).map(|w| w[1] - w[0]).collect();
     // A live feed's timestamps are steered onto its frame grid by a few
     // microseconds at a time.
     assert!(steps.iter().all(|&d| d.abs_diff(3600) <= 5), "picture steps over the bridge {steps:?} (90 kHz)");
+    let slate = pics.iter().filter(|p| (from..to).contains(&(p.pts as i64)) && p.luma <= 80.0).count();
+    assert_eq!(slate, 0, "slate pictures inside the bridge");
+    // Nothing after it in decoding order is shown before it: the bridge
+    // covered its leading pictures, if any.
+    let leading = got[k + 1..].iter().take_while(|p| p.1 < got[k].1).count();
+    assert_eq!(leading, 0, "pictures shown before the keyframe the bridge ended at came after it");
     // From that keyframe on, the contribution's own access units.
     let own = longest_run(&hashes(&contribution, "0:v:0"), &hashes(&path, "0:v:0"));
     assert!(own >= 100, "only {own} of the contribution's pictures in a row after the bridge");
     eprintln!(
         "T0's picture {} ms after T0; {} pictures bridged; then {own} of the contribution's own",
         after / 90,
-        key - i
+        bridged
     );
+}
+
+/// (decoding time, presentation time, hash) of every packet of stream
+/// `map`, in the file's order (ffmpeg's framemd5 with `-c copy`, the
+/// stream's own 90 kHz times).
+fn packets(path: &Path, map: &str) -> Vec<(i64, i64, String)> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-copyts", "-i"])
+        .arg(path)
+        .args(["-map", map, "-c", "copy", "-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg framemd5");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split(',').map(str::trim).collect();
+            Some((c.get(1)?.parse().ok()?, c.get(2)?.parse().ok()?, (*c.get(5)?).to_owned()))
+        })
+        .collect()
+}
+
+/// The hashes of the keyframes of stream `map` (ffprobe's flags, zipped
+/// with [`packets`]: both list the packets in the file's order).
+fn keyframe_hashes(path: &Path, map: &str) -> Vec<String> {
+    let stream = map.trim_start_matches("0:");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream, "-show_entries", "packet=flags", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let flags = String::from_utf8_lossy(&out.stdout);
+    let flags: Vec<&str> = flags.lines().filter(|l| !l.trim().is_empty()).collect();
+    let all = packets(path, map);
+    assert_eq!(flags.len(), all.len(), "ffprobe and ffmpeg list the packets alike");
+    all.into_iter().zip(flags).filter(|(_, f)| f.starts_with('K')).map(|(p, _)| p.2).collect()
+}
+
+/// A switch onto an open GOP: the contribution's keyframes (HEVC CRA
+/// pictures, x265's default; H.264 recovery points with `open-gop`) are
+/// followed in decoding order by pictures shown before them, which refer
+/// to pictures before the keyframe. Landing on such a keyframe mid-stream,
+/// partners never got those: the leading pictures are left out, and the
+/// first picture after the switch is the keyframe, shown first.
+async fn a_switch_onto_an_open_gop(video: &[&str], program: &str) {
+    simulcast::media::init().expect("GStreamer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "10"])
+        .args(video)
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(&contribution)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+    let sent = packets(&contribution, "0:v:0");
+    let keys = keyframe_hashes(&contribution, "0:v:0");
+    // The premise: keyframes after the first with leading pictures.
+    let open = sent.windows(2).filter(|w| keys.contains(&w[0].2) && w[1].1 < w[0].1).count();
+    assert!(open >= 2, "the contribution has {open} keyframes with leading pictures");
+
+    let source_port = peer_port();
+    let udp = UdpCapture::start();
+    let legs = [channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port))];
+    let config = udp_contribution(source_port, program, &legs);
+    // The contribution starts 2 s after the relay, T0 about 5 s into it:
+    // the switch lands on a keyframe mid-stream, not the first.
+    let t0 = chrono::Utc::now() + chrono::Duration::milliseconds(7000);
+    let cue = simulcast::media::program::Cue { program_from: Some(t0), program_until: None, force_slate: false };
+    let plan = simulcast::relay::RelayPlan::from_config(&config);
+    let relay = simulcast::relay::Relay::start_with(&plan, cue, None).await.expect("relay starts");
+    send_live(&contribution, source_port).await;
+    relay.shutdown().await;
+    let (path, datagrams) = udp.finish();
+    let data = datagrams.concat();
+    common::check_ts(&data).assert_clean("UDP leg");
+    common::decodes_cleanly(&data, "UDP leg");
+
+    let got = packets(&path, "0:v:0");
+    let sent_hashes: Vec<&String> = sent.iter().map(|p| &p.2).collect();
+    let i = got.iter().position(|p| sent_hashes.contains(&&p.2)).expect("the contribution's pictures");
+    let landed = &got[i];
+    assert!(keys.contains(&landed.2), "the switch landed on a picture that is not a keyframe");
+    assert_ne!(Some(&landed.2), keys.first(), "the switch landed on the contribution's first keyframe, not mid-stream");
+    let leading: Vec<i64> = got[i + 1..].iter().map(|p| p.1).take_while(|&pts| pts < landed.1).collect();
+    assert!(leading.is_empty(), "{} leading pictures went out after the keyframe the switch landed on", leading.len());
+    assert!(got[i + 1..].iter().all(|p| p.1 > landed.1), "a picture after the switch is shown before its keyframe");
+    // From there on, the contribution's own pictures but its leading ones.
+    let own = longest_run(&sent.iter().map(|p| p.2.clone()).collect::<Vec<_>>(), &hashes(&path, "0:v:0"));
+    assert!(own >= 20, "only {own} of the contribution's pictures in a row after the switch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hevc_switch_onto_a_cra_leaves_out_its_rasl_pictures() {
+    let video = [
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-x265-params",
+        "keyint=50:min-keyint=50:scenecut=0:log-level=error",
+    ];
+    a_switch_onto_an_open_gop(&video, "video_codec = \"hevc\"\nwidth = 320\nheight = 180\nframerate = 25\ngop = 25\n")
+        .await;
+}
+
+/// H.264 with open GOPs, where the keyframe bridge is off: T0 lands on a
+/// recovery point (an I picture, not IDR), whose B-pictures come after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_switch_onto_a_recovery_point_leaves_out_its_leading_pictures() {
+    let video = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "superfast",
+        "-bf",
+        "3",
+        "-x264-params",
+        "open-gop=1:keyint=50:min-keyint=50:scenecut=0",
+    ];
+    let program = "width = 320\nheight = 180\nframerate = 25\ngop = 25\nkeyframe_bridge = false\n";
+    a_switch_onto_an_open_gop(&video, program).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

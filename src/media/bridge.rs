@@ -10,7 +10,10 @@
 //! sets of its own ([`BRIDGE_SPS_ID`]), the first picture a keyframe. It
 //! stops at the contribution's first keyframe at or after T0: from there
 //! the partner gets the contribution's own access units again. So only
-//! the pictures between T0 and that keyframe are re-encoded.
+//! the pictures between T0 and that keyframe are re-encoded. In an open
+//! GOP, the pictures after that keyframe in decoding order but shown
+//! before it (its leading pictures, which refer to pictures before it)
+//! are bridged too: the splicer leaves the contribution's own out.
 //!
 //! What is bridged: H.264, progressive. HEVC, MPEG-2 and interlaced
 //! contributions, switches nobody scheduled (take, failover), and a bridge
@@ -18,6 +21,7 @@
 //! rule), as before.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,8 +63,13 @@ pub struct Bridge {
     /// Pictures are handed on from the feed's first keyframe.
     started: bool,
     /// The contribution's first keyframe at or after `t0` (dts, pts):
-    /// nothing from it on is bridged.
+    /// nothing shown from it on is bridged.
     keyframe: Option<(u64, u64)>,
+    /// That keyframe's presentation time, for the decoder's probe (until
+    /// it is known, none).
+    until: Arc<AtomicU64>,
+    /// Every picture the bridge needs has been handed on.
+    ended: bool,
     /// How far the feed's keyframes are decoded before they are shown:
     /// the bridged pictures' decoding times are their presentation times
     /// less this, so that they stay before the keyframe's.
@@ -133,10 +142,15 @@ impl Bridge {
 
         // What is shown before T0 is decoded (later pictures need it) but
         // not encoded: the encoder's first picture, a keyframe, is T0's.
+        // Nor is the contribution's keyframe, decoded only for its
+        // leading pictures.
+        let until = Arc::new(AtomicU64::new(u64::MAX));
+        let shown_until = Arc::clone(&until);
         let pad = decode.static_pad("src").ok_or_else(|| err("avdec_h264 has no src pad"))?;
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let early = info.buffer().and_then(|b| b.pts()).is_some_and(|p| p.nseconds() < t0);
-            if early { super::drop_data(info) } else { gst::PadProbeReturn::Ok }
+            let pts = info.buffer().and_then(|b| b.pts()).map(|p| p.nseconds());
+            let outside = pts.is_some_and(|p| p < t0 || p >= shown_until.load(Ordering::Relaxed));
+            if outside { super::drop_data(info) } else { gst::PadProbeReturn::Ok }
         });
         let out = Arc::new(Mutex::new(Out::default()));
         let (o1, o2) = (Arc::clone(&out), Arc::clone(&out));
@@ -164,19 +178,46 @@ impl Bridge {
             let _ = pipeline.set_state(gst::State::Null);
             return Err(err(&e.to_string()));
         }
-        Ok(Self { feed, t0, pipeline, src, out, started: false, keyframe: None, offset: 0, failed: None, given: 0 })
+        Ok(Self {
+            feed,
+            t0,
+            pipeline,
+            src,
+            out,
+            started: false,
+            keyframe: None,
+            until,
+            ended: false,
+            offset: 0,
+            failed: None,
+            given: 0,
+        })
     }
 
     /// Hands on the feed's next picture (decoding order).
     pub fn push(&mut self, au: &Au) {
-        if self.keyframe.is_some() || self.failed.is_some() {
+        if self.ended || self.failed.is_some() {
             return;
         }
-        if au.keyframe && au.pts >= self.t0 {
-            // The contribution's own keyframe: the bridge ends before it.
-            self.keyframe = Some((au.dts, au.pts));
+        if let Some((_, shown)) = self.keyframe
+            && (au.keyframe || au.pts > shown)
+        {
+            // Past the keyframe's leading pictures: the bridge ends.
+            self.ended = true;
             let _ = self.src.end_of_stream();
             return;
+        }
+        if au.keyframe && au.pts >= self.t0 && self.keyframe.is_none() {
+            // The contribution's own keyframe: the bridge ends before it
+            // is shown. Decoded all the same, for its leading pictures.
+            self.keyframe = Some((au.dts, au.pts));
+            self.until.store(au.pts, Ordering::Relaxed);
+            if !self.started {
+                // No keyframe before it: nothing to bridge from.
+                self.ended = true;
+                let _ = self.src.end_of_stream();
+                return;
+            }
         }
         if au.keyframe && !self.started {
             self.started = true;

@@ -314,6 +314,17 @@ struct Splicer {
     bridge: Option<Bridge>,
     /// What is on air is the bridge's pictures (until its keyframe).
     bridging: bool,
+    /// The next picture of the feed on air is the keyframe a switch (or
+    /// the bridge's end) landed on.
+    joining: bool,
+    /// The presentation time of the keyframe a switch landed on, and the
+    /// pictures left out so far: until a picture is shown after it, what
+    /// follows it in decoding order but is shown before it (the leading
+    /// pictures of an open GOP: HEVC's RASL, an H.264 recovery point's or
+    /// an MPEG-2 open GOP's B-pictures) is left out. Such pictures refer
+    /// to pictures before the keyframe, which partners never got from
+    /// this feed: a decoder would show them broken or drop them.
+    leading: Option<(u64, u64)>,
     /// Per feed: the video's bit rate, over about two seconds (window
     /// start, bytes since, the last figure in kbit/s).
     rates: Vec<(u64, u64, u32)>,
@@ -369,6 +380,8 @@ impl Splicer {
             chosen: Feed::Slate,
             bridge: None,
             bridging: false,
+            joining: false,
+            leading: None,
             bridge_tried: None,
             bridge_on: plan.format.keyframe_bridge,
             t0_ahead: None,
@@ -729,6 +742,7 @@ impl Splicer {
             );
             self.bridging = false;
             self.bridge = None;
+            self.joining = true;
         }
     }
 
@@ -825,6 +839,8 @@ impl Splicer {
         if !self.bridging {
             self.bridge = None;
         }
+        self.joining = p.to != Feed::Slate && !self.bridging;
+        self.leading = None;
         let (pts, format) = match p.to {
             Feed::Slate => {
                 self.play = SlatePlay { origin: at, count: 0 };
@@ -908,6 +924,9 @@ impl Splicer {
                     self.video[index(f)].pop_front()
                 };
                 let Some(au) = next else { return };
+                if !self.bridging && self.leaves_out(&au) {
+                    return;
+                }
                 if au.dts < self.last_video_dts || au.dts > self.last_video_dts + JUMP && self.last_video_dts > 0 {
                     // Out of order or a jump: a new stream, from a keyframe.
                     if !au.keyframe {
@@ -923,6 +942,28 @@ impl Splicer {
                 self.shown_until = self.shown_until.max(au.pts + self.on_frame_ns());
             }
         }
+    }
+
+    /// Whether `au`, the feed's next picture, is a leading picture of the
+    /// keyframe a switch landed on (see [`Self::leading`]): left out.
+    fn leaves_out(&mut self, au: &Au) -> bool {
+        if std::mem::take(&mut self.joining) && au.keyframe {
+            self.leading = Some((au.pts, 0));
+            return false;
+        }
+        let Some((keyframe, n)) = self.leading else { return false };
+        if au.pts < keyframe && !au.keyframe {
+            self.leading = Some((keyframe, n + 1));
+            return true;
+        }
+        self.leading = None;
+        if n > 0 {
+            info!(
+                pictures = n,
+                "Leading pictures of the keyframe the switch landed on left out: they refer to pictures before it."
+            );
+        }
+        false
     }
 
     /// The SCTE-35 cues of the feed on air, when their time in the stream
