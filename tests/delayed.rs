@@ -36,6 +36,22 @@ async fn create(server: &ApiServer, id: &str, port: u16, air: &str) {
     create_channel(server, &text).await;
 }
 
+/// Where a delayed leg's copy joins what went out live: its first chunk
+/// is the PAT and PMT, its second the end of a live chunk from a keyframe
+/// on (a decoder can start there), and from its third on the live chunks
+/// follow whole. Returns the index in `live` of the keyframe's chunk.
+fn joined(delayed: &[(Instant, Vec<u8>)], live: &[(Instant, Vec<u8>)]) -> usize {
+    use simulcast::media::ts;
+    let pids: Vec<u16> = delayed[0].1.chunks_exact(ts::PACKET).map(ts::pid).collect();
+    assert_eq!(pids.first(), Some(&0), "the delayed leg's first chunk is not the PAT and PMT: PIDs {pids:?}");
+    let key = &delayed[1].1;
+    assert!(
+        key.chunks_exact(ts::PACKET).next().is_some_and(ts::starts_random_access),
+        "the delayed leg's second chunk does not start with a keyframe"
+    );
+    live.iter().position(|(_, d)| d.ends_with(key)).expect("the delayed leg's keyframe chunk never went out live")
+}
+
 fn schedule(t0: chrono::DateTime<Utc>) -> proto::ScheduleEventRequest {
     proto::ScheduleEventRequest {
         title: "Silk Way Star: grand final".into(),
@@ -85,20 +101,19 @@ async fn a_delayed_leg_airs_the_live_program_its_delay_later() {
 
     let live = live_a.timed();
     let delayed = late.timed();
-    // Its first datagram is one the live partners got at T0 less half a
-    // second (a moment of the recorded slate first, see DELAYED_SLATE).
-    let i0 =
-        live.iter().position(|(_, d)| *d == delayed[0].1).expect("the delayed leg's first chunk never went out live");
+    // It starts at the first keyframe of the recorded slate from T0 less
+    // DELAYED_SLATE on: within the slate's GOP (1 s here) of that.
+    let i0 = joined(&delayed, &live);
     let live_at = live[i0].0.saturating_duration_since(t0_instant).as_secs_f64()
         - t0_instant.saturating_duration_since(live[i0].0).as_secs_f64();
     let lead = -simulcast::relay::DELAYED_SLATE.as_secs_f64();
-    assert!((lead - 0.05..lead + 0.5).contains(&live_at), "its first chunk went out live {live_at:.3} s from T0");
-    let lag = delayed[0].0.duration_since(live[i0].0).as_secs_f64();
+    assert!((lead - 0.05..lead + 1.5).contains(&live_at), "its keyframe went out live {live_at:.3} s from T0");
+    let lag = delayed[1].0.duration_since(live[i0].0).as_secs_f64();
     assert!((lag - DELAY_S as f64).abs() < 0.3, "delayed by {lag:.3} s, wanted {DELAY_S} s");
     // And then the same stream, chunk for chunk.
     let n = 200.min(delayed.len());
-    for k in 0..n {
-        assert_eq!(delayed[k].1, live[i0 + k].1, "chunk {k} differs from the live one");
+    for k in 2..n {
+        assert_eq!(delayed[k].1, live[i0 + k - 1].1, "chunk {k} differs from the live one");
     }
     assert!(live_b.bytes() > 0);
     let log = asrun(&server, &ev.id, &admin).await;
@@ -173,13 +188,11 @@ async fn the_recording_survives_a_restart() {
         late.bytes()
     );
     let delayed = late.timed();
-    let i0 = before
-        .iter()
-        .position(|(_, d)| *d == delayed[0].1)
-        .expect("the delayed leg did not start from the first run's recording");
-    let lag = delayed[0].0.duration_since(before[i0].0).as_secs_f64();
+    // From the first run's recording, at a keyframe.
+    let i0 = joined(&delayed, &before);
+    let lag = delayed[1].0.duration_since(before[i0].0).as_secs_f64();
     assert!((lag - DELAY as f64).abs() < 0.3, "delayed by {lag:.3} s across the restart, wanted {DELAY} s");
-    let same = delayed.iter().zip(&before[i0..]).take_while(|(d, l)| d.1 == l.1).count();
+    let same = delayed[2..].iter().zip(&before[i0 + 1..]).take_while(|(d, l)| d.1 == l.1).count();
     assert!(same > 100, "only {same} chunks match the first run's");
     let e2 = EventServiceClient::new(server.transport().await)
         .get_event(authed(proto::EventRef { event_id: ev.id.clone() }, server.token(Role::Observer)))

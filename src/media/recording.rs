@@ -332,22 +332,22 @@ struct Join {
 }
 
 impl Join {
-    /// What of record `data` (recorded at UTC `at`) goes out: nothing
-    /// before the first keyframe, then the tables and that keyframe's
-    /// packets on; everything after it.
-    fn offer(&mut self, at: u64, data: Vec<u8>) -> Option<Vec<u8>> {
+    /// The chunks of record `data` (recorded at UTC `at`) that go out:
+    /// none before the first keyframe; then the tables, as a chunk of
+    /// their own (no datagram grows past a record's size), and the record
+    /// from that keyframe on; every record after it, whole.
+    fn offer(&mut self, at: u64, data: Vec<u8>) -> Vec<Vec<u8>> {
         if self.started {
-            return Some(data);
+            return vec![data];
         }
         let since = *self.since.get_or_insert(at);
         for (i, p) in data.chunks_exact(PACKET).enumerate() {
             if ts::starts_random_access(p) {
                 self.started = true;
                 self.tables.sort_by_key(|t| ts::pid(t));
-                let mut out = Vec::with_capacity((self.tables.len() + 1) * PACKET + data.len() - i * PACKET);
-                out.extend(self.tables.iter().flatten());
-                out.extend_from_slice(&data[i * PACKET..]);
-                return Some(out);
+                let tables: Vec<u8> = self.tables.concat();
+                let from_keyframe = data[i * PACKET..].to_vec();
+                return [tables, from_keyframe].into_iter().filter(|c| !c.is_empty()).collect();
             }
             let table = ts::section(p).and_then(|s| s.first().copied());
             if let (Some(0x00 | 0x02 | 0x42), Ok(packet)) = (table, <[u8; PACKET]>::try_from(p)) {
@@ -361,9 +361,9 @@ impl Join {
                 "No keyframe in the recording: the delayed leg starts without one."
             );
             self.started = true;
-            return Some(data);
+            return vec![data];
         }
-        None
+        Vec::new()
     }
 }
 
@@ -424,7 +424,10 @@ impl Playback<'_> {
             if at < from_utc || at + delay + 1_000_000_000 < now() {
                 continue;
             }
-            let Some(data) = join.offer(at, data) else { continue };
+            let chunks = join.offer(at, data);
+            if chunks.is_empty() {
+                continue;
+            }
             // The chunk that started the live program starts it here too
             // (the fan-out's list is looked at every 100 ms of programme).
             if next_start.is_none() && at >= looked + 100_000_000 {
@@ -448,8 +451,10 @@ impl Playback<'_> {
                 flush(&mut batch, &mut bytes, &mut mark_next);
                 std::thread::sleep(Duration::from_nanos((due - n).min(5_000_000)));
             }
-            bytes += data.len();
-            batch.push(data);
+            for data in chunks {
+                bytes += data.len();
+                batch.push(data);
+            }
             if bytes >= BATCH_BYTES {
                 flush(&mut batch, &mut bytes, &mut mark_next);
             }
@@ -493,21 +498,21 @@ mod tests {
         assert_eq!(ts::pid(&r1), 0, "the multiplexer's first record starts with the PAT");
         assert!(r3.chunks_exact(PACKET).all(|p| ts::pid(p) == VIDEO_PID), "the keyframe's record has no tables");
         let mut join = Join::default();
-        assert_eq!(join.offer(0, r1), None, "a picture before the first keyframe went out");
-        assert_eq!(join.offer(40 * ms, r2), None, "a picture before the first keyframe went out");
-        let first = join.offer(80 * ms, r3.clone()).expect("the keyframe's record");
-        let pids: Vec<u16> = first.chunks_exact(PACKET).take(3).map(ts::pid).collect();
-        assert_eq!(pids, [0, PMT_PID, VIDEO_PID], "PAT, PMT, then the keyframe");
-        assert!(ts::starts_random_access(&first[2 * PACKET..3 * PACKET]));
+        assert!(join.offer(0, r1).is_empty(), "a picture before the first keyframe went out");
+        assert!(join.offer(40 * ms, r2).is_empty(), "a picture before the first keyframe went out");
+        let first = join.offer(80 * ms, r3.clone());
+        let pids: Vec<Vec<u16>> = first.iter().map(|c| c.chunks_exact(PACKET).map(ts::pid).collect()).collect();
+        assert_eq!(pids[0], [0, PMT_PID], "the PAT and the PMT, a chunk of their own");
         let key = r3.chunks_exact(PACKET).position(ts::starts_random_access).expect("a keyframe in its record");
-        assert_eq!(&first[2 * PACKET..], &r3[key * PACKET..], "the keyframe's record from the keyframe on");
-        assert_eq!(join.offer(120 * ms, r4.clone()), Some(r4), "after the start, records go out as they are");
+        assert_eq!(first[1], r3[key * PACKET..], "then the keyframe's record from the keyframe on");
+        assert!(first.iter().all(|c| c.len() <= r3.len()), "a chunk longer than the record");
+        assert_eq!(join.offer(120 * ms, r4.clone()), [r4], "after the start, records go out as they are");
 
         // A recording without a keyframe starts anyway, five seconds on.
         let mut join = Join::default();
         let p = record(200 * ms, false);
-        assert_eq!(join.offer(0, p.clone()), None);
-        assert_eq!(join.offer(JOIN_WAIT_NS, p.clone()), Some(p));
+        assert!(join.offer(0, p.clone()).is_empty());
+        assert_eq!(join.offer(JOIN_WAIT_NS, p.clone()), [p]);
     }
 
     #[test]
