@@ -21,8 +21,20 @@ fn hashes(path: &Path, map: &str) -> Vec<String> {
 
 /// [`hashes`], the packets first put through `extra` (a bitstream filter).
 fn hashes_with(path: &Path, map: &str, extra: &[&str]) -> Vec<String> {
+    packets_with(path, map, extra).into_iter().map(|p| p.2).collect()
+}
+
+/// (decoding time, presentation time, hash) of every packet of stream
+/// `map`, in the file's order (ffmpeg's framemd5 with `-c copy`, the
+/// stream's own 90 kHz times).
+fn packets(path: &Path, map: &str) -> Vec<(i64, i64, String)> {
+    packets_with(path, map, &[])
+}
+
+/// [`packets`], put through `extra` first.
+fn packets_with(path: &Path, map: &str, extra: &[&str]) -> Vec<(i64, i64, String)> {
     let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .args(["-hide_banner", "-loglevel", "error", "-copyts", "-i"])
         .arg(path)
         .args(["-map", map, "-c", "copy"])
         .args(extra)
@@ -32,7 +44,10 @@ fn hashes_with(path: &Path, map: &str, extra: &[&str]) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(',').nth(5).map(|h| h.trim().to_owned()))
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split(',').map(str::trim).collect();
+            Some((c.get(1)?.parse().ok()?, c.get(2)?.parse().ok()?, (*c.get(5)?).to_owned()))
+        })
         .collect()
 }
 
@@ -479,26 +494,6 @@ async fn t0_mid_gop(x264: &[&str]) {
         after / 90,
         bridged
     );
-}
-
-/// (decoding time, presentation time, hash) of every packet of stream
-/// `map`, in the file's order (ffmpeg's framemd5 with `-c copy`, the
-/// stream's own 90 kHz times).
-fn packets(path: &Path, map: &str) -> Vec<(i64, i64, String)> {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-copyts", "-i"])
-        .arg(path)
-        .args(["-map", map, "-c", "copy", "-f", "framemd5", "-"])
-        .output()
-        .expect("ffmpeg framemd5");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let c: Vec<&str> = l.split(',').map(str::trim).collect();
-            Some((c.get(1)?.parse().ok()?, c.get(2)?.parse().ok()?, (*c.get(5)?).to_owned()))
-        })
-        .collect()
 }
 
 /// The hashes of the keyframes of stream `map` (ffprobe's flags, zipped
