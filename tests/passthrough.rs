@@ -5,9 +5,11 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use common::{NginxRtmp, Run, SrtReceiver, UdpCapture, channel, peer_port, require, wait_for};
 
@@ -408,6 +410,44 @@ async fn t0_mid_gop_bridges_an_open_gops_leading_pictures_too() {
     t0_mid_gop(&["-x264-params", "open-gop=1"]).await;
 }
 
+/// A 320x180@25 contribution (testsrc2, a 440 Hz AAC tone), `seconds`
+/// long, its video encoded with `video` (ffmpeg's options), as MPEG-TS.
+fn test_contribution(path: &Path, seconds: u32, video: &[&str]) {
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", &seconds.to_string()])
+        .args(video)
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+}
+
+/// What one UDP leg got of `contribution`, played live from 2 s after the
+/// relay (`program`: lines of `[program]`) starts, with T0 7 s after it:
+/// about 5 s into the contribution, so the switch lands mid-stream. The
+/// capture passes the TS check and decodes without an error. Returns the
+/// timed datagrams, the capture's file and T0.
+async fn t0_mid_stream(contribution: &Path, program: &str) -> (Vec<(Instant, Vec<u8>)>, PathBuf, DateTime<Utc>) {
+    let source_port = peer_port();
+    let udp = UdpCapture::start();
+    let legs = [channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port))];
+    let config = udp_contribution(source_port, program, &legs);
+    let t0 = Utc::now() + chrono::Duration::milliseconds(7000);
+    let cue = simulcast::media::program::Cue { program_from: Some(t0), program_until: None, force_slate: false };
+    let plan = simulcast::relay::RelayPlan::from_config(&config);
+    let relay = simulcast::relay::Relay::start_with(&plan, cue, None).await.expect("relay starts");
+    send_live(contribution, source_port).await;
+    relay.shutdown().await;
+    let timed = udp.timed();
+    let (path, datagrams) = udp.finish();
+    let data = datagrams.concat();
+    common::check_ts(&data).assert_clean("UDP leg");
+    common::decodes_cleanly(&data, "UDP leg");
+    (timed, path, t0)
+}
+
 /// T0 a second from the keyframes of an H.264 contribution with
 /// B-pictures (x264 `-bf 3`, a keyframe every 2 s, `x264` more options).
 async fn t0_mid_gop(x264: &[&str]) {
@@ -415,16 +455,9 @@ async fn t0_mid_gop(x264: &[&str]) {
     simulcast::media::init().expect("GStreamer");
     let dir = tempfile::tempdir().expect("tempdir");
     let contribution = dir.path().join("contribution.ts");
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "12", "-c:v", "libx264", "-preset", "superfast"])
-        .args(["-bf", "3", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
-        .args(x264)
-        .args(["-c:a", "aac", "-f", "mpegts"])
-        .arg(&contribution)
-        .status()
-        .expect("ffmpeg");
-    assert!(made.success());
+    let video =
+        ["-c:v", "libx264", "-preset", "superfast", "-bf", "3", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0"];
+    test_contribution(&contribution, 12, &[&video[..], x264].concat());
     let b_frames = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=has_b_frames", "-of", "csv=p=0"])
         .arg(&contribution)
@@ -432,25 +465,9 @@ async fn t0_mid_gop(x264: &[&str]) {
         .expect("ffprobe");
     assert_ne!(String::from_utf8_lossy(&b_frames.stdout).trim(), "0", "the contribution has no B-pictures");
 
-    let source_port = peer_port();
-    let udp = UdpCapture::start();
-    let legs = [channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port))];
-    let config = udp_contribution(source_port, "width = 320\nheight = 180\nframerate = 25\ngop = 25\n", &legs);
     let utc = simulcast::media::recording::UtcClock::new(&simulcast::media::clock());
-    // The contribution starts 2 s after the relay; T0 about 5 s into it,
-    // a second from its keyframes at 4 s and 6 s.
-    let t0 = chrono::Utc::now() + chrono::Duration::milliseconds(7000);
-    let cue = simulcast::media::program::Cue { program_from: Some(t0), program_until: None, force_slate: false };
-    let plan = simulcast::relay::RelayPlan::from_config(&config);
-    let relay = simulcast::relay::Relay::start_with(&plan, cue, None).await.expect("relay starts");
-    send_live(&contribution, source_port).await;
-    relay.shutdown().await;
-    let timed = udp.timed();
-    let (path, datagrams) = udp.finish();
-    let data = datagrams.concat();
-    common::check_ts(&data).assert_clean("UDP leg");
-    common::decodes_cleanly(&data, "UDP leg");
-
+    // T0 a second from the contribution's keyframes at 4 s and 6 s.
+    let (timed, path, t0) = t0_mid_stream(&contribution, "width = 320\nheight = 180\nframerate = 25\ngop = 25\n").await;
     let pics = common::pictures(&timed);
     let i = pics.iter().position(|p| p.luma > 80.0).expect("programme pictures");
     let first = pics[i];
@@ -522,38 +539,15 @@ async fn a_switch_onto_an_open_gop(video: &[&str], program: &str) {
     simulcast::media::init().expect("GStreamer");
     let dir = tempfile::tempdir().expect("tempdir");
     let contribution = dir.path().join("contribution.ts");
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "10"])
-        .args(video)
-        .args(["-c:a", "aac", "-f", "mpegts"])
-        .arg(&contribution)
-        .status()
-        .expect("ffmpeg");
-    assert!(made.success());
+    test_contribution(&contribution, 10, video);
     let sent = packets(&contribution, "0:v:0");
     let keys = keyframe_hashes(&contribution, "0:v:0");
     // The premise: keyframes after the first with leading pictures.
     let open = sent.windows(2).filter(|w| keys.contains(&w[0].2) && w[1].1 < w[0].1).count();
     assert!(open >= 2, "the contribution has {open} keyframes with leading pictures");
 
-    let source_port = peer_port();
-    let udp = UdpCapture::start();
-    let legs = [channel("kz-udp", &format!("{{ type = \"udp\", uri = \"udp://127.0.0.1:{}\" }}", udp.port))];
-    let config = udp_contribution(source_port, program, &legs);
-    // The contribution starts 2 s after the relay, T0 about 5 s into it:
-    // the switch lands on a keyframe mid-stream, not the first.
-    let t0 = chrono::Utc::now() + chrono::Duration::milliseconds(7000);
-    let cue = simulcast::media::program::Cue { program_from: Some(t0), program_until: None, force_slate: false };
-    let plan = simulcast::relay::RelayPlan::from_config(&config);
-    let relay = simulcast::relay::Relay::start_with(&plan, cue, None).await.expect("relay starts");
-    send_live(&contribution, source_port).await;
-    relay.shutdown().await;
-    let (path, datagrams) = udp.finish();
-    let data = datagrams.concat();
-    common::check_ts(&data).assert_clean("UDP leg");
-    common::decodes_cleanly(&data, "UDP leg");
-
+    // The switch lands on a keyframe mid-stream, not the first.
+    let (_, path, _) = t0_mid_stream(&contribution, program).await;
     let got = packets(&path, "0:v:0");
     let sent_hashes: Vec<&String> = sent.iter().map(|p| &p.2).collect();
     let i = got.iter().position(|p| sent_hashes.contains(&&p.2)).expect("the contribution's pictures");
