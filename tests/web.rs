@@ -679,8 +679,10 @@ async fn master_control_from_the_page_is_for_operators_and_lands_in_the_as_run_l
     b.eval("document.getElementById('confirm-yes').click();", json!([]));
     let on_air = reaches(&mut events, &ev.id, &admin, proto::EventState::OnAir, Duration::from_secs(10)).await;
     assert!(on_air, "Take from the page did not put the event on air: {}", b.eval(result, json!([])));
-    let said = b.eval(result, json!([]));
-    assert_eq!(said, json!("take: ON_AIR"));
+    // The page says so once the answer to its request is in (the event
+    // may be on air a moment before that answer reaches the page).
+    let said = wait_for(Duration::from_secs(5), || b.eval(result, json!([])) == json!("take: ON_AIR")).await;
+    assert!(said, "the page said {}", b.eval(result, json!([])));
     // The page's as-run tail shows it too, by name, without a reload.
     let tail = "return [...document.querySelectorAll('#asrun li')].map(l => l.textContent).join('\\n');";
     let listed = wait_for(Duration::from_secs(5), || {
