@@ -62,9 +62,9 @@ pub struct Bridge {
     out: Arc<Mutex<Out>>,
     /// Pictures are handed on from the feed's first keyframe.
     started: bool,
-    /// The contribution's first keyframe at or after `t0` (dts, pts):
-    /// nothing shown from it on is bridged.
-    keyframe: Option<(u64, u64)>,
+    /// The presentation time of the contribution's first keyframe at or
+    /// after `t0`: nothing shown from it on is bridged.
+    keyframe: Option<u64>,
     /// That keyframe's presentation time, for the decoder's probe (until
     /// it is known, none).
     until: Arc<AtomicU64>,
@@ -199,23 +199,21 @@ impl Bridge {
         if self.ended || self.failed.is_some() {
             return;
         }
-        if let Some((_, shown)) = self.keyframe
+        if let Some(shown) = self.keyframe
             && (au.keyframe || au.pts > shown)
         {
             // Past the keyframe's leading pictures: the bridge ends.
-            self.ended = true;
-            let _ = self.src.end_of_stream();
+            self.end();
             return;
         }
         if au.keyframe && au.pts >= self.t0 && self.keyframe.is_none() {
             // The contribution's own keyframe: the bridge ends before it
             // is shown. Decoded all the same, for its leading pictures.
-            self.keyframe = Some((au.dts, au.pts));
+            self.keyframe = Some(au.pts);
             self.until.store(au.pts, Ordering::Relaxed);
             if !self.started {
                 // No keyframe before it: nothing to bridge from.
-                self.ended = true;
-                let _ = self.src.end_of_stream();
+                self.end();
                 return;
             }
         }
@@ -235,6 +233,12 @@ impl Bridge {
         if let Err(e) = self.src.push_buffer(b) {
             self.failed = Some(format!("the decoder refused a picture: {e}"));
         }
+    }
+
+    /// Every picture the bridge needs is in: the decoder drains.
+    fn end(&mut self) {
+        self.ended = true;
+        let _ = self.src.end_of_stream();
     }
 
     /// Reads the pipeline's bus: an error fails the bridge.

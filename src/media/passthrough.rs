@@ -314,9 +314,6 @@ struct Splicer {
     bridge: Option<Bridge>,
     /// What is on air is the bridge's pictures (until its keyframe).
     bridging: bool,
-    /// The next picture of the feed on air is the keyframe a switch (or
-    /// the bridge's end) landed on.
-    joining: bool,
     /// The presentation time of the keyframe a switch landed on, and the
     /// pictures left out so far: until a picture is shown after it, what
     /// follows it in decoding order but is shown before it (the leading
@@ -380,7 +377,6 @@ impl Splicer {
             chosen: Feed::Slate,
             bridge: None,
             bridging: false,
-            joining: false,
             leading: None,
             bridge_tried: None,
             bridge_on: plan.format.keyframe_bridge,
@@ -742,7 +738,7 @@ impl Splicer {
             );
             self.bridging = false;
             self.bridge = None;
-            self.joining = true;
+            self.leading = keyframe.map(|(_, kp)| (kp, 0));
         }
     }
 
@@ -839,7 +835,6 @@ impl Splicer {
         if !self.bridging {
             self.bridge = None;
         }
-        self.joining = p.to != Feed::Slate && !self.bridging;
         self.leading = None;
         let (pts, format) = match p.to {
             Feed::Slate => {
@@ -847,7 +842,10 @@ impl Splicer {
                 (at, Some(self.slate.as_ref().map(|s| s.format.clone()).unwrap_or_default()))
             }
             f => {
-                let pts = bridged.or_else(|| self.video[index(f)].front().map(|a| a.pts)).unwrap_or(at);
+                // Not bridged: the keyframe it lands on (the queue's front).
+                let landed = self.video[index(f)].front().filter(|a| a.keyframe && !self.bridging).map(|a| a.pts);
+                self.leading = landed.map(|k| (k, 0));
+                let pts = bridged.or(landed).or_else(|| self.video[index(f)].front().map(|a| a.pts)).unwrap_or(at);
                 (pts, self.complete[index(f)].then(|| self.formats[index(f)].clone()))
             }
         };
@@ -947,14 +945,14 @@ impl Splicer {
     /// Whether `au`, the feed's next picture, is a leading picture of the
     /// keyframe a switch landed on (see [`Self::leading`]): left out.
     fn leaves_out(&mut self, au: &Au) -> bool {
-        if std::mem::take(&mut self.joining) && au.keyframe {
-            self.leading = Some((au.pts, 0));
-            return false;
-        }
         let Some((keyframe, n)) = self.leading else { return false };
         if au.pts < keyframe && !au.keyframe {
             self.leading = Some((keyframe, n + 1));
             return true;
+        }
+        if au.pts <= keyframe {
+            // The keyframe itself.
+            return false;
         }
         self.leading = None;
         if n > 0 {
