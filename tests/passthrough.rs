@@ -110,15 +110,26 @@ fn streams(path: &Path) -> Vec<(String, String, String)> {
 /// (pictures decoded as interlaced, top field first; pictures decoded) of
 /// the first video stream, as ffmpeg's decoder sees each frame.
 fn top_field_first_frames(path: &Path) -> (usize, usize) {
+    let frames = field_orders(path);
+    (frames.iter().filter(|f| f.1).count(), frames.len())
+}
+
+/// Each picture of the first video stream as ffmpeg's decoder sees it: its
+/// PTS (the stream's own, 90 kHz) and whether it is interlaced, top field
+/// first.
+fn field_orders(path: &Path) -> Vec<(i64, bool)> {
     let out = Command::new("ffprobe")
         .args(["-hide_banner", "-loglevel", "error", "-select_streams", "v:0", "-show_entries"])
-        .args(["frame=interlaced_frame,top_field_first", "-of", "csv=p=0"])
+        .args(["frame=pts,interlaced_frame,top_field_first", "-of", "csv=p=0"])
         .arg(path)
         .output()
         .expect("ffprobe");
     let text = String::from_utf8_lossy(&out.stdout);
-    let frames: Vec<&str> = text.lines().map(|l| l.trim_end_matches(',')).filter(|l| !l.is_empty()).collect();
-    (frames.iter().filter(|l| **l == "1,1").count(), frames.len())
+    text.lines()
+        .map(|l| l.trim_end_matches(','))
+        .filter_map(|l| l.split_once(','))
+        .filter_map(|(pts, order)| Some((pts.parse().ok()?, order == "1,1")))
+        .collect()
 }
 
 /// Writes a venue's contribution to `path`: H.264 (`video`: its size and
@@ -390,9 +401,6 @@ async fn relays_untouched_with(
     describe
 }
 
-/// Field-coded H.264 (576i50, the PAL broadcast format: the same fields as
-/// 1080i50 at a fifth of the pixels, so that it costs the 2-core machine
-/// little beside the 1080p50 test running at the same time).
 /// T0 mid-GOP on a contribution with B-pictures (decoded ahead of being
 /// shown) and a keyframe every 2 s: the programme starts on T0's own
 /// picture, re-encoded by the keyframe bridge up to the contribution's
@@ -400,15 +408,26 @@ async fn relays_untouched_with(
 /// unbroken. The partner's stream stays clean and decodes without an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t0_mid_gop_lands_on_its_own_picture_and_the_contribution_resumes_at_its_keyframe() {
-    t0_mid_gop(&[]).await;
+    t0_mid_gop(&[], SMALL, false).await;
 }
 
 /// The same with open GOPs: the keyframe the bridge ends at is a recovery
 /// point whose leading B-pictures, shown before it, are bridged too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t0_mid_gop_bridges_an_open_gops_leading_pictures_too() {
-    t0_mid_gop(&["-x264-params", "open-gop=1"]).await;
+    t0_mid_gop(&["-x264-params", "open-gop=1"], SMALL, false).await;
 }
+
+/// The same with an interlaced contribution (576i50, top field first,
+/// MBAFF): the bridged pictures are interlaced in the same field order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t0_mid_gop_bridges_an_interlaced_contribution_in_its_field_order() {
+    let video = ["-vf", "scale=720:576", "-flags", "+ilme+ildct", "-top", "1", "-b:v", "3M"];
+    t0_mid_gop(&video, "width = 720\nheight = 576\nframerate = 25\ngop = 25\n", true).await;
+}
+
+/// The `[program]` of the 320x180@25 T0 tests.
+const SMALL: &str = "width = 320\nheight = 180\nframerate = 25\ngop = 25\n";
 
 /// A 320x180@25 contribution (testsrc2, a 440 Hz AAC tone), `seconds`
 /// long, its video encoded with `video` (ffmpeg's options), as MPEG-TS.
@@ -449,15 +468,17 @@ async fn t0_mid_stream(contribution: &Path, program: &str) -> (Vec<(Instant, Vec
 }
 
 /// T0 a second from the keyframes of an H.264 contribution with
-/// B-pictures (x264 `-bf 3`, a keyframe every 2 s, `x264` more options).
-async fn t0_mid_gop(x264: &[&str]) {
+/// B-pictures (x264 `-bf 3`, a keyframe every 2 s, `more` ffmpeg options),
+/// relayed with `program` (`[program]` lines); with `interlaced`, every
+/// picture shown from T0's on must be interlaced, top field first.
+async fn t0_mid_gop(more: &[&str], program: &str, interlaced: bool) {
     require("ffmpeg", "ffmpeg");
     simulcast::media::init().expect("GStreamer");
     let dir = tempfile::tempdir().expect("tempdir");
     let contribution = dir.path().join("contribution.ts");
     let video =
         ["-c:v", "libx264", "-preset", "superfast", "-bf", "3", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0"];
-    test_contribution(&contribution, 12, &[&video[..], x264].concat());
+    test_contribution(&contribution, 12, &[&video[..], more].concat());
     let b_frames = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=has_b_frames", "-of", "csv=p=0"])
         .arg(&contribution)
@@ -467,7 +488,7 @@ async fn t0_mid_gop(x264: &[&str]) {
 
     let utc = simulcast::media::recording::UtcClock::new(&simulcast::media::clock());
     // T0 a second from the contribution's keyframes at 4 s and 6 s.
-    let (timed, path, t0) = t0_mid_stream(&contribution, "width = 320\nheight = 180\nframerate = 25\ngop = 25\n").await;
+    let (timed, path, t0) = t0_mid_stream(&contribution, program).await;
     let pics = common::pictures(&timed);
     let i = pics.iter().position(|p| p.luma > 80.0).expect("programme pictures");
     let first = pics[i];
@@ -499,6 +520,17 @@ async fn t0_mid_gop(x264: &[&str]) {
     assert!(steps.iter().all(|&d| d.abs_diff(3600) <= 5), "picture steps over the bridge {steps:?} (90 kHz)");
     let slate = pics.iter().filter(|p| (from..to).contains(&(p.pts as i64)) && p.luma <= 80.0).count();
     assert_eq!(slate, 0, "slate pictures inside the bridge");
+    if interlaced {
+        let (tff, all) = top_field_first_frames(&contribution);
+        assert_eq!(tff, all, "the contribution is made as asked");
+        let shown: Vec<bool> = field_orders(&path).into_iter().filter(|f| f.0 >= from).map(|f| f.1).collect();
+        let progressive = shown.iter().filter(|tff| !**tff).count();
+        assert!(
+            shown.len() >= 100 && progressive == 0,
+            "{progressive} of {} pictures from T0 on not interlaced TFF",
+            shown.len()
+        );
+    }
     // Nothing after it in decoding order is shown before it: the bridge
     // covered its leading pictures, if any.
     let leading = got[k + 1..].iter().take_while(|p| p.1 < got[k].1).count();
@@ -594,6 +626,9 @@ async fn an_h264_switch_onto_a_recovery_point_leaves_out_its_leading_pictures() 
     a_switch_onto_an_open_gop(&video, program).await;
 }
 
+/// Field-coded H.264 (576i50, the PAL broadcast format: the same fields as
+/// 1080i50 at a fifth of the pixels, so that it costs the 2-core machine
+/// little beside the 1080p50 test running at the same time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interlaced_576i50_contribution_keeps_its_fields() {
     let video = ["-vf", "scale=720:576", "-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ilme+ildct"];

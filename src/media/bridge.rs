@@ -15,10 +15,12 @@
 //! before it (its leading pictures, which refer to pictures before it)
 //! are bridged too: the splicer leaves the contribution's own out.
 //!
-//! What is bridged: H.264, progressive. HEVC, MPEG-2 and interlaced
-//! contributions, switches nobody scheduled (take, failover), and a bridge
-//! that is not ready in time fall back to the keyframe (the splicer's
-//! rule), as before.
+//! What is bridged: H.264, progressive or interlaced (then the bridge's
+//! pictures are coded interlaced too, x264's MBAFF, in the contribution's
+//! field order: the decoder's caps carry it to the encoder). HEVC and
+//! MPEG-2 contributions, switches nobody scheduled (take, failover), and a
+//! bridge that is not ready in time fall back to the keyframe (the
+//! splicer's rule), as before.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,7 +86,6 @@ impl Bridge {
     /// Whether a contribution in `format` can be bridged.
     pub fn supports(format: &VideoFormat) -> bool {
         format.codec == VideoCodec::H264
-            && !format.interlaced
             && format.width > 0
             && format.height > 0
             && format.framerate.0 > 0
