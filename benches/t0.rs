@@ -95,6 +95,24 @@ fn cpu_s() -> f64 {
     s(u.ru_utime) + s(u.ru_stime)
 }
 
+/// A recorded contribution's picture: width, height, frames a second
+/// (whole), and its field order as ffprobe names it (empty: progressive).
+fn probe(file: &str) -> (u32, u32, u32, String) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-of", "csv=p=0", "-show_entries"])
+        .args(["stream=width,height,r_frame_rate,field_order", file])
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // In ffprobe's order: width, height, field_order, r_frame_rate.
+    let f: Vec<&str> = text.lines().next().unwrap_or_default().split(',').collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u32>().ok()).expect("ffprobe reads the contribution");
+    let rate =
+        f.get(3).and_then(|r| r.split_once('/')).map(|(n, d)| n.parse::<u32>().unwrap() / d.parse::<u32>().unwrap());
+    let order = f.get(2).copied().filter(|o| !matches!(*o, "progressive" | "unknown" | "")).unwrap_or_default();
+    (num(0), num(1), rate.expect("a frame rate"), order.to_owned())
+}
+
 /// One run of simulcast, T0 `phase_ms` past a whole second after the
 /// relay's start (the contribution's keyframes fall at a different place
 /// around T0 in each run): per leg, ms from T0 to the first programme
@@ -121,10 +139,12 @@ async fn run_simulcast(phase_ms: i64) -> (Vec<(f64, f64)>, f64, f64) {
         }
         None => "type = \"test\"\n".to_owned(),
     };
-    let picture = if file.is_some() {
-        "width = 1920\nheight = 1080\nframerate = 50\nvideo_kbps = 12000\ngop = 50\n"
-    } else {
-        "width = 640\nheight = 360\nframerate = 25\nvideo_kbps = 1500\ngop = 25\n"
+    let picture = match &file {
+        Some(f) => {
+            let (w, h, rate, _) = probe(f);
+            format!("width = {w}\nheight = {h}\nframerate = {rate}\nvideo_kbps = 12000\ngop = 50\n")
+        }
+        None => "width = 640\nheight = 360\nframerate = 25\nvideo_kbps = 1500\ngop = 25\n".to_owned(),
     };
     let mut text = format!("[event]\ntitle = \"T0 bench\"\n[source]\n{source}[program]\nmode = \"{mode}\"\n{picture}");
     if std::env::var("T0_BRIDGE").is_ok_and(|v| v == "off") {
@@ -249,7 +269,11 @@ async fn main() {
     let mode = std::env::var("T0_MODE").unwrap_or_else(|_| "transcode".into());
     let bridge = if std::env::var("T0_BRIDGE").is_ok_and(|v| v == "off") { ", no keyframe bridge" } else { "" };
     let (what, frame_ms) = match std::env::var("T0_CONTRIBUTION") {
-        Ok(f) => (format!("{f} relayed"), 20.0),
+        Ok(f) => {
+            let (w, h, rate, field_order) = probe(&f);
+            let scan = if field_order.is_empty() { "p".to_owned() } else { format!("i ({field_order})") };
+            (format!("{f} relayed, {w}x{h}{scan}@{rate}"), 1000.0 / f64::from(rate))
+        }
         Err(_) => ("the test source, 640x360@25, GOP 1 s".to_owned(), FRAME_MS),
     };
     println!("\nT0 accuracy, {mode}{bridge}, {runs} runs x {LEGS} UDP legs, {what} (one frame = {frame_ms} ms)\n");

@@ -575,7 +575,11 @@ impl Splicer {
             let video = self.formats[i].video.clone().filter(Bridge::supports);
             if let Some(v) = video {
                 self.bridge_tried = Some(t);
-                let kbps = self.rates[i].2.max(self.look.video_kbps);
+                // A feed that came up within RATE_WINDOW of T0 has no
+                // measured rate yet: what it has queued stands in.
+                let measured = self.rates[i].2;
+                let kbps = if measured > 0 { measured } else { queued_kbps(&self.video[i]) };
+                let kbps = kbps.max(self.look.video_kbps);
                 match Bridge::start(i, t, &v, kbps) {
                     Ok(mut b) => {
                         for au in &self.video[i] {
@@ -1084,6 +1088,19 @@ fn index(f: Feed) -> usize {
     usize::from(f == Feed::Backup)
 }
 
+/// The video bit rate, kbps, of the access units `queued` (0 for fewer
+/// than two, or under 100 ms of them).
+fn queued_kbps(queued: &VecDeque<Au>) -> u32 {
+    let (Some(first), Some(last)) = (queued.front(), queued.back()) else { return 0 };
+    let span = last.dts.saturating_sub(first.dts);
+    if span < 100_000_000 {
+        return 0;
+    }
+    // The last unit's bytes are for the span after it: left out.
+    let bytes: u64 = queued.iter().take(queued.len() - 1).map(|a| a.data.size() as u64).sum();
+    u32::try_from(bytes * 8_000_000 / span).unwrap_or(u32::MAX)
+}
+
 /// Whether `a` and `b` list the same codecs, languages and SCTE-35 (the PMT).
 fn same_layout(a: &FeedFormat, b: &FeedFormat) -> bool {
     let l = |f: &FeedFormat| {
@@ -1101,4 +1118,25 @@ fn matches_format(a: &FeedFormat, b: &FeedFormat) -> bool {
         f.audio.iter().map(|a| (a.codec, a.language.clone(), a.rate, a.channels, a.layer)).collect()
     };
     v(a) == v(b) && au(a) == au(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn au(dts_ms: u64, bytes: usize) -> Au {
+        gstreamer::init().expect("GStreamer");
+        let dts = dts_ms * 1_000_000;
+        Au { pts: dts, dts, keyframe: false, data: gstreamer::Buffer::from_mut_slice(vec![0u8; bytes]) }
+    }
+
+    #[test]
+    fn a_feeds_queued_pictures_give_the_bridge_its_rate_before_one_is_measured() {
+        // 50 pictures a second of 30 000 bytes: 12 000 kbps, over 0.6 s.
+        let queued: VecDeque<Au> = (0..31).map(|i| au(i * 20, 30_000)).collect();
+        assert_eq!(queued_kbps(&queued), 12_000);
+        // Too little to tell.
+        assert_eq!(queued_kbps(&queued.iter().take(3).cloned().collect()), 0);
+        assert_eq!(queued_kbps(&VecDeque::new()), 0);
+    }
 }
