@@ -493,10 +493,7 @@ async fn t0_mid_gop(more: &[&str], program: &str, interlaced: bool) {
     let i = pics.iter().position(|p| p.luma > 80.0).expect("programme pictures");
     let first = pics[i];
     assert!(first.keyframe, "the first programme picture is not a keyframe");
-    let delay = simulcast::media::passthrough::DELAY.as_nanos() as u64;
-    let t0_pts = simulcast::media::mux::ticks_90k(utc.clock_of(t0.timestamp_nanos_opt().unwrap() as u64) + delay);
-    let mask = (1u64 << 33) - 1;
-    let after = first.pts.wrapping_sub(t0_pts) & mask;
+    let after = ticks_after_t0(&utc, t0, first.pts);
     assert!(after < 3600 + 180, "the first programme picture is {} ms after T0, not T0's picture", after / 90);
     // The bridge runs to the contribution's next keyframe, well after T0:
     // its first own picture, by its bytes, a keyframe of the contribution.
@@ -543,6 +540,43 @@ async fn t0_mid_gop(more: &[&str], program: &str, interlaced: bool) {
         after / 90,
         bridged
     );
+}
+
+/// How far (90 kHz) a partner's picture with timestamp `pts` is shown
+/// after T0 (`utc` the relay's clock).
+fn ticks_after_t0(utc: &simulcast::media::recording::UtcClock, t0: DateTime<Utc>, pts: u64) -> u64 {
+    let delay = simulcast::media::passthrough::DELAY.as_nanos() as u64;
+    let t0_pts = simulcast::media::mux::ticks_90k(utc.clock_of(t0.timestamp_nanos_opt().unwrap() as u64) + delay);
+    pts.wrapping_sub(t0_pts) & ((1u64 << 33) - 1)
+}
+
+/// T0's own picture is a keyframe decoded 80 ms before it is shown (as
+/// B-pictures put a keyframe's decoding time ahead of T0): the switch
+/// lands on it, the slate leaving its decoding time free, and not on a
+/// later keyframe. Every picture of this contribution is a keyframe (its
+/// decoding times moved 80 ms ahead with ffmpeg's `setts`), so T0's own
+/// picture is one wherever T0 falls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t0_lands_on_its_own_keyframe_when_that_is_decoded_before_t0() {
+    require("ffmpeg", "ffmpeg");
+    simulcast::media::init().expect("GStreamer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contribution = dir.path().join("contribution.ts");
+    let video = ["-c:v", "libx264", "-preset", "superfast", "-g", "1", "-bsf:v", "setts=dts=DTS-7200"];
+    test_contribution(&contribution, 12, &video);
+    let sent = packets(&contribution, "0:v:0");
+    assert_eq!(keyframe_hashes(&contribution, "0:v:0").len(), sent.len(), "the contribution is intra only");
+    assert!(sent.iter().all(|p| p.1 - p.0 == 7200), "the contribution is decoded 80 ms ahead");
+
+    let utc = simulcast::media::recording::UtcClock::new(&simulcast::media::clock());
+    let (timed, path, t0) = t0_mid_stream(&contribution, SMALL).await;
+    let pics = common::pictures(&timed);
+    let first = pics.iter().find(|p| p.luma > 80.0).expect("programme pictures");
+    let after = ticks_after_t0(&utc, t0, first.pts);
+    assert!(after < 3600 + 180, "the first programme picture is {} ms after T0, not T0's picture", after / 90);
+    let own = longest_run(&hashes(&contribution, "0:v:0"), &hashes(&path, "0:v:0"));
+    assert!(own >= 100, "only {own} of the contribution's pictures in a row after T0");
+    eprintln!("T0's picture {} ms after T0; then {own} of the contribution's own", after / 90);
 }
 
 /// The hashes of the keyframes of stream `map` (ffprobe's flags, zipped

@@ -650,21 +650,36 @@ impl Splicer {
                 _ => break,
             }
         }
-        // What is not on air and not awaited is not kept past its time.
+        // What is not on air and not awaited is not kept past its time,
+        // but for a keyframe shown at or after a T0 ahead that puts its
+        // feed on (see `ends_after_t0`).
+        let t0 = self.t0_ahead.filter(|_| self.on == Feed::Slate);
         for i in 0..self.video.len() {
             let feed = feed_of(i);
+            let kept = |a: &Au| t0.is_some_and(|t| feed == self.chosen && a.keyframe && a.pts >= t);
             if feed != self.on && self.pending.is_none_or(|p| p.to != feed) {
-                while self.video[i].front().is_some_and(|a| a.dts <= due) {
+                while self.video[i].front().is_some_and(|a| a.dts <= due && !kept(a)) {
                     self.video[i].pop_front();
                 }
             }
         }
     }
 
-    /// Whether a slate picture at `dts` would still be shown at a T0 that
-    /// puts a feed on: it waits, and the switch lands in its place.
+    /// Whether a slate picture at `dts` waits for a T0 that puts a feed
+    /// on (the switch lands in its place): it would still be shown at T0,
+    /// or T0's own picture is a keyframe of that feed decoded before it
+    /// would be (B-pictures put a feed's decoding times ahead of its
+    /// presentation): the slate leaves that decoding time free, or the
+    /// switch would wait for the next keyframe, up to a GOP later. The
+    /// partner's decoder holds the last slate picture for the slots left.
     fn ends_after_t0(&self, dts: u64) -> bool {
-        self.on == Feed::Slate && self.t0_ahead.is_some_and(|t| dts < t && dts + self.on_frame_ns() > t)
+        let Some(t) = self.t0_ahead.filter(|_| self.on == Feed::Slate) else { return false };
+        let end = dts + self.on_frame_ns();
+        if dts < t && end > t {
+            return true;
+        }
+        let frame = self.frame_ns(self.chosen);
+        self.video[index(self.chosen)].iter().any(|a| a.keyframe && a.pts >= t && a.pts < t + frame && a.dts < end)
     }
 
     /// One picture's duration of what is on (20 ms until known).
