@@ -45,6 +45,9 @@ pub const WAIT: Duration = Duration::from_millis(100);
 /// slate's (31), so that no decoder sees one redefined.
 pub const BRIDGE_SPS_ID: u32 = 30;
 
+/// One tick of the multiplexer's 90 kHz clock, in ns (rounded up).
+const TICK_90K: u64 = 11_112;
+
 /// What the appsink got, for the splicer.
 #[derive(Debug, Default)]
 struct Out {
@@ -76,6 +79,11 @@ pub struct Bridge {
     /// the bridged pictures' decoding times are their presentation times
     /// less this, so that they stay before the keyframe's.
     offset: u64,
+    /// The contribution's keyframe's decoding time, once known: every
+    /// bridged picture is decoded before it. An open GOP's keyframe is
+    /// decoded further ahead of its showing than the first keyframe the
+    /// offset was taken from (by its leading pictures' reordering).
+    ceiling: Option<u64>,
     /// The pipeline's error, if it failed.
     pub failed: Option<String>,
     /// Pictures handed out so far.
@@ -190,6 +198,7 @@ impl Bridge {
             until,
             ended: false,
             offset: 0,
+            ceiling: None,
             failed: None,
             given: 0,
         })
@@ -259,7 +268,25 @@ impl Bridge {
     pub fn front(&self) -> Option<(u64, u64)> {
         let out = lock(&self.out);
         let pts = out.pictures.front()?.pts()?.nseconds();
-        Some((pts.saturating_sub(self.offset), pts))
+        Some((self.dts_of(pts, out.pictures.len()), pts))
+    }
+
+    /// Every bridged picture is to be decoded before `dts`, the
+    /// contribution's keyframe's.
+    pub fn decoded_before(&mut self, dts: u64) {
+        self.ceiling = Some(dts);
+    }
+
+    /// The decoding time of a bridged picture shown at `pts`, `left` the
+    /// pictures not handed out yet, it among them: its presentation time
+    /// less the offset, but before the ceiling by a 90 kHz tick for each
+    /// picture left, so that the multiplexer's decoding times still rise.
+    fn dts_of(&self, pts: u64, left: usize) -> u64 {
+        let dts = pts.saturating_sub(self.offset);
+        match self.ceiling {
+            Some(c) => dts.min(c.saturating_sub(TICK_90K * left as u64)),
+            None => dts,
+        }
     }
 
     /// Decoding times after `dts`, the last picture out before the
@@ -275,11 +302,15 @@ impl Bridge {
 
     /// The next bridged picture, as an access unit.
     pub fn pop(&mut self) -> Option<Au> {
-        let b = lock(&self.out).pictures.pop_front()?;
+        let (b, left) = {
+            let mut out = lock(&self.out);
+            let left = out.pictures.len();
+            (out.pictures.pop_front()?, left)
+        };
         let pts = b.pts()?.nseconds();
         self.given += 1;
         let keyframe = !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        Some(Au { pts, dts: pts.saturating_sub(self.offset), keyframe, data: b })
+        Some(Au { pts, dts: self.dts_of(pts, left), keyframe, data: b })
     }
 
     /// Whether every bridged picture has come out of the encoder.

@@ -499,7 +499,7 @@ impl Splicer {
                 if au.dts < *since || au.dts > *since + 2 * RATE_WINDOW {
                     (*since, *bytes) = (au.dts, 0);
                 } else if au.dts >= *since + RATE_WINDOW {
-                    *kbps = (*bytes * 8_000_000 / (au.dts - *since).max(1)) as u32;
+                    *kbps = kbps_of(*bytes, au.dts - *since);
                     (*since, *bytes) = (au.dts, 0);
                 }
                 *bytes += au.data.size() as u64;
@@ -742,9 +742,11 @@ impl Splicer {
             warn!(error = %error, pictures = b.given, "Keyframe bridge given up: the contribution's keyframe comes next.");
             b.abandon();
         }
-        // Nothing bridged at or after the keyframe's times.
+        // Nothing bridged shown from the keyframe on, and what is shown
+        // before it decoded before it.
         if let Some((kd, kp)) = keyframe {
-            while b.front().is_some_and(|(d, p)| d >= kd || p >= kp) {
+            b.decoded_before(kd);
+            while b.front().is_some_and(|(_, p)| p >= kp) {
                 b.pop();
             }
         }
@@ -1113,7 +1115,12 @@ fn queued_kbps(queued: &VecDeque<Au>) -> u32 {
     }
     // The last unit's bytes are for the span after it: left out.
     let bytes: u64 = queued.iter().take(queued.len() - 1).map(|a| a.data.size() as u64).sum();
-    u32::try_from(bytes * 8_000_000 / span).unwrap_or(u32::MAX)
+    kbps_of(bytes, span)
+}
+
+/// `bytes` over `ns` nanoseconds, in kbps.
+fn kbps_of(bytes: u64, ns: u64) -> u32 {
+    u32::try_from(bytes * 8_000_000 / ns.max(1)).unwrap_or(u32::MAX)
 }
 
 /// Whether `a` and `b` list the same codecs, languages and SCTE-35 (the PMT).
